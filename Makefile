@@ -1,0 +1,107 @@
+# slm — small language models on CPUs, as a Lua 5.4 module.
+#
+#   make            build build/libslm.a (C core) and build/slm/core.so (Lua module)
+#   make test       C tests + busted specs; last line "N passed, N failed"
+#   make asan       the whole suite under AddressSanitizer + UBSan (build-asan/)
+#   make bench      benchmarks (tokens/s, MB/s, peak RSS)
+#   make install    install into the standard Lua 5.4 paths (PREFIX=/usr/local)
+#   make deps       install the Debian packages below (needs root)
+#   make clean
+
+DEBIAN_PACKAGES = build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-dev \
+                  libutf8proc-dev libpcre2-dev libjansson-dev lua-busted
+
+BUILD    ?= build
+CC       ?= cc
+OPT      ?= -O2
+PKGS      = lua5.4 openblas jansson libpcre2-8 libutf8proc
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs openblas jansson libpcre2-8 libutf8proc 2>/dev/null)
+
+WARN     = -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
+           -Wpointer-arith -Wno-unused-parameter
+CFLAGS  ?=
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC $(WARN) $(PKG_CFLAGS) $(SAN) $(CFLAGS)
+# files named *_avx2.c hold the AVX2/FMA/F16C kernels; everything else is
+# portable C and the kernels pick the AVX2 path at run time
+AVX2_FLAGS = -mavx2 -mfma -mf16c
+LDLIBS   = $(PKG_LIBS) -lpthread -lm
+
+CORE_SRC := $(sort $(wildcard csrc/core/*.c csrc/quant/*.c csrc/kernels/*.c \
+                              csrc/formats/*.c csrc/tokenizer/*.c))
+BIND_SRC := $(sort $(wildcard csrc/bind/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
+BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+LIB    = $(BUILD)/libslm.a
+MODULE = $(BUILD)/slm/core.so
+
+.PHONY: all test asan bench install uninstall deps clean check-layers
+
+all: $(LIB) $(MODULE) $(TEST_BIN)
+
+$(BUILD)/obj/%_avx2.o: %_avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(MODULE): $(BIND_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(SAN) -o $@ $(BIND_OBJ) $(LIB) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Icsrc $< -o $@ $(LIB) $(SAN) $(LDLIBS)
+
+-include $(CORE_OBJ:.o=.d) $(BIND_OBJ:.o=.d)
+
+# The core must not depend on Lua: only csrc/bind may include lua.h.
+check-layers:
+	@! grep -rlE '#include *[<"](lua|lauxlib|lualib)\.h' csrc --include=*.c --include=*.h \
+	    | grep -v '^csrc/bind/' || { echo "lua.h included outside csrc/bind"; exit 1; }
+
+test: all check-layers
+	@BUILD=$(BUILD) sh tests/run.sh
+
+# Sanitizers: the Lua interpreter is not instrumented, so the ASan runtime is
+# preloaded; leaks are checked by LeakSanitizer at exit.
+ASAN_LIB = $(shell $(CC) -print-file-name=libasan.so)
+UBSAN_LIB = $(shell $(CC) -print-file-name=libubsan.so)
+asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
+	@BUILD=build-asan SLM_PRELOAD="$(ASAN_LIB) $(UBSAN_LIB)" \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 sh tests/run.sh
+
+bench: all
+	@BUILD=$(BUILD) bin/slm bench/run.lua
+
+PREFIX  ?= /usr/local
+LUA_LDIR = $(DESTDIR)$(PREFIX)/share/lua/5.4
+LUA_CDIR = $(DESTDIR)$(PREFIX)/lib/lua/5.4
+install: all
+	install -d $(LUA_LDIR)/slm $(LUA_CDIR)/slm $(LUA_LDIR)/slm/models
+	install -m 644 lua/slm/*.lua $(LUA_LDIR)/slm/
+	install -m 644 $(MODULE) $(LUA_CDIR)/slm/core.so
+	if ls models/*.lua >/dev/null 2>&1; then install -m 644 models/*.lua $(LUA_LDIR)/slm/models/; fi
+	install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 bin/slm $(DESTDIR)$(PREFIX)/bin/slm
+
+uninstall:
+	rm -rf $(LUA_LDIR)/slm $(LUA_CDIR)/slm $(DESTDIR)$(PREFIX)/bin/slm
+
+deps:
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEBIAN_PACKAGES)
+
+clean:
+	rm -rf build build-asan

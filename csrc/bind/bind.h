@@ -1,0 +1,37 @@
+/* Shared helpers of the Lua bindings (the only files that include lua.h).
+ *
+ * Each binding file registers its functions into the `slm.core` table via
+ * an opener listed in l_core.c. Errors from the core arrive as slm_error and
+ * are raised with slm_bind_error (misuse) or returned as nil, msg
+ * (expected failures such as a missing or malformed file). */
+#ifndef SLM_BIND_H
+#define SLM_BIND_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "../core/status.h"
+#include "../core/tensor.h"
+
+#define SLM_TENSOR_MT "slm.Tensor"
+
+/* Raises a Lua error with err's message (never returns). */
+int slm_bind_error(lua_State *L, const slm_error *err);
+/* Pushes nil, err->msg and returns 2. */
+int slm_bind_fail(lua_State *L, const slm_error *err);
+
+/* Tensor userdata (l_tensor.c). push takes ownership of t (frees it if
+ * pushing fails). check raises "bad argument #i (slm.Tensor expected...)" or
+ * "attempt to use a freed tensor". */
+void slm_bind_push_tensor(lua_State *L, slm_tensor *t);
+slm_tensor *slm_bind_check_tensor(lua_State *L, int idx);
+/* dtype argument by name ("f32", "q4_0", ...); raises on an unknown name. */
+slm_dtype slm_bind_check_dtype(lua_State *L, int idx);
+
+/* Openers: each sets its functions as fields of the table at the top. */
+void slm_bind_open_tensor(lua_State *L);
+void slm_bind_open_gguf(lua_State *L);
+void slm_bind_open_safetensors(lua_State *L);
+void slm_bind_open_kernels(lua_State *L);
+
+#endif
