@@ -19,8 +19,8 @@ static inline float slm_f16_to_f32(slm_f16 h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-    if (exp == 0x1f)                      /* inf / nan */
-        return slm_bits_f32(sign | 0x7f800000u | (man << 13));
+    if (exp == 0x1f)                      /* inf / nan (nan made quiet, as F16C) */
+        return slm_bits_f32(sign | 0x7f800000u | (man << 13) | (man ? 0x400000u : 0));
     if (exp == 0) {
         if (man == 0) return slm_bits_f32(sign);
         /* subnormal: value = man * 2^-24 (exact in float) */
