@@ -1,0 +1,193 @@
+#include "rwkvcpp.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define RWKVCPP_MAGIC 0x67676d66
+
+typedef struct rc_tensor {
+    char *name;
+    slm_dtype dtype;
+    int ndim;
+    int64_t shape[3];
+    size_t src;      /* offset of the data in the file */
+    size_t dst;      /* offset in the aligned copy */
+    size_t nbytes;
+} rc_tensor;
+
+struct slm_rwkvcpp {
+    slm_rwkvcpp_header hdr;
+    slm_storage *data;
+    int n, cap;
+    rc_tensor *t;
+};
+
+static int32_t rd_i32(const unsigned char *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* rwkv.cpp's type ids -> ggml dtypes; -1 for the retired formats */
+static int map_type(int32_t t)
+{
+    switch (t) {
+    case 0: return SLM_DTYPE_F32;
+    case 1: return SLM_DTYPE_F16;
+    case 2: return SLM_DTYPE_Q4_0;
+    case 3: return SLM_DTYPE_Q4_1;
+    case 7: return SLM_DTYPE_Q5_0;
+    case 8: return SLM_DTYPE_Q5_1;
+    case 9: return SLM_DTYPE_Q8_0;
+    default: return -1;
+    }
+}
+
+void slm_rwkvcpp_close(slm_rwkvcpp *f)
+{
+    if (!f) return;
+    for (int i = 0; i < f->n; i++) free(f->t[i].name);
+    free(f->t);
+    slm_storage_unref(f->data);
+    free(f);
+}
+
+static slm_rwkvcpp *fail(slm_rwkvcpp *f, slm_storage *map)
+{
+    slm_rwkvcpp_close(f);
+    slm_storage_unref(map);
+    return NULL;
+}
+
+/* Parses one parameter header at *off; fills *t (name allocated). */
+static slm_status parse_param(const char *path, const slm_storage *map, size_t *off,
+                              int index, rc_tensor *t, slm_error *err)
+{
+    const unsigned char *p = map->data;
+    size_t size = map->size, o = *off;
+    if (size - o < 12)
+        return slm_error_set(err, SLM_EFORMAT, "%s: parameter %d: truncated header", path, index);
+    int32_t nd = rd_i32(p + o), klen = rd_i32(p + o + 4), type = rd_i32(p + o + 8);
+    o += 12;
+    if (nd < 1 || nd > 3)
+        return slm_error_set(err, SLM_EFORMAT, "%s: parameter %d: n_dims %d is not 1..3",
+                             path, index, (int)nd);
+    if (klen <= 0 || klen > 1024)
+        return slm_error_set(err, SLM_EFORMAT, "%s: parameter %d: key length %d is not 1..1024",
+                             path, index, (int)klen);
+    int dt = map_type(type);
+    if (dt < 0)
+        return slm_error_set(err, SLM_EUNSUPPORTED, "%s: parameter %d: unsupported data type %d",
+                             path, index, (int)type);
+    if (size - o < (size_t)nd * 4 + (size_t)klen)
+        return slm_error_set(err, SLM_EFORMAT, "%s: parameter %d: truncated shape or key", path, index);
+    int64_t shape[3];
+    for (int i = 0; i < nd; i++) {
+        int32_t s = rd_i32(p + o + 4 * (size_t)i);
+        if (s <= 0)
+            return slm_error_set(err, SLM_EFORMAT, "%s: parameter %d: dimension %d is %d",
+                                 path, index, i, (int)s);
+        shape[nd - 1 - i] = s;              /* innermost first in the file */
+    }
+    o += (size_t)nd * 4;
+    t->name = malloc((size_t)klen + 1);
+    if (!t->name) return slm_error_set(err, SLM_ENOMEM, "out of memory");
+    memcpy(t->name, p + o, (size_t)klen);
+    t->name[klen] = 0;
+    o += (size_t)klen;
+    size_t nbytes;
+    slm_error e2;
+    if (slm_shape_check((slm_dtype)dt, nd, shape, &nbytes, &e2) != SLM_OK)
+        return slm_error_set(err, SLM_EFORMAT, "%s: parameter '%s': %s", path, t->name, e2.msg);
+    if (nbytes > size - o)
+        return slm_error_set(err, SLM_EFORMAT,
+                             "%s: parameter '%s': %zu bytes of data past the end of the file",
+                             path, t->name, nbytes);
+    t->dtype = (slm_dtype)dt;
+    t->ndim = nd;
+    memcpy(t->shape, shape, sizeof shape);
+    t->src = o;
+    t->nbytes = nbytes;
+    *off = o + nbytes;
+    return SLM_OK;
+}
+
+slm_rwkvcpp *slm_rwkvcpp_open(const char *path, slm_error *err)
+{
+    slm_storage *map = slm_storage_map_file(path, err);
+    if (!map) return NULL;
+    const unsigned char *p = map->data;
+    if (map->size < 24 || rd_i32(p) != RWKVCPP_MAGIC) {
+        slm_error_set(err, SLM_EFORMAT, "%s: not an rwkv.cpp model file (bad magic)", path);
+        return fail(NULL, map);
+    }
+    slm_rwkvcpp *f = calloc(1, sizeof *f);
+    if (!f) {
+        slm_error_set(err, SLM_ENOMEM, "out of memory");
+        return fail(NULL, map);
+    }
+    f->hdr = (slm_rwkvcpp_header){rd_i32(p + 4), rd_i32(p + 8), rd_i32(p + 12),
+                                  rd_i32(p + 16), rd_i32(p + 20)};
+    if (f->hdr.version != 100 && f->hdr.version != 101) {
+        slm_error_set(err, SLM_EUNSUPPORTED, "%s: unsupported rwkv.cpp file version %d",
+                      path, f->hdr.version);
+        return fail(f, map);
+    }
+    if (f->hdr.n_vocab <= 0 || f->hdr.n_embed <= 0 || f->hdr.n_layer <= 0) {
+        slm_error_set(err, SLM_EFORMAT, "%s: header: n_vocab, n_embed and n_layer must be positive",
+                      path);
+        return fail(f, map);
+    }
+    size_t off = 24, total = 0;
+    while (off < map->size) {
+        if (f->n == f->cap) {
+            int cap = f->cap ? 2 * f->cap : 64;
+            rc_tensor *nt = realloc(f->t, (size_t)cap * sizeof *nt);
+            if (!nt) {
+                slm_error_set(err, SLM_ENOMEM, "out of memory");
+                return fail(f, map);
+            }
+            f->t = nt;
+            f->cap = cap;
+        }
+        rc_tensor *t = &f->t[f->n];
+        memset(t, 0, sizeof *t);
+        slm_status st = parse_param(path, map, &off, f->n, t, err);
+        f->n++;                   /* owns t->name even on failure */
+        if (st != SLM_OK) return fail(f, map);
+        t->dst = total;
+        total += (t->nbytes + 63) & ~(size_t)63;
+    }
+    f->data = slm_storage_alloc(total, err);
+    if (!f->data) return fail(f, map);
+    for (int i = 0; i < f->n; i++)
+        memcpy(f->data->data + f->t[i].dst, p + f->t[i].src, f->t[i].nbytes);
+    slm_storage_unref(map);
+    return f;
+}
+
+const slm_rwkvcpp_header *slm_rwkvcpp_header_get(const slm_rwkvcpp *f) { return &f->hdr; }
+int slm_rwkvcpp_n_tensors(const slm_rwkvcpp *f) { return f->n; }
+
+const char *slm_rwkvcpp_tensor_name(const slm_rwkvcpp *f, int i)
+{
+    return i >= 0 && i < f->n ? f->t[i].name : NULL;
+}
+
+int slm_rwkvcpp_find(const slm_rwkvcpp *f, const char *name)
+{
+    for (int i = 0; i < f->n; i++)
+        if (strcmp(f->t[i].name, name) == 0) return i;
+    return -1;
+}
+
+slm_tensor *slm_rwkvcpp_tensor(const slm_rwkvcpp *f, int i, slm_error *err)
+{
+    if (i < 0 || i >= f->n) {
+        slm_error_set(err, SLM_ERANGE, "tensor index %d out of range", i);
+        return NULL;
+    }
+    const rc_tensor *t = &f->t[i];
+    return slm_tensor_from_storage(f->data, t->dst, t->dtype, t->ndim, t->shape, err);
+}

@@ -1,0 +1,36 @@
+/* rwkv.cpp model files (the format of rwkv.cpp's converter), all versions.
+ *
+ * Layout (little-endian): int32 magic 0x67676d66 | int32 version (100, 101)
+ * | int32 n_vocab | int32 n_embed | int32 n_layer | int32 data_type, then
+ * parameters until end of file, each:
+ *   int32 n_dims (1..3) | int32 key_len | int32 data_type | int32 shape[n_dims]
+ *   (innermost first) | key bytes | data (no padding).
+ * Data types: 0 F32, 1 F16, 2 Q4_0, 3 Q4_1, 7 Q5_0, 8 Q5_1, 9 Q8_0 (ggml
+ * block layouts). Several parameters are stored pre-transformed by the
+ * converter (see ../shared/README.md); this reader returns them as stored.
+ *
+ * The data is not aligned in the file, so the reader copies every tensor into
+ * one 64-byte aligned heap block (each tensor 64-aligned). Shapes are
+ * outermost first, as everywhere in slm. */
+#ifndef SLM_RWKVCPP_H
+#define SLM_RWKVCPP_H
+
+#include "../core/status.h"
+#include "../core/tensor.h"
+
+typedef struct slm_rwkvcpp_header {
+    int version, n_vocab, n_embed, n_layer, data_type;
+} slm_rwkvcpp_header;
+
+typedef struct slm_rwkvcpp slm_rwkvcpp;
+
+slm_rwkvcpp *slm_rwkvcpp_open(const char *path, slm_error *err);
+void slm_rwkvcpp_close(slm_rwkvcpp *f);   /* views stay valid */
+
+const slm_rwkvcpp_header *slm_rwkvcpp_header_get(const slm_rwkvcpp *f);
+int slm_rwkvcpp_n_tensors(const slm_rwkvcpp *f);
+const char *slm_rwkvcpp_tensor_name(const slm_rwkvcpp *f, int i);
+int slm_rwkvcpp_find(const slm_rwkvcpp *f, const char *name);   /* -1 */
+slm_tensor *slm_rwkvcpp_tensor(const slm_rwkvcpp *f, int i, slm_error *err);
+
+#endif

@@ -1,0 +1,124 @@
+/* rwkv.cpp file reader: every fixture file, and truncation/corruption at
+ * every offset of a real file never crashes or reads out of bounds. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "formats/rwkvcpp.h"
+
+static int passed, failed;
+#define CHECK(cond, ...)                                  \
+    do {                                                  \
+        if (cond) passed++;                               \
+        else { failed++; printf("FAIL: " __VA_ARGS__); printf("\n"); } \
+    } while (0)
+
+static char dir[512];
+
+static unsigned char *slurp(const char *path, size_t *n)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    fseek(fp, 0, SEEK_END);
+    *n = (size_t)ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    unsigned char *b = malloc(*n);
+    if (b && fread(b, 1, *n, fp) != *n) { free(b); b = NULL; }
+    fclose(fp);
+    return b;
+}
+
+static void spit(const char *path, const unsigned char *b, size_t n)
+{
+    FILE *fp = fopen(path, "wb");
+    if (!fp) return;
+    fwrite(b, 1, n, fp);
+    fclose(fp);
+}
+
+static void test_fixtures(void)
+{
+    DIR *d = opendir(dir);
+    int files = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (!strstr(e->d_name, ".bin") || strncmp(e->d_name, "tiny-rwkv-", 10)) continue;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        slm_error err = {0};
+        slm_rwkvcpp *f = slm_rwkvcpp_open(path, &err);
+        CHECK(f != NULL, "%s: %s", e->d_name, err.msg);
+        if (!f) continue;
+        const slm_rwkvcpp_header *h = slm_rwkvcpp_header_get(f);
+        CHECK(h->n_vocab == 256, "%s: n_vocab %d", e->d_name, h->n_vocab);
+        int emb = slm_rwkvcpp_find(f, "emb.weight");
+        slm_tensor *t = emb >= 0 ? slm_rwkvcpp_tensor(f, emb, &err) : NULL;
+        CHECK(t && t->shape[0] == 256 && t->shape[1] == h->n_embed, "%s: emb.weight shape", e->d_name);
+        slm_tensor_free(t);
+        CHECK(slm_rwkvcpp_find(f, "head.weight") >= 0, "%s: head.weight", e->d_name);
+        slm_rwkvcpp_close(f);
+        files++;
+    }
+    if (d) closedir(d);
+    if (!files) printf("skip: no rwkv.cpp fixtures in %s (set SLM_FIXTURES)\n", dir);
+}
+
+static void test_hostile(void)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tiny-rwkv-4v0-660K-FP16.bin", dir);
+    size_t n;
+    unsigned char *b = slurp(path, &n);
+    if (!b) { printf("skip: %s not found\n", path); return; }
+    const char *tmp = "/tmp/slm-rwkvcpp-hostile.bin";
+    /* truncation at every offset in the first 4 KiB and at a stride after:
+     * an error, or (at a parameter boundary) a smaller valid file */
+    int bad = 0, errors = 0;
+    for (size_t cut = 0; cut < n; cut += cut < 4096 ? 1 : 997) {
+        spit(tmp, b, cut);
+        slm_error err = {0};
+        slm_rwkvcpp *f = slm_rwkvcpp_open(tmp, &err);
+        if (f) { if (slm_rwkvcpp_n_tensors(f) >= 78) bad++; slm_rwkvcpp_close(f); }
+        else if (!err.msg[0]) bad++;
+        else errors++;
+    }
+    CHECK(bad == 0 && errors > 0, "truncations: %d bad, %d errors", bad, errors);
+    slm_error err = {0};
+    unsigned char *c = malloc(n);
+    memcpy(c, b, n);
+    c[0] ^= 1;
+    spit(tmp, c, n);
+    CHECK(!slm_rwkvcpp_open(tmp, &err) && strstr(err.msg, "bad magic"), "magic: %s", err.msg);
+    memcpy(c, b, n);
+    c[4] = 99;
+    spit(tmp, c, n);
+    CHECK(!slm_rwkvcpp_open(tmp, &err) && strstr(err.msg, "unsupported rwkv.cpp file version"),
+          "version: %s", err.msg);
+    memcpy(c, b, n);
+    c[24] = 9;   /* first parameter's n_dims */
+    spit(tmp, c, n);
+    CHECK(!slm_rwkvcpp_open(tmp, &err) && strstr(err.msg, "parameter 0: n_dims 9"), "ndims: %s", err.msg);
+    memcpy(c, b, n);
+    c[32] = 5;   /* first parameter's data type: a retired format */
+    spit(tmp, c, n);
+    CHECK(!slm_rwkvcpp_open(tmp, &err) && strstr(err.msg, "unsupported data type 5"), "type: %s", err.msg);
+    memcpy(c, b, n);
+    c[36 + 3] = 0x7f;   /* first dimension huge */
+    spit(tmp, c, n);
+    CHECK(!slm_rwkvcpp_open(tmp, &err) && strstr(err.msg, "past the end of the file"), "size: %s", err.msg);
+    free(c);
+    free(b);
+    unlink(tmp);
+}
+
+int main(void)
+{
+    const char *fx = getenv("SLM_FIXTURES");
+    snprintf(dir, sizeof dir, "%s/rwkv", fx ? fx : "../shared/fixtures");
+    test_fixtures();
+    test_hostile();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
