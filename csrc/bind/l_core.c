@@ -18,6 +18,7 @@ int slm_bind_fail(lua_State *L, const slm_error *err)
 typedef void (*opener)(lua_State *L);
 
 static const opener openers[] = {
+    slm_bind_open_tensor,
     NULL
 };
 
