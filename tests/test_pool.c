@@ -1,0 +1,176 @@
+/* Thread pool: every (ith, nth) runs exactly once per run, across the spin
+ * and the sleep paths, with clamped and nested runs, and the default pool's
+ * lifecycle. */
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "core/pool.h"
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                   \
+    do {                                                   \
+        if (cond) {                                        \
+            passed++;                                      \
+            printf("ok   ");                               \
+        } else {                                           \
+            failed++;                                      \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);    \
+        }                                                  \
+        printf(__VA_ARGS__);                               \
+        printf("\n");                                      \
+    } while (0)
+
+typedef struct {
+    atomic_int calls[SLM_POOL_MAX_THREADS];
+    atomic_int bad_nth;
+    int expect_nth;
+} count_ctx;
+
+static void count_fn(void *vctx, int ith, int nth)
+{
+    count_ctx *c = vctx;
+    atomic_fetch_add(&c->calls[ith], 1);
+    if (nth != c->expect_nth) atomic_fetch_add(&c->bad_nth, 1);
+}
+
+static void reset(count_ctx *c, int nth)
+{
+    for (int i = 0; i < SLM_POOL_MAX_THREADS; i++) atomic_store(&c->calls[i], 0);
+    atomic_store(&c->bad_nth, 0);
+    c->expect_nth = nth;
+}
+
+/* 1 if calls[i] == runs for i < nth and 0 beyond */
+static int counts_ok(count_ctx *c, int nth, int runs)
+{
+    for (int i = 0; i < SLM_POOL_MAX_THREADS; i++)
+        if (atomic_load(&c->calls[i]) != (i < nth ? runs : 0)) return 0;
+    return atomic_load(&c->bad_nth) == 0;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {0, ms * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* a parallel sum: each thread adds its slice, results merged after run */
+typedef struct {
+    const int64_t *v;
+    int64_t n;
+    int64_t part[SLM_POOL_MAX_THREADS];
+} sum_ctx;
+
+static void sum_fn(void *vctx, int ith, int nth)
+{
+    sum_ctx *c = vctx;
+    int64_t lo = c->n * ith / nth, hi = c->n * (ith + 1) / nth, s = 0;
+    for (int64_t i = lo; i < hi; i++) s += c->v[i];
+    c->part[ith] = s;
+}
+
+typedef struct {
+    slm_pool *pool;
+    count_ctx inner;
+    atomic_int outer_calls;
+} nest_ctx;
+
+static void nest_fn(void *vctx, int ith, int nth)
+{
+    nest_ctx *c = vctx;
+    atomic_fetch_add(&c->outer_calls, 1);
+    if (ith == 0) slm_pool_run(c->pool, 4, count_fn, &c->inner); /* serial: nth 1 */
+}
+
+static count_ctx cc;
+
+int main(void)
+{
+    slm_error err;
+    CHECK(slm_pool_new(0, &err) == NULL && err.code == SLM_EINVAL, "pool of 0 threads refused");
+
+    for (int size = 1; size <= 4; size++) {
+        slm_pool *p = slm_pool_new(size, &err);
+        CHECK(p != NULL, "pool of %d: %s", size, p ? "" : err.msg);
+        if (!p) continue;
+        CHECK(slm_pool_size(p) == size, "size %d", slm_pool_size(p));
+        for (int nth = 1; nth <= size; nth++) {
+            reset(&cc, nth);
+            for (int r = 0; r < 2000; r++) slm_pool_run(p, nth, count_fn, &cc);
+            CHECK(counts_ok(&cc, nth, 2000), "pool %d nth %d: each ith once per run", size, nth);
+        }
+        /* nth above the size is clamped, below 1 means 1 */
+        reset(&cc, size);
+        slm_pool_run(p, size + 5, count_fn, &cc);
+        CHECK(counts_ok(&cc, size, 1), "pool %d: nth clamped to size", size);
+        reset(&cc, 1);
+        slm_pool_run(p, 0, count_fn, &cc);
+        CHECK(counts_ok(&cc, 1, 1), "pool %d: nth 0 runs once", size);
+
+        /* after the workers have gone to sleep (spin window exceeded) */
+        reset(&cc, size);
+        for (int r = 0; r < 3; r++) {
+            sleep_ms(5);
+            slm_pool_run(p, size, count_fn, &cc);
+        }
+        CHECK(counts_ok(&cc, size, 3), "pool %d: runs after sleeping", size);
+
+        /* results written by workers are visible after run returns */
+        static int64_t v[100003];
+        int64_t want = 0;
+        for (int64_t i = 0; i < 100003; i++) want += v[i] = i * 7 % 1001;
+        sum_ctx sc = {v, 100003, {0}};
+        int ok = 1;
+        for (int r = 0; r < 200; r++) {
+            slm_pool_run(p, size, sum_fn, &sc);
+            int64_t got = 0;
+            for (int i = 0; i < size; i++) got += sc.part[i];
+            ok &= got == want;
+        }
+        CHECK(ok, "pool %d: parallel sums", size);
+
+        static nest_ctx nc;
+        nc.pool = p;
+        atomic_store(&nc.outer_calls, 0);
+        reset(&nc.inner, 1);
+        slm_pool_run(p, size, nest_fn, &nc);
+        CHECK(atomic_load(&nc.outer_calls) == size && counts_ok(&nc.inner, 1, 1),
+              "pool %d: nested run goes serial", size);
+
+        unsigned char *s1 = slm_pool_scratch(p, 100, &err);
+        CHECK(s1 && ((uintptr_t)s1 & 63) == 0, "scratch aligned");
+        unsigned char *s2 = slm_pool_scratch(p, 50, &err);
+        CHECK(s2 == s1, "smaller scratch request reuses the buffer");
+        unsigned char *s3 = slm_pool_scratch(p, 1 << 20, &err);
+        CHECK(s3 && ((uintptr_t)s3 & 63) == 0, "scratch grows");
+        if (s3) s3[(1 << 20) - 1] = 1;
+        slm_pool_free(p);
+    }
+
+    /* NULL pool: serial */
+    reset(&cc, 1);
+    slm_pool_run(NULL, 8, count_fn, &cc);
+    CHECK(counts_ok(&cc, 1, 1), "NULL pool runs serially");
+
+    /* default pool lifecycle */
+    CHECK(slm_pool_threads() >= 1, "default size %d", slm_pool_threads());
+    CHECK(slm_pool_set_threads(0, &err) == SLM_EINVAL, "set_threads(0) refused");
+    CHECK(slm_pool_set_threads(3, &err) == SLM_OK && slm_pool_threads() == 3, "set 3");
+    slm_pool *d = slm_pool_default(&err);
+    CHECK(d && slm_pool_size(d) == 3, "default pool has 3 threads");
+    reset(&cc, 3);
+    slm_pool_run(d, 3, count_fn, &cc);
+    CHECK(counts_ok(&cc, 3, 1), "default pool runs");
+    CHECK(slm_pool_set_threads(2, &err) == SLM_OK && slm_pool_threads() == 2, "resize to 2");
+    d = slm_pool_default(&err);
+    CHECK(d && slm_pool_size(d) == 2, "recreated with 2 threads");
+    slm_pool_shutdown();
+    slm_pool_shutdown();   /* idempotent */
+    CHECK(slm_pool_threads() == 2, "size kept after shutdown");
+
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
