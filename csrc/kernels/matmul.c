@@ -1,0 +1,184 @@
+#include "matmul.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vecdot.h"
+
+/* Activation rows per tile: 16 q8_0 rows of K = 4096 take 70 KB, which
+ * stays in L2 while a thread walks its weight rows over them. */
+#define TILE_M 16
+/* Below this many multiply-adds the wake-up of the workers costs more than
+ * it saves. */
+#define MIN_PARALLEL_WORK (64 * 1024)
+
+typedef struct mm_ctx {
+    float *out;              /* (M, N) */
+    const unsigned char *W;  /* N rows, w_row_bytes apart */
+    size_t w_row_bytes;
+    const float *X;          /* (M, K) */
+    const unsigned char *A;  /* (M, a_row_bytes): X encoded as act_type */
+    unsigned char *abuf;     /* the same buffer while it is being encoded */
+    size_t a_row_bytes;
+    int64_t M, N, K;
+    slm_act_from_f32_fn encode;
+    slm_vec_dot_fn dot;
+} mm_ctx;
+
+static void split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)
+{
+    *lo = n * ith / nth;
+    *hi = n * (ith + 1) / nth;
+}
+
+static void encode_rows(void *vctx, int ith, int nth)
+{
+    const mm_ctx *c = vctx;
+    int64_t m0, m1;
+    split(c->M, ith, nth, &m0, &m1);
+    for (int64_t m = m0; m < m1; m++) c->encode(c->X + m * c->K, c->abuf + m * c->a_row_bytes, c->K);
+}
+
+static void dot_rows(void *vctx, int ith, int nth)
+{
+    const mm_ctx *c = vctx;
+    int64_t n0, n1;
+    split(c->N, ith, nth, &n0, &n1);
+    for (int64_t m0 = 0; m0 < c->M; m0 += TILE_M) {
+        const int64_t m1 = m0 + TILE_M < c->M ? m0 + TILE_M : c->M;
+        for (int64_t n = n0; n < n1; n++) {
+            const unsigned char *w = c->W + n * c->w_row_bytes;
+            for (int64_t m = m0; m < m1; m++)
+                c->dot(c->K, c->out + m * c->N + n, w, c->A + m * c->a_row_bytes);
+        }
+    }
+}
+
+static void blas_rows(void *vctx, int ith, int nth)
+{
+    const mm_ctx *c = vctx;
+    int64_t n0, n1;
+    split(c->N, ith, nth, &n0, &n1);
+    if (n1 <= n0) return;
+    /* out[:, n0:n1] = X . W[n0:n1, :]^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->M, (int)(n1 - n0), (int)c->K,
+                1.0f, c->X, (int)c->K, (const float *)(c->W + n0 * c->w_row_bytes),
+                (int)(c->w_row_bytes / sizeof(float)), 0.0f, c->out + n0, (int)c->N);
+}
+
+static void blas_single_thread_once(void)
+{
+    static int done;
+    if (!done) {
+        openblas_set_num_threads(1);
+        done = 1;
+    }
+}
+
+static int threads_for(const slm_pool *pool, int64_t M, int64_t N, int64_t K)
+{
+    int nth = slm_pool_size(pool);
+    if ((double)M * (double)N * (double)K < MIN_PARALLEL_WORK) return 1;
+    return N < nth ? (int)N : nth;
+}
+
+slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype wtype,
+                          size_t w_row_bytes, const float *X, int64_t M, int64_t N,
+                          int64_t K, slm_error *err)
+{
+    const slm_vecdot_traits *t = slm_vecdot_traits_get(wtype);
+    const slm_dtype_traits *wt = slm_dtype_get((int)wtype);
+    if (!t || !wt)
+        return slm_error_set(err, SLM_EUNSUPPORTED, "matmul: no kernel for %s weights",
+                             wt ? wt->name : "unknown");
+    if (M < 1 || N < 1 || K < 1)
+        return slm_error_set(err, SLM_EINVAL, "matmul: empty operand (M=%lld N=%lld K=%lld)",
+                             (long long)M, (long long)N, (long long)K);
+    int ok;
+    size_t w_row = slm_dtype_row_size(wtype, K, &ok);
+    if (!ok)
+        return slm_error_set(err, SLM_EINVAL, "matmul: K=%lld is not a multiple of the %s block size %lld",
+                             (long long)K, wt->name, (long long)wt->block_size);
+    if (w_row_bytes < w_row)
+        return slm_error_set(err, SLM_EINVAL, "matmul: weight rows %zu bytes apart, need %zu",
+                             w_row_bytes, w_row);
+    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
+        return slm_error_set(err, SLM_ERANGE, "matmul: dimension too large");
+
+    mm_ctx c = {out, W, w_row_bytes, X, NULL, NULL, 0, M, N, K, NULL, slm_vecdot_fn(wtype)};
+    const int nth = threads_for(pool, M, N, K);
+
+    if (wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M && w_row_bytes % sizeof(float) == 0) {
+        blas_single_thread_once();
+        slm_pool_run(pool, nth, blas_rows, &c);
+        return SLM_OK;
+    }
+
+    void *tmp = NULL;
+    if (t->act_type == SLM_DTYPE_F32) {
+        c.A = (const unsigned char *)X;
+        c.a_row_bytes = (size_t)K * sizeof(float);
+    } else {
+        c.a_row_bytes = slm_dtype_row_size(t->act_type, K, &ok);
+        if (!ok || c.a_row_bytes > SIZE_MAX / (size_t)M)
+            return slm_error_set(err, SLM_ERANGE, "matmul: activation buffer too large");
+        size_t need = c.a_row_bytes * (size_t)M;
+        if (pool) {
+            c.abuf = slm_pool_scratch(pool, need, err);
+            if (!c.abuf) return err ? err->code : SLM_ENOMEM;
+        } else {
+            c.abuf = tmp = malloc(need);
+            if (!tmp)
+                return slm_error_set(err, SLM_ENOMEM, "matmul: out of memory for %zu bytes", need);
+        }
+        c.A = c.abuf;
+        c.encode = slm_act_quant_fn(t->act_type);
+        slm_pool_run(pool, M > 1 ? nth : 1, encode_rows, &c);
+    }
+    slm_pool_run(pool, nth, dot_rows, &c);
+    free(tmp);
+    return SLM_OK;
+}
+
+/* 1 if the byte ranges [a, a + na) and [b, b + nb) intersect */
+static int overlaps(const slm_tensor *x, const slm_tensor *y)
+{
+    if (x->storage != y->storage) return 0;
+    size_t a = x->offset, na = slm_tensor_nbytes(x);
+    size_t b = y->offset, nb = slm_tensor_nbytes(y);
+    if (y->ndim == 2) nb = (size_t)(y->shape[0] - 1) * slm_tensor_elem_bytes(y, y->stride[0])
+                           + slm_tensor_elem_bytes(y, y->shape[1]);
+    return a < b + nb && b < a + na;
+}
+
+slm_status slm_matmul(slm_tensor *out, const slm_tensor *W, const slm_tensor *X,
+                      slm_error *err)
+{
+    if (W->ndim != 2)
+        return slm_error_set(err, SLM_EINVAL, "matmul: weight must be 2-D (N, K), got %d-D", W->ndim);
+    if (!slm_vecdot_traits_get(W->dtype))
+        return slm_error_set(err, SLM_EUNSUPPORTED, "matmul: no kernel for %s weights",
+                             slm_dtype_name(W->dtype));
+    if (W->stride[1] != 1 || W->stride[0] < W->shape[1])
+        return slm_error_set(err, SLM_EINVAL, "matmul: weight rows must be contiguous");
+    const int64_t N = W->shape[0], K = W->shape[1];
+    if (X->dtype != SLM_DTYPE_F32 || out->dtype != SLM_DTYPE_F32)
+        return slm_error_set(err, SLM_EINVAL, "matmul: input and output must be f32 (got %s and %s)",
+                             slm_dtype_name(X->dtype), slm_dtype_name(out->dtype));
+    if (!slm_tensor_is_contiguous(X) || !slm_tensor_is_contiguous(out))
+        return slm_error_set(err, SLM_EINVAL, "matmul: input and output must be contiguous");
+    if (X->shape[X->ndim - 1] != K)
+        return slm_error_set(err, SLM_EINVAL, "matmul: input rows have %lld elements, weight has K=%lld",
+                             (long long)X->shape[X->ndim - 1], (long long)K);
+    const int64_t M = slm_tensor_numel(X) / K;
+    if (out->shape[out->ndim - 1] != N || slm_tensor_numel(out) != M * N)
+        return slm_error_set(err, SLM_EINVAL, "matmul: output must hold %lld rows of N=%lld",
+                             (long long)M, (long long)N);
+    if (overlaps(out, X) || overlaps(out, W))
+        return slm_error_set(err, SLM_EINVAL, "matmul: output overlaps an operand");
+    slm_pool *pool = slm_pool_default(err);
+    if (!pool) return err ? err->code : SLM_ENOMEM;
+    return slm_matmul_raw(pool, slm_tensor_data(out), slm_tensor_data(W), W->dtype,
+                          slm_tensor_elem_bytes(W, W->stride[0]), slm_tensor_data(X), M, N, K, err);
+}

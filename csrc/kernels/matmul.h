@@ -1,0 +1,47 @@
+/* Matrix products with a weight matrix of any supported dtype.
+ *
+ *   out (M, N) = X (M, K) . W (N, K)^T      out[m][n] = sum_k X[m][k] W[n][k]
+ *
+ * W is a weight matrix as stored in model files (N rows of K elements, rows
+ * contiguous, any dtype with a vec_dot kernel: f32 f16 bf16 q4_0 q4_1 q5_0
+ * q5_1 q8_0 q2_K..q6_K); X and out are float32. M == 1 is a matvec.
+ *
+ * As in the reference implementation, X is first encoded once into the
+ * weight type's activation type (q8_0/q8_1/q8_K blocks, f16, bf16) in a
+ * scratch buffer owned by the pool (grown, never freed per call), shared by
+ * all threads; then the rows of W are split between the pool's threads by
+ * (ith, nth). For M > 1, each thread walks its weight rows once per tile of
+ * activation rows, so a weight row is read from memory once per tile and
+ * reused from L1 for every activation row of the tile.
+ *
+ * F32 weights with M >= SLM_MATMUL_BLAS_MIN_M go to OpenBLAS cblas_sgemm,
+ * each pool thread calling it on its own slice of W's rows. OpenBLAS is set
+ * to one thread (openblas_set_num_threads(1), process-wide, on first use):
+ * our pool already occupies every core, and OpenBLAS's own spinning threads
+ * on top of it would oversubscribe them. */
+#ifndef SLM_MATMUL_H
+#define SLM_MATMUL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/pool.h"
+#include "../core/status.h"
+#include "../core/tensor.h"
+
+#define SLM_MATMUL_BLAS_MIN_M 4
+
+/* Raw form. w_row_bytes is the byte distance between rows of W (at least
+ * the row size of K elements). out must not overlap X or W. pool may be
+ * NULL (single-threaded, with a temporary scratch allocation). */
+slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype wtype,
+                          size_t w_row_bytes, const float *X, int64_t M, int64_t N,
+                          int64_t K, slm_error *err);
+
+/* Tensor form on the default pool. W: 2-D (N, K) with contiguous rows;
+ * X: f32, contiguous, last dim K (all leading dims are rows, M = numel / K);
+ * out: f32, contiguous, M * N elements with last dim N. */
+slm_status slm_matmul(slm_tensor *out, const slm_tensor *W, const slm_tensor *X,
+                      slm_error *err);
+
+#endif

@@ -1,0 +1,67 @@
+/* Elementwise and row-wise float32 operations of a transformer forward pass.
+ *
+ * All take contiguous float rows; out may equal the input (in place) unless
+ * stated. A "row" is the last dimension of a tensor (n elements). These are
+ * memory-bound and cheap next to the matmuls, so they run on the calling
+ * thread. Formulas follow the reference implementation's (ggml) ops. */
+#ifndef SLM_OPS_H
+#define SLM_OPS_H
+
+#include <stdint.h>
+
+/* out[i] = a[i] + b[i % nb] for i < na: nb == na is elementwise, nb == the
+ * row length broadcasts a row vector over the rows (na % nb == 0). */
+void slm_ops_add(float *out, const float *a, int64_t na, const float *b, int64_t nb);
+/* out[i] = a[i] * b[i % nb], same broadcasting */
+void slm_ops_mul(float *out, const float *a, int64_t na, const float *b, int64_t nb);
+/* out[i] = a[i] * s */
+void slm_ops_scale(float *out, const float *a, int64_t n, float s);
+
+/* RMSNorm per row (ggml_rms_norm then a multiply by the weight):
+ *   out = x / sqrt(mean(x^2) + eps) * w        (w NULL: no weight)
+ * x, out: (rows, n); w: (n). The mean is accumulated in double. */
+void slm_ops_rmsnorm(float *out, const float *x, const float *w, int64_t rows,
+                     int64_t n, float eps);
+/* LayerNorm per row (ggml_norm, then * w + b):
+ *   out = (x - mean(x)) / sqrt(var(x) + eps) * w + b    (w, b may be NULL)
+ * var is the biased variance mean((x - mean)^2). */
+void slm_ops_layernorm(float *out, const float *x, const float *w, const float *b,
+                       int64_t rows, int64_t n, float eps);
+
+/* Softmax of each row in place, stable: exp(x - max) / sum. -inf entries
+ * give 0 (masking); a row of only -inf gives zeros. */
+void slm_ops_softmax(float *x, int64_t rows, int64_t n);
+
+/* out = x * sigmoid(x) = x / (1 + exp(-x)) */
+void slm_ops_silu(float *out, const float *x, int64_t n);
+/* GELU, tanh approximation (ggml_gelu):
+ *   0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+void slm_ops_gelu(float *out, const float *x, int64_t n);
+/* GELU, exact (ggml_gelu_erf): 0.5 x (1 + erf(x / sqrt(2))) */
+void slm_ops_gelu_erf(float *out, const float *x, int64_t n);
+
+/* Rotary position embedding (ggml_rope_ext with ext_factor 0, attn_factor 1,
+ * i.e. plain RoPE with linear position scaling).
+ *
+ * x: (n_tok, n_heads, head_dim), rotated in place; pos[t] is the position of
+ * token t. Only the first n_rot dims of each head rotate (n_rot even,
+ * <= head_dim); the rest pass through. For pair index i < n_rot/2:
+ *   theta_i = pos * freq_scale * freq_base^(-2i / n_rot)
+ * computed as the reference does, theta_0 = pos and theta_{i+1} = theta_i *
+ * freq_base^(-2/n_rot) in float, times freq_scale. The pair (x0, x1) becomes
+ *   (x0 cos - x1 sin, x0 sin + x1 cos)
+ * where the pair is (2i, 2i+1) in the "normal" layout (llama: adjacent
+ * pairs) and (i, i + n_rot/2) in the NeoX layout (split halves). */
+typedef enum slm_rope_mode { SLM_ROPE_NORMAL = 0, SLM_ROPE_NEOX = 1 } slm_rope_mode;
+
+typedef struct slm_rope_params {
+    slm_rope_mode mode;
+    int n_rot;            /* rotated dims per head (even, <= head_dim) */
+    float freq_base;      /* 10000 for llama, 1e6 for qwen2 */
+    float freq_scale;     /* 1 / linear scaling factor; 1 for none */
+} slm_rope_params;
+
+void slm_ops_rope(float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim,
+                  const int64_t *pos, const slm_rope_params *p);
+
+#endif

@@ -1,0 +1,403 @@
+/* Generic (portable scalar) dot products and the dispatch table.
+ *
+ * Element layouts follow the dequantizers in csrc/quant (the specification);
+ * each kernel states, for element e of a 256-element K-quant block, where its
+ * bits live. Integer sums are exact; only the per-block scaling is float. */
+#include "vecdot.h"
+
+#include <string.h>
+
+#include "../core/fp16.h"
+#include "../quant/quant.h"
+
+/* ---- 32-element blocks ------------------------------------------------ */
+
+/* q4_0: w = (nibble - 8) * d; element j in the low nibble of qs[j], j+16 in
+ * the high nibble. */
+static void dot_q4_0(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q4_0 *w = vw;
+    const slm_block_q8_0 *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / SLM_QK4_0; b++) {
+        int sumi = 0;
+        for (int j = 0; j < 16; j++) {
+            sumi += ((w[b].qs[j] & 15) - 8) * a[b].qs[j];
+            sumi += ((w[b].qs[j] >> 4) - 8) * a[b].qs[j + 16];
+        }
+        sum += (float)sumi * (slm_f16_to_f32(w[b].d) * slm_f16_to_f32(a[b].d));
+    }
+    *s = sum;
+}
+
+/* q4_1: w = nibble * d + m; with a = qa * da and s_a = da * sum(qa):
+ * sum(w * a) = d * da * sum(nibble * qa) + m * s_a. */
+static void dot_q4_1(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q4_1 *w = vw;
+    const slm_block_q8_1 *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / SLM_QK4_1; b++) {
+        int sumi = 0;
+        for (int j = 0; j < 16; j++) {
+            sumi += (w[b].qs[j] & 15) * a[b].qs[j];
+            sumi += (w[b].qs[j] >> 4) * a[b].qs[j + 16];
+        }
+        sum += (float)sumi * (slm_f16_to_f32(w[b].d) * slm_f16_to_f32(a[b].d))
+             + slm_f16_to_f32(w[b].m) * slm_f16_to_f32(a[b].s);
+    }
+    *s = sum;
+}
+
+/* fifth bits of a q5 block: bit j of the little-endian qh word belongs to
+ * element j (j < 32) */
+static uint32_t q5_high(const uint8_t qh[4])
+{
+    return (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
+}
+
+/* q5_0: w = ((nibble | fifth bit << 4) - 16) * d */
+static void dot_q5_0(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q5_0 *w = vw;
+    const slm_block_q8_0 *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / SLM_QK5_0; b++) {
+        uint32_t qh = q5_high(w[b].qh);
+        int sumi = 0;
+        for (int j = 0; j < 16; j++) {
+            int lo = (int)((w[b].qs[j] & 15) | ((qh >> j) & 1) << 4) - 16;
+            int hi = (int)((w[b].qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - 16;
+            sumi += lo * a[b].qs[j] + hi * a[b].qs[j + 16];
+        }
+        sum += (float)sumi * (slm_f16_to_f32(w[b].d) * slm_f16_to_f32(a[b].d));
+    }
+    *s = sum;
+}
+
+/* q5_1: w = (nibble | fifth bit << 4) * d + m */
+static void dot_q5_1(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q5_1 *w = vw;
+    const slm_block_q8_1 *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / SLM_QK5_1; b++) {
+        uint32_t qh = q5_high(w[b].qh);
+        int sumi = 0;
+        for (int j = 0; j < 16; j++) {
+            int lo = (int)((w[b].qs[j] & 15) | ((qh >> j) & 1) << 4);
+            int hi = (int)((w[b].qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
+            sumi += lo * a[b].qs[j] + hi * a[b].qs[j + 16];
+        }
+        sum += (float)sumi * (slm_f16_to_f32(w[b].d) * slm_f16_to_f32(a[b].d))
+             + slm_f16_to_f32(w[b].m) * slm_f16_to_f32(a[b].s);
+    }
+    *s = sum;
+}
+
+static void dot_q8_0(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q8_0 *w = vw;
+    const slm_block_q8_0 *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / SLM_QK8_0; b++) {
+        int sumi = 0;
+        for (int j = 0; j < SLM_QK8_0; j++) sumi += w[b].qs[j] * a[b].qs[j];
+        sum += (float)sumi * (slm_f16_to_f32(w[b].d) * slm_f16_to_f32(a[b].d));
+    }
+    *s = sum;
+}
+
+/* ---- K-quants: 256-element super-blocks against q8_K ------------------ *
+ * Each kernel computes per block the exact integers isum (sum over
+ * sub-blocks of scale * sum(q * qa)) and, for the types with mins, msum
+ * (sum of min * bsums), then adds da * (d * isum - dmin * msum) in this
+ * order; the AVX2 twins reproduce the same integers and expression. */
+
+/* q2_K: element e: 2 bits at qs[(e/128)*32 + e%32] >> 2*((e%128)/32);
+ * sub-block e/16 has scale scales[e/16] & 15 and min scales[e/16] >> 4. */
+static void dot_q2_K(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q2_K *w = vw;
+    const slm_block_q8_K *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
+        int isum = 0, msum = 0;
+        for (int sb = 0; sb < 16; sb++) {
+            int si = 0;
+            for (int e = sb * 16; e < sb * 16 + 16; e++) {
+                int q = (w[b].qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+                si += q * a[b].qs[e];
+            }
+            isum += (w[b].scales[sb] & 15) * si;
+            msum += (w[b].scales[sb] >> 4) * a[b].bsums[sb];
+        }
+        sum += a[b].d * (slm_f16_to_f32(w[b].d) * (float)isum
+                         - slm_f16_to_f32(w[b].dmin) * (float)msum);
+    }
+    *s = sum;
+}
+
+/* The 16 signed 6-bit scales of a q3_K block (stored +32): the low 4 bits
+ * of scale j are in byte j%8 (low nibble for j < 8, high for j >= 8) and
+ * the high 2 bits in byte 8 + j%4 at bit 2*(j/4). */
+static void q3_scales(const uint8_t sc[12], int out[16])
+{
+    for (int j = 0; j < 16; j++) {
+        int lo = j < 8 ? sc[j] & 15 : sc[j - 8] >> 4;
+        int hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+        out[j] = (lo | hi << 4) - 32;
+    }
+}
+
+/* q3_K: element e: 2 low bits as q2_K, high bit at hmask[e%32] bit e/32;
+ * value = low | high << 2, minus 4; sub-block e/16 scale from q3_scales. */
+static void dot_q3_K(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q3_K *w = vw;
+    const slm_block_q8_K *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
+        int sc[16];
+        q3_scales(w[b].scales, sc);
+        int isum = 0;
+        for (int sb = 0; sb < 16; sb++) {
+            int si = 0;
+            for (int e = sb * 16; e < sb * 16 + 16; e++) {
+                int q = (w[b].qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+                q |= ((w[b].hmask[e % 32] >> (e / 32)) & 1) << 2;
+                si += (q - 4) * a[b].qs[e];
+            }
+            isum += sc[sb] * si;
+        }
+        sum += a[b].d * (slm_f16_to_f32(w[b].d) * (float)isum);
+    }
+    *s = sum;
+}
+
+/* 6-bit scale and min of sub-block j (0..7) of q4_K/q5_K: for j < 4 the low
+ * 6 bits of bytes j and j+4; otherwise 4 bits from byte j+4 (low nibble for
+ * the scale, high for the min) and the top 2 bits of bytes j-4 and j. */
+static void k4_scale_min(int j, const uint8_t *q, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 15) | (q[j - 4] >> 6) << 4;
+        *m = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
+    }
+}
+
+/* q4_K: element e: nibble of qs[(e/64)*32 + e%32], low for (e%64) < 32;
+ * 8 sub-blocks of 32: w = d * sc * q - dmin * m. */
+static void dot_q4_K(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q4_K *w = vw;
+    const slm_block_q8_K *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
+        int isum = 0, msum = 0;
+        for (int sb = 0; sb < 8; sb++) {
+            int sc, m, si = 0;
+            k4_scale_min(sb, w[b].scales, &sc, &m);
+            for (int e = sb * 32; e < sb * 32 + 32; e++) {
+                int q = (w[b].qs[(e / 64) * 32 + e % 32] >> (4 * ((e % 64) / 32))) & 15;
+                si += q * a[b].qs[e];
+            }
+            isum += sc * si;
+            msum += m * (a[b].bsums[2 * sb] + a[b].bsums[2 * sb + 1]);
+        }
+        sum += a[b].d * (slm_f16_to_f32(w[b].d) * (float)isum
+                         - slm_f16_to_f32(w[b].dmin) * (float)msum);
+    }
+    *s = sum;
+}
+
+/* q5_K: as q4_K plus a fifth bit at qh[e%32] bit e/32 */
+static void dot_q5_K(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q5_K *w = vw;
+    const slm_block_q8_K *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
+        int isum = 0, msum = 0;
+        for (int sb = 0; sb < 8; sb++) {
+            int sc, m, si = 0;
+            k4_scale_min(sb, w[b].scales, &sc, &m);
+            for (int e = sb * 32; e < sb * 32 + 32; e++) {
+                int q = (w[b].qs[(e / 64) * 32 + e % 32] >> (4 * ((e % 64) / 32))) & 15;
+                q |= ((w[b].qh[e % 32] >> (e / 32)) & 1) << 4;
+                si += q * a[b].qs[e];
+            }
+            isum += sc * si;
+            msum += m * (a[b].bsums[2 * sb] + a[b].bsums[2 * sb + 1]);
+        }
+        sum += a[b].d * (slm_f16_to_f32(w[b].d) * (float)isum
+                         - slm_f16_to_f32(w[b].dmin) * (float)msum);
+    }
+    *s = sum;
+}
+
+/* q6_K: element e = 128h + 32k + l (h < 2, k < 4, l < 32): 4 low bits in
+ * ql[64h + l + 32(k&1)] (low nibble for k < 2), 2 high bits in
+ * qh[32h + l] >> 2k; value - 32; int8 scale per sub-block of 16 (e/16). */
+static void dot_q6_K(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q6_K *w = vw;
+    const slm_block_q8_K *a = va;
+    float sum = 0;
+    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
+        int isum = 0;
+        for (int sb = 0; sb < 16; sb++) {
+            int si = 0;
+            for (int e = sb * 16; e < sb * 16 + 16; e++) {
+                int h = e / 128, k = (e % 128) / 32, l = e % 32;
+                int lo = (w[b].ql[64 * h + l + 32 * (k & 1)] >> (4 * (k >> 1))) & 15;
+                int hi = (w[b].qh[32 * h + l] >> (2 * k)) & 3;
+                si += ((lo | hi << 4) - 32) * a[b].qs[e];
+            }
+            isum += w[b].scales[sb] * si;
+        }
+        sum += a[b].d * (slm_f16_to_f32(w[b].d) * (float)isum);
+    }
+    *s = sum;
+}
+
+/* ---- float types: products summed in double --------------------------- */
+
+static void dot_f16(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_f16 *w = vw, *a = va;
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)slm_f16_to_f32(w[i]) * (double)slm_f16_to_f32(a[i]);
+    *s = (float)sum;
+}
+
+static void dot_bf16(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_bf16 *w = vw, *a = va;
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)slm_bf16_to_f32(w[i]) * (double)slm_bf16_to_f32(a[i]);
+    *s = (float)sum;
+}
+
+static void dot_f32(int64_t n, float *s, const void *vw, const void *va)
+{
+    const float *w = vw, *a = va;
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) sum += (double)w[i] * (double)a[i];
+    *s = (float)sum;
+}
+
+/* ---- activation encoders for the half types --------------------------- */
+
+static void act_f16(const float *x, void *vy, int64_t n)
+{
+    slm_f16 *y = vy;
+    for (int64_t i = 0; i < n; i++) y[i] = slm_f32_to_f16(x[i]);
+}
+
+static void act_bf16(const float *x, void *vy, int64_t n)
+{
+    slm_bf16 *y = vy;
+    for (int64_t i = 0; i < n; i++) y[i] = slm_f32_to_bf16(x[i]);
+}
+
+/* ---- dispatch ---------------------------------------------------------- */
+
+#if defined(__x86_64__)
+#define AVX2(f) f
+#else
+#define AVX2(f) NULL
+#endif
+
+static const slm_vecdot_traits traits[SLM_DTYPE_COUNT] = {
+    [SLM_DTYPE_Q4_0] = {SLM_DTYPE_Q8_0, dot_q4_0, AVX2(slm_vec_dot_q4_0_avx2)},
+    [SLM_DTYPE_Q4_1] = {SLM_DTYPE_Q8_1, dot_q4_1, AVX2(slm_vec_dot_q4_1_avx2)},
+    [SLM_DTYPE_Q5_0] = {SLM_DTYPE_Q8_0, dot_q5_0, AVX2(slm_vec_dot_q5_0_avx2)},
+    [SLM_DTYPE_Q5_1] = {SLM_DTYPE_Q8_1, dot_q5_1, AVX2(slm_vec_dot_q5_1_avx2)},
+    [SLM_DTYPE_Q8_0] = {SLM_DTYPE_Q8_0, dot_q8_0, AVX2(slm_vec_dot_q8_0_avx2)},
+    [SLM_DTYPE_Q2_K] = {SLM_DTYPE_Q8_K, dot_q2_K, AVX2(slm_vec_dot_q2_K_avx2)},
+    [SLM_DTYPE_Q3_K] = {SLM_DTYPE_Q8_K, dot_q3_K, AVX2(slm_vec_dot_q3_K_avx2)},
+    [SLM_DTYPE_Q4_K] = {SLM_DTYPE_Q8_K, dot_q4_K, AVX2(slm_vec_dot_q4_K_avx2)},
+    [SLM_DTYPE_Q5_K] = {SLM_DTYPE_Q8_K, dot_q5_K, AVX2(slm_vec_dot_q5_K_avx2)},
+    [SLM_DTYPE_Q6_K] = {SLM_DTYPE_Q8_K, dot_q6_K, AVX2(slm_vec_dot_q6_K_avx2)},
+    [SLM_DTYPE_F16]  = {SLM_DTYPE_F16,  dot_f16,  AVX2(slm_vec_dot_f16_avx2)},
+    [SLM_DTYPE_BF16] = {SLM_DTYPE_BF16, dot_bf16, AVX2(slm_vec_dot_bf16_avx2)},
+    [SLM_DTYPE_F32]  = {SLM_DTYPE_F32,  dot_f32,  AVX2(slm_vec_dot_f32_avx2)},
+};
+
+static int force_generic;
+
+int slm_cpu_has_avx2(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    static int cached = -1;
+    if (cached < 0)
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                 && __builtin_cpu_supports("f16c");
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+void slm_kernels_force_generic(int on)
+{
+    force_generic = on != 0;
+}
+
+static int use_avx2(void)
+{
+    return !force_generic && slm_cpu_has_avx2();
+}
+
+const slm_vecdot_traits *slm_vecdot_traits_get(slm_dtype w)
+{
+    if ((int)w < 0 || w >= SLM_DTYPE_COUNT || !traits[w].dot_generic) return NULL;
+    return &traits[w];
+}
+
+slm_vec_dot_fn slm_vecdot_fn(slm_dtype w)
+{
+    const slm_vecdot_traits *t = slm_vecdot_traits_get(w);
+    if (!t) return NULL;
+    return use_avx2() && t->dot_avx2 ? t->dot_avx2 : t->dot_generic;
+}
+
+slm_act_from_f32_fn slm_act_quant_generic(slm_dtype act)
+{
+    switch (act) {
+    case SLM_DTYPE_Q8_0: return slm_quantize_q8_0;
+    case SLM_DTYPE_Q8_1: return slm_quantize_q8_1;
+    case SLM_DTYPE_Q8_K: return slm_quantize_q8_K;
+    case SLM_DTYPE_F16: return act_f16;
+    case SLM_DTYPE_BF16: return act_bf16;
+    default: return NULL;
+    }
+}
+
+slm_act_from_f32_fn slm_act_quant_avx2(slm_dtype act)
+{
+#if defined(__x86_64__)
+    switch (act) {
+    case SLM_DTYPE_Q8_0: return slm_act_q8_0_avx2;
+    case SLM_DTYPE_Q8_1: return slm_act_q8_1_avx2;
+    case SLM_DTYPE_Q8_K: return slm_act_q8_K_avx2;
+    case SLM_DTYPE_F16: return slm_act_f16_avx2;
+    default: return NULL;
+    }
+#else
+    (void)act;
+    return NULL;
+#endif
+}
+
+slm_act_from_f32_fn slm_act_quant_fn(slm_dtype act)
+{
+    slm_act_from_f32_fn f = use_avx2() ? slm_act_quant_avx2(act) : NULL;
+    return f ? f : slm_act_quant_generic(act);
+}

@@ -1,0 +1,524 @@
+/* AVX2/FMA/F16C twins of the generic dot products and activation encoders
+ * in vecdot.c (same element layouts; see the comments there).
+ *
+ * Integer block dot products use _mm256_maddubs_epi16 (unsigned 8-bit x
+ * signed 8-bit, adjacent pairs summed into 16 bits) followed by
+ * _mm256_madd_epi16 (pairs summed into 32 bits, optionally times a scale).
+ * maddubs needs one unsigned operand: the unsigned weight codes are used as
+ * they are (offsets such as the -32 of q6_K are applied through the
+ * activation block sums), and signed codes use the sign trick
+ * |w| * (a * sign(w)). No pair sum exceeds 2 * 128 * 127, so no saturation. */
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "../core/fp16.h"
+#include "../quant/blocks.h"
+#include "vecdot.h"
+
+static inline int hsum_i32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+static inline float hsum_ps(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float hmax_ps(__m256 v)
+{
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 16 bytes of packed nibbles -> 32 bytes: low nibbles (elements 0..15)
+ * then high nibbles (elements 16..31) */
+static inline __m256i unpack_nibbles(const uint8_t *qs)
+{
+    __m128i b = _mm_loadu_si128((const __m128i *)qs);
+    __m128i m = _mm_set1_epi8(15);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m));
+}
+
+/* 32 bits -> 32 bytes, 0xff where bit i is set (byte i) */
+static inline __m256i bits_to_bytes(uint32_t x)
+{
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+/* 8 int32 partial sums of unsigned u (bytes) times signed a (bytes) */
+static inline __m256i dot_u8_i8(__m256i u, __m256i a)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), _mm256_set1_epi16(1));
+}
+
+/* same for signed w: |w| * (a * sign(w)) */
+static inline __m256i dot_i8_i8(__m256i w, __m256i a)
+{
+    return dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+}
+
+static inline __m256i load32(const void *p)
+{
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+
+static inline float f16f(slm_f16 h)
+{
+    return _cvtsh_ss(h);
+}
+
+/* ---- 32-element blocks ------------------------------------------------ */
+
+void slm_vec_dot_q4_0_avx2(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q4_0 *w = vw;
+    const slm_block_q8_0 *a = va;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / SLM_QK4_0; b++) {
+        __m256i q = _mm256_sub_epi8(unpack_nibbles(w[b].qs), _mm256_set1_epi8(8));
+        __m256i p = dot_i8_i8(q, load32(a[b].qs));
+        __m256 d = _mm256_set1_ps(f16f(w[b].d) * f16f(a[b].d));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), d, acc);
+    }
+    *s = hsum_ps(acc);
+}
+
+void slm_vec_dot_q4_1_avx2(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q4_1 *w = vw;
+    const slm_block_q8_1 *a = va;
+    __m256 acc = _mm256_setzero_ps();
+    float summ = 0;
+    for (int64_t b = 0; b < n / SLM_QK4_1; b++) {
+        __m256i p = dot_u8_i8(unpack_nibbles(w[b].qs), load32(a[b].qs));
+        __m256 d = _mm256_set1_ps(f16f(w[b].d) * f16f(a[b].d));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), d, acc);
+        summ += f16f(w[b].m) * f16f(a[b].s);
+    }
+    *s = hsum_ps(acc) + summ;
+}
+
+static inline __m256i q5_codes(const uint8_t *qs, const uint8_t *qh)
+{
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    __m256i hb = _mm256_and_si256(bits_to_bytes(h), _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(unpack_nibbles(qs), hb);
+}
+
+void slm_vec_dot_q5_0_avx2(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q5_0 *w = vw;
+    const slm_block_q8_0 *a = va;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / SLM_QK5_0; b++) {
+        __m256i q = _mm256_sub_epi8(q5_codes(w[b].qs, w[b].qh), _mm256_set1_epi8(16));
+        __m256i p = dot_i8_i8(q, load32(a[b].qs));
+        __m256 d = _mm256_set1_ps(f16f(w[b].d) * f16f(a[b].d));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), d, acc);
+    }
+    *s = hsum_ps(acc);
+}
+
+void slm_vec_dot_q5_1_avx2(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q5_1 *w = vw;
+    const slm_block_q8_1 *a = va;
+    __m256 acc = _mm256_setzero_ps();
+    float summ = 0;
+    for (int64_t b = 0; b < n / SLM_QK5_1; b++) {
+        __m256i p = dot_u8_i8(q5_codes(w[b].qs, w[b].qh), load32(a[b].qs));
+        __m256 d = _mm256_set1_ps(f16f(w[b].d) * f16f(a[b].d));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), d, acc);
+        summ += f16f(w[b].m) * f16f(a[b].s);
+    }
+    *s = hsum_ps(acc) + summ;
+}
+
+void slm_vec_dot_q8_0_avx2(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q8_0 *w = vw;
+    const slm_block_q8_0 *a = va;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / SLM_QK8_0; b++) {
+        __m256i p = dot_i8_i8(load32(w[b].qs), load32(a[b].qs));
+        __m256 d = _mm256_set1_ps(f16f(w[b].d) * f16f(a[b].d));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), d, acc);
+    }
+    *s = hsum_ps(acc);
+}
+
+/* ---- K-quants ---------------------------------------------------------- */
+
+/* two i16 scales: the first for the 16 elements of the low 128-bit lane,
+ * the second for the high lane */
+static inline __m256i scale_pair(int lo, int hi)
+{
+    return _mm256_set_m128i(_mm_set1_epi16((short)hi), _mm_set1_epi16((short)lo));
+}
+
+/* sum over 32 elements of scale(sub-block) * u * a, as 8 int32 */
+static inline __m256i scaled_dot(__m256i u, __m256i a, __m256i scales16)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), scales16);
+}
+
+void slm_vec_dot_q2_K_avx2(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q2_K *w = vw;
+    const slm_block_q8_K *a = va;
+    const __m256i m3 = _mm256_set1_epi8(3);
+    float sum = 0;
+    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
+        const uint8_t *sc = w[b].scales;
+        __m256i acc = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i q = load32(w[b].qs + 32 * h);
+            for (int k = 0; k < 4; k++) {
+                __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
+                int sb = 8 * h + 2 * k;
+                acc = _mm256_add_epi32(acc, scaled_dot(u, load32(a[b].qs + 128 * h + 32 * k),
+                                                       scale_pair(sc[sb] & 15, sc[sb + 1] & 15)));
+            }
+        }
+        int msum = 0;
+        for (int sb = 0; sb < 16; sb++) msum += (sc[sb] >> 4) * a[b].bsums[sb];
+        sum += a[b].d * (f16f(w[b].d) * (float)hsum_i32(acc) - f16f(w[b].dmin) * (float)msum);
+    }
+    *s = sum;
+}
+
+void slm_vec_dot_q3_K_avx2(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q3_K *w = vw;
+    const slm_block_q8_K *a = va;
+    const __m256i m3 = _mm256_set1_epi8(3), m1 = _mm256_set1_epi8(1);
+    float sum = 0;
+    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
+        const uint8_t *ss = w[b].scales;
+        int sc[16];
+        for (int j = 0; j < 16; j++) {
+            int lo = j < 8 ? ss[j] & 15 : ss[j - 8] >> 4;
+            sc[j] = (lo | ((ss[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32;
+        }
+        __m256i hm = load32(w[b].hmask);
+        __m256i acc = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i q = load32(w[b].qs + 32 * h);
+            for (int k = 0; k < 4; k++) {
+                /* code = low 2 bits | high bit << 2, in 0..7; value = code - 4 */
+                __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + k), m1);
+                __m256i u = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 2));
+                int sb = 8 * h + 2 * k;
+                acc = _mm256_add_epi32(acc, scaled_dot(u, load32(a[b].qs + 128 * h + 32 * k),
+                                                       scale_pair(sc[sb], sc[sb + 1])));
+            }
+        }
+        int off = 0;
+        for (int sb = 0; sb < 16; sb++) off += sc[sb] * a[b].bsums[sb];
+        int isum = hsum_i32(acc) - 4 * off;
+        sum += a[b].d * (f16f(w[b].d) * (float)isum);
+    }
+    *s = sum;
+}
+
+static inline void k4_scales(const uint8_t *q, int sc[8], int m[8])
+{
+    for (int j = 0; j < 4; j++) {
+        sc[j] = q[j] & 63;
+        m[j] = q[j + 4] & 63;
+    }
+    for (int j = 4; j < 8; j++) {
+        sc[j] = (q[j + 4] & 15) | (q[j - 4] >> 6) << 4;
+        m[j] = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
+    }
+}
+
+void slm_vec_dot_q4_K_avx2(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q4_K *w = vw;
+    const slm_block_q8_K *a = va;
+    const __m256i m4 = _mm256_set1_epi8(15);
+    float sum = 0;
+    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
+        int sc[8], m[8];
+        k4_scales(w[b].scales, sc, m);
+        __m256i acc = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            __m256i q = load32(w[b].qs + 32 * c);
+            __m256i lo = _mm256_and_si256(q, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            __m256i p0 = scaled_dot(lo, load32(a[b].qs + 64 * c), _mm256_set1_epi16((short)sc[2 * c]));
+            __m256i p1 = scaled_dot(hi, load32(a[b].qs + 64 * c + 32),
+                                    _mm256_set1_epi16((short)sc[2 * c + 1]));
+            acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+        }
+        int msum = 0;
+        for (int j = 0; j < 8; j++) msum += m[j] * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
+        sum += a[b].d * (f16f(w[b].d) * (float)hsum_i32(acc) - f16f(w[b].dmin) * (float)msum);
+    }
+    *s = sum;
+}
+
+void slm_vec_dot_q5_K_avx2(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q5_K *w = vw;
+    const slm_block_q8_K *a = va;
+    const __m256i m4 = _mm256_set1_epi8(15), m1 = _mm256_set1_epi8(1);
+    float sum = 0;
+    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
+        int sc[8], m[8];
+        k4_scales(w[b].scales, sc, m);
+        __m256i qh = load32(w[b].qh);
+        __m256i acc = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            __m256i q = load32(w[b].qs + 32 * c);
+            __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), m1);
+            __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), m1);
+            __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(h0, 4));
+            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                                         _mm256_slli_epi16(h1, 4));
+            __m256i p0 = scaled_dot(lo, load32(a[b].qs + 64 * c), _mm256_set1_epi16((short)sc[2 * c]));
+            __m256i p1 = scaled_dot(hi, load32(a[b].qs + 64 * c + 32),
+                                    _mm256_set1_epi16((short)sc[2 * c + 1]));
+            acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+        }
+        int msum = 0;
+        for (int j = 0; j < 8; j++) msum += m[j] * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
+        sum += a[b].d * (f16f(w[b].d) * (float)hsum_i32(acc) - f16f(w[b].dmin) * (float)msum);
+    }
+    *s = sum;
+}
+
+void slm_vec_dot_q6_K_avx2(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_block_q6_K *w = vw;
+    const slm_block_q8_K *a = va;
+    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    float sum = 0;
+    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
+        const int8_t *sc = w[b].scales;
+        __m256i acc = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i l0 = load32(w[b].ql + 64 * h), l1 = load32(w[b].ql + 64 * h + 32);
+            __m256i qh = load32(w[b].qh + 32 * h);
+            __m256i low[4] = {
+                _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
+                _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+            };
+            for (int k = 0; k < 4; k++) {
+                /* code in 0..63; value = code - 32, applied below via bsums */
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m3);
+                __m256i u = _mm256_or_si256(low[k], _mm256_slli_epi16(hi, 4));
+                int sb = 8 * h + 2 * k;
+                acc = _mm256_add_epi32(acc, scaled_dot(u, load32(a[b].qs + 128 * h + 32 * k),
+                                                       scale_pair(sc[sb], sc[sb + 1])));
+            }
+        }
+        int off = 0;
+        for (int sb = 0; sb < 16; sb++) off += sc[sb] * a[b].bsums[sb];
+        int isum = hsum_i32(acc) - 32 * off;
+        sum += a[b].d * (f16f(w[b].d) * (float)isum);
+    }
+    *s = sum;
+}
+
+/* ---- float types: 4 independent FMA chains of 8 ----------------------- */
+
+static inline __m256 load_f16x8(const slm_f16 *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+static inline __m256 load_bf16x8(const slm_bf16 *p)
+{
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+void slm_vec_dot_f16_avx2(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_f16 *w = vw, *a = va;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++)
+            acc[k] = _mm256_fmadd_ps(load_f16x8(w + i + 8 * k), load_f16x8(a + i + 8 * k), acc[k]);
+    for (; i + 8 <= n; i += 8)
+        acc[0] = _mm256_fmadd_ps(load_f16x8(w + i), load_f16x8(a + i), acc[0]);
+    float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for (; i < n; i++) sum += f16f(w[i]) * f16f(a[i]);
+    *s = sum;
+}
+
+void slm_vec_dot_bf16_avx2(int64_t n, float *s, const void *vw, const void *va)
+{
+    const slm_bf16 *w = vw, *a = va;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++)
+            acc[k] = _mm256_fmadd_ps(load_bf16x8(w + i + 8 * k), load_bf16x8(a + i + 8 * k), acc[k]);
+    for (; i + 8 <= n; i += 8)
+        acc[0] = _mm256_fmadd_ps(load_bf16x8(w + i), load_bf16x8(a + i), acc[0]);
+    float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for (; i < n; i++) sum += slm_bf16_to_f32(w[i]) * slm_bf16_to_f32(a[i]);
+    *s = sum;
+}
+
+void slm_vec_dot_f32_avx2(int64_t n, float *s, const void *vw, const void *va)
+{
+    const float *w = vw, *a = va;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++)
+            acc[k] = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8 * k), _mm256_loadu_ps(a + i + 8 * k), acc[k]);
+    for (; i + 8 <= n; i += 8)
+        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(a + i), acc[0]);
+    float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for (; i < n; i++) sum += w[i] * a[i];
+    *s = sum;
+}
+
+/* ---- activation encoders ----------------------------------------------- *
+ * Byte-identical to the scalar references: the same float operations in the
+ * same order per element (x * id, one rounding), and the reference's
+ * rounding mode: roundf (half away from zero) for q8_0/q8_1, nearest-even
+ * (the 1.5 * 2^23 trick) for q8_K. */
+
+static inline __m256 abs_ps(__m256 v)
+{
+    return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+}
+
+/* roundf on 8 floats: truncate, then step away from zero when the dropped
+ * fraction (exact in float) is at least one half */
+static inline __m256i roundf_epi32(__m256 v)
+{
+    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 frac = abs_ps(_mm256_sub_ps(v, t));
+    __m256 up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    __m256 one = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(v, _mm256_set1_ps(-0.0f)));
+    return _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(up, one)));
+}
+
+/* 4 x 8 int32 (elements 0..31 in order) -> 32 int8 */
+static inline __m256i pack_i8(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+    __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    __m256i x = _mm256_packs_epi16(ab, cd);
+    return _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* one 32-element q8_0/q8_1 block; returns d and the sum of the codes */
+static inline float q8_block(const float *x, int8_t *qs, int *qsum)
+{
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        amax = _mm256_max_ps(amax, abs_ps(v[k]));
+    }
+    const float d = hmax_ps(amax) / 127;
+    const float id = d ? 1.0f / d : 0.0f;
+    __m256 vid = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int k = 0; k < 4; k++) q[k] = roundf_epi32(_mm256_mul_ps(v[k], vid));
+    if (qsum)
+        *qsum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+    _mm256_storeu_si256((__m256i *)qs, pack_i8(q[0], q[1], q[2], q[3]));
+    return d;
+}
+
+void slm_act_q8_0_avx2(const float *x, void *vy, int64_t n)
+{
+    slm_block_q8_0 *y = vy;
+    for (int64_t b = 0; b < n / SLM_QK8_0; b++)
+        y[b].d = slm_f32_to_f16(q8_block(x + b * SLM_QK8_0, y[b].qs, NULL));
+}
+
+void slm_act_q8_1_avx2(const float *x, void *vy, int64_t n)
+{
+    slm_block_q8_1 *y = vy;
+    for (int64_t b = 0; b < n / SLM_QK8_1; b++) {
+        int sum;
+        float d = q8_block(x + b * SLM_QK8_1, y[b].qs, &sum);
+        y[b].d = slm_f32_to_f16(d);
+        y[b].s = slm_f32_to_f16((float)sum * d);
+    }
+}
+
+/* q8_K: scale from the signed value of largest magnitude (the first one in
+ * order on ties), iscale = -127 / max, codes min(127, nearest(iscale * x)) */
+void slm_act_q8_K_avx2(const float *x, void *vy, int64_t n)
+{
+    slm_block_q8_K *y = vy;
+    for (int64_t b = 0; b < n / SLM_QK_K; b++, x += SLM_QK_K) {
+        __m256 amax = _mm256_setzero_ps();
+        for (int k = 0; k < SLM_QK_K; k += 8) amax = _mm256_max_ps(amax, abs_ps(_mm256_loadu_ps(x + k)));
+        const float am = hmax_ps(amax);
+        if (!am) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        float max = 0;
+        __m256 vam = _mm256_set1_ps(am);
+        for (int k = 0; k < SLM_QK_K; k += 8) {
+            int m = _mm256_movemask_ps(_mm256_cmp_ps(abs_ps(_mm256_loadu_ps(x + k)), vam, _CMP_EQ_OQ));
+            if (m) {
+                max = x[k + __builtin_ctz((unsigned)m)];
+                break;
+            }
+        }
+        const float iscale = -127.f / max;
+        __m256 vis = _mm256_set1_ps(iscale);
+        const __m256i top = _mm256_set1_epi32(127);
+        for (int k = 0; k < SLM_QK_K; k += 32) {
+            __m256i q[4];
+            for (int j = 0; j < 4; j++) {
+                __m256 t = _mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * j), vis);
+                t = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                q[j] = _mm256_min_epi32(_mm256_cvtps_epi32(t), top);
+            }
+            __m256i codes = pack_i8(q[0], q[1], q[2], q[3]);
+            _mm256_storeu_si256((__m256i *)(y[b].qs + k), codes);
+            /* two sums of 16 codes each */
+            __m256i s16 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), codes),
+                                            _mm256_set1_epi16(1));
+            int lo = hsum_i32(_mm256_and_si256(s16, _mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0)));
+            int hi = hsum_i32(_mm256_and_si256(s16, _mm256_setr_epi32(0, 0, 0, 0, -1, -1, -1, -1)));
+            y[b].bsums[k / 16] = (int16_t)lo;
+            y[b].bsums[k / 16 + 1] = (int16_t)hi;
+        }
+        y[b].d = 1 / iscale;
+    }
+}
+
+void slm_act_f16_avx2(const float *x, void *vy, int64_t n)
+{
+    slm_f16 *y = vy;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) y[i] = slm_f32_to_f16(x[i]);
+}
+
+#endif

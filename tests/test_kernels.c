@@ -1,0 +1,586 @@
+/* Dot-product kernels, activation encoders, matmul and ops.
+ *
+ * - each AVX2 activation encoder against the scalar reference: same bytes;
+ * - each generic vec_dot against a plain scalar reference (weights expanded
+ *   to float by the dequantizers below, dotted with the float activations in
+ *   double) within a per-format bound derived from the activation encoding;
+ * - each AVX2 vec_dot against its generic twin: bit-identical for the
+ *   K-quants, within 1e-5 of sum |w x| for the others;
+ * - matmul (1..3 threads, tiles, the BLAS path) against per-element dots;
+ * - RMSNorm, softmax and both RoPE layouts against double formulas.
+ * Weights are random bytes with sane scales: every bit pattern of the codes
+ * is a valid block. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/fp16.h"
+#include "core/pool.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+#include "kernels/vecdot.h"
+#include "quant/quant.h"
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                   \
+    do {                                                   \
+        if (cond) {                                        \
+            passed++;                                      \
+            printf("ok   ");                               \
+        } else {                                           \
+            failed++;                                      \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);    \
+        }                                                  \
+        printf(__VA_ARGS__);                               \
+        printf("\n");                                      \
+    } while (0)
+
+static uint32_t rng = 12345;
+static uint32_t next_u32(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 17;
+    rng ^= rng << 5;
+    return rng;
+}
+static float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(next_u32() >> 8) / 16777216.0f; }
+
+/* ---- reference dequantizers, written as the reference's loops ----------- */
+
+static void deq_q4_0(const void *v, float *y, int64_t n)
+{
+    const slm_block_q4_0 *x = v;
+    for (int64_t i = 0; i < n / 32; i++)
+        for (int j = 0; j < 16; j++) {
+            float d = slm_f16_to_f32(x[i].d);
+            y[32 * i + j] = ((x[i].qs[j] & 15) - 8) * d;
+            y[32 * i + j + 16] = ((x[i].qs[j] >> 4) - 8) * d;
+        }
+}
+
+static void deq_q4_1(const void *v, float *y, int64_t n)
+{
+    const slm_block_q4_1 *x = v;
+    for (int64_t i = 0; i < n / 32; i++)
+        for (int j = 0; j < 16; j++) {
+            float d = slm_f16_to_f32(x[i].d), m = slm_f16_to_f32(x[i].m);
+            y[32 * i + j] = (x[i].qs[j] & 15) * d + m;
+            y[32 * i + j + 16] = (x[i].qs[j] >> 4) * d + m;
+        }
+}
+
+static void deq_q5(const uint8_t *qs, const uint8_t *qhb, float d, float m, int off, float *y)
+{
+    uint32_t qh;
+    memcpy(&qh, qhb, 4);
+    for (int j = 0; j < 16; j++) {
+        int h0 = ((qh >> j) << 4) & 0x10, h1 = (qh >> (j + 12)) & 0x10;
+        y[j] = (((qs[j] & 15) | h0) - off) * d + m;
+        y[j + 16] = (((qs[j] >> 4) | h1) - off) * d + m;
+    }
+}
+
+static void deq_q5_0(const void *v, float *y, int64_t n)
+{
+    const slm_block_q5_0 *x = v;
+    for (int64_t i = 0; i < n / 32; i++) deq_q5(x[i].qs, x[i].qh, slm_f16_to_f32(x[i].d), 0, 16, y + 32 * i);
+}
+
+static void deq_q5_1(const void *v, float *y, int64_t n)
+{
+    const slm_block_q5_1 *x = v;
+    for (int64_t i = 0; i < n / 32; i++)
+        deq_q5(x[i].qs, x[i].qh, slm_f16_to_f32(x[i].d), slm_f16_to_f32(x[i].m), 0, y + 32 * i);
+}
+
+static void deq_q8_0(const void *v, float *y, int64_t n)
+{
+    const slm_block_q8_0 *x = v;
+    for (int64_t i = 0; i < n / 32; i++)
+        for (int j = 0; j < 32; j++) y[32 * i + j] = x[i].qs[j] * slm_f16_to_f32(x[i].d);
+}
+
+static void deq_q2_K(const void *v, float *y, int64_t n)
+{
+    const slm_block_q2_K *x = v;
+    for (int64_t i = 0; i < n / 256; i++) {
+        float d = slm_f16_to_f32(x[i].d), mn = slm_f16_to_f32(x[i].dmin);
+        const uint8_t *q = x[i].qs;
+        int is = 0;
+        for (int c = 0; c < 256; c += 128, q += 32)
+            for (int shift = 0; shift < 8; shift += 2)
+                for (int half = 0; half < 2; half++) {
+                    uint8_t sc = x[i].scales[is++];
+                    for (int l = 0; l < 16; l++)
+                        *y++ = d * (sc & 15) * ((q[l + 16 * half] >> shift) & 3) - mn * (sc >> 4);
+                }
+    }
+}
+
+static void deq_q3_K(const void *v, float *y, int64_t n)
+{
+    const slm_block_q3_K *x = v;
+    for (int64_t i = 0; i < n / 256; i++) {
+        uint32_t aux[4];
+        memcpy(aux, x[i].scales, 12);
+        uint32_t tmp = aux[2];
+        aux[2] = ((aux[0] >> 4) & 0x0f0f0f0f) | (((tmp >> 4) & 0x03030303) << 4);
+        aux[3] = ((aux[1] >> 4) & 0x0f0f0f0f) | (((tmp >> 6) & 0x03030303) << 4);
+        aux[0] = (aux[0] & 0x0f0f0f0f) | (((tmp >> 0) & 0x03030303) << 4);
+        aux[1] = (aux[1] & 0x0f0f0f0f) | (((tmp >> 2) & 0x03030303) << 4);
+        const int8_t *sc = (const int8_t *)aux;
+        float d = slm_f16_to_f32(x[i].d);
+        const uint8_t *q = x[i].qs;
+        uint8_t m = 1;
+        int is = 0;
+        for (int c = 0; c < 256; c += 128, q += 32)
+            for (int shift = 0; shift < 8; shift += 2, m <<= 1)
+                for (int half = 0; half < 2; half++) {
+                    float dl = d * (sc[is++] - 32);
+                    for (int l = 16 * half; l < 16 * half + 16; l++)
+                        *y++ = dl * (((q[l] >> shift) & 3) - ((x[i].hmask[l] & m) ? 0 : 4));
+                }
+    }
+}
+
+static void scale_min_k4(int j, const uint8_t *q, float *d, float *m)
+{
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+static void deq_q4_K(const void *v, float *y, int64_t n)
+{
+    const slm_block_q4_K *x = v;
+    for (int64_t i = 0; i < n / 256; i++) {
+        float d = slm_f16_to_f32(x[i].d), mn = slm_f16_to_f32(x[i].dmin);
+        const uint8_t *q = x[i].qs;
+        for (int j = 0, is = 0; j < 256; j += 64, q += 32, is += 2) {
+            float s1, m1, s2, m2;
+            scale_min_k4(is, x[i].scales, &s1, &m1);
+            scale_min_k4(is + 1, x[i].scales, &s2, &m2);
+            for (int l = 0; l < 32; l++) *y++ = d * s1 * (q[l] & 15) - mn * m1;
+            for (int l = 0; l < 32; l++) *y++ = d * s2 * (q[l] >> 4) - mn * m2;
+        }
+    }
+}
+
+static void deq_q5_K(const void *v, float *y, int64_t n)
+{
+    const slm_block_q5_K *x = v;
+    for (int64_t i = 0; i < n / 256; i++) {
+        float d = slm_f16_to_f32(x[i].d), mn = slm_f16_to_f32(x[i].dmin);
+        const uint8_t *q = x[i].qs;
+        uint8_t u1 = 1, u2 = 2;
+        for (int j = 0, is = 0; j < 256; j += 64, q += 32, is += 2, u1 <<= 2, u2 <<= 2) {
+            float s1, m1, s2, m2;
+            scale_min_k4(is, x[i].scales, &s1, &m1);
+            scale_min_k4(is + 1, x[i].scales, &s2, &m2);
+            for (int l = 0; l < 32; l++) *y++ = d * s1 * ((q[l] & 15) + (x[i].qh[l] & u1 ? 16 : 0)) - mn * m1;
+            for (int l = 0; l < 32; l++) *y++ = d * s2 * ((q[l] >> 4) + (x[i].qh[l] & u2 ? 16 : 0)) - mn * m2;
+        }
+    }
+}
+
+static void deq_q6_K(const void *v, float *y, int64_t n)
+{
+    const slm_block_q6_K *x = v;
+    for (int64_t i = 0; i < n / 256; i++) {
+        float d = slm_f16_to_f32(x[i].d);
+        const uint8_t *ql = x[i].ql, *qh = x[i].qh;
+        const int8_t *sc = x[i].scales;
+        for (int c = 0; c < 256; c += 128, y += 128, ql += 64, qh += 32, sc += 8)
+            for (int l = 0; l < 32; l++) {
+                int is = l / 16;
+                y[l] = d * sc[is] * ((int8_t)((ql[l] & 15) | ((qh[l] & 3) << 4)) - 32);
+                y[l + 32] = d * sc[is + 2] * ((int8_t)((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                y[l + 64] = d * sc[is + 4] * ((int8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                y[l + 96] = d * sc[is + 6] * ((int8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+            }
+    }
+}
+
+static void deq_f16(const void *v, float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = slm_f16_to_f32(((const slm_f16 *)v)[i]);
+}
+static void deq_bf16(const void *v, float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = slm_bf16_to_f32(((const slm_bf16 *)v)[i]);
+}
+static void deq_f32(const void *v, float *y, int64_t n) { memcpy(y, v, (size_t)n * 4); }
+
+typedef struct {
+    slm_dtype t;
+    const char *name;
+    int bs;
+    size_t ts;
+    void (*deq)(const void *, float *, int64_t);
+    void (*lib_deq)(const void *, float *, int64_t);  /* csrc/quant's, cross-checked */
+    size_t dfield[2];   /* offsets of the f16 scale fields (0 = none) */
+    int nd;
+} wtype;
+
+#define OFF(type, f) offsetof(type, f)
+static const wtype WTYPES[] = {
+    {SLM_DTYPE_Q4_0, "q4_0", 32, 18, deq_q4_0, slm_dequantize_q4_0, {OFF(slm_block_q4_0, d)}, 1},
+    {SLM_DTYPE_Q4_1, "q4_1", 32, 20, deq_q4_1, slm_dequantize_q4_1, {OFF(slm_block_q4_1, d), OFF(slm_block_q4_1, m)}, 2},
+    {SLM_DTYPE_Q5_0, "q5_0", 32, 22, deq_q5_0, slm_dequantize_q5_0, {OFF(slm_block_q5_0, d)}, 1},
+    {SLM_DTYPE_Q5_1, "q5_1", 32, 24, deq_q5_1, slm_dequantize_q5_1, {OFF(slm_block_q5_1, d), OFF(slm_block_q5_1, m)}, 2},
+    {SLM_DTYPE_Q8_0, "q8_0", 32, 34, deq_q8_0, slm_dequantize_q8_0, {OFF(slm_block_q8_0, d)}, 1},
+    {SLM_DTYPE_Q2_K, "q2_K", 256, 84, deq_q2_K, slm_dequantize_q2_K, {OFF(slm_block_q2_K, d), OFF(slm_block_q2_K, dmin)}, 2},
+    {SLM_DTYPE_Q3_K, "q3_K", 256, 110, deq_q3_K, slm_dequantize_q3_K, {OFF(slm_block_q3_K, d)}, 1},
+    {SLM_DTYPE_Q4_K, "q4_K", 256, 144, deq_q4_K, slm_dequantize_q4_K, {OFF(slm_block_q4_K, d), OFF(slm_block_q4_K, dmin)}, 2},
+    {SLM_DTYPE_Q5_K, "q5_K", 256, 176, deq_q5_K, slm_dequantize_q5_K, {OFF(slm_block_q5_K, d), OFF(slm_block_q5_K, dmin)}, 2},
+    {SLM_DTYPE_Q6_K, "q6_K", 256, 210, deq_q6_K, slm_dequantize_q6_K, {OFF(slm_block_q6_K, d)}, 1},
+    {SLM_DTYPE_F16, "f16", 1, 2, deq_f16, NULL, {0}, 0},
+    {SLM_DTYPE_BF16, "bf16", 1, 2, deq_bf16, NULL, {0}, 0},
+    {SLM_DTYPE_F32, "f32", 1, 4, deq_f32, NULL, {0}, 0},
+};
+#define N_WTYPES (int)(sizeof WTYPES / sizeof WTYPES[0])
+
+static int is_kquant(slm_dtype t) { return t >= SLM_DTYPE_Q2_K && t <= SLM_DTYPE_Q6_K; }
+
+/* n random weights: random code bytes, scales in a sane range */
+static void fill_weights(const wtype *w, void *dst, int64_t n)
+{
+    unsigned char *p = dst;
+    if (w->t == SLM_DTYPE_F32) {
+        for (int64_t i = 0; i < n; i++) ((float *)dst)[i] = uniform(-1, 1);
+        return;
+    }
+    if (w->t == SLM_DTYPE_F16 || w->t == SLM_DTYPE_BF16) {
+        for (int64_t i = 0; i < n; i++)
+            ((uint16_t *)dst)[i] = w->t == SLM_DTYPE_F16 ? slm_f32_to_f16(uniform(-1, 1))
+                                                         : slm_f32_to_bf16(uniform(-1, 1));
+        return;
+    }
+    for (int64_t b = 0; b < n / w->bs; b++, p += w->ts) {
+        for (size_t i = 0; i < w->ts; i++) p[i] = (unsigned char)next_u32();
+        for (int k = 0; k < w->nd; k++) {
+            /* the second field of q4_1/q5_1 is the (signed) block minimum */
+            float v = k == 1 && !is_kquant(w->t) ? uniform(-0.5f, 0.5f) : uniform(0.001f, 0.05f);
+            slm_f16 h = slm_f32_to_f16(v);
+            memcpy(p + w->dfield[k], &h, 2);
+        }
+    }
+}
+
+static void fill_acts(float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) x[i] = uniform(-1, 1) * (i % 7 == 0 ? 3.0f : 1.0f);
+}
+
+/* bound on |sum w (x - encoded x)| for the activation type, plus 1e-5 of
+ * sum |w x| for the float accumulation */
+static double act_bound(slm_dtype act, const float *w, const float *x, int64_t n, slm_dtype wt)
+{
+    double b = 0, s = 0;
+    int bs = act == SLM_DTYPE_Q8_K ? 256 : 32;
+    for (int64_t i = 0; i < n; i++) s += fabs((double)w[i] * x[i]);
+    if (act == SLM_DTYPE_F32) return 1e-5 * s + 1e-9;
+    if (act == SLM_DTYPE_F16 || act == SLM_DTYPE_BF16) {
+        double rel = act == SLM_DTYPE_F16 ? 1.0 / 2048 : 1.0 / 256;
+        return rel * s + 1e-5 * s + 1e-9;
+    }
+    for (int64_t i0 = 0; i0 < n; i0 += bs) {
+        double amax = 0, sw = 0;
+        for (int64_t i = i0; i < i0 + bs; i++) {
+            amax = fmax(amax, fabs(x[i]));
+            sw += fabs(w[i]);
+        }
+        /* rounding to the step d = amax/127 (d itself rounded to f16 for
+         * q8_0/q8_1: up to 127 * d * 2^-11 more) */
+        b += sw * amax * (0.5 / 127 + (act == SLM_DTYPE_Q8_K ? 0 : 1.0 / 2048));
+        /* q8_1's block sum s = f16(d * sum(q)) is used for the minimum:
+         * m = the block's smallest weight, bounded by max |w| */
+        if (act == SLM_DTYPE_Q8_1) {
+            double mw = 0;
+            for (int64_t i = i0; i < i0 + bs; i++) mw = fmax(mw, fabs(w[i]));
+            b += mw * 32 * amax / 1024;
+        }
+    }
+    (void)wt;
+    return b + 1e-5 * s + 1e-9;
+}
+
+static size_t row_bytes(const wtype *w, int64_t n) { return (size_t)(n / w->bs) * w->ts; }
+
+static size_t act_row_bytes(slm_dtype act, int64_t n)
+{
+    switch (act) {
+    case SLM_DTYPE_Q8_0: return (size_t)(n / 32) * sizeof(slm_block_q8_0);
+    case SLM_DTYPE_Q8_1: return (size_t)(n / 32) * sizeof(slm_block_q8_1);
+    case SLM_DTYPE_Q8_K: return (size_t)(n / 256) * sizeof(slm_block_q8_K);
+    case SLM_DTYPE_F16: case SLM_DTYPE_BF16: return (size_t)n * 2;
+    default: return (size_t)n * 4;
+    }
+}
+
+static void test_act_encoders(void)
+{
+    const slm_dtype acts[] = {SLM_DTYPE_Q8_0, SLM_DTYPE_Q8_1, SLM_DTYPE_Q8_K, SLM_DTYPE_F16};
+    if (!slm_cpu_has_avx2()) {
+        printf("skip: no AVX2/FMA/F16C, AVX2 encoders not tested\n");
+        return;
+    }
+    enum { N = 256 * 8 };
+    static float x[N];
+    static unsigned char a[N * 4], b[N * 4];
+    for (int k = 0; k < 4; k++) {
+        int same = 1;
+        for (int trial = 0; trial < 50; trial++) {
+            fill_acts(x, N);
+            if (trial == 1) memset(x, 0, 256 * sizeof(float));              /* all-zero blocks */
+            if (trial == 2) { x[5] = 2.5f; x[9] = -2.5f; x[300] = -4; x[301] = 4; } /* ties of |max| */
+            if (trial == 3)                                                  /* exact halves */
+                for (int i = 0; i < N; i++) x[i] = (float)((int)(next_u32() % 255) - 127) * 0.5f;
+            size_t nb = act_row_bytes(acts[k], N);
+            memset(a, 0, nb);
+            memset(b, 0, nb);
+            slm_act_quant_generic(acts[k])(x, a, N);
+            slm_act_quant_avx2(acts[k])(x, b, N);
+            if (memcmp(a, b, nb) != 0) {
+                same = 0;
+                printf("  encoder %d differs on trial %d\n", (int)acts[k], trial);
+                break;
+            }
+        }
+        CHECK(same, "AVX2 activation encoder for dtype %d matches the reference bytes", (int)acts[k]);
+    }
+}
+
+static void test_dequantizers(void)
+{
+    enum { N = 256 * 4 };
+    static unsigned char w[N * 4];
+    static float a[N], b[N];
+    for (int k = 0; k < N_WTYPES; k++) {
+        const wtype *t = &WTYPES[k];
+        if (!t->lib_deq) continue;
+        fill_weights(t, w, N);
+        t->deq(w, a, N);
+        t->lib_deq(w, b, N);
+        CHECK(memcmp(a, b, sizeof a) == 0, "%s: csrc/quant dequantizer agrees with the test's", t->name);
+    }
+}
+
+static void test_vec_dots(void)
+{
+    enum { MAXN = 256 * 48 };
+    static unsigned char w[MAXN * 4], act[MAXN * 4];
+    static float x[MAXN], wf[MAXN];
+    int have_avx2 = slm_cpu_has_avx2();
+    for (int k = 0; k < N_WTYPES; k++) {
+        const wtype *t = &WTYPES[k];
+        const slm_vecdot_traits *tr = slm_vecdot_traits_get(t->t);
+        CHECK(tr != NULL, "%s has a vec_dot", t->name);
+        if (!tr) continue;
+        int gen_ok = 1, avx_ok = 1, bitexact = 1;
+        double worst = 0;
+        for (int trial = 0; trial < 40; trial++) {
+            int64_t nblk = trial == 0 ? 1 : 1 + next_u32() % (MAXN / t->bs / (t->bs == 1 ? 8 : 1));
+            int64_t n = nblk * t->bs;
+            if (t->bs == 1 && trial > 1 && trial % 3 == 0) n = 1 + next_u32() % 77; /* odd tails */
+            fill_weights(t, w, n);
+            fill_acts(x, n);
+            t->deq(w, wf, n);
+            if (tr->act_type == SLM_DTYPE_F32) memcpy(act, x, (size_t)n * 4);
+            else slm_act_quant_generic(tr->act_type)(x, act, n);
+            double ref = 0;
+            for (int64_t i = 0; i < n; i++) ref += (double)wf[i] * x[i];
+            float g;
+            tr->dot_generic(n, &g, w, act);
+            double bound = act_bound(tr->act_type, wf, x, n, t->t);
+            if (fabs(g - ref) > bound) {
+                gen_ok = 0;
+                printf("  %s n=%lld generic %.9g ref %.9g bound %.3g\n", t->name, (long long)n, g, ref, bound);
+            }
+            worst = fmax(worst, fabs(g - ref) / bound);
+            if (have_avx2 && tr->dot_avx2) {
+                float v;
+                tr->dot_avx2(n, &v, w, act);
+                double s = 0;
+                for (int64_t i = 0; i < n; i++) s += fabs((double)wf[i] * x[i]);
+                if (memcmp(&v, &g, 4) != 0) bitexact = 0;
+                if (fabs(v - g) > 1e-5 * s + 1e-9) {
+                    avx_ok = 0;
+                    printf("  %s n=%lld avx2 %.9g generic %.9g\n", t->name, (long long)n, v, g);
+                }
+            }
+        }
+        CHECK(gen_ok, "%s: generic vec_dot within the activation-encoding bound of the scalar reference (worst %.2f of bound)",
+              t->name, worst);
+        if (have_avx2 && tr->dot_avx2) {
+            CHECK(avx_ok, "%s: AVX2 vec_dot matches generic", t->name);
+            if (is_kquant(t->t)) CHECK(bitexact, "%s: AVX2 vec_dot bit-identical to generic", t->name);
+        }
+    }
+    if (!have_avx2) printf("skip: no AVX2/FMA/F16C, AVX2 vec_dots not tested\n");
+}
+
+/* matmul against per-element reference dots */
+static void test_matmul(void)
+{
+    static const int64_t shapes[][3] = {{1, 1, 256}, {1, 37, 512}, {3, 5, 256}, {17, 9, 512},
+                                        {20, 33, 256}, {4, 64, 768}, {1, 300, 1024}};
+    slm_pool *pools[3] = {NULL, slm_pool_new(2, NULL), slm_pool_new(3, NULL)};
+    for (int k = 0; k < N_WTYPES; k++) {
+        const wtype *t = &WTYPES[k];
+        int ok = 1;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            const int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            size_t wrb = row_bytes(t, K) + (s % 2 ? t->ts : 0);   /* padded rows too */
+            unsigned char *W = malloc(wrb * (size_t)N);
+            float *X = malloc(sizeof(float) * (size_t)(M * K));
+            float *out = malloc(sizeof(float) * (size_t)(M * N));
+            float *wf = malloc(sizeof(float) * (size_t)K);
+            for (int64_t n = 0; n < N; n++) fill_weights(t, W + n * wrb, K);
+            fill_acts(X, M * K);
+            for (int p = 0; p < 3; p++) {
+                memset(out, 0xff, sizeof(float) * (size_t)(M * N));
+                slm_error err;
+                slm_status st = slm_matmul_raw(pools[p], out, W, t->t, wrb, X, M, N, K, &err);
+                if (st != SLM_OK) {
+                    ok = 0;
+                    printf("  %s: %s\n", t->name, err.msg);
+                    continue;
+                }
+                const slm_vecdot_traits *tr = slm_vecdot_traits_get(t->t);
+                for (int64_t n = 0; n < N; n++) {
+                    t->deq(W + n * wrb, wf, K);
+                    for (int64_t m = 0; m < M; m++) {
+                        double ref = 0;
+                        for (int64_t i = 0; i < K; i++) ref += (double)wf[i] * X[m * K + i];
+                        double bound = act_bound(tr->act_type, wf, X + m * K, K, t->t);
+                        if (!(fabs(out[m * N + n] - ref) <= bound)) {
+                            if (ok)
+                                printf("  %s M=%lld N=%lld K=%lld pool %d: out[%lld][%lld] = %g, ref %g\n",
+                                       t->name, (long long)M, (long long)N, (long long)K, p,
+                                       (long long)m, (long long)n, out[m * N + n], ref);
+                            ok = 0;
+                        }
+                    }
+                }
+            }
+            free(W);
+            free(X);
+            free(out);
+            free(wf);
+        }
+        CHECK(ok, "%s: matmul (1-3 threads, tiles, padded rows) matches reference dots", t->name);
+    }
+    slm_error err;
+    float o[4], xx[256];
+    unsigned char ww[256 * 4] = {0};
+    CHECK(slm_matmul_raw(NULL, o, ww, SLM_DTYPE_Q4_0, 18, xx, 1, 1, 100, &err) == SLM_EINVAL,
+          "K not a multiple of the block size is refused");
+    CHECK(slm_matmul_raw(NULL, o, ww, SLM_DTYPE_I8, 256, xx, 1, 1, 256, &err) == SLM_EUNSUPPORTED,
+          "i8 weights refused: %s", err.msg);
+    CHECK(slm_matmul_raw(NULL, o, ww, SLM_DTYPE_Q8_0, 10, xx, 1, 1, 256, &err) == SLM_EINVAL,
+          "row stride shorter than a row is refused");
+    for (int p = 0; p < 3; p++) slm_pool_free(pools[p]);
+}
+
+static void test_ops(void)
+{
+    enum { R = 3, N = 96 };
+    static float x[R * N], w[N], b[N], y[R * N];
+    fill_acts(x, R * N);
+    fill_acts(w, N);
+    fill_acts(b, N);
+
+    slm_ops_rmsnorm(y, x, w, R, N, 1e-5f);
+    double err = 0;
+    for (int r = 0; r < R; r++) {
+        double ss = 0;
+        for (int i = 0; i < N; i++) ss += (double)x[r * N + i] * x[r * N + i];
+        double sc = 1 / sqrt(ss / N + 1e-5);
+        for (int i = 0; i < N; i++) err = fmax(err, fabs(y[r * N + i] - x[r * N + i] * sc * w[i]));
+    }
+    CHECK(err < 1e-5, "rmsnorm (max err %g)", err);
+
+    slm_ops_layernorm(y, x, w, b, R, N, 1e-5f);
+    err = 0;
+    for (int r = 0; r < R; r++) {
+        double m = 0, v = 0;
+        for (int i = 0; i < N; i++) m += x[r * N + i];
+        m /= N;
+        for (int i = 0; i < N; i++) v += (x[r * N + i] - m) * (x[r * N + i] - m);
+        v /= N;
+        for (int i = 0; i < N; i++)
+            err = fmax(err, fabs(y[r * N + i] - ((x[r * N + i] - m) / sqrt(v + 1e-5) * w[i] + b[i])));
+    }
+    CHECK(err < 1e-5, "layernorm (max err %g)", err);
+
+    memcpy(y, x, sizeof y);
+    y[N + 3] = -INFINITY;
+    for (int i = 0; i < N; i++) y[2 * N + i] = -INFINITY;
+    slm_ops_softmax(y, R, N);
+    err = 0;
+    double mx = -INFINITY, s = 0;
+    for (int i = 0; i < N; i++) mx = fmax(mx, x[i]);
+    for (int i = 0; i < N; i++) s += exp(x[i] - mx);
+    for (int i = 0; i < N; i++) err = fmax(err, fabs(y[i] - exp(x[i] - mx) / s));
+    CHECK(err < 1e-6, "softmax (max err %g)", err);
+    CHECK(y[N + 3] == 0 && y[2 * N] == 0 && y[3 * N - 1] == 0, "softmax: -inf gives 0, masked row zeros");
+
+    /* RoPE: 2 tokens, 3 heads of 16, rotating 12 dims */
+    enum { T = 2, H = 3, D = 16, NR = 12 };
+    static float q[T * H * D], q0[T * H * D];
+    int64_t pos[T] = {7, 41};
+    for (int mode = 0; mode < 2; mode++) {
+        fill_acts(q0, T * H * D);
+        memcpy(q, q0, sizeof q);
+        slm_rope_params rp = {mode, NR, 10000.0f, 0.5f};
+        slm_ops_rope(q, T, H, D, pos, &rp);
+        err = 0;
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < H; h++) {
+                const float *src = q0 + (t * H + h) * D;
+                const float *dst = q + (t * H + h) * D;
+                for (int i = 0; i < NR / 2; i++) {
+                    double th = pos[t] * 0.5 * pow(10000.0, -2.0 * i / NR);
+                    int a = mode ? i : 2 * i, bb = mode ? i + NR / 2 : 2 * i + 1;
+                    err = fmax(err, fabs(dst[a] - (src[a] * cos(th) - src[bb] * sin(th))));
+                    err = fmax(err, fabs(dst[bb] - (src[a] * sin(th) + src[bb] * cos(th))));
+                }
+                for (int i = NR; i < D; i++) err = fmax(err, fabs(dst[i] - src[i]));
+            }
+        CHECK(err < 1e-4, "rope %s (max err %g)", mode ? "neox" : "normal", err);
+    }
+
+    for (int i = 0; i < N; i++) x[i] = uniform(-6, 6);
+    slm_ops_silu(y, x, N);
+    err = 0;
+    for (int i = 0; i < N; i++) err = fmax(err, fabs(y[i] - x[i] / (1 + exp(-x[i]))));
+    CHECK(err < 1e-5, "silu (max err %g)", err);
+    slm_ops_gelu(y, x, N);
+    err = 0;
+    for (int i = 0; i < N; i++)
+        err = fmax(err, fabs(y[i] - 0.5 * x[i] * (1 + tanh(sqrt(2 / M_PI) * (x[i] + 0.044715 * pow(x[i], 3))))));
+    CHECK(err < 1e-5, "gelu tanh (max err %g)", err);
+    slm_ops_gelu_erf(y, x, N);
+    err = 0;
+    for (int i = 0; i < N; i++) err = fmax(err, fabs(y[i] - 0.5 * x[i] * (1 + erf(x[i] / sqrt(2)))));
+    CHECK(err < 1e-5, "gelu erf (max err %g)", err);
+}
+
+int main(void)
+{
+    printf("AVX2 kernels: %s\n", slm_cpu_has_avx2() ? "yes" : "no");
+    test_act_encoders();
+    test_dequantizers();
+    test_vec_dots();
+    test_matmul();
+    test_ops();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
