@@ -19,6 +19,10 @@ typedef void (*opener)(lua_State *L);
 
 static const opener openers[] = {
     slm_bind_open_tensor,
+    slm_bind_open_gguf,
+    slm_bind_open_safetensors,
+    slm_bind_open_tokenizer,
+    slm_bind_open_kernels,
     NULL
 };
 

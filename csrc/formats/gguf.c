@@ -500,10 +500,10 @@ static slm_status parse(slm_gguf *g, parser *ps)
         return slm_error_set(ps->err, SLM_EFORMAT, "%s: tensor %" PRId64 " ('%s'): duplicate "
                              "tensor name (also tensor %" PRId64 ")", ps->path, dup,
                              g->names + g->tensors[dup].name_off, prev);
-    /* the data section starts at the next multiple of the alignment; with
-     * no tensors it may lie past the end of the file (nothing is read) */
+    /* the data section starts at the next multiple of the alignment; as in
+     * the reference, a file without tensors has no padding after its header */
     size_t pad = (g->alignment - ps->pos % g->alignment) % g->alignment;
-    g->data_offset = ps->pos + pad;
+    g->data_offset = ps->pos + (g->n_tensors ? pad : 0);
     for (int64_t i = 0; i < g->n_tensors; i++)
         if ((st = check_tensor_data(g, ps, i)) != SLM_OK) return st;
     for (int64_t i = 0; i < g->n_tensors; i++)
