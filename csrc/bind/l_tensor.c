@@ -495,14 +495,31 @@ static int l_set(lua_State *L)
 }
 
 /* row(i): row i of t viewed as (numel / last dim) x last dim, as a table of
- * floats (dequantized) */
+ * floats (dequantized), or of integers for the integer dtypes */
 static int l_row(lua_State *L)
 {
     slm_tensor *t = slm_bind_check_tensor(L, 1);
     int64_t n = t->shape[t->ndim - 1];
     int64_t r = check_index(L, 2, slm_tensor_numel(t) / n);
-    float *buf = lua_newuserdatauv(L, (size_t)n * sizeof *buf, 0);  /* GC-owned */
     slm_error err;
+    if (t->dtype == SLM_DTYPE_I8 || t->dtype == SLM_DTYPE_I16 || t->dtype == SLM_DTYPE_I32) {
+        /* exact integers: i32 does not fit in a float */
+        int64_t idx[SLM_MAX_DIMS];
+        for (int i = t->ndim - 2; i >= 0; i--) {
+            idx[i] = r % t->shape[i];
+            r /= t->shape[i];
+        }
+        lua_createtable(L, (int)(n < 1 << 24 ? n : 0), 0);
+        for (int64_t j = 0; j < n; j++) {
+            double v;
+            idx[t->ndim - 1] = j;
+            if (slm_tensor_get(t, idx, &v, &err) != SLM_OK) return slm_bind_error(L, &err);
+            lua_pushinteger(L, (lua_Integer)v);
+            lua_rawseti(L, -2, (lua_Integer)j + 1);
+        }
+        return 1;
+    }
+    float *buf = lua_newuserdatauv(L, (size_t)n * sizeof *buf, 0);  /* GC-owned */
     if (slm_tensor_row_f32(t, r, buf, &err) != SLM_OK) return slm_bind_error(L, &err);
     lua_createtable(L, (int)(n < 1 << 24 ? n : 0), 0);
     for (int64_t j = 0; j < n; j++) {

@@ -159,9 +159,8 @@ slm_tensor *slm_tensor_narrow(const slm_tensor *t, int dim, int64_t start,
     int64_t size = t->shape[dim];
     if (start < 0 || start >= size || len < 1 || len > size - start) {
         slm_error_set(err, SLM_ERANGE,
-                      "narrow: range [%lld, %lld) is outside dim %d of size %lld",
-                      (long long)start, (long long)start + (long long)len, dim,
-                      (long long)size);
+                      "narrow: start %lld, length %lld is outside dim %d of size %lld",
+                      (long long)start, (long long)len, dim, (long long)size);
         return NULL;
     }
     const slm_dtype_traits *tr = slm_dtype_get((int)t->dtype);
@@ -418,7 +417,8 @@ static slm_status set_int(unsigned char *p, slm_dtype dt, double v, slm_error *e
     double lo = dt == SLM_DTYPE_I8 ? INT8_MIN : dt == SLM_DTYPE_I16 ? INT16_MIN : INT32_MIN;
     double hi = dt == SLM_DTYPE_I8 ? INT8_MAX : dt == SLM_DTYPE_I16 ? INT16_MAX : INT32_MAX;
     if (!(v >= lo && v <= hi) || v != (double)(int64_t)v)
-        return slm_error_set(err, SLM_ERANGE, "value %g is not an integer in [%.0f, %.0f] for %s",
+        return slm_error_set(err, SLM_ERANGE,
+                             "value %.17g is not an integer in [%.0f, %.0f] for %s",
                              v, lo, hi, slm_dtype_name(dt));
     if (dt == SLM_DTYPE_I8) { int8_t x = (int8_t)v; memcpy(p, &x, 1); }
     else if (dt == SLM_DTYPE_I16) { int16_t x = (int16_t)v; memcpy(p, &x, 2); }
