@@ -512,6 +512,44 @@ describe("slm.tensor", function()
     end)
   end)
 
+  describe("read-only storage", function()
+    -- tensors of a GGUF file view its read-only mapping (needs slm.gguf
+    -- and the shared fixtures)
+    local function open_fixture()
+      local path, msg = helpers.fixture("gguf/dense-q4_0.gguf")
+      if not path then return nil, msg end
+      local ok, gguf = pcall(require, "slm.gguf")
+      if not ok then return nil, "slm.gguf not available" end
+      return assert(gguf.open(path))
+    end
+
+    it("refuses set and copy_ into a file mapping; clone() is writable", function()
+      local f, msg = open_fixture()
+      if not f then
+        pending(msg)
+        return
+      end
+      local w
+      for _, info in ipairs(f.tensors) do
+        if info.dtype == "q4_0" then w = f:tensor(info.name) break end
+      end
+      f:close()
+      local v = w:narrow(1, 2, 2)
+      collectgarbage()
+      assert.is_true(w:is_readonly() and v:is_readonly())
+      local ro = "tensor is read-only (it views a read-only file mapping); "
+              .. "clone() it for a writable copy"
+      assert.equal(ro, errmsg(function() return v:set(1, 1, 0) end))
+      assert.equal(ro, errmsg(function() return v:copy_(v:clone()) end))
+      local c = v:clone()
+      assert.is_false(c:is_readonly())
+      assert.equal(v:tobytes(), c:tobytes())
+      c:set(1, 1, 0.25)
+      assert.same(v:row(1), w:row(2))
+      assert.matches("%[slm%.Tensor q4_0 2x%d+%]$", tostring(v))
+    end)
+  end)
+
   describe("lifetime", function()
     it("free, __close and __gc share one idempotent close", function()
       local t = T.zeros({2})
