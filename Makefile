@@ -28,7 +28,8 @@ AVX2_FLAGS = -mavx2 -mfma -mf16c
 LDLIBS   = $(PKG_LIBS) -lpthread -lm
 
 CORE_SRC := $(sort $(wildcard csrc/core/*.c csrc/quant/*.c csrc/kernels/*.c \
-                              csrc/formats/*.c csrc/tokenizer/*.c))
+                              csrc/formats/*.c csrc/tokenizer/*.c \
+                              csrc/blocks/*.c csrc/sampler/*.c))
 BIND_SRC := $(sort $(wildcard csrc/bind/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 

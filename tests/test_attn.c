@@ -1,0 +1,91 @@
+/* KV cache + scaled dot-product attention against a plain double-precision
+ * reference (causal, grouped-query), on 1 and 2 threads. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "blocks/kvcache.h"
+
+static int passed, failed;
+#define CHECK(cond, ...)                                  \
+    do {                                                  \
+        if (cond) passed++;                               \
+        else { failed++; printf("FAIL: " __VA_ARGS__); printf("\n"); } \
+    } while (0)
+
+static uint32_t rng = 12345;
+static float frand(void)
+{
+    rng ^= rng << 13; rng ^= rng >> 17; rng ^= rng << 5;
+    return (float)(rng % 20001) / 10000.0f - 1.0f;
+}
+
+static float *rand_vec(size_t n)
+{
+    float *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) v[i] = frand();
+    return v;
+}
+
+/* reference on f16-rounded keys and values (what the cache holds) */
+static double ref_out(const float *q, const float *k, const float *v, int n_pos,
+                      int kv_dim, int kvh, int hd, float scale, int j)
+{
+    double s[512], mx = -1e300, sum = 0, o = 0;
+    for (int t = 0; t < n_pos; t++) {
+        double d = 0;
+        for (int x = 0; x < hd; x++)
+            d += (double)q[x] * slm_f16_to_f32(slm_f32_to_f16(k[(size_t)t * kv_dim + kvh * hd + x]));
+        s[t] = d * scale;
+        if (s[t] > mx) mx = s[t];
+    }
+    for (int t = 0; t < n_pos; t++) sum += s[t] = exp(s[t] - mx);
+    for (int t = 0; t < n_pos; t++)
+        o += s[t] / sum * slm_f16_to_f32(slm_f32_to_f16(v[(size_t)t * kv_dim + kvh * hd + j]));
+    return o;
+}
+
+static void run_case(int threads, int n_head, int n_head_kv, int hd, int pos0, int n)
+{
+    slm_error err = {0};
+    int kv_dim = n_head_kv * hd, n_ctx = 256, q_dim = n_head * hd, layers = 2, layer = 1;
+    slm_pool *pool = slm_pool_new(threads, &err);
+    slm_kvcache *c = slm_kvcache_new(layers, n_ctx, kv_dim, &err);
+    int total = pos0 + n;
+    float *k = rand_vec((size_t)total * kv_dim), *v = rand_vec((size_t)total * kv_dim);
+    float *q = rand_vec((size_t)n * q_dim), *out = calloc((size_t)n * q_dim, sizeof *out);
+    /* the prefix in one call, then the new rows, as a session does */
+    if (pos0) slm_kvcache_store(c, layer, 0, pos0, k, v);
+    slm_kvcache_store(c, layer, pos0, n, k + (size_t)pos0 * kv_dim, v + (size_t)pos0 * kv_dim);
+    slm_attn_shape sh = {n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd)};
+    slm_status st = slm_attn_sdpa(pool, c, layer, &sh, pos0, n, q, out, &err);
+    double maxd = 0;
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < n_head; h++)
+            for (int j = 0; j < hd; j++) {
+                double r = ref_out(q + (size_t)i * q_dim + h * hd, k, v, pos0 + i + 1, kv_dim,
+                                   h / (n_head / n_head_kv), hd, sh.scale, j);
+                double d = fabs(r - out[(size_t)i * q_dim + h * hd + j]);
+                if (d > maxd) maxd = d;
+            }
+    CHECK(st == SLM_OK && maxd < 1e-5, "sdpa threads=%d heads=%d/%d hd=%d pos0=%d n=%d: max diff %g",
+          threads, n_head, n_head_kv, hd, pos0, n, maxd);
+    free(k); free(v); free(q); free(out);
+    slm_kvcache_free(c);
+    slm_pool_free(pool);
+}
+
+int main(void)
+{
+    run_case(1, 1, 1, 8, 0, 1);
+    run_case(1, 8, 2, 16, 0, 5);
+    run_case(2, 8, 2, 16, 7, 1);
+    run_case(2, 9, 3, 64, 30, 17);
+    run_case(2, 4, 4, 32, 100, 3);
+    run_case(2, 8, 1, 8, 0, 40);
+    slm_error err = {0};
+    CHECK(slm_kvcache_new(0, 10, 10, &err) == NULL && err.code == SLM_EINVAL, "bad dims");
+    CHECK(slm_kvcache_new(1 << 20, 1 << 20, 1 << 20, &err) == NULL, "overflow/huge: %s", err.msg);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
