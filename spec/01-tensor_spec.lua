@@ -484,6 +484,7 @@ describe("slm.tensor", function()
                    errmsg(function() return t:set(0, 1, 5) end))
       assert.equal("get: a 2-D tensor needs 2 indices, got 1", errmsg(function() return t:get(1) end))
       assert.equal("set: a 2-D tensor needs 2 indices, got 3", errmsg(function() return t:set(1, 1, 1, 5) end))
+      assert.equal("set: expected 2 indices and a value", errmsg(function() return t:set() end))
       assert.equal("bad argument #3 to 'set' (number expected, got string)",
                    errmsg(function() return t:set(1, 1, "x") end))
     end)

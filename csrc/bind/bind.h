@@ -33,5 +33,6 @@ void slm_bind_open_tensor(lua_State *L);
 void slm_bind_open_gguf(lua_State *L);
 void slm_bind_open_safetensors(lua_State *L);
 void slm_bind_open_kernels(lua_State *L);
+void slm_bind_open_tokenizer(lua_State *L);
 
 #endif

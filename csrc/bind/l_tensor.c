@@ -485,6 +485,7 @@ static int l_set(lua_State *L)
 {
     slm_tensor *t = slm_bind_check_tensor(L, 1);
     int top = lua_gettop(L);
+    if (top < 2) return luaL_error(L, "set: expected %d indices and a value", t->ndim);
     double v = luaL_checknumber(L, top);
     int64_t idx[SLM_MAX_DIMS];
     check_indices(L, t, 2, top - 2, "set", idx);

@@ -1,0 +1,200 @@
+-- slm.tokenizer: conformance with the reference ids (llama.cpp's vocab cases,
+-- Hugging Face's tokenizer.json cases), round trips, streaming, misuse.
+local tokenizer = require "slm.tokenizer"
+local helpers = require "spec.helpers"
+
+local SEP = "\n__ggml_vocab_test__\n"
+
+local function read_cases(inp, out)
+  local s = helpers.read(inp)
+  local texts = {}
+  local pos = 1
+  while true do
+    local a, b = s:find(SEP, pos, true)
+    if not a then break end
+    texts[#texts + 1] = s:sub(pos, a - 1)
+    pos = b + 1
+  end
+  local expect = {}
+  for line in (helpers.read(out) .. "\n"):gmatch("([^\n]*)\n") do
+    if #expect < #texts then
+      local ids = {}
+      for n in line:gmatch("%-?%d+") do ids[#ids + 1] = tonumber(n) end
+      expect[#expect + 1] = ids
+    end
+  end
+  return texts, expect
+end
+
+local function same(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do if a[i] ~= b[i] then return false end end
+  return true
+end
+
+local function conformance(tok, texts, expect, opts)
+  local ok = 0
+  for i, text in ipairs(texts) do
+    if same(tok:encode(text, opts), expect[i]) then ok = ok + 1 end
+  end
+  return ok
+end
+
+describe("slm.tokenizer vocab fixtures", function()
+  for _, name in ipairs { "gpt-2", "llama-spm", "phi-3", "falcon", "starcoder", "deepseek-coder" } do
+    it(name .. " gives the reference ids for every case", function()
+      local path, why = helpers.fixture("vocab/ggml-vocab-" .. name .. ".gguf")
+      if not path then return pending(why) end
+      local tok = assert(tokenizer.load(path))
+      local texts, expect = read_cases(path .. ".inp", path .. ".out")
+      assert.is_true(#texts > 0)
+      local ok = conformance(tok, texts, expect, { add_special = false, parse_special = false })
+      assert.are.equal(#texts, ok, name .. ": " .. ok .. "/" .. #texts .. " cases match")
+    end)
+  end
+end)
+
+describe("slm.tokenizer tokenizer.json fixtures", function()
+  for _, name in ipairs { "llama3", "qwen3", "spm32k" } do
+    it(name .. " gives Hugging Face's ids for every case", function()
+      local dir = helpers.fixture("tokenizer-json/" .. name)
+      if not dir then return pending("tokenizer-json fixtures not found") end
+      local tok = assert(tokenizer.load(dir .. "/tokenizer.json"))
+      local texts, expect = read_cases(dir .. "/cases.inp", dir .. "/cases.out")
+      local ok = conformance(tok, texts, expect, { add_special = false, parse_special = true })
+      assert.are.equal(#texts, ok, name .. ": " .. ok .. "/" .. #texts .. " cases match")
+    end)
+  end
+end)
+
+describe("slm.tokenizer API", function()
+  local spm_path = helpers.fixture("vocab/ggml-vocab-llama-spm.gguf")
+  local gpt2_path = helpers.fixture("vocab/ggml-vocab-gpt-2.gguf")
+
+  it("exposes size, special ids and pieces", function()
+    if not spm_path then return pending("vocab fixtures not found") end
+    local tok = assert(tokenizer.load(spm_path))
+    assert.are.equal(32000, #tok)
+    assert.are.equal(1, tok.bos)
+    assert.are.equal(2, tok.eos)
+    assert.are.equal(0, tok.unk)
+    assert.is_true(tok.add_bos)
+    assert.are.equal("llama", tok.model)
+    assert.are.equal("▁Hello", tok:text(15043))
+    assert.are.equal(" Hello", tok:piece(15043))
+    assert.are.equal(15043, tok:id("▁Hello"))
+    assert.is_nil(tok:id("no such piece at all"))
+    assert.are.equal("", tok:piece(1))
+    assert.are.equal("<s>", tok:piece(1, true))
+    assert.is_true(tok:is_eog(2))
+    assert.matches("slm.Tokenizer%(llama", tostring(tok))
+  end)
+
+  it("adds BOS per the vocabulary and parses special text only when asked", function()
+    if not spm_path then return pending("vocab fixtures not found") end
+    local tok = assert(tokenizer.load(spm_path))
+    assert.are.same({ 1, 15043, 3186 }, tok:encode("Hello world"))
+    assert.are.same({ 15043, 3186 }, tok:encode("Hello world", { add_special = false }))
+    local plain = tok:encode("<s>x", { add_special = false })
+    local parsed = tok:encode("<s>x", { add_special = false, parse_special = true })
+    assert.are.equal(1, parsed[1])
+    assert.are_not.equal(1, plain[1])
+  end)
+
+  it("decodes, round-trips and streams UTF-8 safely", function()
+    if not spm_path then return pending("vocab fixtures not found") end
+    local tok = assert(tokenizer.load(spm_path))
+    local text = " this is 🦙.cpp — нещо на Български, 我想在apple工作"
+    local ids = tok:encode(text, { add_special = false })
+    assert.are.equal(text, tok:decode(ids))
+    -- the llama emoji is four byte tokens: the decoder holds them back
+    local dec = tok:decoder()
+    local parts, out = {}, {}
+    for i, id in ipairs(ids) do
+      parts[i] = dec:add(id)
+      out[#out + 1] = parts[i]
+      assert.is_truthy(utf8.len(parts[i]), "piece " .. i .. " is not complete UTF-8")
+    end
+    out[#out + 1] = dec:flush()
+    assert.are.equal(text, table.concat(out))
+    -- with BOS: the control token renders only with special = true
+    local with_bos = tok:encode(text)
+    assert.are.equal(text, tok:decode(with_bos))
+    assert.are.equal("<s>" .. text, tok:decode(with_bos, { special = true }))
+  end)
+
+  it("handles invalid UTF-8 deterministically through byte tokens", function()
+    if not gpt2_path then return pending("vocab fixtures not found") end
+    local tok = assert(tokenizer.load(gpt2_path))
+    local bad = "ok \xff\xfe\xc3 end\x80"
+    local a, b = tok:encode(bad), tok:encode(bad)
+    assert.are.same(a, b)
+    assert.are.equal(bad, tok:decode(a))
+    -- the streaming decoder replaces what can never be UTF-8 by U+FFFD
+    local dec, out = tok:decoder(), {}
+    for _, id in ipairs(a) do out[#out + 1] = dec:add(id) end
+    out[#out + 1] = dec:flush()
+    local s = table.concat(out)
+    assert.is_truthy(utf8.len(s))
+    assert.matches("^ok .*end", s)
+  end)
+
+  it("raises on bad ids and misuse", function()
+    if not gpt2_path then return pending("vocab fixtures not found") end
+    local tok = assert(tokenizer.load(gpt2_path))
+    assert.has_error(function() tok:decode({ 50257 }) end,
+      "token id 50257 out of range (vocabulary of 50257)")
+    assert.has_error(function() tok:decode({ -1 }) end,
+      "token id -1 out of range (vocabulary of 50257)")
+    assert.has_error(function() tok:piece(1e6) end)
+    assert.has_error(function() tok:encode(nil) end)
+    assert.has_error(function() tok:decode({ "x" }) end)
+    assert.has_error(function() tok:decoder():add(50257) end)
+    tok:free()
+    assert.has_error(function() tok:encode("x") end, "attempt to use a freed tokenizer")
+  end)
+
+  it("returns nil and a message for missing or malformed files", function()
+    local t, msg = tokenizer.load("/nonexistent/tokenizer.json")
+    assert.is_nil(t)
+    assert.matches("/nonexistent/tokenizer.json", msg, 1, true)
+    local p = helpers.tmpfile('{"model": {"type": "BPE", "vocab": 3}}')
+    t, msg = tokenizer.load(p)
+    assert.is_nil(t)
+    assert.matches("model.vocab is not an object", msg, 1, true)
+    os.remove(p)
+    p = helpers.tmpfile('{"model": ')
+    t, msg = tokenizer.load(p)
+    assert.is_nil(t)
+    assert.matches("invalid JSON", msg, 1, true)
+    os.remove(p)
+    p = helpers.tmpfile("\1\0\0\0garbage")
+    t, msg = tokenizer.load(p)
+    assert.is_nil(t)
+    assert.matches("not a llama2.c tokenizer", msg, 1, true)
+    os.remove(p)
+    p = helpers.tmpfile("GGUF\3\0\0\0")
+    t, msg = tokenizer.load(p)
+    assert.is_nil(t)
+    assert.is_string(msg)
+    os.remove(p)
+    assert.has_error(function() tokenizer.load(42) end)
+  end)
+
+  it("loads llama2.c tokenizer.bin with the Llama 2 ids", function()
+    local path = helpers.fixture("llama2c/tokenizer.bin")
+    if not path or not spm_path then return pending("llama2c fixtures not found") end
+    local tok = assert(tokenizer.load(path))
+    local ref = assert(tokenizer.load(spm_path))
+    local text = "Hello world, I've been 'told he's there 3333 🦙"
+    assert.are.same(ref:encode(text), tok:encode(text))
+    assert.are.equal(text, tok:decode(tok:encode(text)))
+  end)
+
+  it("has a 256-byte vocabulary", function()
+    local tok = tokenizer.bytes()
+    assert.are.equal(256, #tok)
+    assert.are.same({ 34, 105, 110 }, tok:encode('"in'))
+    assert.are.equal('"in\xff', tok:decode({ 34, 105, 110, 255 }))
+  end)
+end)
