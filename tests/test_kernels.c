@@ -426,6 +426,40 @@ static void test_vec_dots(void)
     if (!have_avx2) printf("skip: no AVX2/FMA/F16C, AVX2 vec_dots not tested\n");
 }
 
+/* matmul from inside a pool job: each thread its own product */
+typedef struct {
+    slm_pool *pool;
+    const unsigned char *W;
+    const float *X;
+    float *out[4];
+    int64_t M, N, K;
+    int st[4];
+} nested_ctx;
+
+static void nested_fn(void *vctx, int ith, int nth)
+{
+    nested_ctx *c = vctx;
+    c->st[ith] = slm_matmul_raw(c->pool, c->out[ith], c->W, SLM_DTYPE_Q4_K,
+                                (size_t)(c->K / 256) * sizeof(slm_block_q4_K), c->X, c->M, c->N, c->K, NULL);
+}
+
+static void test_matmul_nested(void)
+{
+    enum { M = 5, N = 70, K = 512 };
+    static unsigned char W[N * (K / 256) * sizeof(slm_block_q4_K)];
+    static float X[M * K], ref[M * N], outs[3][M * N];
+    slm_pool *pool = slm_pool_new(3, NULL);
+    for (int64_t n = 0; n < N; n++) fill_weights(&WTYPES[7], W + n * (K / 256) * sizeof(slm_block_q4_K), K);
+    fill_acts(X, M * K);
+    int ok = pool && slm_matmul_raw(pool, ref, W, SLM_DTYPE_Q4_K, (K / 256) * sizeof(slm_block_q4_K), X, M, N, K,
+                                    NULL) == SLM_OK;
+    nested_ctx c = {pool, W, X, {outs[0], outs[1], outs[2]}, M, N, K, {1, 1, 1}};
+    slm_pool_run(pool, 3, nested_fn, &c);
+    for (int i = 0; i < 3; i++) ok &= c.st[i] == SLM_OK && memcmp(outs[i], ref, sizeof ref) == 0;
+    CHECK(ok, "matmul called from inside a pool job runs serially with the same results");
+    slm_pool_free(pool);
+}
+
 /* matmul against per-element reference dots */
 static void test_matmul(void)
 {
@@ -580,6 +614,7 @@ int main(void)
     test_dequantizers();
     test_vec_dots();
     test_matmul();
+    test_matmul_nested();
     test_ops();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

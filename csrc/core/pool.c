@@ -226,6 +226,11 @@ void slm_pool_run(slm_pool *p, int nth, slm_pool_fn fn, void *ctx)
     atomic_store(&p->busy, 0);
 }
 
+int slm_pool_busy(slm_pool *p)
+{
+    return p && atomic_load(&p->busy);
+}
+
 void *slm_pool_scratch(slm_pool *p, size_t size, slm_error *err)
 {
     if (!p) {

@@ -41,6 +41,10 @@ int slm_pool_size(const slm_pool *p);     /* 1 for NULL */
  * [1, slm_pool_size(p)]. p may be NULL: fn(ctx, 0, 1) on the caller. */
 void slm_pool_run(slm_pool *p, int nth, slm_pool_fn fn, void *ctx);
 
+/* 1 while a run is in progress (from any thread): a kernel called from
+ * inside a pool job must not use the pool or its scratch. */
+int slm_pool_busy(slm_pool *p);
+
 /* A 64-byte aligned scratch buffer of at least size bytes owned by the pool,
  * grown on demand and kept (no allocation in steady state). Valid until the
  * next slm_pool_scratch call on the same pool. NULL on failure. */

@@ -106,6 +106,8 @@ slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype w
     if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
         return slm_error_set(err, SLM_ERANGE, "matmul: dimension too large");
 
+    /* called from inside a pool job: run serially with a private buffer */
+    if (slm_pool_busy(pool)) pool = NULL;
     mm_ctx c = {out, W, w_row_bytes, X, NULL, NULL, 0, M, N, K, NULL, slm_vecdot_fn(wtype)};
     const int nth = threads_for(pool, M, N, K);
 

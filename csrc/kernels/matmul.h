@@ -33,7 +33,8 @@
 
 /* Raw form. w_row_bytes is the byte distance between rows of W (at least
  * the row size of K elements). out must not overlap X or W. pool may be
- * NULL (single-threaded, with a temporary scratch allocation). */
+ * NULL, or busy (a call from inside a pool job): the product then runs on
+ * the calling thread with a temporary activation buffer. */
 slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype wtype,
                           size_t w_row_bytes, const float *X, int64_t M, int64_t N,
                           int64_t K, slm_error *err);
