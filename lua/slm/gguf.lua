@@ -35,6 +35,7 @@
 --   alignment (a power of two, default 32) sets general.alignment (u32).
 --   Values that do not fit their type raise an error naming the key.
 local core = require "slm.core"
+require "slm.tensor"   -- the views it returns get the Lua-side tensor methods
 
 local C = core.gguf
 local M = {}

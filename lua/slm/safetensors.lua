@@ -12,6 +12,7 @@
 --                  unsupported dtype); a scalar (shape []) is viewed as {1}
 --   #f, f:ntensors(), f:close() (idempotent; also <close> and GC)
 local core = require "slm.core"
+require "slm.tensor"   -- the views it returns get the Lua-side tensor methods
 
 local C = core.safetensors
 local M = {}
