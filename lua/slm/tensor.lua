@@ -69,19 +69,21 @@ local function flatten(data, flat)
       return nil, string.format("ragged table: %s has length %d, expected %d",
                                 path, #t, shape[depth])
     end
+    local n = #flat
     for i = 1, #t do
       local v = t[i]
-      local p = path .. "[" .. i .. "]"
       if depth < #shape then
         if type(v) ~= "table" then
-          return nil, string.format("ragged table: %s is a %s, expected a table", p, type(v))
+          return nil, string.format("ragged table: %s[%d] is a %s, expected a table",
+                                    path, i, type(v))
         end
-        local ok, err = walk(v, depth + 1, p)
+        local ok, err = walk(v, depth + 1, path .. "[" .. i .. "]")
         if not ok then return nil, err end
       elseif type(v) ~= "number" then
-        return nil, string.format("%s is a %s, expected a number", p, type(v))
+        return nil, string.format("%s[%d] is a %s, expected a number", path, i, type(v))
       else
-        flat[#flat + 1] = v
+        n = n + 1
+        flat[n] = v
       end
     end
     return true
