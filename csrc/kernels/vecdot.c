@@ -114,8 +114,9 @@ static void dot_q8_0(int64_t n, float *s, const void *vw, const void *va)
  * (sum of min * bsums), then adds da * (d * isum - dmin * msum) in this
  * order; the AVX2 twins reproduce the same integers and expression. */
 
-/* q2_K: element e: 2 bits at qs[(e/128)*32 + e%32] >> 2*((e%128)/32);
- * sub-block e/16 has scale scales[e/16] & 15 and min scales[e/16] >> 4. */
+/* q2_K: element e = 128h + 32k + l (h < 2, k < 4, l < 32): 2 bits at
+ * qs[32h + l] >> 2k; sub-block e/16 = 8h + 2k + l/16 has scale
+ * scales[sb] & 15 and min scales[sb] >> 4. */
 static void dot_q2_K(int64_t n, float *s, const void *vw, const void *va)
 {
     const slm_block_q2_K *w = vw;
@@ -124,11 +125,11 @@ static void dot_q2_K(int64_t n, float *s, const void *vw, const void *va)
     for (int64_t b = 0; b < n / SLM_QK_K; b++) {
         int isum = 0, msum = 0;
         for (int sb = 0; sb < 16; sb++) {
+            const int h = sb / 8, k = (sb / 2) % 4, l0 = 16 * (sb % 2);
+            const uint8_t *q = w[b].qs + 32 * h + l0;
+            const int8_t *y = a[b].qs + 16 * sb;
             int si = 0;
-            for (int e = sb * 16; e < sb * 16 + 16; e++) {
-                int q = (w[b].qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-                si += q * a[b].qs[e];
-            }
+            for (int l = 0; l < 16; l++) si += ((q[l] >> (2 * k)) & 3) * y[l];
             isum += (w[b].scales[sb] & 15) * si;
             msum += (w[b].scales[sb] >> 4) * a[b].bsums[sb];
         }
@@ -150,8 +151,9 @@ static void q3_scales(const uint8_t sc[12], int out[16])
     }
 }
 
-/* q3_K: element e: 2 low bits as q2_K, high bit at hmask[e%32] bit e/32;
- * value = low | high << 2, minus 4; sub-block e/16 scale from q3_scales. */
+/* q3_K: element e = 128h + 32k + l: 2 low bits as q2_K, high bit at
+ * hmask[l] bit e/32 = 4h + k; value = low | high << 2, minus 4; sub-block
+ * e/16 scale from q3_scales. */
 static void dot_q3_K(int64_t n, float *s, const void *vw, const void *va)
 {
     const slm_block_q3_K *w = vw;
@@ -162,11 +164,13 @@ static void dot_q3_K(int64_t n, float *s, const void *vw, const void *va)
         q3_scales(w[b].scales, sc);
         int isum = 0;
         for (int sb = 0; sb < 16; sb++) {
+            const int h = sb / 8, k = (sb / 2) % 4, l0 = 16 * (sb % 2);
+            const uint8_t *q = w[b].qs + 32 * h + l0, *hm = w[b].hmask + l0;
+            const int8_t *y = a[b].qs + 16 * sb;
             int si = 0;
-            for (int e = sb * 16; e < sb * 16 + 16; e++) {
-                int q = (w[b].qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-                q |= ((w[b].hmask[e % 32] >> (e / 32)) & 1) << 2;
-                si += (q - 4) * a[b].qs[e];
+            for (int l = 0; l < 16; l++) {
+                int v = ((q[l] >> (2 * k)) & 3) | ((hm[l] >> (4 * h + k)) & 1) << 2;
+                si += (v - 4) * y[l];
             }
             isum += sc[sb] * si;
         }
@@ -189,53 +193,46 @@ static void k4_scale_min(int j, const uint8_t *q, int *sc, int *m)
     }
 }
 
-/* q4_K: element e: nibble of qs[(e/64)*32 + e%32], low for (e%64) < 32;
- * 8 sub-blocks of 32: w = d * sc * q - dmin * m. */
+/* q4_K: element e = 64c + 32k + l (c < 4, k < 2, l < 32): nibble k (low
+ * first) of qs[32c + l]; 8 sub-blocks of 32 (e/32 = 2c + k):
+ * w = d * sc * q - dmin * m. q5_K adds a fifth bit at qh[l] bit e/32. */
+static float block_q45_K(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh,
+                         slm_f16 d, slm_f16 dmin, const slm_block_q8_K *a)
+{
+    int isum = 0, msum = 0;
+    for (int sb = 0; sb < 8; sb++) {
+        int sc, m, si = 0;
+        k4_scale_min(sb, scales, &sc, &m);
+        const uint8_t *q = qs + 32 * (sb / 2);
+        const int8_t *y = a->qs + 32 * sb;
+        const int shift = 4 * (sb % 2);
+        if (qh)
+            for (int l = 0; l < 32; l++) si += (((q[l] >> shift) & 15) | ((qh[l] >> sb) & 1) << 4) * y[l];
+        else
+            for (int l = 0; l < 32; l++) si += ((q[l] >> shift) & 15) * y[l];
+        isum += sc * si;
+        msum += m * (a->bsums[2 * sb] + a->bsums[2 * sb + 1]);
+    }
+    return a->d * (slm_f16_to_f32(d) * (float)isum - slm_f16_to_f32(dmin) * (float)msum);
+}
+
 static void dot_q4_K(int64_t n, float *s, const void *vw, const void *va)
 {
     const slm_block_q4_K *w = vw;
     const slm_block_q8_K *a = va;
     float sum = 0;
-    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
-        int isum = 0, msum = 0;
-        for (int sb = 0; sb < 8; sb++) {
-            int sc, m, si = 0;
-            k4_scale_min(sb, w[b].scales, &sc, &m);
-            for (int e = sb * 32; e < sb * 32 + 32; e++) {
-                int q = (w[b].qs[(e / 64) * 32 + e % 32] >> (4 * ((e % 64) / 32))) & 15;
-                si += q * a[b].qs[e];
-            }
-            isum += sc * si;
-            msum += m * (a[b].bsums[2 * sb] + a[b].bsums[2 * sb + 1]);
-        }
-        sum += a[b].d * (slm_f16_to_f32(w[b].d) * (float)isum
-                         - slm_f16_to_f32(w[b].dmin) * (float)msum);
-    }
+    for (int64_t b = 0; b < n / SLM_QK_K; b++)
+        sum += block_q45_K(w[b].scales, w[b].qs, NULL, w[b].d, w[b].dmin, &a[b]);
     *s = sum;
 }
 
-/* q5_K: as q4_K plus a fifth bit at qh[e%32] bit e/32 */
 static void dot_q5_K(int64_t n, float *s, const void *vw, const void *va)
 {
     const slm_block_q5_K *w = vw;
     const slm_block_q8_K *a = va;
     float sum = 0;
-    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
-        int isum = 0, msum = 0;
-        for (int sb = 0; sb < 8; sb++) {
-            int sc, m, si = 0;
-            k4_scale_min(sb, w[b].scales, &sc, &m);
-            for (int e = sb * 32; e < sb * 32 + 32; e++) {
-                int q = (w[b].qs[(e / 64) * 32 + e % 32] >> (4 * ((e % 64) / 32))) & 15;
-                q |= ((w[b].qh[e % 32] >> (e / 32)) & 1) << 4;
-                si += q * a[b].qs[e];
-            }
-            isum += sc * si;
-            msum += m * (a[b].bsums[2 * sb] + a[b].bsums[2 * sb + 1]);
-        }
-        sum += a[b].d * (slm_f16_to_f32(w[b].d) * (float)isum
-                         - slm_f16_to_f32(w[b].dmin) * (float)msum);
-    }
+    for (int64_t b = 0; b < n / SLM_QK_K; b++)
+        sum += block_q45_K(w[b].scales, w[b].qs, w[b].qh, w[b].d, w[b].dmin, &a[b]);
     *s = sum;
 }
 
@@ -250,13 +247,13 @@ static void dot_q6_K(int64_t n, float *s, const void *vw, const void *va)
     for (int64_t b = 0; b < n / SLM_QK_K; b++) {
         int isum = 0;
         for (int sb = 0; sb < 16; sb++) {
+            const int h = sb / 8, k = (sb / 2) % 4, l0 = 16 * (sb % 2);
+            const uint8_t *ql = w[b].ql + 64 * h + 32 * (k & 1) + l0, *qh = w[b].qh + 32 * h + l0;
+            const int8_t *y = a[b].qs + 16 * sb;
+            const int shift = 4 * (k >> 1);
             int si = 0;
-            for (int e = sb * 16; e < sb * 16 + 16; e++) {
-                int h = e / 128, k = (e % 128) / 32, l = e % 32;
-                int lo = (w[b].ql[64 * h + l + 32 * (k & 1)] >> (4 * (k >> 1))) & 15;
-                int hi = (w[b].qh[32 * h + l] >> (2 * k)) & 3;
-                si += ((lo | hi << 4) - 32) * a[b].qs[e];
-            }
+            for (int l = 0; l < 16; l++)
+                si += ((((ql[l] >> shift) & 15) | ((qh[l] >> (2 * k)) & 3) << 4) - 32) * y[l];
             isum += w[b].scales[sb] * si;
         }
         sum += a[b].d * (slm_f16_to_f32(w[b].d) * (float)isum);
