@@ -49,4 +49,49 @@ function helpers.randoms(n, seed, scale)
   return out
 end
 
+--- Reads a reference logits file (.ref): int32 n_pos, n_vocab, n_gen, then
+-- float32 logits[n_pos][n_vocab], then int32 gen[n_gen]. Returns
+-- {n_pos=, n_vocab=, logits = {{...}, ...}, gen = {...}, sd = std of all logits}.
+function helpers.read_ref(path)
+  local s = helpers.read(path)
+  local n_pos, n_vocab, n_gen, off = string.unpack("<i4i4i4", s)
+  local logits, sum, sum2 = {}, 0, 0
+  local fmt = "<" .. string.rep("f", n_vocab)
+  for p = 1, n_pos do
+    local row = table.pack(string.unpack(fmt, s, off))
+    off = row[n_vocab + 1]
+    row[n_vocab + 1], row.n = nil, nil
+    for v = 1, n_vocab do
+      sum = sum + row[v]
+      sum2 = sum2 + row[v] * row[v]
+    end
+    logits[p] = row
+  end
+  local gen = {}
+  for i = 1, n_gen do gen[i], off = string.unpack("<i4", s, off) end
+  local n = n_pos * n_vocab
+  return { n_pos = n_pos, n_vocab = n_vocab, logits = logits, gen = gen,
+           sd = math.sqrt(sum2 / n - (sum / n) ^ 2) }
+end
+
+--- max |a[i] - b[i]| over a tensor of n floats and a Lua array.
+function helpers.max_diff(t, ref)
+  local m = 0
+  for i = 1, #ref do
+    local d = math.abs(t:get(i) - ref[i])
+    if d > m then m = d end
+  end
+  return m
+end
+
+--- argmax of a 1-D tensor, 0-based id (ties: lowest id).
+function helpers.argmax(t)
+  local best, bi = -math.huge, 0
+  for i = 1, t:numel() do
+    local x = t:get(i)
+    if x > best then best, bi = x, i - 1 end
+  end
+  return bi
+end
+
 return helpers

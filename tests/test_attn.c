@@ -27,25 +27,28 @@ static float *rand_vec(size_t n)
     return v;
 }
 
-/* reference on f16-rounded keys and values (what the cache holds) */
+static double r16(double x) { return slm_f16_to_f32(slm_f32_to_f16((float)x)); }
+
+/* reference on f16-rounded keys and values (what the cache holds), with q
+ * and the probabilities rounded to f16 as the reference implementation does */
 static double ref_out(const float *q, const float *k, const float *v, int n_pos,
-                      int kv_dim, int kvh, int hd, float scale, int j)
+                      int kv_dim, int kvh, int hd, float scale, int prescale, int j)
 {
     double s[512], mx = -1e300, sum = 0, o = 0;
     for (int t = 0; t < n_pos; t++) {
         double d = 0;
         for (int x = 0; x < hd; x++)
-            d += (double)q[x] * slm_f16_to_f32(slm_f32_to_f16(k[(size_t)t * kv_dim + kvh * hd + x]));
-        s[t] = d * scale;
+            d += r16(prescale ? q[x] * scale : q[x]) * r16(k[(size_t)t * kv_dim + kvh * hd + x]);
+        s[t] = prescale ? d : d * scale;
         if (s[t] > mx) mx = s[t];
     }
     for (int t = 0; t < n_pos; t++) sum += s[t] = exp(s[t] - mx);
     for (int t = 0; t < n_pos; t++)
-        o += s[t] / sum * slm_f16_to_f32(slm_f32_to_f16(v[(size_t)t * kv_dim + kvh * hd + j]));
+        o += r16(s[t] / sum) * r16(v[(size_t)t * kv_dim + kvh * hd + j]);
     return o;
 }
 
-static void run_case(int threads, int n_head, int n_head_kv, int hd, int pos0, int n)
+static void run_case(int threads, int n_head, int n_head_kv, int hd, int pos0, int n, int prescale)
 {
     slm_error err = {0};
     int kv_dim = n_head_kv * hd, n_ctx = 256, q_dim = n_head * hd, layers = 2, layer = 1;
@@ -57,19 +60,19 @@ static void run_case(int threads, int n_head, int n_head_kv, int hd, int pos0, i
     /* the prefix in one call, then the new rows, as a session does */
     if (pos0) slm_kvcache_store(c, layer, 0, pos0, k, v);
     slm_kvcache_store(c, layer, pos0, n, k + (size_t)pos0 * kv_dim, v + (size_t)pos0 * kv_dim);
-    slm_attn_shape sh = {n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd)};
+    slm_attn_shape sh = {n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd), prescale};
     slm_status st = slm_attn_sdpa(pool, c, layer, &sh, pos0, n, q, out, &err);
     double maxd = 0;
     for (int i = 0; i < n; i++)
         for (int h = 0; h < n_head; h++)
             for (int j = 0; j < hd; j++) {
                 double r = ref_out(q + (size_t)i * q_dim + h * hd, k, v, pos0 + i + 1, kv_dim,
-                                   h / (n_head / n_head_kv), hd, sh.scale, j);
+                                   h / (n_head / n_head_kv), hd, sh.scale, prescale, j);
                 double d = fabs(r - out[(size_t)i * q_dim + h * hd + j]);
                 if (d > maxd) maxd = d;
             }
-    CHECK(st == SLM_OK && maxd < 1e-5, "sdpa threads=%d heads=%d/%d hd=%d pos0=%d n=%d: max diff %g",
-          threads, n_head, n_head_kv, hd, pos0, n, maxd);
+    CHECK(st == SLM_OK && maxd < 1e-5, "sdpa threads=%d heads=%d/%d hd=%d pos0=%d n=%d prescale=%d: max diff %g",
+          threads, n_head, n_head_kv, hd, pos0, n, prescale, maxd);
     free(k); free(v); free(q); free(out);
     slm_kvcache_free(c);
     slm_pool_free(pool);
@@ -77,12 +80,13 @@ static void run_case(int threads, int n_head, int n_head_kv, int hd, int pos0, i
 
 int main(void)
 {
-    run_case(1, 1, 1, 8, 0, 1);
-    run_case(1, 8, 2, 16, 0, 5);
-    run_case(2, 8, 2, 16, 7, 1);
-    run_case(2, 9, 3, 64, 30, 17);
-    run_case(2, 4, 4, 32, 100, 3);
-    run_case(2, 8, 1, 8, 0, 40);
+    run_case(1, 1, 1, 8, 0, 1, 0);
+    run_case(1, 8, 2, 16, 0, 5, 0);
+    run_case(2, 8, 2, 16, 7, 1, 0);
+    run_case(2, 9, 3, 64, 30, 17, 0);
+    run_case(2, 4, 4, 32, 100, 3, 0);
+    run_case(2, 8, 1, 8, 0, 40, 0);
+    run_case(2, 8, 8, 32, 20, 4, 1);
     slm_error err = {0};
     CHECK(slm_kvcache_new(0, 10, 10, &err) == NULL && err.code == SLM_EINVAL, "bad dims");
     CHECK(slm_kvcache_new(1 << 20, 1 << 20, 1 << 20, &err) == NULL, "overflow/huge: %s", err.msg);

@@ -34,5 +34,7 @@ void slm_bind_open_gguf(lua_State *L);
 void slm_bind_open_safetensors(lua_State *L);
 void slm_bind_open_kernels(lua_State *L);
 void slm_bind_open_tokenizer(lua_State *L);
+void slm_bind_open_blocks(lua_State *L);
+void slm_bind_open_files(lua_State *L);
 
 #endif

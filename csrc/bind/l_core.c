@@ -23,6 +23,8 @@ static const opener openers[] = {
     slm_bind_open_safetensors,
     slm_bind_open_tokenizer,
     slm_bind_open_kernels,
+    slm_bind_open_blocks,
+    slm_bind_open_files,
     NULL
 };
 

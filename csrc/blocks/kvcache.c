@@ -77,34 +77,39 @@ static void sdpa_task(void *arg, int ith, int nth)
     const slm_kvcache *c = a->c;
     const int hd = a->sh.head_dim, nh = a->sh.n_head, group = nh / a->sh.n_head_kv;
     float *s = a->scratch + (size_t)ith * a->scratch_stride;
-    float *acc = s + c->n_ctx;
+    float *acc = s + c->n_ctx, *qh = acc + hd;
+    const float qscale = a->sh.prescale_q ? a->sh.scale : 1.0f;
+    const float sscale = a->sh.prescale_q ? 1.0f : a->sh.scale;
     const int total = a->n * nh;
     for (int task = ith; task < total; task += nth) {
         const int i = task / nh, h = task % nh, kvh = h / group;
         const int n_pos = a->pos0 + i + 1;
         const float *q = a->q + (size_t)i * (size_t)(nh * hd) + (size_t)h * (size_t)hd;
+        /* the reference multiplies the F16 cache by q converted to F16 */
+        for (int j = 0; j < hd; j++) qh[j] = slm_f16_to_f32(slm_f32_to_f16(q[j] * qscale));
         float mx = -INFINITY;
         for (int t = 0; t < n_pos; t++) {
             const slm_f16 *k = c->k + row_index(c, a->layer, t) + (size_t)kvh * (size_t)hd;
             float d = 0;
-            for (int j = 0; j < hd; j++) d += q[j] * slm_f16_to_f32(k[j]);
-            s[t] = d * a->sh.scale;
+            for (int j = 0; j < hd; j++) d += qh[j] * slm_f16_to_f32(k[j]);
+            s[t] = d * sscale;
             if (s[t] > mx) mx = s[t];
         }
-        float sum = 0;
+        double sum = 0;
         for (int t = 0; t < n_pos; t++) {
             s[t] = expf(s[t] - mx);
             sum += s[t];
         }
+        /* ... and the F16 values by the probabilities converted to F16 */
+        const float inv = (float)(1.0 / sum);
         memset(acc, 0, (size_t)hd * sizeof *acc);
         for (int t = 0; t < n_pos; t++) {
             const slm_f16 *v = c->v + row_index(c, a->layer, t) + (size_t)kvh * (size_t)hd;
-            const float p = s[t];
+            const float p = slm_f16_to_f32(slm_f32_to_f16(s[t] * inv));
             for (int j = 0; j < hd; j++) acc[j] += p * slm_f16_to_f32(v[j]);
         }
         float *o = a->out + (size_t)i * (size_t)(nh * hd) + (size_t)h * (size_t)hd;
-        const float inv = 1.0f / sum;
-        for (int j = 0; j < hd; j++) o[j] = acc[j] * inv;
+        memcpy(o, acc, (size_t)hd * sizeof *o);
     }
 }
 
@@ -114,7 +119,7 @@ slm_status slm_attn_sdpa(slm_pool *pool, const slm_kvcache *c, int layer,
 {
     sdpa_ctx a = {c, layer, pos0, n, *sh, q, out, NULL, 0};
     int nth = slm_pool_size(pool);
-    a.scratch_stride = ((size_t)c->n_ctx + (size_t)sh->head_dim + 15) & ~(size_t)15;
+    a.scratch_stride = ((size_t)c->n_ctx + 2 * (size_t)sh->head_dim + 15) & ~(size_t)15;
     a.scratch = slm_pool_scratch(pool, (size_t)nth * a.scratch_stride * sizeof(float), err);
     if (!a.scratch) return SLM_ENOMEM;
     slm_pool_run(pool, nth, sdpa_task, &a);

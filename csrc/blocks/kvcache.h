@@ -8,7 +8,12 @@
  * cache positions 0 .. pos0+i), grouped-query: query head h reads kv head
  * h / (n_head / n_head_kv). Per head:
  *   s[t] = scale * q_h . k_t ;  p = softmax(s) ;  out_h = sum_t p[t] v_t
- * as in "Attention Is All You Need" with the GQA grouping of Ainslie et al. */
+ * as in "Attention Is All You Need" with the GQA grouping of Ainslie et al.
+ * Rounding follows the reference's default (non flash) path, which the
+ * logit parity depends on: q is converted to F16 for the dot with the F16
+ * keys, and the normalized probabilities to F16 for the sum over values.
+ * Models that scale q before attention (phi3) set prescale_q: q * scale is
+ * rounded instead of q. */
 #ifndef SLM_KVCACHE_H
 #define SLM_KVCACHE_H
 
@@ -36,6 +41,7 @@ void slm_kvcache_store(slm_kvcache *c, int layer, int pos0, int n,
 typedef struct slm_attn_shape {
     int n_head, n_head_kv, head_dim;
     float scale;         /* usually 1/sqrt(head_dim) */
+    int prescale_q;      /* apply scale to q before its F16 rounding */
 } slm_attn_shape;
 
 /* out (n, n_head*head_dim) = attention of q (n, n_head*head_dim) over the

@@ -7,4 +7,11 @@ local slm = {
   core = core,
 }
 
+slm.tensor = require "slm.tensor"
+slm.gguf = require "slm.gguf"
+slm.safetensors = require "slm.safetensors"
+slm.model = require "slm.model"
+slm.load = slm.model.load
+slm.threads = core.threads
+
 return slm

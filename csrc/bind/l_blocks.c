@@ -1,0 +1,483 @@
+/* `slm.core.blocks`: the C blocks a Lua model definition composes.
+ *
+ *   blocks.attention{...} -> slm.AttnBlock   blk:forward(out, x, state, layer, pos, n)
+ *   blocks.ffn{...}       -> slm.FFNBlock    blk:forward(out, x, n)
+ *   blocks.kv_state{...}  -> slm.KVState     (KV cache + batch scratch)
+ *   blocks.embed(x, emb, ids, first, n)      x rows 1..n = emb rows of ids[first..]
+ *   blocks.rmsnorm(out, x, w, eps, first, n) rows first..first+n-1
+ *   blocks.layernorm(out, x, w, b, eps, first, n)
+ *   blocks.add(x, y, first, n)               x += y on those rows
+ *   blocks.linear(out, W, x, row)            out (N) = W (N, K) . x[row]
+ *
+ * Activation buffers are F32 tensors of shape (n_batch, dim) owned by the
+ * Lua session, so hooks can read and modify them. Blocks keep their own
+ * views of the weights (the storage is reference counted), so freeing a
+ * Lua tensor never leaves a block with a dangling pointer. Rows and layers
+ * are 1-based here, positions are token counts (0-based). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../blocks/transformer.h"
+#include "../kernels/matmul.h"
+#include "../core/pool.h"
+#include "bind.h"
+
+#define ATTN_MT "slm.AttnBlock"
+#define FFN_MT "slm.FFNBlock"
+#define KV_MT "slm.KVState"
+
+/* --- helpers --------------------------------------------------------------- */
+
+static slm_pool *pool_or_raise(lua_State *L)
+{
+    slm_error err = {0};
+    slm_pool *p = slm_pool_default(&err);
+    if (!p) slm_bind_error(L, &err);
+    return p;
+}
+
+/* An F32 activation buffer: contiguous, 2-D (rows, dim). */
+static float *check_buf(lua_State *L, int idx, int64_t *rows, int64_t *dim)
+{
+    slm_tensor *t = slm_bind_check_tensor(L, idx);
+    luaL_argcheck(L, t->dtype == SLM_DTYPE_F32 && slm_tensor_is_contiguous(t) &&
+                     !t->storage->readonly, idx, "expected a writable contiguous f32 tensor");
+    *dim = t->shape[t->ndim - 1];
+    *rows = slm_tensor_numel(t) / *dim;
+    return slm_tensor_data(t);
+}
+
+/* rows first..first+n-1 (1-based first) must lie inside a buffer of rows */
+static void check_rows(lua_State *L, int64_t first, int64_t n, int64_t rows, int arg)
+{
+    if (first < 1 || n < 1 || first - 1 + n > rows)
+        luaL_error(L, "bad argument #%d: rows %lld..%lld outside 1..%lld", arg,
+                   (long long)first, (long long)(first + n - 1), (long long)rows);
+}
+
+/* A 1-D f32 contiguous vector of length n (norm weights, biases). */
+static const float *check_vec(lua_State *L, int idx, int64_t n, const char *what)
+{
+    slm_tensor *t = slm_bind_check_tensor(L, idx);
+    if (t->dtype != SLM_DTYPE_F32 || !slm_tensor_is_contiguous(t) || slm_tensor_numel(t) != n)
+        luaL_error(L, "%s: expected %lld contiguous f32 values, got a %s tensor of %lld",
+                   what, (long long)n, slm_dtype_name(t->dtype), (long long)slm_tensor_numel(t));
+    return slm_tensor_data(t);
+}
+
+/* Field `name` of the table at idx as a new view (NULL if absent). */
+static slm_tensor *opt_weight(lua_State *L, int idx, const char *name)
+{
+    slm_tensor *v = NULL;
+    if (lua_getfield(L, idx, name) != LUA_TNIL) {
+        slm_tensor *t = luaL_testudata(L, -1, SLM_TENSOR_MT) ? slm_bind_check_tensor(L, -1) : NULL;
+        if (!t) luaL_error(L, "field '%s' must be a tensor", name);
+        slm_error err = {0};
+        v = slm_tensor_view(t, &err);
+        if (!v) slm_bind_error(L, &err);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static lua_Integer int_field(lua_State *L, int idx, const char *name, lua_Integer def, int required)
+{
+    lua_getfield(L, idx, name);
+    int isnum;
+    lua_Integer v = lua_tointegerx(L, -1, &isnum);
+    if (!isnum) {
+        if (!lua_isnil(L, -1) || required)
+            luaL_error(L, "field '%s' must be an integer", name);
+        v = def;
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static double num_field(lua_State *L, int idx, const char *name, double def)
+{
+    lua_getfield(L, idx, name);
+    int isnum;
+    double v = lua_tonumberx(L, -1, &isnum);
+    if (!isnum) {
+        if (!lua_isnil(L, -1)) luaL_error(L, "field '%s' must be a number", name);
+        v = def;
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* --- attention ----------------------------------------------------------- */
+
+typedef struct attn_ud {
+    slm_attn_block b;
+    slm_tensor *own[9];     /* views it holds: wq wk wv wqkv wo bq bk bv bo */
+    int64_t dim;
+    int closed;
+} attn_ud;
+
+static void attn_release(attn_ud *a)
+{
+    for (int i = 0; i < 9; i++) {
+        slm_tensor_free(a->own[i]);
+        a->own[i] = NULL;
+    }
+    a->closed = 1;
+}
+
+static int attn_gc(lua_State *L)
+{
+    attn_release(luaL_checkudata(L, 1, ATTN_MT));
+    return 0;
+}
+
+static attn_ud *check_attn(lua_State *L, int idx)
+{
+    attn_ud *a = luaL_checkudata(L, idx, ATTN_MT);
+    if (a->closed) luaL_error(L, "attempt to use a freed attention block");
+    return a;
+}
+
+static const float *bias_ptr(lua_State *L, slm_tensor *t, int64_t n, const char *what)
+{
+    if (!t) return NULL;
+    if (t->dtype != SLM_DTYPE_F32 || !slm_tensor_is_contiguous(t) || slm_tensor_numel(t) != n)
+        luaL_error(L, "attention: %s must hold %lld contiguous f32 values", what, (long long)n);
+    return slm_tensor_data(t);
+}
+
+static int l_attention(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    /* the userdata exists before any view, so an error frees them via __gc */
+    attn_ud *a = lua_newuserdatauv(L, sizeof *a, 0);
+    memset(a, 0, sizeof *a);
+    luaL_setmetatable(L, ATTN_MT);
+    static const char *const names[9] = {"wq", "wk", "wv", "wqkv", "wo", "bq", "bk", "bv", "bo"};
+    for (int i = 0; i < 9; i++) a->own[i] = opt_weight(L, 1, names[i]);
+    slm_attn_block *b = &a->b;
+    b->wq = a->own[0]; b->wk = a->own[1]; b->wv = a->own[2]; b->wqkv = a->own[3]; b->wo = a->own[4];
+    a->dim = int_field(L, 1, "dim", 0, 1);
+    b->shape.n_head = (int)int_field(L, 1, "n_head", 0, 1);
+    b->shape.n_head_kv = (int)int_field(L, 1, "n_head_kv", b->shape.n_head, 0);
+    b->shape.head_dim = (int)int_field(L, 1, "head_dim", b->shape.n_head ? a->dim / b->shape.n_head : 0, 0);
+    b->shape.scale = (float)num_field(L, 1, "scale", b->shape.head_dim > 0 ? 1.0 / sqrt(b->shape.head_dim) : 1.0);
+    lua_getfield(L, 1, "prescale_q");
+    b->shape.prescale_q = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (lua_getfield(L, 1, "rope") == LUA_TTABLE) {
+        static const char *const modes[] = {"normal", "neox", NULL};
+        lua_getfield(L, -1, "mode");
+        b->rope.mode = lua_isnil(L, -1) ? SLM_ROPE_NORMAL
+                                        : (slm_rope_mode)luaL_checkoption(L, -1, NULL, modes);
+        lua_pop(L, 1);
+        b->use_rope = 1;
+        b->rope.n_rot = (int)int_field(L, -1, "n_rot", b->shape.head_dim, 0);
+        b->rope.freq_base = (float)num_field(L, -1, "base", 10000.0);
+        b->rope.freq_scale = (float)num_field(L, -1, "scale", 1.0);
+    } else if (!lua_isnil(L, -1) && lua_toboolean(L, -1)) {
+        luaL_error(L, "field 'rope' must be a table or false");
+    }
+    lua_pop(L, 1);
+    slm_error err = {0};
+    if (slm_attn_block_check(b, a->dim, &err) != SLM_OK) slm_bind_error(L, &err);
+    int64_t q_dim = (int64_t)b->shape.n_head * b->shape.head_dim;
+    int64_t kv_dim = (int64_t)b->shape.n_head_kv * b->shape.head_dim;
+    b->bq = bias_ptr(L, a->own[5], q_dim, "bq");
+    b->bk = bias_ptr(L, a->own[6], kv_dim, "bk");
+    b->bv = bias_ptr(L, a->own[7], kv_dim, "bv");
+    b->bo = bias_ptr(L, a->own[8], a->dim, "bo");
+    return 1;
+}
+
+/* --- feed-forward ---------------------------------------------------------- */
+
+typedef struct ffn_ud {
+    slm_ffn_block b;
+    slm_tensor *own[6];     /* gate up gate_up down b_up b_down */
+    int64_t dim;
+    int closed;
+} ffn_ud;
+
+static int ffn_gc(lua_State *L)
+{
+    ffn_ud *f = luaL_checkudata(L, 1, FFN_MT);
+    for (int i = 0; i < 6; i++) {
+        slm_tensor_free(f->own[i]);
+        f->own[i] = NULL;
+    }
+    f->closed = 1;
+    return 0;
+}
+
+static ffn_ud *check_ffn(lua_State *L, int idx)
+{
+    ffn_ud *f = luaL_checkudata(L, idx, FFN_MT);
+    if (f->closed) luaL_error(L, "attempt to use a freed ffn block");
+    return f;
+}
+
+static int l_ffn(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    ffn_ud *f = lua_newuserdatauv(L, sizeof *f, 0);
+    memset(f, 0, sizeof *f);
+    luaL_setmetatable(L, FFN_MT);
+    static const char *const names[6] = {"gate", "up", "gate_up", "down", "b_up", "b_down"};
+    for (int i = 0; i < 6; i++) f->own[i] = opt_weight(L, 1, names[i]);
+    slm_ffn_block *b = &f->b;
+    b->gate = f->own[0]; b->up = f->own[1]; b->gate_up = f->own[2]; b->down = f->own[3];
+    f->dim = int_field(L, 1, "dim", 0, 1);
+    b->gated = b->gate || b->gate_up;
+    lua_getfield(L, 1, "act");
+    static const char *const acts[] = {"silu", "gelu", NULL};
+    b->act = lua_isnil(L, -1) ? SLM_FFN_SILU : (slm_ffn_act)luaL_checkoption(L, -1, NULL, acts);
+    lua_pop(L, 1);
+    const slm_tensor *down = b->down;
+    b->n_ff = int_field(L, 1, "n_ff", down && down->ndim == 2 ? down->shape[1] : 0, 0);
+    slm_error err = {0};
+    if (slm_ffn_block_check(b, f->dim, &err) != SLM_OK) slm_bind_error(L, &err);
+    if (f->own[4]) {
+        if (f->own[4]->dtype != SLM_DTYPE_F32 || slm_tensor_numel(f->own[4]) != b->n_ff)
+            luaL_error(L, "ffn: b_up must hold %lld f32 values", (long long)b->n_ff);
+        b->b_up = slm_tensor_data(f->own[4]);
+    }
+    if (f->own[5]) {
+        if (f->own[5]->dtype != SLM_DTYPE_F32 || slm_tensor_numel(f->own[5]) != f->dim)
+            luaL_error(L, "ffn: b_down must hold %lld f32 values", (long long)f->dim);
+        b->b_down = slm_tensor_data(f->own[5]);
+    }
+    return 1;
+}
+
+/* --- KV state ---------------------------------------------------------------- */
+
+typedef struct kv_ud {
+    slm_kvcache *cache;
+    slm_tf_work *work;
+} kv_ud;
+
+static int kv_close(lua_State *L)
+{
+    kv_ud *k = luaL_checkudata(L, 1, KV_MT);
+    slm_kvcache_free(k->cache);
+    slm_tf_work_free(k->work);
+    k->cache = NULL;
+    k->work = NULL;
+    return 0;
+}
+
+static kv_ud *check_kv(lua_State *L, int idx)
+{
+    kv_ud *k = luaL_checkudata(L, idx, KV_MT);
+    if (!k->cache) luaL_error(L, "attempt to use a freed session state");
+    return k;
+}
+
+static int l_kv_state(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer n_layer = int_field(L, 1, "n_layer", 0, 1), n_ctx = int_field(L, 1, "n_ctx", 0, 1);
+    lua_Integer n_head = int_field(L, 1, "n_head", 0, 1);
+    lua_Integer n_head_kv = int_field(L, 1, "n_head_kv", n_head, 0);
+    lua_Integer head_dim = int_field(L, 1, "head_dim", 0, 1);
+    lua_Integer n_ff = int_field(L, 1, "n_ff", 0, 1), n_batch = int_field(L, 1, "n_batch", 1, 0);
+    if (n_layer < 1 || n_layer > 4096) luaL_error(L, "kv_state: n_layer %d out of range", (int)n_layer);
+    if (n_ctx < 1 || n_ctx > (1 << 24)) luaL_error(L, "kv_state: n_ctx %lld out of range 1..16777216", (long long)n_ctx);
+    if (n_head < 1 || n_head_kv < 1 || head_dim < 1 || n_head > 4096 || head_dim > 4096 ||
+        n_head_kv > n_head)
+        luaL_error(L, "kv_state: bad head counts");
+    if (n_ff < 1 || n_ff > (1 << 24) || n_batch < 1 || n_batch > 65536)
+        luaL_error(L, "kv_state: n_ff or n_batch out of range");
+    kv_ud *k = lua_newuserdatauv(L, sizeof *k, 0);
+    k->cache = NULL;
+    k->work = NULL;
+    luaL_setmetatable(L, KV_MT);
+    slm_error err = {0};
+    k->cache = slm_kvcache_new((int)n_layer, (int)n_ctx, (int)(n_head_kv * head_dim), &err);
+    if (!k->cache) slm_bind_error(L, &err);
+    k->work = slm_tf_work_new((int)n_batch, n_head * head_dim, n_head_kv * head_dim, n_ff, &err);
+    if (!k->work) slm_bind_error(L, &err);
+    return 1;
+}
+
+static int kv_bytes(lua_State *L)
+{
+    kv_ud *k = check_kv(L, 1);
+    lua_pushinteger(L, (lua_Integer)slm_kvcache_bytes(k->cache));
+    return 1;
+}
+
+/* --- forward calls ------------------------------------------------------------ */
+
+static int attn_forward(lua_State *L)
+{
+    attn_ud *a = check_attn(L, 1);
+    int64_t orows, odim, xrows, xdim;
+    float *out = check_buf(L, 2, &orows, &odim);
+    float *x = check_buf(L, 3, &xrows, &xdim);
+    kv_ud *k = check_kv(L, 4);
+    lua_Integer layer = luaL_checkinteger(L, 5), pos = luaL_checkinteger(L, 6);
+    lua_Integer n = luaL_checkinteger(L, 7);
+    luaL_argcheck(L, odim == a->dim && xdim == a->dim, 2, "buffer width differs from the model dim");
+    luaL_argcheck(L, layer >= 1 && layer <= k->cache->n_layer, 5, "layer out of range");
+    luaL_argcheck(L, n >= 1 && n <= k->work->n_batch && n <= orows && n <= xrows, 7,
+                  "row count out of range");
+    luaL_argcheck(L, k->work->q_dim == (int64_t)a->b.shape.n_head * a->b.shape.head_dim &&
+                     k->cache->kv_dim == (int64_t)a->b.shape.n_head_kv * a->b.shape.head_dim,
+                  4, "state shaped for another model");
+    if (pos < 0 || pos + n > k->cache->n_ctx)
+        return luaL_error(L, "context full: %lld + %lld tokens exceed n_ctx %d", (long long)pos,
+                          (long long)n, k->cache->n_ctx);
+    slm_error err = {0};
+    if (slm_attn_forward(pool_or_raise(L), &a->b, k->cache, (int)layer - 1, (int)pos, (int)n, x,
+                         out, a->dim, k->work, &err) != SLM_OK)
+        return slm_bind_error(L, &err);
+    return 0;
+}
+
+static int ffn_forward(lua_State *L)
+{
+    ffn_ud *f = check_ffn(L, 1);
+    int64_t orows, odim, xrows, xdim;
+    float *out = check_buf(L, 2, &orows, &odim);
+    float *x = check_buf(L, 3, &xrows, &xdim);
+    kv_ud *k = check_kv(L, 4);
+    lua_Integer n = luaL_checkinteger(L, 5);
+    luaL_argcheck(L, odim == f->dim && xdim == f->dim, 2, "buffer width differs from the model dim");
+    luaL_argcheck(L, n >= 1 && n <= k->work->n_batch && n <= orows && n <= xrows, 5,
+                  "row count out of range");
+    luaL_argcheck(L, k->work->n_ff >= f->b.n_ff, 4, "state shaped for another model");
+    slm_error err = {0};
+    if (slm_ffn_forward(pool_or_raise(L), &f->b, (int)n, x, out, f->dim, k->work, &err) != SLM_OK)
+        return slm_bind_error(L, &err);
+    return 0;
+}
+
+static int l_embed(lua_State *L)
+{
+    int64_t rows, dim;
+    float *x = check_buf(L, 1, &rows, &dim);
+    slm_tensor *emb = slm_bind_check_tensor(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_Integer first = luaL_checkinteger(L, 4), n = luaL_checkinteger(L, 5);
+    luaL_argcheck(L, emb->ndim == 2 && emb->shape[1] == dim, 2, "embedding width differs from the buffer");
+    luaL_argcheck(L, n >= 1 && n <= rows && n <= 65536, 5, "row count out of range");
+    int32_t ids[256];
+    for (lua_Integer done = 0; done < n; done += 256) {
+        int m = (int)(n - done < 256 ? n - done : 256);
+        for (int i = 0; i < m; i++) {
+            int isnum;
+            lua_Integer id = (lua_geti(L, 3, first + done + i), lua_tointegerx(L, -1, &isnum));
+            lua_pop(L, 1);
+            if (!isnum) return luaL_error(L, "token %lld is not an integer", (long long)(first + done + i));
+            if (id < 0 || id >= emb->shape[0])
+                return luaL_error(L, "token id %lld out of range 0..%lld", (long long)id,
+                                  (long long)emb->shape[0] - 1);
+            ids[i] = (int32_t)id;
+        }
+        slm_error err = {0};
+        if (slm_embed_rows(emb, ids, m, x + (size_t)done * (size_t)dim, &err) != SLM_OK)
+            return slm_bind_error(L, &err);
+    }
+    return 0;
+}
+
+static int l_rmsnorm(lua_State *L)
+{
+    int64_t orows, odim, xrows, xdim;
+    float *out = check_buf(L, 1, &orows, &odim);
+    float *x = check_buf(L, 2, &xrows, &xdim);
+    const float *w = check_vec(L, 3, xdim, "rmsnorm weight");
+    float eps = (float)luaL_checknumber(L, 4);
+    lua_Integer first = luaL_checkinteger(L, 5), n = luaL_checkinteger(L, 6);
+    luaL_argcheck(L, odim == xdim, 1, "width differs from the input");
+    check_rows(L, first, n, orows < xrows ? orows : xrows, 5);
+    size_t off = (size_t)(first - 1) * (size_t)xdim;
+    slm_ops_rmsnorm(out + off, x + off, w, n, xdim, eps);
+    return 0;
+}
+
+static int l_layernorm(lua_State *L)
+{
+    int64_t orows, odim, xrows, xdim;
+    float *out = check_buf(L, 1, &orows, &odim);
+    float *x = check_buf(L, 2, &xrows, &xdim);
+    const float *w = check_vec(L, 3, xdim, "layernorm weight");
+    const float *b = lua_isnil(L, 4) ? NULL : check_vec(L, 4, xdim, "layernorm bias");
+    float eps = (float)luaL_checknumber(L, 5);
+    lua_Integer first = luaL_checkinteger(L, 6), n = luaL_checkinteger(L, 7);
+    luaL_argcheck(L, odim == xdim, 1, "width differs from the input");
+    check_rows(L, first, n, orows < xrows ? orows : xrows, 6);
+    size_t off = (size_t)(first - 1) * (size_t)xdim;
+    slm_ops_layernorm(out + off, x + off, w, b, n, xdim, eps);
+    return 0;
+}
+
+static int l_add(lua_State *L)
+{
+    int64_t xrows, xdim, yrows, ydim;
+    float *x = check_buf(L, 1, &xrows, &xdim);
+    float *y = check_buf(L, 2, &yrows, &ydim);
+    lua_Integer first = luaL_checkinteger(L, 3), n = luaL_checkinteger(L, 4);
+    luaL_argcheck(L, xdim == ydim, 2, "width differs");
+    check_rows(L, first, n, xrows < yrows ? xrows : yrows, 3);
+    size_t off = (size_t)(first - 1) * (size_t)xdim;
+    slm_ops_add(x + off, x + off, n * xdim, y + off, n * xdim);
+    return 0;
+}
+
+static int l_linear(lua_State *L)
+{
+    int64_t orows, odim, xrows, xdim;
+    float *out = check_buf(L, 1, &orows, &odim);
+    slm_tensor *W = slm_bind_check_tensor(L, 2);
+    float *x = check_buf(L, 3, &xrows, &xdim);
+    lua_Integer row = luaL_checkinteger(L, 4);
+    luaL_argcheck(L, W->ndim == 2 && W->shape[1] == xdim && W->stride[1] == 1, 2,
+                  "weight must be (N, K) with K the input width");
+    luaL_argcheck(L, odim * orows >= W->shape[0], 1, "output too small");
+    check_rows(L, row, 1, xrows, 4);
+    const slm_dtype_traits *tr = slm_dtype_get((int)W->dtype);
+    size_t row_bytes = (size_t)(W->stride[0] / tr->block_size) * tr->type_size;
+    slm_error err = {0};
+    if (slm_matmul_raw(pool_or_raise(L), out, slm_tensor_data(W), W->dtype, row_bytes,
+                       x + (size_t)(row - 1) * (size_t)xdim, 1, W->shape[0], xdim, &err) != SLM_OK)
+        return slm_bind_error(L, &err);
+    return 0;
+}
+
+static void new_meta(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods)
+{
+    luaL_newmetatable(L, name);
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__close");
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "free");
+    lua_setfield(L, -2, "__index");
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+}
+
+void slm_bind_open_blocks(lua_State *L)
+{
+    static const luaL_Reg attn_m[] = {{"forward", attn_forward}, {NULL, NULL}};
+    static const luaL_Reg ffn_m[] = {{"forward", ffn_forward}, {NULL, NULL}};
+    static const luaL_Reg kv_m[] = {{"bytes", kv_bytes}, {NULL, NULL}};
+    new_meta(L, ATTN_MT, attn_gc, attn_m);
+    new_meta(L, FFN_MT, ffn_gc, ffn_m);
+    new_meta(L, KV_MT, kv_close, kv_m);
+    static const luaL_Reg fns[] = {
+        {"attention", l_attention}, {"ffn", l_ffn}, {"kv_state", l_kv_state},
+        {"embed", l_embed}, {"rmsnorm", l_rmsnorm}, {"layernorm", l_layernorm},
+        {"add", l_add}, {"linear", l_linear}, {NULL, NULL}};
+    lua_newtable(L);
+    luaL_setfuncs(L, fns, 0);
+    lua_setfield(L, -2, "blocks");
+}

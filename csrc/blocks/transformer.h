@@ -1,0 +1,74 @@
+/* The blocks of a dense decoder-only transformer (llama, qwen2, phi3 and
+ * llama2.c layouts): token embedding, attention with RoPE and a KV cache,
+ * gated or plain feed-forward, and the output head.
+ *
+ * A model definition in Lua (models/llama.lua) composes them per layer:
+ *   x = embed(ids)
+ *   for each layer: h = norm(x); x += attention(h); h = norm(x); x += ffn(h)
+ *   logits = head(norm(x[last]))
+ * Each block runs all n rows of a batch (prompt processing) or a single row
+ * (decode) and parallelizes its matmuls on the pool.
+ *
+ * Shapes: x (n, dim); q (n, n_head*head_dim); k, v (n, n_head_kv*head_dim);
+ * weights as stored in GGUF, (out, in) with rows contiguous. */
+#ifndef SLM_TRANSFORMER_H
+#define SLM_TRANSFORMER_H
+
+#include "../core/pool.h"
+#include "../core/tensor.h"
+#include "../kernels/ops.h"
+#include "kvcache.h"
+
+typedef struct slm_attn_block {
+    /* separate projections, or one fused wqkv (q_dim + 2 kv_dim, dim) whose
+     * rows are q, then k, then v (phi3's attn_qkv) */
+    const slm_tensor *wq, *wk, *wv, *wqkv, *wo;
+    const float *bq, *bk, *bv, *bo;   /* optional biases (qwen2: q, k, v) */
+    slm_attn_shape shape;
+    int use_rope;
+    slm_rope_params rope;
+} slm_attn_block;
+
+typedef enum slm_ffn_act { SLM_FFN_SILU = 0, SLM_FFN_GELU = 1 } slm_ffn_act;
+
+typedef struct slm_ffn_block {
+    /* gated: down(act(gate x) * up x); or fused gate_up (2 ff, dim) with the
+     * gate in the first ff rows (phi3's ffn_up); plain: down(act(up x)) */
+    const slm_tensor *gate, *up, *gate_up, *down;
+    const float *b_up, *b_down;       /* optional biases of the plain form */
+    int gated;
+    slm_ffn_act act;
+    int64_t n_ff;
+} slm_ffn_block;
+
+/* Scratch rows for one batch of up to n_batch tokens. */
+typedef struct slm_tf_work {
+    int n_batch;
+    int64_t q_dim, kv_dim, n_ff;
+    float *q, *k, *v, *att, *qkv, *g, *u;
+    int64_t *pos;
+} slm_tf_work;
+
+slm_tf_work *slm_tf_work_new(int n_batch, int64_t q_dim, int64_t kv_dim, int64_t n_ff,
+                             slm_error *err);
+void slm_tf_work_free(slm_tf_work *w);
+
+/* Checks a block's weights against its shape (dims, dtypes usable by the
+ * matmul); the message names the offending weight. */
+slm_status slm_attn_block_check(const slm_attn_block *b, int64_t dim, slm_error *err);
+slm_status slm_ffn_block_check(const slm_ffn_block *b, int64_t dim, slm_error *err);
+
+/* x rows -> out rows (n, dim); appends n positions pos0.. to layer of the
+ * cache. out must not alias x. */
+slm_status slm_attn_forward(slm_pool *pool, const slm_attn_block *b, slm_kvcache *c,
+                            int layer, int pos0, int n, const float *x, float *out,
+                            int64_t dim, slm_tf_work *w, slm_error *err);
+slm_status slm_ffn_forward(slm_pool *pool, const slm_ffn_block *b, int n, const float *x,
+                           float *out, int64_t dim, slm_tf_work *w, slm_error *err);
+
+/* out row i = row ids[i] of the embedding table emb (vocab, dim), any dtype.
+ * Ids are checked against the vocabulary size. */
+slm_status slm_embed_rows(const slm_tensor *emb, const int32_t *ids, int n, float *out,
+                          slm_error *err);
+
+#endif

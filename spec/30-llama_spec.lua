@@ -1,0 +1,129 @@
+-- Dense transformers (llama, qwen2, phi3, llama2.c) against the reference
+-- implementation's logits and greedy ids (../shared/fixtures/gguf/*.ref).
+-- Bounds from the fixtures' README: f16/bf16/f32 weights within 0.01 s,
+-- quantized within 0.05 s (s = std of the reference logits), and every
+-- greedy id the .ref holds.
+local helpers = require "spec.helpers"
+local slm = require "slm"
+
+local PROMPT = { 1, 72, 300, 45, 290, 301, 17, 99 }
+
+local cases = {}
+for _, q in ipairs { "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_m",
+                     "q4_k_m", "q5_k_m", "q6_k" } do
+  cases[#cases + 1] = { "dense-" .. q, q }
+end
+for _, q in ipairs { "q8_0", "q4_k_m" } do
+  cases[#cases + 1] = { "qwen2-" .. q, q }
+  cases[#cases + 1] = { "phi3-" .. q, q }
+end
+
+local function bound(q) return (q == "f16" or q == "bf16" or q == "f32") and 0.01 or 0.05 end
+
+-- Feeds the prompt one token at a time (as the reference did), checking the
+-- logits after each position, then continues greedily.
+local function check_file(path, prompt, q)
+  local ref = helpers.read_ref(path:gsub("%.gguf$", ".ref"))
+  local model = assert(slm.load(path))
+  local sess = model:session { ctx = 64 }
+  local worst = 0
+  local logits
+  for p = 1, ref.n_pos do
+    logits = sess:eval { prompt[p] }
+    local d = helpers.max_diff(logits, ref.logits[p]) / ref.sd
+    if d > worst then worst = d end
+  end
+  assert.is_true(worst <= bound(q), string.format("max|d|/s = %.4f > %.2f", worst, bound(q)))
+  local got = {}
+  for i = 1, #ref.gen do
+    got[i] = helpers.argmax(logits)
+    logits = sess:eval { got[i] }
+  end
+  assert.same(ref.gen, got)
+  return worst
+end
+
+describe("dense transformer parity", function()
+  for _, c in ipairs(cases) do
+    local stem, q = c[1], c[2]
+    it(stem .. " logits and greedy ids", function()
+      local path, why = helpers.fixture("gguf/" .. stem .. ".gguf")
+      if not path then return pending(why) end
+      check_file(path, PROMPT, q)
+    end)
+  end
+
+  it("batched prompt equals token by token", function()
+    local path, why = helpers.fixture("gguf/dense-q4_k_m.gguf")
+    if not path then return pending(why) end
+    local model = assert(slm.load(path))
+    local a = model:session { ctx = 64 }
+    local b = model:session { ctx = 64, batch = 3 }  -- 8 tokens as 3 + 3 + 2
+    for _, id in ipairs(PROMPT) do a:eval { id } end
+    local la, lb = a.logits:clone(), b:eval(PROMPT)
+    local ref = {}
+    for i = 1, la:numel() do ref[i] = la:get(i) end
+    assert.is_true(helpers.max_diff(lb, ref) < 1e-3)
+  end)
+end)
+
+describe("stories260K (real weights)", function()
+  local IDS = { 461, 461, 401, 401, 401, 461, 378, 455, 473, 456, 435, 299, 362, 409, 283, 264,
+                283, 452, 288, 13, 431, 431, 431, 431, 431, 431, 431, 431, 431, 431, 431, 431, 431,
+                293, 430, 417, 363, 416, 315, 342 }
+  local function greedy(path)
+    local model = assert(slm.load(path))
+    local sess = model:session { ctx = 64 }
+    local logits, got = sess:eval { 1 }, {}
+    for i = 1, #IDS do
+      got[i] = helpers.argmax(logits)
+      logits = sess:eval { got[i] }
+    end
+    return got
+  end
+  it("40 greedy ids from BOS, from the GGUF", function()
+    local path, why = helpers.fixture("gguf/stories260K-f32.gguf")
+    if not path then return pending(why) end
+    assert.same(IDS, greedy(path))
+  end)
+  it("40 greedy ids from BOS, from the llama2.c checkpoint", function()
+    local path, why = helpers.fixture("llama2c/stories260K.bin")
+    if not path then return pending(why) end
+    assert.same(IDS, greedy(path))
+  end)
+end)
+
+describe("model loading errors", function()
+  it("missing file", function()
+    local m, err = slm.load("/nonexistent/model.gguf")
+    assert.is_nil(m)
+    assert.equal("/nonexistent/model.gguf: No such file or directory", err)
+  end)
+  it("unsupported architecture names the supported ones", function()
+    local path = os.tmpname()
+    assert(slm.gguf.write(path, { metadata = { ["general.architecture"] = "gpt2" }, tensors = {} }))
+    local m, err = slm.load(path)
+    os.remove(path)
+    assert.is_nil(m)
+    assert.equal(path .. ": unsupported architecture 'gpt2' (supported: llama, phi3, qwen2)", err)
+  end)
+  it("a file that is neither GGUF nor llama2.c", function()
+    local path = helpers.tmpfile("hello world, not a model")
+    local m, err = slm.load(path)
+    os.remove(path)
+    assert.is_nil(m)
+    assert.matches("not a GGUF file or llama2.c checkpoint", err, 1, true)
+  end)
+  it("out-of-range token ids and a full context are errors", function()
+    local path, why = helpers.fixture("gguf/dense-q8_0.gguf")
+    if not path then return pending(why) end
+    local sess = assert(slm.load(path)):session { ctx = 4 }
+    assert.has_error(function() sess:eval { 512 } end, "token id 512 at position 1 out of range 0..511")
+    assert.has_error(function() sess:eval { -1 } end, "token id -1 at position 1 out of range 0..511")
+    assert.has_error(function() sess:eval {} end, "bad argument #1 to 'eval' (no tokens)")
+    sess:eval { 1, 2, 3 }
+    assert.has_error(function() sess:eval { 1, 2 } end, "context full: 3 tokens + 2 new exceed ctx 4")
+    sess:eval { 4 }
+    assert.equal(4, sess.n_past)
+  end)
+end)
