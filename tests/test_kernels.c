@@ -607,6 +607,47 @@ static void test_ops(void)
     CHECK(err < 1e-5, "gelu erf (max err %g)", err);
 }
 
+/* the AVX2 ops against the generic ones, extremes included */
+static void test_ops_avx2(void)
+{
+    if (!slm_cpu_has_avx2()) {
+        printf("skip: no AVX2, AVX2 ops not tested\n");
+        return;
+    }
+    enum { R = 4, N = 203 };
+    static float x[R * N], w[N], g[R * N], v[R * N];
+    for (int i = 0; i < R * N; i++) x[i] = uniform(-12, 12);
+    x[0] = -100; x[1] = 100; x[2] = -88; x[3] = 89; x[4] = 0; x[5] = -1e-30f;
+    for (int i = 0; i < N; i++) w[i] = uniform(-2, 2);
+    double err;
+    const char *names[] = {"silu", "gelu", "softmax", "rmsnorm"};
+    for (int op = 0; op < 4; op++) {
+        for (int pass = 0; pass < 2; pass++) {
+            float *y = pass ? v : g;
+            slm_kernels_force_generic(!pass);
+            memcpy(y, x, sizeof x);
+            if (op == 2) y[N + 7] = -INFINITY;
+            switch (op) {
+            case 0: slm_ops_silu(y, x, R * N); break;
+            case 1: slm_ops_gelu(y, x, R * N); break;
+            case 2: slm_ops_softmax(y, R, N); break;
+            default: slm_ops_rmsnorm(y, x, w, R, N, 1e-6f); break;
+            }
+        }
+        slm_kernels_force_generic(0);
+        err = 0;
+        int finite = 1;
+        for (int i = 0; i < R * N; i++) {
+            finite &= isfinite(v[i]);
+            /* relative, except that 1 + tanh(u) in the generic gelu loses
+             * up to 1e-7 |x| by cancellation for negative x */
+            double scale = fabs(g[i]) + (op < 2 ? 0.03 * fabs(x[i]) : 0) + 1e-6;
+            err = fmax(err, fabs(v[i] - g[i]) / scale);
+        }
+        CHECK(finite && err < 4e-6, "AVX2 %s matches generic (max rel err %.2g)", names[op], err);
+    }
+}
+
 int main(void)
 {
     printf("AVX2 kernels: %s\n", slm_cpu_has_avx2() ? "yes" : "no");
@@ -616,6 +657,11 @@ int main(void)
     test_matmul();
     test_matmul_nested();
     test_ops();
+    slm_kernels_force_generic(1);
+    printf("generic ops:\n");
+    test_ops();
+    slm_kernels_force_generic(0);
+    test_ops_avx2();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

@@ -1,9 +1,13 @@
 /* Generic float32 ops (see ops.h for the formulas and their reference).
  * Plain loops that the compiler vectorizes; sums that feed a normalization
- * are accumulated in double as the reference does (ggml_float). */
+ * are accumulated in double as the reference does (ggml_float). The ops
+ * bound by libm calls hand over to their AVX2 twins (ops_avx2.c) when the
+ * CPU has them. */
 #include "ops.h"
 
 #include <math.h>
+
+#include "vecdot.h"
 
 void slm_ops_add(float *out, const float *a, int64_t na, const float *b, int64_t nb)
 {
@@ -25,6 +29,12 @@ void slm_ops_scale(float *out, const float *a, int64_t n, float s)
 void slm_ops_rmsnorm(float *out, const float *x, const float *w, int64_t rows,
                      int64_t n, float eps)
 {
+#if defined(__x86_64__)
+    if (slm_kernels_use_avx2()) {
+        slm_ops_rmsnorm_avx2(out, x, w, rows, n, eps);
+        return;
+    }
+#endif
     for (int64_t r = 0; r < rows; r++, x += n, out += n) {
         double ss = 0;
         for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
@@ -57,6 +67,12 @@ void slm_ops_layernorm(float *out, const float *x, const float *w, const float *
 
 void slm_ops_softmax(float *x, int64_t rows, int64_t n)
 {
+#if defined(__x86_64__)
+    if (slm_kernels_use_avx2()) {
+        slm_ops_softmax_avx2(x, rows, n);
+        return;
+    }
+#endif
     for (int64_t r = 0; r < rows; r++, x += n) {
         float max = -INFINITY;
         for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
@@ -76,6 +92,12 @@ void slm_ops_softmax(float *x, int64_t rows, int64_t n)
 
 void slm_ops_silu(float *out, const float *x, int64_t n)
 {
+#if defined(__x86_64__)
+    if (slm_kernels_use_avx2()) {
+        slm_ops_silu_avx2(out, x, n);
+        return;
+    }
+#endif
     for (int64_t i = 0; i < n; i++) out[i] = x[i] / (1.0f + expf(-x[i]));
 }
 
@@ -85,6 +107,12 @@ void slm_ops_silu(float *out, const float *x, int64_t n)
 
 void slm_ops_gelu(float *out, const float *x, int64_t n)
 {
+#if defined(__x86_64__)
+    if (slm_kernels_use_avx2()) {
+        slm_ops_gelu_avx2(out, x, n);
+        return;
+    }
+#endif
     /* the reference evaluates this formula (through an F16 lookup table on
      * CPU; we evaluate it directly in float) */
     for (int64_t i = 0; i < n; i++) {

@@ -64,4 +64,15 @@ typedef struct slm_rope_params {
 void slm_ops_rope(float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim,
                   const int64_t *pos, const slm_rope_params *p);
 
+/* AVX2 twins (ops_avx2.c) of the ops above whose scalar loops are bound by
+ * libm calls; the public functions pick them at run time like the dot
+ * products (slm_kernels_use_avx2). */
+#if defined(__x86_64__)
+void slm_ops_silu_avx2(float *out, const float *x, int64_t n);
+void slm_ops_gelu_avx2(float *out, const float *x, int64_t n);
+void slm_ops_softmax_avx2(float *x, int64_t rows, int64_t n);
+void slm_ops_rmsnorm_avx2(float *out, const float *x, const float *w, int64_t rows,
+                          int64_t n, float eps);
+#endif
+
 #endif

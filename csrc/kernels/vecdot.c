@@ -347,7 +347,7 @@ void slm_kernels_force_generic(int on)
     force_generic = on != 0;
 }
 
-static int use_avx2(void)
+int slm_kernels_use_avx2(void)
 {
     return !force_generic && slm_cpu_has_avx2();
 }
@@ -362,7 +362,7 @@ slm_vec_dot_fn slm_vecdot_fn(slm_dtype w)
 {
     const slm_vecdot_traits *t = slm_vecdot_traits_get(w);
     if (!t) return NULL;
-    return use_avx2() && t->dot_avx2 ? t->dot_avx2 : t->dot_generic;
+    return slm_kernels_use_avx2() && t->dot_avx2 ? t->dot_avx2 : t->dot_generic;
 }
 
 slm_act_from_f32_fn slm_act_quant_generic(slm_dtype act)
@@ -395,6 +395,6 @@ slm_act_from_f32_fn slm_act_quant_avx2(slm_dtype act)
 
 slm_act_from_f32_fn slm_act_quant_fn(slm_dtype act)
 {
-    slm_act_from_f32_fn f = use_avx2() ? slm_act_quant_avx2(act) : NULL;
+    slm_act_from_f32_fn f = slm_kernels_use_avx2() ? slm_act_quant_avx2(act) : NULL;
     return f ? f : slm_act_quant_generic(act);
 }

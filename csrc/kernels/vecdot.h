@@ -53,6 +53,8 @@ int slm_cpu_has_avx2(void);
 /* Forces the generic kernels (on = 1) or restores the CPU's choice (0);
  * for benchmarks and tests comparing the two paths end to end. */
 void slm_kernels_force_generic(int on);
+/* 1 if the AVX2 kernels are to be used (available and not forced off). */
+int slm_kernels_use_avx2(void);
 
 /* The AVX2 twins (vecdot_avx2.c); call only when slm_cpu_has_avx2(). */
 #if defined(__x86_64__)
