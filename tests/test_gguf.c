@@ -1,7 +1,9 @@
 /* GGUF reader and writer: write -> read round trip of every value type and
  * dtype, a strided tensor written as contiguous rows, truncation at every
  * byte, random header corruption (must fail cleanly, never crash: run under
- * `make asan` for the out-of-bounds part), and every fixture file. */
+ * `make asan` for the out-of-bounds part), and every fixture file. The
+ * safetensors reader gets the same truncation and corruption treatment
+ * (its exact messages are asserted in spec/04-safetensors_spec.lua). */
 #include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -11,6 +13,7 @@
 
 #include "core/fp16.h"
 #include "formats/gguf.h"
+#include "formats/safetensors.h"
 
 static int passed, failed;
 
@@ -384,6 +387,72 @@ static void test_fixture_dir(const char *dir)
     printf("%s: %d files\n", dir, files);
 }
 
+/* Truncations and random corruptions of a small valid safetensors file:
+ * open fails with a message naming the file, or every view it gives lies
+ * inside the file. */
+static void test_safetensors_hostile(void)
+{
+    static const char header[] =
+        "{\"__metadata__\":{\"format\":\"pt\"},"
+        "\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]},"
+        "\"b\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[16,22]},"
+        "\"c\":{\"dtype\":\"BF16\",\"shape\":[],\"data_offsets\":[22,24]}}";
+    size_t hlen = sizeof header - 1, n = 8 + hlen + 24;
+    char *buf = calloc(1, n);
+    for (int i = 0; i < 8; i++) buf[i] = (char)((uint64_t)hlen >> (8 * i));
+    memcpy(buf + 8, header, hlen);
+    char path[96];
+    snprintf(path, sizeof path, "%s/st.safetensors", tmpdir);
+    write_bytes(path, buf, n);
+    slm_error err;
+    slm_safetensors *f = slm_safetensors_open(path, &err);
+    CHECK(f && slm_safetensors_n_tensors(f) == 3 && slm_safetensors_n_meta(f) == 1,
+          "valid safetensors: %s", f ? "counts" : err.msg);
+    slm_safetensors_close(f);
+    int bad = 0;
+    for (size_t len = 0; len < n; len++) {
+        write_bytes(path, buf, len);
+        f = slm_safetensors_open(path, &err);
+        if (f || strncmp(err.msg, path, strlen(path)) != 0) bad++;
+        slm_safetensors_close(f);
+    }
+    CHECK(bad == 0, "%d safetensors truncations misbehaved", bad);
+    unsigned seed = 777;
+    int rejected = 0, opened = 0;
+    bad = 0;
+    char *c = malloc(n);
+    for (int it = 0; it < 3000; it++) {
+        memcpy(c, buf, n);
+        for (int k = 0; k < 1 + it % 3; k++) {
+            seed = seed * 1103515245u + 12345u;
+            size_t at = (seed >> 8) % (8 + hlen);
+            seed = seed * 1103515245u + 12345u;
+            /* digits, quotes and brackets make the damage reach the fields */
+            static const char alphabet[] = "0123456789\"[]{},:-. eE";
+            c[at] = (it & 1) ? alphabet[(seed >> 16) % (sizeof alphabet - 1)] : (char)(seed >> 16);
+        }
+        write_bytes(path, c, n);
+        f = slm_safetensors_open(path, &err);
+        if (!f) {
+            rejected++;
+            if (strncmp(err.msg, path, strlen(path)) != 0) bad++;
+            continue;
+        }
+        opened++;
+        for (int64_t i = 0; i < slm_safetensors_n_tensors(f); i++) {
+            const slm_st_tensor_info *ti = slm_safetensors_tensor_info(f, i);
+            if (slm_safetensors_data_offset(f) + ti->offset + ti->nbytes > n) bad++;
+            slm_tensor *t = slm_safetensors_tensor(f, i, &err);
+            slm_tensor_free(t);
+        }
+        slm_safetensors_close(f);
+    }
+    printf("safetensors corruption: %d rejected, %d still valid\n", rejected, opened);
+    CHECK(bad == 0 && rejected > 0 && opened > 0, "safetensors corruption: %d bad outcomes", bad);
+    free(c);
+    free(buf);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/slm-gguf-XXXXXX");
@@ -397,6 +466,7 @@ int main(void)
     test_truncation(path);
     test_corruption(path);
     test_messages();
+    test_safetensors_hostile();
     const char *fx = getenv("SLM_FIXTURES");
     char dir[512];
     snprintf(dir, sizeof dir, "%s/gguf", fx ? fx : "../shared/fixtures");
