@@ -8,7 +8,7 @@
  * found in the merge table is queued by rank (ties: leftmost first), the
  * lowest rank is merged and its neighbours re-queued until nothing merges.
  * Symbols carry interned ids, so a pair lookup is one hash probe on two
- * integers. Results of repeated pre-tokens come from a per-call cache. */
+ * integers. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,7 +50,7 @@ int slm_bytelevel_byte(uint32_t cp)
     return -1;
 }
 
-/* ---- per-call cache of pre-token -> ids ---------------------------------- */
+/* ---- per-call cache of word -> ids (used by vocab.c for every engine) ---- */
 typedef struct wentry { uint64_t h; uint32_t koff, klen, voff, vlen; } wentry;
 struct slm_wcache {
     uint32_t *slots;        /* entry index + 1, 0 empty */
@@ -70,7 +70,6 @@ void slm_wcache_free(struct slm_wcache *c)
     free(c);
 }
 
-#define WCACHE_MAX_KEY 64
 #define WCACHE_MAX_ENTRIES (1u << 18)
 
 static const wentry *wcache_find(const struct slm_wcache *c, const char *p,
@@ -97,8 +96,8 @@ static void *grow(void *p, size_t *cap, size_t need, size_t elem)
     return v;
 }
 
-static void wcache_put(struct slm_wcache *c, const char *p, size_t n, uint64_t h,
-                       const int32_t *ids, size_t nids)
+void slm_wcache_put(struct slm_wcache *c, const char *p, size_t n, uint64_t h,
+                    const int32_t *ids, size_t nids)
 {
     if (c->ne >= WCACHE_MAX_ENTRIES) {
         /* full: start over rather than grow without bound */
@@ -139,7 +138,7 @@ static void wcache_put(struct slm_wcache *c, const char *p, size_t n, uint64_t h
     c->slots[i] = (uint32_t)++c->ne;
 }
 
-static struct slm_wcache *wcache_new(void)
+struct slm_wcache *slm_wcache_new(void)
 {
     struct slm_wcache *c = calloc(1, sizeof *c);
     if (!c) return NULL;
@@ -150,6 +149,15 @@ static struct slm_wcache *wcache_new(void)
     }
     c->mask = 4095;
     return c;
+}
+
+const int32_t *slm_wcache_get(const struct slm_wcache *c, const char *p, size_t n,
+                              uint64_t h, size_t *nids)
+{
+    const wentry *e = wcache_find(c, p, n, h);
+    if (!e) return NULL;
+    *nids = e->vlen;
+    return c->vals + e->voff;
 }
 
 /* ---- merging -------------------------------------------------------------- */
@@ -223,19 +231,6 @@ slm_status slm_bpe_encode(const slm_tok *t, slm_tok_work *w, const char *p,
 {
     if (!n) return SLM_OK;
     if (n > UINT32_MAX) return slm_error_set(err, SLM_ERANGE, "tokenizer: text too long");
-    uint64_t h = 0;
-    int cacheable = n <= WCACHE_MAX_KEY;
-    if (cacheable) {
-        if (!w->cache && !(w->cache = wcache_new())) goto oom;
-        h = slm_hash_bytes(p, n);
-        const wentry *e = wcache_find(w->cache, p, n, h);
-        if (e) {
-            for (uint32_t i = 0; i < e->vlen; i++)
-                if (slm_tok_ids_push(out, w->cache->vals[e->voff + i], err)) return SLM_ENOMEM;
-            return SLM_OK;
-        }
-    }
-    size_t first_out = out->n;
     if (t->ignore_merges) {
         /* the whole pre-token is a piece: take it as is */
         int32_t id;
@@ -246,10 +241,7 @@ slm_status slm_bpe_encode(const slm_tok *t, slm_tok_work *w, const char *p,
         } else {
             id = slm_strtab_find(&t->str, p, n);
         }
-        if (id >= 0 && id < t->n_vocab) {
-            if (slm_tok_ids_push(out, id, err)) return SLM_ENOMEM;
-            goto cache;
-        }
+        if (id >= 0 && id < t->n_vocab) return slm_tok_ids_push(out, id, err);
     }
     sym *sy = grow(w->sym, &w->capsym, n, sizeof(sym));
     if (!sy) goto oom;
@@ -327,8 +319,6 @@ slm_status slm_bpe_encode(const slm_tok *t, slm_tok_work *w, const char *p,
             if (slm_tok_ids_push(out, unk, err)) return SLM_ENOMEM;
         prev_unk = 1;
     }
-cache:
-    if (cacheable) wcache_put(w->cache, p, n, h, out->v + first_out, out->n - first_out);
     return SLM_OK;
 oom_h:
     w->heap = hp.v;

@@ -20,8 +20,14 @@ uint64_t slm_hash_bytes(const void *p, size_t n)
     }
     uint64_t v = 0;
     memcpy(&v, s, n);
-    h = (h ^ v) * 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 29;
+    /* MurmurHash3's 64-bit finalizer: every input bit reaches the low bits
+     * that index the tables */
+    h ^= v;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
     return h;
 }
 

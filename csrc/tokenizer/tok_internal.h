@@ -139,6 +139,10 @@ struct slm_tok {
     int32_t byte_tok[256];  /* token of each byte (or -1) */
     int32_t byte_str[256];  /* byte-level: strtab id of each byte's char */
     slm_pairmap merges;
+    /* Pairs of adjacent characters that occur inside some piece: between
+     * two characters not in this set no merge can ever happen, so the text
+     * is cut there into independent words (SPM and character-level BPE). */
+    slm_pairmap bigrams;
     slm_steps norm, pre_steps;
     int32_t *specials; int n_specials; /* split-out candidates, longest first */
     /* Hugging Face decoders: U+2581 -> ' ', strip the first leading space */
@@ -170,7 +174,13 @@ void slm_trie_free(struct slm_trie *tr);
 slm_status slm_rwkv_build(slm_tok *t, slm_error *err);
 /* Bytes of a token of an RWKV vocabulary (for decoding). */
 const char *slm_rwkv_piece(const slm_tok *t, int32_t id, size_t *len);
+/* Cache of word -> ids for one encode call (bpe.c). */
+struct slm_wcache *slm_wcache_new(void);
 void slm_wcache_free(struct slm_wcache *c);
+const int32_t *slm_wcache_get(const struct slm_wcache *c, const char *p, size_t n,
+                              uint64_t h, size_t *nids);
+void slm_wcache_put(struct slm_wcache *c, const char *p, size_t n, uint64_t h,
+                    const int32_t *ids, size_t nids);
 
 /* utf8.c helpers: length of the valid UTF-8 sequence at s (1..4), or 0 if
  * s[0] does not start a complete valid sequence within n bytes. */

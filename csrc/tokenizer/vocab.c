@@ -58,6 +58,7 @@ void slm_tok_free(slm_tok *t)
     if (!t) return;
     slm_strtab_free(&t->str);
     slm_pairmap_free(&t->merges);
+    slm_pairmap_free(&t->bigrams);
     slm_steps_free(&t->norm);
     slm_steps_free(&t->pre_steps);
     slm_trie_free(t->trie);
@@ -175,6 +176,26 @@ slm_status slm_tok_finish(slm_tok *t, slm_error *err)
     sort_tok = t;
     qsort(t->specials, (size_t)t->n_specials, sizeof *t->specials, cmp_special);
     sort_tok = NULL;
+    if ((t->kind == SLM_TOK_SPM || (t->kind == SLM_TOK_BPE && !t->byte_level)) &&
+        !t->ignore_merges) {
+        /* SPM merges only into vocabulary pieces; rank BPE also through
+         * intermediate merge strings */
+        int32_t limit = t->kind == SLM_TOK_SPM ? t->n_vocab : t->str.n;
+        for (int32_t id = 0; id < limit; id++) {
+            size_t len;
+            const unsigned char *s = (const unsigned char *)slm_strtab_str(&t->str, id, &len);
+            int32_t prev = -1;
+            for (size_t i = 0; i < len;) {
+                int32_t cp;
+                int l = slm_utf8_len(s + i, len - i);
+                if (l) cp = (int32_t)slm_utf8_decode(s + i, l);
+                else { cp = 0x110000 + s[i]; l = 1; }
+                if (prev >= 0 && slm_pairmap_put(&t->bigrams, prev, cp, 0, 0)) goto oom;
+                prev = cp;
+                i += (size_t)l;
+            }
+        }
+    }
     /* the newline token, as the reference determines it */
     if (t->kind == SLM_TOK_SPM) {
         t->special[SLM_TOK_NL] = t->byte_tok['\n'];
@@ -289,6 +310,58 @@ static int split_special(const slm_tok *t, const char *text, int32_t id,
     return 0;
 }
 
+#define CACHE_MAX_WORD 64
+
+/* One word through the engine, remembering short words' ids. */
+static slm_status encode_word(const slm_tok *t, slm_tok_work *w, const char *p, size_t n,
+                              slm_tok_ids *out, slm_error *err)
+{
+    uint64_t h = 0;
+    if (n <= CACHE_MAX_WORD) {
+        if (!w->cache && !(w->cache = slm_wcache_new()))
+            return slm_error_set(err, SLM_ENOMEM, "tokenizer: out of memory");
+        h = slm_hash_bytes(p, n);
+        size_t nids;
+        const int32_t *ids = slm_wcache_get(w->cache, p, n, h, &nids);
+        if (ids) {
+            for (size_t i = 0; i < nids; i++)
+                if (slm_tok_ids_push(out, ids[i], err)) return SLM_ENOMEM;
+            return SLM_OK;
+        }
+    }
+    size_t first = out->n;
+    slm_status st = t->kind == SLM_TOK_SPM ? slm_spm_encode(t, w, p, n, out, err)
+                                           : slm_bpe_encode(t, w, p, n, out, err);
+    if (!st && n <= CACHE_MAX_WORD)
+        slm_wcache_put(w->cache, p, n, h, out->v + first, out->n - first);
+    return st;
+}
+
+/* Cuts a piece where no merge can join two characters, then encodes the
+ * words; the result is the same as merging the whole piece at once. */
+static slm_status encode_piece(const slm_tok *t, slm_tok_work *w, const char *p, size_t n,
+                               slm_tok_ids *out, slm_error *err)
+{
+    if (!t->bigrams.n) return encode_word(t, w, p, n, out, err);
+    const unsigned char *s = (const unsigned char *)p;
+    size_t start = 0;
+    int32_t prev = -1, r, m;
+    for (size_t i = 0; i < n;) {
+        int32_t cp;
+        int l = slm_utf8_len(s + i, n - i);
+        if (l) cp = (int32_t)slm_utf8_decode(s + i, l);
+        else { cp = 0x110000 + s[i]; l = 1; }
+        if (prev >= 0 && !slm_pairmap_get(&t->bigrams, prev, cp, &r, &m)) {
+            slm_status st = encode_word(t, w, p + start, i - start, out, err);
+            if (st) return st;
+            start = i;
+        }
+        prev = cp;
+        i += (size_t)l;
+    }
+    return encode_word(t, w, p + start, n - start, out, err);
+}
+
 static slm_status encode_raw(const slm_tok *t, slm_tok_work *w, const char *s,
                              size_t n, int prefix_space, int first,
                              slm_tok_ids *out, slm_error *err)
@@ -309,7 +382,7 @@ static slm_status encode_raw(const slm_tok *t, slm_tok_work *w, const char *s,
         s = buf;
         n = k;
     }
-    if (t->kind == SLM_TOK_SPM) return slm_spm_encode(t, w, s, n, out, err);
+    if (t->kind == SLM_TOK_SPM) return encode_piece(t, w, s, n, out, err);
     slm_span sec = {s, n};
     if (t->norm.n) {
         slm_status st = slm_normalize(&t->norm, w, sec, &sec, err);
@@ -320,7 +393,7 @@ static slm_status encode_raw(const slm_tok *t, slm_tok_work *w, const char *s,
     /* the pieces live in w->a, which the engine does not touch */
     size_t np = w->na;
     for (size_t i = 0; i < np; i++) {
-        st = slm_bpe_encode(t, w, w->a[i].p, w->a[i].n, out, err);
+        st = encode_piece(t, w, w->a[i].p, w->a[i].n, out, err);
         if (st) return st;
     }
     return SLM_OK;
