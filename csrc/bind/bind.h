@@ -33,6 +33,7 @@ void slm_bind_open_tensor(lua_State *L);
 void slm_bind_open_gguf(lua_State *L);
 void slm_bind_open_safetensors(lua_State *L);
 void slm_bind_open_kernels(lua_State *L);
+void slm_bind_open_sampler(lua_State *L);
 void slm_bind_open_tokenizer(lua_State *L);
 void slm_bind_open_blocks(lua_State *L);
 void slm_bind_open_files(lua_State *L);

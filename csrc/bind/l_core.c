@@ -23,6 +23,7 @@ static const opener openers[] = {
     slm_bind_open_safetensors,
     slm_bind_open_tokenizer,
     slm_bind_open_kernels,
+    slm_bind_open_sampler,
     slm_bind_open_blocks,
     slm_bind_open_files,
     NULL
