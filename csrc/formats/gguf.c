@@ -121,8 +121,7 @@ static int64_t index_find(const slm_gguf *g, const name_index *ix, int tensors,
                           const char *name)
 {
     if (!ix->slots) return -1;
-    int64_t id = ix->slots[index_slot(g, ix, tensors, name, strlen(name))];
-    return id;
+    return ix->slots[index_slot(g, ix, tensors, name, strlen(name))];
 }
 
 /* Parser state: a cursor over the mapping plus the field being read, which
@@ -705,6 +704,16 @@ slm_tensor *slm_gguf_tensor(const slm_gguf *g, int64_t i, slm_error *err)
                       " tensors)", g->path, i, g->n_tensors);
         return NULL;
     }
-    return slm_tensor_from_storage(g->map, g->data_offset + (size_t)ti->offset, ti->dtype,
-                                   ti->ndim, ti->shape, err);
+    size_t at = g->data_offset + (size_t)ti->offset;
+    /* Kernels load elements (and a block's fp16/f32 scales) as aligned
+     * values. Any general.alignment >= 8 guarantees that; a file written
+     * with a smaller one may place data off that alignment: copy it then. */
+    size_t tsz = slm_dtype_get((int)ti->dtype)->type_size;
+    size_t need = tsz & (~tsz + 1);          /* lowest set bit of the size */
+    if (need > 8) need = 8;
+    if (at % need == 0)
+        return slm_tensor_from_storage(g->map, at, ti->dtype, ti->ndim, ti->shape, err);
+    slm_tensor *t = slm_tensor_new(ti->dtype, ti->ndim, ti->shape, err);
+    if (t) memcpy(slm_tensor_data(t), g->map->data + at, ti->nbytes);
+    return t;
 }

@@ -87,7 +87,9 @@ int64_t slm_gguf_n_tensors(const slm_gguf *g);
 /* (named get_ because slm_gguf_tensor_info is the struct type) */
 const slm_gguf_tensor_info *slm_gguf_get_tensor_info(const slm_gguf *g, int64_t i);
 int64_t slm_gguf_find_tensor(const slm_gguf *g, const char *name); /* -1 */
-/* Zero-copy view of tensor i over the mapping (keeps the mapping alive). */
+/* Zero-copy view of tensor i over the mapping (keeps the mapping alive);
+ * a copy in the rare file whose general.alignment (< 8) leaves the data
+ * misaligned for its element type. */
 slm_tensor *slm_gguf_tensor(const slm_gguf *g, int64_t i, slm_error *err);
 
 /* Writer: collects metadata and tensors, then writes a GGUF v3 file with
