@@ -1,9 +1,11 @@
 /* Thread pool: every (ith, nth) runs exactly once per run, across the spin
  * and the sleep paths, with clamped and nested runs, and the default pool's
  * lifecycle. */
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <time.h>
 
 #include "core/pool.h"
@@ -87,6 +89,14 @@ static void nest_fn(void *vctx, int ith, int nth)
 
 static count_ctx cc;
 
+/* counts workers (ith > 0) that do not block SIGINT */
+static void sigmask_fn(void *vctx, int ith, int nth)
+{
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    if (ith > 0 && !sigismember(&cur, SIGINT)) atomic_fetch_add((atomic_int *)vctx, 1);
+}
+
 int main(void)
 {
     slm_error err;
@@ -139,6 +149,10 @@ int main(void)
         slm_pool_run(p, size, nest_fn, &nc);
         CHECK(atomic_load(&nc.outer_calls) == size && counts_ok(&nc.inner, 1, 1),
               "pool %d: nested run goes serial", size);
+
+        atomic_int unblocked = 0;
+        slm_pool_run(p, size, sigmask_fn, &unblocked);
+        CHECK(atomic_load(&unblocked) == 0, "pool %d: workers block signals", size);
 
         unsigned char *s1 = slm_pool_scratch(p, 100, &err);
         CHECK(s1 && ((uintptr_t)s1 & 63) == 0, "scratch aligned");

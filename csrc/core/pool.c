@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -173,12 +174,18 @@ slm_pool *slm_pool_new(int n_threads, slm_error *err)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
+    /* workers start with every signal blocked, so that signals (Ctrl-C in
+     * an interpreter) keep going to the threads that expect them */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     for (int i = 0; i < n_threads - 1; i++) {
         p->workers[i].pool = p;
         p->workers[i].ith = i + 1;
         if (pthread_create(&p->workers[i].thread, NULL, worker_main, &p->workers[i]) != 0) {
             /* size counts the started workers + caller so the stop run's
              * pending count matches the threads that exist */
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
             p->size = i + 1;
             pool_stop(p, i);
             slm_pool_free(p);
@@ -186,6 +193,7 @@ slm_pool *slm_pool_new(int n_threads, slm_error *err)
             return NULL;
         }
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     return p;
 nomem:
     slm_error_set(err, SLM_ENOMEM, "out of memory creating a pool of %d threads", n_threads);
