@@ -243,6 +243,18 @@ describe("ops", function()
       end)
     end
 
+    it("writes into a given output", function()
+      local W = tensor(rand(3 * 32, 5, 1), {3, 32}):to("q8_0")
+      local X = tensor(rand(2 * 32, 6, 1), {2, 32})
+      local out = T.zeros({2, 3})
+      assert.equals(out, ops.matmul(W, X, out))
+      assert.same(values(ops.matmul(W, X)), values(out))
+      assert.equals("ops.matmul: out must have X's shape with last dim N = 3",
+                    errmsg(ops.matmul, W, X, T.zeros({3, 2})))
+      assert.equals("ops.matmul: output overlaps an operand",
+                    errmsg(ops.matmul, tensor(rand(32 * 32, 1), {32, 32}), X:narrow(1, 1, 1), X:narrow(1, 1, 1)))
+    end)
+
     it("keeps the leading dims of X", function()
       local W = tensor(rand(3 * 32, 5, 1), {3, 32})
       assert.same({2, 4, 3}, ops.matmul(W, tensor(rand(8 * 32, 6, 1), {2, 4, 32})):shape())

@@ -31,7 +31,7 @@ static slm_tensor *opt_f32(lua_State *L, int idx, const char *fn, const char *wh
 
 static void check_writable(lua_State *L, const slm_tensor *t, const char *fn)
 {
-    if (t->storage->readonly) luaL_error(L, "ops.%s_: tensor is read-only (clone() it first)", fn);
+    if (t->storage->readonly) luaL_error(L, "ops.%s: tensor is read-only (clone() it first)", fn);
 }
 
 /* A new f32 tensor shaped like t (pushed), or t itself for in-place ops. */
@@ -55,7 +55,9 @@ static int64_t last_dim(const slm_tensor *t)
 
 /* ---- matmul --------------------------------------------------------------- */
 
-/* matmul(W, X): W (N, K) of any supported dtype, X f32 (..., K) -> (..., N) */
+/* matmul(W, X [, out]): W (N, K) of any supported dtype, X f32 (..., K)
+ * -> (..., N); into out (f32, contiguous, X's leading dims and N) when
+ * given, which avoids an allocation per call in a forward pass */
 static int l_matmul(lua_State *L)
 {
     slm_tensor *W = slm_bind_check_tensor(L, 1);
@@ -69,9 +71,19 @@ static int l_matmul(lua_State *L)
     memcpy(shape, X->shape, sizeof shape);
     shape[X->ndim - 1] = W->shape[0];
     slm_error err;
-    slm_tensor *out = slm_tensor_new(SLM_DTYPE_F32, X->ndim, shape, &err);
-    if (!out) return slm_bind_error(L, &err);
-    slm_bind_push_tensor(L, out);
+    slm_tensor *out;
+    if (!lua_isnoneornil(L, 3)) {
+        out = check_f32(L, 3, "matmul", "out");
+        if (out->ndim != X->ndim || memcmp(out->shape, shape, sizeof(int64_t) * (size_t)X->ndim))
+            return luaL_error(L, "ops.matmul: out must have X's shape with last dim N = %I",
+                              (lua_Integer)W->shape[0]);
+        check_writable(L, out, "matmul");
+        lua_pushvalue(L, 3);
+    } else {
+        out = slm_tensor_new(SLM_DTYPE_F32, X->ndim, shape, &err);
+        if (!out) return slm_bind_error(L, &err);
+        slm_bind_push_tensor(L, out);
+    }
     if (slm_matmul(out, W, X, &err) != SLM_OK) {
         lua_pushfstring(L, "ops.%s", err.msg);
         return lua_error(L);
@@ -254,7 +266,8 @@ static lua_Number opt_field(lua_State *L, int idx, const char *key, lua_Number d
 }
 
 /* rope(x, pos [, {mode = "normal"|"neox", base = 10000, scale = 1, n_rot = head_dim}])
- * x: (seq, heads, head_dim) */
+ * x: (seq, heads, head_dim); base is freq_base, scale is freq_scale (the
+ * inverse of a linear RoPE scaling factor) */
 static int rope(lua_State *L, int inplace)
 {
     slm_tensor *x = check_f32(L, 1, "rope", "x");
