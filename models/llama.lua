@@ -130,7 +130,8 @@ function llama.forward(m, s, ids, first, n)
 end
 
 --- llama2.c checkpoints carry their own header instead of metadata.
-function llama.hparams_llama2c(cfg)
+function llama.hparams_llama2c(src)
+  local cfg = src.config
   local head_dim = cfg.dim // cfg.n_heads
   return {
     arch = "llama", n_ctx_train = cfg.seq_len, dim = cfg.dim, n_layer = cfg.n_layers,

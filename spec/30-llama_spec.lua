@@ -127,3 +127,56 @@ describe("model loading errors", function()
     assert.equal(4, sess.n_past)
   end)
 end)
+
+describe("session state (KV cache)", function()
+  local function argmax_run(sess, n)
+    local ids, logits = {}, sess.logits
+    for i = 1, n do
+      ids[i] = helpers.argmax(logits)
+      logits = sess:eval { ids[i] }
+    end
+    return ids
+  end
+  it("snapshot/restore/fork/save continue exactly", function()
+    local path, why = helpers.fixture("gguf/dense-q4_0.gguf")
+    if not path then return pending(why) end
+    local model = assert(slm.load(path))
+    local s = model:session { ctx = 64 }
+    s:eval(PROMPT)
+    local snap = s:snapshot()
+    local a = argmax_run(s, 10)
+    -- restore into the same session
+    s:restore(snap)
+    assert.equal(#PROMPT, s.n_past)
+    assert.same(a, argmax_run(s, 10))
+    -- fork from a restored point, and a fresh session restored from a file
+    s:restore(snap)
+    local f = s:fork()
+    assert.same(a, argmax_run(f, 10))
+    local file = os.tmpname()
+    assert(snap:save(file))
+    local snap2 = assert(slm.model.load_snapshot(file))
+    local t = model:session { ctx = 64 }
+    t:restore(snap2)
+    assert.same(a, argmax_run(t, 10))
+    -- the snapshot holds only the rows in use: 4 layers x 2 x 8 positions x 64 dims x 2 bytes
+    assert.equal(20 + 4 * 2 * 8 * 64 * 2, #snap.state)
+    os.remove(file)
+  end)
+  it("rejects foreign or corrupt snapshots", function()
+    local path, why = helpers.fixture("gguf/dense-q4_0.gguf")
+    if not path then return pending(why) end
+    local model = assert(slm.load(path))
+    local s = model:session { ctx = 64 }
+    s:eval(PROMPT)
+    local small = model:session { ctx = 4 }
+    assert.has_error(function() small:restore(s:snapshot()) end,
+                     "restore: snapshot holds 8 tokens, the context has room for 4")
+    assert.has_error(function() small:restore({}) end, "bad argument #1 to 'restore' (snapshot expected)")
+    local file = helpers.tmpfile("SLMSNAP1garbage")
+    local snap, err = slm.model.load_snapshot(file)
+    assert.is_nil(snap)
+    assert.equal(file .. ": truncated or corrupt snapshot", err)
+    os.remove(file)
+  end)
+end)

@@ -309,6 +309,65 @@ static int kv_bytes(lua_State *L)
     return 1;
 }
 
+/* Snapshot of the first n_past positions of every layer, as a string:
+ * "SLMKV1\0\0" | int32 n_layer, kv_dim, n_past | per layer: keys then values
+ * (n_past * kv_dim F16 each). O(n_past) bytes. */
+#define KV_MAGIC "SLMKV1\0\0"
+
+static int kv_snapshot(lua_State *L)
+{
+    kv_ud *k = check_kv(L, 1);
+    lua_Integer n_past = luaL_checkinteger(L, 2);
+    const slm_kvcache *c = k->cache;
+    luaL_argcheck(L, n_past >= 0 && n_past <= c->n_ctx, 2, "n_past out of range");
+    size_t row = (size_t)c->kv_dim * sizeof(slm_f16), block = (size_t)n_past * row;
+    luaL_Buffer B;
+    char *p = luaL_buffinitsize(L, &B, 20 + 2 * (size_t)c->n_layer * block);
+    memcpy(p, KV_MAGIC, 8);
+    int32_t hdr[3] = {c->n_layer, c->kv_dim, (int32_t)n_past};
+    memcpy(p + 8, hdr, sizeof hdr);
+    p += 20;
+    for (int l = 0; l < c->n_layer; l++) {
+        size_t base = (size_t)l * (size_t)c->n_ctx * (size_t)c->kv_dim;
+        memcpy(p, c->k + base, block);
+        memcpy(p + block, c->v + base, block);
+        p += 2 * block;
+    }
+    luaL_pushresultsize(&B, 20 + 2 * (size_t)c->n_layer * block);
+    return 1;
+}
+
+/* restore(str) -> n_past; the string must come from a state of this shape */
+static int kv_restore(lua_State *L)
+{
+    kv_ud *k = check_kv(L, 1);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    slm_kvcache *c = k->cache;
+    int32_t hdr[3];
+    if (len < 20 || memcmp(s, KV_MAGIC, 8) != 0)
+        return luaL_error(L, "restore: not a KV cache snapshot");
+    memcpy(hdr, s + 8, sizeof hdr);
+    if (hdr[0] != c->n_layer || hdr[1] != c->kv_dim)
+        return luaL_error(L, "restore: snapshot of a model with %d layers x %d kv dims, this one has %d x %d",
+                          (int)hdr[0], (int)hdr[1], c->n_layer, c->kv_dim);
+    if (hdr[2] < 0 || hdr[2] > c->n_ctx)
+        return luaL_error(L, "restore: snapshot holds %d positions, the context has room for %d",
+                          (int)hdr[2], c->n_ctx);
+    size_t block = (size_t)hdr[2] * (size_t)c->kv_dim * sizeof(slm_f16);
+    if (len != 20 + 2 * (size_t)c->n_layer * block)
+        return luaL_error(L, "restore: truncated KV cache snapshot");
+    s += 20;
+    for (int l = 0; l < c->n_layer; l++) {
+        size_t base = (size_t)l * (size_t)c->n_ctx * (size_t)c->kv_dim;
+        memcpy(c->k + base, s, block);
+        memcpy(c->v + base, s + block, block);
+        s += 2 * block;
+    }
+    lua_pushinteger(L, hdr[2]);
+    return 1;
+}
+
 /* --- forward calls ------------------------------------------------------------ */
 
 static int attn_forward(lua_State *L)
@@ -469,7 +528,8 @@ void slm_bind_open_blocks(lua_State *L)
 {
     static const luaL_Reg attn_m[] = {{"forward", attn_forward}, {NULL, NULL}};
     static const luaL_Reg ffn_m[] = {{"forward", ffn_forward}, {NULL, NULL}};
-    static const luaL_Reg kv_m[] = {{"bytes", kv_bytes}, {NULL, NULL}};
+    static const luaL_Reg kv_m[] = {{"bytes", kv_bytes}, {"snapshot", kv_snapshot},
+                                    {"restore", kv_restore}, {NULL, NULL}};
     new_meta(L, ATTN_MT, attn_gc, attn_m);
     new_meta(L, FFN_MT, ffn_gc, ffn_m);
     new_meta(L, KV_MT, kv_close, kv_m);

@@ -95,6 +95,22 @@ local function llama2c_source(path)
   }
 end
 
+-- rwkv.cpp files: the architecture (RWKV version) is told by the keys
+local function rwkvcpp_source(path)
+  local m, err = core.rwkvcpp.open(path)
+  if not m then return nil, err end
+  return {
+    kind = "rwkvcpp", path = path, arch = "rwkvcpp", header = m.header, names = m.names,
+    meta = function() return nil end,
+    has = function(name) return m.tensors[name] ~= nil end,
+    tensor = function(name)
+      local t = m.tensors[name]
+      if not t then error(path .. ": missing tensor " .. name, 0) end
+      return t
+    end,
+  }
+end
+
 local Model = {}
 Model.__index = Model
 
@@ -114,6 +130,8 @@ function M.load(path, opts)
   local src
   if magic == "GGUF" then
     src, err = gguf_source(path)
+  elseif magic == "fmgg" then  -- 0x67676d66 little-endian: rwkv.cpp
+    src, err = rwkvcpp_source(path)
   else
     src, err = llama2c_source(path)
     if not src then
@@ -127,7 +145,11 @@ function M.load(path, opts)
   end
   local def = defs[modname] or find_def(modname)
   local ok, res = pcall(function()
-    local hp = src.kind == "llama2c" and def.hparams_llama2c(src.config) or def.hparams(src)
+    -- a definition reads its own kind of file: hparams(src) for GGUF,
+    -- hparams_<kind>(src) for the others (llama2c, rwkvcpp)
+    local reader = src.kind == "gguf" and def.hparams or def["hparams_" .. src.kind]
+    if not reader then error(path .. ": the " .. modname .. " definition cannot read " .. src.kind .. " files", 0) end
+    local hp = reader(src)
     return { hp = hp, net = def.build(src, hp) }
   end)
   if not ok then return nil, tostring(res) end
@@ -214,6 +236,93 @@ function Session:reset()
   self.tokens = {}
 end
 
+-- Snapshots ------------------------------------------------------------------
+--
+-- A snapshot holds what a session needs to continue exactly where it was:
+-- the position, the tokens, the architecture's state (the KV cache rows in
+-- use, or a recurrent state: O(state) bytes) and the last logits. The state
+-- userdata of every architecture provides snapshot(n_past) -> string and
+-- restore(string).
+
+local Snapshot = {}
+Snapshot.__index = Snapshot
+
+function Snapshot:__tostring()
+  return string.format("slm.Snapshot(%s, %d tokens, %d bytes)", self.arch, self.n_past, #self.state)
+end
+
+--- sess:snapshot() -> snapshot (independent of later evaluation)
+function Session:snapshot()
+  return setmetatable({
+    arch = self.model.hp.arch, n_vocab = self.model.hp.n_vocab, n_past = self.n_past,
+    tokens = table.move(self.tokens, 1, #self.tokens, 1, {}),
+    state = self.state:snapshot(self.n_past),
+    logits = self.logits:tobytes(),
+  }, Snapshot)
+end
+
+--- sess:restore(snap): the session continues from the snapshot's point.
+function Session:restore(snap)
+  if getmetatable(snap) ~= Snapshot then error("bad argument #1 to 'restore' (snapshot expected)", 2) end
+  local hp = self.model.hp
+  if snap.arch ~= hp.arch or snap.n_vocab ~= hp.n_vocab then
+    error(string.format("restore: snapshot of a %s model (vocab %d), this session runs %s (vocab %d)",
+                        snap.arch, snap.n_vocab, hp.arch, hp.n_vocab), 2)
+  end
+  if snap.n_past > self.n_ctx then
+    error(string.format("restore: snapshot holds %d tokens, the context has room for %d", snap.n_past, self.n_ctx), 2)
+  end
+  self.state:restore(snap.state)
+  self.n_past = snap.n_past
+  self.tokens = table.move(snap.tokens, 1, #snap.tokens, 1, {})
+  self.logits:copy_(tensor.frombytes(snap.logits, "f32", { hp.n_vocab }))
+  return self
+end
+
+--- sess:fork() -> a new, independent session at the same point.
+function Session:fork()
+  local s = self.model:session { ctx = self.n_ctx, batch = self.n_batch }
+  return s:restore(self:snapshot())
+end
+
+local SNAP_MAGIC = "SLMSNAP1"
+
+--- snap:save(path) -> true | nil, msg
+function Snapshot:save(path)
+  local f, err = io.open(path, "wb")
+  if not f then return nil, err end
+  local tokens = string.pack("<" .. string.rep("i4", #self.tokens), table.unpack(self.tokens))
+  local ok, werr = f:write(SNAP_MAGIC, string.pack("<s4i4i4i4", self.arch, self.n_vocab, self.n_past, #self.tokens),
+                           tokens, string.pack("<s8s8", self.state, self.logits))
+  local cok, cerr = f:close()
+  if not ok then return nil, werr end
+  if not cok then return nil, cerr end
+  return true
+end
+
+--- slm.model.load_snapshot(path) -> snapshot | nil, msg
+function M.load_snapshot(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local data = f:read("a")
+  f:close()
+  if data:sub(1, #SNAP_MAGIC) ~= SNAP_MAGIC then return nil, path .. ": not an slm snapshot" end
+  local ok, snap = pcall(function()
+    local arch, n_vocab, n_past, n_tok, off = string.unpack("<s4i4i4i4", data, #SNAP_MAGIC + 1)
+    if n_tok < 0 or n_tok > (#data - off + 1) // 4 then error("bad token count") end
+    local tokens = {}
+    for i = 1, n_tok do tokens[i], off = string.unpack("<i4", data, off) end
+    local state, logits
+    state, logits, off = string.unpack("<s8s8", data, off)
+    if #logits ~= 4 * n_vocab then error("bad logits size") end
+    return setmetatable({ arch = arch, n_vocab = n_vocab, n_past = n_past, tokens = tokens,
+                          state = state, logits = logits }, Snapshot)
+  end)
+  if not ok then return nil, path .. ": truncated or corrupt snapshot" end
+  return snap
+end
+
 M.Model = Model
 M.Session = Session
+M.Snapshot = Snapshot
 return M
