@@ -123,6 +123,21 @@ describe("slm.tokenizer API", function()
     assert.are.equal("<s>" .. text, tok:decode(with_bos, { special = true }))
   end)
 
+  it("encodes batches on several threads like single calls", function()
+    if not gpt2_path then return pending("vocab fixtures not found") end
+    local tok = assert(tokenizer.load(gpt2_path))
+    local texts = {}
+    for i = 1, 50 do texts[i] = string.rep("Hello world " .. i .. " ünïcödé 🦙 ", i % 7) end
+    local got = tok:encode_batch(texts, { threads = 3, add_special = false })
+    assert.are.equal(#texts, #got)
+    for i, t in ipairs(texts) do
+      assert.are.same(tok:encode(t, { add_special = false }), got[i])
+    end
+    assert.are.same({}, tok:encode_batch({}))
+    assert.has_error(function() tok:encode_batch({ "a", 3 }) end,
+      "bad argument #2 to 'encode_batch' (text 2 is not a string)")
+  end)
+
   it("handles invalid UTF-8 deterministically through byte tokens", function()
     if not gpt2_path then return pending("vocab fixtures not found") end
     local tok = assert(tokenizer.load(gpt2_path))

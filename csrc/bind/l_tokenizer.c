@@ -4,6 +4,8 @@
  *   core.tokenizer_bytes()      -> tok (256-byte vocabulary)
  *   tok:encode(text [, {add_special=true, parse_special=false}]) -> {ids}
  *   tok:decode(ids [, {special=false}]) -> string
+ *   tok:encode_batch({texts} [, {threads=0, add_special, parse_special}])
+ *                               -> {{ids}, ...} (threads 0: one per core)
  *   tok:piece(id [, special]) -> string, tok:text(id) -> vocabulary text
  *   tok:id(text) -> id | nil, #tok, tok:is_eog(id), tok:decoder([special])
  *   tok.bos / eos / unk / pad / eot / eom / sep / nl -> id | nil
@@ -99,6 +101,68 @@ static int l_encode(lua_State *L)
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     slm_tok_ids_free(&b->ids);
+    return 1;
+}
+
+/* Scratch of encode_batch: texts and results owned by a userdata. */
+typedef struct batch { const char **texts; size_t *lens; slm_tok_ids *out; size_t n; } batch;
+
+static int batch_gc(lua_State *L)
+{
+    batch *b = luaL_checkudata(L, 1, "slm.TokBatch");
+    for (size_t i = 0; b->out && i < b->n; i++) slm_tok_ids_free(&b->out[i]);
+    free(b->out);
+    free(b->texts);
+    free(b->lens);
+    memset(b, 0, sizeof *b);
+    return 0;
+}
+
+static int l_encode_batch(lua_State *L)
+{
+    slm_tok *t = check_tok(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int add_special = opt_flag(L, 3, "add_special", 1);
+    int parse_special = opt_flag(L, 3, "parse_special", 0);
+    lua_Integer threads = 0;
+    if (!lua_isnoneornil(L, 3)) {
+        lua_getfield(L, 3, "threads");
+        threads = luaL_optinteger(L, -1, 0);
+        lua_pop(L, 1);
+        luaL_argcheck(L, threads >= 0 && threads <= 256, 3, "threads must be 0..256");
+    }
+    lua_Integer n = luaL_len(L, 2);
+    batch *b = lua_newuserdatauv(L, sizeof *b, 0);
+    memset(b, 0, sizeof *b);
+    luaL_setmetatable(L, "slm.TokBatch");
+    size_t cnt = n > 0 ? (size_t)n : 0;
+    b->texts = calloc(cnt ? cnt : 1, sizeof *b->texts);
+    b->lens = calloc(cnt ? cnt : 1, sizeof *b->lens);
+    b->out = calloc(cnt ? cnt : 1, sizeof *b->out);
+    if (!b->texts || !b->lens || !b->out) return luaL_error(L, "tokenizer: out of memory");
+    b->n = cnt;
+    for (size_t i = 0; i < cnt; i++) {
+        lua_rawgeti(L, 2, (lua_Integer)i + 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return luaL_error(L, "bad argument #2 to 'encode_batch' (text %d is not a string)",
+                              (int)i + 1);
+        /* the strings stay referenced by the argument table during the call */
+        b->texts[i] = lua_tolstring(L, -1, &b->lens[i]);
+        lua_pop(L, 1);
+    }
+    slm_error err = {0};
+    if (slm_tok_encode_batch(t, b->texts, b->lens, cnt, add_special, parse_special, (int)threads,
+                             b->out, &err))
+        return slm_bind_error(L, &err);
+    lua_createtable(L, (int)cnt, 0);
+    for (size_t i = 0; i < cnt; i++) {
+        lua_createtable(L, (int)b->out[i].n, 0);
+        for (size_t j = 0; j < b->out[i].n; j++) {
+            lua_pushinteger(L, b->out[i].v[j]);
+            lua_rawseti(L, -2, (lua_Integer)j + 1);
+        }
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
     return 1;
 }
 
@@ -276,7 +340,7 @@ static int l_dec_free(lua_State *L)
 }
 
 static const luaL_Reg tok_methods[] = {
-    {"encode", l_encode}, {"decode", l_decode}, {"piece", l_piece}, {"text", l_text},
+    {"encode", l_encode}, {"encode_batch", l_encode_batch}, {"decode", l_decode}, {"piece", l_piece}, {"text", l_text},
     {"id", l_id}, {"is_eog", l_is_eog}, {"decoder", l_decoder}, {"free", l_free},
     {NULL, NULL}};
 
@@ -310,6 +374,11 @@ void slm_bind_open_tokenizer(lua_State *L)
 {
     luaL_newmetatable(L, BOX_MT);
     lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, "slm.TokBatch");
+    lua_pushcfunction(L, batch_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
 

@@ -120,6 +120,10 @@ slm_status slm_normalize(const slm_steps *s, slm_tok_work *w, slm_span in,
 slm_status slm_pretokenize(const slm_steps *s, slm_tok_work *w, slm_span in,
                            int first_section, slm_error *err);
 void slm_tok_work_free(slm_tok_work *w);
+/* slm_tok_encode with caller-owned work buffers (kept warm across calls). */
+slm_status slm_tok_encode_work(const slm_tok *t, slm_tok_work *w, const char *text,
+                               size_t len, int add_special, int parse_special,
+                               slm_tok_ids *out, slm_error *err);
 char *slm_work_buf(slm_tok_work *w, size_t n);  /* NULL on ENOMEM */
 
 /* ---- the tokenizer object ------------------------------------------------ */

@@ -101,6 +101,13 @@ slm_status slm_tok_encode(const slm_tok *t, const char *text, size_t len,
                           int add_special, int parse_special,
                           slm_tok_ids *out, slm_error *err);
 
+/* Encodes n texts on up to nthreads threads (<= 0: one per core); out[i]
+ * receives the ids of texts[i]. The same result as n calls of encode. */
+slm_status slm_tok_encode_batch(const slm_tok *t, const char *const *texts,
+                                const size_t *lens, size_t n, int add_special,
+                                int parse_special, int nthreads,
+                                slm_tok_ids *out, slm_error *err);
+
 /* Bytes a token stands for when decoding: "▁Hello" -> " Hello", "<0x0A>" ->
  * "\n", GPT-2 characters -> their bytes. Control/unknown tokens give their
  * text only when special is true, otherwise nothing. Writes at most cap bytes

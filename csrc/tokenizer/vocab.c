@@ -403,8 +403,17 @@ slm_status slm_tok_encode(const slm_tok *t, const char *text, size_t len,
                           int add_special, int parse_special, slm_tok_ids *out,
                           slm_error *err)
 {
-    slm_status st = SLM_OK;
     slm_tok_work w = {0};
+    slm_status st = slm_tok_encode_work(t, &w, text, len, add_special, parse_special, out, err);
+    slm_tok_work_free(&w);
+    return st;
+}
+
+slm_status slm_tok_encode_work(const slm_tok *t, slm_tok_work *wp, const char *text,
+                               size_t len, int add_special, int parse_special,
+                               slm_tok_ids *out, slm_error *err)
+{
+    slm_status st = SLM_OK;
     frags a = {0}, b = {0};
     if (len && frags_push(&a, 0, len, -1)) goto oom;
     if (len) {
@@ -433,7 +442,7 @@ slm_status slm_tok_encode(const slm_tok *t, const char *text, size_t len,
             prev_special = 1;
             continue;
         }
-        st = encode_raw(t, &w, text + a.v[i].off, a.v[i].len,
+        st = encode_raw(t, wp, text + a.v[i].off, a.v[i].len,
                         t->add_space_prefix && prev_special, a.v[i].off == 0,
                         out, err);
         if (st) goto done;
@@ -447,6 +456,8 @@ oom:
 done:
     free(a.v);
     free(b.v);
-    slm_tok_work_free(&w);
+    /* texts made for this call go; buffers and the word cache stay */
+    for (size_t i = 0; i < wp->nbufs; i++) free(wp->bufs[i]);
+    wp->nbufs = 0;
     return st;
 }
