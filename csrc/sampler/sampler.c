@@ -98,6 +98,38 @@ static void select_best(slm_cand *a, size_t n, size_t k)
     insertion_sort(a + lo, hi - lo);
 }
 
+/* Sifts a[i] down the min-heap a[0..k) whose root is the worst entry. */
+static void sift_down(slm_cand *a, size_t k, size_t i)
+{
+    for (;;) {
+        size_t w = i, l = 2 * i + 1, r = l + 1;
+        if (l < k && better(&a[w], &a[l])) w = l;
+        if (r < k && better(&a[w], &a[r])) w = r;
+        if (w == i) return;
+        swap(&a[i], &a[w]);
+        i = w;
+    }
+}
+
+/* Moves the k best of a[0..n) to a[0..k) (unordered) with a min-heap of
+ * the best k so far: for k much smaller than n almost every entry costs
+ * one well-predicted comparison with the heap's root, where quickselect's
+ * partitions mispredict half their branches. O(n log k) at worst. Entries
+ * past k are overwritten (the caller truncates to k). */
+static void heap_best(slm_cand *a, size_t n, size_t k)
+{
+    for (size_t i = k / 2; i-- > 0;) sift_down(a, k, i);
+    float root = key(a[0].logit);
+    for (size_t i = k; i < n; i++) {
+        float x = a[i].logit;     /* NaN fails both tests: never enters */
+        if (x > root || (x == root && a[i].id < a[0].id)) {
+            a[0] = a[i];
+            sift_down(a, k, 0);
+            root = key(a[0].logit);
+        }
+    }
+}
+
 /* Length of the shortest prefix of a[0..n) whose mass reaches target, n if
  * none does. */
 static size_t mass_prefix(const slm_cand *a, size_t n, double target)
@@ -265,7 +297,8 @@ slm_status slm_sample_top_k(slm_cands *c, int32_t k, slm_error *err)
     if (k < 0) return slm_error_set(err, SLM_EINVAL, "top_k: k must be >= 0 (got %d)", (int)k);
     if (k == 0 || (size_t)k >= c->n) return SLM_OK;
     if (!c->sorted) {
-        select_best(c->data, c->n, (size_t)k);
+        if ((size_t)k <= c->n / 16) heap_best(c->data, c->n, (size_t)k);
+        else select_best(c->data, c->n, (size_t)k);
         sort_best_first(c->data, (size_t)k);
         c->sorted = 1;
     }

@@ -13,8 +13,8 @@
  *
  * Cost. Nothing here allocates: stages that need room take a caller's
  * scratch buffer (the chain owns them, sized to n_vocab). Nothing sorts the
- * whole vocabulary: top-k selects (introselect, O(n)) and sorts only the k
- * kept; top-p and typical select by mass (quickselect that sums the better
+ * whole vocabulary: top-k keeps a heap of the best k (introselect when k is
+ * large) and sorts only the k kept; top-p and typical select by mass (quickselect that sums the better
  * side), O(n) expected whatever the shape of the distribution. */
 #ifndef SLM_SAMPLER_H
 #define SLM_SAMPLER_H
