@@ -86,7 +86,7 @@ asan:
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 sh tests/run.sh
 
 bench: all
-	@BUILD=$(BUILD) bin/slm bench/run.lua
+	@BUILD=$(BUILD) bin/slm bench/run.lua $(BENCH_ARGS)
 
 PREFIX  ?= /usr/local
 LUA_LDIR = $(DESTDIR)$(PREFIX)/share/lua/5.4

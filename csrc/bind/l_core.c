@@ -26,6 +26,7 @@ static const opener openers[] = {
     slm_bind_open_sampler,
     slm_bind_open_blocks,
     slm_bind_open_files,
+    slm_bind_open_testing,
     NULL
 };
 
