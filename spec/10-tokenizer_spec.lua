@@ -213,3 +213,50 @@ describe("slm.tokenizer API", function()
     assert.are.equal('"in\xff', tok:decode({ 34, 105, 110, 255 }))
   end)
 end)
+
+describe("slm.tokenizer.train", function()
+  -- a small synthetic corpus (no third-party text in the repository)
+  local function corpus()
+    local words = { "the", "little", "cat", "sat", "on", "a", "warm", "mat", "and", "dreamed",
+      "of", "fish", "🐟", "naïve", "über", "42", "1999", "it's", "they're" }
+    local out, s = {}, 7
+    for i = 1, 4000 do
+      s = (s * 1103515245 + 12345) % 2147483648
+      out[i] = words[s % #words + 1]
+      if s % 11 == 0 then out[i] = out[i] .. ".\n" end
+    end
+    return table.concat(out, " ")
+  end
+
+  it("learns a byte-level BPE that round-trips, saved as tokenizer.json and GGUF", function()
+    local text = corpus()
+    local src = helpers.tmpfile(text)
+    local json, gguf = os.tmpname(), os.tmpname()
+    local tok = assert(tokenizer.train { files = { src }, vocab_size = 300, json = json, gguf = gguf })
+    assert.are.equal(300, #tok)
+    assert.are.equal(299, tok:id("<|endoftext|>"))
+    local sample = "the warm cat dreamed of 🐟 naïve über 1999, they're sat"
+    local ids = tok:encode(sample)
+    assert.is_true(#ids < #sample)   -- merges were learned
+    assert.are.equal(sample, tok:decode(ids))
+    assert.are.equal(text, tok:decode(tok:encode(text)))
+    local from_gguf = assert(tokenizer.load(gguf))
+    assert.are.same(ids, from_gguf:encode(sample))
+    assert.are.same({ 299 }, tok:encode("<|endoftext|>", { parse_special = true }))
+    -- deterministic: the same input gives the same file
+    local json2 = os.tmpname()
+    assert(tokenizer.train { files = { src }, vocab_size = 300, json = json2 })
+    assert.are.equal(helpers.read(json), helpers.read(json2))
+    for _, p in ipairs { src, json, json2, gguf } do os.remove(p) end
+  end)
+
+  it("reports unreadable files and rejects bad options", function()
+    local tok, msg = tokenizer.train { files = { "/nonexistent/corpus.txt" }, vocab_size = 300 }
+    assert.is_nil(tok)
+    assert.matches("/nonexistent/corpus.txt", msg, 1, true)
+    assert.has_error(function() tokenizer.train { files = {}, vocab_size = 300 } end)
+    assert.has_error(function() tokenizer.train { files = { "x" }, vocab_size = 10 } end)
+    assert.has_error(function() tokenizer.train { files = { "x" }, vocab_size = 300, pre = "nope" } end)
+    assert.has_error(function() tokenizer.train("x") end)
+  end)
+end)

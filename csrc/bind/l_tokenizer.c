@@ -11,6 +11,8 @@
  *   tok.bos / eos / unk / pad / eot / eom / sep / nl -> id | nil
  *   tok.model, tok.pre, tok.add_bos, tok.add_eos, tok:free()
  *   dec:add(id) -> complete UTF-8 text so far, dec:flush() -> the rest
+ *   core.tokenizer_train{files=, vocab_size=, pre=, specials=, min_frequency=,
+ *                        json=, gguf=} -> true | nil, msg
  * Ids are 0-based as in the model files. */
 #include <stdlib.h>
 #include <string.h>
@@ -339,6 +341,71 @@ static int l_dec_free(lua_State *L)
     return 0;
 }
 
+/* Array of the strings in t[field] (a list), kept in a userdata so nothing
+ * leaks on error; the strings stay referenced by the argument table. */
+static const char **string_list(lua_State *L, int t, const char *field, int *n, int required)
+{
+    lua_getfield(L, t, field);
+    if (lua_isnil(L, -1) && !required) {
+        lua_pop(L, 1);
+        *n = 0;
+        return NULL;
+    }
+    if (!lua_istable(L, -1))
+        luaL_error(L, "bad argument #1 to 'train' (field '%s' must be a list of strings)", field);
+    lua_Integer len = luaL_len(L, -1);
+    if (len > 100000) luaL_error(L, "bad argument #1 to 'train' (too many %s)", field);
+    const char **v = lua_newuserdatauv(L, sizeof *v * (size_t)(len + 1), 0);
+    for (lua_Integer i = 1; i <= len; i++) {
+        lua_rawgeti(L, -2, i);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "bad argument #1 to 'train' (%s[%d] is not a string)", field, (int)i);
+        v[i - 1] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_remove(L, -2);   /* the list; the userdata stays on the stack */
+    *n = (int)len;
+    return v;
+}
+
+static const char *opt_string(lua_State *L, int t, const char *field, const char *def)
+{
+    lua_getfield(L, t, field);
+    const char *s = lua_isnil(L, -1) ? def : lua_tostring(L, -1);
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "bad argument #1 to 'train' (field '%s' must be a string)", field);
+    lua_pop(L, 1);  /* still referenced by the table */
+    return s;
+}
+
+static int l_train(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    slm_tok_train_opts o = {0};
+    o.files = string_list(L, 1, "files", &o.nfiles, 1);
+    if (o.nfiles == 0) luaL_error(L, "bad argument #1 to 'train' (no files)");
+    o.specials = string_list(L, 1, "specials", &o.nspecials, 0);
+    lua_getfield(L, 1, "vocab_size");
+    lua_Integer vs = luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    luaL_argcheck(L, vs >= 256 + o.nspecials && vs <= (1 << 24), 1,
+                  "vocab_size must cover the 256 bytes and the specials");
+    o.vocab_size = (int)vs;
+    lua_getfield(L, 1, "min_frequency");
+    o.min_frequency = (int)luaL_optinteger(L, -1, 2);
+    lua_pop(L, 1);
+    o.pre = opt_string(L, 1, "pre", "gpt-2");
+    o.json_path = opt_string(L, 1, "json", NULL);
+    o.gguf_path = opt_string(L, 1, "gguf", NULL);
+    if (!o.json_path && !o.gguf_path) luaL_error(L, "bad argument #1 to 'train' (json or gguf path needed)");
+    slm_error err = {0};
+    slm_status st = slm_tok_train(&o, &err);
+    if (st == SLM_EINVAL) return slm_bind_error(L, &err);
+    if (st) return slm_bind_fail(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static const luaL_Reg tok_methods[] = {
     {"encode", l_encode}, {"encode_batch", l_encode_batch}, {"decode", l_decode}, {"piece", l_piece}, {"text", l_text},
     {"id", l_id}, {"is_eog", l_is_eog}, {"decoder", l_decoder}, {"free", l_free},
@@ -411,4 +478,6 @@ void slm_bind_open_tokenizer(lua_State *L)
     lua_setfield(L, -2, "tokenizer_load");
     lua_pushcfunction(L, l_bytes);
     lua_setfield(L, -2, "tokenizer_bytes");
+    lua_pushcfunction(L, l_train);
+    lua_setfield(L, -2, "tokenizer_train");
 }

@@ -159,6 +159,16 @@ slm_status slm_pretok_for_gguf(slm_steps *s, const char *pre, slm_error *err)
                          "tokenizer: unknown pre-tokenizer '%s'", pre);
 }
 
+const char *slm_pretok_regex(const char *pre)
+{
+    char key[64];
+    snprintf(key, sizeof key, "|%s|", pre);
+    for (size_t i = 0; i < sizeof pre_sets / sizeof pre_sets[0]; i++)
+        if (strstr(pre_sets[i].names, key))
+            return pre_sets[i].re[1] ? NULL : pre_sets[i].re[0];
+    return NULL;
+}
+
 /* ---- piece lists ---------------------------------------------------------- */
 
 static int push_b(slm_tok_work *w, const char *p, size_t n)

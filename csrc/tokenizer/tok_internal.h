@@ -112,6 +112,8 @@ void slm_steps_free(slm_steps *s);
 /* The regex sequence llama.cpp uses for a tokenizer.ggml.pre name; returns
  * SLM_EUNSUPPORTED for an unknown name. */
 slm_status slm_pretok_for_gguf(slm_steps *s, const char *pre, slm_error *err);
+/* The regex of a single-regex pre-tokenizer name, or NULL. */
+const char *slm_pretok_regex(const char *pre);
 /* Runs normalizer steps over one section: returns a span that may point into
  * a work buffer. */
 slm_status slm_normalize(const slm_steps *s, slm_tok_work *w, slm_span in,

@@ -139,4 +139,24 @@ slm_status slm_tok_stream_add(slm_tok_stream *s, int32_t id,
 slm_status slm_tok_stream_flush(slm_tok_stream *s, const char **out,
                                 size_t *out_len, slm_error *err);
 
+/* Learns a byte-level BPE vocabulary from text files (see train.c) and saves
+ * it as tokenizer.json (json_path) and/or GGUF tokenizer metadata
+ * (gguf_path); load either back with slm_tok_load. pre names the
+ * pre-tokenizer regex: "gpt-2", "llama-bpe" or "qwen2". vocab_size counts the
+ * 256 byte tokens, the merges and the specials (appended last, as control
+ * tokens; the first special also becomes bos/eos in GGUF). Training stops
+ * early when no pair occurs min_frequency (default 2) times. */
+typedef struct slm_tok_train_opts {
+    const char *const *files;
+    int nfiles;
+    int vocab_size;
+    const char *pre;
+    const char *const *specials;
+    int nspecials;
+    int min_frequency;
+    const char *json_path, *gguf_path;
+} slm_tok_train_opts;
+
+slm_status slm_tok_train(const slm_tok_train_opts *o, slm_error *err);
+
 #endif

@@ -31,4 +31,34 @@ function tokenizer.bytes()
   return core.tokenizer_bytes()
 end
 
+--- Learns a byte-level BPE vocabulary from text files and returns it loaded.
+--   tokenizer.train{files = {"a.txt", ...}, vocab_size = 1000,
+--                   pre = "gpt-2" | "llama-bpe" | "qwen2",   -- regex preset
+--                   specials = {"<|endoftext|>"}, min_frequency = 2,
+--                   json = "out/tokenizer.json", gguf = "out/vocab.gguf"}
+-- Saves tokenizer.json and/or GGUF tokenizer metadata (at least one; with
+-- neither, a temporary tokenizer.json is used and removed). Returns the
+-- tokenizer loaded back from the saved file, or nil, msg if a file cannot be
+-- read or written.
+function tokenizer.train(opts)
+  if type(opts) ~= "table" then
+    error("bad argument #1 to 'train' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  local o, tmp = {}, nil
+  for k, v in pairs(opts) do o[k] = v end
+  if o.specials == nil then o.specials = { "<|endoftext|>" } end
+  if not o.json and not o.gguf then
+    tmp = os.tmpname()
+    o.json = tmp
+  end
+  local ok, msg = core.tokenizer_train(o)
+  if not ok then
+    if tmp then os.remove(tmp) end
+    return nil, msg
+  end
+  local tok, err = core.tokenizer_load(o.json or o.gguf)
+  if tmp then os.remove(tmp) end
+  return tok, err
+end
+
 return tokenizer
