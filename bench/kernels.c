@@ -4,7 +4,11 @@
  *
  *   make && cc -O2 -std=c11 -D_GNU_SOURCE -Icsrc bench/kernels.c build/libslm.a \
  *        $(pkg-config --libs openblas) -lpthread -lm -o build/bench_kernels
- *   build/bench_kernels [N K]          (default 4096 4096)
+ *   build/bench_kernels [N K [cpu]]    (default 4096 4096)
+ *
+ * With "cpu", single-thread times are the thread's CPU time instead of wall
+ * time (meaningful on a machine shared with other jobs); the 2-thread
+ * columns are always wall time.
  *
  * Weights are random bytes with sane scales (values do not change the
  * speed of the integer kernels) in a 64-byte aligned buffer larger than the
@@ -20,10 +24,13 @@
 #include "kernels/matmul.h"
 #include "kernels/vecdot.h"
 
+/* wall time, or the calling thread's CPU time: on a busy machine the
+ * latter still measures what one core does (single-threaded runs only) */
+static clockid_t clock_id = CLOCK_MONOTONIC;
 static double now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock_id, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -77,6 +84,7 @@ static double time_matmul(slm_pool *pool, float *out, const unsigned char *W, sl
 int main(int argc, char **argv)
 {
     int64_t N = argc > 2 ? atoll(argv[1]) : 4096, K = argc > 2 ? atoll(argv[2]) : 4096;
+    const int cpu_time = argc > 3 && !strcmp(argv[3], "cpu");
     const slm_dtype types[] = {SLM_DTYPE_F32, SLM_DTYPE_F16, SLM_DTYPE_BF16, SLM_DTYPE_Q8_0,
                                SLM_DTYPE_Q4_0, SLM_DTYPE_Q4_1, SLM_DTYPE_Q5_0, SLM_DTYPE_Q5_1,
                                SLM_DTYPE_Q2_K, SLM_DTYPE_Q3_K, SLM_DTYPE_Q4_K, SLM_DTYPE_Q5_K,
@@ -87,7 +95,8 @@ int main(int argc, char **argv)
     float *out = malloc(sizeof(float) * (size_t)(MB * N));
     if (!X || !out || !pools[0] || !pools[1]) return 1;
     for (int64_t i = 0; i < MB * K; i++) X[i] = (float)(next_u32() % 2001) / 1000.0f - 1;
-    printf("N=%lld K=%lld, AVX2 %s\n", (long long)N, (long long)K, slm_cpu_has_avx2() ? "yes" : "no");
+    printf("N=%lld K=%lld, AVX2 %s, 1-thread times: %s\n", (long long)N, (long long)K,
+           slm_cpu_has_avx2() ? "yes" : "no", cpu_time ? "thread CPU time" : "wall");
     printf("%-6s %8s | %-27s | %-27s | %-15s\n", "dtype", "MB", "matvec GB/s (1t / 2t)",
            "batch-32 GFLOP/s (1t / 2t)", "generic 1t GB/s");
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
@@ -98,10 +107,12 @@ int main(int argc, char **argv)
         fill(types[i], W, rb * (size_t)N);
         double gbs[2], gfl[2];
         for (int p = 0; p < 2; p++) {
+            clock_id = p == 0 && cpu_time ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
             gbs[p] = (double)rb * (double)N / time_matmul(pools[p], out, W, types[i], rb, X, 1, N, K) / 1e9;
             gfl[p] = 2.0 * (double)MB * (double)N * (double)K
                      / time_matmul(pools[p], out, W, types[i], rb, X, MB, N, K) / 1e9;
         }
+        clock_id = cpu_time ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
         slm_kernels_force_generic(1);
         double gen = (double)rb * (double)N / time_matmul(pools[0], out, W, types[i], rb, X, 1, N, K) / 1e9;
         slm_kernels_force_generic(0);

@@ -172,6 +172,12 @@ static inline __m256i scale_pair(int lo, int hi)
     return _mm256_set_m128i(_mm_set1_epi16((short)hi), _mm_set1_epi16((short)lo));
 }
 
+/* sum over the 16 sub-blocks of bsums[j] * v[j] (v: 16 int16) */
+static inline int bsums_dot(const int16_t *bsums, __m256i v)
+{
+    return hsum_i32(_mm256_madd_epi16(load32(bsums), v));
+}
+
 /* sum over 32 elements of scale(sub-block) * u * a, as 8 int32 */
 static inline __m256i scaled_dot(__m256i u, __m256i a, __m256i scales16)
 {
@@ -196,8 +202,9 @@ void slm_vec_dot_q2_K_avx2(int64_t n, float *s, const void *vw, const void *va)
                                                        scale_pair(sc[sb] & 15, sc[sb + 1] & 15)));
             }
         }
-        int msum = 0;
-        for (int sb = 0; sb < 16; sb++) msum += (sc[sb] >> 4) * a[b].bsums[sb];
+        __m128i mins = _mm_and_si128(_mm_srli_epi16(_mm_loadu_si128((const __m128i *)sc), 4),
+                                     _mm_set1_epi8(15));
+        int msum = bsums_dot(a[b].bsums, _mm256_cvtepu8_epi16(mins));
         sum += a[b].d * (f16f(w[b].d) * (float)hsum_i32(acc) - f16f(w[b].dmin) * (float)msum);
     }
     *s = sum;
@@ -210,12 +217,20 @@ void slm_vec_dot_q3_K_avx2(int64_t n, float *s, const void *vw, const void *va)
     const __m256i m3 = _mm256_set1_epi8(3), m1 = _mm256_set1_epi8(1);
     float sum = 0;
     for (int64_t b = 0; b < n / SLM_QK_K; b++) {
-        const uint8_t *ss = w[b].scales;
-        int sc[16];
-        for (int j = 0; j < 16; j++) {
-            int lo = j < 8 ? ss[j] & 15 : ss[j - 8] >> 4;
-            sc[j] = (lo | ((ss[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32;
-        }
+        /* the 16 6-bit scales (vecdot.c q3_scales): low nibbles of bytes
+         * 0..7 then their high nibbles; high 2 bits of scale j at bits
+         * 2*(j/4) of byte 8 + j%4 */
+        uint8_t raw[16] = {0};
+        memcpy(raw, w[b].scales, 12);
+        __m128i r = _mm_loadu_si128((const __m128i *)raw);
+        const __m128i m4 = _mm_set1_epi8(15);
+        __m128i slo = _mm_unpacklo_epi64(_mm_and_si128(r, m4), _mm_and_si128(_mm_srli_epi16(r, 4), m4));
+        __m128i shi = _mm_srlv_epi32(_mm_set1_epi32((int)(raw[8] | raw[9] << 8 | raw[10] << 16 | (uint32_t)raw[11] << 24)),
+                                    _mm_setr_epi32(0, 2, 4, 6));
+        shi = _mm_and_si128(shi, _mm_set1_epi8(3));
+        __m128i sc8 = _mm_sub_epi8(_mm_or_si128(slo, _mm_slli_epi16(shi, 4)), _mm_set1_epi8(32));
+        int8_t sc[16];
+        _mm_storeu_si128((__m128i *)sc, sc8);
         __m256i hm = load32(w[b].hmask);
         __m256i acc = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
@@ -230,8 +245,7 @@ void slm_vec_dot_q3_K_avx2(int64_t n, float *s, const void *vw, const void *va)
                                                        scale_pair(sc[sb], sc[sb + 1])));
             }
         }
-        int off = 0;
-        for (int sb = 0; sb < 16; sb++) off += sc[sb] * a[b].bsums[sb];
+        int off = bsums_dot(a[b].bsums, _mm256_cvtepi8_epi16(sc8));
         int isum = hsum_i32(acc) - 4 * off;
         sum += a[b].d * (f16f(w[b].d) * (float)isum);
     }
@@ -269,8 +283,9 @@ void slm_vec_dot_q4_K_avx2(int64_t n, float *s, const void *vw, const void *va)
                                     _mm256_set1_epi16((short)sc[2 * c + 1]));
             acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
         }
-        int msum = 0;
-        for (int j = 0; j < 8; j++) msum += m[j] * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
+        /* mins per pair of bsums */
+        __m256i pairs = _mm256_madd_epi16(load32(a[b].bsums), _mm256_set1_epi16(1));
+        int msum = hsum_i32(_mm256_mullo_epi32(pairs, _mm256_loadu_si256((const __m256i *)m)));
         sum += a[b].d * (f16f(w[b].d) * (float)hsum_i32(acc) - f16f(w[b].dmin) * (float)msum);
     }
     *s = sum;
@@ -299,8 +314,9 @@ void slm_vec_dot_q5_K_avx2(int64_t n, float *s, const void *vw, const void *va)
                                     _mm256_set1_epi16((short)sc[2 * c + 1]));
             acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
         }
-        int msum = 0;
-        for (int j = 0; j < 8; j++) msum += m[j] * (a[b].bsums[2 * j] + a[b].bsums[2 * j + 1]);
+        /* mins per pair of bsums */
+        __m256i pairs = _mm256_madd_epi16(load32(a[b].bsums), _mm256_set1_epi16(1));
+        int msum = hsum_i32(_mm256_mullo_epi32(pairs, _mm256_loadu_si256((const __m256i *)m)));
         sum += a[b].d * (f16f(w[b].d) * (float)hsum_i32(acc) - f16f(w[b].dmin) * (float)msum);
     }
     *s = sum;
@@ -332,8 +348,7 @@ void slm_vec_dot_q6_K_avx2(int64_t n, float *s, const void *vw, const void *va)
                                                        scale_pair(sc[sb], sc[sb + 1])));
             }
         }
-        int off = 0;
-        for (int sb = 0; sb < 16; sb++) off += sc[sb] * a[b].bsums[sb];
+        int off = bsums_dot(a[b].bsums, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc)));
         int isum = hsum_i32(acc) - 32 * off;
         sum += a[b].d * (f16f(w[b].d) * (float)isum);
     }
