@@ -27,6 +27,7 @@ static const opener openers[] = {
     slm_bind_open_blocks,
     slm_bind_open_files,
     slm_bind_open_testing,
+    slm_bind_open_regex,
     NULL
 };
 

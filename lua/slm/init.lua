@@ -13,5 +13,7 @@ slm.safetensors = require "slm.safetensors"
 slm.model = require "slm.model"
 slm.load = slm.model.load
 slm.threads = core.threads
+slm.sampler = require "slm.sampler"
+slm.tokenizer = require "slm.tokenizer"
 
 return slm

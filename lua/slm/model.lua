@@ -15,7 +15,8 @@ local M = {}
 
 -- general.architecture -> definition module (searched as "models.<name>"
 -- from a checkout, "slm.models.<name>" when installed)
-M.architectures = { llama = "llama", qwen2 = "llama", phi3 = "llama" }
+M.architectures = { llama = "llama", qwen2 = "llama", phi3 = "llama", mamba = "mamba",
+                    rwkv6 = "rwkv", rwkv7 = "rwkv", rwkvcpp = "rwkv" }
 
 local defs = {}
 
@@ -321,6 +322,8 @@ function M.load_snapshot(path)
   if not ok then return nil, path .. ": truncated or corrupt snapshot" end
   return snap
 end
+
+Session.generate = require("slm.generate").generate
 
 M.Model = Model
 M.Session = Session
