@@ -227,7 +227,7 @@ static slm_status drain(slm_tok_stream *s, int final, const char **out, size_t *
         k += 3;
         i++;
     }
-    memmove(s->pend, s->pend + i, s->npend - i);
+    if (i < s->npend) memmove(s->pend, s->pend + i, s->npend - i);
     s->npend -= i;
     *out = s->outb;
     *out_len = k;
