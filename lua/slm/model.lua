@@ -45,12 +45,14 @@ function M.register(arch, def)
   end
 end
 
-local function supported()
+--- The architectures slm.load knows, sorted, as a comma-separated string.
+function M.supported()
   local names = {}
   for k in pairs(M.architectures) do names[#names + 1] = k end
   table.sort(names)
   return table.concat(names, ", ")
 end
+local supported = M.supported
 
 local function read_magic(path)
   local f, err = io.open(path, "rb")
@@ -122,7 +124,9 @@ function Model:__tostring()
 end
 
 --- load(path [, opts]) -> model | nil, msg
--- GGUF files, llama2.c checkpoints (.bin).
+-- GGUF files, llama2.c checkpoints (.bin), rwkv.cpp files.
+-- opts.tokenizer: a tokenizer file (GGUF, tokenizer.json, llama2.c
+-- tokenizer.bin) or object to use instead of the model file's own.
 function M.load(path, opts)
   opts = opts or {}
   if type(path) ~= "string" then error("bad argument #1 to 'load' (string expected, got " .. type(path) .. ")", 2) end
@@ -159,12 +163,18 @@ function M.load(path, opts)
     source = src,
   }, Model)
   model.hp = res.hp
-  if src.kind == "gguf" and src.meta("tokenizer.ggml.model") ~= nil then
-    local okt, tokmod = pcall(require, "slm.tokenizer")
-    if okt and tokmod.load then
-      local tok = tokmod.load(path)
-      model.tokenizer = tok
-    end
+  -- the tokenizer: opts.tokenizer (a path or a tokenizer), else the GGUF's own
+  local tokmod = require "slm.tokenizer"
+  if type(opts.tokenizer) == "string" then
+    local tok, terr = tokmod.load(opts.tokenizer)
+    if not tok then return nil, terr end
+    model.tokenizer = tok
+  elseif opts.tokenizer ~= nil then
+    model.tokenizer = opts.tokenizer
+  elseif src.kind == "gguf" and src.meta("tokenizer.ggml.model") ~= nil then
+    local tok, terr = tokmod.load(path)
+    if not tok then return nil, terr end
+    model.tokenizer = tok
   end
   return model
 end
