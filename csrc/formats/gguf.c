@@ -74,7 +74,7 @@ static const char *item_name(const slm_gguf *g, int tensors, int64_t id, size_t 
 
 static uint64_t name_hash(const char *s, size_t n)
 {
-    uint64_t h = 1469598103934665603u;          /* FNV-1a */
+    uint64_t h = 14695981039346656037u;         /* FNV-1a */
     for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211u;
     return h;
 }
