@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "blocks/kvcache.h"
+#include "kernels/vecdot.h"
 
 static int passed, failed;
 #define CHECK(cond, ...)                                  \
@@ -80,6 +81,9 @@ static void run_case(int threads, int n_head, int n_head_kv, int hd, int pos0, i
 
 int main(void)
 {
+    /* the AVX2/F16C loops (when the CPU has them), then the generic ones */
+    for (int generic = 0; generic <= 1; generic++) {
+    slm_kernels_force_generic(generic);
     run_case(1, 1, 1, 8, 0, 1, 0);
     run_case(1, 8, 2, 16, 0, 5, 0);
     run_case(2, 8, 2, 16, 7, 1, 0);
@@ -87,6 +91,9 @@ int main(void)
     run_case(2, 4, 4, 32, 100, 3, 0);
     run_case(2, 8, 1, 8, 0, 40, 0);
     run_case(2, 8, 8, 32, 20, 4, 1);
+    run_case(2, 4, 2, 20, 9, 2, 0);   /* head_dim not a multiple of 8 */
+    }
+    slm_kernels_force_generic(0);
     slm_error err = {0};
     CHECK(slm_kvcache_new(0, 10, 10, &err) == NULL && err.code == SLM_EINVAL, "bad dims");
     CHECK(slm_kvcache_new(1 << 20, 1 << 20, 1 << 20, &err) == NULL, "overflow/huge: %s", err.msg);

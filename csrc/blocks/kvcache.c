@@ -4,6 +4,42 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../kernels/vecdot.h"
+
+/* Inner loops: generic here, AVX2/F16C twins in kvcache_avx2.c (chosen at
+ * run time; tested against these). */
+static float dot_generic(const float *q, const slm_f16 *k, int n)
+{
+    float d = 0;
+    for (int j = 0; j < n; j++) d += q[j] * slm_f16_to_f32(k[j]);
+    return d;
+}
+
+static void axpy_generic(float *acc, float p, const slm_f16 *v, int n)
+{
+    for (int j = 0; j < n; j++) acc[j] += p * slm_f16_to_f32(v[j]);
+}
+
+static void to_f16_generic(slm_f16 *dst, const float *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) dst[i] = slm_f32_to_f16(src[i]);
+}
+
+typedef struct kv_kernels {
+    float (*dot)(const float *q, const slm_f16 *k, int n);
+    void (*axpy)(float *acc, float p, const slm_f16 *v, int n);
+    void (*to_f16)(slm_f16 *dst, const float *src, size_t n);
+} kv_kernels;
+
+static kv_kernels kernels(void)
+{
+#if defined(__x86_64__)
+    if (slm_kernels_use_avx2())
+        return (kv_kernels){slm_kv_dot_avx2, slm_kv_axpy_avx2, slm_kv_to_f16_avx2};
+#endif
+    return (kv_kernels){dot_generic, axpy_generic, to_f16_generic};
+}
+
 slm_kvcache *slm_kvcache_new(int n_layer, int n_ctx, int kv_dim, slm_error *err)
 {
     if (n_layer <= 0 || n_ctx <= 0 || kv_dim <= 0) {
@@ -54,11 +90,9 @@ void slm_kvcache_store(slm_kvcache *c, int layer, int pos0, int n,
                        const float *k, const float *v)
 {
     size_t m = (size_t)n * (size_t)c->kv_dim;
-    slm_f16 *kd = c->k + row_index(c, layer, pos0), *vd = c->v + row_index(c, layer, pos0);
-    for (size_t i = 0; i < m; i++) {
-        kd[i] = slm_f32_to_f16(k[i]);
-        vd[i] = slm_f32_to_f16(v[i]);
-    }
+    kv_kernels kk = kernels();
+    kk.to_f16(c->k + row_index(c, layer, pos0), k, m);
+    kk.to_f16(c->v + row_index(c, layer, pos0), v, m);
 }
 
 typedef struct sdpa_ctx {
@@ -81,6 +115,7 @@ static void sdpa_task(void *arg, int ith, int nth)
     const float qscale = a->sh.prescale_q ? a->sh.scale : 1.0f;
     const float sscale = a->sh.prescale_q ? 1.0f : a->sh.scale;
     const int total = a->n * nh;
+    const kv_kernels kk = kernels();
     for (int task = ith; task < total; task += nth) {
         const int i = task / nh, h = task % nh, kvh = h / group;
         const int n_pos = a->pos0 + i + 1;
@@ -90,9 +125,7 @@ static void sdpa_task(void *arg, int ith, int nth)
         float mx = -INFINITY;
         for (int t = 0; t < n_pos; t++) {
             const slm_f16 *k = c->k + row_index(c, a->layer, t) + (size_t)kvh * (size_t)hd;
-            float d = 0;
-            for (int j = 0; j < hd; j++) d += qh[j] * slm_f16_to_f32(k[j]);
-            s[t] = d * sscale;
+            s[t] = kk.dot(qh, k, hd) * sscale;
             if (s[t] > mx) mx = s[t];
         }
         double sum = 0;
@@ -106,7 +139,7 @@ static void sdpa_task(void *arg, int ith, int nth)
         for (int t = 0; t < n_pos; t++) {
             const slm_f16 *v = c->v + row_index(c, a->layer, t) + (size_t)kvh * (size_t)hd;
             const float p = slm_f16_to_f32(slm_f32_to_f16(s[t] * inv));
-            for (int j = 0; j < hd; j++) acc[j] += p * slm_f16_to_f32(v[j]);
+            kk.axpy(acc, p, v, hd);
         }
         float *o = a->out + (size_t)i * (size_t)(nh * hd) + (size_t)h * (size_t)hd;
         memcpy(o, acc, (size_t)hd * sizeof *o);

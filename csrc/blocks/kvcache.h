@@ -17,6 +17,7 @@
 #ifndef SLM_KVCACHE_H
 #define SLM_KVCACHE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../core/fp16.h"
@@ -50,5 +51,10 @@ typedef struct slm_attn_shape {
 slm_status slm_attn_sdpa(slm_pool *pool, const slm_kvcache *c, int layer,
                          const slm_attn_shape *sh, int pos0, int n,
                          const float *q, float *out, slm_error *err);
+
+/* AVX2 + F16C twins of the inner loops (kvcache_avx2.c) */
+float slm_kv_dot_avx2(const float *q, const slm_f16 *k, int n);
+void slm_kv_axpy_avx2(float *acc, float p, const slm_f16 *v, int n);
+void slm_kv_to_f16_avx2(slm_f16 *dst, const float *src, size_t n);
 
 #endif
