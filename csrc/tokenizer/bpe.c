@@ -51,36 +51,42 @@ int slm_bytelevel_byte(uint32_t cp)
 }
 
 /* ---- per-call cache of word -> ids (used by vocab.c for every engine) ---- */
-typedef struct wentry { uint64_t h; uint32_t koff, klen, voff, vlen; } wentry;
+/* Records live back to back in one int32 arena, so a hit touches one slot
+ * and one record: [hash lo, hash hi, key length, n ids, ids..., key bytes
+ * padded to whole int32]. A slot holds the hash's high half as a tag and the
+ * record offset + 1 (0 = empty). */
 struct slm_wcache {
-    uint32_t *slots;        /* entry index + 1, 0 empty */
-    size_t mask;
-    wentry *e; size_t ne, cape;
-    char *keys; size_t nkeys, capkeys;
-    int32_t *vals; size_t nvals, capvals;
+    uint64_t *slots;
+    size_t mask, ne;
+    int32_t *rec; size_t nrec, caprec;
 };
 
 void slm_wcache_free(struct slm_wcache *c)
 {
     if (!c) return;
     free(c->slots);
-    free(c->e);
-    free(c->keys);
-    free(c->vals);
+    free(c->rec);
     free(c);
 }
 
 #define WCACHE_MAX_ENTRIES (1u << 18)
+#define WCACHE_MAX_REC ((size_t)1 << 24)   /* int32s: 64 MB */
 
-static const wentry *wcache_find(const struct slm_wcache *c, const char *p,
-                                 size_t n, uint64_t h)
+const int32_t *slm_wcache_get(const struct slm_wcache *c, const char *p, size_t n,
+                              uint64_t h, size_t *nids)
 {
+    uint32_t tag = (uint32_t)(h >> 32);
     size_t i = (size_t)h & c->mask;
     for (;;) {
-        uint32_t k = c->slots[i];
-        if (!k) return NULL;
-        const wentry *e = &c->e[k - 1];
-        if (e->h == h && e->klen == n && !memcmp(c->keys + e->koff, p, n)) return e;
+        uint64_t sl = c->slots[i];
+        if (!sl) return NULL;
+        if ((uint32_t)(sl >> 32) == tag) {
+            const int32_t *r = c->rec + (uint32_t)sl - 1;
+            if ((size_t)r[2] == n && !memcmp(r + 4 + r[3], p, n)) {
+                *nids = (size_t)r[3];
+                return r + 4;
+            }
+        }
         i = (i + 1) & c->mask;
     }
 }
@@ -96,46 +102,50 @@ static void *grow(void *p, size_t *cap, size_t need, size_t elem)
     return v;
 }
 
+static void slot_put(uint64_t *slots, size_t mask, uint64_t h, size_t off)
+{
+    size_t i = (size_t)h & mask;
+    while (slots[i]) i = (i + 1) & mask;
+    slots[i] = ((h >> 32) << 32) | (uint64_t)(off + 1);
+}
+
 void slm_wcache_put(struct slm_wcache *c, const char *p, size_t n, uint64_t h,
                     const int32_t *ids, size_t nids)
 {
-    if (c->ne >= WCACHE_MAX_ENTRIES) {
+    size_t words = 4 + nids + (n + 3) / 4;
+    if (c->ne >= WCACHE_MAX_ENTRIES || c->nrec + words > WCACHE_MAX_REC) {
         /* full: start over rather than grow without bound */
-        c->ne = c->nkeys = c->nvals = 0;
+        c->ne = c->nrec = 0;
         memset(c->slots, 0, sizeof *c->slots * (c->mask + 1));
     }
     if ((c->ne + 1) * 2 > c->mask + 1) {
         size_t ns = (c->mask + 1) * 2;
-        uint32_t *slots = calloc(ns, sizeof *slots);
+        uint64_t *slots = calloc(ns, sizeof *slots);
         if (!slots) return;
-        for (size_t k = 0; k < c->ne; k++) {
-            size_t i = (size_t)c->e[k].h & (ns - 1);
-            while (slots[i]) i = (i + 1) & (ns - 1);
-            slots[i] = (uint32_t)k + 1;
+        for (size_t off = 0; off < c->nrec;) {
+            const int32_t *r = c->rec + off;
+            uint64_t rh = (uint32_t)r[0] | ((uint64_t)(uint32_t)r[1] << 32);
+            slot_put(slots, ns - 1, rh, off);
+            off += 4 + (size_t)r[3] + ((size_t)r[2] + 3) / 4;
         }
         free(c->slots);
         c->slots = slots;
         c->mask = ns - 1;
     }
     /* caching is optional: on failure the entry is simply not kept */
-    wentry *ne = grow(c->e, &c->cape, c->ne + 1, sizeof *c->e);
-    if (!ne) return;
-    c->e = ne;
-    char *nk = grow(c->keys, &c->capkeys, c->nkeys + n, 1);
-    if (!nk) return;
-    c->keys = nk;
-    int32_t *nv = grow(c->vals, &c->capvals, c->nvals + nids, sizeof *c->vals);
-    if (!nv) return;
-    c->vals = nv;
-    wentry *e = &c->e[c->ne];
-    *e = (wentry){h, (uint32_t)c->nkeys, (uint32_t)n, (uint32_t)c->nvals, (uint32_t)nids};
-    memcpy(c->keys + c->nkeys, p, n);
-    memcpy(c->vals + c->nvals, ids, sizeof *ids * nids);
-    c->nkeys += n;
-    c->nvals += nids;
-    size_t i = (size_t)h & c->mask;
-    while (c->slots[i]) i = (i + 1) & c->mask;
-    c->slots[i] = (uint32_t)++c->ne;
+    int32_t *rec = grow(c->rec, &c->caprec, c->nrec + words, sizeof *c->rec);
+    if (!rec) return;
+    c->rec = rec;
+    int32_t *r = rec + c->nrec;
+    r[0] = (int32_t)(uint32_t)h;
+    r[1] = (int32_t)(uint32_t)(h >> 32);
+    r[2] = (int32_t)n;
+    r[3] = (int32_t)nids;
+    if (nids) memcpy(r + 4, ids, sizeof *ids * nids);
+    memcpy(r + 4 + nids, p, n);
+    slot_put(c->slots, c->mask, h, c->nrec);
+    c->nrec += words;
+    c->ne++;
 }
 
 struct slm_wcache *slm_wcache_new(void)
@@ -149,15 +159,6 @@ struct slm_wcache *slm_wcache_new(void)
     }
     c->mask = 4095;
     return c;
-}
-
-const int32_t *slm_wcache_get(const struct slm_wcache *c, const char *p, size_t n,
-                              uint64_t h, size_t *nids)
-{
-    const wentry *e = wcache_find(c, p, n, h);
-    if (!e) return NULL;
-    *nids = e->vlen;
-    return c->vals + e->voff;
 }
 
 /* ---- merging -------------------------------------------------------------- */

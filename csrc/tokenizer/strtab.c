@@ -18,8 +18,21 @@ uint64_t slm_hash_bytes(const void *p, size_t n)
         s += 8;
         n -= 8;
     }
+    /* the 0..7 tail bytes in at most three loads, not a byte loop */
     uint64_t v = 0;
-    memcpy(&v, s, n);
+    if (n & 4) {
+        uint32_t x;
+        memcpy(&x, s, 4);
+        v = x;
+        s += 4;
+    }
+    if (n & 2) {
+        uint16_t x;
+        memcpy(&x, s, 2);
+        v = (v << 16) | x;
+        s += 2;
+    }
+    if (n & 1) v = (v << 8) | *s;
     /* MurmurHash3's 64-bit finalizer: every input bit reaches the low bits
      * that index the tables */
     h ^= v;
