@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "formats/gguf.h"
 #include "tokenizer/tokenizer.h"
 
 static int passed, failed;
@@ -254,6 +256,46 @@ static void robustness(const char *label, const slm_tok *t, const cases *c, int 
     check(slm_tok_piece(t, -1, 0, NULL, 0) == -1, "piece rejects -1");
 }
 
+/* An RWKV world vocabulary written as GGUF: escaped pieces, greedy longest
+ * match, unknown bytes skipped (no unk id), decode unescapes. */
+static void rwkv_world(void)
+{
+    static const char *const toks[] = {"a", "b", "ab", "abc", "\\n", "\\x41", "\\t\\x00"};
+    size_t lens[7];
+    for (int i = 0; i < 7; i++) lens[i] = strlen(toks[i]);
+    slm_error err = {0};
+    char path[] = "/tmp/slm_test_rwkv_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    slm_gguf_writer *w = slm_gguf_writer_new(&err);
+    int ok = w && fd >= 0 &&
+             !slm_gguf_writer_set_str(w, "tokenizer.ggml.model", "rwkv", 4, &err) &&
+             !slm_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, lens, 7, &err) &&
+             !slm_gguf_writer_write(w, path, &err);
+    slm_gguf_writer_free(w);
+    check(ok, "write an rwkv vocabulary GGUF");
+    slm_tok *t = ok ? slm_tok_load(path, &err) : NULL;
+    check(t != NULL, err.msg);
+    if (t) {
+        slm_tok_ids ids = {0};
+        const char text[] = "abcab\nAd\t";
+        /* abc | ab | \n | A; 'd' and a lone tab start no token and are skipped */
+        check(!slm_tok_encode(t, text, sizeof text - 1, 1, 0, &ids, &err) && ids.n == 4 &&
+                  ids.v[0] == 3 && ids.v[1] == 2 && ids.v[2] == 4 && ids.v[3] == 5,
+              "rwkv: greedy longest match");
+        slm_tok_ids_free(&ids);
+        int32_t d[2] = {3, 6};
+        char *out = NULL;
+        size_t len = 0;
+        check(!slm_tok_decode(t, d, 2, 0, &out, &len, &err) && len == 5 &&
+                  !memcmp(out, "abc\t\0", 5),
+              "rwkv: decode unescapes pieces");
+        free(out);
+    }
+    slm_tok_free(t);
+    unlink(path);
+}
+
 int main(void)
 {
     const char *fx = getenv("SLM_FIXTURES");
@@ -321,6 +363,7 @@ int main(void)
         slm_tok_free(t);
     }
     free_cases(&spm_cases);
+    rwkv_world();
     /* the 256-byte vocabulary: id = byte */
     slm_error err = {0};
     slm_tok *b = slm_tok_new_bytes(&err);
