@@ -100,9 +100,12 @@ static int32_t find_text(const slm_tok *t, const char *s)
     return id < t->n_vocab ? id : -1;
 }
 
-static int cmp_u64(const void *a, const void *b)
+static const slm_tok *sort_tok;
+static int cmp_special(const void *a, const void *b)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    uint32_t lx = sort_tok->str.len[x], ly = sort_tok->str.len[y];
+    if (lx != ly) return lx > ly ? -1 : 1;
     return x < y ? -1 : x > y;
 }
 
@@ -165,19 +168,14 @@ slm_status slm_tok_finish(slm_tok *t, slm_error *err)
             n++;
     free(t->specials);
     t->specials = malloc(sizeof *t->specials * (size_t)(n ? n : 1));
-    uint64_t *keys = malloc(sizeof *keys * (size_t)(n ? n : 1));
-    if (!t->specials || !keys) {
-        free(keys);
-        goto oom;
-    }
-    /* longest text first, then by id: (~len, id) sorted ascending */
+    if (!t->specials) goto oom;
     t->n_specials = 0;
     for (int32_t id = 0; id < t->n_vocab; id++)
         if (t->attr[id] & (SLM_TOKATTR_CONTROL | SLM_TOKATTR_USER | SLM_TOKATTR_UNKNOWN))
-            keys[t->n_specials++] = ((uint64_t)(UINT32_MAX - t->str.len[id]) << 32) | (uint32_t)id;
-    qsort(keys, (size_t)t->n_specials, sizeof *keys, cmp_u64);
-    for (int k = 0; k < t->n_specials; k++) t->specials[k] = (int32_t)(uint32_t)keys[k];
-    free(keys);
+            t->specials[t->n_specials++] = id;
+    sort_tok = t;
+    qsort(t->specials, (size_t)t->n_specials, sizeof *t->specials, cmp_special);
+    sort_tok = NULL;
     if ((t->kind == SLM_TOK_SPM || (t->kind == SLM_TOK_BPE && !t->byte_level)) &&
         !t->ignore_merges) {
         /* SPM merges only into vocabulary pieces; rank BPE also through

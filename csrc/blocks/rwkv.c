@@ -1,0 +1,356 @@
+/* RWKV: the recurrent state, the WKV recurrences of every version, the
+ * channel mix, and the checks of both mixes. The time mixes are in
+ * rwkv_tmix.c. Math as rwkv.cpp's rwkv_graph.inc and ggml's rwkv_wkv6 /
+ * rwkv.cpp's wkv_v7 operators (see rwkv.h). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/matmul.h"
+#include "rwkv_internal.h"
+
+#define TRY(expr)                          \
+    do {                                   \
+        slm_status s_ = (expr);            \
+        if (s_ != SLM_OK) return s_;       \
+    } while (0)
+
+/* --- state ------------------------------------------------------------------ */
+
+static int valid_version(slm_rwkv_version v)
+{
+    return v == SLM_RWKV_V4 || v == SLM_RWKV_V5_1 || v == SLM_RWKV_V5_2 || v == SLM_RWKV_V6 ||
+           v == SLM_RWKV_V7;
+}
+
+slm_rwkv_state *slm_rwkv_state_new(slm_rwkv_version version, int n_layer, int64_t dim,
+                                   int64_t n_head, int64_t n_ff, int64_t lora, int n_batch,
+                                   slm_error *err)
+{
+    if (!valid_version(version)) {
+        slm_error_set(err, SLM_EUNSUPPORTED, "rwkv state: unknown version %d", (int)version);
+        return NULL;
+    }
+    if (n_layer < 1 || n_layer > 4096 || dim < 1 || dim > (1 << 20) || n_head < 1 ||
+        dim % n_head != 0 || n_ff < 1 || n_ff > (1 << 22) || lora < 0 || lora > (1 << 20) ||
+        n_batch < 1 || n_batch > 65536) {
+        slm_error_set(err, SLM_EINVAL,
+                      "rwkv state: bad shape (layers %d, dim %lld, heads %lld, ff %lld, lora %lld, batch %d)",
+                      n_layer, (long long)dim, (long long)n_head, (long long)n_ff,
+                      (long long)lora, n_batch);
+        return NULL;
+    }
+    int64_t hs = dim / n_head;
+    size_t lf = 2 * (size_t)dim + (version == SLM_RWKV_V4 ? 3 * (size_t)dim
+                                                          : (size_t)n_head * (size_t)(hs * hs));
+    size_t nb = (size_t)n_batch, d = (size_t)dim;
+    slm_rwkv_state *st = calloc(1, sizeof *st);
+    if (!st) goto nomem;
+    st->version = version;
+    st->n_layer = n_layer;
+    st->n_batch = n_batch;
+    st->dim = dim;
+    st->n_head = n_head;
+    st->head_size = hs;
+    st->n_ff = n_ff;
+    st->lora = lora;
+    st->layer_floats = lf;
+    st->s = malloc((size_t)n_layer * lf * sizeof(float));
+    st->xs = malloc(6 * nb * d * sizeof(float));
+    st->p = malloc(6 * nb * d * sizeof(float));
+    st->hid = malloc((nb * (size_t)lora + 1) * sizeof(float));
+    st->tmp = malloc((nb * (size_t)lora + 1) * sizeof(float));
+    st->y = malloc(nb * d * sizeof(float));
+    st->ff = malloc(nb * (size_t)n_ff * sizeof(float));
+    st->v_first = malloc(nb * d * sizeof(float));
+    if (!st->s || !st->xs || !st->p || !st->hid || !st->tmp || !st->y || !st->ff || !st->v_first) {
+        slm_rwkv_state_free(st);
+        goto nomem;
+    }
+    slm_rwkv_state_reset(st);
+    return st;
+nomem:
+    slm_error_set(err, SLM_ENOMEM, "rwkv state: out of memory");
+    return NULL;
+}
+
+void slm_rwkv_state_free(slm_rwkv_state *st)
+{
+    if (!st) return;
+    free(st->s);
+    free(st->xs);
+    free(st->p);
+    free(st->hid);
+    free(st->tmp);
+    free(st->y);
+    free(st->ff);
+    free(st->v_first);
+    free(st);
+}
+
+size_t slm_rwkv_state_floats(const slm_rwkv_state *st)
+{
+    return (size_t)st->n_layer * st->layer_floats;
+}
+
+void slm_rwkv_state_reset(slm_rwkv_state *st)
+{
+    memset(st->s, 0, slm_rwkv_state_floats(st) * sizeof(float));
+    if (st->version != SLM_RWKV_V4) return;
+    for (int l = 0; l < st->n_layer; l++) {
+        float *pp = slm_rwkv_layer(st, l) + 4 * (size_t)st->dim;
+        for (int64_t i = 0; i < st->dim; i++) pp[i] = -1e30f;
+    }
+}
+
+/* --- matmul -------------------------------------------------------------------- */
+
+slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slice,
+                       const float *X, int64_t M, slm_error *err)
+{
+    const slm_dtype_traits *tr = slm_dtype_get((int)W->dtype);
+    int r = slice < 0 ? 0 : 1;   /* index of the row dim */
+    size_t row_bytes = (size_t)(W->stride[r] / tr->block_size) * tr->type_size;
+    const char *data = slm_tensor_data(W);
+    if (slice > 0) data += (size_t)(W->stride[0] / tr->block_size) * tr->type_size * (size_t)slice;
+    return slm_matmul_raw(pool, out, data, W->dtype, row_bytes, X, M, W->shape[r],
+                          W->shape[r + 1], err);
+}
+
+slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, int slice,
+                               const float *X, int64_t M, slm_error *err)
+{
+    if (W->dtype != SLM_DTYPE_F32) return slm_rwkv_mm(pool, out, W, slice, X, M, err);
+    int r = slice < 0 ? 0 : 1;
+    int64_t N = W->shape[r], K = W->shape[r + 1];
+    for (int64_t m = 0; m < M; m++)
+        TRY(slm_rwkv_mm(pool, out + (size_t)(m * N), W, slice, X + (size_t)(m * K), 1, err));
+    return SLM_OK;
+}
+
+/* --- WKV recurrences ---------------------------------------------------------------- */
+
+void slm_rwkv_wkv4(int n, int64_t dim, const float *w, const float *u, const float *k,
+                   const float *v, float *aa, float *bb, float *pp, float *y)
+{
+    /* The weighted average of past values with weights exp(k + decays),
+     * kept as aa / bb scaled by exp(-pp) so no exponent overflows. */
+    for (int t = 0; t < n; t++) {
+        const float *kt = k + (size_t)t * (size_t)dim, *vt = v + (size_t)t * (size_t)dim;
+        float *yt = y + (size_t)t * (size_t)dim;
+        for (int64_t c = 0; c < dim; c++) {
+            float ww = u[c] + kt[c];
+            float qq = fmaxf(pp[c], ww);
+            float e1 = expf(pp[c] - qq), e2 = expf(ww - qq);
+            float a = e1 * aa[c] + e2 * vt[c];
+            float b = e1 * bb[c] + e2;
+            yt[c] = a / b;
+            ww = pp[c] + w[c];
+            qq = fmaxf(ww, kt[c]);
+            e1 = expf(ww - qq);
+            e2 = expf(kt[c] - qq);
+            aa[c] = e1 * aa[c] + e2 * vt[c];
+            bb[c] = e1 * bb[c] + e2;
+            pp[c] = qq;
+        }
+    }
+}
+
+void slm_rwkv_wkv6(int n, int64_t n_head, int64_t hs, const float *r, const float *k,
+                   const float *v, const float *w, const float *u, float *S, float *y)
+{
+    size_t dim = (size_t)(n_head * hs);
+    for (int t = 0; t < n; t++) {
+        size_t to = (size_t)t * dim;
+        for (int64_t h = 0; h < n_head; h++) {
+            size_t ho = (size_t)(h * hs);
+            float *Sh = S + ho * (size_t)hs;
+            float *yt = y + to + ho;
+            const float *rt = r + to + ho, *kt = k + to + ho, *vt = v + to + ho;
+            const float *wt = w + to + ho, *ut = u + ho;
+            for (int64_t j = 0; j < hs; j++) yt[j] = 0;
+            for (int64_t i = 0; i < hs; i++) {
+                float *Si = Sh + (size_t)(i * hs);
+                float ki = kt[i], ri = rt[i], ui = ut[i], wi = wt[i];
+                for (int64_t j = 0; j < hs; j++) {
+                    float kv = ki * vt[j];
+                    yt[j] += (kv * ui + Si[j]) * ri;
+                    Si[j] = Si[j] * wi + kv;
+                }
+            }
+        }
+    }
+}
+
+void slm_rwkv_wkv7(int n, int64_t n_head, int64_t hs, const float *r, const float *w,
+                   const float *k, const float *v, const float *a, const float *b, float *S,
+                   float *y)
+{
+    size_t dim = (size_t)(n_head * hs);
+    for (int t = 0; t < n; t++) {
+        size_t to = (size_t)t * dim;
+        for (int64_t h = 0; h < n_head; h++) {
+            size_t ho = to + (size_t)(h * hs);
+            float *Sh = S + (size_t)(h * hs) * (size_t)hs;
+            const float *rt = r + ho, *wt = w + ho, *kt = k + ho, *vt = v + ho;
+            const float *at = a + ho, *bt = b + ho;
+            for (int64_t i = 0; i < hs; i++) {
+                float *Si = Sh + (size_t)(i * hs);
+                float sa = 0;
+                for (int64_t j = 0; j < hs; j++) sa += at[j] * Si[j];
+                float vi = vt[i], yi = 0;
+                for (int64_t j = 0; j < hs; j++) {
+                    Si[j] = Si[j] * wt[j] + vi * kt[j] + sa * bt[j];
+                    yi += Si[j] * rt[j];
+                }
+                y[ho + i] = yi;
+            }
+        }
+    }
+}
+
+/* --- checks ------------------------------------------------------------------------ */
+
+static slm_status check_w(const slm_tensor *W, int64_t rows, int64_t cols, const char *name,
+                          slm_error *err)
+{
+    if (!W) return slm_error_set(err, SLM_EINVAL, "rwkv: missing weight %s", name);
+    const slm_dtype_traits *tr = slm_dtype_get((int)W->dtype);
+    if (W->ndim != 2 || W->shape[0] != rows || W->shape[1] != cols || W->stride[1] != 1 ||
+        W->shape[1] % tr->block_size != 0)
+        return slm_error_set(err, SLM_EINVAL,
+                             "rwkv: weight %s must be (%lld, %lld) with contiguous rows, got %dd (%lld, %lld)",
+                             name, (long long)rows, (long long)cols, W->ndim,
+                             (long long)W->shape[0], (long long)(W->ndim > 1 ? W->shape[1] : 0));
+    return SLM_OK;
+}
+
+#define NEED(p, name) \
+    if (!(p)) return slm_error_set(err, SLM_EINVAL, "rwkv v%d: missing parameter %s", (int)b->version, name)
+#define CHECK(W, r, c, name) \
+    if (check_w(W, r, c, name, err) != SLM_OK) return SLM_EINVAL
+
+slm_status slm_rwkv_tmix_check(const slm_rwkv_tmix *b, slm_error *err)
+{
+    if (!valid_version(b->version))
+        return slm_error_set(err, SLM_EUNSUPPORTED, "rwkv: unknown version %d", (int)b->version);
+    int64_t d = b->dim;
+    if (d < 1 || b->n_head < 1 || b->head_size < 1 || b->n_head * b->head_size != d)
+        return slm_error_set(err, SLM_EINVAL, "rwkv: dim %lld is not %lld heads of %lld",
+                             (long long)d, (long long)b->n_head, (long long)b->head_size);
+    CHECK(b->wr, d, d, "receptance");
+    CHECK(b->wk, d, d, "key");
+    CHECK(b->wv, d, d, "value");
+    CHECK(b->wo, d, d, "output");
+    switch (b->version) {
+    case SLM_RWKV_V4:
+        NEED(b->mix_k && b->mix_v && b->mix_r, "time_mix_k/v/r");
+        NEED(b->decay && b->first, "time_decay/time_first");
+        break;
+    case SLM_RWKV_V5_1:
+    case SLM_RWKV_V5_2:
+        NEED(b->mix_k && b->mix_v && b->mix_r, "time_mix_k/v/r");
+        NEED(b->decay && b->first, "time_decay/time_first");
+        NEED(b->lnx_w && b->lnx_b, "ln_x");
+        if (b->version == SLM_RWKV_V5_2) {
+            NEED(b->mix_g, "time_mix_g");
+            CHECK(b->wg, d, d, "gate");
+        }
+        break;
+    case SLM_RWKV_V6: {
+        NEED(b->maa_x && b->maa[0] && b->maa[1] && b->maa[2] && b->maa[3] && b->maa[4], "time_maa");
+        NEED(b->decay && b->first && b->lnx_w && b->lnx_b, "time_decay/time_faaaa/ln_x");
+        CHECK(b->wg, d, d, "gate");
+        const slm_tensor *w1 = b->maa_w1, *w2 = b->maa_w2;
+        NEED(w1 && w2 && b->decay_w1 && b->decay_w2, "time_maa_w1/w2, time_decay_w1/w2");
+        if (w1->ndim != 2 || w1->shape[0] % 5 != 0)
+            return slm_error_set(err, SLM_EINVAL, "rwkv v6: time_maa_w1 must be (5*extra, dim)");
+        int64_t extra = w1->shape[0] / 5;
+        CHECK(w1, 5 * extra, d, "time_maa_w1");
+        if (w2->ndim != 3 || w2->shape[0] != 5 || w2->shape[1] != d || w2->shape[2] != extra ||
+            w2->stride[2] != 1 || w2->stride[0] != w2->shape[1] * w2->stride[1] ||
+            w2->shape[2] % slm_dtype_get((int)w2->dtype)->block_size != 0)
+            return slm_error_set(err, SLM_EINVAL, "rwkv v6: time_maa_w2 must be (5, %lld, %lld), contiguous",
+                                 (long long)d, (long long)extra);
+        int64_t rank = b->decay_w1->ndim == 2 ? b->decay_w1->shape[0] : 0;
+        CHECK(b->decay_w1, rank, d, "time_decay_w1");
+        CHECK(b->decay_w2, d, rank, "time_decay_w2");
+        break;
+    }
+    case SLM_RWKV_V7: {
+        for (int i = 0; i < 6; i++) NEED(b->maa[i], "x_r/w/k/v/a/g (lerp)");
+        NEED(b->w0 && b->a0 && b->k_k && b->k_a && b->r_k && b->lnx_w && b->lnx_b,
+             "w0/a0/k_k/k_a/r_k/ln_x");
+        const slm_tensor *lo[4][2] = {{b->w1, b->w2}, {b->a1, b->a2}, {b->g1, b->g2}, {b->v1, b->v2}};
+        static const char *const names[4][2] = {{"w1", "w2"}, {"a1", "a2"}, {"g1", "g2"}, {"v1", "v2"}};
+        for (int i = 0; i < 4; i++) {
+            if (i == 3 && b->first_layer) break;   /* layer 0 has no value residual */
+            const slm_tensor *A = lo[i][0];
+            int64_t rank = A && A->ndim == 2 ? A->shape[0] : 0;
+            CHECK(A, rank, d, names[i][0]);
+            CHECK(lo[i][1], d, rank, names[i][1]);
+        }
+        if (!b->first_layer) NEED(b->v0, "v0");
+        break;
+    }
+    }
+    return SLM_OK;
+}
+
+slm_status slm_rwkv_cmix_check(const slm_rwkv_cmix *b, slm_error *err)
+{
+    if (!valid_version(b->version))
+        return slm_error_set(err, SLM_EUNSUPPORTED, "rwkv: unknown version %d", (int)b->version);
+    NEED(b->mix_k, "ffn time_mix_k");
+    CHECK(b->wk, b->n_ff, b->dim, "ffn key");
+    CHECK(b->wv, b->dim, b->n_ff, "ffn value");
+    if (b->version != SLM_RWKV_V7) {
+        NEED(b->mix_r, "ffn time_mix_r");
+        CHECK(b->wr, b->dim, b->dim, "ffn receptance");
+    }
+    return SLM_OK;
+}
+
+/* --- channel mix ---------------------------------------------------------------------- */
+
+static float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+slm_status slm_rwkv_cmix_forward(slm_pool *pool, const slm_rwkv_cmix *b, slm_rwkv_state *st,
+                                 int layer, int n, const float *x, float *out, slm_error *err)
+{
+    if (layer < 0 || layer >= st->n_layer || n < 1 || n > st->n_batch || b->dim != st->dim ||
+        b->n_ff > st->n_ff)
+        return slm_error_set(err, SLM_EINVAL, "rwkv channel mix: layer %d or %d rows do not fit the state",
+                             layer, n);
+    size_t d = (size_t)b->dim;
+    float *carry = slm_rwkv_layer(st, layer) + d;   /* ffn shift */
+    float *xk = st->xs, *xr = st->xs + (size_t)n * d;
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * d, *pv = slm_rwkv_prev(carry, x, t, b->dim);
+        float *ok = xk + (size_t)t * d, *orr = xr + (size_t)t * d;
+        for (size_t c = 0; c < d; c++) {
+            if (b->version >= SLM_RWKV_V6) {   /* x + (prev - x) * maa */
+                float sx = pv[c] - xt[c];
+                ok[c] = sx * b->mix_k[c] + xt[c];
+                if (b->mix_r) orr[c] = sx * b->mix_r[c] + xt[c];
+            } else {                           /* x * m + (prev - prev * m) */
+                ok[c] = xt[c] * b->mix_k[c] + (pv[c] - pv[c] * b->mix_k[c]);
+                orr[c] = xt[c] * b->mix_r[c] + (pv[c] - pv[c] * b->mix_r[c]);
+            }
+        }
+    }
+    memcpy(carry, x + (size_t)(n - 1) * d, d * sizeof(float));
+    /* k = relu(Wk xk)^2; out = Wv k, gated by sigmoid(Wr xr) before v7 */
+    TRY(slm_rwkv_mm(pool, st->ff, b->wk, -1, xk, n, err));
+    size_t nf = (size_t)n * (size_t)b->n_ff;
+    for (size_t i = 0; i < nf; i++) {
+        float v = st->ff[i] > 0 ? st->ff[i] : 0;
+        st->ff[i] = v * v;
+    }
+    TRY(slm_rwkv_mm(pool, out, b->wv, -1, st->ff, n, err));
+    if (b->version == SLM_RWKV_V7) return SLM_OK;
+    float *r = st->p;
+    TRY(slm_rwkv_mm(pool, r, b->wr, -1, xr, n, err));
+    for (size_t i = 0; i < (size_t)n * d; i++) out[i] *= sigmoidf(r[i]);
+    return SLM_OK;
+}

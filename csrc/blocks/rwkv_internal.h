@@ -1,0 +1,33 @@
+/* Helpers shared by rwkv.c and rwkv_tmix.c (not part of the public API). */
+#ifndef SLM_RWKV_INTERNAL_H
+#define SLM_RWKV_INTERNAL_H
+
+#include "rwkv.h"
+
+/* out (M, N) = X (M, K) . W^T for a 2-D weight W (N, K) with contiguous
+ * rows; slice selects W[slice] of a 3-D weight (v6 maa_w2), -1 for 2-D. */
+slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slice,
+                       const float *X, int64_t M, slm_error *err);
+
+/* The same for the low-rank (LoRA-style) weights: F32 ones run one row at
+ * a time, because a batch of F32 rows goes to BLAS, whose summation order
+ * differs from the single-row kernel; the data-dependent mixes and decays
+ * amplify that, and a prompt must give the same state however it is
+ * batched. They are small (rank <= a few hundred). */
+slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, int slice,
+                               const float *X, int64_t M, slm_error *err);
+
+/* The token-shift row of token t of a batch: the carried row for t = 0,
+ * else the previous input row. */
+static inline const float *slm_rwkv_prev(const float *carry, const float *x, int t, int64_t dim)
+{
+    return t == 0 ? carry : x + (size_t)(t - 1) * (size_t)dim;
+}
+
+/* Per-layer pieces of the state. */
+static inline float *slm_rwkv_layer(const slm_rwkv_state *st, int layer)
+{
+    return st->s + (size_t)layer * st->layer_floats;
+}
+
+#endif

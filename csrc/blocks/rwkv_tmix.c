@@ -1,0 +1,280 @@
+/* RWKV time mixes, one function per version, as rwkv.cpp's rwkv_att_v4 /
+ * _v5 / _v6 / _v7 (rwkv_graph.inc) and llama.cpp's rwkv6/rwkv7 time mix:
+ * token shift, projections of all n rows as one matmul each, the WKV
+ * recurrence over the rows in order, group norm (ln_x), output projection.
+ *
+ * Scratch (rwkv.h): xs holds up to six mixed inputs (n, dim) each, p up to
+ * six projections, hid/tmp the low-rank hidden rows, y the WKV output. */
+#include <math.h>
+#include <string.h>
+
+#include "../kernels/ops.h"
+#include "rwkv_internal.h"
+
+#define TRY(expr)                          \
+    do {                                   \
+        slm_status s_ = (expr);            \
+        if (s_ != SLM_OK) return s_;       \
+    } while (0)
+
+static float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* slot i of a (6, n, dim) scratch */
+static float *slot(float *base, int i, int n, int64_t dim)
+{
+    return base + (size_t)i * (size_t)n * (size_t)dim;
+}
+
+/* x * m + (prev - prev * m): the v4/v5 lerp, written as rwkv.cpp does */
+static void lerp_rows(float *out, const float *x, const float *carry, const float *m, int n,
+                      int64_t dim)
+{
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * (size_t)dim, *pv = slm_rwkv_prev(carry, x, t, dim);
+        float *o = out + (size_t)t * (size_t)dim;
+        for (int64_t c = 0; c < dim; c++) o[c] = xt[c] * m[c] + (pv[c] - pv[c] * m[c]);
+    }
+}
+
+/* sx = prev - x for every row */
+static void shift_diff(float *sx, const float *x, const float *carry, int n, int64_t dim)
+{
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * (size_t)dim, *pv = slm_rwkv_prev(carry, x, t, dim);
+        float *o = sx + (size_t)t * (size_t)dim;
+        for (int64_t c = 0; c < dim; c++) o[c] = pv[c] - xt[c];
+    }
+}
+
+/* Group norm with one group per head (ggml_norm over head_size values),
+ * then * w + b per channel. In place on n rows. */
+static void group_norm(float *y, int n, const slm_rwkv_tmix *b)
+{
+    slm_ops_layernorm(y, y, NULL, NULL, (int64_t)n * b->n_head, b->head_size, b->gn_eps);
+    for (int t = 0; t < n; t++) {
+        float *yt = y + (size_t)t * (size_t)b->dim;
+        for (int64_t c = 0; c < b->dim; c++) yt[c] = yt[c] * b->lnx_w[c] + b->lnx_b[c];
+    }
+}
+
+static void silu_rows(float *x, size_t n)
+{
+    slm_ops_silu(x, x, (int64_t)n);
+}
+
+static slm_status tmix_v4(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state *st, float *ls,
+                          int n, const float *x, float *out, slm_error *err)
+{
+    int64_t d = b->dim;
+    size_t nd = (size_t)n * (size_t)d;
+    float *carry = ls;
+    float *xk = slot(st->xs, 0, n, d), *xv = slot(st->xs, 1, n, d), *xr = slot(st->xs, 2, n, d);
+    lerp_rows(xk, x, carry, b->mix_k, n, d);
+    lerp_rows(xv, x, carry, b->mix_v, n, d);
+    lerp_rows(xr, x, carry, b->mix_r, n, d);
+    float *r = slot(st->p, 0, n, d), *k = slot(st->p, 1, n, d), *v = slot(st->p, 2, n, d);
+    TRY(slm_rwkv_mm(pool, r, b->wr, -1, xr, n, err));
+    TRY(slm_rwkv_mm(pool, k, b->wk, -1, xk, n, err));
+    TRY(slm_rwkv_mm(pool, v, b->wv, -1, xv, n, err));
+    float *aa = ls + 2 * (size_t)d, *bb = aa + d, *pp = bb + d;
+    slm_rwkv_wkv4(n, d, b->decay, b->first, k, v, aa, bb, pp, st->y);
+    for (size_t i = 0; i < nd; i++) st->y[i] *= sigmoidf(r[i]);
+    return slm_rwkv_mm(pool, out, b->wo, -1, st->y, n, err);
+}
+
+static slm_status tmix_v5(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state *st, float *ls,
+                          int n, const float *x, float *out, slm_error *err)
+{
+    int64_t d = b->dim, hs = b->head_size;
+    size_t nd = (size_t)n * (size_t)d;
+    int v52 = b->version == SLM_RWKV_V5_2;
+    float *carry = ls;
+    float *xk = slot(st->xs, 0, n, d), *xv = slot(st->xs, 1, n, d), *xr = slot(st->xs, 2, n, d);
+    float *xg = slot(st->xs, 3, n, d);
+    lerp_rows(xk, x, carry, b->mix_k, n, d);
+    lerp_rows(xv, x, carry, b->mix_v, n, d);
+    lerp_rows(xr, x, carry, b->mix_r, n, d);
+    if (v52) lerp_rows(xg, x, carry, b->mix_g, n, d);
+    float *r = slot(st->p, 0, n, d), *k = slot(st->p, 1, n, d), *v = slot(st->p, 2, n, d);
+    float *g = slot(st->p, 3, n, d), *w = slot(st->p, 4, n, d), *u = slot(st->p, 5, n, d);
+    TRY(slm_rwkv_mm(pool, r, b->wr, -1, xr, n, err));
+    TRY(slm_rwkv_mm(pool, k, b->wk, -1, xk, n, err));
+    TRY(slm_rwkv_mm(pool, v, b->wv, -1, xv, n, err));
+    if (v52) {
+        TRY(slm_rwkv_mm(pool, g, b->wg, -1, xg, n, err));
+        silu_rows(g, nd);
+    }
+    /* decay and bonus per channel: v5.1 stores one value per head */
+    for (int64_t c = 0; c < d; c++) {
+        u[c] = v52 ? b->first[c] : b->first[c / hs];
+        w[c] = v52 ? b->decay[c] : b->decay[c / hs];
+    }
+    for (int t = 1; t < n; t++) memcpy(w + (size_t)t * (size_t)d, w, (size_t)d * sizeof(float));
+    slm_rwkv_wkv6(n, b->n_head, hs, r, k, v, w, u, ls + 2 * (size_t)d, st->y);
+    memcpy(carry, x + (size_t)(n - 1) * (size_t)d, (size_t)d * sizeof(float));
+    group_norm(st->y, n, b);
+    if (v52)
+        for (size_t i = 0; i < nd; i++) st->y[i] *= g[i];
+    return slm_rwkv_mm(pool, out, b->wo, -1, st->y, n, err);
+}
+
+static slm_status tmix_v6(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state *st, float *ls,
+                          int n, const float *x, float *out, slm_error *err)
+{
+    int64_t d = b->dim, extra = b->maa_w1->shape[0] / 5, rank = b->decay_w1->shape[0];
+    size_t nd = (size_t)n * (size_t)d;
+    float *carry = ls, *sx = slot(st->xs, 5, n, d), *xxx = st->y;
+    shift_diff(sx, x, carry, n, d);
+    for (size_t i = 0; i < nd; i++) xxx[i] = sx[i] * b->maa_x[i % (size_t)d] + x[i];
+    /* five data-dependent mix offsets: maa_w2[i] . tanh(maa_w1 . xxx)[i] */
+    TRY(slm_rwkv_mm_lowrank(pool, st->hid, b->maa_w1, -1, xxx, n, err));
+    for (size_t i = 0; i < (size_t)n * (size_t)(5 * extra); i++) st->hid[i] = tanhf(st->hid[i]);
+    for (int i = 0; i < 5; i++) {
+        for (int t = 0; t < n; t++)
+            memcpy(st->tmp + (size_t)t * (size_t)extra,
+                   st->hid + (size_t)t * (size_t)(5 * extra) + (size_t)(i * extra),
+                   (size_t)extra * sizeof(float));
+        float *m = slot(st->p, i, n, d), *xi = slot(st->xs, i, n, d);
+        TRY(slm_rwkv_mm_lowrank(pool, m, b->maa_w2, i, st->tmp, n, err));
+        for (size_t j = 0; j < nd; j++) xi[j] = (m[j] + b->maa[i][j % (size_t)d]) * sx[j] + x[j];
+    }
+    const float *xw = slot(st->xs, 0, n, d), *xk = slot(st->xs, 1, n, d);
+    const float *xv = slot(st->xs, 2, n, d), *xr = slot(st->xs, 3, n, d), *xg = slot(st->xs, 4, n, d);
+    float *r = slot(st->p, 0, n, d), *k = slot(st->p, 1, n, d), *v = slot(st->p, 2, n, d);
+    float *g = slot(st->p, 3, n, d), *w = slot(st->p, 4, n, d);
+    TRY(slm_rwkv_mm(pool, r, b->wr, -1, xr, n, err));
+    TRY(slm_rwkv_mm(pool, k, b->wk, -1, xk, n, err));
+    TRY(slm_rwkv_mm(pool, v, b->wv, -1, xv, n, err));
+    TRY(slm_rwkv_mm(pool, g, b->wg, -1, xg, n, err));
+    silu_rows(g, nd);
+    /* w = exp(-exp(time_decay + decay_w2 . tanh(decay_w1 . xw))) */
+    TRY(slm_rwkv_mm_lowrank(pool, st->hid, b->decay_w1, -1, xw, n, err));
+    for (size_t i = 0; i < (size_t)n * (size_t)rank; i++) st->hid[i] = tanhf(st->hid[i]);
+    TRY(slm_rwkv_mm_lowrank(pool, w, b->decay_w2, -1, st->hid, n, err));
+    for (size_t i = 0; i < nd; i++) w[i] = expf(-expf(w[i] + b->decay[i % (size_t)d]));
+    slm_rwkv_wkv6(n, b->n_head, b->head_size, r, k, v, w, b->first, ls + 2 * (size_t)d, st->y);
+    memcpy(carry, x + (size_t)(n - 1) * (size_t)d, (size_t)d * sizeof(float));
+    group_norm(st->y, n, b);
+    for (size_t i = 0; i < nd; i++) st->y[i] *= g[i];
+    return slm_rwkv_mm(pool, out, b->wo, -1, st->y, n, err);
+}
+
+/* out = W2 . f(W1 . x) for n rows, through hid */
+static slm_status lora(slm_pool *pool, slm_rwkv_state *st, float *out, const slm_tensor *W1,
+                       const slm_tensor *W2, float (*f)(float), const float *x, int n,
+                       slm_error *err)
+{
+    TRY(slm_rwkv_mm_lowrank(pool, st->hid, W1, -1, x, n, err));
+    if (f)
+        for (size_t i = 0; i < (size_t)n * (size_t)W1->shape[0]; i++) st->hid[i] = f(st->hid[i]);
+    return slm_rwkv_mm_lowrank(pool, out, W2, -1, st->hid, n, err);
+}
+
+static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state *st, float *ls,
+                          int n, const float *x, float *out, slm_error *err)
+{
+    int64_t d = b->dim, hs = b->head_size;
+    size_t nd = (size_t)n * (size_t)d;
+    float *carry = ls, *sx = st->y;
+    shift_diff(sx, x, carry, n, d);
+    /* xr xw xk xv xa xg = x + sx * x_{r,w,k,v,a,g} */
+    for (int i = 0; i < 6; i++) {
+        float *xi = slot(st->xs, i, n, d);
+        for (size_t j = 0; j < nd; j++) xi[j] = sx[j] * b->maa[i][j % (size_t)d] + x[j];
+    }
+    const float *xr = slot(st->xs, 0, n, d), *xw = slot(st->xs, 1, n, d), *xk = slot(st->xs, 2, n, d);
+    const float *xv = slot(st->xs, 3, n, d), *xa = slot(st->xs, 4, n, d), *xg = slot(st->xs, 5, n, d);
+    float *r = slot(st->p, 0, n, d), *w = slot(st->p, 1, n, d), *k = slot(st->p, 2, n, d);
+    float *v = slot(st->p, 3, n, d), *a = slot(st->p, 4, n, d), *g = slot(st->p, 5, n, d);
+    TRY(slm_rwkv_mm(pool, r, b->wr, -1, xr, n, err));
+    /* decay in (exp(-e^-0.5), 1): w = exp(-0.606531 * sigmoid(w0 + lora)) */
+    TRY(lora(pool, st, w, b->w1, b->w2, tanhf, xw, n, err));
+    for (size_t i = 0; i < nd; i++) w[i] = expf(-0.606531f * sigmoidf(w[i] + b->w0[i % (size_t)d]));
+    TRY(slm_rwkv_mm(pool, k, b->wk, -1, xk, n, err));
+    TRY(slm_rwkv_mm(pool, v, b->wv, -1, xv, n, err));
+    /* in-context learning rate a = sigmoid(a0 + lora) */
+    TRY(lora(pool, st, a, b->a1, b->a2, NULL, xa, n, err));
+    for (size_t i = 0; i < nd; i++) a[i] = sigmoidf(a[i] + b->a0[i % (size_t)d]);
+    TRY(lora(pool, st, g, b->g1, b->g2, sigmoidf, xg, n, err));
+    /* value residual: the first layer's v, mixed into every later one */
+    if (b->first_layer) {
+        memcpy(st->v_first, v, nd * sizeof(float));
+    } else {
+        float *nu = st->y;   /* sx is no longer needed */
+        TRY(lora(pool, st, nu, b->v1, b->v2, NULL, xv, n, err));
+        for (size_t i = 0; i < nd; i++)
+            v[i] = v[i] + (st->v_first[i] - v[i]) * sigmoidf(nu[i] + b->v0[i % (size_t)d]);
+    }
+    /* kk = l2-normalized (k * k_k) per head; the mixes' inputs are free now:
+     * xs slot 0 holds -kk, slot 1 kk * a */
+    float *na = slot(st->xs, 0, n, d), *nb = slot(st->xs, 1, n, d);
+    for (int t = 0; t < n; t++) {
+        for (int64_t h = 0; h < b->n_head; h++) {
+            size_t o = (size_t)t * (size_t)d + (size_t)(h * hs);
+            float sum = 0;
+            for (int64_t j = 0; j < hs; j++) {
+                float kk = k[o + j] * b->k_k[h * hs + j];
+                nb[o + j] = kk;
+                sum += kk * kk;
+            }
+            float scale = 1.0f / fmaxf(sqrtf(sum), 1e-12f);
+            for (int64_t j = 0; j < hs; j++) {
+                float kk = nb[o + j] * scale;
+                na[o + j] = -kk;
+                nb[o + j] = kk * a[o + j];
+            }
+        }
+    }
+    /* k = k + (a * ka - ka), ka = k * k_a */
+    for (size_t i = 0; i < nd; i++) {
+        float ka = k[i] * b->k_a[i % (size_t)d];
+        k[i] = k[i] + (a[i] * ka - ka);
+    }
+    slm_rwkv_wkv7(n, b->n_head, hs, r, w, k, v, na, nb, ls + 2 * (size_t)d, st->y);
+    memcpy(carry, x + (size_t)(n - 1) * (size_t)d, (size_t)d * sizeof(float));
+    group_norm(st->y, n, b);
+    /* bonus: + v * sum over the head of (k * r * r_k), then the gate */
+    for (int t = 0; t < n; t++) {
+        for (int64_t h = 0; h < b->n_head; h++) {
+            size_t o = (size_t)t * (size_t)d + (size_t)(h * hs);
+            float s = 0;
+            for (int64_t j = 0; j < hs; j++) s += k[o + j] * r[o + j] * b->r_k[h * hs + j];
+            for (int64_t j = 0; j < hs; j++) st->y[o + j] += v[o + j] * s;
+        }
+    }
+    for (size_t i = 0; i < nd; i++) st->y[i] *= g[i];
+    return slm_rwkv_mm(pool, out, b->wo, -1, st->y, n, err);
+}
+
+slm_status slm_rwkv_tmix_forward(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state *st,
+                                 int layer, int n, const float *x, float *out, slm_error *err)
+{
+    if (layer < 0 || layer >= st->n_layer || n < 1 || n > st->n_batch || b->dim != st->dim ||
+        b->version != st->version || (b->version != SLM_RWKV_V4 && b->n_head != st->n_head))
+        return slm_error_set(err, SLM_EINVAL, "rwkv time mix: layer %d or %d rows do not fit the state",
+                             layer, n);
+    int64_t need = 0;
+    if (b->version == SLM_RWKV_V6) {
+        need = b->maa_w1->shape[0] > b->decay_w1->shape[0] ? b->maa_w1->shape[0] : b->decay_w1->shape[0];
+    } else if (b->version == SLM_RWKV_V7) {
+        const slm_tensor *lo[4] = {b->w1, b->a1, b->g1, b->first_layer ? NULL : b->v1};
+        for (int i = 0; i < 4; i++)
+            if (lo[i] && lo[i]->shape[0] > need) need = lo[i]->shape[0];
+    }
+    if (need > st->lora)
+        return slm_error_set(err, SLM_EINVAL, "rwkv time mix: low-rank width %lld exceeds the state's %lld",
+                             (long long)need, (long long)st->lora);
+    float *ls = slm_rwkv_layer(st, layer);
+    switch (b->version) {
+    case SLM_RWKV_V4: {
+        slm_status s = tmix_v4(pool, b, st, ls, n, x, out, err);
+        memcpy(ls, x + (size_t)(n - 1) * (size_t)b->dim, (size_t)b->dim * sizeof(float));
+        return s;
+    }
+    case SLM_RWKV_V5_1:
+    case SLM_RWKV_V5_2: return tmix_v5(pool, b, st, ls, n, x, out, err);
+    case SLM_RWKV_V6: return tmix_v6(pool, b, st, ls, n, x, out, err);
+    case SLM_RWKV_V7: return tmix_v7(pool, b, st, ls, n, x, out, err);
+    }
+    return slm_error_set(err, SLM_EUNSUPPORTED, "rwkv: unknown version %d", (int)b->version);
+}
