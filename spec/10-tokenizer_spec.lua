@@ -260,3 +260,70 @@ describe("slm.tokenizer.train", function()
     assert.has_error(function() tokenizer.train("x") end)
   end)
 end)
+
+describe("slm.tokenizer tokenizer.json components", function()
+  -- a tiny hand-made vocabulary: every step's effect is visible in the ids
+  local function write_json(t)
+    local p = helpers.tmpfile(t)
+    return p
+  end
+  local vocab = [[{"<unk>":0,"h":1,"e":2,"l":3,"o":4,"w":5,"r":6,"d":7,"he":8,"ll":9,"hell":10,
+    "hello":11,"1":12,"2":13,"\u2581":14,"\u2581hello":15,"<0x21>":16,"fi":17,"x":18,"\u2581w":19}]]
+  local merges_str = [=["h e","l l","he ll","hell o","\u2581 hello","\u2581 w"]=]
+  local merges_arr = [=[["h","e"],["l","l"],["he","ll"],["hell","o"],["\u2581","hello"],["\u2581","w"]]=]
+
+  local function tok_with(normalizer, pre, merges, extra)
+    local json = string.format([[{"version":"1.0","added_tokens":[
+        {"id":20,"content":"<eos>","special":true,"lstrip":false,"rstrip":false,"normalized":false,"single_word":false},
+        {"id":21,"content":"[X]","special":false,"lstrip":false,"rstrip":false,"normalized":false,"single_word":false}],
+      "normalizer":%s,"pre_tokenizer":%s,"decoder":null,
+      "model":{"type":"BPE","unk_token":"<unk>","byte_fallback":true,"fuse_unk":true%s,
+               "vocab":%s,"merges":[%s]}}]], normalizer, pre, extra or "", vocab, merges)
+    local p = write_json(json)
+    local tok, msg = tokenizer.load(p)
+    os.remove(p)
+    return assert(tok, msg)
+  end
+
+  it("applies Lowercase and NFKC, then Whitespace splitting, with both merge forms", function()
+    for _, merges in ipairs { merges_str, merges_arr } do
+      local tok = tok_with([[{"type":"Sequence","normalizers":[{"type":"NFKC"},{"type":"Lowercase"}]}]],
+        [[{"type":"Whitespace"}]], merges)
+      -- "ＨＥＬＬＯ" is full-width: NFKC gives HELLO, lowercase hello
+      assert.are.same({ 11, 11, 5, 4, 6, 3, 7 }, tok:encode("HeLLo  ＨＥＬＬＯ world", { add_special = false }))
+    end
+  end)
+
+  it("splits digits, falls back to bytes, fuses unknowns and splits added tokens", function()
+    local tok = tok_with("null", [[{"type":"Sequence","pretokenizers":[
+      {"type":"WhitespaceSplit"},{"type":"Digits","individual_digits":true}]}]], merges_str)
+    -- "!" has a byte token, "é" has none: unknown, and two in a row fuse
+    assert.are.same({ 11, 12, 13, 1, 16, 0 }, tok:encode("hello12 h! éé", { add_special = false }))
+    -- non-special added tokens are always split out, special ones on request
+    assert.are.same({ 21, 11 }, tok:encode("[X]hello", { add_special = false }))
+    local plain = tok:encode("<eos>", { add_special = false })
+    assert.are_not.same({ 20 }, plain)
+    assert.are.same({ 20 }, tok:encode("<eos>", { add_special = false, parse_special = true }))
+  end)
+
+  it("runs Metaspace with a prepended U+2581 and splits before each one", function()
+    local tok = tok_with("null",
+      [[{"type":"Metaspace","replacement":"\u2581","prepend_scheme":"always","split":true}]], merges_str)
+    assert.are.same({ 15, 19, 4, 6, 3, 7 }, tok:encode("hello world", { add_special = false }))
+    assert.are.equal("hello world", tok:decode(tok:encode("hello world", { add_special = false })))
+  end)
+
+  it("reports unsupported components instead of ignoring them", function()
+    local p = write_json([[{"model":{"type":"Unigram","vocab":[]}}]])
+    local tok, msg = tokenizer.load(p)
+    os.remove(p)
+    assert.is_nil(tok)
+    assert.matches("model type 'Unigram' not supported", msg, 1, true)
+    p = write_json(string.format([[{"normalizer":{"type":"Precompiled"},
+      "model":{"type":"BPE","vocab":%s,"merges":[]}}]], vocab))
+    tok, msg = tokenizer.load(p)
+    os.remove(p)
+    assert.is_nil(tok)
+    assert.matches("normalizer type 'Precompiled' not supported", msg, 1, true)
+  end)
+end)

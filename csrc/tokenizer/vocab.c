@@ -100,12 +100,9 @@ static int32_t find_text(const slm_tok *t, const char *s)
     return id < t->n_vocab ? id : -1;
 }
 
-static const slm_tok *sort_tok;
-static int cmp_special(const void *a, const void *b)
+static int cmp_u64(const void *a, const void *b)
 {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    uint32_t lx = sort_tok->str.len[x], ly = sort_tok->str.len[y];
-    if (lx != ly) return lx > ly ? -1 : 1;
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
 }
 
@@ -168,14 +165,19 @@ slm_status slm_tok_finish(slm_tok *t, slm_error *err)
             n++;
     free(t->specials);
     t->specials = malloc(sizeof *t->specials * (size_t)(n ? n : 1));
-    if (!t->specials) goto oom;
+    uint64_t *keys = malloc(sizeof *keys * (size_t)(n ? n : 1));
+    if (!t->specials || !keys) {
+        free(keys);
+        goto oom;
+    }
+    /* longest text first, then by id: (~len, id) sorted ascending */
     t->n_specials = 0;
     for (int32_t id = 0; id < t->n_vocab; id++)
         if (t->attr[id] & (SLM_TOKATTR_CONTROL | SLM_TOKATTR_USER | SLM_TOKATTR_UNKNOWN))
-            t->specials[t->n_specials++] = id;
-    sort_tok = t;
-    qsort(t->specials, (size_t)t->n_specials, sizeof *t->specials, cmp_special);
-    sort_tok = NULL;
+            keys[t->n_specials++] = ((uint64_t)(UINT32_MAX - t->str.len[id]) << 32) | (uint32_t)id;
+    qsort(keys, (size_t)t->n_specials, sizeof *keys, cmp_u64);
+    for (int k = 0; k < t->n_specials; k++) t->specials[k] = (int32_t)(uint32_t)keys[k];
+    free(keys);
     if ((t->kind == SLM_TOK_SPM || (t->kind == SLM_TOK_BPE && !t->byte_level)) &&
         !t->ignore_merges) {
         /* SPM merges only into vocabulary pieces; rank BPE also through
@@ -344,22 +346,34 @@ static slm_status encode_piece(const slm_tok *t, slm_tok_work *w, const char *p,
 {
     if (!t->bigrams.n) return encode_word(t, w, p, n, out, err);
     const unsigned char *s = (const unsigned char *)p;
-    size_t start = 0;
+    size_t start = 0, first = out->n;
     int32_t prev = -1, r, m;
-    for (size_t i = 0; i < n;) {
-        int32_t cp;
-        int l = slm_utf8_len(s + i, n - i);
-        if (l) cp = (int32_t)slm_utf8_decode(s + i, l);
-        else { cp = 0x110000 + s[i]; l = 1; }
-        if (prev >= 0 && !slm_pairmap_get(&t->bigrams, prev, cp, &r, &m)) {
+    for (size_t i = 0; i <= n;) {
+        int32_t cp = -1;
+        int l = 1;
+        if (i < n) {
+            l = slm_utf8_len(s + i, n - i);
+            if (l) cp = (int32_t)slm_utf8_decode(s + i, l);
+            else { cp = 0x110000 + s[i]; l = 1; }
+        }
+        if (i == n || (prev >= 0 && !slm_pairmap_get(&t->bigrams, prev, cp, &r, &m))) {
+            size_t before = out->n;
             slm_status st = encode_word(t, w, p + start, i - start, out, err);
             if (st) return st;
+            /* fuse_unk joins unknowns across the cut, as over one word */
+            int32_t unk = t->special[SLM_TOK_UNK];
+            if (t->fuse_unk && unk >= 0 && before > first && out->n > before &&
+                out->v[before - 1] == unk && out->v[before] == unk) {
+                memmove(out->v + before, out->v + before + 1,
+                        sizeof *out->v * (out->n - before - 1));
+                out->n--;
+            }
             start = i;
         }
         prev = cp;
         i += (size_t)l;
     }
-    return encode_word(t, w, p + start, n - start, out, err);
+    return SLM_OK;
 }
 
 static slm_status encode_raw(const slm_tok *t, slm_tok_work *w, const char *s,
