@@ -88,14 +88,24 @@ void slm_vec_dot_q4_0_avx2(int64_t n, float *s, const void *vw, const void *va)
 {
     const slm_block_q4_0 *w = vw;
     const slm_block_q8_0 *a = va;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / SLM_QK4_0; b++) {
+    const int64_t nb = n / SLM_QK4_0;
+    /* two blocks per iteration into two accumulators: independent chains */
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        __m256i q0 = _mm256_sub_epi8(unpack_nibbles(w[b].qs), _mm256_set1_epi8(8));
+        __m256i q1 = _mm256_sub_epi8(unpack_nibbles(w[b + 1].qs), _mm256_set1_epi8(8));
+        __m256i p0 = dot_i8_i8(q0, load32(a[b].qs));
+        __m256i p1 = dot_i8_i8(q1, load32(a[b + 1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(f16f(w[b].d) * f16f(a[b].d)), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(f16f(w[b + 1].d) * f16f(a[b + 1].d)), acc1);
+    }
+    for (; b < nb; b++) {
         __m256i q = _mm256_sub_epi8(unpack_nibbles(w[b].qs), _mm256_set1_epi8(8));
         __m256i p = dot_i8_i8(q, load32(a[b].qs));
-        __m256 d = _mm256_set1_ps(f16f(w[b].d) * f16f(a[b].d));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), d, acc);
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16f(w[b].d) * f16f(a[b].d)), acc0);
     }
-    *s = hsum_ps(acc);
+    *s = hsum_ps(_mm256_add_ps(acc0, acc1));
 }
 
 void slm_vec_dot_q4_1_avx2(int64_t n, float *s, const void *vw, const void *va)
