@@ -40,5 +40,6 @@ void slm_bind_open_files(lua_State *L);
 void slm_bind_open_rwkv(lua_State *L);
 void slm_bind_open_testing(lua_State *L);
 void slm_bind_open_regex(lua_State *L);
+void slm_bind_open_mamba(lua_State *L);
 
 #endif

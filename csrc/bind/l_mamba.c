@@ -1,0 +1,304 @@
+/* `slm.core.mamba`: the Mamba-1 mixer block and its recurrent state.
+ *
+ *   mamba.block{dim=, d_inner=, d_conv=, d_state=, dt_rank=, eps=, dt_b_c_rms=,
+ *               ssm_in=, ssm_x=, ssm_dt=, ssm_out=,           -- matrices, any dtype
+ *               conv_w=, conv_b=, dt_b=, A=, D=}             -- f32 tensors
+ *     -> slm.MambaBlock     blk:forward(out, x, state, layer, n)
+ *   mamba.state{n_layer=, d_inner=, d_conv=, d_state=, dt_rank=, n_batch=}
+ *     -> slm.MambaState     st:snapshot(n_past) -> string, st:restore(string)
+ *                           -> n_past, st:clear(), st:bytes()
+ *
+ * forward runs rows 1..n of the f32 (n_batch, dim) buffers x -> out for
+ * layer (1-based) and advances that layer's state by n tokens. A snapshot
+ * holds the conv and scan states of every layer: O(state), independent of
+ * the number of tokens seen. */
+#include <stdint.h>
+#include <string.h>
+
+#include "../blocks/mamba.h"
+#include "../core/pool.h"
+#include "bind.h"
+
+#define BLOCK_MT "slm.MambaBlock"
+#define STATE_MT "slm.MambaState"
+
+enum { W_IN, W_X, W_DT, W_OUT, V_CONV_W, V_CONV_B, V_DT_B, V_A, V_D, N_OWN };
+
+typedef struct block_ud {
+    slm_mamba_block b;
+    slm_tensor *own[N_OWN];
+    int closed;
+} block_ud;
+
+typedef struct state_ud {
+    slm_mamba_state *st;
+    slm_mamba_work *work;
+} state_ud;
+
+static lua_Integer int_field(lua_State *L, int idx, const char *name, lua_Integer def, int required)
+{
+    lua_getfield(L, idx, name);
+    int isnum;
+    lua_Integer v = lua_tointegerx(L, -1, &isnum);
+    if (!isnum) {
+        if (!lua_isnil(L, -1) || required) luaL_error(L, "field '%s' must be an integer", name);
+        v = def;
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+/* field name of the table at idx as a new view of the tensor (required) */
+static slm_tensor *weight_field(lua_State *L, int idx, const char *name)
+{
+    lua_getfield(L, idx, name);
+    if (!luaL_testudata(L, -1, SLM_TENSOR_MT))
+        luaL_error(L, "mamba.block: field '%s' must be a tensor", name);
+    slm_tensor *t = slm_bind_check_tensor(L, -1);
+    slm_error err = {0};
+    slm_tensor *v = slm_tensor_view(t, &err);
+    if (!v) slm_bind_error(L, &err);
+    lua_pop(L, 1);
+    return v;
+}
+
+static const float *f32_vec(lua_State *L, const slm_tensor *t, int64_t n, const char *name)
+{
+    if (t->dtype != SLM_DTYPE_F32 || !slm_tensor_is_contiguous(t) || slm_tensor_numel(t) != n)
+        luaL_error(L, "mamba.block: %s must hold %lld contiguous f32 values, got a %s tensor of %lld",
+                   name, (long long)n, slm_dtype_name(t->dtype), (long long)slm_tensor_numel(t));
+    return slm_tensor_data(t);
+}
+
+/* --- block ------------------------------------------------------------------- */
+
+static int block_gc(lua_State *L)
+{
+    block_ud *u = luaL_checkudata(L, 1, BLOCK_MT);
+    for (int i = 0; i < N_OWN; i++) {
+        slm_tensor_free(u->own[i]);
+        u->own[i] = NULL;
+    }
+    u->closed = 1;
+    return 0;
+}
+
+static block_ud *check_block(lua_State *L, int idx)
+{
+    block_ud *u = luaL_checkudata(L, idx, BLOCK_MT);
+    if (u->closed) luaL_error(L, "attempt to use a freed mamba block");
+    return u;
+}
+
+static int l_block(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    /* the userdata owns the views from the start, so an error frees them */
+    block_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+    memset(u, 0, sizeof *u);
+    luaL_setmetatable(L, BLOCK_MT);
+    static const char *const names[N_OWN] = {"ssm_in", "ssm_x", "ssm_dt", "ssm_out", "conv_w",
+                                             "conv_b", "dt_b", "A", "D"};
+    for (int i = 0; i < N_OWN; i++) u->own[i] = weight_field(L, 1, names[i]);
+    slm_mamba_shape *h = &u->b.shape;
+    h->dim = int_field(L, 1, "dim", 0, 1);
+    h->d_inner = int_field(L, 1, "d_inner", 0, 1);
+    h->d_conv = int_field(L, 1, "d_conv", 4, 0);
+    h->d_state = int_field(L, 1, "d_state", 16, 0);
+    h->dt_rank = int_field(L, 1, "dt_rank", 0, 1);
+    lua_getfield(L, 1, "eps");
+    h->eps = lua_isnil(L, -1) ? 1e-5f : (float)luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "dt_b_c_rms");
+    h->dt_b_c_rms = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    slm_mamba_block *b = &u->b;
+    b->w_in = u->own[W_IN];
+    b->w_x = u->own[W_X];
+    b->w_dt = u->own[W_DT];
+    b->w_out = u->own[W_OUT];
+    /* dims first (bounded, so the products below cannot overflow), then
+     * the vectors against them, then the matrices */
+    slm_error err = {0};
+    if (slm_mamba_shape_check(h, &err) != SLM_OK) return slm_bind_error(L, &err);
+    b->conv_w = f32_vec(L, u->own[V_CONV_W], h->d_inner * h->d_conv, "conv_w");
+    b->conv_b = f32_vec(L, u->own[V_CONV_B], h->d_inner, "conv_b");
+    b->dt_b = f32_vec(L, u->own[V_DT_B], h->d_inner, "dt_b");
+    b->A = f32_vec(L, u->own[V_A], h->d_inner * h->d_state, "A");
+    b->D = f32_vec(L, u->own[V_D], h->d_inner, "D");
+    if (slm_mamba_block_check(b, &err) != SLM_OK) return slm_bind_error(L, &err);
+    return 1;
+}
+
+/* --- state ------------------------------------------------------------------- */
+
+static int state_close(lua_State *L)
+{
+    state_ud *s = luaL_checkudata(L, 1, STATE_MT);
+    slm_mamba_state_free(s->st);
+    slm_mamba_work_free(s->work);
+    s->st = NULL;
+    s->work = NULL;
+    return 0;
+}
+
+static state_ud *check_state(lua_State *L, int idx)
+{
+    state_ud *s = luaL_checkudata(L, idx, STATE_MT);
+    if (!s->st) luaL_error(L, "attempt to use a freed session state");
+    return s;
+}
+
+static int l_state(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer n_layer = int_field(L, 1, "n_layer", 0, 1), d_inner = int_field(L, 1, "d_inner", 0, 1);
+    lua_Integer d_conv = int_field(L, 1, "d_conv", 4, 0), d_state = int_field(L, 1, "d_state", 16, 0);
+    lua_Integer dt_rank = int_field(L, 1, "dt_rank", 0, 1), n_batch = int_field(L, 1, "n_batch", 1, 0);
+    /* range checks happen in the constructors; these keep the int casts exact */
+    if (n_layer < 1 || n_layer > 4096 || n_batch < 1 || n_batch > 65536)
+        return luaL_error(L, "mamba.state: n_layer %lld or n_batch %lld out of range",
+                          (long long)n_layer, (long long)n_batch);
+    state_ud *s = lua_newuserdatauv(L, sizeof *s, 0);
+    s->st = NULL;
+    s->work = NULL;
+    luaL_setmetatable(L, STATE_MT);
+    slm_error err = {0};
+    s->st = slm_mamba_state_new((int)n_layer, d_inner, d_conv, d_state, &err);
+    if (!s->st) return slm_bind_error(L, &err);
+    s->work = slm_mamba_work_new((int)n_batch, d_inner, d_state, dt_rank, &err);
+    if (!s->work) return slm_bind_error(L, &err);
+    return 1;
+}
+
+static int state_clear(lua_State *L)
+{
+    slm_mamba_state_clear(check_state(L, 1)->st);
+    return 0;
+}
+
+static size_t state_floats(const slm_mamba_state *st)
+{
+    return slm_mamba_state_conv_len(st) + slm_mamba_state_ssm_len(st);
+}
+
+static int state_bytes(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)(state_floats(check_state(L, 1)->st) * sizeof(float)));
+    return 1;
+}
+
+/* "SLMMB1\0\0" | int32 n_layer, d_inner, d_conv, d_state, n_past | conv
+ * states (n_layer, d_inner, d_conv - 1) | scan states (n_layer, d_inner,
+ * d_state), f32, native byte order. */
+#define MB_MAGIC "SLMMB1\0\0"
+#define MB_HEAD (8 + 5 * 4)
+
+static int state_snapshot(lua_State *L)
+{
+    slm_mamba_state *st = check_state(L, 1)->st;
+    lua_Integer n_past = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n_past >= 0 && n_past <= INT32_MAX, 2, "n_past out of range");
+    size_t nc = slm_mamba_state_conv_len(st) * sizeof(float);
+    size_t ns = slm_mamba_state_ssm_len(st) * sizeof(float);
+    luaL_Buffer B;
+    char *p = luaL_buffinitsize(L, &B, MB_HEAD + nc + ns);
+    memcpy(p, MB_MAGIC, 8);
+    int32_t hdr[5] = {st->n_layer, (int32_t)st->d_inner, (int32_t)st->d_conv, (int32_t)st->d_state,
+                      (int32_t)n_past};
+    memcpy(p + 8, hdr, sizeof hdr);
+    memcpy(p + MB_HEAD, st->conv, nc);
+    memcpy(p + MB_HEAD + nc, st->ssm, ns);
+    luaL_pushresultsize(&B, MB_HEAD + nc + ns);
+    return 1;
+}
+
+static int state_restore(lua_State *L)
+{
+    slm_mamba_state *st = check_state(L, 1)->st;
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    if (len < MB_HEAD || memcmp(s, MB_MAGIC, 8) != 0)
+        return luaL_error(L, "restore: not a mamba state snapshot");
+    int32_t hdr[5];
+    memcpy(hdr, s + 8, sizeof hdr);
+    if (hdr[0] != st->n_layer || hdr[1] != st->d_inner || hdr[2] != st->d_conv || hdr[3] != st->d_state)
+        return luaL_error(L, "restore: snapshot of a mamba model with %d layers, d_inner %d, d_conv %d, "
+                          "d_state %d; this one has %d, %d, %d, %d", (int)hdr[0], (int)hdr[1],
+                          (int)hdr[2], (int)hdr[3], st->n_layer, (int)st->d_inner, (int)st->d_conv,
+                          (int)st->d_state);
+    size_t nc = slm_mamba_state_conv_len(st) * sizeof(float);
+    size_t ns = slm_mamba_state_ssm_len(st) * sizeof(float);
+    if (len != MB_HEAD + nc + ns || hdr[4] < 0)
+        return luaL_error(L, "restore: truncated mamba state snapshot");
+    memcpy(st->conv, s + MB_HEAD, nc);
+    memcpy(st->ssm, s + MB_HEAD + nc, ns);
+    lua_pushinteger(L, hdr[4]);
+    return 1;
+}
+
+/* --- forward ------------------------------------------------------------------- */
+
+/* An f32 activation buffer: writable, contiguous, (rows, dim). */
+static float *check_buf(lua_State *L, int idx, int64_t *rows, int64_t *dim)
+{
+    slm_tensor *t = slm_bind_check_tensor(L, idx);
+    luaL_argcheck(L, t->dtype == SLM_DTYPE_F32 && slm_tensor_is_contiguous(t) &&
+                     !t->storage->readonly, idx, "expected a writable contiguous f32 tensor");
+    *dim = t->shape[t->ndim - 1];
+    *rows = slm_tensor_numel(t) / *dim;
+    return slm_tensor_data(t);
+}
+
+static int block_forward(lua_State *L)
+{
+    block_ud *u = check_block(L, 1);
+    int64_t orows, odim, xrows, xdim;
+    float *out = check_buf(L, 2, &orows, &odim);
+    float *x = check_buf(L, 3, &xrows, &xdim);
+    state_ud *s = check_state(L, 4);
+    lua_Integer layer = luaL_checkinteger(L, 5), n = luaL_checkinteger(L, 6);
+    const slm_mamba_shape *h = &u->b.shape;
+    luaL_argcheck(L, odim == h->dim && xdim == h->dim, 2, "buffer width differs from the model dim");
+    luaL_argcheck(L, out != x, 2, "out must not be the input buffer");
+    luaL_argcheck(L, layer >= 1 && layer <= s->st->n_layer, 5, "layer out of range");
+    luaL_argcheck(L, n >= 1 && n <= s->work->n_batch && n <= orows && n <= xrows, 6,
+                  "row count out of range");
+    slm_error err = {0};
+    slm_pool *pool = slm_pool_default(&err);
+    if (!pool) return slm_bind_error(L, &err);
+    if (slm_mamba_forward(pool, &u->b, s->st, (int)layer - 1, (int)n, x, out, s->work, &err) != SLM_OK)
+        return slm_bind_error(L, &err);
+    return 0;
+}
+
+static void new_meta(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods)
+{
+    luaL_newmetatable(L, name);
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__close");
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "free");
+    lua_setfield(L, -2, "__index");
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+}
+
+void slm_bind_open_mamba(lua_State *L)
+{
+    static const luaL_Reg block_m[] = {{"forward", block_forward}, {NULL, NULL}};
+    static const luaL_Reg state_m[] = {{"snapshot", state_snapshot}, {"restore", state_restore},
+                                       {"clear", state_clear}, {"bytes", state_bytes},
+                                       {NULL, NULL}};
+    new_meta(L, BLOCK_MT, block_gc, block_m);
+    new_meta(L, STATE_MT, state_close, state_m);
+    static const luaL_Reg fns[] = {{"block", l_block}, {"state", l_state}, {NULL, NULL}};
+    lua_newtable(L);
+    luaL_setfuncs(L, fns, 0);
+    lua_setfield(L, -2, "mamba");
+}

@@ -1,0 +1,299 @@
+#include "mamba.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/matmul.h"
+#include "../kernels/ops.h"
+#include "../kernels/vecdot.h"
+
+/* Upper bounds that keep every size product far from overflow and the conv
+ * window on the stack. The real models use d_conv 4, d_state 16. */
+#define MAMBA_MAX_CONV 64
+#define MAMBA_MAX_STATE 1024
+
+/* --- checks ------------------------------------------------------------------- */
+
+static slm_status check_weight(const slm_tensor *t, const char *what, int64_t rows,
+                               int64_t cols, slm_error *err)
+{
+    if (!t) return slm_error_set(err, SLM_EINVAL, "%s: missing weight", what);
+    if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+        return slm_error_set(err, SLM_EINVAL, "%s: expected shape %lldx%lld, got %lldx%lld",
+                             what, (long long)rows, (long long)cols,
+                             (long long)t->shape[0], (long long)(t->ndim > 1 ? t->shape[1] : 1));
+    if (t->stride[1] != 1 || !slm_vecdot_fn(t->dtype))
+        return slm_error_set(err, SLM_EINVAL, "%s: %s weights with non-contiguous rows or no kernel",
+                             what, slm_dtype_name(t->dtype));
+    return SLM_OK;
+}
+
+slm_status slm_mamba_shape_check(const slm_mamba_shape *h, slm_error *err)
+{
+    if (h->dim < 1 || h->d_inner < 1 || h->dt_rank < 1 || h->dim > (1 << 20) ||
+        h->d_inner > (1 << 20) || h->dt_rank > (1 << 20))
+        return slm_error_set(err, SLM_EINVAL, "mamba: dims out of range (dim %lld, d_inner %lld, dt_rank %lld)",
+                             (long long)h->dim, (long long)h->d_inner, (long long)h->dt_rank);
+    if (h->d_conv < 1 || h->d_conv > MAMBA_MAX_CONV || h->d_state < 1 || h->d_state > MAMBA_MAX_STATE)
+        return slm_error_set(err, SLM_EINVAL, "mamba: d_conv %lld or d_state %lld out of range (1..%d, 1..%d)",
+                             (long long)h->d_conv, (long long)h->d_state, MAMBA_MAX_CONV, MAMBA_MAX_STATE);
+    return SLM_OK;
+}
+
+slm_status slm_mamba_block_check(const slm_mamba_block *b, slm_error *err)
+{
+    const slm_mamba_shape *h = &b->shape;
+    slm_status st = slm_mamba_shape_check(h, err);
+    if (st) return st;
+    if (!b->conv_w || !b->conv_b || !b->dt_b || !b->A || !b->D)
+        return slm_error_set(err, SLM_EINVAL, "mamba: missing conv, dt bias, A or D vectors");
+    if ((st = check_weight(b->w_in, "ssm_in", 2 * h->d_inner, h->dim, err))) return st;
+    if ((st = check_weight(b->w_x, "ssm_x", h->dt_rank + 2 * h->d_state, h->d_inner, err))) return st;
+    if ((st = check_weight(b->w_dt, "ssm_dt", h->d_inner, h->dt_rank, err))) return st;
+    return check_weight(b->w_out, "ssm_out", h->dim, h->d_inner, err);
+}
+
+/* --- state and scratch ----------------------------------------------------------- */
+
+slm_mamba_state *slm_mamba_state_new(int n_layer, int64_t d_inner, int64_t d_conv,
+                                     int64_t d_state, slm_error *err)
+{
+    if (n_layer < 1 || n_layer > 4096 || d_inner < 1 || d_inner > (1 << 20) || d_conv < 1 ||
+        d_conv > MAMBA_MAX_CONV || d_state < 1 || d_state > MAMBA_MAX_STATE) {
+        slm_error_set(err, SLM_EINVAL, "mamba state: n_layer %d, d_inner %lld, d_conv %lld, d_state %lld out of range",
+                      n_layer, (long long)d_inner, (long long)d_conv, (long long)d_state);
+        return NULL;
+    }
+    slm_mamba_state *s = calloc(1, sizeof *s);
+    if (!s) goto oom;
+    s->n_layer = n_layer;
+    s->d_inner = d_inner;
+    s->d_conv = d_conv;
+    s->d_state = d_state;
+    /* d_conv 1 keeps no inputs; one float keeps the allocation non-empty */
+    s->conv = calloc(slm_mamba_state_conv_len(s) + 1, sizeof(float));
+    s->ssm = calloc(slm_mamba_state_ssm_len(s), sizeof(float));
+    if (!s->conv || !s->ssm) goto oom;
+    return s;
+oom:
+    slm_mamba_state_free(s);
+    slm_error_set(err, SLM_ENOMEM, "out of memory allocating the mamba state of %d layers", n_layer);
+    return NULL;
+}
+
+void slm_mamba_state_free(slm_mamba_state *s)
+{
+    if (!s) return;
+    free(s->conv);
+    free(s->ssm);
+    free(s);
+}
+
+size_t slm_mamba_state_conv_len(const slm_mamba_state *s)
+{
+    return (size_t)s->n_layer * (size_t)s->d_inner * (size_t)(s->d_conv - 1);
+}
+
+size_t slm_mamba_state_ssm_len(const slm_mamba_state *s)
+{
+    return (size_t)s->n_layer * (size_t)s->d_inner * (size_t)s->d_state;
+}
+
+void slm_mamba_state_clear(slm_mamba_state *s)
+{
+    memset(s->conv, 0, slm_mamba_state_conv_len(s) * sizeof(float));
+    memset(s->ssm, 0, slm_mamba_state_ssm_len(s) * sizeof(float));
+}
+
+slm_mamba_work *slm_mamba_work_new(int n_batch, int64_t d_inner, int64_t d_state,
+                                   int64_t dt_rank, slm_error *err)
+{
+    if (n_batch < 1 || n_batch > 65536 || d_inner < 1 || d_inner > (1 << 20) || d_state < 1 ||
+        d_state > MAMBA_MAX_STATE || dt_rank < 1 || dt_rank > (1 << 20)) {
+        slm_error_set(err, SLM_EINVAL, "mamba work: n_batch %d or dims out of range", n_batch);
+        return NULL;
+    }
+    slm_mamba_work *w = calloc(1, sizeof *w);
+    if (!w) goto oom;
+    size_t nb = (size_t)n_batch;
+    w->n_batch = n_batch;
+    w->d_inner = d_inner;
+    w->dt_rank = dt_rank;
+    w->n_xdb = dt_rank + 2 * d_state;
+    w->xz = malloc(nb * (size_t)(2 * d_inner) * sizeof(float));
+    w->xc = malloc(nb * (size_t)d_inner * sizeof(float));
+    w->xdb = malloc(nb * (size_t)w->n_xdb * sizeof(float));
+    w->dtr = malloc(nb * (size_t)dt_rank * sizeof(float));
+    w->dt = malloc(nb * (size_t)d_inner * sizeof(float));
+    w->y = malloc(nb * (size_t)d_inner * sizeof(float));
+    if (!w->xz || !w->xc || !w->xdb || !w->dtr || !w->dt || !w->y) goto oom;
+    return w;
+oom:
+    slm_mamba_work_free(w);
+    slm_error_set(err, SLM_ENOMEM, "out of memory allocating a mamba batch of %d rows", n_batch);
+    return NULL;
+}
+
+void slm_mamba_work_free(slm_mamba_work *w)
+{
+    if (!w) return;
+    free(w->xz); free(w->xc); free(w->xdb); free(w->dtr); free(w->dt); free(w->y);
+    free(w);
+}
+
+/* --- the recurrences ----------------------------------------------------------- */
+
+void slm_mamba_conv(float *out, int64_t ld_out, const float *x, int64_t ld_x, int n,
+                    float *state, const float *w, const float *bias, int64_t d_conv,
+                    int64_t c0, int64_t c1)
+{
+    const int64_t ns = d_conv - 1;
+    float win[MAMBA_MAX_CONV];
+    for (int64_t i = c0; i < c1; i++) {
+        float *st = state + i * ns;
+        const float *wi = w + i * d_conv;
+        memcpy(win, st, (size_t)ns * sizeof(float));
+        for (int t = 0; t < n; t++) {
+            win[ns] = x[t * ld_x + i];
+            /* ggml_ssm_conv: a float sum from the oldest tap, then the bias
+             * as a separate add */
+            float sum = 0.0f;
+            for (int64_t k = 0; k < d_conv; k++) sum += win[k] * wi[k];
+            out[t * ld_out + i] = sum + bias[i];
+            memmove(win, win + 1, (size_t)ns * sizeof(float));
+        }
+        memcpy(st, win, (size_t)ns * sizeof(float));
+    }
+    for (int t = 0; t < n; t++) slm_ops_silu(out + t * ld_out + c0, out + t * ld_out + c0, c1 - c0);
+}
+
+void slm_mamba_scan(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                    const float *dt, int64_t ld_dt, const float *A, const float *bc,
+                    int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,
+                    int64_t c1)
+{
+    /* channel outer, time inner: a channel's state row stays in L1 for the
+     * whole sequence; channels are independent, so this order gives the
+     * same floats as the reference's time-outer loop */
+    for (int64_t i = c0; i < c1; i++) {
+        float *s = state + i * d_state;
+        const float *a = A + i * d_state;
+        for (int t = 0; t < n; t++) {
+            const float v = dt[t * ld_dt + i];
+            /* softplus with the threshold of the reference's selective
+             * state update (log1p(exp(v)) overflows to inf above ~88) */
+            const float d = v <= 20.0f ? log1pf(expf(v)) : v;
+            const float xi = x[t * ld_x + i];
+            const float xd = xi * d;
+            const float *B = bc + t * ld_bc, *C = B + d_state;
+            float sum = 0.0f;
+            for (int64_t j = 0; j < d_state; j++) {
+                const float sj = s[j] * expf(d * a[j]) + B[j] * xd;
+                sum += sj * C[j];
+                s[j] = sj;
+            }
+            y[t * ld_y + i] = sum + xi * D[i];
+        }
+    }
+}
+
+/* --- the block ------------------------------------------------------------------ */
+
+/* out (M, N) = X (M, K) . W^T for a checked 2-D weight */
+static slm_status linear(slm_pool *pool, float *out, const slm_tensor *W, const float *X,
+                         int64_t M, slm_error *err)
+{
+    const slm_dtype_traits *tr = slm_dtype_get((int)W->dtype);
+    size_t row_bytes = (size_t)(W->stride[0] / tr->block_size) * tr->type_size;
+    return slm_matmul_raw(pool, out, slm_tensor_data(W), W->dtype, row_bytes, X, M,
+                          W->shape[0], W->shape[1], err);
+}
+
+typedef struct mix_job {
+    const slm_mamba_block *b;
+    slm_mamba_work *w;
+    float *conv_state, *ssm_state;   /* this layer's */
+    int n;
+} mix_job;
+
+/* channel range of thread ith: chunks of 8 so threads write whole cache
+ * lines of each row */
+static void channels(int64_t d_inner, int ith, int nth, int64_t *c0, int64_t *c1)
+{
+    int64_t per = ((d_inner + nth - 1) / nth + 7) & ~(int64_t)7;
+    *c0 = per * ith < d_inner ? per * ith : d_inner;
+    *c1 = *c0 + per < d_inner ? *c0 + per : d_inner;
+}
+
+static void conv_job(void *ctx, int ith, int nth)
+{
+    mix_job *j = ctx;
+    const slm_mamba_shape *h = &j->b->shape;
+    int64_t c0, c1;
+    channels(h->d_inner, ith, nth, &c0, &c1);
+    if (c0 >= c1) return;
+    slm_mamba_conv(j->w->xc, h->d_inner, j->w->xz, 2 * h->d_inner, j->n, j->conv_state,
+                   j->b->conv_w, j->b->conv_b, h->d_conv, c0, c1);
+}
+
+static void scan_job(void *ctx, int ith, int nth)
+{
+    mix_job *j = ctx;
+    const slm_mamba_shape *h = &j->b->shape;
+    slm_mamba_work *w = j->w;
+    int64_t c0, c1, di = h->d_inner;
+    channels(di, ith, nth, &c0, &c1);
+    if (c0 >= c1) return;
+    slm_mamba_scan(w->y, di, j->ssm_state, w->xc, di, w->dt, di, j->b->A, w->xdb + h->dt_rank,
+                   w->n_xdb, j->b->D, j->n, h->d_state, c0, c1);
+    /* the gate: y * silu(z), z being the second half of in_proj's rows */
+    for (int t = 0; t < j->n; t++) {
+        float *z = w->xz + (size_t)t * (size_t)(2 * di) + di + c0;
+        float *y = w->y + (size_t)t * (size_t)di + c0;
+        slm_ops_silu(z, z, c1 - c0);
+        slm_ops_mul(y, y, c1 - c0, z, c1 - c0);
+    }
+}
+
+slm_status slm_mamba_forward(slm_pool *pool, const slm_mamba_block *b, slm_mamba_state *s,
+                             int layer, int n, const float *x, float *out,
+                             slm_mamba_work *w, slm_error *err)
+{
+    const slm_mamba_shape *h = &b->shape;
+    if (layer < 0 || layer >= s->n_layer || n < 1 || n > w->n_batch)
+        return slm_error_set(err, SLM_EINVAL, "mamba forward: layer %d or %d rows out of range", layer, n);
+    if (s->d_inner != h->d_inner || s->d_conv != h->d_conv || s->d_state != h->d_state ||
+        w->d_inner != h->d_inner || w->dt_rank != h->dt_rank || w->n_xdb != h->dt_rank + 2 * h->d_state)
+        return slm_error_set(err, SLM_EINVAL, "mamba forward: state shaped for another model");
+    const int64_t di = h->d_inner, nx = w->n_xdb;
+    mix_job job = {
+        .b = b, .w = w, .n = n,
+        .conv_state = s->conv + (size_t)layer * (size_t)di * (size_t)(h->d_conv - 1),
+        .ssm_state = s->ssm + (size_t)layer * (size_t)di * (size_t)h->d_state,
+    };
+    slm_status st;
+    /* xz (n, 2 d_inner) = in_proj(x) */
+    if ((st = linear(pool, w->xz, b->w_in, x, n, err))) return st;
+    /* xc (n, d_inner) = silu(conv1d(x half) + bias) */
+    slm_pool_run(pool, slm_pool_size(pool), conv_job, &job);
+    /* xdb (n, dt_rank + 2 d_state) = x_proj(xc) */
+    if ((st = linear(pool, w->xdb, b->w_x, w->xc, n, err))) return st;
+    for (int t = 0; t < n; t++) {
+        float *row = w->xdb + (size_t)t * (size_t)nx;
+        if (h->dt_b_c_rms) {
+            slm_ops_rmsnorm(row, row, NULL, 1, h->dt_rank, h->eps);
+            slm_ops_rmsnorm(row + h->dt_rank, row + h->dt_rank, NULL, 1, h->d_state, h->eps);
+            slm_ops_rmsnorm(row + h->dt_rank + h->d_state, row + h->dt_rank + h->d_state, NULL, 1,
+                            h->d_state, h->eps);
+        }
+        memcpy(w->dtr + (size_t)t * (size_t)h->dt_rank, row, (size_t)h->dt_rank * sizeof(float));
+    }
+    /* dt (n, d_inner) = dt_proj(dt_r) + bias; softplus is in the scan */
+    if ((st = linear(pool, w->dt, b->w_dt, w->dtr, n, err))) return st;
+    slm_ops_add(w->dt, w->dt, (int64_t)n * di, b->dt_b, di);
+    /* y (n, d_inner) = (scan + x D) * silu(z) */
+    slm_pool_run(pool, slm_pool_size(pool), scan_job, &job);
+    /* out (n, dim) = out_proj(y) */
+    return linear(pool, out, b->w_out, w->y, n, err);
+}

@@ -1,0 +1,126 @@
+--- Mamba-1: a stack of selective state space mixers, no attention and no
+-- feed-forward. The forward pass, as in the paper and the reference
+-- implementation's mamba graph:
+--
+--   x = embed(tokens)
+--   for each layer:  x = x + mixer(rmsnorm(x))   -- in_proj, causal conv1d,
+--                                                 -- selective scan, gate, out_proj
+--   logits = output(rmsnorm(x[last]))
+--
+-- The mixer is one C block (csrc/blocks/mamba.c) that runs all n tokens of a
+-- call: projections as matmuls over the n rows, the conv and the scan over
+-- time. The session state is the per-layer conv and scan state, O(1) in the
+-- number of tokens, so snapshots are small and the context is unbounded.
+local core = require "slm.core"
+local blocks, mamba_c = core.blocks, core.mamba
+
+local mamba = { name = "mamba", archs = { "mamba" } }
+
+--- Hyper-parameters from GGUF metadata (`mamba.*` keys).
+function mamba.hparams(src)
+  local arch = src.arch
+  local function key(k, default)
+    local v = src.meta(arch .. "." .. k)
+    if v ~= nil then return v end
+    if default == nil then error(string.format("%s: missing metadata %s.%s", src.path, arch, k), 0) end
+    return default
+  end
+  local hp = {
+    arch = arch,
+    -- a recurrent state has no context limit; the file says 1M
+    n_ctx_train = key("context_length", 1 << 20),
+    dim = key("embedding_length"),
+    n_layer = key("block_count"),
+    d_conv = key("ssm.conv_kernel"),
+    d_inner = key("ssm.inner_size"),
+    d_state = key("ssm.state_size"),
+    dt_rank = key("ssm.time_step_rank"),
+    dt_b_c_rms = key("ssm.dt_b_c_rms", false),
+    eps = key("attention.layer_norm_rms_epsilon", 1e-5),
+  }
+  for _, k in ipairs { "dim", "n_layer", "d_conv", "d_inner", "d_state", "dt_rank" } do
+    if math.type(hp[k]) ~= "integer" or hp[k] < 1 then
+      error(string.format("%s: bad mamba hyper-parameter %s = %s", src.path, k, tostring(hp[k])), 0)
+    end
+  end
+  return hp
+end
+
+--- The model's blocks, built once at load. Every tensor's shape is checked
+-- here so that a malformed file is reported by the tensor's own name.
+function mamba.build(src, hp)
+  local function w(name, ...)
+    local t = src.tensor(name)
+    local want = { ... }
+    local shape = t:shape()
+    local ok = #shape == #want
+    for i = 1, #want do ok = ok and shape[i] == want[i] end
+    if not ok then
+      error(string.format("%s: tensor %s has shape %s, expected %s", src.path, name,
+                          table.concat(shape, "x"), table.concat(want, "x")), 0)
+    end
+    return t
+  end
+  -- the small vectors are used as f32 (files normally store them so)
+  local function f32(name, ...)
+    local t = w(name, ...)
+    if t:dtype() ~= "f32" then t = t:to("f32") end
+    return t
+  end
+  local m = { hp = hp, layers = {} }
+  local emb = src.tensor("token_embd.weight")
+  if emb:dim() ~= 2 then error(src.path .. ": tensor token_embd.weight must be 2-D", 0) end
+  hp.n_vocab = emb:size(1)
+  m.tok_embd = w("token_embd.weight", hp.n_vocab, hp.dim)
+  m.output_norm = f32("output_norm.weight", hp.dim)
+  m.output = src.has("output.weight") and w("output.weight", hp.n_vocab, hp.dim) or m.tok_embd
+  local di, ds, dr = hp.d_inner, hp.d_state, hp.dt_rank
+  for l = 1, hp.n_layer do
+    local p = "blk." .. (l - 1) .. "."
+    m.layers[l] = {
+      norm = f32(p .. "attn_norm.weight", hp.dim),
+      mixer = mamba_c.block {
+        dim = hp.dim, d_inner = di, d_conv = hp.d_conv, d_state = ds, dt_rank = dr,
+        eps = hp.eps, dt_b_c_rms = hp.dt_b_c_rms,
+        ssm_in = w(p .. "ssm_in.weight", 2 * di, hp.dim),
+        conv_w = f32(p .. "ssm_conv1d.weight", di, hp.d_conv),
+        conv_b = f32(p .. "ssm_conv1d.bias", di),
+        ssm_x = w(p .. "ssm_x.weight", dr + 2 * ds, di),
+        ssm_dt = w(p .. "ssm_dt.weight", di, dr),
+        dt_b = f32(p .. "ssm_dt.bias", di),
+        A = f32(p .. "ssm_a", di, ds),
+        D = f32(p .. "ssm_d", di),
+        ssm_out = w(p .. "ssm_out.weight", hp.dim, di),
+      },
+    }
+  end
+  return m
+end
+
+--- Per-session state: conv and scan states of every layer, batch scratch.
+function mamba.state(m, opts)
+  local hp = m.hp
+  return mamba_c.state {
+    n_layer = hp.n_layer, d_inner = hp.d_inner, d_conv = hp.d_conv, d_state = hp.d_state,
+    dt_rank = hp.dt_rank, n_batch = opts.n_batch,
+  }
+end
+
+--- Runs tokens ids[first .. first+n-1] after s.n_past earlier ones, leaving
+-- the logits of the last one in s.logits. s.x, s.h, s.y are (n_batch, dim).
+function mamba.forward(m, s, ids, first, n)
+  local hp, x, h, y = m.hp, s.x, s.h, s.y
+  -- position 0 starts from the zero state (also after sess:reset())
+  if s.n_past == 0 then s.state:clear() end
+  blocks.embed(x, m.tok_embd, ids, first, n)
+  for l, L in ipairs(m.layers) do
+    blocks.rmsnorm(h, x, L.norm, hp.eps, 1, n)
+    L.mixer:forward(y, h, s.state, l, n)
+    blocks.add(x, y, 1, n)
+    if s.hook then s.hook(l, x, n) end
+  end
+  blocks.rmsnorm(h, x, m.output_norm, hp.eps, n, 1)
+  blocks.linear(s.logits, m.output, h, n)
+end
+
+return mamba

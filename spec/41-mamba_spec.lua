@@ -1,0 +1,224 @@
+-- Mamba-1 against the reference implementation's logits
+-- (../shared/fixtures/gguf/mamba-*.ref), sequence mode against single steps,
+-- the recurrent state (snapshot, restore, fork, save) and malformed files.
+-- Bounds from the fixtures' README: f16 within 0.01 s, quantized within
+-- 0.05 s (s = std of the reference logits), and every greedy id the .ref
+-- holds (random Mamba logits are flat, so the files hold few or none).
+local helpers = require "spec.helpers"
+local slm = require "slm"
+local gguf = require "slm.gguf"
+
+local PROMPT = { 1, 72, 300, 45, 290, 301, 17, 99 }
+local QUANTS = { "f16", "q8_0", "q4_0", "q5_1", "q4_k_m", "q6_k" }
+
+local function bound(q) return q == "f16" and 0.01 or 0.05 end
+
+local function values(t)
+  local v = {}
+  for i = 1, t:numel() do v[i] = t:get(i) end
+  return v
+end
+
+-- top-1 and top-2 of a Lua array (0-based id of the first)
+local function top2(row)
+  local b1, b2, id = -math.huge, -math.huge, 0
+  for i, x in ipairs(row) do
+    if x > b1 then b1, b2, id = x, b1, i - 1 elseif x > b2 then b2 = x end
+  end
+  return id, b1 - b2
+end
+
+describe("mamba parity with the reference", function()
+  for _, q in ipairs(QUANTS) do
+    it("mamba-" .. q .. " logits at every position and greedy ids", function()
+      local path, why = helpers.fixture("gguf/mamba-" .. q .. ".gguf")
+      if not path then return pending(why) end
+      local ref = helpers.read_ref(path:gsub("%.gguf$", ".ref"))
+      local model = assert(slm.load(path))
+      assert.equal("mamba", model.hp.arch)
+      local sess = model:session { ctx = 64 }
+      local logits
+      for p = 1, ref.n_pos do
+        logits = sess:eval { PROMPT[p] }
+        local d = helpers.max_diff(logits, ref.logits[p]) / ref.sd
+        assert.is_true(d <= bound(q), string.format("position %d: max|d|/s = %.5f > %.2f", p, d, bound(q)))
+        -- where the reference's top-1 leads by more than the bound allows
+        -- to flip, ours must agree
+        local id, margin = top2(ref.logits[p])
+        if margin > 2 * bound(q) * ref.sd then assert.equal(id, helpers.argmax(logits)) end
+      end
+      local got = {}
+      for i = 1, #ref.gen do
+        got[i] = helpers.argmax(logits)
+        logits = sess:eval { got[i] }
+      end
+      assert.same(ref.gen, got)
+    end)
+  end
+end)
+
+describe("mamba sequence mode", function()
+  for _, q in ipairs { "f16", "q4_k_m" } do
+    it("the prompt in one call equals token by token (" .. q .. ")", function()
+      local path, why = helpers.fixture("gguf/mamba-" .. q .. ".gguf")
+      if not path then return pending(why) end
+      local ref = helpers.read_ref(path:gsub("%.gguf$", ".ref"))
+      local model = assert(slm.load(path))
+      local a = model:session { ctx = 64 }
+      for _, id in ipairs(PROMPT) do a:eval { id } end
+      local step = values(a.logits)
+      for _, batch in ipairs { 8, 3 } do   -- one scan of 8, and 3 + 3 + 2
+        local b = model:session { ctx = 64, batch = batch }
+        local d = helpers.max_diff(b:eval(PROMPT), step) / ref.sd
+        assert.is_true(d <= 1e-4, string.format("batch %d: max|d|/s = %.2e", batch, d))
+      end
+    end)
+  end
+
+  it("reset starts again from the zero state", function()
+    local path, why = helpers.fixture("gguf/mamba-q8_0.gguf")
+    if not path then return pending(why) end
+    local model = assert(slm.load(path))
+    local s = model:session { ctx = 64 }
+    local first = values(s:eval(PROMPT))
+    s:eval { 5, 6, 7 }
+    s:reset()
+    assert.same(first, values(s:eval(PROMPT)))
+  end)
+end)
+
+describe("mamba session state", function()
+  local function greedy_run(sess, n)
+    local ids, logits = {}, sess.logits
+    for i = 1, n do
+      ids[i] = helpers.argmax(logits)
+      logits = sess:eval { ids[i] }
+    end
+    return ids
+  end
+  local function sampled_run(sess, n, seed)
+    local sampler = slm.sampler.chain { { "temp", 1.5 }, { "dist", seed = seed } }
+    local ids = {}
+    for i = 1, n do
+      ids[i] = sampler:sample(sess.logits)
+      sess:eval { ids[i] }
+    end
+    return ids
+  end
+
+  it("snapshot/restore/fork/save continue exactly, greedy and seeded", function()
+    local path, why = helpers.fixture("gguf/mamba-q4_0.gguf")
+    if not path then return pending(why) end
+    local model = assert(slm.load(path))
+    local s = model:session { ctx = 64 }
+    s:eval(PROMPT)
+    local snap = s:snapshot()
+    local g = greedy_run(s, 12)
+    s:restore(snap)
+    assert.equal(#PROMPT, s.n_past)
+    assert.same(g, greedy_run(s, 12))
+    s:restore(snap)
+    local r = sampled_run(s, 12, 42)
+    s:restore(snap)
+    assert.same(r, sampled_run(s, 12, 42))
+    -- a fork runs on its own state: advancing it leaves the parent alone
+    s:restore(snap)
+    local f = s:fork()
+    assert.same(g, greedy_run(f, 12))
+    assert.same(g, greedy_run(s, 12))
+    -- through a file, into a fresh session
+    local file = os.tmpname()
+    assert(snap:save(file))
+    local t = model:session { ctx = 64 }
+    t:restore(assert(slm.model.load_snapshot(file)))
+    os.remove(file)
+    assert.same(g, greedy_run(t, 12))
+  end)
+
+  it("a snapshot is O(state): conv and scan states only", function()
+    local path, why = helpers.fixture("gguf/mamba-q8_0.gguf")
+    if not path then return pending(why) end
+    local model = assert(slm.load(path))
+    local hp = model.hp
+    local s = model:session { ctx = 256 }
+    s:eval(PROMPT)
+    local bytes = 28 + 4 * hp.n_layer * hp.d_inner * ((hp.d_conv - 1) + hp.d_state)
+    assert.equal(bytes, #s:snapshot().state)
+    assert.equal(bytes - 28, s.state:bytes())
+    for _ = 1, 10 do s:eval(PROMPT) end
+    assert.equal(bytes, #s:snapshot().state)
+  end)
+
+  it("rejects foreign or corrupt state snapshots", function()
+    local path, why = helpers.fixture("gguf/mamba-q8_0.gguf")
+    local dense = helpers.fixture("gguf/dense-q8_0.gguf")
+    if not path then return pending(why) end
+    local model = assert(slm.load(path))
+    local s = model:session { ctx = 64 }
+    s:eval(PROMPT)
+    local snap = s:snapshot()
+    assert.has_error(function() s.state:restore(snap.state:sub(1, 100)) end,
+                     "restore: truncated mamba state snapshot")
+    assert.has_error(function() s.state:restore("garbage") end, "restore: not a mamba state snapshot")
+    if dense then
+      local d = assert(slm.load(dense)):session { ctx = 64 }
+      assert.has_error(function() d:restore(snap) end,
+                       "restore: snapshot of a mamba model (vocab 512), this session runs llama (vocab 512)")
+    end
+  end)
+end)
+
+describe("malformed mamba files", function()
+  -- copies the f16 fixture with one change: edit(name, tensor) returns the
+  -- tensor to write (nil drops it); drop_key removes a metadata key
+  local function variant(edit, drop_key)
+    local src = assert(helpers.fixture("gguf/mamba-f16.gguf"))
+    local f = assert(gguf.open(src))
+    local meta, tensors = {}, {}
+    for _, k in ipairs(f.keys) do
+      if k ~= drop_key and k ~= "general.alignment" then meta[#meta + 1] = { k, f:typed(k) } end
+    end
+    for _, info in ipairs(f.tensors) do
+      local t = f:tensor(info.name)
+      if edit then t = edit(info.name, t) end
+      if t then tensors[#tensors + 1] = { name = info.name, tensor = t } end
+    end
+    local path = os.tmpname()
+    assert(gguf.write(path, { metadata = meta, tensors = tensors }))
+    f:close()
+    return path
+  end
+  local function load_error(path)
+    local m, err = slm.load(path)
+    os.remove(path)
+    assert.is_nil(m)
+    return err
+  end
+
+  it("names a missing tensor", function()
+    if not helpers.fixture("gguf/mamba-f16.gguf") then return pending("fixture missing") end
+    local path = variant(function(name, t) if name ~= "blk.1.ssm_x.weight" then return t end end)
+    local want, err = path .. ": missing tensor blk.1.ssm_x.weight", load_error(path)
+    assert.equal(want, err:sub(1, #want))
+  end)
+
+  it("names a tensor of the wrong shape", function()
+    if not helpers.fixture("gguf/mamba-f16.gguf") then return pending("fixture missing") end
+    local path = variant(function(name, t)
+      if name == "blk.2.ssm_d" then return t:narrow(1, 1, 256):clone() end
+      return t
+    end)
+    assert.equal(path .. ": tensor blk.2.ssm_d has shape 256, expected 512", load_error(path))
+    path = variant(function(name, t)
+      if name == "blk.0.ssm_a" then return t:reshape(1024, 8) end
+      return t
+    end)
+    assert.equal(path .. ": tensor blk.0.ssm_a has shape 1024x8, expected 512x16", load_error(path))
+  end)
+
+  it("names missing metadata", function()
+    if not helpers.fixture("gguf/mamba-f16.gguf") then return pending("fixture missing") end
+    local path = variant(nil, "mamba.ssm.state_size")
+    assert.equal(path .. ": missing metadata mamba.ssm.state_size", load_error(path))
+  end)
+end)
