@@ -56,10 +56,12 @@ describe("rwkv.cpp files", function()
       local path, why = helpers.fixture("rwkv/tiny-rwkv-" .. stem .. ".bin")
       if not path then return pending(why) end
       local worst, got, ref = run_ref(path, PROMPT)
-      -- 5v1-Q5_0 matches rwkv.cpp exactly for 12 positions, then drifts to
-      -- 0.067 s: rwkv.cpp's x86 activation quantizer (127/max, round to
-      -- even) and ours (the reference scalar form) differ on rare ties, and
-      -- this model amplifies them (its dequantized-f32 run is 0.11 s off).
+      -- 5v1-Q5_0 matches rwkv.cpp to 1e-5 for 12 positions, then drifts to
+      -- 0.067 s. rwkv.cpp ran ggml's x86 activation quantizer (id = 127/max,
+      -- round half to even), slm's kernels use the scalar reference form
+      -- (id = 1/(max/127), round half away): rare one-step code differences
+      -- that this model amplifies (with dequantized f32 weights it is 0.11 s
+      -- off). With the x86 form the file lands at 0.0035 s (measured).
       local b = KNOWN_OVER[stem] or bound(stem)
       assert.is_true(worst <= b, string.format("max|d|/s = %.4f > %.2f", worst, b))
       assert.same(ref.gen, got)

@@ -103,6 +103,8 @@ void slm_rwkv_state_reset(slm_rwkv_state *st)
     }
 }
 
+#define SMALL_MATMUL (1 << 16)
+
 /* --- matmul -------------------------------------------------------------------- */
 
 slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slice,
@@ -113,8 +115,11 @@ slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slic
     size_t row_bytes = (size_t)(W->stride[r] / tr->block_size) * tr->type_size;
     const char *data = slm_tensor_data(W);
     if (slice > 0) data += (size_t)(W->stride[0] / tr->block_size) * tr->type_size * (size_t)slice;
-    return slm_matmul_raw(pool, out, data, W->dtype, row_bytes, X, M, W->shape[r],
-                          W->shape[r + 1], err);
+    /* small products run on the calling thread: waking the pool costs more
+     * than the work (tiny models, low-rank weights) */
+    int64_t work = M * W->shape[r] * W->shape[r + 1];
+    return slm_matmul_raw(work < SMALL_MATMUL ? NULL : pool, out, data, W->dtype, row_bytes, X, M,
+                          W->shape[r], W->shape[r + 1], err);
 }
 
 slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, int slice,

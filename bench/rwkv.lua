@@ -1,0 +1,138 @@
+--- RWKV-7 0.1B-shaped random model (dim 768, 12 layers, 12 heads of 64,
+-- ffn 3072, vocab 65536, LoRA ranks w 64 / a 64 / v 32 / g 128, as
+-- RWKV-7 "Goose" 0.1B) written as a GGUF in llama.cpp's rwkv7 layout by
+-- slm.gguf.write into $SLM_BENCH_DIR (default /tmp/slm-bench; made once,
+-- reused): prompt processing (pp128, one call) and decode (tg) in tokens/s
+-- and peak RSS, one process per dtype.
+--   bin/slm bench/rwkv.lua [threads=2] [dtype ...]     (dtypes: f16 q8_0)
+--   bin/slm bench/rwkv.lua --run MODEL.gguf [threads]  (one measurement line)
+local slm = require "slm"
+local bench = require "slm.bench"
+local testing = require "slm.testing"
+local gguf = require "slm.gguf"
+
+local DIM, LAYERS, HEAD, FF, VOCAB = 768, 12, 64, 3072, 65536
+local RANK = { w = 64, a = 64, v = 32, g = 128 }
+
+local function write_model(path, dtype)
+  local tensors, seed = {}, 100
+  local function add(name, t) tensors[#tensors + 1] = { name = name, tensor = t } end
+  local function mat(name, rows, cols, big)
+    seed = seed + 1
+    local t = testing.randn({ rows, cols }, seed, 0.02)
+    -- the matrices of every token's projections take the file's dtype;
+    -- the small low-rank ones stay f32 as llama.cpp's converter keeps them
+    if big then t = t:to(dtype) end
+    add(name, t)
+  end
+  local function vec(name, lo, hi, shape)
+    seed = seed + 1
+    add(name, testing.rand(shape or { DIM }, seed, lo, hi))
+  end
+  mat("token_embd.weight", VOCAB, DIM, true)
+  vec("token_embd_norm.weight", 0.9, 1.1)
+  vec("token_embd_norm.bias", -0.01, 0.01)
+  for l = 0, LAYERS - 1 do
+    local p = "blk." .. l .. "."
+    for _, n in ipairs { "attn_norm", "attn_norm_2", "time_mix_ln" } do
+      vec(p .. n .. ".weight", 0.9, 1.1)
+      vec(p .. n .. ".bias", -0.01, 0.01)
+    end
+    vec(p .. "time_mix_lerp_fused.weight", 0, 1, { 6, 1, 1, DIM })
+    for _, n in ipairs { "receptance", "key", "value", "output" } do
+      mat(p .. "time_mix_" .. n .. ".weight", DIM, DIM, true)
+    end
+    for k, r in pairs(RANK) do
+      mat(p .. "time_mix_" .. k .. "1.weight", r, DIM)
+      mat(p .. "time_mix_" .. k .. "2.weight", DIM, r)
+    end
+    vec(p .. "time_mix_w0.weight", -1, 1)
+    vec(p .. "time_mix_a0.weight", -0.5, 0.5)
+    vec(p .. "time_mix_v0.weight", -0.5, 0.5)
+    vec(p .. "time_mix_k_k.weight", 0.7, 1)
+    vec(p .. "time_mix_k_a.weight", 0.9, 1.1)
+    vec(p .. "time_mix_r_k.weight", -0.1, 0.1)
+    vec(p .. "channel_mix_lerp_k.weight", 0, 1)
+    mat(p .. "channel_mix_key.weight", FF, DIM, true)
+    mat(p .. "channel_mix_value.weight", DIM, FF, true)
+  end
+  vec("output_norm.weight", 0.9, 1.1)
+  vec("output_norm.bias", -0.01, 0.01)
+  mat("output.weight", VOCAB, DIM, true)
+  local u32 = function(v) return { type = "u32", value = v } end
+  assert(gguf.write(path, {
+    metadata = {
+      { "general.architecture", "rwkv7" },
+      { "general.name", "rwkv7-0.1b-random" },
+      { "rwkv7.context_length", u32(1048576) },
+      { "rwkv7.embedding_length", u32(DIM) },
+      { "rwkv7.block_count", u32(LAYERS) },
+      { "rwkv7.feed_forward_length", u32(FF) },
+      { "rwkv7.wkv.head_size", u32(HEAD) },
+      { "rwkv7.attention.layer_norm_epsilon", { type = "f32", value = 1e-5 } },
+      { "rwkv7.attention.decay_lora_rank", u32(RANK.w) },
+      { "rwkv7.attention.iclr_lora_rank", u32(RANK.a) },
+      { "rwkv7.attention.value_residual_mix_lora_rank", u32(RANK.v) },
+      { "rwkv7.attention.gate_lora_rank", u32(RANK.g) },
+    },
+    tensors = tensors,
+  }))
+end
+
+local function measure(path, threads)
+  if threads then slm.threads(threads) end
+  local model = assert(slm.load(path))
+  local n_prompt, n_gen = 128, 64
+  local ids = {}
+  for i = 1, n_prompt do ids[i] = (i * 7919) % model.hp.n_vocab end
+  local pp, tg = 0, 0
+  for _ = 1, 2 do
+    local s = model:session { ctx = 512, batch = n_prompt }
+    local t0 = bench.clock()
+    s:eval(ids)
+    pp = math.max(pp, n_prompt / (bench.clock() - t0))
+  end
+  for _ = 1, 2 do
+    local s = model:session { ctx = 512, batch = 16 }
+    s:eval { 1, 2, 3, 4 }
+    local t0 = bench.clock()
+    for i = 1, n_gen do s:eval { (i * 31) % model.hp.n_vocab } end
+    tg = math.max(tg, n_gen / (bench.clock() - t0))
+  end
+  local s = model:session { ctx = 16 }
+  s:eval { 1 }
+  print(string.format("pp=%.1f tg=%.2f state_kb=%.1f rss_mb=%.1f", pp, tg, #s:snapshot().state / 1024,
+                      bench.peak_rss_kb() / 1024))
+end
+
+if arg[1] == "--run" then
+  measure(assert(arg[2], "--run MODEL.gguf"), tonumber(arg[3]))
+  return
+end
+
+local threads = tonumber(arg[1]) or 2
+local dtypes = { table.unpack(arg, 2) }
+if #dtypes == 0 then dtypes = { "f16", "q8_0" } end
+local dir = os.getenv("SLM_BENCH_DIR") or "/tmp/slm-bench"
+os.execute("mkdir -p " .. dir)
+local here = arg[0]:match("^(.*)/bench/rwkv%.lua$") or "."
+print(string.format("RWKV-7 0.1B-shaped random model, %d threads (bench/rwkv.lua)", threads))
+print(string.format("%-6s %9s %9s %10s %10s %9s", "dtype", "pp128 t/s", "tg t/s", "MB", "state KB", "RSS MB"))
+for _, dt in ipairs(dtypes) do
+  local path = string.format("%s/rwkv7-0.1b-%s.gguf", dir, dt)
+  local f = io.open(path, "rb")
+  if not f then
+    write_model(path, dt)
+    f = assert(io.open(path, "rb"))
+  end
+  local size = f:seek("end")
+  f:close()
+  local p = io.popen(string.format("%s/bin/slm %s/bench/rwkv.lua --run %s %d", here, here, path, threads))
+  local out = p:read("a")
+  p:close()
+  local pp, tg = out:match("pp=([%d.]+)"), out:match("tg=([%d.]+)")
+  local st, rss = out:match("state_kb=([%d.]+)"), out:match("rss_mb=([%d.]+)")
+  if not pp then io.stderr:write(out) end
+  print(string.format("%-6s %9s %9s %10.1f %10s %9s", dt, pp or "?", tg or "?", size / 1048576, st or "?",
+                      rss or "?"))
+end
