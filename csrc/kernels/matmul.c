@@ -12,6 +12,8 @@
 /* Below this many multiply-adds the wake-up of the workers costs more than
  * it saves. */
 #define MIN_PARALLEL_WORK (64 * 1024)
+/* stack buffer for the encoded activations of a serial call without pool */
+#define SMALL_ACT_BYTES 8192
 
 typedef struct mm_ctx {
     float *out;              /* (M, N) */
@@ -117,6 +119,9 @@ slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype w
         return SLM_OK;
     }
 
+    /* without a usable pool, small activation buffers (a few rows) live on
+     * the stack so that serial calls do not allocate either */
+    _Alignas(64) unsigned char local[SMALL_ACT_BYTES];
     void *tmp = NULL;
     if (t->act_type == SLM_DTYPE_F32) {
         c.A = (const unsigned char *)X;
@@ -129,6 +134,8 @@ slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype w
         if (pool) {
             c.abuf = slm_pool_scratch(pool, need, err);
             if (!c.abuf) return err ? err->code : SLM_ENOMEM;
+        } else if (need <= sizeof local) {
+            c.abuf = local;
         } else {
             c.abuf = tmp = malloc(need);
             if (!tmp)

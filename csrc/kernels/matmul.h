@@ -32,9 +32,11 @@
 #define SLM_MATMUL_BLAS_MIN_M 4
 
 /* Raw form. w_row_bytes is the byte distance between rows of W (at least
- * the row size of K elements). out must not overlap X or W. pool may be
- * NULL, or busy (a call from inside a pool job): the product then runs on
- * the calling thread with a temporary activation buffer. */
+ * the row size of K elements). out must not overlap X or W. Pass the pool
+ * even for small products: below 64K multiply-adds they run on the calling
+ * thread anyway, with the pool's scratch. pool may be NULL, or busy (a call
+ * from inside a pool job): the product then runs on the calling thread with
+ * a stack buffer (up to 8 KB of encoded activations) or a temporary one. */
 slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype wtype,
                           size_t w_row_bytes, const float *X, int64_t M, int64_t N,
                           int64_t K, slm_error *err);
