@@ -1,0 +1,215 @@
+/* RWKV WKV recurrences against double-precision references written here
+ * from the definitions (v4: the plain exponentially weighted average
+ * without the max trick; v5/v6 and v7: per-head matrix states with the
+ * loops in another order), over token runs split into calls of several
+ * sizes (the state carries across calls); state reset, sizes and errors. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blocks/rwkv.h"
+
+static int passed, failed;
+#define CHECK(cond, ...)                                                   \
+    do {                                                                   \
+        if (cond) passed++;                                                \
+        else { failed++; printf("FAIL: " __VA_ARGS__); printf("\n"); }     \
+    } while (0)
+
+static uint64_t xs = 0x243f6a8885a308d3u;
+static float frand(float lo, float hi)
+{
+    xs ^= xs << 13;
+    xs ^= xs >> 7;
+    xs ^= xs << 17;
+    return lo + (float)((double)(xs >> 11) * 0x1.0p-53) * (hi - lo);
+}
+
+static float *rvec(size_t n, float lo, float hi)
+{
+    float *v = malloc(n * sizeof *v);
+    if (!v) exit(1);
+    for (size_t i = 0; i < n; i++) v[i] = frand(lo, hi);
+    return v;
+}
+
+static double rel_err(const float *got, const double *want, size_t n)
+{
+    double m = 0, scale = 1e-6;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(got[i] - want[i]));
+    return m / scale;
+}
+
+/* runs f over T tokens in calls of `chunk` tokens */
+#define IN_CHUNKS(T, chunk, body)                                          \
+    for (int t0 = 0; t0 < (T); t0 += (chunk)) {                            \
+        int n = (T) - t0 < (chunk) ? (T) - t0 : (chunk);                   \
+        body;                                                              \
+    }
+
+static void test_wkv4(void)
+{
+    const int T = 37, D = 24;
+    float *k = rvec((size_t)T * D, -3, 3), *v = rvec((size_t)T * D, -1, 1);
+    float *w = rvec(D, -2, -0.01f), *u = rvec(D, -1, 1);   /* w = -exp(decay) < 0 */
+    double *want = malloc(sizeof(double) * (size_t)T * D);
+    /* y_t = (sum_{i<t} e^{(t-1-i) w + k_i} v_i + e^{u + k_t} v_t) / (same with v = 1) */
+    for (int c = 0; c < D; c++)
+        for (int t = 0; t < T; t++) {
+            double num = exp((double)u[c] + k[t * D + c]) * v[t * D + c];
+            double den = exp((double)u[c] + k[t * D + c]);
+            for (int i = 0; i < t; i++) {
+                double e = exp((t - 1 - i) * (double)w[c] + k[i * D + c]);
+                num += e * v[i * D + c];
+                den += e;
+            }
+            want[t * D + c] = num / den;
+        }
+    int chunks[] = {1, 5, 37};
+    for (int ci = 0; ci < 3; ci++) {
+        float aa[24] = {0}, bb[24] = {0}, pp[24];
+        for (int c = 0; c < D; c++) pp[c] = -1e30f;
+        float *y = calloc((size_t)T * D, sizeof(float));
+        IN_CHUNKS(T, chunks[ci], slm_rwkv_wkv4(n, D, w, u, k + (size_t)t0 * D, v + (size_t)t0 * D,
+                                               aa, bb, pp, y + (size_t)t0 * D));
+        double e = rel_err(y, want, (size_t)T * D);
+        CHECK(e < 2e-5, "wkv4 in chunks of %d: rel err %g", chunks[ci], e);
+        free(y);
+    }
+    free(k); free(v); free(w); free(u); free(want);
+}
+
+static void test_wkv6(void)
+{
+    const int T = 19, H = 3, N = 8, D = H * N;
+    float *r = rvec((size_t)T * D, -1, 1), *k = rvec((size_t)T * D, -1, 1);
+    float *v = rvec((size_t)T * D, -1, 1), *w = rvec((size_t)T * D, 0.3f, 0.999f);
+    float *u = rvec(D, -1, 1);
+    double *want = calloc((size_t)T * D, sizeof(double));
+    double *S = calloc((size_t)H * N * N, sizeof(double));
+    /* value-outer order: y[j] = sum_i r[i] (u[i] k[i] v[j] + S[i][j]) */
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            const int o = t * D + h * N;
+            for (int j = 0; j < N; j++) {
+                double acc = 0;
+                for (int i = 0; i < N; i++)
+                    acc += r[o + i] * ((double)u[h * N + i] * k[o + i] * v[o + j] + S[(h * N + i) * N + j]);
+                want[o + j] = acc;
+            }
+            for (int j = 0; j < N; j++)
+                for (int i = 0; i < N; i++) {
+                    double *s = &S[(h * N + i) * N + j];
+                    *s = *s * w[o + i] + (double)k[o + i] * v[o + j];
+                }
+        }
+    int chunks[] = {1, 4, 19};
+    for (int ci = 0; ci < 3; ci++) {
+        float *Sf = calloc((size_t)H * N * N, sizeof(float)), *y = calloc((size_t)T * D, sizeof(float));
+        IN_CHUNKS(T, chunks[ci],
+                  slm_rwkv_wkv6(n, H, N, r + (size_t)t0 * D, k + (size_t)t0 * D, v + (size_t)t0 * D,
+                                w + (size_t)t0 * D, u, Sf, y + (size_t)t0 * D));
+        double e = rel_err(y, want, (size_t)T * D);
+        CHECK(e < 1e-5, "wkv6 in chunks of %d: rel err %g", chunks[ci], e);
+        float Sl[3 * 8 * 8];
+        for (int i = 0; i < H * N * N; i++) Sl[i] = Sf[i];
+        double *Sd = S;
+        double es = rel_err(Sl, Sd, (size_t)H * N * N);
+        CHECK(es < 1e-5, "wkv6 final state in chunks of %d: rel err %g", chunks[ci], es);
+        free(Sf); free(y);
+    }
+    free(r); free(k); free(v); free(w); free(u); free(want); free(S);
+}
+
+static void test_wkv7(void)
+{
+    const int T = 23, H = 2, N = 16, D = H * N;
+    float *r = rvec((size_t)T * D, -1, 1), *k = rvec((size_t)T * D, -1, 1);
+    float *v = rvec((size_t)T * D, -1, 1), *w = rvec((size_t)T * D, 0.55f, 0.999f);
+    float *kk = rvec((size_t)T * D, -1, 1), *a = rvec((size_t)T * D, 0, 1);
+    float *na = malloc(sizeof(float) * (size_t)T * D), *nb = malloc(sizeof(float) * (size_t)T * D);
+    /* the model's a = -kk, b = kk * iclr with kk unit per head (keeps S bounded) */
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            const int o = t * D + h * N;
+            double s = 0;
+            for (int j = 0; j < N; j++) s += (double)kk[o + j] * kk[o + j];
+            for (int j = 0; j < N; j++) {
+                float q = (float)(kk[o + j] / sqrt(s));
+                na[o + j] = -q;
+                nb[o + j] = q * a[o + j];
+            }
+        }
+    double *want = calloc((size_t)T * D, sizeof(double));
+    double *S = calloc((size_t)H * N * N, sizeof(double)), *Sn = calloc((size_t)N * N, sizeof(double));
+    /* S' = S diag(w) + (S a) b^T + v k^T (S[i][j], i value, j key); y = S' r */
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            const int o = t * D + h * N;
+            double *Sh = S + (size_t)h * N * N;
+            for (int i = 0; i < N; i++) {
+                double sa = 0;
+                for (int j = 0; j < N; j++) sa += Sh[i * N + j] * na[o + j];
+                for (int j = 0; j < N; j++)
+                    Sn[i * N + j] = Sh[i * N + j] * w[o + j] + sa * nb[o + j] + (double)v[o + i] * k[o + j];
+            }
+            memcpy(Sh, Sn, sizeof(double) * (size_t)N * N);
+            for (int i = 0; i < N; i++) {
+                double acc = 0;
+                for (int j = 0; j < N; j++) acc += Sh[i * N + j] * r[o + j];
+                want[o + i] = acc;
+            }
+        }
+    int chunks[] = {1, 6, 23};
+    for (int ci = 0; ci < 3; ci++) {
+        float *Sf = calloc((size_t)H * N * N, sizeof(float)), *y = calloc((size_t)T * D, sizeof(float));
+        IN_CHUNKS(T, chunks[ci],
+                  slm_rwkv_wkv7(n, H, N, r + (size_t)t0 * D, w + (size_t)t0 * D, k + (size_t)t0 * D,
+                                v + (size_t)t0 * D, na + (size_t)t0 * D, nb + (size_t)t0 * D, Sf,
+                                y + (size_t)t0 * D));
+        double e = rel_err(y, want, (size_t)T * D);
+        CHECK(e < 1e-5, "wkv7 in chunks of %d: rel err %g", chunks[ci], e);
+        free(Sf); free(y);
+    }
+    free(r); free(k); free(v); free(w); free(kk); free(a); free(na); free(nb);
+    free(want); free(S); free(Sn);
+}
+
+static void test_state(void)
+{
+    slm_error err = {0};
+    slm_rwkv_state *st = slm_rwkv_state_new(SLM_RWKV_V4, 3, 16, 1, 64, 0, 4, &err);
+    CHECK(st != NULL, "v4 state: %s", err.msg);
+    if (st) {
+        CHECK(slm_rwkv_state_floats(st) == 3 * 5 * 16, "v4 state holds 5 vectors per layer");
+        float *pp = st->s + 2 * st->layer_floats + 4 * 16;
+        CHECK(pp[15] == -1e30f && st->s[0] == 0, "v4 reset: pp = -1e30, the rest 0");
+        slm_rwkv_state_free(st);
+    }
+    st = slm_rwkv_state_new(SLM_RWKV_V7, 2, 128, 2, 256, 32, 8, &err);
+    CHECK(st && slm_rwkv_state_floats(st) == 2 * (2 * 128 + 2 * 64 * 64), "v7 state size");
+    slm_rwkv_state_free(st);
+    st = slm_rwkv_state_new(SLM_RWKV_V6, 2, 100, 3, 256, 32, 8, &err);
+    CHECK(!st && err.code == SLM_EINVAL, "dim not a multiple of the heads is refused");
+    st = slm_rwkv_state_new((slm_rwkv_version)99, 2, 64, 1, 256, 0, 8, &err);
+    CHECK(!st && err.code == SLM_EUNSUPPORTED, "unknown version is refused");
+
+    slm_rwkv_tmix b = {.version = SLM_RWKV_V5_2, .dim = 64, .n_head = 8, .head_size = 8};
+    CHECK(slm_rwkv_tmix_check(&b, &err) == SLM_EINVAL && strstr(err.msg, "receptance"),
+          "time mix without weights names the first missing one: %s", err.msg);
+    slm_rwkv_cmix c = {.version = SLM_RWKV_V7, .dim = 64, .n_ff = 256};
+    CHECK(slm_rwkv_cmix_check(&c, &err) == SLM_EINVAL && strstr(err.msg, "time_mix_k"),
+          "channel mix without mix_k: %s", err.msg);
+}
+
+int main(void)
+{
+    test_wkv4();
+    test_wkv6();
+    test_wkv7();
+    test_state();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
