@@ -656,6 +656,10 @@ int main(void)
     test_vec_dots();
     test_matmul();
     test_matmul_nested();
+    printf("generic kernels:\n");
+    slm_kernels_force_generic(1);
+    test_matmul();
+    slm_kernels_force_generic(0);
     test_ops();
     slm_kernels_force_generic(1);
     printf("generic ops:\n");
