@@ -95,13 +95,14 @@ slm_status slm_steps_add_regex(slm_steps *s, const char *pattern,
                              (size_t)eo, (const char *)msg);
     }
     /* JIT is an optimization: the interpreter gives the same matches */
-    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);
+    int jit = pcre2_jit_compile(re, PCRE2_JIT_COMPLETE) == 0;
     slm_step *st = slm_steps_push(s, SLM_STEP_SPLIT, err);
     if (!st) {
         pcre2_code_free(re);
         return SLM_ENOMEM;
     }
     st->re = re;
+    st->jit = jit;
     st->behavior = behavior;
     st->invert = invert;
     return SLM_OK;
@@ -252,7 +253,8 @@ static slm_status split_regex(const slm_step *st, slm_tok_work *w, slm_error *er
         size_t n = w->a[i].n, gap = 0, pos = 0;
         slm_span pend = {NULL, 0};
         while (pos < n) {
-            int rc = pcre2_match(st->re, (PCRE2_SPTR)p, n, pos, 0, w->match_data, NULL);
+            int rc = st->jit ? pcre2_jit_match(st->re, (PCRE2_SPTR)p, n, pos, 0, w->match_data, NULL)
+                             : pcre2_match(st->re, (PCRE2_SPTR)p, n, pos, 0, w->match_data, NULL);
             if (rc < 0) break;
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(w->match_data);
             size_t m0 = ov[0], m1 = ov[1];

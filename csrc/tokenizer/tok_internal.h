@@ -89,6 +89,7 @@ typedef enum slm_step_kind {
 typedef struct slm_step {
     slm_step_kind kind;
     void *re;               /* pcre2_code (SPLIT) */
+    int jit;                /* re was JIT-compiled: call the JIT directly */
     slm_split_behavior behavior;
     int invert;
     int prepend_scheme;     /* METASPACE: 0 always, 1 first, 2 never */

@@ -413,6 +413,15 @@ static slm_status encode_raw(const slm_tok *t, slm_tok_work *w, const char *s,
     return SLM_OK;
 }
 
+#define QUAD_BITS (1u << 20)
+
+static uint32_t quad_slot(const char *p)
+{
+    uint32_t x;
+    memcpy(&x, p, 4);
+    return (x * 0x9E3779B1u) >> 12;
+}
+
 slm_status slm_tok_encode(const slm_tok *t, const char *text, size_t len,
                           int add_special, int parse_special, slm_tok_ids *out,
                           slm_error *err)
@@ -431,9 +440,26 @@ slm_status slm_tok_encode_work(const slm_tok *t, slm_tok_work *wp, const char *t
     frags a = {0}, b = {0};
     if (len && frags_push(&a, 0, len, -1)) goto oom;
     if (len) {
-        /* which bytes occur, to skip specials that cannot match */
-        uint8_t seen[256] = {0};
-        for (size_t i = 0; i < len; i++) seen[(uint8_t)text[i]] = 1;
+        /* which bytes and adjacent byte pairs occur, to skip the specials
+         * that cannot match without scanning the text for each */
+        uint8_t seen[256] = {0}, pairs[65536 / 8] = {0};
+        for (size_t i = 0; i < len; i++) {
+            seen[(uint8_t)text[i]] = 1;
+            if (i + 1 < len) {
+                unsigned pr = (unsigned)(uint8_t)text[i] << 8 | (uint8_t)text[i + 1];
+                pairs[pr >> 3] |= (uint8_t)(1u << (pr & 7));
+            }
+        }
+        /* long texts: also a bit set of the 4-byte windows, checked with a
+         * special's first and last four bytes */
+        uint8_t *quads = NULL;
+        if (len >= 4096 && t->n_specials > 8) {
+            quads = calloc(QUAD_BITS / 8, 1);
+            for (size_t i = 0; quads && i + 4 <= len; i++) {
+                uint32_t q = quad_slot(text + i);
+                quads[q >> 3] |= (uint8_t)(1u << (q & 7));
+            }
+        }
         for (int k = 0; k < t->n_specials; k++) {
             int32_t id = t->specials[k];
             if (!parse_special && (t->attr[id] & (SLM_TOKATTR_CONTROL | SLM_TOKATTR_UNKNOWN)))
@@ -441,11 +467,24 @@ slm_status slm_tok_encode_work(const slm_tok *t, slm_tok_work *wp, const char *t
             size_t tl;
             const char *tt = slm_strtab_str(&t->str, id, &tl);
             if (!tl || !seen[(uint8_t)tt[0]]) continue;
-            if (split_special(t, text, id, &a, &b)) goto oom;
+            if (tl > 1) {
+                unsigned pr = (unsigned)(uint8_t)tt[0] << 8 | (uint8_t)tt[1];
+                if (!(pairs[pr >> 3] & (1u << (pr & 7)))) continue;
+            }
+            if (quads && tl >= 4) {
+                uint32_t q0 = quad_slot(tt), q1 = quad_slot(tt + tl - 4);
+                if (!(quads[q0 >> 3] & (1u << (q0 & 7))) || !(quads[q1 >> 3] & (1u << (q1 & 7))))
+                    continue;
+            }
+            if (split_special(t, text, id, &a, &b)) {
+                free(quads);
+                goto oom;
+            }
             frags tmp = a;
             a = b;
             b = tmp;
         }
+        free(quads);
     }
     if (add_special && t->add_bos && t->special[SLM_TOK_BOS] >= 0)
         if ((st = slm_tok_ids_push(out, t->special[SLM_TOK_BOS], err))) goto done;
