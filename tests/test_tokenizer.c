@@ -323,6 +323,22 @@ int main(void)
              * reference, so only those with all 256 round-trip exactly */
             robustness(vocabs[v], t, &c, v < 3);
         }
+        if (t && !strcmp(vocabs[v], "deepseek-coder")) {
+            /* user-defined tokens are found in long texts too (the 4-byte
+             * window filter must not hide them) */
+            size_t n = 9000;
+            char *big = malloc(n + 64);
+            memset(big, 'a', n);
+            static const char inner[] = " \xc3\xb5 [PAD32022] ";
+            memcpy(big + 4000, inner, sizeof inner - 1);
+            slm_tok_ids ids = {0};
+            int found = 0;
+            if (!slm_tok_encode(t, big, n, 0, 0, &ids, &err))
+                for (size_t i = 0; i < ids.n; i++) found += ids.v[i] == 32000 || ids.v[i] == 32022;
+            check(found == 2, "deepseek-coder: user-defined tokens inside a long text");
+            slm_tok_ids_free(&ids);
+            free(big);
+        }
         slm_tok_free(t);
         if (!strcmp(vocabs[v], "llama-spm")) spm_cases = c;
         else free_cases(&c);
