@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blocks/rwkv.h"
+#include "blocks/rwkv_internal.h"
+#include "core/pool.h"
 
 static int passed, failed;
 #define CHECK(cond, ...)                                                   \
@@ -177,6 +178,32 @@ static void test_wkv7(void)
     free(want); free(S); free(Sn);
 }
 
+/* heads split between threads give the very same floats */
+static void test_threaded(void)
+{
+    const int T = 5, H = 6, N = 64, D = H * N;
+    slm_error err = {0};
+    slm_pool *pool = slm_pool_new(3, &err);
+    CHECK(pool != NULL, "pool: %s", err.msg);
+    if (!pool) return;
+    float *r = rvec((size_t)T * D, -1, 1), *k = rvec((size_t)T * D, -0.2f, 0.2f);
+    float *v = rvec((size_t)T * D, -1, 1), *w = rvec((size_t)T * D, 0.5f, 0.99f);
+    float *a = rvec((size_t)T * D, -0.1f, 0.1f), *b = rvec((size_t)T * D, -0.1f, 0.1f);
+    size_t ns = (size_t)H * N * N, ny = (size_t)T * D;
+    float *S1 = calloc(ns, sizeof(float)), *S2 = calloc(ns, sizeof(float));
+    float *y1 = calloc(ny, sizeof(float)), *y2 = calloc(ny, sizeof(float));
+    slm_rwkv_wkv7(T, H, N, r, w, k, v, a, b, S1, y1);
+    slm_rwkv_wkv7_pool(pool, T, H, N, r, w, k, v, a, b, S2, y2);
+    CHECK(!memcmp(S1, S2, ns * sizeof(float)) && !memcmp(y1, y2, ny * sizeof(float)),
+          "wkv7 threaded == serial");
+    slm_rwkv_wkv6(T, H, N, r, k, v, w, a, S1, y1);
+    slm_rwkv_wkv6_pool(pool, T, H, N, r, k, v, w, a, S2, y2);
+    CHECK(!memcmp(S1, S2, ns * sizeof(float)) && !memcmp(y1, y2, ny * sizeof(float)),
+          "wkv6 threaded == serial");
+    free(r); free(k); free(v); free(w); free(a); free(b); free(S1); free(S2); free(y1); free(y2);
+    slm_pool_free(pool);
+}
+
 static void test_state(void)
 {
     slm_error err = {0};
@@ -209,6 +236,7 @@ int main(void)
     test_wkv4();
     test_wkv6();
     test_wkv7();
+    test_threaded();
     test_state();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

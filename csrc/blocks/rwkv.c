@@ -161,13 +161,14 @@ void slm_rwkv_wkv4(int n, int64_t dim, const float *w, const float *u, const flo
     }
 }
 
-void slm_rwkv_wkv6(int n, int64_t n_head, int64_t hs, const float *r, const float *k,
-                   const float *v, const float *w, const float *u, float *S, float *y)
+/* Heads h0..h1-1 of n tokens; rows are dim = n_head * hs wide. */
+static void wkv6_heads(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim, const float *r,
+                       const float *k, const float *v, const float *w, const float *u, float *S,
+                       float *y)
 {
-    size_t dim = (size_t)(n_head * hs);
     for (int t = 0; t < n; t++) {
         size_t to = (size_t)t * dim;
-        for (int64_t h = 0; h < n_head; h++) {
+        for (int64_t h = h0; h < h1; h++) {
             size_t ho = (size_t)(h * hs);
             float *Sh = S + ho * (size_t)hs;
             float *yt = y + to + ho;
@@ -187,14 +188,13 @@ void slm_rwkv_wkv6(int n, int64_t n_head, int64_t hs, const float *r, const floa
     }
 }
 
-void slm_rwkv_wkv7(int n, int64_t n_head, int64_t hs, const float *r, const float *w,
-                   const float *k, const float *v, const float *a, const float *b, float *S,
-                   float *y)
+static void wkv7_heads(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim, const float *r,
+                       const float *w, const float *k, const float *v, const float *a,
+                       const float *b, float *S, float *y)
 {
-    size_t dim = (size_t)(n_head * hs);
     for (int t = 0; t < n; t++) {
         size_t to = (size_t)t * dim;
-        for (int64_t h = 0; h < n_head; h++) {
+        for (int64_t h = h0; h < h1; h++) {
             size_t ho = to + (size_t)(h * hs);
             float *Sh = S + (size_t)(h * hs) * (size_t)hs;
             const float *rt = r + ho, *wt = w + ho, *kt = k + ho, *vt = v + ho;
@@ -212,6 +212,64 @@ void slm_rwkv_wkv7(int n, int64_t n_head, int64_t hs, const float *r, const floa
             }
         }
     }
+}
+
+void slm_rwkv_wkv6(int n, int64_t n_head, int64_t hs, const float *r, const float *k,
+                   const float *v, const float *w, const float *u, float *S, float *y)
+{
+    wkv6_heads(n, 0, n_head, hs, (size_t)(n_head * hs), r, k, v, w, u, S, y);
+}
+
+void slm_rwkv_wkv7(int n, int64_t n_head, int64_t hs, const float *r, const float *w,
+                   const float *k, const float *v, const float *a, const float *b, float *S,
+                   float *y)
+{
+    wkv7_heads(n, 0, n_head, hs, (size_t)(n_head * hs), r, w, k, v, a, b, S, y);
+}
+
+/* Threaded over heads (independent: the same floats as one thread). */
+typedef struct wkv_job {
+    int v7, n;
+    int64_t n_head, hs;
+    const float *r, *k, *v, *w, *u, *a, *b;
+    float *S, *y;
+} wkv_job;
+
+static void wkv_run(void *ctx, int ith, int nth)
+{
+    const wkv_job *j = ctx;
+    int64_t h0 = j->n_head * ith / nth, h1 = j->n_head * (ith + 1) / nth;
+    size_t dim = (size_t)(j->n_head * j->hs);
+    if (j->v7)
+        wkv7_heads(j->n, h0, h1, j->hs, dim, j->r, j->w, j->k, j->v, j->a, j->b, j->S, j->y);
+    else
+        wkv6_heads(j->n, h0, h1, j->hs, dim, j->r, j->k, j->v, j->w, j->u, j->S, j->y);
+}
+
+static int wkv_threads(slm_pool *pool, int n, int64_t n_head, int64_t hs)
+{
+    if (!pool || slm_pool_busy(pool) || n_head < 2 || (int64_t)n * n_head * hs * hs < SMALL_MATMUL)
+        return 1;
+    int nth = slm_pool_size(pool);
+    return nth < n_head ? nth : (int)n_head;
+}
+
+void slm_rwkv_wkv6_pool(slm_pool *pool, int n, int64_t n_head, int64_t hs, const float *r,
+                        const float *k, const float *v, const float *w, const float *u, float *S,
+                        float *y)
+{
+    wkv_job j = {.v7 = 0, .n = n, .n_head = n_head, .hs = hs, .r = r, .k = k, .v = v, .w = w,
+                 .u = u, .S = S, .y = y};
+    slm_pool_run(pool, wkv_threads(pool, n, n_head, hs), wkv_run, &j);
+}
+
+void slm_rwkv_wkv7_pool(slm_pool *pool, int n, int64_t n_head, int64_t hs, const float *r,
+                        const float *w, const float *k, const float *v, const float *a,
+                        const float *b, float *S, float *y)
+{
+    wkv_job j = {.v7 = 1, .n = n, .n_head = n_head, .hs = hs, .r = r, .k = k, .v = v, .w = w,
+                 .a = a, .b = b, .S = S, .y = y};
+    slm_pool_run(pool, wkv_threads(pool, n, n_head, hs), wkv_run, &j);
 }
 
 /* --- checks ------------------------------------------------------------------------ */

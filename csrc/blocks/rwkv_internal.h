@@ -17,6 +17,15 @@ slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slic
 slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, int slice,
                                const float *X, int64_t M, slm_error *err);
 
+/* slm_rwkv_wkv6 / _wkv7 with the heads split between the pool's threads
+ * when there are several heads and enough work (same results). */
+void slm_rwkv_wkv6_pool(slm_pool *pool, int n, int64_t n_head, int64_t hs, const float *r,
+                        const float *k, const float *v, const float *w, const float *u, float *S,
+                        float *y);
+void slm_rwkv_wkv7_pool(slm_pool *pool, int n, int64_t n_head, int64_t hs, const float *r,
+                        const float *w, const float *k, const float *v, const float *a,
+                        const float *b, float *S, float *y);
+
 /* The token-shift row of token t of a batch: the carried row for t = 0,
  * else the previous input row. */
 static inline const float *slm_rwkv_prev(const float *carry, const float *x, int t, int64_t dim)

@@ -110,7 +110,7 @@ static slm_status tmix_v5(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
         w[c] = v52 ? b->decay[c] : b->decay[c / hs];
     }
     for (int t = 1; t < n; t++) memcpy(w + (size_t)t * (size_t)d, w, (size_t)d * sizeof(float));
-    slm_rwkv_wkv6(n, b->n_head, hs, r, k, v, w, u, ls + 2 * (size_t)d, st->y);
+    slm_rwkv_wkv6_pool(pool, n, b->n_head, hs, r, k, v, w, u, ls + 2 * (size_t)d, st->y);
     memcpy(carry, x + (size_t)(n - 1) * (size_t)d, (size_t)d * sizeof(float));
     group_norm(st->y, n, b);
     if (v52)
@@ -152,7 +152,8 @@ static slm_status tmix_v6(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
     for (size_t i = 0; i < (size_t)n * (size_t)rank; i++) st->hid[i] = tanhf(st->hid[i]);
     TRY(slm_rwkv_mm_lowrank(pool, w, b->decay_w2, -1, st->hid, n, err));
     for (size_t i = 0; i < nd; i++) w[i] = expf(-expf(w[i] + b->decay[i % (size_t)d]));
-    slm_rwkv_wkv6(n, b->n_head, b->head_size, r, k, v, w, b->first, ls + 2 * (size_t)d, st->y);
+    slm_rwkv_wkv6_pool(pool, n, b->n_head, b->head_size, r, k, v, w, b->first, ls + 2 * (size_t)d,
+                       st->y);
     memcpy(carry, x + (size_t)(n - 1) * (size_t)d, (size_t)d * sizeof(float));
     group_norm(st->y, n, b);
     for (size_t i = 0; i < nd; i++) st->y[i] *= g[i];
@@ -230,7 +231,7 @@ static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
         float ka = k[i] * b->k_a[i % (size_t)d];
         k[i] = k[i] + (a[i] * ka - ka);
     }
-    slm_rwkv_wkv7(n, b->n_head, hs, r, w, k, v, na, nb, ls + 2 * (size_t)d, st->y);
+    slm_rwkv_wkv7_pool(pool, n, b->n_head, hs, r, w, k, v, na, nb, ls + 2 * (size_t)d, st->y);
     memcpy(carry, x + (size_t)(n - 1) * (size_t)d, (size_t)d * sizeof(float));
     group_norm(st->y, n, b);
     /* bonus: + v * sum over the head of (k * r * r_k), then the gate */
