@@ -12,6 +12,7 @@
 #include "blocks/mamba.h"
 #include "core/pool.h"
 #include "core/tensor.h"
+#include "kernels/vecdot.h"
 
 static int passed, failed;
 #define CHECK(cond, ...)                                  \
@@ -117,30 +118,62 @@ static void test_conv(void)
     free(xz); free(x); free(w); free(b);
 }
 
-static void test_scan(void)
+typedef void (*scan_fn)(float *, int64_t, float *, const float *, int64_t, const float *, int64_t,
+                        const float *, const float *, int64_t, const float *, int, int64_t,
+                        int64_t, int64_t);
+
+/* fn against the double reference, in calls of every length and two
+ * channel ranges; returns the outputs of the one-call run (T * DI) */
+static float *check_scan(scan_fn fn, const char *name, int NS)
 {
-    enum { T = 11, DI = 21, NS = 16 };
+    enum { T = 11, DI = 21 };
+    xs = 0x1234567u;      /* the same data for every fn */
     float *x = rvec(T * DI, 1.5f), *dt = rvec(T * DI, 3), *bc = rvec(T * 2 * NS, 1), *D = rvec(DI, 1);
     float *A = malloc(DI * NS * sizeof *A);
     for (int i = 0; i < DI * NS; i++) A[i] = -(float)exp(frand(2));   /* -exp(A_log) */
-    dt[3] = 25.0f;          /* above the softplus threshold */
+    dt[3] = 25.0f;          /* above the softplus threshold; d A far below -87 */
     dt[4] = -30.0f;         /* softplus underflows to ~0 */
     double ref[T * DI];
     ref_scan(ref, x, dt, A, bc, D, T, DI, NS);
-    for (int step = 1; step <= T; step++) {
-        float state[DI * NS], y[T * DI];
-        memset(state, 0, sizeof state);
+    float *state = malloc(DI * NS * sizeof *state), *y = malloc(T * DI * sizeof *y);
+    float *first = malloc(T * DI * sizeof *first);
+    for (int step = T; step >= 1; step--) {
+        memset(state, 0, DI * NS * sizeof *state);
         for (int t0 = 0; t0 < T; t0 += step) {
             int n = t0 + step <= T ? step : T - t0;
-            slm_mamba_scan(y + t0 * DI, DI, state, x + t0 * DI, DI, dt + t0 * DI, DI, A,
-                           bc + t0 * 2 * NS, 2 * NS, D, n, NS, 0, 8);
-            slm_mamba_scan(y + t0 * DI, DI, state, x + t0 * DI, DI, dt + t0 * DI, DI, A,
-                           bc + t0 * 2 * NS, 2 * NS, D, n, NS, 8, DI);
+            fn(y + t0 * DI, DI, state, x + t0 * DI, DI, dt + t0 * DI, DI, A, bc + t0 * 2 * NS, 2 * NS,
+               D, n, NS, 0, 8);
+            fn(y + t0 * DI, DI, state, x + t0 * DI, DI, dt + t0 * DI, DI, A, bc + t0 * 2 * NS, 2 * NS,
+               D, n, NS, 8, DI);
         }
-        CHECK(rel_err(y, ref, T * DI) < 1e-5, "scan in calls of %d: rel err %g", step,
-              rel_err(y, ref, T * DI));
+        if (step == T) memcpy(first, y, T * DI * sizeof *y);
+        CHECK(rel_err(y, ref, T * DI) < 1e-5, "%s scan (d_state %d) in calls of %d: rel err %g", name,
+              NS, step, rel_err(y, ref, T * DI));
+        CHECK(memcmp(y, first, T * DI * sizeof *y) == 0, "%s scan (d_state %d): calls of %d differ "
+              "from one call", name, NS, step);
     }
-    free(x); free(dt); free(bc); free(D); free(A);
+    free(x); free(dt); free(bc); free(D); free(A); free(state); free(y);
+    return first;
+}
+
+static void test_scan(void)
+{
+    for (int NS = 8; NS <= 24; NS += 4) {
+        float *g = check_scan(slm_mamba_scan_generic, "generic", NS);
+        float *d = check_scan(slm_mamba_scan, "dispatched", NS);
+        free(d);
+#if defined(__x86_64__)
+        if (NS % 8 == 0 && slm_kernels_use_avx2()) {
+            float *v = check_scan(slm_mamba_scan_avx2, "avx2", NS);
+            double gd[11 * 21];
+            for (int i = 0; i < 11 * 21; i++) gd[i] = g[i];
+            CHECK(rel_err(v, gd, 11 * 21) < 2e-6, "avx2 vs generic scan (d_state %d): rel err %g", NS,
+                  rel_err(v, gd, 11 * 21));
+            free(v);
+        }
+#endif
+        free(g);
+    }
 }
 
 /* ---- the whole block with f32 weights ----------------------------------------- */

@@ -168,10 +168,10 @@ void slm_mamba_conv(float *out, int64_t ld_out, const float *x, int64_t ld_x, in
     for (int t = 0; t < n; t++) slm_ops_silu(out + t * ld_out + c0, out + t * ld_out + c0, c1 - c0);
 }
 
-void slm_mamba_scan(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
-                    const float *dt, int64_t ld_dt, const float *A, const float *bc,
-                    int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,
-                    int64_t c1)
+void slm_mamba_scan_generic(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                            const float *dt, int64_t ld_dt, const float *A, const float *bc,
+                            int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,
+                            int64_t c1)
 {
     /* channel outer, time inner: a channel's state row stays in L1 for the
      * whole sequence; channels are independent, so this order gives the
@@ -196,6 +196,20 @@ void slm_mamba_scan(float *y, int64_t ld_y, float *state, const float *x, int64_
             y[t * ld_y + i] = sum + xi * D[i];
         }
     }
+}
+
+void slm_mamba_scan(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                    const float *dt, int64_t ld_dt, const float *A, const float *bc,
+                    int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,
+                    int64_t c1)
+{
+#if defined(__x86_64__)
+    if (d_state % 8 == 0 && slm_kernels_use_avx2()) {
+        slm_mamba_scan_avx2(y, ld_y, state, x, ld_x, dt, ld_dt, A, bc, ld_bc, D, n, d_state, c0, c1);
+        return;
+    }
+#endif
+    slm_mamba_scan_generic(y, ld_y, state, x, ld_x, dt, ld_dt, A, bc, ld_bc, D, n, d_state, c0, c1);
 }
 
 /* --- the block ------------------------------------------------------------------ */

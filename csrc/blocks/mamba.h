@@ -108,6 +108,19 @@ void slm_mamba_scan(float *y, int64_t ld_y, float *state, const float *x, int64_
                     const float *dt, int64_t ld_dt, const float *A, const float *bc,
                     int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,
                     int64_t c1);
+/* slm_mamba_scan picks one of these at run time: the portable loop (libm
+ * expf, float sums in the reference's order) or, on CPUs with AVX2 and FMA
+ * and d_state a multiple of 8, the vectorized twin (mamba_avx2.c). */
+void slm_mamba_scan_generic(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                            const float *dt, int64_t ld_dt, const float *A, const float *bc,
+                            int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,
+                            int64_t c1);
+#if defined(__x86_64__)
+void slm_mamba_scan_avx2(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                         const float *dt, int64_t ld_dt, const float *A, const float *bc,
+                         int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,
+                         int64_t c1);
+#endif
 
 /* One layer's mixer over n tokens (1 <= n <= w->n_batch): x (n, dim) ->
  * out (n, dim), advancing layer's state by n tokens. out must not alias x. */
