@@ -275,3 +275,58 @@ describe("rwkv state", function()
     assert.has_error(function() b:restore(a:snapshot()) end)
   end)
 end)
+
+describe("rwkv blocks misuse", function()
+  local rwkv = require("slm.core").rwkv
+  local tensor = require "slm.tensor"
+
+  it("rejects unknown versions and bad shapes", function()
+    assert.has_error(function() rwkv.state { version = "v9", n_layer = 1, dim = 8, n_ff = 8 } end)
+    assert.has_error(function() rwkv.state { version = "v7", n_layer = 1, dim = 10, n_head = 3, n_ff = 8 } end)
+    assert.has_error(function() rwkv.time_mix { version = "v7", dim = 10, n_head = 3 } end,
+                     "time_mix: dim 10 is not a multiple of n_head 3")
+  end)
+
+  it("names the first missing or misshapen parameter", function()
+    local ok, err = pcall(rwkv.time_mix, { version = "v5.2", dim = 8, n_head = 2 })
+    assert.is_false(ok)
+    assert.matches("missing weight receptance", err)
+    local w = tensor.zeros { 8, 8 }
+    ok, err = pcall(rwkv.time_mix, { version = "v4", dim = 8, wr = w, wk = w, wv = w, wo = tensor.zeros { 8, 4 } })
+    assert.is_false(ok)
+    assert.matches("weight output must be %(8, 8%)", err)
+    ok, err = pcall(rwkv.time_mix, { version = "v4", dim = 8, wr = w, wk = w, wv = w, wo = w,
+                                     mix_k = tensor.zeros { 7 } })
+    assert.is_false(ok)
+    assert.matches("mix_k must hold 8 contiguous f32 values", err)
+    ok, err = pcall(rwkv.channel_mix, { version = "v6", dim = 8, wk = tensor.zeros { 16, 8 },
+                                        wv = tensor.zeros { 8, 16 }, mix_k = tensor.zeros { 8 } })
+    assert.is_false(ok)
+    assert.matches("missing parameter ffn time_mix_r", err)
+  end)
+
+  it("refuses foreign, truncated and mismatched snapshots", function()
+    local st = rwkv.state { version = "v7", n_layer = 2, dim = 16, n_head = 2, n_ff = 32 }
+    assert.equal(4 * 2 * (2 * 16 + 2 * 8 * 8), st:bytes())
+    local snap = st:snapshot(5)
+    assert.equal(5, st:restore(snap))
+    assert.has_error(function() st:restore("not a snapshot") end, "restore: not an RWKV state snapshot")
+    assert.has_error(function() st:restore(snap:sub(1, -2)) end, "restore: truncated RWKV state snapshot")
+    local other = rwkv.state { version = "v7", n_layer = 3, dim = 16, n_head = 2, n_ff = 32 }
+    assert.has_error(function() other:restore(snap) end)
+    st:free()
+    assert.has_error(function() st:bytes() end, "attempt to use a freed RWKV state")
+  end)
+
+  it("checks forward arguments", function()
+    local path, why = helpers.fixture("rwkv/tiny-rwkv-4v0-660K-FP32.bin")
+    if not path then return pending(why) end
+    local model = assert(slm.load(path))
+    local s = model:session { ctx = 8, batch = 2 }
+    local L = model.net.layers[1]
+    assert.has_error(function() L.att:forward(s.y, s.h, s.state, 5, 1) end)      -- layer 5 of 4
+    assert.has_error(function() L.att:forward(s.y, s.h, s.state, 1, 3) end)      -- 3 rows, batch 2
+    assert.has_error(function() L.att:forward(s.h, s.h, s.state, 1, 1) end)      -- aliasing
+    assert.has_error(function() L.ffn:forward(s.y, tensor.zeros { 2, 7 }, s.state, 1, 1) end)
+  end)
+end)

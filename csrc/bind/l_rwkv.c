@@ -88,8 +88,8 @@ static slm_tensor *own_view(lua_State *L, mix_ud *m, const char *name)
 static const float *vec_of(lua_State *L, slm_tensor *t, int64_t n, const char *name)
 {
     if (t->dtype != SLM_DTYPE_F32 || !slm_tensor_is_contiguous(t) || slm_tensor_numel(t) != n)
-        luaL_error(L, "rwkv: %s must hold %lld contiguous f32 values, got a %s tensor of %lld",
-                   name, (long long)n, slm_dtype_name(t->dtype), (long long)slm_tensor_numel(t));
+        luaL_error(L, "rwkv: %s must hold %I contiguous f32 values, got a %s tensor of %I",
+                   name, (lua_Integer)n, slm_dtype_name(t->dtype), (lua_Integer)slm_tensor_numel(t));
     return slm_tensor_data(t);
 }
 
@@ -144,8 +144,8 @@ static int l_time_mix(lua_State *L)
     b->dim = int_field(L, 1, "dim", 0, 1);
     b->n_head = int_field(L, 1, "n_head", 1, 0);
     if (b->dim < 1 || b->n_head < 1 || b->dim % b->n_head != 0)
-        return luaL_error(L, "time_mix: dim %lld is not a multiple of n_head %lld",
-                          (long long)b->dim, (long long)b->n_head);
+        return luaL_error(L, "time_mix: dim %I is not a multiple of n_head %I",
+                          (lua_Integer)b->dim, (lua_Integer)b->n_head);
     b->head_size = b->dim / b->n_head;
     lua_getfield(L, 1, "gn_eps");
     b->gn_eps = (float)luaL_optnumber(L, -1, 1e-5);
@@ -287,9 +287,9 @@ static int state_restore(lua_State *L)
     if (hdr[0] != (int32_t)st->version || hdr[1] != st->n_layer || hdr[2] != st->dim ||
         hdr[3] != st->n_head)
         return luaL_error(L, "restore: snapshot of an RWKV %d.%d model with %d layers x %d dims x %d heads, "
-                          "this state is %d.%d with %d x %lld x %lld",
+                          "this state is %d.%d with %d x %I x %I",
                           hdr[0] / 10, hdr[0] % 10, hdr[1], hdr[2], hdr[3], (int)st->version / 10,
-                          (int)st->version % 10, st->n_layer, (long long)st->dim, (long long)st->n_head);
+                          (int)st->version % 10, st->n_layer, (lua_Integer)st->dim, (lua_Integer)st->n_head);
     size_t body = slm_rwkv_state_floats(st) * sizeof(float);
     if (len != STATE_HDR + body) return luaL_error(L, "restore: truncated RWKV state snapshot");
     memcpy(st->s, s + STATE_HDR, body);
@@ -342,8 +342,8 @@ static int l_scale(lua_State *L)
     lua_Integer first = luaL_checkinteger(L, 3), n = luaL_checkinteger(L, 4);
     int64_t dim = t->shape[t->ndim - 1], rows = slm_tensor_numel(t) / dim;
     if (first < 1 || n < 1 || first - 1 + n > rows)
-        return luaL_error(L, "bad argument #3: rows %lld..%lld outside 1..%lld", (long long)first,
-                          (long long)(first + n - 1), (long long)rows);
+        return luaL_error(L, "bad argument #3: rows %I..%I outside 1..%I", (lua_Integer)first,
+                          (lua_Integer)(first + n - 1), (lua_Integer)rows);
     float *x = (float *)slm_tensor_data(t) + (size_t)(first - 1) * (size_t)dim;
     for (int64_t i = 0; i < n * dim; i++) x[i] *= s;
     return 0;
