@@ -426,6 +426,36 @@ static void test_vec_dots(void)
     if (!have_avx2) printf("skip: no AVX2/FMA/F16C, AVX2 vec_dots not tested\n");
 }
 
+/* four-row kernels: bit-identical to four one-row calls */
+static void test_vec_dot4(void)
+{
+    enum { MAXN = 256 * 20 };
+    static unsigned char w[MAXN * 4], act[4][MAXN * 2];
+    static float x[MAXN];
+    if (!slm_cpu_has_avx2()) return;
+    for (int k = 0; k < N_WTYPES; k++) {
+        const wtype *t = &WTYPES[k];
+        const slm_vecdot_traits *tr = slm_vecdot_traits_get(t->t);
+        if (!tr || !tr->dot4_avx2) continue;
+        int same = 1;
+        for (int trial = 0; trial < 20; trial++) {
+            int64_t n = (trial == 0 ? 1 : 1 + next_u32() % (MAXN / 256)) * 256;
+            fill_weights(t, w, n);
+            for (int r = 0; r < 4; r++) {
+                fill_acts(x, n);
+                slm_act_quant_avx2(tr->act_type)(x, act[r], n);
+            }
+            float s4[4], s1;
+            tr->dot4_avx2(n, s4, w, act[0], sizeof act[0]);
+            for (int r = 0; r < 4; r++) {
+                tr->dot_avx2(n, &s1, w, act[r]);
+                same &= memcmp(&s1, &s4[r], 4) == 0;
+            }
+        }
+        CHECK(same, "%s: four-row AVX2 kernel bit-identical to four one-row calls", t->name);
+    }
+}
+
 /* matmul from inside a pool job: each thread its own product */
 typedef struct {
     slm_pool *pool;
@@ -654,6 +684,7 @@ int main(void)
     test_act_encoders();
     test_dequantizers();
     test_vec_dots();
+    test_vec_dot4();
     test_matmul();
     test_matmul_nested();
     printf("generic kernels:\n");

@@ -26,6 +26,7 @@ typedef struct mm_ctx {
     int64_t M, N, K;
     slm_act_from_f32_fn encode;
     slm_vec_dot_fn dot;
+    slm_vec_dot4_fn dot4;    /* NULL: one row at a time */
 } mm_ctx;
 
 static void split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)
@@ -51,7 +52,14 @@ static void dot_rows(void *vctx, int ith, int nth)
         const int64_t m1 = m0 + TILE_M < c->M ? m0 + TILE_M : c->M;
         for (int64_t n = n0; n < n1; n++) {
             const unsigned char *w = c->W + n * c->w_row_bytes;
-            for (int64_t m = m0; m < m1; m++)
+            int64_t m = m0;
+            if (c->dot4)
+                for (; m + 4 <= m1; m += 4) {
+                    float s[4];
+                    c->dot4(c->K, s, w, c->A + m * c->a_row_bytes, c->a_row_bytes);
+                    for (int r = 0; r < 4; r++) c->out[(m + r) * c->N + n] = s[r];
+                }
+            for (; m < m1; m++)
                 c->dot(c->K, c->out + m * c->N + n, w, c->A + m * c->a_row_bytes);
         }
     }
@@ -110,7 +118,8 @@ slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype w
 
     /* called from inside a pool job: run serially with a private buffer */
     if (slm_pool_busy(pool)) pool = NULL;
-    mm_ctx c = {out, W, w_row_bytes, X, NULL, NULL, 0, M, N, K, NULL, slm_vecdot_fn(wtype)};
+    mm_ctx c = {out, W, w_row_bytes, X, NULL, NULL, 0, M, N, K, NULL, slm_vecdot_fn(wtype),
+                M >= 4 ? slm_vecdot4_fn(wtype) : NULL};
     const int nth = threads_for(pool, M, N, K);
 
     if (wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M && w_row_bytes % sizeof(float) == 0) {

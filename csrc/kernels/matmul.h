@@ -12,7 +12,10 @@
  * all threads; then the rows of W are split between the pool's threads by
  * (ith, nth). For M > 1, each thread walks its weight rows once per tile of
  * activation rows, so a weight row is read from memory once per tile and
- * reused from L1 for every activation row of the tile.
+ * reused from L1 for every activation row of the tile; for q4_0, q8_0,
+ * q4_K and q6_K a four-row kernel also unpacks each weight block once for
+ * four activation rows (bit-identical results: a row's output does not
+ * depend on the batch it is computed in).
  *
  * F32 weights with M >= SLM_MATMUL_BLAS_MIN_M go to OpenBLAS cblas_sgemm,
  * each pool thread calling it on its own slice of W's rows. OpenBLAS is set

@@ -20,6 +20,7 @@
 #ifndef SLM_VECDOT_H
 #define SLM_VECDOT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../core/dtype.h"
@@ -30,16 +31,24 @@ typedef void (*slm_vec_dot_fn)(int64_t n, float *s, const void *w, const void *a
 /* Encodes n floats as act_type (n a multiple of its block size). */
 typedef void (*slm_act_from_f32_fn)(const float *x, void *y, int64_t n);
 
+/* s[r] = dot(w, a + r * a_stride bytes) for r < 4: one weight row against
+ * four activation rows, bit-identical to four slm_vec_dot_fn calls. */
+typedef void (*slm_vec_dot4_fn)(int64_t n, float *s, const void *w, const void *a, size_t a_stride);
+
 typedef struct slm_vecdot_traits {
     slm_dtype act_type;          /* the reference's vec_dot_type */
     slm_vec_dot_fn dot_generic;
     slm_vec_dot_fn dot_avx2;     /* NULL without an AVX2 twin */
+    slm_vec_dot4_fn dot4_avx2;   /* NULL without a four-row AVX2 kernel */
 } slm_vecdot_traits;
 
 /* NULL if weights of this dtype cannot be multiplied. */
 const slm_vecdot_traits *slm_vecdot_traits_get(slm_dtype w);
 /* The kernel chosen for this CPU (AVX2 twin when available), NULL if none. */
 slm_vec_dot_fn slm_vecdot_fn(slm_dtype w);
+/* The four-row kernel for this CPU, NULL if none (then call slm_vecdot_fn
+ * per row). */
+slm_vec_dot4_fn slm_vecdot4_fn(slm_dtype w);
 
 /* Activation encoders: the scalar reference (quant.h / fp16.h) and the AVX2
  * twin, which produces identical bytes. NULL when act is not an activation
@@ -71,6 +80,10 @@ void slm_vec_dot_q6_K_avx2(int64_t n, float *s, const void *w, const void *a);
 void slm_vec_dot_f16_avx2(int64_t n, float *s, const void *w, const void *a);
 void slm_vec_dot_bf16_avx2(int64_t n, float *s, const void *w, const void *a);
 void slm_vec_dot_f32_avx2(int64_t n, float *s, const void *w, const void *a);
+void slm_vec_dot4_q4_0_avx2(int64_t n, float *s, const void *w, const void *a, size_t as);
+void slm_vec_dot4_q8_0_avx2(int64_t n, float *s, const void *w, const void *a, size_t as);
+void slm_vec_dot4_q4_K_avx2(int64_t n, float *s, const void *w, const void *a, size_t as);
+void slm_vec_dot4_q6_K_avx2(int64_t n, float *s, const void *w, const void *a, size_t as);
 void slm_act_q8_0_avx2(const float *x, void *y, int64_t n);
 void slm_act_q8_1_avx2(const float *x, void *y, int64_t n);
 void slm_act_q8_K_avx2(const float *x, void *y, int64_t n);

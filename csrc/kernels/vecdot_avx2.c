@@ -365,6 +365,125 @@ void slm_vec_dot_q6_K_avx2(int64_t n, float *s, const void *vw, const void *va)
     *s = sum;
 }
 
+/* ---- four activation rows at once --------------------------------------- *
+ * For batches (M > 1): each weight block is loaded and unpacked once and
+ * dotted with the same block of 4 activation rows (a + r * as bytes). Per
+ * row the integer sums, accumulators and float expressions are those of
+ * the one-row kernels above, so the results are bit-identical to 4 calls of
+ * them: a row's result does not depend on the batch it is computed in. */
+
+#define ROW(T, a, as, r) ((const T *)((const unsigned char *)(a) + (size_t)(r) * (as)))
+
+void slm_vec_dot4_q4_0_avx2(int64_t n, float *s, const void *vw, const void *va, size_t as)
+{
+    const slm_block_q4_0 *w = vw;
+    const slm_block_q8_0 *a[4] = {ROW(slm_block_q8_0, va, as, 0), ROW(slm_block_q8_0, va, as, 1),
+                                  ROW(slm_block_q8_0, va, as, 2), ROW(slm_block_q8_0, va, as, 3)};
+    const int64_t nb = n / SLM_QK4_0;
+    __m256 acc[2][4];
+    for (int r = 0; r < 4; r++) acc[0][r] = acc[1][r] = _mm256_setzero_ps();
+    /* block b goes to accumulator b % 2, as in the one-row kernel (whose
+     * odd last block, of even index, also goes to accumulator 0) */
+    for (int64_t b = 0; b < nb; b++) {
+        const int k = (int)(b % 2);
+        __m256i q = _mm256_sub_epi8(unpack_nibbles(w[b].qs), _mm256_set1_epi8(8));
+        const float dw = f16f(w[b].d);
+        for (int r = 0; r < 4; r++) {
+            __m256i p = dot_i8_i8(q, load32(a[r][b].qs));
+            acc[k][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * f16f(a[r][b].d)), acc[k][r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) s[r] = hsum_ps(_mm256_add_ps(acc[0][r], acc[1][r]));
+}
+
+void slm_vec_dot4_q8_0_avx2(int64_t n, float *s, const void *vw, const void *va, size_t as)
+{
+    const slm_block_q8_0 *w = vw;
+    const slm_block_q8_0 *a[4] = {ROW(slm_block_q8_0, va, as, 0), ROW(slm_block_q8_0, va, as, 1),
+                                  ROW(slm_block_q8_0, va, as, 2), ROW(slm_block_q8_0, va, as, 3)};
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < n / SLM_QK8_0; b++) {
+        __m256i q = load32(w[b].qs);
+        __m256i aq = _mm256_sign_epi8(q, q);
+        const float dw = f16f(w[b].d);
+        for (int r = 0; r < 4; r++) {
+            __m256i p = dot_u8_i8(aq, _mm256_sign_epi8(load32(a[r][b].qs), q));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * f16f(a[r][b].d)), acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) s[r] = hsum_ps(acc[r]);
+}
+
+void slm_vec_dot4_q4_K_avx2(int64_t n, float *s, const void *vw, const void *va, size_t as)
+{
+    const slm_block_q4_K *w = vw;
+    const slm_block_q8_K *a[4] = {ROW(slm_block_q8_K, va, as, 0), ROW(slm_block_q8_K, va, as, 1),
+                                  ROW(slm_block_q8_K, va, as, 2), ROW(slm_block_q8_K, va, as, 3)};
+    const __m256i m4 = _mm256_set1_epi8(15);
+    float sum[4] = {0, 0, 0, 0};
+    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
+        int sc[8], m[8];
+        k4_scales(w[b].scales, sc, m);
+        __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                          _mm256_setzero_si256()};
+        for (int c = 0; c < 4; c++) {
+            __m256i q = load32(w[b].qs + 32 * c);
+            __m256i lo = _mm256_and_si256(q, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            __m256i s0 = _mm256_set1_epi16((short)sc[2 * c]), s1 = _mm256_set1_epi16((short)sc[2 * c + 1]);
+            for (int r = 0; r < 4; r++) {
+                __m256i p0 = scaled_dot(lo, load32(a[r][b].qs + 64 * c), s0);
+                __m256i p1 = scaled_dot(hi, load32(a[r][b].qs + 64 * c + 32), s1);
+                acc[r] = _mm256_add_epi32(acc[r], _mm256_add_epi32(p0, p1));
+            }
+        }
+        __m256i mv = _mm256_loadu_si256((const __m256i *)m);
+        for (int r = 0; r < 4; r++) {
+            __m256i pairs = _mm256_madd_epi16(load32(a[r][b].bsums), _mm256_set1_epi16(1));
+            int msum = hsum_i32(_mm256_mullo_epi32(pairs, mv));
+            sum[r] += a[r][b].d * (f16f(w[b].d) * (float)hsum_i32(acc[r]) - f16f(w[b].dmin) * (float)msum);
+        }
+    }
+    for (int r = 0; r < 4; r++) s[r] = sum[r];
+}
+
+void slm_vec_dot4_q6_K_avx2(int64_t n, float *s, const void *vw, const void *va, size_t as)
+{
+    const slm_block_q6_K *w = vw;
+    const slm_block_q8_K *a[4] = {ROW(slm_block_q8_K, va, as, 0), ROW(slm_block_q8_K, va, as, 1),
+                                  ROW(slm_block_q8_K, va, as, 2), ROW(slm_block_q8_K, va, as, 3)};
+    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    float sum[4] = {0, 0, 0, 0};
+    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
+        const int8_t *sc = w[b].scales;
+        __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                          _mm256_setzero_si256()};
+        for (int h = 0; h < 2; h++) {
+            __m256i l0 = load32(w[b].ql + 64 * h), l1 = load32(w[b].ql + 64 * h + 32);
+            __m256i qh = load32(w[b].qh + 32 * h);
+            __m256i low[4] = {
+                _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
+                _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+            };
+            for (int k = 0; k < 4; k++) {
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m3);
+                __m256i u = _mm256_or_si256(low[k], _mm256_slli_epi16(hi, 4));
+                int sb = 8 * h + 2 * k;
+                __m256i scl = scale_pair(sc[sb], sc[sb + 1]);
+                for (int r = 0; r < 4; r++)
+                    acc[r] = _mm256_add_epi32(acc[r], scaled_dot(u, load32(a[r][b].qs + 128 * h + 32 * k), scl));
+            }
+        }
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        for (int r = 0; r < 4; r++) {
+            int isum = hsum_i32(acc[r]) - 32 * bsums_dot(a[r][b].bsums, sc16);
+            sum[r] += a[r][b].d * (f16f(w[b].d) * (float)isum);
+        }
+    }
+    for (int r = 0; r < 4; r++) s[r] = sum[r];
+}
+
 /* ---- float types: 4 independent FMA chains of 8 ----------------------- */
 
 static inline __m256 load_f16x8(const slm_f16 *p)
