@@ -120,8 +120,15 @@ local function layer_params_gguf(src, hp, l)
   local att = {
     wr = w("time_mix_receptance"), wk = w("time_mix_key"), wv = w("time_mix_value"),
     wo = w("time_mix_output"), lnx_w = w("time_mix_ln"), lnx_b = b("time_mix_ln"),
-    maa = w("time_mix_lerp_fused"),     -- v6: w k v r g; v7: r w k v a g
   }
+  -- mixing vectors, fused (v6: w k v r g; v7: r w k v a g) or, in older
+  -- rwkv6 conversions, one tensor each
+  if src.has(p .. "time_mix_lerp_fused.weight") then
+    att.maa = w("time_mix_lerp_fused")
+  else
+    att.maa = {}
+    for i, k in ipairs { "w", "k", "v", "r", "g" } do att.maa[i] = w("time_mix_lerp_" .. k) end
+  end
   local ffn = { wk = w("channel_mix_key"), wv = w("channel_mix_value"), mix_k = w("channel_mix_lerp_k") }
   if hp.version == "v6" then
     att.wg = w("time_mix_gate")

@@ -330,3 +330,40 @@ describe("rwkv blocks misuse", function()
     assert.has_error(function() L.ffn:forward(s.y, tensor.zeros { 2, 7 }, s.state, 1, 1) end)
   end)
 end)
+
+describe("rwkv6 GGUF with one tensor per mixing vector (older conversions)", function()
+  it("gives the logits of the fused layout", function()
+    local path, why = helpers.fixture("gguf/rwkv6-tiny-f16.gguf")
+    if not path then return pending(why) end
+    local gguf = require "slm.gguf"
+    local f = assert(gguf.open(path))
+    local meta = { { "general.architecture", "rwkv6" } }
+    for _, k in ipairs { "context_length", "embedding_length", "block_count", "wkv.head_size",
+                         "time_mix_extra_dim", "time_decay_extra_dim", "feed_forward_length",
+                         "rescale_every_n_layers" } do
+      meta[#meta + 1] = { "rwkv6." .. k, { type = "u32", value = f.metadata["rwkv6." .. k] } }
+    end
+    meta[#meta + 1] = { "rwkv6.attention.layer_norm_epsilon", { type = "f32", value = 1e-5 } }
+    local tensors = {}
+    for _, ti in ipairs(f.tensors) do
+      local t = f:tensor(ti.name)
+      local l = ti.name:match("^blk%.(%d+)%.time_mix_lerp_fused%.weight$")
+      if l then
+        local rows = t:reshape { 5, t:numel() // 5 }
+        for i, k in ipairs { "w", "k", "v", "r", "g" } do
+          tensors[#tensors + 1] = { name = "blk." .. l .. ".time_mix_lerp_" .. k .. ".weight",
+                                    tensor = rows:select(1, i):clone() }
+        end
+      else
+        tensors[#tensors + 1] = { name = ti.name, tensor = t }
+      end
+    end
+    local tmp = os.tmpname()
+    assert(gguf.write(tmp, { metadata = meta, tensors = tensors }))
+    local a = assert(slm.load(path)):session { ctx = 8 }
+    local b = assert(slm.load(tmp)):session { ctx = 8 }
+    os.remove(tmp)
+    local la, lb = logits_copy(a:eval(IN)), logits_copy(b:eval(IN))
+    assert.same(la, lb)
+  end)
+end)
