@@ -1,6 +1,7 @@
 --- Text from the tiny byte-level RWKV models (token id = byte), greedy and
 -- sampled, and the state API on the way: the prompt's state is snapshotted
--- once and every continuation restarts from it.
+-- once and every continuation restarts from it (the last one through
+-- sess:generate).
 --   bin/slm examples/rwkv_tiny.lua [MODEL] ["prompt"] [max_tokens=80] [seed=1]
 -- MODEL defaults to rwkv.cpp's tiny RWKV-7 in $SLM_FIXTURES (../shared/fixtures);
 -- any rwkv.cpp file or rwkv6/rwkv7 GGUF with a 256-byte vocabulary works.
@@ -12,7 +13,8 @@ local prompt = arg[2] or "In the morning, the little cat"
 local max_tokens = math.tointeger(tonumber(arg[3] or 80)) or 80
 local seed = math.tointeger(tonumber(arg[4] or 1)) or 1
 
-local model, err = slm.load(path)
+-- token id = byte: the 256-byte vocabulary (the tiny GGUFs carry a placeholder one)
+local model, err = slm.load(path, { tokenizer = slm.tokenizer.bytes() })
 if not model then
   io.stderr:write("rwkv_tiny.lua: ", err, "\n")
   os.exit(1)
@@ -51,3 +53,13 @@ print(string.format("%s: %s, %d layers, dim %d; prompt %d bytes in %.1f ms; stat
 run("greedy:", slm.sampler.greedy())
 run("temp 0.8, seed " .. seed .. ":", slm.sampler.default { temp = 0.8, top_k = 40, top_p = 0.95, seed = seed })
 run("temp 1.0, seed " .. seed + 1 .. ":", slm.sampler.default { temp = 1.0, top_k = 40, top_p = 0.95, seed = seed + 1 })
+
+-- the same through sess:generate, which encodes the text with the tokenizer
+-- and streams complete UTF-8 pieces
+sess:restore(start)
+io.write(string.format("%-18s %s", "generate():", prompt))
+for piece in sess:generate(nil, { max_tokens = max_tokens, sampler = slm.sampler.default { temp = 0.8, seed = seed } }) do
+  io.write(piece)
+  io.flush()
+end
+io.write("\n")
