@@ -1,6 +1,6 @@
---- Mamba-1: a stack of selective state space mixers, no attention and no
--- feed-forward. The forward pass, as in the paper and the reference
--- implementation's mamba graph:
+--- Mamba-1 and Mamba-2: a stack of selective state space mixers, no
+-- attention and no feed-forward. The forward pass, as in the papers and the
+-- reference implementation's mamba and mamba2 graphs:
 --
 --   x = embed(tokens)
 --   for each layer:  x = x + mixer(rmsnorm(x))   -- in_proj, causal conv1d,
@@ -9,12 +9,14 @@
 --
 -- The mixer is one C block (csrc/blocks/mamba.c) that runs all n tokens of a
 -- call: projections as matmuls over the n rows, the conv and the scan over
--- time. The session state is the per-layer conv and scan state, O(1) in the
+-- time. Mamba-2 differs inside the mixer only: one in_proj gives z, x, B, C
+-- and dt; a scalar decay per head; B and C shared by groups of heads; a
+-- grouped RMS norm before out_proj. The session state is the per-layer conv and scan state, O(1) in the
 -- number of tokens, so snapshots are small and the context is unbounded.
 local core = require "slm.core"
 local blocks, mamba_c = core.blocks, core.mamba
 
-local mamba = { name = "mamba", archs = { "mamba" } }
+local mamba = { name = "mamba", archs = { "mamba", "mamba2" } }
 
 --- Hyper-parameters from GGUF metadata (`mamba.*` keys).
 function mamba.hparams(src)
@@ -27,6 +29,7 @@ function mamba.hparams(src)
   end
   local hp = {
     arch = arch,
+    version = arch == "mamba2" and 2 or 1,
     -- a recurrent state has no context limit; the file says 1M
     n_ctx_train = key("context_length", 1 << 20),
     dim = key("embedding_length"),
@@ -34,11 +37,12 @@ function mamba.hparams(src)
     d_conv = key("ssm.conv_kernel"),
     d_inner = key("ssm.inner_size"),
     d_state = key("ssm.state_size"),
-    dt_rank = key("ssm.time_step_rank"),
+    dt_rank = key("ssm.time_step_rank"),     -- Mamba-2: the number of heads
+    n_group = arch == "mamba2" and key("ssm.group_count") or 1,
     dt_b_c_rms = key("ssm.dt_b_c_rms", false),
     eps = key("attention.layer_norm_rms_epsilon", 1e-5),
   }
-  for _, k in ipairs { "dim", "n_layer", "d_conv", "d_inner", "d_state", "dt_rank" } do
+  for _, k in ipairs { "dim", "n_layer", "d_conv", "d_inner", "d_state", "dt_rank", "n_group" } do
     if math.type(hp[k]) ~= "integer" or hp[k] < 1 then
       error(string.format("%s: bad mamba hyper-parameter %s = %s", src.path, k, tostring(hp[k])), 0)
     end
@@ -74,25 +78,39 @@ function mamba.build(src, hp)
   m.tok_embd = w("token_embd.weight", hp.n_vocab, hp.dim)
   m.output_norm = f32("output_norm.weight", hp.dim)
   m.output = src.has("output.weight") and w("output.weight", hp.n_vocab, hp.dim) or m.tok_embd
-  local di, ds, dr = hp.d_inner, hp.d_state, hp.dt_rank
+  local di, ds, dr, ng = hp.d_inner, hp.d_state, hp.dt_rank, hp.n_group
+  local v2 = hp.version == 2
+  if v2 and (dr % ng ~= 0 or di % dr ~= 0) then
+    error(string.format("%s: mamba2 with %d heads, %d groups and d_inner %d (heads must divide d_inner "
+                        .. "and be a multiple of the groups)", src.path, dr, ng, di), 0)
+  end
+  -- conv channels and in_proj rows: x (Mamba-1); x, B, C and z, dt (Mamba-2)
+  local ch = v2 and di + 2 * ng * ds or di
+  local in_rows = v2 and di + ch + dr or 2 * di
   for l = 1, hp.n_layer do
     local p = "blk." .. (l - 1) .. "."
-    m.layers[l] = {
-      norm = f32(p .. "attn_norm.weight", hp.dim),
-      mixer = mamba_c.block {
-        dim = hp.dim, d_inner = di, d_conv = hp.d_conv, d_state = ds, dt_rank = dr,
-        eps = hp.eps, dt_b_c_rms = hp.dt_b_c_rms,
-        ssm_in = w(p .. "ssm_in.weight", 2 * di, hp.dim),
-        conv_w = f32(p .. "ssm_conv1d.weight", di, hp.d_conv),
-        conv_b = f32(p .. "ssm_conv1d.bias", di),
-        ssm_x = w(p .. "ssm_x.weight", dr + 2 * ds, di),
-        ssm_dt = w(p .. "ssm_dt.weight", di, dr),
-        dt_b = f32(p .. "ssm_dt.bias", di),
-        A = f32(p .. "ssm_a", di, ds),
-        D = f32(p .. "ssm_d", di),
-        ssm_out = w(p .. "ssm_out.weight", hp.dim, di),
-      },
+    local args = {
+      version = hp.version, dim = hp.dim, d_inner = di, d_conv = hp.d_conv, d_state = ds,
+      dt_rank = dr, n_group = ng, eps = hp.eps, dt_b_c_rms = hp.dt_b_c_rms,
+      ssm_in = w(p .. "ssm_in.weight", in_rows, hp.dim),
+      conv_w = f32(p .. "ssm_conv1d.weight", ch, hp.d_conv),
+      conv_b = f32(p .. "ssm_conv1d.bias", ch),
+      ssm_out = w(p .. "ssm_out.weight", hp.dim, di),
     }
+    if v2 then
+      -- per-head scalars, stored (n_head, 1) by the reference's converter
+      args.dt_b = f32(p .. "ssm_dt.bias", dr)
+      args.A = f32(p .. "ssm_a", dr, 1)
+      args.D = f32(p .. "ssm_d", dr, 1)
+      args.norm = f32(p .. "ssm_norm.weight", ng, di // ng)
+    else
+      args.ssm_x = w(p .. "ssm_x.weight", dr + 2 * ds, di)
+      args.ssm_dt = w(p .. "ssm_dt.weight", di, dr)
+      args.dt_b = f32(p .. "ssm_dt.bias", di)
+      args.A = f32(p .. "ssm_a", di, ds)
+      args.D = f32(p .. "ssm_d", di)
+    end
+    m.layers[l] = { norm = f32(p .. "attn_norm.weight", hp.dim), mixer = mamba_c.block(args) }
   end
   return m
 end
@@ -101,8 +119,8 @@ end
 function mamba.state(m, opts)
   local hp = m.hp
   return mamba_c.state {
-    n_layer = hp.n_layer, d_inner = hp.d_inner, d_conv = hp.d_conv, d_state = hp.d_state,
-    dt_rank = hp.dt_rank, n_batch = opts.n_batch,
+    version = hp.version, n_layer = hp.n_layer, d_inner = hp.d_inner, d_conv = hp.d_conv,
+    d_state = hp.d_state, dt_rank = hp.dt_rank, n_group = hp.n_group, n_batch = opts.n_batch,
   }
 end
 

@@ -7,6 +7,7 @@
 local helpers = require "spec.helpers"
 local slm = require "slm"
 local gguf = require "slm.gguf"
+local testing = require "slm.testing"
 
 local PROMPT = { 1, 72, 300, 45, 290, 301, 17, 99 }
 local QUANTS = { "f16", "q8_0", "q4_0", "q5_1", "q4_k_m", "q6_k" }
@@ -17,6 +18,13 @@ local function values(t)
   local v = {}
   for i = 1, t:numel() do v[i] = t:get(i) end
   return v
+end
+
+-- standard deviation of a Lua array
+local function sd(v)
+  local sum, sum2 = 0, 0
+  for _, x in ipairs(v) do sum, sum2 = sum + x, sum2 + x * x end
+  return math.sqrt(sum2 / #v - (sum / #v) ^ 2)
 end
 
 -- top-1 and top-2 of a Lua array (0-based id of the first)
@@ -142,9 +150,9 @@ describe("mamba session state", function()
     local hp = model.hp
     local s = model:session { ctx = 256 }
     s:eval(PROMPT)
-    local bytes = 28 + 4 * hp.n_layer * hp.d_inner * ((hp.d_conv - 1) + hp.d_state)
+    local bytes = 32 + 4 * hp.n_layer * hp.d_inner * ((hp.d_conv - 1) + hp.d_state)
     assert.equal(bytes, #s:snapshot().state)
-    assert.equal(bytes - 28, s.state:bytes())
+    assert.equal(bytes - 32, s.state:bytes())
     for _ = 1, 10 do s:eval(PROMPT) end
     assert.equal(bytes, #s:snapshot().state)
   end)
@@ -220,5 +228,107 @@ describe("malformed mamba files", function()
     if not helpers.fixture("gguf/mamba-f16.gguf") then return pending("fixture missing") end
     local path = variant(nil, "mamba.ssm.state_size")
     assert.equal(path .. ": missing metadata mamba.ssm.state_size", load_error(path))
+  end)
+end)
+
+-- Mamba-2 has no fixture file: a small random model (f32 weights, seeded,
+-- so the same bytes on every machine) written here. Shapes as the
+-- reference's converter writes them: 8 heads of 16 channels, 2 groups.
+local M2 = { vocab = 512, dim = 64, n_layer = 2, d_inner = 128, d_state = 16, n_head = 8,
+             n_group = 2, d_conv = 4 }
+
+local function write_mamba2(path)
+  local S, seed, tensors = M2, 100, {}
+  local function add(name, t) tensors[#tensors + 1] = { name = name, tensor = t } end
+  local function randn(shape, std)
+    seed = seed + 1
+    return testing.randn(shape, seed, std)
+  end
+  local ch = S.d_inner + 2 * S.n_group * S.d_state
+  add("token_embd.weight", randn({ S.vocab, S.dim }, 1))
+  add("output_norm.weight", testing.rand({ S.dim }, 1, 0.9, 1.1))
+  for l = 0, S.n_layer - 1 do
+    local p = "blk." .. l .. "."
+    local A, dtb = {}, {}
+    local u = testing.rand({ S.n_head }, 50 + l, math.log(1e-3), math.log(1e-1))
+    for h = 1, S.n_head do
+      A[h] = { -h }                                      -- -exp(A_log), A_log = log(1..H)
+      local dt = math.exp(u:get(h))
+      dtb[h] = dt + math.log(1 - math.exp(-dt))          -- softplus^-1(dt)
+    end
+    add(p .. "attn_norm.weight", testing.rand({ S.dim }, 10 + l, 0.9, 1.1))
+    add(p .. "ssm_in.weight", randn({ S.d_inner + ch + S.n_head, S.dim }, 0.1))
+    add(p .. "ssm_conv1d.weight", randn({ ch, S.d_conv }, 0.4))
+    add(p .. "ssm_conv1d.bias", randn({ ch }, 0.1))
+    add(p .. "ssm_dt.bias", slm.tensor.new(dtb))
+    add(p .. "ssm_a", slm.tensor.new(A))
+    add(p .. "ssm_d", testing.rand({ S.n_head, 1 }, 20 + l, 0.5, 1.5))
+    add(p .. "ssm_norm.weight", testing.rand({ S.n_group, S.d_inner // S.n_group }, 30 + l, 0.8, 1.2))
+    add(p .. "ssm_out.weight", randn({ S.dim, S.d_inner }, 0.1))
+  end
+  local tokens, scores, types = { "<unk>", "<s>", "</s>" }, { 0, 0, 0 }, { 2, 3, 3 }
+  for b = 0, 255 do
+    tokens[#tokens + 1], scores[#scores + 1], types[#types + 1] = string.format("<0x%02X>", b), 0, 6
+  end
+  for i = #tokens + 1, S.vocab do tokens[i], scores[i], types[i] = "\u{2581}t" .. i, -i, 1 end
+  local u32 = function(v) return { type = "u32", value = v } end
+  assert(gguf.write(path, { metadata = {
+    { "general.architecture", "mamba2" },
+    { "general.name", "mamba2-random" },
+    { "mamba2.context_length", u32(1 << 20) },
+    { "mamba2.embedding_length", u32(S.dim) },
+    { "mamba2.block_count", u32(S.n_layer) },
+    { "mamba2.feed_forward_length", u32(0) },
+    { "mamba2.attention.head_count", u32(0) },
+    { "mamba2.ssm.conv_kernel", u32(S.d_conv) },
+    { "mamba2.ssm.inner_size", u32(S.d_inner) },
+    { "mamba2.ssm.state_size", u32(S.d_state) },
+    { "mamba2.ssm.time_step_rank", u32(S.n_head) },
+    { "mamba2.ssm.group_count", u32(S.n_group) },
+    { "mamba2.attention.layer_norm_rms_epsilon", { type = "f32", value = 1e-5 } },
+    { "tokenizer.ggml.model", "llama" },
+    { "tokenizer.ggml.tokens", { type = "str", value = tokens } },
+    { "tokenizer.ggml.scores", { type = "f32", value = scores } },
+    { "tokenizer.ggml.token_type", { type = "i32", value = types } },
+  }, tensors = tensors }))
+  return path
+end
+
+describe("mamba2", function()
+  local path
+  setup(function() path = write_mamba2(os.tmpname()) end)
+  teardown(function() os.remove(path) end)
+
+  it("sequence mode equals single steps", function()
+    local model = assert(slm.load(path))
+    assert.equal(2, model.hp.version)
+    local a = model:session { ctx = 64 }
+    for _, id in ipairs(PROMPT) do a:eval { id } end
+    local step = values(a.logits)
+    local b = model:session { ctx = 64, batch = 3 }
+    assert.is_true(helpers.max_diff(b:eval(PROMPT), step) <= 1e-4 * sd(step))
+  end)
+
+  it("snapshot/restore/fork continue exactly; the snapshot is O(state)", function()
+    local model = assert(slm.load(path))
+    local s = model:session { ctx = 64 }
+    s:eval(PROMPT)
+    local snap = s:snapshot()
+    local ch = M2.d_inner + 2 * M2.n_group * M2.d_state
+    assert.equal(32 + 4 * M2.n_layer * (ch * (M2.d_conv - 1) + M2.d_inner * M2.d_state), #snap.state)
+    local function run(sess)
+      local ids, logits = {}, sess.logits
+      for i = 1, 10 do
+        ids[i] = helpers.argmax(logits)
+        logits = sess:eval { ids[i] }
+      end
+      return ids
+    end
+    local g = run(s)
+    s:restore(snap)
+    assert.same(g, run(s))
+    s:restore(snap)
+    assert.same(g, run(s:fork()))
+    assert.same(g, run(s))
   end)
 end)

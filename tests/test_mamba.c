@@ -181,7 +181,7 @@ static void test_scan(void)
 typedef struct model {
     slm_mamba_shape h;
     slm_tensor *w_in, *w_x, *w_dt, *w_out;
-    float *conv_w, *conv_b, *dt_b, *A, *D;
+    float *conv_w, *conv_b, *dt_b, *A, *D, *norm;
     slm_mamba_block b;
 } model;
 
@@ -194,23 +194,34 @@ static slm_tensor *rmat(int64_t rows, int64_t cols, float scale)
     return t;
 }
 
-static void model_init(model *m, int rms)
+/* Mamba-1: dim 24, d_inner 40, dt_rank 8; Mamba-2: 8 heads of 5, 2 groups */
+static void model_init(model *m, int version, int rms)
 {
-    slm_mamba_shape h = {.dim = 24, .d_inner = 40, .d_conv = 4, .d_state = 16, .dt_rank = 8,
-                         .dt_b_c_rms = rms, .eps = 1e-5f};
+    slm_mamba_shape h = {.version = version, .dim = 24, .d_inner = 40, .d_conv = 4, .d_state = 16,
+                         .dt_rank = 8, .n_group = version == 2 ? 2 : 1, .dt_b_c_rms = rms,
+                         .eps = 1e-5f};
+    memset(m, 0, sizeof *m);
     m->h = h;
-    m->w_in = rmat(2 * h.d_inner, h.dim, 0.3f);
-    m->w_x = rmat(h.dt_rank + 2 * h.d_state, h.d_inner, 0.3f);
-    m->w_dt = rmat(h.d_inner, h.dt_rank, 0.5f);
+    int64_t ch = slm_mamba_conv_channels(&h), per = version == 2 ? h.dt_rank : h.d_inner;
+    m->w_in = rmat(slm_mamba_in_rows(&h), h.dim, 0.3f);
+    if (version == 1) {
+        m->w_x = rmat(h.dt_rank + 2 * h.d_state, h.d_inner, 0.3f);
+        m->w_dt = rmat(h.d_inner, h.dt_rank, 0.5f);
+    }
     m->w_out = rmat(h.dim, h.d_inner, 0.3f);
-    m->conv_w = rvec(h.d_inner * h.d_conv, 0.6f);
-    m->conv_b = rvec(h.d_inner, 0.2f);
-    m->dt_b = rvec(h.d_inner, 1);
-    m->A = malloc(h.d_inner * h.d_state * sizeof(float));
-    for (int i = 0; i < h.d_inner * h.d_state; i++) m->A[i] = -(float)(i % h.d_state + 1);
-    m->D = rvec(h.d_inner, 1);
+    m->conv_w = rvec(ch * h.d_conv, 0.6f);
+    m->conv_b = rvec(ch, 0.2f);
+    m->dt_b = rvec(per, 1);
+    int64_t na = version == 2 ? h.dt_rank : h.d_inner * h.d_state;
+    m->A = malloc(na * sizeof(float));
+    for (int64_t i = 0; i < na; i++) m->A[i] = -(float)(i % h.d_state + 1);
+    m->D = rvec(per, 1);
+    if (version == 2) {
+        m->norm = rvec(h.d_inner, 1);
+        for (int64_t i = 0; i < h.d_inner; i++) m->norm[i] += 1.5f;
+    }
     slm_mamba_block b = {m->w_in, m->w_x, m->w_dt, m->w_out, m->conv_w, m->conv_b, m->dt_b,
-                         m->A, m->D, h};
+                         m->A, m->D, m->norm, h};
     m->b = b;
 }
 
@@ -218,7 +229,7 @@ static void model_free(model *m)
 {
     slm_tensor_free(m->w_in); slm_tensor_free(m->w_x); slm_tensor_free(m->w_dt);
     slm_tensor_free(m->w_out);
-    free(m->conv_w); free(m->conv_b); free(m->dt_b); free(m->A); free(m->D);
+    free(m->conv_w); free(m->conv_b); free(m->dt_b); free(m->A); free(m->D); free(m->norm);
 }
 
 /* y = W x for an f32 (N, K) tensor, in double */
@@ -232,58 +243,70 @@ static void ref_lin(double *y, const slm_tensor *W, const double *x)
     }
 }
 
-static void ref_rms(double *v, int n, double eps)
+static void ref_rms(double *v, int n, double eps, const float *w)
 {
     double ss = 0;
     for (int i = 0; i < n; i++) ss += v[i] * v[i];
     double sc = 1.0 / sqrt(ss / n + eps);
-    for (int i = 0; i < n; i++) v[i] *= sc;
+    for (int i = 0; i < n; i++) v[i] *= sc * (w ? w[i] : 1.0);
 }
 
-/* the mixer over T tokens from a zero state, all in double, time outer */
+/* the mixer over T tokens from a zero state, all in double, time outer,
+ * written from the equations in mamba.h (full conv input history) */
 static void ref_block(double *out, const model *m, const float *x, int T)
 {
     const slm_mamba_shape *h = &m->h;
+    int v2 = h->version == 2;
     int DI = (int)h->d_inner, NS = (int)h->d_state, R = (int)h->dt_rank, K = (int)h->d_conv;
-    int DIM = (int)h->dim;
-    double *hist = calloc((size_t)(T + K) * DI, sizeof *hist);  /* conv inputs, K-1 zeros first */
+    int DIM = (int)h->dim, CH = (int)slm_mamba_conv_channels(h), NG = (int)h->n_group;
+    double *hist = calloc((size_t)(T + K) * CH, sizeof *hist);  /* conv inputs, K-1 zeros first */
     double *s = calloc((size_t)DI * NS, sizeof *s);
-    double xin[64], xz[128], xc[64], xdb[64], dt[64], y[64];
+    double xin[64], xz[256], xc[128], xdb[64], dt[64], y[64];
     for (int t = 0; t < T; t++) {
         for (int k = 0; k < DIM; k++) xin[k] = x[t * DIM + k];
         ref_lin(xz, m->w_in, xin);
-        for (int i = 0; i < DI; i++) hist[(t + K - 1) * DI + i] = xz[i];
-        for (int i = 0; i < DI; i++) {
+        const double *cin = v2 ? xz + DI : xz, *z = v2 ? xz : xz + DI;
+        for (int i = 0; i < CH; i++) hist[(t + K - 1) * CH + i] = cin[i];
+        for (int i = 0; i < CH; i++) {
             double a = m->conv_b[i];
-            for (int k = 0; k < K; k++) a += m->conv_w[i * K + k] * hist[(t + k) * DI + i];
+            for (int k = 0; k < K; k++) a += m->conv_w[i * K + k] * hist[(t + k) * CH + i];
             xc[i] = silu_d(a);
         }
-        ref_lin(xdb, m->w_x, xc);
-        if (h->dt_b_c_rms) {
-            ref_rms(xdb, R, h->eps);
-            ref_rms(xdb + R, NS, h->eps);
-            ref_rms(xdb + R + NS, NS, h->eps);
-        }
-        ref_lin(dt, m->w_dt, xdb);
-        for (int i = 0; i < DI; i++) {
-            double d = softplus_d(dt[i] + m->dt_b[i]), acc = 0;
-            for (int j = 0; j < NS; j++) {
-                double *sj = &s[i * NS + j];
-                *sj = *sj * exp(d * m->A[i * NS + j]) + xdb[R + j] * xc[i] * d;
-                acc += *sj * xdb[R + NS + j];
+        if (!v2) {
+            ref_lin(xdb, m->w_x, xc);
+            if (h->dt_b_c_rms) {
+                ref_rms(xdb, R, h->eps, NULL);
+                ref_rms(xdb + R, NS, h->eps, NULL);
+                ref_rms(xdb + R + NS, NS, h->eps, NULL);
             }
-            y[i] = (acc + xc[i] * m->D[i]) * silu_d(xz[DI + i]);
+            ref_lin(dt, m->w_dt, xdb);
         }
+        for (int i = 0; i < DI; i++) {
+            int head = v2 ? i / (DI / R) : i, g = v2 ? head / (R / NG) : 0;
+            double d = v2 ? softplus_d(xz[DI + CH + head] + m->dt_b[head]) : softplus_d(dt[i] + m->dt_b[i]);
+            const double *B = v2 ? xc + DI + g * NS : xdb + R;
+            const double *C = v2 ? xc + DI + NG * NS + g * NS : xdb + R + NS;
+            double acc = 0;
+            for (int j = 0; j < NS; j++) {
+                double a = v2 ? m->A[head] : m->A[i * NS + j];
+                double *sj = &s[i * NS + j];
+                *sj = *sj * exp(d * a) + B[j] * xc[i] * d;
+                acc += *sj * C[j];
+            }
+            y[i] = (acc + xc[i] * m->D[head]) * silu_d(z[i]);
+        }
+        if (v2)
+            for (int g = 0; g < NG; g++) ref_rms(y + g * (DI / NG), DI / NG, h->eps, m->norm + g * (DI / NG));
         ref_lin(out + (size_t)t * DIM, m->w_out, y);
     }
     free(hist);
     free(s);
 }
 
-static void test_block(slm_pool *pool, int rms)
+static void test_block(slm_pool *pool, int version, int rms)
 {
     model m;
-    model_init(&m, rms);
+    model_init(&m, version, rms);
     enum { T = 9 };
     int DIM = (int)m.h.dim;
     slm_error err = {0};
@@ -293,12 +316,12 @@ static void test_block(slm_pool *pool, int rms)
     ref_block(ref, &m, x, T);
 
     /* sequence mode: all T in one call */
-    slm_mamba_state *st = slm_mamba_state_new(2, m.h.d_inner, m.h.d_conv, m.h.d_state, &err);
-    slm_mamba_work *w = slm_mamba_work_new(T, m.h.d_inner, m.h.d_state, m.h.dt_rank, &err);
+    slm_mamba_state *st = slm_mamba_state_new(2, &m.h, &err);
+    slm_mamba_work *w = slm_mamba_work_new(T, &m.h, &err);
     float seq[T * 24], step[T * 24];
     CHECK(slm_mamba_forward(pool, &m.b, st, 1, T, x, seq, w, &err) == SLM_OK, "forward: %s", err.msg);
-    CHECK(rel_err(seq, ref, (size_t)T * DIM) < 1e-5, "block (rms %d, pool %d) vs reference: rel err %g",
-          rms, slm_pool_size(pool), rel_err(seq, ref, (size_t)T * DIM));
+    CHECK(rel_err(seq, ref, (size_t)T * DIM) < 1e-5, "block v%d (rms %d, pool %d) vs reference: rel err %g",
+          version, rms, slm_pool_size(pool), rel_err(seq, ref, (size_t)T * DIM));
     /* the other layer's state is untouched */
     int untouched = 1;
     for (int64_t i = 0; i < m.h.d_inner * m.h.d_state; i++) untouched &= st->ssm[i] == 0.0f;
@@ -310,11 +333,13 @@ static void test_block(slm_pool *pool, int rms)
         slm_mamba_forward(pool, &m.b, st, 1, 1, x + t * DIM, step + t * DIM, w, &err);
     double seqd[T * 24];
     for (int i = 0; i < T * DIM; i++) seqd[i] = seq[i];
-    CHECK(rel_err(step, seqd, (size_t)T * DIM) < 1e-6, "steps vs sequence: rel err %g",
+    CHECK(rel_err(step, seqd, (size_t)T * DIM) < 1e-6, "v%d steps vs sequence: rel err %g", version,
           rel_err(step, seqd, (size_t)T * DIM));
 
     /* errors: a state shaped for another model, rows beyond the batch */
-    slm_mamba_state *other = slm_mamba_state_new(2, m.h.d_inner, m.h.d_conv, 8, &err);
+    slm_mamba_shape o = m.h;
+    o.d_state = 8;
+    slm_mamba_state *other = slm_mamba_state_new(2, &o, &err);
     CHECK(slm_mamba_forward(pool, &m.b, other, 0, 1, x, seq, w, &err) == SLM_EINVAL &&
           strstr(err.msg, "another model"), "forward with a foreign state: %s", err.msg);
     CHECK(slm_mamba_forward(pool, &m.b, st, 0, T + 1, x, seq, w, &err) == SLM_EINVAL,
@@ -330,7 +355,7 @@ static void test_block(slm_pool *pool, int rms)
 static void test_checks(void)
 {
     model m;
-    model_init(&m, 0);
+    model_init(&m, 1, 0);
     slm_error err = {0};
     slm_mamba_block b = m.b;
     b.w_x = m.w_dt;
@@ -346,8 +371,25 @@ static void test_checks(void)
     b = m.b;
     b.shape.d_conv = 1000;
     CHECK(slm_mamba_block_check(&b, &err) == SLM_EINVAL && strstr(err.msg, "d_conv"), "huge d_conv");
-    CHECK(slm_mamba_state_new(0, 4, 4, 16, &err) == NULL && err.code == SLM_EINVAL, "state of 0 layers");
-    CHECK(slm_mamba_work_new(0, 4, 16, 4, &err) == NULL && err.code == SLM_EINVAL, "work of 0 rows");
+    b = m.b;
+    b.shape.version = 3;
+    CHECK(slm_mamba_block_check(&b, &err) == SLM_EINVAL, "version 3");
+    slm_mamba_shape h = m.h;
+    CHECK(slm_mamba_state_new(0, &h, &err) == NULL && err.code == SLM_EINVAL, "state of 0 layers");
+    CHECK(slm_mamba_work_new(0, &h, &err) == NULL && err.code == SLM_EINVAL, "work of 0 rows");
+    model_free(&m);
+    model_init(&m, 2, 0);
+    b = m.b;
+    b.shape.n_group = 3;      /* 8 heads in 3 groups */
+    CHECK(slm_mamba_block_check(&b, &err) == SLM_EINVAL && strstr(err.msg, "groups"), "mamba2 groups: %s",
+          err.msg);
+    b = m.b;
+    b.norm_w = NULL;
+    CHECK(slm_mamba_block_check(&b, &err) == SLM_EINVAL, "mamba2 without norm");
+    b = m.b;
+    b.shape.dim = 12;
+    CHECK(slm_mamba_block_check(&b, &err) == SLM_EINVAL && strstr(err.msg, "ssm_in: expected shape 152x12"),
+          "mamba2 in_proj shape: %s", err.msg);
     model_free(&m);
 }
 
@@ -357,9 +399,11 @@ int main(void)
     test_scan();
     slm_error err = {0};
     slm_pool *pool = slm_pool_new(3, &err);
-    test_block(NULL, 0);
-    test_block(pool, 0);
-    test_block(pool, 1);
+    test_block(NULL, 1, 0);
+    test_block(pool, 1, 0);
+    test_block(pool, 1, 1);
+    test_block(NULL, 2, 0);
+    test_block(pool, 2, 0);
     test_checks();
     slm_pool_free(pool);
     printf("%d passed, %d failed\n", passed, failed);

@@ -1,10 +1,12 @@
 /* `slm.core.mamba`: the Mamba-1 mixer block and its recurrent state.
  *
- *   mamba.block{dim=, d_inner=, d_conv=, d_state=, dt_rank=, eps=, dt_b_c_rms=,
- *               ssm_in=, ssm_x=, ssm_dt=, ssm_out=,           -- matrices, any dtype
- *               conv_w=, conv_b=, dt_b=, A=, D=}             -- f32 tensors
+ *   mamba.block{version=1|2, dim=, d_inner=, d_conv=, d_state=, dt_rank=,
+ *               n_group=, eps=, dt_b_c_rms=,
+ *               ssm_in=, ssm_x=, ssm_dt=, ssm_out=,    -- matrices, any dtype
+ *               conv_w=, conv_b=, dt_b=, A=, D=, norm=} -- f32 tensors
  *     -> slm.MambaBlock     blk:forward(out, x, state, layer, n)
- *   mamba.state{n_layer=, d_inner=, d_conv=, d_state=, dt_rank=, n_batch=}
+ *     (Mamba-2: dt_rank = n_head, no ssm_x / ssm_dt, norm = ssm_norm.weight)
+ *   mamba.state{n_layer=, n_batch=, and the block's version/shape fields}
  *     -> slm.MambaState     st:snapshot(n_past) -> string, st:restore(string)
  *                           -> n_past, st:clear(), st:bytes()
  *
@@ -22,7 +24,7 @@
 #define BLOCK_MT "slm.MambaBlock"
 #define STATE_MT "slm.MambaState"
 
-enum { W_IN, W_X, W_DT, W_OUT, V_CONV_W, V_CONV_B, V_DT_B, V_A, V_D, N_OWN };
+enum { W_IN, W_X, W_DT, W_OUT, V_CONV_W, V_CONV_B, V_DT_B, V_A, V_D, V_NORM, N_OWN };
 
 typedef struct block_ud {
     slm_mamba_block b;
@@ -46,6 +48,24 @@ static lua_Integer int_field(lua_State *L, int idx, const char *name, lua_Intege
     }
     lua_pop(L, 1);
     return v;
+}
+
+/* version, dims and options of a block (dim only when with_dim) */
+static void shape_fields(lua_State *L, int idx, slm_mamba_shape *h, int with_dim)
+{
+    h->version = (int)int_field(L, idx, "version", 1, 0);
+    h->dim = with_dim ? int_field(L, idx, "dim", 0, 1) : 1;
+    h->d_inner = int_field(L, idx, "d_inner", 0, 1);
+    h->d_conv = int_field(L, idx, "d_conv", 4, 0);
+    h->d_state = int_field(L, idx, "d_state", 16, 0);
+    h->dt_rank = int_field(L, idx, "dt_rank", 0, 1);
+    h->n_group = int_field(L, idx, "n_group", 1, 0);
+    lua_getfield(L, idx, "eps");
+    h->eps = lua_isnil(L, -1) ? 1e-5f : (float)luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, idx, "dt_b_c_rms");
+    h->dt_b_c_rms = lua_toboolean(L, -1);
+    lua_pop(L, 1);
 }
 
 /* field name of the table at idx as a new view of the tensor (required) */
@@ -97,35 +117,30 @@ static int l_block(lua_State *L)
     block_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
     memset(u, 0, sizeof *u);
     luaL_setmetatable(L, BLOCK_MT);
-    static const char *const names[N_OWN] = {"ssm_in", "ssm_x", "ssm_dt", "ssm_out", "conv_w",
-                                             "conv_b", "dt_b", "A", "D"};
-    for (int i = 0; i < N_OWN; i++) u->own[i] = weight_field(L, 1, names[i]);
     slm_mamba_shape *h = &u->b.shape;
-    h->dim = int_field(L, 1, "dim", 0, 1);
-    h->d_inner = int_field(L, 1, "d_inner", 0, 1);
-    h->d_conv = int_field(L, 1, "d_conv", 4, 0);
-    h->d_state = int_field(L, 1, "d_state", 16, 0);
-    h->dt_rank = int_field(L, 1, "dt_rank", 0, 1);
-    lua_getfield(L, 1, "eps");
-    h->eps = lua_isnil(L, -1) ? 1e-5f : (float)luaL_checknumber(L, -1);
-    lua_pop(L, 1);
-    lua_getfield(L, 1, "dt_b_c_rms");
-    h->dt_b_c_rms = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    shape_fields(L, 1, h, 1);
+    slm_error err = {0};
+    /* dims first (bounded, so the products below cannot overflow) */
+    if (slm_mamba_shape_check(h, &err) != SLM_OK) return slm_bind_error(L, &err);
+    int v2 = h->version == 2;
+    static const char *const names[N_OWN] = {"ssm_in", "ssm_x", "ssm_dt", "ssm_out", "conv_w",
+                                             "conv_b", "dt_b", "A", "D", "norm"};
+    for (int i = 0; i < N_OWN; i++) {
+        int unused = v2 ? (i == W_X || i == W_DT) : i == V_NORM;
+        if (!unused) u->own[i] = weight_field(L, 1, names[i]);
+    }
     slm_mamba_block *b = &u->b;
     b->w_in = u->own[W_IN];
     b->w_x = u->own[W_X];
     b->w_dt = u->own[W_DT];
     b->w_out = u->own[W_OUT];
-    /* dims first (bounded, so the products below cannot overflow), then
-     * the vectors against them, then the matrices */
-    slm_error err = {0};
-    if (slm_mamba_shape_check(h, &err) != SLM_OK) return slm_bind_error(L, &err);
-    b->conv_w = f32_vec(L, u->own[V_CONV_W], h->d_inner * h->d_conv, "conv_w");
-    b->conv_b = f32_vec(L, u->own[V_CONV_B], h->d_inner, "conv_b");
-    b->dt_b = f32_vec(L, u->own[V_DT_B], h->d_inner, "dt_b");
-    b->A = f32_vec(L, u->own[V_A], h->d_inner * h->d_state, "A");
-    b->D = f32_vec(L, u->own[V_D], h->d_inner, "D");
+    int64_t ch = slm_mamba_conv_channels(h), per = v2 ? h->dt_rank : h->d_inner;
+    b->conv_w = f32_vec(L, u->own[V_CONV_W], ch * h->d_conv, "conv_w");
+    b->conv_b = f32_vec(L, u->own[V_CONV_B], ch, "conv_b");
+    b->dt_b = f32_vec(L, u->own[V_DT_B], per, "dt_b");
+    b->A = f32_vec(L, u->own[V_A], v2 ? h->dt_rank : h->d_inner * h->d_state, "A");
+    b->D = f32_vec(L, u->own[V_D], per, "D");
+    if (v2) b->norm_w = f32_vec(L, u->own[V_NORM], h->d_inner, "norm");
     if (slm_mamba_block_check(b, &err) != SLM_OK) return slm_bind_error(L, &err);
     return 1;
 }
@@ -152,10 +167,10 @@ static state_ud *check_state(lua_State *L, int idx)
 static int l_state(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_Integer n_layer = int_field(L, 1, "n_layer", 0, 1), d_inner = int_field(L, 1, "d_inner", 0, 1);
-    lua_Integer d_conv = int_field(L, 1, "d_conv", 4, 0), d_state = int_field(L, 1, "d_state", 16, 0);
-    lua_Integer dt_rank = int_field(L, 1, "dt_rank", 0, 1), n_batch = int_field(L, 1, "n_batch", 1, 0);
-    /* range checks happen in the constructors; these keep the int casts exact */
+    lua_Integer n_layer = int_field(L, 1, "n_layer", 0, 1), n_batch = int_field(L, 1, "n_batch", 1, 0);
+    slm_mamba_shape h;
+    shape_fields(L, 1, &h, 0);
+    /* the constructors check the rest; these keep the int casts exact */
     if (n_layer < 1 || n_layer > 4096 || n_batch < 1 || n_batch > 65536)
         return luaL_error(L, "mamba.state: n_layer %lld or n_batch %lld out of range",
                           (long long)n_layer, (long long)n_batch);
@@ -164,9 +179,9 @@ static int l_state(lua_State *L)
     s->work = NULL;
     luaL_setmetatable(L, STATE_MT);
     slm_error err = {0};
-    s->st = slm_mamba_state_new((int)n_layer, d_inner, d_conv, d_state, &err);
+    s->st = slm_mamba_state_new((int)n_layer, &h, &err);
     if (!s->st) return slm_bind_error(L, &err);
-    s->work = slm_mamba_work_new((int)n_batch, d_inner, d_state, dt_rank, &err);
+    s->work = slm_mamba_work_new((int)n_batch, &h, &err);
     if (!s->work) return slm_bind_error(L, &err);
     return 1;
 }
@@ -188,11 +203,11 @@ static int state_bytes(lua_State *L)
     return 1;
 }
 
-/* "SLMMB1\0\0" | int32 n_layer, d_inner, d_conv, d_state, n_past | conv
- * states (n_layer, d_inner, d_conv - 1) | scan states (n_layer, d_inner,
- * d_state), f32, native byte order. */
+/* "SLMMB1\0\0" | int32 n_layer, conv_ch, d_inner, d_conv, d_state, n_past |
+ * conv states (n_layer, conv_ch, d_conv - 1) | scan states (n_layer,
+ * d_inner, d_state), f32, native byte order. */
 #define MB_MAGIC "SLMMB1\0\0"
-#define MB_HEAD (8 + 5 * 4)
+#define MB_HEAD (8 + 6 * 4)
 
 static int state_snapshot(lua_State *L)
 {
@@ -204,8 +219,8 @@ static int state_snapshot(lua_State *L)
     luaL_Buffer B;
     char *p = luaL_buffinitsize(L, &B, MB_HEAD + nc + ns);
     memcpy(p, MB_MAGIC, 8);
-    int32_t hdr[5] = {st->n_layer, (int32_t)st->d_inner, (int32_t)st->d_conv, (int32_t)st->d_state,
-                      (int32_t)n_past};
+    int32_t hdr[6] = {st->n_layer, (int32_t)st->conv_ch, (int32_t)st->d_inner, (int32_t)st->d_conv,
+                      (int32_t)st->d_state, (int32_t)n_past};
     memcpy(p + 8, hdr, sizeof hdr);
     memcpy(p + MB_HEAD, st->conv, nc);
     memcpy(p + MB_HEAD + nc, st->ssm, ns);
@@ -220,20 +235,22 @@ static int state_restore(lua_State *L)
     const char *s = luaL_checklstring(L, 2, &len);
     if (len < MB_HEAD || memcmp(s, MB_MAGIC, 8) != 0)
         return luaL_error(L, "restore: not a mamba state snapshot");
-    int32_t hdr[5];
+    int32_t hdr[6];
     memcpy(hdr, s + 8, sizeof hdr);
-    if (hdr[0] != st->n_layer || hdr[1] != st->d_inner || hdr[2] != st->d_conv || hdr[3] != st->d_state)
-        return luaL_error(L, "restore: snapshot of a mamba model with %d layers, d_inner %d, d_conv %d, "
-                          "d_state %d; this one has %d, %d, %d, %d", (int)hdr[0], (int)hdr[1],
-                          (int)hdr[2], (int)hdr[3], st->n_layer, (int)st->d_inner, (int)st->d_conv,
+    if (hdr[0] != st->n_layer || hdr[1] != st->conv_ch || hdr[2] != st->d_inner ||
+        hdr[3] != st->d_conv || hdr[4] != st->d_state)
+        return luaL_error(L, "restore: snapshot of a mamba model with %d layers, %d conv channels, "
+                          "d_inner %d, d_conv %d, d_state %d; this one has %d, %d, %d, %d, %d",
+                          (int)hdr[0], (int)hdr[1], (int)hdr[2], (int)hdr[3], (int)hdr[4],
+                          st->n_layer, (int)st->conv_ch, (int)st->d_inner, (int)st->d_conv,
                           (int)st->d_state);
     size_t nc = slm_mamba_state_conv_len(st) * sizeof(float);
     size_t ns = slm_mamba_state_ssm_len(st) * sizeof(float);
-    if (len != MB_HEAD + nc + ns || hdr[4] < 0)
+    if (len != MB_HEAD + nc + ns || hdr[5] < 0)
         return luaL_error(L, "restore: truncated mamba state snapshot");
     memcpy(st->conv, s + MB_HEAD, nc);
     memcpy(st->ssm, s + MB_HEAD + nc, ns);
-    lua_pushinteger(L, hdr[4]);
+    lua_pushinteger(L, hdr[5]);
     return 1;
 }
 

@@ -29,8 +29,20 @@ static slm_status check_weight(const slm_tensor *t, const char *what, int64_t ro
     return SLM_OK;
 }
 
+int64_t slm_mamba_conv_channels(const slm_mamba_shape *h)
+{
+    return h->version == 2 ? h->d_inner + 2 * h->n_group * h->d_state : h->d_inner;
+}
+
+int64_t slm_mamba_in_rows(const slm_mamba_shape *h)
+{
+    return h->version == 2 ? h->d_inner + slm_mamba_conv_channels(h) + h->dt_rank : 2 * h->d_inner;
+}
+
 slm_status slm_mamba_shape_check(const slm_mamba_shape *h, slm_error *err)
 {
+    if (h->version != 1 && h->version != 2)
+        return slm_error_set(err, SLM_EINVAL, "mamba: version %d (1 or 2)", h->version);
     if (h->dim < 1 || h->d_inner < 1 || h->dt_rank < 1 || h->dim > (1 << 20) ||
         h->d_inner > (1 << 20) || h->dt_rank > (1 << 20))
         return slm_error_set(err, SLM_EINVAL, "mamba: dims out of range (dim %lld, d_inner %lld, dt_rank %lld)",
@@ -38,6 +50,11 @@ slm_status slm_mamba_shape_check(const slm_mamba_shape *h, slm_error *err)
     if (h->d_conv < 1 || h->d_conv > MAMBA_MAX_CONV || h->d_state < 1 || h->d_state > MAMBA_MAX_STATE)
         return slm_error_set(err, SLM_EINVAL, "mamba: d_conv %lld or d_state %lld out of range (1..%d, 1..%d)",
                              (long long)h->d_conv, (long long)h->d_state, MAMBA_MAX_CONV, MAMBA_MAX_STATE);
+    if (h->version == 2 && (h->n_group < 1 || h->n_group > h->dt_rank || h->dt_rank % h->n_group ||
+                            h->d_inner % h->dt_rank))
+        return slm_error_set(err, SLM_EINVAL, "mamba2: %lld heads must divide d_inner %lld and be a "
+                             "multiple of the %lld groups", (long long)h->dt_rank,
+                             (long long)h->d_inner, (long long)h->n_group);
     return SLM_OK;
 }
 
@@ -46,31 +63,32 @@ slm_status slm_mamba_block_check(const slm_mamba_block *b, slm_error *err)
     const slm_mamba_shape *h = &b->shape;
     slm_status st = slm_mamba_shape_check(h, err);
     if (st) return st;
-    if (!b->conv_w || !b->conv_b || !b->dt_b || !b->A || !b->D)
-        return slm_error_set(err, SLM_EINVAL, "mamba: missing conv, dt bias, A or D vectors");
-    if ((st = check_weight(b->w_in, "ssm_in", 2 * h->d_inner, h->dim, err))) return st;
-    if ((st = check_weight(b->w_x, "ssm_x", h->dt_rank + 2 * h->d_state, h->d_inner, err))) return st;
-    if ((st = check_weight(b->w_dt, "ssm_dt", h->d_inner, h->dt_rank, err))) return st;
+    if (!b->conv_w || !b->conv_b || !b->dt_b || !b->A || !b->D || (h->version == 2 && !b->norm_w))
+        return slm_error_set(err, SLM_EINVAL, "mamba: missing conv, dt bias, A, D or norm vectors");
+    if ((st = check_weight(b->w_in, "ssm_in", slm_mamba_in_rows(h), h->dim, err))) return st;
+    if (h->version == 1) {
+        if ((st = check_weight(b->w_x, "ssm_x", h->dt_rank + 2 * h->d_state, h->d_inner, err))) return st;
+        if ((st = check_weight(b->w_dt, "ssm_dt", h->d_inner, h->dt_rank, err))) return st;
+    }
     return check_weight(b->w_out, "ssm_out", h->dim, h->d_inner, err);
 }
 
 /* --- state and scratch ----------------------------------------------------------- */
 
-slm_mamba_state *slm_mamba_state_new(int n_layer, int64_t d_inner, int64_t d_conv,
-                                     int64_t d_state, slm_error *err)
+slm_mamba_state *slm_mamba_state_new(int n_layer, const slm_mamba_shape *h, slm_error *err)
 {
-    if (n_layer < 1 || n_layer > 4096 || d_inner < 1 || d_inner > (1 << 20) || d_conv < 1 ||
-        d_conv > MAMBA_MAX_CONV || d_state < 1 || d_state > MAMBA_MAX_STATE) {
-        slm_error_set(err, SLM_EINVAL, "mamba state: n_layer %d, d_inner %lld, d_conv %lld, d_state %lld out of range",
-                      n_layer, (long long)d_inner, (long long)d_conv, (long long)d_state);
+    if (slm_mamba_shape_check(h, err) != SLM_OK) return NULL;
+    if (n_layer < 1 || n_layer > 4096) {
+        slm_error_set(err, SLM_EINVAL, "mamba state: n_layer %d out of range 1..4096", n_layer);
         return NULL;
     }
     slm_mamba_state *s = calloc(1, sizeof *s);
     if (!s) goto oom;
     s->n_layer = n_layer;
-    s->d_inner = d_inner;
-    s->d_conv = d_conv;
-    s->d_state = d_state;
+    s->conv_ch = slm_mamba_conv_channels(h);
+    s->d_inner = h->d_inner;
+    s->d_conv = h->d_conv;
+    s->d_state = h->d_state;
     /* d_conv 1 keeps no inputs; one float keeps the allocation non-empty */
     s->conv = calloc(slm_mamba_state_conv_len(s) + 1, sizeof(float));
     s->ssm = calloc(slm_mamba_state_ssm_len(s), sizeof(float));
@@ -92,7 +110,7 @@ void slm_mamba_state_free(slm_mamba_state *s)
 
 size_t slm_mamba_state_conv_len(const slm_mamba_state *s)
 {
-    return (size_t)s->n_layer * (size_t)s->d_inner * (size_t)(s->d_conv - 1);
+    return (size_t)s->n_layer * (size_t)s->conv_ch * (size_t)(s->d_conv - 1);
 }
 
 size_t slm_mamba_state_ssm_len(const slm_mamba_state *s)
@@ -106,27 +124,26 @@ void slm_mamba_state_clear(slm_mamba_state *s)
     memset(s->ssm, 0, slm_mamba_state_ssm_len(s) * sizeof(float));
 }
 
-slm_mamba_work *slm_mamba_work_new(int n_batch, int64_t d_inner, int64_t d_state,
-                                   int64_t dt_rank, slm_error *err)
+slm_mamba_work *slm_mamba_work_new(int n_batch, const slm_mamba_shape *h, slm_error *err)
 {
-    if (n_batch < 1 || n_batch > 65536 || d_inner < 1 || d_inner > (1 << 20) || d_state < 1 ||
-        d_state > MAMBA_MAX_STATE || dt_rank < 1 || dt_rank > (1 << 20)) {
-        slm_error_set(err, SLM_EINVAL, "mamba work: n_batch %d or dims out of range", n_batch);
+    if (slm_mamba_shape_check(h, err) != SLM_OK) return NULL;
+    if (n_batch < 1 || n_batch > 65536) {
+        slm_error_set(err, SLM_EINVAL, "mamba work: n_batch %d out of range 1..65536", n_batch);
         return NULL;
     }
     slm_mamba_work *w = calloc(1, sizeof *w);
     if (!w) goto oom;
     size_t nb = (size_t)n_batch;
+    int v1 = h->version == 1;
     w->n_batch = n_batch;
-    w->d_inner = d_inner;
-    w->dt_rank = dt_rank;
-    w->n_xdb = dt_rank + 2 * d_state;
-    w->xz = malloc(nb * (size_t)(2 * d_inner) * sizeof(float));
-    w->xc = malloc(nb * (size_t)d_inner * sizeof(float));
-    w->xdb = malloc(nb * (size_t)w->n_xdb * sizeof(float));
-    w->dtr = malloc(nb * (size_t)dt_rank * sizeof(float));
-    w->dt = malloc(nb * (size_t)d_inner * sizeof(float));
-    w->y = malloc(nb * (size_t)d_inner * sizeof(float));
+    w->shape = *h;
+    w->n_xdb = v1 ? h->dt_rank + 2 * h->d_state : 0;
+    w->xz = malloc(nb * (size_t)slm_mamba_in_rows(h) * sizeof(float));
+    w->xc = malloc(nb * (size_t)slm_mamba_conv_channels(h) * sizeof(float));
+    w->xdb = malloc(nb * (size_t)(v1 ? w->n_xdb : 1) * sizeof(float));
+    w->dtr = malloc(nb * (size_t)(v1 ? h->dt_rank : 1) * sizeof(float));
+    w->dt = malloc(nb * (size_t)(v1 ? h->d_inner : h->dt_rank) * sizeof(float));
+    w->y = malloc(nb * (size_t)h->d_inner * sizeof(float));
     if (!w->xz || !w->xc || !w->xdb || !w->dtr || !w->dt || !w->y) goto oom;
     return w;
 oom:
@@ -212,6 +229,36 @@ void slm_mamba_scan(float *y, int64_t ld_y, float *state, const float *x, int64_
     slm_mamba_scan_generic(y, ld_y, state, x, ld_x, dt, ld_dt, A, bc, ld_bc, D, n, d_state, c0, c1);
 }
 
+void slm_mamba2_scan(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                     const float *dt, int64_t ld_dt, const float *dt_b, const float *A,
+                     const float *bc, int64_t ld_bc, const float *D, int n, int64_t head_dim,
+                     int64_t n_head, int64_t n_group, int64_t d_state, int64_t h0, int64_t h1)
+{
+    const int64_t heads_per_group = n_head / n_group;
+    for (int64_t h = h0; h < h1; h++) {
+        const int64_t g = h / heads_per_group;   /* B, C repeat_interleave'd over heads */
+        for (int t = 0; t < n; t++) {
+            const float v = dt[t * ld_dt + h] + dt_b[h];
+            const float d = v <= 20.0f ? log1pf(expf(v)) : v;
+            /* one decay per head: no exp inside the state loop */
+            const float dA = expf(d * A[h]);
+            const float *B = bc + t * ld_bc + g * d_state, *C = B + n_group * d_state;
+            for (int64_t p = 0; p < head_dim; p++) {
+                const int64_t i = h * head_dim + p;
+                float *s = state + i * d_state;
+                const float xi = x[t * ld_x + i], xd = xi * d;
+                float sum = 0.0f;
+                for (int64_t j = 0; j < d_state; j++) {
+                    const float sj = s[j] * dA + B[j] * xd;
+                    sum += sj * C[j];
+                    s[j] = sj;
+                }
+                y[t * ld_y + i] = sum + xi * D[h];
+            }
+        }
+    }
+}
+
 /* --- the block ------------------------------------------------------------------ */
 
 /* out (M, N) = X (M, K) . W^T for a checked 2-D weight */
@@ -231,24 +278,42 @@ typedef struct mix_job {
     int n;
 } mix_job;
 
-/* channel range of thread ith: chunks of 8 so threads write whole cache
- * lines of each row */
-static void channels(int64_t d_inner, int ith, int nth, int64_t *c0, int64_t *c1)
+/* range [*c0, *c1) of thread ith among count items, in chunks of `align`
+ * (8 channels: threads write whole cache lines of each row) */
+static void split(int64_t count, int64_t align, int ith, int nth, int64_t *c0, int64_t *c1)
 {
-    int64_t per = ((d_inner + nth - 1) / nth + 7) & ~(int64_t)7;
-    *c0 = per * ith < d_inner ? per * ith : d_inner;
-    *c1 = *c0 + per < d_inner ? *c0 + per : d_inner;
+    int64_t per = ((count + nth - 1) / nth + align - 1) / align * align;
+    *c0 = per * ith < count ? per * ith : count;
+    *c1 = *c0 + per < count ? *c0 + per : count;
 }
 
 static void conv_job(void *ctx, int ith, int nth)
 {
     mix_job *j = ctx;
     const slm_mamba_shape *h = &j->b->shape;
-    int64_t c0, c1;
-    channels(h->d_inner, ith, nth, &c0, &c1);
+    int64_t ch = slm_mamba_conv_channels(h), c0, c1;
+    split(ch, 8, ith, nth, &c0, &c1);
     if (c0 >= c1) return;
-    slm_mamba_conv(j->w->xc, h->d_inner, j->w->xz, 2 * h->d_inner, j->n, j->conv_state,
+    /* Mamba-1 convolves x (the first d_inner of in_proj's row), Mamba-2
+     * xBC (after z's d_inner) */
+    const float *in = j->w->xz + (h->version == 2 ? h->d_inner : 0);
+    slm_mamba_conv(j->w->xc, ch, in, slm_mamba_in_rows(h), j->n, j->conv_state,
                    j->b->conv_w, j->b->conv_b, h->d_conv, c0, c1);
+}
+
+/* y[t][c0..c1) *= silu(z[t][c0..c1)), z the first (Mamba-2) or second
+ * (Mamba-1) d_inner of in_proj's row */
+static void gate(mix_job *j, int64_t c0, int64_t c1)
+{
+    const slm_mamba_shape *h = &j->b->shape;
+    slm_mamba_work *w = j->w;
+    int64_t di = h->d_inner, zoff = h->version == 2 ? 0 : di, ld = slm_mamba_in_rows(h);
+    for (int t = 0; t < j->n; t++) {
+        float *z = w->xz + (size_t)t * (size_t)ld + zoff + c0;
+        float *y = w->y + (size_t)t * (size_t)di + c0;
+        slm_ops_silu(z, z, c1 - c0);
+        slm_ops_mul(y, y, c1 - c0, z, c1 - c0);
+    }
 }
 
 static void scan_job(void *ctx, int ith, int nth)
@@ -257,40 +322,41 @@ static void scan_job(void *ctx, int ith, int nth)
     const slm_mamba_shape *h = &j->b->shape;
     slm_mamba_work *w = j->w;
     int64_t c0, c1, di = h->d_inner;
-    channels(di, ith, nth, &c0, &c1);
+    split(di, 8, ith, nth, &c0, &c1);
     if (c0 >= c1) return;
     slm_mamba_scan(w->y, di, j->ssm_state, w->xc, di, w->dt, di, j->b->A, w->xdb + h->dt_rank,
                    w->n_xdb, j->b->D, j->n, h->d_state, c0, c1);
-    /* the gate: y * silu(z), z being the second half of in_proj's rows */
-    for (int t = 0; t < j->n; t++) {
-        float *z = w->xz + (size_t)t * (size_t)(2 * di) + di + c0;
-        float *y = w->y + (size_t)t * (size_t)di + c0;
-        slm_ops_silu(z, z, c1 - c0);
-        slm_ops_mul(y, y, c1 - c0, z, c1 - c0);
-    }
+    gate(j, c0, c1);
 }
 
-slm_status slm_mamba_forward(slm_pool *pool, const slm_mamba_block *b, slm_mamba_state *s,
-                             int layer, int n, const float *x, float *out,
-                             slm_mamba_work *w, slm_error *err)
+/* Mamba-2: threads split whole heads */
+static void scan2_job(void *ctx, int ith, int nth)
+{
+    mix_job *j = ctx;
+    const slm_mamba_shape *h = &j->b->shape;
+    slm_mamba_work *w = j->w;
+    int64_t h0, h1, di = h->d_inner, nh = h->dt_rank, hd = di / nh, ch = slm_mamba_conv_channels(h);
+    split(nh, 1, ith, nth, &h0, &h1);
+    if (h0 >= h1) return;
+    slm_mamba2_scan(w->y, di, j->ssm_state, w->xc, ch, w->dt, nh, j->b->dt_b, j->b->A,
+                    w->xc + di, ch, j->b->D, j->n, hd, nh, h->n_group, h->d_state, h0, h1);
+    gate(j, h0 * hd, h1 * hd);
+}
+
+static int same_shape(const slm_mamba_shape *a, const slm_mamba_shape *b)
+{
+    return a->version == b->version && a->d_inner == b->d_inner && a->d_conv == b->d_conv &&
+           a->d_state == b->d_state && a->dt_rank == b->dt_rank &&
+           (a->version == 1 || a->n_group == b->n_group);
+}
+
+/* Mamba-1 between the conv and the scan: x_proj, dt_proj */
+static slm_status mamba1_dt(slm_pool *pool, const slm_mamba_block *b, slm_mamba_work *w, int n,
+                            slm_error *err)
 {
     const slm_mamba_shape *h = &b->shape;
-    if (layer < 0 || layer >= s->n_layer || n < 1 || n > w->n_batch)
-        return slm_error_set(err, SLM_EINVAL, "mamba forward: layer %d or %d rows out of range", layer, n);
-    if (s->d_inner != h->d_inner || s->d_conv != h->d_conv || s->d_state != h->d_state ||
-        w->d_inner != h->d_inner || w->dt_rank != h->dt_rank || w->n_xdb != h->dt_rank + 2 * h->d_state)
-        return slm_error_set(err, SLM_EINVAL, "mamba forward: state shaped for another model");
-    const int64_t di = h->d_inner, nx = w->n_xdb;
-    mix_job job = {
-        .b = b, .w = w, .n = n,
-        .conv_state = s->conv + (size_t)layer * (size_t)di * (size_t)(h->d_conv - 1),
-        .ssm_state = s->ssm + (size_t)layer * (size_t)di * (size_t)h->d_state,
-    };
+    const int64_t nx = w->n_xdb;
     slm_status st;
-    /* xz (n, 2 d_inner) = in_proj(x) */
-    if ((st = linear(pool, w->xz, b->w_in, x, n, err))) return st;
-    /* xc (n, d_inner) = silu(conv1d(x half) + bias) */
-    slm_pool_run(pool, slm_pool_size(pool), conv_job, &job);
     /* xdb (n, dt_rank + 2 d_state) = x_proj(xc) */
     if ((st = linear(pool, w->xdb, b->w_x, w->xc, n, err))) return st;
     for (int t = 0; t < n; t++) {
@@ -305,9 +371,50 @@ slm_status slm_mamba_forward(slm_pool *pool, const slm_mamba_block *b, slm_mamba
     }
     /* dt (n, d_inner) = dt_proj(dt_r) + bias; softplus is in the scan */
     if ((st = linear(pool, w->dt, b->w_dt, w->dtr, n, err))) return st;
-    slm_ops_add(w->dt, w->dt, (int64_t)n * di, b->dt_b, di);
-    /* y (n, d_inner) = (scan + x D) * silu(z) */
-    slm_pool_run(pool, slm_pool_size(pool), scan_job, &job);
+    slm_ops_add(w->dt, w->dt, (int64_t)n * h->d_inner, b->dt_b, h->d_inner);
+    return SLM_OK;
+}
+
+slm_status slm_mamba_forward(slm_pool *pool, const slm_mamba_block *b, slm_mamba_state *s,
+                             int layer, int n, const float *x, float *out,
+                             slm_mamba_work *w, slm_error *err)
+{
+    const slm_mamba_shape *h = &b->shape;
+    if (layer < 0 || layer >= s->n_layer || n < 1 || n > w->n_batch)
+        return slm_error_set(err, SLM_EINVAL, "mamba forward: layer %d or %d rows out of range", layer, n);
+    if (!same_shape(h, &w->shape) || s->conv_ch != slm_mamba_conv_channels(h) ||
+        s->d_inner != h->d_inner || s->d_conv != h->d_conv || s->d_state != h->d_state)
+        return slm_error_set(err, SLM_EINVAL, "mamba forward: state shaped for another model");
+    const int64_t di = h->d_inner;
+    mix_job job = {
+        .b = b, .w = w, .n = n,
+        .conv_state = s->conv + (size_t)layer * (size_t)s->conv_ch * (size_t)(h->d_conv - 1),
+        .ssm_state = s->ssm + (size_t)layer * (size_t)di * (size_t)h->d_state,
+    };
+    slm_status st;
+    /* in_proj: (n, in_rows) */
+    if ((st = linear(pool, w->xz, b->w_in, x, n, err))) return st;
+    /* xc (n, conv channels) = silu(conv1d(x or xBC) + bias) */
+    slm_pool_run(pool, slm_pool_size(pool), conv_job, &job);
+    if (h->version == 1) {
+        if ((st = mamba1_dt(pool, b, w, n, err))) return st;
+        /* y (n, d_inner) = (scan + x D) * silu(z) */
+        slm_pool_run(pool, slm_pool_size(pool), scan_job, &job);
+    } else {
+        /* dt (n, n_head): the last n_head of in_proj's row (bias in the scan) */
+        const int64_t nh = h->dt_rank, ld = slm_mamba_in_rows(h);
+        for (int t = 0; t < n; t++)
+            memcpy(w->dt + (size_t)t * (size_t)nh, w->xz + (size_t)t * (size_t)ld + (ld - nh),
+                   (size_t)nh * sizeof(float));
+        slm_pool_run(pool, slm_pool_size(pool), scan2_job, &job);
+        /* grouped RMS norm: each group of d_inner / n_group channels alone */
+        const int64_t gs = di / h->n_group;
+        for (int t = 0; t < n; t++)
+            for (int64_t g = 0; g < h->n_group; g++) {
+                float *row = w->y + (size_t)t * (size_t)di + g * gs;
+                slm_ops_rmsnorm(row, row, b->norm_w + g * gs, 1, gs, h->eps);
+            }
+    }
     /* out (n, dim) = out_proj(y) */
     return linear(pool, out, b->w_out, w->y, n, err);
 }

@@ -16,7 +16,7 @@ local M = {}
 -- general.architecture -> definition module (searched as "models.<name>"
 -- from a checkout, "slm.models.<name>" when installed)
 M.architectures = { llama = "llama", qwen2 = "llama", phi3 = "llama", mamba = "mamba",
-                    rwkv6 = "rwkv", rwkv7 = "rwkv", rwkvcpp = "rwkv" }
+                    mamba2 = "mamba", rwkv6 = "rwkv", rwkv7 = "rwkv", rwkvcpp = "rwkv" }
 
 local defs = {}
 
