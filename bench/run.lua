@@ -41,3 +41,6 @@ for _, dt in ipairs(dtypes) do
   print(string.format("%-6s %9s %9s %10.1f %8s %9s", dt, pp or "?", tg or "?", size / 1048576,
                       share or "?", rss or "?"))
 end
+
+print()
+os.execute(string.format("BUILD=%s lua5.4 %s/bench/tokenizer.lua", os.getenv("BUILD") or "build", here))
