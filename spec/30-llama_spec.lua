@@ -181,3 +181,30 @@ describe("session state (KV cache)", function()
     os.remove(file)
   end)
 end)
+
+describe("C block misuse", function()
+  local blocks = slm.core.blocks
+  it("gives clear errors", function()
+    local path, why = helpers.fixture("gguf/dense-q8_0.gguf")
+    if not path then return pending(why) end
+    local m = assert(slm.load(path))
+    local x = slm.tensor.zeros { 4, 256 }
+    local emb = m.net.tok_embd
+    assert.has_error(function() blocks.embed(x, emb, { 1, 9999 }, 1, 2) end,
+                     "token id 9999 out of range 0..511")
+    assert.has_error(function() blocks.embed(x, emb, { 1, "a" }, 1, 2) end, "token 2 is not an integer")
+    assert.has_error(function() blocks.rmsnorm(x, x, m.net.output_norm, 1e-5, 3, 4) end,
+                     "bad argument #5: rows 3..6 outside 1..4")
+    assert.has_error(function() blocks.rmsnorm(x, x, emb, 1e-5, 1, 1) end,
+                     "rmsnorm weight: expected 256 contiguous f32 values, got a q8_0 tensor of 131072")
+    assert.has_error(function() blocks.attention { dim = 256, n_head = 8, wq = emb } end,
+                     "attn_q: expected shape 256x256, got 512x256")
+    assert.has_error(function() blocks.attention { dim = 256, n_head = 8, n_head_kv = 3 } end,
+                     "attention: n_head 8 must be a positive multiple of n_head_kv 3")
+    assert.has_error(function() blocks.kv_state { n_layer = 1, n_ctx = 0, n_head = 1, head_dim = 8, n_ff = 8 } end,
+                     "kv_state: n_ctx 0 out of range 1..16777216")
+    assert.has_error(function() blocks.ffn { dim = 256, n_ff = 768 } end, "ffn_up: missing weight")
+    local ro = emb:narrow(1, 1, 4)
+    assert.has_error(function() blocks.add(ro, x, 1, 1) end)
+  end)
+end)

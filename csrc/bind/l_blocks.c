@@ -52,8 +52,8 @@ static float *check_buf(lua_State *L, int idx, int64_t *rows, int64_t *dim)
 static void check_rows(lua_State *L, int64_t first, int64_t n, int64_t rows, int arg)
 {
     if (first < 1 || n < 1 || first - 1 + n > rows)
-        luaL_error(L, "bad argument #%d: rows %lld..%lld outside 1..%lld", arg,
-                   (long long)first, (long long)(first + n - 1), (long long)rows);
+        luaL_error(L, "bad argument #%d: rows %I..%I outside 1..%I", arg,
+                   (lua_Integer)first, (lua_Integer)(first + n - 1), (lua_Integer)rows);
 }
 
 /* A 1-D f32 contiguous vector of length n (norm weights, biases). */
@@ -61,8 +61,8 @@ static const float *check_vec(lua_State *L, int idx, int64_t n, const char *what
 {
     slm_tensor *t = slm_bind_check_tensor(L, idx);
     if (t->dtype != SLM_DTYPE_F32 || !slm_tensor_is_contiguous(t) || slm_tensor_numel(t) != n)
-        luaL_error(L, "%s: expected %lld contiguous f32 values, got a %s tensor of %lld",
-                   what, (long long)n, slm_dtype_name(t->dtype), (long long)slm_tensor_numel(t));
+        luaL_error(L, "%s: expected %I contiguous f32 values, got a %s tensor of %I",
+                   what, (lua_Integer)n, slm_dtype_name(t->dtype), (lua_Integer)slm_tensor_numel(t));
     return slm_tensor_data(t);
 }
 
@@ -143,7 +143,7 @@ static const float *bias_ptr(lua_State *L, slm_tensor *t, int64_t n, const char 
 {
     if (!t) return NULL;
     if (t->dtype != SLM_DTYPE_F32 || !slm_tensor_is_contiguous(t) || slm_tensor_numel(t) != n)
-        luaL_error(L, "attention: %s must hold %lld contiguous f32 values", what, (long long)n);
+        luaL_error(L, "attention: %s must hold %I contiguous f32 values", what, (lua_Integer)n);
     return slm_tensor_data(t);
 }
 
@@ -240,12 +240,12 @@ static int l_ffn(lua_State *L)
     if (slm_ffn_block_check(b, f->dim, &err) != SLM_OK) slm_bind_error(L, &err);
     if (f->own[4]) {
         if (f->own[4]->dtype != SLM_DTYPE_F32 || slm_tensor_numel(f->own[4]) != b->n_ff)
-            luaL_error(L, "ffn: b_up must hold %lld f32 values", (long long)b->n_ff);
+            luaL_error(L, "ffn: b_up must hold %I f32 values", (lua_Integer)b->n_ff);
         b->b_up = slm_tensor_data(f->own[4]);
     }
     if (f->own[5]) {
         if (f->own[5]->dtype != SLM_DTYPE_F32 || slm_tensor_numel(f->own[5]) != f->dim)
-            luaL_error(L, "ffn: b_down must hold %lld f32 values", (long long)f->dim);
+            luaL_error(L, "ffn: b_down must hold %I f32 values", (lua_Integer)f->dim);
         b->b_down = slm_tensor_data(f->own[5]);
     }
     return 1;
@@ -284,7 +284,7 @@ static int l_kv_state(lua_State *L)
     lua_Integer head_dim = int_field(L, 1, "head_dim", 0, 1);
     lua_Integer n_ff = int_field(L, 1, "n_ff", 0, 1), n_batch = int_field(L, 1, "n_batch", 1, 0);
     if (n_layer < 1 || n_layer > 4096) luaL_error(L, "kv_state: n_layer %d out of range", (int)n_layer);
-    if (n_ctx < 1 || n_ctx > (1 << 24)) luaL_error(L, "kv_state: n_ctx %lld out of range 1..16777216", (long long)n_ctx);
+    if (n_ctx < 1 || n_ctx > (1 << 24)) luaL_error(L, "kv_state: n_ctx %I out of range 1..16777216", (lua_Integer)n_ctx);
     if (n_head < 1 || n_head_kv < 1 || head_dim < 1 || n_head > 4096 || head_dim > 4096 ||
         n_head_kv > n_head)
         luaL_error(L, "kv_state: bad head counts");
@@ -387,8 +387,8 @@ static int attn_forward(lua_State *L)
                      k->cache->kv_dim == (int64_t)a->b.shape.n_head_kv * a->b.shape.head_dim,
                   4, "state shaped for another model");
     if (pos < 0 || pos + n > k->cache->n_ctx)
-        return luaL_error(L, "context full: %lld + %lld tokens exceed n_ctx %d", (long long)pos,
-                          (long long)n, k->cache->n_ctx);
+        return luaL_error(L, "context full: %I + %I tokens exceed n_ctx %d", (lua_Integer)pos,
+                          (lua_Integer)n, k->cache->n_ctx);
     slm_error err = {0};
     if (slm_attn_forward(pool_or_raise(L), &a->b, k->cache, (int)layer - 1, (int)pos, (int)n, x,
                          out, a->dim, k->work, &err) != SLM_OK)
@@ -430,10 +430,10 @@ static int l_embed(lua_State *L)
             int isnum;
             lua_Integer id = (lua_geti(L, 3, first + done + i), lua_tointegerx(L, -1, &isnum));
             lua_pop(L, 1);
-            if (!isnum) return luaL_error(L, "token %lld is not an integer", (long long)(first + done + i));
+            if (!isnum) return luaL_error(L, "token %I is not an integer", (lua_Integer)(first + done + i));
             if (id < 0 || id >= emb->shape[0])
-                return luaL_error(L, "token id %lld out of range 0..%lld", (long long)id,
-                                  (long long)emb->shape[0] - 1);
+                return luaL_error(L, "token id %I out of range 0..%I", (lua_Integer)id,
+                                  (lua_Integer)emb->shape[0] - 1);
             ids[i] = (int32_t)id;
         }
         slm_error err = {0};
