@@ -176,6 +176,30 @@ describe("mamba session state", function()
   end)
 end)
 
+describe("mamba block misuse", function()
+  it("raises on bad buffers, layers and row counts", function()
+    local path, why = helpers.fixture("gguf/mamba-q8_0.gguf")
+    if not path then return pending(why) end
+    local model = assert(slm.load(path))
+    local s = model:session { ctx = 64, batch = 4 }
+    local mixer, x, y = model.net.layers[1].mixer, s.x, s.y
+    assert.has_error(function() mixer:forward(x, x, s.state, 1, 1) end,
+                     "bad argument #1 to 'forward' (out must not be the input buffer)")
+    assert.has_error(function() mixer:forward(y, x, s.state, 5, 1) end,
+                     "bad argument #4 to 'forward' (layer out of range)")
+    assert.has_error(function() mixer:forward(y, x, s.state, 1, 5) end,
+                     "bad argument #5 to 'forward' (row count out of range)")
+    assert.has_error(function() mixer:forward(slm.tensor.zeros { 4, 8 }, x, s.state, 1, 1) end,
+                     "bad argument #1 to 'forward' (buffer width differs from the model dim)")
+    assert.has_error(function() mixer:forward(y, x, {}, 1, 1) end)
+    assert.has_error(function() slm.core.mamba.block { dim = 256 } end,
+                     "field 'd_inner' must be an integer")
+    local st = slm.core.mamba.state { n_layer = 1, d_inner = 8, dt_rank = 2 }
+    st:free()
+    assert.has_error(function() st:clear() end, "attempt to use a freed session state")
+  end)
+end)
+
 describe("malformed mamba files", function()
   -- copies the f16 fixture with one change: edit(name, tensor) returns the
   -- tensor to write (nil drops it); drop_key removes a metadata key
