@@ -228,14 +228,16 @@ describe("malformed mamba files", function()
   end
 
   it("names a missing tensor", function()
-    if not helpers.fixture("gguf/mamba-f16.gguf") then return pending("fixture missing") end
+    local src, why = helpers.fixture("gguf/mamba-f16.gguf")
+    if not src then return pending(why) end
     local path = variant(function(name, t) if name ~= "blk.1.ssm_x.weight" then return t end end)
     local want, err = path .. ": missing tensor blk.1.ssm_x.weight", load_error(path)
     assert.equal(want, err:sub(1, #want))
   end)
 
   it("names a tensor of the wrong shape", function()
-    if not helpers.fixture("gguf/mamba-f16.gguf") then return pending("fixture missing") end
+    local src, why = helpers.fixture("gguf/mamba-f16.gguf")
+    if not src then return pending(why) end
     local path = variant(function(name, t)
       if name == "blk.2.ssm_d" then return t:narrow(1, 1, 256):clone() end
       return t
@@ -249,7 +251,8 @@ describe("malformed mamba files", function()
   end)
 
   it("names missing metadata", function()
-    if not helpers.fixture("gguf/mamba-f16.gguf") then return pending("fixture missing") end
+    local src, why = helpers.fixture("gguf/mamba-f16.gguf")
+    if not src then return pending(why) end
     local path = variant(nil, "mamba.ssm.state_size")
     assert.equal(path .. ": missing metadata mamba.ssm.state_size", load_error(path))
   end)
