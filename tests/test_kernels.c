@@ -353,8 +353,28 @@ static void test_act_encoders(void)
                 break;
             }
         }
-        CHECK(same, "AVX2 activation encoder for dtype %d matches the reference bytes", (int)acts[k]);
+        CHECK(same, "AVX2 activation encoder for dtype %d matches the generic bytes", (int)acts[k]);
     }
+}
+
+/* The q8_0/q8_1 activation encoders follow the reference's run-time
+ * encoding (codes x * 127 / amax, halves to even), not its weight quantizer
+ * (x / d, halves away from zero): a block where the two differ. */
+static void test_act_runtime_rule(void)
+{
+    float x[32] = {127.0f, 2.5f, -3.5f, 0.5f, -0.5f, 1.5f};
+    slm_block_q8_0 a, w;
+    slm_block_q8_1 b;
+    slm_act_quant_generic(SLM_DTYPE_Q8_0)(x, &a, 32);
+    slm_act_quant_generic(SLM_DTYPE_Q8_1)(x, &b, 32);
+    slm_quantize_q8_0(x, &w, 32);
+    CHECK(a.qs[0] == 127 && a.qs[1] == 2 && a.qs[2] == -4 && a.qs[3] == 0 && a.qs[4] == 0 &&
+          a.qs[5] == 2 && slm_f16_to_f32(a.d) == 1.0f,
+          "q8_0 activations round halves to even (%d %d %d %d %d %d)", a.qs[0], a.qs[1], a.qs[2],
+          a.qs[3], a.qs[4], a.qs[5]);
+    CHECK(memcmp(a.qs, b.qs, 32) == 0 && slm_f16_to_f32(b.s) == 127.0f,
+          "q8_1 activations: same codes, s = d * sum (%g)", (double)slm_f16_to_f32(b.s));
+    CHECK(w.qs[1] == 3 && w.qs[3] == 1, "the weight quantizer rounds halves away from zero");
 }
 
 static void test_dequantizers(void)
@@ -682,6 +702,7 @@ int main(void)
 {
     printf("AVX2 kernels: %s\n", slm_cpu_has_avx2() ? "yes" : "no");
     test_act_encoders();
+    test_act_runtime_rule();
     test_dequantizers();
     test_vec_dots();
     test_vec_dot4();

@@ -5,6 +5,7 @@
  * bits live. Integer sums are exact; only the per-block scaling is float. */
 #include "vecdot.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "../core/fp16.h"
@@ -371,11 +372,55 @@ slm_vec_dot4_fn slm_vecdot4_fn(slm_dtype w)
     return t && slm_kernels_use_avx2() ? t->dot4_avx2 : NULL;
 }
 
+/* Activation blocks for the 32-element types, encoded as the reference
+ * implementation encodes activations at run time on x86 (its vectorized
+ * quantize_row_q8_0/q8_1), which differs from its reference quantizer of
+ * weights in two details: the codes are x * (127 / amax) rather than
+ * x * (1 / d), and halves round to even rather than away from zero. Matching
+ * it keeps our logits on quantized models equal to the reference's; a flipped
+ * code changes a logit by up to a few hundredths of its spread. */
+static float act_q8_block(const float *x, int8_t *qs, int *qsum)
+{
+    float amax = 0;
+    for (int j = 0; j < 32; j++) {
+        float a = fabsf(x[j]);
+        if (a > amax) amax = a;
+    }
+    const float d = amax / 127.f;
+    const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+    int sum = 0;
+    for (int j = 0; j < 32; j++) {
+        /* nearbyintf: round half to even in the default rounding mode */
+        qs[j] = (int8_t)nearbyintf(x[j] * id);
+        sum += qs[j];
+    }
+    if (qsum) *qsum = sum;
+    return d;
+}
+
+static void act_q8_0(const float *x, void *vy, int64_t n)
+{
+    slm_block_q8_0 *y = vy;
+    for (int64_t b = 0; b < n / SLM_QK8_0; b++)
+        y[b].d = slm_f32_to_f16(act_q8_block(x + b * SLM_QK8_0, y[b].qs, NULL));
+}
+
+static void act_q8_1(const float *x, void *vy, int64_t n)
+{
+    slm_block_q8_1 *y = vy;
+    for (int64_t b = 0; b < n / SLM_QK8_1; b++) {
+        int sum;
+        const float d = act_q8_block(x + b * SLM_QK8_1, y[b].qs, &sum);
+        y[b].d = slm_f32_to_f16(d);
+        y[b].s = slm_f32_to_f16(d * (float)sum);
+    }
+}
+
 slm_act_from_f32_fn slm_act_quant_generic(slm_dtype act)
 {
     switch (act) {
-    case SLM_DTYPE_Q8_0: return slm_quantize_q8_0;
-    case SLM_DTYPE_Q8_1: return slm_quantize_q8_1;
+    case SLM_DTYPE_Q8_0: return act_q8_0;
+    case SLM_DTYPE_Q8_1: return act_q8_1;
     case SLM_DTYPE_Q8_K: return slm_quantize_q8_K;
     case SLM_DTYPE_F16: return act_f16;
     case SLM_DTYPE_BF16: return act_bf16;

@@ -50,9 +50,12 @@ slm_vec_dot_fn slm_vecdot_fn(slm_dtype w);
  * per row). */
 slm_vec_dot4_fn slm_vecdot4_fn(slm_dtype w);
 
-/* Activation encoders: the scalar reference (quant.h / fp16.h) and the AVX2
- * twin, which produces identical bytes. NULL when act is not an activation
- * type (q8_0, q8_1, q8_K, f16, bf16; f32 needs no encoding). */
+/* Activation encoders: the generic one and the AVX2 twin, which produces
+ * identical bytes. q8_K, f16 and bf16 are the scalar reference conversions;
+ * q8_0 and q8_1 follow the reference's run-time activation encoding on x86
+ * (codes x * 127/amax rounded half to even; see vecdot.c), which differs from
+ * its weight quantizer in quant.h. NULL when act is not an activation type
+ * (q8_0, q8_1, q8_K, f16, bf16; f32 needs no encoding). */
 slm_act_from_f32_fn slm_act_quant_generic(slm_dtype act);
 slm_act_from_f32_fn slm_act_quant_avx2(slm_dtype act);
 slm_act_from_f32_fn slm_act_quant_fn(slm_dtype act);

@@ -572,7 +572,9 @@ static inline __m256i pack_i8(__m256i a, __m256i b, __m256i c, __m256i d)
     return _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-/* one 32-element q8_0/q8_1 block; returns d and the sum of the codes */
+/* one 32-element q8_0/q8_1 activation block as the reference encodes it at
+ * run time (vecdot.c act_q8_block): codes x * (127 / amax) rounded half to
+ * even; returns d = amax / 127 and the sum of the codes */
 static inline float q8_block(const float *x, int8_t *qs, int *qsum)
 {
     __m256 v[4];
@@ -581,11 +583,14 @@ static inline float q8_block(const float *x, int8_t *qs, int *qsum)
         v[k] = _mm256_loadu_ps(x + 8 * k);
         amax = _mm256_max_ps(amax, abs_ps(v[k]));
     }
-    const float d = hmax_ps(amax) / 127;
-    const float id = d ? 1.0f / d : 0.0f;
+    const float am = hmax_ps(amax);
+    const float d = am / 127.f;
+    const float id = am != 0.0f ? 127.f / am : 0.0f;
     __m256 vid = _mm256_set1_ps(id);
     __m256i q[4];
-    for (int k = 0; k < 4; k++) q[k] = roundf_epi32(_mm256_mul_ps(v[k], vid));
+    for (int k = 0; k < 4; k++)
+        q[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], vid),
+                                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     if (qsum)
         *qsum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
     _mm256_storeu_si256((__m256i *)qs, pack_i8(q[0], q[1], q[2], q[3]));
