@@ -12,6 +12,7 @@
 --   qwen2  q/k/v biases, split-half RoPE ("neox"), often a tied output head
 --   phi3   fused attn_qkv and fused gate|up in ffn_up, split-half RoPE
 local blocks = require("slm.core").blocks
+local head = require("slm.hooks").head
 
 local llama = {
   name = "llama",
@@ -98,35 +99,50 @@ function llama.build(src, hp)
     }
     m.layers[l] = layer
   end
+  -- the layer plan: which layer runs at each step (model:variant changes it
+  -- for layer skipping, early exit and recursion over a block)
+  m.plan = {}
+  for l = 1, hp.n_layer do m.plan[l] = l end
   return m
 end
 
---- Per-session state: the KV cache and the activation buffers.
+-- forward honours m.plan and m.hooks (slm.hooks), and fills s.all_logits
+llama.plans, llama.hook_points, llama.all_logits = true, "full", true
+
+--- Per-session state: the KV cache (one slot per step of the layer plan,
+-- so a repeated layer keeps its own keys and values) and the buffers.
 function llama.state(m, opts)
   local hp = m.hp
   return blocks.kv_state {
-    n_layer = hp.n_layer, n_ctx = opts.n_ctx, n_head = hp.n_head, n_head_kv = hp.n_head_kv,
+    n_layer = #m.plan, n_ctx = opts.n_ctx, n_head = hp.n_head, n_head_kv = hp.n_head_kv,
     head_dim = hp.head_dim, n_ff = hp.n_ff, n_batch = opts.n_batch,
   }
 end
 
 --- Runs tokens ids[first .. first+n-1] at positions s.n_past.., leaving the
--- logits of the last one in s.logits. s.x, s.h, s.y are (n_batch, dim).
+-- logits of the last one in s.logits (of every one in s.all_logits when the
+-- session has that buffer). s.x, s.h, s.y are (n_batch, dim). m.hooks is nil
+-- unless model:hook() registered some; `at` then calls them on a view.
 function llama.forward(m, s, ids, first, n)
-  local hp, x, h, y = m.hp, s.x, s.h, s.y
-  local hook = s.hook
+  local hp, x, h, y, hooks = m.hp, s.x, s.h, s.y, m.hooks
   blocks.embed(x, m.tok_embd, ids, first, n)
-  for l, L in ipairs(m.layers) do
+  for step, l in ipairs(m.plan) do
+    local L, at = m.layers[l], hooks and hooks:at(l, step, s, n)
     blocks.rmsnorm(h, x, L.attn_norm, hp.eps, 1, n)
-    L.attn:forward(y, h, s.state, l, s.n_past, n)
+    if at then at("attn_in", h) end
+    L.attn:forward(y, h, s.state, step, s.n_past, n)
+    if at then at("attn_out", y) end
     blocks.add(x, y, 1, n)
     blocks.rmsnorm(h, x, L.ffn_norm, hp.eps, 1, n)
+    if at then at("ffn_in", h) end
     L.ffn:forward(y, h, s.state, n)
+    if at then at("ffn_out", y) end
     blocks.add(x, y, 1, n)
-    if hook then hook(l, x, n) end
+    if at then at("out", x) end
   end
-  blocks.rmsnorm(h, x, m.output_norm, hp.eps, n, 1)
-  blocks.linear(s.logits, m.output, h, n)
+  local rows = s.all_logits and 1 or n    -- every row only when all logits are wanted
+  blocks.rmsnorm(h, x, m.output_norm, hp.eps, rows, n - rows + 1)
+  head(m, s, m.output, h, rows, n)        -- logits = output . h (hooks: output_norm, logits)
 end
 
 --- llama2.c checkpoints carry their own header instead of metadata.

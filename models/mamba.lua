@@ -15,6 +15,7 @@
 -- number of tokens, so snapshots are small and the context is unbounded.
 local core = require "slm.core"
 local blocks, mamba_c = core.blocks, core.mamba
+local head = require("slm.hooks").head
 
 local mamba = { name = "mamba", archs = { "mamba", "mamba2" } }
 
@@ -135,10 +136,14 @@ function mamba.forward(m, s, ids, first, n)
     blocks.rmsnorm(h, x, L.norm, hp.eps, 1, n)
     L.mixer:forward(y, h, s.state, l, n)
     blocks.add(x, y, 1, n)
-    if s.hook then s.hook(l, x, n) end
+    local at = m.hooks and m.hooks:at(l, l, s, n)   -- model:hook("blk.N.out", fn)
+    if at then at("out", x) end
   end
-  blocks.rmsnorm(h, x, m.output_norm, hp.eps, n, 1)
-  blocks.linear(s.logits, m.output, h, n)
+  local rows = s.all_logits and 1 or n    -- every row only when all logits are wanted
+  blocks.rmsnorm(h, x, m.output_norm, hp.eps, rows, n - rows + 1)
+  head(m, s, m.output, h, rows, n)
 end
+
+mamba.all_logits = true   -- forward fills s.all_logits (slm.eval)
 
 return mamba

@@ -14,6 +14,7 @@
 -- version's C code takes them as that file stores them.
 local core = require "slm.core"
 local blocks, rwkv_c = core.blocks, core.rwkv
+local head = require("slm.hooks").head
 
 local rwkv = { name = "rwkv", archs = { "rwkvcpp", "rwkv6", "rwkv7" } }
 
@@ -220,9 +221,14 @@ function rwkv.forward(m, s, ids, first, n)
     blocks.add(x, y, 1, n)
     -- fp16-era checkpoints halve x every few layers (weights rescaled to match)
     if (hp.rescale_every or 0) > 0 and l % hp.rescale_every == 0 then rwkv_c.scale(x, 0.5, 1, n) end
+    local at = m.hooks and m.hooks:at(l, l, s, n)   -- model:hook("blk.N.out", fn)
+    if at then at("out", x) end
   end
-  blocks.layernorm(h, x, m.ln_out_w, m.ln_out_b, hp.eps, n, 1)
-  blocks.linear(s.logits, m.head, h, n)
+  local rows = s.all_logits and 1 or n    -- every row only when all logits are wanted
+  blocks.layernorm(h, x, m.ln_out_w, m.ln_out_b, hp.eps, rows, n - rows + 1)
+  head(m, s, m.head, h, rows, n)
 end
+
+rwkv.all_logits = true   -- forward fills s.all_logits (slm.eval)
 
 return rwkv

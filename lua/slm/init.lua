@@ -16,4 +16,10 @@ slm.threads = core.threads
 slm.sampler = require "slm.sampler"
 slm.tokenizer = require "slm.tokenizer"
 
+slm.eval = require "slm.eval"              -- perplexity, KL divergence
+slm.experiment = require "slm.experiment"  -- layer plans, weight surgery
+slm.prune = require "slm.prune"
+slm.lora = require "slm.lora"
+slm.quantize = slm.experiment.quantize     -- slm.quantize(in, out, policy)
+
 return slm

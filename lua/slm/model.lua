@@ -144,6 +144,10 @@ function M.load(path, opts)
     end
   end
   if not src then return nil, err end
+  if opts.lora then  -- adapters merged into the weights as they are read (slm.lora)
+    src, err = require("slm.lora").source(src, opts.lora)
+    if not src then return nil, err end
+  end
   local modname = M.architectures[src.arch]
   if not modname then
     return nil, string.format("%s: unsupported architecture '%s' (supported: %s)", path, src.arch, supported())
@@ -181,6 +185,11 @@ end
 
 --- Metadata value (GGUF) or nil.
 function Model:meta(key) return self.source.meta(key) end
+
+-- Experiments: activation hooks (slm.hooks), layer plans and LoRA (slm.experiment).
+function Model:hook(name, fn) return require("slm.hooks").add(self, name, fn) end
+function Model:variant(opts) return require("slm.experiment").variant(self, opts) end
+function Model:apply_lora(path, scale) return require("slm.lora").apply(self, path, scale) end
 
 local Session = {}
 Session.__index = Session

@@ -1,0 +1,44 @@
+--- Architecture variants as layer plans: layer skipping, early exit and
+-- recursion over a block, compared with the full model on a text (KL
+-- divergence per token and top-1 agreement).
+--   bin/slm examples/layer_skip.lua MODEL.gguf [text file]
+local slm = require "slm"
+
+local path, file = arg[1], arg[2]
+if not path then
+  io.stderr:write("usage: layer_skip.lua MODEL.gguf [text file]\n")
+  os.exit(2)
+end
+local model, err = slm.load(path)
+if not model then
+  io.stderr:write("layer_skip.lua: ", err, "\n")
+  os.exit(1)
+end
+local text = "Once upon a time there was a little girl who lived in a village near the forest. "
+          .. "Whenever she went out, she wore a red riding cloak."
+if file then
+  local f = assert(io.open(file, "rb"))
+  text = f:read("a")
+  f:close()
+end
+
+local L = model.hp.n_layer
+local last = L - 1
+local rec = {}
+for l = 0, last do
+  rec[#rec + 1] = l
+  if l == last // 2 then rec[#rec + 1] = l end   -- the middle layer twice
+end
+local variants = {
+  { "full", model },
+  { "skip layer " .. last // 2, model:variant { skip = { last // 2 } } },
+  { "early exit after " .. (L - 1), model:variant { exit = L - 1 } },
+  { "recursion (middle layer twice)", model:variant { layers = rec } },
+}
+print(string.format("%-34s %-24s %10s %8s %8s", "variant", "plan", "KL mean", "top-1", "ppl"))
+for _, v in ipairs(variants) do
+  local name, m = v[1], v[2]
+  local k = slm.eval.kl(model, m, text, { ctx = 128 })
+  print(string.format("%-34s %-24s %10.5f %8.3f %8.2f", name, table.concat(slm.experiment.plan(m), ","),
+                      k.mean, k.top1, k.ppl))
+end

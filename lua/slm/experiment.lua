@@ -1,0 +1,194 @@
+--- slm.experiment: architecture variants and weight surgery from Lua.
+--
+--   model:variant{skip = {5, 6}}             -- layer skipping
+--   model:variant{exit = 4}                  -- early exit: the first 4 steps, then norm + head
+--   model:variant{layers = {0, 1, 2, 2, 2, 3}} -- recursion over a block
+-- Layers are numbered from 0 as in the tensor names (blk.N) and hook names.
+-- A variant shares the weights of its model (nothing is copied) and has no
+-- hooks of its own; its sessions get one KV-cache slot per step of the plan,
+-- so a layer run three times keeps three sets of keys and values.
+--
+--   experiment.rebuild(model, fn)  -> a new model whose weights are
+--       fn(name, tensor) or the file's (fn returns nil to keep a tensor);
+--       used by pruning and LoRA
+--   experiment.save(model, path [, {metadata = {key = value}}]) -> true | nil, msg
+--       writes the model's current weights (overrides included) and the
+--       source file's metadata as GGUF
+--   experiment.write_gguf(file, path, tensor_fn, metadata) -> true | nil, msg
+--       the writer under save and slm.quantize: the metadata of an open GGUF
+--       file (f:typed, in file order, general.alignment left to the writer)
+--       with overrides, and every tensor as tensor_fn(info) returns it
+local gguf = require "slm.gguf"
+
+local M = {}
+
+local function check_layer(v, n, what)
+  if math.type(v) ~= "integer" or v < 0 or v >= n then
+    error(string.format("variant: %s %s is not a layer (0..%d)", what, tostring(v), n - 1), 3)
+  end
+  return v
+end
+
+--- variant(model, {layers =, skip =, exit =}) -> model
+function M.variant(model, o)
+  if type(o) ~= "table" then error("bad argument #1 to 'variant' (table expected)", 2) end
+  if not model.def.plans then
+    error("variant: " .. model.hp.arch .. " models have no layer plans (llama-family only)", 2)
+  end
+  local n = #model.net.layers
+  local plan = {}
+  if o.layers ~= nil then
+    if type(o.layers) ~= "table" then error("variant: layers must be a list of layer numbers", 2) end
+    for i, v in ipairs(o.layers) do plan[i] = check_layer(v, n, "layers entry") + 1 end
+  else
+    for l = 1, n do plan[l] = l end
+  end
+  if o.skip ~= nil then
+    local skip = {}
+    for _, v in ipairs(o.skip) do skip[check_layer(v, n, "skip entry") + 1] = true end
+    local kept = {}
+    for _, l in ipairs(plan) do if not skip[l] then kept[#kept + 1] = l end end
+    plan = kept
+  end
+  if o.exit ~= nil then
+    if math.type(o.exit) ~= "integer" or o.exit < 0 or o.exit > #plan then
+      error(string.format("variant: exit must be an integer in 0..%d", #plan), 2)
+    end
+    for i = #plan, o.exit + 1, -1 do plan[i] = nil end
+  end
+  local net = {}
+  for k, v in pairs(model.net) do net[k] = v end
+  net.plan, net.hooks = plan, nil
+  local v = {}
+  for k, x in pairs(model) do v[k] = x end
+  v.net = net
+  return setmetatable(v, getmetatable(model))
+end
+
+--- The 0-based layer plan of a model (a list), for printing.
+function M.plan(model)
+  local out = {}
+  for i, l in ipairs(model.net.plan or {}) do out[i] = l - 1 end
+  return out
+end
+
+--- rebuild(model, fn) -> model with weights replaced where fn(name, t) returns a tensor
+function M.rebuild(model, fn)
+  local base = model.source
+  local src, cache = {}, {}
+  for k, v in pairs(base) do src[k] = v end
+  src.tensor = function(name)
+    if cache[name] == nil then
+      local t = base.tensor(name)
+      cache[name] = fn(name, t) or t
+    end
+    return cache[name]
+  end
+  local def = model.def
+  local reader = src.kind == "gguf" and def.hparams or def["hparams_" .. src.kind]
+  local hp = reader(src)
+  local net = def.build(src, hp)
+  if model.net.plan and net.plan then net.plan = model.net.plan end
+  local m = {}
+  for k, v in pairs(model) do m[k] = v end
+  m.source, m.hp, m.net = src, hp, net
+  return setmetatable(m, getmetatable(model))
+end
+
+--- write_gguf(f, path, tensor_fn, metadata) (see the header)
+function M.write_gguf(f, path, tensor_fn, metadata)
+  metadata = metadata or {}
+  local meta, seen = {}, {}
+  for _, key in ipairs(f.keys) do
+    if key ~= "general.alignment" then
+      local v = metadata[key]
+      if v == nil then v = f:typed(key) end
+      if v ~= false then meta[#meta + 1] = { key, v } end   -- false drops a key
+      seen[key] = true
+    end
+  end
+  local extra = {}
+  for k in pairs(metadata) do if not seen[k] and metadata[k] ~= false then extra[#extra + 1] = k end end
+  table.sort(extra)
+  for _, k in ipairs(extra) do meta[#meta + 1] = { k, metadata[k] } end
+  local tensors = {}
+  for i, info in ipairs(f.tensors) do
+    tensors[i] = { name = info.name, tensor = tensor_fn(info) }
+  end
+  return gguf.write(path, { metadata = meta, tensors = tensors, alignment = f.alignment })
+end
+
+--- save(model, path [, opts]) -> true | nil, msg
+function M.save(model, path, opts)
+  local src = model.source
+  if src.kind ~= "gguf" then return nil, "save: only models loaded from GGUF can be saved" end
+  return M.write_gguf(src.file, path, function(info) return src.tensor(info.name) end,
+                      opts and opts.metadata)
+end
+
+-- Quantizing with a policy ----------------------------------------------------
+
+local BLOCK = { q4_0 = 32, q4_1 = 32, q5_0 = 32, q5_1 = 32, q8_0 = 32, q2_k = 256, q3_k = 256,
+                q4_k = 256, q5_k = 256, q6_k = 256, f16 = 1, bf16 = 1, f32 = 1 }
+
+-- general.file_type (llama_ftype) named after the dtype that holds most of
+-- the weights: MOSTLY_Q4_0 = 2 ..., K-quants as their _M variants.
+local FTYPE = { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 7, q5_0 = 8, q5_1 = 9, q2_k = 10,
+                q3_k = 12, q4_k = 15, q5_k = 17, q6_k = 18, bf16 = 32 }
+
+--- A policy from a dtype name, as `slm quantize IN OUT TYPE` uses: every
+-- weight matrix (2-D, row length a multiple of the block) becomes that
+-- dtype; norms, biases and other 1-D tensors are kept.
+function M.policy(dtype)
+  if not BLOCK[dtype] then error("quantize: unknown dtype '" .. tostring(dtype) .. "'", 3) end
+  return function(_, info)
+    if #info.shape >= 2 and info.shape[#info.shape] % BLOCK[dtype] == 0 then return dtype end
+  end
+end
+
+--- quantize(in_path, out_path, policy) -> true, {dtype = tensor count} | nil, msg
+-- policy(name, info) returns the dtype of each tensor ("q4_0", "q8_0",
+-- "f16", ...) or nil to keep it as stored; info = {name =, dtype =, shape =
+-- (outermost first), bytes =}. policy may also be a dtype name (M.policy).
+-- Metadata is copied (f:typed) with general.file_type set from the result.
+-- A policy asking for a block dtype that does not divide a tensor's rows
+-- raises an error naming the tensor.
+function M.quantize(in_path, out_path, policy)
+  if type(policy) == "string" then policy = M.policy(policy) end
+  if type(policy) ~= "function" then error("bad argument #3 to 'quantize' (function or dtype name expected)", 2) end
+  local f, err = gguf.open(in_path)
+  if not f then return nil, err end
+  local want, count, weight = {}, {}, {}
+  for _, info in ipairs(f.tensors) do
+    local dt = policy(info.name, info) or info.dtype
+    if not BLOCK[dt] then error(string.format("quantize: policy gave '%s' for %s", tostring(dt), info.name), 2) end
+    if dt ~= info.dtype and info.shape[#info.shape] % BLOCK[dt] ~= 0 then
+      error(string.format("quantize: %s rows of %d do not fit %s blocks of %d", info.name,
+                          info.shape[#info.shape], dt, BLOCK[dt]), 2)
+    end
+    want[info.name] = dt
+    count[dt] = (count[dt] or 0) + 1
+    if #info.shape >= 2 then
+      local n = 1
+      for _, d in ipairs(info.shape) do n = n * d end
+      weight[dt] = (weight[dt] or 0) + n
+    end
+  end
+  local major, most = nil, -1
+  for dt, n in pairs(weight) do
+    if n > most or (n == most and dt < major) then major, most = dt, n end
+  end
+  local meta = {}
+  if major and FTYPE[major] then meta["general.file_type"] = { type = "u32", value = FTYPE[major] } end
+  local ok, werr = M.write_gguf(f, out_path, function(info)
+    local t = f:tensor(info.name)
+    local dt = want[info.name]
+    if dt == info.dtype then return t end
+    return t:to(dt)
+  end, meta)
+  f:close()
+  if not ok then return nil, werr end
+  return true, count
+end
+
+return M

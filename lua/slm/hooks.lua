@@ -1,0 +1,131 @@
+--- slm.hooks: read or modify activations inside a model's forward pass.
+--
+--   local h = model:hook("blk.3.ffn_out", function(t, info)
+--     -- t: (n, dim) f32 view of the session buffer (no copy), rows = tokens
+--     -- of this forward call; info.layer (0-based, as in tensor names),
+--     -- info.step (position in the layer plan), info.n, info.pos (position of
+--     -- row 1), info.session
+--     t:narrow(1, 1, info.n) ...   -- modify in place to intervene
+--   end)
+--   h:remove()
+--
+-- Points of llama-family models, per layer N (0-based):
+--   blk.N.attn_in   normed input of attention
+--   blk.N.attn_out  attention output, before the residual add
+--   blk.N.ffn_in    normed input of the feed-forward
+--   blk.N.ffn_out   feed-forward output, before the residual add
+--   blk.N.out       residual stream after the layer
+-- and for every model:
+--   output_norm     the normed rows the head reads (the last row, or all rows
+--                   when the session computes all logits)
+--   logits          the logits of the last row (1-D, n_vocab)
+-- RWKV and Mamba models have blk.N.out, output_norm and logits.
+--
+-- Cost: a model without hooks has m.hooks == nil, so forward pays one nil
+-- test per layer. With hooks, each hooked layer builds one closure per call.
+local core = require "slm.core"
+local blocks, ops = core.blocks, core.ops
+
+local M = {}
+
+local LAYER_POINTS = { attn_in = true, attn_out = true, ffn_in = true, ffn_out = true, out = true }
+
+-- A model's hooks: set[l] = {point = {fn, ...}} for layer l (1-based), and
+-- set.output_norm / set.logits = {fn, ...}.
+local Set = {}
+Set.__index = Set
+
+--- at(l, step, s, n) -> nil when layer l has no hooks, else emit(point, buf)
+-- which calls that point's functions on buf's rows 1..n.
+function Set:at(l, step, s, n)
+  local lh = self[l]
+  if not lh then return nil end
+  return function(point, buf)
+    local fns = lh[point]
+    if not fns then return end
+    local view = buf:narrow(1, 1, n)
+    local info = { layer = l - 1, step = step, n = n, pos = s.n_past, session = s, point = point }
+    for i = 1, #fns do fns[i](view, info) end
+  end
+end
+
+local function call_all(fns, t, s, n)
+  local info = { n = n, pos = s.n_past, session = s }
+  for i = 1, #fns do fns[i](t, info) end
+end
+
+--- The head of every architecture: logits = W . h[n] into s.logits, and
+-- W . h[rows..n] into s.all_logits when the session has that (n_batch, n_vocab)
+-- buffer (perplexity, KL). Calls the output_norm and logits hooks.
+function M.head(m, s, W, h, rows, n)
+  local hooks = m.hooks
+  if hooks and hooks.output_norm then call_all(hooks.output_norm, h:narrow(1, rows, n - rows + 1), s, n) end
+  blocks.linear(s.logits, W, h, n)
+  if s.all_logits then
+    ops.matmul(W, h:narrow(1, rows, n - rows + 1), s.all_logits:narrow(1, rows, n - rows + 1))
+  end
+  if hooks and hooks.logits then call_all(hooks.logits, s.logits, s, n) end
+end
+
+--- Parses a hook name -> layer (1-based) or nil, point.
+local function parse(name, def, n_layer)
+  local N, point = name:match("^blk%.(%d+)%.([%w_]+)$")
+  if N then
+    local l = tonumber(N) + 1
+    if l > n_layer then error(string.format("hook '%s': the model has layers 0..%d", name, n_layer - 1), 3) end
+    if not LAYER_POINTS[point] then error("hook '" .. name .. "': unknown point '" .. point .. "'", 3) end
+    if def.hook_points ~= "full" and point ~= "out" then
+      error("hook '" .. name .. "': " .. (def.name or "this architecture") .. " models only have blk.N.out", 3)
+    end
+    return l, point
+  end
+  if name == "output_norm" or name == "logits" then return nil, name end
+  error("hook '" .. name .. "': expected blk.N.<attn_in|attn_out|ffn_in|ffn_out|out>, output_norm or logits", 3)
+end
+
+local Handle = {}
+Handle.__index = Handle
+
+--- handle:remove(): unregisters the function (idempotent).
+function Handle:remove()
+  if self.removed then return end
+  self.removed = true
+  local list = self.list
+  for i = #list, 1, -1 do
+    if list[i] == self.fn then table.remove(list, i) break end
+  end
+  if #list == 0 then self.owner[self.key] = nil end
+  -- no functions left anywhere: back to the zero-cost path
+  local net = self.net
+  if net.hooks and next(net.hooks) == nil then net.hooks = nil end
+end
+
+--- add(model, name, fn) -> handle (model:hook)
+function M.add(model, name, fn)
+  if type(name) ~= "string" then error("bad argument #1 to 'hook' (string expected)", 3) end
+  if type(fn) ~= "function" then error("bad argument #2 to 'hook' (function expected)", 3) end
+  local def, net = model.def, model.net
+  local l, point = parse(name, def, #net.layers)
+  net.hooks = net.hooks or setmetatable({}, Set)
+  local owner, key = net.hooks, point
+  if l then
+    net.hooks[l] = net.hooks[l] or {}
+    owner = net.hooks[l]
+  end
+  owner[key] = owner[key] or {}
+  local list = owner[key]
+  list[#list + 1] = fn
+  local handle = setmetatable({ list = list, fn = fn, net = net, removed = false,
+                                owner = owner, key = key }, Handle)
+  if l then
+    -- an emptied layer table must go too, so that `at` returns nil again
+    local layer_tbl, hooks = owner, net.hooks
+    handle.owner = setmetatable({}, { __newindex = function(_, k, v)
+      layer_tbl[k] = v
+      if next(layer_tbl) == nil then hooks[l] = nil end
+    end })
+  end
+  return handle
+end
+
+return M

@@ -1,0 +1,271 @@
+--- slm.prune: magnitude pruning and structured pruning from Lua.
+--
+--   local t2, k = slm.prune.magnitude(t, 0.5)        -- tensor: k smallest |w| zeroed
+--   local m2, st = slm.prune.magnitude(model, 0.3, {scope = "global"})
+--   local m3 = slm.prune.heads(model, {[2] = {0, 3}}) -- layer 2: heads 0 and 3
+--   slm.prune.ffn_channels("in.gguf", "out.gguf", {keep = 0.75})
+--
+-- magnitude: zeroes exactly floor(fraction * n) elements with the smallest
+-- |w| (ties at the threshold broken by position), per tensor (scope
+-- "tensor", default) or over all selected tensors together ("global").
+-- Quantized weights are dequantized, pruned and requantized to their dtype
+-- (zeros stay exactly zero in every ggml format; a block's other values
+-- may move by one quantization step since its scale is recomputed).
+-- opts.filter(name, t) picks a model's tensors; by default every 2-D weight
+-- of the blocks (blk.N.*.weight), not the embeddings or the head.
+--
+-- heads: attention heads are removed by zeroing, not slicing: the head's
+-- rows of attn_q and its columns of attn_output become 0, so its output
+-- vanishes while every shape (and grouped-query sharing of k/v) stays as
+-- the file has it. Layers and heads are numbered from 0.
+--
+-- ffn_channels: physically smaller. Per layer, channel i of the SwiGLU
+-- feed-forward (row i of ffn_gate and ffn_up, column i of ffn_down) is
+-- scored by |gate_i| |up_i| |down_.i| (Euclidean norms: a bound on what
+-- the channel adds for a unit input) and the lowest-scoring channels are
+-- dropped; a new GGUF is written with the sliced tensors and
+-- <arch>.feed_forward_length updated. The kept count is rounded down to a
+-- multiple of opts.multiple (default 32, so quantized ffn_down rows stay
+-- whole blocks); ffn_down falls back to f16 when its new row length does
+-- not fit its dtype's block.
+local tensor = require "slm.tensor"
+local gguf = require "slm.gguf"
+local experiment = require "slm.experiment"
+
+local M = {}
+
+local BLOCK = { q4_0 = 32, q4_1 = 32, q5_0 = 32, q5_1 = 32, q8_0 = 32, q2_k = 256, q3_k = 256,
+                q4_k = 256, q5_k = 256, q6_k = 256, f16 = 1, bf16 = 1, f32 = 1 }
+M.BLOCK = BLOCK
+
+local CHUNK = 4096
+
+-- The values of a tensor as a flat Lua list (dequantized).
+local function values(t)
+  local bytes = t:to("f32"):contiguous():tobytes()
+  local n = #bytes // 4
+  local out = {}
+  for i = 0, n - 1, CHUNK do
+    local m = math.min(CHUNK, n - i)
+    table.move({ string.unpack("<" .. string.rep("f", m), bytes, 4 * i + 1) }, 1, m, i + 1, out)
+  end
+  return out
+end
+M.values = values
+
+-- A tensor of dtype from a flat list of values.
+local function from_values(vals, shape, dtype)
+  local parts = {}
+  for i = 1, #vals, CHUNK do
+    local j = math.min(i + CHUNK - 1, #vals)
+    parts[#parts + 1] = string.pack("<" .. string.rep("f", j - i + 1), table.unpack(vals, i, j))
+  end
+  local t = tensor.frombytes(table.concat(parts), "f32", shape)
+  if dtype ~= "f32" then t = t:to(dtype) end
+  return t
+end
+
+-- The k-th smallest |v| over lists of values (k >= 1).
+local function kth_abs(lists, k)
+  local all = {}
+  for _, vals in ipairs(lists) do
+    for i = 1, #vals do all[#all + 1] = math.abs(vals[i]) end
+  end
+  table.sort(all)
+  return all[k]
+end
+
+-- Zeroes |v| < thr, then |v| == thr in order while budget lasts; returns
+-- the number zeroed.
+local function zero_below(vals, thr, budget)
+  local z = 0
+  for i = 1, #vals do
+    if math.abs(vals[i]) < thr then vals[i] = 0; z = z + 1 end
+  end
+  for i = 1, #vals do
+    if z >= budget then break end
+    if vals[i] ~= 0 and math.abs(vals[i]) == thr then vals[i] = 0; z = z + 1 end
+  end
+  return z
+end
+
+local function shape_of(t)
+  local s = {}
+  for d = 1, t:dim() do s[d] = t:size(d) end
+  return s
+end
+
+local function check_fraction(f)
+  if type(f) ~= "number" or f < 0 or f > 1 then error("prune: fraction must be a number in [0, 1]", 3) end
+end
+
+-- Prunes a list of {name, t} with one threshold per tensor or one for all.
+-- Returns {name -> new tensor}, zeroed, total.
+local function prune_list(items, fraction, scope)
+  local vals, total = {}, 0
+  for i, it in ipairs(items) do
+    vals[i] = values(it.t)
+    total = total + #vals[i]
+  end
+  local out, zeroed = {}, 0
+  local function finish(i)
+    out[items[i].name] = from_values(vals[i], shape_of(items[i].t), items[i].t:dtype())
+  end
+  if scope == "global" then
+    local k = math.floor(fraction * total)
+    if k > 0 then
+      local thr = kth_abs(vals, k)
+      -- below-threshold values first everywhere, then ties in tensor order
+      local below = 0
+      for _, v in ipairs(vals) do
+        for j = 1, #v do if math.abs(v[j]) < thr then below = below + 1 end end
+      end
+      local ties = k - below
+      for i, v in ipairs(vals) do
+        local before = 0
+        for j = 1, #v do if math.abs(v[j]) < thr then before = before + 1 end end
+        local z = zero_below(v, thr, before + ties)
+        ties = ties - (z - before)
+        zeroed = zeroed + z
+      end
+    end
+    for i = 1, #items do finish(i) end
+  else
+    for i, v in ipairs(vals) do
+      local k = math.floor(fraction * #v)
+      if k > 0 then zeroed = zeroed + zero_below(v, kth_abs({ v }, k), k) end
+      finish(i)
+    end
+  end
+  return out, zeroed, total
+end
+
+local function default_filter(name, t)
+  return name:match("^blk%.%d+%..*%.weight$") ~= nil and t:dim() == 2
+end
+
+--- magnitude(tensor, fraction) -> pruned tensor, zeroed count
+--- magnitude(model, fraction [, {scope =, filter =}]) -> model, {zeroed =, total =, tensors =}
+function M.magnitude(x, fraction, opts)
+  check_fraction(fraction)
+  opts = opts or {}
+  if tensor.is_tensor(x) then
+    local out, zeroed = prune_list({ { name = "t", t = x } }, fraction, "tensor")
+    return out.t, zeroed
+  end
+  if type(x) ~= "table" or not x.source then error("prune.magnitude: a tensor or a model expected", 2) end
+  local src, filter = x.source, opts.filter or default_filter
+  if src.kind ~= "gguf" then error("prune.magnitude: models loaded from GGUF only", 2) end
+  local items = {}
+  for _, info in ipairs(src.file.tensors) do
+    local t = src.tensor(info.name)
+    if filter(info.name, t) then items[#items + 1] = { name = info.name, t = t } end
+  end
+  local scope = opts.scope or "tensor"
+  if scope ~= "tensor" and scope ~= "global" then error("prune.magnitude: scope must be 'tensor' or 'global'", 2) end
+  local new, zeroed, total = prune_list(items, fraction, scope)
+  local m = experiment.rebuild(x, function(name) return new[name] end)
+  return m, { zeroed = zeroed, total = total, tensors = #items }
+end
+
+--- heads(model, {[layer] = {head, ...}}) -> model with those heads zeroed
+-- (opts.dtype: the dtype of the edited weights, default: the file's)
+function M.heads(model, spec, opts)
+  if type(spec) ~= "table" then error("bad argument #2 to 'heads' (table expected)", 2) end
+  local hp, src = model.hp, model.source
+  local hd, nh = hp.head_dim, hp.n_head
+  local edits = {}
+  for layer, hs in pairs(spec) do
+    if math.type(layer) ~= "integer" or layer < 0 or layer >= hp.n_layer then
+      error(string.format("prune.heads: layer %s out of range 0..%d", tostring(layer), hp.n_layer - 1), 2)
+    end
+    local p = "blk." .. layer .. "."
+    if not src.has(p .. "attn_q.weight") then error("prune.heads: fused attn_qkv is not supported", 2) end
+    for _, h in ipairs(hs) do
+      if math.type(h) ~= "integer" or h < 0 or h >= nh then
+        error(string.format("prune.heads: head %s out of range 0..%d", tostring(h), nh - 1), 2)
+      end
+    end
+    edits[p .. "attn_q.weight"] = { rows = hs }
+    edits[p .. "attn_output.weight"] = { cols = hs }
+  end
+  return experiment.rebuild(model, function(name, W)
+    local e = edits[name]
+    if not e then return nil end
+    local w = W:to("f32"):contiguous()
+    if w:shares_storage(W) then w = w:clone() end
+    for _, h in ipairs(e.rows or e.cols) do
+      local d = e.rows and 1 or 2
+      local part = w:narrow(d, h * hd + 1, hd)
+      part:copy_(tensor.zeros(shape_of(part)))
+    end
+    local dt = (opts and opts.dtype) or W:dtype()
+    return dt == "f32" and w or w:to(dt)
+  end)
+end
+
+local function row_norms(t)
+  local v, n, k = values(t), t:size(1), t:size(2)
+  local out = {}
+  for r = 0, n - 1 do
+    local s = 0
+    for c = 1, k do local x = v[r * k + c]; s = s + x * x end
+    out[r + 1] = math.sqrt(s)
+  end
+  return out
+end
+
+-- rows idx (1-based list) of a 2-D tensor, as an f32 tensor
+local function gather_rows(t, idx)
+  local src = t:to("f32"):contiguous()
+  local out = tensor.zeros({ #idx, src:size(2) })
+  for j, i in ipairs(idx) do out:select(1, j):copy_(src:select(1, i)) end
+  return out
+end
+
+--- ffn_channels(in_path, out_path, {keep = fraction | n_ff = count, multiple = 32})
+-- -> true, new n_ff | nil, msg
+function M.ffn_channels(in_path, out_path, opts)
+  opts = opts or {}
+  local f, err = gguf.open(in_path)
+  if not f then return nil, err end
+  local arch = f.metadata["general.architecture"]
+  local n_ff = f.metadata[arch .. ".feed_forward_length"]
+  local n_layer = f.metadata[arch .. ".block_count"]
+  if type(n_ff) ~= "number" then return nil, in_path .. ": no scalar " .. arch .. ".feed_forward_length" end
+  local mult = opts.multiple or 32
+  local k = opts.n_ff or math.floor((opts.keep or 1.0) * n_ff)
+  k = math.min(n_ff, k - k % mult)
+  if k < 1 then error("prune.ffn_channels: nothing would be kept", 2) end
+  local new = {}
+  for l = 0, n_layer - 1 do
+    local p = "blk." .. l .. "."
+    local g, u, d = f:tensor(p .. "ffn_gate.weight"), f:tensor(p .. "ffn_up.weight"), f:tensor(p .. "ffn_down.weight")
+    if not (g and u and d) then return nil, in_path .. ": layer " .. l .. " has no ffn_gate/ffn_up/ffn_down" end
+    local dt = d:to("f32"):t():contiguous()            -- (n_ff, dim): row i = column i of down
+    local ng, nu, nd = row_norms(g), row_norms(u), row_norms(dt)
+    local order = {}
+    for i = 1, n_ff do order[i] = i end
+    local score = {}
+    for i = 1, n_ff do score[i] = ng[i] * nu[i] * nd[i] end
+    table.sort(order, function(a, b) return score[a] > score[b] or (score[a] == score[b] and a < b) end)
+    local keep = table.move(order, 1, k, 1, {})
+    table.sort(keep)                                    -- keep the channels' order
+    local function as(dtype, t)
+      local cols = t:size(2)
+      if dtype ~= "f32" and cols % BLOCK[dtype] ~= 0 then dtype = "f16" end
+      return dtype == "f32" and t or t:to(dtype)
+    end
+    new[p .. "ffn_gate.weight"] = as(g:dtype(), gather_rows(g, keep))
+    new[p .. "ffn_up.weight"] = as(u:dtype(), gather_rows(u, keep))
+    new[p .. "ffn_down.weight"] = as(d:dtype(), gather_rows(dt, keep):t():contiguous())
+  end
+  local ok, werr = experiment.write_gguf(f, out_path, function(info)
+    return new[info.name] or f:tensor(info.name)
+  end, { [arch .. ".feed_forward_length"] = { type = "u32", value = k } })
+  f:close()
+  if not ok then return nil, werr end
+  return true, k
+end
+
+return M
