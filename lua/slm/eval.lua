@@ -10,9 +10,11 @@
 -- vocabulary asks) or a list of token ids. Windows of ctx tokens start every
 -- stride tokens (stride defaults to ctx: disjoint windows); each window is
 -- evaluated from an empty context and scores only tokens no earlier window
--- scored, so with stride < ctx every scored token sees at least ctx - stride
--- tokens of context (the sliding-window evaluation of Hugging Face's
--- perplexity guide). The first token of the text is never scored.
+-- scored, so with stride < ctx every token after the first window sees at
+-- least ctx - stride tokens of context (the sliding-window evaluation of
+-- Hugging Face's perplexity guide). The first token of the text, and with
+-- disjoint windows (stride = ctx) the first token of each window, is not
+-- scored: nothing in its window predicts it.
 --
 -- opts.progress(done, total) is called after each window.
 -- Logits of every position come from one batched forward per window (the
