@@ -259,7 +259,8 @@ describe("malformed mamba files", function()
 end)
 
 -- Mamba-2 has no fixture file: a small random model (f32 weights, seeded,
--- so the same bytes on every machine) written here. Shapes as the
+-- so the same bytes on every machine) written here and checked against
+-- numbers the reference implementation printed for it. Shapes as the
 -- reference's converter writes them: 8 heads of 16 channels, 2 groups.
 local M2 = { vocab = 512, dim = 64, n_layer = 2, d_inner = 128, d_state = 16, n_head = 8,
              n_group = 2, d_conv = 4 }
@@ -325,6 +326,39 @@ describe("mamba2", function()
   local path
   setup(function() path = write_mamba2(os.tmpname()) end)
   teardown(function() os.remove(path) end)
+
+  -- The reference implementation (llama.cpp, 2026-08 tree, CPU, one
+  -- thread) on this very file, fed PROMPT one token at a time: per position
+  -- the top-1 id, the L2 norm of the 512 logits, then the logits of ids
+  -- 0 1 2 100 257 300 511 (reference std s = 8.194197). It reproduces the
+  -- shipped mamba-f16.ref exactly, which makes it a fair judge here.
+  local PEER_SD = 8.194197
+  local PEER_IDS = { 0, 1, 2, 100, 257, 300, 511 }
+  local PEER = {
+    { top = 1, norm = 181.5651, -4.73923, 30.98508, 3.45134, -1.22282, -6.55077, 8.74596, -10.56258 },
+    { top = 72, norm = 189.6522, 0.51161, 5.81035, -0.68422, 13.35424, 1.74220, -18.15226, 0.92237 },
+    { top = 300, norm = 176.7317, 5.69904, 0.28611, 14.49667, -6.00455, 0.01790, 25.71959, -2.88395 },
+    { top = 45, norm = 181.8692, 11.94757, 13.38281, -1.17776, -5.85597, 2.89858, -1.92024, 0.56248 },
+    { top = 290, norm = 193.3731, 5.69374, 7.66404, 6.33021, 12.87116, 4.99875, 2.39269, -14.02285 },
+    { top = 301, norm = 187.9026, -12.84264, 4.46902, -13.72283, 17.49114, 7.15839, 1.08977, 4.24325 },
+    { top = 113, norm = 184.6818, -6.57982, 6.94581, -11.38081, -8.34942, 1.54921, -8.34110, 4.93573 },
+    { top = 99, norm = 187.5301, -0.93212, 9.59851, 9.99175, -13.96276, -5.82549, -4.15054, -1.42181 },
+  }
+
+  it("matches the reference implementation's logits (f32 bound 0.01 s)", function()
+    local s = assert(slm.load(path)):session { ctx = 64 }
+    for p, want in ipairs(PEER) do
+      local l = values(s:eval { PROMPT[p] })
+      for k, id in ipairs(PEER_IDS) do
+        local d = math.abs(l[id + 1] - want[k]) / PEER_SD
+        assert.is_true(d <= 0.01, string.format("position %d id %d: |d|/s = %.2e", p, id, d))
+      end
+      local n2 = 0
+      for _, x in ipairs(l) do n2 = n2 + x * x end
+      assert.is_true(math.abs(math.sqrt(n2) - want.norm) <= 0.01 * PEER_SD)
+      assert.equal(want.top, helpers.argmax(s.logits))
+    end
+  end)
 
   it("sequence mode equals single steps", function()
     local model = assert(slm.load(path))
