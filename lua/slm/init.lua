@@ -15,6 +15,8 @@ slm.load = slm.model.load
 slm.threads = core.threads
 slm.sampler = require "slm.sampler"
 slm.tokenizer = require "slm.tokenizer"
+slm.chat = require "slm.chat"              -- chat templates (sess:chat, sess:chat_session)
+slm.pipeline = require "slm.pipeline"      -- prompt pipelines and routers
 
 slm.eval = require "slm.eval"              -- perplexity, KL divergence
 slm.experiment = require "slm.experiment"  -- layer plans, weight surgery

@@ -343,6 +343,8 @@ function M.load_snapshot(path)
 end
 
 Session.generate = require("slm.generate").generate
+Session.chat = require("slm.chat").chat
+Session.chat_session = require("slm.chat").session
 
 M.Model = Model
 M.Session = Session

@@ -1,0 +1,207 @@
+--- slm.pipeline: prompt pipelines - template -> generate -> parse -> next step.
+--
+--   local run = slm.pipeline {
+--     {name = "draft", session = small, template = "Q: {{question}}\nA:",
+--      max_tokens = 40, stop = {"\n"}},
+--     {name = "verdict", session = checker,
+--      template = "Question: {{question}}\nAnswer: {{draft}}\nCorrect (yes/no)?",
+--      regex = " ?(yes|no)", parse = "(%a+)"},
+--     slm.pipeline.route {name = "final",
+--      when = function(ctx) return ctx.verdict end,     -- a branch name
+--      branches = {yes = function(ctx) return ctx.draft end,
+--                  no = {session = small, template = "Q: {{question}}\nA better answer:"}}},
+--   }
+--   local out, ctx = run {question = "What is 2 + 2?"}
+--
+-- A step is a function(ctx) -> value, or a table:
+--   name        where the value goes: ctx[name] (default "step<i>")
+--   template    a string with {{var}} / {{var.field}} taken from ctx, or a
+--               function(ctx) -> prompt
+--   session or model   the session to generate on (a model gets a new
+--               session each run); the session is reset before the step
+--               unless keep = true
+--   chat        a chat template name (or true for the model's own): the
+--               prompt becomes one user message (with `system`) and runs
+--               through sess:chat
+--   max_tokens, sampler, stop, stop_ids, regex, special: as sess:generate
+--   parse       function(text, ctx) -> value, or a Lua pattern whose first
+--               capture (or whole match) is the value; no match is an error
+-- Each step sees the inputs and every earlier value in ctx; ctx.last is the
+-- previous step's value and ctx.trace lists {name =, prompt =, text =,
+-- value =, branch =} per step. Calling the pipeline returns the last value
+-- and ctx. An error in a step is raised as "pipeline step 'name': message".
+--
+-- slm.pipeline.route{name =, when = function(ctx) -> branch name | ask = step
+-- table, branches = {name = step or pipeline}, default = branch name}
+-- chooses a branch by a Lua predicate, or by asking a model: an `ask` step
+-- is generated with its answer constrained to the branch names (a regex
+-- alternation of them, optional leading space), so a random or a wrong model
+-- still answers with one of them. The branch's value is the route's value.
+local M = {}
+
+local GEN_KEYS = { "max_tokens", "sampler", "stop", "stop_ids", "regex", "regex_width", "special" }
+
+local function lookup(ctx, path)
+  local v = ctx
+  for key in path:gmatch("[^.]+") do
+    if type(v) ~= "table" then return nil end
+    v = v[tonumber(key) or key]
+  end
+  return v
+end
+
+--- fill(template, ctx) -> text: {{var}} replaced by tostring(ctx.var).
+function M.fill(template, ctx)
+  return (template:gsub("{{%s*([%w_.]+)%s*}}", function(path)
+    local v = lookup(ctx, path)
+    if v == nil then error("template variable '" .. path .. "' is not set", 0) end
+    return tostring(v)
+  end))
+end
+
+local function escape_regex(s) return (s:gsub("[%^%$%(%)%%.%[%]%*%+%-%?{}|\\]", "\\%0")) end
+
+local function session_of(step)
+  if step.session then
+    if not step.keep then step.session:reset() end
+    return step.session
+  end
+  if step.model then return step.model:session { ctx = step.ctx } end
+  error("needs a session or a model", 0)
+end
+
+-- one generate step: -> value; fills the trace entry
+local function run_generate(step, ctx, entry)
+  local prompt
+  if type(step.template) == "function" then
+    prompt = step.template(ctx)
+  elseif type(step.template) == "string" then
+    prompt = M.fill(step.template, ctx)
+  else
+    error("needs a template (a string or a function)", 0)
+  end
+  if type(prompt) ~= "string" then error("template gave " .. type(prompt) .. ", not a string", 0) end
+  local sess = session_of(step)
+  local gopts = {}
+  for _, k in ipairs(GEN_KEYS) do gopts[k] = step[k] end
+  if gopts.max_tokens == nil then gopts.max_tokens = 64 end
+  local text
+  if step.chat then
+    local msgs = {}
+    if step.system then msgs[1] = { role = "system", content = step.system } end
+    msgs[#msgs + 1] = { role = "user", content = prompt }
+    gopts.template = step.chat ~= true and step.chat or nil
+    text = sess:chat(msgs, gopts)
+  else
+    text = sess:generate(prompt, gopts, function() end)
+  end
+  local value = text
+  if type(step.parse) == "function" then
+    value = step.parse(text, ctx)
+  elseif type(step.parse) == "string" then
+    local a, b, cap = text:find(step.parse)
+    if not a then error(string.format("parse pattern %q does not match %q", step.parse, text), 0) end
+    value = cap or text:sub(a, b)
+  elseif step.parse ~= nil then
+    error("parse must be a function or a pattern", 0)
+  end
+  entry.prompt, entry.text = prompt, text
+  return value
+end
+
+local Route = {}
+Route.__index = Route
+
+--- route{...} -> a step choosing one of its branches
+function M.route(spec)
+  if type(spec) ~= "table" or type(spec.branches) ~= "table" then
+    error("bad argument #1 to 'route' (table with branches expected)", 2)
+  end
+  if (spec.when == nil) == (spec.ask == nil) then error("route: give exactly one of when and ask", 2) end
+  local names = {}
+  for k in pairs(spec.branches) do names[#names + 1] = k end
+  table.sort(names)
+  local r = setmetatable({ name = spec.name, when = spec.when, branches = spec.branches,
+                           default = spec.default, names = names }, Route)
+  if spec.ask then
+    -- the answer is one of the branch names, generated under a regex
+    local alts = {}
+    for i, n in ipairs(names) do alts[i] = escape_regex(n) end
+    local ask = {}
+    for k, v in pairs(spec.ask) do ask[k] = v end
+    ask.regex = " ?(?:" .. table.concat(alts, "|") .. ")"
+    ask.parse = function(text) return (text:gsub("^ ", "")) end
+    r.ask = ask
+  end
+  return r
+end
+
+local run_step
+
+-- route step: -> the branch's value
+local function run_route(r, ctx, entry)
+  local choice
+  if r.ask then
+    choice = run_generate(r.ask, ctx, entry)
+  else
+    choice = r.when(ctx)
+  end
+  if r.branches[choice] == nil and r.default ~= nil then choice = r.default end
+  local branch = r.branches[choice]
+  if branch == nil then
+    error(string.format("no branch '%s' (branches: %s)", tostring(choice), table.concat(r.names, ", ")), 0)
+  end
+  entry.branch = choice
+  return run_step(branch, ctx, {})
+end
+
+-- -> value; the step's details go to entry
+function run_step(step, ctx, entry)
+  if type(step) == "function" then return step(ctx) end
+  if getmetatable(step) == Route then return run_route(step, ctx, entry) end
+  if type(step) == "table" and getmetatable(step) and getmetatable(step).__call then
+    return (step(ctx))       -- a nested pipeline sees and extends the same ctx
+  end
+  if type(step) == "table" then return run_generate(step, ctx, entry) end
+  error("a step is a function, a table or a route (got " .. type(step) .. ")", 0)
+end
+
+local Pipeline = {}
+Pipeline.__index = Pipeline
+
+--- slm.pipeline{step, step, ...} -> callable: p(inputs) -> last value, ctx
+function M.new(steps)
+  if type(steps) ~= "table" or #steps == 0 then error("bad argument #1 to 'pipeline' (list of steps expected)", 2) end
+  for i, s in ipairs(steps) do
+    local ty = type(s)
+    if ty ~= "function" and ty ~= "table" then
+      error(string.format("pipeline: step %d is a %s (a function, a table or a route expected)", i, ty), 2)
+    end
+  end
+  return setmetatable({ steps = steps }, Pipeline)
+end
+
+function Pipeline:__call(inputs)
+  local ctx = inputs or {}
+  if type(ctx) ~= "table" then error("bad argument #1 to pipeline (table of inputs expected)", 2) end
+  ctx.trace = ctx.trace or {}
+  local value
+  for i, step in ipairs(self.steps) do
+    local name = type(step) == "table" and step.name or ("step" .. i)
+    -- the entry goes in first: a nested pipeline's entries follow it
+    local entry = { name = name }
+    ctx.trace[#ctx.trace + 1] = entry
+    local ok, v = pcall(run_step, step, ctx, entry)
+    if not ok then
+      local msg = tostring(v)
+      if not msg:find("^pipeline step '") then msg = string.format("pipeline step '%s': %s", name, msg) end
+      error(msg, 0)
+    end
+    value = v
+    entry.value = v
+    ctx[name], ctx.last = v, v
+  end
+  return value, ctx
+end
+
+return setmetatable(M, { __call = function(_, steps) return M.new(steps) end })
