@@ -11,8 +11,9 @@
 -- call: projections as matmuls over the n rows, the conv and the scan over
 -- time. Mamba-2 differs inside the mixer only: one in_proj gives z, x, B, C
 -- and dt; a scalar decay per head; B and C shared by groups of heads; a
--- grouped RMS norm before out_proj. The session state is the per-layer conv and scan state, O(1) in the
--- number of tokens, so snapshots are small and the context is unbounded.
+-- grouped RMS norm before out_proj. The session state is the per-layer conv
+-- and scan state, O(1) in the number of tokens, so snapshots are small and
+-- the context is unbounded.
 local core = require "slm.core"
 local blocks, mamba_c = core.blocks, core.mamba
 local head = require("slm.hooks").head
