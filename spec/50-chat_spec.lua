@@ -333,6 +333,27 @@ describe("sess:chat", function()
     assert.is_false(info.reset)
   end)
 
+  it("reuses a recurrent state too (RWKV-7, byte vocabulary)", function()
+    local p, why = helpers.fixture("gguf/rwkv7-tiny-f32.gguf")
+    if not p then return pending(why) end
+    local m = assert(slm.load(p, { tokenizer = slm.tokenizer.bytes() }))
+    local s = m:session { ctx = 512 }
+    local msgs = { { role = "user", content = "Tell me about the sea." } }
+    local r1, i1 = s:chat(msgs, { template = "chatml", max_tokens = 8 })
+    assert.equal(#slm.chat.render("chatml", msgs), i1.evaluated)     -- one byte, one token
+    local after1 = s.n_past
+    msgs[2] = { role = "assistant", content = r1 }
+    msgs[3] = { role = "user", content = "And the sky?" }
+    local r2, i2 = s:chat(msgs, { template = "chatml", max_tokens = 8 })
+    local suffix = "<|im_end|>\n<|im_start|>user\nAnd the sky?<|im_end|>\n<|im_start|>assistant\n"
+    assert.is_false(i2.reset)
+    assert.equal(after1, i2.reused)
+    assert.equal(#suffix, i2.evaluated)
+    assert.equal(suffix, string.char(table.unpack(s.tokens, after1 + 1, after1 + #suffix)))
+    local f = m:session { ctx = 512 }
+    assert.equal(r2, f:generate(table.move(s.tokens, 1, after1 + #suffix, 1, {}), { max_tokens = 8 }, function() end))
+  end)
+
   it("re-evaluates everything when the history was edited", function()
     local m = chatml_model()
     if not m then return end

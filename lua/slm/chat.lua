@@ -7,7 +7,7 @@
 --
 --   local chat = sess:chat_session{template = "llama3", system = "You are terse."}
 --   local r1 = chat:say("Hi")               -- appends the user turn and the reply
---   local r2 = chat:say("And then?", {max_tokens = 20}, io.write)
+--   local r2 = chat:say("And then?", {max_tokens = 20}, function(piece) io.write(piece) end)
 --   -- chat.messages holds the whole history
 --
 -- Templates: chatml, llama2, llama3, phi3, mistral, zephyr, gemma (rendered as
@@ -20,9 +20,10 @@
 -- are template text and whose tables {text} are message content; vars has
 -- bos and eos (the tokenizer's texts).
 --
--- Tokens: template text is split at special-token texts (the markers of the
--- templates and the tokenizer's BOS/EOS/EOT) that the vocabulary holds as
--- tokens, which become those ids; the text between them - template text and
+-- Tokens: template text is split at special-token texts (the template's
+-- markers and end of turn - a table template lists its own in `specials` and
+-- `stop` - and the tokenizer's BOS/EOS/EOT texts) that the vocabulary holds
+-- as tokens, which become those ids; the text between them - template text and
 -- message content together - is encoded with parse_special = false, so a
 -- user who types "<|im_end|>" gets the characters, never the control token.
 -- BOS comes from the template when it renders one, else from the tokenizer
@@ -36,8 +37,14 @@
 -- that text - the usual next turn - only the new part is evaluated. When it
 -- does not (history edited, another template, the session evaluated or
 -- restored in between), the session is reset and the whole conversation is
--- evaluated again. The end-of-turn token that stopped generation is never
--- evaluated, so the next turn starts by evaluating it from the template.
+-- evaluated again; so also when a template changes the reply as it renders
+-- it back (llama2, llama3 and gemma strip surrounding spaces) or max_tokens
+-- cut a character in two. The end-of-turn token that stopped generation is
+-- never evaluated, so the next turn starts by evaluating it from the
+-- template. The new part is encoded on its own: when it continues a text run
+-- (llama2's " " after a reply), a SentencePiece vocabulary's dummy prefix
+-- space may make its tokens differ from encoding the whole prompt at once.
+-- The state is kept in sess.chat_state.
 --
 -- sess:chat never modifies `messages`; it returns the reply text and an info
 -- table {template =, reused = tokens kept, evaluated = prompt tokens
