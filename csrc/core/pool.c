@@ -48,6 +48,11 @@ struct slm_pool {
     size_t scratch_size;
 };
 
+/* set in a pool's worker threads: a kernel that asks them for the default
+ * pool from inside a job gets the (busy) pool it runs on, and so runs
+ * serially, instead of starting a pool per worker */
+static _Thread_local slm_pool *worker_pool;
+
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -87,6 +92,7 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
     slm_pool *p = w->pool;
+    worker_pool = p;
     int seen = 0;
     for (;;) {
         if (spin_while_equal(&p->gen, seen) == seen) {
@@ -261,10 +267,28 @@ void *slm_pool_scratch(slm_pool *p, size_t size, slm_error *err)
     return m;
 }
 
-/* The default pool. Created and destroyed from the thread that runs the
- * kernels (the Lua state's), like the pool itself. */
-static slm_pool *default_pool;
-static int default_threads;   /* 0 = one per online CPU */
+/* The default pools: one per OS thread that runs kernels, so that Lua
+ * states in different threads (each with its own sessions) never share a
+ * pool's dispatch fields or its scratch buffer. Thread-local storage needs
+ * no lock for the lazy creation. A pthread key frees a thread's pool when
+ * the thread exits without calling slm_pool_shutdown. */
+static _Thread_local slm_pool *default_pool;
+static _Thread_local int default_threads;   /* 0 = one per online CPU */
+
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t exit_key;
+static int exit_key_ok;
+
+static void free_at_thread_exit(void *p)
+{
+    slm_pool_free(p);
+    default_pool = NULL;
+}
+
+static void exit_key_create(void)
+{
+    exit_key_ok = pthread_key_create(&exit_key, free_at_thread_exit) == 0;
+}
 
 static int cpu_count(void)
 {
@@ -282,12 +306,15 @@ int slm_pool_threads(void)
 slm_pool *slm_pool_default(slm_error *err)
 {
     if (default_pool) return default_pool;
+    if (worker_pool) return worker_pool;
     int n = slm_pool_threads();
     /* fewer threads if the system refuses to start as many */
     while (!default_pool && n >= 1) {
         default_pool = slm_pool_new(n, err);
         n /= 2;
     }
+    pthread_once(&exit_key_once, exit_key_create);
+    if (default_pool && exit_key_ok) pthread_setspecific(exit_key, default_pool);
     return default_pool;
 }
 
@@ -303,6 +330,8 @@ slm_status slm_pool_set_threads(int n, slm_error *err)
 
 void slm_pool_shutdown(void)
 {
+    if (!default_pool) return;
     slm_pool_free(default_pool);
     default_pool = NULL;
+    if (exit_key_ok) pthread_setspecific(exit_key, NULL);
 }

@@ -11,13 +11,20 @@
  * well under a microsecond) and then sleep on a condition variable, so an
  * idle pool costs no CPU. There is no lock on the hot path.
  *
- * A pool serves one calling thread at a time (the Lua state's). A nested
- * slm_pool_run from inside fn runs serially on the caller (nth = 1).
+ * A pool serves one calling thread at a time. A nested slm_pool_run from
+ * inside fn runs serially on the caller (nth = 1), and so does a run from a
+ * second thread while the pool is busy: slm_pool_run itself is safe from any
+ * thread. The scratch buffer is not: it belongs to the thread that owns the
+ * pool, so a pool made with slm_pool_new must not be used by two threads.
  *
- * The default pool (slm_pool_default) is created on first use with one
- * thread per online CPU, or with the count given to slm_pool_set_threads.
- * slm_pool_shutdown joins its threads and frees it (call at exit; the Lua
- * module does it from the __gc of a registry sentinel). */
+ * The default pool (slm_pool_default) is per OS thread: each thread that
+ * runs kernels (each Lua state running in its own thread) gets its own pool,
+ * created on first use with one thread per online CPU, or with the count
+ * that thread gave to slm_pool_set_threads. slm_pool_shutdown joins the
+ * calling thread's pool and frees it (the Lua module does it from the __gc
+ * of a registry sentinel); a thread that exits without it has its pool freed
+ * at exit. Called from a pool's worker thread (inside a job) it returns that
+ * pool, which is busy, so the kernel runs serially there. */
 #ifndef SLM_POOL_H
 #define SLM_POOL_H
 
@@ -50,15 +57,18 @@ int slm_pool_busy(slm_pool *p);
  * next slm_pool_scratch call on the same pool. NULL on failure. */
 void *slm_pool_scratch(slm_pool *p, size_t size, slm_error *err);
 
-/* The process-wide default pool, created on first call. NULL (err filled)
- * only if even a one-thread pool cannot be allocated. */
+/* The calling thread's default pool, created on first call. NULL (err
+ * filled) only if even a one-thread pool cannot be allocated. */
 slm_pool *slm_pool_default(slm_error *err);
-/* Sets the size of the default pool (1..SLM_POOL_MAX_THREADS); an existing
- * default pool of another size is shut down and recreated lazily. */
+/* Sets the size of the calling thread's default pool
+ * (1..SLM_POOL_MAX_THREADS); an existing default pool of another size is
+ * shut down and recreated lazily. Other threads keep their own size. */
 slm_status slm_pool_set_threads(int n, slm_error *err);
-/* Size of the default pool (the size it will have if not created yet). */
+/* Size of the calling thread's default pool (the size it will have if not
+ * created yet). */
 int slm_pool_threads(void);
-/* Joins and frees the default pool; it is recreated on next use. */
+/* Joins and frees the calling thread's default pool; it is recreated on
+ * next use. */
 void slm_pool_shutdown(void);
 
 #endif
