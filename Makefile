@@ -4,6 +4,7 @@
 #   make test       C tests + busted specs; last line "N passed, N failed"
 #   make asan       the whole suite under AddressSanitizer + UBSan (build-asan/)
 #   make bench      benchmarks (tokens/s, MB/s, peak RSS)
+#   make host       build/host: examples/host, a C program embedding Lua + slm
 #   make install    install into the standard Lua 5.4 paths (PREFIX=/usr/local)
 #   make deps       install the Debian packages below (needs root)
 #   make clean
@@ -17,6 +18,9 @@ OPT      ?= -O2
 PKGS      = lua5.4 openblas jansson libpcre2-8 libutf8proc
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs openblas jansson libpcre2-8 libutf8proc 2>/dev/null)
+# only the host program links the Lua library (the module takes the
+# interpreter's symbols)
+LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null)
 
 WARN     = -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
            -Wpointer-arith -Wno-unused-parameter
@@ -39,10 +43,11 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 LIB    = $(BUILD)/libslm.a
 MODULE = $(BUILD)/slm/core.so
+HOST   = $(BUILD)/host
 
-.PHONY: all test asan bench install uninstall deps clean check-layers
+.PHONY: all test asan bench install uninstall deps clean check-layers host
 
-all: $(LIB) $(MODULE) $(TEST_BIN)
+all: $(LIB) $(MODULE) $(TEST_BIN) $(HOST)
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
@@ -63,6 +68,13 @@ $(MODULE): $(BIND_OBJ) $(LIB)
 $(BUILD)/tests/%: tests/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Icsrc $< -o $@ $(LIB) $(SAN) $(LDLIBS)
+
+# examples/host: slm linked in statically (binding objects + libslm.a,
+# "slm.core" registered in package.preload), so it needs no core.so
+host: $(HOST)
+$(HOST): examples/host/host.c $(BIND_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(BIND_OBJ) $(LIB) $(SAN) $(LDLIBS) $(LUA_LIBS)
 
 -include $(CORE_OBJ:.o=.d) $(BIND_OBJ:.o=.d)
 

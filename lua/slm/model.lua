@@ -343,6 +343,7 @@ function M.load_snapshot(path)
 end
 
 Session.generate = require("slm.generate").generate
+Session.generator = require("slm.stepper").generator
 Session.chat = require("slm.chat").chat
 Session.chat_session = require("slm.chat").session
 
