@@ -45,5 +45,6 @@ if not ok then
 end
 for _, e in ipairs(ctx.trace) do
   io.write(string.format("[%s]%s %q\n", e.name, e.branch and (" -> " .. e.branch) or "", e.text or tostring(e.value)))
+  if e.branch_text then io.write(string.format("  [%s] %q\n", e.branch, e.branch_text)) end
 end
 io.write("final: ", tostring(out), "\n")

@@ -20,7 +20,9 @@ describe("pipeline", function()
       function(ctx) return ctx.x * 2 end,
       function(ctx) return ctx.step1 + 1 end,
     }
-    local out, ctx = p { x = 5 }
+    local inputs = { x = 5 }
+    local out, ctx = p(inputs)
+    assert.same({ x = 5 }, inputs)
     assert.equal(11, out)
     assert.equal(10, ctx.step1)
     assert.equal(11, ctx.last)
@@ -111,6 +113,10 @@ describe("pipeline", function()
     assert.is_truthy(branch == "yes" or branch == "no")
     assert.same({ branch }, taken)
     assert.equal(branch == "yes" and "Y" or "fallback Is the sky blue?", out)
+    if branch == "no" then
+      assert.equal("fallback Is the sky blue?", ctx.step1)   -- the nested pipeline's value, in the same ctx
+      assert.equal("step1", ctx.trace[2].name)
+    end
     -- the answer on the session is exactly the branch name (maybe after a space)
     local n = #m.tokenizer:encode(ctx.trace[1].prompt)
     local tail = m.tokenizer:decode(table.move(s.tokens, n + 1, s.n_past, 1, {}))

@@ -23,13 +23,16 @@
 --   chat        a chat template name (or true for the model's own): the
 --               prompt becomes one user message (with `system`) and runs
 --               through sess:chat
---   max_tokens, sampler, stop, stop_ids, regex, special: as sess:generate
+--   max_tokens (default 64), sampler, stop, stop_ids, regex, special: as
+--               sess:generate
 --   parse       function(text, ctx) -> value, or a Lua pattern whose first
 --               capture (or whole match) is the value; no match is an error
 -- Each step sees the inputs and every earlier value in ctx; ctx.last is the
 -- previous step's value and ctx.trace lists {name =, prompt =, text =,
--- value =, branch =} per step. Calling the pipeline returns the last value
--- and ctx. An error in a step is raised as "pipeline step 'name': message".
+-- value =, branch =, branch_prompt =, branch_text =} per step. Calling the
+-- pipeline on a table of inputs runs it on a copy of them (the inputs stay
+-- as they were) and returns the last value and ctx. An error in a step is
+-- raised as "pipeline step 'name': message".
 --
 -- slm.pipeline.route{name =, when = function(ctx) -> branch name | ask = step
 -- table, branches = {name = step or pipeline}, default = branch name}
@@ -112,6 +115,9 @@ end
 local Route = {}
 Route.__index = Route
 
+local Pipeline = {}
+Pipeline.__index = Pipeline
+
 --- route{...} -> a step choosing one of its branches
 function M.route(spec)
   if type(spec) ~= "table" or type(spec.branches) ~= "table" then
@@ -152,22 +158,22 @@ local function run_route(r, ctx, entry)
     error(string.format("no branch '%s' (branches: %s)", tostring(choice), table.concat(r.names, ", ")), 0)
   end
   entry.branch = choice
-  return run_step(branch, ctx, {})
+  local sub = {}
+  local value = run_step(branch, ctx, sub)
+  entry.branch_prompt, entry.branch_text = sub.prompt, sub.text
+  return value
 end
 
 -- -> value; the step's details go to entry
 function run_step(step, ctx, entry)
   if type(step) == "function" then return step(ctx) end
   if getmetatable(step) == Route then return run_route(step, ctx, entry) end
-  if type(step) == "table" and getmetatable(step) and getmetatable(step).__call then
-    return (step(ctx))       -- a nested pipeline sees and extends the same ctx
+  if getmetatable(step) == Pipeline then
+    return (step:run(ctx))   -- a nested pipeline sees and extends the same ctx
   end
   if type(step) == "table" then return run_generate(step, ctx, entry) end
   error("a step is a function, a table or a route (got " .. type(step) .. ")", 0)
 end
-
-local Pipeline = {}
-Pipeline.__index = Pipeline
 
 --- slm.pipeline{step, step, ...} -> callable: p(inputs) -> last value, ctx
 function M.new(steps)
@@ -182,9 +188,16 @@ function M.new(steps)
 end
 
 function Pipeline:__call(inputs)
-  local ctx = inputs or {}
-  if type(ctx) ~= "table" then error("bad argument #1 to pipeline (table of inputs expected)", 2) end
-  ctx.trace = ctx.trace or {}
+  if inputs ~= nil and type(inputs) ~= "table" then error("bad argument #1 to pipeline (table of inputs expected)", 2) end
+  local ctx = {}
+  for k, v in pairs(inputs or {}) do ctx[k] = v end
+  ctx.trace = {}
+  return self:run(ctx)
+end
+
+--- p:run(ctx) -> last value, ctx: runs the steps on ctx itself (which must
+-- have a trace list); calling p(inputs) runs them on a copy of inputs.
+function Pipeline:run(ctx)
   local value
   for i, step in ipairs(self.steps) do
     local name = type(step) == "table" and step.name or ("step" .. i)
