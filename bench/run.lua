@@ -154,6 +154,11 @@ if compare then
 end
 
 if not compare then
+  -- the recurrent models (mamba-130m- and RWKV-7 0.1B-shaped), then tokenizers
+  print()
+  os.execute(string.format("%s %s/bench/mamba.lua %d", slm_cmd, here, threads))
+  print()
+  os.execute(string.format("%s %s/bench/rwkv.lua %d", slm_cmd, here, threads))
   print()
   os.execute(string.format("BUILD=%s lua5.4 %s/bench/tokenizer.lua", os.getenv("BUILD") or "build", here))
 end
