@@ -9,8 +9,12 @@
 -- |w| (ties at the threshold broken by position), per tensor (scope
 -- "tensor", default) or over all selected tensors together ("global").
 -- Quantized weights are dequantized, pruned and requantized to their dtype
--- (zeros stay exactly zero in every ggml format; a block's other values
--- may move by one quantization step since its scale is recomputed).
+-- (or to opts.dtype). Zeros stay exactly zero in the formats without a block
+-- minimum (q8_0, q4_0, q5_0, q3_k, q6_k; f16, bf16); those storing
+-- value = d q - m (q4_1, q5_1, q2_k, q4_k, q5_k) put a pruned weight within
+-- one quantization step of 0, so choose opts.dtype = "f16" (or a format
+-- without a minimum) for exact sparsity. A requantized block's other values
+-- may move by a step as its scale is recomputed.
 -- opts.filter(name, t) picks a model's tensors; by default every 2-D weight
 -- of the blocks (blk.N.*.weight), not the embeddings or the head.
 --
@@ -101,7 +105,7 @@ end
 
 -- Prunes a list of {name, t} with one threshold per tensor or one for all.
 -- Returns {name -> new tensor}, zeroed, total.
-local function prune_list(items, fraction, scope)
+local function prune_list(items, fraction, scope, dtype)
   local vals, total = {}, 0
   for i, it in ipairs(items) do
     vals[i] = values(it.t)
@@ -109,7 +113,7 @@ local function prune_list(items, fraction, scope)
   end
   local out, zeroed = {}, 0
   local function finish(i)
-    out[items[i].name] = from_values(vals[i], shape_of(items[i].t), items[i].t:dtype())
+    out[items[i].name] = from_values(vals[i], shape_of(items[i].t), dtype or items[i].t:dtype())
   end
   if scope == "global" then
     local k = math.floor(fraction * total)
@@ -144,13 +148,13 @@ local function default_filter(name, t)
   return name:match("^blk%.%d+%..*%.weight$") ~= nil and t:dim() == 2
 end
 
---- magnitude(tensor, fraction) -> pruned tensor, zeroed count
---- magnitude(model, fraction [, {scope =, filter =}]) -> model, {zeroed =, total =, tensors =}
+--- magnitude(tensor, fraction [, {dtype =}]) -> pruned tensor, zeroed count
+--- magnitude(model, fraction [, {scope =, filter =, dtype =}]) -> model, {zeroed =, total =, tensors =}
 function M.magnitude(x, fraction, opts)
   check_fraction(fraction)
   opts = opts or {}
   if tensor.is_tensor(x) then
-    local out, zeroed = prune_list({ { name = "t", t = x } }, fraction, "tensor")
+    local out, zeroed = prune_list({ { name = "t", t = x } }, fraction, "tensor", opts.dtype)
     return out.t, zeroed
   end
   if type(x) ~= "table" or not x.source then error("prune.magnitude: a tensor or a model expected", 2) end
@@ -163,7 +167,7 @@ function M.magnitude(x, fraction, opts)
   end
   local scope = opts.scope or "tensor"
   if scope ~= "tensor" and scope ~= "global" then error("prune.magnitude: scope must be 'tensor' or 'global'", 2) end
-  local new, zeroed, total = prune_list(items, fraction, scope)
+  local new, zeroed, total = prune_list(items, fraction, scope, opts.dtype)
   local m = experiment.rebuild(x, function(name) return new[name] end)
   return m, { zeroed = zeroed, total = total, tensors = #items }
 end
