@@ -20,6 +20,18 @@ int slm_bind_error(lua_State *L, const slm_error *err);
 /* Pushes nil, err->msg and returns 2. */
 int slm_bind_fail(lua_State *L, const slm_error *err);
 
+/* Fields of an options table at idx: an integer (def when absent; an
+ * error when required or not an integer) or a number. */
+lua_Integer slm_bind_int_field(lua_State *L, int idx, const char *name, lua_Integer def,
+                               int required);
+double slm_bind_num_field(lua_State *L, int idx, const char *name, double def);
+/* A writable contiguous f32 activation buffer seen as (rows, dim). */
+float *slm_bind_check_buf(lua_State *L, int idx, int64_t *rows, int64_t *dim);
+/* Registers metatable `name` for a userdata type whose __gc, __close and
+ * :free() share the one idempotent `close`; methods go in __index. */
+void slm_bind_new_meta(lua_State *L, const char *name, lua_CFunction close,
+                       const luaL_Reg *methods);
+
 /* Tensor userdata (l_tensor.c). push takes ownership of t (frees it if
  * pushing fails). check raises "bad argument #i (slm.Tensor expected...)" or
  * "attempt to use a freed tensor". */

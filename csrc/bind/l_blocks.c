@@ -38,16 +38,6 @@ static slm_pool *pool_or_raise(lua_State *L)
 }
 
 /* An F32 activation buffer: contiguous, 2-D (rows, dim). */
-static float *check_buf(lua_State *L, int idx, int64_t *rows, int64_t *dim)
-{
-    slm_tensor *t = slm_bind_check_tensor(L, idx);
-    luaL_argcheck(L, t->dtype == SLM_DTYPE_F32 && slm_tensor_is_contiguous(t) &&
-                     !t->storage->readonly, idx, "expected a writable contiguous f32 tensor");
-    *dim = t->shape[t->ndim - 1];
-    *rows = slm_tensor_numel(t) / *dim;
-    return slm_tensor_data(t);
-}
-
 /* rows first..first+n-1 (1-based first) must lie inside a buffer of rows */
 static void check_rows(lua_State *L, int64_t first, int64_t n, int64_t rows, int arg)
 {
@@ -76,33 +66,6 @@ static slm_tensor *opt_weight(lua_State *L, int idx, const char *name)
         slm_error err = {0};
         v = slm_tensor_view(t, &err);
         if (!v) slm_bind_error(L, &err);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-static lua_Integer int_field(lua_State *L, int idx, const char *name, lua_Integer def, int required)
-{
-    lua_getfield(L, idx, name);
-    int isnum;
-    lua_Integer v = lua_tointegerx(L, -1, &isnum);
-    if (!isnum) {
-        if (!lua_isnil(L, -1) || required)
-            luaL_error(L, "field '%s' must be an integer", name);
-        v = def;
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-static double num_field(lua_State *L, int idx, const char *name, double def)
-{
-    lua_getfield(L, idx, name);
-    int isnum;
-    double v = lua_tonumberx(L, -1, &isnum);
-    if (!isnum) {
-        if (!lua_isnil(L, -1)) luaL_error(L, "field '%s' must be a number", name);
-        v = def;
     }
     lua_pop(L, 1);
     return v;
@@ -158,11 +121,11 @@ static int l_attention(lua_State *L)
     for (int i = 0; i < 9; i++) a->own[i] = opt_weight(L, 1, names[i]);
     slm_attn_block *b = &a->b;
     b->wq = a->own[0]; b->wk = a->own[1]; b->wv = a->own[2]; b->wqkv = a->own[3]; b->wo = a->own[4];
-    a->dim = int_field(L, 1, "dim", 0, 1);
-    b->shape.n_head = (int)int_field(L, 1, "n_head", 0, 1);
-    b->shape.n_head_kv = (int)int_field(L, 1, "n_head_kv", b->shape.n_head, 0);
-    b->shape.head_dim = (int)int_field(L, 1, "head_dim", b->shape.n_head ? a->dim / b->shape.n_head : 0, 0);
-    b->shape.scale = (float)num_field(L, 1, "scale", b->shape.head_dim > 0 ? 1.0 / sqrt(b->shape.head_dim) : 1.0);
+    a->dim = slm_bind_int_field(L, 1, "dim", 0, 1);
+    b->shape.n_head = (int)slm_bind_int_field(L, 1, "n_head", 0, 1);
+    b->shape.n_head_kv = (int)slm_bind_int_field(L, 1, "n_head_kv", b->shape.n_head, 0);
+    b->shape.head_dim = (int)slm_bind_int_field(L, 1, "head_dim", b->shape.n_head ? a->dim / b->shape.n_head : 0, 0);
+    b->shape.scale = (float)slm_bind_num_field(L, 1, "scale", b->shape.head_dim > 0 ? 1.0 / sqrt(b->shape.head_dim) : 1.0);
     lua_getfield(L, 1, "prescale_q");
     b->shape.prescale_q = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -173,9 +136,9 @@ static int l_attention(lua_State *L)
                                         : (slm_rope_mode)luaL_checkoption(L, -1, NULL, modes);
         lua_pop(L, 1);
         b->use_rope = 1;
-        b->rope.n_rot = (int)int_field(L, -1, "n_rot", b->shape.head_dim, 0);
-        b->rope.freq_base = (float)num_field(L, -1, "base", 10000.0);
-        b->rope.freq_scale = (float)num_field(L, -1, "scale", 1.0);
+        b->rope.n_rot = (int)slm_bind_int_field(L, -1, "n_rot", b->shape.head_dim, 0);
+        b->rope.freq_base = (float)slm_bind_num_field(L, -1, "base", 10000.0);
+        b->rope.freq_scale = (float)slm_bind_num_field(L, -1, "scale", 1.0);
     } else if (!lua_isnil(L, -1) && lua_toboolean(L, -1)) {
         luaL_error(L, "field 'rope' must be a table or false");
     }
@@ -228,14 +191,14 @@ static int l_ffn(lua_State *L)
     for (int i = 0; i < 6; i++) f->own[i] = opt_weight(L, 1, names[i]);
     slm_ffn_block *b = &f->b;
     b->gate = f->own[0]; b->up = f->own[1]; b->gate_up = f->own[2]; b->down = f->own[3];
-    f->dim = int_field(L, 1, "dim", 0, 1);
+    f->dim = slm_bind_int_field(L, 1, "dim", 0, 1);
     b->gated = b->gate || b->gate_up;
     lua_getfield(L, 1, "act");
     static const char *const acts[] = {"silu", "gelu", NULL};
     b->act = lua_isnil(L, -1) ? SLM_FFN_SILU : (slm_ffn_act)luaL_checkoption(L, -1, NULL, acts);
     lua_pop(L, 1);
     const slm_tensor *down = b->down;
-    b->n_ff = int_field(L, 1, "n_ff", down && down->ndim == 2 ? down->shape[1] : 0, 0);
+    b->n_ff = slm_bind_int_field(L, 1, "n_ff", down && down->ndim == 2 ? down->shape[1] : 0, 0);
     slm_error err = {0};
     if (slm_ffn_block_check(b, f->dim, &err) != SLM_OK) slm_bind_error(L, &err);
     if (f->own[4]) {
@@ -278,11 +241,11 @@ static kv_ud *check_kv(lua_State *L, int idx)
 static int l_kv_state(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_Integer n_layer = int_field(L, 1, "n_layer", 0, 1), n_ctx = int_field(L, 1, "n_ctx", 0, 1);
-    lua_Integer n_head = int_field(L, 1, "n_head", 0, 1);
-    lua_Integer n_head_kv = int_field(L, 1, "n_head_kv", n_head, 0);
-    lua_Integer head_dim = int_field(L, 1, "head_dim", 0, 1);
-    lua_Integer n_ff = int_field(L, 1, "n_ff", 0, 1), n_batch = int_field(L, 1, "n_batch", 1, 0);
+    lua_Integer n_layer = slm_bind_int_field(L, 1, "n_layer", 0, 1), n_ctx = slm_bind_int_field(L, 1, "n_ctx", 0, 1);
+    lua_Integer n_head = slm_bind_int_field(L, 1, "n_head", 0, 1);
+    lua_Integer n_head_kv = slm_bind_int_field(L, 1, "n_head_kv", n_head, 0);
+    lua_Integer head_dim = slm_bind_int_field(L, 1, "head_dim", 0, 1);
+    lua_Integer n_ff = slm_bind_int_field(L, 1, "n_ff", 0, 1), n_batch = slm_bind_int_field(L, 1, "n_batch", 1, 0);
     if (n_layer < 1 || n_layer > 4096) luaL_error(L, "kv_state: n_layer %d out of range", (int)n_layer);
     if (n_ctx < 1 || n_ctx > (1 << 24)) luaL_error(L, "kv_state: n_ctx %I out of range 1..16777216", (lua_Integer)n_ctx);
     if (n_head < 1 || n_head_kv < 1 || head_dim < 1 || n_head > 4096 || head_dim > 4096 ||
@@ -374,8 +337,8 @@ static int attn_forward(lua_State *L)
 {
     attn_ud *a = check_attn(L, 1);
     int64_t orows, odim, xrows, xdim;
-    float *out = check_buf(L, 2, &orows, &odim);
-    float *x = check_buf(L, 3, &xrows, &xdim);
+    float *out = slm_bind_check_buf(L, 2, &orows, &odim);
+    float *x = slm_bind_check_buf(L, 3, &xrows, &xdim);
     kv_ud *k = check_kv(L, 4);
     lua_Integer layer = luaL_checkinteger(L, 5), pos = luaL_checkinteger(L, 6);
     lua_Integer n = luaL_checkinteger(L, 7);
@@ -400,8 +363,8 @@ static int ffn_forward(lua_State *L)
 {
     ffn_ud *f = check_ffn(L, 1);
     int64_t orows, odim, xrows, xdim;
-    float *out = check_buf(L, 2, &orows, &odim);
-    float *x = check_buf(L, 3, &xrows, &xdim);
+    float *out = slm_bind_check_buf(L, 2, &orows, &odim);
+    float *x = slm_bind_check_buf(L, 3, &xrows, &xdim);
     kv_ud *k = check_kv(L, 4);
     lua_Integer n = luaL_checkinteger(L, 5);
     luaL_argcheck(L, odim == f->dim && xdim == f->dim, 2, "buffer width differs from the model dim");
@@ -417,7 +380,7 @@ static int ffn_forward(lua_State *L)
 static int l_embed(lua_State *L)
 {
     int64_t rows, dim;
-    float *x = check_buf(L, 1, &rows, &dim);
+    float *x = slm_bind_check_buf(L, 1, &rows, &dim);
     slm_tensor *emb = slm_bind_check_tensor(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_Integer first = luaL_checkinteger(L, 4), n = luaL_checkinteger(L, 5);
@@ -446,8 +409,8 @@ static int l_embed(lua_State *L)
 static int l_rmsnorm(lua_State *L)
 {
     int64_t orows, odim, xrows, xdim;
-    float *out = check_buf(L, 1, &orows, &odim);
-    float *x = check_buf(L, 2, &xrows, &xdim);
+    float *out = slm_bind_check_buf(L, 1, &orows, &odim);
+    float *x = slm_bind_check_buf(L, 2, &xrows, &xdim);
     const float *w = check_vec(L, 3, xdim, "rmsnorm weight");
     float eps = (float)luaL_checknumber(L, 4);
     lua_Integer first = luaL_checkinteger(L, 5), n = luaL_checkinteger(L, 6);
@@ -461,8 +424,8 @@ static int l_rmsnorm(lua_State *L)
 static int l_layernorm(lua_State *L)
 {
     int64_t orows, odim, xrows, xdim;
-    float *out = check_buf(L, 1, &orows, &odim);
-    float *x = check_buf(L, 2, &xrows, &xdim);
+    float *out = slm_bind_check_buf(L, 1, &orows, &odim);
+    float *x = slm_bind_check_buf(L, 2, &xrows, &xdim);
     const float *w = check_vec(L, 3, xdim, "layernorm weight");
     const float *b = lua_isnil(L, 4) ? NULL : check_vec(L, 4, xdim, "layernorm bias");
     float eps = (float)luaL_checknumber(L, 5);
@@ -477,8 +440,8 @@ static int l_layernorm(lua_State *L)
 static int l_add(lua_State *L)
 {
     int64_t xrows, xdim, yrows, ydim;
-    float *x = check_buf(L, 1, &xrows, &xdim);
-    float *y = check_buf(L, 2, &yrows, &ydim);
+    float *x = slm_bind_check_buf(L, 1, &xrows, &xdim);
+    float *y = slm_bind_check_buf(L, 2, &yrows, &ydim);
     lua_Integer first = luaL_checkinteger(L, 3), n = luaL_checkinteger(L, 4);
     luaL_argcheck(L, xdim == ydim, 2, "width differs");
     check_rows(L, first, n, xrows < yrows ? xrows : yrows, 3);
@@ -490,9 +453,9 @@ static int l_add(lua_State *L)
 static int l_linear(lua_State *L)
 {
     int64_t orows, odim, xrows, xdim;
-    float *out = check_buf(L, 1, &orows, &odim);
+    float *out = slm_bind_check_buf(L, 1, &orows, &odim);
     slm_tensor *W = slm_bind_check_tensor(L, 2);
-    float *x = check_buf(L, 3, &xrows, &xdim);
+    float *x = slm_bind_check_buf(L, 3, &xrows, &xdim);
     lua_Integer row = luaL_checkinteger(L, 4);
     luaL_argcheck(L, W->ndim == 2 && W->shape[1] == xdim && W->stride[1] == 1, 2,
                   "weight must be (N, K) with K the input width");
@@ -507,32 +470,15 @@ static int l_linear(lua_State *L)
     return 0;
 }
 
-static void new_meta(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods)
-{
-    luaL_newmetatable(L, name);
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__close");
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "free");
-    lua_setfield(L, -2, "__index");
-    lua_pushstring(L, name);
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
-}
-
 void slm_bind_open_blocks(lua_State *L)
 {
     static const luaL_Reg attn_m[] = {{"forward", attn_forward}, {NULL, NULL}};
     static const luaL_Reg ffn_m[] = {{"forward", ffn_forward}, {NULL, NULL}};
     static const luaL_Reg kv_m[] = {{"bytes", kv_bytes}, {"snapshot", kv_snapshot},
                                     {"restore", kv_restore}, {NULL, NULL}};
-    new_meta(L, ATTN_MT, attn_gc, attn_m);
-    new_meta(L, FFN_MT, ffn_gc, ffn_m);
-    new_meta(L, KV_MT, kv_close, kv_m);
+    slm_bind_new_meta(L, ATTN_MT, attn_gc, attn_m);
+    slm_bind_new_meta(L, FFN_MT, ffn_gc, ffn_m);
+    slm_bind_new_meta(L, KV_MT, kv_close, kv_m);
     static const luaL_Reg fns[] = {
         {"attention", l_attention}, {"ffn", l_ffn}, {"kv_state", l_kv_state},
         {"embed", l_embed}, {"rmsnorm", l_rmsnorm}, {"layernorm", l_layernorm},

@@ -37,29 +37,16 @@ typedef struct state_ud {
     slm_mamba_work *work;
 } state_ud;
 
-static lua_Integer int_field(lua_State *L, int idx, const char *name, lua_Integer def, int required)
-{
-    lua_getfield(L, idx, name);
-    int isnum;
-    lua_Integer v = lua_tointegerx(L, -1, &isnum);
-    if (!isnum) {
-        if (!lua_isnil(L, -1) || required) luaL_error(L, "field '%s' must be an integer", name);
-        v = def;
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 /* version, dims and options of a block (dim only when with_dim) */
 static void shape_fields(lua_State *L, int idx, slm_mamba_shape *h, int with_dim)
 {
-    h->version = (int)int_field(L, idx, "version", 1, 0);
-    h->dim = with_dim ? int_field(L, idx, "dim", 0, 1) : 1;
-    h->d_inner = int_field(L, idx, "d_inner", 0, 1);
-    h->d_conv = int_field(L, idx, "d_conv", 4, 0);
-    h->d_state = int_field(L, idx, "d_state", 16, 0);
-    h->dt_rank = int_field(L, idx, "dt_rank", 0, 1);
-    h->n_group = int_field(L, idx, "n_group", 1, 0);
+    h->version = (int)slm_bind_int_field(L, idx, "version", 1, 0);
+    h->dim = with_dim ? slm_bind_int_field(L, idx, "dim", 0, 1) : 1;
+    h->d_inner = slm_bind_int_field(L, idx, "d_inner", 0, 1);
+    h->d_conv = slm_bind_int_field(L, idx, "d_conv", 4, 0);
+    h->d_state = slm_bind_int_field(L, idx, "d_state", 16, 0);
+    h->dt_rank = slm_bind_int_field(L, idx, "dt_rank", 0, 1);
+    h->n_group = slm_bind_int_field(L, idx, "n_group", 1, 0);
     lua_getfield(L, idx, "eps");
     h->eps = lua_isnil(L, -1) ? 1e-5f : (float)luaL_checknumber(L, -1);
     lua_pop(L, 1);
@@ -167,7 +154,7 @@ static state_ud *check_state(lua_State *L, int idx)
 static int l_state(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_Integer n_layer = int_field(L, 1, "n_layer", 0, 1), n_batch = int_field(L, 1, "n_batch", 1, 0);
+    lua_Integer n_layer = slm_bind_int_field(L, 1, "n_layer", 0, 1), n_batch = slm_bind_int_field(L, 1, "n_batch", 1, 0);
     slm_mamba_shape h;
     shape_fields(L, 1, &h, 0);
     /* the constructors check the rest; these keep the int casts exact */
@@ -257,22 +244,12 @@ static int state_restore(lua_State *L)
 /* --- forward ------------------------------------------------------------------- */
 
 /* An f32 activation buffer: writable, contiguous, (rows, dim). */
-static float *check_buf(lua_State *L, int idx, int64_t *rows, int64_t *dim)
-{
-    slm_tensor *t = slm_bind_check_tensor(L, idx);
-    luaL_argcheck(L, t->dtype == SLM_DTYPE_F32 && slm_tensor_is_contiguous(t) &&
-                     !t->storage->readonly, idx, "expected a writable contiguous f32 tensor");
-    *dim = t->shape[t->ndim - 1];
-    *rows = slm_tensor_numel(t) / *dim;
-    return slm_tensor_data(t);
-}
-
 static int block_forward(lua_State *L)
 {
     block_ud *u = check_block(L, 1);
     int64_t orows, odim, xrows, xdim;
-    float *out = check_buf(L, 2, &orows, &odim);
-    float *x = check_buf(L, 3, &xrows, &xdim);
+    float *out = slm_bind_check_buf(L, 2, &orows, &odim);
+    float *x = slm_bind_check_buf(L, 3, &xrows, &xdim);
     state_ud *s = check_state(L, 4);
     lua_Integer layer = luaL_checkinteger(L, 5), n = luaL_checkinteger(L, 6);
     const slm_mamba_shape *h = &u->b.shape;
@@ -289,31 +266,14 @@ static int block_forward(lua_State *L)
     return 0;
 }
 
-static void new_meta(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods)
-{
-    luaL_newmetatable(L, name);
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__close");
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "free");
-    lua_setfield(L, -2, "__index");
-    lua_pushstring(L, name);
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
-}
-
 void slm_bind_open_mamba(lua_State *L)
 {
     static const luaL_Reg block_m[] = {{"forward", block_forward}, {NULL, NULL}};
     static const luaL_Reg state_m[] = {{"snapshot", state_snapshot}, {"restore", state_restore},
                                        {"clear", state_clear}, {"bytes", state_bytes},
                                        {NULL, NULL}};
-    new_meta(L, BLOCK_MT, block_gc, block_m);
-    new_meta(L, STATE_MT, state_close, state_m);
+    slm_bind_new_meta(L, BLOCK_MT, block_gc, block_m);
+    slm_bind_new_meta(L, STATE_MT, state_close, state_m);
     static const luaL_Reg fns[] = {{"block", l_block}, {"state", l_state}, {NULL, NULL}};
     lua_newtable(L);
     luaL_setfuncs(L, fns, 0);

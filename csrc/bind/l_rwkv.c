@@ -48,19 +48,6 @@ static slm_rwkv_version check_version(lua_State *L, int idx)
     return version_ids[v];
 }
 
-static lua_Integer int_field(lua_State *L, int idx, const char *name, lua_Integer def, int required)
-{
-    lua_getfield(L, idx, name);
-    int isnum;
-    lua_Integer v = lua_tointegerx(L, -1, &isnum);
-    if (!isnum) {
-        if (!lua_isnil(L, -1) || required) luaL_error(L, "field '%s' must be an integer", name);
-        v = def;
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
 /* --- blocks ---------------------------------------------------------------------- */
 
 static int mix_gc(lua_State *L)
@@ -141,8 +128,8 @@ static int l_time_mix(lua_State *L)
     mix_ud *m = new_mix(L, TMIX_MT);
     slm_rwkv_tmix *b = &m->t;
     b->version = check_version(L, 1);
-    b->dim = int_field(L, 1, "dim", 0, 1);
-    b->n_head = int_field(L, 1, "n_head", 1, 0);
+    b->dim = slm_bind_int_field(L, 1, "dim", 0, 1);
+    b->n_head = slm_bind_int_field(L, 1, "n_head", 1, 0);
     if (b->dim < 1 || b->n_head < 1 || b->dim % b->n_head != 0)
         return luaL_error(L, "time_mix: dim %I is not a multiple of n_head %I",
                           (lua_Integer)b->dim, (lua_Integer)b->n_head);
@@ -193,9 +180,9 @@ static int l_channel_mix(lua_State *L)
     mix_ud *m = new_mix(L, CMIX_MT);
     slm_rwkv_cmix *b = &m->c;
     b->version = check_version(L, 1);
-    b->dim = int_field(L, 1, "dim", 0, 1);
+    b->dim = slm_bind_int_field(L, 1, "dim", 0, 1);
     b->wk = mat_field(L, m, 1, "wk");
-    b->n_ff = int_field(L, 1, "n_ff", b->wk && b->wk->ndim == 2 ? b->wk->shape[0] : 0, 0);
+    b->n_ff = slm_bind_int_field(L, 1, "n_ff", b->wk && b->wk->ndim == 2 ? b->wk->shape[0] : 0, 0);
     if (b->dim < 1) return luaL_error(L, "channel_mix: dim must be positive");
     b->mix_k = vec_field(L, m, 1, "mix_k", b->dim);
     b->mix_r = vec_field(L, m, 1, "mix_r", b->dim);
@@ -227,9 +214,9 @@ static int l_state(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     slm_rwkv_version v = check_version(L, 1);
-    lua_Integer n_layer = int_field(L, 1, "n_layer", 0, 1), dim = int_field(L, 1, "dim", 0, 1);
-    lua_Integer n_head = int_field(L, 1, "n_head", 1, 0), n_ff = int_field(L, 1, "n_ff", 0, 1);
-    lua_Integer lora = int_field(L, 1, "lora", 0, 0), n_batch = int_field(L, 1, "n_batch", 1, 0);
+    lua_Integer n_layer = slm_bind_int_field(L, 1, "n_layer", 0, 1), dim = slm_bind_int_field(L, 1, "dim", 0, 1);
+    lua_Integer n_head = slm_bind_int_field(L, 1, "n_head", 1, 0), n_ff = slm_bind_int_field(L, 1, "n_ff", 0, 1);
+    lua_Integer lora = slm_bind_int_field(L, 1, "lora", 0, 0), n_batch = slm_bind_int_field(L, 1, "n_batch", 1, 0);
     if (n_layer < 1 || n_layer > 4096 || n_batch < 1 || n_batch > 65536)
         return luaL_error(L, "rwkv.state: n_layer or n_batch out of range");
     state_ud *s = lua_newuserdatauv(L, sizeof *s, 0);
@@ -349,23 +336,6 @@ static int l_scale(lua_State *L)
     return 0;
 }
 
-static void new_meta(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods)
-{
-    luaL_newmetatable(L, name);
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__close");
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "free");
-    lua_setfield(L, -2, "__index");
-    lua_pushstring(L, name);
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
-}
-
 void slm_bind_open_rwkv(lua_State *L)
 {
     static const luaL_Reg tmix_m[] = {{"forward", tmix_forward}, {NULL, NULL}};
@@ -373,9 +343,9 @@ void slm_bind_open_rwkv(lua_State *L)
     static const luaL_Reg state_m[] = {{"reset", state_reset}, {"bytes", state_bytes},
                                        {"snapshot", state_snapshot}, {"restore", state_restore},
                                        {NULL, NULL}};
-    new_meta(L, TMIX_MT, mix_gc, tmix_m);
-    new_meta(L, CMIX_MT, mix_gc, cmix_m);
-    new_meta(L, STATE_MT, state_gc, state_m);
+    slm_bind_new_meta(L, TMIX_MT, mix_gc, tmix_m);
+    slm_bind_new_meta(L, CMIX_MT, mix_gc, cmix_m);
+    slm_bind_new_meta(L, STATE_MT, state_gc, state_m);
     static const luaL_Reg fns[] = {{"time_mix", l_time_mix}, {"channel_mix", l_channel_mix},
                                    {"state", l_state}, {"scale", l_scale}, {NULL, NULL}};
     lua_newtable(L);
