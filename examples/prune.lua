@@ -41,7 +41,9 @@ report("head 0 of every layer", slm.prune.heads(model, (function()
   return spec
 end)()))
 
-local out = os.tmpname() .. ".gguf"
+local out = os.tmpname()
+os.remove(out)   -- the name only: the smaller model goes to NAME.gguf
+out = out .. ".gguf"
 local ok, n_ff = slm.prune.ffn_channels(path, out, { keep = 0.5 })
 if not ok then
   io.stderr:write("prune.lua: ", n_ff, "\n")

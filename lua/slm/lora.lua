@@ -100,7 +100,9 @@ function M.source(src, list, opts)
     local merged
     for _, ad in ipairs(ads) do
       local p = ad.pairs[name]
-      if p then merged = M.merge(merged or W, p.a, p.b, M.scale(ad.alpha, p.b, ad.user_scale)) end
+      local sc = p and M.scale(ad.alpha, p.b, ad.user_scale)
+      -- scale 0 leaves W itself (same dtype, same kernels): exactly the base
+      if p and sc ~= 0 then merged = M.merge(merged or W, p.a, p.b, sc) end
     end
     if merged and keep and W:dtype() ~= "f32" then merged = merged:to(W:dtype()) end
     cache[name] = merged or W
