@@ -162,11 +162,11 @@ describe("generator", function()
     table.sort(times)
     local tok = gen:stats().ms_per_token
     -- the typical frame is within budget + one token; other processes on
-    -- the machine stretch single tokens (the exact decisions are checked
-    -- with the fake clock above), hence the margins
+    -- the machine preempt single frames for tens of ms (the exact decisions
+    -- are checked with the fake clock above), hence the median and margin
     assert.is_true(times[(#times + 1) // 2] <= 4 + 2 * tok + 2,
-                   ("median %.2f ms, token %.2f ms"):format(times[(#times + 1) // 2], tok))
-    assert.is_true(sum / #times <= 4 + 2 * tok + 4, ("mean %.2f ms, token %.2f ms"):format(sum / #times, tok))
+                   ("median %.2f ms, mean %.2f ms, token %.2f ms"):format(times[(#times + 1) // 2],
+                                                                          sum / #times, tok))
   end)
 
   it("cancels: the text is a prefix, later steps do nothing, the session keeps its tokens", function()
