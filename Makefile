@@ -87,13 +87,14 @@ test: all check-layers
 	@BUILD=$(BUILD) sh tests/run.sh
 
 # Sanitizers: the Lua interpreter is not instrumented, so the ASan runtime is
-# preloaded; leaks are checked by LeakSanitizer at exit.
+# preloaded; leaks are checked by LeakSanitizer at exit. Huge allocations
+# return NULL (as malloc does) so that the specs of size errors run.
 ASAN_LIB = $(shell $(CC) -print-file-name=libasan.so)
 UBSAN_LIB = $(shell $(CC) -print-file-name=libubsan.so)
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 	@BUILD=build-asan SLM_PRELOAD="$(ASAN_LIB) $(UBSAN_LIB)" \
-	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:allocator_may_return_null=1 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 sh tests/run.sh
 
