@@ -1,0 +1,773 @@
+--- The `slm` command (bin/slm runs this file for any first argument that is
+-- not a Lua script or a lua5.4 flag). `slm help` lists the commands.
+--
+-- Every failure is one line on stderr, "slm: ...", and exit status 1;
+-- `slm --debug CMD ...` shows the Lua traceback instead.
+local loaded, slm = pcall(require, "slm")
+if not loaded then
+  -- a broken build or install: still one line, not a traceback
+  io.stderr:write("slm: cannot load the slm module: ", (tostring(slm):gsub("\n%s*", " ")), "\n")
+  os.exit(1)
+end
+local progress = require "slm.progress"
+
+local cli = {}
+
+-- An expected failure: reported as one line, without a traceback.
+local Fail = {}
+local function fail(fmt, ...)
+  error(setmetatable({ msg = string.format(fmt, ...) }, Fail), 0)
+end
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+local function file_size(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
+-- single-quoted for sh
+local function shq(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- ---- flags -------------------------------------------------------------------
+
+-- flag -> {key, type}; types: int, num, str, bool
+local FLAGS = {
+  ["-p"] = { "prompt", "str" }, ["--prompt"] = { "prompt", "str" },
+  ["-n"] = { "n", "int" }, ["--n-predict"] = { "n", "int" },
+  ["--temp"] = { "temp", "num" }, ["--top-k"] = { "top_k", "int" },
+  ["--top-p"] = { "top_p", "num" }, ["--min-p"] = { "min_p", "num" },
+  ["--seed"] = { "seed", "int" }, ["--repeat-penalty"] = { "repeat_penalty", "num" },
+  ["--ctx"] = { "ctx", "int" }, ["-c"] = { "ctx", "int" },
+  ["--threads"] = { "threads", "int" }, ["-t"] = { "threads", "int" },
+  ["--tokenizer"] = { "tokenizer", "str" },
+  ["--template"] = { "template", "str" }, ["--system"] = { "system", "str" },
+  ["--pp"] = { "pp", "int" }, ["--tg"] = { "tg", "int" },
+  ["--no-bos"] = { "no_bos", "bool" }, ["--special"] = { "special", "bool" },
+  ["--list"] = { "list", "bool" }, ["--debug"] = { "debug", "bool" },
+  ["--help"] = { "help", "bool" }, ["-h"] = { "help", "bool" },
+}
+
+-- Splits argv into positional arguments and typed options.
+local function parse(argv)
+  local pos, opt = {}, {}
+  local i = 1
+  while i <= #argv do
+    local a = argv[i]
+    if a == "--" then
+      table.move(argv, i + 1, #argv, #pos + 1, pos)
+      break
+    end
+    local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
+    name = name or a
+    local spec = a:sub(1, 1) == "-" and #a > 1 and FLAGS[name]
+    if spec then
+      local key, ty = spec[1], spec[2]
+      if ty == "bool" then
+        if inline then fail("option %s takes no value", name) end
+        opt[key] = true
+      else
+        local v = inline
+        if not v then
+          i = i + 1
+          v = argv[i]
+          if v == nil then fail("option %s needs a value", name) end
+        end
+        if ty == "int" then
+          local n = math.tointeger(tonumber(v))
+          if not n then fail("option %s: '%s' is not an integer", name, v) end
+          v = n
+        elseif ty == "num" then
+          local n = tonumber(v)
+          if not n or n ~= n then fail("option %s: '%s' is not a number", name, v) end
+          v = n
+        end
+        opt[key] = v
+      end
+    elseif a:sub(1, 1) == "-" and #a > 1 and not tonumber(a) then
+      fail("unknown option '%s' (see `slm help`)", a)
+    else
+      pos[#pos + 1] = a
+    end
+    i = i + 1
+  end
+  return pos, opt
+end
+
+local function positive(opt, key, flag)
+  local v = opt[key]
+  if v ~= nil and v < 1 then fail("option %s must be at least 1 (got %s)", flag, tostring(v)) end
+end
+
+-- ---- registry and model resolution -------------------------------------------
+
+local function registry()
+  local path = os.getenv("SLM_REGISTRY")
+  if path then
+    local chunk, err = loadfile(path)
+    if not chunk then fail("SLM_REGISTRY: %s", err) end
+    local ok, reg = pcall(chunk)
+    if not ok or type(reg) ~= "table" then fail("SLM_REGISTRY %s: does not return a table of models", path) end
+    return reg
+  end
+  -- models/registry.lua in a checkout, slm/models/registry.lua when installed
+  for _, name in ipairs { "models.registry", "slm.models.registry" } do
+    local ok, reg = pcall(require, name)
+    if ok then return reg end
+  end
+  fail("the model registry (models/registry.lua) is not on package.path")
+end
+
+local function cache_dir()
+  local c = os.getenv("SLM_CACHE")
+  if c and c ~= "" then return c end
+  return (os.getenv("HOME") or ".") .. "/.cache/slm"
+end
+
+local function find_entry(name)
+  for _, e in ipairs(registry()) do
+    if e.name:lower() == name:lower() then return e end
+  end
+end
+
+--- A model argument: a path, or a registry name that was pulled.
+function cli.resolve(name)
+  if exists(name) then return name end
+  local e = find_entry(name)
+  if e then
+    local p = cache_dir() .. "/" .. e.file
+    if exists(p) then return p end
+    fail("model '%s' is not downloaded: run `slm pull %s`", e.name, e.name)
+  end
+  fail("%s: no such file, and no model of that name in the registry (`slm pull --list`)", name)
+end
+
+local function read_magic(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local m = f:read(4) or ""
+  f:close()
+  return m
+end
+
+--- Loads MODEL (path or name) with a load bar; byte-level models (rwkv.cpp
+-- files, 256-token vocabularies without a tokenizer) get the byte tokenizer.
+local function load_model(name, opt)
+  local path = cli.resolve(name)
+  local bar = progress.new("load", file_size(path), "B")
+  bar:update(0)
+  local lopts = {}
+  if opt.tokenizer then lopts.tokenizer = opt.tokenizer
+  elseif read_magic(path) == "fmgg" then lopts.tokenizer = slm.tokenizer.bytes() end
+  local model, err = slm.load(path, lopts)
+  if not model then fail("%s", err) end
+  if not model.tokenizer and model.hp.n_vocab == 256 then model.tokenizer = slm.tokenizer.bytes() end
+  bar:finish()
+  return model
+end
+
+local function need_tokenizer(model)
+  if not model.tokenizer then
+    fail("%s has no tokenizer: pass --tokenizer FILE", model.path)
+  end
+end
+
+local function sampler_of(opt)
+  local o = { temp = opt.temp, top_k = opt.top_k, top_p = opt.top_p, min_p = opt.min_p,
+              seed = opt.seed, repeat_penalty = opt.repeat_penalty }
+  local ok, s = pcall(slm.sampler.default, o)
+  if not ok then fail("%s", tostring(s):gsub("^.-:%d+: ", "")) end
+  return s
+end
+
+-- ---- commands --------------------------------------------------------------------
+
+local commands = {}
+local order = {}
+local function command(name, usage, help, fn)
+  commands[name] = { usage = usage, help = help, fn = fn }
+  order[#order + 1] = name
+end
+
+local function usage_fail(name)
+  fail("usage: slm %s", commands[name].usage)
+end
+
+command("run", "run MODEL -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] "
+        .. "[--repeat-penalty R] [--ctx N]", "generate text from a prompt, streamed to stdout",
+function(pos, opt)
+  if #pos ~= 1 or not opt.prompt then usage_fail("run") end
+  positive(opt, "n", "-n")
+  positive(opt, "ctx", "--ctx")
+  local sampler = sampler_of(opt)
+  local model = load_model(pos[1], opt)
+  need_tokenizer(model)
+  local sess = model:session { ctx = opt.ctx }
+  local ok, err = pcall(function()
+    for piece in sess:generate(opt.prompt, { max_tokens = opt.n or 128, sampler = sampler }) do
+      io.write(piece)
+      io.flush()
+    end
+  end)
+  sampler:free()
+  if not ok then fail("%s", tostring(err):gsub("^.-:%d+: ", "")) end
+  io.write("\n")
+end)
+
+local function is_tty(fd) return os.execute("test -t " .. fd) == true end
+
+command("chat", "chat MODEL [--template NAME] [--system TEXT] [-n N] [sampler flags] [--ctx N]",
+        "chat on stdin, one line per user turn (sess:chat when slm.chat is present)",
+function(pos, opt)
+  if #pos ~= 1 then usage_fail("chat") end
+  local sampler_opts = opt
+  local model = load_model(pos[1], opt)
+  need_tokenizer(model)
+  local sess = model:session { ctx = opt.ctx }
+  local has_chat = pcall(require, "slm.chat") and type(sess.chat) == "function"
+  local tty = is_tty(0)
+  local messages = {}
+  if opt.system then messages[1] = { role = "system", content = opt.system } end
+  while true do
+    if tty then io.write("> ") io.flush() end
+    local line = io.read("l")
+    if not line then break end
+    if line ~= "" then
+      local sampler = sampler_of(sampler_opts)
+      local gen = { max_tokens = opt.n or 256, sampler = sampler, template = has_chat and opt.template or nil }
+      local ok, err = pcall(function()
+        if has_chat then
+          messages[#messages + 1] = { role = "user", content = line }
+          local reply = sess:chat(messages, gen, function(piece) io.write(piece) io.flush() end)
+          messages[#messages + 1] = { role = "assistant", content = type(reply) == "string" and reply or "" }
+        else
+          -- no chat templates: the turn is plain text continued by the model
+          gen.stop = { "\n\n" }
+          for piece in sess:generate(line .. "\n", gen) do
+            io.write(piece)
+            io.flush()
+          end
+        end
+      end)
+      sampler:free()
+      if not ok then fail("%s", tostring(err):gsub("^.-:%d+: ", "")) end
+      io.write("\n")
+      io.flush()
+    end
+  end
+end)
+
+local function human_bytes(n)
+  if n >= 1 << 30 then return string.format("%.2f GB", n / (1 << 30)) end
+  if n >= 1 << 20 then return string.format("%.2f MB", n / (1 << 20)) end
+  if n >= 1 << 10 then return string.format("%.1f kB", n / (1 << 10)) end
+  return string.format("%d B", n)
+end
+
+local function human_count(n)
+  if n >= 1e9 then return string.format("%.2fB", n / 1e9) end
+  if n >= 1e6 then return string.format("%.2fM", n / 1e6) end
+  if n >= 1e3 then return string.format("%.1fK", n / 1e3) end
+  return tostring(n)
+end
+
+-- {name=, dtype=, shape=, bytes=} of every tensor in the model's file
+local function tensors_of(model)
+  local src, out = model.source, {}
+  if src.kind == "gguf" then
+    for i, t in ipairs(src.file.tensors) do out[i] = t end
+    return out
+  end
+  local names, get = src.names, src.tensor
+  if src.kind == "llama2c" then
+    local m = slm.core.llama2c.open(model.path)
+    names, get = m and m.names or {}, function(n) return m.tensors[n] end
+  end
+  for i, n in ipairs(names) do
+    local t = get(n)
+    out[i] = { name = n, dtype = t:dtype(), shape = t:shape(), bytes = t:nbytes() }
+  end
+  return out
+end
+
+local function numel(shape)
+  local n = 1
+  for _, d in ipairs(shape) do n = n * d end
+  return n
+end
+
+command("info", "info MODEL", "architecture, parameters, dtypes, metadata and tokenizer",
+function(pos, opt)
+  if #pos ~= 1 then usage_fail("info") end
+  local model = load_model(pos[1], opt)
+  local hp, src = model.hp, model.source
+  local out = {}
+  local function p(fmt, ...) out[#out + 1] = string.format(fmt, ...) end
+  local formats = { gguf = "GGUF v" .. (src.file and src.file.version or "?"),
+                    rwkvcpp = "rwkv.cpp v" .. (src.header and src.header.version or "?"),
+                    llama2c = "llama2.c checkpoint" }
+  p("file          %s (%s)", model.path, human_bytes(file_size(model.path) or 0))
+  p("format        %s", formats[src.kind] or src.kind)
+  p("architecture  %s", hp.arch)
+  local ts = tensors_of(model)
+  local params, by = 0, {}
+  for _, t in ipairs(ts) do
+    local n = numel(t.shape)
+    params = params + n
+    local d = by[t.dtype] or { dtype = t.dtype, n = 0, params = 0, bytes = 0 }
+    d.n, d.params, d.bytes = d.n + 1, d.params + n, d.bytes + (t.bytes or 0)
+    by[t.dtype] = d
+  end
+  p("parameters    %s (%d tensors)", human_count(params), #ts)
+  local shape = {}
+  for _, k in ipairs { "n_layer", "dim", "n_head", "n_head_kv", "head_dim", "n_ff", "n_vocab",
+                       "n_ctx_train", "d_state", "d_conv", "d_inner", "version" } do
+    if hp[k] ~= nil then shape[#shape + 1] = k .. "=" .. tostring(hp[k]) end
+  end
+  p("hparams       %s", table.concat(shape, " "))
+  p("dtypes")
+  local list = {}
+  for _, d in pairs(by) do list[#list + 1] = d end
+  table.sort(list, function(a, b) return a.bytes > b.bytes end)
+  for _, d in ipairs(list) do
+    p("  %-6s %4d tensors %10s params %12s", d.dtype, d.n, human_count(d.params), human_bytes(d.bytes))
+  end
+  if src.kind == "gguf" then
+    local f = src.file
+    p("metadata      %d keys", #f.keys)
+    for _, k in ipairs(f.keys) do
+      local ty, et = f:type(k)
+      local v
+      if ty == "arr" then
+        v = string.format("[%s x %d]", et or "?", f:arr_len(k))
+      else
+        v = f:get(k)
+        if type(v) == "string" then
+          v = v:gsub("\n", "\\n")
+          if #v > 60 then v = v:sub(1, 57) .. "..." end
+          v = '"' .. v .. '"'
+        else
+          v = tostring(v)
+        end
+      end
+      p("  %-40s %s", k, v)
+    end
+  else
+    p("metadata      none (%s files carry a header only)", formats[src.kind] or src.kind)
+  end
+  local tok = model.tokenizer
+  if tok then
+    p("tokenizer     %s, %d tokens, bos %s, eos %s", tostring(tok.model or "bytes"), #tok,
+      tostring(tok.bos or "none"), tostring(tok.eos or "none"))
+  else
+    p("tokenizer     none")
+  end
+  io.write(table.concat(out, "\n"), "\n")
+end)
+
+command("tokenize", "tokenize MODEL TEXT [--no-bos] [--special]", "token ids and pieces of a text",
+function(pos, opt)
+  if #pos ~= 2 then usage_fail("tokenize") end
+  local path = cli.resolve(pos[1])
+  local tok, err
+  if opt.tokenizer then
+    tok, err = slm.tokenizer.load(opt.tokenizer)
+  elseif read_magic(path) == "fmgg" then
+    tok = slm.tokenizer.bytes()
+  elseif read_magic(path) == "GGUF" then
+    tok, err = slm.tokenizer.load(path)
+  else
+    tok = load_model(pos[1], opt).tokenizer
+    err = path .. " has no tokenizer: pass --tokenizer FILE"
+  end
+  if not tok then fail("%s", err) end
+  local ids = tok:encode(pos[2], { add_special = not opt.no_bos, parse_special = opt.special })
+  for _, id in ipairs(ids) do
+    local piece = tok:piece(id)
+    if piece == "" then piece = tok:decode({ id }, { special = true }) end
+    io.write(string.format("%6d %s\n", id, (string.format("%q", piece):gsub("\\\n", "\\n"))))
+  end
+  io.write(string.format("%d tokens\n", #ids))
+end)
+
+command("bench", "bench MODEL [--pp N] [--tg N] [--threads N]",
+        "prompt processing and generation speed (tokens/s)",
+function(pos, opt)
+  if #pos ~= 1 then usage_fail("bench") end
+  positive(opt, "pp", "--pp")
+  positive(opt, "tg", "--tg")
+  local n_prompt, n_gen = opt.pp or 128, opt.tg or 64
+  local model = load_model(pos[1], opt)
+  local clock = require("slm.bench").clock
+  local nv = model.hp.n_vocab
+  local ids = {}
+  for i = 1, n_prompt do ids[i] = (i * 7919) % nv end
+  -- as bench/llama.lua: pp is the best of 3 fresh sessions evaluating the
+  -- prompt as one batch, tg the best of 2 runs of one token per eval
+  local pp = 0
+  for _ = 1, 3 do
+    local s = model:session { ctx = n_prompt + n_gen + 8, batch = n_prompt }
+    local t0 = clock()
+    s:eval(ids)
+    pp = math.max(pp, n_prompt / (clock() - t0))
+  end
+  local tg = 0
+  for _ = 1, 2 do
+    local s = model:session { ctx = n_prompt + n_gen + 8, batch = 16 }
+    s:eval { 1 % nv, 2 % nv, 3 % nv, 4 % nv }
+    local t0 = clock()
+    for i = 1, n_gen do s:eval { (i * 31) % nv } end
+    tg = math.max(tg, n_gen / (clock() - t0))
+  end
+  local rss = require("slm.bench").peak_rss_kb()
+  io.write(string.format("%s  pp%d %.1f tok/s  tg%d %.1f tok/s  threads %d  peak rss %.1f MB\n",
+                         model.path:match("[^/]+$"), n_prompt, pp, n_gen, tg, slm.threads(), rss / 1024))
+end)
+
+-- ---- quantize --------------------------------------------------------------------
+
+local QTYPES = { "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
+                 "f16", "bf16", "f32" }
+local BLOCK = { q4_0 = 32, q4_1 = 32, q5_0 = 32, q5_1 = 32, q8_0 = 32, q2_k = 256, q3_k = 256,
+                q4_k = 256, q5_k = 256, q6_k = 256, f16 = 1, bf16 = 1, f32 = 1 }
+-- When a row is not a whole number of 256-blocks, the reference falls back
+-- from a K-quant to a 32-block type of about the same size (Q4_K -> Q5_0,
+-- Q5_K -> Q5_1, Q6_K -> Q8_0; Q2_K/Q3_K go to IQ4_NL there, which slm lacks,
+-- so Q4_0 here), and to F16 when even that does not divide the row.
+local FALLBACK = { q2_k = "q4_0", q3_k = "q4_0", q4_k = "q5_0", q5_k = "q5_1", q6_k = "q8_0" }
+-- general.file_type values of the reference's ftype enum for these types
+local FTYPE = { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 7, q5_0 = 8, q5_1 = 9, q2_k = 10,
+                q3_k = 12, q4_k = 15, q5_k = 17, q6_k = 18, bf16 = 32 }
+
+local function target_type(ty, ncols)
+  if ncols % BLOCK[ty] == 0 then return ty end
+  local fb = FALLBACK[ty]
+  if fb and ncols % BLOCK[fb] == 0 then return fb end
+  return "f16"
+end
+
+-- Which tensors of a GGUF get the new type: 2-D weights, except those the
+-- reference also keeps as they are (Mamba's conv1d, RWKV's small mixing
+-- and low-rank parameters). Norms and biases are 1-D and stay as stored.
+local function quantizable(name, shape)
+  if #shape ~= 2 or not name:match("%.weight$") then return false end
+  if name:find("ssm_conv1d", 1, true) then return false end
+  local mix = name:match("time_mix_([%w_]+)%.weight$")
+  if mix and not (mix == "key" or mix == "value" or mix == "receptance" or mix == "output"
+                  or mix == "gate") then
+    return false
+  end
+  return true
+end
+
+local function quantize_gguf(inp, out, ty)
+  local f, err = slm.gguf.open(inp)
+  if not f then fail("%s", err) end
+  local md = {}
+  local has_ftype = false
+  for _, k in ipairs(f.keys) do
+    if k == "general.file_type" then
+      md[#md + 1] = { k, { type = "u32", value = FTYPE[ty] } }
+      has_ftype = true
+    elseif k ~= "general.quantization_version" then
+      md[#md + 1] = { k, f:typed(k) }
+    end
+  end
+  if not has_ftype then md[#md + 1] = { "general.file_type", { type = "u32", value = FTYPE[ty] } } end
+  if BLOCK[ty] > 1 then md[#md + 1] = { "general.quantization_version", { type = "u32", value = 2 } } end
+  local total = 0
+  for _, info in ipairs(f.tensors) do total = total + numel(info.shape) end
+  local bar = progress.new("quantize", total)
+  local tensors, done, counts = {}, 0, {}
+  for i, info in ipairs(f.tensors) do
+    local t = f:tensor(info.name)
+    local to = info.dtype
+    if quantizable(info.name, info.shape) then to = target_type(ty, info.shape[2]) end
+    if to ~= info.dtype then t = t:to(to) end
+    counts[to] = (counts[to] or 0) + 1
+    tensors[i] = { name = info.name, tensor = t }
+    done = done + numel(info.shape)
+    bar:update(done)
+  end
+  local ok, werr = slm.gguf.write(out, { metadata = md, tensors = tensors, alignment = f.alignment })
+  bar:finish()
+  if not ok then fail("%s", werr) end
+  return counts
+end
+
+-- rwkv.cpp type ids (its header and per-tensor data_type field)
+local RWKVCPP_TYPE = { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 7, q5_1 = 8, q8_0 = 9 }
+
+-- rwkv.cpp files have no GGUF metadata and their parameters are stored
+-- pre-transformed per version, so they are rewritten in their own format
+-- (version 101, the one with the current block layouts): the 2-D matrices
+-- of the blocks get the new type, as rwkv.cpp's quantizer does (emb and
+-- head stay as stored, like in its shipped Q5 files), everything else is
+-- copied as stored.
+local function quantize_rwkvcpp(inp, out, ty)
+  local id = RWKVCPP_TYPE[ty]
+  if not id then
+    fail("quantize: rwkv.cpp files hold only f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0 (not %s)", ty)
+  end
+  local m, err = slm.core.rwkvcpp.open(inp)
+  if not m then fail("%s", err) end
+  local h = m.header
+  local fh, oerr = io.open(out, "wb")
+  if not fh then fail("%s", oerr) end
+  local total = 0
+  for _, n in ipairs(m.names) do total = total + m.tensors[n]:numel() end
+  local bar = progress.new("quantize", total)
+  local counts, done = {}, 0
+  local ok, werr = pcall(function()
+    assert(fh:write(string.pack("<i4i4i4i4i4i4", 0x67676d66, 101, h.n_vocab, h.n_embed, h.n_layer, id)))
+    for _, name in ipairs(m.names) do
+      local t = m.tensors[name]
+      local shape = t:shape()
+      local to = t:dtype()
+      if #shape == 2 and name:match("^blocks%.%d+%..*%.weight$") then
+        to = target_type(ty, shape[2])
+        if not RWKVCPP_TYPE[to] then to = "f16" end
+      end
+      if to ~= t:dtype() then t = t:to(to) end
+      counts[to] = (counts[to] or 0) + 1
+      local dims = {}
+      for i = #shape, 1, -1 do dims[#dims + 1] = shape[i] end   -- innermost first
+      assert(fh:write(string.pack("<i4i4i4", #shape, #name, RWKVCPP_TYPE[to]),
+                      string.pack("<" .. string.rep("i4", #dims), table.unpack(dims)), name, t:tobytes()))
+      done = done + t:numel()
+      bar:update(done)
+    end
+  end)
+  local cok, cerr = fh:close()
+  bar:finish()
+  if not ok then os.remove(out) fail("%s: %s", out, tostring(werr)) end
+  if not cok then os.remove(out) fail("%s: %s", out, cerr) end
+  return counts
+end
+
+command("quantize", "quantize IN OUT TYPE   (TYPE: " .. table.concat(QTYPES, " ") .. ")",
+        "write a copy of a model with its 2-D weights converted to TYPE",
+function(pos, opt)
+  if #pos ~= 3 then usage_fail("quantize") end
+  local inp, out, ty = cli.resolve(pos[1]), pos[2], pos[3]:lower()
+  if not BLOCK[ty] then fail("quantize: unknown type '%s' (one of %s)", pos[3], table.concat(QTYPES, " ")) end
+  local magic = read_magic(inp)
+  local counts
+  if magic == "GGUF" then
+    counts = quantize_gguf(inp, out, ty)
+  elseif magic == "fmgg" then
+    counts = quantize_rwkvcpp(inp, out, ty)
+  else
+    fail("quantize: %s is neither a GGUF nor an rwkv.cpp file", inp)
+  end
+  local parts = {}
+  for d, n in pairs(counts) do parts[#parts + 1] = string.format("%d %s", n, d) end
+  table.sort(parts)
+  io.write(string.format("%s -> %s (%s): %s tensors, %s -> %s\n", inp, out, ty, table.concat(parts, ", "),
+                         human_bytes(file_size(inp) or 0), human_bytes(file_size(out) or 0)))
+end)
+
+-- ---- perplexity --------------------------------------------------------------------
+
+--- perplexity(model, ids, ctx [, bar]) -> ppl, n_scored
+-- The ids are cut into consecutive windows of ctx tokens; each window starts
+-- from an empty session (so every architecture sees the same context) and
+-- each of its tokens after the first is scored by the logits after the
+-- tokens before it: ppl = exp(mean of -log softmax(logits)[next id]).
+function cli.perplexity(model, ids, ctx, bar)
+  local sess = model:session { ctx = ctx, batch = 1 }
+  local nll, n = 0, 0
+  local first = 1
+  while first < #ids do
+    local last = math.min(first + ctx - 1, #ids)
+    sess:reset()
+    for i = first, last - 1 do
+      local logits = sess:eval { ids[i] }:totable()
+      local mx = -math.huge
+      for v = 1, #logits do if logits[v] > mx then mx = logits[v] end end
+      local sum = 0
+      for v = 1, #logits do sum = sum + math.exp(logits[v] - mx) end
+      nll = nll + (mx + math.log(sum)) - logits[ids[i + 1] + 1]
+      n = n + 1
+      if bar then bar:update(n) end
+    end
+    first = last + 1
+  end
+  if n == 0 then return nil, 0 end
+  return math.exp(nll / n), n
+end
+
+command("perplexity", "perplexity MODEL FILE [--ctx N]", "perplexity of a model over a text file",
+function(pos, opt)
+  if #pos ~= 2 then usage_fail("perplexity") end
+  positive(opt, "ctx", "--ctx")
+  local fh, err = io.open(pos[2], "rb")
+  if not fh then fail("%s", err) end
+  local text = fh:read("a")
+  fh:close()
+  local model = load_model(pos[1], opt)
+  need_tokenizer(model)
+  local ids = model.tokenizer:encode(text, { add_special = true })
+  if #ids < 2 then fail("perplexity: %s holds fewer than 2 tokens", pos[2]) end
+  local ctx = opt.ctx or math.min(model.hp.n_ctx_train or 512, 512)
+  if ctx < 2 then fail("perplexity: --ctx must be at least 2") end
+  local windows = (#ids + ctx - 1) // ctx
+  local bar = progress.new("perplexity", #ids - windows)
+  local ppl, n = cli.perplexity(model, ids, ctx, bar)
+  bar:finish()
+  if not ppl then fail("perplexity: nothing to score (windows of one token)") end
+  io.stderr:write(string.format("%d tokens scored in %d windows of up to %d\n", n, windows, ctx))
+  io.write(string.format("%.4f\n", ppl))
+end)
+
+-- ---- repl, pull, help ----------------------------------------------------------------
+
+command("repl", "repl [MODEL]", "Lua REPL with slm loaded (and `model`, `sess` bound)",
+function(pos, opt)
+  if #pos > 1 then usage_fail("repl") end
+  local model, sess
+  if pos[1] then
+    model = load_model(pos[1], opt)
+    sess = model:session { ctx = opt.ctx }
+  end
+  require("slm.repl").run { model = model, sess = sess }
+end)
+
+local function sha256(path)
+  local p = io.popen("sha256sum " .. shq(path) .. " 2>/dev/null")
+  local out = p and p:read("a") or ""
+  if p then p:close() end
+  return out:match("^(%x+)")
+end
+
+command("pull", "pull NAME | pull --list", "download a registry model into the cache ($SLM_CACHE)",
+function(pos, opt)
+  if opt.list or #pos == 0 then
+    for _, e in ipairs(registry()) do
+      local have = exists(cache_dir() .. "/" .. e.file)
+      io.write(string.format("%-24s %-7s %-9s %s\n", e.name, e.arch or "?",
+                             have and "pulled" or (e.listed_size or ""), e.url))
+    end
+    return
+  end
+  if #pos ~= 1 then usage_fail("pull") end
+  local e = find_entry(pos[1])
+  if not e then fail("pull: no model '%s' in the registry (`slm pull --list`)", pos[1]) end
+  local dir = cache_dir()
+  if not os.execute("mkdir -p " .. shq(dir)) then fail("pull: cannot create the cache directory %s", dir) end
+  local final = dir .. "/" .. e.file
+  if exists(final) then
+    -- already pulled: keep it when it still matches what the registry lists
+    local sum = sha256(final)
+    local size = file_size(final)
+    if (not e.sha256 or sum == e.sha256:lower()) and (not e.size or size == e.size) then
+      io.write(string.format("%s is already pulled: %s (%d bytes, sha256 %s)\n", e.name, final, size, sum))
+      return
+    end
+  end
+  local part = final .. ".part"
+  local errf = os.tmpname()
+  -- curl draws its own bar on stderr when that is a terminal
+  local quiet = progress.enabled() and "-#" or "-sS"
+  local ok = os.execute(string.format("curl -fL %s --retry 2 -o %s %s 2>%s", quiet, shq(part), shq(e.url),
+                                      progress.enabled() and "/dev/stderr" or shq(errf)))
+  local cerr = ""
+  local ef = io.open(errf, "r")
+  if ef then cerr = ef:read("a") ef:close() end
+  os.remove(errf)
+  if not ok then
+    os.remove(part)
+    local last = ""
+    for l in cerr:gmatch("[^\r\n]+") do last = l end
+    if last == "" then last = "curl failed" end
+    fail("pull %s: download failed (offline?): %s", e.name, last)
+  end
+  local size = file_size(part)
+  if e.size and size ~= e.size then
+    os.remove(part)
+    fail("pull %s: size mismatch: got %d bytes, expected %d (download removed)", e.name, size, e.size)
+  end
+  local sum = sha256(part)
+  if not sum then os.remove(part) fail("pull %s: sha256sum failed", e.name) end
+  if e.sha256 and sum:lower() ~= e.sha256:lower() then
+    os.remove(part)
+    fail("pull %s: sha256 mismatch: got %s, expected %s (download removed)", e.name, sum, e.sha256)
+  end
+  local rok, rerr = os.rename(part, final)
+  if not rok then os.remove(part) fail("pull %s: %s", e.name, rerr) end
+  if not e.sha256 then
+    io.stderr:write(string.format("slm: note: the registry lists no sha256 for %s; downloaded file has %s\n",
+                                  e.name, sum))
+  end
+  io.write(string.format("%s -> %s (%d bytes, sha256 %s%s)\n", e.name, final, size, sum,
+                         e.sha256 and " verified" or " unverified"))
+end)
+
+command("help", "help", "this list", function()
+  io.write("usage: slm COMMAND [ARGS]   (MODEL: a file, or a name from `slm pull --list` once pulled)\n\n")
+  for _, name in ipairs(order) do
+    io.write(string.format("  %-11s %s\n              slm %s\n", name, commands[name].help, commands[name].usage))
+  end
+  io.write("\n  global options: --threads N, --tokenizer FILE, --debug (tracebacks)\n"
+           .. "  also: slm SCRIPT.lua [args], slm -e 'lua code', slm (no arguments: lua5.4 REPL with slm)\n"
+           .. "  env: SLM_CACHE (model cache, default ~/.cache/slm), SLM_REGISTRY (a registry file),\n"
+           .. "       SLM_PROGRESS=0/1 (progress bars off/on; default: when stderr is a terminal)\n")
+end)
+
+--- main(argv) -> exit status
+function cli.main(argv)
+  local show_tb = false
+  for _, a in ipairs(argv) do if a == "--debug" then show_tb = true end end
+  local ok, err = xpcall(function()
+    local name = argv[1]
+    if name == nil or name == "--help" or name == "-h" or name == "--debug" and argv[2] == nil then
+      name = "help"
+    end
+    local rest = table.move(argv, 2, #argv, 1, {})
+    if name == "--debug" then
+      name = argv[2]
+      rest = table.move(argv, 3, #argv, 1, {})
+    end
+    local cmd = commands[name]
+    if not cmd then fail("unknown command '%s' (`slm help` lists them)", name) end
+    local pos, opt = parse(rest)
+    if opt.help then commands.help.fn() return end
+    if opt.threads then
+      positive(opt, "threads", "--threads")
+      slm.threads(opt.threads)
+    end
+    cmd.fn(pos, opt)
+  end, function(e)
+    if getmetatable(e) == Fail then return e end
+    if show_tb then return debug.traceback(tostring(e), 2) end
+    return e
+  end)
+  if ok then
+    io.stdout:flush()
+    return 0
+  end
+  io.stdout:flush()
+  if getmetatable(err) == Fail then
+    io.stderr:write("slm: ", err.msg, "\n")
+  else
+    local msg = tostring(err)
+    if not show_tb then msg = msg:gsub("^[^\n]-%.lua:%d+: ", ""):gsub("\n.*", "") end
+    io.stderr:write("slm: ", msg, "\n")
+  end
+  return 1
+end
+
+if arg and arg[0] and arg[0]:match("cli%.lua$") then
+  os.exit(cli.main({ table.unpack(arg, 1) }))
+end
+
+return cli
