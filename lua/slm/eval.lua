@@ -65,29 +65,35 @@ local function session_for(model, ctx, batch)
   return sess
 end
 
--- Evaluates toks[a..b] in a fresh context; calls fn(i, row) with the f32
--- logits (n_vocab) that predict toks[i + 1], for i = a..b-1 with i >= from.
-local function run_window(sess, toks, a, b, from, fn)
-  sess:reset()
+-- Evaluates toks[a..b] in fresh contexts of every session of ss (all of the
+-- same batch size, in lockstep so that only one chunk of logits per session
+-- is alive); calls fn(i, row1, row2, ...) with the f32 logits (n_vocab) that
+-- predict toks[i + 1], for i = a..b-1 with i >= from.
+local function run_window(ss, toks, a, b, from, fn)
+  local all = true
+  for _, sess in ipairs(ss) do
+    sess:reset()
+    all = all and sess.all_logits ~= nil
+  end
+  local rows = {}
   local i = a
   while i <= b do
-    local m = math.min(sess.n_batch, b - i + 1)
-    if sess.all_logits then
-      sess:eval(table.move(toks, i, i + m - 1, 1, {}))
-      for r = 1, m do
-        local p = i + r - 1
-        if p >= from and p < b then fn(p, sess.all_logits:select(1, r)) end
+    -- without all-logits heads, one token per call: its logits are the last row
+    local m = all and math.min(ss[1].n_batch, b - i + 1) or 1
+    local chunk = table.move(toks, i, i + m - 1, 1, {})
+    for _, sess in ipairs(ss) do sess:eval(chunk) end
+    for r = 1, m do
+      local p = i + r - 1
+      if p >= from and p < b then
+        for k, sess in ipairs(ss) do rows[k] = all and sess.all_logits:select(1, r) or sess.logits end
+        fn(p, table.unpack(rows))
       end
-    else
-      m = 1   -- the architecture's head gives the last row only
-      sess:eval({ toks[i] })
-      if i >= from and i < b then fn(i, sess.logits) end
     end
     i = i + m
   end
 end
 
--- The windows: calls fn(a, b, from) for each; returns the count scored.
+-- The windows: calls fn(a, b, from) for each (toks[a..b], scoring from from).
 local function windows(n, ctx, stride, fn)
   local scored_to = 1       -- toks[1..scored_to] need no more scoring
   local a = 1
@@ -119,7 +125,7 @@ function M.perplexity(model, text, opts)
   local sess = session_for(model, ctx, batch)
   local nll, count = 0, 0
   windows(#toks, ctx, stride, function(a, b, from)
-    run_window(sess, toks, a, b, from, function(i, row)
+    run_window({ sess }, toks, a, b, from, function(i, row)
       local logp = M.log_softmax(row_values(row))
       nll = nll - logp[toks[i + 1] + 1]
       count = count + 1
@@ -138,17 +144,14 @@ function M.kl(base, model, text, opts)
   local toks = tokens_of(base, text)
   if #toks < 2 then error("kl: the text has fewer than 2 tokens", 2) end
   local sb, sm = session_for(base, ctx, batch), session_for(model, ctx, batch)
+  if (sb.all_logits == nil) ~= (sm.all_logits == nil) then   -- lockstep needs equal chunks
+    sb.all_logits, sm.all_logits = nil, nil
+  end
   local sum, mx, agree, count, nll_b, nll_m = 0, 0, 0, 0, 0, 0
   windows(#toks, ctx, stride, function(a, b, from)
-    -- the base's log-probabilities of the window, then the model's against them
-    local lp = {}
-    run_window(sb, toks, a, b, from, function(i, row)
-      local l, arg = M.log_softmax(row_values(row))
-      lp[i] = { l, arg }
-    end)
-    run_window(sm, toks, a, b, from, function(i, row)
-      local q, qarg = M.log_softmax(row_values(row))
-      local p, parg = lp[i][1], lp[i][2]
+    run_window({ sb, sm }, toks, a, b, from, function(i, brow, mrow)
+      local p, parg = M.log_softmax(row_values(brow))
+      local q, qarg = M.log_softmax(row_values(mrow))
       local d = 0
       for v = 1, #p do d = d + math.exp(p[v]) * (p[v] - q[v]) end
       if d < 0 then d = 0 end   -- rounding of identical distributions
