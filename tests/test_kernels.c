@@ -450,30 +450,57 @@ static void test_vec_dots(void)
 static void test_vec_dot4(void)
 {
     enum { MAXN = 256 * 20 };
-    static unsigned char w[MAXN * 4], act[4][MAXN * 2];
-    static float x[MAXN];
+    static unsigned char w[MAXN * 4], act[4][MAXN * 4], act1[MAXN * 4];
+    static float x[4][MAXN];
     if (!slm_cpu_has_avx2()) return;
     for (int k = 0; k < N_WTYPES; k++) {
         const wtype *t = &WTYPES[k];
         const slm_vecdot_traits *tr = slm_vecdot_traits_get(t->t);
         if (!tr || !tr->dot4_avx2) continue;
+        /* f16 (no blocks) also gets lengths with 8-element and scalar tails */
+        const int tails = t->bs == 1;
         int same = 1;
         for (int trial = 0; trial < 20; trial++) {
-            int64_t n = (trial == 0 ? 1 : 1 + next_u32() % (MAXN / 256)) * 256;
+            int64_t n = (trial == 0 ? 1 : 1 + next_u32() % (MAXN / 256 - 1)) * 256;
+            if (tails && trial % 3 == 1) n += 8 + trial % 8;
             fill_weights(t, w, n);
             for (int r = 0; r < 4; r++) {
-                fill_acts(x, n);
-                slm_act_quant_avx2(tr->act_type)(x, act[r], n);
+                fill_acts(x[r], n);
+                if (tr->act4_f32_avx2) tr->act4_f32_avx2(x[r], act[r], n);
+                else slm_act_quant_avx2(tr->act_type)(x[r], act[r], n);
             }
-            float s4[4], s1;
+            float s4[4], s1, s0[4];
             tr->dot4_avx2(n, s4, w, act[0], sizeof act[0]);
             for (int r = 0; r < 4; r++) {
-                tr->dot_avx2(n, &s1, w, act[r]);
+                slm_act_quant_avx2(tr->act_type)(x[r], act1, n);
+                tr->dot_avx2(n, &s1, w, act1);
                 same &= memcmp(&s1, &s4[r], 4) == 0;
             }
+            /* stride 0: one row four times (matmul's rows left over) */
+            tr->dot4_avx2(n, s0, w, act[2], 0);
+            for (int r = 0; r < 4; r++) same &= memcmp(&s0[r], &s4[2], 4) == 0;
         }
         CHECK(same, "%s: four-row AVX2 kernel bit-identical to four one-row calls", t->name);
     }
+}
+
+/* f32 rows of f16 values for the f16 four-row kernel: the scalar round trip */
+static void test_act_f16_f32(void)
+{
+    enum { N = 1000 };
+    static float x[N], y[N];
+    if (!slm_cpu_has_avx2()) return;
+    fill_acts(x, N);
+    x[3] = 65520.0f;   /* rounds to infinity */
+    x[5] = 1e-6f;      /* subnormal in f16 */
+    x[7] = -0.0f;
+    slm_act_f16_f32_avx2(x, y, N);
+    int same = 1;
+    for (int i = 0; i < N; i++) {
+        float r = slm_f16_to_f32(slm_f32_to_f16(x[i]));
+        same &= memcmp(&r, &y[i], 4) == 0;
+    }
+    CHECK(same, "f16-valued f32 encoder matches the scalar round trip (%d values)", N);
 }
 
 /* matmul from inside a pool job: each thread its own product */
@@ -538,6 +565,20 @@ static void test_matmul(void)
                     continue;
                 }
                 const slm_vecdot_traits *tr = slm_vecdot_traits_get(t->t);
+                /* a row's result does not depend on its batch: each row
+                 * alone (M = 1, the one-row kernel) gives the same bits
+                 * (not f32, whose batches go to OpenBLAS) */
+                for (int64_t m = 0; m < M && M > 1 && t->t != SLM_DTYPE_F32; m++) {
+                    float *o1 = malloc(sizeof(float) * (size_t)N);
+                    if (!o1 || slm_matmul_raw(pools[p], o1, W, t->t, wrb, X + m * K, 1, N, K, &err) ||
+                        memcmp(o1, out + m * N, sizeof(float) * (size_t)N)) {
+                        if (ok)
+                            printf("  %s M=%lld N=%lld K=%lld pool %d: row %lld differs from M=1\n", t->name,
+                                   (long long)M, (long long)N, (long long)K, p, (long long)m);
+                        ok = 0;
+                    }
+                    free(o1);
+                }
                 for (int64_t n = 0; n < N; n++) {
                     t->deq(W + n * wrb, wf, K);
                     for (int64_t m = 0; m < M; m++) {
@@ -559,7 +600,7 @@ static void test_matmul(void)
             free(out);
             free(wf);
         }
-        CHECK(ok, "%s: matmul (1-3 threads, tiles, padded rows) matches reference dots", t->name);
+        CHECK(ok, "%s: matmul (1-3 threads, tiles, padded rows) matches reference dots, rows as with M = 1", t->name);
     }
     slm_error err;
     float o[4], xx[256];
@@ -706,6 +747,7 @@ int main(void)
     test_dequantizers();
     test_vec_dots();
     test_vec_dot4();
+    test_act_f16_f32();
     test_matmul();
     test_matmul_nested();
     printf("generic kernels:\n");

@@ -27,6 +27,8 @@ typedef struct mm_ctx {
     slm_act_from_f32_fn encode;
     slm_vec_dot_fn dot;
     slm_vec_dot4_fn dot4;    /* NULL: one row at a time */
+    int act4;                /* A holds dot4's own f32 encoding: rows left
+                                over by dot4 go through it too (stride 0) */
 } mm_ctx;
 
 static void split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)
@@ -59,8 +61,15 @@ static void dot_rows(void *vctx, int ith, int nth)
                     c->dot4(c->K, s, w, c->A + m * c->a_row_bytes, c->a_row_bytes);
                     for (int r = 0; r < 4; r++) c->out[(m + r) * c->N + n] = s[r];
                 }
-            for (; m < m1; m++)
-                c->dot(c->K, c->out + m * c->N + n, w, c->A + m * c->a_row_bytes);
+            for (; m < m1; m++) {
+                if (c->act4) {
+                    float s[4];
+                    c->dot4(c->K, s, w, c->A + m * c->a_row_bytes, 0);
+                    c->out[m * c->N + n] = s[0];
+                } else {
+                    c->dot(c->K, c->out + m * c->N + n, w, c->A + m * c->a_row_bytes);
+                }
+            }
         }
     }
 }
@@ -119,7 +128,8 @@ slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype w
     /* called from inside a pool job: run serially with a private buffer */
     if (slm_pool_busy(pool)) pool = NULL;
     mm_ctx c = {out, W, w_row_bytes, X, NULL, NULL, 0, M, N, K, NULL, slm_vecdot_fn(wtype),
-                M >= 4 ? slm_vecdot4_fn(wtype) : NULL};
+                M >= 4 ? slm_vecdot4_fn(wtype) : NULL, 0};
+    c.act4 = c.dot4 && t->act4_f32_avx2;
     const int nth = threads_for(pool, M, N, K);
 
     if (wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M && w_row_bytes % sizeof(float) == 0) {
@@ -136,7 +146,7 @@ slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype w
         c.A = (const unsigned char *)X;
         c.a_row_bytes = (size_t)K * sizeof(float);
     } else {
-        c.a_row_bytes = slm_dtype_row_size(t->act_type, K, &ok);
+        c.a_row_bytes = c.act4 ? (size_t)K * sizeof(float) : slm_dtype_row_size(t->act_type, K, &ok);
         if (!ok || c.a_row_bytes > SIZE_MAX / (size_t)M)
             return slm_error_set(err, SLM_ERANGE, "matmul: activation buffer too large");
         size_t need = c.a_row_bytes * (size_t)M;
@@ -151,7 +161,7 @@ slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype w
                 return slm_error_set(err, SLM_ENOMEM, "matmul: out of memory for %zu bytes", need);
         }
         c.A = c.abuf;
-        c.encode = slm_act_quant_fn(t->act_type);
+        c.encode = c.act4 ? t->act4_f32_avx2 : slm_act_quant_fn(t->act_type);
         slm_pool_run(pool, M > 1 ? nth : 1, encode_rows, &c);
     }
     slm_pool_run(pool, nth, dot_rows, &c);

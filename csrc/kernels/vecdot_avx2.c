@@ -374,44 +374,98 @@ void slm_vec_dot_q6_K_avx2(int64_t n, float *s, const void *vw, const void *va)
 
 #define ROW(T, a, as, r) ((const T *)((const unsigned char *)(a) + (size_t)(r) * (as)))
 
+/* One q8_0 block pair of a 4-row kernel: acc += cvt(|w| . (a * sign w)) * (dw * da).
+ * The scale product is formed in a vector (the same single rounding as the
+ * scalar product of the one-row kernels). The four rows are written out
+ * rather than looped over so that the accumulators stay in registers. */
+#define Q0_PAIR(acc, ablk, aw, q, dwv)                                                        \
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_i8(aw, _mm256_sign_epi8(load32((ablk).qs), q))), \
+                          _mm256_mul_ps(dwv, _mm256_set1_ps(f16f((ablk).d))), acc)
+
 void slm_vec_dot4_q4_0_avx2(int64_t n, float *s, const void *vw, const void *va, size_t as)
 {
     const slm_block_q4_0 *w = vw;
-    const slm_block_q8_0 *a[4] = {ROW(slm_block_q8_0, va, as, 0), ROW(slm_block_q8_0, va, as, 1),
-                                  ROW(slm_block_q8_0, va, as, 2), ROW(slm_block_q8_0, va, as, 3)};
+    const slm_block_q8_0 *a0 = ROW(slm_block_q8_0, va, as, 0), *a1 = ROW(slm_block_q8_0, va, as, 1),
+                         *a2 = ROW(slm_block_q8_0, va, as, 2), *a3 = ROW(slm_block_q8_0, va, as, 3);
     const int64_t nb = n / SLM_QK4_0;
-    __m256 acc[2][4];
-    for (int r = 0; r < 4; r++) acc[0][r] = acc[1][r] = _mm256_setzero_ps();
-    /* block b goes to accumulator b % 2, as in the one-row kernel (whose
-     * odd last block, of even index, also goes to accumulator 0) */
-    for (int64_t b = 0; b < nb; b++) {
-        const int k = (int)(b % 2);
-        __m256i q = _mm256_sub_epi8(unpack_nibbles(w[b].qs), _mm256_set1_epi8(8));
-        const float dw = f16f(w[b].d);
-        for (int r = 0; r < 4; r++) {
-            __m256i p = dot_i8_i8(q, load32(a[r][b].qs));
-            acc[k][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * f16f(a[r][b].d)), acc[k][r]);
-        }
+    const __m256i off = _mm256_set1_epi8(8);
+    /* block b goes to accumulator set b % 2, as in the one-row kernel (whose
+     * odd last block, of even index, also goes to set 0) */
+    __m256 e0 = _mm256_setzero_ps(), e1 = e0, e2 = e0, e3 = e0;
+    __m256 o0 = e0, o1 = e0, o2 = e0, o3 = e0;
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        __m256i q = _mm256_sub_epi8(unpack_nibbles(w[b].qs), off);
+        __m256i aw = _mm256_sign_epi8(q, q);
+        __m256 dw = _mm256_set1_ps(f16f(w[b].d));
+        Q0_PAIR(e0, a0[b], aw, q, dw);
+        Q0_PAIR(e1, a1[b], aw, q, dw);
+        Q0_PAIR(e2, a2[b], aw, q, dw);
+        Q0_PAIR(e3, a3[b], aw, q, dw);
+        q = _mm256_sub_epi8(unpack_nibbles(w[b + 1].qs), off);
+        aw = _mm256_sign_epi8(q, q);
+        dw = _mm256_set1_ps(f16f(w[b + 1].d));
+        Q0_PAIR(o0, a0[b + 1], aw, q, dw);
+        Q0_PAIR(o1, a1[b + 1], aw, q, dw);
+        Q0_PAIR(o2, a2[b + 1], aw, q, dw);
+        Q0_PAIR(o3, a3[b + 1], aw, q, dw);
     }
-    for (int r = 0; r < 4; r++) s[r] = hsum_ps(_mm256_add_ps(acc[0][r], acc[1][r]));
+    if (b < nb) {
+        const __m256i q = _mm256_sub_epi8(unpack_nibbles(w[b].qs), off);
+        const __m256i aw = _mm256_sign_epi8(q, q);
+        const __m256 dw = _mm256_set1_ps(f16f(w[b].d));
+        Q0_PAIR(e0, a0[b], aw, q, dw);
+        Q0_PAIR(e1, a1[b], aw, q, dw);
+        Q0_PAIR(e2, a2[b], aw, q, dw);
+        Q0_PAIR(e3, a3[b], aw, q, dw);
+    }
+    s[0] = hsum_ps(_mm256_add_ps(e0, o0));
+    s[1] = hsum_ps(_mm256_add_ps(e1, o1));
+    s[2] = hsum_ps(_mm256_add_ps(e2, o2));
+    s[3] = hsum_ps(_mm256_add_ps(e3, o3));
+}
+
+void slm_vec_dot4_q5_0_avx2(int64_t n, float *s, const void *vw, const void *va, size_t as)
+{
+    const slm_block_q5_0 *w = vw;
+    const slm_block_q8_0 *a0 = ROW(slm_block_q8_0, va, as, 0), *a1 = ROW(slm_block_q8_0, va, as, 1),
+                         *a2 = ROW(slm_block_q8_0, va, as, 2), *a3 = ROW(slm_block_q8_0, va, as, 3);
+    const __m256i off = _mm256_set1_epi8(16);
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+    for (int64_t b = 0; b < n / SLM_QK5_0; b++) {
+        const __m256i q = _mm256_sub_epi8(q5_codes(w[b].qs, w[b].qh), off);
+        const __m256i aw = _mm256_sign_epi8(q, q);
+        const __m256 dw = _mm256_set1_ps(f16f(w[b].d));
+        Q0_PAIR(c0, a0[b], aw, q, dw);
+        Q0_PAIR(c1, a1[b], aw, q, dw);
+        Q0_PAIR(c2, a2[b], aw, q, dw);
+        Q0_PAIR(c3, a3[b], aw, q, dw);
+    }
+    s[0] = hsum_ps(c0);
+    s[1] = hsum_ps(c1);
+    s[2] = hsum_ps(c2);
+    s[3] = hsum_ps(c3);
 }
 
 void slm_vec_dot4_q8_0_avx2(int64_t n, float *s, const void *vw, const void *va, size_t as)
 {
     const slm_block_q8_0 *w = vw;
-    const slm_block_q8_0 *a[4] = {ROW(slm_block_q8_0, va, as, 0), ROW(slm_block_q8_0, va, as, 1),
-                                  ROW(slm_block_q8_0, va, as, 2), ROW(slm_block_q8_0, va, as, 3)};
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const slm_block_q8_0 *a0 = ROW(slm_block_q8_0, va, as, 0), *a1 = ROW(slm_block_q8_0, va, as, 1),
+                         *a2 = ROW(slm_block_q8_0, va, as, 2), *a3 = ROW(slm_block_q8_0, va, as, 3);
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
     for (int64_t b = 0; b < n / SLM_QK8_0; b++) {
-        __m256i q = load32(w[b].qs);
-        __m256i aq = _mm256_sign_epi8(q, q);
-        const float dw = f16f(w[b].d);
-        for (int r = 0; r < 4; r++) {
-            __m256i p = dot_u8_i8(aq, _mm256_sign_epi8(load32(a[r][b].qs), q));
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * f16f(a[r][b].d)), acc[r]);
-        }
+        const __m256i q = load32(w[b].qs);
+        const __m256i aw = _mm256_sign_epi8(q, q);
+        const __m256 dw = _mm256_set1_ps(f16f(w[b].d));
+        Q0_PAIR(c0, a0[b], aw, q, dw);
+        Q0_PAIR(c1, a1[b], aw, q, dw);
+        Q0_PAIR(c2, a2[b], aw, q, dw);
+        Q0_PAIR(c3, a3[b], aw, q, dw);
     }
-    for (int r = 0; r < 4; r++) s[r] = hsum_ps(acc[r]);
+    s[0] = hsum_ps(c0);
+    s[1] = hsum_ps(c1);
+    s[2] = hsum_ps(c2);
+    s[3] = hsum_ps(c3);
 }
 
 void slm_vec_dot4_q4_K_avx2(int64_t n, float *s, const void *vw, const void *va, size_t as)
@@ -510,6 +564,53 @@ void slm_vec_dot_f16_avx2(int64_t n, float *s, const void *vw, const void *va)
     float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
     for (; i < n; i++) sum += f16f(w[i]) * f16f(a[i]);
     *s = sum;
+}
+
+/* Two activation rows x0, x1 (f32 holding f16 values) against one f16
+ * weight row, each with the accumulators and order of slm_vec_dot_f16_avx2
+ * (chain k takes the 8 elements at i + 8k of every 32; a tail of 8s goes
+ * to chain 0, the rest to the scalar sum), so the results are identical:
+ * the products are those of the same f16 values. The weights are converted
+ * once for both rows and the activations not at all. */
+static void f16_dot2(int64_t n, float *s0, float *s1, const slm_f16 *w, const float *x0,
+                     const float *x1)
+{
+    __m256 p0 = _mm256_setzero_ps(), p1 = p0, p2 = p0, p3 = p0, q0 = p0, q1 = p0, q2 = p0, q3 = p0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m256 w0 = load_f16x8(w + i), w1 = load_f16x8(w + i + 8);
+        const __m256 w2 = load_f16x8(w + i + 16), w3 = load_f16x8(w + i + 24);
+        p0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + i), p0);
+        q0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x1 + i), q0);
+        p1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x0 + i + 8), p1);
+        q1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x1 + i + 8), q1);
+        p2 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x0 + i + 16), p2);
+        q2 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x1 + i + 16), q2);
+        p3 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x0 + i + 24), p3);
+        q3 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x1 + i + 24), q3);
+    }
+    for (; i + 8 <= n; i += 8) {
+        const __m256 w0 = load_f16x8(w + i);
+        p0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + i), p0);
+        q0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x1 + i), q0);
+    }
+    float a = hsum_ps(_mm256_add_ps(_mm256_add_ps(p0, p1), _mm256_add_ps(p2, p3)));
+    float b = hsum_ps(_mm256_add_ps(_mm256_add_ps(q0, q1), _mm256_add_ps(q2, q3)));
+    for (; i < n; i++) {
+        a += f16f(w[i]) * x0[i];
+        b += f16f(w[i]) * x1[i];
+    }
+    *s0 = a;
+    *s1 = b;
+}
+
+/* a: 4 rows of n f32 (f16 values, slm_act_f16_f32_avx2), as bytes apart */
+void slm_vec_dot4_f16_avx2(int64_t n, float *s, const void *vw, const void *va, size_t as)
+{
+    const float *x0 = ROW(float, va, as, 0), *x1 = ROW(float, va, as, 1);
+    const float *x2 = ROW(float, va, as, 2), *x3 = ROW(float, va, as, 3);
+    f16_dot2(n, &s[0], &s[1], vw, x0, x1);
+    f16_dot2(n, &s[2], &s[3], vw, x2, x3);
 }
 
 void slm_vec_dot_bf16_avx2(int64_t n, float *s, const void *vw, const void *va)
@@ -668,6 +769,15 @@ void slm_act_f16_avx2(const float *x, void *vy, int64_t n)
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) y[i] = slm_f32_to_f16(x[i]);
+}
+
+void slm_act_f16_f32_avx2(const float *x, void *vy, int64_t n)
+{
+    float *y = vy;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+    for (; i < n; i++) y[i] = slm_f16_to_f32(slm_f32_to_f16(x[i]));
 }
 
 #endif
