@@ -503,6 +503,49 @@ static void test_act_f16_f32(void)
     CHECK(same, "f16-valued f32 encoder matches the scalar round trip (%d values)", N);
 }
 
+/* fused products: each part exactly as slm_matmul_raw computes it alone,
+ * also when parts need different activation encodings */
+static void test_matmul_multi(void)
+{
+    static const slm_dtype types[4] = {SLM_DTYPE_Q5_0, SLM_DTYPE_Q8_0, SLM_DTYPE_Q4_K, SLM_DTYPE_Q8_0};
+    static const int64_t Ns[4] = {24, 8, 8, 33};
+    const int64_t K = 512;
+    slm_pool *pool = slm_pool_new(2, NULL);
+    int ok = pool != NULL;
+    for (int mi = 0; mi < 3 && ok; mi++) {
+        const int64_t M = mi == 0 ? 1 : mi == 1 ? 7 : 16;
+        float *X = malloc(sizeof(float) * (size_t)(M * K));
+        fill_acts(X, M * K);
+        slm_matmul_part parts[4];
+        float *outs[4], *refs[4];
+        unsigned char *Ws[4];
+        for (int i = 0; i < 4; i++) {
+            const wtype *t = NULL;
+            for (int k = 0; k < N_WTYPES; k++)
+                if (WTYPES[k].t == types[i]) t = &WTYPES[k];
+            size_t rb = row_bytes(t, K);
+            Ws[i] = malloc(rb * (size_t)Ns[i]);
+            for (int64_t n = 0; n < Ns[i]; n++) fill_weights(t, Ws[i] + n * rb, K);
+            outs[i] = malloc(sizeof(float) * (size_t)(M * Ns[i]));
+            refs[i] = malloc(sizeof(float) * (size_t)(M * Ns[i]));
+            parts[i] = (slm_matmul_part){outs[i], Ws[i], types[i], rb, Ns[i]};
+            ok &= slm_matmul_raw(pool, refs[i], Ws[i], types[i], rb, X, M, Ns[i], K, NULL) == SLM_OK;
+        }
+        ok &= slm_matmul_multi(pool, parts, 4, X, M, K, NULL) == SLM_OK;
+        for (int i = 0; i < 4; i++) {
+            ok &= memcmp(outs[i], refs[i], sizeof(float) * (size_t)(M * Ns[i])) == 0;
+            free(Ws[i]);
+            free(outs[i]);
+            free(refs[i]);
+        }
+        free(X);
+    }
+    slm_error err;
+    ok &= slm_matmul_multi(pool, NULL, 0, NULL, 1, K, &err) == SLM_EINVAL;
+    CHECK(ok, "fused matmul (q5_0|q8_0|q4_K|q8_0, M = 1, 7, 16) equals the parts computed alone");
+    slm_pool_free(pool);
+}
+
 /* matmul from inside a pool job: each thread its own product */
 typedef struct {
     slm_pool *pool;
@@ -750,6 +793,7 @@ int main(void)
     test_act_f16_f32();
     test_matmul();
     test_matmul_nested();
+    test_matmul_multi();
     printf("generic kernels:\n");
     slm_kernels_force_generic(1);
     test_matmul();

@@ -100,6 +100,13 @@ static slm_status mm(slm_pool *pool, float *out, const slm_tensor *W, const floa
                           W->shape[0], W->shape[1], err);
 }
 
+static slm_matmul_part part_of(const slm_tensor *W, float *out)
+{
+    const slm_dtype_traits *tr = slm_dtype_get((int)W->dtype);
+    return (slm_matmul_part){out, slm_tensor_data(W), W->dtype,
+                             (size_t)(W->stride[0] / tr->block_size) * tr->type_size, W->shape[0]};
+}
+
 static void add_bias(float *x, const float *b, int n, int64_t dim)
 {
     if (b) slm_ops_add(x, x, (int64_t)n * dim, b, dim);
@@ -125,9 +132,9 @@ slm_status slm_attn_forward(slm_pool *pool, const slm_attn_block *b, slm_kvcache
                    (size_t)kv_dim * sizeof(float));
         }
     } else {
-        if ((st = mm(pool, w->q, b->wq, x, n, err))) return st;
-        if ((st = mm(pool, w->k, b->wk, x, n, err))) return st;
-        if ((st = mm(pool, w->v, b->wv, x, n, err))) return st;
+        /* one dispatch for the three (one encoding of x) */
+        const slm_matmul_part p[3] = {part_of(b->wq, w->q), part_of(b->wk, w->k), part_of(b->wv, w->v)};
+        if ((st = slm_matmul_multi(pool, p, 3, x, n, dim, err))) return st;
     }
     add_bias(w->q, b->bq, n, q_dim);
     add_bias(w->k, b->bk, n, kv_dim);
@@ -169,8 +176,8 @@ slm_status slm_ffn_forward(slm_pool *pool, const slm_ffn_block *b, int n, const 
             slm_ops_mul(u, u, ff, r + ff, ff);
         }
     } else {
-        if ((st = mm(pool, w->g, b->gate, x, n, err))) return st;
-        if ((st = mm(pool, w->u, b->up, x, n, err))) return st;
+        const slm_matmul_part p[2] = {part_of(b->gate, w->g), part_of(b->up, w->u)};
+        if ((st = slm_matmul_multi(pool, p, 2, x, n, dim, err))) return st;
         act_fn(b->act, w->g, w->g, (int64_t)n * ff);
         slm_ops_mul(w->u, w->u, (int64_t)n * ff, w->g, (int64_t)n * ff);
     }

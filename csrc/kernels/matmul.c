@@ -15,18 +15,27 @@
 /* stack buffer for the encoded activations of a serial call without pool */
 #define SMALL_ACT_BYTES 8192
 
-typedef struct mm_ctx {
+/* One weight matrix of a (possibly fused) product: rows [row0, row0 + N)
+ * of the concatenated output rows. */
+typedef struct mm_part {
     float *out;              /* (M, N) */
     const unsigned char *W;  /* N rows, w_row_bytes apart */
     size_t w_row_bytes;
+    int64_t N, row0;
+    slm_vec_dot_fn dot;
+    slm_vec_dot4_fn dot4;    /* NULL: one row at a time */
+} mm_part;
+
+typedef struct mm_ctx {
+    mm_part part[SLM_MATMUL_MAX_PARTS];
+    int n_parts;
+    int64_t rows;            /* sum of the parts' N */
     const float *X;          /* (M, K) */
     const unsigned char *A;  /* (M, a_row_bytes): X encoded as act_type */
     unsigned char *abuf;     /* the same buffer while it is being encoded */
     size_t a_row_bytes;
-    int64_t M, N, K;
+    int64_t M, K;
     slm_act_from_f32_fn encode;
-    slm_vec_dot_fn dot;
-    slm_vec_dot4_fn dot4;    /* NULL: one row at a time */
     int act4;                /* A holds dot4's own f32 encoding: rows left
                                 over by dot4 go through it too (stride 0) */
 } mm_ctx;
@@ -45,31 +54,45 @@ static void encode_rows(void *vctx, int ith, int nth)
     for (int64_t m = m0; m < m1; m++) c->encode(c->X + m * c->K, c->abuf + m * c->a_row_bytes, c->K);
 }
 
+/* weight rows [n0, n1) of one part against activation rows [m0, m1) */
+static void dot_tile(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1, int64_t m0, int64_t m1)
+{
+    for (int64_t n = n0; n < n1; n++) {
+        const unsigned char *w = p->W + n * p->w_row_bytes;
+        int64_t m = m0;
+        if (p->dot4)
+            for (; m + 4 <= m1; m += 4) {
+                float s[4];
+                p->dot4(c->K, s, w, c->A + m * c->a_row_bytes, c->a_row_bytes);
+                for (int r = 0; r < 4; r++) p->out[(m + r) * p->N + n] = s[r];
+            }
+        for (; m < m1; m++) {
+            if (c->act4) {
+                float s[4];
+                p->dot4(c->K, s, w, c->A + m * c->a_row_bytes, 0);
+                p->out[m * p->N + n] = s[0];
+            } else {
+                p->dot(c->K, p->out + m * p->N + n, w, c->A + m * c->a_row_bytes);
+            }
+        }
+    }
+}
+
+/* Each thread takes a contiguous range of the concatenated weight rows (so a
+ * fused q|k|v or gate|up product is one dispatch) and walks it once per
+ * tile of activation rows. */
 static void dot_rows(void *vctx, int ith, int nth)
 {
     const mm_ctx *c = vctx;
-    int64_t n0, n1;
-    split(c->N, ith, nth, &n0, &n1);
+    int64_t r0, r1;
+    split(c->rows, ith, nth, &r0, &r1);
     for (int64_t m0 = 0; m0 < c->M; m0 += TILE_M) {
         const int64_t m1 = m0 + TILE_M < c->M ? m0 + TILE_M : c->M;
-        for (int64_t n = n0; n < n1; n++) {
-            const unsigned char *w = c->W + n * c->w_row_bytes;
-            int64_t m = m0;
-            if (c->dot4)
-                for (; m + 4 <= m1; m += 4) {
-                    float s[4];
-                    c->dot4(c->K, s, w, c->A + m * c->a_row_bytes, c->a_row_bytes);
-                    for (int r = 0; r < 4; r++) c->out[(m + r) * c->N + n] = s[r];
-                }
-            for (; m < m1; m++) {
-                if (c->act4) {
-                    float s[4];
-                    c->dot4(c->K, s, w, c->A + m * c->a_row_bytes, 0);
-                    c->out[m * c->N + n] = s[0];
-                } else {
-                    c->dot(c->K, c->out + m * c->N + n, w, c->A + m * c->a_row_bytes);
-                }
-            }
+        for (int i = 0; i < c->n_parts; i++) {
+            const mm_part *p = &c->part[i];
+            const int64_t lo = r0 > p->row0 ? r0 : p->row0;
+            const int64_t hi = r1 < p->row0 + p->N ? r1 : p->row0 + p->N;
+            if (lo < hi) dot_tile(c, p, lo - p->row0, hi - p->row0, m0, m1);
         }
     }
 }
@@ -77,13 +100,14 @@ static void dot_rows(void *vctx, int ith, int nth)
 static void blas_rows(void *vctx, int ith, int nth)
 {
     const mm_ctx *c = vctx;
+    const mm_part *p = &c->part[0];
     int64_t n0, n1;
-    split(c->N, ith, nth, &n0, &n1);
+    split(p->N, ith, nth, &n0, &n1);
     if (n1 <= n0) return;
     /* out[:, n0:n1] = X . W[n0:n1, :]^T */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->M, (int)(n1 - n0), (int)c->K,
-                1.0f, c->X, (int)c->K, (const float *)(c->W + n0 * c->w_row_bytes),
-                (int)(c->w_row_bytes / sizeof(float)), 0.0f, c->out + n0, (int)c->N);
+                1.0f, c->X, (int)c->K, (const float *)(p->W + n0 * p->w_row_bytes),
+                (int)(p->w_row_bytes / sizeof(float)), 0.0f, p->out + n0, (int)p->N);
 }
 
 static void blas_single_thread_once(void)
@@ -102,37 +126,61 @@ static int threads_for(const slm_pool *pool, int64_t M, int64_t N, int64_t K)
     return N < nth ? (int)N : nth;
 }
 
-slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype wtype,
-                          size_t w_row_bytes, const float *X, int64_t M, int64_t N,
-                          int64_t K, slm_error *err)
+static slm_status check_part(const slm_matmul_part *p, int64_t M, int64_t K, slm_error *err)
 {
-    const slm_vecdot_traits *t = slm_vecdot_traits_get(wtype);
-    const slm_dtype_traits *wt = slm_dtype_get((int)wtype);
+    const slm_vecdot_traits *t = slm_vecdot_traits_get(p->wtype);
+    const slm_dtype_traits *wt = slm_dtype_get((int)p->wtype);
     if (!t || !wt)
         return slm_error_set(err, SLM_EUNSUPPORTED, "matmul: no kernel for %s weights",
                              wt ? wt->name : "unknown");
-    if (M < 1 || N < 1 || K < 1)
+    if (M < 1 || p->N < 1 || K < 1)
         return slm_error_set(err, SLM_EINVAL, "matmul: empty operand (M=%lld N=%lld K=%lld)",
-                             (long long)M, (long long)N, (long long)K);
+                             (long long)M, (long long)p->N, (long long)K);
     int ok;
-    size_t w_row = slm_dtype_row_size(wtype, K, &ok);
+    size_t w_row = slm_dtype_row_size(p->wtype, K, &ok);
     if (!ok)
         return slm_error_set(err, SLM_EINVAL, "matmul: K=%lld is not a multiple of the %s block size %lld",
                              (long long)K, wt->name, (long long)wt->block_size);
-    if (w_row_bytes < w_row)
+    if (p->w_row_bytes < w_row)
         return slm_error_set(err, SLM_EINVAL, "matmul: weight rows %zu bytes apart, need %zu",
-                             w_row_bytes, w_row);
-    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
+                             p->w_row_bytes, w_row);
+    if (M > INT32_MAX || p->N > INT32_MAX || K > INT32_MAX)
         return slm_error_set(err, SLM_ERANGE, "matmul: dimension too large");
+    return SLM_OK;
+}
 
+/* 1 if the parts can share one encoding of X (same activation encoding) */
+static int same_encoding(const slm_matmul_part *a, const slm_matmul_part *b, int64_t M)
+{
+    const slm_vecdot_traits *ta = slm_vecdot_traits_get(a->wtype), *tb = slm_vecdot_traits_get(b->wtype);
+    const int fa = M >= 4 && slm_vecdot4_fn(a->wtype) && ta->act4_f32_avx2;
+    const int fb = M >= 4 && slm_vecdot4_fn(b->wtype) && tb->act4_f32_avx2;
+    return ta->act_type == tb->act_type && fa == fb && (!fa || ta->act4_f32_avx2 == tb->act4_f32_avx2);
+}
+
+/* All parts already checked and sharing one activation encoding. */
+static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_parts,
+                            const float *X, int64_t M, int64_t K, slm_error *err)
+{
     /* called from inside a pool job: run serially with a private buffer */
     if (slm_pool_busy(pool)) pool = NULL;
-    mm_ctx c = {out, W, w_row_bytes, X, NULL, NULL, 0, M, N, K, NULL, slm_vecdot_fn(wtype),
-                M >= 4 ? slm_vecdot4_fn(wtype) : NULL, 0};
-    c.act4 = c.dot4 && t->act4_f32_avx2;
-    const int nth = threads_for(pool, M, N, K);
+    const slm_vecdot_traits *t = slm_vecdot_traits_get(parts[0].wtype);
+    mm_ctx c;
+    memset(&c, 0, sizeof c);
+    c.X = X;
+    c.M = M;
+    c.K = K;
+    c.n_parts = n_parts;
+    for (int i = 0; i < n_parts; i++) {
+        c.part[i] = (mm_part){parts[i].out, parts[i].W, parts[i].w_row_bytes, parts[i].N, c.rows,
+                              slm_vecdot_fn(parts[i].wtype), M >= 4 ? slm_vecdot4_fn(parts[i].wtype) : NULL};
+        c.rows += parts[i].N;
+    }
+    c.act4 = c.part[0].dot4 && t->act4_f32_avx2;
+    const int nth = threads_for(pool, M, c.rows, K);
 
-    if (wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M && w_row_bytes % sizeof(float) == 0) {
+    if (n_parts == 1 && parts[0].wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M &&
+        parts[0].w_row_bytes % sizeof(float) == 0) {
         blas_single_thread_once();
         slm_pool_run(pool, nth, blas_rows, &c);
         return SLM_OK;
@@ -146,6 +194,7 @@ slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype w
         c.A = (const unsigned char *)X;
         c.a_row_bytes = (size_t)K * sizeof(float);
     } else {
+        int ok = 1;
         c.a_row_bytes = c.act4 ? (size_t)K * sizeof(float) : slm_dtype_row_size(t->act_type, K, &ok);
         if (!ok || c.a_row_bytes > SIZE_MAX / (size_t)M)
             return slm_error_set(err, SLM_ERANGE, "matmul: activation buffer too large");
@@ -162,10 +211,43 @@ slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype w
         }
         c.A = c.abuf;
         c.encode = c.act4 ? t->act4_f32_avx2 : slm_act_quant_fn(t->act_type);
-        slm_pool_run(pool, M > 1 ? nth : 1, encode_rows, &c);
+        /* one row (decode) is encoded by the caller: no wake-up for it */
+        if (M > 1) slm_pool_run(pool, nth, encode_rows, &c);
+        else encode_rows(&c, 0, 1);
     }
     slm_pool_run(pool, nth, dot_rows, &c);
     free(tmp);
+    return SLM_OK;
+}
+
+slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype wtype,
+                          size_t w_row_bytes, const float *X, int64_t M, int64_t N,
+                          int64_t K, slm_error *err)
+{
+    slm_matmul_part p = {out, W, wtype, w_row_bytes, N};
+    slm_status st = check_part(&p, M, K, err);
+    return st ? st : run_parts(pool, &p, 1, X, M, K, err);
+}
+
+slm_status slm_matmul_multi(slm_pool *pool, const slm_matmul_part *parts, int n_parts,
+                            const float *X, int64_t M, int64_t K, slm_error *err)
+{
+    if (n_parts < 1 || n_parts > SLM_MATMUL_MAX_PARTS)
+        return slm_error_set(err, SLM_EINVAL, "matmul: %d parts (1..%d)", n_parts, SLM_MATMUL_MAX_PARTS);
+    slm_status st;
+    for (int i = 0; i < n_parts; i++)
+        if ((st = check_part(&parts[i], M, K, err))) return st;
+    /* fuse the longest runs of parts that share an activation encoding
+     * (and are not f32 batches, which go to OpenBLAS one by one) */
+    for (int i = 0; i < n_parts;) {
+        int j = i + 1;
+        const int blas = parts[i].wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M;
+        while (!blas && j < n_parts && same_encoding(&parts[i], &parts[j], M) &&
+               !(parts[j].wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M))
+            j++;
+        if ((st = run_parts(pool, parts + i, j - i, X, M, K, err))) return st;
+        i = j;
+    }
     return SLM_OK;
 }
 

@@ -12,10 +12,11 @@
  * all threads; then the rows of W are split between the pool's threads by
  * (ith, nth). For M > 1, each thread walks its weight rows once per tile of
  * activation rows, so a weight row is read from memory once per tile and
- * reused from L1 for every activation row of the tile; for q4_0, q8_0,
- * q4_K and q6_K a four-row kernel also unpacks each weight block once for
- * four activation rows (bit-identical results: a row's output does not
- * depend on the batch it is computed in).
+ * reused from L1 for every activation row of the tile; for q4_0, q5_0,
+ * q8_0, q4_K, q6_K and f16 a four-row kernel also unpacks each weight block
+ * once for four activation rows (bit-identical results: a row's output does
+ * not depend on the batch it is computed in). A single activation row
+ * (decode) is encoded on the calling thread, so a matvec is one dispatch.
  *
  * F32 weights with M >= SLM_MATMUL_BLAS_MIN_M go to OpenBLAS cblas_sgemm,
  * each pool thread calling it on its own slice of W's rows. OpenBLAS is set
@@ -43,6 +44,23 @@
 slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype wtype,
                           size_t w_row_bytes, const float *X, int64_t M, int64_t N,
                           int64_t K, slm_error *err);
+
+/* Several products of one X (same K) in one dispatch, e.g. q|k|v or
+ * gate|up of a layer: X is encoded once and the threads split the
+ * concatenated rows of all weights. Parts whose weights take another
+ * activation encoding (say q4_K next to q5_0 in one file: q8_K vs q8_0
+ * blocks) run as separate dispatches; results are those of
+ * slm_matmul_raw on each part. */
+#define SLM_MATMUL_MAX_PARTS 4
+typedef struct slm_matmul_part {
+    float *out;           /* (M, N) */
+    const void *W;        /* N rows of K, w_row_bytes apart */
+    slm_dtype wtype;
+    size_t w_row_bytes;
+    int64_t N;
+} slm_matmul_part;
+slm_status slm_matmul_multi(slm_pool *pool, const slm_matmul_part *parts, int n_parts,
+                            const float *X, int64_t M, int64_t K, slm_error *err);
 
 /* Tensor form on the default pool. W: 2-D (N, K) with contiguous rows;
  * X: f32, contiguous, last dim K (all leading dims are rows, M = numel / K);
