@@ -20,14 +20,27 @@ static void axpy_generic(float *acc, float p, const slm_f16 *v, int n)
     for (int j = 0; j < n; j++) acc[j] += p * slm_f16_to_f32(v[j]);
 }
 
+static void scores_generic(float *s, const float *q, const slm_f16 *k, size_t stride, int n_pos,
+                           int hd, float scale)
+{
+    for (int t = 0; t < n_pos; t++) s[t] = dot_generic(q, k + (size_t)t * stride, hd) * scale;
+}
+
+static void mix_generic(float *acc, const float *p, const slm_f16 *v, size_t stride, int n_pos, int hd)
+{
+    memset(acc, 0, (size_t)hd * sizeof *acc);
+    for (int t = 0; t < n_pos; t++) axpy_generic(acc, p[t], v + (size_t)t * stride, hd);
+}
+
 static void to_f16_generic(slm_f16 *dst, const float *src, size_t n)
 {
     for (size_t i = 0; i < n; i++) dst[i] = slm_f32_to_f16(src[i]);
 }
 
 typedef struct kv_kernels {
-    float (*dot)(const float *q, const slm_f16 *k, int n);
-    void (*axpy)(float *acc, float p, const slm_f16 *v, int n);
+    void (*scores)(float *s, const float *q, const slm_f16 *k, size_t stride, int n_pos, int hd,
+                   float scale);
+    void (*mix)(float *acc, const float *p, const slm_f16 *v, size_t stride, int n_pos, int hd);
     void (*to_f16)(slm_f16 *dst, const float *src, size_t n);
 } kv_kernels;
 
@@ -35,9 +48,9 @@ static kv_kernels kernels(void)
 {
 #if defined(__x86_64__)
     if (slm_kernels_use_avx2())
-        return (kv_kernels){slm_kv_dot_avx2, slm_kv_axpy_avx2, slm_kv_to_f16_avx2};
+        return (kv_kernels){slm_kv_scores_avx2, slm_kv_mix_avx2, slm_kv_to_f16_avx2};
 #endif
-    return (kv_kernels){dot_generic, axpy_generic, to_f16_generic};
+    return (kv_kernels){scores_generic, mix_generic, to_f16_generic};
 }
 
 slm_kvcache *slm_kvcache_new(int n_layer, int n_ctx, int kv_dim, slm_error *err)
@@ -122,12 +135,11 @@ static void sdpa_task(void *arg, int ith, int nth)
         const float *q = a->q + (size_t)i * (size_t)(nh * hd) + (size_t)h * (size_t)hd;
         /* the reference multiplies the F16 cache by q converted to F16 */
         for (int j = 0; j < hd; j++) qh[j] = slm_f16_to_f32(slm_f32_to_f16(q[j] * qscale));
+        const slm_f16 *k = c->k + row_index(c, a->layer, 0) + (size_t)kvh * (size_t)hd;
+        kk.scores(s, qh, k, (size_t)c->kv_dim, n_pos, hd, sscale);
         float mx = -INFINITY;
-        for (int t = 0; t < n_pos; t++) {
-            const slm_f16 *k = c->k + row_index(c, a->layer, t) + (size_t)kvh * (size_t)hd;
-            s[t] = kk.dot(qh, k, hd) * sscale;
+        for (int t = 0; t < n_pos; t++)
             if (s[t] > mx) mx = s[t];
-        }
         double sum = 0;
         for (int t = 0; t < n_pos; t++) {
             s[t] = expf(s[t] - mx);
@@ -135,12 +147,9 @@ static void sdpa_task(void *arg, int ith, int nth)
         }
         /* ... and the F16 values by the probabilities converted to F16 */
         const float inv = (float)(1.0 / sum);
-        memset(acc, 0, (size_t)hd * sizeof *acc);
-        for (int t = 0; t < n_pos; t++) {
-            const slm_f16 *v = c->v + row_index(c, a->layer, t) + (size_t)kvh * (size_t)hd;
-            const float p = slm_f16_to_f32(slm_f32_to_f16(s[t] * inv));
-            kk.axpy(acc, p, v, hd);
-        }
+        for (int t = 0; t < n_pos; t++) s[t] = slm_f16_to_f32(slm_f32_to_f16(s[t] * inv));
+        const slm_f16 *v = c->v + row_index(c, a->layer, 0) + (size_t)kvh * (size_t)hd;
+        kk.mix(acc, s, v, (size_t)c->kv_dim, n_pos, hd);
         float *o = a->out + (size_t)i * (size_t)(nh * hd) + (size_t)h * (size_t)hd;
         memcpy(o, acc, (size_t)hd * sizeof *o);
     }

@@ -5,7 +5,7 @@
 #include "kvcache.h"
 
 /* sum_j q[j] * k[j], q already rounded to f16 values (as floats) */
-float slm_kv_dot_avx2(const float *q, const slm_f16 *k, int n)
+static inline float kv_dot(const float *q, const slm_f16 *k, int n)
 {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int j = 0;
@@ -26,6 +26,55 @@ float slm_kv_dot_avx2(const float *q, const slm_f16 *k, int n)
     float r = _mm_cvtss_f32(s);
     for (; j < n; j++) r += q[j] * slm_f16_to_f32(k[j]);
     return r;
+}
+
+float slm_kv_dot_avx2(const float *q, const slm_f16 *k, int n)
+{
+    return kv_dot(q, k, n);
+}
+
+/* s[t] = dot(q, k + t * stride) * scale for t < n_pos: the dot above, one
+ * call for a whole row of scores */
+void slm_kv_scores_avx2(float *s, const float *q, const slm_f16 *k, size_t stride, int n_pos,
+                        int hd, float scale)
+{
+    for (int t = 0; t < n_pos; t++) s[t] = kv_dot(q, k + (size_t)t * stride, hd) * scale;
+}
+
+/* acc[j] = sum_t p[t] * v[t * stride + j], t in order, each step the FMA of
+ * slm_kv_axpy_avx2 (so the same sums): 64 columns at a time stay in
+ * registers over all t instead of a load and store per t */
+void slm_kv_mix_avx2(float *acc, const float *p, const slm_f16 *v, size_t stride, int n_pos, int hd)
+{
+    int j = 0;
+    for (; j + 64 <= hd; j += 64) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int t = 0; t < n_pos; t++) {
+            const slm_f16 *r = v + (size_t)t * stride + j;
+            const __m256 pv = _mm256_set1_ps(p[t]);
+            a0 = _mm256_fmadd_ps(pv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r))), a0);
+            a1 = _mm256_fmadd_ps(pv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + 8))), a1);
+            a2 = _mm256_fmadd_ps(pv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + 16))), a2);
+            a3 = _mm256_fmadd_ps(pv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + 24))), a3);
+            a4 = _mm256_fmadd_ps(pv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + 32))), a4);
+            a5 = _mm256_fmadd_ps(pv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + 40))), a5);
+            a6 = _mm256_fmadd_ps(pv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + 48))), a6);
+            a7 = _mm256_fmadd_ps(pv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + 56))), a7);
+        }
+        _mm256_storeu_ps(acc + j, a0);
+        _mm256_storeu_ps(acc + j + 8, a1);
+        _mm256_storeu_ps(acc + j + 16, a2);
+        _mm256_storeu_ps(acc + j + 24, a3);
+        _mm256_storeu_ps(acc + j + 32, a4);
+        _mm256_storeu_ps(acc + j + 40, a5);
+        _mm256_storeu_ps(acc + j + 48, a6);
+        _mm256_storeu_ps(acc + j + 56, a7);
+    }
+    if (j < hd) {
+        /* the remaining columns (fewer than 64) the way axpy does them */
+        for (int x = j; x < hd; x++) acc[x] = 0;
+        for (int t = 0; t < n_pos; t++) slm_kv_axpy_avx2(acc + j, p[t], v + (size_t)t * stride + j, hd - j);
+    }
 }
 
 /* acc[j] += p * v[j] */
