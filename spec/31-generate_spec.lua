@@ -95,6 +95,20 @@ describe("generate", function()
     assert.equal(full:sub(1, (full:find(stop, 1, true)) - 1), cut)
   end)
 
+  it("text held back as a possible stop-string prefix comes out at the end", function()
+    local m = model_or_pending("dense-q8_0.gguf")
+    if not m then return end
+    local full = m:session { ctx = 64 }:generate("Call me at", { max_tokens = 12 }, function() end)
+    local stop = full:sub(-1) .. "\1"   -- its last byte starts this stop string
+    local pieces, ids = {}, {}
+    for piece, id in m:session { ctx = 64 }:generate("Call me at", { max_tokens = 12, stop = { stop } }) do
+      pieces[#pieces + 1] = piece
+      ids[#ids + 1] = id
+    end
+    assert.equal(full, table.concat(pieces))
+    assert.is_true(ids[#ids] >= 0)
+  end)
+
   it("regex-constrained output matches the pattern and ends when complete", function()
     local m = model_or_pending("dense-q8_0.gguf")
     if not m then return end

@@ -128,22 +128,26 @@ function M.generate(sess, prompt, opts, callback)
     gen.done = true
   end
 
+  -- at the end, text still held back (a possible stop-string prefix, bytes
+  -- of an unfinished UTF-8 character) comes out as one last piece carrying
+  -- the id of the last token
+  local function finish()
+    release()
+    local rest = pending .. (decoder and decoder:flush() or "")
+    pending = ""
+    if rest ~= "" then return rest, gen.last_id end
+    return nil
+  end
+
   -- one step: returns the next piece (possibly "") and id, or nil when done
   local function step()
     if gen.done then return nil end
-    if gen.count >= max_tokens or sess.n_past >= sess.n_ctx then
-      release()
-      if pending ~= "" then local p = pending; pending = ""; return p, -1 end
-      return nil
-    end
+    if gen.count >= max_tokens or sess.n_past >= sess.n_ctx then return finish() end
     local id = sampler:sample(sess.logits)
     sampler:accept(id)
     gen.count = gen.count + 1
-    if stop_ids[id] or (tok and tok:is_eog(id)) then
-      release()
-      if pending ~= "" then local p = pending; pending = ""; return p, -1 end
-      return nil
-    end
+    if stop_ids[id] or (tok and tok:is_eog(id)) then return finish() end
+    gen.last_id = id
     local piece = decoder and decoder:add(id) or ""
     sess:eval { id }
     gen.text = gen.text .. piece
