@@ -8,8 +8,10 @@ local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 -- run(args [, env] [, stdin]) -> stdout, stderr, exit code
 local function run(args, env, stdin)
   local errf = os.tmpname()
-  local prefix = "SLM_PROGRESS=0 "
-  for k, v in pairs(env or {}) do prefix = prefix .. k .. "=" .. sh_quote(v) .. " " end
+  local prefix = (env and env.SLM_PROGRESS == false) and "unset SLM_PROGRESS; " or "SLM_PROGRESS=0 "
+  for k, v in pairs(env or {}) do
+    if v then prefix = prefix .. k .. "=" .. sh_quote(v) .. " " end
+  end
   local cmd = prefix .. "bin/slm " .. args .. " 2>" .. errf
   if stdin then
     local inf = helpers.tmpfile(stdin)
@@ -136,6 +138,27 @@ describe("slm command", function()
     assert.is_true(select(2, out:gsub("\n", "")) >= 2)
   end)
 
+  it("draws progress bars on stderr only when asked or on a terminal", function()
+    local p, why = fx("rwkv/tiny-rwkv-4v0-660K-FP32.bin")
+    if not p then return pending(why) end
+    local out = os.tmpname()
+    -- forced on: carriage-return redraws ending at 100%, stdout untouched
+    local so, err, code = run(string.format("quantize %s %s q8_0", p, out), { SLM_PROGRESS = "1" })
+    assert.equal(0, code, err)
+    assert.matches("\rquantize %[#+%] 100%% 661504/661504 ", err)
+    assert.is_nil(so:find("\r", 1, true))
+    so, err, code = run("info " .. p, { SLM_PROGRESS = "1" })
+    assert.equal(0, code, err)
+    assert.matches("^\rload %[%-+%]   0%% 0 B/2%.5 MB", err)
+    assert.matches("\rload %[#+%] 100%% 2%.5 MB/2%.5 MB", err)
+    assert.is_nil(so:find("\r", 1, true))
+    -- default, stderr a file (not a terminal): no bars at all
+    so, err, code = run(string.format("quantize %s %s q8_0", p, out), { SLM_PROGRESS = false })
+    assert.equal(0, code, err)
+    assert.equal("", err)
+    os.remove(out)
+  end)
+
   describe("errors: one line on stderr, exit status 1", function()
     local p = fx("gguf/dense-q8_0.gguf") or "missing.gguf"
     local cases = {
@@ -174,7 +197,7 @@ describe("slm command", function()
       assert(os.execute("mkdir -p " .. dir .. "/cache"))
       src = dir .. "/model.bin"
       assert(os.execute("cp " .. p .. " " .. src))
-      sum = io.popen("sha256sum " .. src):read("a"):match("^(%x+)")
+      sum = io.popen("LD_PRELOAD= sha256sum " .. src):read("a"):match("^(%x+)")
       size = #helpers.read(src)
       local bad = sum:sub(1, -2) .. (sum:sub(-1) == "0" and "1" or "0")
       reg = dir .. "/registry.lua"

@@ -642,8 +642,12 @@ function(pos, opt)
   require("slm.repl").run { model = model, sess = sess }
 end)
 
+-- External tools run without the sanitizer runtimes that bin/slm may
+-- preload into lua5.4 (SLM_PRELOAD): curl deadlocks with ASan preloaded.
+local NO_PRELOAD = "LD_PRELOAD= "
+
 local function sha256(path)
-  local p = io.popen("sha256sum " .. shq(path) .. " 2>/dev/null")
+  local p = io.popen(NO_PRELOAD .. "sha256sum " .. shq(path) .. " 2>/dev/null")
   local out = p and p:read("a") or ""
   if p then p:close() end
   return out:match("^(%x+)")
@@ -678,7 +682,7 @@ function(pos, opt)
   local errf = os.tmpname()
   -- curl draws its own bar on stderr when that is a terminal
   local quiet = progress.enabled() and "-#" or "-sS"
-  local ok = os.execute(string.format("curl -fL %s --retry 2 -o %s %s 2>%s", quiet, shq(part), shq(e.url),
+  local ok = os.execute(string.format("%scurl -fL %s --retry 2 -o %s %s 2>%s", NO_PRELOAD, quiet, shq(part), shq(e.url),
                                       progress.enabled() and "/dev/stderr" or shq(errf)))
   local cerr = ""
   local ef = io.open(errf, "r")
