@@ -4,6 +4,7 @@
 #   make test       C tests + busted specs; last line "N passed, N failed"
 #   make asan       the whole suite under AddressSanitizer + UBSan (build-asan/)
 #   make bench      benchmarks (tokens/s, MB/s, peak RSS)
+#   make doc        docs/API.md from the Lua modules' comments
 #   make host       build/host: examples/host, a C program embedding Lua + slm
 #   make install    install into the standard Lua 5.4 paths (PREFIX=/usr/local)
 #   make deps       install the Debian packages below (needs root)
@@ -45,7 +46,7 @@ LIB    = $(BUILD)/libslm.a
 MODULE = $(BUILD)/slm/core.so
 HOST   = $(BUILD)/host
 
-.PHONY: all test asan bench install uninstall deps clean check-layers host
+.PHONY: all test asan bench doc install uninstall deps clean check-layers host
 
 all: $(LIB) $(MODULE) $(TEST_BIN) $(HOST)
 
@@ -100,6 +101,9 @@ asan:
 
 bench: all
 	@BUILD=$(BUILD) bin/slm bench/run.lua $(BENCH_ARGS)
+
+doc:
+	lua5.4 tools/apidoc.lua
 
 PREFIX  ?= /usr/local
 LUA_LDIR = $(DESTDIR)$(PREFIX)/share/lua/5.4
