@@ -15,20 +15,6 @@
 
 /* --- checks ------------------------------------------------------------------- */
 
-static slm_status check_weight(const slm_tensor *t, const char *what, int64_t rows,
-                               int64_t cols, slm_error *err)
-{
-    if (!t) return slm_error_set(err, SLM_EINVAL, "%s: missing weight", what);
-    if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
-        return slm_error_set(err, SLM_EINVAL, "%s: expected shape %lldx%lld, got %lldx%lld",
-                             what, (long long)rows, (long long)cols,
-                             (long long)t->shape[0], (long long)(t->ndim > 1 ? t->shape[1] : 1));
-    if (t->stride[1] != 1 || !slm_vecdot_fn(t->dtype))
-        return slm_error_set(err, SLM_EINVAL, "%s: %s weights with non-contiguous rows or no kernel",
-                             what, slm_dtype_name(t->dtype));
-    return SLM_OK;
-}
-
 int64_t slm_mamba_conv_channels(const slm_mamba_shape *h)
 {
     return h->version == 2 ? h->d_inner + 2 * h->n_group * h->d_state : h->d_inner;
@@ -65,12 +51,12 @@ slm_status slm_mamba_block_check(const slm_mamba_block *b, slm_error *err)
     if (st) return st;
     if (!b->conv_w || !b->conv_b || !b->dt_b || !b->A || !b->D || (h->version == 2 && !b->norm_w))
         return slm_error_set(err, SLM_EINVAL, "mamba: missing conv, dt bias, A, D or norm vectors");
-    if ((st = check_weight(b->w_in, "ssm_in", slm_mamba_in_rows(h), h->dim, err))) return st;
+    if ((st = slm_matmul_check_weight(b->w_in, "ssm_in", slm_mamba_in_rows(h), h->dim, err))) return st;
     if (h->version == 1) {
-        if ((st = check_weight(b->w_x, "ssm_x", h->dt_rank + 2 * h->d_state, h->d_inner, err))) return st;
-        if ((st = check_weight(b->w_dt, "ssm_dt", h->d_inner, h->dt_rank, err))) return st;
+        if ((st = slm_matmul_check_weight(b->w_x, "ssm_x", h->dt_rank + 2 * h->d_state, h->d_inner, err))) return st;
+        if ((st = slm_matmul_check_weight(b->w_dt, "ssm_dt", h->d_inner, h->dt_rank, err))) return st;
     }
-    return check_weight(b->w_out, "ssm_out", h->dim, h->d_inner, err);
+    return slm_matmul_check_weight(b->w_out, "ssm_out", h->dim, h->d_inner, err);
 }
 
 /* --- state and scratch ----------------------------------------------------------- */

@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "../kernels/matmul.h"
-#include "../kernels/vecdot.h"
 
 slm_tf_work *slm_tf_work_new(int n_batch, int64_t q_dim, int64_t kv_dim, int64_t n_ff,
                              slm_error *err)
@@ -40,21 +39,6 @@ void slm_tf_work_free(slm_tf_work *w)
     free(w);
 }
 
-/* A weight usable as (rows, cols): 2-D, contiguous rows, a matmul dtype. */
-static slm_status check_weight(const slm_tensor *t, const char *what, int64_t rows,
-                               int64_t cols, slm_error *err)
-{
-    if (!t) return slm_error_set(err, SLM_EINVAL, "%s: missing weight", what);
-    if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
-        return slm_error_set(err, SLM_EINVAL, "%s: expected shape %lldx%lld, got %lldx%lld",
-                             what, (long long)rows, (long long)cols,
-                             (long long)t->shape[0], (long long)(t->ndim > 1 ? t->shape[1] : 1));
-    if (t->stride[1] != 1 || !slm_vecdot_fn(t->dtype))
-        return slm_error_set(err, SLM_EINVAL, "%s: %s weights with non-contiguous rows or no kernel",
-                             what, slm_dtype_name(t->dtype));
-    return SLM_OK;
-}
-
 slm_status slm_attn_block_check(const slm_attn_block *b, int64_t dim, slm_error *err)
 {
     const slm_attn_shape *s = &b->shape;
@@ -68,13 +52,13 @@ slm_status slm_attn_block_check(const slm_attn_block *b, int64_t dim, slm_error 
     int64_t q_dim = (int64_t)s->n_head * s->head_dim, kv_dim = (int64_t)s->n_head_kv * s->head_dim;
     slm_status st;
     if (b->wqkv) {
-        if ((st = check_weight(b->wqkv, "attn_qkv", q_dim + 2 * kv_dim, dim, err))) return st;
+        if ((st = slm_matmul_check_weight(b->wqkv, "attn_qkv", q_dim + 2 * kv_dim, dim, err))) return st;
     } else {
-        if ((st = check_weight(b->wq, "attn_q", q_dim, dim, err))) return st;
-        if ((st = check_weight(b->wk, "attn_k", kv_dim, dim, err))) return st;
-        if ((st = check_weight(b->wv, "attn_v", kv_dim, dim, err))) return st;
+        if ((st = slm_matmul_check_weight(b->wq, "attn_q", q_dim, dim, err))) return st;
+        if ((st = slm_matmul_check_weight(b->wk, "attn_k", kv_dim, dim, err))) return st;
+        if ((st = slm_matmul_check_weight(b->wv, "attn_v", kv_dim, dim, err))) return st;
     }
-    return check_weight(b->wo, "attn_output", dim, q_dim, err);
+    return slm_matmul_check_weight(b->wo, "attn_output", dim, q_dim, err);
 }
 
 slm_status slm_ffn_block_check(const slm_ffn_block *b, int64_t dim, slm_error *err)
@@ -83,12 +67,12 @@ slm_status slm_ffn_block_check(const slm_ffn_block *b, int64_t dim, slm_error *e
     int64_t ff = b->n_ff;
     if (ff <= 0) return slm_error_set(err, SLM_EINVAL, "ffn: n_ff must be positive");
     if (b->gated && b->gate_up) {
-        if ((st = check_weight(b->gate_up, "ffn_up (fused gate|up)", 2 * ff, dim, err))) return st;
+        if ((st = slm_matmul_check_weight(b->gate_up, "ffn_up (fused gate|up)", 2 * ff, dim, err))) return st;
     } else {
-        if (b->gated && (st = check_weight(b->gate, "ffn_gate", ff, dim, err))) return st;
-        if ((st = check_weight(b->up, "ffn_up", ff, dim, err))) return st;
+        if (b->gated && (st = slm_matmul_check_weight(b->gate, "ffn_gate", ff, dim, err))) return st;
+        if ((st = slm_matmul_check_weight(b->up, "ffn_up", ff, dim, err))) return st;
     }
-    return check_weight(b->down, "ffn_down", dim, ff, err);
+    return slm_matmul_check_weight(b->down, "ffn_down", dim, ff, err);
 }
 
 static slm_status mm(slm_pool *pool, float *out, const slm_tensor *W, const float *x,

@@ -220,6 +220,20 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
     return SLM_OK;
 }
 
+slm_status slm_matmul_check_weight(const slm_tensor *t, const char *what, int64_t rows,
+                                   int64_t cols, slm_error *err)
+{
+    if (!t) return slm_error_set(err, SLM_EINVAL, "%s: missing weight", what);
+    if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+        return slm_error_set(err, SLM_EINVAL, "%s: expected shape %lldx%lld, got %lldx%lld",
+                             what, (long long)rows, (long long)cols,
+                             (long long)t->shape[0], (long long)(t->ndim > 1 ? t->shape[1] : 1));
+    if (t->stride[1] != 1 || !slm_vecdot_fn(t->dtype))
+        return slm_error_set(err, SLM_EINVAL, "%s: %s weights with non-contiguous rows or no kernel",
+                             what, slm_dtype_name(t->dtype));
+    return SLM_OK;
+}
+
 slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype wtype,
                           size_t w_row_bytes, const float *X, int64_t M, int64_t N,
                           int64_t K, slm_error *err)

@@ -35,6 +35,12 @@
 
 #define SLM_MATMUL_BLAS_MIN_M 4
 
+/* Checks that t can be the W of a matmul with the given shape (rows, cols):
+ * present, 2-D, rows contiguous, a dtype with a dot-product kernel. The
+ * message names the weight (`what`) and the problem. */
+slm_status slm_matmul_check_weight(const slm_tensor *t, const char *what, int64_t rows,
+                                   int64_t cols, slm_error *err);
+
 /* Raw form. w_row_bytes is the byte distance between rows of W (at least
  * the row size of K elements). out must not overlap X or W. Pass the pool
  * even for small products: below 64K multiply-adds they run on the calling
