@@ -122,6 +122,8 @@ describe("model loading errors", function()
     assert.has_error(function() sess:eval { 512 } end, "token id 512 at position 1 out of range 0..511")
     assert.has_error(function() sess:eval { -1 } end, "token id -1 at position 1 out of range 0..511")
     assert.has_error(function() sess:eval {} end, "bad argument #1 to 'eval' (no tokens)")
+    assert.has_error(function() sess:eval { 1.5 } end, "token id 1.5 at position 1 is not an integer")
+    assert.has_error(function() sess:eval { 1, "x" } end, "token id x at position 2 is not an integer")
     sess:eval { 1, 2, 3 }
     assert.has_error(function() sess:eval { 1, 2 } end, "context full: 3 tokens + 2 new exceed ctx 4")
     sess:eval { 4 }

@@ -234,8 +234,10 @@ function Session:eval(ids)
   local nv = self.model.hp.n_vocab
   for i = 1, n do
     local id = ids[i]
-    if math.type(id) ~= "integer" or id < 0 or id >= nv then
-      error(string.format("token id %s at position %d out of range 0..%d", tostring(id), i, nv - 1), 2)
+    if math.type(id) ~= "integer" then
+      error(string.format("token id %s at position %d is not an integer", tostring(id), i), 2)
+    elseif id < 0 or id >= nv then
+      error(string.format("token id %d at position %d out of range 0..%d", id, i, nv - 1), 2)
     end
   end
   local def, net = self.model.def, self.model.net
