@@ -1,6 +1,7 @@
 #include "matmul.h"
 
 #include <cblas.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,13 +111,16 @@ static void blas_rows(void *vctx, int ith, int nth)
                 (int)(p->w_row_bytes / sizeof(float)), 0.0f, p->out + n0, (int)p->N);
 }
 
+static void blas_single_thread(void)
+{
+    openblas_set_num_threads(1);
+}
+
+/* once per process, whichever thread (Lua state) gets here first */
 static void blas_single_thread_once(void)
 {
-    static int done;
-    if (!done) {
-        openblas_set_num_threads(1);
-        done = 1;
-    }
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, blas_single_thread);
 }
 
 static int threads_for(const slm_pool *pool, int64_t M, int64_t N, int64_t K)

@@ -334,11 +334,16 @@ static int force_generic;
 int slm_cpu_has_avx2(void)
 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    /* several threads may ask first at once: the answer is the same, and
+     * relaxed atomics make the benign race a defined one */
     static int cached = -1;
-    if (cached < 0)
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-                 && __builtin_cpu_supports("f16c");
-    return cached;
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+            && __builtin_cpu_supports("f16c");
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
 #else
     return 0;
 #endif
