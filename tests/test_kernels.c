@@ -17,6 +17,7 @@
 
 #include "core/fp16.h"
 #include "core/pool.h"
+#include "kernels/gemm.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/vecdot.h"
@@ -466,8 +467,7 @@ static void test_vec_dot4(void)
             fill_weights(t, w, n);
             for (int r = 0; r < 4; r++) {
                 fill_acts(x[r], n);
-                if (tr->act4_f32_avx2) tr->act4_f32_avx2(x[r], act[r], n);
-                else slm_act_quant_avx2(tr->act_type)(x[r], act[r], n);
+                slm_act_quant_avx2(tr->act_type)(x[r], act[r], n);
             }
             float s4[4], s1, s0[4];
             tr->dot4_avx2(n, s4, w, act[0], sizeof act[0]);
@@ -484,23 +484,121 @@ static void test_vec_dot4(void)
     }
 }
 
-/* f32 rows of f16 values for the f16 four-row kernel: the scalar round trip */
-static void test_act_f16_f32(void)
+/* Tile kernels (gemm.h): every tile shape gives each output the bits of the
+ * generic one-output chain, AVX2 and generic alike; the encoders round as
+ * the scalar conversions do. */
+static void test_gemm_tiles(void)
 {
-    enum { N = 1000 };
-    static float x[N], y[N];
-    if (!slm_cpu_has_avx2()) return;
-    fill_acts(x, N);
-    x[3] = 65520.0f;   /* rounds to infinity */
-    x[5] = 1e-6f;      /* subnormal in f16 */
-    x[7] = -0.0f;
-    slm_act_f16_f32_avx2(x, y, N);
-    int same = 1;
-    for (int i = 0; i < N; i++) {
-        float r = slm_f16_to_f32(slm_f32_to_f16(x[i]));
-        same &= memcmp(&r, &y[i], 4) == 0;
+    enum { MAXK = 1024 };
+    static const slm_dtype types[2] = {SLM_DTYPE_F16, SLM_DTYPE_BF16};
+    static uint16_t W[4][MAXK];
+    static float X[3][MAXK], A[3][MAXK], A1[3][MAXK];
+    static const int64_t Ks[] = {8, 24, 576, 1000};
+    for (int t = 0; t < 2; t++) {
+        const slm_dtype ty = types[t];
+        slm_gemm_tile_fn gen = slm_gemm_tile_generic(ty);
+        int same_gen = 1, same_avx = 1, close = 1, enc = 1;
+        for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
+            const int64_t K = Ks[ki];
+            for (int r = 0; r < 4; r++)
+                for (int64_t i = 0; i < K; i++) {
+                    const float v = uniform(-1.0f, 1.0f);
+                    W[r][i] = ty == SLM_DTYPE_F16 ? slm_f32_to_f16(v) : slm_f32_to_bf16(v);
+                }
+            for (int c = 0; c < 3; c++) {
+                fill_acts(X[c], K);
+                /* row 2 (encoder check only): overflow, subnormal, -0 */
+                if (c == 2) { X[c][3] = 65520.0f; X[c][5] = 1e-6f; X[c][7] = -0.0f; }
+                slm_gemm_act_generic(ty)(X[c], A[c], K);
+                for (int64_t i = 0; i < K; i++) {
+                    const float r = ty == SLM_DTYPE_F16 ? slm_f16_to_f32(slm_f32_to_f16(X[c][i]))
+                                                        : slm_bf16_to_f32(slm_f32_to_bf16(X[c][i]));
+                    enc &= memcmp(&r, &A[c][i], 4) == 0;
+                }
+#if defined(__x86_64__)
+                if (slm_cpu_has_avx2()) {
+                    (ty == SLM_DTYPE_F16 ? slm_gemm_act_f16_avx2 : slm_gemm_act_bf16_avx2)(X[c], A1[c], K);
+                    enc &= memcmp(A[c], A1[c], sizeof(float) * (size_t)K) == 0;
+                }
+#endif
+                if (c == 2) {
+                    fill_acts(X[c], K);
+                    slm_gemm_act_generic(ty)(X[c], A[c], K);
+                }
+            }
+            /* one output at a time: the specification */
+            float one[3][4];
+            for (int c = 0; c < 3; c++)
+                for (int r = 0; r < 4; r++) {
+                    gen(K, W[r], sizeof W[0], 1, A[c], MAXK, 1, &one[c][r], 1);
+                    double ref = 0, mag = 0;
+                    for (int64_t i = 0; i < K; i++) {
+                        const double w = ty == SLM_DTYPE_F16 ? slm_f16_to_f32(W[r][i]) : slm_bf16_to_f32(W[r][i]);
+                        ref += w * A[c][i];
+                        mag += fabs(w * A[c][i]);
+                    }
+                    close &= fabs(one[c][r] - ref) <= (double)(K / 8 + 3) * 0x1p-24 * mag; /* chain + hsum */
+                }
+            for (int nr = 1; nr <= 4; nr++)
+                for (int nc = 1; nc <= 3; nc++) {
+                    float out[3][4];
+                    memset(out, 0xff, sizeof out);
+                    gen(K, W, sizeof W[0], nr, A[0], MAXK, nc, out[0], 4);
+                    for (int c = 0; c < nc; c++) same_gen &= memcmp(out[c], one[c], sizeof(float) * nr) == 0;
+#if defined(__x86_64__)
+                    if (slm_cpu_has_avx2()) {
+                        memset(out, 0xff, sizeof out);
+                        (ty == SLM_DTYPE_F16 ? slm_gemm_f16_avx2 : slm_gemm_bf16_avx2)(K, W, sizeof W[0], nr, A[0],
+                                                                                       MAXK, nc, out[0], 4);
+                        for (int c = 0; c < nc; c++) same_avx &= memcmp(out[c], one[c], sizeof(float) * nr) == 0;
+                    }
+#endif
+                }
+        }
+        const char *name = ty == SLM_DTYPE_F16 ? "f16" : "bf16";
+        CHECK(enc, "%s tile activations: generic and AVX2 round as the scalar conversion", name);
+        CHECK(close, "%s tile chain within (K/8 + 3) ulp-units of sum |w x| of a double dot", name);
+        CHECK(same_gen, "%s generic tiles (1..4 x 1..3) bit-identical to one output at a time", name);
+        if (slm_cpu_has_avx2())
+            CHECK(same_avx, "%s AVX2 tiles (1..4 x 1..3) bit-identical to the generic chain", name);
     }
-    CHECK(same, "f16-valued f32 encoder matches the scalar round trip (%d values)", N);
+    /* K not a multiple of 8: the one-row dot path, still right */
+    enum { K = 20, N = 5, M = 6 };
+    uint16_t w[N * K];
+    float x[M * K], out[M * N];
+    for (int i = 0; i < N * K; i++) w[i] = slm_f32_to_f16(uniform(-1.0f, 1.0f));
+    fill_acts(x, M * K);
+    int ok = slm_matmul_raw(NULL, out, w, SLM_DTYPE_F16, K * 2, x, M, N, K, NULL) == SLM_OK;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double ref = 0;
+            for (int i = 0; i < K; i++)
+                ref += (double)slm_f16_to_f32(w[n * K + i]) * slm_f16_to_f32(slm_f32_to_f16(x[m * K + i]));
+            ok &= fabs(out[m * N + n] - ref) < 1e-4;
+        }
+    CHECK(ok, "f16 matmul with K = 20 (no tile path) matches double dots");
+
+    /* vecdot_order: each output is slm_vecdot_fn's dot of the f16-encoded row */
+    enum { K2 = 64 };
+    uint16_t w2[N * K2], a2[K2];
+    float x2[M * K2], o2[M * N], tiled[M * N];
+    for (int i = 0; i < N * K2; i++) w2[i] = slm_f32_to_f16(uniform(-1.0f, 1.0f));
+    fill_acts(x2, M * K2);
+    slm_matmul_part part = {o2, w2, SLM_DTYPE_F16, K2 * 2, N, 1};
+    ok = slm_matmul_multi(NULL, &part, 1, x2, M, K2, NULL) == SLM_OK;
+    ok &= slm_matmul_raw(NULL, tiled, w2, SLM_DTYPE_F16, K2 * 2, x2, M, N, K2, NULL) == SLM_OK;
+    int differs = 0;
+    for (int m = 0; m < M; m++) {
+        slm_act_quant_fn(SLM_DTYPE_F16)(x2 + m * K2, a2, K2);
+        for (int n = 0; n < N; n++) {
+            float s1;
+            slm_vecdot_fn(SLM_DTYPE_F16)(K2, &s1, w2 + n * K2, a2);
+            ok &= memcmp(&s1, &o2[m * N + n], 4) == 0;
+            differs |= memcmp(&tiled[m * N + n], &o2[m * N + n], 4) != 0;
+        }
+    }
+    CHECK(ok, "f16 matmul part with vecdot_order: the bits of slm_vecdot_fn per output");
+    CHECK(differs, "f16 tile order and vec_dot order are distinguishable on these inputs");
 }
 
 /* fused products: each part exactly as slm_matmul_raw computes it alone,
@@ -528,7 +626,7 @@ static void test_matmul_multi(void)
             for (int64_t n = 0; n < Ns[i]; n++) fill_weights(t, Ws[i] + n * rb, K);
             outs[i] = malloc(sizeof(float) * (size_t)(M * Ns[i]));
             refs[i] = malloc(sizeof(float) * (size_t)(M * Ns[i]));
-            parts[i] = (slm_matmul_part){outs[i], Ws[i], types[i], rb, Ns[i]};
+            parts[i] = (slm_matmul_part){outs[i], Ws[i], types[i], rb, Ns[i], 0};
             ok &= slm_matmul_raw(pool, refs[i], Ws[i], types[i], rb, X, M, Ns[i], K, NULL) == SLM_OK;
         }
         ok &= slm_matmul_multi(pool, parts, 4, X, M, K, NULL) == SLM_OK;
@@ -790,7 +888,7 @@ int main(void)
     test_dequantizers();
     test_vec_dots();
     test_vec_dot4();
-    test_act_f16_f32();
+    test_gemm_tiles();
     test_matmul();
     test_matmul_nested();
     test_matmul_multi();

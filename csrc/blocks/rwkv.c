@@ -118,8 +118,9 @@ slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slic
     /* small products run on the calling thread: waking the pool costs more
      * than the work (tiny models, low-rank weights) */
     int64_t work = M * W->shape[r] * W->shape[r + 1];
-    return slm_matmul_raw(work < SMALL_MATMUL ? NULL : pool, out, data, W->dtype, row_bytes, X, M,
-                          W->shape[r], W->shape[r + 1], err);
+    const slm_matmul_part part = {out, data, W->dtype, row_bytes, W->shape[r],
+                                  (W->storage->flags & SLM_STORAGE_VECDOT_ORDER) != 0};
+    return slm_matmul_multi(work < SMALL_MATMUL ? NULL : pool, &part, 1, X, M, W->shape[r + 1], err);
 }
 
 slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, int slice,

@@ -88,7 +88,7 @@ static slm_matmul_part part_of(const slm_tensor *W, float *out)
 {
     const slm_dtype_traits *tr = slm_dtype_get((int)W->dtype);
     return (slm_matmul_part){out, slm_tensor_data(W), W->dtype,
-                             (size_t)(W->stride[0] / tr->block_size) * tr->type_size, W->shape[0]};
+                             (size_t)(W->stride[0] / tr->block_size) * tr->type_size, W->shape[0], 0};
 }
 
 static void add_bias(float *x, const float *b, int n, int64_t dim)

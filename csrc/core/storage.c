@@ -30,6 +30,7 @@ slm_storage *slm_storage_wrap(void *data, size_t size, int readonly,
     s->readonly = readonly;
     s->release = release;
     s->handle = handle;
+    s->flags = 0;
     return s;
 }
 

@@ -20,7 +20,13 @@ struct slm_storage {
     int readonly;                 /* mapped files are read-only */
     void (*release)(slm_storage *s); /* frees data (and any handle) */
     void *handle;
+    unsigned flags;               /* SLM_STORAGE_* */
 };
+
+/* The file's reference implementation sums the products of float weights
+ * (f16, bf16) in ggml's vec_dot order (rwkv.cpp's ggml), not in the tile
+ * order of llama.cpp (kernels/gemm.h); matmuls on its tensors follow it. */
+#define SLM_STORAGE_VECDOT_ORDER 1u
 
 /* size bytes of zeroed heap memory; NULL on failure (err filled). */
 slm_storage *slm_storage_alloc(size_t size, slm_error *err);

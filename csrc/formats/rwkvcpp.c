@@ -161,6 +161,7 @@ slm_rwkvcpp *slm_rwkvcpp_open(const char *path, slm_error *err)
     }
     f->data = slm_storage_alloc(total, err);
     if (!f->data) return fail(f, map);
+    f->data->flags |= SLM_STORAGE_VECDOT_ORDER;
     for (int i = 0; i < f->n; i++)
         memcpy(f->data->data + f->t[i].dst, p + f->t[i].src, f->t[i].nbytes);
     slm_storage_unref(map);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "vecdot.h"
 
 /* Activation rows per tile: 16 q8_0 rows of K = 4096 take 70 KB, which
@@ -13,6 +14,9 @@
 /* Below this many multiply-adds the wake-up of the workers costs more than
  * it saves. */
 #define MIN_PARALLEL_WORK (64 * 1024)
+/* Weight rows per panel of the tile path: 16 f16 rows of K = 576 take
+ * 18 KB, which stay in L1 while every activation row passes over them. */
+#define PANEL_ROWS 16
 /* stack buffer for the encoded activations of a serial call without pool */
 #define SMALL_ACT_BYTES 8192
 
@@ -37,8 +41,9 @@ typedef struct mm_ctx {
     size_t a_row_bytes;
     int64_t M, K;
     slm_act_from_f32_fn encode;
-    int act4;                /* A holds dot4's own f32 encoding: rows left
-                                over by dot4 go through it too (stride 0) */
+    slm_gemm_tile_fn tile;   /* non-NULL: the tile path (gemm.h), A holds
+                                f32 rows encoded by tile_act */
+    slm_gemm_act_fn tile_act;
 } mm_ctx;
 
 static void split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)
@@ -52,7 +57,11 @@ static void encode_rows(void *vctx, int ith, int nth)
     const mm_ctx *c = vctx;
     int64_t m0, m1;
     split(c->M, ith, nth, &m0, &m1);
-    for (int64_t m = m0; m < m1; m++) c->encode(c->X + m * c->K, c->abuf + m * c->a_row_bytes, c->K);
+    for (int64_t m = m0; m < m1; m++) {
+        unsigned char *y = c->abuf + m * c->a_row_bytes;
+        if (c->tile_act) c->tile_act(c->X + m * c->K, (float *)(void *)y, c->K);
+        else c->encode(c->X + m * c->K, y, c->K);
+    }
 }
 
 /* weight rows [n0, n1) of one part against activation rows [m0, m1) */
@@ -67,15 +76,7 @@ static void dot_tile(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1, 
                 p->dot4(c->K, s, w, c->A + m * c->a_row_bytes, c->a_row_bytes);
                 for (int r = 0; r < 4; r++) p->out[(m + r) * p->N + n] = s[r];
             }
-        for (; m < m1; m++) {
-            if (c->act4) {
-                float s[4];
-                p->dot4(c->K, s, w, c->A + m * c->a_row_bytes, 0);
-                p->out[m * p->N + n] = s[0];
-            } else {
-                p->dot(c->K, p->out + m * p->N + n, w, c->A + m * c->a_row_bytes);
-            }
-        }
+        for (; m < m1; m++) p->dot(c->K, p->out + m * p->N + n, w, c->A + m * c->a_row_bytes);
     }
 }
 
@@ -94,6 +95,37 @@ static void dot_rows(void *vctx, int ith, int nth)
             const int64_t lo = r0 > p->row0 ? r0 : p->row0;
             const int64_t hi = r1 < p->row0 + p->N ? r1 : p->row0 + p->N;
             if (lo < hi) dot_tile(c, p, lo - p->row0, hi - p->row0, m0, m1);
+        }
+    }
+}
+
+/* Tile path: each thread takes whole tiles of 4 of the concatenated weight
+ * rows; per panel of PANEL_ROWS of them (held in L1), every activation row
+ * passes in groups of 3 (streamed from L2). */
+static void tile_rows(void *vctx, int ith, int nth)
+{
+    const mm_ctx *c = vctx;
+    const float *A = (const float *)(const void *)c->A;
+    const int64_t lda = c->K;
+    const int64_t units = (c->rows + SLM_GEMM_TILE_R - 1) / SLM_GEMM_TILE_R;
+    int64_t u0, u1;
+    split(units, ith, nth, &u0, &u1);
+    const int64_t r0 = u0 * SLM_GEMM_TILE_R;
+    const int64_t r1 = u1 * SLM_GEMM_TILE_R < c->rows ? u1 * SLM_GEMM_TILE_R : c->rows;
+    for (int i = 0; i < c->n_parts; i++) {
+        const mm_part *p = &c->part[i];
+        const int64_t lo = (r0 > p->row0 ? r0 : p->row0) - p->row0;
+        const int64_t hi = (r1 < p->row0 + p->N ? r1 : p->row0 + p->N) - p->row0;
+        for (int64_t n0 = lo; n0 < hi; n0 += PANEL_ROWS) {
+            const int64_t n1 = n0 + PANEL_ROWS < hi ? n0 + PANEL_ROWS : hi;
+            for (int64_t m = 0; m < c->M; m += SLM_GEMM_TILE_C) {
+                const int nc = c->M - m < SLM_GEMM_TILE_C ? (int)(c->M - m) : SLM_GEMM_TILE_C;
+                for (int64_t n = n0; n < n1; n += SLM_GEMM_TILE_R) {
+                    const int nr = n1 - n < SLM_GEMM_TILE_R ? (int)(n1 - n) : SLM_GEMM_TILE_R;
+                    c->tile(c->K, p->W + n * p->w_row_bytes, p->w_row_bytes, nr, A + m * lda,
+                            (size_t)lda, nc, p->out + m * p->N + n, (size_t)p->N);
+                }
+            }
         }
     }
 }
@@ -153,13 +185,12 @@ static slm_status check_part(const slm_matmul_part *p, int64_t M, int64_t K, slm
     return SLM_OK;
 }
 
-/* 1 if the parts can share one encoding of X (same activation encoding) */
-static int same_encoding(const slm_matmul_part *a, const slm_matmul_part *b, int64_t M)
+/* 1 if the parts can share one encoding of X (same activation encoding;
+ * the tile path depends on the dtype and K only, so it is shared too) */
+static int same_encoding(const slm_matmul_part *a, const slm_matmul_part *b)
 {
-    const slm_vecdot_traits *ta = slm_vecdot_traits_get(a->wtype), *tb = slm_vecdot_traits_get(b->wtype);
-    const int fa = M >= 4 && slm_vecdot4_fn(a->wtype) && ta->act4_f32_avx2;
-    const int fb = M >= 4 && slm_vecdot4_fn(b->wtype) && tb->act4_f32_avx2;
-    return ta->act_type == tb->act_type && fa == fb && (!fa || ta->act4_f32_avx2 == tb->act4_f32_avx2);
+    return slm_vecdot_traits_get(a->wtype)->act_type == slm_vecdot_traits_get(b->wtype)->act_type &&
+           a->vecdot_order == b->vecdot_order;
 }
 
 /* All parts already checked and sharing one activation encoding. */
@@ -180,7 +211,10 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
                               slm_vecdot_fn(parts[i].wtype), M >= 4 ? slm_vecdot4_fn(parts[i].wtype) : NULL};
         c.rows += parts[i].N;
     }
-    c.act4 = c.part[0].dot4 && t->act4_f32_avx2;
+    if (K % SLM_GEMM_K_MULTIPLE == 0 && !parts[0].vecdot_order) {
+        c.tile = slm_gemm_tile(parts[0].wtype);
+        c.tile_act = c.tile ? slm_gemm_act(parts[0].wtype) : NULL;
+    }
     const int nth = threads_for(pool, M, c.rows, K);
 
     if (n_parts == 1 && parts[0].wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M &&
@@ -199,7 +233,7 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
         c.a_row_bytes = (size_t)K * sizeof(float);
     } else {
         int ok = 1;
-        c.a_row_bytes = c.act4 ? (size_t)K * sizeof(float) : slm_dtype_row_size(t->act_type, K, &ok);
+        c.a_row_bytes = c.tile ? (size_t)K * sizeof(float) : slm_dtype_row_size(t->act_type, K, &ok);
         if (!ok || c.a_row_bytes > SIZE_MAX / (size_t)M)
             return slm_error_set(err, SLM_ERANGE, "matmul: activation buffer too large");
         size_t need = c.a_row_bytes * (size_t)M;
@@ -214,12 +248,12 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
                 return slm_error_set(err, SLM_ENOMEM, "matmul: out of memory for %zu bytes", need);
         }
         c.A = c.abuf;
-        c.encode = c.act4 ? t->act4_f32_avx2 : slm_act_quant_fn(t->act_type);
+        c.encode = slm_act_quant_fn(t->act_type);
         /* one row (decode) is encoded by the caller: no wake-up for it */
         if (M > 1) slm_pool_run(pool, nth, encode_rows, &c);
         else encode_rows(&c, 0, 1);
     }
-    slm_pool_run(pool, nth, dot_rows, &c);
+    slm_pool_run(pool, nth, c.tile ? tile_rows : dot_rows, &c);
     free(tmp);
     return SLM_OK;
 }
@@ -242,7 +276,7 @@ slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype w
                           size_t w_row_bytes, const float *X, int64_t M, int64_t N,
                           int64_t K, slm_error *err)
 {
-    slm_matmul_part p = {out, W, wtype, w_row_bytes, N};
+    slm_matmul_part p = {out, W, wtype, w_row_bytes, N, 0};
     slm_status st = check_part(&p, M, K, err);
     return st ? st : run_parts(pool, &p, 1, X, M, K, err);
 }
@@ -260,7 +294,7 @@ slm_status slm_matmul_multi(slm_pool *pool, const slm_matmul_part *parts, int n_
     for (int i = 0; i < n_parts;) {
         int j = i + 1;
         const int blas = parts[i].wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M;
-        while (!blas && j < n_parts && same_encoding(&parts[i], &parts[j], M) &&
+        while (!blas && j < n_parts && same_encoding(&parts[i], &parts[j]) &&
                !(parts[j].wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M))
             j++;
         if ((st = run_parts(pool, parts + i, j - i, X, M, K, err))) return st;

@@ -13,10 +13,15 @@
  * (ith, nth). For M > 1, each thread walks its weight rows once per tile of
  * activation rows, so a weight row is read from memory once per tile and
  * reused from L1 for every activation row of the tile; for q4_0, q5_0,
- * q8_0, q4_K, q6_K and f16 a four-row kernel also unpacks each weight block
+ * q8_0, q4_K and q6_K a four-row kernel also unpacks each weight block
  * once for four activation rows (bit-identical results: a row's output does
  * not depend on the batch it is computed in). A single activation row
  * (decode) is encoded on the calling thread, so a matvec is one dispatch.
+ *
+ * F16 and BF16 weights (K % 8 == 0) take the tile path of gemm.h instead,
+ * at every M: the summation order of llama.cpp's tinyBLAS, where each
+ * output's bits do not depend on the batch either. A part may ask for
+ * vec_dot's order instead (vecdot_order), as rwkv.cpp's files need.
  *
  * F32 weights with M >= SLM_MATMUL_BLAS_MIN_M go to OpenBLAS cblas_sgemm,
  * each pool thread calling it on its own slice of W's rows. OpenBLAS is set
@@ -64,6 +69,7 @@ typedef struct slm_matmul_part {
     slm_dtype wtype;
     size_t w_row_bytes;
     int64_t N;
+    int vecdot_order;     /* 1: f16/bf16 in vec_dot order, not tiles */
 } slm_matmul_part;
 slm_status slm_matmul_multi(slm_pool *pool, const slm_matmul_part *parts, int n_parts,
                             const float *X, int64_t M, int64_t K, slm_error *err);

@@ -40,12 +40,6 @@ typedef struct slm_vecdot_traits {
     slm_vec_dot_fn dot_generic;
     slm_vec_dot_fn dot_avx2;     /* NULL without an AVX2 twin */
     slm_vec_dot4_fn dot4_avx2;   /* NULL without a four-row AVX2 kernel */
-    /* NULL: dot4_avx2 takes act_type rows like dot_avx2. Otherwise it takes
-     * rows of K floats made by this encoder: f16 weights take f32 rows
-     * holding the f16 activation values (slm_act_f16_f32_avx2), so that
-     * they are converted once per row instead of once per weight row; the
-     * products, and so the results, are those of the f16 kernel. */
-    slm_act_from_f32_fn act4_f32_avx2;
 } slm_vecdot_traits;
 
 /* NULL if weights of this dtype cannot be multiplied. */
@@ -94,13 +88,10 @@ void slm_vec_dot4_q5_0_avx2(int64_t n, float *s, const void *w, const void *a, s
 void slm_vec_dot4_q8_0_avx2(int64_t n, float *s, const void *w, const void *a, size_t as);
 void slm_vec_dot4_q4_K_avx2(int64_t n, float *s, const void *w, const void *a, size_t as);
 void slm_vec_dot4_q6_K_avx2(int64_t n, float *s, const void *w, const void *a, size_t as);
-void slm_vec_dot4_f16_avx2(int64_t n, float *s, const void *w, const void *a, size_t as);
 void slm_act_q8_0_avx2(const float *x, void *y, int64_t n);
 void slm_act_q8_1_avx2(const float *x, void *y, int64_t n);
 void slm_act_q8_K_avx2(const float *x, void *y, int64_t n);
 void slm_act_f16_avx2(const float *x, void *y, int64_t n);
-/* y[i] = (float)(f16)x[i]: f32 rows of f16 values for slm_vec_dot4_f16_avx2 */
-void slm_act_f16_f32_avx2(const float *x, void *y, int64_t n);
 #endif
 
 #endif

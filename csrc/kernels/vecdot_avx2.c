@@ -15,6 +15,7 @@
 
 #include "../core/fp16.h"
 #include "../quant/blocks.h"
+#include "simd_avx2.h"
 #include "vecdot.h"
 
 static inline int hsum_i32(__m256i v)
@@ -23,14 +24,6 @@ static inline int hsum_i32(__m256i v)
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
     return _mm_cvtsi128_si32(s);
-}
-
-static inline float hsum_ps(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 
 static inline float hmax_ps(__m256 v)
@@ -540,17 +533,6 @@ void slm_vec_dot4_q6_K_avx2(int64_t n, float *s, const void *vw, const void *va,
 
 /* ---- float types: 4 independent FMA chains of 8 ----------------------- */
 
-static inline __m256 load_f16x8(const slm_f16 *p)
-{
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-}
-
-static inline __m256 load_bf16x8(const slm_bf16 *p)
-{
-    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
-}
-
 void slm_vec_dot_f16_avx2(int64_t n, float *s, const void *vw, const void *va)
 {
     const slm_f16 *w = vw, *a = va;
@@ -564,53 +546,6 @@ void slm_vec_dot_f16_avx2(int64_t n, float *s, const void *vw, const void *va)
     float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
     for (; i < n; i++) sum += f16f(w[i]) * f16f(a[i]);
     *s = sum;
-}
-
-/* Two activation rows x0, x1 (f32 holding f16 values) against one f16
- * weight row, each with the accumulators and order of slm_vec_dot_f16_avx2
- * (chain k takes the 8 elements at i + 8k of every 32; a tail of 8s goes
- * to chain 0, the rest to the scalar sum), so the results are identical:
- * the products are those of the same f16 values. The weights are converted
- * once for both rows and the activations not at all. */
-static void f16_dot2(int64_t n, float *s0, float *s1, const slm_f16 *w, const float *x0,
-                     const float *x1)
-{
-    __m256 p0 = _mm256_setzero_ps(), p1 = p0, p2 = p0, p3 = p0, q0 = p0, q1 = p0, q2 = p0, q3 = p0;
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        const __m256 w0 = load_f16x8(w + i), w1 = load_f16x8(w + i + 8);
-        const __m256 w2 = load_f16x8(w + i + 16), w3 = load_f16x8(w + i + 24);
-        p0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + i), p0);
-        q0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x1 + i), q0);
-        p1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x0 + i + 8), p1);
-        q1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x1 + i + 8), q1);
-        p2 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x0 + i + 16), p2);
-        q2 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x1 + i + 16), q2);
-        p3 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x0 + i + 24), p3);
-        q3 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x1 + i + 24), q3);
-    }
-    for (; i + 8 <= n; i += 8) {
-        const __m256 w0 = load_f16x8(w + i);
-        p0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + i), p0);
-        q0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x1 + i), q0);
-    }
-    float a = hsum_ps(_mm256_add_ps(_mm256_add_ps(p0, p1), _mm256_add_ps(p2, p3)));
-    float b = hsum_ps(_mm256_add_ps(_mm256_add_ps(q0, q1), _mm256_add_ps(q2, q3)));
-    for (; i < n; i++) {
-        a += f16f(w[i]) * x0[i];
-        b += f16f(w[i]) * x1[i];
-    }
-    *s0 = a;
-    *s1 = b;
-}
-
-/* a: 4 rows of n f32 (f16 values, slm_act_f16_f32_avx2), as bytes apart */
-void slm_vec_dot4_f16_avx2(int64_t n, float *s, const void *vw, const void *va, size_t as)
-{
-    const float *x0 = ROW(float, va, as, 0), *x1 = ROW(float, va, as, 1);
-    const float *x2 = ROW(float, va, as, 2), *x3 = ROW(float, va, as, 3);
-    f16_dot2(n, &s[0], &s[1], vw, x0, x1);
-    f16_dot2(n, &s[2], &s[3], vw, x2, x3);
 }
 
 void slm_vec_dot_bf16_avx2(int64_t n, float *s, const void *vw, const void *va)
@@ -769,15 +704,6 @@ void slm_act_f16_avx2(const float *x, void *vy, int64_t n)
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) y[i] = slm_f32_to_f16(x[i]);
-}
-
-void slm_act_f16_f32_avx2(const float *x, void *vy, int64_t n)
-{
-    float *y = vy;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
-    for (; i < n; i++) y[i] = slm_f16_to_f32(slm_f32_to_f16(x[i]));
 }
 
 #endif
