@@ -485,82 +485,99 @@ static void test_vec_dot4(void)
 }
 
 /* Tile kernels (gemm.h): every tile shape gives each output the bits of the
- * generic one-output chain, AVX2 and generic alike; the encoders round as
- * the scalar conversions do. */
+ * generic one-output chain, AVX2 and generic alike; the chain is within
+ * float rounding of a double dot of the encoded operands; the float
+ * kernels' encoders round as the scalar conversions do. */
+static const wtype *wtype_of(slm_dtype t)
+{
+    for (int k = 0; k < N_WTYPES; k++)
+        if (WTYPES[k].t == t) return &WTYPES[k];
+    return NULL;
+}
+
 static void test_gemm_tiles(void)
 {
-    enum { MAXK = 1024 };
-    static const slm_dtype types[2] = {SLM_DTYPE_F16, SLM_DTYPE_BF16};
-    static uint16_t W[4][MAXK];
-    static float X[3][MAXK], A[3][MAXK], A1[3][MAXK];
-    static const int64_t Ks[] = {8, 24, 576, 1000};
-    for (int t = 0; t < 2; t++) {
+    enum { MAXK = 1024, MAXR = SLM_GEMM_MAX_R, MAXC = SLM_GEMM_MAX_C };
+    static const slm_dtype types[3] = {SLM_DTYPE_F16, SLM_DTYPE_BF16, SLM_DTYPE_Q4_0};
+    static unsigned char W[MAXR][MAXK * 4], A[MAXC][MAXK * 4], A1[MAXK * 4];
+    static float X[MAXC][MAXK], wf[MAXK], af[MAXK];
+    static const int64_t Ks[] = {32, 96, 576, 1024};
+    for (int t = 0; t < 3; t++) {
         const slm_dtype ty = types[t];
-        slm_gemm_tile_fn gen = slm_gemm_tile_generic(ty);
+        const wtype *wt = wtype_of(ty);
+        const slm_gemm_kernel *gen = slm_gemm_get_generic(ty);
+        const slm_gemm_kernel *avx = slm_kernels_use_avx2() ? slm_gemm_get(ty) : NULL;
         int same_gen = 1, same_avx = 1, close = 1, enc = 1;
+        const size_t ldw = MAXK * 4, lda = MAXK * 4;
         for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
             const int64_t K = Ks[ki];
-            for (int r = 0; r < 4; r++)
-                for (int64_t i = 0; i < K; i++) {
-                    const float v = uniform(-1.0f, 1.0f);
-                    W[r][i] = ty == SLM_DTYPE_F16 ? slm_f32_to_f16(v) : slm_f32_to_bf16(v);
-                }
-            for (int c = 0; c < 3; c++) {
+            for (int r = 0; r < gen->tile_r; r++) fill_weights(wt, W[r], K);
+            for (int c = 0; c < gen->tile_c; c++) {
                 fill_acts(X[c], K);
-                /* row 2 (encoder check only): overflow, subnormal, -0 */
-                if (c == 2) { X[c][3] = 65520.0f; X[c][5] = 1e-6f; X[c][7] = -0.0f; }
-                slm_gemm_act_generic(ty)(X[c], A[c], K);
-                for (int64_t i = 0; i < K; i++) {
-                    const float r = ty == SLM_DTYPE_F16 ? slm_f16_to_f32(slm_f32_to_f16(X[c][i]))
-                                                        : slm_bf16_to_f32(slm_f32_to_bf16(X[c][i]));
-                    enc &= memcmp(&r, &A[c][i], 4) == 0;
+                if (!gen->act) {
+                    slm_act_quant_generic(SLM_DTYPE_Q8_0)(X[c], A[c], K);
+                    continue;
                 }
-#if defined(__x86_64__)
-                if (slm_cpu_has_avx2()) {
-                    (ty == SLM_DTYPE_F16 ? slm_gemm_act_f16_avx2 : slm_gemm_act_bf16_avx2)(X[c], A1[c], K);
-                    enc &= memcmp(A[c], A1[c], sizeof(float) * (size_t)K) == 0;
-                }
-#endif
-                if (c == 2) {
-                    fill_acts(X[c], K);
-                    slm_gemm_act_generic(ty)(X[c], A[c], K);
+                /* row 0 first gets overflow, subnormal and -0 for the
+                 * encoder check only */
+                for (int pass = 0; pass < (c == 0 ? 2 : 1); pass++) {
+                    if (c == 0 && pass == 0) { X[0][3] = 65520.0f; X[0][5] = 1e-6f; X[0][7] = -0.0f; }
+                    if (c == 0 && pass == 1) fill_acts(X[0], K);
+                    float *y = (float *)(void *)A[c];
+                    gen->act(X[c], y, K);
+                    for (int64_t i = 0; i < K; i++) {
+                        const float r = ty == SLM_DTYPE_F16 ? slm_f16_to_f32(slm_f32_to_f16(X[c][i]))
+                                                            : slm_bf16_to_f32(slm_f32_to_bf16(X[c][i]));
+                        enc &= memcmp(&r, &y[i], 4) == 0;
+                    }
+                    if (avx) {
+                        avx->act(X[c], (float *)(void *)A1, K);
+                        enc &= memcmp(A[c], A1, sizeof(float) * (size_t)K) == 0;
+                    }
                 }
             }
             /* one output at a time: the specification */
-            float one[3][4];
-            for (int c = 0; c < 3; c++)
-                for (int r = 0; r < 4; r++) {
-                    gen(K, W[r], sizeof W[0], 1, A[c], MAXK, 1, &one[c][r], 1);
+            float one[MAXC][MAXR];
+            for (int c = 0; c < gen->tile_c; c++) {
+                if (gen->act) memcpy(af, A[c], sizeof(float) * (size_t)K);
+                else deq_q8_0(A[c], af, K);
+                for (int r = 0; r < gen->tile_r; r++) {
+                    gen->tile(K, W[r], ldw, 1, A[c], lda, 1, &one[c][r], 1);
+                    wt->deq(W[r], wf, K);
                     double ref = 0, mag = 0;
                     for (int64_t i = 0; i < K; i++) {
-                        const double w = ty == SLM_DTYPE_F16 ? slm_f16_to_f32(W[r][i]) : slm_bf16_to_f32(W[r][i]);
-                        ref += w * A[c][i];
-                        mag += fabs(w * A[c][i]);
+                        ref += (double)wf[i] * af[i];
+                        mag += fabs((double)wf[i] * af[i]);
                     }
-                    close &= fabs(one[c][r] - ref) <= (double)(K / 8 + 3) * 0x1p-24 * mag; /* chain + hsum */
+                    /* a chain of K/8 (floats) or K/32 (blocks) roundings */
+                    close &= fabs(one[c][r] - ref) <= (double)(K / 8 + 3) * 0x1p-24 * mag;
                 }
-            for (int nr = 1; nr <= 4; nr++)
-                for (int nc = 1; nc <= 3; nc++) {
-                    float out[3][4];
+            }
+            for (int nr = 1; nr <= gen->tile_r; nr++)
+                for (int nc = 1; nc <= gen->tile_c; nc++) {
+                    float out[MAXC][MAXR];
                     memset(out, 0xff, sizeof out);
-                    gen(K, W, sizeof W[0], nr, A[0], MAXK, nc, out[0], 4);
+                    gen->tile(K, W, ldw, nr, A, lda, nc, out[0], MAXR);
                     for (int c = 0; c < nc; c++) same_gen &= memcmp(out[c], one[c], sizeof(float) * nr) == 0;
-#if defined(__x86_64__)
-                    if (slm_cpu_has_avx2()) {
+                    if (avx) {
                         memset(out, 0xff, sizeof out);
-                        (ty == SLM_DTYPE_F16 ? slm_gemm_f16_avx2 : slm_gemm_bf16_avx2)(K, W, sizeof W[0], nr, A[0],
-                                                                                       MAXK, nc, out[0], 4);
+                        avx->tile(K, W, ldw, nr, A, lda, nc, out[0], MAXR);
                         for (int c = 0; c < nc; c++) same_avx &= memcmp(out[c], one[c], sizeof(float) * nr) == 0;
+                        /* nothing written past the tile */
+                        for (int c = 0; c < MAXC; c++)
+                            for (int r = 0; r < MAXR; r++)
+                                if (c >= nc || r >= nr) same_avx &= isnan(out[c][r]);
                     }
-#endif
                 }
         }
-        const char *name = ty == SLM_DTYPE_F16 ? "f16" : "bf16";
-        CHECK(enc, "%s tile activations: generic and AVX2 round as the scalar conversion", name);
-        CHECK(close, "%s tile chain within (K/8 + 3) ulp-units of sum |w x| of a double dot", name);
-        CHECK(same_gen, "%s generic tiles (1..4 x 1..3) bit-identical to one output at a time", name);
-        if (slm_cpu_has_avx2())
-            CHECK(same_avx, "%s AVX2 tiles (1..4 x 1..3) bit-identical to the generic chain", name);
+        const char *name = wt->name;
+        if (gen->act) CHECK(enc, "%s tile activations: generic and AVX2 round as the scalar conversion", name);
+        CHECK(close, "%s tile chain within float rounding of a double dot of the encoded operands", name);
+        CHECK(same_gen, "%s generic tiles (1..%d x 1..%d) bit-identical to one output at a time", name,
+              gen->tile_r, gen->tile_c);
+        if (avx)
+            CHECK(same_avx, "%s AVX2 tiles (1..%d x 1..%d) bit-identical to the generic chain, nothing written outside",
+                  name, avx->tile_r, avx->tile_c);
     }
     /* K not a multiple of 8: the one-row dot path, still right */
     enum { K = 20, N = 5, M = 6 };

@@ -1,4 +1,4 @@
-/* Portable tile kernels: the specification of the order in gemm.h, one
+/* Portable tile kernels: the specification of the orders in gemm.h, one
  * output at a time. fmaf is the fused multiply-add with one rounding, so
  * these match the AVX2 kernels bit for bit. */
 #include "gemm.h"
@@ -6,7 +6,10 @@
 #include <math.h>
 
 #include "../core/fp16.h"
+#include "../quant/blocks.h"
 #include "vecdot.h"
+
+#define ROW(T, p, ld, i) ((const T *)((const unsigned char *)(p) + (size_t)(i) * (ld)))
 
 static float hsum8(const float a[8])
 {
@@ -15,13 +18,13 @@ static float hsum8(const float a[8])
     return (s[0] + s[2]) + (s[1] + s[3]);
 }
 
-static void gemm_f16(int64_t K, const void *W, size_t ldw, int nr, const float *A, size_t lda,
+static void gemm_f16(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
                      int nc, float *out, size_t ldo)
 {
     for (int c = 0; c < nc; c++)
         for (int r = 0; r < nr; r++) {
-            const slm_f16 *w = (const slm_f16 *)((const unsigned char *)W + (size_t)r * ldw);
-            const float *a = A + (size_t)c * lda;
+            const slm_f16 *w = ROW(slm_f16, W, ldw, r);
+            const float *a = ROW(float, A, lda, c);
             float acc[8] = {0};
             for (int64_t k = 0; k < K; k += 8)
                 for (int l = 0; l < 8; l++) acc[l] = fmaf(slm_f16_to_f32(w[k + l]), a[k + l], acc[l]);
@@ -29,17 +32,35 @@ static void gemm_f16(int64_t K, const void *W, size_t ldw, int nr, const float *
         }
 }
 
-static void gemm_bf16(int64_t K, const void *W, size_t ldw, int nr, const float *A, size_t lda,
+static void gemm_bf16(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
                       int nc, float *out, size_t ldo)
 {
     for (int c = 0; c < nc; c++)
         for (int r = 0; r < nr; r++) {
-            const slm_bf16 *w = (const slm_bf16 *)((const unsigned char *)W + (size_t)r * ldw);
-            const float *a = A + (size_t)c * lda;
+            const slm_bf16 *w = ROW(slm_bf16, W, ldw, r);
+            const float *a = ROW(float, A, lda, c);
             float acc[8] = {0};
             for (int64_t k = 0; k < K; k += 8)
                 for (int l = 0; l < 8; l++) acc[l] = fmaf(slm_bf16_to_f32(w[k + l]), a[k + l], acc[l]);
             out[(size_t)c * ldo + r] = hsum8(acc);
+        }
+}
+
+static void gemm_q4_0(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
+                      int nc, float *out, size_t ldo)
+{
+    for (int c = 0; c < nc; c++)
+        for (int r = 0; r < nr; r++) {
+            const slm_block_q4_0 *w = ROW(slm_block_q4_0, W, ldw, r);
+            const slm_block_q8_0 *a = ROW(slm_block_q8_0, A, lda, c);
+            float acc = 0.0f;
+            for (int64_t b = 0; b < K / SLM_QK4_0; b++) {
+                int sumi = 0;
+                for (int j = 0; j < SLM_QK4_0 / 2; j++)
+                    sumi += ((w[b].qs[j] & 15) - 8) * a[b].qs[j] + ((w[b].qs[j] >> 4) - 8) * a[b].qs[j + 16];
+                acc = fmaf((float)sumi, slm_f16_to_f32(w[b].d) * slm_f16_to_f32(a[b].d), acc);
+            }
+            out[(size_t)c * ldo + r] = acc;
         }
 }
 
@@ -53,34 +74,42 @@ static void act_bf16(const float *x, float *y, int64_t n)
     for (int64_t i = 0; i < n; i++) y[i] = slm_bf16_to_f32(slm_f32_to_bf16(x[i]));
 }
 
-slm_gemm_tile_fn slm_gemm_tile_generic(slm_dtype w)
-{
-    return w == SLM_DTYPE_F16 ? gemm_f16 : w == SLM_DTYPE_BF16 ? gemm_bf16 : NULL;
-}
+static const slm_gemm_kernel generic[] = {
+    {gemm_f16, act_f16, 4, 3, 8},
+    {gemm_bf16, act_bf16, 4, 3, 8},
+    {gemm_q4_0, NULL, 8, 4, SLM_QK4_0},
+};
 
-slm_gemm_act_fn slm_gemm_act_generic(slm_dtype w)
-{
-    return w == SLM_DTYPE_F16 ? act_f16 : w == SLM_DTYPE_BF16 ? act_bf16 : NULL;
-}
-
-slm_gemm_tile_fn slm_gemm_tile(slm_dtype w)
-{
 #if defined(__x86_64__)
-    if (slm_kernels_use_avx2()) {
-        if (w == SLM_DTYPE_F16) return slm_gemm_f16_avx2;
-        if (w == SLM_DTYPE_BF16) return slm_gemm_bf16_avx2;
-    }
+static const slm_gemm_kernel avx2[] = {
+    {slm_gemm_f16_avx2, slm_gemm_act_f16_avx2, 4, 3, 8},
+    {slm_gemm_bf16_avx2, slm_gemm_act_bf16_avx2, 4, 3, 8},
+    {slm_gemm_q4_0_avx2, NULL, 8, 4, SLM_QK4_0},
+};
 #endif
-    return slm_gemm_tile_generic(w);
+
+static int slot(slm_dtype w)
+{
+    switch (w) {
+    case SLM_DTYPE_F16: return 0;
+    case SLM_DTYPE_BF16: return 1;
+    case SLM_DTYPE_Q4_0: return 2;
+    default: return -1;
+    }
 }
 
-slm_gemm_act_fn slm_gemm_act(slm_dtype w)
+const slm_gemm_kernel *slm_gemm_get_generic(slm_dtype w)
 {
+    const int i = slot(w);
+    return i < 0 ? NULL : &generic[i];
+}
+
+const slm_gemm_kernel *slm_gemm_get(slm_dtype w)
+{
+    const int i = slot(w);
+    if (i < 0) return NULL;
 #if defined(__x86_64__)
-    if (slm_kernels_use_avx2()) {
-        if (w == SLM_DTYPE_F16) return slm_gemm_act_f16_avx2;
-        if (w == SLM_DTYPE_BF16) return slm_gemm_act_bf16_avx2;
-    }
+    if (slm_kernels_use_avx2()) return &avx2[i];
 #endif
-    return slm_gemm_act_generic(w);
+    return &generic[i];
 }

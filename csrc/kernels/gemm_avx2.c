@@ -1,9 +1,17 @@
-/* AVX2/FMA/F16C tile kernels for gemm.h: a tile of RM weight rows by RN
- * activation rows keeps RM * RN accumulators in registers (at most 12 of the
- * 16 ymm registers), loads RN activation vectors and converts RM weight
- * vectors per 8 elements of K. Every output is the one chain of gemm.c. */
+/* AVX2/FMA/F16C tile kernels for gemm.h; every output is the chain of the
+ * generic kernel in gemm.c.
+ *
+ * f16/bf16: a tile of RM weight rows by RN activation rows keeps RM * RN
+ * accumulators in registers (at most 12 of the 16 ymm registers), loads RN
+ * activation vectors and converts RM weight vectors per 8 elements of K.
+ *
+ * q4_0: eight weight rows, one per float lane. Per block and activation
+ * row, the 32 products of each weight row are summed exactly in 16-bit
+ * lanes (maddubs, then a tree of hadds that leaves row r in lane r), so
+ * the only float work is one FMA per block for all eight rows. */
 #if defined(__x86_64__)
 
+#include "../quant/blocks.h"
 #include "gemm.h"
 #include "simd_avx2.h"
 
@@ -13,15 +21,17 @@
  * accumulator array lives in registers. */
 #define DEFINE_TILE(NAME, LOAD)                                                                 \
     static inline __attribute__((always_inline)) void NAME(                                     \
-        int64_t K, const unsigned char *W, size_t ldw, const float *A, size_t lda, float *out,  \
+        int64_t K, const unsigned char *W, size_t ldw, const unsigned char *A, size_t lda,      \
+        float *out,                                                                             \
         size_t ldo, const int RM, const int RN)                                                 \
     {                                                                                           \
-        __m256 acc[SLM_GEMM_TILE_R][SLM_GEMM_TILE_C];                                           \
+        __m256 acc[4][3];                                                                       \
         UNROLL for (int r = 0; r < RM; r++)                                                     \
             UNROLL for (int c = 0; c < RN; c++) acc[r][c] = _mm256_setzero_ps();                \
         for (int64_t k = 0; k < K; k += 8) {                                                    \
-            __m256 b[SLM_GEMM_TILE_C];                                                          \
-            UNROLL for (int c = 0; c < RN; c++) b[c] = _mm256_loadu_ps(A + (size_t)c * lda + k); \
+            __m256 b[3];                                                                        \
+            UNROLL for (int c = 0; c < RN; c++)                                                 \
+                b[c] = _mm256_loadu_ps((const float *)(const void *)(A + (size_t)c * lda) + k); \
             UNROLL for (int r = 0; r < RM; r++) {                                               \
                 const __m256 a = LOAD(W + (size_t)r * ldw + 2 * k);                             \
                 UNROLL for (int c = 0; c < RN; c++) acc[r][c] = _mm256_fmadd_ps(a, b[c], acc[r][c]); \
@@ -51,18 +61,88 @@ DEFINE_TILE(tile_bf16, load_bf16x8)
     default: break;                                                                             \
     }
 
-void slm_gemm_f16_avx2(int64_t K, const void *vW, size_t ldw, int nr, const float *A, size_t lda,
+void slm_gemm_f16_avx2(int64_t K, const void *vW, size_t ldw, int nr, const void *vA, size_t lda,
                        int nc, float *out, size_t ldo)
 {
-    const unsigned char *W = vW;
+    const unsigned char *W = vW, *A = vA;
     DISPATCH(tile_f16)
 }
 
-void slm_gemm_bf16_avx2(int64_t K, const void *vW, size_t ldw, int nr, const float *A, size_t lda,
+void slm_gemm_bf16_avx2(int64_t K, const void *vW, size_t ldw, int nr, const void *vA, size_t lda,
                         int nc, float *out, size_t ldo)
 {
-    const unsigned char *W = vW;
+    const unsigned char *W = vW, *A = vA;
     DISPATCH(tile_bf16)
+}
+
+/* Row r of an 8-row q4_0 tile (rows past nr repeat the last one, whose
+ * lanes are not stored). */
+#define Q4_ROW(r) ((const slm_block_q4_0 *)(W + (size_t)((r) < nr ? (r) : nr - 1) * ldw))
+
+static inline __attribute__((always_inline)) void tile_q4_0(int64_t K, const unsigned char *W,
+                                                            size_t ldw, int nr,
+                                                            const unsigned char *A, size_t lda,
+                                                            float *out, size_t ldo, const int RN)
+{
+    const slm_block_q4_0 *w0 = Q4_ROW(0), *w1 = Q4_ROW(1), *w2 = Q4_ROW(2), *w3 = Q4_ROW(3);
+    const slm_block_q4_0 *w4 = Q4_ROW(4), *w5 = Q4_ROW(5), *w6 = Q4_ROW(6), *w7 = Q4_ROW(7);
+    const __m256i eight = _mm256_set1_epi8(8);
+    __m256 acc[4];
+    UNROLL for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < K / SLM_QK4_0; b++) {
+        const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(
+            (short)w0[b].d, (short)w1[b].d, (short)w2[b].d, (short)w3[b].d, (short)w4[b].d,
+            (short)w5[b].d, (short)w6[b].d, (short)w7[b].d));
+        /* the eight rows are eight short streams, too short for the
+         * hardware prefetcher to pick up: fetch the next tile's blocks */
+        for (int r = 0; r < 8; r++)
+            _mm_prefetch((const char *)(w0 + b) + (size_t)(8 + r) * ldw, _MM_HINT_T0);
+        /* codes 0..15, unsigned for maddubs; the -8 goes through s8 */
+        const __m256i q0 = unpack_nibbles(w0[b].qs), q1 = unpack_nibbles(w1[b].qs);
+        const __m256i q2 = unpack_nibbles(w2[b].qs), q3 = unpack_nibbles(w3[b].qs);
+        const __m256i q4 = unpack_nibbles(w4[b].qs), q5 = unpack_nibbles(w5[b].qs);
+        const __m256i q6 = unpack_nibbles(w6[b].qs), q7 = unpack_nibbles(w7[b].qs);
+        UNROLL for (int c = 0; c < RN; c++) {
+            const slm_block_q8_0 *a = (const slm_block_q8_0 *)(const void *)(A + (size_t)c * lda) + b;
+            const __m256i av = load32(a->qs);
+            /* 8 (a_2i + a_2i+1): |(q - 8) a| pair sums stay within 2032 and
+             * the 16-element sums of the tree within 16256 */
+            const __m256i s8 = _mm256_maddubs_epi16(eight, av);
+#define P(q) _mm256_sub_epi16(_mm256_maddubs_epi16(q, av), s8)
+            const __m256i h01 = _mm256_hadd_epi16(P(q0), P(q1)), h23 = _mm256_hadd_epi16(P(q2), P(q3));
+            const __m256i h45 = _mm256_hadd_epi16(P(q4), P(q5)), h67 = _mm256_hadd_epi16(P(q6), P(q7));
+#undef P
+            /* lane r of each 128-bit half: row r's sum over elements 0..15
+             * (low half) or 16..31 (high half) */
+            const __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(h01, h23), _mm256_hadd_epi16(h45, h67));
+            const __m256i sumi = _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(h)),
+                                                  _mm256_cvtepi16_epi32(_mm256_extracti128_si256(h, 1)));
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_mul_ps(dw, _mm256_set1_ps(f16f(a->d))),
+                                     acc[c]);
+        }
+    }
+    UNROLL for (int c = 0; c < RN; c++) {
+        if (nr == 8) {
+            _mm256_storeu_ps(out + (size_t)c * ldo, acc[c]);
+        } else {
+            float t[8];
+            _mm256_storeu_ps(t, acc[c]);
+            for (int r = 0; r < nr; r++) out[(size_t)c * ldo + r] = t[r];
+        }
+    }
+}
+
+void slm_gemm_q4_0_avx2(int64_t K, const void *vW, size_t ldw, int nr, const void *vA, size_t lda,
+                        int nc, float *out, size_t ldo)
+{
+    const unsigned char *W = vW, *A = vA;
+    switch (nc) {
+    case 4: tile_q4_0(K, W, ldw, nr, A, lda, out, ldo, 4); break;
+    case 3: tile_q4_0(K, W, ldw, nr, A, lda, out, ldo, 3); break;
+    case 2: tile_q4_0(K, W, ldw, nr, A, lda, out, ldo, 2); break;
+    case 1: tile_q4_0(K, W, ldw, nr, A, lda, out, ldo, 1); break;
+    default: break;
+    }
 }
 
 void slm_gemm_act_f16_avx2(const float *x, float *y, int64_t n)

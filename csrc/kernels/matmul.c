@@ -29,6 +29,7 @@ typedef struct mm_part {
     int64_t N, row0;
     slm_vec_dot_fn dot;
     slm_vec_dot4_fn dot4;    /* NULL: one row at a time */
+    const slm_gemm_kernel *gk;   /* non-NULL: the tile path (gemm.h) */
 } mm_part;
 
 typedef struct mm_ctx {
@@ -41,9 +42,8 @@ typedef struct mm_ctx {
     size_t a_row_bytes;
     int64_t M, K;
     slm_act_from_f32_fn encode;
-    slm_gemm_tile_fn tile;   /* non-NULL: the tile path (gemm.h), A holds
-                                f32 rows encoded by tile_act */
-    slm_gemm_act_fn tile_act;
+    slm_gemm_act_fn tile_act;    /* non-NULL: A holds the f32 rows of a
+                                    float tile kernel instead */
 } mm_ctx;
 
 static void split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)
@@ -80,53 +80,48 @@ static void dot_tile(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1, 
     }
 }
 
-/* Each thread takes a contiguous range of the concatenated weight rows (so a
- * fused q|k|v or gate|up product is one dispatch) and walks it once per
- * tile of activation rows. */
-static void dot_rows(void *vctx, int ith, int nth)
+/* Tile path for weight rows [n0, n1) of one part: per panel of PANEL_ROWS
+ * rows (held in L1), every activation row passes in groups of tile_c
+ * (streamed from L2). */
+static void tile_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1)
 {
-    const mm_ctx *c = vctx;
-    int64_t r0, r1;
-    split(c->rows, ith, nth, &r0, &r1);
-    for (int64_t m0 = 0; m0 < c->M; m0 += TILE_M) {
-        const int64_t m1 = m0 + TILE_M < c->M ? m0 + TILE_M : c->M;
-        for (int i = 0; i < c->n_parts; i++) {
-            const mm_part *p = &c->part[i];
-            const int64_t lo = r0 > p->row0 ? r0 : p->row0;
-            const int64_t hi = r1 < p->row0 + p->N ? r1 : p->row0 + p->N;
-            if (lo < hi) dot_tile(c, p, lo - p->row0, hi - p->row0, m0, m1);
+    const slm_gemm_kernel *g = p->gk;
+    for (int64_t p0 = n0; p0 < n1; p0 += PANEL_ROWS) {
+        const int64_t p1 = p0 + PANEL_ROWS < n1 ? p0 + PANEL_ROWS : n1;
+        for (int64_t m = 0; m < c->M; m += g->tile_c) {
+            const int nc = c->M - m < g->tile_c ? (int)(c->M - m) : g->tile_c;
+            for (int64_t n = p0; n < p1; n += g->tile_r) {
+                const int nr = p1 - n < g->tile_r ? (int)(p1 - n) : g->tile_r;
+                g->tile(c->K, p->W + n * p->w_row_bytes, p->w_row_bytes, nr, c->A + m * c->a_row_bytes,
+                        c->a_row_bytes, nc, p->out + m * p->N + n, (size_t)p->N);
+            }
         }
     }
 }
 
-/* Tile path: each thread takes whole tiles of 4 of the concatenated weight
- * rows; per panel of PANEL_ROWS of them (held in L1), every activation row
- * passes in groups of 3 (streamed from L2). */
-static void tile_rows(void *vctx, int ith, int nth)
+/* Each thread takes a contiguous range of the concatenated weight rows (so a
+ * fused q|k|v or gate|up product is one dispatch), in whole units of
+ * SLM_GEMM_MAX_R rows so that tiles are not cut at thread boundaries. Dot
+ * parts walk their range once per tile of TILE_M activation rows. */
+static void dot_rows(void *vctx, int ith, int nth)
 {
     const mm_ctx *c = vctx;
-    const float *A = (const float *)(const void *)c->A;
-    const int64_t lda = c->K;
-    const int64_t units = (c->rows + SLM_GEMM_TILE_R - 1) / SLM_GEMM_TILE_R;
+    const int64_t units = (c->rows + SLM_GEMM_MAX_R - 1) / SLM_GEMM_MAX_R;
     int64_t u0, u1;
     split(units, ith, nth, &u0, &u1);
-    const int64_t r0 = u0 * SLM_GEMM_TILE_R;
-    const int64_t r1 = u1 * SLM_GEMM_TILE_R < c->rows ? u1 * SLM_GEMM_TILE_R : c->rows;
+    const int64_t r0 = u0 * SLM_GEMM_MAX_R;
+    const int64_t r1 = u1 * SLM_GEMM_MAX_R < c->rows ? u1 * SLM_GEMM_MAX_R : c->rows;
     for (int i = 0; i < c->n_parts; i++) {
         const mm_part *p = &c->part[i];
         const int64_t lo = (r0 > p->row0 ? r0 : p->row0) - p->row0;
         const int64_t hi = (r1 < p->row0 + p->N ? r1 : p->row0 + p->N) - p->row0;
-        for (int64_t n0 = lo; n0 < hi; n0 += PANEL_ROWS) {
-            const int64_t n1 = n0 + PANEL_ROWS < hi ? n0 + PANEL_ROWS : hi;
-            for (int64_t m = 0; m < c->M; m += SLM_GEMM_TILE_C) {
-                const int nc = c->M - m < SLM_GEMM_TILE_C ? (int)(c->M - m) : SLM_GEMM_TILE_C;
-                for (int64_t n = n0; n < n1; n += SLM_GEMM_TILE_R) {
-                    const int nr = n1 - n < SLM_GEMM_TILE_R ? (int)(n1 - n) : SLM_GEMM_TILE_R;
-                    c->tile(c->K, p->W + n * p->w_row_bytes, p->w_row_bytes, nr, A + m * lda,
-                            (size_t)lda, nc, p->out + m * p->N + n, (size_t)p->N);
-                }
-            }
+        if (lo >= hi) continue;
+        if (p->gk) {
+            tile_part(c, p, lo, hi);
+            continue;
         }
+        for (int64_t m0 = 0; m0 < c->M; m0 += TILE_M)
+            dot_tile(c, p, lo, hi, m0, m0 + TILE_M < c->M ? m0 + TILE_M : c->M);
     }
 }
 
@@ -185,12 +180,20 @@ static slm_status check_part(const slm_matmul_part *p, int64_t M, int64_t K, slm
     return SLM_OK;
 }
 
-/* 1 if the parts can share one encoding of X (same activation encoding;
- * the tile path depends on the dtype and K only, so it is shared too) */
-static int same_encoding(const slm_matmul_part *a, const slm_matmul_part *b)
+/* The tile kernel of a part, NULL for the vec_dot path. */
+static const slm_gemm_kernel *tile_kernel(const slm_matmul_part *p, int64_t K)
 {
+    const slm_gemm_kernel *g = p->vecdot_order ? NULL : slm_gemm_get(p->wtype);
+    return g && K % g->k_multiple == 0 ? g : NULL;
+}
+
+/* 1 if the parts can share one encoding of X: the same vec_dot activation
+ * type, and f32 rows for both or neither (float tile kernels) */
+static int same_encoding(const slm_matmul_part *a, const slm_matmul_part *b, int64_t K)
+{
+    const slm_gemm_kernel *ga = tile_kernel(a, K), *gb = tile_kernel(b, K);
     return slm_vecdot_traits_get(a->wtype)->act_type == slm_vecdot_traits_get(b->wtype)->act_type &&
-           a->vecdot_order == b->vecdot_order;
+           (ga ? ga->act : NULL) == (gb ? gb->act : NULL);
 }
 
 /* All parts already checked and sharing one activation encoding. */
@@ -208,13 +211,11 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
     c.n_parts = n_parts;
     for (int i = 0; i < n_parts; i++) {
         c.part[i] = (mm_part){parts[i].out, parts[i].W, parts[i].w_row_bytes, parts[i].N, c.rows,
-                              slm_vecdot_fn(parts[i].wtype), M >= 4 ? slm_vecdot4_fn(parts[i].wtype) : NULL};
+                              slm_vecdot_fn(parts[i].wtype), M >= 4 ? slm_vecdot4_fn(parts[i].wtype) : NULL,
+                              tile_kernel(&parts[i], K)};
         c.rows += parts[i].N;
     }
-    if (K % SLM_GEMM_K_MULTIPLE == 0 && !parts[0].vecdot_order) {
-        c.tile = slm_gemm_tile(parts[0].wtype);
-        c.tile_act = c.tile ? slm_gemm_act(parts[0].wtype) : NULL;
-    }
+    c.tile_act = c.part[0].gk ? c.part[0].gk->act : NULL;
     const int nth = threads_for(pool, M, c.rows, K);
 
     if (n_parts == 1 && parts[0].wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M &&
@@ -233,7 +234,7 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
         c.a_row_bytes = (size_t)K * sizeof(float);
     } else {
         int ok = 1;
-        c.a_row_bytes = c.tile ? (size_t)K * sizeof(float) : slm_dtype_row_size(t->act_type, K, &ok);
+        c.a_row_bytes = c.tile_act ? (size_t)K * sizeof(float) : slm_dtype_row_size(t->act_type, K, &ok);
         if (!ok || c.a_row_bytes > SIZE_MAX / (size_t)M)
             return slm_error_set(err, SLM_ERANGE, "matmul: activation buffer too large");
         size_t need = c.a_row_bytes * (size_t)M;
@@ -253,7 +254,7 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
         if (M > 1) slm_pool_run(pool, nth, encode_rows, &c);
         else encode_rows(&c, 0, 1);
     }
-    slm_pool_run(pool, nth, c.tile ? tile_rows : dot_rows, &c);
+    slm_pool_run(pool, nth, dot_rows, &c);
     free(tmp);
     return SLM_OK;
 }
@@ -294,7 +295,7 @@ slm_status slm_matmul_multi(slm_pool *pool, const slm_matmul_part *parts, int n_
     for (int i = 0; i < n_parts;) {
         int j = i + 1;
         const int blas = parts[i].wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M;
-        while (!blas && j < n_parts && same_encoding(&parts[i], &parts[j]) &&
+        while (!blas && j < n_parts && same_encoding(&parts[i], &parts[j], K) &&
                !(parts[j].wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M))
             j++;
         if ((st = run_parts(pool, parts + i, j - i, X, M, K, err))) return st;

@@ -4,6 +4,7 @@
 #define SLM_SIMD_AVX2_H
 
 #include <immintrin.h>
+#include <stdint.h>
 
 #include "../core/fp16.h"
 
@@ -25,6 +26,37 @@ static inline __m256 load_bf16x8(const void *p)
 {
     const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+/* 16 bytes of packed nibbles -> 32 bytes: low nibbles (elements 0..15)
+ * then high nibbles (elements 16..31) */
+static inline __m256i unpack_nibbles(const uint8_t *qs)
+{
+    __m128i b = _mm_loadu_si128((const __m128i *)qs);
+    __m128i m = _mm_set1_epi8(15);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m));
+}
+
+/* 8 int32 partial sums of unsigned u (bytes) times signed a (bytes) */
+static inline __m256i dot_u8_i8(__m256i u, __m256i a)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), _mm256_set1_epi16(1));
+}
+
+/* same for signed w: |w| * (a * sign(w)) */
+static inline __m256i dot_i8_i8(__m256i w, __m256i a)
+{
+    return dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+}
+
+static inline __m256i load32(const void *p)
+{
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+
+static inline float f16f(slm_f16 h)
+{
+    return _cvtsh_ss(h);
 }
 
 #endif
