@@ -579,6 +579,41 @@ static void test_gemm_tiles(void)
             CHECK(same_avx, "%s AVX2 tiles (1..%d x 1..%d) bit-identical to the generic chain, nothing written outside",
                   name, avx->tile_r, avx->tile_c);
     }
+    /* q8_0, q5_0: AVX2 tiles only, each output the AVX2 vec_dot's bits */
+    static const slm_dtype lane_types[2] = {SLM_DTYPE_Q8_0, SLM_DTYPE_Q5_0};
+    for (int t = 0; t < 2 && slm_kernels_use_avx2(); t++) {
+        const wtype *wt = wtype_of(lane_types[t]);
+        const slm_gemm_kernel *g = slm_gemm_get(lane_types[t]);
+        int same = g && !slm_gemm_get_generic(lane_types[t]);
+        for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0] && same; ki++) {
+            const int64_t K = Ks[ki];
+            const size_t ldw = MAXK * 4, lda = MAXK * 4;
+            for (int r = 0; r < g->tile_r; r++) fill_weights(wt, W[r], K);
+            for (int c = 0; c < g->tile_c; c++) {
+                fill_acts(X[c], K);
+                slm_act_quant_fn(SLM_DTYPE_Q8_0)(X[c], A[c], K);
+            }
+            for (int nr = 1; nr <= g->tile_r; nr++)
+                for (int nc = 1; nc <= g->tile_c; nc++) {
+                    float out[MAXC][MAXR];
+                    memset(out, 0xff, sizeof out);
+                    g->tile(K, W, ldw, nr, A, lda, nc, out[0], MAXR);
+                    for (int c = 0; c < MAXC; c++)
+                        for (int r = 0; r < MAXR; r++) {
+                            if (c >= nc || r >= nr) {
+                                same &= isnan(out[c][r]);
+                                continue;
+                            }
+                            float s1;
+                            slm_vecdot_fn(lane_types[t])(K, &s1, W[r], A[c]);
+                            same &= memcmp(&s1, &out[c][r], 4) == 0;
+                        }
+                }
+        }
+        CHECK(same, "%s AVX2 tiles (1..2 x 1..4): each output the AVX2 vec_dot's bits, nothing written outside",
+              wt->name);
+    }
+
     /* K not a multiple of 8: the one-row dot path, still right */
     enum { K = 20, N = 5, M = 6 };
     uint16_t w[N * K];

@@ -78,6 +78,8 @@ static const slm_gemm_kernel generic[] = {
     {gemm_f16, act_f16, 4, 3, 8},
     {gemm_bf16, act_bf16, 4, 3, 8},
     {gemm_q4_0, NULL, 8, 4, SLM_QK4_0},
+    {NULL, NULL, 0, 0, 0},   /* q8_0, q5_0: no tile order of their own */
+    {NULL, NULL, 0, 0, 0},
 };
 
 #if defined(__x86_64__)
@@ -85,6 +87,8 @@ static const slm_gemm_kernel avx2[] = {
     {slm_gemm_f16_avx2, slm_gemm_act_f16_avx2, 4, 3, 8},
     {slm_gemm_bf16_avx2, slm_gemm_act_bf16_avx2, 4, 3, 8},
     {slm_gemm_q4_0_avx2, NULL, 8, 4, SLM_QK4_0},
+    {slm_gemm_q8_0_avx2, NULL, 2, 4, SLM_QK8_0},
+    {slm_gemm_q5_0_avx2, NULL, 2, 4, SLM_QK5_0},
 };
 #endif
 
@@ -94,6 +98,8 @@ static int slot(slm_dtype w)
     case SLM_DTYPE_F16: return 0;
     case SLM_DTYPE_BF16: return 1;
     case SLM_DTYPE_Q4_0: return 2;
+    case SLM_DTYPE_Q8_0: return 3;
+    case SLM_DTYPE_Q5_0: return 4;
     default: return -1;
     }
 }
@@ -101,7 +107,7 @@ static int slot(slm_dtype w)
 const slm_gemm_kernel *slm_gemm_get_generic(slm_dtype w)
 {
     const int i = slot(w);
-    return i < 0 ? NULL : &generic[i];
+    return i < 0 || !generic[i].tile ? NULL : &generic[i];
 }
 
 const slm_gemm_kernel *slm_gemm_get(slm_dtype w)
@@ -111,5 +117,5 @@ const slm_gemm_kernel *slm_gemm_get(slm_dtype w)
 #if defined(__x86_64__)
     if (slm_kernels_use_avx2()) return &avx2[i];
 #endif
-    return &generic[i];
+    return slm_gemm_get_generic(w);
 }

@@ -19,7 +19,15 @@
  *   out = acc,  acc = fma((float)sumi_b, d_w[b] * d_a[b], acc)  for b = 0, 1, ...
  *   sumi_b = the exact integer dot of block b ((code - 8) x q8_0 code)
  * Activations are q8_0 blocks (the vec_dot encoding). Tiles: 8 weight rows
- * (one lane each) by up to 4 activation rows. */
+ * (one lane each) by up to 4 activation rows.
+ *
+ * q8_0, q5_0 (AVX2 only): the reference's x86 vec_dot, which it uses for
+ * these types (no repacking): per output one 8-lane float accumulator,
+ *   acc += (float)lanes_b * (d_w[b] * d_a[b]),  out = hsum8(acc)
+ * where lane j of block b is the integer sum of its elements 4j..4j+3.
+ * The results are those of slm_vec_dot_q8_0_avx2 / _q5_0_avx2 (vecdot.h):
+ * without AVX2 there is no tile kernel and matmul calls the generic dots.
+ * Tiles: 2 weight rows by 4 activation rows. */
 #ifndef SLM_GEMM_H
 #define SLM_GEMM_H
 
@@ -57,6 +65,10 @@ void slm_gemm_f16_avx2(int64_t K, const void *W, size_t ldw, int nr, const void 
 void slm_gemm_bf16_avx2(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
                         int nc, float *out, size_t ldo);
 void slm_gemm_q4_0_avx2(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
+                        int nc, float *out, size_t ldo);
+void slm_gemm_q8_0_avx2(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
+                        int nc, float *out, size_t ldo);
+void slm_gemm_q5_0_avx2(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
                         int nc, float *out, size_t ldo);
 void slm_gemm_act_f16_avx2(const float *x, float *y, int64_t n);
 void slm_gemm_act_bf16_avx2(const float *x, float *y, int64_t n);

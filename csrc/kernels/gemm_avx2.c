@@ -145,6 +145,79 @@ void slm_gemm_q4_0_avx2(int64_t K, const void *vW, size_t ldw, int nr, const voi
     }
 }
 
+/* q8_0 and q5_0: the order of the reference's x86 vec_dot (no repacking
+ * for these types): per output one 8-lane accumulator, lane j += the
+ * integer sum of elements 4j..4j+3 of block b times (d_w * d_a), then
+ * hsum. Tiles of 2 weight rows by 4 activation rows share the unpacking of
+ * a weight block over 4 rows and an activation block's load and scale
+ * over 2; the 8 accumulators stay in registers. */
+static inline __m256i q8_0_codes(const slm_block_q8_0 *w) { return load32(w->qs); }
+static inline __m256i q5_0_codes(const slm_block_q5_0 *w)
+{
+    return _mm256_sub_epi8(q5_codes(w->qs, w->qh), _mm256_set1_epi8(16));
+}
+
+#define DEFINE_LANE_TILE(NAME, WBLOCK, CODES)                                                   \
+    static inline __attribute__((always_inline)) void NAME(                                     \
+        int64_t K, const unsigned char *W, size_t ldw, const unsigned char *A, size_t lda,      \
+        float *out, size_t ldo, const int RM, const int RN)                                     \
+    {                                                                                           \
+        __m256 acc[2][4];                                                                       \
+        UNROLL for (int r = 0; r < RM; r++)                                                     \
+            UNROLL for (int c = 0; c < RN; c++) acc[r][c] = _mm256_setzero_ps();                \
+        for (int64_t b = 0; b < K / 32; b++) {                                                  \
+            __m256i q[2], aq[2];                                                                \
+            __m256 dw[2];                                                                       \
+            UNROLL for (int r = 0; r < RM; r++) {                                               \
+                const WBLOCK *w = (const WBLOCK *)(const void *)(W + (size_t)r * ldw) + b;      \
+                q[r] = CODES(w);                                                                \
+                aq[r] = _mm256_sign_epi8(q[r], q[r]);                                           \
+                dw[r] = _mm256_set1_ps(f16f(w->d));                                             \
+            }                                                                                   \
+            UNROLL for (int c = 0; c < RN; c++) {                                               \
+                const slm_block_q8_0 *a = (const slm_block_q8_0 *)(const void *)(A + (size_t)c * lda) + b; \
+                const __m256i av = load32(a->qs);                                               \
+                const __m256 da = _mm256_set1_ps(f16f(a->d));                                   \
+                UNROLL for (int r = 0; r < RM; r++) {                                           \
+                    const __m256i p = dot_u8_i8(aq[r], _mm256_sign_epi8(av, q[r]));             \
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[r], da), acc[r][c]); \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+        UNROLL for (int c = 0; c < RN; c++)                                                     \
+            UNROLL for (int r = 0; r < RM; r++) out[(size_t)c * ldo + r] = hsum_ps(acc[r][c]);  \
+    }
+
+DEFINE_LANE_TILE(tile_q8_0, slm_block_q8_0, q8_0_codes)
+DEFINE_LANE_TILE(tile_q5_0, slm_block_q5_0, q5_0_codes)
+
+#define LANE_DISPATCH(TILE)                                                                     \
+    switch (nr * 8 + nc) {                                                                      \
+    case 2 * 8 + 4: TILE(K, W, ldw, A, lda, out, ldo, 2, 4); break;                            \
+    case 2 * 8 + 3: TILE(K, W, ldw, A, lda, out, ldo, 2, 3); break;                            \
+    case 2 * 8 + 2: TILE(K, W, ldw, A, lda, out, ldo, 2, 2); break;                            \
+    case 2 * 8 + 1: TILE(K, W, ldw, A, lda, out, ldo, 2, 1); break;                            \
+    case 1 * 8 + 4: TILE(K, W, ldw, A, lda, out, ldo, 1, 4); break;                            \
+    case 1 * 8 + 3: TILE(K, W, ldw, A, lda, out, ldo, 1, 3); break;                            \
+    case 1 * 8 + 2: TILE(K, W, ldw, A, lda, out, ldo, 1, 2); break;                            \
+    case 1 * 8 + 1: TILE(K, W, ldw, A, lda, out, ldo, 1, 1); break;                            \
+    default: break;                                                                             \
+    }
+
+void slm_gemm_q8_0_avx2(int64_t K, const void *vW, size_t ldw, int nr, const void *vA, size_t lda,
+                        int nc, float *out, size_t ldo)
+{
+    const unsigned char *W = vW, *A = vA;
+    LANE_DISPATCH(tile_q8_0)
+}
+
+void slm_gemm_q5_0_avx2(int64_t K, const void *vW, size_t ldw, int nr, const void *vA, size_t lda,
+                        int nc, float *out, size_t ldo)
+{
+    const unsigned char *W = vW, *A = vA;
+    LANE_DISPATCH(tile_q5_0)
+}
+
 void slm_gemm_act_f16_avx2(const float *x, float *y, int64_t n)
 {
     int64_t i = 0;

@@ -5,6 +5,7 @@
 
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../core/fp16.h"
 
@@ -57,6 +58,25 @@ static inline __m256i load32(const void *p)
 static inline float f16f(slm_f16 h)
 {
     return _cvtsh_ss(h);
+}
+
+/* 32 bits -> 32 bytes, 0xff where bit i is set (byte i) */
+static inline __m256i bits_to_bytes(uint32_t x)
+{
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+/* q5 codes 0..31: nibbles plus the fifth bits of qh */
+static inline __m256i q5_codes(const uint8_t *qs, const uint8_t *qh)
+{
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    __m256i hb = _mm256_and_si256(bits_to_bytes(h), _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(unpack_nibbles(qs), hb);
 }
 
 #endif

@@ -34,16 +34,6 @@ static inline float hmax_ps(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* 32 bits -> 32 bytes, 0xff where bit i is set (byte i) */
-static inline __m256i bits_to_bytes(uint32_t x)
-{
-    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
-    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
-}
-
 /* ---- 32-element blocks ------------------------------------------------ */
 
 void slm_vec_dot_q4_0_avx2(int64_t n, float *s, const void *vw, const void *va)
@@ -83,14 +73,6 @@ void slm_vec_dot_q4_1_avx2(int64_t n, float *s, const void *vw, const void *va)
         summ += f16f(w[b].m) * f16f(a[b].s);
     }
     *s = hsum_ps(acc) + summ;
-}
-
-static inline __m256i q5_codes(const uint8_t *qs, const uint8_t *qh)
-{
-    uint32_t h;
-    memcpy(&h, qh, 4);
-    __m256i hb = _mm256_and_si256(bits_to_bytes(h), _mm256_set1_epi8(0x10));
-    return _mm256_or_si256(unpack_nibbles(qs), hb);
 }
 
 void slm_vec_dot_q5_0_avx2(int64_t n, float *s, const void *vw, const void *va)
