@@ -170,6 +170,8 @@ static inline __m256i q5_0_codes(const slm_block_q5_0 *w)
             __m256 dw[2];                                                                       \
             UNROLL for (int r = 0; r < RM; r++) {                                               \
                 const WBLOCK *w = (const WBLOCK *)(const void *)(W + (size_t)r * ldw) + b;      \
+                /* interleaved rows: prefetch the next tile's (see q4_0) */                     \
+                _mm_prefetch((const char *)w + (size_t)RM * ldw, _MM_HINT_T0);                  \
                 q[r] = CODES(w);                                                                \
                 aq[r] = _mm256_sign_epi8(q[r], q[r]);                                           \
                 dw[r] = _mm256_set1_ps(f16f(w->d));                                             \
