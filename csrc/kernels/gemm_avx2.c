@@ -33,6 +33,8 @@
             UNROLL for (int c = 0; c < RN; c++)                                                 \
                 b[c] = _mm256_loadu_ps((const float *)(const void *)(A + (size_t)c * lda) + k); \
             UNROLL for (int r = 0; r < RM; r++) {                                               \
+                if (RN == 1 && (k & 31) == 0)                                                   \
+                    _mm_prefetch((const char *)(W + (size_t)(r + RM) * ldw + 2 * k), _MM_HINT_T0); \
                 const __m256 a = LOAD(W + (size_t)r * ldw + 2 * k);                             \
                 UNROLL for (int c = 0; c < RN; c++) acc[r][c] = _mm256_fmadd_ps(a, b[c], acc[r][c]); \
             }                                                                                   \
