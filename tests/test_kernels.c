@@ -585,13 +585,14 @@ static void test_gemm_tiles(void)
         const wtype *wt = wtype_of(lane_types[t]);
         const slm_gemm_kernel *g = slm_gemm_get(lane_types[t]);
         int same = g && !slm_gemm_get_generic(lane_types[t]);
+        const slm_dtype act = slm_vecdot_traits_get(lane_types[t])->act_type;
         for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0] && same; ki++) {
             const int64_t K = Ks[ki];
             const size_t ldw = MAXK * 4, lda = MAXK * 4;
             for (int r = 0; r < g->tile_r; r++) fill_weights(wt, W[r], K);
             for (int c = 0; c < g->tile_c; c++) {
                 fill_acts(X[c], K);
-                slm_act_quant_fn(SLM_DTYPE_Q8_0)(X[c], A[c], K);
+                slm_act_quant_fn(act)(X[c], A[c], K);
             }
             for (int nr = 1; nr <= g->tile_r; nr++)
                 for (int nc = 1; nc <= g->tile_c; nc++) {
@@ -610,8 +611,8 @@ static void test_gemm_tiles(void)
                         }
                 }
         }
-        CHECK(same, "%s AVX2 tiles (1..2 x 1..4): each output the AVX2 vec_dot's bits, nothing written outside",
-              wt->name);
+        CHECK(same, "%s AVX2 tiles (1..%d x 1..%d): each output the AVX2 vec_dot's bits, nothing written outside",
+              wt->name, g ? g->tile_r : 0, g ? g->tile_c : 0);
     }
 
     /* K not a multiple of 8: the one-row dot path, still right */

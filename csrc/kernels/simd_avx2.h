@@ -9,6 +9,14 @@
 
 #include "../core/fp16.h"
 
+static inline int hsum_i32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
 /* (s0 + s2) + (s1 + s3), s_i = v_i + v_{i+4}: the reference's hsum */
 static inline float hsum_ps(__m256 v)
 {

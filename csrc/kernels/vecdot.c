@@ -180,20 +180,6 @@ static void dot_q3_K(int64_t n, float *s, const void *vw, const void *va)
     *s = sum;
 }
 
-/* 6-bit scale and min of sub-block j (0..7) of q4_K/q5_K: for j < 4 the low
- * 6 bits of bytes j and j+4; otherwise 4 bits from byte j+4 (low nibble for
- * the scale, high for the min) and the top 2 bits of bytes j-4 and j. */
-static void k4_scale_min(int j, const uint8_t *q, int *sc, int *m)
-{
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 15) | (q[j - 4] >> 6) << 4;
-        *m = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
-    }
-}
-
 /* q4_K: element e = 64c + 32k + l (c < 4, k < 2, l < 32): nibble k (low
  * first) of qs[32c + l]; 8 sub-blocks of 32 (e/32 = 2c + k):
  * w = d * sc * q - dmin * m. q5_K adds a fifth bit at qh[l] bit e/32. */
@@ -203,7 +189,7 @@ static float block_q45_K(const uint8_t *scales, const uint8_t *qs, const uint8_t
     int isum = 0, msum = 0;
     for (int sb = 0; sb < 8; sb++) {
         int sc, m, si = 0;
-        k4_scale_min(sb, scales, &sc, &m);
+        slm_k4_scale_min(sb, scales, &sc, &m);
         const uint8_t *q = qs + 32 * (sb / 2);
         const int8_t *y = a->qs + 32 * sb;
         const int shift = 4 * (sb % 2);

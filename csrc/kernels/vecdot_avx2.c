@@ -18,14 +18,6 @@
 #include "simd_avx2.h"
 #include "vecdot.h"
 
-static inline int hsum_i32(__m256i v)
-{
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
-
 static inline float hmax_ps(__m256 v)
 {
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -208,14 +200,7 @@ void slm_vec_dot_q3_K_avx2(int64_t n, float *s, const void *vw, const void *va)
 
 static inline void k4_scales(const uint8_t *q, int sc[8], int m[8])
 {
-    for (int j = 0; j < 4; j++) {
-        sc[j] = q[j] & 63;
-        m[j] = q[j + 4] & 63;
-    }
-    for (int j = 4; j < 8; j++) {
-        sc[j] = (q[j + 4] & 15) | (q[j - 4] >> 6) << 4;
-        m[j] = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
-    }
+    for (int j = 0; j < 8; j++) slm_k4_scale_min(j, q, &sc[j], &m[j]);
 }
 
 void slm_vec_dot_q4_K_avx2(int64_t n, float *s, const void *vw, const void *va)

@@ -69,6 +69,21 @@ typedef struct {
 } slm_block_q4_K;
 static_assert(sizeof(slm_block_q4_K) == 144, "q4_K block size");
 
+/* 6-bit scale and min of sub-block j (0..7) of q4_K/q5_K: bytes 0..3 hold
+ * scales 0..3, bytes 4..7 mins 0..3 (low 6 bits each); bytes 8..11 hold
+ * scale 4+j (low nibble) and min 4+j (high nibble), whose top two bits go
+ * into bits 6..7 of bytes j and 4+j. */
+static inline void slm_k4_scale_min(int j, const uint8_t *q, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 15) | (q[j - 4] >> 6) << 4;
+        *m = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
+    }
+}
+
 typedef struct {
     slm_f16 d, dmin;
     uint8_t scales[SLM_K_SCALE_SIZE];

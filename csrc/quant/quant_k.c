@@ -229,21 +229,15 @@ static void pack_2bit_half(const uint8_t *L, uint8_t *qs)
         qs[l] = (uint8_t)(L[l] | L[l + 32] << 2 | L[l + 64] << 4 | L[l + 96] << 6);
 }
 
-/* Q4_K/Q5_K: eight 6-bit scales and eight 6-bit mins in 12 bytes. Bytes
- * 0..3 hold scales 0..3, bytes 4..7 mins 0..3 (low 6 bits each); bytes 8..11
- * hold scale 4+j (low nibble) and min 4+j (high nibble), whose top two bits
- * go into bits 6..7 of bytes j and 4+j. */
-static void get_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
+static void k4_get(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
 {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (uint8_t)((q[j + 4] & 0x0f) | (q[j - 4] >> 6) << 4);
-        *m = (uint8_t)((q[j + 4] >> 4) | (q[j] >> 6) << 4);
-    }
+    int s6, m6;
+    slm_k4_scale_min(j, q, &s6, &m6);
+    *sc = (uint8_t)s6;
+    *m = (uint8_t)m6;
 }
 
+/* the inverse of slm_k4_scale_min (blocks.h) */
 static void put_scale_min_k4(int j, uint8_t *q, uint8_t sc, uint8_t m)
 {
     if (j < 4) {
@@ -445,7 +439,7 @@ static void quantize_k_asym(const float *x, int nmax, float rmin, int nstep,
 
     for (int j = 0; j < 8; j++) {
         uint8_t sc, m;
-        get_scale_min_k4(j, scales_out, &sc, &m);
+        k4_get(j, scales_out, &sc, &m);
         const float d = slm_f16_to_f32(*d_out) * (float)sc;
         if (!d) continue;
         const float dm = slm_f16_to_f32(*dmin_out) * (float)m;
@@ -475,9 +469,9 @@ void slm_dequantize_q4_K(const void *vx, float *y, int64_t n)
         for (int c = 0; c < 4; c++) {
             const uint8_t *q = x[i].qs + 32 * c;
             uint8_t sc, m;
-            get_scale_min_k4(2 * c, x[i].scales, &sc, &m);
+            k4_get(2 * c, x[i].scales, &sc, &m);
             const float d1 = d * (float)sc, m1 = dmin * (float)m;
-            get_scale_min_k4(2 * c + 1, x[i].scales, &sc, &m);
+            k4_get(2 * c + 1, x[i].scales, &sc, &m);
             const float d2 = d * (float)sc, m2 = dmin * (float)m;
             for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0x0f) - m1;
             for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
@@ -515,9 +509,9 @@ void slm_dequantize_q5_K(const void *vx, float *y, int64_t n)
             const uint8_t *ql = x[i].qs + 32 * c, *qh = x[i].qh;
             const uint8_t u1 = (uint8_t)(1 << (2 * c)), u2 = (uint8_t)(2 << (2 * c));
             uint8_t sc, m;
-            get_scale_min_k4(2 * c, x[i].scales, &sc, &m);
+            k4_get(2 * c, x[i].scales, &sc, &m);
             const float d1 = d * (float)sc, m1 = dmin * (float)m;
-            get_scale_min_k4(2 * c + 1, x[i].scales, &sc, &m);
+            k4_get(2 * c + 1, x[i].scales, &sc, &m);
             const float d2 = d * (float)sc, m2 = dmin * (float)m;
             for (int l = 0; l < 32; l++)
                 *y++ = d1 * (float)((ql[l] & 0x0f) + (qh[l] & u1 ? 16 : 0)) - m1;
