@@ -97,8 +97,9 @@ static inline __attribute__((always_inline)) void tile_q4_0(int64_t K, const uns
             (short)w5[b].d, (short)w6[b].d, (short)w7[b].d));
         /* the eight rows are eight short streams, too short for the
          * hardware prefetcher to pick up: fetch the next tile's blocks */
-        for (int r = 0; r < 8; r++)
-            _mm_prefetch((const char *)(w0 + b) + (size_t)(8 + r) * ldw, _MM_HINT_T0);
+        if (RN == 1)
+            for (int r = 0; r < 8; r++)
+                _mm_prefetch((const char *)(w0 + b) + (size_t)(8 + r) * ldw, _MM_HINT_T0);
         /* codes 0..15, unsigned for maddubs; the -8 goes through s8 */
         const __m256i q0 = unpack_nibbles(w0[b].qs), q1 = unpack_nibbles(w1[b].qs);
         const __m256i q2 = unpack_nibbles(w2[b].qs), q3 = unpack_nibbles(w3[b].qs);
