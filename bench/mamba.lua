@@ -5,7 +5,9 @@
 -- restore time of the O(state) session state, and peak RSS.
 --   bin/slm bench/mamba.lua [threads=2] [dtype ...]
 -- The GGUF files are written once into $SLM_BENCH_DIR (default
--- /tmp/slm-bench) by slm.gguf.write from seeded random tensors; each model
+-- /tmp/slm-bench) by slm.gguf.write from seeded random tensors, with the
+-- vocabulary of slm.testing.vocab_metadata so that the reference loads the
+-- same files (it refuses one without tokenizer metadata); each model
 -- is then measured in a child process (`bench/mamba.lua --run PATH
 -- threads`, one key=value line), so the peak RSS is that of inference alone.
 local slm = require "slm"
@@ -80,6 +82,7 @@ local function write_model(path, dtype)
     { "mamba.ssm.time_step_rank", { type = "u32", value = S.dt_rank } },
     { "mamba.attention.layer_norm_rms_epsilon", { type = "f32", value = 1e-5 } },
   }
+  for _, kv in ipairs(testing.vocab_metadata(S.vocab)) do meta[#meta + 1] = kv end
   assert(slm.gguf.write(path, { metadata = meta, tensors = tensors }))
 end
 

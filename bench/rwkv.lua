@@ -2,8 +2,9 @@
 -- ffn 3072, vocab 65536, LoRA ranks w 64 / a 64 / v 32 / g 128, as
 -- RWKV-7 "Goose" 0.1B) written as a GGUF in llama.cpp's rwkv7 layout by
 -- slm.gguf.write into $SLM_BENCH_DIR (default /tmp/slm-bench; made once,
--- reused): prompt processing (pp128, one call) and decode (tg) in tokens/s
--- and peak RSS, one process per dtype.
+-- reused), with the vocabulary of slm.testing.vocab_metadata so that the
+-- reference loads the same files: prompt processing (pp128, one call) and
+-- decode (tg) in tokens/s and peak RSS, one process per dtype.
 --   bin/slm bench/rwkv.lua [threads=2] [dtype ...]     (dtypes: f16 q8_0)
 --   bin/slm bench/rwkv.lua --run MODEL.gguf [threads]  (one measurement line)
 local slm = require "slm"
@@ -42,7 +43,10 @@ local function write_model(path, dtype)
     for _, n in ipairs { "receptance", "key", "value", "output" } do
       mat(p .. "time_mix_" .. n .. ".weight", DIM, DIM, true)
     end
-    for k, r in pairs(RANK) do
+    for _, k in ipairs { "w", "a", "v", "g" } do
+      -- the reference's layout gives layer 0's v1/v2 (unused: layer 0 sets
+      -- v_first) the iclr rank, not the value-residual one, and checks it
+      local r = (k == "v" and l == 0) and RANK.a or RANK[k]
       mat(p .. "time_mix_" .. k .. "1.weight", r, DIM)
       mat(p .. "time_mix_" .. k .. "2.weight", DIM, r)
     end
@@ -60,23 +64,22 @@ local function write_model(path, dtype)
   vec("output_norm.bias", -0.01, 0.01)
   mat("output.weight", VOCAB, DIM, true)
   local u32 = function(v) return { type = "u32", value = v } end
-  assert(gguf.write(path, {
-    metadata = {
-      { "general.architecture", "rwkv7" },
-      { "general.name", "rwkv7-0.1b-random" },
-      { "rwkv7.context_length", u32(1048576) },
-      { "rwkv7.embedding_length", u32(DIM) },
-      { "rwkv7.block_count", u32(LAYERS) },
-      { "rwkv7.feed_forward_length", u32(FF) },
-      { "rwkv7.wkv.head_size", u32(HEAD) },
-      { "rwkv7.attention.layer_norm_epsilon", { type = "f32", value = 1e-5 } },
-      { "rwkv7.attention.decay_lora_rank", u32(RANK.w) },
-      { "rwkv7.attention.iclr_lora_rank", u32(RANK.a) },
-      { "rwkv7.attention.value_residual_mix_lora_rank", u32(RANK.v) },
-      { "rwkv7.attention.gate_lora_rank", u32(RANK.g) },
-    },
-    tensors = tensors,
-  }))
+  local meta = {
+    { "general.architecture", "rwkv7" },
+    { "general.name", "rwkv7-0.1b-random" },
+    { "rwkv7.context_length", u32(1048576) },
+    { "rwkv7.embedding_length", u32(DIM) },
+    { "rwkv7.block_count", u32(LAYERS) },
+    { "rwkv7.feed_forward_length", u32(FF) },
+    { "rwkv7.wkv.head_size", u32(HEAD) },
+    { "rwkv7.attention.layer_norm_epsilon", { type = "f32", value = 1e-5 } },
+    { "rwkv7.attention.decay_lora_rank", u32(RANK.w) },
+    { "rwkv7.attention.iclr_lora_rank", u32(RANK.a) },
+    { "rwkv7.attention.value_residual_mix_lora_rank", u32(RANK.v) },
+    { "rwkv7.attention.gate_lora_rank", u32(RANK.g) },
+  }
+  for _, kv in ipairs(testing.vocab_metadata(VOCAB)) do meta[#meta + 1] = kv end
+  assert(gguf.write(path, { metadata = meta, tensors = tensors }))
 end
 
 local function measure(path, threads)
