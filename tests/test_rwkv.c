@@ -2,14 +2,17 @@
  * from the definitions (v4: the plain exponentially weighted average
  * without the max trick; v5/v6 and v7: per-head matrix states with the
  * loops in another order), over token runs split into calls of several
- * sizes (the state carries across calls); state reset, sizes and errors. */
+ * sizes (the state carries across calls); state reset, sizes and errors;
+ * grouped matrix-vector products against the products one by one. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "blocks/rwkv_internal.h"
+#include "core/fp16.h"
 #include "core/pool.h"
+#include "quant/quant.h"
 
 static int passed, failed;
 #define CHECK(cond, ...)                                                   \
@@ -204,6 +207,64 @@ static void test_threaded(void)
     slm_pool_free(pool);
 }
 
+/* a (rows, cols) weight of random values in dtype (f32, f16 or q8_0) */
+static slm_tensor *rweight(slm_dtype dt, int64_t rows, int64_t cols)
+{
+    int64_t shape[2] = {rows, cols};
+    slm_tensor *t = slm_tensor_new(dt, 2, shape, NULL);
+    if (!t) exit(1);
+    float *v = rvec((size_t)(rows * cols), -0.1f, 0.1f);
+    if (dt == SLM_DTYPE_F32) memcpy(slm_tensor_data(t), v, (size_t)(rows * cols) * sizeof(float));
+    else if (dt == SLM_DTYPE_F16)
+        for (int64_t i = 0; i < rows * cols; i++) ((slm_f16 *)slm_tensor_data(t))[i] = slm_f32_to_f16(v[i]);
+    else slm_quantize_q8_0(v, slm_tensor_data(t), rows * cols);
+    free(v);
+    return t;
+}
+
+/* The products of a group, run with the threads splitting the weight bytes
+ * (row ranges cut inside matrices), equal the products one by one bit for
+ * bit: a big group on 2 and 3 threads, a small one (serial), and one whose
+ * f16 inputs exceed the stack encoding (run one by one). */
+static void test_mv_group(void)
+{
+    enum { NP = 5 };
+    const slm_dtype dt[NP] = {SLM_DTYPE_F16, SLM_DTYPE_Q8_0, SLM_DTYPE_F32, SLM_DTYPE_F32, SLM_DTYPE_F16};
+    const int64_t rows[3][NP] = {{301, 77, 63, 768, 5}, {7, 3, 2, 9, 1}, {33, 7, 5, 11, 3}};
+    const int64_t cols[3][NP] = {{768, 768, 768, 64, 96}, {64, 32, 64, 16, 32}, {8192, 64, 8, 4, 8192}};
+    const char *what[3] = {"big", "small", "wide f16"};
+    for (int nth = 2; nth <= 3; nth++) {
+        slm_error err = {0};
+        slm_pool *pool = slm_pool_new(nth, &err);
+        CHECK(pool != NULL, "pool: %s", err.msg);
+        if (!pool) return;
+        for (int c = 0; c < 3; c++) {
+            slm_tensor *W[NP];
+            float *x[NP], *got[NP], *want[NP];
+            slm_rwkv_mv mv[NP];
+            for (int i = 0; i < NP; i++) {
+                W[i] = rweight(dt[i], rows[c][i], cols[c][i]);
+                x[i] = rvec((size_t)cols[c][i], -1, 1);
+                got[i] = calloc((size_t)rows[c][i], sizeof(float));
+                want[i] = calloc((size_t)rows[c][i], sizeof(float));
+                mv[i] = (slm_rwkv_mv){got[i], W[i], x[i]};
+                slm_rwkv_mm(NULL, want[i], W[i], -1, x[i], 1, &err);
+            }
+            CHECK(slm_rwkv_mv_group(pool, mv, NP, &err) == SLM_OK, "mv group (%s): %s", what[c], err.msg);
+            int same = 1;
+            for (int i = 0; i < NP; i++) {
+                same = same && !memcmp(got[i], want[i], (size_t)rows[c][i] * sizeof(float));
+                slm_tensor_free(W[i]);
+                free(x[i]);
+                free(got[i]);
+                free(want[i]);
+            }
+            CHECK(same, "mv group (%s) on %d threads == products one by one", what[c], nth);
+        }
+        slm_pool_free(pool);
+    }
+}
+
 static void test_state(void)
 {
     slm_error err = {0};
@@ -237,6 +298,7 @@ int main(void)
     test_wkv6();
     test_wkv7();
     test_threaded();
+    test_mv_group();
     test_state();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
