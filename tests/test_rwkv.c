@@ -12,6 +12,7 @@
 #include "blocks/rwkv_internal.h"
 #include "core/fp16.h"
 #include "core/pool.h"
+#include "kernels/vecdot.h"
 #include "quant/quant.h"
 
 static int passed, failed;
@@ -166,19 +167,64 @@ static void test_wkv7(void)
                 want[o + i] = acc;
             }
         }
-    int chunks[] = {1, 6, 23};
-    for (int ci = 0; ci < 3; ci++) {
-        float *Sf = calloc((size_t)H * N * N, sizeof(float)), *y = calloc((size_t)T * D, sizeof(float));
-        IN_CHUNKS(T, chunks[ci],
-                  slm_rwkv_wkv7(n, H, N, r + (size_t)t0 * D, w + (size_t)t0 * D, k + (size_t)t0 * D,
-                                v + (size_t)t0 * D, na + (size_t)t0 * D, nb + (size_t)t0 * D, Sf,
-                                y + (size_t)t0 * D));
-        double e = rel_err(y, want, (size_t)T * D);
-        CHECK(e < 1e-5, "wkv7 in chunks of %d: rel err %g", chunks[ci], e);
-        free(Sf); free(y);
+    /* the generic loop, then (N = 16) the AVX2 twin where the CPU has it */
+    for (int generic = 1; generic >= 0; generic--) {
+        slm_kernels_force_generic(generic);
+        if (!generic && !slm_kernels_use_avx2()) break;
+        int chunks[] = {1, 6, 23};
+        for (int ci = 0; ci < 3; ci++) {
+            float *Sf = calloc((size_t)H * N * N, sizeof(float)), *y = calloc((size_t)T * D, sizeof(float));
+            IN_CHUNKS(T, chunks[ci],
+                      slm_rwkv_wkv7(n, H, N, r + (size_t)t0 * D, w + (size_t)t0 * D, k + (size_t)t0 * D,
+                                    v + (size_t)t0 * D, na + (size_t)t0 * D, nb + (size_t)t0 * D, Sf,
+                                    y + (size_t)t0 * D));
+            double e = rel_err(y, want, (size_t)T * D);
+            CHECK(e < 1e-5, "wkv7 (%s) in chunks of %d: rel err %g", generic ? "generic" : "avx2",
+                  chunks[ci], e);
+            free(Sf); free(y);
+        }
     }
+    slm_kernels_force_generic(0);
     free(r); free(k); free(v); free(w); free(kk); free(a); free(na); free(nb);
     free(want); free(S); free(Sn);
+}
+
+/* At the 0.1B model's head size (12 heads of 64, as the model feeds it:
+ * a = -kk, b = kk * iclr with kk unit per head) over 40 tokens, the AVX2
+ * twin stays within rounding of the generic loop: state and outputs. */
+static void test_wkv7_avx2(void)
+{
+#if defined(__x86_64__)
+    if (!slm_kernels_use_avx2()) {
+        printf("skip: wkv7 avx2 vs generic (no AVX2/FMA)\n");
+        return;
+    }
+    const int T = 40, H = 12, N = 64, D = H * N;
+    float *r = rvec((size_t)T * D, -1, 1), *k = rvec((size_t)T * D, -1, 1);
+    float *v = rvec((size_t)T * D, -1, 1), *w = rvec((size_t)T * D, 0.55f, 0.999f);
+    float *a = rvec((size_t)T * D, -1, 1), *b = rvec((size_t)T * D, 0, 1);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            float *kk = a + t * D + h * N, s = 0;
+            for (int j = 0; j < N; j++) s += kk[j] * kk[j];
+            for (int j = 0; j < N; j++) {
+                kk[j] /= sqrtf(s);
+                b[t * D + h * N + j] *= kk[j];
+                kk[j] = -kk[j];
+            }
+        }
+    size_t ns = (size_t)H * N * N, ny = (size_t)T * D;
+    float *S1 = calloc(ns, sizeof(float)), *S2 = calloc(ns, sizeof(float));
+    float *y1 = calloc(ny, sizeof(float)), *y2 = calloc(ny, sizeof(float));
+    slm_rwkv_wkv7_heads_generic(T, 0, H, N, (size_t)D, r, w, k, v, a, b, S1, y1);
+    slm_rwkv_wkv7_heads_avx2(T, 0, H, N, (size_t)D, r, w, k, v, a, b, S2, y2);
+    double ys = 1e-6, sm = 0, ym = 0, ss = 1e-6;
+    for (size_t i = 0; i < ny; i++) ys = fmax(ys, fabs(y1[i])), ym = fmax(ym, fabs(y1[i] - y2[i]));
+    for (size_t i = 0; i < ns; i++) ss = fmax(ss, fabs(S1[i])), sm = fmax(sm, fabs(S1[i] - S2[i]));
+    CHECK(ym / ys < 1e-5 && sm / ss < 1e-5, "wkv7 avx2 vs generic (12 heads of 64): y %g, S %g",
+          ym / ys, sm / ss);
+    free(r); free(k); free(v); free(w); free(a); free(b); free(S1); free(S2); free(y1); free(y2);
+#endif
 }
 
 /* heads split between threads give the very same floats */
@@ -297,6 +343,7 @@ int main(void)
     test_wkv4();
     test_wkv6();
     test_wkv7();
+    test_wkv7_avx2();
     test_threaded();
     test_mv_group();
     test_state();

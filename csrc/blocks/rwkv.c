@@ -278,9 +278,9 @@ static void wkv6_heads(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim, co
     }
 }
 
-static void wkv7_heads(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim, const float *r,
-                       const float *w, const float *k, const float *v, const float *a,
-                       const float *b, float *S, float *y)
+void slm_rwkv_wkv7_heads_generic(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim,
+                                 const float *r, const float *w, const float *k, const float *v,
+                                 const float *a, const float *b, float *S, float *y)
 {
     for (int t = 0; t < n; t++) {
         size_t to = (size_t)t * dim;
@@ -308,6 +308,19 @@ void slm_rwkv_wkv6(int n, int64_t n_head, int64_t hs, const float *r, const floa
                    const float *v, const float *w, const float *u, float *S, float *y)
 {
     wkv6_heads(n, 0, n_head, hs, (size_t)(n_head * hs), r, k, v, w, u, S, y);
+}
+
+static void wkv7_heads(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim, const float *r,
+                       const float *w, const float *k, const float *v, const float *a,
+                       const float *b, float *S, float *y)
+{
+#if defined(__x86_64__)
+    if (hs % 8 == 0 && slm_kernels_use_avx2()) {
+        slm_rwkv_wkv7_heads_avx2(n, h0, h1, hs, dim, r, w, k, v, a, b, S, y);
+        return;
+    }
+#endif
+    slm_rwkv_wkv7_heads_generic(n, h0, h1, hs, dim, r, w, k, v, a, b, S, y);
 }
 
 void slm_rwkv_wkv7(int n, int64_t n_head, int64_t hs, const float *r, const float *w,

@@ -42,6 +42,19 @@ void slm_rwkv_wkv7_pool(slm_pool *pool, int n, int64_t n_head, int64_t hs, const
                         const float *w, const float *k, const float *v, const float *a,
                         const float *b, float *S, float *y);
 
+/* slm_rwkv_wkv7 for heads h0..h1-1 of rows dim floats apart, as picked at
+ * run time: the portable loop, or on CPUs with AVX2 and FMA and hs a
+ * multiple of 8 its vectorized twin (rwkv_avx2.c; same recurrence, sums
+ * taken lane-wise). */
+void slm_rwkv_wkv7_heads_generic(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim,
+                                 const float *r, const float *w, const float *k, const float *v,
+                                 const float *a, const float *b, float *S, float *y);
+#if defined(__x86_64__)
+void slm_rwkv_wkv7_heads_avx2(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim,
+                              const float *r, const float *w, const float *k, const float *v,
+                              const float *a, const float *b, float *S, float *y);
+#endif
+
 /* The token-shift row of token t of a batch: the carried row for t = 0,
  * else the previous input row. */
 static inline const float *slm_rwkv_prev(const float *carry, const float *x, int t, int64_t dim)
