@@ -3,23 +3,23 @@
 -- tied head) in F16 and Q8_0: prompt processing (pp128, the prompt scanned
 -- in one call per layer), decode (tg, one token per eval), snapshot and
 -- restore time of the O(state) session state, and peak RSS.
---   bin/slm bench/mamba.lua [threads=2] [dtype ...]
+--   bin/slm bench/mamba.lua [--compare] [threads=2] [dtype ...]
 -- The GGUF files are written once into $SLM_BENCH_DIR (default
--- /tmp/slm-bench) by slm.gguf.write from seeded random tensors; each model
+-- /tmp/slm-bench) by slm.gguf.write from seeded random tensors, with the
+-- vocabulary of slm.testing.vocab_metadata so that the reference loads the
+-- same files (it refuses one without tokenizer metadata); each model
 -- is then measured in a child process (`bench/mamba.lua --run PATH
 -- threads`, one key=value line), so the peak RSS is that of inference alone.
+-- "bw %" and --compare (the reference's llama-bench on the same files, a
+-- second table of both sides) as in bench/run.lua, code in bench/common.lua.
 local slm = require "slm"
 local testing = require "slm.testing"
 local tensor = require "slm.tensor"
 local clock = require("slm.bench").clock
+local common = require "bench.common"
 
 local SHAPE = { vocab = 50280, dim = 768, n_layer = 24, d_inner = 1536, d_state = 16,
                 dt_rank = 48, d_conv = 4 }
-
-local function exists(p)
-  local f = io.open(p, "rb")
-  if f then f:close() return true end
-end
 
 -- Weights as a trained Mamba initializes them (the values matter for the
 -- scan's exp only through their range): matrices normal(0, 0.02); A =
@@ -79,7 +79,10 @@ local function write_model(path, dtype)
     { "mamba.ssm.state_size", { type = "u32", value = ds } },
     { "mamba.ssm.time_step_rank", { type = "u32", value = S.dt_rank } },
     { "mamba.attention.layer_norm_rms_epsilon", { type = "f32", value = 1e-5 } },
+    -- the reference's label of the file in its tables (1 mostly F16, 7 mostly Q8_0)
+    { "general.file_type", { type = "u32", value = dtype == "q8_0" and 7 or 1 } },
   }
+  for _, kv in ipairs(testing.vocab_metadata(S.vocab)) do meta[#meta + 1] = kv end
   assert(slm.gguf.write(path, { metadata = meta, tensors = tensors }))
 end
 
@@ -122,29 +125,30 @@ if arg[1] == "--run" then
   return
 end
 
-local threads = tonumber(arg[1]) or 2
-local dtypes = { table.unpack(arg, 2) }
-if #dtypes == 0 then dtypes = { "f16", "q8_0" } end
-local dir = os.getenv("SLM_BENCH_DIR") or "/tmp/slm-bench"
-os.execute("mkdir -p " .. dir)
-local here = arg[0]:match("^(.*)/bench/mamba%.lua$") or "."
+local b = common.setup(arg, "mamba")
+if #b.dtypes == 0 then b.dtypes = { "f16", "q8_0" } end
 
-print(string.format("mamba-130m-shaped random model, %d threads (bench/mamba.lua)", threads))
-print(string.format("%-6s %9s %9s %8s %9s %9s %9s %9s", "dtype", "pp128 t/s", "tg t/s", "MB",
+b:bandwidth()
+print(string.format("mamba-130m-shaped random model, %d threads (bench/mamba.lua); read bandwidth %s GB/s",
+                    b.threads, b.bw and string.format("%.1f", b.bw) or "?"))
+print(string.format("%-6s %9s %9s %6s %8s %9s %9s %9s %9s", "dtype", "pp128 t/s", "tg t/s", "bw %", "MB",
                     "state KB", "snap ms", "rest. ms", "RSS MB"))
-for _, dt in ipairs(dtypes) do
-  local path = string.format("%s/mamba130m-%s.gguf", dir, dt)
-  if not exists(path) then write_model(path, dt) end
-  local size = 0
-  local f = io.open(path, "rb")
-  if f then size = f:seek("end") f:close() end
-  local p = io.popen(string.format("%s/bin/slm %s/bench/mamba.lua --run %s %d", here, here, path, threads))
-  local out = p:read("a")
-  p:close()
-  local v = {}
-  for k, x in out:gmatch("([%w_]+)=([%d.]+)") do v[k] = x end
-  if not v.pp then io.stderr:write(out) end
-  print(string.format("%-6s %9s %9s %8.1f %9s %9s %9s %9s", dt, v.pp or "?", v.tg or "?",
-                      size / 1048576, v.state_kb or "?", v.snap_ms or "?", v.restore_ms or "?",
-                      v.rss_mb or "?"))
+local rows = {}
+for _, dt in ipairs(b.dtypes) do
+  local path = string.format("%s/mamba130m-%s.gguf", b.dir, dt)
+  if not common.exists(path) then write_model(path, dt) end
+  local r = b:measure({ dt = dt, path = path }, function(r)
+    local out = common.run(string.format("%s %s/bench/mamba.lua --run %s %d", b.slm, b.here, path, b.threads))
+    local v = {}
+    for k, x in out:gmatch("([%w_]+)=([%d.]+)") do v[k] = x end
+    if not v.pp then io.stderr:write(out) end
+    r.v = v   -- the last round's state size, snapshot times and RSS
+    return tonumber(v.pp), tonumber(v.tg)
+  end)
+  rows[#rows + 1] = r
+  local v = r.v
+  print(string.format("%-6s %9s %9s %6s %8.1f %9s %9s %9s %9s", dt, r.pp or "?", r.tg or "?",
+                      b:frac(r.tg, r.bytes), common.size(path) / 1048576, v.state_kb or "?",
+                      v.snap_ms or "?", v.restore_ms or "?", v.rss_mb or "?"))
 end
+b:compare_table(rows)

@@ -2,14 +2,18 @@
 -- ffn 3072, vocab 65536, LoRA ranks w 64 / a 64 / v 32 / g 128, as
 -- RWKV-7 "Goose" 0.1B) written as a GGUF in llama.cpp's rwkv7 layout by
 -- slm.gguf.write into $SLM_BENCH_DIR (default /tmp/slm-bench; made once,
--- reused): prompt processing (pp128, one call) and decode (tg) in tokens/s
--- and peak RSS, one process per dtype.
---   bin/slm bench/rwkv.lua [threads=2] [dtype ...]     (dtypes: f16 q8_0)
+-- reused), with the vocabulary of slm.testing.vocab_metadata so that the
+-- reference loads the same files: prompt processing (pp128, one call) and
+-- decode (tg) in tokens/s and peak RSS, one process per dtype.
+--   bin/slm bench/rwkv.lua [--compare] [threads=2] [dtype ...]  (dtypes: f16 q8_0)
 --   bin/slm bench/rwkv.lua --run MODEL.gguf [threads]  (one measurement line)
+-- "bw %" and --compare (the reference's llama-bench on the same files, a
+-- second table of both sides) as in bench/run.lua, code in bench/common.lua.
 local slm = require "slm"
 local bench = require "slm.bench"
 local testing = require "slm.testing"
 local gguf = require "slm.gguf"
+local common = require "bench.common"
 
 local DIM, LAYERS, HEAD, FF, VOCAB = 768, 12, 64, 3072, 65536
 local RANK = { w = 64, a = 64, v = 32, g = 128 }
@@ -42,7 +46,10 @@ local function write_model(path, dtype)
     for _, n in ipairs { "receptance", "key", "value", "output" } do
       mat(p .. "time_mix_" .. n .. ".weight", DIM, DIM, true)
     end
-    for k, r in pairs(RANK) do
+    for _, k in ipairs { "w", "a", "v", "g" } do
+      -- the reference's layout gives layer 0's v1/v2 (unused: layer 0 sets
+      -- v_first) the iclr rank, not the value-residual one, and checks it
+      local r = (k == "v" and l == 0) and RANK.a or RANK[k]
       mat(p .. "time_mix_" .. k .. "1.weight", r, DIM)
       mat(p .. "time_mix_" .. k .. "2.weight", DIM, r)
     end
@@ -60,23 +67,24 @@ local function write_model(path, dtype)
   vec("output_norm.bias", -0.01, 0.01)
   mat("output.weight", VOCAB, DIM, true)
   local u32 = function(v) return { type = "u32", value = v } end
-  assert(gguf.write(path, {
-    metadata = {
-      { "general.architecture", "rwkv7" },
-      { "general.name", "rwkv7-0.1b-random" },
-      { "rwkv7.context_length", u32(1048576) },
-      { "rwkv7.embedding_length", u32(DIM) },
-      { "rwkv7.block_count", u32(LAYERS) },
-      { "rwkv7.feed_forward_length", u32(FF) },
-      { "rwkv7.wkv.head_size", u32(HEAD) },
-      { "rwkv7.attention.layer_norm_epsilon", { type = "f32", value = 1e-5 } },
-      { "rwkv7.attention.decay_lora_rank", u32(RANK.w) },
-      { "rwkv7.attention.iclr_lora_rank", u32(RANK.a) },
-      { "rwkv7.attention.value_residual_mix_lora_rank", u32(RANK.v) },
-      { "rwkv7.attention.gate_lora_rank", u32(RANK.g) },
-    },
-    tensors = tensors,
-  }))
+  local meta = {
+    { "general.architecture", "rwkv7" },
+    { "general.name", "rwkv7-0.1b-random" },
+    { "rwkv7.context_length", u32(1048576) },
+    { "rwkv7.embedding_length", u32(DIM) },
+    { "rwkv7.block_count", u32(LAYERS) },
+    { "rwkv7.feed_forward_length", u32(FF) },
+    { "rwkv7.wkv.head_size", u32(HEAD) },
+    { "rwkv7.attention.layer_norm_epsilon", { type = "f32", value = 1e-5 } },
+    { "rwkv7.attention.decay_lora_rank", u32(RANK.w) },
+    { "rwkv7.attention.iclr_lora_rank", u32(RANK.a) },
+    { "rwkv7.attention.value_residual_mix_lora_rank", u32(RANK.v) },
+    { "rwkv7.attention.gate_lora_rank", u32(RANK.g) },
+    -- the reference's label of the file in its tables (1 mostly F16, 7 mostly Q8_0)
+    { "general.file_type", u32(dtype == "q8_0" and 7 or 1) },
+  }
+  for _, kv in ipairs(testing.vocab_metadata(VOCAB)) do meta[#meta + 1] = kv end
+  assert(gguf.write(path, { metadata = meta, tensors = tensors }))
 end
 
 local function measure(path, threads)
@@ -110,29 +118,27 @@ if arg[1] == "--run" then
   return
 end
 
-local threads = tonumber(arg[1]) or 2
-local dtypes = { table.unpack(arg, 2) }
-if #dtypes == 0 then dtypes = { "f16", "q8_0" } end
-local dir = os.getenv("SLM_BENCH_DIR") or "/tmp/slm-bench"
-os.execute("mkdir -p " .. dir)
-local here = arg[0]:match("^(.*)/bench/rwkv%.lua$") or "."
-print(string.format("RWKV-7 0.1B-shaped random model, %d threads (bench/rwkv.lua)", threads))
-print(string.format("%-6s %9s %9s %10s %10s %9s", "dtype", "pp128 t/s", "tg t/s", "MB", "state KB", "RSS MB"))
-for _, dt in ipairs(dtypes) do
-  local path = string.format("%s/rwkv7-0.1b-%s.gguf", dir, dt)
-  local f = io.open(path, "rb")
-  if not f then
-    write_model(path, dt)
-    f = assert(io.open(path, "rb"))
-  end
-  local size = f:seek("end")
-  f:close()
-  local p = io.popen(string.format("%s/bin/slm %s/bench/rwkv.lua --run %s %d", here, here, path, threads))
-  local out = p:read("a")
-  p:close()
-  local pp, tg = out:match("pp=([%d.]+)"), out:match("tg=([%d.]+)")
-  local st, rss = out:match("state_kb=([%d.]+)"), out:match("rss_mb=([%d.]+)")
-  if not pp then io.stderr:write(out) end
-  print(string.format("%-6s %9s %9s %10.1f %10s %9s", dt, pp or "?", tg or "?", size / 1048576, st or "?",
-                      rss or "?"))
+local b = common.setup(arg, "rwkv")
+if #b.dtypes == 0 then b.dtypes = { "f16", "q8_0" } end
+
+b:bandwidth()
+print(string.format("RWKV-7 0.1B-shaped random model, %d threads (bench/rwkv.lua); read bandwidth %s GB/s",
+                    b.threads, b.bw and string.format("%.1f", b.bw) or "?"))
+print(string.format("%-6s %9s %9s %6s %10s %10s %9s", "dtype", "pp128 t/s", "tg t/s", "bw %", "MB", "state KB",
+                    "RSS MB"))
+local rows = {}
+for _, dt in ipairs(b.dtypes) do
+  local path = string.format("%s/rwkv7-0.1b-%s.gguf", b.dir, dt)
+  if not common.exists(path) then write_model(path, dt) end
+  local r = b:measure({ dt = dt, path = path }, function(r)
+    local out = common.run(string.format("%s %s/bench/rwkv.lua --run %s %d", b.slm, b.here, path, b.threads))
+    local pp, tg = out:match("pp=([%d.]+)"), out:match("tg=([%d.]+)")
+    r.st, r.rss = out:match("state_kb=([%d.]+)") or r.st, out:match("rss_mb=([%d.]+)") or r.rss
+    if not pp then io.stderr:write(out) end
+    return tonumber(pp), tonumber(tg)
+  end)
+  rows[#rows + 1] = r
+  print(string.format("%-6s %9s %9s %6s %10.1f %10s %9s", dt, r.pp or "?", r.tg or "?", b:frac(r.tg, r.bytes),
+                      common.size(path) / 1048576, r.st or "?", r.rss or "?"))
 end
+b:compare_table(rows)

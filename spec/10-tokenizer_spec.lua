@@ -327,3 +327,21 @@ describe("slm.tokenizer tokenizer.json components", function()
     assert.matches("normalizer type 'Precompiled' not supported", msg, 1, true)
   end)
 end)
+
+describe("slm.testing.vocab_metadata", function()
+  it("is a vocabulary of exactly n tokens that slm loads: specials, byte fallback", function()
+    local testing = require "slm.testing"
+    local gguf = require "slm.gguf"
+    local p = os.tmpname()
+    assert(gguf.write(p, { metadata = testing.vocab_metadata(300), tensors = {} }))
+    local tok = assert(tokenizer.load(p))
+    os.remove(p)
+    assert.are.equal(300, #tok)
+    assert.are.equal(1, tok.bos)
+    assert.are.equal(2, tok.eos)
+    -- no piece spells the prepended U+2581 or "é": both fall back to their
+    -- UTF-8 bytes, byte b being token 3 + b
+    assert.are.same({ 1, 3 + 0xE2, 3 + 0x96, 3 + 0x81, 3 + 0xC3, 3 + 0xA9 }, tok:encode("é"))
+    assert.has_error(function() testing.vocab_metadata(258) end)
+  end)
+end)

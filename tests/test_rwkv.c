@@ -2,14 +2,18 @@
  * from the definitions (v4: the plain exponentially weighted average
  * without the max trick; v5/v6 and v7: per-head matrix states with the
  * loops in another order), over token runs split into calls of several
- * sizes (the state carries across calls); state reset, sizes and errors. */
+ * sizes (the state carries across calls); state reset, sizes and errors;
+ * grouped matrix-vector products against the products one by one. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "blocks/rwkv_internal.h"
+#include "core/fp16.h"
 #include "core/pool.h"
+#include "kernels/vecdot.h"
+#include "quant/quant.h"
 
 static int passed, failed;
 #define CHECK(cond, ...)                                                   \
@@ -163,19 +167,64 @@ static void test_wkv7(void)
                 want[o + i] = acc;
             }
         }
-    int chunks[] = {1, 6, 23};
-    for (int ci = 0; ci < 3; ci++) {
-        float *Sf = calloc((size_t)H * N * N, sizeof(float)), *y = calloc((size_t)T * D, sizeof(float));
-        IN_CHUNKS(T, chunks[ci],
-                  slm_rwkv_wkv7(n, H, N, r + (size_t)t0 * D, w + (size_t)t0 * D, k + (size_t)t0 * D,
-                                v + (size_t)t0 * D, na + (size_t)t0 * D, nb + (size_t)t0 * D, Sf,
-                                y + (size_t)t0 * D));
-        double e = rel_err(y, want, (size_t)T * D);
-        CHECK(e < 1e-5, "wkv7 in chunks of %d: rel err %g", chunks[ci], e);
-        free(Sf); free(y);
+    /* the generic loop, then (N = 16) the AVX2 twin where the CPU has it */
+    for (int generic = 1; generic >= 0; generic--) {
+        slm_kernels_force_generic(generic);
+        if (!generic && !slm_kernels_use_avx2()) break;
+        int chunks[] = {1, 6, 23};
+        for (int ci = 0; ci < 3; ci++) {
+            float *Sf = calloc((size_t)H * N * N, sizeof(float)), *y = calloc((size_t)T * D, sizeof(float));
+            IN_CHUNKS(T, chunks[ci],
+                      slm_rwkv_wkv7(n, H, N, r + (size_t)t0 * D, w + (size_t)t0 * D, k + (size_t)t0 * D,
+                                    v + (size_t)t0 * D, na + (size_t)t0 * D, nb + (size_t)t0 * D, Sf,
+                                    y + (size_t)t0 * D));
+            double e = rel_err(y, want, (size_t)T * D);
+            CHECK(e < 1e-5, "wkv7 (%s) in chunks of %d: rel err %g", generic ? "generic" : "avx2",
+                  chunks[ci], e);
+            free(Sf); free(y);
+        }
     }
+    slm_kernels_force_generic(0);
     free(r); free(k); free(v); free(w); free(kk); free(a); free(na); free(nb);
     free(want); free(S); free(Sn);
+}
+
+/* At the 0.1B model's head size (12 heads of 64, as the model feeds it:
+ * a = -kk, b = kk * iclr with kk unit per head) over 40 tokens, the AVX2
+ * twin stays within rounding of the generic loop: state and outputs. */
+static void test_wkv7_avx2(void)
+{
+#if defined(__x86_64__)
+    if (!slm_kernels_use_avx2()) {
+        printf("skip: wkv7 avx2 vs generic (no AVX2/FMA)\n");
+        return;
+    }
+    const int T = 40, H = 12, N = 64, D = H * N;
+    float *r = rvec((size_t)T * D, -1, 1), *k = rvec((size_t)T * D, -1, 1);
+    float *v = rvec((size_t)T * D, -1, 1), *w = rvec((size_t)T * D, 0.55f, 0.999f);
+    float *a = rvec((size_t)T * D, -1, 1), *b = rvec((size_t)T * D, 0, 1);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            float *kk = a + t * D + h * N, s = 0;
+            for (int j = 0; j < N; j++) s += kk[j] * kk[j];
+            for (int j = 0; j < N; j++) {
+                kk[j] /= sqrtf(s);
+                b[t * D + h * N + j] *= kk[j];
+                kk[j] = -kk[j];
+            }
+        }
+    size_t ns = (size_t)H * N * N, ny = (size_t)T * D;
+    float *S1 = calloc(ns, sizeof(float)), *S2 = calloc(ns, sizeof(float));
+    float *y1 = calloc(ny, sizeof(float)), *y2 = calloc(ny, sizeof(float));
+    slm_rwkv_wkv7_heads_generic(T, 0, H, N, (size_t)D, r, w, k, v, a, b, S1, y1);
+    slm_rwkv_wkv7_heads_avx2(T, 0, H, N, (size_t)D, r, w, k, v, a, b, S2, y2);
+    double ys = 1e-6, sm = 0, ym = 0, ss = 1e-6;
+    for (size_t i = 0; i < ny; i++) ys = fmax(ys, fabs(y1[i])), ym = fmax(ym, fabs(y1[i] - y2[i]));
+    for (size_t i = 0; i < ns; i++) ss = fmax(ss, fabs(S1[i])), sm = fmax(sm, fabs(S1[i] - S2[i]));
+    CHECK(ym / ys < 1e-5 && sm / ss < 1e-5, "wkv7 avx2 vs generic (12 heads of 64): y %g, S %g",
+          ym / ys, sm / ss);
+    free(r); free(k); free(v); free(w); free(a); free(b); free(S1); free(S2); free(y1); free(y2);
+#endif
 }
 
 /* heads split between threads give the very same floats */
@@ -202,6 +251,64 @@ static void test_threaded(void)
           "wkv6 threaded == serial");
     free(r); free(k); free(v); free(w); free(a); free(b); free(S1); free(S2); free(y1); free(y2);
     slm_pool_free(pool);
+}
+
+/* a (rows, cols) weight of random values in dtype (f32, f16 or q8_0) */
+static slm_tensor *rweight(slm_dtype dt, int64_t rows, int64_t cols)
+{
+    int64_t shape[2] = {rows, cols};
+    slm_tensor *t = slm_tensor_new(dt, 2, shape, NULL);
+    if (!t) exit(1);
+    float *v = rvec((size_t)(rows * cols), -0.1f, 0.1f);
+    if (dt == SLM_DTYPE_F32) memcpy(slm_tensor_data(t), v, (size_t)(rows * cols) * sizeof(float));
+    else if (dt == SLM_DTYPE_F16)
+        for (int64_t i = 0; i < rows * cols; i++) ((slm_f16 *)slm_tensor_data(t))[i] = slm_f32_to_f16(v[i]);
+    else slm_quantize_q8_0(v, slm_tensor_data(t), rows * cols);
+    free(v);
+    return t;
+}
+
+/* The products of a group, run with the threads splitting the weight bytes
+ * (row ranges cut inside matrices), equal the products one by one bit for
+ * bit: a big group on 2 and 3 threads, a small one (serial), and one whose
+ * f16 inputs exceed the stack encoding (run one by one). */
+static void test_mv_group(void)
+{
+    enum { NP = 5 };
+    const slm_dtype dt[NP] = {SLM_DTYPE_F16, SLM_DTYPE_Q8_0, SLM_DTYPE_F32, SLM_DTYPE_F32, SLM_DTYPE_F16};
+    const int64_t rows[3][NP] = {{301, 77, 63, 768, 5}, {7, 3, 2, 9, 1}, {33, 7, 5, 11, 3}};
+    const int64_t cols[3][NP] = {{768, 768, 768, 64, 96}, {64, 32, 64, 16, 32}, {8192, 64, 8, 4, 8192}};
+    const char *what[3] = {"big", "small", "wide f16"};
+    for (int nth = 2; nth <= 3; nth++) {
+        slm_error err = {0};
+        slm_pool *pool = slm_pool_new(nth, &err);
+        CHECK(pool != NULL, "pool: %s", err.msg);
+        if (!pool) return;
+        for (int c = 0; c < 3; c++) {
+            slm_tensor *W[NP];
+            float *x[NP], *got[NP], *want[NP];
+            slm_rwkv_mv mv[NP];
+            for (int i = 0; i < NP; i++) {
+                W[i] = rweight(dt[i], rows[c][i], cols[c][i]);
+                x[i] = rvec((size_t)cols[c][i], -1, 1);
+                got[i] = calloc((size_t)rows[c][i], sizeof(float));
+                want[i] = calloc((size_t)rows[c][i], sizeof(float));
+                mv[i] = (slm_rwkv_mv){got[i], W[i], x[i]};
+                slm_rwkv_mm(NULL, want[i], W[i], -1, x[i], 1, &err);
+            }
+            CHECK(slm_rwkv_mv_group(pool, mv, NP, &err) == SLM_OK, "mv group (%s): %s", what[c], err.msg);
+            int same = 1;
+            for (int i = 0; i < NP; i++) {
+                same = same && !memcmp(got[i], want[i], (size_t)rows[c][i] * sizeof(float));
+                slm_tensor_free(W[i]);
+                free(x[i]);
+                free(got[i]);
+                free(want[i]);
+            }
+            CHECK(same, "mv group (%s) on %d threads == products one by one", what[c], nth);
+        }
+        slm_pool_free(pool);
+    }
 }
 
 static void test_state(void)
@@ -236,7 +343,9 @@ int main(void)
     test_wkv4();
     test_wkv6();
     test_wkv7();
+    test_wkv7_avx2();
     test_threaded();
+    test_mv_group();
     test_state();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

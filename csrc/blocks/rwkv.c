@@ -3,10 +3,13 @@
  * rwkv_tmix.c. Math as rwkv.cpp's rwkv_graph.inc and ggml's rwkv_wkv6 /
  * rwkv.cpp's wkv_v7 operators (see rwkv.h). */
 #include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../kernels/matmul.h"
+#include "../kernels/vecdot.h"
 #include "rwkv_internal.h"
 
 #define TRY(expr)                          \
@@ -58,7 +61,9 @@ slm_rwkv_state *slm_rwkv_state_new(slm_rwkv_version version, int n_layer, int64_
     st->s = malloc((size_t)n_layer * lf * sizeof(float));
     st->xs = malloc(6 * nb * d * sizeof(float));
     st->p = malloc(6 * nb * d * sizeof(float));
-    st->hid = malloc((nb * (size_t)lora + 1) * sizeof(float));
+    /* v7 decodes its four low-rank hiddens side by side (slm_rwkv_mv_group) */
+    size_t n_hid = version == SLM_RWKV_V7 ? 4 : 1;
+    st->hid = malloc((n_hid * nb * (size_t)lora + 1) * sizeof(float));
     st->tmp = malloc((nb * (size_t)lora + 1) * sizeof(float));
     st->y = malloc(nb * d * sizeof(float));
     st->ff = malloc(nb * (size_t)n_ff * sizeof(float));
@@ -134,6 +139,91 @@ slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, 
     return SLM_OK;
 }
 
+/* --- independent matrix-vector products in one dispatch ---------------------------- */
+
+/* A product run from inside a pool job encodes its input on a stack buffer
+ * of this many bytes (matmul.h); a group whose inputs need more runs its
+ * products one by one instead, so that decode never allocates. */
+#define MV_STACK_ACT_BYTES 8192
+
+typedef struct mv_job {
+    const slm_rwkv_mv *mv;
+    int n;
+    size_t total;          /* weight bytes of all products */
+    atomic_int failed;     /* the first failing thread reports */
+    slm_status code;
+    slm_error *err;
+} mv_job;
+
+static size_t row_bytes(const slm_tensor *W)
+{
+    const slm_dtype_traits *tr = slm_dtype_get((int)W->dtype);
+    return (size_t)(W->stride[0] / tr->block_size) * tr->type_size;
+}
+
+/* bytes of one input row encoded for W's kernel (0: it reads the floats) */
+static size_t act_bytes(const slm_tensor *W)
+{
+    const slm_vecdot_traits *t = slm_vecdot_traits_get(W->dtype);
+    if (!t) return SIZE_MAX;
+    if (t->act_type == SLM_DTYPE_F32) return 0;
+    int ok;
+    size_t n = slm_dtype_row_size(t->act_type, W->shape[1], &ok);
+    return ok ? n : SIZE_MAX;
+}
+
+/* the first row of a matrix starting at byte base (rows rb bytes, N rows)
+ * whose first byte is at or after byte at */
+static int64_t row_at(size_t at, size_t base, size_t rb, int64_t N)
+{
+    if (at <= base) return 0;
+    size_t r = (at - base + rb - 1) / rb;
+    return r < (size_t)N ? (int64_t)r : N;
+}
+
+/* thread ith: the rows whose first byte lies in its share of the bytes */
+static void mv_run(void *ctx, int ith, int nth)
+{
+    mv_job *j = ctx;
+    size_t lo = j->total / (size_t)nth * (size_t)ith, hi = j->total / (size_t)nth * (size_t)(ith + 1);
+    if (ith == nth - 1) hi = j->total;
+    size_t base = 0;
+    for (int i = 0; i < j->n; i++) {
+        const slm_tensor *W = j->mv[i].W;
+        size_t rb = row_bytes(W);
+        int64_t N = W->shape[0];
+        int64_t r0 = row_at(lo, base, rb, N), r1 = row_at(hi, base, rb, N);
+        base += rb * (size_t)N;
+        if (r0 >= r1) continue;
+        slm_error e;
+        slm_status s = slm_matmul_raw(NULL, j->mv[i].out + r0, (const char *)slm_tensor_data(W) + (size_t)r0 * rb,
+                                      W->dtype, rb, j->mv[i].x, 1, r1 - r0, W->shape[1], &e);
+        if (s != SLM_OK && !atomic_exchange(&j->failed, 1)) {
+            j->code = s;
+            if (j->err) *j->err = e;
+        }
+    }
+}
+
+slm_status slm_rwkv_mv_group(slm_pool *pool, const slm_rwkv_mv *mv, int n, slm_error *err)
+{
+    mv_job j = {.mv = mv, .n = n, .err = err};
+    atomic_init(&j.failed, 0);
+    int64_t work = 0;
+    for (int i = 0; i < n; i++) {
+        if (act_bytes(mv[i].W) > MV_STACK_ACT_BYTES) {
+            for (int k = 0; k < n; k++) TRY(slm_rwkv_mm(pool, mv[k].out, mv[k].W, -1, mv[k].x, 1, err));
+            return SLM_OK;
+        }
+        j.total += row_bytes(mv[i].W) * (size_t)mv[i].W->shape[0];
+        work += mv[i].W->shape[0] * mv[i].W->shape[1];
+    }
+    /* as for one product: a small group is not worth waking the pool */
+    int nth = work < SMALL_MATMUL || !pool || slm_pool_busy(pool) ? 1 : slm_pool_size(pool);
+    slm_pool_run(pool, nth, mv_run, &j);
+    return atomic_load(&j.failed) ? j.code : SLM_OK;
+}
+
 /* --- WKV recurrences ---------------------------------------------------------------- */
 
 void slm_rwkv_wkv4(int n, int64_t dim, const float *w, const float *u, const float *k,
@@ -189,9 +279,9 @@ static void wkv6_heads(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim, co
     }
 }
 
-static void wkv7_heads(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim, const float *r,
-                       const float *w, const float *k, const float *v, const float *a,
-                       const float *b, float *S, float *y)
+void slm_rwkv_wkv7_heads_generic(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim,
+                                 const float *r, const float *w, const float *k, const float *v,
+                                 const float *a, const float *b, float *S, float *y)
 {
     for (int t = 0; t < n; t++) {
         size_t to = (size_t)t * dim;
@@ -219,6 +309,19 @@ void slm_rwkv_wkv6(int n, int64_t n_head, int64_t hs, const float *r, const floa
                    const float *v, const float *w, const float *u, float *S, float *y)
 {
     wkv6_heads(n, 0, n_head, hs, (size_t)(n_head * hs), r, k, v, w, u, S, y);
+}
+
+static void wkv7_heads(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim, const float *r,
+                       const float *w, const float *k, const float *v, const float *a,
+                       const float *b, float *S, float *y)
+{
+#if defined(__x86_64__)
+    if (hs % 8 == 0 && slm_kernels_use_avx2()) {
+        slm_rwkv_wkv7_heads_avx2(n, h0, h1, hs, dim, r, w, k, v, a, b, S, y);
+        return;
+    }
+#endif
+    slm_rwkv_wkv7_heads_generic(n, h0, h1, hs, dim, r, w, k, v, a, b, S, y);
 }
 
 void slm_rwkv_wkv7(int n, int64_t n_head, int64_t hs, const float *r, const float *w,

@@ -17,6 +17,22 @@ slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slic
 slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, int slice,
                                const float *X, int64_t M, slm_error *err);
 
+/* One matrix-vector product of a group: out (N) = W (N, K) . x (K), W 2-D
+ * with contiguous rows. */
+typedef struct slm_rwkv_mv {
+    float *out;
+    const slm_tensor *W;
+    const float *x;
+} slm_rwkv_mv;
+
+/* The n independent products mv[0..n) in one pool dispatch, for a single
+ * token: each thread takes a contiguous share of the concatenated weight
+ * bytes and runs its rows of every matrix on its own, so that the small
+ * low-rank products (serial one by one) share the threads with the big
+ * ones and a token pays one wake-up for all of them. Every output is the
+ * one slm_rwkv_mm gives for M = 1 (the same kernel on the same rows). */
+slm_status slm_rwkv_mv_group(slm_pool *pool, const slm_rwkv_mv *mv, int n, slm_error *err);
+
 /* slm_rwkv_wkv6 / _wkv7 with the heads split between the pool's threads
  * when there are several heads and enough work (same results). */
 void slm_rwkv_wkv6_pool(slm_pool *pool, int n, int64_t n_head, int64_t hs, const float *r,
@@ -25,6 +41,19 @@ void slm_rwkv_wkv6_pool(slm_pool *pool, int n, int64_t n_head, int64_t hs, const
 void slm_rwkv_wkv7_pool(slm_pool *pool, int n, int64_t n_head, int64_t hs, const float *r,
                         const float *w, const float *k, const float *v, const float *a,
                         const float *b, float *S, float *y);
+
+/* slm_rwkv_wkv7 for heads h0..h1-1 of rows dim floats apart, as picked at
+ * run time: the portable loop, or on CPUs with AVX2 and FMA and hs a
+ * multiple of 8 its vectorized twin (rwkv_avx2.c; same recurrence, sums
+ * taken lane-wise). */
+void slm_rwkv_wkv7_heads_generic(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim,
+                                 const float *r, const float *w, const float *k, const float *v,
+                                 const float *a, const float *b, float *S, float *y);
+#if defined(__x86_64__)
+void slm_rwkv_wkv7_heads_avx2(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim,
+                              const float *r, const float *w, const float *k, const float *v,
+                              const float *a, const float *b, float *S, float *y);
+#endif
 
 /* The token-shift row of token t of a batch: the carried row for t = 0,
  * else the previous input row. */

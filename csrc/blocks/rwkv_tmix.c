@@ -171,6 +171,28 @@ static slm_status lora(slm_pool *pool, slm_rwkv_state *st, float *out, const slm
     return slm_rwkv_mm_lowrank(pool, out, W2, -1, st->hid, n, err);
 }
 
+/* One token's projections for v7, in two dispatches (slm_rwkv_mv_group):
+ * r k v and the four low-rank down-projections, then the up-projections.
+ * The same values as the per-product path of tmix_v7; the hiddens sit side
+ * by side in st->hid (4 * lora floats for v7). nu is left alone in the
+ * first layer. */
+static slm_status project_one_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state *st,
+                                 const float *xr, const float *xw, const float *xk,
+                                 const float *xv, const float *xa, const float *xg, float *r,
+                                 float *w, float *k, float *v, float *a, float *g, float *nu,
+                                 slm_error *err)
+{
+    float *hw = st->hid, *ha = hw + st->lora, *hg = ha + st->lora, *hv = hg + st->lora;
+    int nv = b->first_layer ? 0 : 1;
+    slm_rwkv_mv down[7] = {{r, b->wr, xr},  {k, b->wk, xk},  {v, b->wv, xv},  {hw, b->w1, xw},
+                           {ha, b->a1, xa}, {hg, b->g1, xg}, {hv, b->v1, xv}};
+    TRY(slm_rwkv_mv_group(pool, down, 6 + nv, err));
+    for (int64_t i = 0; i < b->w1->shape[0]; i++) hw[i] = tanhf(hw[i]);
+    for (int64_t i = 0; i < b->g1->shape[0]; i++) hg[i] = sigmoidf(hg[i]);
+    slm_rwkv_mv up[4] = {{w, b->w2, hw}, {a, b->a2, ha}, {g, b->g2, hg}, {nu, b->v2, hv}};
+    return slm_rwkv_mv_group(pool, up, 3 + nv, err);
+}
+
 static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state *st, float *ls,
                           int n, const float *x, float *out, slm_error *err)
 {
@@ -187,22 +209,28 @@ static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
     const float *xv = slot(st->xs, 3, n, d), *xa = slot(st->xs, 4, n, d), *xg = slot(st->xs, 5, n, d);
     float *r = slot(st->p, 0, n, d), *w = slot(st->p, 1, n, d), *k = slot(st->p, 2, n, d);
     float *v = slot(st->p, 3, n, d), *a = slot(st->p, 4, n, d), *g = slot(st->p, 5, n, d);
-    TRY(slm_rwkv_mm(pool, r, b->wr, -1, xr, n, err));
+    /* the value-residual mix's low-rank term (not in the first layer);
+     * sx is no longer needed */
+    float *nu = st->y;
+    if (n == 1) {
+        TRY(project_one_v7(pool, b, st, xr, xw, xk, xv, xa, xg, r, w, k, v, a, g, nu, err));
+    } else {
+        TRY(slm_rwkv_mm(pool, r, b->wr, -1, xr, n, err));
+        TRY(lora(pool, st, w, b->w1, b->w2, tanhf, xw, n, err));
+        TRY(slm_rwkv_mm(pool, k, b->wk, -1, xk, n, err));
+        TRY(slm_rwkv_mm(pool, v, b->wv, -1, xv, n, err));
+        TRY(lora(pool, st, a, b->a1, b->a2, NULL, xa, n, err));
+        TRY(lora(pool, st, g, b->g1, b->g2, sigmoidf, xg, n, err));
+        if (!b->first_layer) TRY(lora(pool, st, nu, b->v1, b->v2, NULL, xv, n, err));
+    }
     /* decay in (exp(-e^-0.5), 1): w = exp(-0.606531 * sigmoid(w0 + lora)) */
-    TRY(lora(pool, st, w, b->w1, b->w2, tanhf, xw, n, err));
     for (size_t i = 0; i < nd; i++) w[i] = expf(-0.606531f * sigmoidf(w[i] + b->w0[i % (size_t)d]));
-    TRY(slm_rwkv_mm(pool, k, b->wk, -1, xk, n, err));
-    TRY(slm_rwkv_mm(pool, v, b->wv, -1, xv, n, err));
     /* in-context learning rate a = sigmoid(a0 + lora) */
-    TRY(lora(pool, st, a, b->a1, b->a2, NULL, xa, n, err));
     for (size_t i = 0; i < nd; i++) a[i] = sigmoidf(a[i] + b->a0[i % (size_t)d]);
-    TRY(lora(pool, st, g, b->g1, b->g2, sigmoidf, xg, n, err));
     /* value residual: the first layer's v, mixed into every later one */
     if (b->first_layer) {
         memcpy(st->v_first, v, nd * sizeof(float));
     } else {
-        float *nu = st->y;   /* sx is no longer needed */
-        TRY(lora(pool, st, nu, b->v1, b->v2, NULL, xv, n, err));
         for (size_t i = 0; i < nd; i++)
             v[i] = v[i] + (st->v_first[i] - v[i]) * sigmoidf(nu[i] + b->v0[i % (size_t)d]);
     }

@@ -27,6 +27,35 @@ local function weight_type(dtype, cols)
   return "f16"
 end
 
+--- vocab_metadata(n) -> list of {key, value} GGUF metadata pairs: a
+-- SentencePiece-style vocabulary of n >= 259 tokens (<unk> <s> </s>, the 256
+-- byte tokens <0x00>..<0xFF>, then filler pieces), so that slm's tokenizer
+-- and the reference can both load a random model whatever its architecture
+-- (the reference refuses a file without tokenizer.ggml.model).
+function M.vocab_metadata(n)
+  assert(n >= 259, "vocab_metadata: needs room for 3 specials and 256 byte tokens")
+  local tokens, scores, types = { "<unk>", "<s>", "</s>" }, { 0, 0, 0 }, { 2, 3, 3 }
+  for b = 0, 255 do
+    tokens[#tokens + 1] = string.format("<0x%02X>", b)
+    scores[#scores + 1] = 0
+    types[#types + 1] = 6
+  end
+  for i = #tokens + 1, n do
+    tokens[i] = "\u{2581}t" .. i
+    scores[i] = -i
+    types[i] = 1
+  end
+  return {
+    { "tokenizer.ggml.model", "llama" },
+    { "tokenizer.ggml.tokens", { type = "str", value = tokens } },
+    { "tokenizer.ggml.scores", { type = "f32", value = scores } },
+    { "tokenizer.ggml.token_type", { type = "i32", value = types } },
+    { "tokenizer.ggml.bos_token_id", { type = "u32", value = 1 } },
+    { "tokenizer.ggml.eos_token_id", { type = "u32", value = 2 } },
+    { "tokenizer.ggml.unknown_token_id", { type = "u32", value = 0 } },
+  }
+end
+
 function M.random_model(o)
   assert(type(o) == "table" and o.path, "random_model{path = ..., ...}")
   local dtype = o.dtype or "f16"
@@ -78,26 +107,7 @@ function M.random_model(o)
     { "llama.vocab_size", { type = "u32", value = vocab } },
   }
   if vocab >= 259 then
-    -- a SentencePiece-style vocabulary: specials, 256 byte tokens, then
-    -- filler pieces, so that tokenizers and the reference can load the file
-    local tokens, scores, types = { "<unk>", "<s>", "</s>" }, { 0, 0, 0 }, { 2, 3, 3 }
-    for b = 0, 255 do
-      tokens[#tokens + 1] = string.format("<0x%02X>", b)
-      scores[#scores + 1] = 0
-      types[#types + 1] = 6
-    end
-    for i = #tokens + 1, vocab do
-      tokens[i] = "\u{2581}t" .. i
-      scores[i] = -i
-      types[i] = 1
-    end
-    meta[#meta + 1] = { "tokenizer.ggml.model", "llama" }
-    meta[#meta + 1] = { "tokenizer.ggml.tokens", { type = "str", value = tokens } }
-    meta[#meta + 1] = { "tokenizer.ggml.scores", { type = "f32", value = scores } }
-    meta[#meta + 1] = { "tokenizer.ggml.token_type", { type = "i32", value = types } }
-    meta[#meta + 1] = { "tokenizer.ggml.bos_token_id", { type = "u32", value = 1 } }
-    meta[#meta + 1] = { "tokenizer.ggml.eos_token_id", { type = "u32", value = 2 } }
-    meta[#meta + 1] = { "tokenizer.ggml.unknown_token_id", { type = "u32", value = 0 } }
+    for _, kv in ipairs(M.vocab_metadata(vocab)) do meta[#meta + 1] = kv end
   end
   assert(gguf.write(o.path, { metadata = meta, tensors = tensors }))
   return o.path
