@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../kernels/gemm.h"
 #include "../kernels/matmul.h"
 #include "../kernels/vecdot.h"
 #include "rwkv_internal.h"
@@ -112,6 +113,12 @@ void slm_rwkv_state_reset(slm_rwkv_state *st)
 
 /* --- matmul -------------------------------------------------------------------- */
 
+/* rwkv.cpp's files follow ggml's vec_dot order (core/storage.h) */
+static int vecdot_order(const slm_tensor *W)
+{
+    return (W->storage->flags & SLM_STORAGE_VECDOT_ORDER) != 0;
+}
+
 slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slice,
                        const float *X, int64_t M, slm_error *err)
 {
@@ -123,8 +130,7 @@ slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slic
     /* small products run on the calling thread: waking the pool costs more
      * than the work (tiny models, low-rank weights) */
     int64_t work = M * W->shape[r] * W->shape[r + 1];
-    const slm_matmul_part part = {out, data, W->dtype, row_bytes, W->shape[r],
-                                  (W->storage->flags & SLM_STORAGE_VECDOT_ORDER) != 0};
+    const slm_matmul_part part = {out, data, W->dtype, row_bytes, W->shape[r], vecdot_order(W)};
     return slm_matmul_multi(work < SMALL_MATMUL ? NULL : pool, &part, 1, X, M, W->shape[r + 1], err);
 }
 
@@ -161,12 +167,15 @@ static size_t row_bytes(const slm_tensor *W)
     return (size_t)(W->stride[0] / tr->block_size) * tr->type_size;
 }
 
-/* bytes of one input row encoded for W's kernel (0: it reads the floats) */
+/* bytes of one input row encoded for W's kernel (0: it reads the floats):
+ * f32 rows for a float tile kernel (kernels/gemm.h), else act_type blocks */
 static size_t act_bytes(const slm_tensor *W)
 {
     const slm_vecdot_traits *t = slm_vecdot_traits_get(W->dtype);
     if (!t) return SIZE_MAX;
     if (t->act_type == SLM_DTYPE_F32) return 0;
+    const slm_gemm_kernel *g = vecdot_order(W) ? NULL : slm_gemm_get(W->dtype);
+    if (g && g->act && W->shape[1] % g->k_multiple == 0) return (size_t)W->shape[1] * sizeof(float);
     int ok;
     size_t n = slm_dtype_row_size(t->act_type, W->shape[1], &ok);
     return ok ? n : SIZE_MAX;
@@ -196,8 +205,9 @@ static void mv_run(void *ctx, int ith, int nth)
         base += rb * (size_t)N;
         if (r0 >= r1) continue;
         slm_error e;
-        slm_status s = slm_matmul_raw(NULL, j->mv[i].out + r0, (const char *)slm_tensor_data(W) + (size_t)r0 * rb,
-                                      W->dtype, rb, j->mv[i].x, 1, r1 - r0, W->shape[1], &e);
+        const slm_matmul_part part = {j->mv[i].out + r0, (const char *)slm_tensor_data(W) + (size_t)r0 * rb,
+                                      W->dtype, rb, r1 - r0, vecdot_order(W)};
+        slm_status s = slm_matmul_multi(NULL, &part, 1, j->mv[i].x, 1, W->shape[1], &e);
         if (s != SLM_OK && !atomic_exchange(&j->failed, 1)) {
             j->code = s;
             if (j->err) *j->err = e;
