@@ -2,6 +2,7 @@
 -- scalars, unsupported dtypes, misaligned data) and hostile ones, each
 -- asserting the exact message.
 local ST = require "slm.safetensors"
+require "spec.helpers"   -- its os.tmpname removes temporary files at exit
 
 local function errmsg(f, ...)
   local ok, e = pcall(f, ...)

@@ -1,6 +1,20 @@
 -- Shared helpers of the specs.
 local helpers = {}
 
+-- os.tmpname creates the file it names; specs often write to that name plus
+-- a suffix or remove it only on success. Every name it hands out is removed
+-- when the busted process closes its Lua state (the table's __gc), so a
+-- test run leaves nothing in /tmp.
+local raw_tmpname = os.tmpname
+helpers.tmpnames = setmetatable({}, { __gc = function(t)
+  for _, p in ipairs(t) do os.remove(p) end
+end })
+function os.tmpname()
+  local p = raw_tmpname()
+  helpers.tmpnames[#helpers.tmpnames + 1] = p
+  return p
+end
+
 --- Directory of the shared fixtures (SLM_FIXTURES, default ../shared/fixtures).
 helpers.fixtures = os.getenv("SLM_FIXTURES") or "../shared/fixtures"
 
