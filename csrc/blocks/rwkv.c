@@ -109,8 +109,6 @@ void slm_rwkv_state_reset(slm_rwkv_state *st)
     }
 }
 
-#define SMALL_MATMUL (1 << 16)
-
 /* --- matmul -------------------------------------------------------------------- */
 
 /* rwkv.cpp's files follow ggml's vec_dot order (core/storage.h) */
@@ -190,6 +188,22 @@ static int64_t row_at(size_t at, size_t base, size_t rb, int64_t N)
     return r < (size_t)N ? (int64_t)r : N;
 }
 
+slm_status slm_rwkv_mv_rows(const slm_rwkv_mv *mv, int64_t r0, int64_t r1, slm_error *err)
+{
+    const slm_tensor *W = mv->W;
+    size_t rb = row_bytes(W);
+    const slm_matmul_part part = {mv->out + r0, (const char *)slm_tensor_data(W) + (size_t)r0 * rb,
+                                  W->dtype, rb, r1 - r0, vecdot_order(W)};
+    return slm_matmul_multi(NULL, &part, 1, mv->x, 1, W->shape[1], err);
+}
+
+int slm_rwkv_mv_in_job(const slm_rwkv_mv *mv, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (act_bytes(mv[i].W) > MV_STACK_ACT_BYTES) return 0;
+    return 1;
+}
+
 /* thread ith: the rows whose first byte lies in its share of the bytes */
 static void mv_run(void *ctx, int ith, int nth)
 {
@@ -205,9 +219,7 @@ static void mv_run(void *ctx, int ith, int nth)
         base += rb * (size_t)N;
         if (r0 >= r1) continue;
         slm_error e;
-        const slm_matmul_part part = {j->mv[i].out + r0, (const char *)slm_tensor_data(W) + (size_t)r0 * rb,
-                                      W->dtype, rb, r1 - r0, vecdot_order(W)};
-        slm_status s = slm_matmul_multi(NULL, &part, 1, j->mv[i].x, 1, W->shape[1], &e);
+        slm_status s = slm_rwkv_mv_rows(&j->mv[i], r0, r1, &e);
         if (s != SLM_OK && !atomic_exchange(&j->failed, 1)) {
             j->code = s;
             if (j->err) *j->err = e;
@@ -219,12 +231,12 @@ slm_status slm_rwkv_mv_group(slm_pool *pool, const slm_rwkv_mv *mv, int n, slm_e
 {
     mv_job j = {.mv = mv, .n = n, .err = err};
     atomic_init(&j.failed, 0);
+    if (!slm_rwkv_mv_in_job(mv, n)) {
+        for (int k = 0; k < n; k++) TRY(slm_rwkv_mm(pool, mv[k].out, mv[k].W, -1, mv[k].x, 1, err));
+        return SLM_OK;
+    }
     int64_t work = 0;
     for (int i = 0; i < n; i++) {
-        if (act_bytes(mv[i].W) > MV_STACK_ACT_BYTES) {
-            for (int k = 0; k < n; k++) TRY(slm_rwkv_mm(pool, mv[k].out, mv[k].W, -1, mv[k].x, 1, err));
-            return SLM_OK;
-        }
         j.total += row_bytes(mv[i].W) * (size_t)mv[i].W->shape[0];
         work += mv[i].W->shape[0] * mv[i].W->shape[1];
     }
@@ -321,9 +333,9 @@ void slm_rwkv_wkv6(int n, int64_t n_head, int64_t hs, const float *r, const floa
     wkv6_heads(n, 0, n_head, hs, (size_t)(n_head * hs), r, k, v, w, u, S, y);
 }
 
-static void wkv7_heads(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim, const float *r,
-                       const float *w, const float *k, const float *v, const float *a,
-                       const float *b, float *S, float *y)
+void slm_rwkv_wkv7_heads(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim, const float *r,
+                         const float *w, const float *k, const float *v, const float *a,
+                         const float *b, float *S, float *y)
 {
 #if defined(__x86_64__)
     if (hs % 8 == 0 && slm_kernels_use_avx2()) {
@@ -338,14 +350,15 @@ void slm_rwkv_wkv7(int n, int64_t n_head, int64_t hs, const float *r, const floa
                    const float *k, const float *v, const float *a, const float *b, float *S,
                    float *y)
 {
-    wkv7_heads(n, 0, n_head, hs, (size_t)(n_head * hs), r, w, k, v, a, b, S, y);
+    slm_rwkv_wkv7_heads(n, 0, n_head, hs, (size_t)(n_head * hs), r, w, k, v, a, b, S, y);
 }
 
-/* Threaded over heads (independent: the same floats as one thread). */
+/* Threaded over heads (independent: the same floats as one thread). v7's
+ * recurrence runs in the time mix's heads job (rwkv_tmix.c). */
 typedef struct wkv_job {
-    int v7, n;
+    int n;
     int64_t n_head, hs;
-    const float *r, *k, *v, *w, *u, *a, *b;
+    const float *r, *k, *v, *w, *u;
     float *S, *y;
 } wkv_job;
 
@@ -353,11 +366,8 @@ static void wkv_run(void *ctx, int ith, int nth)
 {
     const wkv_job *j = ctx;
     int64_t h0 = j->n_head * ith / nth, h1 = j->n_head * (ith + 1) / nth;
-    size_t dim = (size_t)(j->n_head * j->hs);
-    if (j->v7)
-        wkv7_heads(j->n, h0, h1, j->hs, dim, j->r, j->w, j->k, j->v, j->a, j->b, j->S, j->y);
-    else
-        wkv6_heads(j->n, h0, h1, j->hs, dim, j->r, j->k, j->v, j->w, j->u, j->S, j->y);
+    wkv6_heads(j->n, h0, h1, j->hs, (size_t)(j->n_head * j->hs), j->r, j->k, j->v, j->w, j->u,
+               j->S, j->y);
 }
 
 static int wkv_threads(slm_pool *pool, int n, int64_t n_head, int64_t hs)
@@ -372,17 +382,8 @@ void slm_rwkv_wkv6_pool(slm_pool *pool, int n, int64_t n_head, int64_t hs, const
                         const float *k, const float *v, const float *w, const float *u, float *S,
                         float *y)
 {
-    wkv_job j = {.v7 = 0, .n = n, .n_head = n_head, .hs = hs, .r = r, .k = k, .v = v, .w = w,
-                 .u = u, .S = S, .y = y};
-    slm_pool_run(pool, wkv_threads(pool, n, n_head, hs), wkv_run, &j);
-}
-
-void slm_rwkv_wkv7_pool(slm_pool *pool, int n, int64_t n_head, int64_t hs, const float *r,
-                        const float *w, const float *k, const float *v, const float *a,
-                        const float *b, float *S, float *y)
-{
-    wkv_job j = {.v7 = 1, .n = n, .n_head = n_head, .hs = hs, .r = r, .k = k, .v = v, .w = w,
-                 .a = a, .b = b, .S = S, .y = y};
+    wkv_job j = {.n = n, .n_head = n_head, .hs = hs, .r = r, .k = k, .v = v, .w = w, .u = u,
+                 .S = S, .y = y};
     slm_pool_run(pool, wkv_threads(pool, n, n_head, hs), wkv_run, &j);
 }
 
