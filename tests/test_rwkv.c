@@ -264,10 +264,16 @@ static slm_tensor *rweight(slm_dtype dt, int64_t rows, int64_t cols)
     return t;
 }
 
+static void cube(float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = y[i] * y[i] * y[i];
+}
+
 /* The products of a group, run with the threads splitting the weight bytes
  * (row ranges cut inside matrices), equal the products one by one bit for
- * bit: a big group on 2 and 3 threads, a small one (serial), and one whose
- * f16 inputs exceed the stack encoding (run one by one). */
+ * bit, the first one with an elementwise post function: a big group on 2
+ * and 3 threads, a small one (serial), and one whose f16 inputs exceed the
+ * stack encoding (run one by one). */
 static void test_mv_group(void)
 {
     enum { NP = 5 };
@@ -289,8 +295,9 @@ static void test_mv_group(void)
                 x[i] = rvec((size_t)cols[c][i], -1, 1);
                 got[i] = calloc((size_t)rows[c][i], sizeof(float));
                 want[i] = calloc((size_t)rows[c][i], sizeof(float));
-                mv[i] = (slm_rwkv_mv){got[i], W[i], x[i]};
+                mv[i] = (slm_rwkv_mv){got[i], W[i], x[i], i == 0 ? cube : NULL};
                 slm_rwkv_mm(NULL, want[i], W[i], -1, x[i], 1, &err);
+                if (i == 0) cube(want[i], rows[c][i]);
             }
             CHECK(slm_rwkv_mv_group(pool, mv, NP, &err) == SLM_OK, "mv group (%s): %s", what[c], err.msg);
             int same = 1;

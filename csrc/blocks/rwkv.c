@@ -194,7 +194,9 @@ slm_status slm_rwkv_mv_rows(const slm_rwkv_mv *mv, int64_t r0, int64_t r1, slm_e
     size_t rb = row_bytes(W);
     const slm_matmul_part part = {mv->out + r0, (const char *)slm_tensor_data(W) + (size_t)r0 * rb,
                                   W->dtype, rb, r1 - r0, vecdot_order(W)};
-    return slm_matmul_multi(NULL, &part, 1, mv->x, 1, W->shape[1], err);
+    TRY(slm_matmul_multi(NULL, &part, 1, mv->x, 1, W->shape[1], err));
+    if (mv->post) mv->post(mv->out + r0, r1 - r0);
+    return SLM_OK;
 }
 
 int slm_rwkv_mv_in_job(const slm_rwkv_mv *mv, int n)
@@ -232,7 +234,10 @@ slm_status slm_rwkv_mv_group(slm_pool *pool, const slm_rwkv_mv *mv, int n, slm_e
     mv_job j = {.mv = mv, .n = n, .err = err};
     atomic_init(&j.failed, 0);
     if (!slm_rwkv_mv_in_job(mv, n)) {
-        for (int k = 0; k < n; k++) TRY(slm_rwkv_mm(pool, mv[k].out, mv[k].W, -1, mv[k].x, 1, err));
+        for (int k = 0; k < n; k++) {
+            TRY(slm_rwkv_mm(pool, mv[k].out, mv[k].W, -1, mv[k].x, 1, err));
+            if (mv[k].post) mv[k].post(mv[k].out, mv[k].W->shape[0]);
+        }
         return SLM_OK;
     }
     int64_t work = 0;
@@ -493,6 +498,15 @@ slm_status slm_rwkv_cmix_check(const slm_rwkv_cmix *b, slm_error *err)
 
 static float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+/* relu(y)^2 in place */
+static void relu_sq(float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float v = y[i] > 0 ? y[i] : 0;
+        y[i] = v * v;
+    }
+}
+
 slm_status slm_rwkv_cmix_forward(slm_pool *pool, const slm_rwkv_cmix *b, slm_rwkv_state *st,
                                  int layer, int n, const float *x, float *out, slm_error *err)
 {
@@ -518,12 +532,14 @@ slm_status slm_rwkv_cmix_forward(slm_pool *pool, const slm_rwkv_cmix *b, slm_rwk
         }
     }
     memcpy(carry, x + (size_t)(n - 1) * d, d * sizeof(float));
-    /* k = relu(Wk xk)^2; out = Wv k, gated by sigmoid(Wr xr) before v7 */
-    TRY(slm_rwkv_mm(pool, st->ff, b->wk, -1, xk, n, err));
-    size_t nf = (size_t)n * (size_t)b->n_ff;
-    for (size_t i = 0; i < nf; i++) {
-        float v = st->ff[i] > 0 ? st->ff[i] : 0;
-        st->ff[i] = v * v;
+    /* k = relu(Wk xk)^2; out = Wv k, gated by sigmoid(Wr xr) before v7. One
+     * token squares its rows in the product's threads (slm_rwkv_mv_group). */
+    if (n == 1) {
+        const slm_rwkv_mv mv = {st->ff, b->wk, xk, relu_sq};
+        TRY(slm_rwkv_mv_group(pool, &mv, 1, err));
+    } else {
+        TRY(slm_rwkv_mm(pool, st->ff, b->wk, -1, xk, n, err));
+        relu_sq(st->ff, (int64_t)n * b->n_ff);
     }
     TRY(slm_rwkv_mm(pool, out, b->wv, -1, st->ff, n, err));
     if (b->version == SLM_RWKV_V7) return SLM_OK;

@@ -23,11 +23,13 @@ slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, 
                                const float *X, int64_t M, slm_error *err);
 
 /* One matrix-vector product of a group: out (N) = W (N, K) . x (K), W 2-D
- * with contiguous rows. */
+ * with contiguous rows; post, if set, is an elementwise function applied in
+ * place to out (each thread to its own rows, right after computing them). */
 typedef struct slm_rwkv_mv {
     float *out;
     const slm_tensor *W;
     const float *x;
+    void (*post)(float *out, int64_t n);
 } slm_rwkv_mv;
 
 /* The n independent products mv[0..n) in one pool dispatch, for a single

@@ -287,15 +287,16 @@ static slm_status project_one_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwk
 {
     float *hw = st->hid, *ha = hw + st->lora, *hg = ha + st->lora, *hv = hg + st->lora;
     int nv = b->first_layer ? 0 : 1;
-    slm_rwkv_mv down[7] = {{r, b->wr, xr},  {k, b->wk, xk},  {v, b->wv, xv},  {hw, b->w1, xw},
-                           {ha, b->a1, xa}, {hg, b->g1, xg}, {hv, b->v1, xv}};
+    slm_rwkv_mv down[7] = {{r, b->wr, xr, NULL},  {k, b->wk, xk, NULL},  {v, b->wv, xv, NULL},
+                           {hw, b->w1, xw, NULL}, {ha, b->a1, xa, NULL}, {hg, b->g1, xg, NULL},
+                           {hv, b->v1, xv, NULL}};
     TRY(slm_rwkv_mv_group(pool, down, 6 + nv, err));
     for (int64_t i = 0; i < b->w1->shape[0]; i++) hw[i] = tanhf(hw[i]);
     for (int64_t i = 0; i < b->g1->shape[0]; i++) hg[i] = sigmoidf(hg[i]);
-    up[0] = (slm_rwkv_mv){w, b->w2, hw};
-    up[1] = (slm_rwkv_mv){a, b->a2, ha};
-    up[2] = (slm_rwkv_mv){g, b->g2, hg};
-    up[3] = (slm_rwkv_mv){nu, b->v2, hv};
+    up[0] = (slm_rwkv_mv){w, b->w2, hw, NULL};
+    up[1] = (slm_rwkv_mv){a, b->a2, ha, NULL};
+    up[2] = (slm_rwkv_mv){g, b->g2, hg, NULL};
+    up[3] = (slm_rwkv_mv){nu, b->v2, hv, NULL};
     *n_up = 3 + nv;
     if (slm_rwkv_mv_in_job(up, *n_up)) return SLM_OK;
     *n_up = 0;
@@ -306,13 +307,18 @@ static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
                           int n, const float *x, float *out, slm_error *err)
 {
     int64_t d = b->dim, hs = b->head_size;
-    size_t nd = (size_t)n * (size_t)d;
     float *carry = ls, *sx = st->y;
     shift_diff(sx, x, carry, n, d);
-    /* xr xw xk xv xa xg = x + sx * x_{r,w,k,v,a,g} */
+    /* xr xw xk xv xa xg = x + sx * x_{r,w,k,v,a,g}, row by row (no index
+     * modulo dim: this runs on one thread) */
     for (int i = 0; i < 6; i++) {
-        float *xi = slot(st->xs, i, n, d);
-        for (size_t j = 0; j < nd; j++) xi[j] = sx[j] * b->maa[i][j % (size_t)d] + x[j];
+        const float *m = b->maa[i];
+        for (int t = 0; t < n; t++) {
+            size_t to = (size_t)t * (size_t)d;
+            const float *xt = x + to, *sxt = sx + to;
+            float *xi = slot(st->xs, i, n, d) + to;
+            for (int64_t c = 0; c < d; c++) xi[c] = sxt[c] * m[c] + xt[c];
+        }
     }
     const float *xr = slot(st->xs, 0, n, d), *xw = slot(st->xs, 1, n, d), *xk = slot(st->xs, 2, n, d);
     const float *xv = slot(st->xs, 3, n, d), *xa = slot(st->xs, 4, n, d), *xg = slot(st->xs, 5, n, d);
