@@ -153,7 +153,6 @@ slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, 
 typedef struct mv_job {
     const slm_rwkv_mv *mv;
     int n;
-    size_t total;          /* weight bytes of all products */
     atomic_int failed;     /* the first failing thread reports */
     slm_status code;
     slm_error *err;
@@ -179,15 +178,6 @@ static size_t act_bytes(const slm_tensor *W)
     return ok ? n : SIZE_MAX;
 }
 
-/* the first row of a matrix starting at byte base (rows rb bytes, N rows)
- * whose first byte is at or after byte at */
-static int64_t row_at(size_t at, size_t base, size_t rb, int64_t N)
-{
-    if (at <= base) return 0;
-    size_t r = (at - base + rb - 1) / rb;
-    return r < (size_t)N ? (int64_t)r : N;
-}
-
 slm_status slm_rwkv_mv_rows(const slm_rwkv_mv *mv, int64_t r0, int64_t r1, slm_error *err)
 {
     const slm_tensor *W = mv->W;
@@ -206,19 +196,24 @@ int slm_rwkv_mv_in_job(const slm_rwkv_mv *mv, int n)
     return 1;
 }
 
-/* thread ith: the rows whose first byte lies in its share of the bytes */
+/* The first row of share ith of N rows split nth ways, at a multiple of
+ * SLM_GEMM_MAX_R rows so that tiles are not cut (the last share ends at N). */
+static int64_t share_row(int64_t N, int ith, int nth)
+{
+    int64_t units = (N + SLM_GEMM_MAX_R - 1) / SLM_GEMM_MAX_R;
+    int64_t r = units * ith / nth * SLM_GEMM_MAX_R;
+    return r < N ? r : N;
+}
+
+/* thread ith: its share of the rows of every product, so that every
+ * thread runs the same mix of kernels (the f32 low-rank rows cost more per
+ * byte than the f16 tiles) */
 static void mv_run(void *ctx, int ith, int nth)
 {
     mv_job *j = ctx;
-    size_t lo = j->total / (size_t)nth * (size_t)ith, hi = j->total / (size_t)nth * (size_t)(ith + 1);
-    if (ith == nth - 1) hi = j->total;
-    size_t base = 0;
     for (int i = 0; i < j->n; i++) {
-        const slm_tensor *W = j->mv[i].W;
-        size_t rb = row_bytes(W);
-        int64_t N = W->shape[0];
-        int64_t r0 = row_at(lo, base, rb, N), r1 = row_at(hi, base, rb, N);
-        base += rb * (size_t)N;
+        int64_t N = j->mv[i].W->shape[0];
+        int64_t r0 = share_row(N, ith, nth), r1 = share_row(N, ith + 1, nth);
         if (r0 >= r1) continue;
         slm_error e;
         slm_status s = slm_rwkv_mv_rows(&j->mv[i], r0, r1, &e);
@@ -241,10 +236,7 @@ slm_status slm_rwkv_mv_group(slm_pool *pool, const slm_rwkv_mv *mv, int n, slm_e
         return SLM_OK;
     }
     int64_t work = 0;
-    for (int i = 0; i < n; i++) {
-        j.total += row_bytes(mv[i].W) * (size_t)mv[i].W->shape[0];
-        work += mv[i].W->shape[0] * mv[i].W->shape[1];
-    }
+    for (int i = 0; i < n; i++) work += mv[i].W->shape[0] * mv[i].W->shape[1];
     /* as for one product: a small group is not worth waking the pool */
     int nth = work < SMALL_MATMUL || !pool || slm_pool_busy(pool) ? 1 : slm_pool_size(pool);
     slm_pool_run(pool, nth, mv_run, &j);
