@@ -269,8 +269,8 @@ static void cube(float *y, int64_t n)
     for (int64_t i = 0; i < n; i++) y[i] = y[i] * y[i] * y[i];
 }
 
-/* The products of a group, run with the threads splitting the rows of
- * every matrix (row counts not multiples of the shares), equal the products one by one bit for
+/* The products of a group, run with the threads taking chunks of rows of
+ * every matrix (row counts not multiples of the chunks), equal the products one by one bit for
  * bit, the first one with an elementwise post function: a big group on 2
  * and 3 threads, a small one (serial), and one whose f16 inputs exceed the
  * stack encoding (run one by one). */

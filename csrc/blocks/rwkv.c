@@ -150,9 +150,15 @@ slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, 
  * products one by one instead, so that decode never allocates. */
 #define MV_STACK_ACT_BYTES 8192
 
+/* Weight bytes per chunk of a group's products: enough that the input's
+ * encoding per chunk and the shared counter cost little, small enough that
+ * the last chunks even out the threads' finish. */
+#define MV_CHUNK_BYTES (64 * 1024)
+
 typedef struct mv_job {
     const slm_rwkv_mv *mv;
     int n;
+    atomic_llong next;     /* the next chunk to take (mv_run) */
     atomic_int failed;     /* the first failing thread reports */
     slm_status code;
     slm_error *err;
@@ -196,25 +202,35 @@ int slm_rwkv_mv_in_job(const slm_rwkv_mv *mv, int n)
     return 1;
 }
 
-/* The first row of share ith of N rows split nth ways, at a multiple of
- * SLM_GEMM_MAX_R rows so that tiles are not cut (the last share ends at N). */
-static int64_t share_row(int64_t N, int ith, int nth)
+/* Rows per chunk of a product: about MV_CHUNK_BYTES of weights, a
+ * multiple of SLM_GEMM_MAX_R rows so that tiles are not cut. */
+static int64_t chunk_rows(const slm_tensor *W)
 {
-    int64_t units = (N + SLM_GEMM_MAX_R - 1) / SLM_GEMM_MAX_R;
-    int64_t r = units * ith / nth * SLM_GEMM_MAX_R;
-    return r < N ? r : N;
+    size_t rb = row_bytes(W);
+    int64_t r = (int64_t)((MV_CHUNK_BYTES + rb - 1) / rb);
+    return (r + SLM_GEMM_MAX_R - 1) / SLM_GEMM_MAX_R * SLM_GEMM_MAX_R;
 }
 
-/* thread ith: its share of the rows of every product, so that every
- * thread runs the same mix of kernels (the f32 low-rank rows cost more per
- * byte than the f16 tiles) */
+/* The threads take the chunks of all products in order from a shared
+ * counter until none is left: a thread that starts late or is slowed (a
+ * worker's wake-up, a busy neighbour on the machine, the f32 low-rank rows
+ * costing more per byte than the f16 tiles) takes fewer, and no thread
+ * waits long for another at the end. */
 static void mv_run(void *ctx, int ith, int nth)
 {
     mv_job *j = ctx;
-    for (int i = 0; i < j->n; i++) {
-        int64_t N = j->mv[i].W->shape[0];
-        int64_t r0 = share_row(N, ith, nth), r1 = share_row(N, ith + 1, nth);
-        if (r0 >= r1) continue;
+    for (;;) {
+        int64_t c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed), cr = 0;
+        int i = 0;
+        for (; i < j->n; i++) {
+            int64_t N = j->mv[i].W->shape[0];
+            cr = chunk_rows(j->mv[i].W);
+            int64_t nc = (N + cr - 1) / cr;
+            if (c < nc) break;
+            c -= nc;
+        }
+        if (i == j->n) return;
+        int64_t N = j->mv[i].W->shape[0], r0 = c * cr, r1 = r0 + cr < N ? r0 + cr : N;
         slm_error e;
         slm_status s = slm_rwkv_mv_rows(&j->mv[i], r0, r1, &e);
         if (s != SLM_OK && !atomic_exchange(&j->failed, 1)) {
@@ -227,6 +243,7 @@ static void mv_run(void *ctx, int ith, int nth)
 slm_status slm_rwkv_mv_group(slm_pool *pool, const slm_rwkv_mv *mv, int n, slm_error *err)
 {
     mv_job j = {.mv = mv, .n = n, .err = err};
+    atomic_init(&j.next, 0);
     atomic_init(&j.failed, 0);
     if (!slm_rwkv_mv_in_job(mv, n)) {
         for (int k = 0; k < n; k++) {

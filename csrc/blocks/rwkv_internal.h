@@ -33,10 +33,11 @@ typedef struct slm_rwkv_mv {
 } slm_rwkv_mv;
 
 /* The n independent products mv[0..n) in one pool dispatch, for a single
- * token: each thread runs its share of the rows of every matrix (shares
- * cut at multiples of SLM_GEMM_MAX_R rows), so that the small low-rank
- * products (serial one by one) share the threads with the big ones and a
- * token pays one wake-up for all of them. Every output is the
+ * token: the threads take chunks of rows (about 64 KB of weights, whole
+ * tiles) of every matrix from a shared counter, so that the small
+ * low-rank products (serial one by one) share the threads with the big
+ * ones, a token pays one wake-up for all of them, and the threads finish
+ * together. Every output is the
  * one slm_rwkv_mm gives for M = 1 (the same kernel on the same rows). */
 slm_status slm_rwkv_mv_group(slm_pool *pool, const slm_rwkv_mv *mv, int n, slm_error *err);
 

@@ -187,6 +187,7 @@ typedef struct v7_job {
     const slm_rwkv_mv *up;   /* n == 1: the up-projections still to run, else NULL */
     int n_up;
     float *r, *w, *k, *v, *a, *g, *nu, *na, *nb, *S;
+    atomic_llong next;       /* the next head to take (v7_run) */
     atomic_int failed;       /* the first failing thread reports */
     slm_status code;
     slm_error *err;
@@ -253,24 +254,28 @@ static void v7_heads(const v7_job *j, int64_t h0, int64_t h1)
     }
 }
 
+/* The threads take heads from a shared counter (see mv_run in rwkv.c:
+ * a late or slowed thread takes fewer). */
 static void v7_run(void *ctx, int ith, int nth)
 {
     v7_job *j = ctx;
-    int64_t nh = j->b->n_head, hs = j->b->head_size;
-    int64_t h0 = nh * ith / nth, h1 = nh * (ith + 1) / nth;
-    if (h0 >= h1) return;
-    for (int i = 0; i < j->n_up; i++) {
-        slm_error e;
-        slm_status s = slm_rwkv_mv_rows(&j->up[i], h0 * hs, h1 * hs, &e);
-        if (s != SLM_OK) {
-            if (!atomic_exchange(&j->failed, 1)) {
-                j->code = s;
-                if (j->err) *j->err = e;
+    int64_t hs = j->b->head_size;
+    for (;;) {
+        int64_t h = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (h >= j->b->n_head) return;
+        for (int i = 0; i < j->n_up; i++) {
+            slm_error e;
+            slm_status s = slm_rwkv_mv_rows(&j->up[i], h * hs, (h + 1) * hs, &e);
+            if (s != SLM_OK) {
+                if (!atomic_exchange(&j->failed, 1)) {
+                    j->code = s;
+                    if (j->err) *j->err = e;
+                }
+                return;
             }
-            return;
         }
+        v7_heads(j, h, h + 1);
     }
-    v7_heads(j, h0, h1);
 }
 
 /* One token's projections for v7: r k v and the four low-rank
@@ -345,6 +350,7 @@ static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
     v7_job j = {.b = b, .st = st, .n = n, .up = up, .n_up = n_up, .r = r, .w = w, .k = k,
                 .v = v, .a = a, .g = g, .nu = nu, .na = slot(st->xs, 0, n, d),
                 .nb = slot(st->xs, 1, n, d), .S = ls + 2 * (size_t)d, .err = err};
+    atomic_init(&j.next, 0);
     atomic_init(&j.failed, 0);
     /* as for the products: too little work is not worth waking the pool */
     int64_t work = (int64_t)n * b->n_head * hs * hs;
@@ -353,7 +359,9 @@ static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
     slm_pool_run(pool, nth < b->n_head ? nth : (int)b->n_head, v7_run, &j);
     if (atomic_load(&j.failed)) return j.code;
     memcpy(carry, x + (size_t)(n - 1) * (size_t)d, (size_t)d * sizeof(float));
-    return slm_rwkv_mm(pool, out, b->wo, -1, st->y, n, err);
+    if (n > 1) return slm_rwkv_mm(pool, out, b->wo, -1, st->y, n, err);
+    const slm_rwkv_mv o = {out, b->wo, st->y, NULL};   /* in chunks (slm_rwkv_mv_group) */
+    return slm_rwkv_mv_group(pool, &o, 1, err);
 }
 
 slm_status slm_rwkv_tmix_forward(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state *st,
