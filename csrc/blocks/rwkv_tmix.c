@@ -278,8 +278,20 @@ static void v7_run(void *ctx, int ith, int nth)
     }
 }
 
+/* the hiddens' activations, applied by the threads that compute them */
+static void tanh_rows(float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = tanhf(y[i]);
+}
+
+static void sigmoid_rows(float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = sigmoidf(y[i]);
+}
+
 /* One token's projections for v7: r k v and the four low-rank
- * down-projections in one dispatch (slm_rwkv_mv_group), the
+ * down-projections, with the w and g hiddens' tanh and sigmoid, in one
+ * dispatch (slm_rwkv_mv_group), the
  * up-projections into up[0..*n_up) for the heads job (or run here when
  * they cannot run inside a job, *n_up = 0). The same values as the
  * per-product path of tmix_v7; the hiddens sit side by side in st->hid
@@ -292,12 +304,11 @@ static slm_status project_one_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwk
 {
     float *hw = st->hid, *ha = hw + st->lora, *hg = ha + st->lora, *hv = hg + st->lora;
     int nv = b->first_layer ? 0 : 1;
-    slm_rwkv_mv down[7] = {{r, b->wr, xr, NULL},  {k, b->wk, xk, NULL},  {v, b->wv, xv, NULL},
-                           {hw, b->w1, xw, NULL}, {ha, b->a1, xa, NULL}, {hg, b->g1, xg, NULL},
+    slm_rwkv_mv down[7] = {{r, b->wr, xr, NULL},      {k, b->wk, xk, NULL},
+                           {v, b->wv, xv, NULL},      {hw, b->w1, xw, tanh_rows},
+                           {ha, b->a1, xa, NULL},     {hg, b->g1, xg, sigmoid_rows},
                            {hv, b->v1, xv, NULL}};
     TRY(slm_rwkv_mv_group(pool, down, 6 + nv, err));
-    for (int64_t i = 0; i < b->w1->shape[0]; i++) hw[i] = tanhf(hw[i]);
-    for (int64_t i = 0; i < b->g1->shape[0]; i++) hg[i] = sigmoidf(hg[i]);
     up[0] = (slm_rwkv_mv){w, b->w2, hw, NULL};
     up[1] = (slm_rwkv_mv){a, b->a2, ha, NULL};
     up[2] = (slm_rwkv_mv){g, b->g2, hg, NULL};
