@@ -241,10 +241,6 @@ static void test_threaded(void)
     size_t ns = (size_t)H * N * N, ny = (size_t)T * D;
     float *S1 = calloc(ns, sizeof(float)), *S2 = calloc(ns, sizeof(float));
     float *y1 = calloc(ny, sizeof(float)), *y2 = calloc(ny, sizeof(float));
-    slm_rwkv_wkv7(T, H, N, r, w, k, v, a, b, S1, y1);
-    slm_rwkv_wkv7_pool(pool, T, H, N, r, w, k, v, a, b, S2, y2);
-    CHECK(!memcmp(S1, S2, ns * sizeof(float)) && !memcmp(y1, y2, ny * sizeof(float)),
-          "wkv7 threaded == serial");
     slm_rwkv_wkv6(T, H, N, r, k, v, w, a, S1, y1);
     slm_rwkv_wkv6_pool(pool, T, H, N, r, k, v, w, a, S2, y2);
     CHECK(!memcmp(S1, S2, ns * sizeof(float)) && !memcmp(y1, y2, ny * sizeof(float)),
@@ -268,10 +264,16 @@ static slm_tensor *rweight(slm_dtype dt, int64_t rows, int64_t cols)
     return t;
 }
 
-/* The products of a group, run with the threads splitting the weight bytes
- * (row ranges cut inside matrices), equal the products one by one bit for
- * bit: a big group on 2 and 3 threads, a small one (serial), and one whose
- * f16 inputs exceed the stack encoding (run one by one). */
+static void cube(float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = y[i] * y[i] * y[i];
+}
+
+/* The products of a group, run with the threads taking chunks of rows of
+ * every matrix (row counts not multiples of the chunks), equal the products one by one bit for
+ * bit, the first one with an elementwise post function: a big group on 2
+ * and 3 threads, a small one (serial), and one whose f16 inputs exceed the
+ * stack encoding (run one by one). */
 static void test_mv_group(void)
 {
     enum { NP = 5 };
@@ -293,8 +295,9 @@ static void test_mv_group(void)
                 x[i] = rvec((size_t)cols[c][i], -1, 1);
                 got[i] = calloc((size_t)rows[c][i], sizeof(float));
                 want[i] = calloc((size_t)rows[c][i], sizeof(float));
-                mv[i] = (slm_rwkv_mv){got[i], W[i], x[i]};
+                mv[i] = (slm_rwkv_mv){got[i], W[i], x[i], i == 0 ? cube : NULL};
                 slm_rwkv_mm(NULL, want[i], W[i], -1, x[i], 1, &err);
+                if (i == 0) cube(want[i], rows[c][i]);
             }
             CHECK(slm_rwkv_mv_group(pool, mv, NP, &err) == SLM_OK, "mv group (%s): %s", what[c], err.msg);
             int same = 1;
@@ -308,6 +311,80 @@ static void test_mv_group(void)
             CHECK(same, "mv group (%s) on %d threads == products one by one", what[c], nth);
         }
         slm_pool_free(pool);
+    }
+}
+
+/* v7's time mix runs everything between its projections and the output
+ * projection as one job split by heads (for one token with the
+ * up-projections inside): two layers (the first sets v_first, the second
+ * mixes it in) over single tokens and a batch of 3 give the same outputs
+ * and states bit for bit on 1, 2 and 3 threads. */
+static void test_tmix_v7_threads(void)
+{
+    enum { H = 6, N = 64, D = H * N, R = 32, T = 5, LAYERS = 2 };
+    slm_tensor *mats[LAYERS][12];
+    float *vecs[LAYERS][15];
+    slm_rwkv_tmix b[LAYERS];
+    for (int l = 0; l < LAYERS; l++) {
+        for (int i = 0; i < 4; i++) mats[l][i] = rweight(SLM_DTYPE_F16, D, D);
+        for (int i = 4; i < 12; i += 2) {
+            mats[l][i] = rweight(SLM_DTYPE_F32, R, D);
+            mats[l][i + 1] = rweight(SLM_DTYPE_F32, D, R);
+        }
+        for (int i = 0; i < 15; i++) vecs[l][i] = rvec(D, -1, 1);
+        for (int i = 0; i < D; i++) vecs[l][13][i] += 1.5f;   /* ln_x weight near 1 */
+        slm_rwkv_tmix *t = &b[l];
+        *t = (slm_rwkv_tmix){.version = SLM_RWKV_V7, .dim = D, .n_head = H, .head_size = N,
+                             .gn_eps = 64e-5f, .first_layer = l == 0,
+                             .wr = mats[l][0], .wk = mats[l][1], .wv = mats[l][2], .wo = mats[l][3],
+                             .w1 = mats[l][4], .w2 = mats[l][5], .a1 = mats[l][6], .a2 = mats[l][7],
+                             .g1 = mats[l][8], .g2 = mats[l][9],
+                             .v1 = l ? mats[l][10] : NULL, .v2 = l ? mats[l][11] : NULL,
+                             .w0 = vecs[l][6], .a0 = vecs[l][7], .v0 = l ? vecs[l][8] : NULL,
+                             .k_k = vecs[l][9], .k_a = vecs[l][10], .r_k = vecs[l][11],
+                             .lnx_w = vecs[l][13], .lnx_b = vecs[l][14]};
+        for (int i = 0; i < 6; i++) t->maa[i] = vecs[l][i];
+    }
+    float *x = rvec((size_t)(T + 3) * D, -1, 1);
+    size_t nout = (size_t)LAYERS * (T + 3) * D;
+    float *out[3] = {0}, *state[3] = {0};
+    size_t ns = 0;
+    for (int p = 0; p < 3; p++) {
+        slm_error err = {0};
+        slm_pool *pool = slm_pool_new(p + 1, &err);
+        slm_rwkv_state *st = slm_rwkv_state_new(SLM_RWKV_V7, LAYERS, D, H, 4 * D, R, 3, &err);
+        CHECK(pool && st, "pool and v7 state: %s", err.msg);
+        if (!pool || !st) return;
+        out[p] = calloc(nout, sizeof(float));
+        int ok = 1;
+        for (int l = 0; l < LAYERS; l++) {
+            CHECK(slm_rwkv_tmix_check(&b[l], &err) == SLM_OK, "v7 block %d: %s", l, err.msg);
+            float *o = out[p] + (size_t)l * (T + 3) * D;
+            for (int t = 0; t < T; t++)
+                ok = ok && slm_rwkv_tmix_forward(pool, &b[l], st, l, 1, x + (size_t)t * D,
+                                                 o + (size_t)t * D, &err) == SLM_OK;
+            ok = ok && slm_rwkv_tmix_forward(pool, &b[l], st, l, 3, x + (size_t)T * D,
+                                             o + (size_t)T * D, &err) == SLM_OK;
+        }
+        CHECK(ok, "v7 time mix on %d threads: %s", p + 1, err.msg);
+        ns = slm_rwkv_state_floats(st);
+        state[p] = malloc(ns * sizeof(float));
+        memcpy(state[p], st->s, ns * sizeof(float));
+        slm_rwkv_state_free(st);
+        slm_pool_free(pool);
+    }
+    for (int p = 1; p < 3; p++)
+        CHECK(!memcmp(out[0], out[p], nout * sizeof(float)) &&
+                  !memcmp(state[0], state[p], ns * sizeof(float)),
+              "v7 time mix on %d threads == 1 thread, bit for bit", p + 1);
+    for (int p = 0; p < 3; p++) {
+        free(out[p]);
+        free(state[p]);
+    }
+    free(x);
+    for (int l = 0; l < LAYERS; l++) {
+        for (int i = 0; i < 12; i++) slm_tensor_free(mats[l][i]);
+        for (int i = 0; i < 15; i++) free(vecs[l][i]);
     }
 }
 
@@ -346,6 +423,7 @@ int main(void)
     test_wkv7_avx2();
     test_threaded();
     test_mv_group();
+    test_tmix_v7_threads();
     test_state();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

@@ -109,8 +109,6 @@ void slm_rwkv_state_reset(slm_rwkv_state *st)
     }
 }
 
-#define SMALL_MATMUL (1 << 16)
-
 /* --- matmul -------------------------------------------------------------------- */
 
 /* rwkv.cpp's files follow ggml's vec_dot order (core/storage.h) */
@@ -152,10 +150,15 @@ slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, 
  * products one by one instead, so that decode never allocates. */
 #define MV_STACK_ACT_BYTES 8192
 
+/* Weight bytes per chunk of a group's products: enough that the input's
+ * encoding per chunk and the shared counter cost little, small enough that
+ * the last chunks even out the threads' finish. */
+#define MV_CHUNK_BYTES (64 * 1024)
+
 typedef struct mv_job {
     const slm_rwkv_mv *mv;
     int n;
-    size_t total;          /* weight bytes of all products */
+    atomic_llong next;     /* the next chunk to take (mv_run) */
     atomic_int failed;     /* the first failing thread reports */
     slm_status code;
     slm_error *err;
@@ -181,33 +184,55 @@ static size_t act_bytes(const slm_tensor *W)
     return ok ? n : SIZE_MAX;
 }
 
-/* the first row of a matrix starting at byte base (rows rb bytes, N rows)
- * whose first byte is at or after byte at */
-static int64_t row_at(size_t at, size_t base, size_t rb, int64_t N)
+slm_status slm_rwkv_mv_rows(const slm_rwkv_mv *mv, int64_t r0, int64_t r1, slm_error *err)
 {
-    if (at <= base) return 0;
-    size_t r = (at - base + rb - 1) / rb;
-    return r < (size_t)N ? (int64_t)r : N;
+    const slm_tensor *W = mv->W;
+    size_t rb = row_bytes(W);
+    const slm_matmul_part part = {mv->out + r0, (const char *)slm_tensor_data(W) + (size_t)r0 * rb,
+                                  W->dtype, rb, r1 - r0, vecdot_order(W)};
+    TRY(slm_matmul_multi(NULL, &part, 1, mv->x, 1, W->shape[1], err));
+    if (mv->post) mv->post(mv->out + r0, r1 - r0);
+    return SLM_OK;
 }
 
-/* thread ith: the rows whose first byte lies in its share of the bytes */
+int slm_rwkv_mv_in_job(const slm_rwkv_mv *mv, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (act_bytes(mv[i].W) > MV_STACK_ACT_BYTES) return 0;
+    return 1;
+}
+
+/* Rows per chunk of a product: about MV_CHUNK_BYTES of weights, a
+ * multiple of SLM_GEMM_MAX_R rows so that tiles are not cut. */
+static int64_t chunk_rows(const slm_tensor *W)
+{
+    size_t rb = row_bytes(W);
+    int64_t r = (int64_t)((MV_CHUNK_BYTES + rb - 1) / rb);
+    return (r + SLM_GEMM_MAX_R - 1) / SLM_GEMM_MAX_R * SLM_GEMM_MAX_R;
+}
+
+/* The threads take the chunks of all products in order from a shared
+ * counter until none is left: a thread that starts late or is slowed (a
+ * worker's wake-up, a busy neighbour on the machine, the f32 low-rank rows
+ * costing more per byte than the f16 tiles) takes fewer, and no thread
+ * waits long for another at the end. */
 static void mv_run(void *ctx, int ith, int nth)
 {
     mv_job *j = ctx;
-    size_t lo = j->total / (size_t)nth * (size_t)ith, hi = j->total / (size_t)nth * (size_t)(ith + 1);
-    if (ith == nth - 1) hi = j->total;
-    size_t base = 0;
-    for (int i = 0; i < j->n; i++) {
-        const slm_tensor *W = j->mv[i].W;
-        size_t rb = row_bytes(W);
-        int64_t N = W->shape[0];
-        int64_t r0 = row_at(lo, base, rb, N), r1 = row_at(hi, base, rb, N);
-        base += rb * (size_t)N;
-        if (r0 >= r1) continue;
+    for (;;) {
+        int64_t c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed), cr = 0;
+        int i = 0;
+        for (; i < j->n; i++) {
+            int64_t N = j->mv[i].W->shape[0];
+            cr = chunk_rows(j->mv[i].W);
+            int64_t nc = (N + cr - 1) / cr;
+            if (c < nc) break;
+            c -= nc;
+        }
+        if (i == j->n) return;
+        int64_t N = j->mv[i].W->shape[0], r0 = c * cr, r1 = r0 + cr < N ? r0 + cr : N;
         slm_error e;
-        const slm_matmul_part part = {j->mv[i].out + r0, (const char *)slm_tensor_data(W) + (size_t)r0 * rb,
-                                      W->dtype, rb, r1 - r0, vecdot_order(W)};
-        slm_status s = slm_matmul_multi(NULL, &part, 1, j->mv[i].x, 1, W->shape[1], &e);
+        slm_status s = slm_rwkv_mv_rows(&j->mv[i], r0, r1, &e);
         if (s != SLM_OK && !atomic_exchange(&j->failed, 1)) {
             j->code = s;
             if (j->err) *j->err = e;
@@ -218,16 +243,17 @@ static void mv_run(void *ctx, int ith, int nth)
 slm_status slm_rwkv_mv_group(slm_pool *pool, const slm_rwkv_mv *mv, int n, slm_error *err)
 {
     mv_job j = {.mv = mv, .n = n, .err = err};
+    atomic_init(&j.next, 0);
     atomic_init(&j.failed, 0);
-    int64_t work = 0;
-    for (int i = 0; i < n; i++) {
-        if (act_bytes(mv[i].W) > MV_STACK_ACT_BYTES) {
-            for (int k = 0; k < n; k++) TRY(slm_rwkv_mm(pool, mv[k].out, mv[k].W, -1, mv[k].x, 1, err));
-            return SLM_OK;
+    if (!slm_rwkv_mv_in_job(mv, n)) {
+        for (int k = 0; k < n; k++) {
+            TRY(slm_rwkv_mm(pool, mv[k].out, mv[k].W, -1, mv[k].x, 1, err));
+            if (mv[k].post) mv[k].post(mv[k].out, mv[k].W->shape[0]);
         }
-        j.total += row_bytes(mv[i].W) * (size_t)mv[i].W->shape[0];
-        work += mv[i].W->shape[0] * mv[i].W->shape[1];
+        return SLM_OK;
     }
+    int64_t work = 0;
+    for (int i = 0; i < n; i++) work += mv[i].W->shape[0] * mv[i].W->shape[1];
     /* as for one product: a small group is not worth waking the pool */
     int nth = work < SMALL_MATMUL || !pool || slm_pool_busy(pool) ? 1 : slm_pool_size(pool);
     slm_pool_run(pool, nth, mv_run, &j);
@@ -321,9 +347,9 @@ void slm_rwkv_wkv6(int n, int64_t n_head, int64_t hs, const float *r, const floa
     wkv6_heads(n, 0, n_head, hs, (size_t)(n_head * hs), r, k, v, w, u, S, y);
 }
 
-static void wkv7_heads(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim, const float *r,
-                       const float *w, const float *k, const float *v, const float *a,
-                       const float *b, float *S, float *y)
+void slm_rwkv_wkv7_heads(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim, const float *r,
+                         const float *w, const float *k, const float *v, const float *a,
+                         const float *b, float *S, float *y)
 {
 #if defined(__x86_64__)
     if (hs % 8 == 0 && slm_kernels_use_avx2()) {
@@ -338,14 +364,15 @@ void slm_rwkv_wkv7(int n, int64_t n_head, int64_t hs, const float *r, const floa
                    const float *k, const float *v, const float *a, const float *b, float *S,
                    float *y)
 {
-    wkv7_heads(n, 0, n_head, hs, (size_t)(n_head * hs), r, w, k, v, a, b, S, y);
+    slm_rwkv_wkv7_heads(n, 0, n_head, hs, (size_t)(n_head * hs), r, w, k, v, a, b, S, y);
 }
 
-/* Threaded over heads (independent: the same floats as one thread). */
+/* Threaded over heads (independent: the same floats as one thread). v7's
+ * recurrence runs in the time mix's heads job (rwkv_tmix.c). */
 typedef struct wkv_job {
-    int v7, n;
+    int n;
     int64_t n_head, hs;
-    const float *r, *k, *v, *w, *u, *a, *b;
+    const float *r, *k, *v, *w, *u;
     float *S, *y;
 } wkv_job;
 
@@ -353,11 +380,8 @@ static void wkv_run(void *ctx, int ith, int nth)
 {
     const wkv_job *j = ctx;
     int64_t h0 = j->n_head * ith / nth, h1 = j->n_head * (ith + 1) / nth;
-    size_t dim = (size_t)(j->n_head * j->hs);
-    if (j->v7)
-        wkv7_heads(j->n, h0, h1, j->hs, dim, j->r, j->w, j->k, j->v, j->a, j->b, j->S, j->y);
-    else
-        wkv6_heads(j->n, h0, h1, j->hs, dim, j->r, j->k, j->v, j->w, j->u, j->S, j->y);
+    wkv6_heads(j->n, h0, h1, j->hs, (size_t)(j->n_head * j->hs), j->r, j->k, j->v, j->w, j->u,
+               j->S, j->y);
 }
 
 static int wkv_threads(slm_pool *pool, int n, int64_t n_head, int64_t hs)
@@ -372,17 +396,8 @@ void slm_rwkv_wkv6_pool(slm_pool *pool, int n, int64_t n_head, int64_t hs, const
                         const float *k, const float *v, const float *w, const float *u, float *S,
                         float *y)
 {
-    wkv_job j = {.v7 = 0, .n = n, .n_head = n_head, .hs = hs, .r = r, .k = k, .v = v, .w = w,
-                 .u = u, .S = S, .y = y};
-    slm_pool_run(pool, wkv_threads(pool, n, n_head, hs), wkv_run, &j);
-}
-
-void slm_rwkv_wkv7_pool(slm_pool *pool, int n, int64_t n_head, int64_t hs, const float *r,
-                        const float *w, const float *k, const float *v, const float *a,
-                        const float *b, float *S, float *y)
-{
-    wkv_job j = {.v7 = 1, .n = n, .n_head = n_head, .hs = hs, .r = r, .k = k, .v = v, .w = w,
-                 .a = a, .b = b, .S = S, .y = y};
+    wkv_job j = {.n = n, .n_head = n_head, .hs = hs, .r = r, .k = k, .v = v, .w = w, .u = u,
+                 .S = S, .y = y};
     slm_pool_run(pool, wkv_threads(pool, n, n_head, hs), wkv_run, &j);
 }
 
@@ -492,6 +507,15 @@ slm_status slm_rwkv_cmix_check(const slm_rwkv_cmix *b, slm_error *err)
 
 static float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+/* relu(y)^2 in place */
+static void relu_sq(float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float v = y[i] > 0 ? y[i] : 0;
+        y[i] = v * v;
+    }
+}
+
 slm_status slm_rwkv_cmix_forward(slm_pool *pool, const slm_rwkv_cmix *b, slm_rwkv_state *st,
                                  int layer, int n, const float *x, float *out, slm_error *err)
 {
@@ -517,12 +541,14 @@ slm_status slm_rwkv_cmix_forward(slm_pool *pool, const slm_rwkv_cmix *b, slm_rwk
         }
     }
     memcpy(carry, x + (size_t)(n - 1) * d, d * sizeof(float));
-    /* k = relu(Wk xk)^2; out = Wv k, gated by sigmoid(Wr xr) before v7 */
-    TRY(slm_rwkv_mm(pool, st->ff, b->wk, -1, xk, n, err));
-    size_t nf = (size_t)n * (size_t)b->n_ff;
-    for (size_t i = 0; i < nf; i++) {
-        float v = st->ff[i] > 0 ? st->ff[i] : 0;
-        st->ff[i] = v * v;
+    /* k = relu(Wk xk)^2; out = Wv k, gated by sigmoid(Wr xr) before v7. One
+     * token squares its rows in the product's threads (slm_rwkv_mv_group). */
+    if (n == 1) {
+        const slm_rwkv_mv mv = {st->ff, b->wk, xk, relu_sq};
+        TRY(slm_rwkv_mv_group(pool, &mv, 1, err));
+    } else {
+        TRY(slm_rwkv_mm(pool, st->ff, b->wk, -1, xk, n, err));
+        relu_sq(st->ff, (int64_t)n * b->n_ff);
     }
     TRY(slm_rwkv_mm(pool, out, b->wv, -1, st->ff, n, err));
     if (b->version == SLM_RWKV_V7) return SLM_OK;

@@ -4,6 +4,11 @@
 
 #include "rwkv.h"
 
+/* Work (multiply-adds) below which a product or a job runs on the calling
+ * thread: waking the pool costs more than the work (tiny models, low-rank
+ * weights). */
+#define SMALL_MATMUL (1 << 16)
+
 /* out (M, N) = X (M, K) . W^T for a 2-D weight W (N, K) with contiguous
  * rows; slice selects W[slice] of a 3-D weight (v6 maa_w2), -1 for 2-D. */
 slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slice,
@@ -18,34 +23,43 @@ slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, 
                                const float *X, int64_t M, slm_error *err);
 
 /* One matrix-vector product of a group: out (N) = W (N, K) . x (K), W 2-D
- * with contiguous rows. */
+ * with contiguous rows; post, if set, is an elementwise function applied in
+ * place to out (each thread to its own rows, right after computing them). */
 typedef struct slm_rwkv_mv {
     float *out;
     const slm_tensor *W;
     const float *x;
+    void (*post)(float *out, int64_t n);
 } slm_rwkv_mv;
 
 /* The n independent products mv[0..n) in one pool dispatch, for a single
- * token: each thread takes a contiguous share of the concatenated weight
- * bytes and runs its rows of every matrix on its own, so that the small
+ * token: the threads take chunks of rows (about 64 KB of weights, whole
+ * tiles) of every matrix from a shared counter, so that the small
  * low-rank products (serial one by one) share the threads with the big
- * ones and a token pays one wake-up for all of them. Every output is the
+ * ones, a token pays one wake-up for all of them, and the threads finish
+ * together. Every output is the
  * one slm_rwkv_mm gives for M = 1 (the same kernel on the same rows). */
 slm_status slm_rwkv_mv_group(slm_pool *pool, const slm_rwkv_mv *mv, int n, slm_error *err);
 
-/* slm_rwkv_wkv6 / _wkv7 with the heads split between the pool's threads
- * when there are several heads and enough work (same results). */
+/* Rows r0..r1-1 of one such product on the calling thread, as the group
+ * computes them; from inside a pool job only when slm_rwkv_mv_in_job says
+ * the products' encoded inputs fit the kernels' stack buffer. */
+slm_status slm_rwkv_mv_rows(const slm_rwkv_mv *mv, int64_t r0, int64_t r1, slm_error *err);
+int slm_rwkv_mv_in_job(const slm_rwkv_mv *mv, int n);
+
+/* slm_rwkv_wkv6 with the heads split between the pool's threads when
+ * there are several heads and enough work (same results). */
 void slm_rwkv_wkv6_pool(slm_pool *pool, int n, int64_t n_head, int64_t hs, const float *r,
                         const float *k, const float *v, const float *w, const float *u, float *S,
                         float *y);
-void slm_rwkv_wkv7_pool(slm_pool *pool, int n, int64_t n_head, int64_t hs, const float *r,
-                        const float *w, const float *k, const float *v, const float *a,
-                        const float *b, float *S, float *y);
 
 /* slm_rwkv_wkv7 for heads h0..h1-1 of rows dim floats apart, as picked at
- * run time: the portable loop, or on CPUs with AVX2 and FMA and hs a
- * multiple of 8 its vectorized twin (rwkv_avx2.c; same recurrence, sums
- * taken lane-wise). */
+ * run time (slm_rwkv_wkv7_heads): the portable loop, or on CPUs with AVX2
+ * and FMA and hs a multiple of 8 its vectorized twin (rwkv_avx2.c; same
+ * recurrence, sums taken lane-wise). */
+void slm_rwkv_wkv7_heads(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim, const float *r,
+                         const float *w, const float *k, const float *v, const float *a,
+                         const float *b, float *S, float *y);
 void slm_rwkv_wkv7_heads_generic(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim,
                                  const float *r, const float *w, const float *k, const float *v,
                                  const float *a, const float *b, float *S, float *y);

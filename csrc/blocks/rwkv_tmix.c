@@ -6,6 +6,7 @@
  * Scratch (rwkv.h): xs holds up to six mixed inputs (n, dim) each, p up to
  * six projections, hid/tmp the low-rank hidden rows, y the WKV output. */
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "../kernels/ops.h"
@@ -171,25 +172,150 @@ static slm_status lora(slm_pool *pool, slm_rwkv_state *st, float *out, const slm
     return slm_rwkv_mm_lowrank(pool, out, W2, -1, st->hid, n, err);
 }
 
-/* One token's projections for v7, in two dispatches (slm_rwkv_mv_group):
- * r k v and the four low-rank down-projections, then the up-projections.
- * The same values as the per-product path of tmix_v7; the hiddens sit side
- * by side in st->hid (4 * lora floats for v7). nu is left alone in the
- * first layer. */
+/* Everything of v7 between the projections and the output projection is
+ * per head: the decay, learning rate and value residual per channel, kk's
+ * norm and the bonus over a head, the WKV recurrence and the group norm
+ * (one group per head). So it runs as one pool job split by heads, and for
+ * a single token each thread first computes its heads' rows of the
+ * up-projections (w a g nu, from the hiddens), which then need no barrier
+ * of their own. Per element and per head the same operations in the same
+ * order as on one thread: the results do not depend on the split. */
+typedef struct v7_job {
+    const slm_rwkv_tmix *b;
+    slm_rwkv_state *st;
+    int n;
+    const slm_rwkv_mv *up;   /* n == 1: the up-projections still to run, else NULL */
+    int n_up;
+    float *r, *w, *k, *v, *a, *g, *nu, *na, *nb, *S;
+    atomic_llong next;       /* the next head to take (v7_run) */
+    atomic_int failed;       /* the first failing thread reports */
+    slm_status code;
+    slm_error *err;
+} v7_job;
+
+/* heads h0..h1-1 of every row */
+static void v7_heads(const v7_job *j, int64_t h0, int64_t h1)
+{
+    const slm_rwkv_tmix *b = j->b;
+    int64_t d = b->dim, hs = b->head_size;
+    size_t c0 = (size_t)(h0 * hs), c1 = (size_t)(h1 * hs);
+    float *r = j->r, *w = j->w, *k = j->k, *v = j->v, *a = j->a, *g = j->g, *y = j->st->y;
+    float *v_first = j->st->v_first;
+    for (int t = 0; t < j->n; t++) {
+        size_t to = (size_t)t * (size_t)d;
+        for (size_t c = c0; c < c1; c++) {
+            size_t i = to + c;
+            /* decay in (exp(-e^-0.5), 1): w = exp(-0.606531 * sigmoid(w0 + lora)) */
+            w[i] = expf(-0.606531f * sigmoidf(w[i] + b->w0[c]));
+            /* in-context learning rate a = sigmoid(a0 + lora) */
+            a[i] = sigmoidf(a[i] + b->a0[c]);
+            /* value residual: the first layer's v, mixed into every later
+             * one (nu, the low-rank term, shares y with the WKV output) */
+            if (b->first_layer) v_first[i] = v[i];
+            else v[i] = v[i] + (v_first[i] - v[i]) * sigmoidf(j->nu[i] + b->v0[c]);
+        }
+        /* kk = l2-normalized (k * k_k) per head: na = -kk, nb = kk * a */
+        for (int64_t h = h0; h < h1; h++) {
+            size_t o = to + (size_t)(h * hs);
+            float sum = 0;
+            for (int64_t q = 0; q < hs; q++) {
+                float kk = k[o + q] * b->k_k[h * hs + q];
+                j->nb[o + q] = kk;
+                sum += kk * kk;
+            }
+            float scale = 1.0f / fmaxf(sqrtf(sum), 1e-12f);
+            for (int64_t q = 0; q < hs; q++) {
+                float kk = j->nb[o + q] * scale;
+                j->na[o + q] = -kk;
+                j->nb[o + q] = kk * a[o + q];
+            }
+        }
+        /* k = k + (a * ka - ka), ka = k * k_a */
+        for (size_t c = c0; c < c1; c++) {
+            size_t i = to + c;
+            float ka = k[i] * b->k_a[c];
+            k[i] = k[i] + (a[i] * ka - ka);
+        }
+    }
+    slm_rwkv_wkv7_heads(j->n, h0, h1, hs, (size_t)d, r, w, k, v, j->na, j->nb, j->S, y);
+    for (int t = 0; t < j->n; t++) {
+        size_t to = (size_t)t * (size_t)d;
+        /* group norm, then the bonus: + v * sum over the head of
+         * (k * r * r_k), then the gate */
+        slm_ops_layernorm(y + to + c0, y + to + c0, NULL, NULL, h1 - h0, hs, b->gn_eps);
+        for (size_t c = c0; c < c1; c++) y[to + c] = y[to + c] * b->lnx_w[c] + b->lnx_b[c];
+        for (int64_t h = h0; h < h1; h++) {
+            size_t o = to + (size_t)(h * hs);
+            float s = 0;
+            for (int64_t q = 0; q < hs; q++) s += k[o + q] * r[o + q] * b->r_k[h * hs + q];
+            for (int64_t q = 0; q < hs; q++) y[o + q] += v[o + q] * s;
+        }
+        for (size_t c = c0; c < c1; c++) y[to + c] *= g[to + c];
+    }
+}
+
+/* The threads take heads from a shared counter (see mv_run in rwkv.c:
+ * a late or slowed thread takes fewer). */
+static void v7_run(void *ctx, int ith, int nth)
+{
+    v7_job *j = ctx;
+    int64_t hs = j->b->head_size;
+    for (;;) {
+        int64_t h = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (h >= j->b->n_head) return;
+        for (int i = 0; i < j->n_up; i++) {
+            slm_error e;
+            slm_status s = slm_rwkv_mv_rows(&j->up[i], h * hs, (h + 1) * hs, &e);
+            if (s != SLM_OK) {
+                if (!atomic_exchange(&j->failed, 1)) {
+                    j->code = s;
+                    if (j->err) *j->err = e;
+                }
+                return;
+            }
+        }
+        v7_heads(j, h, h + 1);
+    }
+}
+
+/* the hiddens' activations, applied by the threads that compute them */
+static void tanh_rows(float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = tanhf(y[i]);
+}
+
+static void sigmoid_rows(float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = sigmoidf(y[i]);
+}
+
+/* One token's projections for v7: r k v and the four low-rank
+ * down-projections, with the w and g hiddens' tanh and sigmoid, in one
+ * dispatch (slm_rwkv_mv_group), the
+ * up-projections into up[0..*n_up) for the heads job (or run here when
+ * they cannot run inside a job, *n_up = 0). The same values as the
+ * per-product path of tmix_v7; the hiddens sit side by side in st->hid
+ * (4 * lora floats for v7). nu is left alone in the first layer. */
 static slm_status project_one_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state *st,
                                  const float *xr, const float *xw, const float *xk,
                                  const float *xv, const float *xa, const float *xg, float *r,
                                  float *w, float *k, float *v, float *a, float *g, float *nu,
-                                 slm_error *err)
+                                 slm_rwkv_mv up[4], int *n_up, slm_error *err)
 {
     float *hw = st->hid, *ha = hw + st->lora, *hg = ha + st->lora, *hv = hg + st->lora;
     int nv = b->first_layer ? 0 : 1;
-    slm_rwkv_mv down[7] = {{r, b->wr, xr},  {k, b->wk, xk},  {v, b->wv, xv},  {hw, b->w1, xw},
-                           {ha, b->a1, xa}, {hg, b->g1, xg}, {hv, b->v1, xv}};
+    slm_rwkv_mv down[7] = {{r, b->wr, xr, NULL},      {k, b->wk, xk, NULL},
+                           {v, b->wv, xv, NULL},      {hw, b->w1, xw, tanh_rows},
+                           {ha, b->a1, xa, NULL},     {hg, b->g1, xg, sigmoid_rows},
+                           {hv, b->v1, xv, NULL}};
     TRY(slm_rwkv_mv_group(pool, down, 6 + nv, err));
-    for (int64_t i = 0; i < b->w1->shape[0]; i++) hw[i] = tanhf(hw[i]);
-    for (int64_t i = 0; i < b->g1->shape[0]; i++) hg[i] = sigmoidf(hg[i]);
-    slm_rwkv_mv up[4] = {{w, b->w2, hw}, {a, b->a2, ha}, {g, b->g2, hg}, {nu, b->v2, hv}};
+    up[0] = (slm_rwkv_mv){w, b->w2, hw, NULL};
+    up[1] = (slm_rwkv_mv){a, b->a2, ha, NULL};
+    up[2] = (slm_rwkv_mv){g, b->g2, hg, NULL};
+    up[3] = (slm_rwkv_mv){nu, b->v2, hv, NULL};
+    *n_up = 3 + nv;
+    if (slm_rwkv_mv_in_job(up, *n_up)) return SLM_OK;
+    *n_up = 0;
     return slm_rwkv_mv_group(pool, up, 3 + nv, err);
 }
 
@@ -197,13 +323,18 @@ static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
                           int n, const float *x, float *out, slm_error *err)
 {
     int64_t d = b->dim, hs = b->head_size;
-    size_t nd = (size_t)n * (size_t)d;
     float *carry = ls, *sx = st->y;
     shift_diff(sx, x, carry, n, d);
-    /* xr xw xk xv xa xg = x + sx * x_{r,w,k,v,a,g} */
+    /* xr xw xk xv xa xg = x + sx * x_{r,w,k,v,a,g}, row by row (no index
+     * modulo dim: this runs on one thread) */
     for (int i = 0; i < 6; i++) {
-        float *xi = slot(st->xs, i, n, d);
-        for (size_t j = 0; j < nd; j++) xi[j] = sx[j] * b->maa[i][j % (size_t)d] + x[j];
+        const float *m = b->maa[i];
+        for (int t = 0; t < n; t++) {
+            size_t to = (size_t)t * (size_t)d;
+            const float *xt = x + to, *sxt = sx + to;
+            float *xi = slot(st->xs, i, n, d) + to;
+            for (int64_t c = 0; c < d; c++) xi[c] = sxt[c] * m[c] + xt[c];
+        }
     }
     const float *xr = slot(st->xs, 0, n, d), *xw = slot(st->xs, 1, n, d), *xk = slot(st->xs, 2, n, d);
     const float *xv = slot(st->xs, 3, n, d), *xa = slot(st->xs, 4, n, d), *xg = slot(st->xs, 5, n, d);
@@ -212,8 +343,11 @@ static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
     /* the value-residual mix's low-rank term (not in the first layer);
      * sx is no longer needed */
     float *nu = st->y;
+    slm_rwkv_mv up[4];
+    int n_up = 0;
     if (n == 1) {
-        TRY(project_one_v7(pool, b, st, xr, xw, xk, xv, xa, xg, r, w, k, v, a, g, nu, err));
+        TRY(project_one_v7(pool, b, st, xr, xw, xk, xv, xa, xg, r, w, k, v, a, g, nu, up, &n_up,
+                           err));
     } else {
         TRY(slm_rwkv_mm(pool, r, b->wr, -1, xr, n, err));
         TRY(lora(pool, st, w, b->w1, b->w2, tanhf, xw, n, err));
@@ -223,56 +357,22 @@ static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
         TRY(lora(pool, st, g, b->g1, b->g2, sigmoidf, xg, n, err));
         if (!b->first_layer) TRY(lora(pool, st, nu, b->v1, b->v2, NULL, xv, n, err));
     }
-    /* decay in (exp(-e^-0.5), 1): w = exp(-0.606531 * sigmoid(w0 + lora)) */
-    for (size_t i = 0; i < nd; i++) w[i] = expf(-0.606531f * sigmoidf(w[i] + b->w0[i % (size_t)d]));
-    /* in-context learning rate a = sigmoid(a0 + lora) */
-    for (size_t i = 0; i < nd; i++) a[i] = sigmoidf(a[i] + b->a0[i % (size_t)d]);
-    /* value residual: the first layer's v, mixed into every later one */
-    if (b->first_layer) {
-        memcpy(st->v_first, v, nd * sizeof(float));
-    } else {
-        for (size_t i = 0; i < nd; i++)
-            v[i] = v[i] + (st->v_first[i] - v[i]) * sigmoidf(nu[i] + b->v0[i % (size_t)d]);
-    }
-    /* kk = l2-normalized (k * k_k) per head; the mixes' inputs are free now:
-     * xs slot 0 holds -kk, slot 1 kk * a */
-    float *na = slot(st->xs, 0, n, d), *nb = slot(st->xs, 1, n, d);
-    for (int t = 0; t < n; t++) {
-        for (int64_t h = 0; h < b->n_head; h++) {
-            size_t o = (size_t)t * (size_t)d + (size_t)(h * hs);
-            float sum = 0;
-            for (int64_t j = 0; j < hs; j++) {
-                float kk = k[o + j] * b->k_k[h * hs + j];
-                nb[o + j] = kk;
-                sum += kk * kk;
-            }
-            float scale = 1.0f / fmaxf(sqrtf(sum), 1e-12f);
-            for (int64_t j = 0; j < hs; j++) {
-                float kk = nb[o + j] * scale;
-                na[o + j] = -kk;
-                nb[o + j] = kk * a[o + j];
-            }
-        }
-    }
-    /* k = k + (a * ka - ka), ka = k * k_a */
-    for (size_t i = 0; i < nd; i++) {
-        float ka = k[i] * b->k_a[i % (size_t)d];
-        k[i] = k[i] + (a[i] * ka - ka);
-    }
-    slm_rwkv_wkv7_pool(pool, n, b->n_head, hs, r, w, k, v, na, nb, ls + 2 * (size_t)d, st->y);
+    /* the mixes' inputs are free now: xs slot 0 holds -kk, slot 1 kk * a */
+    v7_job j = {.b = b, .st = st, .n = n, .up = up, .n_up = n_up, .r = r, .w = w, .k = k,
+                .v = v, .a = a, .g = g, .nu = nu, .na = slot(st->xs, 0, n, d),
+                .nb = slot(st->xs, 1, n, d), .S = ls + 2 * (size_t)d, .err = err};
+    atomic_init(&j.next, 0);
+    atomic_init(&j.failed, 0);
+    /* as for the products: too little work is not worth waking the pool */
+    int64_t work = (int64_t)n * b->n_head * hs * hs;
+    for (int i = 0; i < n_up; i++) work += up[i].W->shape[0] * up[i].W->shape[1];
+    int nth = work < SMALL_MATMUL || !pool || slm_pool_busy(pool) ? 1 : slm_pool_size(pool);
+    slm_pool_run(pool, nth < b->n_head ? nth : (int)b->n_head, v7_run, &j);
+    if (atomic_load(&j.failed)) return j.code;
     memcpy(carry, x + (size_t)(n - 1) * (size_t)d, (size_t)d * sizeof(float));
-    group_norm(st->y, n, b);
-    /* bonus: + v * sum over the head of (k * r * r_k), then the gate */
-    for (int t = 0; t < n; t++) {
-        for (int64_t h = 0; h < b->n_head; h++) {
-            size_t o = (size_t)t * (size_t)d + (size_t)(h * hs);
-            float s = 0;
-            for (int64_t j = 0; j < hs; j++) s += k[o + j] * r[o + j] * b->r_k[h * hs + j];
-            for (int64_t j = 0; j < hs; j++) st->y[o + j] += v[o + j] * s;
-        }
-    }
-    for (size_t i = 0; i < nd; i++) st->y[i] *= g[i];
-    return slm_rwkv_mm(pool, out, b->wo, -1, st->y, n, err);
+    if (n > 1) return slm_rwkv_mm(pool, out, b->wo, -1, st->y, n, err);
+    const slm_rwkv_mv o = {out, b->wo, st->y, NULL};   /* in chunks (slm_rwkv_mv_group) */
+    return slm_rwkv_mv_group(pool, &o, 1, err);
 }
 
 slm_status slm_rwkv_tmix_forward(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state *st,
