@@ -10,18 +10,19 @@
  * weight type's activation type (q8_0/q8_1/q8_K blocks, f16, bf16) in a
  * scratch buffer owned by the pool (grown, never freed per call), shared by
  * all threads; then the rows of W are split between the pool's threads by
- * (ith, nth). For M > 1, each thread walks its weight rows once per tile of
- * activation rows, so a weight row is read from memory once per tile and
- * reused from L1 for every activation row of the tile; for q4_0, q5_0,
- * q8_0, q4_K and q6_K a four-row kernel also unpacks each weight block
- * once for four activation rows (bit-identical results: a row's output does
- * not depend on the batch it is computed in). A single activation row
- * (decode) is encoded on the calling thread, so a matvec is one dispatch.
+ * (ith, nth), in whole units of 8 rows. A single activation row (decode)
+ * is encoded on the calling thread, so a matvec is one dispatch.
  *
- * F16 and BF16 weights (K % 8 == 0) take the tile path of gemm.h instead,
- * at every M: the summation order of llama.cpp's tinyBLAS, where each
- * output's bits do not depend on the batch either. A part may ask for
- * vec_dot's order instead (vecdot_order), as rwkv.cpp's files need.
+ * f16, bf16, q4_0 (and with AVX2 q8_0, q5_0) take the tile kernels of
+ * gemm.h at every M: a few weight rows against a few activation rows per
+ * call, in panels of weight rows kept in L1 while every activation row
+ * passes over them, each output summed in the reference's own order for
+ * that dtype. The other dtypes walk their weight rows once per tile of
+ * activation rows, q4_K and q6_K with a four-row kernel that unpacks each
+ * weight block once for four activation rows. Either way a row's output
+ * does not depend on the batch it is computed in. A part may ask for
+ * vec_dot's order instead of the tiles' (vecdot_order), as rwkv.cpp's
+ * files need.
  *
  * F32 weights with M >= SLM_MATMUL_BLAS_MIN_M go to OpenBLAS cblas_sgemm,
  * each pool thread calling it on its own slice of W's rows. OpenBLAS is set
