@@ -145,11 +145,6 @@ slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, 
 
 /* --- independent matrix-vector products in one dispatch ---------------------------- */
 
-/* A product run from inside a pool job encodes its input on a stack buffer
- * of this many bytes (matmul.h); a group whose inputs need more runs its
- * products one by one instead, so that decode never allocates. */
-#define MV_STACK_ACT_BYTES 8192
-
 /* Weight bytes per chunk of a group's products: enough that the input's
  * encoding per chunk and the shared counter cost little, small enough that
  * the last chunks even out the threads' finish. */
@@ -170,35 +165,32 @@ static size_t row_bytes(const slm_tensor *W)
     return (size_t)(W->stride[0] / tr->block_size) * tr->type_size;
 }
 
-/* bytes of one input row encoded for W's kernel (0: it reads the floats):
- * f32 rows for a float tile kernel (kernels/gemm.h), else act_type blocks */
-static size_t act_bytes(const slm_tensor *W)
+/* rows [r0, r1) of a group's product as one matmul part */
+static slm_matmul_part mv_part(const slm_rwkv_mv *mv, int64_t r0, int64_t r1)
 {
-    const slm_vecdot_traits *t = slm_vecdot_traits_get(W->dtype);
-    if (!t) return SIZE_MAX;
-    if (t->act_type == SLM_DTYPE_F32) return 0;
-    const slm_gemm_kernel *g = vecdot_order(W) ? NULL : slm_gemm_get(W->dtype);
-    if (g && g->act && W->shape[1] % g->k_multiple == 0) return (size_t)W->shape[1] * sizeof(float);
-    int ok;
-    size_t n = slm_dtype_row_size(t->act_type, W->shape[1], &ok);
-    return ok ? n : SIZE_MAX;
+    const slm_tensor *W = mv->W;
+    size_t rb = row_bytes(W);
+    return (slm_matmul_part){mv->out + r0, (const char *)slm_tensor_data(W) + (size_t)r0 * rb,
+                             W->dtype, rb, r1 - r0, vecdot_order(W)};
 }
 
 slm_status slm_rwkv_mv_rows(const slm_rwkv_mv *mv, int64_t r0, int64_t r1, slm_error *err)
 {
-    const slm_tensor *W = mv->W;
-    size_t rb = row_bytes(W);
-    const slm_matmul_part part = {mv->out + r0, (const char *)slm_tensor_data(W) + (size_t)r0 * rb,
-                                  W->dtype, rb, r1 - r0, vecdot_order(W)};
-    TRY(slm_matmul_multi(NULL, &part, 1, mv->x, 1, W->shape[1], err));
+    const slm_matmul_part part = mv_part(mv, r0, r1);
+    TRY(slm_matmul_multi(NULL, &part, 1, mv->x, 1, mv->W->shape[1], err));
     if (mv->post) mv->post(mv->out + r0, r1 - r0);
     return SLM_OK;
 }
 
+/* A product run from inside a pool job encodes its input on matmul's stack
+ * buffer; a group whose inputs need more runs its products one by one
+ * instead, so that decode never allocates. */
 int slm_rwkv_mv_in_job(const slm_rwkv_mv *mv, int n)
 {
-    for (int i = 0; i < n; i++)
-        if (act_bytes(mv[i].W) > MV_STACK_ACT_BYTES) return 0;
+    for (int i = 0; i < n; i++) {
+        const slm_matmul_part part = mv_part(&mv[i], 0, mv[i].W->shape[0]);
+        if (slm_matmul_act_row_bytes(&part, mv[i].W->shape[1]) > SLM_MATMUL_STACK_ACT_BYTES) return 0;
+    }
     return 1;
 }
 

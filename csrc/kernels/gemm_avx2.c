@@ -88,6 +88,7 @@ static inline __attribute__((always_inline)) void tile_q4_0(int64_t K, const uns
 {
     const slm_block_q4_0 *w0 = Q4_ROW(0), *w1 = Q4_ROW(1), *w2 = Q4_ROW(2), *w3 = Q4_ROW(3);
     const slm_block_q4_0 *w4 = Q4_ROW(4), *w5 = Q4_ROW(5), *w6 = Q4_ROW(6), *w7 = Q4_ROW(7);
+#undef Q4_ROW
     const __m256i eight = _mm256_set1_epi8(8);
     __m256 acc[4];
     UNROLL for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();

@@ -17,8 +17,6 @@
 /* Weight rows per panel of the tile path: 16 f16 rows of K = 576 take
  * 18 KB, which stay in L1 while every activation row passes over them. */
 #define PANEL_ROWS 16
-/* stack buffer for the encoded activations of a serial call without pool */
-#define SMALL_ACT_BYTES 8192
 
 /* One weight matrix of a (possibly fused) product: rows [row0, row0 + N)
  * of the concatenated output rows. */
@@ -187,6 +185,18 @@ static const slm_gemm_kernel *tile_kernel(const slm_matmul_part *p, int64_t K)
     return g && K % g->k_multiple == 0 ? g : NULL;
 }
 
+size_t slm_matmul_act_row_bytes(const slm_matmul_part *p, int64_t K)
+{
+    const slm_vecdot_traits *t = slm_vecdot_traits_get(p->wtype);
+    if (!t) return SIZE_MAX;
+    if (t->act_type == SLM_DTYPE_F32) return 0;
+    const slm_gemm_kernel *g = tile_kernel(p, K);
+    if (g && g->act) return (size_t)K * sizeof(float);
+    int ok;
+    const size_t n = slm_dtype_row_size(t->act_type, K, &ok);
+    return ok ? n : SIZE_MAX;
+}
+
 /* 1 if the parts can share one encoding of X: the same vec_dot activation
  * type, and f32 rows for both or neither (float tile kernels) */
 static int same_encoding(const slm_matmul_part *a, const slm_matmul_part *b, int64_t K)
@@ -227,15 +237,14 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
 
     /* without a usable pool, small activation buffers (a few rows) live on
      * the stack so that serial calls do not allocate either */
-    _Alignas(64) unsigned char local[SMALL_ACT_BYTES];
+    _Alignas(64) unsigned char local[SLM_MATMUL_STACK_ACT_BYTES];
     void *tmp = NULL;
     if (t->act_type == SLM_DTYPE_F32) {
         c.A = (const unsigned char *)X;
         c.a_row_bytes = (size_t)K * sizeof(float);
     } else {
-        int ok = 1;
-        c.a_row_bytes = c.tile_act ? (size_t)K * sizeof(float) : slm_dtype_row_size(t->act_type, K, &ok);
-        if (!ok || c.a_row_bytes > SIZE_MAX / (size_t)M)
+        c.a_row_bytes = slm_matmul_act_row_bytes(&parts[0], K);
+        if (c.a_row_bytes == SIZE_MAX || c.a_row_bytes > SIZE_MAX / (size_t)M)
             return slm_error_set(err, SLM_ERANGE, "matmul: activation buffer too large");
         size_t need = c.a_row_bytes * (size_t)M;
         if (pool) {

@@ -40,6 +40,8 @@
 #include "../core/tensor.h"
 
 #define SLM_MATMUL_BLAS_MIN_M 4
+/* encoded activations a serial call (no usable pool) keeps on its stack */
+#define SLM_MATMUL_STACK_ACT_BYTES 8192
 
 /* Checks that t can be the W of a matmul with the given shape (rows, cols):
  * present, 2-D, rows contiguous, a dtype with a dot-product kernel. The
@@ -52,7 +54,8 @@ slm_status slm_matmul_check_weight(const slm_tensor *t, const char *what, int64_
  * even for small products: below 64K multiply-adds they run on the calling
  * thread anyway, with the pool's scratch. pool may be NULL, or busy (a call
  * from inside a pool job): the product then runs on the calling thread with
- * a stack buffer (up to 8 KB of encoded activations) or a temporary one. */
+ * a stack buffer (up to SLM_MATMUL_STACK_ACT_BYTES of encoded
+ * activations) or a temporary one. */
 slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype wtype,
                           size_t w_row_bytes, const float *X, int64_t M, int64_t N,
                           int64_t K, slm_error *err);
@@ -74,6 +77,12 @@ typedef struct slm_matmul_part {
 } slm_matmul_part;
 slm_status slm_matmul_multi(slm_pool *pool, const slm_matmul_part *parts, int n_parts,
                             const float *X, int64_t M, int64_t K, slm_error *err);
+
+/* Bytes of one activation row (K floats) as the part's kernel reads it:
+ * 0 when it reads the floats themselves (f32 weights), K * 4 for a float
+ * tile kernel's rounded rows, else the activation type's blocks; SIZE_MAX
+ * for a dtype without a kernel or a K that is not whole blocks. */
+size_t slm_matmul_act_row_bytes(const slm_matmul_part *p, int64_t K);
 
 /* Tensor form on the default pool. W: 2-D (N, K) with contiguous rows;
  * X: f32, contiguous, last dim K (all leading dims are rows, M = numel / K);
