@@ -33,8 +33,6 @@
             UNROLL for (int c = 0; c < RN; c++)                                                 \
                 b[c] = _mm256_loadu_ps((const float *)(const void *)(A + (size_t)c * lda) + k); \
             UNROLL for (int r = 0; r < RM; r++) {                                               \
-                if (RN == 1 && (k & 31) == 0)                                                   \
-                    _mm_prefetch((const char *)(W + (size_t)(r + RM) * ldw + 2 * k), _MM_HINT_T0); \
                 const __m256 a = LOAD(W + (size_t)r * ldw + 2 * k);                             \
                 UNROLL for (int c = 0; c < RN; c++) acc[r][c] = _mm256_fmadd_ps(a, b[c], acc[r][c]); \
             }                                                                                   \
@@ -96,11 +94,6 @@ static inline __attribute__((always_inline)) void tile_q4_0(int64_t K, const uns
         const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(
             (short)w0[b].d, (short)w1[b].d, (short)w2[b].d, (short)w3[b].d, (short)w4[b].d,
             (short)w5[b].d, (short)w6[b].d, (short)w7[b].d));
-        /* the eight rows are eight short streams, too short for the
-         * hardware prefetcher to pick up: fetch the next tile's blocks */
-        if (RN == 1)
-            for (int r = 0; r < 8; r++)
-                _mm_prefetch((const char *)(w0 + b) + (size_t)(8 + r) * ldw, _MM_HINT_T0);
         /* codes 0..15, unsigned for maddubs; the -8 goes through s8 */
         const __m256i q0 = unpack_nibbles(w0[b].qs), q1 = unpack_nibbles(w1[b].qs);
         const __m256i q2 = unpack_nibbles(w2[b].qs), q3 = unpack_nibbles(w3[b].qs);
@@ -174,8 +167,8 @@ static inline __m256i q5_0_codes(const slm_block_q5_0 *w)
             __m256 dw[2];                                                                       \
             UNROLL for (int r = 0; r < RM; r++) {                                               \
                 const WBLOCK *w = (const WBLOCK *)(const void *)(W + (size_t)r * ldw) + b;      \
-                /* interleaved rows: prefetch the next tile's (see q4_0) */                     \
-                _mm_prefetch((const char *)w + (size_t)RM * ldw, _MM_HINT_T0);                  \
+                /* adjacent rows of a batch tile: fetch the next tile's */                      \
+                if (RN > 1) _mm_prefetch((const char *)w + (size_t)RM * ldw, _MM_HINT_T0);      \
                 q[r] = CODES(w);                                                                \
                 aq[r] = _mm256_sign_epi8(q[r], q[r]);                                           \
                 dw[r] = _mm256_set1_ps(f16f(w->d));                                             \
