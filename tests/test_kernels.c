@@ -507,7 +507,7 @@ static void test_gemm_tiles(void)
         const wtype *wt = wtype_of(ty);
         const slm_gemm_kernel *gen = slm_gemm_get_generic(ty);
         const slm_gemm_kernel *avx = slm_kernels_use_avx2() ? slm_gemm_get(ty) : NULL;
-        int same_gen = 1, same_avx = 1, close = 1, enc = 1;
+        int same_gen = 1, same_avx = 1, close = 1, enc = 1, packed = 1;
         const size_t ldw = MAXK * 4, lda = MAXK * 4;
         for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
             const int64_t K = Ks[ki];
@@ -569,8 +569,34 @@ static void test_gemm_tiles(void)
                                 if (c >= nc || r >= nr) same_avx &= isnan(out[c][r]);
                     }
                 }
+            /* packed batch path: both packings give the same bytes, and
+             * the packed tiles the same bits as one output at a time */
+            if (gen->pack) {
+                static _Alignas(64) unsigned char P[2][MAXK / 32 * 288 + 64];
+                const size_t pbytes = (size_t)(K / gen->k_multiple) * gen->pack_block_bytes;
+                memset(P, 0x5a, sizeof P);
+                gen->pack(K, W, ldw, P[0]);
+                if (avx) {
+                    memset(P[1], 0xa5, sizeof P[1]);
+                    avx->pack(K, W, ldw, P[1]);
+                    packed &= memcmp(P[0], P[1], pbytes) == 0 && P[1][pbytes] == 0xa5;
+                }
+                packed &= P[0][pbytes] == 0x5a;
+                for (int nc = 1; nc <= gen->tile_c; nc++)
+                    for (int v = 0; v < (avx ? 2 : 1); v++) {
+                        float out[MAXC][MAXR];
+                        memset(out, 0xff, sizeof out);
+                        (v ? avx : gen)->ptile(K, P[0], 0, gen->tile_r, A, lda, nc, out[0], MAXR);
+                        for (int c = 0; c < MAXC; c++)
+                            packed &= c < nc ? memcmp(out[c], one[c], sizeof(float) * gen->tile_r) == 0
+                                             : isnan(out[c][0]);
+                    }
+            }
         }
         const char *name = wt->name;
+        if (gen->pack)
+            CHECK(packed, "%s packed panels: generic and AVX2 pack alike, packed tiles (%d x 1..%d) "
+                  "bit-identical to one output at a time", name, gen->tile_r, gen->tile_c);
         if (gen->act) CHECK(enc, "%s tile activations: generic and AVX2 round as the scalar conversion", name);
         CHECK(close, "%s tile chain within float rounding of a double dot of the encoded operands", name);
         CHECK(same_gen, "%s generic tiles (1..%d x 1..%d) bit-identical to one output at a time", name,

@@ -64,6 +64,37 @@ static void gemm_q4_0(int64_t K, const void *W, size_t ldw, int nr, const void *
         }
 }
 
+static void pack_q4_0(int64_t K, const void *W, size_t ldw, void *dst)
+{
+    slm_q4_0x8 *P = dst;
+    for (int64_t b = 0; b < K / SLM_QK4_0; b++)
+        for (int r = 0; r < 8; r++) {
+            const slm_block_q4_0 *w = ROW(slm_block_q4_0, W, ldw, r) + b;
+            for (int e = 0; e < SLM_QK4_0; e++)
+                P[b].q[e / 4][r][e % 4] = e < 16 ? w->qs[e] & 15 : w->qs[e - 16] >> 4;
+            P[b].d[r] = slm_f16_to_f32(w->d);
+        }
+}
+
+/* gemm_q4_0 over a packed panel */
+static void gemm_q4_0x8(int64_t K, const void *vP, size_t ldw, int nr, const void *A, size_t lda,
+                        int nc, float *out, size_t ldo)
+{
+    (void)ldw;
+    const slm_q4_0x8 *P = vP;
+    for (int c = 0; c < nc; c++)
+        for (int r = 0; r < nr; r++) {
+            const slm_block_q8_0 *a = ROW(slm_block_q8_0, A, lda, c);
+            float acc = 0.0f;
+            for (int64_t b = 0; b < K / SLM_QK4_0; b++) {
+                int sumi = 0;
+                for (int e = 0; e < SLM_QK4_0; e++) sumi += (P[b].q[e / 4][r][e % 4] - 8) * a[b].qs[e];
+                acc = fmaf((float)sumi, P[b].d[r] * slm_f16_to_f32(a[b].d), acc);
+            }
+            out[(size_t)c * ldo + r] = acc;
+        }
+}
+
 static void act_f16(const float *x, float *y, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) y[i] = slm_f16_to_f32(slm_f32_to_f16(x[i]));
@@ -75,20 +106,22 @@ static void act_bf16(const float *x, float *y, int64_t n)
 }
 
 static const slm_gemm_kernel generic[] = {
-    {gemm_f16, act_f16, 4, 3, 8},
-    {gemm_bf16, act_bf16, 4, 3, 8},
-    {gemm_q4_0, NULL, 8, 4, SLM_QK4_0},
-    {NULL, NULL, 0, 0, 0},   /* q8_0, q5_0: no tile order of their own */
-    {NULL, NULL, 0, 0, 0},
+    {.tile = gemm_f16, .act = act_f16, .tile_r = 4, .tile_c = 3, .k_multiple = 8},
+    {.tile = gemm_bf16, .act = act_bf16, .tile_r = 4, .tile_c = 3, .k_multiple = 8},
+    {.tile = gemm_q4_0, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK4_0, .pack = pack_q4_0,
+     .ptile = gemm_q4_0x8, .pack_block_bytes = sizeof(slm_q4_0x8)},
+    {.tile = NULL},   /* q8_0, q5_0: no tile order of their own */
+    {.tile = NULL},
 };
 
 #if defined(__x86_64__)
 static const slm_gemm_kernel avx2[] = {
-    {slm_gemm_f16_avx2, slm_gemm_act_f16_avx2, 4, 3, 8},
-    {slm_gemm_bf16_avx2, slm_gemm_act_bf16_avx2, 4, 3, 8},
-    {slm_gemm_q4_0_avx2, NULL, 8, 4, SLM_QK4_0},
-    {slm_gemm_q8_0_avx2, NULL, 2, 4, SLM_QK8_0},
-    {slm_gemm_q5_0_avx2, NULL, 2, 4, SLM_QK5_0},
+    {.tile = slm_gemm_f16_avx2, .act = slm_gemm_act_f16_avx2, .tile_r = 4, .tile_c = 3, .k_multiple = 8},
+    {.tile = slm_gemm_bf16_avx2, .act = slm_gemm_act_bf16_avx2, .tile_r = 4, .tile_c = 3, .k_multiple = 8},
+    {.tile = slm_gemm_q4_0_avx2, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK4_0,
+     .pack = slm_gemm_pack_q4_0_avx2, .ptile = slm_gemm_q4_0x8_avx2, .pack_block_bytes = sizeof(slm_q4_0x8)},
+    {.tile = slm_gemm_q8_0_avx2, .tile_r = 2, .tile_c = 4, .k_multiple = SLM_QK8_0},
+    {.tile = slm_gemm_q5_0_avx2, .tile_r = 2, .tile_c = 4, .k_multiple = SLM_QK5_0},
 };
 #endif
 

@@ -27,10 +27,19 @@
  * where lane j of block b is the integer sum of its elements 4j..4j+3.
  * The results are those of slm_vec_dot_q8_0_avx2 / _q5_0_avx2 (vecdot.h):
  * without AVX2 there is no tile kernel and matmul calls the generic dots.
- * Tiles: 2 weight rows by 4 activation rows. */
+ * Tiles: 2 weight rows by 4 activation rows.
+ *
+ * Batches (M >= SLM_GEMM_PACK_MIN_M) may also pack tile_r weight rows once
+ * per panel into the kernel's own layout (pack), which a second tile
+ * function (ptile) reads instead of the file's rows; the sums keep the
+ * same order and bits. q4_0: slm_q4_0x8 below, whose codes are already
+ * unpacked and transposed so that 32-bit lane r holds four codes of row r:
+ * a block's eight integer sums then take eight byte multiply-adds with
+ * broadcast activation words, summed in 16 bits, with no horizontal adds. */
 #ifndef SLM_GEMM_H
 #define SLM_GEMM_H
 
+#include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,18 +48,35 @@
 #define SLM_GEMM_MAX_R 8    /* weight rows per tile, at most */
 #define SLM_GEMM_MAX_C 4    /* activation rows per tile, at most */
 
+#define SLM_GEMM_PACK_MIN_M 8
+
+/* Eight q4_0 rows, one block: codes (0..15, offset 8 not applied) with
+ * q[j][r][i] = element 4j + i of row r, and the rows' scales as floats. */
+typedef struct slm_q4_0x8 {
+    uint8_t q[8][8][4];
+    float d[8];
+} slm_q4_0x8;
+static_assert(sizeof(slm_q4_0x8) == 288, "packed q4_0 block size");
+
 /* out[c * ldo + r] = dot(W row r, A row c) for r < nr <= tile_r and
  * c < nc <= tile_c. W rows are ldw bytes apart, A rows lda bytes apart. */
 typedef void (*slm_gemm_tile_fn)(int64_t K, const void *W, size_t ldw, int nr, const void *A,
                                  size_t lda, int nc, float *out, size_t ldo);
 /* Rounds n floats to the f32 activation values of a float tile kernel. */
 typedef void (*slm_gemm_act_fn)(const float *x, float *y, int64_t n);
+/* Packs tile_r rows of W (ldw bytes apart) into dst: K / k_multiple blocks
+ * of pack_block_bytes each. */
+typedef void (*slm_gemm_pack_fn)(int64_t K, const void *W, size_t ldw, void *dst);
 
 typedef struct slm_gemm_kernel {
     slm_gemm_tile_fn tile;
     slm_gemm_act_fn act;   /* NULL: A rows are the vec_dot activation blocks */
     int tile_r, tile_c;
     int k_multiple;        /* K must be a multiple of this */
+    slm_gemm_pack_fn pack; /* NULL: no packed batch path */
+    slm_gemm_tile_fn ptile;   /* tile over a packed panel (W; ldw unused,
+                                 nr == tile_r) */
+    size_t pack_block_bytes;
 } slm_gemm_kernel;
 
 /* The kernel for weights of this dtype on this CPU (AVX2 when available
@@ -70,6 +96,9 @@ void slm_gemm_q8_0_avx2(int64_t K, const void *W, size_t ldw, int nr, const void
                         int nc, float *out, size_t ldo);
 void slm_gemm_q5_0_avx2(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
                         int nc, float *out, size_t ldo);
+void slm_gemm_pack_q4_0_avx2(int64_t K, const void *W, size_t ldw, void *dst);
+void slm_gemm_q4_0x8_avx2(int64_t K, const void *P, size_t ldw, int nr, const void *A, size_t lda,
+                          int nc, float *out, size_t ldo);
 void slm_gemm_act_f16_avx2(const float *x, float *y, int64_t n);
 void slm_gemm_act_bf16_avx2(const float *x, float *y, int64_t n);
 #endif

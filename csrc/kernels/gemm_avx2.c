@@ -142,6 +142,92 @@ void slm_gemm_q4_0_avx2(int64_t K, const void *vW, size_t ldw, int nr, const voi
     }
 }
 
+/* Packs 8 q4_0 rows (slm_q4_0x8): per block, each row's 32 codes in
+ * element order (dword j = elements 4j..4j+3), then an 8x8 transpose of
+ * dwords so that vector j holds dword j of rows 0..7. */
+void slm_gemm_pack_q4_0_avx2(int64_t K, const void *vW, size_t ldw, void *dst)
+{
+    const unsigned char *W = vW;
+    slm_q4_0x8 *P = dst;
+    for (int64_t b = 0; b < K / SLM_QK4_0; b++) {
+        __m256i r[8];
+        uint16_t d[8];
+        for (int i = 0; i < 8; i++) {
+            const slm_block_q4_0 *w = (const slm_block_q4_0 *)(const void *)(W + (size_t)i * ldw) + b;
+            r[i] = unpack_nibbles(w->qs);
+            d[i] = w->d;
+        }
+        _mm256_storeu_ps(P[b].d, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)d)));
+        __m256i t[8], u[8];
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 8; i += 4) {
+            u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+            u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+            u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+            u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+        }
+        for (int j = 0; j < 4; j++) {
+            _mm256_storeu_si256((__m256i *)(void *)P[b].q[j], _mm256_permute2x128_si256(u[j], u[j + 4], 0x20));
+            _mm256_storeu_si256((__m256i *)(void *)P[b].q[j + 4], _mm256_permute2x128_si256(u[j], u[j + 4], 0x31));
+        }
+    }
+}
+
+/* Tile over a packed panel: lane r of byte multiply-add j is row r's four
+ * codes times activation word j (broadcast); the eight products' 16-bit
+ * pair sums add up exactly (|sum| <= 16 * 15 * 128 < 2^15), then one
+ * madd gives each row's sum of codes times activations, less 8 * sum(a). */
+static inline __attribute__((always_inline)) void tile_q4_0x8(int64_t K, const slm_q4_0x8 *P,
+                                                              const unsigned char *A, size_t lda,
+                                                              float *out, size_t ldo, const int RN)
+{
+    const __m256i ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);
+    __m256 acc[4];
+    UNROLL for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < K / SLM_QK4_0; b++) {
+        const slm_q4_0x8 *p = P + b;
+        const __m256 dw = _mm256_loadu_ps(p->d);
+        UNROLL for (int c = 0; c < RN; c++) {
+            const slm_block_q8_0 *a = (const slm_block_q8_0 *)(const void *)(A + (size_t)c * lda) + b;
+            /* 8 * sum(a) in every lane */
+            __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(eight, load32(a->qs)), ones);
+            s = _mm256_add_epi32(s, _mm256_permute2x128_si256(s, s, 1));
+            s = _mm256_add_epi32(s, _mm256_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+            s = _mm256_add_epi32(s, _mm256_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+            __m256i h = _mm256_setzero_si256();
+            UNROLL for (int j = 0; j < 8; j++) {
+                int32_t aw;
+                memcpy(&aw, a->qs + 4 * j, 4);
+                h = _mm256_add_epi16(h, _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(const void *)p->q[j]),
+                                                             _mm256_set1_epi32(aw)));
+            }
+            const __m256i sumi = _mm256_sub_epi32(_mm256_madd_epi16(h, ones), s);
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_mul_ps(dw, _mm256_set1_ps(f16f(a->d))),
+                                     acc[c]);
+        }
+    }
+    UNROLL for (int c = 0; c < RN; c++) _mm256_storeu_ps(out + (size_t)c * ldo, acc[c]);
+}
+
+void slm_gemm_q4_0x8_avx2(int64_t K, const void *vP, size_t ldw, int nr, const void *vA, size_t lda,
+                          int nc, float *out, size_t ldo)
+{
+    (void)ldw;
+    (void)nr;
+    const slm_q4_0x8 *P = vP;
+    const unsigned char *A = vA;
+    switch (nc) {
+    case 4: tile_q4_0x8(K, P, A, lda, out, ldo, 4); break;
+    case 3: tile_q4_0x8(K, P, A, lda, out, ldo, 3); break;
+    case 2: tile_q4_0x8(K, P, A, lda, out, ldo, 2); break;
+    case 1: tile_q4_0x8(K, P, A, lda, out, ldo, 1); break;
+    default: break;
+    }
+}
+
 /* q8_0 and q5_0: the order of the reference's x86 vec_dot (no repacking
  * for these types): per output one 8-lane accumulator, lane j += the
  * integer sum of elements 4j..4j+3 of block b times (d_w * d_a), then

@@ -39,6 +39,8 @@ typedef struct mm_ctx {
     unsigned char *abuf;     /* the same buffer while it is being encoded */
     size_t a_row_bytes;
     int64_t M, K;
+    unsigned char *panels;   /* per thread panel_bytes: packed weight rows */
+    size_t panel_bytes;      /* 0: no packed path in this product */
     slm_act_from_f32_fn encode;
     slm_gemm_act_fn tile_act;    /* non-NULL: A holds the f32 rows of a
                                     float tile kernel instead */
@@ -104,13 +106,23 @@ static void decode_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n
 /* Tile path for weight rows [n0, n1) of one part: per panel of PANEL_ROWS
  * rows (held in L1), every activation row passes in groups of tile_c
  * (streamed from L2). */
-static void tile_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1)
+static void tile_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1, unsigned char *panel)
 {
     const slm_gemm_kernel *g = p->gk;
     if (c->M == 1) {
         decode_part(c, p, n0, n1);
         return;
     }
+    /* packed path: tile_r rows packed once, then every activation row */
+    if (g->pack && panel)
+        for (; n0 + g->tile_r <= n1; n0 += g->tile_r) {
+            g->pack(c->K, p->W + (size_t)n0 * p->w_row_bytes, p->w_row_bytes, panel);
+            for (int64_t m = 0; m < c->M; m += g->tile_c) {
+                const int nc = c->M - m < g->tile_c ? (int)(c->M - m) : g->tile_c;
+                g->ptile(c->K, panel, 0, g->tile_r, c->A + m * c->a_row_bytes, c->a_row_bytes, nc,
+                         p->out + m * p->N + n0, (size_t)p->N);
+            }
+        }
     for (int64_t p0 = n0; p0 < n1; p0 += PANEL_ROWS) {
         const int64_t p1 = p0 + PANEL_ROWS < n1 ? p0 + PANEL_ROWS : n1;
         for (int64_t m = 0; m < c->M; m += g->tile_c) {
@@ -142,7 +154,7 @@ static void dot_rows(void *vctx, int ith, int nth)
         const int64_t hi = (r1 < p->row0 + p->N ? r1 : p->row0 + p->N) - p->row0;
         if (lo >= hi) continue;
         if (p->gk) {
-            tile_part(c, p, lo, hi);
+            tile_part(c, p, lo, hi, c->panel_bytes ? c->panels + (size_t)ith * c->panel_bytes : NULL);
             continue;
         }
         for (int64_t m0 = 0; m0 < c->M; m0 += TILE_M)
@@ -273,7 +285,17 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
         c.a_row_bytes = slm_matmul_act_row_bytes(&parts[0], K);
         if (c.a_row_bytes == SIZE_MAX || c.a_row_bytes > SIZE_MAX / (size_t)M)
             return slm_error_set(err, SLM_ERANGE, "matmul: activation buffer too large");
-        size_t need = c.a_row_bytes * (size_t)M;
+        /* packed panels after the activations, one per thread */
+        size_t act = (c.a_row_bytes * (size_t)M + 63) & ~(size_t)63;
+        if (M >= SLM_GEMM_PACK_MIN_M)
+            for (int i = 0; i < n_parts; i++) {
+                const slm_gemm_kernel *g = c.part[i].gk;
+                size_t pb = g && g->pack ? ((size_t)(K / g->k_multiple) * g->pack_block_bytes + 63) & ~(size_t)63 : 0;
+                if (pb > c.panel_bytes) c.panel_bytes = pb;
+            }
+        if (c.panel_bytes > (SIZE_MAX - act) / (size_t)nth)
+            return slm_error_set(err, SLM_ERANGE, "matmul: activation buffer too large");
+        size_t need = act + c.panel_bytes * (size_t)nth;
         if (pool) {
             c.abuf = slm_pool_scratch(pool, need, err);
             if (!c.abuf) return err ? err->code : SLM_ENOMEM;
@@ -285,6 +307,7 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
                 return slm_error_set(err, SLM_ENOMEM, "matmul: out of memory for %zu bytes", need);
         }
         c.A = c.abuf;
+        c.panels = c.abuf + act;
         c.encode = slm_act_quant_fn(t->act_type);
         /* one row (decode) is encoded by the caller: no wake-up for it */
         if (M > 1) slm_pool_run(pool, nth, encode_rows, &c);
