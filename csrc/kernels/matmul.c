@@ -17,6 +17,11 @@
 /* Weight rows per panel of the tile path: 16 f16 rows of K = 576 take
  * 18 KB, which stay in L1 while every activation row passes over them. */
 #define PANEL_ROWS 16
+/* Activation rows per block of the tile path: at most 128 KB of them, so
+ * that a block stays in L2 (512 KB per core on Zen 3) beside the weight
+ * panels: 128 f32 rows of K = 1536 (768 KB) would stream from L3 once per
+ * panel. */
+#define ACT_BLOCK_BYTES (128 * 1024)
 
 /* One weight matrix of a (possibly fused) product: rows [row0, row0 + N)
  * of the concatenated output rows. */
@@ -80,6 +85,20 @@ static void dot_tile(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1, 
     }
 }
 
+/* weight rows [n0, n1) (one panel) against activation rows [m0, m1) */
+static void panel_tiles(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1, int64_t m0, int64_t m1)
+{
+    const slm_gemm_kernel *g = p->gk;
+    for (int64_t m = m0; m < m1; m += g->tile_c) {
+        const int nc = m1 - m < g->tile_c ? (int)(m1 - m) : g->tile_c;
+        for (int64_t n = n0; n < n1; n += g->tile_r) {
+            const int nr = n1 - n < g->tile_r ? (int)(n1 - n) : g->tile_r;
+            g->tile(c->K, p->W + n * p->w_row_bytes, p->w_row_bytes, nr, c->A + m * c->a_row_bytes,
+                    c->a_row_bytes, nc, p->out + m * p->N + n, (size_t)p->N);
+        }
+    }
+}
+
 /* Tile path for one activation row (decode) over weight rows [n0, n1): the
  * range is cut into tile_r equal segments and each tile takes one row from
  * every segment (ldw = the segment's size), so a thread reads tile_r
@@ -93,19 +112,20 @@ static void decode_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n
     const int64_t seg = (n1 - n0) / g->tile_r;
     const size_t rb = p->w_row_bytes;
     float t[SLM_GEMM_MAX_R];
-    if (seg > 0)
-        for (int64_t i = 0; i < seg; i++) {
-            g->tile(c->K, p->W + (size_t)(n0 + i) * rb, (size_t)seg * rb, g->tile_r, c->A, c->a_row_bytes, 1,
-                    t, SLM_GEMM_MAX_R);
-            for (int r = 0; r < g->tile_r; r++) p->out[n0 + i + r * seg] = t[r];
-        }
+    for (int64_t i = 0; i < seg; i++) {
+        g->tile(c->K, p->W + (size_t)(n0 + i) * rb, (size_t)seg * rb, g->tile_r, c->A, c->a_row_bytes, 1, t,
+                SLM_GEMM_MAX_R);
+        for (int r = 0; r < g->tile_r; r++) p->out[n0 + i + r * seg] = t[r];
+    }
     for (int64_t n = n0 + seg * g->tile_r; n < n1; n++)
         g->tile(c->K, p->W + (size_t)n * rb, rb, 1, c->A, c->a_row_bytes, 1, p->out + n, 1);
 }
 
-/* Tile path for weight rows [n0, n1) of one part: per panel of PANEL_ROWS
- * rows (held in L1), every activation row passes in groups of tile_c
- * (streamed from L2). */
+/* Tile path for weight rows [n0, n1) of one part. Batches: with a pack
+ * function (and a panel buffer), whole tiles of rows are packed once and
+ * every activation row passes over them; the other rows go per panel of
+ * PANEL_ROWS rows (held in L1), every activation row of a block (held in
+ * L2) passing in groups of tile_c. */
 static void tile_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1, unsigned char *panel)
 {
     const slm_gemm_kernel *g = p->gk;
@@ -123,17 +143,14 @@ static void tile_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1,
                          p->out + m * p->N + n0, (size_t)p->N);
             }
         }
-    for (int64_t p0 = n0; p0 < n1; p0 += PANEL_ROWS) {
-        const int64_t p1 = p0 + PANEL_ROWS < n1 ? p0 + PANEL_ROWS : n1;
-        for (int64_t m = 0; m < c->M; m += g->tile_c) {
-            const int nc = c->M - m < g->tile_c ? (int)(c->M - m) : g->tile_c;
-            for (int64_t n = p0; n < p1; n += g->tile_r) {
-                const int nr = p1 - n < g->tile_r ? (int)(p1 - n) : g->tile_r;
-                g->tile(c->K, p->W + n * p->w_row_bytes, p->w_row_bytes, nr, c->A + m * c->a_row_bytes,
-                        c->a_row_bytes, nc, p->out + m * p->N + n, (size_t)p->N);
-            }
-        }
-    }
+    /* activation rows in blocks of at most ACT_BLOCK_BYTES, so that a
+     * block stays in L2 while the weight panels pass over it */
+    int64_t mb = (int64_t)(ACT_BLOCK_BYTES / c->a_row_bytes) / g->tile_c * g->tile_c;
+    if (mb < g->tile_c) mb = g->tile_c;
+    for (int64_t m0 = 0; m0 < c->M; m0 += mb)
+        for (int64_t p0 = n0; p0 < n1; p0 += PANEL_ROWS)
+            panel_tiles(c, p, p0, p0 + PANEL_ROWS < n1 ? p0 + PANEL_ROWS : n1, m0,
+                        m0 + mb < c->M ? m0 + mb : c->M);
 }
 
 /* Each thread takes a contiguous range of the concatenated weight rows (so a
