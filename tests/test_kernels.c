@@ -761,7 +761,7 @@ static void test_matmul_nested(void)
 static void test_matmul(void)
 {
     static const int64_t shapes[][3] = {{1, 1, 256}, {1, 37, 512}, {3, 5, 256}, {17, 9, 512},
-                                        {20, 33, 256}, {4, 64, 768}, {1, 300, 1024}};
+                                        {20, 33, 256}, {4, 64, 768}, {1, 300, 1024}, {9, 200, 256}};
     slm_pool *pools[3] = {NULL, slm_pool_new(2, NULL), slm_pool_new(3, NULL)};
     for (int k = 0; k < N_WTYPES; k++) {
         const wtype *t = &WTYPES[k];

@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,9 @@
 /* Weight rows per panel of the tile path: 16 f16 rows of K = 576 take
  * 18 KB, which stay in L1 while every activation row passes over them. */
 #define PANEL_ROWS 16
+/* Units of SLM_GEMM_MAX_R rows per chunk a batch thread takes at a time:
+ * 64 rows of K = 576 by 128 activation rows are ~10 MFLOP */
+#define CHUNK_UNITS 8
 /* Activation rows per block of the tile path: at most 128 KB of them, so
  * that a block stays in L2 (512 KB per core on Zen 3) beside the weight
  * panels: 128 f32 rows of K = 1536 (768 KB) would stream from L3 once per
@@ -44,6 +48,7 @@ typedef struct mm_ctx {
     unsigned char *abuf;     /* the same buffer while it is being encoded */
     size_t a_row_bytes;
     int64_t M, K;
+    atomic_int_fast64_t next_chunk;   /* batches: the next chunk of rows */
     unsigned char *panels;   /* per thread panel_bytes: packed weight rows */
     size_t panel_bytes;      /* 0: no packed path in this product */
     slm_act_from_f32_fn encode;
@@ -153,29 +158,44 @@ static void tile_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1,
                         m0 + mb < c->M ? m0 + mb : c->M);
 }
 
-/* Each thread takes a contiguous range of the concatenated weight rows (so a
- * fused q|k|v or gate|up product is one dispatch), in whole units of
- * SLM_GEMM_MAX_R rows so that tiles are not cut at thread boundaries. Dot
- * parts walk their range once per tile of TILE_M activation rows. */
-static void dot_rows(void *vctx, int ith, int nth)
+/* Rows [r0, r1) of the concatenated weight rows (so a fused q|k|v or
+ * gate|up product is one dispatch), cut at whole units of SLM_GEMM_MAX_R
+ * rows so that tiles are not cut between threads. Dot parts walk their
+ * range once per tile of TILE_M activation rows. */
+static void rows_range(const mm_ctx *c, int64_t r0, int64_t r1, unsigned char *panel)
 {
-    const mm_ctx *c = vctx;
-    const int64_t units = (c->rows + SLM_GEMM_MAX_R - 1) / SLM_GEMM_MAX_R;
-    int64_t u0, u1;
-    split(units, ith, nth, &u0, &u1);
-    const int64_t r0 = u0 * SLM_GEMM_MAX_R;
-    const int64_t r1 = u1 * SLM_GEMM_MAX_R < c->rows ? u1 * SLM_GEMM_MAX_R : c->rows;
     for (int i = 0; i < c->n_parts; i++) {
         const mm_part *p = &c->part[i];
         const int64_t lo = (r0 > p->row0 ? r0 : p->row0) - p->row0;
         const int64_t hi = (r1 < p->row0 + p->N ? r1 : p->row0 + p->N) - p->row0;
         if (lo >= hi) continue;
         if (p->gk) {
-            tile_part(c, p, lo, hi, c->panel_bytes ? c->panels + (size_t)ith * c->panel_bytes : NULL);
+            tile_part(c, p, lo, hi, panel);
             continue;
         }
         for (int64_t m0 = 0; m0 < c->M; m0 += TILE_M)
             dot_tile(c, p, lo, hi, m0, m0 + TILE_M < c->M ? m0 + TILE_M : c->M);
+    }
+}
+
+static void dot_rows(void *vctx, int ith, int nth)
+{
+    mm_ctx *c = vctx;
+    unsigned char *panel = c->panel_bytes ? c->panels + (size_t)ith * c->panel_bytes : NULL;
+    const int64_t units = (c->rows + SLM_GEMM_MAX_R - 1) / SLM_GEMM_MAX_R;
+    if (c->M == 1) {
+        int64_t u0, u1;
+        split(units, ith, nth, &u0, &u1);
+        rows_range(c, u0 * SLM_GEMM_MAX_R, u1 * SLM_GEMM_MAX_R < c->rows ? u1 * SLM_GEMM_MAX_R : c->rows, panel);
+        return;
+    }
+    /* batches: chunks of CHUNK_UNITS units from a shared counter (thread
+     * ith starts with chunk ith), so a thread slowed down by the machine
+     * leaves the rest of its share to the others */
+    const int64_t chunks = (units + CHUNK_UNITS - 1) / CHUNK_UNITS;
+    for (int64_t k = ith; k < chunks; k = atomic_fetch_add_explicit(&c->next_chunk, 1, memory_order_relaxed)) {
+        const int64_t r0 = k * CHUNK_UNITS * SLM_GEMM_MAX_R, r1 = r0 + CHUNK_UNITS * SLM_GEMM_MAX_R;
+        rows_range(c, r0, r1 < c->rows ? r1 : c->rows, panel);
     }
 }
 
@@ -330,6 +350,7 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
         if (M > 1) slm_pool_run(pool, nth, encode_rows, &c);
         else encode_rows(&c, 0, 1);
     }
+    atomic_init(&c.next_chunk, nth);
     slm_pool_run(pool, nth, dot_rows, &c);
     free(tmp);
     return SLM_OK;

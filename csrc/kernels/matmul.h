@@ -9,9 +9,10 @@
  * As in the reference implementation, X is first encoded once into the
  * weight type's activation type (q8_0/q8_1/q8_K blocks, f16, bf16) in a
  * scratch buffer owned by the pool (grown, never freed per call), shared by
- * all threads; then the rows of W are split between the pool's threads by
- * (ith, nth), in whole units of 8 rows. A single activation row (decode)
- * is encoded on the calling thread, so a matvec is one dispatch.
+ * all threads; then the rows of W are split between the pool's threads: a
+ * matvec (decode) by (ith, nth) in whole units of 8 rows, a batch in
+ * chunks of 64 rows handed out from a shared counter. A single activation
+ * row is encoded on the calling thread, so a matvec is one dispatch.
  *
  * f16, bf16, q4_0 (and with AVX2 q8_0, q5_0) take the tile kernels of
  * gemm.h at every M: a few weight rows against a few activation rows per
