@@ -117,8 +117,8 @@ static int vecdot_order(const slm_tensor *W)
     return (W->storage->flags & SLM_STORAGE_VECDOT_ORDER) != 0;
 }
 
-slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slice,
-                       const float *X, int64_t M, slm_error *err)
+static slm_status rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slice, const float *X,
+                          int64_t M, int order, slm_error *err)
 {
     const slm_dtype_traits *tr = slm_dtype_get((int)W->dtype);
     int r = slice < 0 ? 0 : 1;   /* index of the row dim */
@@ -128,19 +128,20 @@ slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slic
     /* small products run on the calling thread: waking the pool costs more
      * than the work (tiny models, low-rank weights) */
     int64_t work = M * W->shape[r] * W->shape[r + 1];
-    const slm_matmul_part part = {out, data, W->dtype, row_bytes, W->shape[r], vecdot_order(W)};
+    const slm_matmul_part part = {out, data, W->dtype, row_bytes, W->shape[r], order};
     return slm_matmul_multi(work < SMALL_MATMUL ? NULL : pool, &part, 1, X, M, W->shape[r + 1], err);
+}
+
+slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slice,
+                       const float *X, int64_t M, slm_error *err)
+{
+    return rwkv_mm(pool, out, W, slice, X, M, vecdot_order(W), err);
 }
 
 slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, int slice,
                                const float *X, int64_t M, slm_error *err)
 {
-    if (W->dtype != SLM_DTYPE_F32) return slm_rwkv_mm(pool, out, W, slice, X, M, err);
-    int r = slice < 0 ? 0 : 1;
-    int64_t N = W->shape[r], K = W->shape[r + 1];
-    for (int64_t m = 0; m < M; m++)
-        TRY(slm_rwkv_mm(pool, out + (size_t)(m * N), W, slice, X + (size_t)(m * K), 1, err));
-    return SLM_OK;
+    return rwkv_mm(pool, out, W, slice, X, M, W->dtype == SLM_DTYPE_F32 || vecdot_order(W), err);
 }
 
 /* --- independent matrix-vector products in one dispatch ---------------------------- */

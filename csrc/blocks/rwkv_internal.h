@@ -14,11 +14,11 @@
 slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slice,
                        const float *X, int64_t M, slm_error *err);
 
-/* The same for the low-rank (LoRA-style) weights: F32 ones run one row at
- * a time, because a batch of F32 rows goes to BLAS, whose summation order
- * differs from the single-row kernel; the data-dependent mixes and decays
- * amplify that, and a prompt must give the same state however it is
- * batched. They are small (rank <= a few hundred). */
+/* The same for the low-rank (LoRA-style) weights: F32 ones in vec_dot's
+ * order at every batch size (not through BLAS, whose summation order
+ * differs from the single-row kernel): the data-dependent mixes and decays
+ * amplify such differences, and a prompt must give the same state however
+ * it is batched. */
 slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, int slice,
                                const float *X, int64_t M, slm_error *err);
 

@@ -282,6 +282,12 @@ static int same_encoding(const slm_matmul_part *a, const slm_matmul_part *b, int
            (ga ? ga->act : NULL) == (gb ? gb->act : NULL);
 }
 
+/* f32 batches go to OpenBLAS, unless the part asks for vec_dot's order */
+static int uses_blas(const slm_matmul_part *p, int64_t M)
+{
+    return p->wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M && !p->vecdot_order;
+}
+
 /* All parts already checked and sharing one activation encoding. */
 static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_parts,
                             const float *X, int64_t M, int64_t K, slm_error *err)
@@ -304,7 +310,7 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
     c.tile_act = c.part[0].gk ? c.part[0].gk->act : NULL;
     const int nth = threads_for(pool, M, c.rows, K);
 
-    if (n_parts == 1 && parts[0].wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M &&
+    if (n_parts == 1 && uses_blas(&parts[0], M) &&
         parts[0].w_row_bytes % sizeof(float) == 0) {
         blas_single_thread_once();
         slm_pool_run(pool, nth, blas_rows, &c);
@@ -391,9 +397,8 @@ slm_status slm_matmul_multi(slm_pool *pool, const slm_matmul_part *parts, int n_
      * (and are not f32 batches, which go to OpenBLAS one by one) */
     for (int i = 0; i < n_parts;) {
         int j = i + 1;
-        const int blas = parts[i].wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M;
-        while (!blas && j < n_parts && same_encoding(&parts[i], &parts[j], K) &&
-               !(parts[j].wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M))
+        while (!uses_blas(&parts[i], M) && j < n_parts && same_encoding(&parts[i], &parts[j], K) &&
+               !uses_blas(&parts[j], M))
             j++;
         if ((st = run_parts(pool, parts + i, j - i, X, M, K, err))) return st;
         i = j;

@@ -74,7 +74,8 @@ typedef struct slm_matmul_part {
     slm_dtype wtype;
     size_t w_row_bytes;
     int64_t N;
-    int vecdot_order;     /* 1: f16/bf16 in vec_dot order, not tiles */
+    int vecdot_order;     /* 1: vec_dot's order at every M: f16/bf16 not
+                             in tiles, f32 batches not through OpenBLAS */
 } slm_matmul_part;
 slm_status slm_matmul_multi(slm_pool *pool, const slm_matmul_part *parts, int n_parts,
                             const float *X, int64_t M, int64_t K, slm_error *err);
