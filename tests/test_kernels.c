@@ -448,6 +448,13 @@ static void test_vec_dots(void)
 }
 
 /* four-row kernels: bit-identical to four one-row calls */
+/* the AVX2 activation encoding (f32 rows are read as they are) */
+static void encode(slm_dtype act, const float *x, unsigned char *y, int64_t n)
+{
+    if (act == SLM_DTYPE_F32) memcpy(y, x, sizeof(float) * (size_t)n);
+    else slm_act_quant_avx2(act)(x, y, n);
+}
+
 static void test_vec_dot4(void)
 {
     enum { MAXN = 256 * 20 };
@@ -458,7 +465,7 @@ static void test_vec_dot4(void)
         const wtype *t = &WTYPES[k];
         const slm_vecdot_traits *tr = slm_vecdot_traits_get(t->t);
         if (!tr || !tr->dot4_avx2) continue;
-        /* f16 (no blocks) also gets lengths with 8-element and scalar tails */
+        /* f32, f16 (no blocks) also get lengths with 8-element and scalar tails */
         const int tails = t->bs == 1;
         int same = 1;
         for (int trial = 0; trial < 20; trial++) {
@@ -467,12 +474,12 @@ static void test_vec_dot4(void)
             fill_weights(t, w, n);
             for (int r = 0; r < 4; r++) {
                 fill_acts(x[r], n);
-                slm_act_quant_avx2(tr->act_type)(x[r], act[r], n);
+                encode(tr->act_type, x[r], act[r], n);
             }
             float s4[4], s1, s0[4];
             tr->dot4_avx2(n, s4, w, act[0], sizeof act[0]);
             for (int r = 0; r < 4; r++) {
-                slm_act_quant_avx2(tr->act_type)(x[r], act1, n);
+                encode(tr->act_type, x[r], act1, n);
                 tr->dot_avx2(n, &s1, w, act1);
                 same &= memcmp(&s1, &s4[r], 4) == 0;
             }
@@ -723,6 +730,30 @@ static void test_matmul_multi(void)
     slm_pool_free(pool);
 }
 
+/* vecdot_order keeps f32 batches off OpenBLAS: every row has the bits of
+ * the one-row kernel, at 1-3 threads, with the four-row kernel's rows and
+ * the rows left over */
+static void test_matmul_f32_vecdot_order(void)
+{
+    enum { M = 7, N = 70, K = 200 };
+    static float W[N * K], X[M * K], out[M * N], one[N];
+    for (int i = 0; i < N * K; i++) W[i] = (float)(next_u32() % 2001) / 1000.0f - 1;
+    fill_acts(X, M * K);
+    slm_pool *pools[3] = {NULL, slm_pool_new(2, NULL), slm_pool_new(3, NULL)};
+    int ok = 1;
+    for (int p = 0; p < 3; p++) {
+        slm_matmul_part part = {out, W, SLM_DTYPE_F32, K * sizeof(float), N, 1};
+        ok &= slm_matmul_multi(pools[p], &part, 1, X, M, K, NULL) == SLM_OK;
+        for (int m = 0; m < M; m++) {
+            part.out = one;
+            ok &= slm_matmul_multi(pools[p], &part, 1, X + m * K, 1, K, NULL) == SLM_OK;
+            ok &= memcmp(one, out + m * N, sizeof one) == 0;
+        }
+    }
+    CHECK(ok, "f32 matmul in vec_dot order: batch rows bit-identical to M = 1 (1-3 threads)");
+    for (int p = 1; p < 3; p++) slm_pool_free(pools[p]);
+}
+
 /* matmul from inside a pool job: each thread its own product */
 typedef struct {
     slm_pool *pool;
@@ -970,6 +1001,7 @@ int main(void)
     test_gemm_tiles();
     test_matmul();
     test_matmul_nested();
+    test_matmul_f32_vecdot_order();
     test_matmul_multi();
     printf("generic kernels:\n");
     slm_kernels_force_generic(1);

@@ -311,7 +311,7 @@ static const slm_vecdot_traits traits[SLM_DTYPE_COUNT] = {
     [SLM_DTYPE_Q6_K] = {SLM_DTYPE_Q8_K, dot_q6_K, AVX2(slm_vec_dot_q6_K_avx2), AVX2(slm_vec_dot4_q6_K_avx2)},
     [SLM_DTYPE_F16]  = {SLM_DTYPE_F16,  dot_f16,  AVX2(slm_vec_dot_f16_avx2)},
     [SLM_DTYPE_BF16] = {SLM_DTYPE_BF16, dot_bf16, AVX2(slm_vec_dot_bf16_avx2)},
-    [SLM_DTYPE_F32]  = {SLM_DTYPE_F32,  dot_f32,  AVX2(slm_vec_dot_f32_avx2)},
+    [SLM_DTYPE_F32]  = {SLM_DTYPE_F32,  dot_f32,  AVX2(slm_vec_dot_f32_avx2), AVX2(slm_vec_dot4_f32_avx2)},
 };
 
 static int force_generic;

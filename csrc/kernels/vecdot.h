@@ -83,6 +83,7 @@ void slm_vec_dot_q6_K_avx2(int64_t n, float *s, const void *w, const void *a);
 void slm_vec_dot_f16_avx2(int64_t n, float *s, const void *w, const void *a);
 void slm_vec_dot_bf16_avx2(int64_t n, float *s, const void *w, const void *a);
 void slm_vec_dot_f32_avx2(int64_t n, float *s, const void *w, const void *a);
+void slm_vec_dot4_f32_avx2(int64_t n, float *s, const void *w, const void *a, size_t as);
 void slm_vec_dot4_q4_0_avx2(int64_t n, float *s, const void *w, const void *a, size_t as);
 void slm_vec_dot4_q5_0_avx2(int64_t n, float *s, const void *w, const void *a, size_t as);
 void slm_vec_dot4_q8_0_avx2(int64_t n, float *s, const void *w, const void *a, size_t as);

@@ -514,6 +514,42 @@ void slm_vec_dot_f32_avx2(int64_t n, float *s, const void *vw, const void *va)
     *s = sum;
 }
 
+/* slm_vec_dot_f32_avx2 for four activation rows (as bytes apart), two at
+ * a time: each output keeps its four accumulators and the same steps and
+ * reduction, while the weight row is loaded once per pair. Batches of
+ * short rows (RWKV's low-rank products, K = 32..768) no longer pay a call
+ * and a reduction chain per output. */
+void slm_vec_dot4_f32_avx2(int64_t n, float *s, const void *vw, const void *va, size_t as)
+{
+    const float *w = vw;
+    for (int p = 0; p < 4; p += 2) {
+        const float *a0 = (const float *)(const void *)((const char *)va + (size_t)p * as);
+        const float *a1 = (const float *)(const void *)((const char *)va + (size_t)(p + 1) * as);
+        __m256 x[4], y[4];
+        for (int k = 0; k < 4; k++) x[k] = y[k] = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 32 <= n; i += 32)
+            for (int k = 0; k < 4; k++) {
+                const __m256 wv = _mm256_loadu_ps(w + i + 8 * k);
+                x[k] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(a0 + i + 8 * k), x[k]);
+                y[k] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(a1 + i + 8 * k), y[k]);
+            }
+        for (; i + 8 <= n; i += 8) {
+            const __m256 wv = _mm256_loadu_ps(w + i);
+            x[0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(a0 + i), x[0]);
+            y[0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(a1 + i), y[0]);
+        }
+        float s0 = hsum_ps(_mm256_add_ps(_mm256_add_ps(x[0], x[1]), _mm256_add_ps(x[2], x[3])));
+        float s1 = hsum_ps(_mm256_add_ps(_mm256_add_ps(y[0], y[1]), _mm256_add_ps(y[2], y[3])));
+        for (; i < n; i++) {
+            s0 += w[i] * a0[i];
+            s1 += w[i] * a1[i];
+        }
+        s[p] = s0;
+        s[p + 1] = s1;
+    }
+}
+
 /* ---- activation encoders ----------------------------------------------- *
  * Byte-identical to the scalar references: the same float operations in the
  * same order per element (x * id, one rounding), and the reference's
