@@ -105,6 +105,21 @@ static void check_row_kernels(int hd, int n_pos)
     slm_kv_mix_avx2(acc2, p, v, STRIDE, n_pos, hd);
     same &= memcmp(acc1, acc2, (size_t)hd * sizeof(float)) == 0;
     CHECK(same, "AVX2 score row and value mix equal per-position dot/axpy (hd=%d n_pos=%d)", hd, n_pos);
+    /* scale and round to f16 values: the scalar conversion's bits, in place
+     * too, including values that overflow or turn subnormal */
+    static float x[300], y[300];
+    /* (not from frand: the sdpa cases below keep their data) */
+    for (int t = 0; t < n_pos; t++)
+        x[t] = (float)((t * 37 % 101 - 50) / 50.0 * (t % 3 == 0 ? 7e4 : t % 3 == 1 ? 1e-6 : 1.0));
+    slm_kv_round16_avx2(y, x, 1.5f, n_pos);
+    int r = 1;
+    for (int t = 0; t < n_pos; t++) {
+        const float e = slm_f16_to_f32(slm_f32_to_f16(x[t] * 1.5f));
+        r &= memcmp(&e, &y[t], 4) == 0;
+    }
+    slm_kv_round16_avx2(x, x, 1.5f, n_pos);
+    r &= memcmp(x, y, (size_t)n_pos * sizeof(float)) == 0;
+    CHECK(r, "AVX2 f16 rounding of scaled values equals the scalar conversion (n=%d)", n_pos);
 }
 #endif
 

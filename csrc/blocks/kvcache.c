@@ -37,20 +37,26 @@ static void to_f16_generic(slm_f16 *dst, const float *src, size_t n)
     for (size_t i = 0; i < n; i++) dst[i] = slm_f32_to_f16(src[i]);
 }
 
+static void round16_generic(float *y, const float *x, float scale, int n)
+{
+    for (int i = 0; i < n; i++) y[i] = slm_f16_to_f32(slm_f32_to_f16(x[i] * scale));
+}
+
 typedef struct kv_kernels {
     void (*scores)(float *s, const float *q, const slm_f16 *k, size_t stride, int n_pos, int hd,
                    float scale);
     void (*mix)(float *acc, const float *p, const slm_f16 *v, size_t stride, int n_pos, int hd);
     void (*to_f16)(slm_f16 *dst, const float *src, size_t n);
+    void (*round16)(float *y, const float *x, float scale, int n);
 } kv_kernels;
 
 static kv_kernels kernels(void)
 {
 #if defined(__x86_64__)
     if (slm_kernels_use_avx2())
-        return (kv_kernels){slm_kv_scores_avx2, slm_kv_mix_avx2, slm_kv_to_f16_avx2};
+        return (kv_kernels){slm_kv_scores_avx2, slm_kv_mix_avx2, slm_kv_to_f16_avx2, slm_kv_round16_avx2};
 #endif
-    return (kv_kernels){scores_generic, mix_generic, to_f16_generic};
+    return (kv_kernels){scores_generic, mix_generic, to_f16_generic, round16_generic};
 }
 
 slm_kvcache *slm_kvcache_new(int n_layer, int n_ctx, int kv_dim, slm_error *err)
@@ -134,7 +140,7 @@ static void sdpa_task(void *arg, int ith, int nth)
         const int n_pos = a->pos0 + i + 1;
         const float *q = a->q + (size_t)i * (size_t)(nh * hd) + (size_t)h * (size_t)hd;
         /* the reference multiplies the F16 cache by q converted to F16 */
-        for (int j = 0; j < hd; j++) qh[j] = slm_f16_to_f32(slm_f32_to_f16(q[j] * qscale));
+        kk.round16(qh, q, qscale, hd);
         const slm_f16 *k = c->k + row_index(c, a->layer, 0) + (size_t)kvh * (size_t)hd;
         kk.scores(s, qh, k, (size_t)c->kv_dim, n_pos, hd, sscale);
         float mx = -INFINITY;
@@ -147,7 +153,7 @@ static void sdpa_task(void *arg, int ith, int nth)
         }
         /* ... and the F16 values by the probabilities converted to F16 */
         const float inv = (float)(1.0 / sum);
-        for (int t = 0; t < n_pos; t++) s[t] = slm_f16_to_f32(slm_f32_to_f16(s[t] * inv));
+        kk.round16(s, s, inv, n_pos);
         const slm_f16 *v = c->v + row_index(c, a->layer, 0) + (size_t)kvh * (size_t)hd;
         kk.mix(acc, s, v, (size_t)c->kv_dim, n_pos, hd);
         float *o = a->out + (size_t)i * (size_t)(nh * hd) + (size_t)h * (size_t)hd;

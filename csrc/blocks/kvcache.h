@@ -56,6 +56,8 @@ slm_status slm_attn_sdpa(slm_pool *pool, const slm_kvcache *c, int layer,
 float slm_kv_dot_avx2(const float *q, const slm_f16 *k, int n);
 void slm_kv_axpy_avx2(float *acc, float p, const slm_f16 *v, int n);
 void slm_kv_to_f16_avx2(slm_f16 *dst, const float *src, size_t n);
+/* y[i] = x[i] * scale rounded to an f16 value, for i < n (y may be x) */
+void slm_kv_round16_avx2(float *y, const float *x, float scale, int n);
 /* s[t] = slm_kv_dot_avx2(q, k + t * stride, hd) * scale for t < n_pos */
 void slm_kv_scores_avx2(float *s, const float *q, const slm_f16 *k, size_t stride, int n_pos,
                         int hd, float scale);

@@ -98,3 +98,15 @@ void slm_kv_to_f16_avx2(slm_f16 *dst, const float *src, size_t n)
                          _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) dst[i] = slm_f32_to_f16(src[i]);
 }
+
+/* y[i] = x[i] * scale rounded to f16 and back (F16C rounds to nearest even
+ * as slm_f32_to_f16 does); y may be x */
+void slm_kv_round16_avx2(float *y, const float *x, float scale, int n)
+{
+    const __m256 sc = _mm256_set1_ps(scale);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(x + i), sc),
+                                                                _MM_FROUND_TO_NEAREST_INT)));
+    for (; i < n; i++) y[i] = slm_f16_to_f32(slm_f32_to_f16(x[i] * scale));
+}
