@@ -189,12 +189,15 @@ static void dot_rows(void *vctx, int ith, int nth)
         rows_range(c, u0 * SLM_GEMM_MAX_R, u1 * SLM_GEMM_MAX_R < c->rows ? u1 * SLM_GEMM_MAX_R : c->rows, panel);
         return;
     }
-    /* batches: chunks of CHUNK_UNITS units from a shared counter (thread
-     * ith starts with chunk ith), so a thread slowed down by the machine
-     * leaves the rest of its share to the others */
-    const int64_t chunks = (units + CHUNK_UNITS - 1) / CHUNK_UNITS;
+    /* batches: chunks of up to CHUNK_UNITS units (fewer for small
+     * products, so that every thread gets work) from a shared counter
+     * (thread ith starts with chunk ith): a thread slowed down by the
+     * machine leaves the rest of its share to the others */
+    int64_t cu = units / (4 * (int64_t)nth);   /* at least ~4 chunks per thread */
+    cu = cu < 1 ? 1 : cu > CHUNK_UNITS ? CHUNK_UNITS : cu;
+    const int64_t chunks = (units + cu - 1) / cu;
     for (int64_t k = ith; k < chunks; k = atomic_fetch_add_explicit(&c->next_chunk, 1, memory_order_relaxed)) {
-        const int64_t r0 = k * CHUNK_UNITS * SLM_GEMM_MAX_R, r1 = r0 + CHUNK_UNITS * SLM_GEMM_MAX_R;
+        const int64_t r0 = k * cu * SLM_GEMM_MAX_R, r1 = r0 + cu * SLM_GEMM_MAX_R;
         rows_range(c, r0, r1 < c->rows ? r1 : c->rows, panel);
     }
 }
