@@ -612,15 +612,18 @@ static void test_gemm_tiles(void)
             CHECK(same_avx, "%s AVX2 tiles (1..%d x 1..%d) bit-identical to the generic chain, nothing written outside",
                   name, avx->tile_r, avx->tile_c);
     }
-    /* q8_0, q5_0: AVX2 tiles only, each output the AVX2 vec_dot's bits */
-    static const slm_dtype lane_types[2] = {SLM_DTYPE_Q8_0, SLM_DTYPE_Q5_0};
-    for (int t = 0; t < 2 && slm_kernels_use_avx2(); t++) {
+    /* q8_0, q5_0, q4_K: AVX2 tiles only, each output the AVX2 vec_dot's bits */
+    static const slm_dtype lane_types[3] = {SLM_DTYPE_Q8_0, SLM_DTYPE_Q5_0, SLM_DTYPE_Q4_K};
+    for (int t = 0; t < 3 && slm_kernels_use_avx2(); t++) {
         const wtype *wt = wtype_of(lane_types[t]);
         const slm_gemm_kernel *g = slm_gemm_get(lane_types[t]);
         int same = g && !slm_gemm_get_generic(lane_types[t]);
         const slm_dtype act = slm_vecdot_traits_get(lane_types[t])->act_type;
-        for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0] && same; ki++) {
-            const int64_t K = Ks[ki];
+        static const int64_t Kk[] = {256, 512, 1024};   /* K-quants: whole super-blocks */
+        const int kquant = g && g->k_multiple == 256;
+        const size_t nk = kquant ? sizeof Kk / sizeof Kk[0] : sizeof Ks / sizeof Ks[0];
+        for (size_t ki = 0; ki < nk && same; ki++) {
+            const int64_t K = kquant ? Kk[ki] : Ks[ki];
             const size_t ldw = MAXK * 4, lda = MAXK * 4;
             for (int r = 0; r < g->tile_r; r++) fill_weights(wt, W[r], K);
             for (int c = 0; c < g->tile_c; c++) {
@@ -643,9 +646,29 @@ static void test_gemm_tiles(void)
                             same &= memcmp(&s1, &out[c][r], 4) == 0;
                         }
                 }
+            /* the packed batch path: the same bits */
+            if (g->pack) {
+                static _Alignas(64) unsigned char P[MAXK / 256 * sizeof(slm_q4_Kx8)];
+                g->pack(K, W, ldw, P);
+                for (int nc = 1; nc <= g->tile_c; nc++) {
+                    float out[MAXC][MAXR];
+                    memset(out, 0xff, sizeof out);
+                    g->ptile(K, P, 0, g->tile_r, A, lda, nc, out[0], MAXR);
+                    for (int c = 0; c < MAXC; c++)
+                        for (int r = 0; r < g->tile_r; r++) {
+                            if (c >= nc) {
+                                same &= isnan(out[c][r]);
+                                continue;
+                            }
+                            float s1;
+                            slm_vecdot_fn(lane_types[t])(K, &s1, W[r], A[c]);
+                            same &= memcmp(&s1, &out[c][r], 4) == 0;
+                        }
+                }
+            }
         }
-        CHECK(same, "%s AVX2 tiles (1..%d x 1..%d): each output the AVX2 vec_dot's bits, nothing written outside",
-              wt->name, g ? g->tile_r : 0, g ? g->tile_c : 0);
+        CHECK(same, "%s AVX2 tiles (1..%d x 1..%d%s): each output the AVX2 vec_dot's bits, nothing written outside",
+              wt->name, g ? g->tile_r : 0, g ? g->tile_c : 0, g && g->pack ? ", packed too" : "");
     }
 
     /* K not a multiple of 8: the one-row dot path, still right */

@@ -110,7 +110,8 @@ static const slm_gemm_kernel generic[] = {
     {.tile = gemm_bf16, .act = act_bf16, .tile_r = 4, .tile_c = 3, .k_multiple = 8},
     {.tile = gemm_q4_0, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK4_0, .pack = pack_q4_0,
      .ptile = gemm_q4_0x8, .pack_block_bytes = sizeof(slm_q4_0x8)},
-    {.tile = NULL},   /* q8_0, q5_0: no tile order of their own */
+    {.tile = NULL},   /* q8_0, q5_0, q4_K: no tile order of their own */
+    {.tile = NULL},
     {.tile = NULL},
 };
 
@@ -122,6 +123,8 @@ static const slm_gemm_kernel avx2[] = {
      .pack = slm_gemm_pack_q4_0_avx2, .ptile = slm_gemm_q4_0x8_avx2, .pack_block_bytes = sizeof(slm_q4_0x8)},
     {.tile = slm_gemm_q8_0_avx2, .tile_r = 2, .tile_c = 4, .k_multiple = SLM_QK8_0},
     {.tile = slm_gemm_q5_0_avx2, .tile_r = 2, .tile_c = 4, .k_multiple = SLM_QK5_0},
+    {.tile = slm_gemm_q4_K_avx2, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK_K, .pack = slm_gemm_pack_q4_K_avx2,
+     .ptile = slm_gemm_q4_Kx8_avx2, .pack_block_bytes = sizeof(slm_q4_Kx8), .batch_only = 1},
 };
 #endif
 
@@ -133,6 +136,7 @@ static int slot(slm_dtype w)
     case SLM_DTYPE_Q4_0: return 2;
     case SLM_DTYPE_Q8_0: return 3;
     case SLM_DTYPE_Q5_0: return 4;
+    case SLM_DTYPE_Q4_K: return 5;
     default: return -1;
     }
 }

@@ -21,6 +21,10 @@
  * Activations are q8_0 blocks (the vec_dot encoding). Tiles: 8 weight rows
  * (one lane each) by up to 4 activation rows.
  *
+ * q4_K (AVX2 only, batches): vec_dot's expression per super-block,
+ * sum += d_a * (d_w * (float)isum - dmin_w * (float)msum), with the exact
+ * integers isum and msum of eight rows computed in eight lanes.
+ *
  * q8_0, q5_0 (AVX2 only): the reference's x86 vec_dot, which it uses for
  * these types (no repacking): per output one 8-lane float accumulator,
  *   acc += (float)lanes_b * (d_w[b] * d_a[b]),  out = hsum8(acc)
@@ -58,6 +62,17 @@ typedef struct slm_q4_0x8 {
 } slm_q4_0x8;
 static_assert(sizeof(slm_q4_0x8) == 288, "packed q4_0 block size");
 
+/* Eight q4_K rows, one super-block, unpacked: codes (0..15) in element
+ * order per row, each sub-block's scale in 16 lanes, the mins as pairs of
+ * sub-blocks (m[2p] | m[2p + 1] << 16), and the rows' d and dmin. */
+typedef struct slm_q4_Kx8 {
+    _Alignas(32) uint8_t q[8][256];
+    int16_t sc[8][8][16];
+    uint32_t mins[4][8];
+    float d[8], dmin[8];
+} slm_q4_Kx8;
+static_assert(sizeof(slm_q4_Kx8) % 32 == 0, "packed q4_K block alignment");
+
 /* out[c * ldo + r] = dot(W row r, A row c) for r < nr <= tile_r and
  * c < nc <= tile_c. W rows are ldw bytes apart, A rows lda bytes apart. */
 typedef void (*slm_gemm_tile_fn)(int64_t K, const void *W, size_t ldw, int nr, const void *A,
@@ -77,6 +92,9 @@ typedef struct slm_gemm_kernel {
     slm_gemm_tile_fn ptile;   /* tile over a packed panel (W; ldw unused,
                                  nr == tile_r) */
     size_t pack_block_bytes;
+    int batch_only;        /* 1: only for batches of SLM_GEMM_PACK_MIN_M rows
+                              or more (fewer take the vec_dot kernels, which
+                              stream one row at a time faster) */
 } slm_gemm_kernel;
 
 /* The kernel for weights of this dtype on this CPU (AVX2 when available
@@ -96,6 +114,11 @@ void slm_gemm_q8_0_avx2(int64_t K, const void *W, size_t ldw, int nr, const void
                         int nc, float *out, size_t ldo);
 void slm_gemm_q5_0_avx2(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
                         int nc, float *out, size_t ldo);
+void slm_gemm_q4_K_avx2(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
+                        int nc, float *out, size_t ldo);
+void slm_gemm_pack_q4_K_avx2(int64_t K, const void *W, size_t ldw, void *dst);
+void slm_gemm_q4_Kx8_avx2(int64_t K, const void *P, size_t ldw, int nr, const void *A, size_t lda,
+                          int nc, float *out, size_t ldo);
 void slm_gemm_pack_q4_0_avx2(int64_t K, const void *W, size_t ldw, void *dst);
 void slm_gemm_q4_0x8_avx2(int64_t K, const void *P, size_t ldw, int nr, const void *A, size_t lda,
                           int nc, float *out, size_t ldo);

@@ -75,6 +75,21 @@ void slm_gemm_bf16_avx2(int64_t K, const void *vW, size_t ldw, int nr, const voi
     DISPATCH(tile_bf16)
 }
 
+/* out[c * ldo + r] = lane r of acc[c], for r < nr and c < nc */
+static inline __attribute__((always_inline)) void store_lanes(const __m256 *acc, int nr, int nc, float *out,
+                                                              size_t ldo)
+{
+    for (int c = 0; c < nc; c++) {
+        if (nr == 8) {
+            _mm256_storeu_ps(out + (size_t)c * ldo, acc[c]);
+        } else {
+            float t[8];
+            _mm256_storeu_ps(t, acc[c]);
+            for (int r = 0; r < nr; r++) out[(size_t)c * ldo + r] = t[r];
+        }
+    }
+}
+
 /* Row r of an 8-row q4_0 tile (rows past nr repeat the last one, whose
  * lanes are not stored). */
 #define Q4_ROW(r) ((const slm_block_q4_0 *)(W + (size_t)((r) < nr ? (r) : nr - 1) * ldw))
@@ -118,15 +133,7 @@ static inline __attribute__((always_inline)) void tile_q4_0(int64_t K, const uns
                                      acc[c]);
         }
     }
-    UNROLL for (int c = 0; c < RN; c++) {
-        if (nr == 8) {
-            _mm256_storeu_ps(out + (size_t)c * ldo, acc[c]);
-        } else {
-            float t[8];
-            _mm256_storeu_ps(t, acc[c]);
-            for (int r = 0; r < nr; r++) out[(size_t)c * ldo + r] = t[r];
-        }
-    }
+    store_lanes(acc, nr, RN, out, ldo);
 }
 
 void slm_gemm_q4_0_avx2(int64_t K, const void *vW, size_t ldw, int nr, const void *vA, size_t lda,
@@ -209,7 +216,7 @@ static inline __attribute__((always_inline)) void tile_q4_0x8(int64_t K, const s
                                      acc[c]);
         }
     }
-    UNROLL for (int c = 0; c < RN; c++) _mm256_storeu_ps(out + (size_t)c * ldo, acc[c]);
+    store_lanes(acc, 8, RN, out, ldo);
 }
 
 void slm_gemm_q4_0x8_avx2(int64_t K, const void *vP, size_t ldw, int nr, const void *vA, size_t lda,
@@ -301,6 +308,115 @@ void slm_gemm_q5_0_avx2(int64_t K, const void *vW, size_t ldw, int nr, const voi
 {
     const unsigned char *W = vW, *A = vA;
     LANE_DISPATCH(tile_q5_0)
+}
+
+/* q4_K (AVX2 only): the expression of slm_vec_dot_q4_K_avx2 per output and
+ * super-block, sum += d_a * (d_w * (float)isum - dmin_w * (float)msum),
+ * whose isum (codes times activations, scaled per sub-block) and msum
+ * (mins times the activations' sub-block sums) are exact integers, so any
+ * grouping gives them. Eight weight rows go in eight lanes: a super-block
+ * of the eight rows is first unpacked (slm_q4_Kx8: codes, scales already
+ * in 16 lanes, mins paired), each row's integer products are then summed
+ * in one vector, a tree of hadds puts row r in lane r, and the float
+ * combine runs on all eight rows with the scalar code's multiply,
+ * subtract, multiply and add. Batches unpack a panel once (pack) for all
+ * activation rows; the plain tile unpacks per call. */
+static void q4_K_unpack(const slm_block_q4_K *const w[8], int64_t b, slm_q4_Kx8 *P)
+{
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int r = 0; r < 8; r++) {
+        const slm_block_q4_K *x = w[r] + b;
+        /* the 6-bit scales and mins of slm_k4_scale_min, four per word:
+         * bytes 0..3 hold scales (4..7: mins) 0..3 and the top bits of
+         * 4..7, bytes 8..11 the low bits of 4..7 */
+        uint32_t u[3];
+        memcpy(u, x->scales, sizeof u);
+        const uint32_t s03 = u[0] & 0x3f3f3f3fu, m03 = u[1] & 0x3f3f3f3fu;
+        const uint32_t s47 = (u[2] & 0x0f0f0f0fu) | ((u[0] >> 6) & 0x03030303u) << 4;
+        const uint32_t m47 = ((u[2] >> 4) & 0x0f0f0f0fu) | ((u[1] >> 6) & 0x03030303u) << 4;
+        for (int j = 0; j < 4; j++) {
+            _mm256_store_si256((__m256i *)(void *)P->sc[r][j], _mm256_set1_epi16((short)(s03 >> 8 * j & 0xff)));
+            _mm256_store_si256((__m256i *)(void *)P->sc[r][j + 4], _mm256_set1_epi16((short)(s47 >> 8 * j & 0xff)));
+        }
+        P->mins[0][r] = (m03 & 0xff) | (m03 >> 8 & 0xff) << 16;
+        P->mins[1][r] = (m03 >> 16 & 0xff) | (m03 >> 24) << 16;
+        P->mins[2][r] = (m47 & 0xff) | (m47 >> 8 & 0xff) << 16;
+        P->mins[3][r] = (m47 >> 16 & 0xff) | (m47 >> 24) << 16;
+        for (int q = 0; q < 4; q++) {
+            const __m256i v = load32(x->qs + 32 * q);
+            _mm256_store_si256((__m256i *)(void *)(P->q[r] + 64 * q), _mm256_and_si256(v, m4));
+            _mm256_store_si256((__m256i *)(void *)(P->q[r] + 64 * q + 32), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+        }
+        P->d[r] = f16f(x->d);
+        P->dmin[r] = f16f(x->dmin);
+    }
+}
+
+/* sum += the eight rows' terms of one super-block against activation block a */
+static inline __attribute__((always_inline)) __m256 q4_K_block(const slm_q4_Kx8 *P, const slm_block_q8_K *a,
+                                                               __m256 sum)
+{
+    __m256i acc[8];
+    _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++) {
+        acc[r] = _mm256_setzero_si256();
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            const __m256i p = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(const void *)(P->q[r] + 32 * j)),
+                                                   load32(a->qs + 32 * j));
+            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(p, _mm256_load_si256((const __m256i *)(const void *)P->sc[r][j])));
+        }
+    }
+    /* lane r of each half: row r's sum over that half's lanes */
+    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[0], acc[1]), _mm256_hadd_epi32(acc[2], acc[3]));
+    const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[4], acc[5]), _mm256_hadd_epi32(acc[6], acc[7]));
+    const __m256i isum = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
+    /* the activation's eight sub-block sums, two per 32-bit word */
+    int32_t pk[4];
+    const __m256i sums = _mm256_madd_epi16(load32(a->bsums), _mm256_set1_epi16(1));
+    _mm_storeu_si128((__m128i *)(void *)pk, _mm_packs_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1)));
+    __m256i msum = _mm256_setzero_si256();
+    UNROLL for (int p = 0; p < 4; p++)
+        msum = _mm256_add_epi32(msum, _mm256_madd_epi16(_mm256_load_si256((const __m256i *)(const void *)P->mins[p]),
+                                                        _mm256_set1_epi32(pk[p])));
+    const __m256 t = _mm256_sub_ps(_mm256_mul_ps(_mm256_load_ps(P->d), _mm256_cvtepi32_ps(isum)),
+                                   _mm256_mul_ps(_mm256_load_ps(P->dmin), _mm256_cvtepi32_ps(msum)));
+    return _mm256_add_ps(sum, _mm256_mul_ps(_mm256_set1_ps(a->d), t));
+}
+
+void slm_gemm_q4_K_avx2(int64_t K, const void *vW, size_t ldw, int nr, const void *vA, size_t lda,
+                        int nc, float *out, size_t ldo)
+{
+    const unsigned char *W = vW, *A = vA;
+    const slm_block_q4_K *w[8];
+    for (int r = 0; r < 8; r++) w[r] = (const slm_block_q4_K *)(const void *)(W + (size_t)(r < nr ? r : nr - 1) * ldw);
+    slm_q4_Kx8 P;
+    __m256 sum[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < K / SLM_QK_K; b++) {
+        q4_K_unpack(w, b, &P);
+        for (int c = 0; c < nc; c++)
+            sum[c] = q4_K_block(&P, (const slm_block_q8_K *)(const void *)(A + (size_t)c * lda) + b, sum[c]);
+    }
+    store_lanes(sum, nr, nc, out, ldo);
+}
+
+void slm_gemm_pack_q4_K_avx2(int64_t K, const void *vW, size_t ldw, void *dst)
+{
+    const unsigned char *W = vW;
+    const slm_block_q4_K *w[8];
+    for (int r = 0; r < 8; r++) w[r] = (const slm_block_q4_K *)(const void *)(W + (size_t)r * ldw);
+    for (int64_t b = 0; b < K / SLM_QK_K; b++) q4_K_unpack(w, b, (slm_q4_Kx8 *)dst + b);
+}
+
+void slm_gemm_q4_Kx8_avx2(int64_t K, const void *vP, size_t ldw, int nr, const void *vA, size_t lda,
+                          int nc, float *out, size_t ldo)
+{
+    (void)ldw;
+    const slm_q4_Kx8 *P = vP;
+    const unsigned char *A = vA;
+    __m256 sum[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < K / SLM_QK_K; b++)
+        for (int c = 0; c < nc; c++)
+            sum[c] = q4_K_block(P + b, (const slm_block_q8_K *)(const void *)(A + (size_t)c * lda) + b, sum[c]);
+    store_lanes(sum, nr, nc, out, ldo);
 }
 
 void slm_gemm_act_f16_avx2(const float *x, float *y, int64_t n)

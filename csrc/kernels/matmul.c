@@ -258,10 +258,10 @@ static slm_status check_part(const slm_matmul_part *p, int64_t M, int64_t K, slm
 }
 
 /* The tile kernel of a part, NULL for the vec_dot path. */
-static const slm_gemm_kernel *tile_kernel(const slm_matmul_part *p, int64_t K)
+static const slm_gemm_kernel *tile_kernel(const slm_matmul_part *p, int64_t M, int64_t K)
 {
     const slm_gemm_kernel *g = p->vecdot_order ? NULL : slm_gemm_get(p->wtype);
-    return g && K % g->k_multiple == 0 ? g : NULL;
+    return g && K % g->k_multiple == 0 && !(g->batch_only && M < SLM_GEMM_PACK_MIN_M) ? g : NULL;
 }
 
 size_t slm_matmul_act_row_bytes(const slm_matmul_part *p, int64_t K)
@@ -269,7 +269,8 @@ size_t slm_matmul_act_row_bytes(const slm_matmul_part *p, int64_t K)
     const slm_vecdot_traits *t = slm_vecdot_traits_get(p->wtype);
     if (!t) return SIZE_MAX;
     if (t->act_type == SLM_DTYPE_F32) return 0;
-    const slm_gemm_kernel *g = tile_kernel(p, K);
+    /* (no kernel limited to batches reads rounded f32 rows) */
+    const slm_gemm_kernel *g = tile_kernel(p, 1, K);
     if (g && g->act) return (size_t)K * sizeof(float);
     int ok;
     const size_t n = slm_dtype_row_size(t->act_type, K, &ok);
@@ -278,9 +279,9 @@ size_t slm_matmul_act_row_bytes(const slm_matmul_part *p, int64_t K)
 
 /* 1 if the parts can share one encoding of X: the same vec_dot activation
  * type, and f32 rows for both or neither (float tile kernels) */
-static int same_encoding(const slm_matmul_part *a, const slm_matmul_part *b, int64_t K)
+static int same_encoding(const slm_matmul_part *a, const slm_matmul_part *b, int64_t M, int64_t K)
 {
-    const slm_gemm_kernel *ga = tile_kernel(a, K), *gb = tile_kernel(b, K);
+    const slm_gemm_kernel *ga = tile_kernel(a, M, K), *gb = tile_kernel(b, M, K);
     return slm_vecdot_traits_get(a->wtype)->act_type == slm_vecdot_traits_get(b->wtype)->act_type &&
            (ga ? ga->act : NULL) == (gb ? gb->act : NULL);
 }
@@ -307,7 +308,7 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
     for (int i = 0; i < n_parts; i++) {
         c.part[i] = (mm_part){parts[i].out, parts[i].W, parts[i].w_row_bytes, parts[i].N, c.rows,
                               slm_vecdot_fn(parts[i].wtype), M >= 4 ? slm_vecdot4_fn(parts[i].wtype) : NULL,
-                              tile_kernel(&parts[i], K)};
+                              tile_kernel(&parts[i], M, K)};
         c.rows += parts[i].N;
     }
     c.tile_act = c.part[0].gk ? c.part[0].gk->act : NULL;
@@ -348,7 +349,7 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
         } else if (need <= sizeof local) {
             c.abuf = local;
         } else {
-            c.abuf = tmp = malloc(need);
+            c.abuf = tmp = aligned_alloc(64, (need + 63) & ~(size_t)63);   /* packed panels */
             if (!tmp)
                 return slm_error_set(err, SLM_ENOMEM, "matmul: out of memory for %zu bytes", need);
         }
@@ -400,7 +401,7 @@ slm_status slm_matmul_multi(slm_pool *pool, const slm_matmul_part *parts, int n_
      * (and are not f32 batches, which go to OpenBLAS one by one) */
     for (int i = 0; i < n_parts;) {
         int j = i + 1;
-        while (!uses_blas(&parts[i], M) && j < n_parts && same_encoding(&parts[i], &parts[j], K) &&
+        while (!uses_blas(&parts[i], M) && j < n_parts && same_encoding(&parts[i], &parts[j], M, K) &&
                !uses_blas(&parts[j], M))
             j++;
         if ((st = run_parts(pool, parts + i, j - i, X, M, K, err))) return st;
