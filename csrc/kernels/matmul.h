@@ -14,13 +14,14 @@
  * chunks of 64 rows handed out from a shared counter. A single activation
  * row is encoded on the calling thread, so a matvec is one dispatch.
  *
- * f16, bf16, q4_0 (and with AVX2 q8_0, q5_0) take the tile kernels of
- * gemm.h at every M: a few weight rows against a few activation rows per
- * call, in panels of weight rows kept in L1 while every activation row
- * passes over them, each output summed in the reference's own order for
- * that dtype. The other dtypes walk their weight rows once per tile of
- * activation rows, q4_K and q6_K with a four-row kernel that unpacks each
- * weight block once for four activation rows. Either way a row's output
+ * f16, bf16, q4_0 (and with AVX2 q8_0, q5_0, and q4_K in batches) take
+ * the tile kernels of gemm.h: a few weight rows against a few activation
+ * rows per call, in panels of weight rows kept in L1 while every
+ * activation row passes over them (q4_0 and q4_K unpack a panel once),
+ * each output summed in the reference's own order for that dtype. The
+ * other dtypes walk their weight rows once per tile of activation rows, q6_K
+ * (and q4_K in batches without AVX2) with a four-row kernel that unpacks
+ * each weight block once for four activation rows. Either way a row's output
  * does not depend on the batch it is computed in. A part may ask for
  * vec_dot's order instead of the tiles' (vecdot_order), as rwkv.cpp's
  * files need.
