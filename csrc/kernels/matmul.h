@@ -20,8 +20,8 @@
  * activation row passes over them (q4_0 and q4_K unpack a panel once),
  * each output summed in the reference's own order for that dtype. The
  * other dtypes walk their weight rows once per tile of activation rows, q6_K
- * (and q4_K in batches without AVX2) with a four-row kernel that unpacks
- * each weight block once for four activation rows. Either way a row's output
+ * (and q4_K in batches of 4 to 7 rows) with a four-row AVX2 kernel that
+ * unpacks each weight block once for four activation rows. Either way a row's output
  * does not depend on the batch it is computed in. A part may ask for
  * vec_dot's order instead of the tiles' (vecdot_order), as rwkv.cpp's
  * files need.
