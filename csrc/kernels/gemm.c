@@ -121,8 +121,10 @@ static const slm_gemm_kernel avx2[] = {
     {.tile = slm_gemm_bf16_avx2, .act = slm_gemm_act_bf16_avx2, .tile_r = 4, .tile_c = 3, .k_multiple = 8},
     {.tile = slm_gemm_q4_0_avx2, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK4_0,
      .pack = slm_gemm_pack_q4_0_avx2, .ptile = slm_gemm_q4_0x8_avx2, .pack_block_bytes = sizeof(slm_q4_0x8)},
-    {.tile = slm_gemm_q8_0_avx2, .tile_r = 2, .tile_c = 4, .k_multiple = SLM_QK8_0},
-    {.tile = slm_gemm_q5_0_avx2, .tile_r = 2, .tile_c = 4, .k_multiple = SLM_QK5_0},
+    {.tile = slm_gemm_q8_0_avx2, .tile_r = 2, .tile_c = 4, .k_multiple = SLM_QK8_0,
+     .pack = slm_gemm_pack_tile_q8_0_avx2, .ptile = slm_gemm_qs8x2_avx2, .pack_block_bytes = sizeof(slm_qs8x2)},
+    {.tile = slm_gemm_q5_0_avx2, .tile_r = 2, .tile_c = 4, .k_multiple = SLM_QK5_0,
+     .pack = slm_gemm_pack_tile_q5_0_avx2, .ptile = slm_gemm_qs8x2_avx2, .pack_block_bytes = sizeof(slm_qs8x2)},
     {.tile = slm_gemm_q4_K_avx2, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK_K, .pack = slm_gemm_pack_q4_K_avx2,
      .ptile = slm_gemm_q4_Kx8_avx2, .pack_block_bytes = sizeof(slm_q4_Kx8), .batch_only = 1},
 };

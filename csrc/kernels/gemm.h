@@ -62,6 +62,15 @@ typedef struct slm_q4_0x8 {
 } slm_q4_0x8;
 static_assert(sizeof(slm_q4_0x8) == 288, "packed q4_0 block size");
 
+/* Two q8_0 or q5_0 rows, one block: signed codes (q5_0's less 16), their
+ * magnitudes and the rows' scales as floats. */
+typedef struct slm_qs8x2 {
+    int8_t q[2][32];
+    uint8_t aq[2][32];
+    float d[2];
+} slm_qs8x2;
+static_assert(sizeof(slm_qs8x2) == 136, "packed q8_0/q5_0 block size");
+
 /* Eight q4_K rows, one super-block, unpacked: codes (0..15) in element
  * order per row, each sub-block's scale in 16 lanes, the mins as pairs of
  * sub-blocks (m[2p] | m[2p + 1] << 16), and the rows' d and dmin. */
@@ -116,6 +125,10 @@ void slm_gemm_q5_0_avx2(int64_t K, const void *W, size_t ldw, int nr, const void
                         int nc, float *out, size_t ldo);
 void slm_gemm_q4_K_avx2(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
                         int nc, float *out, size_t ldo);
+void slm_gemm_pack_tile_q8_0_avx2(int64_t K, const void *W, size_t ldw, void *dst);
+void slm_gemm_pack_tile_q5_0_avx2(int64_t K, const void *W, size_t ldw, void *dst);
+void slm_gemm_qs8x2_avx2(int64_t K, const void *P, size_t ldw, int nr, const void *A, size_t lda,
+                         int nc, float *out, size_t ldo);
 void slm_gemm_pack_q4_K_avx2(int64_t K, const void *W, size_t ldw, void *dst);
 void slm_gemm_q4_Kx8_avx2(int64_t K, const void *P, size_t ldw, int nr, const void *A, size_t lda,
                           int nc, float *out, size_t ldo);

@@ -247,6 +247,31 @@ static inline __m256i q5_0_codes(const slm_block_q5_0 *w)
     return _mm256_sub_epi8(q5_codes(w->qs, w->qh), _mm256_set1_epi8(16));
 }
 
+/* one block of RM weight rows (codes q, magnitudes aq, scales dw) against
+ * RN activation rows */
+static inline __attribute__((always_inline)) void lane_block(const __m256i *q, const __m256i *aq,
+                                                             const __m256 *dw, const unsigned char *A,
+                                                             size_t lda, int64_t b, __m256 acc[2][4],
+                                                             const int RM, const int RN)
+{
+    UNROLL for (int c = 0; c < RN; c++) {
+        const slm_block_q8_0 *a = (const slm_block_q8_0 *)(const void *)(A + (size_t)c * lda) + b;
+        const __m256i av = load32(a->qs);
+        const __m256 da = _mm256_set1_ps(f16f(a->d));
+        UNROLL for (int r = 0; r < RM; r++) {
+            const __m256i p = dot_u8_i8(aq[r], _mm256_sign_epi8(av, q[r]));
+            acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[r], da), acc[r][c]);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void lane_store(__m256 acc[2][4], float *out, size_t ldo,
+                                                             const int RM, const int RN)
+{
+    UNROLL for (int c = 0; c < RN; c++)
+        UNROLL for (int r = 0; r < RM; r++) out[(size_t)c * ldo + r] = hsum_ps(acc[r][c]);
+}
+
 #define DEFINE_LANE_TILE(NAME, WBLOCK, CODES)                                                   \
     static inline __attribute__((always_inline)) void NAME(                                     \
         int64_t K, const unsigned char *W, size_t ldw, const unsigned char *A, size_t lda,      \
@@ -266,19 +291,59 @@ static inline __m256i q5_0_codes(const slm_block_q5_0 *w)
                 aq[r] = _mm256_sign_epi8(q[r], q[r]);                                           \
                 dw[r] = _mm256_set1_ps(f16f(w->d));                                             \
             }                                                                                   \
-            UNROLL for (int c = 0; c < RN; c++) {                                               \
-                const slm_block_q8_0 *a = (const slm_block_q8_0 *)(const void *)(A + (size_t)c * lda) + b; \
-                const __m256i av = load32(a->qs);                                               \
-                const __m256 da = _mm256_set1_ps(f16f(a->d));                                   \
-                UNROLL for (int r = 0; r < RM; r++) {                                           \
-                    const __m256i p = dot_u8_i8(aq[r], _mm256_sign_epi8(av, q[r]));             \
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[r], da), acc[r][c]); \
-                }                                                                               \
-            }                                                                                   \
+            lane_block(q, aq, dw, A, lda, b, acc, RM, RN);                                      \
         }                                                                                       \
-        UNROLL for (int c = 0; c < RN; c++)                                                     \
-            UNROLL for (int r = 0; r < RM; r++) out[(size_t)c * ldo + r] = hsum_ps(acc[r][c]);  \
+        lane_store(acc, out, ldo, RM, RN);                                                      \
+    }                                                                                           \
+                                                                                                \
+    /* batches: two rows' codes, magnitudes and scales, once per panel */                      \
+    void slm_gemm_pack_##NAME##_avx2(int64_t K, const void *vW, size_t ldw, void *dst)          \
+    {                                                                                           \
+        const unsigned char *W = vW;                                                            \
+        slm_qs8x2 *P = dst;                                                                     \
+        for (int64_t b = 0; b < K / 32; b++)                                                    \
+            for (int r = 0; r < 2; r++) {                                                       \
+                const WBLOCK *w = (const WBLOCK *)(const void *)(W + (size_t)r * ldw) + b;      \
+                const __m256i q = CODES(w);                                                     \
+                _mm256_storeu_si256((__m256i *)(void *)P[b].q[r], q);                           \
+                _mm256_storeu_si256((__m256i *)(void *)P[b].aq[r], _mm256_sign_epi8(q, q));     \
+                P[b].d[r] = f16f(w->d);                                                         \
+            }                                                                                   \
     }
+
+/* the tile over a packed panel of two rows (q8_0 and q5_0 alike) */
+static inline __attribute__((always_inline)) void tile_qs8x2(int64_t K, const slm_qs8x2 *P, const unsigned char *A,
+                                                             size_t lda, float *out, size_t ldo, const int RN)
+{
+    __m256 acc[2][4];
+    UNROLL for (int r = 0; r < 2; r++)
+        UNROLL for (int c = 0; c < RN; c++) acc[r][c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < K / 32; b++) {
+        const __m256i q[2] = {_mm256_loadu_si256((const __m256i *)(const void *)P[b].q[0]),
+                              _mm256_loadu_si256((const __m256i *)(const void *)P[b].q[1])};
+        const __m256i aq[2] = {_mm256_loadu_si256((const __m256i *)(const void *)P[b].aq[0]),
+                               _mm256_loadu_si256((const __m256i *)(const void *)P[b].aq[1])};
+        const __m256 dw[2] = {_mm256_set1_ps(P[b].d[0]), _mm256_set1_ps(P[b].d[1])};
+        lane_block(q, aq, dw, A, lda, b, acc, 2, RN);
+    }
+    lane_store(acc, out, ldo, 2, RN);
+}
+
+void slm_gemm_qs8x2_avx2(int64_t K, const void *vP, size_t ldw, int nr, const void *vA, size_t lda,
+                         int nc, float *out, size_t ldo)
+{
+    (void)ldw;
+    (void)nr;
+    const slm_qs8x2 *P = vP;
+    const unsigned char *A = vA;
+    switch (nc) {
+    case 4: tile_qs8x2(K, P, A, lda, out, ldo, 4); break;
+    case 3: tile_qs8x2(K, P, A, lda, out, ldo, 3); break;
+    case 2: tile_qs8x2(K, P, A, lda, out, ldo, 2); break;
+    case 1: tile_qs8x2(K, P, A, lda, out, ldo, 1); break;
+    default: break;
+    }
+}
 
 DEFINE_LANE_TILE(tile_q8_0, slm_block_q8_0, q8_0_codes)
 DEFINE_LANE_TILE(tile_q5_0, slm_block_q5_0, q5_0_codes)
