@@ -31,7 +31,7 @@
  * where lane j of block b is the integer sum of its elements 4j..4j+3.
  * The results are those of slm_vec_dot_q8_0_avx2 / _q5_0_avx2 (vecdot.h):
  * without AVX2 there is no tile kernel and matmul calls the generic dots.
- * Tiles: 2 weight rows by 4 activation rows.
+ * Tiles: 2 weight rows by 3 activation rows.
  *
  * Batches (M >= SLM_GEMM_PACK_MIN_M) may also pack tile_r weight rows once
  * per panel into the kernel's own layout (pack), which a second tile
