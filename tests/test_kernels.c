@@ -505,12 +505,13 @@ static const wtype *wtype_of(slm_dtype t)
 static void test_gemm_tiles(void)
 {
     enum { MAXK = 1024, MAXR = SLM_GEMM_MAX_R, MAXC = SLM_GEMM_MAX_C };
-    static const slm_dtype types[3] = {SLM_DTYPE_F16, SLM_DTYPE_BF16, SLM_DTYPE_Q4_0};
+    static const slm_dtype types[4] = {SLM_DTYPE_F16, SLM_DTYPE_BF16, SLM_DTYPE_Q4_0, SLM_DTYPE_F32};
     static unsigned char W[MAXR][MAXK * 4], A[MAXC][MAXK * 4], A1[MAXK * 4];
     static float X[MAXC][MAXK], wf[MAXK], af[MAXK];
     static const int64_t Ks[] = {32, 96, 576, 1024};
-    for (int t = 0; t < 3; t++) {
+    for (int t = 0; t < 4; t++) {
         const slm_dtype ty = types[t];
+        const int f32 = ty == SLM_DTYPE_F32;   /* activations read as they are */
         const wtype *wt = wtype_of(ty);
         const slm_gemm_kernel *gen = slm_gemm_get_generic(ty);
         const slm_gemm_kernel *avx = slm_kernels_use_avx2() ? slm_gemm_get(ty) : NULL;
@@ -521,6 +522,10 @@ static void test_gemm_tiles(void)
             for (int r = 0; r < gen->tile_r; r++) fill_weights(wt, W[r], K);
             for (int c = 0; c < gen->tile_c; c++) {
                 fill_acts(X[c], K);
+                if (f32) {
+                    memcpy(A[c], X[c], sizeof(float) * (size_t)K);
+                    continue;
+                }
                 if (!gen->act) {
                     slm_act_quant_generic(SLM_DTYPE_Q8_0)(X[c], A[c], K);
                     continue;
@@ -546,7 +551,7 @@ static void test_gemm_tiles(void)
             /* one output at a time: the specification */
             float one[MAXC][MAXR];
             for (int c = 0; c < gen->tile_c; c++) {
-                if (gen->act) memcpy(af, A[c], sizeof(float) * (size_t)K);
+                if (gen->act || f32) memcpy(af, A[c], sizeof(float) * (size_t)K);
                 else deq_q8_0(A[c], af, K);
                 for (int r = 0; r < gen->tile_r; r++) {
                     gen->tile(K, W[r], ldw, 1, A[c], lda, 1, &one[c][r], 1);
@@ -774,6 +779,36 @@ static void test_matmul_f32_vecdot_order(void)
         }
     }
     CHECK(ok, "f32 matmul in vec_dot order: batch rows bit-identical to M = 1 (1-3 threads)");
+    for (int p = 1; p < 3; p++) slm_pool_free(pools[p]);
+}
+
+/* SLM_MATMUL_ORDER_TILES: f32 weights in the tiles' order at every M:
+ * every row has the bits of the generic one-output chain, at 1-3 threads,
+ * one row (decode segments) and batches alike */
+static void test_matmul_f32_tiles(void)
+{
+    enum { M = 7, N = 70, K = 200 };
+    static float W[N * K], X[M * K], out[M * N], one[N];
+    for (int i = 0; i < N * K; i++) W[i] = (float)(next_u32() % 2001) / 1000.0f - 1;
+    fill_acts(X, M * K);
+    const slm_gemm_kernel *gen = slm_gemm_get_generic(SLM_DTYPE_F32);
+    slm_pool *pools[3] = {NULL, slm_pool_new(2, NULL), slm_pool_new(3, NULL)};
+    int ok = gen != NULL;
+    for (int p = 0; p < 3 && ok; p++) {
+        slm_matmul_part part = {out, W, SLM_DTYPE_F32, K * sizeof(float), N, SLM_MATMUL_ORDER_TILES};
+        ok &= slm_matmul_multi(pools[p], &part, 1, X, M, K, NULL) == SLM_OK;
+        for (int m = 0; m < M; m++) {
+            part.out = one;
+            ok &= slm_matmul_multi(pools[p], &part, 1, X + m * K, 1, K, NULL) == SLM_OK;
+            ok &= memcmp(one, out + m * N, sizeof one) == 0;
+            for (int n = 0; n < N; n++) {
+                float e;
+                gen->tile(K, W + n * K, 0, 1, X + m * K, 0, 1, &e, 1);
+                ok &= memcmp(&e, &one[n], 4) == 0;
+            }
+        }
+    }
+    CHECK(ok, "f32 matmul in the tiles' order: batch rows and single rows carry the generic chain's bits (1-3 threads)");
     for (int p = 1; p < 3; p++) slm_pool_free(pools[p]);
 }
 
@@ -1025,6 +1060,7 @@ int main(void)
     test_matmul();
     test_matmul_nested();
     test_matmul_f32_vecdot_order();
+    test_matmul_f32_tiles();
     test_matmul_multi();
     printf("generic kernels:\n");
     slm_kernels_force_generic(1);

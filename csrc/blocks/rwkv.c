@@ -111,14 +111,19 @@ void slm_rwkv_state_reset(slm_rwkv_state *st)
 
 /* --- matmul -------------------------------------------------------------------- */
 
-/* rwkv.cpp's files follow ggml's vec_dot order (core/storage.h) */
-static int vecdot_order(const slm_tensor *W)
+/* rwkv.cpp's files follow ggml's vec_dot order (core/storage.h). F32
+ * weights take the tiles' order at every batch size: the data-dependent
+ * mixes and decays amplify summation differences, and a prompt must give
+ * the same state however it is batched (OpenBLAS's batches and vec_dot's
+ * single rows sum differently). */
+static int order_of(const slm_tensor *W)
 {
-    return (W->storage->flags & SLM_STORAGE_VECDOT_ORDER) != 0;
+    if (W->storage->flags & SLM_STORAGE_VECDOT_ORDER) return SLM_MATMUL_ORDER_VECDOT;
+    return W->dtype == SLM_DTYPE_F32 ? SLM_MATMUL_ORDER_TILES : SLM_MATMUL_ORDER_DEFAULT;
 }
 
-static slm_status rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slice, const float *X,
-                          int64_t M, int order, slm_error *err)
+slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slice,
+                       const float *X, int64_t M, slm_error *err)
 {
     const slm_dtype_traits *tr = slm_dtype_get((int)W->dtype);
     int r = slice < 0 ? 0 : 1;   /* index of the row dim */
@@ -128,20 +133,8 @@ static slm_status rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int s
     /* small products run on the calling thread: waking the pool costs more
      * than the work (tiny models, low-rank weights) */
     int64_t work = M * W->shape[r] * W->shape[r + 1];
-    const slm_matmul_part part = {out, data, W->dtype, row_bytes, W->shape[r], order};
+    const slm_matmul_part part = {out, data, W->dtype, row_bytes, W->shape[r], order_of(W)};
     return slm_matmul_multi(work < SMALL_MATMUL ? NULL : pool, &part, 1, X, M, W->shape[r + 1], err);
-}
-
-slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slice,
-                       const float *X, int64_t M, slm_error *err)
-{
-    return rwkv_mm(pool, out, W, slice, X, M, vecdot_order(W), err);
-}
-
-slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, int slice,
-                               const float *X, int64_t M, slm_error *err)
-{
-    return rwkv_mm(pool, out, W, slice, X, M, W->dtype == SLM_DTYPE_F32 || vecdot_order(W), err);
 }
 
 /* --- independent matrix-vector products in one dispatch ---------------------------- */
@@ -172,7 +165,7 @@ static slm_matmul_part mv_part(const slm_rwkv_mv *mv, int64_t r0, int64_t r1)
     const slm_tensor *W = mv->W;
     size_t rb = row_bytes(W);
     return (slm_matmul_part){mv->out + r0, (const char *)slm_tensor_data(W) + (size_t)r0 * rb,
-                             W->dtype, rb, r1 - r0, vecdot_order(W)};
+                             W->dtype, rb, r1 - r0, order_of(W)};
 }
 
 slm_status slm_rwkv_mv_rows(const slm_rwkv_mv *mv, int64_t r0, int64_t r1, slm_error *err)

@@ -10,17 +10,11 @@
 #define SMALL_MATMUL (1 << 16)
 
 /* out (M, N) = X (M, K) . W^T for a 2-D weight W (N, K) with contiguous
- * rows; slice selects W[slice] of a 3-D weight (v6 maa_w2), -1 for 2-D. */
+ * rows; slice selects W[slice] of a 3-D weight (v6 maa_w2), -1 for 2-D.
+ * Each row's output has the same bits at every M (F32 weights in the
+ * tiles' order, rwkv.cpp's files in vec_dot's). */
 slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slice,
                        const float *X, int64_t M, slm_error *err);
-
-/* The same for the low-rank (LoRA-style) weights: F32 ones in vec_dot's
- * order at every batch size (not through BLAS, whose summation order
- * differs from the single-row kernel): the data-dependent mixes and decays
- * amplify such differences, and a prompt must give the same state however
- * it is batched. */
-slm_status slm_rwkv_mm_lowrank(slm_pool *pool, float *out, const slm_tensor *W, int slice,
-                               const float *X, int64_t M, slm_error *err);
 
 /* One matrix-vector product of a group: out (N) = W (N, K) . x (K), W 2-D
  * with contiguous rows; post, if set, is an elementwise function applied in

@@ -128,7 +128,7 @@ static slm_status tmix_v6(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
     shift_diff(sx, x, carry, n, d);
     for (size_t i = 0; i < nd; i++) xxx[i] = sx[i] * b->maa_x[i % (size_t)d] + x[i];
     /* five data-dependent mix offsets: maa_w2[i] . tanh(maa_w1 . xxx)[i] */
-    TRY(slm_rwkv_mm_lowrank(pool, st->hid, b->maa_w1, -1, xxx, n, err));
+    TRY(slm_rwkv_mm(pool, st->hid, b->maa_w1, -1, xxx, n, err));
     for (size_t i = 0; i < (size_t)n * (size_t)(5 * extra); i++) st->hid[i] = tanhf(st->hid[i]);
     for (int i = 0; i < 5; i++) {
         for (int t = 0; t < n; t++)
@@ -136,7 +136,7 @@ static slm_status tmix_v6(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
                    st->hid + (size_t)t * (size_t)(5 * extra) + (size_t)(i * extra),
                    (size_t)extra * sizeof(float));
         float *m = slot(st->p, i, n, d), *xi = slot(st->xs, i, n, d);
-        TRY(slm_rwkv_mm_lowrank(pool, m, b->maa_w2, i, st->tmp, n, err));
+        TRY(slm_rwkv_mm(pool, m, b->maa_w2, i, st->tmp, n, err));
         for (size_t j = 0; j < nd; j++) xi[j] = (m[j] + b->maa[i][j % (size_t)d]) * sx[j] + x[j];
     }
     const float *xw = slot(st->xs, 0, n, d), *xk = slot(st->xs, 1, n, d);
@@ -149,9 +149,9 @@ static slm_status tmix_v6(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
     TRY(slm_rwkv_mm(pool, g, b->wg, -1, xg, n, err));
     silu_rows(g, nd);
     /* w = exp(-exp(time_decay + decay_w2 . tanh(decay_w1 . xw))) */
-    TRY(slm_rwkv_mm_lowrank(pool, st->hid, b->decay_w1, -1, xw, n, err));
+    TRY(slm_rwkv_mm(pool, st->hid, b->decay_w1, -1, xw, n, err));
     for (size_t i = 0; i < (size_t)n * (size_t)rank; i++) st->hid[i] = tanhf(st->hid[i]);
-    TRY(slm_rwkv_mm_lowrank(pool, w, b->decay_w2, -1, st->hid, n, err));
+    TRY(slm_rwkv_mm(pool, w, b->decay_w2, -1, st->hid, n, err));
     for (size_t i = 0; i < nd; i++) w[i] = expf(-expf(w[i] + b->decay[i % (size_t)d]));
     slm_rwkv_wkv6_pool(pool, n, b->n_head, b->head_size, r, k, v, w, b->first, ls + 2 * (size_t)d,
                        st->y);
@@ -166,10 +166,10 @@ static slm_status lora(slm_pool *pool, slm_rwkv_state *st, float *out, const slm
                        const slm_tensor *W2, float (*f)(float), const float *x, int n,
                        slm_error *err)
 {
-    TRY(slm_rwkv_mm_lowrank(pool, st->hid, W1, -1, x, n, err));
+    TRY(slm_rwkv_mm(pool, st->hid, W1, -1, x, n, err));
     if (f)
         for (size_t i = 0; i < (size_t)n * (size_t)W1->shape[0]; i++) st->hid[i] = f(st->hid[i]);
-    return slm_rwkv_mm_lowrank(pool, out, W2, -1, st->hid, n, err);
+    return slm_rwkv_mm(pool, out, W2, -1, st->hid, n, err);
 }
 
 /* Everything of v7 between the projections and the output projection is

@@ -46,6 +46,20 @@ static void gemm_bf16(int64_t K, const void *W, size_t ldw, int nr, const void *
         }
 }
 
+static void gemm_f32(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
+                     int nc, float *out, size_t ldo)
+{
+    for (int c = 0; c < nc; c++)
+        for (int r = 0; r < nr; r++) {
+            const float *w = ROW(float, W, ldw, r);
+            const float *a = ROW(float, A, lda, c);
+            float acc[8] = {0};
+            for (int64_t k = 0; k < K; k += 8)
+                for (int l = 0; l < 8; l++) acc[l] = fmaf(w[k + l], a[k + l], acc[l]);
+            out[(size_t)c * ldo + r] = hsum8(acc);
+        }
+}
+
 static void gemm_q4_0(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
                       int nc, float *out, size_t ldo)
 {
@@ -113,6 +127,7 @@ static const slm_gemm_kernel generic[] = {
     {.tile = NULL},   /* q8_0, q5_0, q4_K: no tile order of their own */
     {.tile = NULL},
     {.tile = NULL},
+    {.tile = gemm_f32, .tile_r = 4, .tile_c = 3, .k_multiple = 8},   /* reads the f32 rows */
 };
 
 #if defined(__x86_64__)
@@ -127,6 +142,7 @@ static const slm_gemm_kernel avx2[] = {
      .pack = slm_gemm_pack_tile_q5_0_avx2, .ptile = slm_gemm_qs8x2_avx2, .pack_block_bytes = sizeof(slm_qs8x2)},
     {.tile = slm_gemm_q4_K_avx2, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK_K, .pack = slm_gemm_pack_q4_K_avx2,
      .ptile = slm_gemm_q4_Kx8_avx2, .pack_block_bytes = sizeof(slm_q4_Kx8), .batch_only = 1},
+    {.tile = slm_gemm_f32_avx2, .tile_r = 4, .tile_c = 3, .k_multiple = 8},
 };
 #endif
 
@@ -139,6 +155,7 @@ static int slot(slm_dtype w)
     case SLM_DTYPE_Q8_0: return 3;
     case SLM_DTYPE_Q5_0: return 4;
     case SLM_DTYPE_Q4_K: return 5;
+    case SLM_DTYPE_F32: return 6;
     default: return -1;
     }
 }

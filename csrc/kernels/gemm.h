@@ -11,7 +11,9 @@
  *   hsum8(acc) = (s0 + s2) + (s1 + s3),  s_i = acc_i + acc_{i+4}
  * Activations are f32 rows holding the f16- or bf16-rounded values (as the
  * reference converts them), so they are rounded once per row. Tiles: 4
- * weight rows by 3 activation rows (7 loads feed 12 FMAs).
+ * weight rows by 3 activation rows (7 loads feed 12 FMAs). f32 weights
+ * have the same kernel (tinyBLAS's f32 order), taken only by the matmul
+ * parts that ask for it (matmul.h, SLM_MATMUL_ORDER_TILES).
  *
  * q4_0: ggml's repacked q4_0 kernels (8x8 interleaved rows, gemv and gemm),
  * which the reference uses on AVX2 for every q4_0 matrix with a multiple
@@ -117,6 +119,8 @@ void slm_gemm_f16_avx2(int64_t K, const void *W, size_t ldw, int nr, const void 
                        int nc, float *out, size_t ldo);
 void slm_gemm_bf16_avx2(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
                         int nc, float *out, size_t ldo);
+void slm_gemm_f32_avx2(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
+                       int nc, float *out, size_t ldo);
 void slm_gemm_q4_0_avx2(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
                         int nc, float *out, size_t ldo);
 void slm_gemm_q8_0_avx2(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,

@@ -1,7 +1,7 @@
 /* AVX2/FMA/F16C tile kernels for gemm.h; every output is the chain of the
  * generic kernel in gemm.c.
  *
- * f16/bf16: a tile of RM weight rows by RN activation rows keeps RM * RN
+ * f16/bf16/f32: a tile of RM weight rows by RN activation rows keeps RM * RN
  * accumulators in registers (at most 12 of the 16 ymm registers), loads RN
  * activation vectors and converts RM weight vectors per 8 elements of K.
  *
@@ -19,7 +19,7 @@
 
 /* RM and RN are constants at every call site, so the loops unroll and the
  * accumulator array lives in registers. */
-#define DEFINE_TILE(NAME, LOAD)                                                                 \
+#define DEFINE_TILE(NAME, LOAD, ESIZE)                                                          \
     static inline __attribute__((always_inline)) void NAME(                                     \
         int64_t K, const unsigned char *W, size_t ldw, const unsigned char *A, size_t lda,      \
         float *out,                                                                             \
@@ -33,7 +33,7 @@
             UNROLL for (int c = 0; c < RN; c++)                                                 \
                 b[c] = _mm256_loadu_ps((const float *)(const void *)(A + (size_t)c * lda) + k); \
             UNROLL for (int r = 0; r < RM; r++) {                                               \
-                const __m256 a = LOAD(W + (size_t)r * ldw + 2 * k);                             \
+                const __m256 a = LOAD(W + (size_t)r * ldw + ESIZE * k);                         \
                 UNROLL for (int c = 0; c < RN; c++) acc[r][c] = _mm256_fmadd_ps(a, b[c], acc[r][c]); \
             }                                                                                   \
         }                                                                                       \
@@ -41,8 +41,11 @@
             UNROLL for (int r = 0; r < RM; r++) out[(size_t)c * ldo + r] = hsum_ps(acc[r][c]);  \
     }
 
-DEFINE_TILE(tile_f16, load_f16x8)
-DEFINE_TILE(tile_bf16, load_bf16x8)
+static inline __m256 load_f32x8(const void *p) { return _mm256_loadu_ps((const float *)p); }
+
+DEFINE_TILE(tile_f16, load_f16x8, 2)
+DEFINE_TILE(tile_bf16, load_bf16x8, 2)
+DEFINE_TILE(tile_f32, load_f32x8, 4)
 
 #define DISPATCH(TILE)                                                                          \
     switch (nr * 4 + nc) {                                                                      \
@@ -73,6 +76,13 @@ void slm_gemm_bf16_avx2(int64_t K, const void *vW, size_t ldw, int nr, const voi
 {
     const unsigned char *W = vW, *A = vA;
     DISPATCH(tile_bf16)
+}
+
+void slm_gemm_f32_avx2(int64_t K, const void *vW, size_t ldw, int nr, const void *vA, size_t lda,
+                       int nc, float *out, size_t ldo)
+{
+    const unsigned char *W = vW, *A = vA;
+    DISPATCH(tile_f32)
 }
 
 /* out[c * ldo + r] = lane r of acc[c], for r < nr and c < nc */

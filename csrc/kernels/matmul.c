@@ -260,7 +260,10 @@ static slm_status check_part(const slm_matmul_part *p, int64_t M, int64_t K, slm
 /* The tile kernel of a part, NULL for the vec_dot path. */
 static const slm_gemm_kernel *tile_kernel(const slm_matmul_part *p, int64_t M, int64_t K)
 {
-    const slm_gemm_kernel *g = p->vecdot_order ? NULL : slm_gemm_get(p->wtype);
+    if (p->order == SLM_MATMUL_ORDER_VECDOT) return NULL;
+    /* f32 takes its tiles only when asked (else OpenBLAS / vec_dot) */
+    if (p->wtype == SLM_DTYPE_F32 && p->order != SLM_MATMUL_ORDER_TILES) return NULL;
+    const slm_gemm_kernel *g = slm_gemm_get(p->wtype);
     return g && K % g->k_multiple == 0 && !(g->batch_only && M < SLM_GEMM_PACK_MIN_M) ? g : NULL;
 }
 
@@ -286,10 +289,10 @@ static int same_encoding(const slm_matmul_part *a, const slm_matmul_part *b, int
            (ga ? ga->act : NULL) == (gb ? gb->act : NULL);
 }
 
-/* f32 batches go to OpenBLAS, unless the part asks for vec_dot's order */
+/* f32 batches go to OpenBLAS, unless the part asks for another order */
 static int uses_blas(const slm_matmul_part *p, int64_t M)
 {
-    return p->wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M && !p->vecdot_order;
+    return p->wtype == SLM_DTYPE_F32 && M >= SLM_MATMUL_BLAS_MIN_M && p->order == SLM_MATMUL_ORDER_DEFAULT;
 }
 
 /* All parts already checked and sharing one activation encoding. */

@@ -23,7 +23,7 @@
  * (and q4_K in batches of 4 to 7 rows) with a four-row AVX2 kernel that
  * unpacks each weight block once for four activation rows. Either way a row's output
  * does not depend on the batch it is computed in. A part may ask for
- * vec_dot's order instead of the tiles' (vecdot_order), as rwkv.cpp's
+ * vec_dot's order instead of the tiles' (order, below), as rwkv.cpp's
  * files need.
  *
  * F32 weights with M >= SLM_MATMUL_BLAS_MIN_M go to OpenBLAS cblas_sgemm,
@@ -69,14 +69,23 @@ slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype w
  * blocks) run as separate dispatches; results are those of
  * slm_matmul_raw on each part. */
 #define SLM_MATMUL_MAX_PARTS 4
+/* A part's summation order. DEFAULT: the tile or vec_dot order of its
+ * dtype (above), f32 batches through OpenBLAS. VECDOT: vec_dot's order at
+ * every M (f16/bf16 not in tiles, f32 batches not through OpenBLAS), as
+ * rwkv.cpp's files need. TILES: f32 weights in the f16 tiles' order
+ * (llama.cpp's tinyBLAS) at every M, so a row's output does not depend on
+ * its batch and batches stay fast; other dtypes as DEFAULT. */
+#define SLM_MATMUL_ORDER_DEFAULT 0
+#define SLM_MATMUL_ORDER_VECDOT 1
+#define SLM_MATMUL_ORDER_TILES 2
+
 typedef struct slm_matmul_part {
     float *out;           /* (M, N) */
     const void *W;        /* N rows of K, w_row_bytes apart */
     slm_dtype wtype;
     size_t w_row_bytes;
     int64_t N;
-    int vecdot_order;     /* 1: vec_dot's order at every M: f16/bf16 not
-                             in tiles, f32 batches not through OpenBLAS */
+    int order;            /* SLM_MATMUL_ORDER_* */
 } slm_matmul_part;
 slm_status slm_matmul_multi(slm_pool *pool, const slm_matmul_part *parts, int n_parts,
                             const float *X, int64_t M, int64_t K, slm_error *err);
