@@ -18,47 +18,27 @@ static float hsum8(const float a[8])
     return (s[0] + s[2]) + (s[1] + s[3]);
 }
 
-static void gemm_f16(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
-                     int nc, float *out, size_t ldo)
-{
-    for (int c = 0; c < nc; c++)
-        for (int r = 0; r < nr; r++) {
-            const slm_f16 *w = ROW(slm_f16, W, ldw, r);
-            const float *a = ROW(float, A, lda, c);
-            float acc[8] = {0};
-            for (int64_t k = 0; k < K; k += 8)
-                for (int l = 0; l < 8; l++) acc[l] = fmaf(slm_f16_to_f32(w[k + l]), a[k + l], acc[l]);
-            out[(size_t)c * ldo + r] = hsum8(acc);
-        }
-}
+static float f32_value(float x) { return x; }
 
-static void gemm_bf16(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
-                      int nc, float *out, size_t ldo)
-{
-    for (int c = 0; c < nc; c++)
-        for (int r = 0; r < nr; r++) {
-            const slm_bf16 *w = ROW(slm_bf16, W, ldw, r);
-            const float *a = ROW(float, A, lda, c);
-            float acc[8] = {0};
-            for (int64_t k = 0; k < K; k += 8)
-                for (int l = 0; l < 8; l++) acc[l] = fmaf(slm_bf16_to_f32(w[k + l]), a[k + l], acc[l]);
-            out[(size_t)c * ldo + r] = hsum8(acc);
-        }
-}
+/* f16, bf16, f32 weights: one 8-lane chain of fmaf per output, then hsum8 */
+#define DEFINE_GEMM_FLOAT(NAME, T, TO_F32)                                                     \
+    static void NAME(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,  \
+                     int nc, float *out, size_t ldo)                                           \
+    {                                                                                          \
+        for (int c = 0; c < nc; c++)                                                           \
+            for (int r = 0; r < nr; r++) {                                                     \
+                const T *w = ROW(T, W, ldw, r);                                                \
+                const float *a = ROW(float, A, lda, c);                                        \
+                float acc[8] = {0};                                                            \
+                for (int64_t k = 0; k < K; k += 8)                                             \
+                    for (int l = 0; l < 8; l++) acc[l] = fmaf(TO_F32(w[k + l]), a[k + l], acc[l]); \
+                out[(size_t)c * ldo + r] = hsum8(acc);                                         \
+            }                                                                                  \
+    }
 
-static void gemm_f32(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
-                     int nc, float *out, size_t ldo)
-{
-    for (int c = 0; c < nc; c++)
-        for (int r = 0; r < nr; r++) {
-            const float *w = ROW(float, W, ldw, r);
-            const float *a = ROW(float, A, lda, c);
-            float acc[8] = {0};
-            for (int64_t k = 0; k < K; k += 8)
-                for (int l = 0; l < 8; l++) acc[l] = fmaf(w[k + l], a[k + l], acc[l]);
-            out[(size_t)c * ldo + r] = hsum8(acc);
-        }
-}
+DEFINE_GEMM_FLOAT(gemm_f16, slm_f16, slm_f16_to_f32)
+DEFINE_GEMM_FLOAT(gemm_bf16, slm_bf16, slm_bf16_to_f32)
+DEFINE_GEMM_FLOAT(gemm_f32, float, f32_value)
 
 static void gemm_q4_0(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
                       int nc, float *out, size_t ldo)
