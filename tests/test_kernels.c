@@ -491,6 +491,23 @@ static void test_vec_dot4(void)
     }
 }
 
+/* The side values of q8_0 activation rows (lda bytes apart) for packed
+ * tiles: each block's scale as a float and the sum of its codes, written
+ * out here from the block format. */
+static const slm_q8_0_side *q8_sides(const void *A, size_t lda, int rows, int64_t K)
+{
+    static slm_q8_0_side side[SLM_GEMM_MAX_C * 1024 / 32];
+    const int64_t nb = K / 32;
+    for (int c = 0; c < rows; c++)
+        for (int64_t b = 0; b < nb; b++) {
+            const slm_block_q8_0 *a = (const slm_block_q8_0 *)(const void *)((const unsigned char *)A + c * lda) + b;
+            int32_t sum = 0;
+            for (int i = 0; i < 32; i++) sum += a->qs[i];
+            side[c * nb + b] = (slm_q8_0_side){slm_f16_to_f32(a->d), sum};
+        }
+    return side;
+}
+
 /* Tile kernels (gemm.h): every tile shape gives each output the bits of the
  * generic one-output chain, AVX2 and generic alike; the chain is within
  * float rounding of a double dot of the encoded operands; the float
@@ -598,7 +615,8 @@ static void test_gemm_tiles(void)
                     for (int v = 0; v < (avx ? 2 : 1); v++) {
                         float out[MAXC][MAXR];
                         memset(out, 0xff, sizeof out);
-                        (v ? avx : gen)->ptile(K, P[0], 0, gen->tile_r, A, lda, nc, out[0], MAXR);
+                        (v ? avx : gen)->ptile(K, P[0], gen->tile_r, A, lda, q8_sides(A, lda, MAXC, K), nc,
+                                               out[0], MAXR);
                         for (int c = 0; c < MAXC; c++)
                             packed &= c < nc ? memcmp(out[c], one[c], sizeof(float) * gen->tile_r) == 0
                                              : isnan(out[c][0]);
@@ -658,7 +676,8 @@ static void test_gemm_tiles(void)
                 for (int nc = 1; nc <= g->tile_c; nc++) {
                     float out[MAXC][MAXR];
                     memset(out, 0xff, sizeof out);
-                    g->ptile(K, P, 0, g->tile_r, A, lda, nc, out[0], MAXR);
+                    g->ptile(K, P, g->tile_r, A, lda, g->q8_side ? q8_sides(A, lda, MAXC, K) : NULL, nc,
+                             out[0], MAXR);
                     for (int c = 0; c < MAXC; c++)
                         for (int r = 0; r < g->tile_r; r++) {
                             if (c >= nc) {

@@ -70,20 +70,20 @@ static void pack_q4_0(int64_t K, const void *W, size_t ldw, void *dst)
         }
 }
 
-/* gemm_q4_0 over a packed panel */
-static void gemm_q4_0x8(int64_t K, const void *vP, size_t ldw, int nr, const void *A, size_t lda,
-                        int nc, float *out, size_t ldo)
+/* gemm_q4_0 over a packed panel, the activation scales from side */
+static void gemm_q4_0x8(int64_t K, const void *vP, int nr, const void *A, size_t lda,
+                        const slm_q8_0_side *side, int nc, float *out, size_t ldo)
 {
-    (void)ldw;
     const slm_q4_0x8 *P = vP;
+    const int64_t nb = K / SLM_QK4_0;
     for (int c = 0; c < nc; c++)
         for (int r = 0; r < nr; r++) {
             const slm_block_q8_0 *a = ROW(slm_block_q8_0, A, lda, c);
             float acc = 0.0f;
-            for (int64_t b = 0; b < K / SLM_QK4_0; b++) {
+            for (int64_t b = 0; b < nb; b++) {
                 int sumi = 0;
                 for (int e = 0; e < SLM_QK4_0; e++) sumi += (P[b].q[e / 4][r][e % 4] - 8) * a[b].qs[e];
-                acc = fmaf((float)sumi, P[b].d[r] * slm_f16_to_f32(a[b].d), acc);
+                acc = fmaf((float)sumi, P[b].d[r] * side[c * nb + b].d, acc);
             }
             out[(size_t)c * ldo + r] = acc;
         }
@@ -103,7 +103,7 @@ static const slm_gemm_kernel generic[] = {
     {.tile = gemm_f16, .act = act_f16, .tile_r = 4, .tile_c = 3, .k_multiple = 8},
     {.tile = gemm_bf16, .act = act_bf16, .tile_r = 4, .tile_c = 3, .k_multiple = 8},
     {.tile = gemm_q4_0, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK4_0, .pack = pack_q4_0,
-     .ptile = gemm_q4_0x8, .pack_block_bytes = sizeof(slm_q4_0x8)},
+     .ptile = gemm_q4_0x8, .pack_block_bytes = sizeof(slm_q4_0x8), .q8_side = 1},
     {.tile = NULL},   /* q8_0, q5_0, q4_K: no tile order of their own */
     {.tile = NULL},
     {.tile = NULL},
@@ -115,11 +115,14 @@ static const slm_gemm_kernel avx2[] = {
     {.tile = slm_gemm_f16_avx2, .act = slm_gemm_act_f16_avx2, .tile_r = 4, .tile_c = 3, .k_multiple = 8},
     {.tile = slm_gemm_bf16_avx2, .act = slm_gemm_act_bf16_avx2, .tile_r = 4, .tile_c = 3, .k_multiple = 8},
     {.tile = slm_gemm_q4_0_avx2, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK4_0,
-     .pack = slm_gemm_pack_q4_0_avx2, .ptile = slm_gemm_q4_0x8_avx2, .pack_block_bytes = sizeof(slm_q4_0x8)},
+     .pack = slm_gemm_pack_q4_0_avx2, .ptile = slm_gemm_q4_0x8_avx2, .pack_block_bytes = sizeof(slm_q4_0x8),
+     .q8_side = 1},
     {.tile = slm_gemm_q8_0_avx2, .tile_r = 2, .tile_c = 3, .k_multiple = SLM_QK8_0,
-     .pack = slm_gemm_pack_tile_q8_0_avx2, .ptile = slm_gemm_qs8x2_avx2, .pack_block_bytes = sizeof(slm_qs8x2)},
+     .pack = slm_gemm_pack_tile_q8_0_avx2, .ptile = slm_gemm_qs8x2_avx2, .pack_block_bytes = sizeof(slm_qs8x2),
+     .q8_side = 1},
     {.tile = slm_gemm_q5_0_avx2, .tile_r = 2, .tile_c = 3, .k_multiple = SLM_QK5_0,
-     .pack = slm_gemm_pack_tile_q5_0_avx2, .ptile = slm_gemm_qs8x2_avx2, .pack_block_bytes = sizeof(slm_qs8x2)},
+     .pack = slm_gemm_pack_tile_q5_0_avx2, .ptile = slm_gemm_qs8x2_avx2, .pack_block_bytes = sizeof(slm_qs8x2),
+     .q8_side = 1},
     {.tile = slm_gemm_q4_K_avx2, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK_K, .pack = slm_gemm_pack_q4_K_avx2,
      .ptile = slm_gemm_q4_Kx8_avx2, .pack_block_bytes = sizeof(slm_q4_Kx8), .batch_only = 1},
     {.tile = slm_gemm_f32_avx2, .tile_r = 4, .tile_c = 3, .k_multiple = 8},

@@ -93,6 +93,17 @@ typedef void (*slm_gemm_act_fn)(const float *x, float *y, int64_t n);
 /* Packs tile_r rows of W (ldw bytes apart) into dst: K / k_multiple blocks
  * of pack_block_bytes each. */
 typedef void (*slm_gemm_pack_fn)(int64_t K, const void *W, size_t ldw, void *dst);
+/* A q8_0 activation block's scale as a float and the sum of its codes,
+ * computed once per product for the packed tiles that read them. */
+typedef struct slm_q8_0_side {
+    float d;
+    int32_t sum;
+} slm_q8_0_side;
+/* The tile over a packed panel P (nr == tile_r rows) against nc activation
+ * rows lda bytes apart; side: for kernels with q8_side, row c's block
+ * values at side + c * (K / 32), else NULL. */
+typedef void (*slm_gemm_ptile_fn)(int64_t K, const void *P, int nr, const void *A, size_t lda,
+                                  const slm_q8_0_side *side, int nc, float *out, size_t ldo);
 
 typedef struct slm_gemm_kernel {
     slm_gemm_tile_fn tile;
@@ -100,9 +111,9 @@ typedef struct slm_gemm_kernel {
     int tile_r, tile_c;
     int k_multiple;        /* K must be a multiple of this */
     slm_gemm_pack_fn pack; /* NULL: no packed batch path */
-    slm_gemm_tile_fn ptile;   /* tile over a packed panel (W; ldw unused,
-                                 nr == tile_r) */
+    slm_gemm_ptile_fn ptile;  /* tile over a packed panel */
     size_t pack_block_bytes;
+    int q8_side;           /* 1: ptile reads slm_q8_0_side per activation block */
     int batch_only;        /* 1: only for batches of SLM_GEMM_PACK_MIN_M rows
                               or more (fewer take the vec_dot kernels, which
                               stream one row at a time faster) */
@@ -131,14 +142,14 @@ void slm_gemm_q4_K_avx2(int64_t K, const void *W, size_t ldw, int nr, const void
                         int nc, float *out, size_t ldo);
 void slm_gemm_pack_tile_q8_0_avx2(int64_t K, const void *W, size_t ldw, void *dst);
 void slm_gemm_pack_tile_q5_0_avx2(int64_t K, const void *W, size_t ldw, void *dst);
-void slm_gemm_qs8x2_avx2(int64_t K, const void *P, size_t ldw, int nr, const void *A, size_t lda,
-                         int nc, float *out, size_t ldo);
+void slm_gemm_qs8x2_avx2(int64_t K, const void *P, int nr, const void *A, size_t lda,
+                         const slm_q8_0_side *side, int nc, float *out, size_t ldo);
 void slm_gemm_pack_q4_K_avx2(int64_t K, const void *W, size_t ldw, void *dst);
-void slm_gemm_q4_Kx8_avx2(int64_t K, const void *P, size_t ldw, int nr, const void *A, size_t lda,
-                          int nc, float *out, size_t ldo);
+void slm_gemm_q4_Kx8_avx2(int64_t K, const void *P, int nr, const void *A, size_t lda,
+                          const slm_q8_0_side *side, int nc, float *out, size_t ldo);
 void slm_gemm_pack_q4_0_avx2(int64_t K, const void *W, size_t ldw, void *dst);
-void slm_gemm_q4_0x8_avx2(int64_t K, const void *P, size_t ldw, int nr, const void *A, size_t lda,
-                          int nc, float *out, size_t ldo);
+void slm_gemm_q4_0x8_avx2(int64_t K, const void *P, int nr, const void *A, size_t lda,
+                          const slm_q8_0_side *side, int nc, float *out, size_t ldo);
 void slm_gemm_act_f16_avx2(const float *x, float *y, int64_t n);
 void slm_gemm_act_bf16_avx2(const float *x, float *y, int64_t n);
 #endif

@@ -196,24 +196,24 @@ void slm_gemm_pack_q4_0_avx2(int64_t K, const void *vW, size_t ldw, void *dst)
 /* Tile over a packed panel: lane r of byte multiply-add j is row r's four
  * codes times activation word j (broadcast); the eight products' 16-bit
  * pair sums add up exactly (|sum| <= 16 * 15 * 128 < 2^15), then one
- * madd gives each row's sum of codes times activations, less 8 * sum(a). */
+ * madd gives each row's sum of codes times activations, less 8 * sum(a)
+ * (the block's code sum and float scale come from side). */
 static inline __attribute__((always_inline)) void tile_q4_0x8(int64_t K, const slm_q4_0x8 *P,
                                                               const unsigned char *A, size_t lda,
-                                                              float *out, size_t ldo, const int RN)
+                                                              const slm_q8_0_side *side, float *out,
+                                                              size_t ldo, const int RN)
 {
-    const __m256i ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int64_t nb = K / SLM_QK4_0;
     __m256 acc[4];
     UNROLL for (int c = 0; c < RN; c++) acc[c] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < K / SLM_QK4_0; b++) {
+    for (int64_t b = 0; b < nb; b++) {
         const slm_q4_0x8 *p = P + b;
         const __m256 dw = _mm256_loadu_ps(p->d);
         UNROLL for (int c = 0; c < RN; c++) {
             const slm_block_q8_0 *a = (const slm_block_q8_0 *)(const void *)(A + (size_t)c * lda) + b;
-            /* 8 * sum(a) in every lane */
-            __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(eight, load32(a->qs)), ones);
-            s = _mm256_add_epi32(s, _mm256_permute2x128_si256(s, s, 1));
-            s = _mm256_add_epi32(s, _mm256_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-            s = _mm256_add_epi32(s, _mm256_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+            const slm_q8_0_side *sd = side + c * nb + b;
+            const __m256i s = _mm256_set1_epi32(8 * sd->sum);   /* 8 * sum(a) */
             __m256i h = _mm256_setzero_si256();
             UNROLL for (int j = 0; j < 8; j++) {
                 int32_t aw;
@@ -222,25 +222,23 @@ static inline __attribute__((always_inline)) void tile_q4_0x8(int64_t K, const s
                                                              _mm256_set1_epi32(aw)));
             }
             const __m256i sumi = _mm256_sub_epi32(_mm256_madd_epi16(h, ones), s);
-            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_mul_ps(dw, _mm256_set1_ps(f16f(a->d))),
-                                     acc[c]);
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_mul_ps(dw, _mm256_set1_ps(sd->d)), acc[c]);
         }
     }
     store_lanes(acc, 8, RN, out, ldo);
 }
 
-void slm_gemm_q4_0x8_avx2(int64_t K, const void *vP, size_t ldw, int nr, const void *vA, size_t lda,
-                          int nc, float *out, size_t ldo)
+void slm_gemm_q4_0x8_avx2(int64_t K, const void *vP, int nr, const void *vA, size_t lda,
+                          const slm_q8_0_side *side, int nc, float *out, size_t ldo)
 {
-    (void)ldw;
     (void)nr;
     const slm_q4_0x8 *P = vP;
     const unsigned char *A = vA;
     switch (nc) {
-    case 4: tile_q4_0x8(K, P, A, lda, out, ldo, 4); break;
-    case 3: tile_q4_0x8(K, P, A, lda, out, ldo, 3); break;
-    case 2: tile_q4_0x8(K, P, A, lda, out, ldo, 2); break;
-    case 1: tile_q4_0x8(K, P, A, lda, out, ldo, 1); break;
+    case 4: tile_q4_0x8(K, P, A, lda, side, out, ldo, 4); break;
+    case 3: tile_q4_0x8(K, P, A, lda, side, out, ldo, 3); break;
+    case 2: tile_q4_0x8(K, P, A, lda, side, out, ldo, 2); break;
+    case 1: tile_q4_0x8(K, P, A, lda, side, out, ldo, 1); break;
     default: break;
     }
 }
@@ -259,16 +257,18 @@ static inline __m256i q5_0_codes(const slm_block_q5_0 *w)
 }
 
 /* one block of RM weight rows (codes q, magnitudes aq, scales dw) against
- * RN activation rows */
+ * RN activation rows; their scales from side (SIDE: row c's at
+ * side + c * nb) or from the blocks */
 static inline __attribute__((always_inline)) void lane_block(const __m256i *q, const __m256i *aq,
                                                              const __m256 *dw, const unsigned char *A,
-                                                             size_t lda, int64_t b, __m256 acc[2][4],
-                                                             const int RM, const int RN)
+                                                             size_t lda, const slm_q8_0_side *side,
+                                                             int64_t nb, int64_t b, __m256 acc[2][4],
+                                                             const int RM, const int RN, const int SIDE)
 {
     UNROLL for (int c = 0; c < RN; c++) {
         const slm_block_q8_0 *a = (const slm_block_q8_0 *)(const void *)(A + (size_t)c * lda) + b;
         const __m256i av = load32(a->qs);
-        const __m256 da = _mm256_set1_ps(f16f(a->d));
+        const __m256 da = SIDE ? _mm256_broadcast_ss(&side[c * nb + b].d) : _mm256_set1_ps(f16f(a->d));
         UNROLL for (int r = 0; r < RM; r++) {
             const __m256i p = dot_u8_i8(aq[r], _mm256_sign_epi8(av, q[r]));
             acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[r], da), acc[r][c]);
@@ -302,7 +302,7 @@ static inline __attribute__((always_inline)) void lane_store(__m256 acc[2][4], f
                 aq[r] = _mm256_sign_epi8(q[r], q[r]);                                           \
                 dw[r] = _mm256_set1_ps(f16f(w->d));                                             \
             }                                                                                   \
-            lane_block(q, aq, dw, A, lda, b, acc, RM, RN);                                      \
+            lane_block(q, aq, dw, A, lda, NULL, 0, b, acc, RM, RN, 0);                          \
         }                                                                                       \
         lane_store(acc, out, ldo, RM, RN);                                                      \
     }                                                                                           \
@@ -324,7 +324,8 @@ static inline __attribute__((always_inline)) void lane_store(__m256 acc[2][4], f
 
 /* the tile over a packed panel of two rows (q8_0 and q5_0 alike) */
 static inline __attribute__((always_inline)) void tile_qs8x2(int64_t K, const slm_qs8x2 *P, const unsigned char *A,
-                                                             size_t lda, float *out, size_t ldo, const int RN)
+                                                             size_t lda, const slm_q8_0_side *side, float *out,
+                                                             size_t ldo, const int RN)
 {
     __m256 acc[2][4];
     UNROLL for (int r = 0; r < 2; r++)
@@ -335,23 +336,22 @@ static inline __attribute__((always_inline)) void tile_qs8x2(int64_t K, const sl
         const __m256i aq[2] = {_mm256_loadu_si256((const __m256i *)(const void *)P[b].aq[0]),
                                _mm256_loadu_si256((const __m256i *)(const void *)P[b].aq[1])};
         const __m256 dw[2] = {_mm256_set1_ps(P[b].d[0]), _mm256_set1_ps(P[b].d[1])};
-        lane_block(q, aq, dw, A, lda, b, acc, 2, RN);
+        lane_block(q, aq, dw, A, lda, side, K / 32, b, acc, 2, RN, 1);
     }
     lane_store(acc, out, ldo, 2, RN);
 }
 
-void slm_gemm_qs8x2_avx2(int64_t K, const void *vP, size_t ldw, int nr, const void *vA, size_t lda,
-                         int nc, float *out, size_t ldo)
+void slm_gemm_qs8x2_avx2(int64_t K, const void *vP, int nr, const void *vA, size_t lda,
+                         const slm_q8_0_side *side, int nc, float *out, size_t ldo)
 {
-    (void)ldw;
     (void)nr;
     const slm_qs8x2 *P = vP;
     const unsigned char *A = vA;
     switch (nc) {
-    case 4: tile_qs8x2(K, P, A, lda, out, ldo, 4); break;
-    case 3: tile_qs8x2(K, P, A, lda, out, ldo, 3); break;
-    case 2: tile_qs8x2(K, P, A, lda, out, ldo, 2); break;
-    case 1: tile_qs8x2(K, P, A, lda, out, ldo, 1); break;
+    case 4: tile_qs8x2(K, P, A, lda, side, out, ldo, 4); break;
+    case 3: tile_qs8x2(K, P, A, lda, side, out, ldo, 3); break;
+    case 2: tile_qs8x2(K, P, A, lda, side, out, ldo, 2); break;
+    case 1: tile_qs8x2(K, P, A, lda, side, out, ldo, 1); break;
     default: break;
     }
 }
@@ -482,10 +482,10 @@ void slm_gemm_pack_q4_K_avx2(int64_t K, const void *vW, size_t ldw, void *dst)
     for (int64_t b = 0; b < K / SLM_QK_K; b++) q4_K_unpack(w, b, (slm_q4_Kx8 *)dst + b);
 }
 
-void slm_gemm_q4_Kx8_avx2(int64_t K, const void *vP, size_t ldw, int nr, const void *vA, size_t lda,
-                          int nc, float *out, size_t ldo)
+void slm_gemm_q4_Kx8_avx2(int64_t K, const void *vP, int nr, const void *vA, size_t lda,
+                          const slm_q8_0_side *side, int nc, float *out, size_t ldo)
 {
-    (void)ldw;
+    (void)side;   /* q8_K blocks carry a float scale */
     const slm_q4_Kx8 *P = vP;
     const unsigned char *A = vA;
     __m256 sum[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/fp16.h"
+#include "../quant/blocks.h"
 #include "gemm.h"
 #include "vecdot.h"
 
@@ -49,8 +51,11 @@ typedef struct mm_ctx {
     size_t a_row_bytes;
     int64_t M, K;
     atomic_int_fast64_t next_chunk;   /* batches: the next chunk of rows */
-    unsigned char *panels;   /* per thread panel_bytes: packed weight rows */
+    unsigned char *panels;   /* per thread thread_bytes: packed weight rows
+                                (panel_bytes), then the side values */
     size_t panel_bytes;      /* 0: no packed path in this product */
+    size_t thread_bytes;
+    int q8_side;             /* 1: a packed kernel reads slm_q8_0_side */
     slm_act_from_f32_fn encode;
     slm_gemm_act_fn tile_act;    /* non-NULL: A holds the f32 rows of a
                                     float tile kernel instead */
@@ -131,7 +136,8 @@ static void decode_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n
  * every activation row passes over them; the other rows go per panel of
  * PANEL_ROWS rows (held in L1), every activation row of a block (held in
  * L2) passing in groups of tile_c. */
-static void tile_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1, unsigned char *panel)
+static void tile_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1, unsigned char *panel,
+                      const slm_q8_0_side *side)
 {
     const slm_gemm_kernel *g = p->gk;
     if (c->M == 1) {
@@ -144,8 +150,9 @@ static void tile_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1,
             g->pack(c->K, p->W + (size_t)n0 * p->w_row_bytes, p->w_row_bytes, panel);
             for (int64_t m = 0; m < c->M; m += g->tile_c) {
                 const int nc = c->M - m < g->tile_c ? (int)(c->M - m) : g->tile_c;
-                g->ptile(c->K, panel, 0, g->tile_r, c->A + m * c->a_row_bytes, c->a_row_bytes, nc,
-                         p->out + m * p->N + n0, (size_t)p->N);
+                g->ptile(c->K, panel, g->tile_r, c->A + m * c->a_row_bytes, c->a_row_bytes,
+                         g->q8_side ? side + m * (c->K / SLM_QK8_0) : NULL, nc, p->out + m * p->N + n0,
+                         (size_t)p->N);
             }
         }
     /* activation rows in blocks of at most ACT_BLOCK_BYTES, so that a
@@ -162,7 +169,8 @@ static void tile_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1,
  * gate|up product is one dispatch), cut at whole units of SLM_GEMM_MAX_R
  * rows so that tiles are not cut between threads. Dot parts walk their
  * range once per tile of TILE_M activation rows. */
-static void rows_range(const mm_ctx *c, int64_t r0, int64_t r1, unsigned char *panel)
+static void rows_range(const mm_ctx *c, int64_t r0, int64_t r1, unsigned char *panel,
+                       const slm_q8_0_side *side)
 {
     for (int i = 0; i < c->n_parts; i++) {
         const mm_part *p = &c->part[i];
@@ -170,7 +178,7 @@ static void rows_range(const mm_ctx *c, int64_t r0, int64_t r1, unsigned char *p
         const int64_t hi = (r1 < p->row0 + p->N ? r1 : p->row0 + p->N) - p->row0;
         if (lo >= hi) continue;
         if (p->gk) {
-            tile_part(c, p, lo, hi, panel);
+            tile_part(c, p, lo, hi, panel, side);
             continue;
         }
         for (int64_t m0 = 0; m0 < c->M; m0 += TILE_M)
@@ -181,13 +189,29 @@ static void rows_range(const mm_ctx *c, int64_t r0, int64_t r1, unsigned char *p
 static void dot_rows(void *vctx, int ith, int nth)
 {
     mm_ctx *c = vctx;
-    unsigned char *panel = c->panel_bytes ? c->panels + (size_t)ith * c->panel_bytes : NULL;
+    unsigned char *panel = c->panel_bytes ? c->panels + (size_t)ith * c->thread_bytes : NULL;
+    slm_q8_0_side *side = NULL;
     const int64_t units = (c->rows + SLM_GEMM_MAX_R - 1) / SLM_GEMM_MAX_R;
     if (c->M == 1) {
         int64_t u0, u1;
         split(units, ith, nth, &u0, &u1);
-        rows_range(c, u0 * SLM_GEMM_MAX_R, u1 * SLM_GEMM_MAX_R < c->rows ? u1 * SLM_GEMM_MAX_R : c->rows, panel);
+        rows_range(c, u0 * SLM_GEMM_MAX_R, u1 * SLM_GEMM_MAX_R < c->rows ? u1 * SLM_GEMM_MAX_R : c->rows, panel,
+                   NULL);
         return;
+    }
+    /* the activation blocks' float scales and code sums, once per thread
+     * instead of once per tile */
+    if (panel && c->q8_side) {
+        const int64_t nb = c->K / SLM_QK8_0;
+        side = (slm_q8_0_side *)(void *)(panel + c->panel_bytes);
+        for (int64_t m = 0; m < c->M; m++) {
+            const slm_block_q8_0 *a = (const slm_block_q8_0 *)(const void *)(c->A + m * c->a_row_bytes);
+            for (int64_t b = 0; b < nb; b++) {
+                int32_t sum = 0;
+                for (int i = 0; i < SLM_QK8_0; i++) sum += a[b].qs[i];
+                side[m * nb + b] = (slm_q8_0_side){slm_f16_to_f32(a[b].d), sum};
+            }
+        }
     }
     /* batches: chunks of up to CHUNK_UNITS units (fewer for small
      * products, so that every thread gets work) from a shared counter
@@ -198,7 +222,7 @@ static void dot_rows(void *vctx, int ith, int nth)
     const int64_t chunks = (units + cu - 1) / cu;
     for (int64_t k = ith; k < chunks; k = atomic_fetch_add_explicit(&c->next_chunk, 1, memory_order_relaxed)) {
         const int64_t r0 = k * cu * SLM_GEMM_MAX_R, r1 = r0 + cu * SLM_GEMM_MAX_R;
-        rows_range(c, r0, r1 < c->rows ? r1 : c->rows, panel);
+        rows_range(c, r0, r1 < c->rows ? r1 : c->rows, panel, side);
     }
 }
 
@@ -342,10 +366,16 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
                 const slm_gemm_kernel *g = c.part[i].gk;
                 size_t pb = g && g->pack ? ((size_t)(K / g->k_multiple) * g->pack_block_bytes + 63) & ~(size_t)63 : 0;
                 if (pb > c.panel_bytes) c.panel_bytes = pb;
+                if (g && g->pack && g->q8_side) c.q8_side = 1;
             }
-        if (c.panel_bytes > (SIZE_MAX - act) / (size_t)nth)
+        c.thread_bytes = c.panel_bytes;
+        if (c.q8_side) {
+            /* (no overflow: smaller than the activations, checked above) */
+            c.thread_bytes += ((size_t)M * (size_t)(K / SLM_QK8_0) * sizeof(slm_q8_0_side) + 63) & ~(size_t)63;
+        }
+        if (c.thread_bytes > (SIZE_MAX - act) / (size_t)nth)
             return slm_error_set(err, SLM_ERANGE, "matmul: activation buffer too large");
-        size_t need = act + c.panel_bytes * (size_t)nth;
+        size_t need = act + c.thread_bytes * (size_t)nth;
         if (pool) {
             c.abuf = slm_pool_scratch(pool, need, err);
             if (!c.abuf) return err ? err->code : SLM_ENOMEM;
