@@ -65,6 +65,24 @@ describe("dense transformer parity", function()
     for i = 1, la:numel() do ref[i] = la:get(i) end
     assert.is_true(helpers.max_diff(lb, ref) < 1e-3)
   end)
+
+  -- every kernel sums a row's products in one order at any batch size
+  -- (README: summation order), so a whole prompt in one batch (8 rows: the
+  -- packed panel paths) gives the logits of token-by-token decode bit for bit
+  for _, stem in ipairs { "dense-f16", "dense-bf16", "dense-q8_0", "dense-q4_0", "dense-q5_0",
+                          "dense-q4_k_m", "dense-q6_k" } do
+    it(stem .. ": one batch of the prompt gives token-by-token logits exactly", function()
+      local path, why = helpers.fixture("gguf/" .. stem .. ".gguf")
+      if not path then return pending(why) end
+      local model = assert(slm.load(path))
+      local a = model:session { ctx = 64 }
+      for _, id in ipairs(PROMPT) do a:eval { id } end
+      local lb = model:session({ ctx = 64, batch = #PROMPT }):eval(PROMPT)
+      local ref = {}
+      for i = 1, a.logits:numel() do ref[i] = a.logits:get(i) end
+      assert.are.equal(0, helpers.max_diff(lb, ref))
+    end)
+  end
 end)
 
 describe("stories260K (real weights)", function()
