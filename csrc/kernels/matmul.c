@@ -357,7 +357,7 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
         c.a_row_bytes = (size_t)K * sizeof(float);
     } else {
         c.a_row_bytes = slm_matmul_act_row_bytes(&parts[0], K);
-        if (c.a_row_bytes == SIZE_MAX || c.a_row_bytes > SIZE_MAX / (size_t)M)
+        if (c.a_row_bytes == SIZE_MAX || c.a_row_bytes > (SIZE_MAX - 64) / (size_t)M)
             return slm_error_set(err, SLM_ERANGE, "matmul: activation buffer too large");
         /* packed panels after the activations, one per thread */
         size_t act = (c.a_row_bytes * (size_t)M + 63) & ~(size_t)63;
@@ -373,9 +373,9 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
             /* (no overflow: smaller than the activations, checked above) */
             c.thread_bytes += ((size_t)M * (size_t)(K / SLM_QK8_0) * sizeof(slm_q8_0_side) + 63) & ~(size_t)63;
         }
-        if (c.thread_bytes > (SIZE_MAX - act) / (size_t)nth)
+        if (c.thread_bytes > (SIZE_MAX - act - 64) / (size_t)nth)
             return slm_error_set(err, SLM_ERANGE, "matmul: activation buffer too large");
-        size_t need = act + c.thread_bytes * (size_t)nth;
+        size_t need = act + c.thread_bytes * (size_t)nth;   /* (+ 63 does not overflow) */
         if (pool) {
             c.abuf = slm_pool_scratch(pool, need, err);
             if (!c.abuf) return err ? err->code : SLM_ENOMEM;
