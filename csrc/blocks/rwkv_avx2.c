@@ -14,15 +14,8 @@
 
 #include <immintrin.h>
 
+#include "../kernels/simd_avx2.h"
 #include "rwkv_internal.h"
-
-static inline float hsum(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 void slm_rwkv_wkv7_heads_avx2(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim,
                               const float *r, const float *w, const float *k, const float *v,
@@ -40,7 +33,7 @@ void slm_rwkv_wkv7_heads_avx2(int n, int64_t h0, int64_t h1, int64_t hs, size_t 
                 __m256 acc = _mm256_setzero_ps();
                 for (int64_t j = 0; j < hs; j += 8)
                     acc = _mm256_fmadd_ps(_mm256_loadu_ps(at + j), _mm256_loadu_ps(Si + j), acc);
-                const __m256 sa = _mm256_set1_ps(hsum(acc)), vi = _mm256_set1_ps(vt[i]);
+                const __m256 sa = _mm256_set1_ps(hsum_ps(acc)), vi = _mm256_set1_ps(vt[i]);
                 __m256 yacc = _mm256_setzero_ps();
                 for (int64_t j = 0; j < hs; j += 8) {
                     __m256 u = _mm256_fmadd_ps(vi, _mm256_loadu_ps(kt + j),
@@ -49,7 +42,7 @@ void slm_rwkv_wkv7_heads_avx2(int n, int64_t h0, int64_t h1, int64_t hs, size_t 
                     _mm256_storeu_ps(Si + j, s);
                     yacc = _mm256_fmadd_ps(s, _mm256_loadu_ps(rt + j), yacc);
                 }
-                y[ho + i] = hsum(yacc);
+                y[ho + i] = hsum_ps(yacc);
             }
         }
     }
