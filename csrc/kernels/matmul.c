@@ -51,11 +51,10 @@ typedef struct mm_ctx {
     size_t a_row_bytes;
     int64_t M, K;
     atomic_int_fast64_t next_chunk;   /* batches: the next chunk of rows */
-    unsigned char *panels;   /* per thread thread_bytes: packed weight rows
-                                (panel_bytes), then the side values */
+    unsigned char *panels;   /* per thread panel_bytes: packed weight rows */
     size_t panel_bytes;      /* 0: no packed path in this product */
-    size_t thread_bytes;
-    int q8_side;             /* 1: a packed kernel reads slm_q8_0_side */
+    slm_q8_0_side *side;     /* non-NULL: (M, K / 32) side values of the
+                                q8_0 rows, for packed kernels with q8_side */
     slm_act_from_f32_fn encode;
     slm_gemm_act_fn tile_act;    /* non-NULL: A holds the f32 rows of a
                                     float tile kernel instead */
@@ -76,6 +75,17 @@ static void encode_rows(void *vctx, int ith, int nth)
         unsigned char *y = c->abuf + m * c->a_row_bytes;
         if (c->tile_act) c->tile_act(c->X + m * c->K, (float *)(void *)y, c->K);
         else c->encode(c->X + m * c->K, y, c->K);
+        /* the blocks' float scales and code sums, once per product
+         * instead of once per tile */
+        if (c->side) {
+            const int64_t nb = c->K / SLM_QK8_0;
+            const slm_block_q8_0 *a = (const slm_block_q8_0 *)(const void *)y;
+            for (int64_t b = 0; b < nb; b++) {
+                int32_t sum = 0;
+                for (int i = 0; i < SLM_QK8_0; i++) sum += a[b].qs[i];
+                c->side[m * nb + b] = (slm_q8_0_side){slm_f16_to_f32(a[b].d), sum};
+            }
+        }
     }
 }
 
@@ -189,8 +199,7 @@ static void rows_range(const mm_ctx *c, int64_t r0, int64_t r1, unsigned char *p
 static void dot_rows(void *vctx, int ith, int nth)
 {
     mm_ctx *c = vctx;
-    unsigned char *panel = c->panel_bytes ? c->panels + (size_t)ith * c->thread_bytes : NULL;
-    slm_q8_0_side *side = NULL;
+    unsigned char *panel = c->panel_bytes ? c->panels + (size_t)ith * c->panel_bytes : NULL;
     const int64_t units = (c->rows + SLM_GEMM_MAX_R - 1) / SLM_GEMM_MAX_R;
     if (c->M == 1) {
         int64_t u0, u1;
@@ -198,20 +207,6 @@ static void dot_rows(void *vctx, int ith, int nth)
         rows_range(c, u0 * SLM_GEMM_MAX_R, u1 * SLM_GEMM_MAX_R < c->rows ? u1 * SLM_GEMM_MAX_R : c->rows, panel,
                    NULL);
         return;
-    }
-    /* the activation blocks' float scales and code sums, once per thread
-     * instead of once per tile */
-    if (panel && c->q8_side) {
-        const int64_t nb = c->K / SLM_QK8_0;
-        side = (slm_q8_0_side *)(void *)(panel + c->panel_bytes);
-        for (int64_t m = 0; m < c->M; m++) {
-            const slm_block_q8_0 *a = (const slm_block_q8_0 *)(const void *)(c->A + m * c->a_row_bytes);
-            for (int64_t b = 0; b < nb; b++) {
-                int32_t sum = 0;
-                for (int i = 0; i < SLM_QK8_0; i++) sum += a[b].qs[i];
-                side[m * nb + b] = (slm_q8_0_side){slm_f16_to_f32(a[b].d), sum};
-            }
-        }
     }
     /* batches: chunks of up to CHUNK_UNITS units (fewer for small
      * products, so that every thread gets work) from a shared counter
@@ -222,7 +217,7 @@ static void dot_rows(void *vctx, int ith, int nth)
     const int64_t chunks = (units + cu - 1) / cu;
     for (int64_t k = ith; k < chunks; k = atomic_fetch_add_explicit(&c->next_chunk, 1, memory_order_relaxed)) {
         const int64_t r0 = k * cu * SLM_GEMM_MAX_R, r1 = r0 + cu * SLM_GEMM_MAX_R;
-        rows_range(c, r0, r1 < c->rows ? r1 : c->rows, panel, side);
+        rows_range(c, r0, r1 < c->rows ? r1 : c->rows, panel, c->side);
     }
 }
 
@@ -359,23 +354,22 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
         c.a_row_bytes = slm_matmul_act_row_bytes(&parts[0], K);
         if (c.a_row_bytes == SIZE_MAX || c.a_row_bytes > (SIZE_MAX - 64) / (size_t)M)
             return slm_error_set(err, SLM_ERANGE, "matmul: activation buffer too large");
-        /* packed panels after the activations, one per thread */
+        /* after the activations: the side values, then packed panels, one per thread */
         size_t act = (c.a_row_bytes * (size_t)M + 63) & ~(size_t)63;
+        int q8_side = 0;
         if (M >= SLM_GEMM_PACK_MIN_M)
             for (int i = 0; i < n_parts; i++) {
                 const slm_gemm_kernel *g = c.part[i].gk;
                 size_t pb = g && g->pack ? ((size_t)(K / g->k_multiple) * g->pack_block_bytes + 63) & ~(size_t)63 : 0;
                 if (pb > c.panel_bytes) c.panel_bytes = pb;
-                if (g && g->pack && g->q8_side) c.q8_side = 1;
+                if (g && g->pack && g->q8_side) q8_side = 1;
             }
-        c.thread_bytes = c.panel_bytes;
-        if (c.q8_side) {
-            /* (no overflow: smaller than the activations, checked above) */
-            c.thread_bytes += ((size_t)M * (size_t)(K / SLM_QK8_0) * sizeof(slm_q8_0_side) + 63) & ~(size_t)63;
-        }
-        if (c.thread_bytes > (SIZE_MAX - act - 64) / (size_t)nth)
+        /* (no overflow: smaller than the activations, checked above) */
+        const size_t side_bytes =
+            q8_side ? ((size_t)M * (size_t)(K / SLM_QK8_0) * sizeof(slm_q8_0_side) + 63) & ~(size_t)63 : 0;
+        if (c.panel_bytes > (SIZE_MAX - act - side_bytes - 64) / (size_t)nth)
             return slm_error_set(err, SLM_ERANGE, "matmul: activation buffer too large");
-        size_t need = act + c.thread_bytes * (size_t)nth;   /* (+ 63 does not overflow) */
+        size_t need = act + side_bytes + c.panel_bytes * (size_t)nth;   /* (+ 63 does not overflow) */
         if (pool) {
             c.abuf = slm_pool_scratch(pool, need, err);
             if (!c.abuf) return err ? err->code : SLM_ENOMEM;
@@ -387,7 +381,8 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
                 return slm_error_set(err, SLM_ENOMEM, "matmul: out of memory for %zu bytes", need);
         }
         c.A = c.abuf;
-        c.panels = c.abuf + act;
+        c.side = side_bytes ? (slm_q8_0_side *)(void *)(c.abuf + act) : NULL;
+        c.panels = c.abuf + act + side_bytes;
         c.encode = slm_act_quant_fn(t->act_type);
         /* one row (decode) is encoded by the caller: no wake-up for it */
         if (M > 1) slm_pool_run(pool, nth, encode_rows, &c);
