@@ -1,94 +1,125 @@
---- Dense decoder-only transformers: llama, qwen2, phi3 (and llama2.c
--- checkpoints, which are llama). The forward pass reads like the paper:
+--- Dense decoder-only transformers of the llama family: llama (Llama 1-3.x,
+-- SmolLM2, TinyLlama, llama2.c checkpoints), qwen2, qwen3, phi3 (Phi-3 and
+-- Phi-4-mini), smollm3 and granite. The forward pass reads like the paper:
 --
---   x = embed(tokens)
---   for each layer:  x = x + attention(rmsnorm(x))   -- RoPE, KV cache, GQA
---                    x = x + ffn(rmsnorm(x))         -- SwiGLU
---   logits = output(rmsnorm(x[last]))
+--   x = embed(tokens) * embedding_scale
+--   for each layer:  x = x + residual_scale * attention(rmsnorm(x))   -- RoPE, KV cache, GQA
+--                    x = x + residual_scale * ffn(rmsnorm(x))         -- SwiGLU
+--   logits = output(rmsnorm(x[last])) / logit_scale
 --
--- Each step is one call into a C block (csrc/blocks/transformer.c); this
--- file only decides which weights go where. Variants differ in details:
---   llama  adjacent-pair RoPE ("normal"), separate q/k/v, gate/up/down
---   qwen2  q/k/v biases, split-half RoPE ("neox"), often a tied output head
---   phi3   fused attn_qkv and fused gate|up in ffn_up, split-half RoPE
+-- (the scales are 1 except in granite). Each step is one call into a C block
+-- (csrc/blocks/transformer.c); this file only decides which weights and
+-- which options go where. The variants, as the reference computes them
+-- (../shared/fixtures/gguf2/README.md):
+--   llama    adjacent-pair RoPE ("normal"), separate q/k/v, gate/up/down;
+--            Llama 3.x: rope_freqs.weight divides each pair's angle
+--   qwen2    q/k/v biases, split-half RoPE ("neox"), often a tied head
+--   qwen3    per-head RMSNorm of q and k (attn_q_norm/attn_k_norm) before
+--            NeoX RoPE; head size from attention.key_length (H*d may differ
+--            from the model width)
+--   phi3     fused attn_qkv and gate|up in ffn_up, NeoX RoPE, q scaled
+--            before attention; Phi-4-mini: partial rotary
+--            (rope.dimension_count < head size), LongRoPE factor tensors
+--            (long when the session's context exceeds the original one,
+--            else short, at every position) and rope.scaling.attn_factor
+--   smollm3  llama's block with no RoPE on every 4th layer (NoPE)
+--   granite  embedding, residual, attention and logit multipliers
 local blocks = require("slm.core").blocks
 local head = require("slm.hooks").head
+local hparams = require("slm.models.hparams")
 
 local llama = {
   name = "llama",
-  archs = { "llama", "qwen2", "phi3" },
+  archs = { "llama", "qwen2", "qwen3", "phi3", "smollm3", "granite" },
 }
 
-local rope_mode = { llama = "normal", qwen2 = "neox", phi3 = "neox" }
+local rope_mode = { llama = "normal", qwen2 = "neox", qwen3 = "neox", phi3 = "neox", smollm3 = "normal",
+                    granite = "normal" }
 
 --- Hyper-parameters from GGUF metadata (`<arch>.*` keys).
 function llama.hparams(src)
   local arch = src.arch
-  local function key(k, default)
-    local v = src.meta(arch .. "." .. k)
-    if v == nil then
-      if default == nil then error(string.format("%s: missing metadata %s.%s", src.path, arch, k), 0) end
-      return default
-    end
-    return v
+  local k = hparams.reader(src)
+  local hp = hparams.attention(src, k)   -- the keys every attention model shares
+  hp.rope_mode = rope_mode[arch]
+  if arch == "llama" and hp.n_rot ~= hp.head_dim then
+    -- the reference refuses these too (llama rotates whole heads)
+    error(string.format("%s: %s.rope.dimension_count is %d, the head size %d", src.path, arch, hp.n_rot,
+                        hp.head_dim), 0)
   end
-  local hp = {
-    arch = arch,
-    n_vocab = nil,
-    n_ctx_train = key("context_length", 2048),
-    dim = key("embedding_length"),
-    n_layer = key("block_count"),
-    n_ff = key("feed_forward_length"),
-    n_head = key("attention.head_count"),
-    eps = key("attention.layer_norm_rms_epsilon", 1e-5),
-    rope_base = key("rope.freq_base", 10000.0),
-    rope_mode = rope_mode[arch],
-  }
-  hp.n_head_kv = key("attention.head_count_kv", hp.n_head)
-  hp.head_dim = key("attention.key_length", hp.dim // hp.n_head)
-  hp.n_rot = key("rope.dimension_count", hp.head_dim)
-  local stype = key("rope.scaling.type", "none")
-  local factor = key("rope.scaling.factor", 0)
-  if stype == "linear" and factor > 0 then
-    hp.rope_scale = 1 / factor
-  elseif stype == "none" or factor == 0 or stype == "" then
-    hp.rope_scale = 1
-  else
-    error(string.format("%s: rope scaling '%s' is not supported (only linear)", src.path, stype), 0)
+  if arch == "phi3" then
+    -- Phi-4-mini's file carries Phi's sliding window (262144); the
+    -- reference disables it for phi3 and computes full causal attention,
+    -- as slm does: read (so understood) and not applied
+    k.int("attention.sliding_window", 0)
+  end
+  if arch == "granite" then
+    hp.embedding_scale = k.num("embedding_scale", 1)
+    hp.residual_scale = k.num("residual_scale", 1)
+    hp.logit_scale = k.num("logit_scale")
+    local s = k.num("attention.scale", 0)
+    if s ~= 0 then hp.attn_scale = s end
+    if hp.logit_scale == 0 then error(src.path .. ": granite.logit_scale is 0", 0) end
+  end
+  if arch == "smollm3" then
+    -- SmolLM3 skips RoPE on layers with (il + 1) % 4 == 0; the converter
+    -- writes no key for it and the reference fixes the period at 4
+    hp.nope_period = 4
   end
   return hp
 end
 
 --- The model's blocks, built once at load.
 function llama.build(src, hp)
-  local function w(name) return src.tensor(name) end
-  local function opt(name) return src.has(name) and src.tensor(name) or nil end
-  local function f32(name)
-    local t = opt(name)
-    if t and t:dtype() ~= "f32" then t = t:to("f32") end
-    return t
-  end
+  local w, opt, f32, vec = hparams.getters(src)
   local m = { hp = hp, layers = {} }
   m.tok_embd = w("token_embd.weight")
-  hp.n_vocab = m.tok_embd:size(1)
-  m.output_norm = f32("output_norm.weight")
+  hparams.check_vocab(src, hp, m.tok_embd)
+  m.output_norm = vec("output_norm.weight", hp.dim)
   m.output = opt("output.weight") or m.tok_embd     -- tied head
-  local rope = { mode = hp.rope_mode, n_rot = hp.n_rot, base = hp.rope_base, scale = hp.rope_scale }
+  if hp.embedding_scale and hp.embedding_scale ~= 1 then m.embed_scale = hp.embedding_scale end
+  if hp.residual_scale and hp.residual_scale ~= 1 then m.residual_scale = hp.residual_scale end
+  if hp.logit_scale and hp.logit_scale ~= 1 then m.logit_mul = 1 / hp.logit_scale end
+
+  -- RoPE frequency factors: Llama 3's rope_freqs (every layer), or
+  -- LongRoPE's long and short vectors (Phi-3/4: one set of blocks each)
+  local n_half = hp.n_rot // 2
+  local freqs = f32("rope_freqs.weight", n_half)
+  local long, short = f32("rope_factors_long.weight", n_half), f32("rope_factors_short.weight", n_half)
+  if (long == nil) ~= (short == nil) then
+    error(src.path .. ": LongRoPE needs both rope_factors_long.weight and rope_factors_short.weight", 0)
+  end
+  if long and freqs then error(src.path .. ": both rope_freqs.weight and LongRoPE factors", 0) end
+  if long then m.long_ctx = hp.n_ctx_orig end    -- sessions with a larger context use the long factors
+
   for l = 1, hp.n_layer do
     local p = "blk." .. (l - 1) .. "."
     local layer = {
-      attn_norm = f32(p .. "attn_norm.weight"),
-      ffn_norm = f32(p .. "ffn_norm.weight"),
+      attn_norm = vec(p .. "attn_norm.weight", hp.dim),
+      ffn_norm = vec(p .. "ffn_norm.weight", hp.dim),
+      kv_dim = hp.n_head_kv * hp.head_dim,
     }
-    layer.attn = blocks.attention {
-      dim = hp.dim, n_head = hp.n_head, n_head_kv = hp.n_head_kv, head_dim = hp.head_dim,
-      rope = rope,
-      prescale_q = hp.arch == "phi3",   -- phi3 scales q before attention
-      wq = opt(p .. "attn_q.weight"), wk = opt(p .. "attn_k.weight"), wv = opt(p .. "attn_v.weight"),
-      wqkv = opt(p .. "attn_qkv.weight"), wo = w(p .. "attn_output.weight"),
-      bq = f32(p .. "attn_q.bias"), bk = f32(p .. "attn_k.bias"), bv = f32(p .. "attn_v.bias"),
-      bo = f32(p .. "attn_output.bias"),
-    }
+    local nope = hp.nope_period and l % hp.nope_period == 0
+    local function attention(factors)
+      return blocks.attention {
+        dim = hp.dim, n_head = hp.n_head, n_head_kv = hp.n_head_kv, head_dim = hp.head_dim,
+        scale = hp.attn_scale, norm_eps = hp.eps,
+        rope = not nope and {
+          mode = hp.rope_mode, n_rot = hp.n_rot, base = hp.rope_base, scale = hp.rope_scale,
+          factors = factors, attn_factor = hp.rope_attn_factor,
+        },
+        prescale_q = hp.arch == "phi3",   -- phi3 scales q before attention
+        wq = opt(p .. "attn_q.weight"), wk = opt(p .. "attn_k.weight"), wv = opt(p .. "attn_v.weight"),
+        wqkv = opt(p .. "attn_qkv.weight"), wo = w(p .. "attn_output.weight"),
+        bq = f32(p .. "attn_q.bias"), bk = f32(p .. "attn_k.bias"), bv = f32(p .. "attn_v.bias"),
+        bo = f32(p .. "attn_output.bias"),
+        -- qwen3 normalizes q and k per head (required there)
+        q_norm = (hp.arch == "qwen3" and vec or f32)(p .. "attn_q_norm.weight", hp.head_dim),
+        k_norm = (hp.arch == "qwen3" and vec or f32)(p .. "attn_k_norm.weight", hp.head_dim),
+      }
+    end
+    layer.attn = attention(short or freqs)
+    if long then layer.attn_long = attention(long) end
     local gate = opt(p .. "ffn_gate.weight")
     layer.ffn = blocks.ffn {
       dim = hp.dim, n_ff = hp.n_ff, act = "silu",
@@ -110,13 +141,10 @@ end
 llama.plans, llama.hook_points, llama.all_logits = true, "full", true
 
 --- Per-session state: the KV cache (one slot per step of the layer plan,
--- so a repeated layer keeps its own keys and values) and the buffers.
+-- shaped as that step's layer: its kv width and window) and the workspace
+-- every block takes its scratch from.
 function llama.state(m, opts)
-  local hp = m.hp
-  return blocks.kv_state {
-    n_layer = #m.plan, n_ctx = opts.n_ctx, n_head = hp.n_head, n_head_kv = hp.n_head_kv,
-    head_dim = hp.head_dim, n_ff = hp.n_ff, n_batch = opts.n_batch,
-  }
+  return hparams.kv_state(m, opts)
 end
 
 --- Runs tokens ids[first .. first+n-1] at positions s.n_past.., leaving the
@@ -124,20 +152,23 @@ end
 -- session has that buffer). s.x, s.h, s.y are (n_batch, dim). m.hooks is nil
 -- unless model:hook() registered some; `at` then calls them on a view.
 function llama.forward(m, s, ids, first, n)
-  local hp, x, h, y, hooks = m.hp, s.x, s.h, s.y, m.hooks
+  local hp, x, h, y, hooks, work = m.hp, s.x, s.h, s.y, m.hooks, s.work
+  local long = m.long_ctx and s.n_ctx > m.long_ctx   -- LongRoPE: long factors for long contexts
   blocks.embed(x, m.tok_embd, ids, first, n)
+  if m.embed_scale then blocks.scale(x, m.embed_scale, 1, n) end
   for step, l in ipairs(m.plan) do
     local L, at = m.layers[l], hooks and hooks:at(l, step, s, n)
     blocks.rmsnorm(h, x, L.attn_norm, hp.eps, 1, n)
     if at then at("attn_in", h) end
-    L.attn:forward(y, h, s.state, step, s.n_past, n)
+    local attn = long and L.attn_long or L.attn
+    attn:forward(y, h, s.state, step, s.n_past, n, work)
     if at then at("attn_out", y) end
-    blocks.add(x, y, 1, n)
+    blocks.add(x, y, 1, n, m.residual_scale)
     blocks.rmsnorm(h, x, L.ffn_norm, hp.eps, 1, n)
     if at then at("ffn_in", h) end
-    L.ffn:forward(y, h, s.state, n)
+    L.ffn:forward(y, h, work, n)
     if at then at("ffn_out", y) end
-    blocks.add(x, y, 1, n)
+    blocks.add(x, y, 1, n, m.residual_scale)
     if at then at("out", x) end
   end
   local rows = s.all_logits and 1 or n    -- every row only when all logits are wanted

@@ -18,7 +18,12 @@ local core = require "slm.core"
 local blocks, mamba_c = core.blocks, core.mamba
 local head = require("slm.hooks").head
 
-local mamba = { name = "mamba", archs = { "mamba", "mamba2" } }
+local mamba = {
+  name = "mamba", archs = { "mamba", "mamba2" },
+  -- keys the converter writes that a state space model does not use (0 or
+  -- the attention defaults in these files)
+  ignored_keys = { ["feed_forward_length"] = true, ["attention.head_count"] = true },
+}
 
 --- Hyper-parameters from GGUF metadata (`mamba.*` keys).
 function mamba.hparams(src)
@@ -43,6 +48,7 @@ function mamba.hparams(src)
     n_group = arch == "mamba2" and key("ssm.group_count") or 1,
     dt_b_c_rms = key("ssm.dt_b_c_rms", false),
     eps = key("attention.layer_norm_rms_epsilon", 1e-5),
+    vocab_size = key("vocab_size", 0),     -- checked against the embedding
   }
   for _, k in ipairs { "dim", "n_layer", "d_conv", "d_inner", "d_state", "dt_rank", "n_group" } do
     if math.type(hp[k]) ~= "integer" or hp[k] < 1 then
@@ -77,6 +83,10 @@ function mamba.build(src, hp)
   local emb = src.tensor("token_embd.weight")
   if emb:dim() ~= 2 then error(src.path .. ": tensor token_embd.weight must be 2-D", 0) end
   hp.n_vocab = emb:size(1)
+  if hp.vocab_size ~= 0 and hp.vocab_size ~= hp.n_vocab then
+    error(string.format("%s: %s.vocab_size is %d, token_embd.weight has %d rows", src.path, hp.arch,
+                        hp.vocab_size, hp.n_vocab), 0)
+  end
   m.tok_embd = w("token_embd.weight", hp.n_vocab, hp.dim)
   m.output_norm = f32("output_norm.weight", hp.dim)
   m.output = src.has("output.weight") and w("output.weight", hp.n_vocab, hp.dim) or m.tok_embd

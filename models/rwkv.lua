@@ -16,7 +16,18 @@ local core = require "slm.core"
 local blocks, rwkv_c = core.blocks, core.rwkv
 local head = require("slm.hooks").head
 
-local rwkv = { name = "rwkv", archs = { "rwkvcpp", "rwkv6", "rwkv7" } }
+local rwkv = {
+  name = "rwkv", archs = { "rwkvcpp", "rwkv6", "rwkv7" },
+  -- keys the converter writes that the tensors already say: the low-rank
+  -- sizes are the shapes of the *_w1/_w2 (v6) and w1..g2 (v7) tensors, which
+  -- the blocks check; the heads are embedding_length / wkv.head_size, as the
+  -- reference computes them
+  ignored_keys = {
+    ["time_mix_extra_dim"] = true, ["time_decay_extra_dim"] = true, ["attention.head_count"] = true,
+    ["attention.decay_lora_rank"] = true, ["attention.iclr_lora_rank"] = true,
+    ["attention.value_residual_mix_lora_rank"] = true, ["attention.gate_lora_rank"] = true,
+  },
+}
 
 local LN_EPS = 1e-5   -- every LayerNorm of RWKV (rwkv.cpp, llama.cpp)
 -- group norm (ln_x) epsilon per version: rwkv.cpp uses 1e-5 for v5 and

@@ -180,8 +180,9 @@ describe("session state (KV cache)", function()
     local t = model:session { ctx = 64 }
     t:restore(snap2)
     assert.same(a, argmax_run(t, 10))
-    -- the snapshot holds only the rows in use: 4 layers x 2 x 8 positions x 64 dims x 2 bytes
-    assert.equal(20 + 4 * 2 * 8 * 64 * 2, #snap.state)
+    -- the snapshot holds only the rows in use: a 16-byte header, then per
+    -- layer 12 bytes and 2 x 8 positions x 64 dims x 2 bytes (4 layers)
+    assert.equal(16 + 4 * (12 + 2 * 8 * 64 * 2), #snap.state)
     os.remove(file)
   end)
   it("rejects foreign or corrupt snapshots", function()

@@ -1,11 +1,14 @@
 /* KV cache + scaled dot-product attention against a plain double-precision
- * reference (causal, grouped-query), on 1 and 2 threads. */
+ * reference (causal, grouped-query, sliding windows with and without ring
+ * storage, soft caps), on 1 and 2 threads; snapshots restored into caches
+ * of another ring length continue bit for bit. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "blocks/kvcache.h"
+#include "core/pool.h"
 #include "kernels/vecdot.h"
 
 static int passed, failed;
@@ -32,49 +35,103 @@ static float *rand_vec(size_t n)
 static double r16(double x) { return slm_f16_to_f32(slm_f32_to_f16((float)x)); }
 
 /* reference on f16-rounded keys and values (what the cache holds), with q
- * and the probabilities rounded to f16 as the reference implementation does */
-static double ref_out(const float *q, const float *k, const float *v, int n_pos,
-                      int kv_dim, int kvh, int hd, float scale, int prescale, int j)
+ * and the probabilities rounded to f16 as the reference implementation does;
+ * the query at position p sees positions lo..p (lo = p - window + 1 in a
+ * sliding-window layer), scores soft-capped c tanh(s / c) when cap > 0 */
+static double ref_out(const float *q, const float *k, const float *v, int p, int window,
+                      int kv_dim, int kvh, int hd, float scale, int prescale, float cap, int j)
 {
     double s[512], mx = -1e300, sum = 0, o = 0;
-    for (int t = 0; t < n_pos; t++) {
+    const int lo = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+    for (int t = lo; t <= p; t++) {
         double d = 0;
         for (int x = 0; x < hd; x++)
             d += r16(prescale ? q[x] * scale : q[x]) * r16(k[(size_t)t * kv_dim + kvh * hd + x]);
         s[t] = prescale ? d : d * scale;
+        if (cap > 0) s[t] = cap * tanh(s[t] / cap);
         if (s[t] > mx) mx = s[t];
     }
-    for (int t = 0; t < n_pos; t++) sum += s[t] = exp(s[t] - mx);
-    for (int t = 0; t < n_pos; t++)
+    for (int t = lo; t <= p; t++) sum += s[t] = exp(s[t] - mx);
+    for (int t = lo; t <= p; t++)
         o += r16(s[t] / sum) * r16(v[(size_t)t * kv_dim + kvh * hd + j]);
     return o;
 }
 
-static void run_case(int threads, int n_head, int n_head_kv, int hd, int pos0, int n, int prescale)
+typedef struct attn_case {
+    int threads, n_head, n_head_kv, hd, pos0, n;
+    int prescale;
+    int window;      /* 0: full causal */
+    float cap;       /* 0: no soft cap */
+    int ring;        /* windowed layers as rings (else n_ctx rows) */
+} attn_case;
+
+/* Stores positions 0..pos0+n-1 as a session with batch n does (the prefix
+ * in calls of at most n rows, then the n new rows), runs the attention of
+ * the new rows and compares with the reference; then a snapshot restored
+ * into a cache made for batch 1 gives the same decode step bit for bit. */
+static void run_case(attn_case t)
 {
     slm_error err = {0};
-    int kv_dim = n_head_kv * hd, n_ctx = 256, q_dim = n_head * hd, layers = 2, layer = 1;
-    slm_pool *pool = slm_pool_new(threads, &err);
-    slm_kvcache *c = slm_kvcache_new(layers, n_ctx, kv_dim, &err);
-    int total = pos0 + n;
+    int kv_dim = t.n_head_kv * t.hd, n_ctx = 256, q_dim = t.n_head * t.hd, layer = 1;
+    const int dims[2] = {kv_dim + 8, kv_dim}, windows[2] = {0, t.window};
+    slm_pool *pool = slm_pool_new(t.threads, &err);
+    slm_kvcache *c = slm_kvcache_new(2, dims, windows, n_ctx, t.n, t.ring, &err);
+    int total = t.pos0 + t.n + 1;
     float *k = rand_vec((size_t)total * kv_dim), *v = rand_vec((size_t)total * kv_dim);
-    float *q = rand_vec((size_t)n * q_dim), *out = calloc((size_t)n * q_dim, sizeof *out);
-    /* the prefix in one call, then the new rows, as a session does */
-    if (pos0) slm_kvcache_store(c, layer, 0, pos0, k, v);
-    slm_kvcache_store(c, layer, pos0, n, k + (size_t)pos0 * kv_dim, v + (size_t)pos0 * kv_dim);
-    slm_attn_shape sh = {n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd), prescale};
-    slm_status st = slm_attn_sdpa(pool, c, layer, &sh, pos0, n, q, out, &err);
+    float *q = rand_vec((size_t)(t.n + 1) * q_dim), *out = calloc((size_t)t.n * q_dim, sizeof *out);
+    for (int p = 0; p < t.pos0; p += t.n) {
+        int m = t.pos0 - p < t.n ? t.pos0 - p : t.n;
+        slm_kvcache_store(c, layer, p, m, k + (size_t)p * kv_dim, v + (size_t)p * kv_dim);
+    }
+    slm_kvcache_store(c, layer, t.pos0, t.n, k + (size_t)t.pos0 * kv_dim, v + (size_t)t.pos0 * kv_dim);
+    slm_attn_shape sh = {t.n_head, t.n_head_kv, t.hd, 1.0f / sqrtf((float)t.hd), t.prescale, t.cap, t.window};
+    slm_status st = slm_attn_sdpa(pool, c, layer, &sh, t.pos0, t.n, q, out, &err);
     double maxd = 0;
-    for (int i = 0; i < n; i++)
-        for (int h = 0; h < n_head; h++)
-            for (int j = 0; j < hd; j++) {
-                double r = ref_out(q + (size_t)i * q_dim + h * hd, k, v, pos0 + i + 1, kv_dim,
-                                   h / (n_head / n_head_kv), hd, sh.scale, prescale, j);
-                double d = fabs(r - out[(size_t)i * q_dim + h * hd + j]);
+    for (int i = 0; i < t.n; i++)
+        for (int h = 0; h < t.n_head; h++)
+            for (int j = 0; j < t.hd; j++) {
+                double r = ref_out(q + (size_t)i * q_dim + h * t.hd, k, v, t.pos0 + i, t.window, kv_dim,
+                                   h / (t.n_head / t.n_head_kv), t.hd, sh.scale, t.prescale, t.cap, j);
+                double d = fabs(r - out[(size_t)i * q_dim + h * t.hd + j]);
                 if (d > maxd) maxd = d;
             }
-    CHECK(st == SLM_OK && maxd < 1e-5, "sdpa threads=%d heads=%d/%d hd=%d pos0=%d n=%d prescale=%d: max diff %g",
-          threads, n_head, n_head_kv, hd, pos0, n, prescale, maxd);
+    CHECK(st == SLM_OK && maxd < 1e-5,
+          "sdpa threads=%d heads=%d/%d hd=%d pos0=%d n=%d prescale=%d window=%d cap=%g ring=%d: max diff %g (%s)",
+          t.threads, t.n_head, t.n_head_kv, t.hd, t.pos0, t.n, t.prescale, t.window, (double)t.cap, t.ring,
+          maxd, err.msg);
+    if (t.window && t.ring)
+        CHECK(c->layer[1].cap == (t.window + t.n - 1 < n_ctx ? t.window + t.n - 1 : n_ctx) &&
+              c->layer[0].cap == n_ctx, "ring of %d rows for window %d, batch %d", c->layer[1].cap,
+              t.window, t.n);
+
+    /* snapshot -> a cache for batch 1 (another ring length) -> one more step */
+    const int np = t.pos0 + t.n;
+    size_t sz = slm_kvcache_snapshot_size(c, np);
+    unsigned char *snap = malloc(sz);
+    slm_kvcache_snapshot(c, np, snap);
+    slm_kvcache *d = slm_kvcache_new(2, dims, windows, n_ctx, 1, 1, &err);
+    int got = -1;
+    st = slm_kvcache_restore(d, snap, sz, &got, &err);
+    CHECK(st == SLM_OK && got == np, "restore %d positions: %s", np, err.msg);
+    float *o1 = calloc((size_t)q_dim, sizeof *o1), *o2 = calloc((size_t)q_dim, sizeof *o2);
+    const float *qn = q + (size_t)t.n * q_dim;
+    slm_kvcache_store(c, layer, np, 1, k + (size_t)np * kv_dim, v + (size_t)np * kv_dim);
+    slm_kvcache_store(d, layer, np, 1, k + (size_t)np * kv_dim, v + (size_t)np * kv_dim);
+    st = slm_attn_sdpa(pool, c, layer, &sh, np, 1, qn, o1, &err);
+    st |= slm_attn_sdpa(pool, d, layer, &sh, np, 1, qn, o2, &err);
+    CHECK(st == SLM_OK && memcmp(o1, o2, (size_t)q_dim * sizeof *o1) == 0,
+          "decode after a restored snapshot equals decode without (window %d, ring %d)", t.window, t.ring);
+    /* truncated or foreign snapshots are refused */
+    CHECK(slm_kvcache_restore(d, snap, sz - 1, &got, &err) == SLM_EFORMAT, "truncated snapshot: %s", err.msg);
+    if (t.window) {
+        const int nowin[2] = {0, 0};
+        slm_kvcache *e = slm_kvcache_new(2, dims, nowin, n_ctx, 1, 1, &err);
+        CHECK(slm_kvcache_restore(e, snap, sz, &got, &err) == SLM_EINVAL && strstr(err.msg, "window"),
+              "snapshot of a windowed layer into a full one: %s", err.msg);
+        slm_kvcache_free(e);
+    }
+    free(snap); free(o1); free(o2);
+    slm_kvcache_free(d);
     free(k); free(v); free(q); free(out);
     slm_kvcache_free(c);
     slm_pool_free(pool);
@@ -102,6 +159,7 @@ static void check_row_kernels(int hd, int n_pos)
     }
     memset(acc1, 0, sizeof acc1);
     for (int t = 0; t < n_pos; t++) slm_kv_axpy_avx2(acc1, p[t], v + t * STRIDE, hd);
+    memset(acc2, 0, sizeof acc2);
     slm_kv_mix_avx2(acc2, p, v, STRIDE, n_pos, hd);
     same &= memcmp(acc1, acc2, (size_t)hd * sizeof(float)) == 0;
     CHECK(same, "AVX2 score row and value mix equal per-position dot/axpy (hd=%d n_pos=%d)", hd, n_pos);
@@ -137,19 +195,32 @@ int main(void)
     /* the AVX2/F16C loops (when the CPU has them), then the generic ones */
     for (int generic = 0; generic <= 1; generic++) {
     slm_kernels_force_generic(generic);
-    run_case(1, 1, 1, 8, 0, 1, 0);
-    run_case(1, 8, 2, 16, 0, 5, 0);
-    run_case(2, 8, 2, 16, 7, 1, 0);
-    run_case(2, 9, 3, 64, 30, 17, 0);
-    run_case(2, 4, 4, 32, 100, 3, 0);
-    run_case(2, 8, 1, 8, 0, 40, 0);
-    run_case(2, 8, 8, 32, 20, 4, 1);
-    run_case(2, 4, 2, 20, 9, 2, 0);   /* head_dim not a multiple of 8 */
+    run_case((attn_case){1, 1, 1, 8, 0, 1, 0, 0, 0, 1});
+    run_case((attn_case){1, 8, 2, 16, 0, 5, 0, 0, 0, 1});
+    run_case((attn_case){2, 8, 2, 16, 7, 1, 0, 0, 0, 1});
+    run_case((attn_case){2, 9, 3, 64, 30, 17, 0, 0, 0, 1});
+    run_case((attn_case){2, 4, 4, 32, 100, 3, 0, 0, 0, 1});
+    run_case((attn_case){2, 8, 1, 8, 0, 40, 0, 0, 0, 1});
+    run_case((attn_case){2, 8, 8, 32, 20, 4, 1, 0, 0, 1});
+    run_case((attn_case){2, 4, 2, 20, 9, 2, 0, 0, 0, 1});   /* head_dim not a multiple of 8 */
+    /* sliding windows: rings that wrap (pos0 well past the ring), windows
+     * longer than the context so far, a window of 1; the same without rings */
+    for (int ring = 0; ring <= 1; ring++) {
+        run_case((attn_case){2, 8, 2, 16, 37, 5, 0, 4, 0, ring});
+        run_case((attn_case){1, 4, 1, 64, 100, 3, 1, 6, 0, ring});
+        run_case((attn_case){2, 4, 2, 32, 3, 2, 0, 50, 0, ring});
+        run_case((attn_case){2, 4, 4, 8, 20, 7, 0, 1, 0, ring});
+        run_case((attn_case){2, 8, 4, 64, 61, 8, 1, 6, 5.0f, ring});   /* gemma2: cap + window */
+    }
+    run_case((attn_case){2, 8, 2, 16, 12, 4, 0, 0, 3.0f, 1});
     }
     slm_kernels_force_generic(0);
     slm_error err = {0};
-    CHECK(slm_kvcache_new(0, 10, 10, &err) == NULL && err.code == SLM_EINVAL, "bad dims");
-    CHECK(slm_kvcache_new(1 << 20, 1 << 20, 1 << 20, &err) == NULL, "overflow/huge: %s", err.msg);
+    const int d1[1] = {10}, w1[1] = {0}, d0[1] = {0};
+    CHECK(slm_kvcache_new(0, d1, w1, 10, 1, 1, &err) == NULL && err.code == SLM_EINVAL, "bad dims");
+    CHECK(slm_kvcache_new(1, d0, w1, 10, 1, 1, &err) == NULL && err.code == SLM_EINVAL, "kv_dim 0");
+    const int big[1] = {1 << 30};
+    CHECK(slm_kvcache_new(1, big, NULL, 1 << 30, 1, 1, &err) == NULL, "overflow/huge: %s", err.msg);
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

@@ -989,10 +989,18 @@ static void test_ops(void)
     enum { T = 2, H = 3, D = 16, NR = 12 };
     static float q[T * H * D], q0[T * H * D];
     int64_t pos[T] = {7, 41};
+    /* frequency factors (Llama 3 / LongRoPE) divide each pair's angle, the
+     * attention factor multiplies cos and sin; without them: plain RoPE */
+    static const float ff[NR / 2] = {1.0f, 1.5f, 3.25f, 8.0f, 32.0f, 0.75f};
+    for (int variant = 0; variant < 4; variant++)
     for (int mode = 0; mode < 2; mode++) {
+        const int use_ff = variant & 1;
+        const float af = variant & 2 ? 1.1952286f : 1.0f;
         fill_acts(q0, T * H * D);
         memcpy(q, q0, sizeof q);
-        slm_rope_params rp = {mode, NR, 10000.0f, 0.5f};
+        slm_rope_params rp = {.mode = (slm_rope_mode)mode, .n_rot = NR, .freq_base = 10000.0f,
+                              .freq_scale = 0.5f, .freq_factors = use_ff ? ff : NULL,
+                              .attn_factor = variant & 2 ? af : 0.0f};
         slm_ops_rope(q, T, H, D, pos, &rp);
         err = 0;
         for (int t = 0; t < T; t++)
@@ -1000,15 +1008,29 @@ static void test_ops(void)
                 const float *src = q0 + (t * H + h) * D;
                 const float *dst = q + (t * H + h) * D;
                 for (int i = 0; i < NR / 2; i++) {
-                    double th = pos[t] * 0.5 * pow(10000.0, -2.0 * i / NR);
+                    double th = pos[t] * 0.5 * pow(10000.0, -2.0 * i / NR) / (use_ff ? ff[i] : 1.0);
                     int a = mode ? i : 2 * i, bb = mode ? i + NR / 2 : 2 * i + 1;
-                    err = fmax(err, fabs(dst[a] - (src[a] * cos(th) - src[bb] * sin(th))));
-                    err = fmax(err, fabs(dst[bb] - (src[a] * sin(th) + src[bb] * cos(th))));
+                    err = fmax(err, fabs(dst[a] - af * (src[a] * cos(th) - src[bb] * sin(th))));
+                    err = fmax(err, fabs(dst[bb] - af * (src[a] * sin(th) + src[bb] * cos(th))));
                 }
                 for (int i = NR; i < D; i++) err = fmax(err, fabs(dst[i] - src[i]));
             }
-        CHECK(err < 1e-4, "rope %s (max err %g)", mode ? "neox" : "normal", err);
+        CHECK(err < 1e-4, "rope %s%s%s (max err %g)", mode ? "neox" : "normal",
+              use_ff ? " with factors" : "", variant & 2 ? " with attn factor" : "", err);
     }
+
+    /* soft cap and scaled add */
+    for (int i = 0; i < N; i++) x[i] = uniform(-80, 80);
+    slm_ops_softcap(y, x, N, 30.0f);
+    err = 0;
+    for (int i = 0; i < N; i++) err = fmax(err, fabs(y[i] - 30.0 * tanh(x[i] / 30.0)));
+    CHECK(err < 1e-5, "softcap (max err %g)", err);
+    static float a2[N];
+    for (int i = 0; i < N; i++) a2[i] = uniform(-3, 3);
+    slm_ops_add_scaled(y, a2, x, 0.22f, N);
+    err = 0;
+    for (int i = 0; i < N; i++) err = fmax(err, fabs(y[i] - (a2[i] + (double)x[i] * 0.22f)));
+    CHECK(err < 1e-5, "add_scaled (max err %g)", err);
 
     for (int i = 0; i < N; i++) x[i] = uniform(-6, 6);
     slm_ops_silu(y, x, N);
@@ -1020,6 +1042,29 @@ static void test_ops(void)
     for (int i = 0; i < N; i++)
         err = fmax(err, fabs(y[i] - 0.5 * x[i] * (1 + tanh(sqrt(2 / M_PI) * (x[i] + 0.044715 * pow(x[i], 3))))));
     CHECK(err < 1e-5, "gelu tanh (max err %g)", err);
+    /* the reference's table GELU: the formula at f16(x), rounded to f16
+     * (within one f16 step of the double formula there, or 4e-7 where the
+     * float formula's 1 + tanh cancels), 0 below -10 and x above 10;
+     * generic and AVX2 the same bits */
+    for (int i = 0; i < N; i++) x[i] = uniform(-12, 12);
+    x[0] = -10.0f; x[1] = 10.0f; x[2] = -10.5f; x[3] = 11.0f; x[4] = 0.0f; x[5] = 1e-6f;
+    static float y2[N];
+    const int was_generic = !slm_kernels_use_avx2();
+    slm_kernels_force_generic(1);
+    slm_ops_gelu_f16(y2, x, N);
+    slm_kernels_force_generic(0);
+    slm_ops_gelu_f16(y, x, N);
+    slm_kernels_force_generic(was_generic);
+    err = 0;
+    int same = memcmp(y, y2, N * sizeof(float)) == 0;
+    for (int i = 0; i < N; i++) {
+        double v = slm_f16_to_f32(slm_f32_to_f16(x[i]));
+        double g = x[i] <= -10 ? 0 : x[i] >= 10 ? x[i] : 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+        double ulp = fmax(fabs(g) * 0x1p-10, 4e-7);
+        err = fmax(err, fabs(y[i] - g) / ulp);
+    }
+    CHECK(err <= 1.0 && same, "gelu f16 table (max err %g f16 steps, generic == avx2: %d)", err, same);
+    for (int i = 0; i < N; i++) x[i] = uniform(-6, 6);
     slm_ops_gelu_erf(y, x, N);
     err = 0;
     for (int i = 0; i < N; i++) err = fmax(err, fabs(y[i] - 0.5 * x[i] * (1 + erf(x[i] / sqrt(2)))));

@@ -1,12 +1,17 @@
 /* `slm.core.blocks`: the C blocks a Lua model definition composes.
  *
- *   blocks.attention{...} -> slm.AttnBlock   blk:forward(out, x, state, layer, pos, n)
- *   blocks.ffn{...}       -> slm.FFNBlock    blk:forward(out, x, n)
- *   blocks.kv_state{...}  -> slm.KVState     (KV cache + batch scratch)
+ *   blocks.attention{...} -> slm.AttnBlock   blk:forward(out, x, kv, layer, pos, n, work)
+ *   blocks.ffn{...}       -> slm.FFNBlock    blk:forward(out, x, work, n)
+ *                            blk:work_size(n) bytes of workspace n rows need
+ *   blocks.kv_state{n_ctx =, n_batch =, layers = {{kv_dim =, window =}, ...},
+ *                   ring = true}     -> slm.KVState (the KV cache)
+ *   blocks.workspace(bytes) -> slm.Workspace (scratch the blocks share)
  *   blocks.embed(x, emb, ids, first, n)      x rows 1..n = emb rows of ids[first..]
  *   blocks.rmsnorm(out, x, w, eps, first, n) rows first..first+n-1
  *   blocks.layernorm(out, x, w, b, eps, first, n)
- *   blocks.add(x, y, first, n)               x += y on those rows
+ *   blocks.add(x, y, first, n [, alpha])     x += alpha * y on those rows
+ *   blocks.scale(x, s, first, n)             x *= s on those rows
+ *   blocks.softcap(x, c, first, n)           x = c * tanh(x / c) on those rows
  *   blocks.linear(out, W, x, row)            out (N) = W (N, K) . x[row]
  *
  * Activation buffers are F32 tensors of shape (n_batch, dim) owned by the
@@ -26,6 +31,7 @@
 #define ATTN_MT "slm.AttnBlock"
 #define FFN_MT "slm.FFNBlock"
 #define KV_MT "slm.KVState"
+#define WORK_MT "slm.Workspace"
 
 /* --- helpers --------------------------------------------------------------- */
 
@@ -73,16 +79,18 @@ static slm_tensor *opt_weight(lua_State *L, int idx, const char *name)
 
 /* --- attention ----------------------------------------------------------- */
 
+#define ATTN_OWN 12
 typedef struct attn_ud {
     slm_attn_block b;
-    slm_tensor *own[9];     /* views it holds: wq wk wv wqkv wo bq bk bv bo */
+    /* views it holds: wq wk wv wqkv wo bq bk bv bo q_norm k_norm freq_factors */
+    slm_tensor *own[ATTN_OWN];
     int64_t dim;
     int closed;
 } attn_ud;
 
 static void attn_release(attn_ud *a)
 {
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < ATTN_OWN; i++) {
         slm_tensor_free(a->own[i]);
         a->own[i] = NULL;
     }
@@ -102,7 +110,8 @@ static attn_ud *check_attn(lua_State *L, int idx)
     return a;
 }
 
-static const float *bias_ptr(lua_State *L, slm_tensor *t, int64_t n, const char *what)
+/* an f32 vector of n values held by the block (biases, norms, factors) */
+static const float *vec_ptr(lua_State *L, slm_tensor *t, int64_t n, const char *what)
 {
     if (!t) return NULL;
     if (t->dtype != SLM_DTYPE_F32 || !slm_tensor_is_contiguous(t) || slm_tensor_numel(t) != n)
@@ -117,8 +126,9 @@ static int l_attention(lua_State *L)
     attn_ud *a = lua_newuserdatauv(L, sizeof *a, 0);
     memset(a, 0, sizeof *a);
     luaL_setmetatable(L, ATTN_MT);
-    static const char *const names[9] = {"wq", "wk", "wv", "wqkv", "wo", "bq", "bk", "bv", "bo"};
-    for (int i = 0; i < 9; i++) a->own[i] = opt_weight(L, 1, names[i]);
+    static const char *const names[11] = {"wq", "wk", "wv", "wqkv", "wo", "bq", "bk", "bv", "bo",
+                                          "q_norm", "k_norm"};
+    for (int i = 0; i < 11; i++) a->own[i] = opt_weight(L, 1, names[i]);
     slm_attn_block *b = &a->b;
     b->wq = a->own[0]; b->wk = a->own[1]; b->wv = a->own[2]; b->wqkv = a->own[3]; b->wo = a->own[4];
     a->dim = slm_bind_int_field(L, 1, "dim", 0, 1);
@@ -126,6 +136,11 @@ static int l_attention(lua_State *L)
     b->shape.n_head_kv = (int)slm_bind_int_field(L, 1, "n_head_kv", b->shape.n_head, 0);
     b->shape.head_dim = (int)slm_bind_int_field(L, 1, "head_dim", b->shape.n_head ? a->dim / b->shape.n_head : 0, 0);
     b->shape.scale = (float)slm_bind_num_field(L, 1, "scale", b->shape.head_dim > 0 ? 1.0 / sqrt(b->shape.head_dim) : 1.0);
+    b->shape.softcap = (float)slm_bind_num_field(L, 1, "softcap", 0.0);
+    lua_Integer window = slm_bind_int_field(L, 1, "window", 0, 0);
+    if (window < 0 || window > (1 << 24)) luaL_error(L, "attention: window %I out of range 0..16777216", window);
+    b->shape.window = (int)window;
+    b->norm_eps = (float)slm_bind_num_field(L, 1, "norm_eps", 1e-6);
     lua_getfield(L, 1, "prescale_q");
     b->shape.prescale_q = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -139,6 +154,8 @@ static int l_attention(lua_State *L)
         b->rope.n_rot = (int)slm_bind_int_field(L, -1, "n_rot", b->shape.head_dim, 0);
         b->rope.freq_base = (float)slm_bind_num_field(L, -1, "base", 10000.0);
         b->rope.freq_scale = (float)slm_bind_num_field(L, -1, "scale", 1.0);
+        b->rope.attn_factor = (float)slm_bind_num_field(L, -1, "attn_factor", 1.0);
+        a->own[11] = opt_weight(L, lua_gettop(L), "factors");
     } else if (!lua_isnil(L, -1) && lua_toboolean(L, -1)) {
         luaL_error(L, "field 'rope' must be a table or false");
     }
@@ -147,10 +164,22 @@ static int l_attention(lua_State *L)
     if (slm_attn_block_check(b, a->dim, &err) != SLM_OK) slm_bind_error(L, &err);
     int64_t q_dim = (int64_t)b->shape.n_head * b->shape.head_dim;
     int64_t kv_dim = (int64_t)b->shape.n_head_kv * b->shape.head_dim;
-    b->bq = bias_ptr(L, a->own[5], q_dim, "bq");
-    b->bk = bias_ptr(L, a->own[6], kv_dim, "bk");
-    b->bv = bias_ptr(L, a->own[7], kv_dim, "bv");
-    b->bo = bias_ptr(L, a->own[8], a->dim, "bo");
+    b->bq = vec_ptr(L, a->own[5], q_dim, "bq");
+    b->bk = vec_ptr(L, a->own[6], kv_dim, "bk");
+    b->bv = vec_ptr(L, a->own[7], kv_dim, "bv");
+    b->bo = vec_ptr(L, a->own[8], a->dim, "bo");
+    b->q_norm = vec_ptr(L, a->own[9], b->shape.head_dim, "q_norm");
+    b->k_norm = vec_ptr(L, a->own[10], b->shape.head_dim, "k_norm");
+    b->rope.freq_factors = vec_ptr(L, a->own[11], b->rope.n_rot / 2, "rope factors (n_rot / 2)");
+    return 1;
+}
+
+static int attn_work_size(lua_State *L)
+{
+    attn_ud *a = check_attn(L, 1);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n >= 1 && n <= 65536, 2, "row count out of range 1..65536");
+    lua_pushinteger(L, (lua_Integer)slm_attn_work_size(&a->b, (int)n));
     return 1;
 }
 
@@ -214,20 +243,26 @@ static int l_ffn(lua_State *L)
     return 1;
 }
 
-/* --- KV state ---------------------------------------------------------------- */
+static int ffn_work_size(lua_State *L)
+{
+    ffn_ud *f = check_ffn(L, 1);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n >= 1 && n <= 65536, 2, "row count out of range 1..65536");
+    lua_pushinteger(L, (lua_Integer)slm_ffn_work_size(&f->b, (int)n));
+    return 1;
+}
+
+/* --- KV state and workspace ------------------------------------------------- */
 
 typedef struct kv_ud {
     slm_kvcache *cache;
-    slm_tf_work *work;
 } kv_ud;
 
 static int kv_close(lua_State *L)
 {
     kv_ud *k = luaL_checkudata(L, 1, KV_MT);
     slm_kvcache_free(k->cache);
-    slm_tf_work_free(k->work);
     k->cache = NULL;
-    k->work = NULL;
     return 0;
 }
 
@@ -238,30 +273,37 @@ static kv_ud *check_kv(lua_State *L, int idx)
     return k;
 }
 
+/* kv_state{n_ctx =, n_batch =, layers = {{kv_dim =, window =}, ...}, ring =} */
 static int l_kv_state(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_Integer n_layer = slm_bind_int_field(L, 1, "n_layer", 0, 1), n_ctx = slm_bind_int_field(L, 1, "n_ctx", 0, 1);
-    lua_Integer n_head = slm_bind_int_field(L, 1, "n_head", 0, 1);
-    lua_Integer n_head_kv = slm_bind_int_field(L, 1, "n_head_kv", n_head, 0);
-    lua_Integer head_dim = slm_bind_int_field(L, 1, "head_dim", 0, 1);
-    lua_Integer n_ff = slm_bind_int_field(L, 1, "n_ff", 0, 1), n_batch = slm_bind_int_field(L, 1, "n_batch", 1, 0);
-    if (n_layer < 1 || n_layer > 4096) luaL_error(L, "kv_state: n_layer %d out of range", (int)n_layer);
-    if (n_ctx < 1 || n_ctx > (1 << 24)) luaL_error(L, "kv_state: n_ctx %I out of range 1..16777216", (lua_Integer)n_ctx);
-    if (n_head < 1 || n_head_kv < 1 || head_dim < 1 || n_head > 4096 || head_dim > 4096 ||
-        n_head_kv > n_head)
-        luaL_error(L, "kv_state: bad head counts");
-    if (n_ff < 1 || n_ff > (1 << 24) || n_batch < 1 || n_batch > 65536)
-        luaL_error(L, "kv_state: n_ff or n_batch out of range");
+    lua_Integer n_ctx = slm_bind_int_field(L, 1, "n_ctx", 0, 1);
+    lua_Integer n_batch = slm_bind_int_field(L, 1, "n_batch", 1, 0);
+    if (n_ctx < 1 || n_ctx > (1 << 24)) luaL_error(L, "kv_state: n_ctx %I out of range 1..16777216", n_ctx);
+    if (n_batch < 1 || n_batch > 65536) luaL_error(L, "kv_state: n_batch %I out of range 1..65536", n_batch);
+    lua_getfield(L, 1, "ring");
+    int ring = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (lua_getfield(L, 1, "layers") != LUA_TTABLE) luaL_error(L, "kv_state: field 'layers' must be a list of {kv_dim =, window =}");
+    lua_Integer n_layer = luaL_len(L, -1);
+    if (n_layer < 1 || n_layer > 4096) luaL_error(L, "kv_state: %I layers out of range 1..4096", n_layer);
+    int *dims = lua_newuserdatauv(L, 2 * (size_t)n_layer * sizeof(int), 0);   /* freed by the GC */
+    int *windows = dims + n_layer;
+    for (lua_Integer l = 1; l <= n_layer; l++) {
+        if (lua_geti(L, -2, l) != LUA_TTABLE) luaL_error(L, "kv_state: layers[%I] must be a table", l);
+        lua_Integer d = slm_bind_int_field(L, -1, "kv_dim", 0, 1), w = slm_bind_int_field(L, -1, "window", 0, 0);
+        if (d < 1 || d > (1 << 20) || w < 0 || w > (1 << 24))
+            luaL_error(L, "kv_state: layers[%I] has kv_dim %I and window %I (out of range)", l, d, w);
+        dims[l - 1] = (int)d;
+        windows[l - 1] = (int)w;
+        lua_pop(L, 1);
+    }
     kv_ud *k = lua_newuserdatauv(L, sizeof *k, 0);
     k->cache = NULL;
-    k->work = NULL;
     luaL_setmetatable(L, KV_MT);
     slm_error err = {0};
-    k->cache = slm_kvcache_new((int)n_layer, (int)n_ctx, (int)(n_head_kv * head_dim), &err);
+    k->cache = slm_kvcache_new((int)n_layer, dims, windows, (int)n_ctx, (int)n_batch, ring, &err);
     if (!k->cache) slm_bind_error(L, &err);
-    k->work = slm_tf_work_new((int)n_batch, n_head * head_dim, n_head_kv * head_dim, n_ff, &err);
-    if (!k->work) slm_bind_error(L, &err);
     return 1;
 }
 
@@ -272,31 +314,27 @@ static int kv_bytes(lua_State *L)
     return 1;
 }
 
-/* Snapshot of the first n_past positions of every layer, as a string:
- * "SLMKV1\0\0" | int32 n_layer, kv_dim, n_past | per layer: keys then values
- * (n_past * kv_dim F16 each). O(n_past) bytes. */
-#define KV_MAGIC "SLMKV1\0\0"
+/* rows a layer holds (1-based layer): n_ctx, or its ring's length */
+static int kv_rows(lua_State *L)
+{
+    kv_ud *k = check_kv(L, 1);
+    lua_Integer l = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, l >= 1 && l <= k->cache->n_layer, 2, "layer out of range");
+    lua_pushinteger(L, k->cache->layer[l - 1].cap);
+    return 1;
+}
 
+/* snapshot(n_past) -> string (the layout of blocks/kvcache.h) */
 static int kv_snapshot(lua_State *L)
 {
     kv_ud *k = check_kv(L, 1);
     lua_Integer n_past = luaL_checkinteger(L, 2);
-    const slm_kvcache *c = k->cache;
-    luaL_argcheck(L, n_past >= 0 && n_past <= c->n_ctx, 2, "n_past out of range");
-    size_t row = (size_t)c->kv_dim * sizeof(slm_f16), block = (size_t)n_past * row;
+    luaL_argcheck(L, n_past >= 0 && n_past <= k->cache->n_ctx, 2, "n_past out of range");
+    size_t n = slm_kvcache_snapshot_size(k->cache, (int)n_past);
     luaL_Buffer B;
-    char *p = luaL_buffinitsize(L, &B, 20 + 2 * (size_t)c->n_layer * block);
-    memcpy(p, KV_MAGIC, 8);
-    int32_t hdr[3] = {c->n_layer, c->kv_dim, (int32_t)n_past};
-    memcpy(p + 8, hdr, sizeof hdr);
-    p += 20;
-    for (int l = 0; l < c->n_layer; l++) {
-        size_t base = (size_t)l * (size_t)c->n_ctx * (size_t)c->kv_dim;
-        memcpy(p, c->k + base, block);
-        memcpy(p + block, c->v + base, block);
-        p += 2 * block;
-    }
-    luaL_pushresultsize(&B, 20 + 2 * (size_t)c->n_layer * block);
+    char *p = luaL_buffinitsize(L, &B, n);
+    slm_kvcache_snapshot(k->cache, (int)n_past, p);
+    luaL_pushresultsize(&B, n);
     return 1;
 }
 
@@ -306,28 +344,48 @@ static int kv_restore(lua_State *L)
     kv_ud *k = check_kv(L, 1);
     size_t len;
     const char *s = luaL_checklstring(L, 2, &len);
-    slm_kvcache *c = k->cache;
-    int32_t hdr[3];
-    if (len < 20 || memcmp(s, KV_MAGIC, 8) != 0)
-        return luaL_error(L, "restore: not a KV cache snapshot");
-    memcpy(hdr, s + 8, sizeof hdr);
-    if (hdr[0] != c->n_layer || hdr[1] != c->kv_dim)
-        return luaL_error(L, "restore: snapshot of a model with %d layers x %d kv dims, this one has %d x %d",
-                          (int)hdr[0], (int)hdr[1], c->n_layer, c->kv_dim);
-    if (hdr[2] < 0 || hdr[2] > c->n_ctx)
-        return luaL_error(L, "restore: snapshot holds %d positions, the context has room for %d",
-                          (int)hdr[2], c->n_ctx);
-    size_t block = (size_t)hdr[2] * (size_t)c->kv_dim * sizeof(slm_f16);
-    if (len != 20 + 2 * (size_t)c->n_layer * block)
-        return luaL_error(L, "restore: truncated KV cache snapshot");
-    s += 20;
-    for (int l = 0; l < c->n_layer; l++) {
-        size_t base = (size_t)l * (size_t)c->n_ctx * (size_t)c->kv_dim;
-        memcpy(c->k + base, s, block);
-        memcpy(c->v + base, s + block, block);
-        s += 2 * block;
-    }
-    lua_pushinteger(L, hdr[2]);
+    slm_error err = {0};
+    int n_past = 0;
+    if (slm_kvcache_restore(k->cache, s, len, &n_past, &err) != SLM_OK) return slm_bind_error(L, &err);
+    lua_pushinteger(L, n_past);
+    return 1;
+}
+
+typedef struct work_ud {
+    slm_work *w;
+} work_ud;
+
+static int work_close(lua_State *L)
+{
+    work_ud *u = luaL_checkudata(L, 1, WORK_MT);
+    slm_work_free(u->w);
+    u->w = NULL;
+    return 0;
+}
+
+static const slm_work *check_work(lua_State *L, int idx)
+{
+    work_ud *u = luaL_checkudata(L, idx, WORK_MT);
+    if (!u->w) luaL_error(L, "attempt to use a freed workspace");
+    return u->w;
+}
+
+static int l_workspace(lua_State *L)
+{
+    lua_Integer bytes = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, bytes >= 0 && bytes <= ((lua_Integer)1 << 40), 1, "size out of range");
+    work_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->w = NULL;
+    luaL_setmetatable(L, WORK_MT);
+    slm_error err = {0};
+    u->w = slm_work_new((size_t)bytes, &err);
+    if (!u->w) slm_bind_error(L, &err);
+    return 1;
+}
+
+static int work_bytes(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)check_work(L, 1)->bytes);
     return 1;
 }
 
@@ -342,19 +400,18 @@ static int attn_forward(lua_State *L)
     kv_ud *k = check_kv(L, 4);
     lua_Integer layer = luaL_checkinteger(L, 5), pos = luaL_checkinteger(L, 6);
     lua_Integer n = luaL_checkinteger(L, 7);
+    const slm_work *work = check_work(L, 8);
     luaL_argcheck(L, odim == a->dim && xdim == a->dim, 2, "buffer width differs from the model dim");
+    luaL_argcheck(L, out != x, 2, "output aliases the input");
     luaL_argcheck(L, layer >= 1 && layer <= k->cache->n_layer, 5, "layer out of range");
-    luaL_argcheck(L, n >= 1 && n <= k->work->n_batch && n <= orows && n <= xrows, 7,
+    luaL_argcheck(L, n >= 1 && n <= k->cache->n_batch && n <= orows && n <= xrows, 7,
                   "row count out of range");
-    luaL_argcheck(L, k->work->q_dim == (int64_t)a->b.shape.n_head * a->b.shape.head_dim &&
-                     k->cache->kv_dim == (int64_t)a->b.shape.n_head_kv * a->b.shape.head_dim,
-                  4, "state shaped for another model");
     if (pos < 0 || pos + n > k->cache->n_ctx)
         return luaL_error(L, "context full: %I + %I tokens exceed n_ctx %d", (lua_Integer)pos,
                           (lua_Integer)n, k->cache->n_ctx);
     slm_error err = {0};
     if (slm_attn_forward(pool_or_raise(L), &a->b, k->cache, (int)layer - 1, (int)pos, (int)n, x,
-                         out, a->dim, k->work, &err) != SLM_OK)
+                         out, a->dim, work, &err) != SLM_OK)
         return slm_bind_error(L, &err);
     return 0;
 }
@@ -365,14 +422,13 @@ static int ffn_forward(lua_State *L)
     int64_t orows, odim, xrows, xdim;
     float *out = slm_bind_check_buf(L, 2, &orows, &odim);
     float *x = slm_bind_check_buf(L, 3, &xrows, &xdim);
-    kv_ud *k = check_kv(L, 4);
+    const slm_work *work = check_work(L, 4);
     lua_Integer n = luaL_checkinteger(L, 5);
     luaL_argcheck(L, odim == f->dim && xdim == f->dim, 2, "buffer width differs from the model dim");
-    luaL_argcheck(L, n >= 1 && n <= k->work->n_batch && n <= orows && n <= xrows, 5,
-                  "row count out of range");
-    luaL_argcheck(L, k->work->n_ff >= f->b.n_ff, 4, "state shaped for another model");
+    luaL_argcheck(L, out != x, 2, "output aliases the input");
+    luaL_argcheck(L, n >= 1 && n <= 65536 && n <= orows && n <= xrows, 5, "row count out of range");
     slm_error err = {0};
-    if (slm_ffn_forward(pool_or_raise(L), &f->b, (int)n, x, out, f->dim, k->work, &err) != SLM_OK)
+    if (slm_ffn_forward(pool_or_raise(L), &f->b, (int)n, x, out, f->dim, work, &err) != SLM_OK)
         return slm_bind_error(L, &err);
     return 0;
 }
@@ -443,10 +499,42 @@ static int l_add(lua_State *L)
     float *x = slm_bind_check_buf(L, 1, &xrows, &xdim);
     float *y = slm_bind_check_buf(L, 2, &yrows, &ydim);
     lua_Integer first = luaL_checkinteger(L, 3), n = luaL_checkinteger(L, 4);
+    float alpha = (float)luaL_optnumber(L, 5, 1.0);
     luaL_argcheck(L, xdim == ydim, 2, "width differs");
     check_rows(L, first, n, xrows < yrows ? xrows : yrows, 3);
     size_t off = (size_t)(first - 1) * (size_t)xdim;
-    slm_ops_add(x + off, x + off, n * xdim, y + off, n * xdim);
+    if (alpha == 1.0f) slm_ops_add(x + off, x + off, n * xdim, y + off, n * xdim);
+    else slm_ops_add_scaled(x + off, x + off, y + off, alpha, n * xdim);
+    return 0;
+}
+
+/* rows first..first+n-1 of the buffer at 1, as (pointer, count) */
+static float *rows_of(lua_State *L, int64_t *count)
+{
+    int64_t rows, dim;
+    float *x = slm_bind_check_buf(L, 1, &rows, &dim);
+    lua_Integer first = luaL_checkinteger(L, 3), n = luaL_checkinteger(L, 4);
+    check_rows(L, first, n, rows, 3);
+    *count = n * dim;
+    return x + (size_t)(first - 1) * (size_t)dim;
+}
+
+static int l_scale(lua_State *L)
+{
+    float s = (float)luaL_checknumber(L, 2);
+    int64_t count;
+    float *x = rows_of(L, &count);
+    slm_ops_scale(x, x, count, s);
+    return 0;
+}
+
+static int l_softcap(lua_State *L)
+{
+    lua_Number c = luaL_checknumber(L, 2);
+    luaL_argcheck(L, c > 0, 2, "soft cap must be positive");
+    int64_t count;
+    float *x = rows_of(L, &count);
+    slm_ops_softcap(x, x, count, (float)c);
     return 0;
 }
 
@@ -461,28 +549,28 @@ static int l_linear(lua_State *L)
                   "weight must be (N, K) with K the input width");
     luaL_argcheck(L, odim * orows >= W->shape[0], 1, "output too small");
     check_rows(L, row, 1, xrows, 4);
-    const slm_dtype_traits *tr = slm_dtype_get((int)W->dtype);
-    size_t row_bytes = (size_t)(W->stride[0] / tr->block_size) * tr->type_size;
     slm_error err = {0};
-    if (slm_matmul_raw(pool_or_raise(L), out, slm_tensor_data(W), W->dtype, row_bytes,
-                       x + (size_t)(row - 1) * (size_t)xdim, 1, W->shape[0], xdim, &err) != SLM_OK)
+    if (slm_matmul_w(pool_or_raise(L), out, W, -1, x + (size_t)(row - 1) * (size_t)xdim, 1, &err) != SLM_OK)
         return slm_bind_error(L, &err);
     return 0;
 }
 
 void slm_bind_open_blocks(lua_State *L)
 {
-    static const luaL_Reg attn_m[] = {{"forward", attn_forward}, {NULL, NULL}};
-    static const luaL_Reg ffn_m[] = {{"forward", ffn_forward}, {NULL, NULL}};
-    static const luaL_Reg kv_m[] = {{"bytes", kv_bytes}, {"snapshot", kv_snapshot},
+    static const luaL_Reg attn_m[] = {{"forward", attn_forward}, {"work_size", attn_work_size}, {NULL, NULL}};
+    static const luaL_Reg ffn_m[] = {{"forward", ffn_forward}, {"work_size", ffn_work_size}, {NULL, NULL}};
+    static const luaL_Reg kv_m[] = {{"bytes", kv_bytes}, {"rows", kv_rows}, {"snapshot", kv_snapshot},
                                     {"restore", kv_restore}, {NULL, NULL}};
+    static const luaL_Reg work_m[] = {{"bytes", work_bytes}, {NULL, NULL}};
     slm_bind_new_meta(L, ATTN_MT, attn_gc, attn_m);
     slm_bind_new_meta(L, FFN_MT, ffn_gc, ffn_m);
     slm_bind_new_meta(L, KV_MT, kv_close, kv_m);
+    slm_bind_new_meta(L, WORK_MT, work_close, work_m);
     static const luaL_Reg fns[] = {
         {"attention", l_attention}, {"ffn", l_ffn}, {"kv_state", l_kv_state},
-        {"embed", l_embed}, {"rmsnorm", l_rmsnorm}, {"layernorm", l_layernorm},
-        {"add", l_add}, {"linear", l_linear}, {NULL, NULL}};
+        {"workspace", l_workspace}, {"embed", l_embed}, {"rmsnorm", l_rmsnorm},
+        {"layernorm", l_layernorm}, {"add", l_add}, {"scale", l_scale}, {"softcap", l_softcap},
+        {"linear", l_linear}, {NULL, NULL}};
     lua_newtable(L);
     luaL_setfuncs(L, fns, 0);
     lua_setfield(L, -2, "blocks");

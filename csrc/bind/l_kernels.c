@@ -274,7 +274,7 @@ static int rope(lua_State *L, int inplace)
     if (x->ndim != 3) return luaL_error(L, "ops.rope: x must be 3-D (seq, heads, head_dim), got %d-D", x->ndim);
     const int64_t seq = x->shape[0], heads = x->shape[1], hd = x->shape[2];
     if (hd > 1 << 20) return luaL_error(L, "ops.rope: head_dim %I too large", (lua_Integer)hd);
-    slm_rope_params p = {SLM_ROPE_NORMAL, (int)hd, 10000.0f, 1.0f};
+    slm_rope_params p = {.mode = SLM_ROPE_NORMAL, .n_rot = (int)hd, .freq_base = 10000.0f, .freq_scale = 1.0f};
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
         if (lua_getfield(L, 3, "mode") != LUA_TNIL) {

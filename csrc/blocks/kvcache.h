@@ -1,19 +1,40 @@
 /* Key/value cache and scaled dot-product attention over it.
  *
- * The cache keeps, per layer, the keys and values of every position seen so
- * far as F16 rows of kv_dim = n_head_kv * head_dim (the reference's default
- * cache type): k[layer][pos][kv_dim], v[layer][pos][kv_dim].
+ * The cache keeps, per layer (a step of the model's layer plan), the keys
+ * and values of the positions its attention can still see, as F16 rows of
+ * kv_dim = n_head_kv * head_dim (the reference's default cache type). Layers
+ * differ: each has its own kv_dim and its own window.
+ *   - window 0: every earlier position is seen; the layer holds n_ctx rows,
+ *     position p in row p.
+ *   - window W > 0 (sliding-window attention, Gemma 2/3): the query at
+ *     position p sees positions p - W < j <= p. The layer is a ring of
+ *     cap = min(n_ctx, W + n_batch - 1) rows, position p in row p % cap:
+ *     a call stores at most n_batch rows, and its first query still needs
+ *     the W - 1 rows before them. So a long Gemma context costs memory for
+ *     its global layers only. With ring = 0 at creation every layer holds
+ *     n_ctx rows (the same results, for measuring what the ring saves).
  *
  * Attention for query rows at positions pos0 .. pos0+n-1 (causal: row i sees
- * cache positions 0 .. pos0+i), grouped-query: query head h reads kv head
- * h / (n_head / n_head_kv). Per head:
- *   s[t] = scale * q_h . k_t ;  p = softmax(s) ;  out_h = sum_t p[t] v_t
+ * positions lo .. pos0+i, lo = 0 or pos0+i-W+1), grouped-query: query head h
+ * reads kv head h / (n_head / n_head_kv). Per head:
+ *   s[t] = scale * q_h . k_t ;  s[t] = c tanh(s[t] / c) with a soft cap c
+ *   p = softmax(s) ;  out_h = sum_t p[t] v_t
  * as in "Attention Is All You Need" with the GQA grouping of Ainslie et al.
- * Rounding follows the reference's default (non flash) path, which the
- * logit parity depends on: q is converted to F16 for the dot with the F16
- * keys, and the normalized probabilities to F16 for the sum over values.
- * Models that scale q before attention (phi3) set prescale_q: q * scale is
- * rounded instead of q. */
+ * and Gemma 2's logit soft-capping. Rounding follows the reference's
+ * default (non flash) path, which the logit parity depends on: q is
+ * converted to F16 for the dot with the F16 keys, and the normalized
+ * probabilities to F16 for the sum over values. Models that scale q before
+ * attention (phi3, gemma) set prescale_q: q * scale is rounded instead of q.
+ *
+ * Snapshots (slm_kvcache_snapshot) hold, per layer, the rows a continuation
+ * can still see: all n_past rows of a full layer, the last W - 1 of a
+ * windowed one. Layout (little-endian):
+ *   "SLMKV2\0\0" | int32 n_layer, n_past |
+ *   per layer: int32 kv_dim, window, first | (n_past - first) key rows,
+ *              then as many value rows (F16, kv_dim each)
+ * where first is the first position held. Restore also reads the older
+ * "SLMKV1\0\0" | int32 n_layer, kv_dim, n_past | per layer keys, values
+ * layout of caches without windows. */
 #ifndef SLM_KVCACHE_H
 #define SLM_KVCACHE_H
 
@@ -24,18 +45,31 @@
 #include "../core/pool.h"
 #include "../core/status.h"
 
+typedef struct slm_kv_layer {
+    int kv_dim;
+    int window;          /* 0: full causal; W: the W latest positions */
+    int cap;             /* rows held; position p is in row p % cap */
+    slm_f16 *k, *v;      /* cap * kv_dim each, inside the cache's block */
+} slm_kv_layer;
+
 typedef struct slm_kvcache {
-    int n_layer, n_ctx, kv_dim;
-    int n_used;          /* positions filled (the session's length) */
-    slm_f16 *k, *v;      /* n_layer * n_ctx * kv_dim each */
+    int n_layer, n_ctx, n_batch;
+    slm_kv_layer *layer;
+    slm_f16 *mem;        /* every layer's rows */
+    size_t bytes;
 } slm_kvcache;
 
-slm_kvcache *slm_kvcache_new(int n_layer, int n_ctx, int kv_dim, slm_error *err);
+/* A cache of n_layer layers, layer l with kv_dim[l] and window[l] (window
+ * may be NULL: no windows), for positions 0 .. n_ctx-1 stored at most
+ * n_batch at a time. ring = 0 keeps n_ctx rows in windowed layers too. */
+slm_kvcache *slm_kvcache_new(int n_layer, const int *kv_dim, const int *window, int n_ctx,
+                             int n_batch, int ring, slm_error *err);
 void slm_kvcache_free(slm_kvcache *c);
 size_t slm_kvcache_bytes(const slm_kvcache *c);
 
-/* Stores n rows of keys and values (f32, row stride kv_dim) at pos0.. of
- * layer. The caller has checked pos0 + n <= n_ctx. */
+/* Stores n rows of keys and values (f32, row stride kv_dim) for positions
+ * pos0.. of layer. The caller has checked pos0 + n <= n_ctx and
+ * n <= n_batch. */
 void slm_kvcache_store(slm_kvcache *c, int layer, int pos0, int n,
                        const float *k, const float *v);
 
@@ -43,7 +77,14 @@ typedef struct slm_attn_shape {
     int n_head, n_head_kv, head_dim;
     float scale;         /* usually 1/sqrt(head_dim) */
     int prescale_q;      /* apply scale to q before its F16 rounding */
+    float softcap;       /* 0: none; c > 0: scores become c tanh(s / c) */
+    int window;          /* 0: full causal; W: sliding window of W positions */
 } slm_attn_shape;
+
+/* Checks that layer of c can serve an attention of shape sh over calls of
+ * up to n rows: same kv_dim, same window, and a ring long enough. */
+slm_status slm_kvcache_check_layer(const slm_kvcache *c, int layer, const slm_attn_shape *sh,
+                                   int n, slm_error *err);
 
 /* out (n, n_head*head_dim) = attention of q (n, n_head*head_dim) over the
  * cached positions of layer, threaded over (row, head) pairs on pool.
@@ -51,6 +92,15 @@ typedef struct slm_attn_shape {
 slm_status slm_attn_sdpa(slm_pool *pool, const slm_kvcache *c, int layer,
                          const slm_attn_shape *sh, int pos0, int n,
                          const float *q, float *out, slm_error *err);
+
+/* Snapshot of the first n_past positions (layout above): its size, and the
+ * bytes written into buf (of that size). */
+size_t slm_kvcache_snapshot_size(const slm_kvcache *c, int n_past);
+void slm_kvcache_snapshot(const slm_kvcache *c, int n_past, void *buf);
+/* Restores a snapshot taken of a cache of the same layer shapes; *n_past
+ * receives its length. The message says how the shapes differ. */
+slm_status slm_kvcache_restore(slm_kvcache *c, const void *buf, size_t len, int *n_past,
+                               slm_error *err);
 
 /* AVX2 + F16C twins of the inner loops (kvcache_avx2.c) */
 float slm_kv_dot_avx2(const float *q, const slm_f16 *k, int n);
@@ -61,8 +111,8 @@ void slm_kv_round16_avx2(float *y, const float *x, float scale, int n);
 /* s[t] = slm_kv_dot_avx2(q, k + t * stride, hd) * scale for t < n_pos */
 void slm_kv_scores_avx2(float *s, const float *q, const slm_f16 *k, size_t stride, int n_pos,
                         int hd, float scale);
-/* acc[0..hd) = sum over t < n_pos, in order, of p[t] * v[t * stride + j]:
- * the sums of slm_kv_axpy_avx2 calls from acc = 0 */
+/* acc[0..hd) += sum over t < n_pos, in order, of p[t] * v[t * stride + j]:
+ * the sums of slm_kv_axpy_avx2 calls (from the acc given) */
 void slm_kv_mix_avx2(float *acc, const float *p, const slm_f16 *v, size_t stride, int n_pos, int hd);
 
 #endif

@@ -41,14 +41,17 @@ void slm_kv_scores_avx2(float *s, const float *q, const slm_f16 *k, size_t strid
     for (int t = 0; t < n_pos; t++) s[t] = kv_dot(q, k + (size_t)t * stride, hd) * scale;
 }
 
-/* acc[j] = sum_t p[t] * v[t * stride + j], t in order, each step the FMA of
+/* acc[j] += sum_t p[t] * v[t * stride + j], t in order, each step the FMA of
  * slm_kv_axpy_avx2 (so the same sums): 64 columns at a time stay in
  * registers over all t instead of a load and store per t */
 void slm_kv_mix_avx2(float *acc, const float *p, const slm_f16 *v, size_t stride, int n_pos, int hd)
 {
     int j = 0;
     for (; j + 64 <= hd; j += 64) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        __m256 a0 = _mm256_loadu_ps(acc + j), a1 = _mm256_loadu_ps(acc + j + 8),
+               a2 = _mm256_loadu_ps(acc + j + 16), a3 = _mm256_loadu_ps(acc + j + 24),
+               a4 = _mm256_loadu_ps(acc + j + 32), a5 = _mm256_loadu_ps(acc + j + 40),
+               a6 = _mm256_loadu_ps(acc + j + 48), a7 = _mm256_loadu_ps(acc + j + 56);
         for (int t = 0; t < n_pos; t++) {
             const slm_f16 *r = v + (size_t)t * stride + j;
             const __m256 pv = _mm256_set1_ps(p[t]);
@@ -72,7 +75,6 @@ void slm_kv_mix_avx2(float *acc, const float *p, const slm_f16 *v, size_t stride
     }
     if (j < hd) {
         /* the remaining columns (fewer than 64) the way axpy does them */
-        for (int x = j; x < hd; x++) acc[x] = 0;
         for (int t = 0; t < n_pos; t++) slm_kv_axpy_avx2(acc + j, p[t], v + (size_t)t * stride + j, hd - j);
     }
 }

@@ -247,16 +247,6 @@ void slm_mamba2_scan(float *y, int64_t ld_y, float *state, const float *x, int64
 
 /* --- the block ------------------------------------------------------------------ */
 
-/* out (M, N) = X (M, K) . W^T for a checked 2-D weight */
-static slm_status linear(slm_pool *pool, float *out, const slm_tensor *W, const float *X,
-                         int64_t M, slm_error *err)
-{
-    const slm_dtype_traits *tr = slm_dtype_get((int)W->dtype);
-    size_t row_bytes = (size_t)(W->stride[0] / tr->block_size) * tr->type_size;
-    return slm_matmul_raw(pool, out, slm_tensor_data(W), W->dtype, row_bytes, X, M,
-                          W->shape[0], W->shape[1], err);
-}
-
 typedef struct mix_job {
     const slm_mamba_block *b;
     slm_mamba_work *w;
@@ -344,7 +334,7 @@ static slm_status mamba1_dt(slm_pool *pool, const slm_mamba_block *b, slm_mamba_
     const int64_t nx = w->n_xdb;
     slm_status st;
     /* xdb (n, dt_rank + 2 d_state) = x_proj(xc) */
-    if ((st = linear(pool, w->xdb, b->w_x, w->xc, n, err))) return st;
+    if ((st = slm_matmul_w(pool, w->xdb, b->w_x, -1, w->xc, n, err))) return st;
     for (int t = 0; t < n; t++) {
         float *row = w->xdb + (size_t)t * (size_t)nx;
         if (h->dt_b_c_rms) {
@@ -356,7 +346,7 @@ static slm_status mamba1_dt(slm_pool *pool, const slm_mamba_block *b, slm_mamba_
         memcpy(w->dtr + (size_t)t * (size_t)h->dt_rank, row, (size_t)h->dt_rank * sizeof(float));
     }
     /* dt (n, d_inner) = dt_proj(dt_r) + bias; softplus is in the scan */
-    if ((st = linear(pool, w->dt, b->w_dt, w->dtr, n, err))) return st;
+    if ((st = slm_matmul_w(pool, w->dt, b->w_dt, -1, w->dtr, n, err))) return st;
     slm_ops_add(w->dt, w->dt, (int64_t)n * h->d_inner, b->dt_b, h->d_inner);
     return SLM_OK;
 }
@@ -379,7 +369,7 @@ slm_status slm_mamba_forward(slm_pool *pool, const slm_mamba_block *b, slm_mamba
     };
     slm_status st;
     /* in_proj: (n, in_rows) */
-    if ((st = linear(pool, w->xz, b->w_in, x, n, err))) return st;
+    if ((st = slm_matmul_w(pool, w->xz, b->w_in, -1, x, n, err))) return st;
     /* xc (n, conv channels) = silu(conv1d(x or xBC) + bias) */
     slm_pool_run(pool, slm_pool_size(pool), conv_job, &job);
     if (h->version == 1) {
@@ -402,5 +392,5 @@ slm_status slm_mamba_forward(slm_pool *pool, const slm_mamba_block *b, slm_mamba
             }
     }
     /* out (n, dim) = out_proj(y) */
-    return linear(pool, out, b->w_out, w->y, n, err);
+    return slm_matmul_w(pool, out, b->w_out, -1, w->y, n, err);
 }

@@ -125,16 +125,13 @@ static int order_of(const slm_tensor *W)
 slm_status slm_rwkv_mm(slm_pool *pool, float *out, const slm_tensor *W, int slice,
                        const float *X, int64_t M, slm_error *err)
 {
-    const slm_dtype_traits *tr = slm_dtype_get((int)W->dtype);
-    int r = slice < 0 ? 0 : 1;   /* index of the row dim */
-    size_t row_bytes = (size_t)(W->stride[r] / tr->block_size) * tr->type_size;
-    const char *data = slm_tensor_data(W);
-    if (slice > 0) data += (size_t)(W->stride[0] / tr->block_size) * tr->type_size * (size_t)slice;
+    slm_matmul_part part = slm_matmul_part_of(W, slice, out);
+    part.order = order_of(W);
+    const int64_t K = W->shape[W->ndim - 1];
     /* small products run on the calling thread: waking the pool costs more
      * than the work (tiny models, low-rank weights) */
-    int64_t work = M * W->shape[r] * W->shape[r + 1];
-    const slm_matmul_part part = {out, data, W->dtype, row_bytes, W->shape[r], order_of(W)};
-    return slm_matmul_multi(work < SMALL_MATMUL ? NULL : pool, &part, 1, X, M, W->shape[r + 1], err);
+    const int64_t work = M * part.N * K;
+    return slm_matmul_multi(work < SMALL_MATMUL ? NULL : pool, &part, 1, X, M, K, err);
 }
 
 /* --- independent matrix-vector products in one dispatch ---------------------------- */
@@ -153,19 +150,14 @@ typedef struct mv_job {
     slm_error *err;
 } mv_job;
 
-static size_t row_bytes(const slm_tensor *W)
-{
-    const slm_dtype_traits *tr = slm_dtype_get((int)W->dtype);
-    return (size_t)(W->stride[0] / tr->block_size) * tr->type_size;
-}
-
 /* rows [r0, r1) of a group's product as one matmul part */
 static slm_matmul_part mv_part(const slm_rwkv_mv *mv, int64_t r0, int64_t r1)
 {
-    const slm_tensor *W = mv->W;
-    size_t rb = row_bytes(W);
-    return (slm_matmul_part){mv->out + r0, (const char *)slm_tensor_data(W) + (size_t)r0 * rb,
-                             W->dtype, rb, r1 - r0, order_of(W)};
+    slm_matmul_part p = slm_matmul_part_of(mv->W, -1, mv->out + r0);
+    p.W = (const char *)p.W + (size_t)r0 * p.w_row_bytes;
+    p.N = r1 - r0;
+    p.order = order_of(mv->W);
+    return p;
 }
 
 slm_status slm_rwkv_mv_rows(const slm_rwkv_mv *mv, int64_t r0, int64_t r1, slm_error *err)
@@ -192,7 +184,7 @@ int slm_rwkv_mv_in_job(const slm_rwkv_mv *mv, int n)
  * multiple of SLM_GEMM_MAX_R rows so that tiles are not cut. */
 static int64_t chunk_rows(const slm_tensor *W)
 {
-    size_t rb = row_bytes(W);
+    size_t rb = slm_tensor_elem_bytes(W, W->stride[0]);
     int64_t r = (int64_t)((MV_CHUNK_BYTES + rb - 1) / rb);
     return (r + SLM_GEMM_MAX_R - 1) / SLM_GEMM_MAX_R * SLM_GEMM_MAX_R;
 }

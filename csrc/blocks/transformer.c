@@ -5,40 +5,6 @@
 
 #include "../kernels/matmul.h"
 
-slm_tf_work *slm_tf_work_new(int n_batch, int64_t q_dim, int64_t kv_dim, int64_t n_ff,
-                             slm_error *err)
-{
-    slm_tf_work *w = calloc(1, sizeof *w);
-    if (!w) goto oom;
-    size_t nb = (size_t)n_batch;
-    w->n_batch = n_batch;
-    w->q_dim = q_dim;
-    w->kv_dim = kv_dim;
-    w->n_ff = n_ff;
-    w->q = malloc(nb * (size_t)q_dim * sizeof(float));
-    w->att = malloc(nb * (size_t)q_dim * sizeof(float));
-    w->k = malloc(nb * (size_t)kv_dim * sizeof(float));
-    w->v = malloc(nb * (size_t)kv_dim * sizeof(float));
-    w->qkv = malloc(nb * (size_t)(q_dim + 2 * kv_dim) * sizeof(float));
-    w->g = malloc(nb * (size_t)(2 * n_ff) * sizeof(float));
-    w->u = malloc(nb * (size_t)n_ff * sizeof(float));
-    w->pos = malloc(nb * sizeof(int64_t));
-    if (!w->q || !w->att || !w->k || !w->v || !w->qkv || !w->g || !w->u || !w->pos) goto oom;
-    return w;
-oom:
-    slm_tf_work_free(w);
-    slm_error_set(err, SLM_ENOMEM, "out of memory allocating a batch of %d rows", n_batch);
-    return NULL;
-}
-
-void slm_tf_work_free(slm_tf_work *w)
-{
-    if (!w) return;
-    free(w->q); free(w->att); free(w->k); free(w->v);
-    free(w->qkv); free(w->g); free(w->u); free(w->pos);
-    free(w);
-}
-
 slm_status slm_attn_block_check(const slm_attn_block *b, int64_t dim, slm_error *err)
 {
     const slm_attn_shape *s = &b->shape;
@@ -49,6 +15,9 @@ slm_status slm_attn_block_check(const slm_attn_block *b, int64_t dim, slm_error 
     if (b->use_rope && (b->rope.n_rot <= 0 || b->rope.n_rot > s->head_dim || b->rope.n_rot % 2))
         return slm_error_set(err, SLM_EINVAL, "attention: rope n_rot %d must be even and <= head_dim %d",
                              b->rope.n_rot, s->head_dim);
+    if (!(s->softcap >= 0) || s->window < 0 || !(s->scale > 0))
+        return slm_error_set(err, SLM_EINVAL, "attention: scale %g, soft cap %g and window %d out of range",
+                             (double)s->scale, (double)s->softcap, s->window);
     int64_t q_dim = (int64_t)s->n_head * s->head_dim, kv_dim = (int64_t)s->n_head_kv * s->head_dim;
     slm_status st;
     if (b->wqkv) {
@@ -75,97 +44,145 @@ slm_status slm_ffn_block_check(const slm_ffn_block *b, int64_t dim, slm_error *e
     return slm_matmul_check_weight(b->down, "ffn_down", dim, ff, err);
 }
 
-static slm_status mm(slm_pool *pool, float *out, const slm_tensor *W, const float *x,
-                     int64_t m, slm_error *err)
-{
-    const slm_dtype_traits *tr = slm_dtype_get((int)W->dtype);
-    size_t row_bytes = (size_t)(W->stride[0] / tr->block_size) * tr->type_size;
-    return slm_matmul_raw(pool, out, slm_tensor_data(W), W->dtype, row_bytes, x, m,
-                          W->shape[0], W->shape[1], err);
-}
-
-static slm_matmul_part part_of(const slm_tensor *W, float *out)
-{
-    const slm_dtype_traits *tr = slm_dtype_get((int)W->dtype);
-    return (slm_matmul_part){out, slm_tensor_data(W), W->dtype,
-                             (size_t)(W->stride[0] / tr->block_size) * tr->type_size, W->shape[0], 0};
-}
-
 static void add_bias(float *x, const float *b, int n, int64_t dim)
 {
     if (b) slm_ops_add(x, x, (int64_t)n * dim, b, dim);
 }
 
+/* The attention's scratch for n rows: q, k, v and the heads' outputs, the
+ * fused projection's rows (attn_qkv only) and the positions. */
+typedef struct attn_scratch {
+    float *q, *k, *v, *att, *qkv;
+    int64_t *pos;
+} attn_scratch;
+
+static size_t attn_carve(const slm_attn_block *b, int n, const slm_work *work, attn_scratch *a)
+{
+    const slm_attn_shape *s = &b->shape;
+    const size_t nn = (size_t)n, q = nn * (size_t)s->n_head * (size_t)s->head_dim * sizeof(float);
+    const size_t kv = nn * (size_t)s->n_head_kv * (size_t)s->head_dim * sizeof(float);
+    const size_t sizes[6] = {q, kv, kv, q, b->wqkv ? q + 2 * kv : 0, nn * sizeof(int64_t)};
+    size_t total = 0;
+    for (int i = 0; i < 6; i++) total += slm_work_round(sizes[i]);
+    if (work) {
+        slm_work_cursor c = slm_work_begin(work);
+        float **f[5] = {&a->q, &a->k, &a->v, &a->att, &a->qkv};
+        for (int i = 0; i < 5; i++) *f[i] = sizes[i] ? slm_work_take(&c, sizes[i]) : NULL;
+        a->pos = slm_work_take(&c, sizes[5]);
+        if (!a->q || !a->k || !a->v || !a->att || (b->wqkv && !a->qkv) || !a->pos) return 0;
+    }
+    return total;
+}
+
+size_t slm_attn_work_size(const slm_attn_block *b, int n)
+{
+    return attn_carve(b, n, NULL, NULL);
+}
+
 slm_status slm_attn_forward(slm_pool *pool, const slm_attn_block *b, slm_kvcache *c,
                             int layer, int pos0, int n, const float *x, float *out,
-                            int64_t dim, slm_tf_work *w, slm_error *err)
+                            int64_t dim, const slm_work *work, slm_error *err)
 {
     const slm_attn_shape *s = &b->shape;
     const int64_t q_dim = (int64_t)s->n_head * s->head_dim;
     const int64_t kv_dim = (int64_t)s->n_head_kv * s->head_dim;
     slm_status st;
+    if ((st = slm_kvcache_check_layer(c, layer, s, n, err))) return st;
+    attn_scratch w;
+    if (!attn_carve(b, n, work, &w))
+        return slm_error_set(err, SLM_EINVAL, "attention: the workspace holds %zu bytes, %d rows need %zu",
+                             work ? work->bytes : 0, n, slm_attn_work_size(b, n));
     if (b->wqkv) {
         /* one matmul, then split the rows (q | k | v) into contiguous blocks */
         const int64_t all = q_dim + 2 * kv_dim;
-        if ((st = mm(pool, w->qkv, b->wqkv, x, n, err))) return st;
+        if ((st = slm_matmul_w(pool, w.qkv, b->wqkv, -1, x, n, err))) return st;
         for (int i = 0; i < n; i++) {
-            const float *r = w->qkv + (size_t)i * (size_t)all;
-            memcpy(w->q + (size_t)i * (size_t)q_dim, r, (size_t)q_dim * sizeof(float));
-            memcpy(w->k + (size_t)i * (size_t)kv_dim, r + q_dim, (size_t)kv_dim * sizeof(float));
-            memcpy(w->v + (size_t)i * (size_t)kv_dim, r + q_dim + kv_dim,
+            const float *r = w.qkv + (size_t)i * (size_t)all;
+            memcpy(w.q + (size_t)i * (size_t)q_dim, r, (size_t)q_dim * sizeof(float));
+            memcpy(w.k + (size_t)i * (size_t)kv_dim, r + q_dim, (size_t)kv_dim * sizeof(float));
+            memcpy(w.v + (size_t)i * (size_t)kv_dim, r + q_dim + kv_dim,
                    (size_t)kv_dim * sizeof(float));
         }
     } else {
         /* one dispatch for the three (one encoding of x) */
-        const slm_matmul_part p[3] = {part_of(b->wq, w->q), part_of(b->wk, w->k), part_of(b->wv, w->v)};
+        const slm_matmul_part p[3] = {slm_matmul_part_of(b->wq, -1, w.q), slm_matmul_part_of(b->wk, -1, w.k),
+                                      slm_matmul_part_of(b->wv, -1, w.v)};
         if ((st = slm_matmul_multi(pool, p, 3, x, n, dim, err))) return st;
     }
-    add_bias(w->q, b->bq, n, q_dim);
-    add_bias(w->k, b->bk, n, kv_dim);
-    add_bias(w->v, b->bv, n, kv_dim);
+    add_bias(w.q, b->bq, n, q_dim);
+    add_bias(w.k, b->bk, n, kv_dim);
+    add_bias(w.v, b->bv, n, kv_dim);
+    /* qwen3 / gemma3: every head of q and of k RMS-normalized on its own
+     * (rows of head_dim), v untouched */
+    if (b->q_norm) slm_ops_rmsnorm(w.q, w.q, b->q_norm, (int64_t)n * s->n_head, s->head_dim, b->norm_eps);
+    if (b->k_norm) slm_ops_rmsnorm(w.k, w.k, b->k_norm, (int64_t)n * s->n_head_kv, s->head_dim, b->norm_eps);
     if (b->use_rope) {
-        for (int i = 0; i < n; i++) w->pos[i] = pos0 + i;
-        slm_ops_rope(w->q, n, s->n_head, s->head_dim, w->pos, &b->rope);
-        slm_ops_rope(w->k, n, s->n_head_kv, s->head_dim, w->pos, &b->rope);
+        for (int i = 0; i < n; i++) w.pos[i] = pos0 + i;
+        slm_ops_rope(w.q, n, s->n_head, s->head_dim, w.pos, &b->rope);
+        slm_ops_rope(w.k, n, s->n_head_kv, s->head_dim, w.pos, &b->rope);
     }
-    slm_kvcache_store(c, layer, pos0, n, w->k, w->v);
-    if ((st = slm_attn_sdpa(pool, c, layer, s, pos0, n, w->q, w->att, err))) return st;
-    if ((st = mm(pool, out, b->wo, w->att, n, err))) return st;
+    slm_kvcache_store(c, layer, pos0, n, w.k, w.v);
+    if ((st = slm_attn_sdpa(pool, c, layer, s, pos0, n, w.q, w.att, err))) return st;
+    if ((st = slm_matmul_w(pool, out, b->wo, -1, w.att, n, err))) return st;
     add_bias(out, b->bo, n, dim);
     return SLM_OK;
 }
 
 static void act_fn(slm_ffn_act a, float *out, const float *x, int64_t n)
 {
-    if (a == SLM_FFN_GELU) slm_ops_gelu(out, x, n);
+    if (a == SLM_FFN_GELU) slm_ops_gelu_f16(out, x, n);
     else slm_ops_silu(out, x, n);
 }
 
+/* The feed-forward's scratch for n rows: g (gate rows, or gate | up rows of
+ * the fused form) and u (up rows, then the activated product). */
+static size_t ffn_carve(const slm_ffn_block *b, int n, const slm_work *work, float **g, float **u)
+{
+    const size_t rows = (size_t)n * (size_t)b->n_ff * sizeof(float);
+    const size_t gb = !b->gated ? 0 : b->gate_up ? 2 * rows : rows;
+    if (work) {
+        slm_work_cursor c = slm_work_begin(work);
+        *g = gb ? slm_work_take(&c, gb) : NULL;
+        *u = slm_work_take(&c, rows);
+        if ((gb && !*g) || !*u) return 0;
+    }
+    return slm_work_round(gb) + slm_work_round(rows);
+}
+
+size_t slm_ffn_work_size(const slm_ffn_block *b, int n)
+{
+    return ffn_carve(b, n, NULL, NULL, NULL);
+}
+
 slm_status slm_ffn_forward(slm_pool *pool, const slm_ffn_block *b, int n, const float *x,
-                           float *out, int64_t dim, slm_tf_work *w, slm_error *err)
+                           float *out, int64_t dim, const slm_work *work, slm_error *err)
 {
     const int64_t ff = b->n_ff;
     slm_status st;
+    float *g = NULL, *u = NULL;
+    if (!ffn_carve(b, n, work, &g, &u))
+        return slm_error_set(err, SLM_EINVAL, "ffn: the workspace holds %zu bytes, %d rows need %zu",
+                             work ? work->bytes : 0, n, slm_ffn_work_size(b, n));
     if (!b->gated) {
-        if ((st = mm(pool, w->u, b->up, x, n, err))) return st;
-        add_bias(w->u, b->b_up, n, ff);
-        act_fn(b->act, w->u, w->u, (int64_t)n * ff);
+        if ((st = slm_matmul_w(pool, u, b->up, -1, x, n, err))) return st;
+        add_bias(u, b->b_up, n, ff);
+        act_fn(b->act, u, u, (int64_t)n * ff);
     } else if (b->gate_up) {
         /* rows of g are [gate (ff) | up (ff)] */
-        if ((st = mm(pool, w->g, b->gate_up, x, n, err))) return st;
+        if ((st = slm_matmul_w(pool, g, b->gate_up, -1, x, n, err))) return st;
         for (int i = 0; i < n; i++) {
-            const float *r = w->g + (size_t)i * (size_t)(2 * ff);
-            float *u = w->u + (size_t)i * (size_t)ff;
-            act_fn(b->act, u, r, ff);
-            slm_ops_mul(u, u, ff, r + ff, ff);
+            const float *r = g + (size_t)i * (size_t)(2 * ff);
+            float *ui = u + (size_t)i * (size_t)ff;
+            act_fn(b->act, ui, r, ff);
+            slm_ops_mul(ui, ui, ff, r + ff, ff);
         }
     } else {
-        const slm_matmul_part p[2] = {part_of(b->gate, w->g), part_of(b->up, w->u)};
+        const slm_matmul_part p[2] = {slm_matmul_part_of(b->gate, -1, g), slm_matmul_part_of(b->up, -1, u)};
         if ((st = slm_matmul_multi(pool, p, 2, x, n, dim, err))) return st;
-        act_fn(b->act, w->g, w->g, (int64_t)n * ff);
-        slm_ops_mul(w->u, w->u, (int64_t)n * ff, w->g, (int64_t)n * ff);
+        act_fn(b->act, g, g, (int64_t)n * ff);
+        slm_ops_mul(u, u, (int64_t)n * ff, g, (int64_t)n * ff);
     }
-    if ((st = mm(pool, out, b->down, w->u, n, err))) return st;
+    if ((st = slm_matmul_w(pool, out, b->down, -1, u, n, err))) return st;
     add_bias(out, b->b_down, n, dim);
     return SLM_OK;
 }

@@ -1,13 +1,15 @@
-/* The blocks of a dense decoder-only transformer (llama, qwen2, phi3 and
- * llama2.c layouts): token embedding, attention with RoPE and a KV cache,
- * gated or plain feed-forward, and the output head.
+/* The blocks of a dense decoder-only transformer (llama, qwen2/3, phi3,
+ * gemma 1/2/3, smollm3, granite and llama2.c layouts): token embedding,
+ * attention with RoPE and a KV cache, gated or plain feed-forward.
  *
  * A model definition in Lua (models/llama.lua) composes them per layer:
  *   x = embed(ids)
  *   for each layer: h = norm(x); x += attention(h); h = norm(x); x += ffn(h)
  *   logits = head(norm(x[last]))
- * Each block runs all n rows of a batch (prompt processing) or a single row
- * (decode) and parallelizes its matmuls on the pool.
+ * (gemma adds post-norms, granite and gemma scale the stream; those are
+ * elementwise ops the definition calls.) Each block runs all n rows of a
+ * batch (prompt processing) or a single row (decode), parallelizes its
+ * matmuls on the pool and takes its scratch from the session's workspace.
  *
  * Shapes: x (n, dim); q (n, n_head*head_dim); k, v (n, n_head_kv*head_dim);
  * weights as stored in GGUF, (out, in) with rows contiguous. */
@@ -16,6 +18,7 @@
 
 #include "../core/pool.h"
 #include "../core/tensor.h"
+#include "../core/work.h"
 #include "../kernels/ops.h"
 #include "kvcache.h"
 
@@ -24,8 +27,12 @@ typedef struct slm_attn_block {
      * rows are q, then k, then v (phi3's attn_qkv) */
     const slm_tensor *wq, *wk, *wv, *wqkv, *wo;
     const float *bq, *bk, *bv, *bo;   /* optional biases (qwen2: q, k, v) */
-    slm_attn_shape shape;
-    int use_rope;
+    /* optional per-head RMSNorm of q and of k (head_dim weights shared by
+     * the heads), after the projections and before RoPE: qwen3, gemma3 */
+    const float *q_norm, *k_norm;
+    float norm_eps;
+    slm_attn_shape shape;   /* heads, score scale, soft cap, window */
+    int use_rope;           /* 0: no rotation at all (SmolLM3's NoPE layers) */
     slm_rope_params rope;
 } slm_attn_block;
 
@@ -41,30 +48,22 @@ typedef struct slm_ffn_block {
     int64_t n_ff;
 } slm_ffn_block;
 
-/* Scratch rows for one batch of up to n_batch tokens. */
-typedef struct slm_tf_work {
-    int n_batch;
-    int64_t q_dim, kv_dim, n_ff;
-    float *q, *k, *v, *att, *qkv, *g, *u;
-    int64_t *pos;
-} slm_tf_work;
-
-slm_tf_work *slm_tf_work_new(int n_batch, int64_t q_dim, int64_t kv_dim, int64_t n_ff,
-                             slm_error *err);
-void slm_tf_work_free(slm_tf_work *w);
-
 /* Checks a block's weights against its shape (dims, dtypes usable by the
  * matmul); the message names the offending weight. */
 slm_status slm_attn_block_check(const slm_attn_block *b, int64_t dim, slm_error *err);
 slm_status slm_ffn_block_check(const slm_ffn_block *b, int64_t dim, slm_error *err);
 
+/* Bytes of workspace (core/work.h) a forward of n rows needs. */
+size_t slm_attn_work_size(const slm_attn_block *b, int n);
+size_t slm_ffn_work_size(const slm_ffn_block *b, int n);
+
 /* x rows -> out rows (n, dim); appends n positions pos0.. to layer of the
- * cache. out must not alias x. */
+ * cache (slm_kvcache_check_layer's rules). out must not alias x. */
 slm_status slm_attn_forward(slm_pool *pool, const slm_attn_block *b, slm_kvcache *c,
                             int layer, int pos0, int n, const float *x, float *out,
-                            int64_t dim, slm_tf_work *w, slm_error *err);
+                            int64_t dim, const slm_work *work, slm_error *err);
 slm_status slm_ffn_forward(slm_pool *pool, const slm_ffn_block *b, int n, const float *x,
-                           float *out, int64_t dim, slm_tf_work *w, slm_error *err);
+                           float *out, int64_t dim, const slm_work *work, slm_error *err);
 
 /* out row i = row ids[i] of the embedding table emb (vocab, dim), any dtype.
  * Ids are checked against the vocabulary size. */

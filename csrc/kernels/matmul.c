@@ -417,6 +417,24 @@ slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype w
     return st ? st : run_parts(pool, &p, 1, X, M, K, err);
 }
 
+slm_matmul_part slm_matmul_part_of(const slm_tensor *W, int64_t slice, float *out)
+{
+    const int r = slice < 0 ? 0 : 1;   /* index of the row dim */
+    const unsigned char *data = slm_tensor_data(W);
+    if (slice > 0) data += slm_tensor_elem_bytes(W, slice * W->stride[0]);
+    const int order = W->storage->flags & SLM_STORAGE_VECDOT_ORDER ? SLM_MATMUL_ORDER_VECDOT
+                                                                   : SLM_MATMUL_ORDER_DEFAULT;
+    return (slm_matmul_part){out, data, W->dtype, slm_tensor_elem_bytes(W, W->stride[r]),
+                             W->shape[r], order};
+}
+
+slm_status slm_matmul_w(slm_pool *pool, float *out, const slm_tensor *W, int64_t slice,
+                        const float *X, int64_t M, slm_error *err)
+{
+    const slm_matmul_part p = slm_matmul_part_of(W, slice, out);
+    return slm_matmul_multi(pool, &p, 1, X, M, W->shape[W->ndim - 1], err);
+}
+
 slm_status slm_matmul_multi(slm_pool *pool, const slm_matmul_part *parts, int n_parts,
                             const float *X, int64_t M, int64_t K, slm_error *err)
 {
@@ -476,6 +494,5 @@ slm_status slm_matmul(slm_tensor *out, const slm_tensor *W, const slm_tensor *X,
         return slm_error_set(err, SLM_EINVAL, "matmul: output overlaps an operand");
     slm_pool *pool = slm_pool_default(err);
     if (!pool) return err ? err->code : SLM_ENOMEM;
-    return slm_matmul_raw(pool, slm_tensor_data(out), slm_tensor_data(W), W->dtype,
-                          slm_tensor_elem_bytes(W, W->stride[0]), slm_tensor_data(X), M, N, K, err);
+    return slm_matmul_w(pool, slm_tensor_data(out), W, -1, slm_tensor_data(X), M, err);
 }

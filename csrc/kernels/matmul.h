@@ -96,6 +96,17 @@ slm_status slm_matmul_multi(slm_pool *pool, const slm_matmul_part *parts, int n_
  * for a dtype without a kernel or a K that is not whole blocks. */
 size_t slm_matmul_act_row_bytes(const slm_matmul_part *p, int64_t K);
 
+/* The product with a weight tensor, the entry point of the blocks: W is a
+ * 2-D (N, K) tensor or view with contiguous rows (slice < 0), or slice s of
+ * a 3-D (S, N, K) one (a stack of matrices: experts, RWKV's per-mix
+ * low-rank weights). The part's order is VECDOT when W's storage asks for
+ * it (rwkv.cpp files), else DEFAULT; a caller may change part.order. The
+ * caller has checked W (slm_matmul_check_weight or the shapes). */
+slm_matmul_part slm_matmul_part_of(const slm_tensor *W, int64_t slice, float *out);
+/* out (M, N) = X (M, K) . W^T with W as in slm_matmul_part_of, on pool. */
+slm_status slm_matmul_w(slm_pool *pool, float *out, const slm_tensor *W, int64_t slice,
+                        const float *X, int64_t M, slm_error *err);
+
 /* Tensor form on the default pool. W: 2-D (N, K) with contiguous rows;
  * X: f32, contiguous, last dim K (all leading dims are rows, M = numel / K);
  * out: f32, contiguous, M * N elements with last dim N. */

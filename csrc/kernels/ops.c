@@ -6,6 +6,9 @@
 #include "ops.h"
 
 #include <math.h>
+#include <pthread.h>
+
+#include "../core/fp16.h"
 
 #include "vecdot.h"
 
@@ -24,6 +27,21 @@ void slm_ops_mul(float *out, const float *a, int64_t na, const float *b, int64_t
 void slm_ops_scale(float *out, const float *a, int64_t n, float s)
 {
     for (int64_t i = 0; i < n; i++) out[i] = a[i] * s;
+}
+
+void slm_ops_add_scaled(float *out, const float *a, const float *b, float s, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float t = b[i] * s;
+        out[i] = a[i] + t;
+    }
+}
+
+void slm_ops_softcap(float *out, const float *x, int64_t n, float c)
+{
+    /* as the reference's graph: scale by 1/c, tanh, scale by c */
+    const float inv = 1.0f / c;
+    for (int64_t i = 0; i < n; i++) out[i] = tanhf(x[i] * inv) * c;
 }
 
 void slm_ops_rmsnorm(float *out, const float *x, const float *w, int64_t rows,
@@ -121,6 +139,41 @@ void slm_ops_gelu(float *out, const float *x, int64_t n)
     }
 }
 
+/* The reference's table: GELU of every f16 value, rounded to f16, built once */
+static slm_f16 gelu_table[1 << 16];
+static pthread_once_t gelu_once = PTHREAD_ONCE_INIT;
+
+static void gelu_table_init(void)
+{
+    for (uint32_t i = 0; i < (1u << 16); i++) {
+        const float v = slm_f16_to_f32((slm_f16)i);
+        gelu_table[i] = slm_f32_to_f16(0.5f * v * (1.0f + tanhf(SQRT_2_OVER_PI * v * (1.0f + GELU_COEF_A * v * v))));
+    }
+}
+
+const slm_f16 *slm_ops_gelu_table(void)
+{
+    pthread_once(&gelu_once, gelu_table_init);
+    return gelu_table;
+}
+
+void slm_ops_gelu_f16(float *out, const float *x, int64_t n)
+{
+    pthread_once(&gelu_once, gelu_table_init);
+#if defined(__x86_64__)
+    if (slm_kernels_use_avx2()) {
+        slm_ops_gelu_f16_avx2(out, x, n, gelu_table);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        if (v <= -10.0f) out[i] = 0.0f;
+        else if (v >= 10.0f) out[i] = v;
+        else out[i] = slm_f16_to_f32(gelu_table[slm_f32_to_f16(v)]);
+    }
+}
+
 void slm_ops_gelu_erf(float *out, const float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * SQRT_1_2));
@@ -138,6 +191,8 @@ void slm_ops_rope(float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim,
     /* normal: pair i = (2i, 2i+1); neox: pair i = (i, i + n_rot/2) */
     const int64_t stride = p->mode == SLM_ROPE_NEOX ? 1 : 2;
     const int64_t offset = p->mode == SLM_ROPE_NEOX ? half : 1;
+    const float *ff = p->freq_factors;
+    const float mscale = p->attn_factor == 0.0f ? 1.0f : p->attn_factor;
     for (int64_t t = 0; t < n_tok; t++) {
         float theta = (float)pos[t];
         float *xt = x + t * n_heads * head_dim;
@@ -145,8 +200,9 @@ void slm_ops_rope(float *x, int64_t n_tok, int64_t n_heads, int64_t head_dim,
             float c[ROPE_CHUNK], s[ROPE_CHUNK];
             const int m = half - i0 < ROPE_CHUNK ? half - i0 : ROPE_CHUNK;
             for (int i = 0; i < m; i++) {
-                c[i] = cosf(theta * p->freq_scale);
-                s[i] = sinf(theta * p->freq_scale);
+                const float th = (ff ? theta / ff[i0 + i] : theta) * p->freq_scale;
+                c[i] = cosf(th) * mscale;
+                s[i] = sinf(th) * mscale;
                 theta *= theta_scale;
             }
             for (int64_t h = 0; h < n_heads; h++) {

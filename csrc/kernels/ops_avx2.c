@@ -74,6 +74,29 @@ void slm_ops_gelu_avx2(float *out, const float *x, int64_t n)
         out[i] = 0.5f * x[i] * (1.0f + tanhf(0.79788456080286535588f * x[i] * (1.0f + 0.044715f * x[i] * x[i])));
 }
 
+/* slm_ops_gelu_f16 with F16C conversions: the same table lookups, so the
+ * same bits */
+void slm_ops_gelu_f16_avx2(float *out, const float *x, int64_t n, const slm_f16 *table)
+{
+    const __m256 lo = _mm256_set1_ps(-10.0f), hi = _mm256_set1_ps(10.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        uint16_t h[8], g[8];
+        _mm_storeu_si128((__m128i *)h, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+        for (int j = 0; j < 8; j++) g[j] = table[h[j]];
+        __m256 y = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
+        /* x <= -10: 0; x >= 10: x */
+        y = _mm256_blendv_ps(y, v, _mm256_cmp_ps(v, hi, _CMP_GE_OQ));
+        y = _mm256_andnot_ps(_mm256_cmp_ps(v, lo, _CMP_LE_OQ), y);
+        _mm256_storeu_ps(out + i, y);
+    }
+    for (; i < n; i++) {
+        const float v = x[i];
+        out[i] = v <= -10.0f ? 0.0f : v >= 10.0f ? v : slm_f16_to_f32(table[slm_f32_to_f16(v)]);
+    }
+}
+
 /* sum of the 8 lanes of v into a double accumulator pair */
 static inline __m256d add_pd8(__m256d acc, __m256 v)
 {

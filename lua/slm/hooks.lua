@@ -56,13 +56,23 @@ end
 
 --- The head of every architecture: logits = W . h[n] into s.logits, and
 -- W . h[rows..n] into s.all_logits when the session has that (n_batch, n_vocab)
--- buffer (perplexity, KL). Calls the output_norm and logits hooks.
+-- buffer (perplexity, KL); then, where the model has them, the logits are
+-- multiplied by m.logit_mul (granite: 1 / logit_scale) and soft-capped at
+-- m.logit_softcap (gemma2: c tanh(z / c)). Calls the output_norm and logits
+-- hooks (the latter on the final logits).
 function M.head(m, s, W, h, rows, n)
   local hooks = m.hooks
   if hooks and hooks.output_norm then call_all(hooks.output_norm, h:narrow(1, rows, n - rows + 1), s, n) end
   blocks.linear(s.logits, W, h, n)
-  if s.all_logits then
-    ops.matmul(W, h:narrow(1, rows, n - rows + 1), s.all_logits:narrow(1, rows, n - rows + 1))
+  local all = s.all_logits
+  if all then ops.matmul(W, h:narrow(1, rows, n - rows + 1), all:narrow(1, rows, n - rows + 1)) end
+  if m.logit_mul then
+    blocks.scale(s.logits, m.logit_mul, 1, 1)
+    if all then blocks.scale(all, m.logit_mul, rows, n - rows + 1) end
+  end
+  if m.logit_softcap then
+    blocks.softcap(s.logits, m.logit_softcap, 1, 1)
+    if all then blocks.softcap(all, m.logit_softcap, rows, n - rows + 1) end
   end
   if hooks and hooks.logits then call_all(hooks.logits, s.logits, s, n) end
 end

@@ -13,42 +13,55 @@ local gguf = require "slm.gguf"
 
 local M = {}
 
--- general.architecture -> definition module (searched as "models.<name>"
--- from a checkout, "slm.models.<name>" when installed)
-M.architectures = { llama = "llama", qwen2 = "llama", phi3 = "llama", mamba = "mamba",
-                    mamba2 = "mamba", rwkv6 = "rwkv", rwkv7 = "rwkv", rwkvcpp = "rwkv" }
-
-local defs = {}
-
-local function find_def(modname)
-  if defs[modname] then return defs[modname] end
-  for _, prefix in ipairs { "models.", "slm.models." } do
-    local ok, def = pcall(require, prefix .. modname)
-    if ok then
-      defs[modname] = def
-      return def
-    elseif not tostring(def):find("module '" .. prefix .. modname .. "' not found", 1, true) then
-      error(def, 0)
-    end
-  end
-  error("model definition '" .. modname .. "' not found on package.path", 0)
+-- Architecture definitions are the modules slm.models.<name>, each
+-- declaring the general.architecture values it reads (`archs`). Installed,
+-- they sit beside slm's other modules (slm/models/*.lua on package.path);
+-- in a checkout they are the top-level models/ directory, which this
+-- searcher serves under the same names.
+local checkout = debug.getinfo(1, "S").source:match("^@(.-)lua[/\\]slm[/\\]model%.lua$")
+if checkout then
+  table.insert(package.searchers, function(name)
+    local mod = name:match("^slm%.models%.([%w_]+)$")
+    if not mod then return nil end
+    local path = (checkout == "" and "./" or checkout) .. "models/" .. mod .. ".lua"
+    local f = io.open(path, "rb")
+    if not f then return "\n\tno file '" .. path .. "'" end
+    f:close()
+    local chunk, err = loadfile(path)
+    if not chunk then error(err, 0) end
+    return chunk, path
+  end)
 end
 
---- Registers an architecture: def (a table with hparams, build, state,
--- forward) or the name of a module under models/.
-function M.register(arch, def)
-  if type(def) == "table" then
-    defs["@" .. arch] = def
-    M.architectures[arch] = "@" .. arch
-  else
-    M.architectures[arch] = def
+--- The definitions slm.load routes files to, by the archs each declares.
+M.definitions = { "llama", "gemma", "mamba", "rwkv" }
+
+local routes     -- general.architecture -> definition table (built on first use)
+
+local function route_table()
+  if routes then return routes end
+  routes = {}
+  for _, name in ipairs(M.definitions) do
+    local def = require("slm.models." .. name)
+    for _, arch in ipairs(def.archs or {}) do routes[arch] = routes[arch] or def end
   end
+  return routes
+end
+
+--- Registers an architecture: def (a table with archs, hparams, build,
+-- state, forward) or the name of a module under slm.models. With def a
+-- table, arch may be nil: every arch in def.archs is routed to it.
+function M.register(arch, def)
+  if type(def) == "string" then def = require("slm.models." .. def) end
+  if type(def) ~= "table" then error("bad argument #2 to 'register' (definition table or module name expected)", 2) end
+  local t = route_table()
+  if arch then t[arch] = def else for _, a in ipairs(def.archs or {}) do t[a] = def end end
 end
 
 --- The architectures slm.load knows, sorted, as a comma-separated string.
 function M.supported()
   local names = {}
-  for k in pairs(M.architectures) do names[#names + 1] = k end
+  for k in pairs(route_table()) do names[#names + 1] = k end
   table.sort(names)
   return table.concat(names, ", ")
 end
@@ -75,6 +88,12 @@ local function gguf_source(path)
     kind = "gguf", path = path, arch = arch, file = f,
     meta = function(k) return f.metadata[k] end,
     has = function(name) return f:info(name) ~= nil end,
+    keys = function() return f.keys end,
+    tensor_names = function()
+      local t = {}
+      for i, info in ipairs(f.tensors) do t[i] = info.name end
+      return t
+    end,
     tensor = function(name)
       local t, e = f:tensor(name)
       if not t then error(path .. ": missing tensor " .. name .. (e and (" (" .. e .. ")") or ""), 0) end
@@ -90,6 +109,12 @@ local function llama2c_source(path)
     kind = "llama2c", path = path, arch = "llama", config = m.config,
     meta = function() return nil end,
     has = function(name) return m.tensors[name] ~= nil end,
+    tensor_names = function()
+      local t = {}
+      for name in pairs(m.tensors) do t[#t + 1] = name end
+      table.sort(t)
+      return t
+    end,
     tensor = function(name)
       local t = m.tensors[name]
       if not t then error(path .. ": missing tensor " .. name, 0) end
@@ -106,12 +131,71 @@ local function rwkvcpp_source(path)
     kind = "rwkvcpp", path = path, arch = "rwkvcpp", header = m.header, names = m.names,
     meta = function() return nil end,
     has = function(name) return m.tensors[name] ~= nil end,
+    tensor_names = function() return m.names end,
     tensor = function(name)
       local t = m.tensors[name]
       if not t then error(path .. ": missing tensor " .. name, 0) end
       return t
     end,
   }
+end
+
+-- Coverage: a file whose tensors or metadata slm does not understand is
+-- refused, never computed without them. -------------------------------------
+
+--- tracked(src) -> a source that records which tensors and metadata keys
+-- the definition read (used_tensors, used_keys).
+function M.tracked(src)
+  local used_t, used_k = {}, {}
+  local t = {}
+  for k, v in pairs(src) do t[k] = v end
+  t.tensor = function(name)
+    used_t[name] = true
+    return src.tensor(name)
+  end
+  t.meta = function(k)
+    used_k[k] = true
+    return src.meta(k)
+  end
+  t.used_tensors, t.used_keys = used_t, used_k
+  return t
+end
+
+-- Tensors files carry that no computation reads, each with the reason it
+-- may be ignored. Anything else unused is an error.
+M.known_unused = {
+  -- precomputed rotary inverse frequencies written by old converters; the
+  -- rotation is computed from rope.freq_base and rope.dimension_count
+  { pattern = "^blk%.%d+%.attn_rot_embd$" },
+}
+
+local function known_unused(name)
+  for _, u in ipairs(M.known_unused) do
+    if name:match(u.pattern) then return true end
+  end
+  return false
+end
+
+--- check_coverage(tsrc, def): every tensor of the file was read by the
+-- definition (or is known to be unused), and every `<arch>.` metadata key
+-- was read or is on the definition's ignored_keys list; else an error
+-- naming the file and the tensor or key.
+function M.check_coverage(tsrc, def)
+  local names = tsrc.tensor_names and tsrc.tensor_names() or {}
+  for _, name in ipairs(names) do
+    if not tsrc.used_tensors[name] and not known_unused(name) then
+      error(string.format("%s: tensor '%s' is not used by slm's %s definition (refusing to compute without it)",
+                          tsrc.path, name, def.name or tsrc.arch), 0)
+    end
+  end
+  local prefix = tsrc.arch .. "."
+  local ignored = def.ignored_keys or {}
+  for _, k in ipairs(tsrc.keys and tsrc.keys() or {}) do
+    if k:sub(1, #prefix) == prefix and not tsrc.used_keys[k] and not ignored[k:sub(#prefix + 1)] then
+      error(string.format("%s: metadata key '%s' is not understood by slm's %s definition (it may change the computation)",
+                          tsrc.path, k, def.name or tsrc.arch), 0)
+    end
+  end
 end
 
 local Model = {}
@@ -148,18 +232,20 @@ function M.load(path, opts)
     src, err = require("slm.lora").source(src, opts.lora)
     if not src then return nil, err end
   end
-  local modname = M.architectures[src.arch]
-  if not modname then
+  local def = route_table()[src.arch]
+  if not def then
     return nil, string.format("%s: unsupported architecture '%s' (supported: %s)", path, src.arch, supported())
   end
-  local def = defs[modname] or find_def(modname)
   local ok, res = pcall(function()
     -- a definition reads its own kind of file: hparams(src) for GGUF,
     -- hparams_<kind>(src) for the others (llama2c, rwkvcpp)
     local reader = src.kind == "gguf" and def.hparams or def["hparams_" .. src.kind]
-    if not reader then error(path .. ": the " .. modname .. " definition cannot read " .. src.kind .. " files", 0) end
-    local hp = reader(src)
-    return { hp = hp, net = def.build(src, hp) }
+    if not reader then error(path .. ": the " .. (def.name or src.arch) .. " definition cannot read " .. src.kind .. " files", 0) end
+    local tsrc = M.tracked(src)
+    local hp = reader(tsrc)
+    local net = def.build(tsrc, hp)
+    M.check_coverage(tsrc, def)
+    return { hp = hp, net = net }
   end)
   if not ok then return nil, tostring(res) end
   local model = setmetatable({
@@ -194,25 +280,37 @@ function Model:apply_lora(path, scale) return require("slm.lora").apply(self, pa
 local Session = {}
 Session.__index = Session
 
---- model:session{ctx = N, batch = B} -> session with its own KV cache/state.
--- ctx defaults to min(training context, 4096); batch (rows per forward
--- call during prompt processing) to 64.
+--- model:session{ctx = N, batch = B, swa_ring = true} -> session with its
+-- own KV cache/state. ctx defaults to min(training context, 4096); batch
+-- (rows per forward call during prompt processing) to 64. swa_ring = false
+-- keeps every position in the sliding-window layers' caches (Gemma) instead
+-- of a ring of the window's length: the same results, more memory.
+local SESSION_OPTS = { ctx = true, batch = true, swa_ring = true }
+
 function Model:session(opts)
   opts = opts or {}
+  if type(opts) ~= "table" then error("bad argument #1 to 'session' (table expected)", 2) end
+  for k in pairs(opts) do
+    if not SESSION_OPTS[k] then error("session: unknown option '" .. tostring(k) .. "' (known: batch, ctx, swa_ring)", 2) end
+  end
   local hp = self.hp
   local n_ctx = opts.ctx or math.min(hp.n_ctx_train or 2048, 4096)
   local n_batch = opts.batch or 64
   if math.type(n_ctx) ~= "integer" or n_ctx < 1 then error("session: ctx must be a positive integer", 2) end
   if math.type(n_batch) ~= "integer" or n_batch < 1 then error("session: batch must be a positive integer", 2) end
+  if opts.swa_ring ~= nil and type(opts.swa_ring) ~= "boolean" then error("session: swa_ring must be a boolean", 2) end
   n_batch = math.min(n_batch, n_ctx)
   local s = setmetatable({
     model = self, n_ctx = n_ctx, n_batch = n_batch, n_past = 0, tokens = {},
+    swa_ring = opts.swa_ring ~= false,
   }, Session)
   s.x = tensor.zeros({ n_batch, hp.dim })
   s.h = tensor.zeros({ n_batch, hp.dim })
   s.y = tensor.zeros({ n_batch, hp.dim })
   s.logits = tensor.zeros({ hp.n_vocab })
-  s.state = self.def.state(self.net, { n_ctx = n_ctx, n_batch = n_batch })
+  -- the architecture's state (KV cache, recurrent state) and, for blocks
+  -- that take one, the workspace they share
+  s.state, s.work = self.def.state(self.net, { n_ctx = n_ctx, n_batch = n_batch, swa_ring = s.swa_ring })
   return s
 end
 
@@ -303,7 +401,7 @@ end
 
 --- sess:fork() -> a new, independent session at the same point.
 function Session:fork()
-  local s = self.model:session { ctx = self.n_ctx, batch = self.n_batch }
+  local s = self.model:session { ctx = self.n_ctx, batch = self.n_batch, swa_ring = self.swa_ring }
   return s:restore(self:snapshot())
 end
 

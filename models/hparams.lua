@@ -1,0 +1,169 @@
+--- Shared helpers of the attention model definitions (models/llama.lua,
+-- models/gemma.lua): typed metadata reading, the hyper-parameters every
+-- attention model has, weight getters with shape checks, and the session
+-- state (KV cache + workspace) shaped by the model's layer plan.
+--
+-- Every key is read through the source's meta(), so the loader knows which
+-- keys a definition understood (slm.model.check_coverage); every error names
+-- the file and the key or tensor.
+local blocks = require("slm.core").blocks
+
+local M = {}
+
+local KINDS = {
+  int = function(v) return math.type(v) == "integer" end,
+  num = function(v) return type(v) == "number" end,
+  str = function(v) return type(v) == "string" end,
+  bool = function(v) return type(v) == "boolean" end,
+}
+local KIND_NAMES = { int = "an integer", num = "a number", str = "a string", bool = "a boolean" }
+
+--- reader(src) -> k with k.int/num/str/bool(name [, default]): the value of
+-- `<arch>.<name>`, checked for its type; a missing key without a default is
+-- an error. k.raw(name) returns the value as stored (or nil).
+function M.reader(src)
+  local arch = src.arch
+  local k = {}
+  for kind, ok in pairs(KINDS) do
+    k[kind] = function(name, default)
+      local full = arch .. "." .. name
+      local v = src.meta(full)
+      if v == nil then
+        if default == nil then error(string.format("%s: missing metadata %s", src.path, full), 0) end
+        return default
+      end
+      if type(v) == "table" then
+        error(string.format("%s: metadata %s holds a list (per-layer values are not supported)", src.path, full), 0)
+      end
+      if not ok(v) then
+        error(string.format("%s: metadata %s is %s, expected %s", src.path, full, tostring(v), KIND_NAMES[kind]), 0)
+      end
+      return v
+    end
+  end
+  k.raw = function(name) return src.meta(arch .. "." .. name) end
+  return k
+end
+
+local function positive(src, arch, hp, names)
+  for _, n in ipairs(names) do
+    local v = hp[n[1]]
+    if math.type(v) ~= "integer" or v < 1 or v > (n[2] or (1 << 24)) then
+      error(string.format("%s: %s.%s is %s (expected 1..%d)", src.path, arch, n[3], tostring(v), n[2] or (1 << 24)), 0)
+    end
+  end
+end
+
+--- The hyper-parameters every attention model reads, as the reference's
+-- common loader does: sizes, heads, head size (attention.key_length /
+-- value_length, default dim / heads), rotary dims, RoPE base, linear
+-- scaling, the LongRoPE original context and attention factor.
+function M.attention(src, k)
+  local arch = src.arch
+  local hp = {
+    arch = arch,
+    n_ctx_train = k.int("context_length", 2048),
+    dim = k.int("embedding_length"),
+    n_layer = k.int("block_count"),
+    n_ff = k.int("feed_forward_length"),
+    n_head = k.int("attention.head_count"),
+    eps = k.num("attention.layer_norm_rms_epsilon", 1e-5),
+    rope_base = k.num("rope.freq_base", 10000.0),
+  }
+  hp.n_head_kv = k.int("attention.head_count_kv", hp.n_head)
+  positive(src, arch, hp, { { "dim", nil, "embedding_length" }, { "n_layer", 4096, "block_count" },
+                            { "n_ff", nil, "feed_forward_length" }, { "n_head", 4096, "attention.head_count" },
+                            { "n_head_kv", 4096, "attention.head_count_kv" } })
+  if hp.n_head % hp.n_head_kv ~= 0 then
+    error(string.format("%s: %s.attention.head_count %d is not a multiple of head_count_kv %d", src.path, arch,
+                        hp.n_head, hp.n_head_kv), 0)
+  end
+  -- experts (Mixtral's layout in a llama file, ...) are another block
+  local n_expert = k.int("expert_count", 0)
+  k.int("expert_used_count", 0)
+  if n_expert > 0 then
+    error(string.format("%s: %s.expert_count is %d: mixture-of-experts models are not supported yet", src.path,
+                        arch, n_expert), 0)
+  end
+  hp.head_dim = k.int("attention.key_length", hp.dim // hp.n_head)
+  local vlen = k.int("attention.value_length", hp.head_dim)
+  if vlen ~= hp.head_dim then
+    error(string.format("%s: %s.attention.value_length %d differs from key_length %d (not supported)", src.path,
+                        arch, vlen, hp.head_dim), 0)
+  end
+  hp.n_rot = k.int("rope.dimension_count", hp.head_dim)
+  positive(src, arch, hp, { { "head_dim", 4096, "attention.key_length" }, { "n_rot", hp.head_dim, "rope.dimension_count" } })
+  if hp.n_rot % 2 ~= 0 then error(string.format("%s: %s.rope.dimension_count %d is odd", src.path, arch, hp.n_rot), 0) end
+  local stype = k.str("rope.scaling.type", "none")
+  local factor = k.num("rope.scaling.factor", 0)
+  if stype == "linear" or stype == "none" or stype == "" then
+    -- as the reference: a factor applies linearly whatever the type says
+    -- when the type is none/linear (a factor of 0 or 1 is no scaling)
+    hp.rope_scale = factor ~= 0 and 1 / factor or 1
+  else
+    error(string.format("%s: %s.rope.scaling.type '%s' is not supported (only linear)", src.path, arch, stype), 0)
+  end
+  hp.rope_attn_factor = k.num("rope.scaling.attn_factor", 1)
+  hp.n_ctx_orig = k.int("rope.scaling.original_context_length", hp.n_ctx_train)
+  k.bool("rope.scaling.finetuned", false)         -- informational
+  hp.vocab_size = k.int("vocab_size", 0)           -- checked against the embedding
+  return hp
+end
+
+--- getters(src) -> w(name), opt(name), f32(name [, n]), vec(name, n): a
+-- required tensor; an optional one (nil when absent); an optional vector as
+-- f32 (converted when stored otherwise) of n values when n is given; a
+-- required one.
+function M.getters(src)
+  local function w(name) return src.tensor(name) end
+  local function opt(name) return src.has(name) and src.tensor(name) or nil end
+  local function f32(name, n)
+    local t = opt(name)
+    if not t then return nil end
+    if n and t:numel() ~= n then
+      error(string.format("%s: tensor %s has %d values, expected %d", src.path, name, t:numel(), n), 0)
+    end
+    if t:dtype() ~= "f32" then t = t:to("f32") end
+    return t
+  end
+  local function vec(name, n)
+    return f32(name, n) or w(name)   -- (w raises: the tensor is missing)
+  end
+  return w, opt, f32, vec
+end
+
+--- Sets hp.n_vocab from the embedding (vocab, dim) and checks it against
+-- the file's vocab_size and dim.
+function M.check_vocab(src, hp, emb)
+  if emb:dim() ~= 2 or emb:size(2) ~= hp.dim then
+    error(string.format("%s: token_embd.weight has shape %s, expected (vocab, %d)", src.path,
+                        table.concat(emb:shape(), "x"), hp.dim), 0)
+  end
+  hp.n_vocab = emb:size(1)
+  if hp.vocab_size and hp.vocab_size ~= 0 and hp.vocab_size ~= hp.n_vocab then
+    error(string.format("%s: %s.vocab_size is %d, token_embd.weight has %d rows", src.path, hp.arch,
+                        hp.vocab_size, hp.n_vocab), 0)
+  end
+end
+
+--- The session state of a model built of attention layers: a KV cache
+-- with one slot per step of m.plan, shaped as that step's layer (kv_dim,
+-- window), and a workspace as large as the largest block needs for
+-- opts.n_batch rows. opts.swa_ring = false keeps windowed layers whole.
+function M.kv_state(m, opts)
+  local layers = {}
+  for step, l in ipairs(m.plan) do
+    local L = m.layers[l]
+    layers[step] = { kv_dim = L.kv_dim, window = L.window or 0 }
+  end
+  local kv = blocks.kv_state { n_ctx = opts.n_ctx, n_batch = opts.n_batch, layers = layers,
+                               ring = opts.swa_ring ~= false }
+  local bytes = 0
+  for _, L in ipairs(m.layers) do
+    bytes = math.max(bytes, L.attn:work_size(opts.n_batch), L.ffn:work_size(opts.n_batch))
+    if L.attn_long then bytes = math.max(bytes, L.attn_long:work_size(opts.n_batch)) end
+  end
+  return kv, blocks.workspace(bytes)
+end
+
+return M
