@@ -119,12 +119,12 @@ local function registry()
     if not ok or type(reg) ~= "table" then fail("SLM_REGISTRY %s: does not return a table of models", path) end
     return reg
   end
-  -- models/registry.lua in a checkout, slm/models/registry.lua when installed
-  for _, name in ipairs { "models.registry", "slm.models.registry" } do
-    local ok, reg = pcall(require, name)
-    if ok then return reg end
-  end
-  fail("the model registry (models/registry.lua) is not on package.path")
+  -- slm.models.registry: models/registry.lua in a checkout (slm.model's
+  -- searcher), slm/models/registry.lua when installed
+  require "slm.model"
+  local ok, reg = pcall(require, "slm.models.registry")
+  if ok then return reg end
+  fail("the model registry (slm.models.registry) is not on package.path")
 end
 
 local function cache_dir()

@@ -1,0 +1,225 @@
+-- The 2026 dense families (qwen3, gemma2, gemma3, Llama-3 RoPE, Phi-4-mini,
+-- SmolLM3, Granite) against the reference implementation's logits and
+-- greedy ids (../shared/fixtures/gguf2/*.ref, README there): f16 within
+-- 0.01 s, q8_0 / q4_k_m within 0.05 s at every prompt position (s = std of
+-- the reference logits), every greedy id the .ref holds; the long-prompt
+-- references where the window, the RoPE factors and the caps matter.
+-- Then what the loader refuses (a tensor or a key it does not understand),
+-- and the sliding-window ring: same logits as a full cache, less memory,
+-- snapshots that continue exactly.
+local helpers = require "spec.helpers"
+local slm = require "slm"
+local gguf = slm.gguf
+
+local STD = { 1, 72, 300, 45, 290, 301, 17, 99 }
+
+local function prompt_file(name)
+  local path = helpers.fixture("gguf2/" .. name)
+  if not path then return nil end
+  local ids = {}
+  for n in helpers.read(path):gmatch("%d+") do ids[#ids + 1] = tonumber(n) end
+  return ids
+end
+
+local function bound(q) return q == "f16" and 0.01 or 0.05 end
+
+-- Feeds the prompt one token at a time (as the reference did), checking the
+-- logits after each position, then continues greedily. The reference ran
+-- with a 512-token context (phi4mini's long RoPE factors depend on it).
+local function check(stem, q, kind, prompt)
+  local ref_path, why = helpers.fixture("gguf2/" .. stem .. "-" .. q .. (kind and ("." .. kind) or "") .. ".ref")
+  if not ref_path then return pending(why) end
+  local ref = helpers.read_ref(ref_path)
+  local model = assert(slm.load(helpers.fixture("gguf2/" .. stem .. "-" .. q .. ".gguf")))
+  local sess = model:session { ctx = 512 }
+  local worst, logits, at = 0, nil, 0
+  for p = 1, ref.n_pos do
+    logits = sess:eval { prompt[p] }
+    local d = helpers.max_diff(logits, ref.logits[p]) / ref.sd
+    if d > worst then worst, at = d, p end
+  end
+  assert.is_true(worst <= bound(q), string.format("max|d|/s = %.4f > %.2f at position %d", worst, bound(q), at))
+  local got = {}
+  for i = 1, #ref.gen do
+    got[i] = helpers.argmax(logits)
+    logits = sess:eval { got[i] }
+  end
+  assert.same(ref.gen, got)
+end
+
+describe("2026 families: parity with the reference", function()
+  for _, stem in ipairs { "qwen3", "gemma3", "gemma2", "llama3", "phi4mini", "smollm3", "granite" } do
+    for _, q in ipairs { "f16", "q8_0", "q4_k_m" } do
+      it(stem .. "-" .. q .. " logits and greedy ids", function() check(stem, q, nil, STD) end)
+    end
+  end
+  for _, stem in ipairs { "gemma3", "gemma2", "llama3", "phi4mini" } do
+    it(stem .. "-f16 on the 32-token prompt (past the window, the factors, the caps)", function()
+      local p = prompt_file("LONG_PROMPT")
+      if not p then return pending("fixture gguf2/LONG_PROMPT not found (set SLM_FIXTURES)") end
+      check(stem, "f16", "long", p)
+    end)
+  end
+  it("llama3-f16 on the 480-token prompt (where rope_freqs matters most)", function()
+    local p = prompt_file("LONG480_PROMPT")
+    if not p then return pending("fixture gguf2/LONG480_PROMPT not found (set SLM_FIXTURES)") end
+    check("llama3", "f16", "long480", p)
+  end)
+
+  it("phi4mini: a context up to the original 128 uses the short factors (another result)", function()
+    local path, why = helpers.fixture("gguf2/phi4mini-f16.gguf")
+    if not path then return pending(why) end
+    local model = assert(slm.load(path))
+    local long = model:session({ ctx = 512 }):eval(STD):clone()
+    local short = model:session({ ctx = 128 }):eval(STD)
+    local ref = {}
+    for i = 1, long:numel() do ref[i] = long:get(i) end
+    assert.is_true(helpers.max_diff(short, ref) > 1e-3)
+  end)
+end)
+
+-- A copy of a fixture with extra tensors and metadata (tensor_fn may
+-- replace tensors), written with slm.gguf.write.
+local function altered(src, opts)
+  local f = assert(gguf.open(src))
+  local meta = {}
+  for _, k in ipairs(f.keys) do
+    if k ~= "general.alignment" and not (opts.drop and opts.drop[k]) then meta[#meta + 1] = { k, f:typed(k) } end
+  end
+  for _, kv in ipairs(opts.metadata or {}) do meta[#meta + 1] = kv end
+  local tensors = {}
+  for _, info in ipairs(f.tensors) do tensors[#tensors + 1] = { name = info.name, tensor = f:tensor(info.name) } end
+  for _, t in ipairs(opts.tensors or {}) do tensors[#tensors + 1] = t end
+  local out = os.tmpname() .. ".gguf"
+  assert(gguf.write(out, { metadata = meta, tensors = tensors }))
+  f:close()
+  helpers.tmpnames[#helpers.tmpnames + 1] = out
+  return out
+end
+
+describe("the loader refuses what it does not understand", function()
+  it("a llama file with a tensor the code does not know", function()
+    local src, why = helpers.fixture("gguf/dense-f16.gguf")
+    if not src then return pending(why) end
+    local path = altered(src, { tensors = { { name = "blk.1.attn_gate.weight", tensor = slm.tensor.zeros { 256 } } } })
+    local m, err = slm.load(path)
+    assert.is_nil(m)
+    assert.equal(path .. ": tensor 'blk.1.attn_gate.weight' is not used by slm's llama definition "
+                 .. "(refusing to compute without it)", err)
+    -- the same file without it loads
+    assert.is_not_nil(slm.load(altered(src, {})))
+  end)
+
+  it("a metadata key that would change the computation", function()
+    local src, why = helpers.fixture("gguf/dense-f16.gguf")
+    if not src then return pending(why) end
+    local path = altered(src, { metadata = { { "llama.attention.logit_bias", { type = "f32", value = 2.0 } } } })
+    local m, err = slm.load(path)
+    assert.is_nil(m)
+    assert.equal(path .. ": metadata key 'llama.attention.logit_bias' is not understood by slm's llama "
+                 .. "definition (it may change the computation)", err)
+  end)
+
+  it("a rope scaling it does not implement, experts, a list where a number belongs", function()
+    local src, why = helpers.fixture("gguf/dense-f16.gguf")
+    if not src then return pending(why) end
+    local p1 = altered(src, { metadata = { { "llama.rope.scaling.type", "yarn" }, { "llama.rope.scaling.factor", { type = "f32", value = 4.0 } } } })
+    assert.equal(p1 .. ": llama.rope.scaling.type 'yarn' is not supported (only linear)", select(2, slm.load(p1)))
+    local p2 = altered(src, { metadata = { { "llama.expert_count", { type = "u32", value = 8 } } } })
+    assert.equal(p2 .. ": llama.expert_count is 8: mixture-of-experts models are not supported yet", select(2, slm.load(p2)))
+    local p3 = altered(src, { drop = { ["llama.attention.head_count"] = true },
+                              metadata = { { "llama.attention.head_count", { type = "u32", value = { 8, 8, 8, 8 } } } } })
+    assert.equal(p3 .. ": metadata llama.attention.head_count holds a list (per-layer values are not supported)",
+                 select(2, slm.load(p3)))
+  end)
+
+  it("llama 3 RoPE factors of the wrong length, and a llama file with partial rotary", function()
+    local dense, why = helpers.fixture("gguf/dense-f16.gguf")
+    if not dense then return pending(why) end
+    local p2 = altered(dense, { drop = { ["llama.rope.dimension_count"] = true },
+                                metadata = { { "llama.rope.dimension_count", { type = "u32", value = 16 } } } })
+    assert.equal(p2 .. ": llama.rope.dimension_count is 16, the head size 32", select(2, slm.load(p2)))
+    local p3 = altered(dense, { tensors = { { name = "rope_freqs.weight", tensor = slm.tensor.zeros { 8 } } } })
+    assert.equal(p3 .. ": tensor rope_freqs.weight has 8 values, expected 16", select(2, slm.load(p3)))
+  end)
+end)
+
+describe("sliding-window layers", function()
+  local function run(model, opts, prompt)
+    local s = model:session(opts)
+    local rows = {}
+    for i, id in ipairs(prompt) do rows[i] = s:eval({ id }):tobytes() end
+    return rows, s
+  end
+
+  for _, stem in ipairs { "gemma3", "gemma2" } do
+    it(stem .. ": the ring gives the logits of a full cache bit for bit, in less memory", function()
+      local path, why = helpers.fixture("gguf2/" .. stem .. "-q8_0.gguf")
+      if not path then return pending(why) end
+      local p = prompt_file("LONG_PROMPT")
+      local model = assert(slm.load(path))
+      local a, sa = run(model, { ctx = 256, batch = 4 }, p)
+      local b, sb = run(model, { ctx = 256, batch = 4, swa_ring = false }, p)
+      assert.same(a, b)
+      -- gemma3: 5 of 6 layers slide (window 4); gemma2: 2 of 4 (window 6)
+      local window = stem == "gemma3" and 4 or 6
+      local n_swa = stem == "gemma3" and 5 or 2
+      local layers, kv = stem == "gemma3" and 6 or 4, stem == "gemma3" and 2 or 4
+      local row = 2 * kv * 64 * 2     -- k + v: kv heads x 64 dims, f16
+      assert.equal(layers * 256 * row, sb.state:bytes())
+      assert.equal((layers - n_swa) * 256 * row + n_swa * (window + 4 - 1) * row, sa.state:bytes())
+    end)
+
+    it(stem .. ": a prompt in batches that cross the window equals token by token", function()
+      local path, why = helpers.fixture("gguf2/" .. stem .. "-f16.gguf")
+      if not path then return pending(why) end
+      local p = prompt_file("LONG_PROMPT")
+      local model = assert(slm.load(path))
+      local a = run(model, { ctx = 64 }, p)
+      for _, batch in ipairs { 3, 7, 32 } do
+        local s = model:session { ctx = 64, batch = batch }
+        local l = s:eval(p)
+        local want = slm.tensor.frombytes(a[#p], "f32", { l:numel() })
+        local diff = 0
+        for i = 1, l:numel() do diff = math.max(diff, math.abs(l:get(i) - want:get(i))) end
+        assert.is_true(diff < 1e-4, "batch " .. batch .. ": " .. diff)
+      end
+    end)
+
+    it(stem .. ": snapshot, restore and fork past the window continue exactly", function()
+      local path, why = helpers.fixture("gguf2/" .. stem .. "-q8_0.gguf")
+      if not path then return pending(why) end
+      local p = prompt_file("LONG_PROMPT")
+      local model = assert(slm.load(path))
+      local s = model:session { ctx = 128, batch = 5 }
+      s:eval(table.move(p, 1, 20, 1, {}))
+      local snap = s:snapshot()
+      local rest = table.move(p, 21, #p, 1, {})
+      local want = s:eval(rest):tobytes()
+      -- a fresh session of another batch (another ring length) restores it
+      local t = model:session { ctx = 128, batch = 2 }
+      t:restore(snap)
+      assert.equal(want, t:eval(rest):tobytes())
+      s:restore(snap)
+      assert.equal(want, s:fork():eval(rest):tobytes())
+      -- the windowed layers keep only their last window - 1 positions:
+      -- header, per layer 12 bytes + positions x (k + v) rows of f16
+      local per_pos = stem == "gemma3" and 2 * 2 * 64 * 2 or 2 * 4 * 64 * 2
+      local rows = stem == "gemma3" and 5 * 3 + 1 * 20 or 2 * 5 + 2 * 20
+      local layers = stem == "gemma3" and 6 or 4
+      assert.equal(16 + 12 * layers + rows * per_pos, #snap.state)
+      -- and a session without rings takes the same snapshot
+      local full = model:session { ctx = 128, swa_ring = false }
+      assert.equal(want, full:restore(snap):eval(rest):tobytes())
+    end)
+  end
+
+  it("a session option that is not one rejects, swa_ring must be a boolean", function()
+    local path, why = helpers.fixture("gguf2/gemma3-f16.gguf")
+    if not path then return pending(why) end
+    local model = assert(slm.load(path))
+    assert.has_error(function() model:session { ctx = 64, swa = false } end,
+                     "session: unknown option 'swa' (known: batch, ctx, swa_ring)")
+    assert.has_error(function() model:session { swa_ring = "no" } end, "session: swa_ring must be a boolean")
+  end)
+end)
