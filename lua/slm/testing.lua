@@ -25,7 +25,7 @@
 -- | "qwen3"   | attn_q_norm/attn_k_norm (head_dim), key/value_length, no rope.dimension_count; rope_base [1e6], eps [1e-6] |
 -- | "gemma3"  | q/k norms, post_attention_norm/post_ffw_norm, window [512], rope_base [1e6] (global), rope_base_swa [1e4], rope_scale (linear factor, [none]), final_softcap [none] |
 -- | "gemma2"  | post norms, attn_softcap [50], final_softcap [30], window [4096]; no rope.freq_base; always tied |
--- | "phi3"    | Phi-4-mini: attn_qkv, ffn_up = gate then up (2 n_ff rows), rope_dim [3/4 of the head], rope_factors_long/short (lists, [random]), original_ctx [4096], rope.scaling.attn_factor, window [262144] |
+-- | "phi3"    | Phi-4-mini: attn_qkv, ffn_up = gate then up (2 n_ff rows), rope_dim [3/4 of the head], rope_factors_long/short (lists, [random]), original_ctx [4096], rope.scaling.attn_factor, window [262144 as Phi-4-mini, which the reader ignores with a warning; 0 as a config without one] |
 -- | "smollm3" | the llama layout under its own name; rope_base [5e6], eps [1e-6] |
 -- | "granite" | attention_scale [1/head_dim], embedding_scale [12], residual_scale [0.22], logit_scale [8] |
 --
