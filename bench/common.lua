@@ -151,11 +151,16 @@ function Bench:measure(r, slm_run)
   return r
 end
 
---- b:compare_table(rows): under --compare, probes the bandwidth again and
--- prints slm and the reference side by side, rows as filled by b:measure
--- (r.dt names the row); nothing otherwise.
-function Bench:compare_table(rows)
+--- b:compare_table(rows [, head]): under --compare, probes the bandwidth
+-- again and prints slm and the reference side by side, rows as filled by
+-- b:measure (r.label or r.dt names the row; head, default "dtype", names
+-- that column); nothing otherwise.
+function Bench:compare_table(rows, head)
   if not self.compare then return end
+  head = head or "dtype"
+  local w = #head
+  for _, r in ipairs(rows) do w = math.max(w, #(r.label or r.dt)) end
+  local first = "%-" .. math.max(w, 6) .. "s"
   self:bandwidth()
   local function num(v, fmt) return v and string.format(fmt, v) or "?" end
   local function ratio(a, b) return (a and b and b > 0) and string.format("%.2f", a / b) or "?" end
@@ -163,10 +168,10 @@ function Bench:compare_table(rows)
   print(string.format("slm vs reference (%s), same files, %d threads, %d alternating rounds, best of each;",
                       self.ref, self.threads, self.rounds))
   print(string.format("measured read bandwidth %s GB/s", num(self.bw, "%.1f")))
-  print(string.format("%-6s %8s %8s %6s | %8s %8s %6s | %8s %7s %7s", "dtype", "pp slm", "pp ref", "ratio",
+  print(string.format(first .. " %8s %8s %6s | %8s %8s %6s | %8s %7s %7s", head, "pp slm", "pp ref", "ratio",
                       "tg slm", "tg ref", "ratio", "MB/tok", "bw slm", "bw ref"))
   for _, r in ipairs(rows) do
-    print(string.format("%-6s %8s %8s %6s | %8s %8s %6s | %8.1f %7s %7s", r.dt, num(r.pp, "%.1f"),
+    print(string.format(first .. " %8s %8s %6s | %8s %8s %6s | %8.1f %7s %7s", r.label or r.dt, num(r.pp, "%.1f"),
                         num(r.ref_pp, "%.1f"), ratio(r.pp, r.ref_pp), num(r.tg, "%.1f"), num(r.ref_tg, "%.1f"),
                         ratio(r.tg, r.ref_tg), r.bytes / 1e6, self:frac(r.tg, r.bytes),
                         self:frac(r.ref_tg, r.bytes)))

@@ -12,7 +12,8 @@
 -- the same GGUF files (-p 128 -n 64, -r 1 per round), alternating with
 -- slm's runs (SLM_COMPARE_ROUNDS rounds, default 2, best of each side), and
 -- a second table gives both sides, slm/ref ratios and both bw fractions;
--- bench/mamba.lua and bench/rwkv.lua then run with --compare too.
+-- bench/families.lua, bench/mamba.lua and bench/rwkv.lua then run with
+-- --compare too.
 local testing = require "slm.testing"
 local common = require "bench.common"
 
@@ -45,8 +46,11 @@ for _, dt in ipairs(dtypes) do
 end
 b:compare_table(rows)
 
--- the recurrent models (mamba-130m- and RWKV-7 0.1B-shaped), then tokenizers
+-- the 2026 families (Qwen3-0.6B- and gemma-3-270m-shaped), the recurrent
+-- models (mamba-130m- and RWKV-7 0.1B-shaped), then tokenizers
 local pass = b.compare and "--compare " or ""
+print()
+os.execute(string.format("%s %s/bench/families.lua %s%d", b.slm, here, pass, threads))
 print()
 os.execute(string.format("%s %s/bench/mamba.lua %s%d", b.slm, here, pass, threads))
 print()

@@ -32,6 +32,14 @@ function helpers.fixture(rel)
   return nil, "fixture " .. p .. " not found (set SLM_FIXTURES)"
 end
 
+--- The message of the error f(...) raises, without its "file:line: " prefix
+-- (fails when f does not raise).
+function helpers.errmsg(f, ...)
+  local ok, e = pcall(f, ...)
+  assert(not ok, "expected an error")
+  return (tostring(e):gsub("^[^:]+:%d+: ", ""))
+end
+
 --- Reads a whole file as a string.
 function helpers.read(path)
   local f = assert(io.open(path, "rb"))

@@ -444,9 +444,6 @@ local BLOCK = { q4_0 = 32, q4_1 = 32, q5_0 = 32, q5_1 = 32, q8_0 = 32, q2_k = 25
 -- Q5_K -> Q5_1, Q6_K -> Q8_0; Q2_K/Q3_K go to IQ4_NL there, which slm lacks,
 -- so Q4_0 here), and to F16 when even that does not divide the row.
 local FALLBACK = { q2_k = "q4_0", q3_k = "q4_0", q4_k = "q5_0", q5_k = "q5_1", q6_k = "q8_0" }
--- general.file_type values of the reference's ftype enum for these types
-local FTYPE = { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 7, q5_0 = 8, q5_1 = 9, q2_k = 10,
-                q3_k = 12, q4_k = 15, q5_k = 17, q6_k = 18, bf16 = 32 }
 
 local function target_type(ty, ncols)
   if ncols % BLOCK[ty] == 0 then return ty end
@@ -473,16 +470,16 @@ local function quantize_gguf(inp, out, ty)
   local f, err = slm.gguf.open(inp)
   if not f then fail("%s", err) end
   local md = {}
-  local has_ftype = false
+  local has_ftype, ftype = false, slm.gguf.FILE_TYPE[ty]
   for _, k in ipairs(f.keys) do
     if k == "general.file_type" then
-      md[#md + 1] = { k, { type = "u32", value = FTYPE[ty] } }
+      md[#md + 1] = { k, { type = "u32", value = ftype } }
       has_ftype = true
     elseif k ~= "general.quantization_version" then
       md[#md + 1] = { k, f:typed(k) }
     end
   end
-  if not has_ftype then md[#md + 1] = { "general.file_type", { type = "u32", value = FTYPE[ty] } } end
+  if not has_ftype then md[#md + 1] = { "general.file_type", { type = "u32", value = ftype } } end
   if BLOCK[ty] > 1 then md[#md + 1] = { "general.quantization_version", { type = "u32", value = 2 } } end
   local total = 0
   for _, info in ipairs(f.tensors) do total = total + numel(info.shape) end

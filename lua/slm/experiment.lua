@@ -131,11 +131,6 @@ end
 local BLOCK = { q4_0 = 32, q4_1 = 32, q5_0 = 32, q5_1 = 32, q8_0 = 32, q2_k = 256, q3_k = 256,
                 q4_k = 256, q5_k = 256, q6_k = 256, f16 = 1, bf16 = 1, f32 = 1 }
 
--- general.file_type (llama_ftype) named after the dtype that holds most of
--- the weights: MOSTLY_Q4_0 = 2 ..., K-quants as their _M variants.
-local FTYPE = { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 7, q5_0 = 8, q5_1 = 9, q2_k = 10,
-                q3_k = 12, q4_k = 15, q5_k = 17, q6_k = 18, bf16 = 32 }
-
 --- A policy from a dtype name, as `slm quantize IN OUT TYPE` uses: every
 -- weight matrix (2-D, row length a multiple of the block) becomes that
 -- dtype; norms, biases and other 1-D tensors are kept.
@@ -179,7 +174,9 @@ function M.quantize(in_path, out_path, policy)
     if n > most or (n == most and dt < major) then major, most = dt, n end
   end
   local meta = {}
-  if major and FTYPE[major] then meta["general.file_type"] = { type = "u32", value = FTYPE[major] } end
+  -- general.file_type named after the dtype that holds most of the weights
+  local ftype = major and gguf.FILE_TYPE[major]
+  if ftype then meta["general.file_type"] = { type = "u32", value = ftype } end
   local ok, werr = M.write_gguf(f, out_path, function(info)
     local t = f:tensor(info.name)
     local dt = want[info.name]

@@ -33,6 +33,7 @@
 --          all integers -> i32 when all fit, else i64; any float -> f32.
 --      An empty list needs the explicit form ({type = "str", value = {}}).
 --   alignment (a power of two, default 32) sets general.alignment (u32).
+--   FILE_TYPE[dtype]: general.file_type for a file mostly of that dtype.
 --   Values that do not fit their type raise an error naming the key.
 local core = require "slm.core"
 require "slm.tensor"   -- the views it returns get the Lua-side tensor methods
@@ -120,6 +121,12 @@ function File:nparams()
 end
 
 -- ---- writing ---------------------------------------------------------------
+
+--- FILE_TYPE[dtype]: the general.file_type value (the reference's llama_ftype
+-- enum, include/llama.h) of a file whose weights are mostly that dtype;
+-- K-quants as their _M mixtures (MOSTLY_Q4_K_M = 15 ...).
+M.FILE_TYPE = { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 7, q5_0 = 8, q5_1 = 9, q2_k = 10,
+                q3_k = 12, q4_k = 15, q5_k = 17, q6_k = 18, bf16 = 32 }
 
 local function int_type(v)
   if v >= 0 and v <= 0xffffffff then return "u32" end
