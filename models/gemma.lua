@@ -115,6 +115,8 @@ function gemma.build(src, hp)
       kv_dim = hp.n_head_kv * hp.head_dim,
       window = swa and hp.window or 0,
     }
+    layer.kind = (swa and ("window " .. hp.window .. ", ") or "") ..
+                 hparams.rope_kind(swa and hp.rope_base_swa or hp.rope_base, swa and hp.rope_scale_swa or hp.rope_scale)
     layer.attn = blocks.attention {
       dim = hp.dim, n_head = hp.n_head, n_head_kv = hp.n_head_kv, head_dim = hp.head_dim,
       scale = hp.q_scale, prescale_q = true,          -- q scaled before attention
@@ -139,9 +141,15 @@ function gemma.build(src, hp)
   end
   m.plan = {}
   for l = 1, hp.n_layer do m.plan[l] = l end
+  m.features = { "embedding x sqrt(dim)", "GeGLU" }
+  if post then m.features[#m.features + 1] = "post norms" end
+  if hp.arch == "gemma3" then m.features[#m.features + 1] = "q/k norm" end
+  if hp.attn_softcap then m.features[#m.features + 1] = "attention cap " .. hp.attn_softcap end
+  if hp.final_softcap then m.features[#m.features + 1] = "final cap " .. hp.final_softcap end
   return m
 end
 
+gemma.describe = hparams.describe
 gemma.plans, gemma.hook_points, gemma.all_logits = true, "full", true
 
 --- Per-session state: KV cache (windowed layers as rings unless

@@ -146,6 +146,32 @@ function M.check_vocab(src, hp, emb)
   end
 end
 
+--- describe(m) -> a line saying what each run of layers does (from each
+-- layer's `kind`, set by the definition) and the model's features
+-- (m.features), for `slm info`: "0-4 window 4, rope 1e4; 5 rope 1e6 x1/8".
+function M.describe(m)
+  local runs, first = {}, 1
+  for l = 1, #m.layers + 1 do
+    local kind = m.layers[l] and m.layers[l].kind
+    if l > 1 and (l > #m.layers or kind ~= m.layers[l - 1].kind) then
+      local range = first == l - 1 and tostring(first - 1) or string.format("%d-%d", first - 1, l - 2)
+      runs[#runs + 1] = range .. " " .. (m.layers[l - 1].kind or "attention")
+      first = l
+    end
+  end
+  local line = table.concat(runs, "; ")
+  if m.features and #m.features > 0 then line = line .. " | " .. table.concat(m.features, ", ") end
+  return line
+end
+
+--- The RoPE part of a layer's kind.
+function M.rope_kind(base, scale, extra)
+  local s = string.format("rope %g", base)
+  if scale and scale ~= 1 then s = s .. string.format(" x1/%g", 1 / scale) end
+  if extra and extra ~= "" then s = s .. " " .. extra:gsub("^ ", "") end
+  return s
+end
+
 --- The session state of a model built of attention layers: a KV cache
 -- with one slot per step of m.plan, shaped as that step's layer (kv_dim,
 -- window), and a workspace as large as the largest block needs for

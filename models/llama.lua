@@ -100,6 +100,9 @@ function llama.build(src, hp)
       kv_dim = hp.n_head_kv * hp.head_dim,
     }
     local nope = hp.nope_period and l % hp.nope_period == 0
+    local extra = (freqs and "rope_freqs" or long and "longrope" or "") ..
+                  (hp.n_rot < hp.head_dim and (" rotary " .. hp.n_rot .. "/" .. hp.head_dim) or "")
+    layer.kind = nope and "no rope" or hparams.rope_kind(hp.rope_base, hp.rope_scale, extra)
     local function attention(factors)
       return blocks.attention {
         dim = hp.dim, n_head = hp.n_head, n_head_kv = hp.n_head_kv, head_dim = hp.head_dim,
@@ -134,8 +137,20 @@ function llama.build(src, hp)
   -- for layer skipping, early exit and recursion over a block)
   m.plan = {}
   for l = 1, hp.n_layer do m.plan[l] = l end
+  m.features = {}
+  local function feat(cond, s) if cond then m.features[#m.features + 1] = s end end
+  feat(m.layers[1].attn and hp.arch == "qwen3", "q/k norm")
+  feat(src.has("blk.0.attn_q.bias"), "q/k/v biases")
+  feat(m.embed_scale, "embedding x" .. tostring(hp.embedding_scale))
+  feat(m.residual_scale, "residual x" .. tostring(hp.residual_scale))
+  feat(hp.attn_scale, "attention scale " .. tostring(hp.attn_scale))
+  feat(m.logit_mul, "logits /" .. tostring(hp.logit_scale))
+  feat(hp.rope_attn_factor ~= 1, "rope attn factor " .. tostring(hp.rope_attn_factor))
+  feat(m.output == m.tok_embd, "tied head")
   return m
 end
+
+llama.describe = hparams.describe
 
 -- forward honours m.plan and m.hooks (slm.hooks), and fills s.all_logits
 llama.plans, llama.hook_points, llama.all_logits = true, "full", true

@@ -334,6 +334,7 @@ function(pos, opt)
     if hp[k] ~= nil then shape[#shape + 1] = k .. "=" .. tostring(hp[k]) end
   end
   p("hparams       %s", table.concat(shape, " "))
+  if model.def.describe then p("layers        %s", model.def.describe(model.net)) end
   p("dtypes")
   local list = {}
   for _, d in pairs(by) do list[#list + 1] = d end
