@@ -20,8 +20,10 @@
 --   phi3     fused attn_qkv and gate|up in ffn_up, NeoX RoPE, q scaled
 --            before attention; Phi-4-mini: partial rotary
 --            (rope.dimension_count < head size), LongRoPE factor tensors
---            (long when the session's context exceeds the original one,
---            else short, at every position) and rope.scaling.attn_factor
+--            (long when the session's context, rounded up to a multiple of
+--            256 as the reference sizes its cache, exceeds
+--            rope.scaling.original_context_length, else short, at every
+--            position) and rope.scaling.attn_factor
 --   smollm3  llama's block with no RoPE on every 4th layer (NoPE)
 --   granite  embedding, residual, attention and logit multipliers
 local blocks = require("slm.core").blocks
@@ -168,7 +170,9 @@ end
 -- unless model:hook() registered some; `at` then calls them on a view.
 function llama.forward(m, s, ids, first, n)
   local hp, x, h, y, hooks, work = m.hp, s.x, s.h, s.y, m.hooks, s.work
-  local long = m.long_ctx and s.n_ctx > m.long_ctx   -- LongRoPE: long factors for long contexts
+  -- LongRoPE: the long factors when the context, rounded up to 256 as the
+  -- reference allocates it, exceeds the original one
+  local long = m.long_ctx and (s.n_ctx + 255) // 256 * 256 > m.long_ctx
   blocks.embed(x, m.tok_embd, ids, first, n)
   if m.embed_scale then blocks.scale(x, m.embed_scale, 1, n) end
   for step, l in ipairs(m.plan) do
