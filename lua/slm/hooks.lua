@@ -9,11 +9,14 @@
 --   end)
 --   h:remove()
 --
--- Points of llama-family models, per layer N (0-based):
+-- Points of the attention models (llama, qwen, phi3, gemma, smollm3,
+-- granite), per layer N (0-based):
 --   blk.N.attn_in   normed input of attention
---   blk.N.attn_out  attention output, before the residual add
+--   blk.N.attn_out  attention output, before the residual add (gemma2/3:
+--                   after the post-attention norm)
 --   blk.N.ffn_in    normed input of the feed-forward
---   blk.N.ffn_out   feed-forward output, before the residual add
+--   blk.N.ffn_out   feed-forward output, before the residual add (gemma2/3:
+--                   after the post-feed-forward norm)
 --   blk.N.out       residual stream after the layer
 -- and for every model:
 --   output_norm     the normed rows the head reads (the last row, or all rows
