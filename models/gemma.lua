@@ -89,7 +89,13 @@ function gemma.hparams(src)
   for _, c in ipairs { "attn_softcap", "final_softcap" } do
     if hp[c] and not (hp[c] > 0) then error(string.format("%s: %s soft cap %s must be positive", src.path, arch, tostring(hp[c])), 0) end
   end
-  if hp.window and hp.window < 0 then error(src.path .. ": negative " .. arch .. ".attention.sliding_window", 0) end
+  if hp.window and (hp.window < 0 or hp.window > (1 << 24)) then
+    error(string.format("%s: %s.attention.sliding_window is %d (expected 0..16777216)", src.path, arch, hp.window), 0)
+  end
+  if hp.rope_base_swa and not (hp.rope_base_swa > 0 and hp.rope_base_swa < math.huge) then
+    error(string.format("%s: %s.rope.freq_base_swa is %s (expected a positive number)", src.path, arch,
+                        tostring(hp.rope_base_swa)), 0)
+  end
   return hp
 end
 

@@ -104,6 +104,15 @@ function M.attention(src, k)
     error(string.format("%s: %s.rope.scaling.type '%s' is not supported (only linear)", src.path, arch, stype), 0)
   end
   hp.rope_attn_factor = k.num("rope.scaling.attn_factor", 1)
+  for _, c in ipairs { { hp.rope_base, "rope.freq_base" }, { hp.eps, "attention.layer_norm_rms_epsilon" },
+                       { hp.rope_attn_factor, "rope.scaling.attn_factor" } } do
+    if not (c[1] > 0 and c[1] < math.huge) then
+      error(string.format("%s: %s.%s is %s (expected a positive number)", src.path, arch, c[2], tostring(c[1])), 0)
+    end
+  end
+  if not (factor >= 0 and factor < math.huge) then
+    error(string.format("%s: %s.rope.scaling.factor is %s", src.path, arch, tostring(factor)), 0)
+  end
   hp.n_ctx_orig = k.int("rope.scaling.original_context_length", hp.n_ctx_train)
   k.bool("rope.scaling.finetuned", false)         -- informational
   hp.vocab_size = k.int("vocab_size", 0)           -- checked against the embedding

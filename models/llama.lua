@@ -61,7 +61,14 @@ function llama.hparams(src)
     hp.logit_scale = k.num("logit_scale")
     local s = k.num("attention.scale", 0)
     if s ~= 0 then hp.attn_scale = s end
-    if hp.logit_scale == 0 then error(src.path .. ": granite.logit_scale is 0", 0) end
+    for _, c in ipairs { "embedding_scale", "residual_scale", "logit_scale" } do
+      if not (hp[c] > 0 and hp[c] < math.huge) then
+        error(string.format("%s: granite.%s is %s (expected a positive number)", src.path, c, tostring(hp[c])), 0)
+      end
+    end
+    if not (s >= 0 and s < math.huge) then
+      error(string.format("%s: granite.attention.scale is %s", src.path, tostring(s)), 0)
+    end
   end
   if arch == "smollm3" then
     -- SmolLM3 skips RoPE on layers with (il + 1) % 4 == 0; the converter

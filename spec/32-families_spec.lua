@@ -144,6 +144,20 @@ describe("the loader refuses what it does not understand", function()
                  select(2, slm.load(p3)))
   end)
 
+  it("hostile values: a huge window, a negative RoPE base, a zero logit scale", function()
+    local g2, why = helpers.fixture("gguf2/gemma2-f16.gguf")
+    if not g2 then return pending(why) end
+    local function with(src, key, v)
+      return altered(src, { drop = { [key] = true }, metadata = { { key, v } } })
+    end
+    local p1 = with(g2, "gemma2.attention.sliding_window", { type = "u32", value = 4000000000 })
+    assert.equal(p1 .. ": gemma2.attention.sliding_window is 4000000000 (expected 0..16777216)", select(2, slm.load(p1)))
+    local p2 = with(helpers.fixture("gguf2/qwen3-f16.gguf"), "qwen3.rope.freq_base", { type = "f32", value = -1.0 })
+    assert.equal(p2 .. ": qwen3.rope.freq_base is -1.0 (expected a positive number)", select(2, slm.load(p2)))
+    local p3 = with(helpers.fixture("gguf2/granite-f16.gguf"), "granite.logit_scale", { type = "f32", value = 0.0 })
+    assert.equal(p3 .. ": granite.logit_scale is 0.0 (expected a positive number)", select(2, slm.load(p3)))
+  end)
+
   it("llama 3 RoPE factors of the wrong length, and a llama file with partial rotary", function()
     local dense, why = helpers.fixture("gguf/dense-f16.gguf")
     if not dense then return pending(why) end
