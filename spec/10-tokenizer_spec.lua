@@ -67,6 +67,74 @@ describe("slm.tokenizer tokenizer.json fixtures", function()
   end
 end)
 
+describe("slm.tokenizer.pretokenize", function()
+  -- gpt-4o (Phi-4-mini's o200k vocabulary): expected pieces computed by
+  -- Python's `regex` module (2026.5.9, an engine independent of slm's PCRE2)
+  -- running the tokenizer.json regex of Xenova/gpt-4o, which llama.cpp's
+  -- convert_hf_to_gguf_update.py names gpt-4o. llama.cpp's rewrite of the
+  -- regex gives "ПриветМир", "e", "\u{301}té" and "αΒγ" whole or split
+  -- differently; these follow Hugging Face.
+  local GPT4O = {
+    { "Hello World",
+      { "Hello", " World" } },
+    { "HelloWorld camelCase XMLHttpRequest",
+      { "Hello", "World", " camel", "Case", " XMLHttp", "Request" } },
+    { "I'M here, you'RE there; they'll've",
+      { "I'M", " here", ",", " you'RE", " there", ";", " they'll", "'ve" } },
+    { "don't DON'T Don'T",
+      { "don't", " DON'T", " Don'T" } },
+    { "1234567 12.5 3...3",
+      { "123", "456", "7", " ", "12", ".", "5", " ", "3", "...", "3" } },
+    { "  leading and trailing  ",
+      { " ", " leading", " and", " trailing", "  " } },
+    { "tabs\tand\nnewlines\r\n\n end",
+      { "tabs", "\tand", "\n", "newlines", "\r\n\n", " end" } },
+    { "a/b/c path/to/file\n/",
+      { "a", "/b", "/c", " path", "/to", "/file", "\n", "/" } },
+    { "ПриветМир",
+      { "Привет", "Мир" } },
+    { "naïve café",
+      { "naïve", " café" } },
+    { "e\u{301}té",
+      { "e\u{301}té" } },
+    { "αΒγ",
+      { "α", "Βγ" } },
+    { "我想在apple工作1314151天～",
+      { "我想在apple工作", "131", "415", "1", "天", "～" } },
+    { "🦙🦙 emoji 😁!",
+      { "🦙🦙", " emoji", " 😁!" } },
+    { "  \n\n  x",
+      { "  \n\n", " ", " x" } },
+    { "$$$ ... !!! ???",
+      { "$$$", " ...", " !!!", " ???" } },
+    { "3 33 333 3333",
+      { "3", " ", "33", " ", "333", " ", "333", "3" } },
+    { "x  y   z",
+      { "x", " ", " y", "  ", " z" } },
+    { "end.\n\nNext",
+      { "end", ".\n\n", "Next" } },
+    { "ﬁne ǅemal",
+      { "ﬁne", " ǅemal" } },
+  }
+
+  it("splits as the gpt-4o (o200k) regex does", function()
+    for _, c in ipairs(GPT4O) do
+      assert.are.same(c[2], tokenizer.pretokenize("gpt-4o", c[1]), c[1])
+    end
+  end)
+
+  it("gives a tokenizer.ggml.pre name's split and rejects unknown names", function()
+    -- the llama3 regex cuts digits in threes, qwen2's one by one
+    assert.are.same({ "123", "4" }, tokenizer.pretokenize("llama-bpe", "1234"))
+    assert.are.same({ "1", "2", "3", "4" }, tokenizer.pretokenize("qwen2", "1234"))
+    assert.are.same({}, tokenizer.pretokenize("gpt-4o", ""))
+    assert.has_error(function() tokenizer.pretokenize("nope", "x") end,
+      "tokenizer: unknown pre-tokenizer 'nope'")
+    assert.has_error(function() tokenizer.pretokenize("gpt-4o", 1) end,
+      "bad argument #2 to 'pretokenize' (string expected, got number)")
+  end)
+end)
+
 describe("slm.tokenizer API", function()
   local spm_path = helpers.fixture("vocab/ggml-vocab-llama-spm.gguf")
   local gpt2_path = helpers.fixture("vocab/ggml-vocab-gpt-2.gguf")
