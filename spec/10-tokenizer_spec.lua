@@ -67,6 +67,63 @@ describe("slm.tokenizer tokenizer.json fixtures", function()
   end
 end)
 
+describe("slm.tokenizer GGUF vocabularies of the 2026 families", function()
+  -- A tokenizer.json fixture written as the GGUF vocabulary the reference
+  -- converter makes of it (tokens; added tokens control when special or
+  -- shaped <|...|>, else user-defined; merges; tokenizer.ggml.pre): encoded
+  -- through the GGUF pre-tokenizer table, the cases must give Hugging Face's
+  -- ids. Qwen3's GGUF files declare "qwen2"; Llama 3.2's and SmolLM3's
+  -- "llama-bpe" (their vocabulary is Llama 3's).
+  local function gguf_of(name, pre)
+    local dir = helpers.fixture("tokenizer-json/" .. name)
+    if not dir then return nil end
+    local j = helpers.json_decode(helpers.read(dir .. "/tokenizer.json"))
+    local tokens, types, n = {}, {}, 0
+    for text, id in pairs(j.model.vocab) do
+      tokens[id + 1], types[id + 1] = text, 1
+      n = math.max(n, id + 1)
+    end
+    for _, t in ipairs(j.added_tokens) do
+      local looks = t.content:sub(1, 2) == "<|" and t.content:sub(-2) == "|>"
+      tokens[t.id + 1], types[t.id + 1] = t.content, (t.special or looks) and 3 or 4
+      n = math.max(n, t.id + 1)
+    end
+    for i = 1, n do
+      if not tokens[i] then tokens[i], types[i] = "[PAD" .. (i - 1) .. "]", 5 end
+    end
+    local merges = {}
+    for i, m in ipairs(j.model.merges) do merges[i] = type(m) == "table" and m[1] .. " " .. m[2] or m end
+    local path = os.tmpname()
+    assert(require("slm.gguf").write(path, { metadata = {
+      { "general.architecture", "llama" },
+      { "tokenizer.ggml.model", "gpt2" }, { "tokenizer.ggml.pre", pre },
+      { "tokenizer.ggml.tokens", { type = "str", value = tokens } },
+      { "tokenizer.ggml.token_type", { type = "i32", value = types } },
+      { "tokenizer.ggml.merges", { type = "str", value = merges } },
+    }, tensors = {} }))
+    local tok = assert(tokenizer.load(path))
+    os.remove(path)
+    return tok, read_cases(dir .. "/cases.inp", dir .. "/cases.out")
+  end
+
+  for _, c in ipairs { { "qwen3", "qwen2", false }, { "llama3", "llama-bpe", true } } do
+    local name, pre, bos = table.unpack(c)
+    it(name .. "'s vocabulary with pre '" .. pre .. "' gives Hugging Face's ids", function()
+      local tok, texts, expect = gguf_of(name, pre)
+      if not tok then return pending("tokenizer-json fixtures not found") end
+      local ok = conformance(tok, texts, expect, { add_special = false, parse_special = true })
+      assert.are.equal(#texts, ok, name .. ": " .. ok .. "/" .. #texts .. " cases match")
+      assert.are.equal(bos, tok.add_bos)   -- the reference adds BOS for llama-bpe
+    end)
+  end
+
+  it("the cases tell pre-tokenizers apart (llama3's vocabulary with smollm's regexes)", function()
+    local tok, texts, expect = gguf_of("llama3", "smollm")
+    if not tok then return pending("tokenizer-json fixtures not found") end
+    assert.is_true(conformance(tok, texts, expect, { add_special = false, parse_special = true }) < #texts)
+  end)
+end)
+
 describe("slm.tokenizer.pretokenize", function()
   -- gpt-4o (Phi-4-mini's o200k vocabulary): expected pieces computed by
   -- Python's `regex` module (2026.5.9, an engine independent of slm's PCRE2)
