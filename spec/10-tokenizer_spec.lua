@@ -74,10 +74,12 @@ describe("slm.tokenizer GGUF vocabularies of the 2026 families", function()
   -- through the GGUF pre-tokenizer table, the cases must give Hugging Face's
   -- ids. Qwen3's GGUF files declare "qwen2"; Llama 3.2's and SmolLM3's
   -- "llama-bpe" (their vocabulary is Llama 3's).
-  local function gguf_of(name, pre)
+  local decoded = {}
+  local function gguf_of(name, pre, extra)
     local dir = helpers.fixture("tokenizer-json/" .. name)
     if not dir then return nil end
-    local j = helpers.json_decode(helpers.read(dir .. "/tokenizer.json"))
+    decoded[name] = decoded[name] or helpers.json_decode(helpers.read(dir .. "/tokenizer.json"))
+    local j = decoded[name]
     local tokens, types, n = {}, {}, 0
     for text, id in pairs(j.model.vocab) do
       tokens[id + 1], types[id + 1] = text, 1
@@ -94,13 +96,15 @@ describe("slm.tokenizer GGUF vocabularies of the 2026 families", function()
     local merges = {}
     for i, m in ipairs(j.model.merges) do merges[i] = type(m) == "table" and m[1] .. " " .. m[2] or m end
     local path = os.tmpname()
-    assert(require("slm.gguf").write(path, { metadata = {
+    local meta = {
       { "general.architecture", "llama" },
       { "tokenizer.ggml.model", "gpt2" }, { "tokenizer.ggml.pre", pre },
       { "tokenizer.ggml.tokens", { type = "str", value = tokens } },
       { "tokenizer.ggml.token_type", { type = "i32", value = types } },
       { "tokenizer.ggml.merges", { type = "str", value = merges } },
-    }, tensors = {} }))
+    }
+    for _, kv in ipairs(extra or {}) do meta[#meta + 1] = kv end
+    assert(require("slm.gguf").write(path, { metadata = meta, tensors = {} }))
     local tok = assert(tokenizer.load(path))
     os.remove(path)
     return tok, read_cases(dir .. "/cases.inp", dir .. "/cases.out")
@@ -116,6 +120,19 @@ describe("slm.tokenizer GGUF vocabularies of the 2026 families", function()
       assert.are.equal(bos, tok.add_bos)   -- the reference adds BOS for llama-bpe
     end)
   end
+
+  -- tokenizer.json: 151643 <|endoftext|>, 151645 <|im_end|>, 151659
+  -- <|fim_prefix|>, 151662 <|fim_pad|>, 151663 <|repo_name|>, 151664 <|file_sep|>
+  it("ends generation where the reference does: EOS/EOT and the FIM pad, repository and file-separator tokens", function()
+    local tok = gguf_of("qwen3", "qwen2")
+    if not tok then return pending("tokenizer-json fixtures not found") end
+    for _, id in ipairs { 151643, 151645, 151662, 151663, 151664 } do assert.is_true(tok:is_eog(id), id) end
+    assert.is_false(tok:is_eog(151659))
+    -- an id the file names replaces the one found by text
+    tok = gguf_of("qwen3", "qwen2", { { "tokenizer.ggml.fim_pad_token_id", { type = "u32", value = 151659 } } })
+    assert.is_true(tok:is_eog(151659))
+    assert.is_false(tok:is_eog(151662))
+  end)
 
   it("the cases tell pre-tokenizers apart (llama3's vocabulary with smollm's regexes)", function()
     local tok, texts, expect = gguf_of("llama3", "smollm")
