@@ -44,8 +44,10 @@
 -- reads an assistant message (a block max_tokens cut is all reasoning); a
 -- chat session stores it as the message's reasoning_content. The callback
 -- streams the raw text (think markers included when they are not control
--- tokens). Qwen3's template renders earlier replies without their reasoning,
--- so the next turn does not extend what the session holds: it starts over.
+-- tokens). A reply that thought is not rendered back as the session holds
+-- it (Qwen3's template drops earlier reasoning; a chat session stores the
+-- answer, which smollm3 renders without the think block): the next turn
+-- starts over.
 --
 -- Tokens: template text is split at special-token texts (the template's
 -- markers and end of turn - a table template lists its own in `specials` and
@@ -68,9 +70,10 @@
 -- it back (llama2, llama3.x and gemma strip surrounding spaces, qwen3 drops
 -- reasoning, smollm3 leading newlines) or max_tokens cut a character in two.
 -- The end-of-turn token that stopped generation is never evaluated, so the
--- next turn starts by evaluating it from the template. The new part is encoded on its own: when it continues a text run
--- (llama2's " " after a reply), a SentencePiece vocabulary's dummy prefix
--- space may make its tokens differ from encoding the whole prompt at once.
+-- next turn starts by evaluating it from the template. The new part is
+-- encoded on its own: when it continues a text run (llama2's " " after a
+-- reply), a SentencePiece vocabulary's dummy prefix space may make its
+-- tokens differ from encoding the whole prompt at once.
 -- The state is kept in sess.chat_state.
 --
 -- sess:chat never modifies `messages`; it returns the reply text and an info
