@@ -334,7 +334,21 @@ T.qwen3 = qwen("qwen3", nil, true)
 -- system turn without <|im_end|>; the edited copy in llama.cpp's tests
 -- ("smollm3-edited") has no date line and closes the system turn. A system
 -- message containing /system_override replaces the whole system text (HF).
-local SMOLLM3_THINK = "You are a helpful AI assistant named SmolLM, trained by Hugging Face. Your role as an assistant involves thoroughly exploring questions through a systematic thinking process before providing the final precise and accurate solutions. This requires engaging in a comprehensive cycle of analysis, summarizing, exploration, reassessment, reflection, backtracking, and iteration to develop well-considered thinking process. Please structure your response into two main sections: Thought and Solution using the specified format: <think> Thought section </think> Solution section. In the Thought section, detail your reasoning process in steps. Each step should include detailed considerations such as analysing questions, summarizing relevant findings, brainstorming new ideas, verifying the accuracy of the current steps, refining any errors, and revisiting previous steps. In the Solution section, based on various attempts, explorations, and reflections from the Thought section, systematically present the final solution that you deem correct. The Solution section should be logical, accurate, and concise and detail necessary steps needed to reach the conclusion."
+local SMOLLM3_THINK = "You are a helpful AI assistant named SmolLM, trained by Hugging Face. Your role as an "
+  .. "assistant involves thoroughly exploring questions through a systematic thinking process "
+  .. "before providing the final precise and accurate solutions. This requires engaging in a "
+  .. "comprehensive cycle of analysis, summarizing, exploration, reassessment, reflection, "
+  .. "backtracking, and iteration to develop well-considered thinking process. Please "
+  .. "structure your response into two main sections: Thought and Solution using the "
+  .. "specified format: <think> Thought section </think> Solution section. In the Thought "
+  .. "section, detail your reasoning process in steps. Each step should include detailed "
+  .. "considerations such as analysing questions, summarizing relevant findings, "
+  .. "brainstorming new ideas, verifying the accuracy of the current steps, refining any "
+  .. "errors, and revisiting previous steps. In the Solution section, based on various "
+  .. "attempts, explorations, and reflections from the Thought section, systematically "
+  .. "present the final solution that you deem correct. The Solution section should be "
+  .. "logical, accurate, and concise and detail necessary steps needed to reach the "
+  .. "conclusion."
 local SMOLLM3_NO_THINK = "You are a helpful AI assistant named SmolLM, trained by Hugging Face."
 
 local function smollm3(hf)
@@ -597,7 +611,15 @@ T.gemma = {
 -- `thinking`), the instructions to think in <think></think> and answer in
 -- <response></response>; contents as they are. The generation prompt
 -- follows the last message only (none when there are only system messages).
-local GRANITE_THINK = " You are a helpful AI assistant.\nRespond to every user query in a comprehensive and detailed way. You can write down your thoughts and reasoning process before responding. In the thought process, engage in a comprehensive cycle of analysis, summarization, exploration, reassessment, reflection, backtracing, and iteration to develop well-considered thinking process. In the response section, based on various attempts, explorations, and reflections from the thoughts section, systematically present the final solution that you deem correct. The response should summarize the thought process. Write your thoughts between <think></think> and write your response between <response></response> for each user query."
+local GRANITE_THINK = " You are a helpful AI assistant.\nRespond to every user query in a comprehensive and "
+  .. "detailed way. You can write down your thoughts and reasoning process before responding. "
+  .. "In the thought process, engage in a comprehensive cycle of analysis, summarization, "
+  .. "exploration, reassessment, reflection, backtracing, and iteration to develop "
+  .. "well-considered thinking process. In the response section, based on various attempts, "
+  .. "explorations, and reflections from the thoughts section, systematically present the "
+  .. "final solution that you deem correct. The response should summarize the thought "
+  .. "process. Write your thoughts between <think></think> and write your response between "
+  .. "<response></response> for each user query."
 T.granite = {
   stop = { "<|end_of_text|>" }, eos = "<|end_of_text|>",
   specials = { "<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>" },
