@@ -1,8 +1,9 @@
 --- A multi-turn chat: user turns from stdin (one per line), replies streamed.
 --   bin/slm examples/chat.lua MODEL.gguf [template] [max_tokens=64] [system prompt]
--- template: chatml, llama2, llama3, phi3, mistral, zephyr, gemma, or "auto"
--- (the GGUF's own). After each reply, a line on stderr tells how many tokens
--- the turn evaluated and how many it kept from the previous turns.
+-- template: a name of slm.chat.templates (chatml, qwen3, llama3.2, gemma,
+-- phi4, granite, smollm3, ...) or "auto" (the GGUF's own). After each reply,
+-- a line on stderr tells how many tokens the turn evaluated and how many it
+-- kept from the previous turns.
 local slm = require "slm"
 
 local path = arg[1]

@@ -67,6 +67,148 @@ describe("slm.tokenizer tokenizer.json fixtures", function()
   end
 end)
 
+describe("slm.tokenizer GGUF vocabularies of the 2026 families", function()
+  -- A tokenizer.json fixture written as the GGUF vocabulary the reference
+  -- converter makes of it (tokens; added tokens control when special or
+  -- shaped <|...|>, else user-defined; merges; tokenizer.ggml.pre): encoded
+  -- through the GGUF pre-tokenizer table, the cases must give Hugging Face's
+  -- ids. Qwen3's GGUF files declare "qwen2"; Llama 3.2's and SmolLM3's
+  -- "llama-bpe" (their vocabulary is Llama 3's).
+  local decoded = {}
+  local function gguf_of(name, pre, extra)
+    local dir = helpers.fixture("tokenizer-json/" .. name)
+    if not dir then return nil end
+    decoded[name] = decoded[name] or helpers.json_decode(helpers.read(dir .. "/tokenizer.json"))
+    local j = decoded[name]
+    local tokens, types, n = {}, {}, 0
+    for text, id in pairs(j.model.vocab) do
+      tokens[id + 1], types[id + 1] = text, 1
+      n = math.max(n, id + 1)
+    end
+    for _, t in ipairs(j.added_tokens) do
+      local looks = t.content:sub(1, 2) == "<|" and t.content:sub(-2) == "|>"
+      tokens[t.id + 1], types[t.id + 1] = t.content, (t.special or looks) and 3 or 4
+      n = math.max(n, t.id + 1)
+    end
+    for i = 1, n do
+      if not tokens[i] then tokens[i], types[i] = "[PAD" .. (i - 1) .. "]", 5 end
+    end
+    local merges = {}
+    for i, m in ipairs(j.model.merges) do merges[i] = type(m) == "table" and m[1] .. " " .. m[2] or m end
+    local path = os.tmpname()
+    local meta = {
+      { "general.architecture", "llama" },
+      { "tokenizer.ggml.model", "gpt2" }, { "tokenizer.ggml.pre", pre },
+      { "tokenizer.ggml.tokens", { type = "str", value = tokens } },
+      { "tokenizer.ggml.token_type", { type = "i32", value = types } },
+      { "tokenizer.ggml.merges", { type = "str", value = merges } },
+    }
+    for _, kv in ipairs(extra or {}) do meta[#meta + 1] = kv end
+    assert(require("slm.gguf").write(path, { metadata = meta, tensors = {} }))
+    local tok = assert(tokenizer.load(path))
+    os.remove(path)
+    return tok, read_cases(dir .. "/cases.inp", dir .. "/cases.out")
+  end
+
+  for _, c in ipairs { { "qwen3", "qwen2", false }, { "llama3", "llama-bpe", true } } do
+    local name, pre, bos = table.unpack(c)
+    it(name .. "'s vocabulary with pre '" .. pre .. "' gives Hugging Face's ids", function()
+      local tok, texts, expect = gguf_of(name, pre)
+      if not tok then return pending("tokenizer-json fixtures not found") end
+      local ok = conformance(tok, texts, expect, { add_special = false, parse_special = true })
+      assert.are.equal(#texts, ok, name .. ": " .. ok .. "/" .. #texts .. " cases match")
+      assert.are.equal(bos, tok.add_bos)   -- the reference adds BOS for llama-bpe
+    end)
+  end
+
+  -- tokenizer.json: 151643 <|endoftext|>, 151645 <|im_end|>, 151659
+  -- <|fim_prefix|>, 151662 <|fim_pad|>, 151663 <|repo_name|>, 151664 <|file_sep|>
+  it("ends generation where the reference does: EOS/EOT and the FIM pad, repository and file-separator tokens", function()
+    local tok = gguf_of("qwen3", "qwen2")
+    if not tok then return pending("tokenizer-json fixtures not found") end
+    for _, id in ipairs { 151643, 151645, 151662, 151663, 151664 } do assert.is_true(tok:is_eog(id), id) end
+    assert.is_false(tok:is_eog(151659))
+    -- an id the file names replaces the one found by text
+    tok = gguf_of("qwen3", "qwen2", { { "tokenizer.ggml.fim_pad_token_id", { type = "u32", value = 151659 } } })
+    assert.is_true(tok:is_eog(151659))
+    assert.is_false(tok:is_eog(151662))
+  end)
+
+  it("the cases tell pre-tokenizers apart (llama3's vocabulary with smollm's regexes)", function()
+    local tok, texts, expect = gguf_of("llama3", "smollm")
+    if not tok then return pending("tokenizer-json fixtures not found") end
+    assert.is_true(conformance(tok, texts, expect, { add_special = false, parse_special = true }) < #texts)
+  end)
+end)
+
+describe("slm.tokenizer.pretokenize", function()
+  -- gpt-4o (Phi-4-mini's o200k vocabulary): expected pieces computed by
+  -- Python's `regex` module (2026.5.9, an engine independent of slm's PCRE2)
+  -- running the tokenizer.json regex of Xenova/gpt-4o, which llama.cpp's
+  -- convert_hf_to_gguf_update.py names gpt-4o. llama.cpp's rewrite of the
+  -- regex gives "ПриветМир", "e", "\u{301}té" and "αΒγ" whole or split
+  -- differently; these follow Hugging Face.
+  local GPT4O = {
+    { "Hello World",
+      { "Hello", " World" } },
+    { "HelloWorld camelCase XMLHttpRequest",
+      { "Hello", "World", " camel", "Case", " XMLHttp", "Request" } },
+    { "I'M here, you'RE there; they'll've",
+      { "I'M", " here", ",", " you'RE", " there", ";", " they'll", "'ve" } },
+    { "don't DON'T Don'T",
+      { "don't", " DON'T", " Don'T" } },
+    { "1234567 12.5 3...3",
+      { "123", "456", "7", " ", "12", ".", "5", " ", "3", "...", "3" } },
+    { "  leading and trailing  ",
+      { " ", " leading", " and", " trailing", "  " } },
+    { "tabs\tand\nnewlines\r\n\n end",
+      { "tabs", "\tand", "\n", "newlines", "\r\n\n", " end" } },
+    { "a/b/c path/to/file\n/",
+      { "a", "/b", "/c", " path", "/to", "/file", "\n", "/" } },
+    { "ПриветМир",
+      { "Привет", "Мир" } },
+    { "naïve café",
+      { "naïve", " café" } },
+    { "e\u{301}té",
+      { "e\u{301}té" } },
+    { "αΒγ",
+      { "α", "Βγ" } },
+    { "我想在apple工作1314151天～",
+      { "我想在apple工作", "131", "415", "1", "天", "～" } },
+    { "🦙🦙 emoji 😁!",
+      { "🦙🦙", " emoji", " 😁!" } },
+    { "  \n\n  x",
+      { "  \n\n", " ", " x" } },
+    { "$$$ ... !!! ???",
+      { "$$$", " ...", " !!!", " ???" } },
+    { "3 33 333 3333",
+      { "3", " ", "33", " ", "333", " ", "333", "3" } },
+    { "x  y   z",
+      { "x", " ", " y", "  ", " z" } },
+    { "end.\n\nNext",
+      { "end", ".\n\n", "Next" } },
+    { "ﬁne ǅemal",
+      { "ﬁne", " ǅemal" } },
+  }
+
+  it("splits as the gpt-4o (o200k) regex does", function()
+    for _, c in ipairs(GPT4O) do
+      assert.are.same(c[2], tokenizer.pretokenize("gpt-4o", c[1]), c[1])
+    end
+  end)
+
+  it("gives a tokenizer.ggml.pre name's split and rejects unknown names", function()
+    -- the llama3 regex cuts digits in threes, qwen2's one by one
+    assert.are.same({ "123", "4" }, tokenizer.pretokenize("llama-bpe", "1234"))
+    assert.are.same({ "1", "2", "3", "4" }, tokenizer.pretokenize("qwen2", "1234"))
+    assert.are.same({}, tokenizer.pretokenize("gpt-4o", ""))
+    assert.has_error(function() tokenizer.pretokenize("nope", "x") end,
+      "tokenizer: unknown pre-tokenizer 'nope'")
+    assert.has_error(function() tokenizer.pretokenize("gpt-4o", 1) end,
+      "bad argument #2 to 'pretokenize' (string expected, got number)")
+  end)
+end)
+
 describe("slm.tokenizer API", function()
   local spm_path = helpers.fixture("vocab/ggml-vocab-llama-spm.gguf")
   local gpt2_path = helpers.fixture("vocab/ggml-vocab-gpt-2.gguf")

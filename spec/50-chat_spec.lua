@@ -115,10 +115,13 @@ end
 
 -- dense-q8_0.gguf with two filler pieces turned into ChatML control tokens
 -- and a ChatML chat template: a model whose vocabulary has the markers.
-local CHATML_START, CHATML_END = 300, 301
-local chatml_path
-local function chatml_model()
-  if not chatml_path then
+-- With think_type, two more become <think> and </think> of that GGUF token
+-- type (3 control, 4 user-defined).
+local CHATML_START, CHATML_END, THINK_OPEN, THINK_CLOSE = 300, 301, 304, 305
+local chatml_paths = {}
+local function chatml_model(think_type)
+  local key = think_type or 0
+  if not chatml_paths[key] then
     local src, why = helpers.fixture("gguf/dense-q8_0.gguf")
     if not src then pending(why) return nil end
     local f <close> = assert(slm.gguf.open(src))
@@ -127,19 +130,25 @@ local function chatml_model()
       local tv = f:typed(k)
       if k == "tokenizer.ggml.tokens" then
         tv.value[CHATML_START + 1], tv.value[CHATML_END + 1] = "<|im_start|>", "<|im_end|>"
+        if think_type then tv.value[THINK_OPEN + 1], tv.value[THINK_CLOSE + 1] = "<think>", "</think>" end
       elseif k == "tokenizer.ggml.token_type" then
         tv.value[CHATML_START + 1], tv.value[CHATML_END + 1] = 3, 3
+        if think_type then tv.value[THINK_OPEN + 1], tv.value[THINK_CLOSE + 1] = think_type, think_type end
       end
       if k ~= "general.alignment" then meta[#meta + 1] = { k, tv } end
     end
     meta[#meta + 1] = { "tokenizer.chat_template", JINJA.chatml }
     local tensors = {}
     for i, info in ipairs(f.tensors) do tensors[i] = { name = info.name, tensor = assert(f:tensor(i)) } end
-    chatml_path = os.tmpname()
-    assert(slm.gguf.write(chatml_path, { metadata = meta, tensors = tensors }))
+    chatml_paths[key] = os.tmpname()
+    assert(slm.gguf.write(chatml_paths[key], { metadata = meta, tensors = tensors }))
   end
-  return assert(slm.load(chatml_path))
+  return assert(slm.load(chatml_paths[key]))
 end
+
+-- a reply that thinks: <think> \n H m \n </think> \n \n O K <|im_end|>
+local NL = 3 + 10
+local THINKING = { THINK_OPEN, NL, 3 + 72, 3 + 109, NL, THINK_CLOSE, NL, NL, 3 + 79, 3 + 75, CHATML_END }
 
 local function dense_model()
   local p, why = helpers.fixture("gguf/dense-q8_0.gguf")
@@ -201,12 +210,342 @@ describe("chat templates", function()
 
   it("errors clearly on bad templates and messages", function()
     assert.has_error(function() slm.chat.render("vicuna", CONV) end,
-      "chat: unknown template 'vicuna' (known: chatml, gemma, llama2, llama3, mistral, phi3, zephyr)")
+      "chat: unknown template 'vicuna' (known: chatml, gemma, granite, llama2, llama3, llama3.1, llama3.2, mistral, phi3, phi4, qwen2.5, qwen3, smollm2, smollm3, smollm3-edited, zephyr)")
     assert.has_error(function() slm.chat.render("chatml", { { role = "user" } }) end,
       "chat: message 1 needs a string role and a string content")
     assert.has_error(function()
       slm.chat.render("llama2", { { role = "user", content = "a" }, { role = "user", content = "b" } })
     end, "chat: the llama2 template needs user/assistant turns alternating after an optional system message (message 2 is 'user')")
+  end)
+end)
+
+-- Conversations for the published templates below (the generation prompt
+-- and options vary per case).
+local CONVS = {
+  one = {
+    { role = "user", content = "Hi" },
+  },
+  sys = {
+    { role = "system", content = "You are a helpful assistant" },
+    { role = "user", content = "Hi" },
+  },
+  conv = {
+    { role = "system", content = "You are a helpful assistant" },
+    { role = "user", content = "Hello" },
+    { role = "assistant", content = "Hi there" },
+    { role = "user", content = "Who are you" },
+    { role = "assistant", content = "   I am an assistant   " },
+    { role = "user", content = "Another question" },
+  },
+  ws = {
+    { role = "system", content = "  Be brief.\u{a0}\n" },
+    { role = "user", content = "\n Hello\u{3000} " },
+    { role = "assistant", content = "\n\nHi!  " },
+    { role = "user", content = "x\u{2009}" },
+  },
+  think = {
+    { role = "user", content = "What is 2+2?" },
+    { role = "assistant", content = "<think>\nAdd them.\n</think>\n\n4" },
+    { role = "user", content = "And 3+3?" },
+    { role = "assistant", content = "6", reasoning_content = "Add again." },
+    { role = "user", content = "Thanks" },
+  },
+  toolloop = {
+    { role = "user", content = "Weather?" },
+    { role = "assistant", content = "<think>\nCheck it.\n</think>\n\nChecking." },
+    { role = "tool", content = "sunny" },
+    { role = "tool", content = "warm" },
+    { role = "assistant", content = "<think>\nGot it.\n</think>\n\nIt is sunny and warm." },
+  },
+  sysmid = {
+    { role = "user", content = "a" },
+    { role = "system", content = "mid" },
+    { role = "user", content = "b" },
+  },
+  onlysys = {
+    { role = "system", content = "You are a helpful assistant" },
+  },
+  nothink_sys = {
+    { role = "system", content = "Be brief. /no_think" },
+    { role = "user", content = "Hi" },
+    { role = "assistant", content = "\nHello" },
+  },
+  flags_only = {
+    { role = "system", content = "/no_think  " },
+    { role = "user", content = "Hi" },
+  },
+  override = {
+    { role = "system", content = "Custom system. /system_override" },
+    { role = "user", content = "Hi" },
+  },
+  tools_sys = {
+    { role = "system", content = "Use tools.", tools = "[{\"name\": \"f\"}]" },
+    { role = "user", content = "Hi" },
+  },
+  llama_tool = {
+    { role = "system", content = "You are a helpful assistant" },
+    { role = "user", content = "Weather?" },
+    { role = "tool", content = "sunny \"hot\"\n" },
+    { role = "user", content = "ok" },
+  },
+}
+
+-- { template, conversation, options, add_generation_prompt, expected }.
+-- The expected texts were rendered by jinja2 3.1.6 from the published
+-- templates, set up as Hugging Face's apply_chat_template sets it up
+-- (trim_blocks, lstrip_blocks, strftime_now giving opts.date, raise_exception,
+-- the {% generation %} tag), by a script outside the repository, and pasted
+-- here as it printed them. Template files: qwen3 - Qwen/Qwen3-0.6B
+-- tokenizer_config.json (as in ../shared/fixtures/tokenizer-json/qwen3);
+-- qwen2.5 - Qwen2.5-7B-Instruct; smollm2 - SmolLM2-Instruct's GGUF template;
+-- smollm3 - HuggingFaceTB/SmolLM3-3B's (the 5,493-byte template of
+-- ggml-org/SmolLM3-3B-GGUF, from a copy whose indentation differs);
+-- smollm3-edited - llama.cpp's models/templates/HuggingFaceTB-SmolLM3-3B.jinja;
+-- granite - ibm-granite/granite-3.3-2b-instruct; gemma - the template of
+-- ggml-org/gemma-3-1b-it-GGUF (Gemma 3); phi4 - microsoft/Phi-4-mini-instruct
+-- tokenizer_config.json; llama3.2 - Llama-3.2-3B-Instruct; llama3.1 -
+-- Llama-3.1-8B-Instruct (Llama 3.3's is the same).
+local RENDERED = {
+  { "qwen3", "think", {  }, true,
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"
+    .. "<|im_start|>user\nAnd 3+3?<|im_end|>\n<|im_start|>assistant\n6<|im_end|>\n<|im_start|>user\n"
+    .. "Thanks<|im_end|>\n<|im_start|>assistant\n" },
+  { "qwen3", "think", { think = false }, true,
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"
+    .. "<|im_start|>user\nAnd 3+3?<|im_end|>\n<|im_start|>assistant\n6<|im_end|>\n<|im_start|>user\n"
+    .. "Thanks<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n" },
+  { "qwen3", "toolloop", {  }, true,
+    "<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>assistant\n<think>\nCheck it.\n</think>\n\n"
+    .. "Checking.<|im_end|>\n<|im_start|>user\n<tool_response>\nsunny\n</tool_response>\n"
+    .. "<tool_response>\nwarm\n</tool_response><|im_end|>\n<|im_start|>assistant\n<think>\nGot it.\n"
+    .. "</think>\n\nIt is sunny and warm.<|im_end|>\n<|im_start|>assistant\n" },
+  { "qwen3", "toolloop", {  }, false,
+    "<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>assistant\n<think>\nCheck it.\n</think>\n\n"
+    .. "Checking.<|im_end|>\n<|im_start|>user\n<tool_response>\nsunny\n</tool_response>\n"
+    .. "<tool_response>\nwarm\n</tool_response><|im_end|>\n<|im_start|>assistant\n<think>\nGot it.\n"
+    .. "</think>\n\nIt is sunny and warm.<|im_end|>\n" },
+  { "qwen3", "sysmid", {  }, true,
+    "<|im_start|>user\na<|im_end|>\n<|im_start|>system\nmid<|im_end|>\n<|im_start|>user\n"
+    .. "b<|im_end|>\n<|im_start|>assistant\n" },
+  { "qwen2.5", "one", {  }, true,
+    "<|im_start|>system\n"
+    .. "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+    .. "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n" },
+  { "qwen2.5", "sys", {  }, true,
+    "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+    .. "<|im_start|>assistant\n" },
+  { "smollm2", "one", {  }, true,
+    "<|im_start|>system\n"
+    .. "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    .. "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n" },
+  { "smollm2", "sys", {  }, true,
+    "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+    .. "<|im_start|>assistant\n" },
+  { "smollm3", "conv", { date = { year = 2025, month = 3, day = 7 } }, true,
+    "<|im_start|>system\n## Metadata\n\nKnowledge Cutoff Date: June 2025\n"
+    .. "Today Date: 07 March 2025\nReasoning Mode: /think\n\n## Custom Instructions\n\n"
+    .. "You are a helpful assistant\n\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+    .. "Hi there<|im_end|>\n<|im_start|>user\nWho are you<|im_end|>\n<|im_start|>assistant\n"
+    .. "   I am an assistant   <|im_end|>\n<|im_start|>user\nAnother question<|im_end|>\n"
+    .. "<|im_start|>assistant\n" },
+  { "smollm3", "one", { think = false, date = { year = 2025, month = 3, day = 7 } }, true,
+    "<|im_start|>system\n## Metadata\n\nKnowledge Cutoff Date: June 2025\n"
+    .. "Today Date: 07 March 2025\nReasoning Mode: /no_think\n\n## Custom Instructions\n\n"
+    .. "You are a helpful AI assistant named SmolLM, trained by Hugging Face.\n\n<|im_start|>user\n"
+    .. "Hi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n" },
+  { "smollm3", "nothink_sys", { date = { year = 2025, month = 3, day = 7 } }, false,
+    "<|im_start|>system\n## Metadata\n\nKnowledge Cutoff Date: June 2025\n"
+    .. "Today Date: 07 March 2025\nReasoning Mode: /no_think\n\n## Custom Instructions\n\nBe brief.\n"
+    .. "\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n"
+    .. "Hello<|im_end|>\n" },
+  { "smollm3", "flags_only", { date = { year = 2025, month = 3, day = 7 } }, true,
+    "<|im_start|>system\n## Metadata\n\nKnowledge Cutoff Date: June 2025\n"
+    .. "Today Date: 07 March 2025\nReasoning Mode: /no_think\n\n## Custom Instructions\n\n"
+    .. "You are a helpful AI assistant named SmolLM, trained by Hugging Face.\n\n<|im_start|>user\n"
+    .. "Hi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n" },
+  { "smollm3", "override", { date = { year = 2025, month = 3, day = 7 } }, true,
+    "<|im_start|>system\nCustom system.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+    .. "<|im_start|>assistant\n" },
+  { "smollm3-edited", "one", {  }, true,
+    "<|im_start|>system\n## Metadata\n\nKnowledge Cutoff Date: June 2025\nReasoning Mode: /think\n"
+    .. "\n## Custom Instructions\n\n"
+    .. "You are a helpful AI assistant named SmolLM, trained by Hugging Face. Your role as an assistant "
+    .. "involves thoroughly exploring questions through a systematic thinking process before providing the "
+    .. "final precise and accurate solutions. This requires engaging in a comprehensive cycle of analysis, "
+    .. "summarizing, exploration, reassessment, reflection, backtracking, and iteration to develop well-considered "
+    .. "thinking process. Please structure your response into two main sections: Thought and Solution using "
+    .. "the specified format: <think> Thought section </think> Solution section. In the Thought section, "
+    .. "detail your reasoning process in steps. Each step should include detailed considerations such as "
+    .. "analysing questions, summarizing relevant findings, brainstorming new ideas, verifying the accuracy "
+    .. "of the current steps, refining any errors, and revisiting previous steps. In the Solution section, "
+    .. "based on various attempts, explorations, and reflections from the Thought section, systematically "
+    .. "present the final solution that you deem correct. The Solution section should be logical, accurate, "
+    .. "and concise and detail necessary steps needed to reach the conclusion.\n\n<|im_end|>\n"
+    .. "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n" },
+  { "smollm3-edited", "sys", { think = false }, true,
+    "<|im_start|>system\n## Metadata\n\nKnowledge Cutoff Date: June 2025\n"
+    .. "Reasoning Mode: /no_think\n\n## Custom Instructions\n\nYou are a helpful assistant\n\n"
+    .. "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n" },
+  { "granite", "one", { date = { year = 2025, month = 3, day = 7 } }, true,
+    "<|start_of_role|>system<|end_of_role|>Knowledge Cutoff Date: April 2024. Today's Date: March 07, "
+    .. "2025. You are Granite, developed by IBM. You are a helpful AI assistant.<|end_of_text|>\n"
+    .. "<|start_of_role|>user<|end_of_role|>Hi<|end_of_text|>\n"
+    .. "<|start_of_role|>assistant<|end_of_role|>" },
+  { "granite", "one", { think = true, date = { year = 2024, month = 12, day = 25 } }, true,
+    "<|start_of_role|>system<|end_of_role|>Knowledge Cutoff Date: April 2024. Today's Date: December "
+    .. "25, 2024. You are Granite, developed by IBM. You are a helpful AI assistant.\n"
+    .. "Respond to every user query in a comprehensive and detailed way. You can write down your thoughts "
+    .. "and reasoning process before responding. In the thought process, engage in a comprehensive cycle "
+    .. "of analysis, summarization, exploration, reassessment, reflection, backtracing, and iteration to "
+    .. "develop well-considered thinking process. In the response section, based on various attempts, explorations, "
+    .. "and reflections from the thoughts section, systematically present the final solution that you deem "
+    .. "correct. The response should summarize the thought process. Write your thoughts between <think></think> "
+    .. "and write your response between <response></response> for each user query.<|end_of_text|>\n"
+    .. "<|start_of_role|>user<|end_of_role|>Hi<|end_of_text|>\n"
+    .. "<|start_of_role|>assistant<|end_of_role|>" },
+  { "granite", "conv", { date = { year = 2025, month = 3, day = 7 } }, true,
+    "<|start_of_role|>system<|end_of_role|>You are a helpful assistant<|end_of_text|>\n"
+    .. "<|start_of_role|>user<|end_of_role|>Hello<|end_of_text|>\n"
+    .. "<|start_of_role|>assistant<|end_of_role|>Hi there<|end_of_text|>\n"
+    .. "<|start_of_role|>user<|end_of_role|>Who are you<|end_of_text|>\n"
+    .. "<|start_of_role|>assistant<|end_of_role|>   I am an assistant   <|end_of_text|>\n"
+    .. "<|start_of_role|>user<|end_of_role|>Another question<|end_of_text|>\n"
+    .. "<|start_of_role|>assistant<|end_of_role|>" },
+  { "granite", "onlysys", { date = { year = 2025, month = 3, day = 7 } }, true,
+    "<|start_of_role|>system<|end_of_role|>You are a helpful assistant<|end_of_text|>\n" },
+  { "gemma", "ws", {  }, true,
+    "<bos><start_of_turn>user\n  Be brief.\u{a0}\n\n\nHello<end_of_turn>\n<start_of_turn>model\n"
+    .. "Hi!<end_of_turn>\n<start_of_turn>user\nx<end_of_turn>\n<start_of_turn>model\n" },
+  { "gemma", "sysmid", {  }, false,
+    "<bos><start_of_turn>user\na<end_of_turn>\n<start_of_turn>system\nmid<end_of_turn>\n"
+    .. "<start_of_turn>user\nb<end_of_turn>\n" },
+  { "phi4", "conv", {  }, true,
+    "<|system|>You are a helpful assistant<|end|><|user|>Hello<|end|><|assistant|>Hi there<|end|><|user|>Who "
+    .. "are you<|end|><|assistant|>   I am an assistant   <|end|><|user|>Another question<|end|><|assistant|>" },
+  { "phi4", "tools_sys", {  }, true,
+    "<|system|>Use tools.<|tool|>[{\"name\": \"f\"}]<|/tool|><|end|><|user|>Hi<|end|><|assistant|>" },
+  { "phi4", "one", {  }, false,
+    "<|user|>Hi<|end|><|endoftext|>" },
+  { "llama3.2", "conv", { date = { year = 2025, month = 3, day = 7 } }, true,
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+    .. "Cutting Knowledge Date: December 2023\nToday Date: 07 Mar 2025\n\n"
+    .. "You are a helpful assistant<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+    .. "Hello<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    .. "Hi there<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+    .. "Who are you<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    .. "I am an assistant<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+    .. "Another question<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n" },
+  { "llama3.2", "one", { date = { year = 2024, month = 12, day = 25 } }, true,
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+    .. "Cutting Knowledge Date: December 2023\nToday Date: 25 Dec 2024\n\n"
+    .. "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+    .. "Hi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n" },
+  { "llama3.1", "one", {  }, true,
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+    .. "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+    .. "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+    .. "Hi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n" },
+  { "llama3.1", "llama_tool", { date = { year = 2024, month = 12, day = 25 } }, true,
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+    .. "Cutting Knowledge Date: December 2023\nToday Date: 25 Dec 2024\n\n"
+    .. "You are a helpful assistant<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+    .. "Weather?<|eot_id|><|start_header_id|>ipython<|end_header_id|>\n\n"
+    .. "\"sunny \\\"hot\\\"\\n\"<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+    .. "ok<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n" },
+}
+
+describe("published templates", function()
+  for _, c in ipairs(RENDERED) do
+    local name, conv, opts, gen, expected = table.unpack(c)
+    it(string.format("%s renders '%s'%s%s as jinja2 renders the published template", name, conv,
+                     gen and "" or " without the generation prompt",
+                     opts.think == false and " (think = false)" or opts.think and " (think = true)" or ""), function()
+      local o = { add_generation_prompt = gen }
+      for k, v in pairs(opts) do o[k] = v end
+      assert.equal(expected, slm.chat.render(name, CONVS[conv], o))
+    end)
+  end
+
+  -- fragments of each published template that recognize() keys on (the
+  -- whole templates are checked outside the suite against the same files
+  -- the renderings above come from)
+  local FRAGMENTS = {
+    qwen3 = "{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}"
+      .. "<|im_start|><|im_end|>{%- if message.reasoning_content is defined %}'<tool_response>'"
+      .. "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}",
+    ["qwen2.5"] = "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}",
+    smollm2 = "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}",
+    smollm3 = "{{- \"Reasoning Mode: \" + reasoning_mode }}{%- if \"/no_think\" in system_message -%}"
+      .. "{%- set today = strftime_now(\"%d %B %Y\") -%}{%- if \"/system_override\" in system_message -%}",
+    ["smollm3-edited"] = "{{- \"Reasoning Mode: \" + reasoning_mode + \"\\n\\n\" -}}{%- if \"/no_think\" in system_message -%}",
+    granite = "{%- set system_message = \"Knowledge Cutoff Date: April 2024. Today's Date: \" + strftime_now('%B %d, %Y') + "
+      .. "\". You are Granite, developed by IBM.\" %}{{- '<|start_of_role|>' + message['role'] + '<|end_of_role|>' }}",
+    phi4 = "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}{{ '<|assistant|>' }}",
+    ["llama3.2"] = "<|start_header_id|>{{- \"Cutting Knowledge Date: December 2023\\n\" }}"
+      .. "{%- set date_string = strftime_now(\"%d %b %Y\") %}",
+    ["llama3.1"] = "<|start_header_id|>{{- \"Cutting Knowledge Date: December 2023\\n\" }}"
+      .. "{%- set date_string = \"26 Jul 2024\" %}",
+  }
+
+  it("recognizes each published template by its fragments", function()
+    for name, jinja in pairs(FRAGMENTS) do
+      assert.equal(name, slm.chat.recognize(jinja), name)
+    end
+  end)
+
+  it("recognizes no relative that would render differently", function()
+    local not_known = {
+      -- Qwen3-like templates with a BOS or images (MiniCPM5, Qwen3.5)
+      "{{ bos_token }}" .. FRAGMENTS.qwen3, FRAGMENTS.qwen3 .. "<|vision_start|>",
+      -- ChatML with tools (Hermes 3) or Phi-4's <|im_sep|>
+      JINJA.chatml .. "{%- if tools %}", "<|im_start|>user<|im_sep|>{{ message['content'] }}<|im_end|>",
+      -- Granite 3.1's default system message (newlines, not spaces)
+      "<|start_of_role|>Knowledge Cutoff Date: April 2024.\nToday's Date: {{ date }}.\nYou are Granite, developed by IBM.",
+      -- Llama 3 with tools (functionary), Mistral with [AVAILABLE_TOOLS]
+      JINJA.llama3 .. "{%- if tools %}", JINJA.mistral .. "[AVAILABLE_TOOLS]",
+      -- GLM-4's <|user|> turns
+      "[gMASK]<sop>" .. JINJA.zephyr,
+    }
+    for _, jinja in ipairs(not_known) do
+      assert.is_nil(slm.chat.recognize(jinja), jinja)
+    end
+  end)
+
+  it("prints today's date unless opts.date gives one", function()
+    local text = slm.chat.render("granite", CONVS.one)
+    assert.matches(os.date("Today's Date: %B %d, %Y."), text, 1, true)
+    text = slm.chat.render("llama3.2", CONVS.one)
+    assert.matches(os.date("Today Date: %d %b %Y\n"), text, 1, true)
+    text = slm.chat.render("smollm3", CONVS.one, { date = os.time { year = 2024, month = 2, day = 29, hour = 12 } })
+    assert.matches("Today Date: 29 February 2024\n", text, 1, true)
+  end)
+
+  it("errors on a wrong option type, and on an option the template does not have", function()
+    assert.has_error(function() slm.chat.render("qwen3", CONVS.one, { think = "no" }) end,
+      "chat: option 'think' must be a boolean (got string)")
+    assert.has_error(function() slm.chat.render("granite", CONVS.one, { date = "2025-01-01" }) end,
+      "chat: option 'date' must be os.time() seconds or {year =, month =, day =} (got string)")
+    assert.has_error(function() slm.chat.render("granite", CONVS.one, { date = { year = 2025, month = 2, day = 30 } }) end,
+      "chat: option 'date' needs integer year, month (1-12) and day of a real date")
+    assert.has_error(function() slm.chat.render("llama3", CONVS.one, { think = false }) end,
+      "chat: the llama3 template has no option 'think'")
+    assert.has_error(function() slm.chat.render("qwen3", CONVS.one, { date = { year = 2025, month = 1, day = 1 } }) end,
+      "chat: the qwen3 template has no option 'date'")
+    assert.has_error(function()
+      slm.chat.render("qwen3", { { role = "assistant", content = "x", tool_calls = {} } })
+    end, "chat: the qwen3 template's tool calls are not supported (message 1 has tool_calls)")
+    assert.has_error(function()
+      slm.chat.render("qwen3", { { role = "assistant", content = "x", reasoning_content = 1 } })
+    end, "chat: message 1's reasoning_content must be a string")
+    assert.has_error(function()
+      slm.chat.render("phi4", { { role = "system", content = "x", tools = {} } })
+    end, "chat: message 1's tools must be a string for the phi4 template")
+  end)
+
+  it("reads a reply's reasoning as Qwen3's template does", function()
+    assert.same({ "4", "Add them." }, { slm.chat.read_reasoning("<think>\nAdd them.\n</think>\n\n4") })
+    assert.same({ "b", "x" }, { slm.chat.read_reasoning("<think>\n<think>x\n</think>a</think>\n\nb") })
+    assert.same({ "no think" }, { slm.chat.read_reasoning("no think") })
   end)
 end)
 
@@ -252,6 +591,47 @@ describe("chat tokens", function()
     ids = slm.chat.tokenize(tok, CONV, { template = "chatml" })          -- no BOS in the template
     assert.equal(tok.bos, ids[1])
     assert.equal(1, count(ids, tok.bos))
+  end)
+end)
+
+describe("chat.tokenize on published vocabularies", function()
+  local function json_tok(name)
+    local p, why = helpers.fixture("tokenizer-json/" .. name .. "/tokenizer.json")
+    if not p then pending(why) return nil end
+    return assert(slm.tokenizer.load(p))
+  end
+
+  -- Hugging Face's tokenizers split added tokens out of any text, which is
+  -- tok:encode with parse_special (checked against HF's own ids in
+  -- 10-tokenizer_spec): chat.tokenize must give the ids HF gives for the
+  -- rendered prompt. The generation prompts' ids are the vocabularies' own.
+  it("qwen3: Hugging Face's ids of the rendered prompt; think = false adds <think>, \\n\\n, </think>, \\n\\n", function()
+    local tok = json_tok("qwen3")
+    if not tok then return end
+    for _, c in ipairs { { "think", {} }, { "think", { think = false } }, { "toolloop", {} }, { "conv", {} } } do
+      local msgs, o = CONVS[c[1]], c[2]
+      local ids = slm.chat.tokenize(tok, msgs, { template = "qwen3", think = o.think })
+      assert.same(tok:encode(slm.chat.render("qwen3", msgs, o), { add_special = false, parse_special = true }), ids)
+    end
+    -- <|im_start|> assistant \n <think> \n\n </think> \n\n (tokenizer.json: 151644 "<|im_start|>",
+    -- 77091 "assistant", 198 "Ċ", 151667 "<think>", 271 "ĊĊ", 151668 "</think>")
+    local ids = slm.chat.tokenize(tok, CONVS.one, { template = "qwen3", think = false })
+    assert.same({ 151644, 77091, 198, 151667, 271, 151668, 271 }, table.move(ids, #ids - 6, #ids, 1, {}))
+    assert.equal(151644, ids[1])
+  end)
+
+  it("llama3.2: Hugging Face's ids of the rendered prompt, BOS once", function()
+    local tok = json_tok("llama3")
+    if not tok then return end
+    local o = { template = "llama3.2", date = { year = 2025, month = 3, day = 7 } }
+    for _, conv in ipairs { "conv", "one", "llama_tool" } do
+      local ids = slm.chat.tokenize(tok, CONVS[conv], o)
+      assert.same(tok:encode(slm.chat.render("llama3.2", CONVS[conv], o), { add_special = false, parse_special = true }), ids)
+      assert.equal(128000, ids[1])
+      assert.equal(1, count(ids, 128000))
+      -- <|start_header_id|> assistant <|end_header_id|> \n\n
+      assert.same({ 128006, 78191, 128007, 271 }, table.move(ids, #ids - 3, #ids, 1, {}))
+    end
   end)
 end)
 
@@ -393,12 +773,72 @@ describe("sess:chat", function()
     assert.equal(1, count(s.tokens, 1))
   end)
 
+  for _, ty in ipairs { 3, 4 } do
+    it("qwen3 returns the answer and info.reasoning (think markers of GGUF token type " .. ty .. ")", function()
+      local m = chatml_model(ty)
+      if not m then return end
+      local s = m:session { ctx = 512 }
+      local streamed = {}
+      local reply, info = s:chat({ { role = "user", content = "Hi" } }, { template = "qwen3", sampler = force(THINKING) },
+                                 function(p) streamed[#streamed + 1] = p end)
+      assert.equal("OK", reply)
+      assert.equal("Hm", info.reasoning)
+      assert.equal(#THINKING - 1, info.generated)
+      -- the callback streams the raw text: control tokens render as nothing
+      assert.equal(ty == 4 and "<think>\nHm\n</think>\n\nOK" or "\nHm\n\n\nOK", table.concat(streamed))
+      -- cut by max_tokens inside the think block: all reasoning, no answer
+      reply, info = m:session { ctx = 512 }:chat({ { role = "user", content = "Hi" } },
+        { template = "qwen3", sampler = force(THINKING), max_tokens = 4 })
+      assert.equal("", reply)
+      assert.equal("Hm", info.reasoning)
+    end)
+  end
+
+  it("qwen3 with think = false ends the prompt with an empty think block of marker tokens", function()
+    local m = chatml_model(3)
+    if not m then return end
+    local tok = m.tokenizer
+    local s = m:session { ctx = 512 }
+    local reply, info = s:chat({ { role = "user", content = "Hi" } },
+      { template = "qwen3", think = false, sampler = force { 3 + 79, 3 + 75, CHATML_END } })
+    assert.equal("OK", reply)
+    assert.is_nil(info.reasoning)
+    local function enc(t) return tok:encode(t, { add_special = false }) end
+    local want = { CHATML_START }
+    for _, part in ipairs { enc("assistant\n"), { THINK_OPEN }, enc("\n\n"), { THINK_CLOSE }, enc("\n\n") } do
+      for _, id in ipairs(part) do want[#want + 1] = id end
+    end
+    local prompt_end = s.n_past - info.generated
+    assert.same(want, table.move(s.tokens, prompt_end - #want + 1, prompt_end, 1, {}))
+  end)
+
+  it("errors clearly on wrong option types", function()
+    local m = chatml_model()
+    if not m then return end
+    local s = m:session { ctx = 64 }
+    local hi = { { role = "user", content = "Hi" } }
+    assert.has_error(function() s:chat(hi, { template = "qwen3", think = 1 }) end,
+      "chat: option 'think' must be a boolean (got number)")
+    assert.has_error(function() s:chat(hi, { stop = 5 }) end,
+      "chat: option 'stop' must be a string or a list of strings (got number)")
+    assert.has_error(function() s:chat(hi, { stop_ids = "x" }) end,
+      "chat: option 'stop_ids' must be a list of token ids (got string)")
+    assert.has_error(function() s:chat(hi, { stop_ids = { 1.5 } }) end,
+      "chat: option 'stop_ids' must be a list of token ids")
+    assert.has_error(function() s:chat(hi, {}, "not a function") end,
+      "bad argument #3 to 'chat' (function expected)")
+    assert.has_error(function() s:chat_session { system = 3 } end,
+      "chat: option 'system' must be a string (got number)")
+    assert.has_error(function() s:chat_session { template = "llama3", think = false } end,
+      "chat: the llama3 template has no option 'think'")
+  end)
+
   it("errors when the model's template is not one it knows", function()
     local m = dense_model()
     if not m then return end
     m.source = { meta = function() return "{{ messages }}" end }
     assert.has_error(function() m:session { ctx = 64 }:chat({ { role = "user", content = "Hi" } }) end,
-      "chat: the model's chat template is not one of chatml, gemma, llama2, llama3, mistral, phi3, zephyr; pass opts.template")
+      "chat: the model's chat template is not one of chatml, gemma, granite, llama2, llama3, llama3.1, llama3.2, mistral, phi3, phi4, qwen2.5, qwen3, smollm2, smollm3, smollm3-edited, zephyr; pass opts.template")
   end)
 end)
 
@@ -422,6 +862,20 @@ describe("chat sessions", function()
     assert.is_false(i2.reset)
     assert.equal(s.n_past - i2.evaluated - i2.generated, i2.reused)
     assert.is_true(i2.reused > 0)
+  end)
+
+  it("a qwen3 session keeps each reply's reasoning in reasoning_content", function()
+    local m = chatml_model(3)
+    if not m then return end
+    local s = m:session { ctx = 512 }
+    local chat = s:chat_session { template = "qwen3" }
+    chat:say("Hi", { sampler = force(THINKING) })
+    assert.same({ role = "assistant", content = "OK", reasoning_content = "Hm" }, chat.messages[2])
+    -- Qwen3's template renders that turn without its think block, which the
+    -- session holds: the next turn starts over, and its prompt has no <think>
+    local _, info = chat:say("More", { max_tokens = 1 })
+    assert.is_true(info.reset)
+    assert.equal(0, count(table.move(s.tokens, 1, s.n_past - info.generated, 1, {}), THINK_OPEN))
   end)
 
   it("a failed say() leaves the history as it was", function()
@@ -462,6 +916,6 @@ describe("examples/chat.lua", function()
     if not path then return pending(why) end
     local out, code = run("echo hi | bin/slm examples/chat.lua " .. path .. " vicuna")
     assert.equal(1, code)
-    assert.equal("chat.lua: chat: unknown template 'vicuna' (known: chatml, gemma, llama2, llama3, mistral, phi3, zephyr)\n", out)
+    assert.equal("chat.lua: chat: unknown template 'vicuna' (known: chatml, gemma, granite, llama2, llama3, llama3.1, llama3.2, mistral, phi3, phi4, qwen2.5, qwen3, smollm2, smollm3, smollm3-edited, zephyr)\n", out)
   end)
 end)

@@ -116,4 +116,86 @@ function helpers.argmax(t)
   return bi
 end
 
+--- Decodes JSON text (objects, arrays, strings with \u escapes and
+-- surrogate pairs, numbers, true/false; null becomes nil). Enough to read
+-- the fixtures' tokenizer.json files; raises on malformed input.
+function helpers.json_decode(s)
+  local pos = 1
+  local esc = { ['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
+  local function ws() pos = s:find("[^ \t\r\n]", pos) or #s + 1 end
+  local function expect(c)
+    ws()
+    if s:sub(pos, pos) ~= c then error("json: '" .. c .. "' expected at byte " .. pos) end
+    pos = pos + 1
+  end
+  local function str()
+    expect('"')
+    local parts = {}
+    while true do
+      local a = s:find('["\\]', pos) or error("json: unterminated string")
+      parts[#parts + 1] = s:sub(pos, a - 1)
+      if s:sub(a, a) == '"' then pos = a + 1 break end
+      local c = s:sub(a + 1, a + 1)
+      if c == "u" then
+        local cp = tonumber(s:sub(a + 2, a + 5), 16) or error("json: bad \\u escape")
+        pos = a + 6
+        if cp >= 0xD800 and cp < 0xDC00 and s:sub(pos, pos + 1) == "\\u" then
+          cp = 0x10000 + (cp - 0xD800) * 0x400 + (tonumber(s:sub(pos + 2, pos + 5), 16) - 0xDC00)
+          pos = pos + 6
+        end
+        parts[#parts + 1] = utf8.char(cp)
+      else
+        parts[#parts + 1] = esc[c] or error("json: bad escape \\" .. c)
+        pos = a + 2
+      end
+    end
+    return table.concat(parts)
+  end
+  local value
+  local function list(close, item)
+    ws()
+    if s:sub(pos, pos) == close then pos = pos + 1 return end
+    while true do
+      item()
+      ws()
+      local c = s:sub(pos, pos)
+      pos = pos + 1
+      if c == close then return end
+      if c ~= "," then error("json: ',' or '" .. close .. "' expected at byte " .. pos - 1) end
+    end
+  end
+  function value()
+    ws()
+    local c = s:sub(pos, pos)
+    if c == "{" then
+      pos = pos + 1
+      local t = {}
+      list("}", function()
+        local k = str()
+        expect(":")
+        t[k] = value()
+      end)
+      return t
+    elseif c == "[" then
+      pos = pos + 1
+      local t, n = {}, 0
+      list("]", function()
+        n = n + 1
+        t[n] = value()
+      end)
+      return t
+    elseif c == '"' then
+      return str()
+    end
+    local lit = s:match("^[%w%.%+%-]+", pos) or error("json: value expected at byte " .. pos)
+    pos = pos + #lit
+    if lit == "true" then return true elseif lit == "false" then return false elseif lit == "null" then return nil end
+    return tonumber(lit) or error("json: bad literal " .. lit)
+  end
+  local v = value()
+  ws()
+  if pos <= #s then error("json: trailing text at byte " .. pos) end
+  return v
+end
+
 return helpers

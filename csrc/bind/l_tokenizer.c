@@ -13,6 +13,8 @@
  *   dec:add(id) -> complete UTF-8 text so far, dec:flush() -> the rest
  *   core.tokenizer_train{files=, vocab_size=, pre=, specials=, min_frequency=,
  *                        json=, gguf=} -> true | nil, msg
+ *   core.tokenizer_pretokenize(pre, text) -> {pieces} | nil, msg: the split
+ *                        of a GGUF tokenizer.ggml.pre name
  * Ids are 0-based as in the model files. */
 #include <stdlib.h>
 #include <string.h>
@@ -406,6 +408,24 @@ static int l_train(lua_State *L)
     return 1;
 }
 
+static int l_pretokenize(lua_State *L)
+{
+    const char *pre = luaL_checkstring(L, 1);
+    size_t n;
+    const char *text = luaL_checklstring(L, 2, &n);
+    /* offsets live in a userdata: a Lua error below leaks nothing */
+    size_t *offs = lua_newuserdatauv(L, sizeof *offs * 2 * (n ? n : 1), 0);
+    size_t count = 0;
+    slm_error err = {0};
+    if (slm_pretok_split(pre, text, n, offs, n, &count, &err)) return slm_bind_fail(L, &err);
+    lua_createtable(L, (int)count, 0);
+    for (size_t i = 0; i < count; i++) {
+        lua_pushlstring(L, text + offs[2 * i], offs[2 * i + 1]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
 static const luaL_Reg tok_methods[] = {
     {"encode", l_encode}, {"encode_batch", l_encode_batch}, {"decode", l_decode}, {"piece", l_piece}, {"text", l_text},
     {"id", l_id}, {"is_eog", l_is_eog}, {"decoder", l_decoder}, {"free", l_free},
@@ -480,4 +500,6 @@ void slm_bind_open_tokenizer(lua_State *L)
     lua_setfield(L, -2, "tokenizer_bytes");
     lua_pushcfunction(L, l_train);
     lua_setfield(L, -2, "tokenizer_train");
+    lua_pushcfunction(L, l_pretokenize);
+    lua_setfield(L, -2, "tokenizer_pretokenize");
 }

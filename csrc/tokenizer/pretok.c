@@ -112,6 +112,14 @@ slm_status slm_steps_add_regex(slm_steps *s, const char *pattern,
 #define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 #define RE_LLAMA3 "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 #define RE_QWEN2 "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+/* o200k (gpt-4o, Phi-4-mini): the tokenizer.json regex itself. llama.cpp
+ * rewrites its letter classes for std::regex ("any letter but a-z" for the
+ * upper-case run), which splits differently from Hugging Face on non-ASCII
+ * case changes ("ПриветМир") and on combining marks ("e\u0301"); PCRE2 runs
+ * the original, so slm follows the tokenizer the model was trained with. */
+#define RE_O200K "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|" \
+                 "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|" \
+                 "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
 typedef struct pre_set { const char *names; const char *re[6]; } pre_set;
 
@@ -125,6 +133,7 @@ static const pre_set pre_sets[] = {
      {RE_LLAMA3}},
     {"|qwen2|deepseek-r1-qwen|stablelm2|megrez|hunyuan|kormo|",
      {RE_QWEN2}},
+    {"|gpt-4o|llama4|kanana2|talkie|", {RE_O200K}},
     {"|deepseek-llm|",
      {"[\\r\\n]",
       "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
@@ -168,6 +177,29 @@ const char *slm_pretok_regex(const char *pre)
         if (strstr(pre_sets[i].names, key))
             return pre_sets[i].re[1] ? NULL : pre_sets[i].re[0];
     return NULL;
+}
+
+slm_status slm_pretok_split(const char *pre, const char *text, size_t n,
+                            size_t *offs, size_t cap, size_t *count, slm_error *err)
+{
+    slm_steps s = {0};
+    slm_tok_work w = {0};
+    *count = 0;
+    slm_status st = slm_pretok_for_gguf(&s, pre, err);
+    if (!st) st = slm_pretokenize(&s, &w, (slm_span){text, n}, 1, err);
+    /* the GGUF sets are regex splits only: every piece lies inside text */
+    for (size_t i = 0; !st && i < w.na; i++) {
+        if (i == cap) {
+            st = slm_error_set(err, SLM_ERANGE, "tokenizer: more than %zu pieces", cap);
+            break;
+        }
+        offs[2 * i] = (size_t)(w.a[i].p - text);
+        offs[2 * i + 1] = w.a[i].n;
+        *count = i + 1;
+    }
+    slm_tok_work_free(&w);
+    slm_steps_free(&s);
+    return st;
 }
 
 /* ---- piece lists ---------------------------------------------------------- */

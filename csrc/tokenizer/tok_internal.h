@@ -139,6 +139,9 @@ struct slm_tok {
     uint8_t *attr;          /* SLM_TOKATTR_* by id */
     int32_t special[SLM_TOK_N_SPECIAL];
     int32_t *eog; int n_eog;
+    /* fill-in-the-middle pad, repository and file-separator ids the file
+     * names (-1: found by text in slm_tok_finish); they end generation */
+    int32_t fim_pad, fim_rep, fim_sep;
     int add_bos, add_eos, add_space_prefix, escape_ws, ignore_merges;
     int byte_level;         /* GPT-2 byte characters */
     int byte_fallback;      /* unknown characters -> <0xNN> tokens */

@@ -124,6 +124,13 @@ slm_status slm_tok_decode(const slm_tok *t, const int32_t *ids, size_t n,
                           int special, char **out, size_t *out_len,
                           slm_error *err);
 
+/* The pieces the pre-tokenizer of a GGUF tokenizer.ggml.pre name cuts
+ * text[0..n) into before BPE: piece i is text[offs[2i]..offs[2i] + offs[2i+1]).
+ * At most cap pieces (n suffice: pieces are never empty); SLM_EUNSUPPORTED
+ * for an unknown name. */
+slm_status slm_pretok_split(const char *pre, const char *text, size_t n,
+                            size_t *offs, size_t cap, size_t *count, slm_error *err);
+
 /* Incremental decoder for streaming: add one id, receive the bytes that now
  * form complete UTF-8 characters. Bytes that can never become valid UTF-8 are
  * replaced by U+FFFD; flush returns what is left (an incomplete tail becomes

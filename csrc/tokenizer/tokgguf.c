@@ -3,8 +3,8 @@
  *   model   "llama" (SentencePiece BPE) | "gpt2" (byte-level BPE) | "rwkv"
  *   tokens  [string], scores [f32|i32], token_type [i32], merges ["a b"]
  *   pre     pre-tokenizer name (byte-level BPE)
- *   bos/eos/unknown/padding/seperator/eot/eom_token_id, add_bos_token,
- *   add_eos_token, add_space_prefix
+ *   bos/eos/unknown/padding/seperator/eot/eom/fim_pad/fim_rep/fim_sep_token_id,
+ *   add_bos_token, add_eos_token, add_space_prefix
  * Every array length and type is checked before use. */
 #include <ctype.h>
 #include <stdio.h>
@@ -200,6 +200,9 @@ static slm_tok *from_gguf(const slm_gguf *g, const char *path, slm_error *err)
     get_id(g, "tokenizer.ggml.seperator_token_id", nv, &t->special[SLM_TOK_SEP]);
     get_id(g, "tokenizer.ggml.eot_token_id", nv, &t->special[SLM_TOK_EOT]);
     get_id(g, "tokenizer.ggml.eom_token_id", nv, &t->special[SLM_TOK_EOM]);
+    get_id(g, "tokenizer.ggml.fim_pad_token_id", nv, &t->fim_pad);
+    get_id(g, "tokenizer.ggml.fim_rep_token_id", nv, &t->fim_rep);
+    get_id(g, "tokenizer.ggml.fim_sep_token_id", nv, &t->fim_sep);
     t->add_bos = get_bool(g, "tokenizer.ggml.add_bos_token", t->add_bos);
     t->add_eos = get_bool(g, "tokenizer.ggml.add_eos_token", t->add_eos);
     /* llama.cpp marks phi-3's special tokens as eating whitespace on their

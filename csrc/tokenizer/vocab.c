@@ -45,6 +45,7 @@ slm_tok *slm_tok_alloc(slm_tok_kind kind, int32_t n_vocab, slm_error *err)
     t->attr = calloc((size_t)n_vocab, 1);
     if (!t->scores || !t->attr) goto oom;
     for (int i = 0; i < SLM_TOK_N_SPECIAL; i++) t->special[i] = -1;
+    t->fim_pad = t->fim_rep = t->fim_sep = -1;
     for (int i = 0; i < 256; i++) t->byte_tok[i] = t->byte_str[i] = -1;
     return t;
 oom:
@@ -158,6 +159,19 @@ slm_status slm_tok_finish(slm_tok *t, slm_error *err)
         goto oom;
     for (int i = 0; eot_texts[i]; i++)
         if (add_eog(t, find_text(t, eot_texts[i]))) goto oom;
+    /* as the reference, the fill-in-the-middle pad, repository and file
+     * separator tokens end generation too (Qwen's <|fim_pad|>,
+     * <|repo_name|>, <|file_sep|>; StarCoder-style <fim_pad>, <reponame>):
+     * the ids the file names, else the first text of each list found */
+    static const char *const fim_texts[3][6] = {
+        {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", NULL},
+        {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", NULL},
+        {"<|file_sep|>", NULL}};
+    int32_t *fim[3] = {&t->fim_pad, &t->fim_rep, &t->fim_sep};
+    for (int k = 0; k < 3; k++) {
+        for (int i = 0; *fim[k] < 0 && fim_texts[k][i]; i++) *fim[k] = find_text(t, fim_texts[k][i]);
+        if (add_eog(t, *fim[k])) goto oom;
+    }
     /* tokens split out of raw text before the engine runs */
     int n = 0;
     for (int32_t id = 0; id < t->n_vocab; id++)

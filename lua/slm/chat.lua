@@ -10,15 +10,44 @@
 --   local r2 = chat:say("And then?", {max_tokens = 20}, function(piece) io.write(piece) end)
 --   -- chat.messages holds the whole history
 --
--- Templates: chatml, llama2, llama3, phi3, mistral, zephyr, gemma (rendered as
--- the families' published Jinja templates render them); by default the one
--- the model's GGUF `tokenizer.chat_template` is recognized as (by its
--- markers), chatml when the file has no template, an error when it has one
--- that is none of these. opts.template may also be a Lua function
--- `f(messages, add_generation_prompt, vars) -> parts` or a table
--- {render = f, stop = {...}, specials = {...}}: parts is a list whose strings
--- are template text and whose tables {text} are message content; vars has
--- bos and eos (the tokenizer's texts).
+-- Templates (each renders as the family's published Jinja template renders,
+-- without tools): chatml; qwen2.5 and smollm2 (ChatML with their default
+-- system turns); qwen3 (ChatML, reasoning in <think> blocks); smollm3 (the
+-- Hugging Face template: metadata system turn, /think and /no_think) and
+-- smollm3-edited (the edited copy llama.cpp tests with); llama2; llama3
+-- (3.0), llama3.1 (3.1 and 3.3) and llama3.2 (a system turn with the
+-- knowledge cutoff and a date); phi3 (Phi-3.5), phi4 (Phi-4-mini); mistral;
+-- zephyr; gemma (1, 2, 3); granite (3.3). By default the one the model's
+-- GGUF `tokenizer.chat_template` is recognized as (M.recognize: fragments of
+-- each published template), chatml when the file has no template, an error
+-- when it has one that is none of these. opts.template may also be a Lua
+-- function `f(messages, add_generation_prompt, vars) -> parts` or a table
+-- {render = f, stop = {...}, specials = {...}, reasoning = bool}: parts is a
+-- list whose strings are template text and whose tables {text} are message
+-- content; vars has bos and eos (the tokenizer's texts), think and date.
+--
+-- Template options (in sess:chat, chat_session, render and tokenize opts; a
+-- wrong type, or one the template does not have, is an error):
+--   think = false   qwen3: enable_thinking = false (an empty think block
+--                   ends the prompt); smollm3: /no_think mode (default
+--                   /think); granite: think = true asks for <think> and
+--                   <response> sections in its default system turn.
+--   date            os.time() seconds or {year =, month =, day =}: the date
+--                   smollm3, granite, llama3.1 and llama3.2 print; default
+--                   today (local time) as their strftime_now() does, except
+--                   llama3.1, whose template says 26 Jul 2024.
+-- Messages may carry reasoning_content (qwen3) and, for phi4's system
+-- message, tools (a string); tool_calls are not supported (an error).
+--
+-- Reasoning: with qwen3 and smollm3 the reply is the answer and
+-- info.reasoning the text of its <think> block, read as Qwen3's template
+-- reads an assistant message (a block max_tokens cut is all reasoning); a
+-- chat session stores it as the message's reasoning_content. The callback
+-- streams the raw text (think markers included when they are not control
+-- tokens). A reply that thought is not rendered back as the session holds
+-- it (Qwen3's template drops earlier reasoning; a chat session stores the
+-- answer, which smollm3 renders without the think block): the next turn
+-- starts over.
 --
 -- Tokens: template text is split at special-token texts (the template's
 -- markers and end of turn - a table template lists its own in `specials` and
@@ -38,27 +67,113 @@
 -- does not (history edited, another template, the session evaluated or
 -- restored in between), the session is reset and the whole conversation is
 -- evaluated again; so also when a template changes the reply as it renders
--- it back (llama2, llama3 and gemma strip surrounding spaces) or max_tokens
--- cut a character in two. The end-of-turn token that stopped generation is
--- never evaluated, so the next turn starts by evaluating it from the
--- template. The new part is encoded on its own: when it continues a text run
--- (llama2's " " after a reply), a SentencePiece vocabulary's dummy prefix
--- space may make its tokens differ from encoding the whole prompt at once.
+-- it back (llama2, llama3.x and gemma strip surrounding spaces, qwen3 drops
+-- reasoning, smollm3 leading newlines) or max_tokens cut a character in two.
+-- The end-of-turn token that stopped generation is never evaluated, so the
+-- next turn starts by evaluating it from the template. The new part is
+-- encoded on its own: when it continues a text run (llama2's " " after a
+-- reply), a SentencePiece vocabulary's dummy prefix space may make its
+-- tokens differ from encoding the whole prompt at once.
 -- The state is kept in sess.chat_state.
 --
 -- sess:chat never modifies `messages`; it returns the reply text and an info
 -- table {template =, reused = tokens kept, evaluated = prompt tokens
 -- evaluated, generated = tokens generated, reset = true when the session was
--- reset}. A chat session (sess:chat_session) keeps the history in
--- chat.messages and appends each user turn and reply to it.
+-- reset, reasoning = see above}. A chat session (sess:chat_session) keeps
+-- the history in chat.messages and appends each user turn and reply to it.
 local M = {}
+
+-- Text -----------------------------------------------------------------------
+
+-- Python's str.isspace characters: what Jinja's trim and str.strip(),
+-- rstrip(), lstrip() remove (Lua's %s knows only the ASCII ones)
+local PY_SPACE = {}
+for _, c in ipairs { 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x1F, 0x20, 0x85, 0xA0, 0x1680,
+                     0x2028, 0x2029, 0x202F, 0x205F, 0x3000 } do PY_SPACE[c] = true end
+for c = 0x2000, 0x200A do PY_SPACE[c] = true end
+
+-- s without the leading (left) and/or trailing (right) characters that
+-- `drop(codepoint)` accepts; bytes that are not UTF-8 are kept
+local function py_strip(s, left, right, drop)
+  drop = drop or PY_SPACE
+  local a, b = 1, #s
+  if left then
+    while a <= b do
+      local ok, c = pcall(utf8.codepoint, s, a)
+      if not ok or not drop[c] then break end
+      a = a + #utf8.char(c)
+    end
+  end
+  if right then
+    while b >= a do
+      local start = b
+      while start > a and (s:byte(start) & 0xC0) == 0x80 do start = start - 1 end
+      local ok, c = pcall(utf8.codepoint, s, start)
+      if not ok or start + #utf8.char(c) - 1 ~= b or not drop[c] then break end
+      b = start - 1
+    end
+  end
+  return s:sub(a, b)
+end
+
+local function strip(s) return py_strip(s, true, true) end
+local NEWLINE = { [0x0A] = true }   -- str.strip('\n') and friends
+
+-- Dates ----------------------------------------------------------------------
+--
+-- Templates that print a date get it from opts.date: os.time() seconds or a
+-- table {year =, month =, day =}; without it, today in local time, as the
+-- templates' strftime_now() gives it (vars.date is nil then). Month names
+-- are English whatever the C locale, as the published renderings have them.
+
+local MONTHS = { "January", "February", "March", "April", "May", "June", "July", "August",
+                 "September", "October", "November", "December" }
+
+local function check_date(d)
+  if d == nil then return nil end
+  if math.type(d) == "integer" then return os.date("*t", d) end
+  if type(d) ~= "table" then
+    error("chat: option 'date' must be os.time() seconds or {year =, month =, day =} (got " .. type(d) .. ")", 0)
+  end
+  local y, m, day = d.year, d.month, d.day
+  local ok = math.type(y) == "integer" and math.type(m) == "integer" and math.type(day) == "integer"
+    and m >= 1 and m <= 12 and day >= 1 and y >= 1 and y <= 9999
+  if ok then
+    local days = { 31, (y % 4 == 0 and y % 100 ~= 0 or y % 400 == 0) and 29 or 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
+    ok = day <= days[m]
+  end
+  if not ok then error("chat: option 'date' needs integer year, month (1-12) and day of a real date", 0) end
+  return { year = y, month = m, day = day }
+end
+
+-- strftime for %d, %b, %B and %Y only (what the templates use)
+local function format_date(d, fmt)
+  return (fmt:gsub("%%(.)", function(c)
+    if c == "d" then return string.format("%02d", d.day)
+    elseif c == "b" then return MONTHS[d.month]:sub(1, 3)
+    elseif c == "B" then return MONTHS[d.month]
+    elseif c == "Y" then return string.format("%04d", d.year)
+    end
+    error("chat: date format %" .. c .. " not supported", 0)
+  end))
+end
+
+-- JSON text of a string as Hugging Face's tojson filter writes it
+-- (json.dumps with ensure_ascii=False)
+local JSON_ESC = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n",
+                   ["\r"] = "\\r", ["\t"] = "\\t" }
+local function json_string(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    return JSON_ESC[c] or (c:byte() < 0x20 and string.format("\\u%04x", c:byte())) or c
+  end) .. '"'
+end
 
 -- Templates ------------------------------------------------------------------
 --
 -- Each render(messages, add_generation_prompt, vars) returns parts: strings
--- are template text, {text} tables are message content.
-
-local function strip(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+-- are template text, {text} tables are message content. vars: bos, eos (the
+-- tokenizer's texts), think (nil: the template's default) and date (nil:
+-- today), the options the template lists in `options`.
 
 local function split_system(messages)
   if messages[1] and messages[1].role == "system" then
@@ -67,32 +182,224 @@ local function split_system(messages)
   return nil, messages
 end
 
+-- the templates' rule: user turns at odd places (after an optional
+-- system message), other roles at even ones
 local function check_alternation(name, msgs)
   for i, m in ipairs(msgs) do
-    local want = i % 2 == 1 and "user" or "assistant"
-    if m.role ~= want then
+    if (m.role == "user") ~= (i % 2 == 1) then
       error(string.format("chat: the %s template needs user/assistant turns alternating after an optional system message (message %d is '%s')",
                           name, i, tostring(m.role)), 0)
     end
   end
 end
 
+local function no_tool_calls(name, messages)
+  for i, m in ipairs(messages) do
+    if m.tool_calls ~= nil then
+      error(string.format("chat: the %s template's tool calls are not supported (message %d has tool_calls)", name, i), 0)
+    end
+  end
+end
+
+-- Reasoning as Qwen3's template reads it out of an assistant message: the
+-- text after the last </think> (leading newlines dropped) is the answer, the
+-- text between the last <think> and the first </think> the reasoning.
+-- Without </think>: all answer, reasoning nil.
+local function read_reasoning(text)
+  local first = text:find("</think>", 1, true)
+  if not first then return text, nil end
+  local last = first
+  while true do
+    local nxt = text:find("</think>", last + 1, true)
+    if not nxt then break end
+    last = nxt
+  end
+  local content = py_strip(text:sub(last + #"</think>"), true, false, NEWLINE)
+  local before = py_strip(text:sub(1, first - 1), false, true, NEWLINE)
+  local open = 0
+  while true do
+    local nxt = before:find("<think>", open + 1, true)
+    if not nxt then break end
+    open = nxt
+  end
+  if open > 0 then before = before:sub(open + #"<think>") end
+  return content, py_strip(before, true, false, NEWLINE)
+end
+M.read_reasoning = read_reasoning
+
 local T = {}
 
--- ChatML (Qwen2, SmolLM2, OpenHermes): no BOS in the template.
-T.chatml = {
-  stop = { "<|im_end|>" }, specials = { "<|im_start|>", "<|im_end|>" },
-  render = function(messages, gen)
-    local p = {}
-    for _, m in ipairs(messages) do
-      p[#p + 1] = "<|im_start|>" .. m.role .. "\n"
-      p[#p + 1] = { m.content }
-      p[#p + 1] = "<|im_end|>\n"
-    end
-    if gen then p[#p + 1] = "<|im_start|>assistant\n" end
-    return p
-  end,
-}
+-- ChatML (OpenHermes and others): no BOS in the template. default_system:
+-- the system turn a family's template writes first when the conversation
+-- does not open with one.
+local function chatml(default_system)
+  return {
+    stop = { "<|im_end|>" }, specials = { "<|im_start|>", "<|im_end|>" },
+    render = function(messages, gen)
+      local p = {}
+      if default_system and messages[1] and messages[1].role ~= "system" then
+        p[1] = "<|im_start|>system\n" .. default_system .. "<|im_end|>\n"
+      end
+      for _, m in ipairs(messages) do
+        p[#p + 1] = "<|im_start|>" .. m.role .. "\n"
+        p[#p + 1] = { m.content }
+        p[#p + 1] = "<|im_end|>\n"
+      end
+      if gen then p[#p + 1] = "<|im_start|>assistant\n" end
+      return p
+    end,
+  }
+end
+T.chatml = chatml()
+-- SmolLM2-Instruct
+T.smollm2 = chatml("You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+
+-- Qwen2.5-Instruct and Qwen3 (ChatML; without tools). A first system
+-- message opens the prompt (Qwen2.5 writes its own when there is none);
+-- other system messages are ordinary turns; runs of tool messages become one
+-- user turn of <tool_response> blocks; other roles are left out, as the
+-- templates do. Qwen3 also: assistant turns after the last user query keep
+-- their reasoning (the message's reasoning_content, or the <think> block of
+-- its content) as a <think> block, earlier ones lose it; think = false
+-- (enable_thinking) appends an empty think block to the generation prompt.
+local function qwen(name, default_system, thinking)
+  return {
+    stop = { "<|im_end|>" }, specials = { "<|im_start|>", "<|im_end|>", "<think>", "</think>" },
+    options = thinking and { think = true } or {}, reasoning = thinking,
+    render = function(messages, gen, v)
+      no_tool_calls(name, messages)
+      local p = {}
+      if messages[1] and messages[1].role == "system" then
+        p[#p + 1] = "<|im_start|>system\n"
+        p[#p + 1] = { messages[1].content }
+        p[#p + 1] = "<|im_end|>\n"
+      elseif default_system and messages[1] then
+        p[#p + 1] = "<|im_start|>system\n" .. default_system .. "<|im_end|>\n"
+      end
+      -- the last user message that is not a wrapped tool response
+      local last_query = #messages
+      for i = #messages, 1, -1 do
+        local m = messages[i]
+        if m.role == "user" and not (m.content:sub(1, 15) == "<tool_response>" and m.content:sub(-16) == "</tool_response>") then
+          last_query = i
+          break
+        end
+      end
+      for i, m in ipairs(messages) do
+        if m.role == "user" or (m.role == "system" and i > 1) then
+          p[#p + 1] = "<|im_start|>" .. m.role .. "\n"
+          p[#p + 1] = { m.content }
+          p[#p + 1] = "<|im_end|>\n"
+        elseif m.role == "assistant" then
+          local content, reasoning = m.content, m.reasoning_content
+          if thinking and reasoning == nil then content, reasoning = read_reasoning(content) end
+          reasoning = reasoning or ""
+          if thinking and i > last_query and (i == #messages or reasoning ~= "") then
+            p[#p + 1] = "<|im_start|>assistant\n<think>\n"
+            p[#p + 1] = { py_strip(reasoning, true, true, NEWLINE) }
+            p[#p + 1] = "\n</think>\n\n"
+            p[#p + 1] = { py_strip(content, true, false, NEWLINE) }
+          else
+            p[#p + 1] = "<|im_start|>assistant\n"
+            p[#p + 1] = { content }
+          end
+          p[#p + 1] = "<|im_end|>\n"
+        elseif m.role == "tool" then
+          if i == 1 or messages[i - 1].role ~= "tool" then p[#p + 1] = "<|im_start|>user" end
+          p[#p + 1] = "\n<tool_response>\n"
+          p[#p + 1] = { m.content }
+          p[#p + 1] = "\n</tool_response>"
+          if i == #messages or messages[i + 1].role ~= "tool" then p[#p + 1] = "<|im_end|>\n" end
+        end
+      end
+      if gen then
+        p[#p + 1] = "<|im_start|>assistant\n"
+        if thinking and v.think == false then p[#p + 1] = "<think>\n\n</think>\n\n" end
+      end
+      return p
+    end,
+  }
+end
+T["qwen2.5"] = qwen("qwen2.5", "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
+T.qwen3 = qwen("qwen3", nil, true)
+
+-- SmolLM3 (ChatML with a generated system turn). The system turn carries
+-- metadata lines, the reasoning mode - /think unless think = false, or a
+-- system message containing /no_think (/think) - and the system message
+-- (without those flags, right-trimmed) or the default instructions of the
+-- mode; system messages are not turns. In /no_think mode assistant turns
+-- and the generation prompt get an empty think block. Two published
+-- versions differ: the Hugging Face template (the one in the GGUF files,
+-- "smollm3") prints "Today Date: <date>" and, without tools, leaves the
+-- system turn without <|im_end|>; the edited copy in llama.cpp's tests
+-- ("smollm3-edited") has no date line and closes the system turn. A system
+-- message containing /system_override replaces the whole system text (HF).
+local SMOLLM3_THINK = "You are a helpful AI assistant named SmolLM, trained by Hugging Face. Your role as an "
+  .. "assistant involves thoroughly exploring questions through a systematic thinking process "
+  .. "before providing the final precise and accurate solutions. This requires engaging in a "
+  .. "comprehensive cycle of analysis, summarizing, exploration, reassessment, reflection, "
+  .. "backtracking, and iteration to develop well-considered thinking process. Please "
+  .. "structure your response into two main sections: Thought and Solution using the "
+  .. "specified format: <think> Thought section </think> Solution section. In the Thought "
+  .. "section, detail your reasoning process in steps. Each step should include detailed "
+  .. "considerations such as analysing questions, summarizing relevant findings, "
+  .. "brainstorming new ideas, verifying the accuracy of the current steps, refining any "
+  .. "errors, and revisiting previous steps. In the Solution section, based on various "
+  .. "attempts, explorations, and reflections from the Thought section, systematically "
+  .. "present the final solution that you deem correct. The Solution section should be "
+  .. "logical, accurate, and concise and detail necessary steps needed to reach the "
+  .. "conclusion."
+local SMOLLM3_NO_THINK = "You are a helpful AI assistant named SmolLM, trained by Hugging Face."
+
+local function smollm3(hf)
+  return {
+    stop = { "<|im_end|>" }, specials = { "<|im_start|>", "<|im_end|>", "<think>", "</think>" },
+    options = hf and { think = true, date = true } or { think = true }, reasoning = true,
+    render = function(messages, gen, v)
+      no_tool_calls(hf and "smollm3" or "smollm3-edited", messages)
+      local mode = v.think == false and "/no_think" or "/think"
+      local sys = messages[1] and messages[1].role == "system" and messages[1].content
+      local custom
+      if sys then
+        if sys:find("/no_think", 1, true) then mode = "/no_think"
+        elseif sys:find("/think", 1, true) then mode = "/think" end
+        custom = py_strip((sys:gsub("/no_think", ""):gsub("/think", "")), false, true)
+      end
+      local p = { "<|im_start|>system\n" }
+      if hf and sys and sys:find("/system_override", 1, true) then
+        p[#p + 1] = { py_strip((custom:gsub("/system_override", "")), false, true) }
+        p[#p + 1] = "<|im_end|>\n"
+      else
+        p[#p + 1] = "## Metadata\n\nKnowledge Cutoff Date: June 2025\n"
+        if hf then p[#p + 1] = "Today Date: " .. format_date(v.date or os.date("*t"), "%d %B %Y") .. "\n" end
+        p[#p + 1] = "Reasoning Mode: " .. mode .. "\n\n## Custom Instructions\n\n"
+        if custom and custom ~= "" then
+          p[#p + 1] = { custom }
+          p[#p + 1] = "\n\n"
+        else
+          p[#p + 1] = (mode == "/think" and SMOLLM3_THINK or SMOLLM3_NO_THINK) .. "\n\n"
+        end
+        if not hf then p[#p + 1] = "<|im_end|>\n" end
+      end
+      local empty_think = mode == "/no_think" and "<think>\n\n</think>\n" or ""
+      for _, m in ipairs(messages) do
+        if m.role == "user" or m.role == "tool" then
+          p[#p + 1] = "<|im_start|>user\n"
+          p[#p + 1] = { m.content }
+          p[#p + 1] = "<|im_end|>\n"
+        elseif m.role == "assistant" then
+          p[#p + 1] = "<|im_start|>assistant\n" .. empty_think
+          p[#p + 1] = { py_strip(m.content, true, false, NEWLINE) }
+          p[#p + 1] = "<|im_end|>\n"
+        end
+      end
+      if gen then p[#p + 1] = "<|im_start|>assistant\n" .. empty_think end
+      return p
+    end,
+  }
+end
+T.smollm3 = smollm3(true)
+T["smollm3-edited"] = smollm3(false)
 
 -- Llama-2-chat: the system prompt goes inside the first [INST] in <<SYS>>;
 -- every user turn opens with BOS, every reply ends with EOS; contents are
@@ -112,12 +419,12 @@ T.llama2 = {
           p[#p + 1] = "<<SYS>>\n"
           p[#p + 1] = { sys }
           p[#p + 1] = "\n<</SYS>>\n\n"
-          p[#p + 1] = { (m.content:gsub("%s+$", "")) }
+          p[#p + 1] = { py_strip(m.content, false, true) }
         else
           p[#p + 1] = { strip(m.content) }
         end
         p[#p + 1] = " [/INST]"
-      else
+      elseif m.role == "assistant" then   -- other roles: nothing, as the template
         p[#p + 1] = " "
         p[#p + 1] = { strip(m.content) }
         p[#p + 1] = " " .. v.eos
@@ -127,10 +434,11 @@ T.llama2 = {
   end,
 }
 
--- Llama 3 / 3.x Instruct: BOS first, header per turn, contents trimmed.
+local LLAMA3_SPECIALS = { "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>" }
+
+-- Llama 3 Instruct: BOS first, header per turn, contents trimmed.
 T.llama3 = {
-  stop = { "<|eot_id|>" }, bos = "<|begin_of_text|>",
-  specials = { "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>" },
+  stop = { "<|eot_id|>" }, bos = "<|begin_of_text|>", specials = LLAMA3_SPECIALS,
   render = function(messages, gen, v)
     local p = { v.bos }
     for _, m in ipairs(messages) do
@@ -143,6 +451,45 @@ T.llama3 = {
   end,
 }
 
+-- Llama 3.1 / 3.2 / 3.3 Instruct (without tools): a system turn always,
+-- with the knowledge cutoff and a date before the (trimmed) system message;
+-- tool and ipython messages become ipython turns of their content as a JSON
+-- string (the template's tojson: a string is iterable to Jinja). The date:
+-- opts.date, else 26 Jul 2024 (3.1 and 3.3 templates) or today (3.2's,
+-- through strftime_now).
+local function llama31(name, today)
+  return {
+    stop = { "<|eot_id|>" }, bos = "<|begin_of_text|>", specials = LLAMA3_SPECIALS,
+    options = { date = true },
+    render = function(messages, gen, v)
+      no_tool_calls(name, messages)
+      local sys, msgs = split_system(messages)
+      local date = (v.date or today) and format_date(v.date or os.date("*t"), "%d %b %Y") or "26 Jul 2024"
+      local p = { v.bos, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: "
+                         .. date .. "\n\n" }
+      p[#p + 1] = { sys and strip(sys) or "" }
+      p[#p + 1] = "<|eot_id|>"
+      for _, m in ipairs(msgs) do
+        if m.role == "tool" or m.role == "ipython" then
+          p[#p + 1] = "<|start_header_id|>ipython<|end_header_id|>\n\n"
+          p[#p + 1] = { json_string(m.content) }
+        else
+          p[#p + 1] = "<|start_header_id|>" .. m.role .. "<|end_header_id|>\n\n"
+          p[#p + 1] = { strip(m.content) }
+        end
+        p[#p + 1] = "<|eot_id|>"
+      end
+      if gen then p[#p + 1] = "<|start_header_id|>assistant<|end_header_id|>\n\n" end
+      return p
+    end,
+  }
+end
+T["llama3.1"] = llama31("llama3.1", false)
+T["llama3.2"] = llama31("llama3.2", true)
+
+-- the roles Phi-3.5's and Zephyr's templates write (others are left out)
+local SUA = { system = true, user = true, assistant = true }
+
 -- Phi-3.5-mini-instruct (Phi-3 with a system turn): no BOS in the template
 -- (the tokenizer adds it); without the generation prompt it ends with EOS.
 T.phi3 = {
@@ -150,13 +497,39 @@ T.phi3 = {
   render = function(messages, gen, v)
     local p = {}
     for _, m in ipairs(messages) do
-      if m.role ~= "system" or m.content ~= "" then
+      if SUA[m.role] and (m.role ~= "system" or m.content ~= "") then
         p[#p + 1] = "<|" .. m.role .. "|>\n"
         p[#p + 1] = { m.content }
         p[#p + 1] = "<|end|>\n"
       end
     end
     p[#p + 1] = gen and "<|assistant|>\n" or v.eos
+    return p
+  end,
+}
+
+-- Phi-4-mini-instruct: "<|role|>content<|end|>" with no newlines, every role
+-- as written; a system message's `tools` (a string) goes between <|tool|>
+-- and <|/tool|>; without the generation prompt it ends with EOS.
+T.phi4 = {
+  stop = { "<|end|>" }, eos = "<|endoftext|>",
+  specials = { "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|tool|>", "<|/tool|>" },
+  render = function(messages, gen, v)
+    local p = {}
+    for i, m in ipairs(messages) do
+      p[#p + 1] = "<|" .. m.role .. "|>"
+      p[#p + 1] = { m.content }
+      if m.role == "system" and m.tools ~= nil then
+        if type(m.tools) ~= "string" then
+          error("chat: message " .. i .. "'s tools must be a string for the phi4 template", 0)
+        end
+        p[#p + 1] = "<|tool|>"
+        p[#p + 1] = { m.tools }
+        p[#p + 1] = "<|/tool|>"
+      end
+      p[#p + 1] = "<|end|>"
+    end
+    p[#p + 1] = gen and "<|assistant|>" or v.eos
     return p
   end,
 }
@@ -180,9 +553,11 @@ T.mistral = {
         end
         p[#p + 1] = { m.content }
         p[#p + 1] = " [/INST]"
-      else
+      elseif m.role == "assistant" then
         p[#p + 1] = { m.content }
         p[#p + 1] = v.eos
+      else
+        error("chat: the mistral template supports only user and assistant roles (message " .. i .. " is '" .. m.role .. "')", 0)
       end
     end
     return p
@@ -195,9 +570,11 @@ T.zephyr = {
   render = function(messages, gen, v)
     local p = {}
     for _, m in ipairs(messages) do
-      p[#p + 1] = "<|" .. m.role .. "|>\n"
-      p[#p + 1] = { m.content }
-      p[#p + 1] = v.eos .. "\n"
+      if SUA[m.role] then
+        p[#p + 1] = "<|" .. m.role .. "|>\n"
+        p[#p + 1] = { m.content }
+        p[#p + 1] = v.eos .. "\n"
+      end
     end
     if gen then p[#p + 1] = "<|assistant|>\n" end
     return p
@@ -206,7 +583,7 @@ T.zephyr = {
 
 -- Gemma (gemma-it 1/2/3): BOS, roles user/model, contents trimmed. Gemma 1
 -- and 2 refuse a system message; as Gemma 3's template does, it is put
--- before the first user message followed by a blank line.
+-- before the first user message (untrimmed) followed by a blank line.
 T.gemma = {
   stop = { "<end_of_turn>" }, bos = "<bos>", eos = "<eos>",
   specials = { "<start_of_turn>", "<end_of_turn>" },
@@ -228,19 +605,101 @@ T.gemma = {
   end,
 }
 
+-- Granite 3.3 Instruct (without tools or documents): a system turn always -
+-- the system message, else the default one with the knowledge cutoff,
+-- today's date (opts.date) and, with think = true (the template's
+-- `thinking`), the instructions to think in <think></think> and answer in
+-- <response></response>; contents as they are. The generation prompt
+-- follows the last message only (none when there are only system messages).
+local GRANITE_THINK = " You are a helpful AI assistant.\nRespond to every user query in a comprehensive and "
+  .. "detailed way. You can write down your thoughts and reasoning process before responding. "
+  .. "In the thought process, engage in a comprehensive cycle of analysis, summarization, "
+  .. "exploration, reassessment, reflection, backtracing, and iteration to develop "
+  .. "well-considered thinking process. In the response section, based on various attempts, "
+  .. "explorations, and reflections from the thoughts section, systematically present the "
+  .. "final solution that you deem correct. The response should summarize the thought "
+  .. "process. Write your thoughts between <think></think> and write your response between "
+  .. "<response></response> for each user query."
+T.granite = {
+  stop = { "<|end_of_text|>" }, eos = "<|end_of_text|>",
+  specials = { "<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>" },
+  options = { think = true, date = true },
+  render = function(messages, gen, v)
+    no_tool_calls("granite", messages)
+    local sys, msgs = split_system(messages)
+    local p = { "<|start_of_role|>system<|end_of_role|>" }
+    if sys then
+      p[#p + 1] = { sys }
+    else
+      p[#p + 1] = "Knowledge Cutoff Date: April 2024. Today's Date: " .. format_date(v.date or os.date("*t"), "%B %d, %Y")
+        .. ". You are Granite, developed by IBM." .. (v.think and GRANITE_THINK or " You are a helpful AI assistant.")
+    end
+    p[#p + 1] = "<|end_of_text|>\n"
+    for _, m in ipairs(msgs) do
+      p[#p + 1] = "<|start_of_role|>" .. m.role .. "<|end_of_role|>"
+      p[#p + 1] = { m.content }
+      p[#p + 1] = "<|end_of_text|>\n"
+    end
+    if gen and #msgs > 0 then p[#p + 1] = "<|start_of_role|>assistant<|end_of_role|>" end
+    return p
+  end,
+}
+
 for name, t in pairs(T) do t.name = name end
 M.templates = T
 
+local NAMES = {}
+for name in pairs(T) do NAMES[#NAMES + 1] = name end
+table.sort(NAMES)
+NAMES = table.concat(NAMES, ", ")
+
+-- How each published template is recognized in a GGUF's
+-- tokenizer.chat_template: fragments of its text that must all be there
+-- (has) and fragments of related templates that render differently and
+-- must not be (lacks); the first entry that fits wins. A template that fits
+-- none is not guessed at: sess:chat asks for opts.template.
+local KNOWN = {
+  { "smollm3", has = { "Reasoning Mode: ", "/no_think", "strftime_now", "/system_override" } },
+  { "smollm3-edited", has = { "Reasoning Mode: ", "/no_think" }, lacks = { "strftime_now", "/system_override" } },
+  { "qwen3", has = { "<|im_start|>", "enable_thinking is defined and enable_thinking is false", "last_query_index",
+                     "reasoning_content", "<tool_response>" },
+    lacks = { "bos_token", "vision", "enable_thinking is true" } },
+  { "qwen2.5", has = { "<|im_start|>", "You are Qwen, created by Alibaba Cloud. You are a helpful assistant." },
+    lacks = { "think" } },
+  { "smollm2", has = { "<|im_start|>", "You are a helpful AI assistant named SmolLM, trained by Hugging Face" },
+    lacks = { "Reasoning Mode", "tool" } },
+  -- plain ChatML: no system default, tools, thinking, BOS or other markers
+  { "chatml", has = { "<|im_start|>", "<|im_end|>" },
+    lacks = { "tool", "think", "bos_token", "You are", "<|im_sep|>", "image", "namespace" } },
+  { "llama3.2", has = { "<|start_header_id|>", "Cutting Knowledge Date: December 2023", "strftime_now" },
+    lacks = { "builtin_tools" } },
+  { "llama3.1", has = { "<|start_header_id|>", "Cutting Knowledge Date: December 2023", "26 Jul 2024" },
+    lacks = { "strftime_now", "functionary" } },
+  { "llama3", has = { "<|start_header_id|>", "<|eot_id|>", "'<|start_header_id|>' + message['role'] + '<|end_header_id|>" },
+    lacks = { "Cutting Knowledge", "tool", "function" } },
+  { "gemma", has = { "<start_of_turn>", "<end_of_turn>", "model" }, lacks = { "tool" } },
+  { "granite", has = { "<|start_of_role|>", "Knowledge Cutoff Date: April 2024. Today's Date: ",
+                       "You are Granite, developed by IBM." } },
+  { "phi4", has = { "'<|' + message['role'] + '|>' + message['content']", "<|end|>", "<|assistant|>" },
+    lacks = { "<|im_start|>" } },
+  { "phi3", has = { "<|user|>", "<|end|>", "<|assistant|>" }, lacks = { "tool", "<|im_start|>" } },
+  { "zephyr", has = { "<|user|>", "<|assistant|>", "eos_token" }, lacks = { "<|end|>", "tool", "[gMASK]" } },
+  { "llama2", has = { "[INST]", "[/INST]", "<<SYS>>" }, lacks = { "tool" } },
+  { "mistral", has = { "[INST]", "[/INST]", "eos_token" },
+    lacks = { "<<SYS>>", "tool", "TOOL", "SYSTEM_PROMPT" } },
+}
+
 --- The template name a Jinja chat template (GGUF tokenizer.chat_template)
--- is recognized as, from the markers each family uses; nil if none.
+-- is recognized as (see KNOWN); nil if none.
 function M.recognize(jinja)
   if type(jinja) ~= "string" then return nil end
   local function has(s) return jinja:find(s, 1, true) ~= nil end
-  if has("<|im_start|>") then return "chatml" end
-  if has("<|start_header_id|>") then return "llama3" end
-  if has("<start_of_turn>") then return "gemma" end
-  if has("<|user|>") then return has("<|end|>") and "phi3" or "zephyr" end
-  if has("[INST]") then return has("<<SYS>>") and "llama2" or "mistral" end
+  for _, k in ipairs(KNOWN) do
+    local fits = true
+    for _, s in ipairs(k.has) do fits = fits and has(s) end
+    for _, s in ipairs(k.lacks or {}) do fits = fits and not has(s) end
+    if fits then return k[1] end
+  end
   return nil
 end
 
@@ -251,14 +710,15 @@ local wrapped = setmetatable({}, { __mode = "k" })
 -- opts.template (a name, a function or a table) or the model's own -> template table
 local function resolve(tpl, model)
   if type(tpl) == "string" then
-    return T[tpl] or error("chat: unknown template '" .. tpl .. "' (known: chatml, gemma, llama2, llama3, mistral, phi3, zephyr)", 0)
+    return T[tpl] or error("chat: unknown template '" .. tpl .. "' (known: " .. NAMES .. ")", 0)
   elseif type(tpl) == "function" then
-    wrapped[tpl] = wrapped[tpl] or { name = "function", render = tpl, stop = {}, specials = {} }
+    wrapped[tpl] = wrapped[tpl] or { name = "function", render = tpl, stop = {}, specials = {}, options = true }
     return wrapped[tpl]
   elseif type(tpl) == "table" then
     if type(tpl.render) ~= "function" then error("chat: a template table needs a render function", 0) end
     wrapped[tpl] = wrapped[tpl] or { name = tpl.name or "custom", render = tpl.render, stop = tpl.stop or {},
-                                     specials = tpl.specials or {}, bos = tpl.bos, eos = tpl.eos }
+                                     specials = tpl.specials or {}, bos = tpl.bos, eos = tpl.eos,
+                                     options = true, reasoning = tpl.reasoning }
     return wrapped[tpl]
   elseif tpl ~= nil then
     error("chat: template must be a name, a function or a table (got " .. type(tpl) .. ")", 0)
@@ -267,17 +727,30 @@ local function resolve(tpl, model)
   if jinja == nil then return T.chatml end
   local name = M.recognize(jinja)
   if not name then
-    error("chat: the model's chat template is not one of chatml, gemma, llama2, llama3, mistral, phi3, zephyr; pass opts.template", 0)
+    error("chat: the model's chat template is not one of " .. NAMES .. "; pass opts.template", 0)
   end
   return T[name]
 end
 M.resolve = resolve
 
--- bos/eos texts the template sees: the tokenizer's, else the family's
-local function vars_for(tpl, tok)
+-- The vars a template renders with: bos/eos texts (the tokenizer's, else the
+-- family's) and the template options in opts, checked: a wrong type, or an
+-- option the template does not have (it would be ignored), is an error.
+-- Functions and tables given as templates receive every option.
+local function vars_for(tpl, tok, opts)
   local v = { bos = tpl.bos or "<s>", eos = tpl.eos or "</s>" }
   if tok and tok.bos then v.bos = tok:text(tok.bos) end
   if tok and tok.eos then v.eos = tok:text(tok.eos) end
+  opts = opts or {}
+  if opts.think ~= nil and type(opts.think) ~= "boolean" then
+    error("chat: option 'think' must be a boolean (got " .. type(opts.think) .. ")", 0)
+  end
+  v.think, v.date = opts.think, check_date(opts.date)
+  for _, k in ipairs { "think", "date" } do
+    if opts[k] ~= nil and tpl.options ~= true and not (tpl.options and tpl.options[k]) then
+      error("chat: the " .. tpl.name .. " template has no option '" .. k .. "'", 0)
+    end
+  end
   return v
 end
 
@@ -286,6 +759,9 @@ local function check_messages(messages)
   for i, m in ipairs(messages) do
     if type(m) ~= "table" or type(m.role) ~= "string" or type(m.content) ~= "string" then
       error("chat: message " .. i .. " needs a string role and a string content", 0)
+    end
+    if m.reasoning_content ~= nil and type(m.reasoning_content) ~= "string" then
+      error("chat: message " .. i .. "'s reasoning_content must be a string", 0)
     end
   end
 end
@@ -301,11 +777,13 @@ end
 --- render(template, messages [, opts]) -> text, parts
 -- opts: add_generation_prompt (default true), bos, eos (texts, default the
 -- family's: "<s>"/"</s>", "<|begin_of_text|>", "<bos>"/"<eos>"), model (for
--- the default template).
+-- the default template), and the template's options: think (qwen3,
+-- smollm3, granite), date (smollm3, granite, llama3.1, llama3.2).
 function M.render(template, messages, opts)
   opts = opts or {}
+  if type(opts) ~= "table" then error("bad argument #3 to 'render' (table expected)", 2) end
   local tpl = resolve(template, opts.model)
-  local v = vars_for(tpl, nil)
+  local v = vars_for(tpl, nil, opts)
   v.bos, v.eos = opts.bos or v.bos, opts.eos or v.eos
   local parts = render_parts(tpl, messages, opts.add_generation_prompt ~= false, v)
   local out = {}
@@ -404,11 +882,13 @@ local function encode_units(tok, units)
 end
 
 --- tokenize(tok, messages [, opts]) -> ids, units: the ids sess:chat would
--- evaluate on an empty session (opts: template, add_generation_prompt).
+-- evaluate on an empty session (opts: template, add_generation_prompt and
+-- the template's options, as render).
 function M.tokenize(tok, messages, opts)
   opts = opts or {}
+  if type(opts) ~= "table" then error("bad argument #3 to 'tokenize' (table expected)", 2) end
   local tpl = resolve(opts.template or "chatml")
-  local parts = render_parts(tpl, messages, opts.add_generation_prompt ~= false, vars_for(tpl, tok))
+  local parts = render_parts(tpl, messages, opts.add_generation_prompt ~= false, vars_for(tpl, tok, opts))
   local units = to_units(parts, marker_ids(tpl, tok))
   if tok.add_bos and tok.bos and units[1] ~= tok.bos then table.insert(units, 1, tok.bos) end
   return encode_units(tok, units), units
@@ -416,16 +896,54 @@ end
 
 local GEN_KEYS = { "max_tokens", "sampler", "regex", "regex_width", "special" }
 
+-- opts.stop / opts.stop_ids as lists (a wrong type is an error naming the option)
+local function user_stops(opts)
+  local stop, ids = opts.stop, opts.stop_ids
+  if type(stop) == "string" then stop = { stop } end
+  if stop ~= nil and type(stop) ~= "table" then
+    error("chat: option 'stop' must be a string or a list of strings (got " .. type(stop) .. ")", 0)
+  end
+  for _, s in ipairs(stop or {}) do
+    if type(s) ~= "string" then error("chat: option 'stop' must be a string or a list of strings", 0) end
+  end
+  if ids ~= nil and type(ids) ~= "table" then
+    error("chat: option 'stop_ids' must be a list of token ids (got " .. type(ids) .. ")", 0)
+  end
+  for _, id in ipairs(ids or {}) do
+    if math.type(id) ~= "integer" then error("chat: option 'stop_ids' must be a list of token ids", 0) end
+  end
+  return stop or {}, ids or {}
+end
+
+-- A reply split as reasoning templates read it (read_reasoning); a <think>
+-- block that max_tokens cut before its </think> is all reasoning.
+local function split_reply(text)
+  local answer, reasoning = read_reasoning(text)
+  if reasoning == nil then
+    local open = text:find("<think>", 1, true)
+    if open then return "", py_strip(text:sub(open + #"<think>"), true, false, NEWLINE) end
+  end
+  return answer, reasoning
+end
+
 --- sess:chat(messages, opts [, callback]) -> reply, info
--- opts: template, and generate's max_tokens, sampler, stop, stop_ids,
--- regex, special. callback(piece, id) streams the reply (return false to stop).
+-- opts: template, the template's options (think, date: see render), and
+-- generate's max_tokens, sampler, stop, stop_ids, regex, special.
+-- callback(piece, id) streams the reply (return false to stop). With a
+-- reasoning template (qwen3, smollm3) the reply is the answer and
+-- info.reasoning the text of its <think> block (nil when there is none);
+-- the callback streams the raw text, think block included.
 function M.chat(sess, messages, opts, callback)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #2 to 'chat' (table expected)", 2) end
+  if callback ~= nil and type(callback) ~= "function" then
+    error("bad argument #3 to 'chat' (function expected)", 2)
+  end
   local tok = sess.model.tokenizer
   if not tok then error("chat: this model has no tokenizer", 2) end
   local tpl = resolve(opts.template, sess.model)
-  local parts = render_parts(tpl, messages, true, vars_for(tpl, tok))
+  local parts = render_parts(tpl, messages, true, vars_for(tpl, tok, opts))
+  local user_stop, user_stop_ids = user_stops(opts)
   local units = to_units(parts, marker_ids(tpl, tok))
   if tok.add_bos and tok.bos and units[1] ~= tok.bos then table.insert(units, 1, tok.bos) end
 
@@ -451,10 +969,8 @@ function M.chat(sess, messages, opts, callback)
     local id = tok:id(s)
     if id then stop_ids[#stop_ids + 1] = id else stops[#stops + 1] = s end
   end
-  local user_stop = opts.stop
-  if type(user_stop) == "string" then user_stop = { user_stop } end
-  for _, s in ipairs(user_stop or {}) do stops[#stops + 1] = s end
-  for _, id in ipairs(opts.stop_ids or {}) do stop_ids[#stop_ids + 1] = id end
+  for _, s in ipairs(user_stop) do stops[#stops + 1] = s end
+  for _, id in ipairs(user_stop_ids) do stop_ids[#stop_ids + 1] = id end
   local gopts = { stop = stops, stop_ids = stop_ids }
   for _, k in ipairs(GEN_KEYS) do gopts[k] = opts[k] end
 
@@ -468,17 +984,42 @@ function M.chat(sess, messages, opts, callback)
   -- (which no rendering matches: the next turn starts over)
   local held = table.move(units, 1, #units, 1, {})
   local dec = tok:decoder(opts.special)
+  -- think markers that are control tokens are not in the reply's text:
+  -- note where they were (bytes of decoded text before them)
+  local hidden, marks, decoded = {}, {}, 0
+  if tpl.reasoning then
+    for _, m in ipairs { "<think>", "</think>" } do
+      local id = tok:id(m)
+      if id and tok:piece(id, opts.special) == "" then hidden[id] = m end
+    end
+  end
   for i = n0 + 1, sess.n_past do
     local id = sess.tokens[i]
+    if hidden[id] then marks[#marks + 1] = { at = decoded, text = hidden[id] } end
     if not opts.special and tok:piece(id) == "" and tok:piece(id, true) ~= "" then
       held[#held + 1] = id
     else
-      push_raw(held, dec:add(id))
+      local s = dec:add(id)
+      decoded = decoded + #s
+      push_raw(held, s)
     end
   end
   push_raw(held, dec:flush())
   info.generated = sess.n_past - n0
   sess.chat_state = { tokens = sess.tokens, n_past = sess.n_past, units = held, template = tpl }
+
+  if tpl.reasoning then
+    -- the reply is a prefix of the decoded text (a stop string cuts it)
+    local text, from = {}, 1
+    for _, m in ipairs(marks) do
+      if m.at > #reply then break end
+      text[#text + 1] = reply:sub(from, m.at)
+      text[#text + 1] = m.text
+      from = m.at + 1
+    end
+    text[#text + 1] = reply:sub(from)
+    reply, info.reasoning = split_reply(table.concat(text))
+  end
   return reply, info
 end
 
@@ -487,21 +1028,27 @@ end
 local Chat = {}
 Chat.__index = Chat
 
---- sess:chat_session{template =, system =, <generate opts>} -> chat
+--- sess:chat_session{template =, system =, <chat opts>} -> chat
 -- The options other than system become the defaults of every say().
 function M.session(sess, opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #1 to 'chat_session' (table expected)", 2) end
+  if opts.system ~= nil and type(opts.system) ~= "string" then
+    error("chat: option 'system' must be a string (got " .. type(opts.system) .. ")", 2)
+  end
   local defaults = {}
   for k, v in pairs(opts) do if k ~= "system" then defaults[k] = v end end
-  resolve(defaults.template, sess.model)   -- fail now, not at the first say
+  -- fail now, not at the first say
+  vars_for(resolve(defaults.template, sess.model), nil, defaults)
+  user_stops(defaults)
   local messages = {}
   if opts.system then messages[1] = { role = "system", content = opts.system } end
   return setmetatable({ session = sess, messages = messages, defaults = defaults }, Chat)
 end
 
 --- chat:say(text [, opts [, callback]]) -> reply, info
--- Appends {role = "user", content = text} and the reply to chat.messages.
+-- Appends {role = "user", content = text} and the reply to chat.messages
+-- ({role = "assistant", content = reply, reasoning_content = info.reasoning}).
 function Chat:say(text, opts, callback)
   if type(text) ~= "string" then error("bad argument #1 to 'say' (string expected)", 2) end
   if type(opts) == "function" and callback == nil then opts, callback = nil, opts end
@@ -514,7 +1061,7 @@ function Chat:say(text, opts, callback)
     self.messages[#self.messages] = nil
     error(reply, 2)
   end
-  self.messages[#self.messages + 1] = { role = "assistant", content = reply }
+  self.messages[#self.messages + 1] = { role = "assistant", content = reply, reasoning_content = info.reasoning }
   return reply, info
 end
 

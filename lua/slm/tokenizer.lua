@@ -31,6 +31,21 @@ function tokenizer.bytes()
   return core.tokenizer_bytes()
 end
 
+--- The pieces the pre-tokenizer of a GGUF `tokenizer.ggml.pre` name cuts
+-- text into before BPE (e.g. pretokenize("gpt-4o", "Hello World") gives
+-- {"Hello", " World"}); an unknown name is an error.
+function tokenizer.pretokenize(pre, text)
+  if type(pre) ~= "string" then
+    error("bad argument #1 to 'pretokenize' (string expected, got " .. type(pre) .. ")", 2)
+  end
+  if type(text) ~= "string" then
+    error("bad argument #2 to 'pretokenize' (string expected, got " .. type(text) .. ")", 2)
+  end
+  local pieces, msg = core.tokenizer_pretokenize(pre, text)
+  if not pieces then error(msg, 2) end
+  return pieces
+end
+
 --- Learns a byte-level BPE vocabulary from text files and returns it loaded.
 --   tokenizer.train{files = {"a.txt", ...}, vocab_size = 1000,
 --                   pre = "gpt-2" | "llama-bpe" | "qwen2",   -- regex preset
