@@ -22,7 +22,6 @@
 -- Sliding-window layers keep a ring of the window in the KV cache
 -- (blocks/kvcache.h), so a long context costs memory for global layers only.
 local blocks = require("slm.core").blocks
-local head = require("slm.hooks").head
 local hparams = require("slm.models.hparams")
 
 local gemma = {
@@ -164,32 +163,10 @@ function gemma.state(m, opts)
   return hparams.kv_state(m, opts)
 end
 
---- Runs tokens ids[first .. first+n-1] at positions s.n_past.., as
--- models/llama.lua's forward (same buffers, hooks and plans). The hook
--- points attn_out and ffn_out see the branch after its post norm.
-function gemma.forward(m, s, ids, first, n)
-  local hp, x, h, y, hooks, work = m.hp, s.x, s.h, s.y, m.hooks, s.work
-  blocks.embed(x, m.tok_embd, ids, first, n)
-  blocks.scale(x, m.embed_scale, 1, n)
-  for step, l in ipairs(m.plan) do
-    local L, at = m.layers[l], hooks and hooks:at(l, step, s, n)
-    blocks.rmsnorm(h, x, L.attn_norm, hp.eps, 1, n)
-    if at then at("attn_in", h) end
-    L.attn:forward(y, h, s.state, step, s.n_past, n, work)
-    if L.attn_post_norm then blocks.rmsnorm(y, y, L.attn_post_norm, hp.eps, 1, n) end
-    if at then at("attn_out", y) end
-    blocks.add(x, y, 1, n)
-    blocks.rmsnorm(h, x, L.ffn_norm, hp.eps, 1, n)
-    if at then at("ffn_in", h) end
-    L.ffn:forward(y, h, work, n)
-    if L.ffn_post_norm then blocks.rmsnorm(y, y, L.ffn_post_norm, hp.eps, 1, n) end
-    if at then at("ffn_out", y) end
-    blocks.add(x, y, 1, n)
-    if at then at("out", x) end
-  end
-  local rows = s.all_logits and 1 or n
-  blocks.rmsnorm(h, x, m.output_norm, hp.eps, rows, n - rows + 1)
-  head(m, s, m.output, h, rows, n)   -- then the final soft cap (m.logit_softcap)
-end
+--- The forward pass is models/llama.lua's: embedding scale, post norms and
+-- the final cap are fields of the net it reads (m.embed_scale,
+-- L.attn_post_norm, L.ffn_post_norm, m.logit_softcap). The hook points
+-- attn_out and ffn_out see each branch after its post norm.
+gemma.forward = require("slm.models.llama").forward
 
 return gemma

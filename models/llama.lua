@@ -175,6 +175,9 @@ end
 -- logits of the last one in s.logits (of every one in s.all_logits when the
 -- session has that buffer). s.x, s.h, s.y are (n_batch, dim). m.hooks is nil
 -- unless model:hook() registered some; `at` then calls them on a view.
+-- models/gemma.lua runs this forward too: its layers add post norms to
+-- the attention and feed-forward branches, its embedding is scaled and its
+-- logits soft-capped (slm.hooks head).
 function llama.forward(m, s, ids, first, n)
   local hp, x, h, y, hooks, work = m.hp, s.x, s.h, s.y, m.hooks, s.work
   -- LongRoPE: the long factors when the context, rounded up to 256 as the
@@ -188,11 +191,13 @@ function llama.forward(m, s, ids, first, n)
     if at then at("attn_in", h) end
     local attn = long and L.attn_long or L.attn
     attn:forward(y, h, s.state, step, s.n_past, n, work)
+    if L.attn_post_norm then blocks.rmsnorm(y, y, L.attn_post_norm, hp.eps, 1, n) end   -- gemma2/3
     if at then at("attn_out", y) end
     blocks.add(x, y, 1, n, m.residual_scale)
     blocks.rmsnorm(h, x, L.ffn_norm, hp.eps, 1, n)
     if at then at("ffn_in", h) end
     L.ffn:forward(y, h, work, n)
+    if L.ffn_post_norm then blocks.rmsnorm(y, y, L.ffn_post_norm, hp.eps, 1, n) end     -- gemma2/3
     if at then at("ffn_out", y) end
     blocks.add(x, y, 1, n, m.residual_scale)
     if at then at("out", x) end
