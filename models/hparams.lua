@@ -78,12 +78,14 @@ function M.attention(src, k)
     error(string.format("%s: %s.attention.head_count %d is not a multiple of head_count_kv %d", src.path, arch,
                         hp.n_head, hp.n_head_kv), 0)
   end
-  -- experts (Mixtral's layout in a llama file, ...) are another block
-  local n_expert = k.int("expert_count", 0)
-  k.int("expert_used_count", 0)
-  if n_expert > 0 then
-    error(string.format("%s: %s.expert_count is %d: mixture-of-experts models are not supported yet", src.path,
-                        arch, n_expert), 0)
+  -- experts (Mixtral's layout in a llama file, Qwen MoE, OLMoE): the
+  -- definition builds MoE blocks when n_expert > 0 (see M.experts)
+  hp.n_expert = k.int("expert_count", 0)
+  hp.n_expert_used = k.int("expert_used_count", 0)
+  if hp.n_expert < 0 or hp.n_expert > 256 or hp.n_expert_used < 0 or hp.n_expert_used > hp.n_expert
+     or (hp.n_expert > 0 and hp.n_expert_used < 1) then
+    error(string.format("%s: %s.expert_used_count %d of expert_count %d (expected 1..count, count <= 256)",
+                        src.path, arch, hp.n_expert_used, hp.n_expert), 0)
   end
   hp.head_dim = k.int("attention.key_length", hp.dim // hp.n_head)
   local vlen = k.int("attention.value_length", hp.head_dim)
@@ -117,6 +119,32 @@ function M.attention(src, k)
   k.bool("rope.scaling.finetuned", false)         -- informational
   hp.vocab_size = k.int("vocab_size", 0)           -- checked against the embedding
   return hp
+end
+
+--- The routing of a MoE family as the reference fixes it: renormalize
+-- (the selected weights divided by their sum), with the file's
+-- expert_gating_func (1 softmax, 2 sigmoid; default softmax) and
+-- expert_weights_scale. An expert_weights_norm key that contradicts the
+-- family's fixed rule is refused (the reference does not read it for these
+-- families, so such a file would be computed one way here and another there).
+function M.experts(src, k, hp, renormalize)
+  if hp.n_expert == 0 then return end
+  local arch = src.arch
+  local gf = k.int("expert_gating_func", 1)
+  if gf ~= 1 and gf ~= 2 then
+    error(string.format("%s: %s.expert_gating_func %d is not supported (1 softmax, 2 sigmoid)", src.path, arch, gf), 0)
+  end
+  hp.gating = gf == 2 and "sigmoid" or "softmax"
+  hp.expert_scale = k.num("expert_weights_scale", 1)
+  if not (hp.expert_scale > 0 and hp.expert_scale < math.huge) then
+    error(string.format("%s: %s.expert_weights_scale is %s", src.path, arch, tostring(hp.expert_scale)), 0)
+  end
+  local norm = k.raw("expert_weights_norm")
+  if norm ~= nil and k.bool("expert_weights_norm") ~= renormalize then
+    error(string.format("%s: %s.expert_weights_norm is %s, but %s %s its expert weights", src.path, arch,
+                        tostring(norm), arch, renormalize and "renormalizes" or "does not renormalize"), 0)
+  end
+  hp.norm_topk = renormalize
 end
 
 --- getters(src) -> w(name), opt(name), f32(name [, n]), vec(name, n): a
@@ -195,8 +223,7 @@ function M.kv_state(m, opts)
                                ring = opts.swa_ring ~= false }
   local bytes = 0
   for _, L in ipairs(m.layers) do
-    bytes = math.max(bytes, L.attn:work_size(opts.n_batch), L.ffn:work_size(opts.n_batch))
-    if L.attn_long then bytes = math.max(bytes, L.attn_long:work_size(opts.n_batch)) end
+    for _, b in pairs { L.attn, L.attn_long, L.ffn, L.moe } do bytes = math.max(bytes, b:work_size(opts.n_batch)) end
   end
   return kv, blocks.workspace(bytes)
 end

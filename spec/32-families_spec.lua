@@ -137,7 +137,12 @@ describe("the loader refuses what it does not understand", function()
     local p1 = altered(src, { metadata = { { "llama.rope.scaling.type", "yarn" }, { "llama.rope.scaling.factor", { type = "f32", value = 4.0 } } } })
     assert.equal(p1 .. ": llama.rope.scaling.type 'yarn' is not supported (only linear)", select(2, slm.load(p1)))
     local p2 = altered(src, { metadata = { { "llama.expert_count", { type = "u32", value = 8 } } } })
-    assert.equal(p2 .. ": llama.expert_count is 8: mixture-of-experts models are not supported yet", select(2, slm.load(p2)))
+    assert.equal(p2 .. ": llama.expert_used_count 0 of expert_count 8 (expected 1..count, count <= 256)",
+                 select(2, slm.load(p2)))
+    local qwen2 = helpers.fixture("gguf/qwen2-q8_0.gguf")
+    local p4 = altered(qwen2, { metadata = { { "qwen2.expert_count", { type = "u32", value = 4 } },
+                                             { "qwen2.expert_used_count", { type = "u32", value = 2 } } } })
+    assert.equal(p4 .. ": qwen2.expert_count is 4: slm has no qwen2 mixture-of-experts layout", select(2, slm.load(p4)))
     local p3 = altered(src, { drop = { ["llama.attention.head_count"] = true },
                               metadata = { { "llama.attention.head_count", { type = "u32", value = { 8, 8, 8, 8 } } } } })
     assert.equal(p3 .. ": metadata llama.attention.head_count holds a list (per-layer values are not supported)",

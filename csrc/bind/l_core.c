@@ -80,6 +80,7 @@ static const opener openers[] = {
     slm_bind_open_kernels,
     slm_bind_open_sampler,
     slm_bind_open_blocks,
+    slm_bind_open_moe,
     slm_bind_open_files,
     slm_bind_open_testing,
     slm_bind_open_regex,

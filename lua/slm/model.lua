@@ -311,6 +311,7 @@ function Model:session(opts)
   -- the architecture's state (KV cache, recurrent state) and, for blocks
   -- that take one, the workspace they share
   s.state, s.work = self.def.state(self.net, { n_ctx = n_ctx, n_batch = n_batch, swa_ring = s.swa_ring })
+  if self.def.prepare then self.def.prepare(self.net, s) end   -- other per-session buffers
   return s
 end
 
@@ -348,6 +349,21 @@ function Session:eval(ids)
     first = first + m
   end
   return self.logits
+end
+
+--- sess:expert_counts() -> {[layer] = {[expert] = n}}: how many tokens each
+-- expert of each MoE layer was chosen for since the session was made (or
+-- the counts reset); layers and experts numbered from 0 as in the tensor
+-- names. An error for a model without experts.
+function Session:expert_counts()
+  if not self.moe_counts then error("expert_counts: this model has no experts", 2) end
+  return self.moe_counts:get()
+end
+
+--- sess:reset_expert_counts(): counts start again from 0.
+function Session:reset_expert_counts()
+  if not self.moe_counts then error("reset_expert_counts: this model has no experts", 2) end
+  self.moe_counts:reset()
 end
 
 --- Forgets the context (the cache is overwritten from position 0).
