@@ -101,7 +101,7 @@ typedef struct moe_scratch {
     int *start;      /* n_expert + 1: expert e's (row, slot) pairs are pair[start[e] .. start[e+1]) */
     int *pair;       /* (n k) row * k + slot, grouped by expert */
     float *xg;       /* (n, dim) the rows of one expert, gathered */
-    float *g, *u;    /* (n, n_ff) gate and up outputs */
+    float *g, *u;    /* (max(n, k), n_ff) gate and up outputs */
     float *d;        /* (n, dim) down output */
     float *y;        /* (n, k, dim) weighted expert outputs per slot */
     float *sh, *shg; /* (n, dim) shared expert output, (n) its gate */
@@ -112,9 +112,11 @@ static size_t moe_carve(const slm_moe_block *b, int n, int64_t dim, const slm_wo
 {
     const size_t nn = (size_t)n, k = (size_t)b->n_used, ff = (size_t)b->n_ff, d = (size_t)dim;
     const size_t shared = b->has_shared ? slm_ffn_work_size(&b->shared, n) : 0;
+    /* g and u: n rows of one expert, or (decode) one row of each of k experts */
+    const size_t gu = (nn > k ? nn : k) * ff * sizeof(float);
     const size_t sizes[11] = {
         nn * k * sizeof(int), nn * k * sizeof(float), ((size_t)b->n_expert + 1) * sizeof(int),
-        nn * k * sizeof(int), nn * d * sizeof(float), nn * ff * sizeof(float), nn * ff * sizeof(float),
+        nn * k * sizeof(int), nn * d * sizeof(float), gu, gu,
         nn * d * sizeof(float), nn * k * d * sizeof(float),
         b->has_shared ? nn * d * sizeof(float) : 0, b->has_shared ? nn * sizeof(float) : 0};
     size_t total = slm_work_round(shared);
@@ -171,10 +173,28 @@ slm_status slm_moe_forward(slm_pool *pool, const slm_moe_block *b, int n, const 
     for (int i = 0; i < n; i++)
         for (int s = 0; s < k; s++) m.pair[fill[m.sel[(size_t)i * k + s]]++] = i * k + s;
     slm_status st;
+    if (counts)
+        for (int e = 0; e < ne; e++) counts[e] += m.start[e + 1] - m.start[e];
+    if (n == 1 && k > 1 && 2 * k <= SLM_MATMUL_MAX_PARTS) {
+        /* decode: every chosen expert reads the one row, so their gate and
+         * up products share one dispatch (one encoding of x); their g and u
+         * go to consecutive n_ff slices (slot order) */
+        slm_matmul_part p[SLM_MATMUL_MAX_PARTS];
+        for (int s = 0; s < k; s++) {
+            p[2 * s] = slm_matmul_part_of(b->gate, m.sel[s], m.g + (size_t)s * (size_t)ff);
+            p[2 * s + 1] = slm_matmul_part_of(b->up, m.sel[s], m.u + (size_t)s * (size_t)ff);
+        }
+        if ((st = slm_matmul_multi(pool, p, 2 * k, x, 1, dim, err))) return st;
+        act_gated(b->act, m.g, m.u, (int64_t)k * ff);
+        for (int s = 0; s < k; s++) {
+            float *ys = m.y + (size_t)s * (size_t)dim;
+            if ((st = slm_matmul_w(pool, ys, b->down, m.sel[s], m.g + (size_t)s * (size_t)ff, 1, err))) return st;
+            slm_ops_scale(ys, ys, dim, m.w[s]);
+        }
+    } else
     for (int e = 0; e < ne; e++) {
         const int cnt = m.start[e + 1] - m.start[e];
         if (!cnt) continue;
-        if (counts) counts[e] += cnt;
         const int *pr = m.pair + m.start[e];
         /* one row needs no gathering */
         const float *xe = x + (size_t)(pr[0] / k) * (size_t)dim;
