@@ -12,6 +12,7 @@
 
 #include "../core/status.h"
 #include "../core/tensor.h"
+#include "../core/work.h"
 
 #define SLM_TENSOR_MT "slm.Tensor"
 
@@ -27,6 +28,9 @@ lua_Integer slm_bind_int_field(lua_State *L, int idx, const char *name, lua_Inte
 double slm_bind_num_field(lua_State *L, int idx, const char *name, double def);
 /* A writable contiguous f32 activation buffer seen as (rows, dim). */
 float *slm_bind_check_buf(lua_State *L, int idx, int64_t *rows, int64_t *dim);
+/* The workspace userdata (blocks.workspace, l_blocks.c) at idx; raises
+ * on another value or a freed one. */
+const slm_work *slm_bind_check_work(lua_State *L, int idx);
 /* Registers metatable `name` for a userdata type whose __gc, __close and
  * :free() share the one idempotent `close`; methods go in __index. */
 void slm_bind_new_meta(lua_State *L, const char *name, lua_CFunction close,
@@ -53,5 +57,6 @@ void slm_bind_open_rwkv(lua_State *L);
 void slm_bind_open_testing(lua_State *L);
 void slm_bind_open_regex(lua_State *L);
 void slm_bind_open_mamba(lua_State *L);
+void slm_bind_open_shortconv(lua_State *L);
 
 #endif

@@ -363,7 +363,7 @@ static int work_close(lua_State *L)
     return 0;
 }
 
-static const slm_work *check_work(lua_State *L, int idx)
+const slm_work *slm_bind_check_work(lua_State *L, int idx)
 {
     work_ud *u = luaL_checkudata(L, idx, WORK_MT);
     if (!u->w) luaL_error(L, "attempt to use a freed workspace");
@@ -385,7 +385,7 @@ static int l_workspace(lua_State *L)
 
 static int work_bytes(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)check_work(L, 1)->bytes);
+    lua_pushinteger(L, (lua_Integer)slm_bind_check_work(L, 1)->bytes);
     return 1;
 }
 
@@ -400,7 +400,7 @@ static int attn_forward(lua_State *L)
     kv_ud *k = check_kv(L, 4);
     lua_Integer layer = luaL_checkinteger(L, 5), pos = luaL_checkinteger(L, 6);
     lua_Integer n = luaL_checkinteger(L, 7);
-    const slm_work *work = check_work(L, 8);
+    const slm_work *work = slm_bind_check_work(L, 8);
     luaL_argcheck(L, odim == a->dim && xdim == a->dim, 2, "buffer width differs from the model dim");
     luaL_argcheck(L, out != x, 2, "output aliases the input");
     luaL_argcheck(L, layer >= 1 && layer <= k->cache->n_layer, 5, "layer out of range");
@@ -422,7 +422,7 @@ static int ffn_forward(lua_State *L)
     int64_t orows, odim, xrows, xdim;
     float *out = slm_bind_check_buf(L, 2, &orows, &odim);
     float *x = slm_bind_check_buf(L, 3, &xrows, &xdim);
-    const slm_work *work = check_work(L, 4);
+    const slm_work *work = slm_bind_check_work(L, 4);
     lua_Integer n = luaL_checkinteger(L, 5);
     luaL_argcheck(L, odim == f->dim && xdim == f->dim, 2, "buffer width differs from the model dim");
     luaL_argcheck(L, out != x, 2, "output aliases the input");
