@@ -79,7 +79,7 @@ function lfm2.build(src, hp)
       layer.kv_dim = n_kv * hp.head_dim
       layer.attn = block(p, blocks.attention, {
         dim = hp.dim, n_head = hp.n_head, n_head_kv = n_kv, head_dim = hp.head_dim, norm_eps = hp.eps,
-        rope = { mode = "neox", n_rot = hp.n_rot, base = hp.rope_base, scale = hp.rope_scale,
+        rope = { mode = hp.rope_mode, n_rot = hp.n_rot, base = hp.rope_base, scale = hp.rope_scale,
                  attn_factor = hp.rope_attn_factor },
         wq = w(p .. "attn_q.weight"), wk = w(p .. "attn_k.weight"), wv = w(p .. "attn_v.weight"),
         wo = w(p .. "attn_output.weight"),
