@@ -20,7 +20,10 @@ local KIND_NAMES = { int = "an integer", num = "a number", str = "a string", boo
 
 --- reader(src) -> k with k.int/num/str/bool(name [, default]): the value of
 -- `<arch>.<name>`, checked for its type; a missing key without a default is
--- an error. k.raw(name) returns the value as stored (or nil).
+-- an error (a list where one value belongs too). k.int_list(name, n [,
+-- default]): a per-layer list of n integers, a single integer standing for
+-- every layer (as the reference's get_key_or_arr). k.raw(name) returns the
+-- value as stored (or nil).
 function M.reader(src)
   local arch = src.arch
   local k = {}
@@ -41,6 +44,30 @@ function M.reader(src)
       return v
     end
   end
+  k.int_list = function(name, n, default)
+    local full = arch .. "." .. name
+    local v = src.meta(full)
+    if v == nil then v = default end
+    if v == nil then error(string.format("%s: missing metadata %s", src.path, full), 0) end
+    if math.type(v) == "integer" then
+      local all = {}
+      for i = 1, n do all[i] = v end
+      return all
+    end
+    if type(v) ~= "table" then
+      error(string.format("%s: metadata %s is %s, expected %d integers (one per layer)", src.path, full,
+                          tostring(v), n), 0)
+    end
+    if #v ~= n then error(string.format("%s: metadata %s has %d entries for %d layers", src.path, full, #v, n), 0) end
+    local out = {}
+    for i = 1, n do
+      if math.type(v[i]) ~= "integer" then
+        error(string.format("%s: metadata %s holds %s, expected integers", src.path, full, tostring(v[i])), 0)
+      end
+      out[i] = v[i]
+    end
+    return out
+  end
   k.raw = function(name) return src.meta(arch .. "." .. name) end
   return k
 end
@@ -57,8 +84,11 @@ end
 --- The hyper-parameters every attention model reads, as the reference's
 -- common loader does: sizes, heads, head size (attention.key_length /
 -- value_length, default dim / heads), rotary dims, RoPE base, linear
--- scaling, the LongRoPE original context and attention factor.
-function M.attention(src, k)
+-- scaling, the LongRoPE original context and attention factor. With
+-- opts.kv_per_layer (hybrids: lfm2) attention.head_count_kv is a list,
+-- hp.n_head_kv_l, whose 0 entries mark the layers without attention;
+-- hp.n_head_kv is then its largest entry.
+function M.attention(src, k, opts)
   local arch = src.arch
   local hp = {
     arch = arch,
@@ -70,14 +100,25 @@ function M.attention(src, k)
     eps = k.num("attention.layer_norm_rms_epsilon", 1e-5),
     rope_base = k.num("rope.freq_base", 10000.0),
   }
-  hp.n_head_kv = k.int("attention.head_count_kv", hp.n_head)
   positive(src, arch, hp, { { "dim", nil, "embedding_length" }, { "n_layer", 4096, "block_count" },
-                            { "n_ff", nil, "feed_forward_length" }, { "n_head", 4096, "attention.head_count" },
-                            { "n_head_kv", 4096, "attention.head_count_kv" } })
-  if hp.n_head % hp.n_head_kv ~= 0 then
-    error(string.format("%s: %s.attention.head_count %d is not a multiple of head_count_kv %d", src.path, arch,
-                        hp.n_head, hp.n_head_kv), 0)
+                            { "n_ff", nil, "feed_forward_length" }, { "n_head", 4096, "attention.head_count" } })
+  local per_layer = opts and opts.kv_per_layer
+  local kv = per_layer and k.int_list("attention.head_count_kv", hp.n_layer, hp.n_head)
+             or { k.int("attention.head_count_kv", hp.n_head) }
+  hp.n_head_kv = 0
+  for _, v in ipairs(kv) do
+    if not (per_layer and v == 0) then    -- 0 in a list: a layer without attention
+      if v < 1 or v > 4096 then
+        error(string.format("%s: %s.attention.head_count_kv is %d (expected 1..4096)", src.path, arch, v), 0)
+      end
+      if hp.n_head % v ~= 0 then
+        error(string.format("%s: %s.attention.head_count %d is not a multiple of head_count_kv %d", src.path,
+                            arch, hp.n_head, v), 0)
+      end
+    end
+    hp.n_head_kv = math.max(hp.n_head_kv, v)
   end
+  if per_layer then hp.n_head_kv_l = kv end
   -- experts (Mixtral's layout in a llama file, Qwen MoE, OLMoE): the
   -- definition builds MoE blocks when n_expert > 0 (see M.experts)
   hp.n_expert = k.int("expert_count", 0)
@@ -119,6 +160,14 @@ function M.attention(src, k)
   k.bool("rope.scaling.finetuned", false)         -- informational
   hp.vocab_size = k.int("vocab_size", 0)           -- checked against the embedding
   return hp
+end
+
+--- Refuses experts in a family without a MoE layout here.
+function M.no_experts(src, hp)
+  if hp.n_expert > 0 then
+    error(string.format("%s: %s.expert_count is %d: slm has no %s mixture-of-experts layout", src.path, src.arch,
+                        hp.n_expert, src.arch), 0)
+  end
 end
 
 --- The routing of a MoE family as the reference fixes it: renormalize

@@ -80,10 +80,7 @@ function llama.hparams(src)
   -- wide), qwen2moe/qwen3moe (expert_feed_forward_length; the converter's
   -- feed_forward_length is unused), olmoe
   if hp.n_expert > 0 then
-    if MOE_RENORM[arch] == nil then
-      error(string.format("%s: %s.expert_count is %d: slm has no %s mixture-of-experts layout", src.path, arch,
-                          hp.n_expert, arch), 0)
-    end
+    if MOE_RENORM[arch] == nil then hparams.no_experts(src, hp) end
     hparams.experts(src, k, hp, MOE_RENORM[arch])
     if arch == "qwen2moe" or arch == "qwen3moe" then hp.n_ff = k.int("expert_feed_forward_length") end
     if arch == "qwen2moe" then hp.n_ff_shared = k.int("expert_shared_feed_forward_length", 0) end

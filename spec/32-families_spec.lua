@@ -9,7 +9,6 @@
 -- snapshots that continue exactly.
 local helpers = require "spec.helpers"
 local slm = require "slm"
-local gguf = slm.gguf
 
 local STD = { 1, 72, 300, 45, 290, 301, 17, 99 }
 
@@ -23,48 +22,18 @@ end
 
 local function bound(q) return q == "f16" and 0.01 or 0.05 end
 
--- Feeds the prompt one token at a time (as the reference did), checking the
--- logits after each position, then continues greedily. The reference ran
--- with a 512-token context (phi4mini's long RoPE factors depend on it).
+-- The reference's logits at every position and its greedy ids
+-- (helpers.check_parity; the reference ran with a 512-token context, which
+-- phi4mini's long RoPE factors depend on).
 local function check(stem, q, kind, prompt)
   local ref_path, why = helpers.fixture("gguf2/" .. stem .. "-" .. q .. (kind and ("." .. kind) or "") .. ".ref")
   if not ref_path then return pending(why) end
-  local ref = helpers.read_ref(ref_path)
   local model = assert(slm.load(helpers.fixture("gguf2/" .. stem .. "-" .. q .. ".gguf")))
-  local sess = model:session { ctx = 512 }
-  local worst, logits, at = 0, nil, 0
-  for p = 1, ref.n_pos do
-    logits = sess:eval { prompt[p] }
-    local d = helpers.max_diff(logits, ref.logits[p]) / ref.sd
-    if d > worst then worst, at = d, p end
-  end
-  assert.is_true(worst <= bound(q), string.format("max|d|/s = %.4f > %.2f at position %d", worst, bound(q), at))
-  local got = {}
-  for i = 1, #ref.gen do
-    got[i] = helpers.argmax(logits)
-    logits = sess:eval { got[i] }
-  end
-  assert.same(ref.gen, got)
+  helpers.check_parity(model, helpers.read_ref(ref_path), prompt, bound(q))
 end
 
--- A copy of a fixture with extra tensors and metadata (tensor_fn may
--- replace tensors), written with slm.gguf.write.
-local function altered(src, opts)
-  local f = assert(gguf.open(src))
-  local meta = {}
-  for _, k in ipairs(f.keys) do
-    if k ~= "general.alignment" and not (opts.drop and opts.drop[k]) then meta[#meta + 1] = { k, f:typed(k) } end
-  end
-  for _, kv in ipairs(opts.metadata or {}) do meta[#meta + 1] = kv end
-  local tensors = {}
-  for _, info in ipairs(f.tensors) do tensors[#tensors + 1] = { name = info.name, tensor = f:tensor(info.name) } end
-  for _, t in ipairs(opts.tensors or {}) do tensors[#tensors + 1] = t end
-  local out = os.tmpname() .. ".gguf"
-  assert(gguf.write(out, { metadata = meta, tensors = tensors }))
-  f:close()
-  helpers.tmpnames[#helpers.tmpnames + 1] = out
-  return out
-end
+-- A copy of a fixture with extra tensors and metadata (spec/helpers.lua)
+local altered = helpers.altered
 
 describe("2026 families: parity with the reference", function()
   for _, stem in ipairs { "qwen3", "gemma3", "gemma2", "llama3", "phi4mini", "smollm3", "granite" } do

@@ -34,7 +34,7 @@ if checkout then
 end
 
 --- The definitions slm.load routes files to, by the archs each declares.
-M.definitions = { "llama", "gemma", "mamba", "rwkv" }
+M.definitions = { "llama", "gemma", "mamba", "rwkv", "lfm2" }
 
 local routes     -- general.architecture -> definition table (built on first use)
 
