@@ -32,21 +32,7 @@ describe("MoE and Mamba-2 parity with the reference", function()
       it(stem .. " logits and greedy ids", function()
         local model, why = load(stem)
         if not model then return pending(why) end
-        local ref = helpers.read_ref(helpers.fixture("gguf3/" .. stem .. ".ref"))
-        local s = model:session { ctx = 512 }
-        local worst, at, logits = 0, 0, nil
-        for p = 1, ref.n_pos do
-          logits = s:eval { PROMPT[p] }
-          local d = helpers.max_diff(logits, ref.logits[p]) / ref.sd
-          if d > worst then worst, at = d, p end
-        end
-        assert.is_true(worst <= bound(q), string.format("max|d|/s = %.4f > %.2f at position %d", worst, bound(q), at))
-        local got = {}
-        for i = 1, #ref.gen do
-          got[i] = helpers.argmax(logits)
-          logits = s:eval { got[i] }
-        end
-        assert.same(ref.gen, got)
+        helpers.check_parity(model, helpers.read_ref(helpers.fixture("gguf3/" .. stem .. ".ref")), PROMPT, bound(q))
       end)
     end
   end
