@@ -43,10 +43,22 @@ slm_status slm_moe_block_check(const slm_moe_block *b, int64_t dim, slm_error *e
     return SLM_OK;
 }
 
+/* out (n, N) = W . x for the small f32 matrices of the block (the router,
+ * the shared expert's gate): in the f32 tiles' order at every batch size,
+ * so that a row's routing does not depend on its batch (OpenBLAS sums a
+ * batch in another order than a single row); other dtypes as usual */
+static slm_status small_f32(slm_pool *pool, float *out, const slm_tensor *W, const float *x, int n,
+                            slm_error *err)
+{
+    slm_matmul_part p = slm_matmul_part_of(W, -1, out);
+    if (W->dtype == SLM_DTYPE_F32 && p.order == SLM_MATMUL_ORDER_DEFAULT) p.order = SLM_MATMUL_ORDER_TILES;
+    return slm_matmul_multi(pool, &p, 1, x, n, W->shape[1], err);
+}
+
 slm_status slm_moe_route(slm_pool *pool, const slm_moe_block *b, int n, const float *x,
                          float *logits, slm_error *err)
 {
-    return slm_matmul_w(pool, logits, b->router, -1, x, n, err);
+    return small_f32(pool, logits, b->router, x, n, err);
 }
 
 void slm_moe_select(const slm_moe_block *b, const float *logits, const uint8_t *modes, int *sel,
@@ -225,7 +237,7 @@ slm_status slm_moe_forward(slm_pool *pool, const slm_moe_block *b, int n, const 
     if (b->has_shared) {
         if ((st = slm_ffn_forward(pool, &b->shared, n, x, m.sh, dim, &m.rest, err))) return st;
         if (b->shexp_gate) {
-            if ((st = slm_matmul_w(pool, m.shg, b->shexp_gate, -1, x, n, err))) return st;
+            if ((st = small_f32(pool, m.shg, b->shexp_gate, x, n, err))) return st;
             for (int i = 0; i < n; i++) {
                 const float sg = 1.0f / (1.0f + expf(-m.shg[i]));
                 slm_ops_scale(m.sh + (size_t)i * (size_t)dim, m.sh + (size_t)i * (size_t)dim, dim, sg);
