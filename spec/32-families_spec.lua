@@ -9,7 +9,6 @@
 -- snapshots that continue exactly.
 local helpers = require "spec.helpers"
 local slm = require "slm"
-local gguf = slm.gguf
 
 local STD = { 1, 72, 300, 45, 290, 301, 17, 99 }
 
@@ -47,24 +46,7 @@ local function check(stem, q, kind, prompt)
   assert.same(ref.gen, got)
 end
 
--- A copy of a fixture with extra tensors and metadata (tensor_fn may
--- replace tensors), written with slm.gguf.write.
-local function altered(src, opts)
-  local f = assert(gguf.open(src))
-  local meta = {}
-  for _, k in ipairs(f.keys) do
-    if k ~= "general.alignment" and not (opts.drop and opts.drop[k]) then meta[#meta + 1] = { k, f:typed(k) } end
-  end
-  for _, kv in ipairs(opts.metadata or {}) do meta[#meta + 1] = kv end
-  local tensors = {}
-  for _, info in ipairs(f.tensors) do tensors[#tensors + 1] = { name = info.name, tensor = f:tensor(info.name) } end
-  for _, t in ipairs(opts.tensors or {}) do tensors[#tensors + 1] = t end
-  local out = os.tmpname() .. ".gguf"
-  assert(gguf.write(out, { metadata = meta, tensors = tensors }))
-  f:close()
-  helpers.tmpnames[#helpers.tmpnames + 1] = out
-  return out
-end
+local altered = helpers.altered_gguf
 
 describe("2026 families: parity with the reference", function()
   for _, stem in ipairs { "qwen3", "gemma3", "gemma2", "llama3", "phi4mini", "smollm3", "granite" } do

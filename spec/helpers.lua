@@ -40,6 +40,53 @@ function helpers.errmsg(f, ...)
   return (tostring(e):gsub("^[^:]+:%d+: ", ""))
 end
 
+--- A copy of a GGUF fixture, written with slm.gguf.write to a temporary
+-- file (removed at exit): opts.drop = {key = true} leaves keys out,
+-- opts.metadata = {{key, {type =, value =}}, ...} and opts.tensors =
+-- {{name =, tensor =}, ...} are added after the file's own.
+function helpers.altered_gguf(src, opts)
+  local gguf = require "slm.gguf"
+  local f = assert(gguf.open(src))
+  local meta = {}
+  for _, k in ipairs(f.keys) do
+    if k ~= "general.alignment" and not (opts.drop and opts.drop[k]) then meta[#meta + 1] = { k, f:typed(k) } end
+  end
+  for _, kv in ipairs(opts.metadata or {}) do meta[#meta + 1] = kv end
+  local tensors = {}
+  for _, info in ipairs(f.tensors) do tensors[#tensors + 1] = { name = info.name, tensor = f:tensor(info.name) } end
+  for _, t in ipairs(opts.tensors or {}) do tensors[#tensors + 1] = t end
+  local out = os.tmpname() .. ".gguf"
+  assert(gguf.write(out, { metadata = meta, tensors = tensors }))
+  f:close()
+  helpers.tmpnames[#helpers.tmpnames + 1] = out
+  return out
+end
+
+--- The cases of a fixtures/vocab-style pair: inp holds texts, each followed
+-- by a line __ggml_vocab_test__; out one line of ids per text. Returns
+-- texts, ids (lists of numbers).
+function helpers.vocab_cases(inp, out)
+  local SEP = "\n__ggml_vocab_test__\n"
+  local s = helpers.read(inp)
+  local texts = {}
+  local pos = 1
+  while true do
+    local a, b = s:find(SEP, pos, true)
+    if not a then break end
+    texts[#texts + 1] = s:sub(pos, a - 1)
+    pos = b + 1
+  end
+  local expect = {}
+  for line in (helpers.read(out) .. "\n"):gmatch("([^\n]*)\n") do
+    if #expect < #texts then
+      local ids = {}
+      for n in line:gmatch("%-?%d+") do ids[#ids + 1] = tonumber(n) end
+      expect[#expect + 1] = ids
+    end
+  end
+  return texts, expect
+end
+
 --- Reads a whole file as a string.
 function helpers.read(path)
   local f = assert(io.open(path, "rb"))
