@@ -61,9 +61,10 @@ end
 
 --- The head of every architecture: logits = W . h[n] into s.logits, and
 -- W . h[rows..n] into s.all_logits when the session has that (n_batch, n_vocab)
--- buffer (perplexity, KL); or, when the session has s.embd (model:embed),
--- the normed rows h[rows..n] copied to its rows n_past+rows.. and no logits
--- (the forwards normalize every row then); then, where the model has them, the logits are
+-- buffer (perplexity, KL). A session of model:embed has s.embd (n, dim)
+-- instead: the forwards then normalize every row and the head copies
+-- h[rows..n] to s.embd's rows n_past+rows.., computing no logits. Where
+-- the model has them, the logits are
 -- multiplied by m.logit_mul (granite: 1 / logit_scale) and soft-capped at
 -- m.logit_softcap (gemma2: c tanh(z / c)). Calls the output_norm and logits
 -- hooks (the latter on the final logits).

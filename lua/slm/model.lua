@@ -283,22 +283,19 @@ function Model:apply_lora(path, scale) return require("slm.lora").apply(self, pa
 local EMBED_OPTS = { pooling = true, normalize = true }
 local POOLINGS = { none = true, mean = true, cls = true, last = true }
 
---- model:embed(text_or_ids [, {pooling =, normalize = true}]) -> f32 tensor
--- The embedding of a text (tokenized with the model's tokenizer, special
+--- model:embed(text_or_ids [, {pooling =, normalize = true}]) -> f32 tensor:
+-- the embedding of a text (tokenized with the model's tokenizer, special
 -- tokens as the vocabulary adds them: BERT's [CLS] ... [SEP], a decoder's
--- BOS) or of a list of token ids: the final hidden states pooled over the
--- tokens and divided by their Euclidean length.
---   pooling  "mean" (of all tokens, specials included), "cls" (the first
---            token), "last" or "none" (every token: an (n_tokens, dim)
---            tensor); default: what an encoder's file says
---            (bert.pooling_type), "last" for decoders
---   normalize  false keeps the vectors as computed (with "none", each
---            row is normalized on its own when true)
--- Encoders (BERT) see the whole input at once; decoders (llama family,
--- gemma, mamba, rwkv) run it through a session of their own and return
--- their output-normed rows, what the head would read (no logits are
--- computed). An input longer than the model's context_length is an error.
--- The result is a new tensor.
+-- BOS) or of a list of token ids, i.e. the final hidden states pooled over
+-- the tokens and divided by their Euclidean length. pooling is "mean" (all
+-- tokens, specials included), "cls" (the first token), "last" or "none"
+-- (an (n_tokens, dim) tensor, each row normalized on its own); by default
+-- what an encoder's file says (bert.pooling_type), "last" for decoders.
+-- normalize = false keeps the vectors as computed. Encoders (BERT) see the
+-- whole input at once; decoders (llama family, gemma, mamba, rwkv) run it
+-- through a session of their own and give their output-normed rows, what
+-- their head reads (no logits are computed). An input longer than the
+-- model's context_length is an error. The result is a new tensor.
 function Model:embed(input, opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #2 to 'embed' (table expected)", 2) end
