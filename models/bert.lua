@@ -38,8 +38,10 @@ function bert.hparams(src)
     n_ff = k.int("feed_forward_length"),
     n_head = k.int("attention.head_count"),
     eps = k.num("attention.layer_norm_epsilon"),
-    -- BERT attends both ways; the converter writes false (a file saying
-    -- true gets causal attention, as in the reference)
+    -- BERT attends both ways and the converter writes false; a file
+    -- saying true gets causal attention, as in the reference (which also
+    -- defaults to causal when the key is missing: slm takes BERT's own
+    -- bidirectional attention then)
     causal = k.bool("attention.causal", false),
     vocab_size = k.int("vocab_size", 0),
   }

@@ -104,6 +104,7 @@ slm_status slm_wpm_words(int lowercase, int strip_accents, const char *text, siz
                          slm_wpm_word_fn fn, void *ctx, slm_error *err)
 {
     word_buf w;
+    slm_status st;
     memcpy(w.b, WORD_MARK, WORD_MARK_LEN);
     w.len = w.nchars = 0;
     const unsigned char *s = (const unsigned char *)text;
@@ -132,21 +133,20 @@ slm_status slm_wpm_words(int lowercase, int strip_accents, const char *text, siz
             const int cls = slm_wpm_class(c);
             if (cls == SLM_WPM_DROP || (cls == SLM_WPM_MARK && strip_accents)) continue;
             if (cls == SLM_WPM_SPACE) {
-                if (flush(&w, fn, ctx, err)) return err ? err->code : SLM_ENOMEM;
+                if ((st = flush(&w, fn, ctx, err))) return st;
                 continue;
             }
             const uint32_t out = lowercase ? (uint32_t)utf8proc_tolower((utf8proc_int32_t)c) : c;
             if (cls == SLM_WPM_ALONE) {
-                if (flush(&w, fn, ctx, err)) return err ? err->code : SLM_ENOMEM;
+                if ((st = flush(&w, fn, ctx, err))) return st;
                 append(&w, out);
-                if (flush(&w, fn, ctx, err)) return err ? err->code : SLM_ENOMEM;
+                if ((st = flush(&w, fn, ctx, err))) return st;
                 continue;
             }
             append(&w, out);
         }
     }
-    if (flush(&w, fn, ctx, err)) return err ? err->code : SLM_ENOMEM;
-    return SLM_OK;
+    return flush(&w, fn, ctx, err);
 }
 
 /* a byte that can end a piece: the last one of a character */
