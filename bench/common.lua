@@ -51,12 +51,20 @@ end
 
 --- weight_bytes(path): bytes of weights a decode step reads: every tensor,
 -- except the token embedding when a separate output head exists (then one
--- row of it is read); a tied embedding is read whole as the head.
+-- row of it is read); a tied embedding is read whole as the head. Of a
+-- mixture-of-experts stack (*_exps) a token reads expert_used_count of
+-- expert_count experts: the active parameters' bytes.
 function M.weight_bytes(path)
   local f = assert(gguf.open(path))
+  local arch = f.metadata["general.architecture"]
+  local ne, used = f.metadata[arch .. ".expert_count"], f.metadata[arch .. ".expert_used_count"]
   local total, embd, has_output = 0, 0, false
   for _, t in ipairs(f.tensors) do
-    total = total + t.bytes
+    if ne and ne > 0 and t.name:match("_exps%.weight$") then
+      total = total + t.bytes * used / ne
+    else
+      total = total + t.bytes
+    end
     if t.name == "token_embd.weight" then embd = t.bytes end
     if t.name == "output.weight" then has_output = true end
   end

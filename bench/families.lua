@@ -3,13 +3,18 @@
 -- 128, ffn 3072, tied, rope base 1e6, eps 1e-6) and a gemma-3-270m-shaped
 -- one (vocab 262144, dim 640, 18 layers, 4 q / 1 kv head of 256, ffn 2048,
 -- sliding window 512 on 5 layers of every 6, rope base 1e6 global / 1e4
--- local, tied), written by slm.testing.random_model in the reference
+-- local, tied), and a Qwen3-MoE-shaped one (dim 1024, 12 layers, 16 q / 4
+-- kv heads of 128, 8 experts of width 768, 2 per token, tied), written by
+-- slm.testing.random_model in the reference
 -- converter's layout into $SLM_BENCH_DIR (default /tmp/slm-bench; made
 -- once, reused): prompt (pp128) and decode (tg) tokens/s, Lua share and
--- peak RSS per file (bench/llama.lua in a child process), then the peak RSS
--- of one 4096-token gemma session with and without its sliding-window ring.
+-- peak RSS per file (bench/llama.lua in a child process), the weight bytes
+-- a MoE decode step reads beside its active parameters' bytes, then the
+-- peak RSS of one 4096-token gemma session with and without its
+-- sliding-window ring.
 --   bin/slm bench/families.lua [--compare] [threads=2] [dtype ...]   (default q8_0)
 --   bin/slm bench/families.lua --session MODEL.gguf ring|full [threads]  (one line)
+--   bin/slm bench/families.lua --moe-bytes MODEL.gguf [threads]          (one line)
 -- A file slm cannot load yet gets "?" and the loader's message; its row
 -- fills in once slm runs the architecture. "bw %" and --compare (the
 -- reference's llama-bench on the same files, a second table of both sides)
@@ -21,6 +26,11 @@ local MODELS = {
   { label = "qwen3-0.6b", opts = { arch = "qwen3", vocab = 151936, dim = 1024, n_layer = 28, n_head = 16,
                                    n_head_kv = 8, head_dim = 128, n_ff = 3072, tied = true, rope_base = 1e6,
                                    eps = 1e-6, ctx = 40960, name = "qwen3-0.6b-random" } },
+  -- a Qwen3-MoE shape scaled to this machine: 8 experts, 2 per token
+  { label = "qwen3moe-8x2", opts = { arch = "qwen3moe", vocab = 151936, dim = 1024, n_layer = 12, n_head = 16,
+                                     n_head_kv = 4, head_dim = 128, n_ff = 3072, n_ff_exp = 768, n_expert = 8,
+                                     n_expert_used = 2, tied = true, rope_base = 1e6, eps = 1e-6, ctx = 40960,
+                                     name = "qwen3moe-8x2-random" } },
   { label = "gemma3-270m", opts = { arch = "gemma3", vocab = 262144, dim = 640, n_layer = 18, n_head = 4,
                                     n_head_kv = 1, head_dim = 256, n_ff = 2048, tied = true, window = 512,
                                     rope_base = 1e6, rope_base_swa = 1e4, eps = 1e-6, ctx = 32768,
@@ -63,8 +73,30 @@ local function session_run(path, ring, threads)
   print(string.format("%s rss_mb=%.1f", msg, require("slm.bench").peak_rss_kb() / 1024))
 end
 
+-- child: weight bytes the matmuls read per decoded token (after a short
+-- prompt, over 32 tokens), beside the active parameters' bytes
+local function moe_bytes_run(path, threads)
+  local slm = require "slm"
+  slm.threads(threads)
+  local model = assert(slm.load(path))
+  local s = model:session { ctx = 256 }
+  local nv = model.hp.n_vocab
+  local ids = {}
+  for i = 1, 16 do ids[i] = (i * 7919) % nv end
+  s:eval(ids)
+  local ops = slm.core.ops
+  ops.matmul_bytes(true)
+  local n = 32
+  for i = 1, n do s:eval { (i * 31) % nv } end
+  print(string.format("read_mb=%.2f active_mb=%.2f", ops.matmul_bytes(true) / n / 1e6,
+                      common.weight_bytes(path) / 1e6))
+end
+
 if arg[1] == "--session" then
   session_run(arg[2], arg[3] ~= "full", tonumber(arg[4]) or 2)
+  return
+elseif arg[1] == "--moe-bytes" then
+  moe_bytes_run(arg[2], tonumber(arg[3]) or 2)
   return
 end
 
@@ -116,11 +148,23 @@ for _, m in ipairs(MODELS) do
 end
 b:compare_table(rows, "model")
 
+-- what a MoE decode step reads: only the chosen experts' rows
+do
+  local path = model_path(MODELS[2], "q8_0")
+  local v = parse(common.run(string.format("%s %s/bench/families.lua --moe-bytes %s %d", b.slm, b.here, path,
+                                           b.threads)))
+  print()
+  print(string.format("qwen3moe-8x2 q8_0: weights read per decoded token %s MB (the matmuls' count), active "
+                      .. "parameters %s MB (attention, routers, 2 of 8 experts, head), ratio %s", v.read_mb or "?",
+                      v.active_mb or "?", (v.read_mb and v.active_mb) and
+                      string.format("%.3f", tonumber(v.read_mb) / tonumber(v.active_mb)) or "?"))
+end
+
 -- Peak RSS of one 4096-token gemma session: a child process per row, so
 -- that each peak is that session's (weights mapped and read + KV cache +
 -- scratch). With the ring a sliding layer keeps window + batch - 1 rows of
 -- K and V instead of ctx; the expected f16 cache sizes are printed beside.
-local gemma = MODELS[2]
+local gemma = MODELS[3]
 local path = model_path(gemma, "q8_0")
 local o = gemma.opts
 local row_kb = 2 * o.n_head_kv * o.head_dim * 2 / 1024                 -- K and V of one position, f16

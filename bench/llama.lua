@@ -51,13 +51,15 @@ local def, net = model.def, model.net
 local blocks = require("slm.core").blocks
 local saved = {}
 local ok, lua_us = pcall(function()
-  local stub = { forward = rawequal }
+  local stub = { forward = rawequal, route = rawequal }
   local fake = setmetatable({ layers = {} }, { __index = net })
   for l = 1, #net.layers do
-    fake.layers[l] = setmetatable({ attn = stub, ffn = stub }, { __index = net.layers[l] })
+    local L = net.layers[l]
+    fake.layers[l] = setmetatable({ attn = stub, attn_long = L.attn_long and stub, ffn = L.ffn and stub,
+                                    moe = L.moe and stub }, { __index = L })
   end
   local s = model:session { ctx = 16, batch = 1 }
-  for _, k in ipairs { "embed", "rmsnorm", "add", "linear", "layernorm" } do
+  for _, k in ipairs { "embed", "rmsnorm", "add", "linear", "layernorm", "scale", "softcap" } do
     saved[k] = blocks[k]
     blocks[k] = rawequal
   end

@@ -66,6 +66,7 @@ function gemma.hparams(src)
   local arch = src.arch
   local k = hparams.reader(src)
   local hp = hparams.attention(src, k)
+  hparams.no_experts(src, hp)
   hp.rope_mode = "neox"
   hp.q_scale = 1 / math.sqrt(hp.n_layer == BIG[arch] and hp.dim // hp.n_head or hp.head_dim)
   hp.is_swa = {}

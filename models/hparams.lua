@@ -20,7 +20,10 @@ local KIND_NAMES = { int = "an integer", num = "a number", str = "a string", boo
 
 --- reader(src) -> k with k.int/num/str/bool(name [, default]): the value of
 -- `<arch>.<name>`, checked for its type; a missing key without a default is
--- an error. k.raw(name) returns the value as stored (or nil).
+-- an error (a list where one value belongs too). k.int_list(name, n [,
+-- default]): a per-layer list of n integers, a single integer standing for
+-- every layer (as the reference's get_key_or_arr). k.raw(name) returns the
+-- value as stored (or nil).
 function M.reader(src)
   local arch = src.arch
   local k = {}
@@ -41,6 +44,30 @@ function M.reader(src)
       return v
     end
   end
+  k.int_list = function(name, n, default)
+    local full = arch .. "." .. name
+    local v = src.meta(full)
+    if v == nil then v = default end
+    if v == nil then error(string.format("%s: missing metadata %s", src.path, full), 0) end
+    if math.type(v) == "integer" then
+      local all = {}
+      for i = 1, n do all[i] = v end
+      return all
+    end
+    if type(v) ~= "table" then
+      error(string.format("%s: metadata %s is %s, expected %d integers (one per layer)", src.path, full,
+                          tostring(v), n), 0)
+    end
+    if #v ~= n then error(string.format("%s: metadata %s has %d entries for %d layers", src.path, full, #v, n), 0) end
+    local out = {}
+    for i = 1, n do
+      if math.type(v[i]) ~= "integer" then
+        error(string.format("%s: metadata %s holds %s, expected integers", src.path, full, tostring(v[i])), 0)
+      end
+      out[i] = v[i]
+    end
+    return out
+  end
   k.raw = function(name) return src.meta(arch .. "." .. name) end
   return k
 end
@@ -57,8 +84,11 @@ end
 --- The hyper-parameters every attention model reads, as the reference's
 -- common loader does: sizes, heads, head size (attention.key_length /
 -- value_length, default dim / heads), rotary dims, RoPE base, linear
--- scaling, the LongRoPE original context and attention factor.
-function M.attention(src, k)
+-- scaling, the LongRoPE original context and attention factor. With
+-- opts.kv_per_layer (hybrids: lfm2) attention.head_count_kv is a list,
+-- hp.n_head_kv_l, whose 0 entries mark the layers without attention;
+-- hp.n_head_kv is then its largest entry.
+function M.attention(src, k, opts)
   local arch = src.arch
   local hp = {
     arch = arch,
@@ -70,20 +100,33 @@ function M.attention(src, k)
     eps = k.num("attention.layer_norm_rms_epsilon", 1e-5),
     rope_base = k.num("rope.freq_base", 10000.0),
   }
-  hp.n_head_kv = k.int("attention.head_count_kv", hp.n_head)
   positive(src, arch, hp, { { "dim", nil, "embedding_length" }, { "n_layer", 4096, "block_count" },
-                            { "n_ff", nil, "feed_forward_length" }, { "n_head", 4096, "attention.head_count" },
-                            { "n_head_kv", 4096, "attention.head_count_kv" } })
-  if hp.n_head % hp.n_head_kv ~= 0 then
-    error(string.format("%s: %s.attention.head_count %d is not a multiple of head_count_kv %d", src.path, arch,
-                        hp.n_head, hp.n_head_kv), 0)
+                            { "n_ff", nil, "feed_forward_length" }, { "n_head", 4096, "attention.head_count" } })
+  local per_layer = opts and opts.kv_per_layer
+  local kv = per_layer and k.int_list("attention.head_count_kv", hp.n_layer, hp.n_head)
+             or { k.int("attention.head_count_kv", hp.n_head) }
+  hp.n_head_kv = 0
+  for _, v in ipairs(kv) do
+    if not (per_layer and v == 0) then    -- 0 in a list: a layer without attention
+      if v < 1 or v > 4096 then
+        error(string.format("%s: %s.attention.head_count_kv is %d (expected 1..4096)", src.path, arch, v), 0)
+      end
+      if hp.n_head % v ~= 0 then
+        error(string.format("%s: %s.attention.head_count %d is not a multiple of head_count_kv %d", src.path,
+                            arch, hp.n_head, v), 0)
+      end
+    end
+    hp.n_head_kv = math.max(hp.n_head_kv, v)
   end
-  -- experts (Mixtral's layout in a llama file, ...) are another block
-  local n_expert = k.int("expert_count", 0)
-  k.int("expert_used_count", 0)
-  if n_expert > 0 then
-    error(string.format("%s: %s.expert_count is %d: mixture-of-experts models are not supported yet", src.path,
-                        arch, n_expert), 0)
+  if per_layer then hp.n_head_kv_l = kv end
+  -- experts (Mixtral's layout in a llama file, Qwen MoE, OLMoE): the
+  -- definition builds MoE blocks when n_expert > 0 (see M.experts)
+  hp.n_expert = k.int("expert_count", 0)
+  hp.n_expert_used = k.int("expert_used_count", 0)
+  if hp.n_expert < 0 or hp.n_expert > 256 or hp.n_expert_used < 0 or hp.n_expert_used > hp.n_expert
+     or (hp.n_expert > 0 and hp.n_expert_used < 1) then
+    error(string.format("%s: %s.expert_used_count %d of expert_count %d (expected 1..count, count <= 256)",
+                        src.path, arch, hp.n_expert_used, hp.n_expert), 0)
   end
   hp.head_dim = k.int("attention.key_length", hp.dim // hp.n_head)
   local vlen = k.int("attention.value_length", hp.head_dim)
@@ -117,6 +160,40 @@ function M.attention(src, k)
   k.bool("rope.scaling.finetuned", false)         -- informational
   hp.vocab_size = k.int("vocab_size", 0)           -- checked against the embedding
   return hp
+end
+
+--- Refuses experts in a family without a MoE layout here.
+function M.no_experts(src, hp)
+  if hp.n_expert > 0 then
+    error(string.format("%s: %s.expert_count is %d: slm has no %s mixture-of-experts layout", src.path, src.arch,
+                        hp.n_expert, src.arch), 0)
+  end
+end
+
+--- The routing of a MoE family as the reference fixes it: renormalize
+-- (the selected weights divided by their sum), with the file's
+-- expert_gating_func (1 softmax, 2 sigmoid; default softmax) and
+-- expert_weights_scale. An expert_weights_norm key that contradicts the
+-- family's fixed rule is refused (the reference does not read it for these
+-- families, so such a file would be computed one way here and another there).
+function M.experts(src, k, hp, renormalize)
+  if hp.n_expert == 0 then return end
+  local arch = src.arch
+  local gf = k.int("expert_gating_func", 1)
+  if gf ~= 1 and gf ~= 2 then
+    error(string.format("%s: %s.expert_gating_func %d is not supported (1 softmax, 2 sigmoid)", src.path, arch, gf), 0)
+  end
+  hp.gating = gf == 2 and "sigmoid" or "softmax"
+  hp.expert_scale = k.num("expert_weights_scale", 1)
+  if not (hp.expert_scale > 0 and hp.expert_scale < math.huge) then
+    error(string.format("%s: %s.expert_weights_scale is %s", src.path, arch, tostring(hp.expert_scale)), 0)
+  end
+  local norm = k.raw("expert_weights_norm")
+  if norm ~= nil and k.bool("expert_weights_norm") ~= renormalize then
+    error(string.format("%s: %s.expert_weights_norm is %s, but %s %s its expert weights", src.path, arch,
+                        tostring(norm), arch, renormalize and "renormalizes" or "does not renormalize"), 0)
+  end
+  hp.norm_topk = renormalize
 end
 
 --- getters(src) -> w(name), opt(name), f32(name [, n]), vec(name, n): a
@@ -195,8 +272,7 @@ function M.kv_state(m, opts)
                                ring = opts.swa_ring ~= false }
   local bytes = 0
   for _, L in ipairs(m.layers) do
-    bytes = math.max(bytes, L.attn:work_size(opts.n_batch), L.ffn:work_size(opts.n_batch))
-    if L.attn_long then bytes = math.max(bytes, L.attn_long:work_size(opts.n_batch)) end
+    for _, b in pairs { L.attn, L.attn_long, L.ffn, L.moe } do bytes = math.max(bytes, b:work_size(opts.n_batch)) end
   end
   return kv, blocks.workspace(bytes)
 end

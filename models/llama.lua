@@ -32,11 +32,17 @@ local hparams = require("slm.models.hparams")
 
 local llama = {
   name = "llama",
-  archs = { "llama", "qwen2", "qwen3", "phi3", "smollm3", "granite" },
+  archs = { "llama", "qwen2", "qwen3", "phi3", "smollm3", "granite", "qwen2moe", "qwen3moe", "olmoe" },
 }
 
 local rope_mode = { llama = "normal", qwen2 = "neox", qwen3 = "neox", phi3 = "neox", smollm3 = "normal",
-                    granite = "normal" }
+                    granite = "normal", qwen2moe = "neox", qwen3moe = "neox", olmoe = "neox" }
+
+-- Mixture-of-experts families and whether the reference renormalizes the
+-- selected experts' weights (fixed per architecture, not in the files)
+local MOE_RENORM = { llama = true, qwen3moe = true, qwen2moe = false, olmoe = false }
+-- q/k RMSNorm per head (qwen3, qwen3moe) or over the whole projection (olmoe)
+local QK_NORM = { qwen3 = "head", qwen3moe = "head", olmoe = "full" }
 
 --- Hyper-parameters from GGUF metadata (`<arch>.*` keys).
 function llama.hparams(src)
@@ -69,6 +75,17 @@ function llama.hparams(src)
     if not (s >= 0 and s < math.huge) then
       error(string.format("%s: granite.attention.scale is %s", src.path, tostring(s)), 0)
     end
+  end
+  -- experts: Mixtral's layout in a llama file (each expert feed_forward_length
+  -- wide), qwen2moe/qwen3moe (expert_feed_forward_length; the converter's
+  -- feed_forward_length is unused), olmoe
+  if hp.n_expert > 0 then
+    if MOE_RENORM[arch] == nil then hparams.no_experts(src, hp) end
+    hparams.experts(src, k, hp, MOE_RENORM[arch])
+    if arch == "qwen2moe" or arch == "qwen3moe" then hp.n_ff = k.int("expert_feed_forward_length") end
+    if arch == "qwen2moe" then hp.n_ff_shared = k.int("expert_shared_feed_forward_length", 0) end
+  elseif MOE_RENORM[arch] ~= nil and arch ~= "llama" then
+    error(string.format("%s: %s.expert_count is missing or 0", src.path, arch), 0)
   end
   if arch == "smollm3" then
     -- SmolLM3 skips RoPE on layers with (il + 1) % 4 == 0; the converter
@@ -112,6 +129,9 @@ function llama.build(src, hp)
     local extra = (freqs and "rope_freqs" or long and "longrope" or "") ..
                   (hp.n_rot < hp.head_dim and (" rotary " .. hp.n_rot .. "/" .. hp.head_dim) or "")
     layer.kind = nope and "no rope" or hparams.rope_kind(hp.rope_base, hp.rope_scale, extra)
+    local qk = QK_NORM[hp.arch] or "head"
+    local qn = qk == "full" and hp.n_head * hp.head_dim or hp.head_dim
+    local kn = qk == "full" and hp.n_head_kv * hp.head_dim or hp.head_dim
     local function attention(factors)
       return blocks.attention {
         dim = hp.dim, n_head = hp.n_head, n_head_kv = hp.n_head_kv, head_dim = hp.head_dim,
@@ -125,21 +145,40 @@ function llama.build(src, hp)
         wqkv = opt(p .. "attn_qkv.weight"), wo = w(p .. "attn_output.weight"),
         bq = f32(p .. "attn_q.bias"), bk = f32(p .. "attn_k.bias"), bv = f32(p .. "attn_v.bias"),
         bo = f32(p .. "attn_output.bias"),
-        -- qwen3 normalizes q and k per head (required there)
-        q_norm = (hp.arch == "qwen3" and vec or f32)(p .. "attn_q_norm.weight", hp.head_dim),
-        k_norm = (hp.arch == "qwen3" and vec or f32)(p .. "attn_k_norm.weight", hp.head_dim),
+        -- qwen3/qwen3moe normalize q and k per head, olmoe over the whole
+        -- projection (required there)
+        qk_norm = qk, q_norm = (QK_NORM[hp.arch] and vec or f32)(p .. "attn_q_norm.weight", qn),
+        k_norm = (QK_NORM[hp.arch] and vec or f32)(p .. "attn_k_norm.weight", kn),
       }
     end
     layer.attn = attention(short or freqs)
     if long then layer.attn_long = attention(long) end
-    local gate = opt(p .. "ffn_gate.weight")
-    layer.ffn = blocks.ffn {
-      dim = hp.dim, n_ff = hp.n_ff, act = "silu",
-      gate = gate, down = w(p .. "ffn_down.weight"),
-      -- without ffn_gate, phi3's ffn_up holds gate and up stacked
-      up = gate and w(p .. "ffn_up.weight") or nil,
-      gate_up = (not gate) and w(p .. "ffn_up.weight") or nil,
-    }
+    if hp.n_expert > 0 then
+      -- router, the experts' 3-D stacks, and qwen2moe's shared expert with
+      -- its sigmoid gate
+      layer.moe = blocks.moe {
+        dim = hp.dim, n_expert = hp.n_expert, n_used = hp.n_expert_used, n_ff = hp.n_ff,
+        gating = hp.gating, norm = hp.norm_topk, scale = hp.expert_scale, act = "silu",
+        router = w(p .. "ffn_gate_inp.weight"),
+        gate = w(p .. "ffn_gate_exps.weight"), up = w(p .. "ffn_up_exps.weight"),
+        down = w(p .. "ffn_down_exps.weight"),
+        shared = (hp.n_ff_shared or 0) > 0 and {
+          gate = w(p .. "ffn_gate_shexp.weight"), up = w(p .. "ffn_up_shexp.weight"),
+          down = w(p .. "ffn_down_shexp.weight"),
+        } or nil,
+        -- (1, dim) as converted; the reference's quantizer writes it 1-D
+        shared_gate = (hp.n_ff_shared or 0) > 0 and w(p .. "ffn_gate_inp_shexp.weight"):reshape(1, hp.dim) or nil,
+      }
+    else
+      local gate = opt(p .. "ffn_gate.weight")
+      layer.ffn = blocks.ffn {
+        dim = hp.dim, n_ff = hp.n_ff, act = "silu",
+        gate = gate, down = w(p .. "ffn_down.weight"),
+        -- without ffn_gate, phi3's ffn_up holds gate and up stacked
+        up = gate and w(p .. "ffn_up.weight") or nil,
+        gate_up = (not gate) and w(p .. "ffn_up.weight") or nil,
+      }
+    end
     m.layers[l] = layer
   end
   -- the layer plan: which layer runs at each step (model:variant changes it
@@ -148,7 +187,13 @@ function llama.build(src, hp)
   for l = 1, hp.n_layer do m.plan[l] = l end
   m.features = {}
   local function feat(cond, s) if cond then m.features[#m.features + 1] = s end end
-  feat(m.layers[1].attn and hp.arch == "qwen3", "q/k norm")
+  if hp.n_expert > 0 then
+    m.n_expert, m.n_expert_used = hp.n_expert, hp.n_expert_used
+    feat(true, string.format("%d experts, %d per token (%s%s)", hp.n_expert, hp.n_expert_used, hp.gating,
+                             hp.norm_topk and ", renormalized" or ""))
+    feat(hp.n_ff_shared, "shared expert")
+  end
+  feat(QK_NORM[hp.arch], "q/k norm" .. (QK_NORM[hp.arch] == "full" and " (whole projection)" or ""))
   feat(src.has("blk.0.attn_q.bias"), "q/k/v biases")
   feat(m.embed_scale, "embedding x" .. tostring(hp.embedding_scale))
   feat(m.residual_scale, "residual x" .. tostring(hp.residual_scale))
@@ -169,6 +214,15 @@ llama.plans, llama.hook_points, llama.all_logits = true, "full", true
 -- every block takes its scratch from.
 function llama.state(m, opts)
   return hparams.kv_state(m, opts)
+end
+
+--- Per-session buffers of MoE models: the router logits (n_batch,
+-- n_expert), which the blk.N.router hook sees, and the expert usage counts
+-- (sess:expert_counts()).
+function llama.prepare(m, s)
+  if not m.n_expert then return end
+  s.router = require("slm.tensor").zeros { s.n_batch, m.n_expert }
+  s.moe_counts = blocks.expert_counts(#m.layers, m.n_expert)
 end
 
 --- Runs tokens ids[first .. first+n-1] at positions s.n_past.., leaving the
@@ -196,7 +250,14 @@ function llama.forward(m, s, ids, first, n)
     blocks.add(x, y, 1, n, m.residual_scale)
     blocks.rmsnorm(h, x, L.ffn_norm, hp.eps, 1, n)
     if at then at("ffn_in", h) end
-    L.ffn:forward(y, h, work, n)
+    if L.moe then
+      -- router logits (a hook may read or change them), then the experts
+      L.moe:route(s.router, h, n)
+      if at then at("router", s.router) end
+      L.moe:forward(y, h, s.router, work, n, m.expert_modes and m.expert_modes[l], s.moe_counts, l)
+    else
+      L.ffn:forward(y, h, work, n)
+    end
     if L.ffn_post_norm then blocks.rmsnorm(y, y, L.ffn_post_norm, hp.eps, 1, n) end     -- gemma2/3
     if at then at("ffn_out", y) end
     blocks.add(x, y, 1, n, m.residual_scale)
@@ -215,7 +276,7 @@ function llama.hparams_llama2c(src)
     arch = "llama", n_ctx_train = cfg.seq_len, dim = cfg.dim, n_layer = cfg.n_layers,
     n_ff = cfg.hidden_dim, n_head = cfg.n_heads, n_head_kv = cfg.n_kv_heads,
     head_dim = head_dim, n_rot = head_dim, eps = 1e-5, rope_base = 10000.0,
-    rope_mode = "normal", rope_scale = 1,
+    rope_mode = "normal", rope_scale = 1, rope_attn_factor = 1, n_expert = 0,
   }
 end
 

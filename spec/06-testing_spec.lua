@@ -334,7 +334,7 @@ describe("slm.testing.random_model families", function()
   end)
 
   it("refuses what the reference's reader cannot take, naming it", function()
-    assert.equal("random_model: unknown arch 'gemma4' (gemma2, gemma3, granite, llama, llama3, phi3, qwen3, smollm3)",
+    assert.equal("random_model: unknown arch 'gemma4' (gemma2, gemma3, granite, llama, llama3, phi3, qwen3, qwen3moe, smollm3)",
                  errmsg(testing.random_model, { path = "/nonexistent", arch = "gemma4" }))
     assert.equal("random_model{arch = 'gemma2'}: the reader always ties the head (no output.weight)",
                  errmsg(testing.random_model, { path = "/nonexistent", arch = "gemma2", tied = false }))

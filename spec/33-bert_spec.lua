@@ -1,7 +1,8 @@
 -- BERT encoders and model:embed: the reference's token ids for every case
 -- of fixtures/gguf3/bert.inp, its per-token and pooled embeddings
 -- (bert-f16.emb, bert-q8_0.emb; README bounds), the loader's rules for
--- bert.* keys, hooks; and embeddings of decoders, whose rows must be what
+-- bert.* keys, hooks; and embeddings of decoders (llama family with and
+-- without experts, gemma, lfm2, mamba 1/2, rwkv), whose rows must be what
 -- their head reads (output . row = the session's logits, bit for bit).
 local helpers = require "spec.helpers"
 local slm = require "slm"
@@ -189,20 +190,20 @@ describe("bert: embeddings against the reference", function()
     assert.same({ 512, 128 }, model:embed(long, { pooling = "none" }):shape())
     assert.equal("bert models are encoders (no KV cache, no logits): use model:embed(text)", e(model.session, model))
     -- file keys: pooling types the reference has and slm does not, unknown keys
-    local rank = helpers.altered_gguf(path, { drop = { ["bert.pooling_type"] = true },
+    local rank = helpers.altered(path, { drop = { ["bert.pooling_type"] = true },
                                               metadata = { { "bert.pooling_type", { type = "u32", value = 4 } } } })
     local m, err = slm.load(rank)
     assert.is_nil(m)
     assert.equal(rank .. ": bert.pooling_type 4 is not supported (0 none, 1 mean, 2 cls, 3 last)", err)
-    local extra = helpers.altered_gguf(path, { metadata = { { "bert.foo", { type = "u32", value = 1 } } } })
+    local extra = helpers.altered(path, { metadata = { { "bert.foo", { type = "u32", value = 1 } } } })
     m, err = slm.load(extra)
     assert.is_nil(m)
     assert.matches("metadata key 'bert.foo' is not understood", err, 1, true)
-    local head = helpers.altered_gguf(path, { tensors = { { name = "cls.weight", tensor = slm.tensor.zeros { 128, 128 } } } })
+    local head = helpers.altered(path, { tensors = { { name = "cls.weight", tensor = slm.tensor.zeros { 128, 128 } } } })
     m, err = slm.load(head)
     assert.is_nil(m)
     assert.matches("tensor 'cls.weight' is not used by slm's bert definition", err, 1, true)
-    local norm = helpers.altered_gguf(path, { metadata = { { "tokenizer.ggml.normalizer.nfkc", { type = "bool", value = true } } } })
+    local norm = helpers.altered(path, { metadata = { { "tokenizer.ggml.normalizer.nfkc", { type = "bool", value = true } } } })
     m, err = slm.load(norm)
     assert.is_nil(m)
     assert.equal(norm .. ": metadata key 'tokenizer.ggml.normalizer.nfkc' is not understood by slm's WordPiece "
@@ -212,7 +213,7 @@ describe("bert: embeddings against the reference", function()
   it("honours bert.attention.causal = true: a row sees only the tokens up to it", function()
     local model, path = load_bert("f16")
     if not model then return pending(path) end
-    local causal = assert(slm.load(helpers.altered_gguf(path, {
+    local causal = assert(slm.load(helpers.altered(path, {
       drop = { ["bert.attention.causal"] = true },
       metadata = { { "bert.attention.causal", { type = "bool", value = true } } } })))
     local ids = { 2, 255, 6, 219, 7, 3 }
@@ -232,10 +233,13 @@ end)
 
 describe("model:embed on decoders", function()
   -- output . (row i of the unnormalized, unpooled embedding) must be the
-  -- logits a session gives after token i: the rows are the normed hidden
-  -- states the head reads, at every position
+  -- logits a session gives after token i (the same ids in one batch, as
+  -- embed runs them: mixtral's experts give other bits one token at a
+  -- time): the rows are the normed hidden states the head reads
   local files = { "gguf/dense-q8_0.gguf", "gguf/qwen2-q8_0.gguf", "gguf2/gemma3-f16.gguf",
-                  "gguf/mamba-f16.gguf", "gguf/rwkv7-tiny-f16.gguf", "rwkv/tiny-rwkv-5v2-730K-FP16.bin" }
+                  "gguf3/mixtral-f16.gguf", "gguf3/qwen3moe-q8_0.gguf", "gguf3/lfm2-f16.gguf",
+                  "gguf/mamba-f16.gguf", "gguf3/mamba2-f16.gguf", "gguf/rwkv7-tiny-f16.gguf",
+                  "rwkv/tiny-rwkv-5v2-730K-FP16.bin" }
   for _, rel in ipairs(files) do
     it(rel .. ": rows are what the head reads; last and mean pooling", function()
       local p, why = helpers.fixture(rel)
@@ -244,11 +248,13 @@ describe("model:embed on decoders", function()
       local ids = { 1, 72, 200, 45, 190, 201, 17, 99 }
       local rows = model:embed(ids, { pooling = "none", normalize = false })
       assert.same({ #ids, model.hp.dim }, rows:shape())
+      -- the same batch through a session that keeps every position's logits
       local W = model.net.output or model.net.head
       local sess = model:session { ctx = 16 }
+      sess.all_logits = slm.tensor.zeros({ sess.n_batch, model.hp.n_vocab })
+      sess:eval(ids)
       for i = 1, #ids do
-        local logits = sess:eval { ids[i] }
-        assert.equal(logits:tobytes(), ops.matmul(W, rows:narrow(1, i, 1)):tobytes())
+        assert.equal(sess.all_logits:narrow(1, i, 1):tobytes(), ops.matmul(W, rows:narrow(1, i, 1)):tobytes())
       end
       -- default pooling "last", normalized
       local v = model:embed(ids)

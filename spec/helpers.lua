@@ -40,28 +40,6 @@ function helpers.errmsg(f, ...)
   return (tostring(e):gsub("^[^:]+:%d+: ", ""))
 end
 
---- A copy of a GGUF fixture, written with slm.gguf.write to a temporary
--- file (removed at exit): opts.drop = {key = true} leaves keys out,
--- opts.metadata = {{key, {type =, value =}}, ...} and opts.tensors =
--- {{name =, tensor =}, ...} are added after the file's own.
-function helpers.altered_gguf(src, opts)
-  local gguf = require "slm.gguf"
-  local f = assert(gguf.open(src))
-  local meta = {}
-  for _, k in ipairs(f.keys) do
-    if k ~= "general.alignment" and not (opts.drop and opts.drop[k]) then meta[#meta + 1] = { k, f:typed(k) } end
-  end
-  for _, kv in ipairs(opts.metadata or {}) do meta[#meta + 1] = kv end
-  local tensors = {}
-  for _, info in ipairs(f.tensors) do tensors[#tensors + 1] = { name = info.name, tensor = f:tensor(info.name) } end
-  for _, t in ipairs(opts.tensors or {}) do tensors[#tensors + 1] = t end
-  local out = os.tmpname() .. ".gguf"
-  assert(gguf.write(out, { metadata = meta, tensors = tensors }))
-  f:close()
-  helpers.tmpnames[#helpers.tmpnames + 1] = out
-  return out
-end
-
 --- The cases of a fixtures/vocab-style pair: inp holds texts, each followed
 -- by a line __ggml_vocab_test__; out one line of ids per text. Returns
 -- texts, ids (lists of numbers).
@@ -161,6 +139,58 @@ function helpers.argmax(t)
     if x > best then best, bi = x, i - 1 end
   end
   return bi
+end
+
+--- Parity with a reference implementation's .ref (helpers.read_ref): feeds
+-- the prompt one token at a time (as the reference did) to a session of a
+-- 512-token context (the reference's), checks max |ours - ref| / s <= bound
+-- after every position, then that greedy decoding gives every id the .ref
+-- holds. Returns the worst max|d|/s.
+function helpers.check_parity(model, ref, prompt, bound)
+  local check = require "luassert"   -- busted's assert (this module sees the plain one)
+  local sess = model:session { ctx = 512 }
+  local worst, logits, at = 0, nil, 0
+  for p = 1, ref.n_pos do
+    logits = sess:eval { prompt[p] }
+    local d = helpers.max_diff(logits, ref.logits[p]) / ref.sd
+    if d > worst then worst, at = d, p end
+  end
+  check.is_true(worst <= bound, string.format("max|d|/s = %.4f > %.2f at position %d", worst, bound, at))
+  local got = {}
+  for i = 1, #ref.gen do
+    got[i] = helpers.argmax(logits)
+    logits = sess:eval { got[i] }
+  end
+  check.same(ref.gen, got)
+  return worst
+end
+
+--- A copy of a GGUF fixture with metadata and tensors changed, written
+-- with slm.gguf.write to a temporary file (removed at exit): opts.drop =
+-- {key = true} leaves keys out, opts.replace = {name = tensor or false}
+-- replaces or leaves out tensors, opts.metadata = {{key, value}, ...} and
+-- opts.tensors = {{name =, tensor =}, ...} are appended. Returns the path.
+function helpers.altered(src, opts)
+  local gguf = require "slm.gguf"
+  local f = assert(gguf.open(src))
+  local meta = {}
+  for _, k in ipairs(f.keys) do
+    if k ~= "general.alignment" and not (opts.drop and opts.drop[k]) then meta[#meta + 1] = { k, f:typed(k) } end
+  end
+  for _, kv in ipairs(opts.metadata or {}) do meta[#meta + 1] = kv end
+  local tensors = {}
+  local replace = opts.replace or {}
+  for _, info in ipairs(f.tensors) do
+    local t = replace[info.name]
+    if t == nil then t = f:tensor(info.name) end
+    if t then tensors[#tensors + 1] = { name = info.name, tensor = t } end
+  end
+  for _, t in ipairs(opts.tensors or {}) do tensors[#tensors + 1] = t end
+  local out = os.tmpname() .. ".gguf"
+  assert(gguf.write(out, { metadata = meta, tensors = tensors }))
+  f:close()
+  helpers.tmpnames[#helpers.tmpnames + 1] = out
+  return out
 end
 
 --- Decodes JSON text (objects, arrays, strings with \u escapes and

@@ -12,6 +12,7 @@
 
 #include "../core/status.h"
 #include "../core/tensor.h"
+#include "../core/work.h"
 
 #define SLM_TENSOR_MT "slm.Tensor"
 
@@ -31,6 +32,12 @@ float *slm_bind_check_buf(lua_State *L, int idx, int64_t *rows, int64_t *dim);
  * :free() share the one idempotent `close`; methods go in __index. */
 void slm_bind_new_meta(lua_State *L, const char *name, lua_CFunction close,
                        const luaL_Reg *methods);
+
+/* Blocks (l_blocks.c): the workspace userdata at idx (raises when freed or
+ * not one); field `name` of the table at idx as a new view the caller owns
+ * (NULL when absent; raises when not a tensor). */
+const slm_work *slm_bind_check_work(lua_State *L, int idx);
+slm_tensor *slm_bind_opt_weight(lua_State *L, int idx, const char *name);
 
 /* Tensor userdata (l_tensor.c). push takes ownership of t (frees it if
  * pushing fails). check raises "bad argument #i (slm.Tensor expected...)" or
@@ -53,5 +60,7 @@ void slm_bind_open_rwkv(lua_State *L);
 void slm_bind_open_testing(lua_State *L);
 void slm_bind_open_regex(lua_State *L);
 void slm_bind_open_mamba(lua_State *L);
+void slm_bind_open_moe(lua_State *L);   /* after blocks: adds to slm.core.blocks */
+void slm_bind_open_shortconv(lua_State *L);
 
 #endif

@@ -3,6 +3,7 @@
  *   blocks.attention{...} -> slm.AttnBlock   blk:forward(out, x, kv, layer, pos, n, work)
  *                            {encoder = true [, causal = false]}: blk:encode(out, x, work, n),
  *                            the n rows attending to each other, no cache
+ *                            (blocks.moe{...} -> slm.MoEBlock: l_moe.c)
  *   blocks.ffn{...}       -> slm.FFNBlock    blk:forward(out, x, work, n)
  *                            blk:work_size(n) bytes of workspace n rows need
  *   blocks.kv_state{n_ctx =, n_batch =, layers = {{kv_dim =, window =}, ...},
@@ -65,7 +66,7 @@ static const float *check_vec(lua_State *L, int idx, int64_t n, const char *what
 }
 
 /* Field `name` of the table at idx as a new view (NULL if absent). */
-static slm_tensor *opt_weight(lua_State *L, int idx, const char *name)
+slm_tensor *slm_bind_opt_weight(lua_State *L, int idx, const char *name)
 {
     slm_tensor *v = NULL;
     if (lua_getfield(L, idx, name) != LUA_TNIL) {
@@ -130,7 +131,7 @@ static int l_attention(lua_State *L)
     luaL_setmetatable(L, ATTN_MT);
     static const char *const names[11] = {"wq", "wk", "wv", "wqkv", "wo", "bq", "bk", "bv", "bo",
                                           "q_norm", "k_norm"};
-    for (int i = 0; i < 11; i++) a->own[i] = opt_weight(L, 1, names[i]);
+    for (int i = 0; i < 11; i++) a->own[i] = slm_bind_opt_weight(L, 1, names[i]);
     slm_attn_block *b = &a->b;
     b->wq = a->own[0]; b->wk = a->own[1]; b->wv = a->own[2]; b->wqkv = a->own[3]; b->wo = a->own[4];
     a->dim = slm_bind_int_field(L, 1, "dim", 0, 1);
@@ -164,7 +165,7 @@ static int l_attention(lua_State *L)
         b->rope.freq_base = (float)slm_bind_num_field(L, -1, "base", 10000.0);
         b->rope.freq_scale = (float)slm_bind_num_field(L, -1, "scale", 1.0);
         b->rope.attn_factor = (float)slm_bind_num_field(L, -1, "attn_factor", 1.0);
-        a->own[11] = opt_weight(L, lua_gettop(L), "factors");
+        a->own[11] = slm_bind_opt_weight(L, lua_gettop(L), "factors");
     } else if (!lua_isnil(L, -1) && lua_toboolean(L, -1)) {
         luaL_error(L, "field 'rope' must be a table or false");
     }
@@ -177,8 +178,12 @@ static int l_attention(lua_State *L)
     b->bk = vec_ptr(L, a->own[6], kv_dim, "bk");
     b->bv = vec_ptr(L, a->own[7], kv_dim, "bv");
     b->bo = vec_ptr(L, a->own[8], a->dim, "bo");
-    b->q_norm = vec_ptr(L, a->own[9], b->shape.head_dim, "q_norm");
-    b->k_norm = vec_ptr(L, a->own[10], b->shape.head_dim, "k_norm");
+    static const char *const qk_modes[] = {"head", "full", NULL};
+    lua_getfield(L, 1, "qk_norm");
+    b->qk_norm_full = lua_isnil(L, -1) ? 0 : luaL_checkoption(L, -1, NULL, qk_modes);
+    lua_pop(L, 1);
+    b->q_norm = vec_ptr(L, a->own[9], b->qk_norm_full ? q_dim : b->shape.head_dim, "q_norm");
+    b->k_norm = vec_ptr(L, a->own[10], b->qk_norm_full ? kv_dim : b->shape.head_dim, "k_norm");
     b->rope.freq_factors = vec_ptr(L, a->own[11], b->rope.n_rot / 2, "rope factors (n_rot / 2)");
     return 1;
 }
@@ -226,7 +231,7 @@ static int l_ffn(lua_State *L)
     memset(f, 0, sizeof *f);
     luaL_setmetatable(L, FFN_MT);
     static const char *const names[6] = {"gate", "up", "gate_up", "down", "b_up", "b_down"};
-    for (int i = 0; i < 6; i++) f->own[i] = opt_weight(L, 1, names[i]);
+    for (int i = 0; i < 6; i++) f->own[i] = slm_bind_opt_weight(L, 1, names[i]);
     slm_ffn_block *b = &f->b;
     b->gate = f->own[0]; b->up = f->own[1]; b->gate_up = f->own[2]; b->down = f->own[3];
     f->dim = slm_bind_int_field(L, 1, "dim", 0, 1);
@@ -372,7 +377,7 @@ static int work_close(lua_State *L)
     return 0;
 }
 
-static const slm_work *check_work(lua_State *L, int idx)
+const slm_work *slm_bind_check_work(lua_State *L, int idx)
 {
     work_ud *u = luaL_checkudata(L, idx, WORK_MT);
     if (!u->w) luaL_error(L, "attempt to use a freed workspace");
@@ -394,7 +399,7 @@ static int l_workspace(lua_State *L)
 
 static int work_bytes(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)check_work(L, 1)->bytes);
+    lua_pushinteger(L, (lua_Integer)slm_bind_check_work(L, 1)->bytes);
     return 1;
 }
 
@@ -409,7 +414,7 @@ static int attn_forward(lua_State *L)
     kv_ud *k = check_kv(L, 4);
     lua_Integer layer = luaL_checkinteger(L, 5), pos = luaL_checkinteger(L, 6);
     lua_Integer n = luaL_checkinteger(L, 7);
-    const slm_work *work = check_work(L, 8);
+    const slm_work *work = slm_bind_check_work(L, 8);
     luaL_argcheck(L, odim == a->dim && xdim == a->dim, 2, "buffer width differs from the model dim");
     luaL_argcheck(L, out != x, 2, "output aliases the input");
     luaL_argcheck(L, layer >= 1 && layer <= k->cache->n_layer, 5, "layer out of range");
@@ -437,7 +442,7 @@ static int rows_args(lua_State *L, int64_t dim, rows_call *c)
     int64_t orows, odim, xrows, xdim;
     c->out = slm_bind_check_buf(L, 2, &orows, &odim);
     c->x = slm_bind_check_buf(L, 3, &xrows, &xdim);
-    c->work = check_work(L, 4);
+    c->work = slm_bind_check_work(L, 4);
     lua_Integer n = luaL_checkinteger(L, 5);
     luaL_argcheck(L, odim == dim && xdim == dim, 2, "buffer width differs from the model dim");
     luaL_argcheck(L, c->out != c->x, 2, "output aliases the input");

@@ -80,10 +80,12 @@ static const opener openers[] = {
     slm_bind_open_kernels,
     slm_bind_open_sampler,
     slm_bind_open_blocks,
+    slm_bind_open_moe,
     slm_bind_open_files,
     slm_bind_open_testing,
     slm_bind_open_regex,
     slm_bind_open_mamba,
+    slm_bind_open_shortconv,
     slm_bind_open_rwkv,
     NULL
 };

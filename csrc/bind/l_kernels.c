@@ -359,8 +359,16 @@ static int pool_gc(lua_State *L)
     return 0;
 }
 
+/* matmul_bytes([reset]) -> bytes of weights the products read (since the
+ * last reset; reset = true returns them and starts again) */
+static int l_matmul_bytes(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)slm_matmul_weight_bytes(lua_toboolean(L, 1)));
+    return 1;
+}
+
 static const luaL_Reg ops_functions[] = {
-    {"matmul", l_matmul},
+    {"matmul", l_matmul}, {"matmul_bytes", l_matmul_bytes},
     {"add", l_add}, {"add_", l_add_},
     {"mul", l_mul}, {"mul_", l_mul_},
     {"scale", l_scale}, {"scale_", l_scale_},

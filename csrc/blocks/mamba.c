@@ -10,7 +10,7 @@
 
 /* Upper bounds that keep every size product far from overflow and the conv
  * window on the stack. The real models use d_conv 4, d_state 16. */
-#define MAMBA_MAX_CONV 64
+#define MAMBA_MAX_CONV SLM_OPS_MAX_CONV
 #define MAMBA_MAX_STATE 1024
 
 /* --- checks ------------------------------------------------------------------- */
@@ -151,24 +151,14 @@ void slm_mamba_conv(float *out, int64_t ld_out, const float *x, int64_t ld_x, in
                     float *state, const float *w, const float *bias, int64_t d_conv,
                     int64_t c0, int64_t c1)
 {
-    const int64_t ns = d_conv - 1;
-    float win[MAMBA_MAX_CONV];
-    for (int64_t i = c0; i < c1; i++) {
-        float *st = state + i * ns;
-        const float *wi = w + i * d_conv;
-        memcpy(win, st, (size_t)ns * sizeof(float));
-        for (int t = 0; t < n; t++) {
-            win[ns] = x[t * ld_x + i];
-            /* ggml_ssm_conv: a float sum from the oldest tap, then the bias
-             * as a separate add */
-            float sum = 0.0f;
-            for (int64_t k = 0; k < d_conv; k++) sum += win[k] * wi[k];
-            out[t * ld_out + i] = sum + bias[i];
-            memmove(win, win + 1, (size_t)ns * sizeof(float));
-        }
-        memcpy(st, win, (size_t)ns * sizeof(float));
+    /* ggml_ssm_conv (a float sum from the oldest tap), then the bias as a
+     * separate add, then silu */
+    slm_ops_causal_conv(out, ld_out, x, ld_x, n, state, w, d_conv, c0, c1);
+    for (int t = 0; t < n; t++) {
+        float *row = out + t * ld_out + c0;
+        slm_ops_add(row, row, c1 - c0, bias + c0, c1 - c0);
+        slm_ops_silu(row, row, c1 - c0);
     }
-    for (int t = 0; t < n; t++) slm_ops_silu(out + t * ld_out + c0, out + t * ld_out + c0, c1 - c0);
 }
 
 void slm_mamba_scan_generic(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,

@@ -119,9 +119,15 @@ static slm_status project(slm_pool *pool, const slm_attn_block *b, int pos0, int
     add_bias(w.k, b->bk, n, kv_dim);
     add_bias(w.v, b->bv, n, kv_dim);
     /* qwen3 / gemma3: every head of q and of k RMS-normalized on its own
-     * (rows of head_dim), v untouched */
-    if (b->q_norm) slm_ops_rmsnorm(w.q, w.q, b->q_norm, (int64_t)n * s->n_head, s->head_dim, b->norm_eps);
-    if (b->k_norm) slm_ops_rmsnorm(w.k, w.k, b->k_norm, (int64_t)n * s->n_head_kv, s->head_dim, b->norm_eps);
+     * (rows of head_dim); olmoe: each token's whole q and k (rows of q_dim,
+     * kv_dim); v untouched */
+    if (b->qk_norm_full) {
+        if (b->q_norm) slm_ops_rmsnorm(w.q, w.q, b->q_norm, n, q_dim, b->norm_eps);
+        if (b->k_norm) slm_ops_rmsnorm(w.k, w.k, b->k_norm, n, kv_dim, b->norm_eps);
+    } else {
+        if (b->q_norm) slm_ops_rmsnorm(w.q, w.q, b->q_norm, (int64_t)n * s->n_head, s->head_dim, b->norm_eps);
+        if (b->k_norm) slm_ops_rmsnorm(w.k, w.k, b->k_norm, (int64_t)n * s->n_head_kv, s->head_dim, b->norm_eps);
+    }
     if (b->use_rope) {
         for (int i = 0; i < n; i++) w.pos[i] = pos0 + i;
         slm_ops_rope(w.q, n, s->n_head, s->head_dim, w.pos, &b->rope);

@@ -28,9 +28,12 @@ typedef struct slm_attn_block {
      * rows are q, then k, then v (phi3's attn_qkv) */
     const slm_tensor *wq, *wk, *wv, *wqkv, *wo;
     const float *bq, *bk, *bv, *bo;   /* optional biases (qwen2: q, k, v) */
-    /* optional per-head RMSNorm of q and of k (head_dim weights shared by
-     * the heads), after the projections and before RoPE: qwen3, gemma3 */
+    /* optional RMSNorm of q and of k after the projections and before
+     * RoPE: per head (head_dim weights shared by the heads: qwen3, gemma3)
+     * or, with qk_norm_full, over the whole projection (q_dim / kv_dim
+     * weights, one RMS over all heads together: olmoe) */
     const float *q_norm, *k_norm;
+    int qk_norm_full;
     float norm_eps;
     slm_attn_shape shape;   /* heads, score scale, soft cap, window */
     int use_rope;           /* 0: no rotation at all (SmolLM3's NoPE layers) */

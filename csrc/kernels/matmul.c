@@ -315,9 +315,27 @@ static int uses_blas(const slm_matmul_part *p, int64_t M)
 }
 
 /* All parts already checked and sharing one activation encoding. */
+/* Weight bytes the products have read since the last reset: each call
+ * reads its parts' rows once (a batch passes its activation rows over each
+ * panel of weights). One relaxed add per call, not per row. */
+static _Atomic unsigned long long weight_bytes;
+
+unsigned long long slm_matmul_weight_bytes(int reset)
+{
+    return reset ? atomic_exchange_explicit(&weight_bytes, 0, memory_order_relaxed)
+                 : atomic_load_explicit(&weight_bytes, memory_order_relaxed);
+}
+
 static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_parts,
                             const float *X, int64_t M, int64_t K, slm_error *err)
 {
+    {
+        int ok;
+        unsigned long long bytes = 0;
+        for (int i = 0; i < n_parts; i++)
+            bytes += (unsigned long long)parts[i].N * slm_dtype_row_size(parts[i].wtype, K, &ok);
+        atomic_fetch_add_explicit(&weight_bytes, bytes, memory_order_relaxed);
+    }
     /* called from inside a pool job: run serially with a private buffer */
     if (slm_pool_busy(pool)) pool = NULL;
     const slm_vecdot_traits *t = slm_vecdot_traits_get(parts[0].wtype);

@@ -68,7 +68,7 @@ slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype w
  * activation encoding (say q4_K next to q5_0 in one file: q8_K vs q8_0
  * blocks) run as separate dispatches; results are those of
  * slm_matmul_raw on each part. */
-#define SLM_MATMUL_MAX_PARTS 4
+#define SLM_MATMUL_MAX_PARTS 16
 /* A part's summation order. DEFAULT: the tile or vec_dot order of its
  * dtype (above), f32 batches through OpenBLAS. VECDOT: vec_dot's order at
  * every M (f16/bf16 not in tiles, f32 batches not through OpenBLAS), as
@@ -106,6 +106,12 @@ slm_matmul_part slm_matmul_part_of(const slm_tensor *W, int64_t slice, float *ou
 /* out (M, N) = X (M, K) . W^T with W as in slm_matmul_part_of, on pool. */
 slm_status slm_matmul_w(slm_pool *pool, float *out, const slm_tensor *W, int64_t slice,
                         const float *X, int64_t M, slm_error *err);
+
+/* Bytes of weights the products have read since the last reset (reset
+ * nonzero: return them and start again from 0). Process-wide, for
+ * benchmarks: what a decoded token reads (a MoE reads only its chosen
+ * experts' rows). */
+unsigned long long slm_matmul_weight_bytes(int reset);
 
 /* Tensor form on the default pool. W: 2-D (N, K) with contiguous rows;
  * X: f32, contiguous, last dim K (all leading dims are rows, M = numel / K);

@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <string.h>
 
 #include "../core/fp16.h"
 
@@ -27,6 +28,26 @@ void slm_ops_mul(float *out, const float *a, int64_t na, const float *b, int64_t
 void slm_ops_scale(float *out, const float *a, int64_t n, float s)
 {
     for (int64_t i = 0; i < n; i++) out[i] = a[i] * s;
+}
+
+void slm_ops_causal_conv(float *out, int64_t ld_out, const float *x, int64_t ld_x, int n,
+                         float *state, const float *w, int64_t K, int64_t c0, int64_t c1)
+{
+    const int64_t ns = K - 1;
+    float win[SLM_OPS_MAX_CONV];
+    for (int64_t c = c0; c < c1; c++) {
+        float *st = state + c * ns;
+        const float *wc = w + c * K;
+        memcpy(win, st, (size_t)ns * sizeof(float));
+        for (int t = 0; t < n; t++) {
+            win[ns] = x[t * ld_x + c];
+            float sum = 0.0f;
+            for (int64_t k = 0; k < K; k++) sum += win[k] * wc[k];
+            out[t * ld_out + c] = sum;
+            memmove(win, win + 1, (size_t)ns * sizeof(float));
+        }
+        memcpy(st, win, (size_t)ns * sizeof(float));
+    }
 }
 
 void slm_ops_add_scaled(float *out, const float *a, const float *b, float s, int64_t n)

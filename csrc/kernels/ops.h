@@ -63,6 +63,18 @@ const slm_f16 *slm_ops_gelu_table(void);
 /* GELU, exact (ggml_gelu_erf): 0.5 x (1 + erf(x / sqrt(2))) */
 void slm_ops_gelu_erf(float *out, const float *x, int64_t n);
 
+/* Depthwise causal convolution over time with a rolling state, the conv of
+ * Mamba's conv1d and of LFM2's short convolution (ggml_ssm_conv). For the
+ * channels c0..c1-1 of n rows (rows of x and out step by ld_x, ld_out):
+ *   out[t][c] = sum_k w[c][k] win_t[k],  k = 0..K-1,
+ * win_t = (state[c][0..K-2], x[0..t][c]) ending at token t, so w[c][K-1]
+ * (element K c + K - 1) weighs the current token; summed in float from the
+ * oldest tap. state (channels, K - 1) is left holding each channel's last
+ * K - 1 inputs, oldest first. 1 <= K <= SLM_OPS_MAX_CONV. */
+#define SLM_OPS_MAX_CONV 64
+void slm_ops_causal_conv(float *out, int64_t ld_out, const float *x, int64_t ld_x, int n,
+                         float *state, const float *w, int64_t K, int64_t c0, int64_t c1);
+
 /* Rotary position embedding (ggml_rope_ext with ext_factor 0: plain RoPE
  * with linear position scaling, frequency factors and an attention factor).
  *

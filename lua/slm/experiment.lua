@@ -29,7 +29,54 @@ local function check_layer(v, n, what)
   return v
 end
 
---- variant(model, {layers =, skip =, exit =}) -> model
+-- expert modes of a MoE layer as blocks.moe's forward takes them
+local MODE = { disable = 1, force = 2 }
+
+-- {[layer] = {disable = {...}, force = {...}}} -> {[layer + 1] = modes string}
+local function expert_modes(model, spec)
+  local net = model.net
+  if not net.n_expert then error("variant: experts: this model has no experts", 3) end
+  if type(spec) ~= "table" then error("variant: experts must be a table {[layer] = {disable = {...}, force = {...}}}", 3) end
+  local n, ne, used = #net.layers, net.n_expert, net.n_expert_used
+  local modes = {}
+  for layer, o in pairs(spec) do
+    check_layer(layer, n, "experts layer")
+    if type(o) ~= "table" then error(string.format("variant: experts[%d] must be a table {disable =, force =}", layer), 3) end
+    local m, forced, disabled = {}, 0, 0
+    for e = 1, ne do m[e] = 0 end
+    for key, list in pairs(o) do
+      if not MODE[key] then error(string.format("variant: experts[%d]: unknown key '%s' (disable, force)", layer, tostring(key)), 3) end
+      if type(list) ~= "table" then error(string.format("variant: experts[%d].%s must be a list of experts", layer, key), 3) end
+      for _, e in ipairs(list) do
+        if math.type(e) ~= "integer" or e < 0 or e >= ne then
+          error(string.format("variant: experts[%d].%s: %s is not an expert (0..%d)", layer, key, tostring(e), ne - 1), 3)
+        end
+        if m[e + 1] ~= 0 and m[e + 1] ~= MODE[key] then
+          error(string.format("variant: experts[%d]: expert %d both disabled and forced", layer, e), 3)
+        end
+        if m[e + 1] == 0 then
+          if key == "force" then forced = forced + 1 else disabled = disabled + 1 end
+        end
+        m[e + 1] = MODE[key]
+      end
+    end
+    if forced > used then
+      error(string.format("variant: experts[%d]: %d forced experts, a token uses %d", layer, forced, used), 3)
+    end
+    if ne - disabled < used then
+      error(string.format("variant: experts[%d]: %d experts left, a token uses %d", layer, ne - disabled, used), 3)
+    end
+    modes[layer + 1] = string.char(table.unpack(m))
+  end
+  return modes
+end
+
+--- variant(model, {layers =, skip =, exit =, experts =}) -> model
+-- experts = {[layer] = {disable = {e, ...}, force = {e, ...}}} (MoE models):
+-- a disabled expert is never chosen (the next most probable takes its
+-- slot; the other experts' probabilities are unchanged, so tokens that did
+-- not choose it compute exactly as before); a forced one is always chosen,
+-- first, with its own probability as weight.
 function M.variant(model, o)
   if type(o) ~= "table" then error("bad argument #1 to 'variant' (table expected)", 2) end
   if not model.def.plans then
@@ -59,6 +106,7 @@ function M.variant(model, o)
   local net = {}
   for k, v in pairs(model.net) do net[k] = v end
   net.plan, net.hooks = plan, nil
+  if o.experts ~= nil then net.expert_modes = expert_modes(model, o.experts) end
   local v = {}
   for k, x in pairs(model) do v[k] = x end
   v.net = net

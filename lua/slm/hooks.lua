@@ -33,7 +33,7 @@ local blocks, ops = core.blocks, core.ops
 
 local M = {}
 
-local LAYER_POINTS = { attn_in = true, attn_out = true, ffn_in = true, ffn_out = true, out = true }
+local LAYER_POINTS = { attn_in = true, attn_out = true, ffn_in = true, ffn_out = true, out = true, router = true }
 
 -- A model's hooks: set[l] = {point = {fn, ...}} for layer l (1-based), and
 -- set.output_norm / set.logits = {fn, ...}.

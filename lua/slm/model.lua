@@ -35,7 +35,7 @@ if checkout then
 end
 
 --- The definitions slm.load routes files to, by the archs each declares.
-M.definitions = { "llama", "gemma", "mamba", "rwkv", "bert" }
+M.definitions = { "llama", "gemma", "mamba", "rwkv", "lfm2", "bert" }
 
 local routes     -- general.architecture -> definition table (built on first use)
 
@@ -292,7 +292,7 @@ local POOLINGS = { none = true, mean = true, cls = true, last = true }
 -- (an (n_tokens, dim) tensor, each row normalized on its own); by default
 -- what an encoder's file says (bert.pooling_type), "last" for decoders.
 -- normalize = false keeps the vectors as computed. Encoders (BERT) see the
--- whole input at once; decoders (llama family, gemma, mamba, rwkv) run it
+-- whole input at once; decoders (llama family, gemma, lfm2, mamba, rwkv) run it
 -- through a session of their own and give their output-normed rows, what
 -- their head reads (no logits are computed). An input longer than the
 -- model's context_length is an error. The result is a new tensor.
@@ -385,6 +385,7 @@ function Model:session(opts)
   -- the architecture's state (KV cache, recurrent state) and, for blocks
   -- that take one, the workspace they share
   s.state, s.work = self.def.state(self.net, { n_ctx = n_ctx, n_batch = n_batch, swa_ring = s.swa_ring })
+  if self.def.prepare then self.def.prepare(self.net, s) end   -- other per-session buffers
   return s
 end
 
@@ -422,6 +423,21 @@ function Session:eval(ids)
     first = first + m
   end
   return self.logits
+end
+
+--- sess:expert_counts() -> {[layer] = {[expert] = n}}: how many tokens each
+-- expert of each MoE layer was chosen for since the session was made (or
+-- the counts reset); layers and experts numbered from 0 as in the tensor
+-- names. An error for a model without experts.
+function Session:expert_counts()
+  if not self.moe_counts then error("expert_counts: this model has no experts", 2) end
+  return self.moe_counts:get()
+end
+
+--- sess:reset_expert_counts(): counts start again from 0.
+function Session:reset_expert_counts()
+  if not self.moe_counts then error("reset_expert_counts: this model has no experts", 2) end
+  self.moe_counts:reset()
 end
 
 --- Forgets the context (the cache is overwritten from position 0).

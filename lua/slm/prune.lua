@@ -4,6 +4,7 @@
 --   local m2, st = slm.prune.magnitude(model, 0.3, {scope = "global"})
 --   local m3 = slm.prune.heads(model, {[2] = {0, 3}}) -- layer 2: heads 0 and 3
 --   slm.prune.ffn_channels("in.gguf", "out.gguf", {keep = 0.75})
+--   slm.prune.experts("moe.gguf", "out.gguf", {drop = {[0] = {3}, [1] = {0}}})
 --
 -- magnitude: zeroes exactly floor(fraction * n) elements with the smallest
 -- |w| (ties at the threshold broken by position), per tensor (scope
@@ -270,6 +271,128 @@ function M.ffn_channels(in_path, out_path, opts)
   f:close()
   if not ok then return nil, werr end
   return true, k
+end
+
+--- experts(in_path, out_path, opts) -> true, {[layer] = kept experts} | nil, msg
+-- Writes a MoE GGUF with fewer experts per layer: the router rows and the
+-- 3-D expert tensors (ffn_{gate,up,down}_exps, sliced along the expert
+-- dimension: whole expert matrices, their bytes copied as they are, any
+-- dtype) of the kept experts, <arch>.expert_count set to the kept count
+-- and expert_used_count lowered to it when larger. Every layer keeps the
+-- same number (expert_count is one key); which ones may differ. opts:
+--   keep = {[layer] = {experts...}}   the experts to keep (0-based)
+--   drop = {[layer] = {experts...}}   or the ones to drop
+--   counts = sess:expert_counts(), n_keep = k   or the k most used per layer
+-- Layers not named keep every expert (then every named layer must keep all
+-- too: the counts must agree). The kept experts keep their order.
+function M.experts(in_path, out_path, opts)
+  if type(opts) ~= "table" then error("bad argument #3 to 'experts' (table expected)", 2) end
+  for k in pairs(opts) do
+    if k ~= "keep" and k ~= "drop" and k ~= "counts" and k ~= "n_keep" then
+      error("prune.experts: unknown option '" .. tostring(k) .. "' (keep, drop, counts, n_keep)", 2)
+    end
+  end
+  local f, err = gguf.open(in_path)
+  if not f then return nil, err end
+  local arch = f.metadata["general.architecture"]
+  local ne, used = f.metadata[arch .. ".expert_count"], f.metadata[arch .. ".expert_used_count"]
+  local n_layer = f.metadata[arch .. ".block_count"]
+  if math.type(ne) ~= "integer" or ne < 1 then
+    f:close()
+    return nil, in_path .. ": not a mixture-of-experts model (no " .. arch .. ".expert_count)"
+  end
+  local function list_of(layer, t, what)
+    if type(t) ~= "table" then error(string.format("prune.experts: %s[%d] must be a list of experts", what, layer), 3) end
+    local set = {}
+    for _, e in ipairs(t) do
+      if math.type(e) ~= "integer" or e < 0 or e >= ne then
+        error(string.format("prune.experts: %s[%d]: %s is not an expert (0..%d)", what, layer, tostring(e), ne - 1), 3)
+      end
+      set[e] = true
+    end
+    return set
+  end
+  local keep = {}     -- [layer] = sorted list of kept experts (0-based)
+  local function set_layer(layer, set)
+    if math.type(layer) ~= "integer" or layer < 0 or layer >= n_layer then
+      error(string.format("prune.experts: %s is not a layer (0..%d)", tostring(layer), n_layer - 1), 3)
+    end
+    local l = {}
+    for e = 0, ne - 1 do if set[e] then l[#l + 1] = e end end
+    keep[layer] = l
+  end
+  if opts.keep then
+    for layer, t in pairs(opts.keep) do set_layer(layer, list_of(layer, t, "keep")) end
+  elseif opts.drop then
+    for layer, t in pairs(opts.drop) do
+      local d, set = list_of(layer, t, "drop"), {}
+      for e = 0, ne - 1 do set[e] = not d[e] end
+      set_layer(layer, set)
+    end
+  elseif opts.counts then
+    local k = opts.n_keep
+    if math.type(k) ~= "integer" or k < 1 or k > ne then
+      error(string.format("prune.experts: n_keep must be an integer in 1..%d", ne), 2)
+    end
+    for layer = 0, n_layer - 1 do
+      local c = opts.counts[layer] or {}
+      local order = {}
+      for e = 0, ne - 1 do order[#order + 1] = e end
+      table.sort(order, function(a, b)
+        local ca, cb = c[a] or 0, c[b] or 0
+        return ca > cb or (ca == cb and a < b)
+      end)
+      local set = {}
+      for i = 1, k do set[order[i]] = true end
+      set_layer(layer, set)
+    end
+  else
+    error("prune.experts: give keep, drop, or counts and n_keep", 2)
+  end
+  local n_keep
+  for layer = 0, n_layer - 1 do
+    if not keep[layer] then
+      local all = {}
+      for e = 0, ne - 1 do all[#all + 1] = e end
+      keep[layer] = all
+    end
+    if n_keep and #keep[layer] ~= n_keep then
+      error(string.format("prune.experts: layer %d keeps %d experts, another %d: every layer must keep as many",
+                          layer, #keep[layer], n_keep), 2)
+    end
+    n_keep = #keep[layer]
+  end
+  if n_keep < 1 then error("prune.experts: nothing would be kept", 2) end
+  local new = {}
+  for layer = 0, n_layer - 1 do
+    local p = "blk." .. layer .. "."
+    local router = f:tensor(p .. "ffn_gate_inp.weight")
+    if not router then
+      f:close()
+      return nil, in_path .. ": layer " .. layer .. " has no ffn_gate_inp.weight"
+    end
+    local r = tensor.zeros({ n_keep, router:size(2) }, router:dtype())
+    for j, e in ipairs(keep[layer]) do r:select(1, j):copy_(router:select(1, e + 1)) end
+    new[p .. "ffn_gate_inp.weight"] = r
+    for _, name in ipairs { "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps" } do
+      local t = f:tensor(p .. name .. ".weight")
+      if not t or t:dim() ~= 3 or t:size(1) ~= ne then
+        f:close()
+        return nil, string.format("%s: %s%s.weight is missing or not (%d, out, in)", in_path, p, name, ne)
+      end
+      local o = tensor.zeros({ n_keep, t:size(2), t:size(3) }, t:dtype())
+      for j, e in ipairs(keep[layer]) do o:select(1, j):copy_(t:select(1, e + 1)) end
+      new[p .. name .. ".weight"] = o
+    end
+  end
+  local meta = { [arch .. ".expert_count"] = { type = "u32", value = n_keep } }
+  if used > n_keep then meta[arch .. ".expert_used_count"] = { type = "u32", value = n_keep } end
+  local ok, werr = experiment.write_gguf(f, out_path, function(info)
+    return new[info.name] or f:tensor(info.name)
+  end, meta)
+  f:close()
+  if not ok then return nil, werr end
+  return true, keep
 end
 
 return M

@@ -184,6 +184,22 @@ FAMILY.qwen3 = {
   end,
 }
 
+-- Qwen3MoeModel (Qwen2MoeModel's writer): Qwen3's keys, then the generic
+-- expert_count / expert_used_count and the experts' own width; every layer
+-- a MoE block (router ffn_gate_inp kept F32, 3-D ffn_*_exps stacks).
+FAMILY.qwen3moe = {
+  gguf = "qwen3moe", ctx = 40960, eps = 1e-6, rope_base = 1e6, qk_norm = true, experts = true,
+  keys = function(put, h)
+    generic_keys(put, h)
+    put("rope.freq_base", f32v(h.rope_base))
+    put("attention.key_length", u32(h.head_dim))
+    put("attention.value_length", u32(h.head_dim))
+    put("expert_count", u32(h.n_expert))
+    put("expert_used_count", u32(h.n_expert_used))
+    put("expert_feed_forward_length", u32(h.n_ff_exp))
+  end,
+}
+
 -- Gemma3Model: rope.scaling.* only when the config scales RoPE (linear),
 -- freq_base for the global layers and freq_base_swa for the sliding ones;
 -- final_logit_softcapping only when set; sliding_window.
@@ -270,6 +286,11 @@ local function hparams(o, fam, arch)
   end
   if fam.always_tied and not h.tied then fail("the reader always ties the head (no output.weight)") end
   if arch == "gemma2" and o.rope_base then fail("the converter writes no rope.freq_base") end
+  if fam.experts then
+    h.n_expert, h.n_expert_used = o.n_expert or 8, o.n_expert_used or 2
+    h.n_ff_exp = o.n_ff_exp or h.n_ff
+    if h.n_expert_used < 1 or h.n_expert_used > h.n_expert then fail("n_expert_used must be in 1..n_expert") end
+  end
   if fam.rope_factors then
     h.rope_dim = o.rope_dim or (h.dim * 3 // 4) // h.n_head
     h.original_ctx = o.original_ctx or 4096
@@ -324,13 +345,20 @@ function M.random_model(o)
     add(p .. "attn_output.weight", { dim, nh * hd })
     if fam.post_norm then add(p .. "post_attention_norm.weight", { dim }, "norm") end
     add(p .. "ffn_norm.weight", { dim }, "norm")
-    if fam.fused then
+    if fam.experts then
+      local ne, fe = h.n_expert, h.n_ff_exp
+      seed = seed + 1
+      tensors[#tensors + 1] = { name = p .. "ffn_gate_inp.weight", tensor = M.randn({ ne, dim }, seed, std) }
+      add(p .. "ffn_gate_exps.weight", { ne, fe, dim })             -- expert e: rows e*fe .. (e+1)*fe-1
+      add(p .. "ffn_up_exps.weight", { ne, fe, dim })
+      add(p .. "ffn_down_exps.weight", { ne, dim, fe })
+    elseif fam.fused then
       add(p .. "ffn_up.weight", { 2 * ff, dim })                    -- gate rows, then up rows
     else
       add(p .. "ffn_gate.weight", { ff, dim })
       add(p .. "ffn_up.weight", { ff, dim })
     end
-    add(p .. "ffn_down.weight", { dim, ff })
+    if not fam.experts then add(p .. "ffn_down.weight", { dim, ff }) end
     if fam.post_norm then add(p .. "post_ffw_norm.weight", { dim }, "norm") end
   end
   add("output_norm.weight", { dim }, "norm")
