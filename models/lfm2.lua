@@ -219,7 +219,7 @@ function lfm2.forward(m, s, ids, first, n)
     blocks.add(x, y, 1, n)
     if at then at("out", x) end
   end
-  local rows = s.all_logits and 1 or n    -- every row only when all logits are wanted
+  local rows = (s.all_logits or s.embd) and 1 or n    -- every row for all logits or model:embed
   blocks.rmsnorm(h, x, m.output_norm, hp.eps, rows, n - rows + 1)
   head(m, s, m.output, h, rows, n)        -- logits = token_embd . h (hooks: output_norm, logits)
 end

@@ -263,7 +263,7 @@ function llama.forward(m, s, ids, first, n)
     blocks.add(x, y, 1, n, m.residual_scale)
     if at then at("out", x) end
   end
-  local rows = s.all_logits and 1 or n    -- every row only when all logits are wanted
+  local rows = (s.all_logits or s.embd) and 1 or n    -- every row for all logits or model:embed
   blocks.rmsnorm(h, x, m.output_norm, hp.eps, rows, n - rows + 1)
   head(m, s, m.output, h, rows, n)        -- logits = output . h (hooks: output_norm, logits)
 end

@@ -235,7 +235,7 @@ function rwkv.forward(m, s, ids, first, n)
     local at = m.hooks and m.hooks:at(l, l, s, n)   -- model:hook("blk.N.out", fn)
     if at then at("out", x) end
   end
-  local rows = s.all_logits and 1 or n    -- every row only when all logits are wanted
+  local rows = (s.all_logits or s.embd) and 1 or n    -- every row for all logits or model:embed
   blocks.layernorm(h, x, m.ln_out_w, m.ln_out_b, hp.eps, rows, n - rows + 1)
   head(m, s, m.head, h, rows, n)
 end

@@ -120,6 +120,30 @@ describe("ops", function()
     assert.is_true(maxdiff(got, want) < 1e-5)
   end)
 
+  it("mean_rows and l2norm (embedding pooling), a zero row, in place", function()
+    -- hand-checked: rows (3, 4) and (1, 0): mean (2, 2); lengths 5 and 1
+    assert.same({ 2, 2 }, values(ops.mean_rows(tensor({ 3, 4, 1, 0 }, { 2, 2 }))))
+    assert.same({ f32(0.6), f32(0.8), 1, 0, 0, 0 },
+                values(ops.l2norm(tensor({ 3, 4, 1, 0, 0, 0 }, { 3, 2 }))))
+    local got = values(ops.mean_rows(tensor(xa, { R, N })))
+    local want = {}
+    for i = 1, N do
+      local s = 0
+      for r = 0, R - 1 do s = s + xa[r * N + i] end
+      want[i] = s / R
+    end
+    assert.is_true(maxdiff(got, want) < 1e-6)
+    local x = tensor(xa, { R, N })
+    ops.l2norm_(x)
+    got = values(x)
+    for r = 0, R - 1 do
+      local q = 0
+      for i = 1, N do q = q + xa[r * N + i] ^ 2 end
+      for i = 1, N do want[r * N + i] = xa[r * N + i] / math.sqrt(q) end
+    end
+    assert.is_true(maxdiff(got, want) < 1e-6)
+  end)
+
   it("softmax over rows, stable for large values, in place", function()
     local big = {}
     for i = 1, R * N do big[i] = xa[i] * 300 end   -- exp would overflow unshifted
@@ -306,6 +330,8 @@ describe("ops", function()
       assert.equals("ops.layernorm: b must have 32 elements (the last dim of x), got 8",
                     errmsg(ops.layernorm, X, nil, tensor(rand(8, 1), {8})))
       assert.equals("ops.rmsnorm: eps must be >= 0", errmsg(ops.rmsnorm, X, nil, -1))
+      assert.equals("ops.l2norm: x must be an f32 tensor (got q8_0)", errmsg(ops.l2norm, X:to("q8_0")))
+      assert.equals("ops.mean_rows: x must be contiguous (call :contiguous())", errmsg(ops.mean_rows, X:t()))
     end)
 
     it("rope", function()

@@ -3,28 +3,7 @@
 local tokenizer = require "slm.tokenizer"
 local helpers = require "spec.helpers"
 
-local SEP = "\n__ggml_vocab_test__\n"
-
-local function read_cases(inp, out)
-  local s = helpers.read(inp)
-  local texts = {}
-  local pos = 1
-  while true do
-    local a, b = s:find(SEP, pos, true)
-    if not a then break end
-    texts[#texts + 1] = s:sub(pos, a - 1)
-    pos = b + 1
-  end
-  local expect = {}
-  for line in (helpers.read(out) .. "\n"):gmatch("([^\n]*)\n") do
-    if #expect < #texts then
-      local ids = {}
-      for n in line:gmatch("%-?%d+") do ids[#ids + 1] = tonumber(n) end
-      expect[#expect + 1] = ids
-    end
-  end
-  return texts, expect
-end
+local read_cases = helpers.vocab_cases
 
 local function same(a, b)
   if #a ~= #b then return false end

@@ -46,7 +46,7 @@ describe("slm command", function()
     for _, args in ipairs { "help", "--help", "" } do
       local out, err, code = run(args == "" and "help" or args)
       assert.equal(0, code, err)
-      for _, c in ipairs { "run", "chat", "info", "tokenize", "bench", "quantize", "perplexity", "repl", "pull" } do
+      for _, c in ipairs { "run", "chat", "info", "tokenize", "embed", "bench", "quantize", "perplexity", "repl", "pull" } do
         assert.matches("\n  " .. c .. " ", out, 1, true)
       end
     end
@@ -115,6 +115,58 @@ describe("slm command", function()
     for i, id in ipairs(ids) do assert.equal(id, tonumber(lines[i]:match("^%s*(%d+)"))) end
     out = run("tokenize " .. p .. " 'Hello world' --no-bos")
     assert.equal(#ids - 1 .. " tokens\n", out:match("[^\n]+\n$"))
+  end)
+
+  it("embed prints one vector per text, the cosine matrix with --similarity", function()
+    local p, why = fx("gguf3/bert-f16.gguf")
+    if not p then return pending(why) end
+    local texts = { "hello world", "good morning", "the weather is sunny today" }
+    local out, err, code = run("embed " .. p .. " '" .. table.concat(texts, "' '") .. "'")
+    assert.equal(0, code, err)
+    local m = assert(slm.load(p))
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.equal(#texts, #lines)
+    local vecs = {}
+    for i, l in ipairs(lines) do
+      local v = {}
+      for x in l:gmatch("%S+") do v[#v + 1] = tonumber(x) end
+      vecs[i] = m:embed(texts[i])
+      assert.equal(128, #v)
+      for j = 1, 128 do assert.near(vecs[i]:get(j), v[j], 1e-6) end   -- %.6g of values below 1
+    end
+    out, err, code = run("embed " .. p .. " '" .. table.concat(texts, "' '") .. "' --similarity")
+    assert.equal(0, code, err)
+    lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.equal("         [1]    [2]    [3]", lines[1])
+    for i = 1, 3 do
+      local row = {}
+      for x in lines[i + 1]:sub(6, 26):gmatch("%S+") do row[#row + 1] = tonumber(x) end
+      for j = 1, 3 do
+        local dot = 0
+        for k = 1, 128 do dot = dot + vecs[i]:get(k) * vecs[j]:get(k) end
+        assert.near(dot, row[j], 0.0006)
+      end
+      assert.equal("  " .. texts[i], lines[i + 1]:sub(27))
+    end
+    -- pooling none: a block of rows (tokens) per text; unnormalized
+    out = run("embed " .. p .. " 'hi there' --pooling none --no-normalize")
+    local rows = m:embed("hi there", { pooling = "none", normalize = false })
+    lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.equal(rows:size(1), #lines)
+    assert.near(rows:get(2, 1), tonumber(lines[2]:match("^%S+")), 1e-5 * (1 + math.abs(rows:get(2, 1))))
+    -- misuse: one line on stderr
+    out, err, code = run("embed " .. p .. " hi --pooling max")
+    assert.equal(1, code)
+    assert.equal('slm: embed: pooling must be "none", "mean", "cls" or "last" (got max)\n', err)
+    out, err, code = run("embed " .. p)
+    assert.equal(1, code)
+    assert.matches("^slm: usage: slm embed MODEL TEXT", err)
+    out, err, code = run("embed " .. p .. " a b --similarity --pooling none")
+    assert.equal(1, code)
+    assert.equal("slm: embed: --similarity needs one vector per text (not --pooling none)\n", err)
   end)
 
   it("bench prints pp and tg speeds", function()

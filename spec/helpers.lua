@@ -40,6 +40,31 @@ function helpers.errmsg(f, ...)
   return (tostring(e):gsub("^[^:]+:%d+: ", ""))
 end
 
+--- The cases of a fixtures/vocab-style pair: inp holds texts, each followed
+-- by a line __ggml_vocab_test__; out one line of ids per text. Returns
+-- texts, ids (lists of numbers).
+function helpers.vocab_cases(inp, out)
+  local SEP = "\n__ggml_vocab_test__\n"
+  local s = helpers.read(inp)
+  local texts = {}
+  local pos = 1
+  while true do
+    local a, b = s:find(SEP, pos, true)
+    if not a then break end
+    texts[#texts + 1] = s:sub(pos, a - 1)
+    pos = b + 1
+  end
+  local expect = {}
+  for line in (helpers.read(out) .. "\n"):gmatch("([^\n]*)\n") do
+    if #expect < #texts then
+      local ids = {}
+      for n in line:gmatch("%-?%d+") do ids[#ids + 1] = tonumber(n) end
+      expect[#expect + 1] = ids
+    end
+  end
+  return texts, expect
+end
+
 --- Reads a whole file as a string.
 function helpers.read(path)
   local f = assert(io.open(path, "rb"))

@@ -1,13 +1,17 @@
 /* KV cache + scaled dot-product attention against a plain double-precision
  * reference (causal, grouped-query, sliding windows with and without ring
- * storage, soft caps), on 1 and 2 threads; snapshots restored into caches
- * of another ring length continue bit for bit. */
+ * storage, soft caps, unmasked), on 1 and 2 threads; snapshots restored
+ * into caches of another ring length continue bit for bit. The encoder
+ * block (slm_attn_encode: projections with biases, no cache, no mask)
+ * against a double-precision reference of the whole block, and its causal
+ * form against the decoder's forward over a fresh cache. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "blocks/kvcache.h"
+#include "blocks/transformer.h"
 #include "core/pool.h"
 #include "kernels/vecdot.h"
 
@@ -36,13 +40,15 @@ static double r16(double x) { return slm_f16_to_f32(slm_f32_to_f16((float)x)); }
 
 /* reference on f16-rounded keys and values (what the cache holds), with q
  * and the probabilities rounded to f16 as the reference implementation does;
- * the query at position p sees positions lo..p (lo = p - window + 1 in a
- * sliding-window layer), scores soft-capped c tanh(s / c) when cap > 0 */
-static double ref_out(const float *q, const float *k, const float *v, int p, int window,
+ * the query at position p sees positions lo..last (lo = p - window + 1 in a
+ * sliding-window layer; last = p when causal), scores soft-capped
+ * c tanh(s / c) when cap > 0 */
+static double ref_out(const float *q, const float *k, const float *v, int p, int last, int window,
                       int kv_dim, int kvh, int hd, float scale, int prescale, float cap, int j)
 {
     double s[512], mx = -1e300, sum = 0, o = 0;
     const int lo = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+    p = last;
     for (int t = lo; t <= p; t++) {
         double d = 0;
         for (int x = 0; x < hd; x++)
@@ -63,6 +69,7 @@ typedef struct attn_case {
     int window;      /* 0: full causal */
     float cap;       /* 0: no soft cap */
     int ring;        /* windowed layers as rings (else n_ctx rows) */
+    int unmasked;    /* every row sees all positions 0..pos0+n-1 */
 } attn_case;
 
 /* Stores positions 0..pos0+n-1 as a session with batch n does (the prefix
@@ -84,21 +91,28 @@ static void run_case(attn_case t)
         slm_kvcache_store(c, layer, p, m, k + (size_t)p * kv_dim, v + (size_t)p * kv_dim);
     }
     slm_kvcache_store(c, layer, t.pos0, t.n, k + (size_t)t.pos0 * kv_dim, v + (size_t)t.pos0 * kv_dim);
-    slm_attn_shape sh = {t.n_head, t.n_head_kv, t.hd, 1.0f / sqrtf((float)t.hd), t.prescale, t.cap, t.window};
+    slm_attn_shape sh = {t.n_head, t.n_head_kv, t.hd, 1.0f / sqrtf((float)t.hd), t.prescale, t.cap, t.window,
+                         t.unmasked};
     slm_status st = slm_attn_sdpa(pool, c, layer, &sh, t.pos0, t.n, q, out, &err);
     double maxd = 0;
     for (int i = 0; i < t.n; i++)
         for (int h = 0; h < t.n_head; h++)
             for (int j = 0; j < t.hd; j++) {
-                double r = ref_out(q + (size_t)i * q_dim + h * t.hd, k, v, t.pos0 + i, t.window, kv_dim,
+                double r = ref_out(q + (size_t)i * q_dim + h * t.hd, k, v, t.pos0 + i,
+                                   t.unmasked ? t.pos0 + t.n - 1 : t.pos0 + i, t.window, kv_dim,
                                    h / (t.n_head / t.n_head_kv), t.hd, sh.scale, t.prescale, t.cap, j);
                 double d = fabs(r - out[(size_t)i * q_dim + h * t.hd + j]);
                 if (d > maxd) maxd = d;
             }
-    CHECK(st == SLM_OK && maxd < 1e-5,
-          "sdpa threads=%d heads=%d/%d hd=%d pos0=%d n=%d prescale=%d window=%d cap=%g ring=%d: max diff %g (%s)",
+    /* a probability that the float softmax rounds to the neighbouring f16
+     * value (its sum and exp are not the double ones) moves an output by one
+     * f16 step of that probability, at most 2^-11 for values below 1; the
+     * unmasked cases' data has such ties (most outputs are within 1e-7) */
+    CHECK(st == SLM_OK && maxd < (t.unmasked ? 0x1p-11 : 1e-5),
+          "sdpa threads=%d heads=%d/%d hd=%d pos0=%d n=%d prescale=%d window=%d cap=%g ring=%d unmasked=%d: "
+          "max diff %g (%s)",
           t.threads, t.n_head, t.n_head_kv, t.hd, t.pos0, t.n, t.prescale, t.window, (double)t.cap, t.ring,
-          maxd, err.msg);
+          t.unmasked, maxd, err.msg);
     if (t.window && t.ring)
         CHECK(c->layer[1].cap == (t.window + t.n - 1 < n_ctx ? t.window + t.n - 1 : n_ctx) &&
               c->layer[0].cap == n_ctx, "ring of %d rows for window %d, batch %d", c->layer[1].cap,
@@ -181,6 +195,117 @@ static void check_row_kernels(int hd, int n_pos)
 }
 #endif
 
+
+/* ---- the encoder block ------------------------------------------------------ */
+
+static slm_tensor *f32_matrix(int64_t rows, int64_t cols, float **data)
+{
+    slm_error err = {0};
+    const int64_t shape[2] = {rows, cols};
+    slm_tensor *t = slm_tensor_new(SLM_DTYPE_F32, 2, shape, &err);
+    *data = slm_tensor_data(t);
+    for (int64_t i = 0; i < rows * cols; i++) (*data)[i] = frand() * 0.5f;
+    return t;
+}
+
+/* y (out) = W (out, in) . x + b in double */
+static void ref_linear(double *y, const float *W, const float *b, const double *x, int out, int in)
+{
+    for (int o = 0; o < out; o++) {
+        double d = b ? b[o] : 0;
+        for (int i = 0; i < in; i++) d += (double)W[(size_t)o * in + i] * x[i];
+        y[o] = d;
+    }
+}
+
+/* slm_attn_encode of n rows against a double-precision reference of the
+ * block: q, k, v with biases, f16 rounding of q, k, v and the probabilities
+ * as the cache's sdpa, every row attending to every row (unmasked) or to
+ * those up to its own; then the output projection with its bias. */
+static void encoder_case(int threads, int n, int n_head, int n_head_kv, int hd, int dim, int unmasked)
+{
+    slm_error err = {0};
+    const int q_dim = n_head * hd, kv_dim = n_head_kv * hd;
+    float *wq, *wk, *wv, *wo;
+    slm_tensor *tq = f32_matrix(q_dim, dim, &wq), *tk = f32_matrix(kv_dim, dim, &wk);
+    slm_tensor *tv = f32_matrix(kv_dim, dim, &wv), *to = f32_matrix(dim, q_dim, &wo);
+    float *bq = rand_vec((size_t)q_dim), *bk = rand_vec((size_t)kv_dim), *bv = rand_vec((size_t)kv_dim);
+    float *bo = rand_vec((size_t)dim), *x = rand_vec((size_t)n * dim);
+    slm_attn_block b = {0};
+    b.wq = tq; b.wk = tk; b.wv = tv; b.wo = to;
+    b.bq = bq; b.bk = bk; b.bv = bv; b.bo = bo;
+    b.shape = (slm_attn_shape){n_head, n_head_kv, hd, 1.0f / sqrtf((float)hd), 0, 0, 0, unmasked};
+    b.encoder = 1;
+    slm_pool *pool = slm_pool_new(threads, &err);
+    slm_work *work = slm_work_new(slm_attn_work_size(&b, n), &err);
+    float *out = calloc((size_t)n * dim, sizeof *out);
+    slm_status st = slm_attn_block_check(&b, dim, &err);
+    if (!st) st = slm_attn_encode(pool, &b, n, x, out, dim, work, &err);
+    /* the reference: projections in double, then ref_out on them */
+    float *q = malloc(sizeof *q * (size_t)n * q_dim), *k = malloc(sizeof *k * (size_t)n * kv_dim);
+    float *v = malloc(sizeof *v * (size_t)n * kv_dim);
+    double xd[256], y[256], att[256];
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < dim; j++) xd[j] = x[(size_t)i * dim + j];
+        ref_linear(y, wq, bq, xd, q_dim, dim);
+        for (int j = 0; j < q_dim; j++) q[(size_t)i * q_dim + j] = (float)y[j];
+        ref_linear(y, wk, bk, xd, kv_dim, dim);
+        for (int j = 0; j < kv_dim; j++) k[(size_t)i * kv_dim + j] = (float)y[j];
+        ref_linear(y, wv, bv, xd, kv_dim, dim);
+        for (int j = 0; j < kv_dim; j++) v[(size_t)i * kv_dim + j] = (float)y[j];
+    }
+    double maxd = 0, maxo = 0;
+    for (int i = 0; i < n; i++) {
+        for (int h = 0; h < n_head; h++)
+            for (int j = 0; j < hd; j++)
+                att[h * hd + j] = ref_out(q + (size_t)i * q_dim + h * hd, k, v, i, unmasked ? n - 1 : i, 0,
+                                          kv_dim, h / (n_head / n_head_kv), hd, b.shape.scale, 0, 0, j);
+        ref_linear(y, wo, bo, att, dim, q_dim);
+        for (int j = 0; j < dim; j++) {
+            double d = fabs(y[j] - out[(size_t)i * dim + j]);
+            if (d > maxd) maxd = d;
+            if (fabs(y[j]) > maxo) maxo = fabs(y[j]);
+        }
+    }
+    /* f32 projections may round q, k or v to the neighbouring f16 value
+     * where the double ones do not: up to 5e-4 on outputs near 20 here */
+    CHECK(st == SLM_OK && maxd < 1e-4 * (1 + maxo),
+          "encoder block threads=%d n=%d heads=%d/%d hd=%d dim=%d unmasked=%d: max diff %g of %g (%s)", threads,
+          n, n_head, n_head_kv, hd, dim, unmasked, maxd, maxo, err.msg);
+    if (!unmasked) {
+        /* causal: the decoder's forward over a fresh cache, bit for bit */
+        slm_attn_block d = b;
+        d.encoder = 0;
+        const int dims[1] = {kv_dim};
+        slm_kvcache *c = slm_kvcache_new(1, dims, NULL, n, n, 1, &err);
+        slm_work *w2 = slm_work_new(slm_attn_work_size(&d, n), &err);
+        float *o2 = calloc((size_t)n * dim, sizeof *o2);
+        st = slm_attn_forward(pool, &d, c, 0, 0, n, x, o2, dim, w2, &err);
+        CHECK(st == SLM_OK && memcmp(out, o2, sizeof *o2 * (size_t)n * dim) == 0,
+              "causal encode equals the cached forward (n=%d): %s", n, err.msg);
+        /* and the wrong entry points are refused */
+        CHECK(slm_attn_encode(pool, &d, n, x, o2, dim, w2, &err) == SLM_EINVAL &&
+                  slm_attn_forward(pool, &b, c, 0, 0, n, x, o2, dim, work, &err) == SLM_EINVAL,
+              "encode needs an encoder block, forward a decoder one");
+        free(o2);
+        slm_work_free(w2);
+        slm_kvcache_free(c);
+    }
+    /* too small a workspace is an error, not an overrun */
+    if (n > 1) {
+        slm_work *small = slm_work_new(slm_attn_work_size(&b, n - 1), &err);
+        CHECK(slm_attn_encode(pool, &b, n, x, out, dim, small, &err) == SLM_EINVAL &&
+                  strstr(err.msg, "workspace"),
+              "encode with a workspace for n-1 rows: %s", err.msg);
+        slm_work_free(small);
+    }
+    free(q); free(k); free(v); free(out); free(x);
+    free(bq); free(bk); free(bv); free(bo);
+    slm_tensor_free(tq); slm_tensor_free(tk); slm_tensor_free(tv); slm_tensor_free(to);
+    slm_work_free(work);
+    slm_pool_free(pool);
+}
+
 int main(void)
 {
 #if defined(__x86_64__)
@@ -195,30 +320,51 @@ int main(void)
     /* the AVX2/F16C loops (when the CPU has them), then the generic ones */
     for (int generic = 0; generic <= 1; generic++) {
     slm_kernels_force_generic(generic);
-    run_case((attn_case){1, 1, 1, 8, 0, 1, 0, 0, 0, 1});
-    run_case((attn_case){1, 8, 2, 16, 0, 5, 0, 0, 0, 1});
-    run_case((attn_case){2, 8, 2, 16, 7, 1, 0, 0, 0, 1});
-    run_case((attn_case){2, 9, 3, 64, 30, 17, 0, 0, 0, 1});
-    run_case((attn_case){2, 4, 4, 32, 100, 3, 0, 0, 0, 1});
-    run_case((attn_case){2, 8, 1, 8, 0, 40, 0, 0, 0, 1});
-    run_case((attn_case){2, 8, 8, 32, 20, 4, 1, 0, 0, 1});
-    run_case((attn_case){2, 4, 2, 20, 9, 2, 0, 0, 0, 1});   /* head_dim not a multiple of 8 */
+    run_case((attn_case){1, 1, 1, 8, 0, 1, 0, 0, 0, 1, 0});
+    run_case((attn_case){1, 8, 2, 16, 0, 5, 0, 0, 0, 1, 0});
+    run_case((attn_case){2, 8, 2, 16, 7, 1, 0, 0, 0, 1, 0});
+    run_case((attn_case){2, 9, 3, 64, 30, 17, 0, 0, 0, 1, 0});
+    run_case((attn_case){2, 4, 4, 32, 100, 3, 0, 0, 0, 1, 0});
+    run_case((attn_case){2, 8, 1, 8, 0, 40, 0, 0, 0, 1, 0});
+    run_case((attn_case){2, 8, 8, 32, 20, 4, 1, 0, 0, 1, 0});
+    run_case((attn_case){2, 4, 2, 20, 9, 2, 0, 0, 0, 1, 0});   /* head_dim not a multiple of 8 */
     /* sliding windows: rings that wrap (pos0 well past the ring), windows
      * longer than the context so far, a window of 1; the same without rings */
     for (int ring = 0; ring <= 1; ring++) {
-        run_case((attn_case){2, 8, 2, 16, 37, 5, 0, 4, 0, ring});
-        run_case((attn_case){1, 4, 1, 64, 100, 3, 1, 6, 0, ring});
-        run_case((attn_case){2, 4, 2, 32, 3, 2, 0, 50, 0, ring});
-        run_case((attn_case){2, 4, 4, 8, 20, 7, 0, 1, 0, ring});
-        run_case((attn_case){2, 8, 4, 64, 61, 8, 1, 6, 5.0f, ring});   /* gemma2: cap + window */
+        run_case((attn_case){2, 8, 2, 16, 37, 5, 0, 4, 0, ring, 0});
+        run_case((attn_case){1, 4, 1, 64, 100, 3, 1, 6, 0, ring, 0});
+        run_case((attn_case){2, 4, 2, 32, 3, 2, 0, 50, 0, ring, 0});
+        run_case((attn_case){2, 4, 4, 8, 20, 7, 0, 1, 0, ring, 0});
+        run_case((attn_case){2, 8, 4, 64, 61, 8, 1, 6, 5.0f, ring, 0});   /* gemma2: cap + window */
     }
-    run_case((attn_case){2, 8, 2, 16, 12, 4, 0, 0, 3.0f, 1});
+    run_case((attn_case){2, 8, 2, 16, 12, 4, 0, 0, 3.0f, 1, 0});
+    }
+    /* unmasked (encoders): every row sees the whole call, and a prefix;
+     * the encoder block (after the cases above, which keep their data) */
+    for (int generic = 0; generic <= 1; generic++) {
+    slm_kernels_force_generic(generic);
+    run_case((attn_case){1, 4, 4, 32, 0, 9, 0, 0, 0, 1, 1});
+    run_case((attn_case){2, 8, 2, 16, 0, 40, 0, 0, 0, 1, 1});
+    run_case((attn_case){2, 4, 2, 20, 6, 5, 1, 0, 0, 1, 1});
+    run_case((attn_case){2, 2, 1, 8, 0, 1, 0, 0, 0, 1, 1});
+    encoder_case(1, 7, 4, 4, 32, 128, 1);
+    encoder_case(2, 33, 4, 2, 16, 64, 1);
+    encoder_case(2, 1, 2, 2, 8, 16, 1);
+    encoder_case(2, 12, 4, 4, 32, 128, 0);
     }
     slm_kernels_force_generic(0);
     slm_error err = {0};
     const int d1[1] = {10}, w1[1] = {0}, d0[1] = {0};
     CHECK(slm_kvcache_new(0, d1, w1, 10, 1, 1, &err) == NULL && err.code == SLM_EINVAL, "bad dims");
     CHECK(slm_kvcache_new(1, d0, w1, 10, 1, 1, &err) == NULL && err.code == SLM_EINVAL, "kv_dim 0");
+    /* an unmasked attention is an encoder's, without a window */
+    slm_attn_block ub = {0};
+    ub.shape = (slm_attn_shape){4, 4, 8, 0.35f, 0, 0, 0, 1};
+    CHECK(slm_attn_block_check(&ub, 32, &err) == SLM_EINVAL && strstr(err.msg, "encoder"),
+          "unmasked decoder block refused: %s", err.msg);
+    ub.encoder = 1;
+    ub.shape.window = 4;
+    CHECK(slm_attn_block_check(&ub, 32, &err) == SLM_EINVAL, "unmasked window refused: %s", err.msg);
     const int big[1] = {1 << 30};
     CHECK(slm_kvcache_new(1, big, NULL, 1 << 30, 1, 1, &err) == NULL, "overflow/huge: %s", err.msg);
     printf("%d passed, %d failed\n", passed, failed);

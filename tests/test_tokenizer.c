@@ -11,6 +11,11 @@
  * - decode(encode(s)) == s on the cases and on random valid UTF-8; random
  *   bytes never crash and round-trip through byte tokens; the streaming
  *   decoder's output concatenates to decode()'s; bad ids are errors.
+ * - WordPiece: ../shared/fixtures/gguf3/bert.inp -> bert.out with special
+ *   tokens added (the reference's [CLS] ... [SEP]); the character classes,
+ *   the word splitting and the greedy matching on hand-checked cases and a
+ *   hand-written vocabulary; hostile input (invalid UTF-8, huge words,
+ *   random bytes) never crashes.
  * Each case counts as one test; per vocabulary "N/M cases match". */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +23,7 @@
 #include <unistd.h>
 
 #include "formats/gguf.h"
+#include "tokenizer/tok_internal.h"
 #include "tokenizer/tokenizer.h"
 
 static int passed, failed;
@@ -185,13 +191,14 @@ static size_t random_utf8(char *buf, size_t max_chars)
 }
 
 /* Conformance on one case file; returns matches. */
-static int run_cases(const char *label, const slm_tok *t, const cases *c, int parse_special)
+static int run_cases_special(const char *label, const slm_tok *t, const cases *c, int add_special,
+                             int parse_special)
 {
     int ok = 0;
     for (int i = 0; i < c->n; i++) {
         slm_tok_ids ids = {0};
         slm_error err = {0};
-        int good = slm_tok_encode(t, c->text[i], c->len[i], 0, parse_special, &ids, &err) == SLM_OK &&
+        int good = slm_tok_encode(t, c->text[i], c->len[i], add_special, parse_special, &ids, &err) == SLM_OK &&
                    same_ids(&ids, c->expect[i]);
         if (!good) {
             printf("  %s case %d [%s]\n    expected %s\n    got     ", label, i, c->text[i],
@@ -207,6 +214,11 @@ static int run_cases(const char *label, const slm_tok *t, const cases *c, int pa
     }
     printf("%s: %d/%d cases match\n", label, ok, c->n);
     return ok;
+}
+
+static int run_cases(const char *label, const slm_tok *t, const cases *c, int parse_special)
+{
+    return run_cases_special(label, t, c, 0, parse_special);
 }
 
 static void robustness(const char *label, const slm_tok *t, const cases *c, int exact_roundtrip)
@@ -296,6 +308,249 @@ static void rwkv_world(void)
     unlink(path);
 }
 
+
+/* ---- WordPiece ------------------------------------------------------------- */
+
+typedef struct words_out {
+    char text[512];   /* the words, each as "<word>|" without the mark */
+    size_t len, n;
+    size_t last_chars, last_bytes;
+} words_out;
+
+static slm_status collect(void *ctx, const char *word, size_t n, size_t nchars, slm_error *err)
+{
+    words_out *w = ctx;
+    /* every word starts with the mark U+2581 */
+    if (n < 3 || memcmp(word, "\xe2\x96\x81", 3)) return slm_error_set(err, SLM_EINVAL, "no word mark");
+    if (w->len + n - 3 + 1 < sizeof w->text) {
+        memcpy(w->text + w->len, word + 3, n - 3);
+        w->len += n - 3;
+        w->text[w->len++] = '|';
+        w->text[w->len] = 0;
+    }
+    w->n++;
+    w->last_chars = nchars;
+    w->last_bytes = n;
+    return SLM_OK;
+}
+
+static int words_are(int lower, int strip, const char *s, size_t n, const char *expect)
+{
+    words_out w = {0};
+    slm_error err = {0};
+    if (slm_wpm_words(lower, strip, s, n, collect, &w, &err)) return 0;
+    if (strcmp(w.text, expect)) {
+        printf("  words of [%.*s]: got '%s', expected '%s'\n", (int)n, s, w.text, expect);
+        return 0;
+    }
+    return 1;
+}
+
+static void wpm_classes(void)
+{
+    static const struct { uint32_t cp; int cls; const char *what; } classes[] = {
+        {'a', SLM_WPM_LETTER, "a"}, {'5', SLM_WPM_LETTER, "digit"},
+        {' ', SLM_WPM_SPACE, "space"}, {'\t', SLM_WPM_SPACE, "tab"}, {'\n', SLM_WPM_SPACE, "newline"},
+        {0xA0, SLM_WPM_SPACE, "no-break space"}, {0x3000, SLM_WPM_SPACE, "ideographic space"},
+        {0x2009, SLM_WPM_SPACE, "thin space"},
+        {0, SLM_WPM_DROP, "U+0000"}, {0xFFFD, SLM_WPM_DROP, "U+FFFD"}, {0x07, SLM_WPM_DROP, "bell (Cc)"},
+        {0x200B, SLM_WPM_DROP, "zero-width space (Cf)"}, {0xE000, SLM_WPM_DROP, "private use (Co)"},
+        {0x0301, SLM_WPM_MARK, "combining acute (Mn)"}, {0x0903, SLM_WPM_MARK, "Devanagari visarga (Mc)"},
+        {'.', SLM_WPM_ALONE, "."}, {'-', SLM_WPM_ALONE, "- (Pd)"}, {'_', SLM_WPM_ALONE, "_ (Pc)"},
+        {'$', SLM_WPM_ALONE, "$ (Sc, ASCII)"}, {'^', SLM_WPM_ALONE, "^ (Sk, ASCII)"},
+        {'|', SLM_WPM_ALONE, "| (Sm, ASCII)"}, {0x2026, SLM_WPM_ALONE, "ellipsis (Po)"},
+        {0x3001, SLM_WPM_ALONE, "ideographic comma (Po)"}, {0x6771, SLM_WPM_ALONE, "CJK ideograph"},
+        {0x20000, SLM_WPM_ALONE, "CJK extension B"}, {0xF900, SLM_WPM_ALONE, "CJK compatibility"},
+        {0x20AC, SLM_WPM_LETTER, "euro sign (Sc above ASCII)"}, {0x2192, SLM_WPM_LETTER, "arrow (Sm)"},
+        {0x3042, SLM_WPM_LETTER, "hiragana (not an ideograph)"}, {0x0378, SLM_WPM_LETTER, "unassigned"}};
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++) {
+        char what[96];
+        snprintf(what, sizeof what, "wordpiece class of U+%04X %s", (unsigned)classes[i].cp, classes[i].what);
+        check(slm_wpm_class(classes[i].cp) == classes[i].cls, what);
+    }
+}
+
+static void wpm_words(void)
+{
+    /* lowercase + accents stripped: BERT uncased */
+    check(words_are(1, 1, "H\xc3\xa9llo, WORLD!  x\ty", 19, "hello|,|world|!|x|y|"),
+          "words: lowercase, accents, punctuation, spaces");
+    /* cased and accents kept: the precomposed e-acute stays */
+    check(words_are(0, 0, "H\xc3\xa9llo, WORLD", 13, "H\xc3\xa9llo|,|WORLD|"), "words: cased");
+    /* lowercase without stripping (strip_accents false) */
+    check(words_are(1, 0, "CAF\xc3\x89", 5, "caf\xc3\xa9|"), "words: lowercase keeps accents");
+    /* a decomposed accent: a mark joins its word unless stripped */
+    check(words_are(0, 0, "e\xcc\x81t\xc3\xa9", 6, "e\xcc\x81t\xc3\xa9|"), "words: marks kept");
+    check(words_are(0, 1, "e\xcc\x81t\xc3\xa9", 6, "ete|"), "words: marks stripped after NFD");
+    /* Hangul: full canonical decomposition (conjoining jamo are letters) */
+    check(words_are(1, 1, "\xed\x95\x9c", 3, "\xe1\x84\x92\xe1\x85\xa1\xe1\x86\xab|"), "words: Hangul NFD");
+    /* ASCII symbols alone; other symbols inside the word */
+    check(words_are(1, 1, "a$b 5\xe2\x82\xac x\xe2\x86\x92y", 15, "a|$|b|5\xe2\x82\xac|x\xe2\x86\x92y|"),
+          "words: ASCII symbols split, euro and arrow do not");
+    /* CJK ideographs one by one, kana not */
+    check(words_are(1, 1, "(\xe6\x9d\xb1\xe4\xba\xac)\xe3\x81\x82\xe3\x81\x84", 14,
+                    "(|\xe6\x9d\xb1|\xe4\xba\xac|)|\xe3\x81\x82\xe3\x81\x84|"),
+          "words: CJK ideographs alone");
+    /* dropped: controls, U+0000, U+FFFD, zero-width space, invalid UTF-8 */
+    check(words_are(1, 1, "a\x01" "b\0c\xef\xbf\xbd" "d\xe2\x80\x8b" "e\xff" "f\xe2\x82", 17, "abcdef|"),
+          "words: controls, NUL, U+FFFD, ZWSP and invalid bytes dropped");
+    /* no-break and ideographic spaces split */
+    check(words_are(1, 1, "a\xc2\xa0" "b\xe3\x80\x80" "c", 8, "a|b|c|"), "words: Unicode spaces");
+    check(words_are(1, 1, "", 0, "") && words_are(1, 1, " \t\n\r ", 5, ""), "words: empty and blank text");
+    /* a huge word: counted, its text cut, no memory beyond the buffer */
+    size_t big = 1 << 20;
+    char *s = malloc(big);
+    memset(s, 'A', big);
+    words_out w = {0};
+    slm_error err = {0};
+    check(s && !slm_wpm_words(1, 1, s, big, collect, &w, &err) && w.n == 1 && w.last_chars == big &&
+              w.last_bytes == 3 + 4 * SLM_WPM_MAX_CHARS,
+          "words: a 1 MB word is one word of 1M characters, text cut");
+    free(s);
+}
+
+/* A vocabulary as the converter writes BERT's: control tokens unchanged,
+ * whole words with the mark, continuations bare. */
+static const char *const WPM_TOKENS[] = {
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "\xe2\x96\x81un", "\xe2\x96\x81unaff", "aff", "able",
+    "\xe2\x96\x81,", "\xe2\x96\x81hello", "x", "\xe2\x96\x81" "a", "a", "\xe2\x96\x81" "caf\xc3\xa9",
+    "\xe2\x96\x81" "cafe", "\xe2\x96\x81'", "\xe2\x96\x81s", "\xe2\x96\x81it"};
+enum { WPM_N = sizeof WPM_TOKENS / sizeof WPM_TOKENS[0] };
+
+/* writes the vocabulary with the normalizer keys given (NULL: none) */
+static slm_tok *wpm_vocab(const char *path, const char *extra_key, int extra_val, slm_error *err)
+{
+    size_t lens[WPM_N];
+    int32_t types[WPM_N];
+    for (int i = 0; i < WPM_N; i++) {
+        lens[i] = strlen(WPM_TOKENS[i]);
+        types[i] = i < 5 ? 3 : 1;
+    }
+    const uint32_t cls = 2, sep = 3, unk = 1;
+    const uint8_t yes = 1, val = (uint8_t)extra_val;
+    slm_gguf_writer *w = slm_gguf_writer_new(err);
+    int ok = w && !slm_gguf_writer_set_str(w, "tokenizer.ggml.model", "bert", 4, err) &&
+             !slm_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", WPM_TOKENS, lens, WPM_N, err) &&
+             !slm_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", SLM_GGUF_INT32, types, WPM_N, err) &&
+             !slm_gguf_writer_set(w, "tokenizer.ggml.cls_token_id", SLM_GGUF_UINT32, &cls, err) &&
+             !slm_gguf_writer_set(w, "tokenizer.ggml.seperator_token_id", SLM_GGUF_UINT32, &sep, err) &&
+             !slm_gguf_writer_set(w, "tokenizer.ggml.unknown_token_id", SLM_GGUF_UINT32, &unk, err) &&
+             !slm_gguf_writer_set(w, "tokenizer.ggml.normalizer.lowercase", SLM_GGUF_BOOL, &yes, err) &&
+             (!extra_key || !slm_gguf_writer_set(w, extra_key, SLM_GGUF_BOOL, &val, err)) &&
+             !slm_gguf_writer_write(w, path, err);
+    slm_gguf_writer_free(w);
+    return ok ? slm_tok_load(path, err) : NULL;
+}
+
+static int ids_are(const slm_tok *t, const char *s, size_t n, int add_special, int parse_special,
+                   const int32_t *expect, size_t ne)
+{
+    slm_tok_ids ids = {0};
+    slm_error err = {0};
+    int ok = !slm_tok_encode(t, s, n, add_special, parse_special, &ids, &err) && ids.n == ne &&
+             (ne == 0 || !memcmp(ids.v, expect, ne * sizeof *expect));
+    if (!ok) {
+        printf("  [%.*s] ->", (int)(n > 40 ? 40 : n), s);
+        for (size_t i = 0; i < ids.n && i < 12; i++) printf(" %d", ids.v[i]);
+        printf(" (%zu ids)\n", ids.n);
+    }
+    slm_tok_ids_free(&ids);
+    return ok;
+}
+
+static int decodes_to(const slm_tok *t, const int32_t *ids, size_t n, int special, const char *expect)
+{
+    char *out = NULL;
+    size_t len = 0;
+    slm_error err = {0};
+    int ok = !slm_tok_decode(t, ids, n, special, &out, &len, &err) && len == strlen(expect) &&
+             !memcmp(out, expect, len);
+    if (!ok) printf("  decoded '%s', expected '%s'\n", out ? out : "(error)", expect);
+    free(out);
+    return ok;
+}
+
+static void wpm_vocabulary(void)
+{
+    char path[] = "/tmp/slm_test_wpm_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    slm_error err = {0};
+    slm_tok *t = wpm_vocab(path, NULL, 0, &err);
+    check(t != NULL, err.msg);
+    if (t) {
+        /* longest match first: unaff + able, not un + aff + able */
+        check(ids_are(t, "Unaffable", 9, 1, 0, (const int32_t[]){2, 6, 8, 3}, 4), "wpm: longest first");
+        check(ids_are(t, "hello, unx", 10, 1, 0, (const int32_t[]){2, 10, 9, 5, 11, 3}, 6),
+              "wpm: word-initial pieces with the mark, continuations without");
+        /* "unq": un matches, q nothing: the whole word is [UNK], the rest goes on */
+        check(ids_are(t, "unq hello", 9, 1, 0, (const int32_t[]){2, 1, 10, 3}, 4), "wpm: unmatched word");
+        check(ids_are(t, "", 0, 1, 0, (const int32_t[]){2, 3}, 2), "wpm: empty text is [CLS] [SEP]");
+        check(ids_are(t, "hello", 5, 0, 0, (const int32_t[]){10}, 1), "wpm: no specials without add_special");
+        /* special-token text: parsed only when asked */
+        /* (a word "x" needs "▁x", which this vocabulary lacks: [UNK]) */
+        check(ids_are(t, "[CLS]x", 6, 0, 1, (const int32_t[]){2, 1}, 2) &&
+                  ids_are(t, "[CLS]", 5, 0, 0, (const int32_t[]){1, 1, 1}, 3),
+              "wpm: [CLS] text parsed only with parse_special");
+        /* 100 characters still match, 101 are [UNK] */
+        char a[101];
+        memset(a, 'a', sizeof a);
+        int32_t hundred[100];
+        hundred[0] = 12;
+        for (int i = 1; i < 100; i++) hundred[i] = 13;
+        check(ids_are(t, a, 100, 0, 0, hundred, 100) && ids_are(t, a, 101, 0, 0, (const int32_t[]){1}, 1),
+              "wpm: a word of 100 characters matches, 101 is [UNK]");
+        /* strip_accents follows lowercase: CAFE with an accent is cafe */
+        check(ids_are(t, "CAF\xc3\x89", 5, 0, 0, (const int32_t[]){15}, 1), "wpm: accents stripped");
+        /* decode: marked pieces start words, control tokens only with special,
+         * Hugging Face's clean-up of spaces */
+        check(decodes_to(t, (const int32_t[]){2, 10, 9, 6, 8, 5, 11, 3}, 8, 0, "hello, unaffable unx"),
+              "wpm: decode joins pieces");
+        check(decodes_to(t, (const int32_t[]){18, 16, 17, 10}, 4, 0, "it's hello"),
+              "wpm: decode cleans up \" ' \"");
+        check(decodes_to(t, (const int32_t[]){2, 10, 3}, 3, 1, "[CLS]hello[SEP]"), "wpm: decode with specials");
+        /* hostile input: random bytes and huge inputs encode without error */
+        int ok = 0;
+        char buf[256];
+        for (int i = 0; i < 300; i++) {
+            size_t n = next_rand() % sizeof buf;
+            for (size_t j = 0; j < n; j++) buf[j] = (char)next_rand();
+            slm_tok_ids ids = {0};
+            ok += !slm_tok_encode(t, buf, n, 1, i & 1, &ids, &err) && ids.n >= 2;
+            slm_tok_ids_free(&ids);
+        }
+        check(ok == 300, "wpm: random bytes encode");
+        size_t big = 8 << 20;
+        char *s = malloc(big);
+        for (size_t j = 0; s && j < big; j++) s[j] = (char)(0x80 | (j & 0x3F));   /* continuation bytes only */
+        slm_tok_ids ids = {0};
+        check(s && !slm_tok_encode(t, s, big, 1, 0, &ids, &err) && ids.n == 2, "wpm: 8 MB of invalid UTF-8");
+        slm_tok_ids_free(&ids);
+        for (size_t j = 0; s && j < big; j++) s[j] = 'x';
+        check(s && !slm_tok_encode(t, s, big, 1, 0, &ids, &err) && ids.n == 3 && ids.v[1] == 1,
+              "wpm: an 8 MB word is [UNK]");
+        slm_tok_ids_free(&ids);
+        free(s);
+    }
+    slm_tok_free(t);
+    /* strip_accents = false given with lowercase: the accent stays */
+    t = wpm_vocab(path, "tokenizer.ggml.normalizer.strip_accents", 0, &err);
+    check(t && ids_are(t, "CAF\xc3\x89", 5, 0, 0, (const int32_t[]){14}, 1), "wpm: strip_accents false");
+    slm_tok_free(t);
+    /* a normalizer key slm does not know is refused, naming it */
+    t = wpm_vocab(path, "tokenizer.ggml.normalizer.nfkc", 1, &err);
+    check(!t && strstr(err.msg, "tokenizer.ggml.normalizer.nfkc") && strstr(err.msg, path),
+          "wpm: unknown normalizer key refused");
+    slm_tok_free(t);
+    unlink(path);
+    /* Hugging Face's clean-up rules */
+    char c[] = "it ' s a test . do n't they 're here , ok ? yes ! i 'm";
+    size_t n = slm_wpm_cleanup(c, strlen(c));
+    check(n == strlen("it's a test. don't they're here, ok? yes! i'm") &&
+              !memcmp(c, "it's a test. don't they're here, ok? yes! i'm", n),
+          "wpm: clean-up of tokenization spaces");
+}
+
 int main(void)
 {
     const char *fx = getenv("SLM_FIXTURES");
@@ -380,6 +635,25 @@ int main(void)
     }
     free_cases(&spm_cases);
     rwkv_world();
+    wpm_classes();
+    wpm_words();
+    wpm_vocabulary();
+    /* BERT's WordPiece on the gguf3 encoder's vocabulary: the reference's
+     * ids with [CLS] ... [SEP] */
+    snprintf(path, sizeof path, "%s/gguf3/bert-f16.gguf", fx);
+    snprintf(inp, sizeof inp, "%s/gguf3/bert.inp", fx);
+    snprintf(out, sizeof out, "%s/gguf3/bert.out", fx);
+    cases bc;
+    if (read_cases(inp, out, &bc)) {
+        printf("skip: %s not found (set SLM_FIXTURES)\n", inp);
+    } else {
+        slm_error berr = {0};
+        slm_tok *t = slm_tok_load(path, &berr);
+        check(t != NULL, berr.msg);
+        if (t) check(run_cases_special("bert wordpiece", t, &bc, 1, 0) == bc.n && bc.n == 8, "bert: 8/8 cases");
+        slm_tok_free(t);
+        free_cases(&bc);
+    }
     /* the 256-byte vocabulary: id = byte */
     slm_error err = {0};
     slm_tok *b = slm_tok_new_bytes(&err);

@@ -1,6 +1,8 @@
 /* `slm.core.blocks`: the C blocks a Lua model definition composes.
  *
  *   blocks.attention{...} -> slm.AttnBlock   blk:forward(out, x, kv, layer, pos, n, work)
+ *                            {encoder = true [, causal = false]}: blk:encode(out, x, work, n),
+ *                            the n rows attending to each other, no cache
  *                            (blocks.moe{...} -> slm.MoEBlock: l_moe.c)
  *   blocks.ffn{...}       -> slm.FFNBlock    blk:forward(out, x, work, n)
  *                            blk:work_size(n) bytes of workspace n rows need
@@ -144,6 +146,13 @@ static int l_attention(lua_State *L)
     b->norm_eps = (float)slm_bind_num_field(L, 1, "norm_eps", 1e-6);
     lua_getfield(L, 1, "prescale_q");
     b->shape.prescale_q = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    /* encoders (BERT): no cache; causal = false drops the mask */
+    lua_getfield(L, 1, "encoder");
+    b->encoder = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "causal");
+    b->shape.unmasked = !lua_isnil(L, -1) && !lua_toboolean(L, -1);
     lua_pop(L, 1);
     if (lua_getfield(L, 1, "rope") == LUA_TTABLE) {
         static const char *const modes[] = {"normal", "neox", NULL};
@@ -421,19 +430,45 @@ static int attn_forward(lua_State *L)
     return 0;
 }
 
+/* The arguments (out, x, work, n) at 2..5 of a block of width dim that
+ * runs over rows 1..n of its buffers; returns n. */
+typedef struct rows_call {
+    float *out, *x;
+    const slm_work *work;
+} rows_call;
+
+static int rows_args(lua_State *L, int64_t dim, rows_call *c)
+{
+    int64_t orows, odim, xrows, xdim;
+    c->out = slm_bind_check_buf(L, 2, &orows, &odim);
+    c->x = slm_bind_check_buf(L, 3, &xrows, &xdim);
+    c->work = slm_bind_check_work(L, 4);
+    lua_Integer n = luaL_checkinteger(L, 5);
+    luaL_argcheck(L, odim == dim && xdim == dim, 2, "buffer width differs from the model dim");
+    luaL_argcheck(L, c->out != c->x, 2, "output aliases the input");
+    luaL_argcheck(L, n >= 1 && n <= 65536 && n <= orows && n <= xrows, 5, "row count out of range");
+    return (int)n;
+}
+
+/* blk:encode(out, x, work, n): an encoder block over rows 1..n */
+static int attn_encode(lua_State *L)
+{
+    attn_ud *a = check_attn(L, 1);
+    rows_call c;
+    const int n = rows_args(L, a->dim, &c);
+    slm_error err = {0};
+    if (slm_attn_encode(pool_or_raise(L), &a->b, n, c.x, c.out, a->dim, c.work, &err) != SLM_OK)
+        return slm_bind_error(L, &err);
+    return 0;
+}
+
 static int ffn_forward(lua_State *L)
 {
     ffn_ud *f = check_ffn(L, 1);
-    int64_t orows, odim, xrows, xdim;
-    float *out = slm_bind_check_buf(L, 2, &orows, &odim);
-    float *x = slm_bind_check_buf(L, 3, &xrows, &xdim);
-    const slm_work *work = slm_bind_check_work(L, 4);
-    lua_Integer n = luaL_checkinteger(L, 5);
-    luaL_argcheck(L, odim == f->dim && xdim == f->dim, 2, "buffer width differs from the model dim");
-    luaL_argcheck(L, out != x, 2, "output aliases the input");
-    luaL_argcheck(L, n >= 1 && n <= 65536 && n <= orows && n <= xrows, 5, "row count out of range");
+    rows_call c;
+    const int n = rows_args(L, f->dim, &c);
     slm_error err = {0};
-    if (slm_ffn_forward(pool_or_raise(L), &f->b, (int)n, x, out, f->dim, work, &err) != SLM_OK)
+    if (slm_ffn_forward(pool_or_raise(L), &f->b, n, c.x, c.out, f->dim, c.work, &err) != SLM_OK)
         return slm_bind_error(L, &err);
     return 0;
 }
@@ -562,7 +597,8 @@ static int l_linear(lua_State *L)
 
 void slm_bind_open_blocks(lua_State *L)
 {
-    static const luaL_Reg attn_m[] = {{"forward", attn_forward}, {"work_size", attn_work_size}, {NULL, NULL}};
+    static const luaL_Reg attn_m[] = {{"forward", attn_forward}, {"encode", attn_encode},
+                                      {"work_size", attn_work_size}, {NULL, NULL}};
     static const luaL_Reg ffn_m[] = {{"forward", ffn_forward}, {"work_size", ffn_work_size}, {NULL, NULL}};
     static const luaL_Reg kv_m[] = {{"bytes", kv_bytes}, {"rows", kv_rows}, {"snapshot", kv_snapshot},
                                     {"restore", kv_restore}, {NULL, NULL}};

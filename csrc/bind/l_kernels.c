@@ -161,6 +161,35 @@ static int softmax(lua_State *L, int inplace)
 static int l_softmax(lua_State *L) { return softmax(L, 0); }
 static int l_softmax_(lua_State *L) { return softmax(L, 1); }
 
+/* ---- pooling ---------------------------------------------------------------- */
+
+/* mean_rows(x) -> (n): the mean of the rows of x (..., n) */
+static int l_mean_rows(lua_State *L)
+{
+    slm_tensor *x = check_f32(L, 1, "mean_rows", "x");
+    const int64_t n = last_dim(x);
+    slm_error err;
+    slm_tensor *r = slm_tensor_new(SLM_DTYPE_F32, 1, &n, &err);
+    if (!r) return slm_bind_error(L, &err);
+    slm_bind_push_tensor(L, r);
+    slm_ops_mean_rows(slm_tensor_data(r), slm_tensor_data(x), n ? slm_tensor_numel(x) / n : 0, n);
+    return 1;
+}
+
+/* l2norm(x): each row of x over its Euclidean length */
+static int l2norm(lua_State *L, int inplace)
+{
+    slm_tensor *x = check_f32(L, 1, "l2norm", "x");
+    if (inplace) check_writable(L, x, "l2norm");
+    slm_tensor *r = result_like(L, 1, x, inplace);
+    const int64_t n = last_dim(x);
+    slm_ops_l2norm(slm_tensor_data(r), slm_tensor_data(x), n ? slm_tensor_numel(x) / n : 0, n);
+    return 1;
+}
+
+static int l_l2norm(lua_State *L) { return l2norm(L, 0); }
+static int l_l2norm_(lua_State *L) { return l2norm(L, 1); }
+
 /* ---- norms ------------------------------------------------------------------ */
 
 static void check_vec(lua_State *L, const slm_tensor *v, int64_t n, const char *fn, const char *what)
@@ -345,6 +374,7 @@ static const luaL_Reg ops_functions[] = {
     {"scale", l_scale}, {"scale_", l_scale_},
     {"rmsnorm", l_rmsnorm}, {"rmsnorm_", l_rmsnorm_},
     {"layernorm", l_layernorm}, {"layernorm_", l_layernorm_},
+    {"mean_rows", l_mean_rows}, {"l2norm", l_l2norm}, {"l2norm_", l_l2norm_},
     {"softmax", l_softmax}, {"softmax_", l_softmax_},
     {"silu", l_silu}, {"silu_", l_silu_},
     {"gelu", l_gelu}, {"gelu_", l_gelu_},

@@ -440,7 +440,7 @@ static int l_index(lua_State *L)
     slm_tok *t = check_tok(L, 1);
     const char *k = lua_tostring(L, 2);
     if (!k) return 0;
-    static const char *const names[] = {"bos", "eos", "unk", "pad", "eot", "eom", "sep", "nl"};
+    static const char *const names[] = {"bos", "eos", "unk", "pad", "eot", "eom", "sep", "nl", "cls", "mask"};
     for (int i = 0; i < SLM_TOK_N_SPECIAL; i++) {
         if (strcmp(k, names[i])) continue;
         int32_t id = slm_tok_special_id(t, (slm_tok_special)i);

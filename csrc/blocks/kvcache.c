@@ -178,6 +178,8 @@ slm_status slm_kvcache_check_layer(const slm_kvcache *c, int layer, const slm_at
     if (n > c->n_batch)
         return slm_error_set(err, SLM_EINVAL, "kv cache: %d rows in one call, the cache takes %d", n,
                              c->n_batch);
+    if (sh->unmasked && sh->window)
+        return slm_error_set(err, SLM_EINVAL, "kv cache: an unmasked attention has no window");
     return SLM_OK;
 }
 
@@ -208,7 +210,9 @@ static void sdpa_task(void *arg, int ith, int nth)
         const int i = task / nh, h = task % nh, kvh = h / group;
         const int p = a->pos0 + i;
         const int lo = a->sh.window > 0 && p - a->sh.window + 1 > 0 ? p - a->sh.window + 1 : 0;
-        const int n_pos = p - lo + 1;
+        /* the last position row i sees: its own, or (unmasked) the call's last */
+        const int last = a->sh.unmasked ? a->pos0 + a->n - 1 : p;
+        const int n_pos = last - lo + 1;
         int len[2];
         const int nrun = runs_of(L, lo, n_pos, len);
         const float *q = a->q + (size_t)i * (size_t)(nh * hd) + (size_t)h * (size_t)hd;

@@ -15,8 +15,9 @@
  *     n_ctx rows (the same results, for measuring what the ring saves).
  *
  * Attention for query rows at positions pos0 .. pos0+n-1 (causal: row i sees
- * positions lo .. pos0+i, lo = 0 or pos0+i-W+1), grouped-query: query head h
- * reads kv head h / (n_head / n_head_kv). Per head:
+ * positions lo .. pos0+i, lo = 0 or pos0+i-W+1; unmasked, as an encoder's:
+ * every row sees 0 .. pos0+n-1), grouped-query: query head h reads kv head
+ * h / (n_head / n_head_kv). Per head:
  *   s[t] = scale * q_h . k_t ;  s[t] = c tanh(s[t] / c) with a soft cap c
  *   p = softmax(s) ;  out_h = sum_t p[t] v_t
  * as in "Attention Is All You Need" with the GQA grouping of Ainslie et al.
@@ -79,6 +80,8 @@ typedef struct slm_attn_shape {
     int prescale_q;      /* apply scale to q before its F16 rounding */
     float softcap;       /* 0: none; c > 0: scores become c tanh(s / c) */
     int window;          /* 0: full causal; W: sliding window of W positions */
+    int unmasked;        /* 1: no causal mask, every row sees every position
+                          * held (encoders, BERT); needs window 0 */
 } slm_attn_shape;
 
 /* Checks that layer of c can serve an attention of shape sh over calls of

@@ -18,6 +18,9 @@ slm_status slm_attn_block_check(const slm_attn_block *b, int64_t dim, slm_error 
     if (!(s->softcap >= 0) || s->window < 0 || !(s->scale > 0))
         return slm_error_set(err, SLM_EINVAL, "attention: scale %g, soft cap %g and window %d out of range",
                              (double)s->scale, (double)s->softcap, s->window);
+    if (s->unmasked && (!b->encoder || s->window))
+        return slm_error_set(err, SLM_EINVAL,
+                             "attention: an unmasked attention must be an encoder's (no KV cache, no window)");
     int64_t q_dim = (int64_t)s->n_head * s->head_dim, kv_dim = (int64_t)s->n_head_kv * s->head_dim;
     slm_status st;
     if (b->wqkv) {
@@ -50,10 +53,12 @@ static void add_bias(float *x, const float *b, int n, int64_t dim)
 }
 
 /* The attention's scratch for n rows: q, k, v and the heads' outputs, the
- * fused projection's rows (attn_qkv only) and the positions. */
+ * fused projection's rows (attn_qkv only), the positions and, in an
+ * encoder, the call's keys then values as F16 rows (what a cache holds). */
 typedef struct attn_scratch {
     float *q, *k, *v, *att, *qkv;
     int64_t *pos;
+    slm_f16 *kv16;
 } attn_scratch;
 
 static size_t attn_carve(const slm_attn_block *b, int n, const slm_work *work, attn_scratch *a)
@@ -61,15 +66,19 @@ static size_t attn_carve(const slm_attn_block *b, int n, const slm_work *work, a
     const slm_attn_shape *s = &b->shape;
     const size_t nn = (size_t)n, q = nn * (size_t)s->n_head * (size_t)s->head_dim * sizeof(float);
     const size_t kv = nn * (size_t)s->n_head_kv * (size_t)s->head_dim * sizeof(float);
-    const size_t sizes[6] = {q, kv, kv, q, b->wqkv ? q + 2 * kv : 0, nn * sizeof(int64_t)};
+    const size_t sizes[7] = {q, kv, kv, q, b->wqkv ? q + 2 * kv : 0, nn * sizeof(int64_t),
+                             b->encoder ? kv : 0 /* 2 rows of f16 per f32 row */};
     size_t total = 0;
-    for (int i = 0; i < 6; i++) total += slm_work_round(sizes[i]);
+    for (int i = 0; i < 7; i++) total += slm_work_round(sizes[i]);
     if (work) {
         slm_work_cursor c = slm_work_begin(work);
         float **f[5] = {&a->q, &a->k, &a->v, &a->att, &a->qkv};
         for (int i = 0; i < 5; i++) *f[i] = sizes[i] ? slm_work_take(&c, sizes[i]) : NULL;
         a->pos = slm_work_take(&c, sizes[5]);
-        if (!a->q || !a->k || !a->v || !a->att || (b->wqkv && !a->qkv) || !a->pos) return 0;
+        a->kv16 = sizes[6] ? slm_work_take(&c, sizes[6]) : NULL;
+        if (!a->q || !a->k || !a->v || !a->att || (b->wqkv && !a->qkv) || !a->pos ||
+            (b->encoder && !a->kv16))
+            return 0;
     }
     return total;
 }
@@ -79,19 +88,16 @@ size_t slm_attn_work_size(const slm_attn_block *b, int n)
     return attn_carve(b, n, NULL, NULL);
 }
 
-slm_status slm_attn_forward(slm_pool *pool, const slm_attn_block *b, slm_kvcache *c,
-                            int layer, int pos0, int n, const float *x, float *out,
-                            int64_t dim, const slm_work *work, slm_error *err)
+/* q (n, q_dim), k, v (n, kv_dim) of x rows at positions pos0..: the
+ * projections, their biases, the per-head norms and RoPE. */
+static slm_status project(slm_pool *pool, const slm_attn_block *b, int pos0, int n, const float *x,
+                          int64_t dim, const attn_scratch *ws, slm_error *err)
 {
     const slm_attn_shape *s = &b->shape;
     const int64_t q_dim = (int64_t)s->n_head * s->head_dim;
     const int64_t kv_dim = (int64_t)s->n_head_kv * s->head_dim;
+    const attn_scratch w = *ws;
     slm_status st;
-    if ((st = slm_kvcache_check_layer(c, layer, s, n, err))) return st;
-    attn_scratch w;
-    if (!attn_carve(b, n, work, &w))
-        return slm_error_set(err, SLM_EINVAL, "attention: the workspace holds %zu bytes, %d rows need %zu",
-                             work ? work->bytes : 0, n, slm_attn_work_size(b, n));
     if (b->wqkv) {
         /* one matmul, then split the rows (q | k | v) into contiguous blocks */
         const int64_t all = q_dim + 2 * kv_dim;
@@ -127,8 +133,52 @@ slm_status slm_attn_forward(slm_pool *pool, const slm_attn_block *b, slm_kvcache
         slm_ops_rope(w.q, n, s->n_head, s->head_dim, w.pos, &b->rope);
         slm_ops_rope(w.k, n, s->n_head_kv, s->head_dim, w.pos, &b->rope);
     }
+    return SLM_OK;
+}
+
+static slm_status no_room(const slm_attn_block *b, int n, const slm_work *work, slm_error *err)
+{
+    return slm_error_set(err, SLM_EINVAL, "attention: the workspace holds %zu bytes, %d rows need %zu",
+                         work ? work->bytes : 0, n, slm_attn_work_size(b, n));
+}
+
+slm_status slm_attn_forward(slm_pool *pool, const slm_attn_block *b, slm_kvcache *c,
+                            int layer, int pos0, int n, const float *x, float *out,
+                            int64_t dim, const slm_work *work, slm_error *err)
+{
+    const slm_attn_shape *s = &b->shape;
+    slm_status st;
+    if (b->encoder)
+        return slm_error_set(err, SLM_EINVAL, "attention: an encoder block runs without a KV cache (encode)");
+    if ((st = slm_kvcache_check_layer(c, layer, s, n, err))) return st;
+    attn_scratch w;
+    if (!attn_carve(b, n, work, &w)) return no_room(b, n, work, err);
+    if ((st = project(pool, b, pos0, n, x, dim, &w, err))) return st;
     slm_kvcache_store(c, layer, pos0, n, w.k, w.v);
     if ((st = slm_attn_sdpa(pool, c, layer, s, pos0, n, w.q, w.att, err))) return st;
+    if ((st = slm_matmul_w(pool, out, b->wo, -1, w.att, n, err))) return st;
+    add_bias(out, b->bo, n, dim);
+    return SLM_OK;
+}
+
+slm_status slm_attn_encode(slm_pool *pool, const slm_attn_block *b, int n, const float *x,
+                           float *out, int64_t dim, const slm_work *work, slm_error *err)
+{
+    const slm_attn_shape *s = &b->shape;
+    slm_status st;
+    if (!b->encoder)
+        return slm_error_set(err, SLM_EINVAL, "attention: encode needs an encoder block (this one has a KV cache)");
+    if (n < 1) return slm_error_set(err, SLM_EINVAL, "attention: encode of %d rows", n);
+    attn_scratch w;
+    if (!attn_carve(b, n, work, &w)) return no_room(b, n, work, err);
+    if ((st = project(pool, b, 0, n, x, dim, &w, err))) return st;
+    /* the call's keys and values as a one-layer cache of n rows in the
+     * workspace: the scores, softmax and rounding are the cache's sdpa */
+    const int kv_dim = s->n_head_kv * s->head_dim;
+    slm_kv_layer layer = {kv_dim, 0, n, w.kv16, w.kv16 + (size_t)n * (size_t)kv_dim};
+    slm_kvcache c = {1, n, n, &layer, NULL, 0};
+    slm_kvcache_store(&c, 0, 0, n, w.k, w.v);
+    if ((st = slm_attn_sdpa(pool, &c, 0, s, 0, n, w.q, w.att, err))) return st;
     if ((st = slm_matmul_w(pool, out, b->wo, -1, w.att, n, err))) return st;
     add_bias(out, b->bo, n, dim);
     return SLM_OK;

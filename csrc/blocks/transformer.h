@@ -1,6 +1,7 @@
 /* The blocks of a dense decoder-only transformer (llama, qwen2/3, phi3,
  * gemma 1/2/3, smollm3, granite and llama2.c layouts): token embedding,
- * attention with RoPE and a KV cache, gated or plain feed-forward.
+ * attention with RoPE and a KV cache, gated or plain feed-forward; and the
+ * same attention as an encoder's (BERT: no cache, no causal mask).
  *
  * A model definition in Lua (models/llama.lua) composes them per layer:
  *   x = embed(ids)
@@ -37,6 +38,9 @@ typedef struct slm_attn_block {
     slm_attn_shape shape;   /* heads, score scale, soft cap, window */
     int use_rope;           /* 0: no rotation at all (SmolLM3's NoPE layers) */
     slm_rope_params rope;
+    /* 1: an encoder's attention (BERT), run by slm_attn_encode over the rows
+     * of one call, without a cache; shape.unmasked drops the causal mask */
+    int encoder;
 } slm_attn_block;
 
 typedef enum slm_ffn_act { SLM_FFN_SILU = 0, SLM_FFN_GELU = 1 } slm_ffn_act;
@@ -65,6 +69,13 @@ size_t slm_ffn_work_size(const slm_ffn_block *b, int n);
 slm_status slm_attn_forward(slm_pool *pool, const slm_attn_block *b, slm_kvcache *c,
                             int layer, int pos0, int n, const float *x, float *out,
                             int64_t dim, const slm_work *work, slm_error *err);
+/* An encoder block's attention: x rows (n, dim) at positions 0..n-1 ->
+ * out rows, every row attending to the n rows of the call (all of them
+ * when shape.unmasked, else those up to its own). The keys and values live
+ * in the workspace for the call, as F16 rows like a cache's, and go
+ * through slm_attn_sdpa, so the arithmetic is the decoder's. */
+slm_status slm_attn_encode(slm_pool *pool, const slm_attn_block *b, int n, const float *x,
+                           float *out, int64_t dim, const slm_work *work, slm_error *err);
 slm_status slm_ffn_forward(slm_pool *pool, const slm_ffn_block *b, int n, const float *x,
                            float *out, int64_t dim, const slm_work *work, slm_error *err);
 

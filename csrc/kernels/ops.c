@@ -104,6 +104,25 @@ void slm_ops_layernorm(float *out, const float *x, const float *w, const float *
     }
 }
 
+void slm_ops_mean_rows(float *out, const float *x, int64_t rows, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double s = 0;
+        for (int64_t r = 0; r < rows; r++) s += x[r * n + i];
+        out[i] = rows > 0 ? (float)(s / (double)rows) : 0.0f;
+    }
+}
+
+void slm_ops_l2norm(float *out, const float *x, int64_t rows, int64_t n)
+{
+    for (int64_t r = 0; r < rows; r++, x += n, out += n) {
+        double s = 0;
+        for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+        const double inv = s > 0 ? 1.0 / sqrt(s) : 0.0;
+        for (int64_t i = 0; i < n; i++) out[i] = (float)(x[i] * inv);
+    }
+}
+
 void slm_ops_softmax(float *x, int64_t rows, int64_t n)
 {
 #if defined(__x86_64__)

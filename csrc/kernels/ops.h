@@ -30,6 +30,14 @@ void slm_ops_rmsnorm(float *out, const float *x, const float *w, int64_t rows,
 void slm_ops_layernorm(float *out, const float *x, const float *w, const float *b,
                        int64_t rows, int64_t n, float eps);
 
+/* Pooling and normalization of embeddings (the reference's mean pooling and
+ * its embeddings' L2 normalization, common_embd_normalize with norm 2):
+ *   mean_rows: out (n) = the mean of the rows of x (rows, n), summed in double
+ *   l2norm: each row of x (rows, n) times 1 / its Euclidean length (the sum
+ *   of squares in double); a row of zeros stays zeros. out may be x. */
+void slm_ops_mean_rows(float *out, const float *x, int64_t rows, int64_t n);
+void slm_ops_l2norm(float *out, const float *x, int64_t rows, int64_t n);
+
 /* Softmax of each row in place, stable: exp(x - max) / sum. -inf entries
  * give 0 (masking); a row of only -inf gives zeros. */
 void slm_ops_softmax(float *x, int64_t rows, int64_t n);

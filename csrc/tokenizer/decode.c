@@ -140,6 +140,7 @@ slm_status slm_tok_decode(const slm_tok *t, const int32_t *ids, size_t n, int sp
             strip = 0;
         }
     }
+    if (t->kind == SLM_TOK_WPM) len = slm_wpm_cleanup(buf, len);
     if (len == cap) {
         char *nb = realloc(buf, cap + 1);
         if (!nb) {

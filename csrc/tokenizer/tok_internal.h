@@ -158,6 +158,9 @@ struct slm_tok {
     /* Hugging Face decoders: U+2581 -> ' ', strip the first leading space */
     int decode_meta, decode_strip_lead;
     struct slm_trie *trie;  /* RWKV */
+    /* WordPiece: BertNormalizer's options; the longest token in bytes */
+    int lowercase, strip_accents;
+    size_t max_piece;
 };
 
 /* vocab.c */
@@ -180,6 +183,30 @@ slm_status slm_bpe_encode(const slm_tok *t, slm_tok_work *w, const char *s,
                           size_t n, slm_tok_ids *out, slm_error *err);
 slm_status slm_rwkv_encode(const slm_tok *t, const char *s, size_t n,
                            slm_tok_ids *out, slm_error *err);
+/* wordpiece.c: BERT's WordPiece (the steps are in the file's comment). */
+#define SLM_WPM_MAX_CHARS 100   /* longer words are [UNK] (BERT's limit) */
+enum { SLM_WPM_LETTER = 0, SLM_WPM_SPACE, SLM_WPM_DROP, SLM_WPM_MARK, SLM_WPM_ALONE };
+/* What step 1-2 do with a code point: ends a word (SPACE), is dropped
+ * (DROP: controls, U+0000, U+FFFD), dropped when stripping accents (MARK),
+ * is a word of its own (ALONE: punctuation, ASCII symbols, CJK), or joins
+ * the word (LETTER). */
+int slm_wpm_class(uint32_t cp);
+/* Called per word with "▁" + the word's normalized text (n bytes, at most
+ * the first 4 * SLM_WPM_MAX_CHARS bytes after the mark) and its length in
+ * characters (nchars > SLM_WPM_MAX_CHARS: the text is cut). */
+typedef slm_status (*slm_wpm_word_fn)(void *ctx, const char *word, size_t n, size_t nchars,
+                                      slm_error *err);
+/* Steps 1-2 over text[0..n): normalizes and splits, calling fn per word. */
+slm_status slm_wpm_words(int lowercase, int strip_accents, const char *text, size_t n,
+                         slm_wpm_word_fn fn, void *ctx, slm_error *err);
+/* Step 3 for one word from slm_wpm_words: its ids, or [UNK], appended. */
+slm_status slm_wpm_match(const slm_tok *t, const char *word, size_t n, size_t nchars,
+                         slm_tok_ids *out, slm_error *err);
+slm_status slm_wpm_encode(const slm_tok *t, const char *s, size_t n, slm_tok_ids *out,
+                          slm_error *err);
+/* Hugging Face's clean_up_tokenization over decoded text, in place; the
+ * new length. */
+size_t slm_wpm_cleanup(char *s, size_t n);
 void slm_trie_free(struct slm_trie *tr);
 slm_status slm_rwkv_build(slm_tok *t, slm_error *err);
 /* Bytes of a token of an RWKV vocabulary (for decoding). */

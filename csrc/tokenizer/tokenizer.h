@@ -7,7 +7,9 @@
  *   - byte-level BPE (GGUF "gpt2", Hugging Face tokenizer.json "BPE"): the
  *     GPT-2 byte<->character mapping, merges ordered by rank, pre-tokenizer
  *     regexes run with PCRE2 (JIT, UTF + UCP);
- *   - RWKV "world" vocabularies (GGUF "rwkv"): greedy longest match on bytes.
+ *   - RWKV "world" vocabularies (GGUF "rwkv"): greedy longest match on bytes;
+ *   - WordPiece (GGUF "bert"): BERT's normalizer and word splitting, then
+ *     greedy longest match per word (wordpiece.c).
  * Behaviour follows the reference implementations: llama.cpp's
  * llama-vocab.cpp / unicode.cpp for GGUF files, Hugging Face tokenizers for
  * tokenizer.json.
@@ -17,7 +19,8 @@
  * own that no pre-tokenizer regex and no normalizer matches, and it is
  * encoded through the byte tokens (GPT-2 byte characters or <0xNN>). So
  * encode never fails on any byte string, and decode(encode(s)) == s whenever
- * the vocabulary has byte tokens and no normalizer changes s.
+ * the vocabulary has byte tokens and no normalizer changes s. WordPiece has
+ * no byte tokens: it drops such bytes, as the reference does.
  *
  * An slm_tok is immutable after loading: encode/decode may run concurrently
  * from several threads on one object. */
@@ -34,13 +37,15 @@ typedef struct slm_tok slm_tok;
 typedef enum slm_tok_kind {
     SLM_TOK_SPM = 0,   /* SentencePiece-style BPE ordered by scores */
     SLM_TOK_BPE,       /* BPE ordered by merge ranks (byte-level or not) */
-    SLM_TOK_RWKV       /* greedy longest match over a byte trie */
+    SLM_TOK_RWKV,      /* greedy longest match over a byte trie */
+    SLM_TOK_WPM        /* WordPiece: BERT's normalizer, greedy per word */
 } slm_tok_kind;
 
-/* Special ids; -1 when the vocabulary has none. */
+/* Special ids; -1 when the vocabulary has none. CLS and MASK are BERT's
+ * [CLS] (what a WordPiece encode puts first) and [MASK]. */
 typedef enum slm_tok_special {
     SLM_TOK_BOS = 0, SLM_TOK_EOS, SLM_TOK_UNK, SLM_TOK_PAD, SLM_TOK_EOT,
-    SLM_TOK_EOM, SLM_TOK_SEP, SLM_TOK_NL, SLM_TOK_N_SPECIAL
+    SLM_TOK_EOM, SLM_TOK_SEP, SLM_TOK_NL, SLM_TOK_CLS, SLM_TOK_MASK, SLM_TOK_N_SPECIAL
 } slm_tok_special;
 
 /* Token attributes (bit set), as llama.cpp derives them from token types. */
@@ -94,7 +99,8 @@ const char *slm_tok_text(const slm_tok *t, int32_t id, size_t *len);
 int32_t slm_tok_find(const slm_tok *t, const char *text, size_t len);
 
 /* Appends the ids of text[0..len) to out. add_special adds BOS/EOS as the
- * vocabulary asks; parse_special turns special-token text ("<s>",
+ * vocabulary asks (WordPiece: [CLS] ... [SEP], the file's cls and
+ * separator ids, else its bos and eos); parse_special turns special-token text ("<s>",
  * "<|eot_id|>") into those ids (user-defined tokens are always split out,
  * as the references do). Fails only on memory. */
 slm_status slm_tok_encode(const slm_tok *t, const char *text, size_t len,
@@ -119,6 +125,10 @@ long slm_tok_piece(const slm_tok *t, int32_t id, int special, char *buf,
 /* Decodes ids into a malloc'ed byte string (*out, *out_len; NUL-terminated).
  * special: render control tokens' text. The single leading space that the
  * SentencePiece dummy prefix introduced is removed from the first token.
+ * WordPiece: a "▁" piece starts a word (a space), the others continue it;
+ * then spaces before . , ! ? and in contractions go as Hugging Face's
+ * clean_up_tokenization removes them ("hello , world !" -> "hello, world!";
+ * the streaming decoder below does not do this clean-up).
  * An id out of range is SLM_ERANGE. */
 slm_status slm_tok_decode(const slm_tok *t, const int32_t *ids, size_t n,
                           int special, char **out, size_t *out_len,

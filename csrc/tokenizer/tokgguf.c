@@ -1,10 +1,12 @@
 /* Tokenizer from GGUF metadata (tokenizer.ggml.*), as llama.cpp's
  * llama_vocab::impl::load reads it:
  *   model   "llama" (SentencePiece BPE) | "gpt2" (byte-level BPE) | "rwkv"
+ *           | "bert" (WordPiece)
  *   tokens  [string], scores [f32|i32], token_type [i32], merges ["a b"]
  *   pre     pre-tokenizer name (byte-level BPE)
- *   bos/eos/unknown/padding/seperator/eot/eom/fim_pad/fim_rep/fim_sep_token_id,
- *   add_bos_token, add_eos_token, add_space_prefix
+ *   bos/eos/unknown/padding/seperator/cls/mask/eot/eom/fim_pad/fim_rep/
+ *   fim_sep_token_id, add_bos_token, add_eos_token, add_sep_token,
+ *   add_space_prefix, normalizer.lowercase/strip_accents (WordPiece)
  * Every array length and type is checked before use. */
 #include <ctype.h>
 #include <stdio.h>
@@ -61,6 +63,32 @@ static int attr_of_type(int32_t type)
     }
 }
 
+/* BERT's normalizer options (tokenizer.ggml.normalizer.*): lowercase, and
+ * strip_accents, which follows lowercase unless the file gives it (both
+ * references do so). Any other normalizer key could change the tokens
+ * without slm knowing: refused, naming the key. */
+static slm_status wpm_options(slm_tok *t, const slm_gguf *g, const char *path, slm_error *err)
+{
+    static const char prefix[] = "tokenizer.ggml.normalizer.";
+    for (int64_t i = 0; i < slm_gguf_n_kv(g); i++) {
+        const char *k = slm_gguf_key(g, i);
+        if (strncmp(k, prefix, sizeof prefix - 1)) continue;
+        const char *name = k + sizeof prefix - 1;
+        if (strcmp(name, "lowercase") && strcmp(name, "strip_accents"))
+            return slm_error_set(err, SLM_EUNSUPPORTED,
+                                 "%s: metadata key '%s' is not understood by slm's WordPiece tokenizer "
+                                 "(it may change the tokens)", path, k);
+        if (slm_gguf_kv_type(g, i) != SLM_GGUF_BOOL)
+            return slm_error_set(err, SLM_EFORMAT, "%s: metadata %s must be a boolean", path, k);
+    }
+    t->lowercase = get_bool(g, "tokenizer.ggml.normalizer.lowercase", 0);
+    t->strip_accents = get_bool(g, "tokenizer.ggml.normalizer.strip_accents", t->lowercase);
+    /* the longest entry bounds the lengths greedy matching tries */
+    for (int32_t id = 0; id < t->n_vocab; id++)
+        if (t->str.len[id] > t->max_piece) t->max_piece = t->str.len[id];
+    return SLM_OK;
+}
+
 /* Merges "left right" (split at the first space after the first byte). */
 static slm_status load_merges(slm_tok *t, const slm_gguf *g, const char *path,
                               slm_error *err)
@@ -109,12 +137,13 @@ static slm_tok *from_gguf(const slm_gguf *g, const char *path, slm_error *err)
     if (!strcmp(model, "llama")) kind = SLM_TOK_SPM;
     else if (!strcmp(model, "gpt2")) kind = SLM_TOK_BPE;
     else if (!strcmp(model, "rwkv")) kind = SLM_TOK_RWKV;
+    else if (!strcmp(model, "bert")) kind = SLM_TOK_WPM;
     else if (!model[0]) {
         slm_error_set(err, SLM_EFORMAT, "%s: no tokenizer (tokenizer.ggml.model missing)", path);
         return NULL;
     } else {
         slm_error_set(err, SLM_EUNSUPPORTED,
-                      "%s: tokenizer.ggml.model '%s' not supported (llama, gpt2, rwkv)",
+                      "%s: tokenizer.ggml.model '%s' not supported (llama, gpt2, rwkv, bert)",
                       path, model);
         return NULL;
     }
@@ -188,6 +217,17 @@ static slm_tok *from_gguf(const slm_gguf *g, const char *path, slm_error *err)
                                              "falcon-h1", "pixtral", "midm-2.0", "lfm2", NULL};
         for (int i = 0; llama3[i]; i++)
             if (!strcmp(pre, llama3[i])) t->ignore_merges = t->add_bos = 1;
+    } else if (kind == SLM_TOK_WPM) {
+        /* the reference's defaults (the ids of Google's BERT vocab.txt),
+         * replaced by the file's keys below */
+        t->special[SLM_TOK_PAD] = 0;
+        t->special[SLM_TOK_UNK] = 100;
+        t->special[SLM_TOK_CLS] = 101;
+        t->special[SLM_TOK_SEP] = 102;
+        t->special[SLM_TOK_MASK] = 103;
+        t->add_bos = 1;
+        t->decode_meta = t->decode_strip_lead = 1;   /* "▁" starts a word */
+        if (wpm_options(t, g, path, err)) goto fail;
     } else {
         if (slm_rwkv_build(t, err)) goto fail;
     }
@@ -198,6 +238,8 @@ static slm_tok *from_gguf(const slm_gguf *g, const char *path, slm_error *err)
     get_id(g, "tokenizer.ggml.unknown_token_id", nv, &t->special[SLM_TOK_UNK]);
     get_id(g, "tokenizer.ggml.padding_token_id", nv, &t->special[SLM_TOK_PAD]);
     get_id(g, "tokenizer.ggml.seperator_token_id", nv, &t->special[SLM_TOK_SEP]);
+    get_id(g, "tokenizer.ggml.cls_token_id", nv, &t->special[SLM_TOK_CLS]);
+    get_id(g, "tokenizer.ggml.mask_token_id", nv, &t->special[SLM_TOK_MASK]);
     get_id(g, "tokenizer.ggml.eot_token_id", nv, &t->special[SLM_TOK_EOT]);
     get_id(g, "tokenizer.ggml.eom_token_id", nv, &t->special[SLM_TOK_EOM]);
     get_id(g, "tokenizer.ggml.fim_pad_token_id", nv, &t->fim_pad);
@@ -205,6 +247,9 @@ static slm_tok *from_gguf(const slm_gguf *g, const char *path, slm_error *err)
     get_id(g, "tokenizer.ggml.fim_sep_token_id", nv, &t->fim_sep);
     t->add_bos = get_bool(g, "tokenizer.ggml.add_bos_token", t->add_bos);
     t->add_eos = get_bool(g, "tokenizer.ggml.add_eos_token", t->add_eos);
+    /* BERT ends with [SEP] when either key asks (the reference's default
+     * for these vocabularies is add_sep_token on) */
+    if (kind == SLM_TOK_WPM) t->add_eos = t->add_eos || get_bool(g, "tokenizer.ggml.add_sep_token", 1);
     /* llama.cpp marks phi-3's special tokens as eating whitespace on their
      * right, by model name */
     for (char *c = name; *c; c++) *c = (char)tolower((unsigned char)*c);

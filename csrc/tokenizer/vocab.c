@@ -395,6 +395,7 @@ static slm_status encode_raw(const slm_tok *t, slm_tok_work *w, const char *s,
                              slm_tok_ids *out, slm_error *err)
 {
     if (t->kind == SLM_TOK_RWKV) return slm_rwkv_encode(t, s, n, out, err);
+    if (t->kind == SLM_TOK_WPM) return slm_wpm_encode(t, s, n, out, err);
     if (t->escape_ws || prefix_space) {
         /* SentencePiece convention: optional dummy prefix, spaces -> U+2581
          * (llama2.c's vocabulary keeps plain spaces: escape_ws off) */
@@ -434,6 +435,20 @@ static uint32_t quad_slot(const char *p)
     uint32_t x;
     memcpy(&x, p, 4);
     return (x * 0x9E3779B1u) >> 12;
+}
+
+/* The ids add_special puts around the text: BOS ... EOS, or for WordPiece
+ * [CLS] ... [SEP] (the file's cls and separator ids, else bos and eos) */
+static int32_t lead_id(const slm_tok *t)
+{
+    if (t->kind == SLM_TOK_WPM && t->special[SLM_TOK_CLS] >= 0) return t->special[SLM_TOK_CLS];
+    return t->special[SLM_TOK_BOS];
+}
+
+static int32_t tail_id(const slm_tok *t)
+{
+    if (t->kind == SLM_TOK_WPM && t->special[SLM_TOK_SEP] >= 0) return t->special[SLM_TOK_SEP];
+    return t->special[SLM_TOK_EOS];
 }
 
 slm_status slm_tok_encode(const slm_tok *t, const char *text, size_t len,
@@ -500,8 +515,8 @@ slm_status slm_tok_encode_work(const slm_tok *t, slm_tok_work *wp, const char *t
         }
         free(quads);
     }
-    if (add_special && t->add_bos && t->special[SLM_TOK_BOS] >= 0)
-        if ((st = slm_tok_ids_push(out, t->special[SLM_TOK_BOS], err))) goto done;
+    if (add_special && t->add_bos && lead_id(t) >= 0)
+        if ((st = slm_tok_ids_push(out, lead_id(t), err))) goto done;
     int prev_special = 1;  /* the dummy prefix goes on the first raw text */
     for (size_t i = 0; i < a.n; i++) {
         if (a.v[i].id >= 0) {
@@ -515,8 +530,8 @@ slm_status slm_tok_encode_work(const slm_tok *t, slm_tok_work *wp, const char *t
         if (st) goto done;
         prev_special = 0;
     }
-    if (add_special && t->add_eos && t->special[SLM_TOK_EOS] >= 0)
-        st = slm_tok_ids_push(out, t->special[SLM_TOK_EOS], err);
+    if (add_special && t->add_eos && tail_id(t) >= 0)
+        st = slm_tok_ids_push(out, tail_id(t), err);
     goto done;
 oom:
     st = slm_error_set(err, SLM_ENOMEM, "tokenizer: out of memory");

@@ -53,6 +53,8 @@ local FLAGS = {
   ["--template"] = { "template", "str" }, ["--system"] = { "system", "str" },
   ["--pp"] = { "pp", "int" }, ["--tg"] = { "tg", "int" },
   ["--no-bos"] = { "no_bos", "bool" }, ["--special"] = { "special", "bool" },
+  ["--similarity"] = { "similarity", "bool" }, ["--pooling"] = { "pooling", "str" },
+  ["--no-normalize"] = { "no_normalize", "bool" },
   ["--list"] = { "list", "bool" }, ["--debug"] = { "debug", "bool" },
   ["--help"] = { "help", "bool" }, ["-h"] = { "help", "bool" },
 }
@@ -398,6 +400,53 @@ function(pos, opt)
     io.write(string.format("%6d %s\n", id, (string.format("%q", piece):gsub("\\\n", "\\n"))))
   end
   io.write(string.format("%d tokens\n", #ids))
+end)
+
+-- one line of numbers per vector (rows of a 2-D tensor)
+local function write_rows(t)
+  local rows = t:dim() == 1 and t:reshape({ 1, t:numel() }) or t
+  for r = 1, rows:size(1) do
+    local line = {}
+    for j = 1, rows:size(2) do line[j] = string.format("%.6g", rows:get(r, j)) end
+    io.write(table.concat(line, " "), "\n")
+  end
+end
+
+command("embed", "embed MODEL TEXT... [--similarity] [--pooling mean|cls|last|none] [--no-normalize]",
+        "embedding vectors of texts, one line each (--similarity: their cosine matrix)",
+function(pos, opt)
+  if #pos < 2 then usage_fail("embed") end
+  if opt.similarity and opt.pooling == "none" then fail("embed: --similarity needs one vector per text (not --pooling none)") end
+  local model = load_model(pos[1], opt)
+  need_tokenizer(model)
+  local vecs = {}
+  for i = 2, #pos do
+    local ok, v = pcall(model.embed, model, pos[i], { pooling = opt.pooling, normalize = not opt.no_normalize })
+    if not ok then fail("%s", tostring(v):gsub("^.-:%d+: ", "")) end
+    vecs[#vecs + 1] = v
+  end
+  if not opt.similarity then
+    for i, v in ipairs(vecs) do
+      if i > 1 and v:dim() == 2 then io.write("\n") end   -- --pooling none: a block of rows per text
+      write_rows(v)
+    end
+    return
+  end
+  -- cosine similarities: dot products of the vectors over their lengths
+  local unit = {}
+  for i, v in ipairs(vecs) do unit[i] = slm.core.ops.l2norm(v) end
+  io.write("     ")
+  for j = 1, #unit do io.write(string.format(" %6s", "[" .. j .. "]")) end
+  io.write("\n")
+  for i = 1, #unit do
+    io.write(string.format("%-5s", "[" .. i .. "]"))
+    for j = 1, #unit do
+      local dot = 0
+      for k = 1, unit[i]:numel() do dot = dot + unit[i]:get(k) * unit[j]:get(k) end
+      io.write(string.format(" %6.3f", dot))
+    end
+    io.write("  ", (pos[i + 1]:gsub("%s+", " ")), "\n")
+  end
 end)
 
 command("bench", "bench MODEL [--pp N] [--tg N] [--threads N]",

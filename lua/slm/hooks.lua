@@ -22,7 +22,9 @@
 --   output_norm     the normed rows the head reads (the last row, or all rows
 --                   when the session computes all logits)
 --   logits          the logits of the last row (1-D, n_vocab)
--- RWKV and Mamba models have blk.N.out, output_norm and logits.
+-- RWKV and Mamba models have blk.N.out, output_norm and logits. BERT
+-- encoders have the five blk.N points (attn_in is the layer's input, ffn_in
+-- the normed sum after attention; post-norm) and no output_norm or logits.
 --
 -- Cost: a model without hooks has m.hooks == nil, so forward pays one nil
 -- test per layer. With hooks, each hooked layer builds one closure per call.
@@ -59,13 +61,20 @@ end
 
 --- The head of every architecture: logits = W . h[n] into s.logits, and
 -- W . h[rows..n] into s.all_logits when the session has that (n_batch, n_vocab)
--- buffer (perplexity, KL); then, where the model has them, the logits are
+-- buffer (perplexity, KL). A session of model:embed has s.embd (n, dim)
+-- instead: the forwards then normalize every row and the head copies
+-- h[rows..n] to s.embd's rows n_past+rows.., computing no logits. Where
+-- the model has them, the logits are
 -- multiplied by m.logit_mul (granite: 1 / logit_scale) and soft-capped at
 -- m.logit_softcap (gemma2: c tanh(z / c)). Calls the output_norm and logits
 -- hooks (the latter on the final logits).
 function M.head(m, s, W, h, rows, n)
   local hooks = m.hooks
   if hooks and hooks.output_norm then call_all(hooks.output_norm, h:narrow(1, rows, n - rows + 1), s, n) end
+  if s.embd then   -- model:embed: every normed row kept at its position, no logits
+    s.embd:narrow(1, s.n_past + rows, n - rows + 1):copy_(h:narrow(1, rows, n - rows + 1))
+    return
+  end
   blocks.linear(s.logits, W, h, n)
   local all = s.all_logits
   if all then ops.matmul(W, h:narrow(1, rows, n - rows + 1), all:narrow(1, rows, n - rows + 1)) end
@@ -92,7 +101,10 @@ local function parse(name, def, n_layer)
     end
     return l, point
   end
-  if name == "output_norm" or name == "logits" then return nil, name end
+  if name == "output_norm" or name == "logits" then
+    if def.encoder then error("hook '" .. name .. "': " .. def.name .. " models are encoders (blk.N points only)", 3) end
+    return nil, name
+  end
   error("hook '" .. name .. "': expected blk.N.<attn_in|attn_out|ffn_in|ffn_out|out>, output_norm or logits", 3)
 end
 

@@ -3,6 +3,7 @@
 --   local model = assert(slm.load("SmolLM2-135M.Q8_0.gguf"))
 --   local sess = model:session{ctx = 2048}      -- KV cache / state
 --   local logits = sess:eval(ids)               -- f32 tensor (n_vocab), last position
+--   local v = model:embed("a sentence")         -- f32 tensor (dim), L2-normalized
 --
 -- Architectures are Lua modules (models/llama.lua, ...) that build C blocks
 -- from the file's tensors and compose them in `forward`; slm.model.register
@@ -34,7 +35,7 @@ if checkout then
 end
 
 --- The definitions slm.load routes files to, by the archs each declares.
-M.definitions = { "llama", "gemma", "mamba", "rwkv", "lfm2" }
+M.definitions = { "llama", "gemma", "mamba", "rwkv", "lfm2", "bert" }
 
 local routes     -- general.architecture -> definition table (built on first use)
 
@@ -277,6 +278,76 @@ function Model:hook(name, fn) return require("slm.hooks").add(self, name, fn) en
 function Model:variant(opts) return require("slm.experiment").variant(self, opts) end
 function Model:apply_lora(path, scale) return require("slm.lora").apply(self, path, scale) end
 
+-- Embeddings -------------------------------------------------------------------
+
+local EMBED_OPTS = { pooling = true, normalize = true }
+local POOLINGS = { none = true, mean = true, cls = true, last = true }
+
+--- model:embed(text_or_ids [, {pooling =, normalize = true}]) -> f32 tensor:
+-- the embedding of a text (tokenized with the model's tokenizer, special
+-- tokens as the vocabulary adds them: BERT's [CLS] ... [SEP], a decoder's
+-- BOS) or of a list of token ids, i.e. the final hidden states pooled over
+-- the tokens and divided by their Euclidean length. pooling is "mean" (all
+-- tokens, specials included), "cls" (the first token), "last" or "none"
+-- (an (n_tokens, dim) tensor, each row normalized on its own); by default
+-- what an encoder's file says (bert.pooling_type), "last" for decoders.
+-- normalize = false keeps the vectors as computed. Encoders (BERT) see the
+-- whole input at once; decoders (llama family, gemma, lfm2, mamba, rwkv) run it
+-- through a session of their own and give their output-normed rows, what
+-- their head reads (no logits are computed). An input longer than the
+-- model's context_length is an error. The result is a new tensor.
+function Model:embed(input, opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("bad argument #2 to 'embed' (table expected)", 2) end
+  for k in pairs(opts) do
+    if not EMBED_OPTS[k] then error("embed: unknown option '" .. tostring(k) .. "' (known: normalize, pooling)", 2) end
+  end
+  local hp, def, net = self.hp, self.def, self.net
+  local pooling = opts.pooling or net.pooling or "last"
+  if not POOLINGS[pooling] then
+    error("embed: pooling must be \"none\", \"mean\", \"cls\" or \"last\" (got " .. tostring(pooling) .. ")", 2)
+  end
+  if opts.normalize ~= nil and type(opts.normalize) ~= "boolean" then error("embed: normalize must be a boolean", 2) end
+  local ids = input
+  if type(input) == "string" then
+    if not self.tokenizer then error("embed: " .. self.path .. " has no tokenizer (pass token ids)", 2) end
+    ids = self.tokenizer:encode(input)
+  elseif type(input) ~= "table" then
+    error("bad argument #1 to 'embed' (string or table of token ids expected, got " .. type(input) .. ")", 2)
+  end
+  local n = #ids
+  if n == 0 then error("embed: no tokens", 2) end
+  local limit = hp.n_ctx_train
+  if limit and n > limit then
+    error(string.format("embed: %d tokens exceed the model's context length %d (%s.context_length)", n, limit,
+                        hp.arch), 2)
+  end
+  for i = 1, n do
+    local id = ids[i]
+    if math.type(id) ~= "integer" or id < 0 or id >= hp.n_vocab then
+      error(string.format("embed: token id %s at position %d out of range 0..%d", tostring(id), i, hp.n_vocab - 1), 2)
+    end
+  end
+  local rows
+  if def.encoder then
+    rows = def.encode(net, ids)
+  else
+    -- a session that keeps every position's normed row instead of logits
+    -- (slm.hooks head copies them into s.embd)
+    local s = self:session { ctx = n, batch = math.min(n, 512) }
+    s.embd = tensor.zeros({ n, hp.dim })
+    s:eval(ids)
+    rows = s.embd
+  end
+  local ops = core.ops
+  local out
+  if pooling == "none" then out = rows:clone()
+  elseif pooling == "mean" then out = ops.mean_rows(rows)
+  else out = rows:select(1, pooling == "cls" and 1 or n):clone() end
+  if opts.normalize ~= false then ops.l2norm_(out) end
+  return out
+end
+
 local Session = {}
 Session.__index = Session
 
@@ -288,6 +359,9 @@ Session.__index = Session
 local SESSION_OPTS = { ctx = true, batch = true, swa_ring = true }
 
 function Model:session(opts)
+  if self.def.encoder then
+    error(string.format("%s models are encoders (no KV cache, no logits): use model:embed(text)", self.hp.arch), 2)
+  end
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #1 to 'session' (table expected)", 2) end
   for k in pairs(opts) do

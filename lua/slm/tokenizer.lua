@@ -11,7 +11,12 @@
 -- asks; parse_special (default false) turns special-token text such as
 -- "<|eot_id|>" into its id (user-defined tokens are always recognized, as in
 -- the reference implementations). Ids are 0-based as in the model files.
--- Invalid UTF-8 never fails: such bytes are encoded through byte tokens.
+-- Invalid UTF-8 never fails: such bytes are encoded through byte tokens
+-- (WordPiece drops them, as the reference does).
+-- BERT's WordPiece vocabularies (GGUF tokenizer.ggml.model "bert") encode as
+-- [CLS] words... [SEP] with add_special (tok.cls, tok.sep, tok.mask, tok.unk);
+-- decode joins the pieces into words and removes the spaces before
+-- punctuation as Hugging Face's clean_up_tokenization does.
 -- decode(ids, {special = false}) renders control tokens only when special is
 -- true; an id out of range is an error.
 local core = require "slm.core"
