@@ -7,6 +7,9 @@
 
 #include <math.h>
 #include <string.h>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
 
 #include "../core/fp16.h"
 #include "../quant/quant.h"
@@ -324,8 +327,11 @@ int slm_cpu_has_avx2(void)
     static int cached = -1;
     int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (v < 0) {
-        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-            && __builtin_cpu_supports("f16c");
+        /* F16C from CPUID leaf 1 (ECX bit 29): clang before 16 has no
+         * "f16c" for __builtin_cpu_supports, and make fuzz builds with it */
+        unsigned a, b, c, d;
+        int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
         __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
     }
     return v;
