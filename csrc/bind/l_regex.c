@@ -1,4 +1,5 @@
-/* `slm.core.regex`: PCRE2 patterns for constrained decoding.
+/* `slm.core.regex`: PCRE2 patterns for constrained decoding (the core is
+ * csrc/sampler/regex.c).
  *
  *   re = regex.new(pattern)       -- UTF + UCP, compiled (JIT when available)
  *   re:match(text) -> "full" | "partial" | nil
@@ -7,26 +8,16 @@
  * ends). "partial" means text is a prefix of some string the pattern
  * matches (PCRE2 soft partial matching), so generation may continue;
  * "full" that text itself matches. */
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-#include <string.h>
-
+#include "../sampler/regex.h"
 #include "bind.h"
 
 #define REGEX_MT "slm.Regex"
 
-typedef struct regex_ud {
-    pcre2_code *code;
-    pcre2_match_data *md;
-} regex_ud;
-
 static int regex_gc(lua_State *L)
 {
-    regex_ud *r = luaL_checkudata(L, 1, REGEX_MT);
-    if (r->md) pcre2_match_data_free(r->md);
-    if (r->code) pcre2_code_free(r->code);
-    r->md = NULL;
-    r->code = NULL;
+    slm_regex **r = luaL_checkudata(L, 1, REGEX_MT);
+    slm_regex_free(*r);
+    *r = NULL;
     return 0;
 }
 
@@ -34,58 +25,25 @@ static int regex_new(lua_State *L)
 {
     size_t len;
     const char *pat = luaL_checklstring(L, 1, &len);
-    regex_ud *r = lua_newuserdatauv(L, sizeof *r, 0);
-    r->code = NULL;
-    r->md = NULL;
+    slm_regex **r = lua_newuserdatauv(L, sizeof *r, 0);
+    *r = NULL;
     luaL_setmetatable(L, REGEX_MT);
-    int errcode;
-    PCRE2_SIZE erroff;
-    /* the pattern alone first, so errors name offsets in what the user wrote */
-    pcre2_code *check = pcre2_compile((PCRE2_SPTR)pat, len, PCRE2_UTF | PCRE2_UCP, &errcode,
-                                      &erroff, NULL);
-    if (!check) {
-        PCRE2_UCHAR msg[256];
-        pcre2_get_error_message(errcode, msg, sizeof msg);
-        return luaL_error(L, "regex: %s at offset %d of '%s'", (const char *)msg, (int)erroff, pat);
-    }
-    pcre2_code_free(check);
-    /* end-anchoring by a trailing \z rather than PCRE2_ENDANCHORED, which
-     * PCRE2 refuses together with partial matching */
-    luaL_Buffer B;
-    luaL_buffinit(L, &B);
-    luaL_addstring(&B, "(?:");
-    luaL_addlstring(&B, pat, len);
-    luaL_addstring(&B, ")\\z");
-    luaL_pushresult(&B);
-    size_t wlen;
-    const char *wrapped = lua_tolstring(L, -1, &wlen);
-    r->code = pcre2_compile((PCRE2_SPTR)wrapped, wlen, PCRE2_UTF | PCRE2_UCP | PCRE2_ANCHORED,
-                            &errcode, &erroff, NULL);
-    lua_pop(L, 1);
-    if (!r->code) {
-        PCRE2_UCHAR msg[256];
-        pcre2_get_error_message(errcode, msg, sizeof msg);
-        return luaL_error(L, "regex: %s at offset %d of '%s'", (const char *)msg, (int)erroff, pat);
-    }
-    pcre2_jit_compile(r->code, PCRE2_JIT_COMPLETE | PCRE2_JIT_PARTIAL_SOFT);
-    r->md = pcre2_match_data_create_from_pattern(r->code, NULL);
-    if (!r->md) return luaL_error(L, "regex: out of memory");
+    slm_error err;
+    if (!(*r = slm_regex_new(pat, len, &err))) return slm_bind_error(L, &err);
     return 1;
 }
 
 static int regex_match(lua_State *L)
 {
-    regex_ud *r = luaL_checkudata(L, 1, REGEX_MT);
+    slm_regex **r = luaL_checkudata(L, 1, REGEX_MT);
     size_t len;
     const char *s = luaL_checklstring(L, 2, &len);
-    if (!r->code) return luaL_error(L, "attempt to use a freed regex");
-    /* NO_UTF_CHECK is not passed: invalid UTF-8 text simply does not match */
-    int rc = pcre2_match(r->code, (PCRE2_SPTR)s, len, 0, PCRE2_PARTIAL_SOFT, r->md, NULL);
-    if (rc >= 0) lua_pushliteral(L, "full");
-    /* the empty text inspects no character, so PCRE2 reports no partial
-     * match; it is a prefix of every match */
-    else if (rc == PCRE2_ERROR_PARTIAL || len == 0) lua_pushliteral(L, "partial");
-    else lua_pushnil(L);
+    if (!*r) return luaL_error(L, "attempt to use a freed regex");
+    switch (slm_regex_match(*r, s, len)) {
+    case SLM_REGEX_FULL: lua_pushliteral(L, "full"); break;
+    case SLM_REGEX_PARTIAL: lua_pushliteral(L, "partial"); break;
+    default: lua_pushnil(L);
+    }
     return 1;
 }
 

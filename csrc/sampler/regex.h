@@ -1,0 +1,34 @@
+/* Regular-expression constraints for generation (PCRE2, UTF + UCP; JIT
+ * when available): the core of `slm.core.regex` and generate{regex =}.
+ *
+ * A pattern constrains the whole text: slm_regex_match tells whether a text
+ * matches the whole pattern (FULL), is a prefix of some text the pattern
+ * matches so that generation may continue (PARTIAL: PCRE2 soft partial
+ * matching), or neither (NONE). The empty text is PARTIAL at least.
+ * Invalid UTF-8 in a text never matches (it is not an error).
+ *
+ * An slm_regex holds its own match data: one thread at a time. */
+#ifndef SLM_REGEX_H
+#define SLM_REGEX_H
+
+#include <stddef.h>
+
+#include "../core/status.h"
+
+typedef struct slm_regex slm_regex;
+
+typedef enum slm_regex_result {
+    SLM_REGEX_NONE = 0,
+    SLM_REGEX_PARTIAL,
+    SLM_REGEX_FULL
+} slm_regex_result;
+
+/* Compiles pattern[0..len). NULL on failure: SLM_EINVAL with PCRE2's message
+ * and the offset in the pattern ("regex: missing terminating ] for character
+ * class at offset 4 of '[0-9'"), or SLM_ENOMEM. */
+slm_regex *slm_regex_new(const char *pattern, size_t len, slm_error *err);
+void slm_regex_free(slm_regex *re);   /* NULL is fine */
+
+slm_regex_result slm_regex_match(slm_regex *re, const char *text, size_t len);
+
+#endif
