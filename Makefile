@@ -6,12 +6,15 @@
 #   make bench      benchmarks (tokens/s, MB/s, peak RSS)
 #   make doc        docs/API.md from the Lua modules' comments
 #   make host       build/host: examples/host, a C program embedding Lua + slm
+#   make fuzz       libFuzzer targets (clang) in build-fuzz/, each run FUZZ_SECONDS
+#                   (tests/fuzz/README.md); make test replays their regression inputs
 #   make install    install into the standard Lua 5.4 paths (PREFIX=/usr/local)
 #   make deps       install the Debian packages below (needs root)
 #   make clean
 
 DEBIAN_PACKAGES = build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-dev \
-                  libutf8proc-dev libpcre2-dev libjansson-dev lua-busted
+                  libutf8proc-dev libpcre2-dev libjansson-dev lua-busted \
+                  clang libclang-rt-14-dev
 
 BUILD    ?= build
 CC       ?= cc
@@ -37,18 +40,23 @@ CORE_SRC := $(sort $(wildcard csrc/core/*.c csrc/quant/*.c csrc/kernels/*.c \
                               csrc/blocks/*.c csrc/sampler/*.c))
 BIND_SRC := $(sort $(wildcard csrc/bind/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
 
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# each fuzz target with replay.c's main(): its regression inputs, in make test
+FUZZ_REPLAY := $(FUZZ_NAMES:%=$(BUILD)/tests/test_fuzz_%)
 
 LIB    = $(BUILD)/libslm.a
 MODULE = $(BUILD)/slm/core.so
 HOST   = $(BUILD)/host
 
-.PHONY: all test asan bench doc install uninstall deps clean check-layers host
+.PHONY: all test asan bench doc install uninstall deps clean check-layers host \
+        fuzz fuzz-build fuzz-bins
 
-all: $(LIB) $(MODULE) $(TEST_BIN) $(HOST)
+all: $(LIB) $(MODULE) $(TEST_BIN) $(FUZZ_REPLAY) $(HOST)
 
 $(BUILD)/obj/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
@@ -77,6 +85,16 @@ $(HOST): examples/host/host.c $(BIND_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(BIND_OBJ) $(LIB) $(SAN) $(LDLIBS) $(LUA_LIBS)
 
+# The chat target runs chat.lua in an embedded Lua state (as examples/host)
+FUZZ_OBJ_chat = $(BIND_OBJ)
+FUZZ_LIBS_chat = $(LUA_LIBS)
+FUZZ_COMMON = tests/fuzz/common.c tests/fuzz/fuzz.h
+
+$(FUZZ_REPLAY): $(BUILD)/tests/test_fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(FUZZ_COMMON) $(LIB) $(BIND_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Icsrc -Itests/fuzz -DFUZZ_TARGET='"$*"' tests/fuzz/replay.c tests/fuzz/common.c $< \
+	  $(FUZZ_OBJ_$*) -o $@ $(LIB) $(SAN) $(LDLIBS) $(FUZZ_LIBS_$*)
+
 -include $(CORE_OBJ:.o=.d) $(BIND_OBJ:.o=.d)
 
 # The core must not depend on Lua: only csrc/bind may include lua.h.
@@ -98,6 +116,34 @@ asan:
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:allocator_may_return_null=1 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 sh tests/run.sh
+
+# Fuzzing (tests/fuzz/README.md): clang's libFuzzer with ASan + UBSan. The
+# core and binding objects are rebuilt with coverage and the sanitizers in
+# build-fuzz/ (a normal build is untouched); one program per target in
+# build-fuzz/fuzz/. tests/fuzz/run.sh makes the seed corpora from the
+# fixtures, runs each target FUZZ_SECONDS seconds and prints one line per
+# target and "N passed, N failed" (a crash is a failure).
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 6
+FUZZ_SAN      = -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
+                -fno-omit-frame-pointer
+FUZZ_TARGETS ?= $(FUZZ_NAMES)
+
+fuzz: fuzz-build $(MODULE)
+	@BUILD=$(BUILD) FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) \
+	  sh tests/fuzz/run.sh $(FUZZ_TARGETS)
+
+fuzz-build:
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPT=-O1 SAN="$(FUZZ_SAN)" fuzz-bins
+
+# (with BUILD=build-fuzz, from fuzz-build)
+fuzz-bins: $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_COMMON) $(LIB) $(BIND_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Icsrc -Itests/fuzz tests/fuzz/common.c $< $(FUZZ_OBJ_$*) -fsanitize=fuzzer \
+	  -o $@ $(LIB) $(SAN) $(LDLIBS) $(FUZZ_LIBS_$*)
 
 bench: all
 	@BUILD=$(BUILD) bin/slm bench/run.lua $(BENCH_ARGS)
@@ -122,4 +168,4 @@ deps:
 	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEBIAN_PACKAGES)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -1,0 +1,64 @@
+/* Fuzz target: the regex constraint of generation (csrc/sampler/regex.c,
+ * behind slm.core.regex and generate{regex =}).
+ *
+ * Input: pattern, a 0 byte, text (no 0 byte: the whole input is the
+ * pattern and the text is empty). Checks, against PCRE2 used directly:
+ *   - the constraint compiles exactly the patterns PCRE2 compiles;
+ *   - "full" exactly when the whole text matches the whole pattern
+ *     (PCRE2_ANCHORED | PCRE2_ENDANCHORED, no partial matching), unless
+ *     PCRE2 stops at a resource limit;
+ *   - a text that is "full" or "partial" has every prefix (at character
+ *     boundaries) "full" or "partial": generation only ever extends a text
+ *     the constraint kept. */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <string.h>
+
+#include "fuzz.h"
+#include "sampler/regex.h"
+
+static const char *const names[] = {"none", "partial", "full"};
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *pat = (const char *)data, *text = "";
+    size_t plen = size, tlen = 0;
+    const uint8_t *z = memchr(data, 0, size);
+    if (z) {
+        plen = (size_t)(z - data);
+        text = (const char *)z + 1;
+        tlen = size - plen - 1;
+    }
+    int errcode;
+    PCRE2_SIZE erroff;
+    pcre2_code *direct = pcre2_compile((PCRE2_SPTR)pat, plen, PCRE2_UTF | PCRE2_UCP, &errcode,
+                                       &erroff, NULL);
+    slm_error err;
+    slm_regex *re = slm_regex_new(pat, plen, &err);
+    FUZZ_CHECK(!re == !direct, "PCRE2 %s the pattern, slm_regex_new %s it%s%s",
+               direct ? "compiles" : "refuses", re ? "compiles" : "refuses", re ? "" : ": ",
+               re ? "" : err.msg);
+    if (!re) return 0;
+    slm_regex_result r = slm_regex_match(re, text, tlen);
+    if (tlen <= 256) {
+        pcre2_match_data *md = pcre2_match_data_create_from_pattern(direct, NULL);
+        FUZZ_CHECK(md != NULL, "out of memory");
+        int rc = pcre2_match(direct, (PCRE2_SPTR)text, tlen, 0, PCRE2_ANCHORED | PCRE2_ENDANCHORED,
+                             md, NULL);
+        pcre2_match_data_free(md);
+        int limit = rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
+                    rc == PCRE2_ERROR_HEAPLIMIT || rc == PCRE2_ERROR_NOMEMORY;
+        FUZZ_CHECK(limit || (rc >= 0) == (r == SLM_REGEX_FULL),
+                   "the constraint says %s, PCRE2's anchored match %s (rc %d)", names[r],
+                   rc >= 0 ? "matches" : "does not", rc);
+    }
+    if (r != SLM_REGEX_NONE && tlen <= 64)
+        for (size_t n = 0; n < tlen; n++) {
+            if (((unsigned char)text[n] & 0xC0) == 0x80) continue;   /* inside a character */
+            FUZZ_CHECK(slm_regex_match(re, text, n) != SLM_REGEX_NONE,
+                       "the text is %s but its prefix of %zu bytes is none", names[r], n);
+        }
+    pcre2_code_free(direct);
+    slm_regex_free(re);
+    return 0;
+}
