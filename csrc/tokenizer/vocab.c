@@ -348,8 +348,9 @@ static slm_status encode_word(const slm_tok *t, slm_tok_work *w, const char *p, 
     size_t first = out->n;
     slm_status st = t->kind == SLM_TOK_SPM ? slm_spm_encode(t, w, p, n, out, err)
                                            : slm_bpe_encode(t, w, p, n, out, err);
+    /* (out->v is NULL while nothing was pushed: no arithmetic on it) */
     if (!st && n <= CACHE_MAX_WORD)
-        slm_wcache_put(w->cache, p, n, h, out->v + first, out->n - first);
+        slm_wcache_put(w->cache, p, n, h, out->n > first ? out->v + first : NULL, out->n - first);
     return st;
 }
 
