@@ -1,5 +1,6 @@
 #include "llama2c.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +64,9 @@ slm_llama2c *slm_llama2c_open(const char *path, slm_error *err)
     c.n_heads = rd_i32(p + 12); c.n_kv_heads = rd_i32(p + 16);
     c.vocab_size = rd_i32(p + 20); c.seq_len = rd_i32(p + 24);
     c.shared_classifier = c.vocab_size > 0;
-    if (c.vocab_size < 0) c.vocab_size = -c.vocab_size;
+    /* INT_MIN has no positive twin: it stays negative and is refused below
+     * (negating it overflows) */
+    if (c.vocab_size < 0 && c.vocab_size != INT_MIN) c.vocab_size = -c.vocab_size;
     const char *bad = NULL;
     /* generous limits keep every size product far from overflow */
     if (c.dim <= 0 || c.dim > 65536) bad = "dim";
