@@ -6,8 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Two compilations of the pattern (the reason is in slm_regex_new):
+ *   full:   anchored at both ends, for "does the whole text match";
+ *   prefix: PCRE2 wraps it as ^(?:pattern)$ itself (PCRE2_EXTRA_MATCH_LINE,
+ *           with $ meaning the very end), for soft partial matching. */
 struct slm_regex {
-    pcre2_code *code;
+    pcre2_code *full, *prefix;
     pcre2_match_data *md;
 };
 
@@ -15,7 +19,8 @@ void slm_regex_free(slm_regex *re)
 {
     if (!re) return;
     if (re->md) pcre2_match_data_free(re->md);
-    if (re->code) pcre2_code_free(re->code);
+    if (re->full) pcre2_code_free(re->full);
+    if (re->prefix) pcre2_code_free(re->prefix);
     free(re);
 }
 
@@ -32,52 +37,55 @@ static slm_regex *compile_error(slm_regex *re, int errcode, size_t erroff, const
     return NULL;
 }
 
+static slm_regex *out_of_memory(slm_regex *re, slm_error *err)
+{
+    slm_regex_free(re);
+    slm_error_set(err, SLM_ENOMEM, "regex: out of memory");
+    return NULL;
+}
+
 slm_regex *slm_regex_new(const char *pat, size_t len, slm_error *err)
 {
     slm_regex *re = calloc(1, sizeof *re);
-    if (!re) {
-        slm_error_set(err, SLM_ENOMEM, "regex: out of memory");
-        return NULL;
-    }
+    if (!re) return out_of_memory(re, err);
     int errcode;
     PCRE2_SIZE erroff;
-    /* the pattern alone first, so errors name offsets in what the user wrote */
-    pcre2_code *check = pcre2_compile((PCRE2_SPTR)pat, len, PCRE2_UTF | PCRE2_UCP, &errcode,
-                                      &erroff, NULL);
-    if (!check) return compile_error(re, errcode, erroff, pat, len, err);
-    pcre2_code_free(check);
-    /* end-anchoring by a trailing \z rather than PCRE2_ENDANCHORED, which
-     * PCRE2 refuses together with partial matching */
-    char *wrapped = malloc(len + 8);
-    if (!wrapped) {
-        slm_regex_free(re);
-        slm_error_set(err, SLM_ENOMEM, "regex: out of memory");
-        return NULL;
-    }
-    memcpy(wrapped, "(?:", 3);
-    memcpy(wrapped + 3, pat, len);
-    memcpy(wrapped + 3 + len, ")\\z", 3);
-    re->code = pcre2_compile((PCRE2_SPTR)wrapped, len + 6, PCRE2_UTF | PCRE2_UCP | PCRE2_ANCHORED,
+    /* "full" is exactly PCRE2's anchored match of the whole text. Partial
+     * matching needs the end anchor inside the pattern (PCRE2 refuses
+     * PCRE2_ENDANCHORED with it). slm used to write "(?:" pattern ")\z",
+     * which broke valid patterns (the fuzz target found "\Q..." quoting the
+     * added ")\z"; a (?x) "# comment" swallows it; leading (*UTF)-style
+     * items must come first) and let (*ACCEPT) or a recursion into the
+     * whole pattern end a match early, which was then taken for "full".
+     * PCRE2_EXTRA_MATCH_LINE adds the anchors after parsing instead. */
+    re->full = pcre2_compile((PCRE2_SPTR)pat, len,
+                             PCRE2_UTF | PCRE2_UCP | PCRE2_ANCHORED | PCRE2_ENDANCHORED,
                              &errcode, &erroff, NULL);
-    free(wrapped);
-    if (!re->code) return compile_error(re, errcode, erroff, pat, len, err);
-    pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE | PCRE2_JIT_PARTIAL_SOFT);
-    re->md = pcre2_match_data_create_from_pattern(re->code, NULL);
-    if (!re->md) {
-        slm_regex_free(re);
-        slm_error_set(err, SLM_ENOMEM, "regex: out of memory");
-        return NULL;
-    }
+    if (!re->full) return compile_error(re, errcode, erroff, pat, len, err);
+    pcre2_compile_context *cc = pcre2_compile_context_create(NULL);
+    if (!cc) return out_of_memory(re, err);
+    pcre2_set_compile_extra_options(cc, PCRE2_EXTRA_MATCH_LINE);
+    re->prefix = pcre2_compile((PCRE2_SPTR)pat, len,
+                               PCRE2_UTF | PCRE2_UCP | PCRE2_ANCHORED | PCRE2_DOLLAR_ENDONLY,
+                               &errcode, &erroff, cc);
+    pcre2_compile_context_free(cc);
+    if (!re->prefix) return compile_error(re, errcode, erroff, pat, len, err);
+    pcre2_jit_compile(re->full, PCRE2_JIT_COMPLETE);
+    pcre2_jit_compile(re->prefix, PCRE2_JIT_PARTIAL_SOFT);
+    re->md = pcre2_match_data_create_from_pattern(re->full, NULL);
+    if (!re->md) return out_of_memory(re, err);
     return re;
 }
 
 slm_regex_result slm_regex_match(slm_regex *re, const char *s, size_t len)
 {
     /* NO_UTF_CHECK is not passed: invalid UTF-8 text simply does not match */
-    int rc = pcre2_match(re->code, (PCRE2_SPTR)s, len, 0, PCRE2_PARTIAL_SOFT, re->md, NULL);
-    if (rc >= 0) return SLM_REGEX_FULL;
+    if (pcre2_match(re->full, (PCRE2_SPTR)s, len, 0, 0, re->md, NULL) >= 0) return SLM_REGEX_FULL;
     /* the empty text inspects no character, so PCRE2 reports no partial
      * match; it is a prefix of every match */
-    if (rc == PCRE2_ERROR_PARTIAL || len == 0) return SLM_REGEX_PARTIAL;
-    return SLM_REGEX_NONE;
+    if (len == 0) return SLM_REGEX_PARTIAL;
+    /* a complete match of the prefix code here is not a whole match (the
+     * full code said so: (*ACCEPT), a recursion through the anchors) */
+    int rc = pcre2_match(re->prefix, (PCRE2_SPTR)s, len, 0, PCRE2_PARTIAL_SOFT, re->md, NULL);
+    return rc == PCRE2_ERROR_PARTIAL ? SLM_REGEX_PARTIAL : SLM_REGEX_NONE;
 }

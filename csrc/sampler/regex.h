@@ -6,6 +6,10 @@
  * matches so that generation may continue (PARTIAL: PCRE2 soft partial
  * matching), or neither (NONE). The empty text is PARTIAL at least.
  * Invalid UTF-8 in a text never matches (it is not an error).
+ * FULL is exactly PCRE2's match anchored at both ends. PARTIAL runs the
+ * pattern inside end anchors that PCRE2 adds (PCRE2_EXTRA_MATCH_LINE):
+ * a recursion into the whole pattern ((?R), (?0)) meets them too, so the
+ * prefixes of such a pattern's matches may be NONE.
  *
  * An slm_regex holds its own match data: one thread at a time. */
 #ifndef SLM_REGEX_H
