@@ -1,7 +1,7 @@
 /* `slm.core.regex`: PCRE2 patterns for constrained decoding (the core is
  * csrc/sampler/regex.c).
  *
- *   re = regex.new(pattern)       -- UTF + UCP, compiled (JIT when available)
+ *   re = regex.new(pattern)       -- UTF + UCP, compiled
  *   re:match(text) -> "full" | "partial" | nil
  *
  * The whole text is matched against the whole pattern (anchored at both

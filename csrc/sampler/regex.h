@@ -1,5 +1,5 @@
-/* Regular-expression constraints for generation (PCRE2, UTF + UCP; JIT
- * when available): the core of `slm.core.regex` and generate{regex =}.
+/* Regular-expression constraints for generation (PCRE2, UTF + UCP, its
+ * interpreter): the core of `slm.core.regex` and generate{regex =}.
  *
  * A pattern constrains the whole text: slm_regex_match tells whether a text
  * matches the whole pattern (FULL), is a prefix of some text the pattern
