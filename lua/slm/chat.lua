@@ -131,7 +131,13 @@ local MONTHS = { "January", "February", "March", "April", "May", "June", "July",
 
 local function check_date(d)
   if d == nil then return nil end
-  if math.type(d) == "integer" then return os.date("*t", d) end
+  if math.type(d) == "integer" then
+    -- os.date raises its own error ("date result cannot be represented")
+    -- for seconds the C library cannot convert: say which option it was
+    local ok, t = pcall(os.date, "*t", d)
+    if not ok then error("chat: option 'date' (" .. d .. " seconds) is out of the range of dates", 0) end
+    return t
+  end
   if type(d) ~= "table" then
     error("chat: option 'date' must be os.time() seconds or {year =, month =, day =} (got " .. type(d) .. ")", 0)
   end
