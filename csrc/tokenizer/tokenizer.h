@@ -19,8 +19,13 @@
  * own that no pre-tokenizer regex and no normalizer matches, and it is
  * encoded through the byte tokens (GPT-2 byte characters or <0xNN>). So
  * encode never fails on any byte string, and decode(encode(s)) == s whenever
- * the vocabulary has byte tokens and no normalizer changes s. WordPiece has
- * no byte tokens: it drops such bytes, as the reference does.
+ * the vocabulary has a token for every byte that decodes to that byte
+ * (deepseek-coder's token for 0xC0 is the user-defined "\u00c0", which
+ * decodes as its text) and no normalizer changes s; with SentencePiece,
+ * also when s has no "▁" (it comes back as a space) and no user-defined
+ * token text (the text after one gets the dummy-prefix space), both as in
+ * the references. WordPiece has no byte tokens: it drops such bytes, as the
+ * reference does.
  *
  * An slm_tok is immutable after loading: encode/decode may run concurrently
  * from several threads on one object. */
