@@ -285,6 +285,16 @@ static slm_tok *from_json(json_t *root, const char *path, slm_error *err)
         }
         if (json_integer_value(id) > max_id) max_id = json_integer_value(id);
     }
+    /* Ids between the entries get placeholders, but a few bytes of JSON
+     * must not ask for 2^31 of them (16 GiB of tables, found by the tokjson
+     * fuzz target): real files number their tokens densely, so at most as
+     * many gaps as entries (+ 1024) are accepted. */
+    size_t entries = json_object_size(vocab) + json_array_size(added);
+    if (max_id >= 2 * (int64_t)entries + 1024) {
+        slm_error_set(err, SLM_EFORMAT, "%s: token id %lld is far past the %zu vocabulary and added "
+                      "tokens (ids must be dense)", path, (long long)max_id, entries);
+        return NULL;
+    }
     int32_t n = (int32_t)(max_id + 1);
     const char **text = calloc((size_t)(n > 0 ? n : 1), sizeof *text);
     int *attr = calloc((size_t)(n > 0 ? n : 1), sizeof *attr);
