@@ -66,9 +66,9 @@ for t in $targets; do
     passed=$((passed + 1))
   else
     echo "fuzz $t: FAIL (exit $rc) after ${execs:-?} executions in ${secs}s; log $log"
-    grep -E '^(fuzz: |SUMMARY|==[0-9]+==ERROR|.*runtime error)' "$log" | head -n 5 | sed 's/^/  /'
-    grep -qE '^(fuzz: |SUMMARY)' "$log" || tail -n 3 "$log" | sed 's/^/  /'
-    grep -E 'Test unit written to|artifact' "$log" | tail -n 2 | sed 's/^/  /'
+    grep -E '^(fuzz: |SUMMARY|==[0-9]+==ERROR|.*runtime error)' "$log" | head -n 5 | sed 's/^/  > /'
+    grep -qE '^(fuzz: |SUMMARY)' "$log" || tail -n 3 "$log" | sed 's/^/  > /'
+    grep -E 'Test unit written to|artifact' "$log" | tail -n 2 | sed 's/^/  > /'
     failed=$((failed + 1))
   fi
 done
