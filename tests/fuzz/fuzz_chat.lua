@@ -17,8 +17,8 @@
 -- Errors: slm.chat raises "chat: ..." for what a caller got wrong and
 -- "bad argument #..." for a wrong argument type (both at level 0 or
 -- from a function called by C, so without a position): any other error
--- (a runtime error inside chat.lua, an error from a library function) is a
--- failure.
+-- (a runtime error inside chat.lua, an error from a library function, one
+-- with a position) is a failure.
 local slm = require "slm"
 local chat = slm.chat
 
@@ -129,11 +129,10 @@ end
 -- nil when err is one of slm.chat's documented errors
 local function bad_error(where, err)
   if type(err) ~= "string" then return where .. ": error value of type " .. type(err) end
+  -- (a position "chat.lua:12: " would come first: these prefixes exclude it;
+  -- the rest may quote the caller's text, whatever it holds)
   if not (err:find("^chat: ") or err:find("^bad argument #%d+ to '%w+' %(")) then
     return where .. ": undocumented error: " .. err
-  end
-  if err:find("%.lua:%d+:") or err:find("stack traceback") then
-    return where .. ": error with a position: " .. err
   end
 end
 
