@@ -197,6 +197,13 @@ local function shrink_rwkvcpp(s)
 end
 
 local function rwkvcpp_seeds()
+  -- built-in: a header and one parameter of each data type
+  local params = { string.pack("<i4i4i4i4i4i4", 0x67676d66, 101, 256, 4, 1, 1) }
+  for i, dt in ipairs { 0, 1, 2, 3, 7, 8, 9 } do
+    local key = "blocks.0.p" .. i
+    params[#params + 1] = string.pack("<i4i4i4i4i4", 2, #key, dt, BLOCK[dt], 1) .. key .. string.rep("\1", BYTES[dt])
+  end
+  seed("rwkvcpp", "builtin", table.concat(params))
   if not fx then return end
   for _, name in ipairs(ls(fx .. "/rwkv", "%.bin$")) do
     local s = slurp(fx .. "/rwkv/" .. name)
