@@ -7,9 +7,11 @@
  * matching), or neither (NONE). The empty text is PARTIAL at least.
  * Invalid UTF-8 in a text never matches (it is not an error).
  * FULL is exactly PCRE2's match anchored at both ends. PARTIAL runs the
- * pattern inside end anchors that PCRE2 adds (PCRE2_EXTRA_MATCH_LINE):
- * a recursion into the whole pattern ((?R), (?0)) meets them too, so the
- * prefixes of such a pattern's matches may be NONE.
+ * pattern inside end anchors that PCRE2 adds (PCRE2_EXTRA_MATCH_LINE).
+ * Two constructs defeat that, so that a prefix of a match may be NONE: a
+ * recursion into the whole pattern ((?R), (?0)) meets the anchors too, and
+ * a (*ACCEPT) reached before the end is a complete match that PCRE2 prefers
+ * to the partial one ("a.|(*ACCEPT)": "ac" is FULL, "a" NONE).
  *
  * An slm_regex holds its own match data: one thread at a time. */
 #ifndef SLM_REGEX_H
