@@ -219,6 +219,6 @@ describe("sliding-window layers", function()
     local model = assert(slm.load(path))
     assert.has_error(function() model:session { ctx = 64, swa = false } end,
                      "session: unknown option 'swa' (known: batch, ctx, swa_ring)")
-    assert.has_error(function() model:session { swa_ring = "no" } end, "session: swa_ring must be a boolean")
+    assert.has_error(function() model:session { swa_ring = "no" } end, 'session: swa_ring must be a boolean, got "no"')
   end)
 end)

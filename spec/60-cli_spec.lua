@@ -160,7 +160,7 @@ describe("slm command", function()
     -- misuse: one line on stderr
     out, err, code = run("embed " .. p .. " hi --pooling max")
     assert.equal(1, code)
-    assert.equal('slm: embed: pooling must be "none", "mean", "cls" or "last" (got max)\n', err)
+    assert.equal('slm: embed: pooling must be "none", "mean", "cls" or "last", got "max"\n', err)
     out, err, code = run("embed " .. p)
     assert.equal(1, code)
     assert.matches("^slm: usage: slm embed MODEL TEXT", err)

@@ -19,6 +19,7 @@
 --       file (f:typed, in file order, general.alignment left to the writer)
 --       with overrides, and every tensor as tensor_fn(info) returns it
 local gguf = require "slm.gguf"
+local options = require "slm.options"
 
 local M = {}
 
@@ -77,20 +78,39 @@ end
 -- slot; the other experts' probabilities are unchanged, so tokens that did
 -- not choose it compute exactly as before); a forced one is always chosen,
 -- first, with its own probability as weight.
+local VARIANT_OPTS = options.known { "layers", "skip", "exit", "experts" }
+
+--- The architectures whose definitions have layer plans (what variant needs), sorted.
+function M.plan_archs()
+  local model_mod = require "slm.model"
+  local out = {}
+  for _, name in ipairs(model_mod.definitions) do
+    local def = require("slm.models." .. name)
+    if def.plans then
+      for _, a in ipairs(def.archs or {}) do out[#out + 1] = a end
+    end
+  end
+  table.sort(out)
+  return out
+end
+
 function M.variant(model, o)
   if type(o) ~= "table" then error("bad argument #1 to 'variant' (table expected)", 2) end
+  options.check("variant", o, VARIANT_OPTS)
   if not model.def.plans then
-    error("variant: " .. model.hp.arch .. " models have no layer plans (llama-family only)", 2)
+    error(string.format("variant: %s models have no layer plans (architectures with plans: %s)", model.hp.arch,
+                        table.concat(M.plan_archs(), ", ")), 2)
   end
   local n = #model.net.layers
   local plan = {}
   if o.layers ~= nil then
-    if type(o.layers) ~= "table" then error("variant: layers must be a list of layer numbers", 2) end
+    if type(o.layers) ~= "table" then options.fail("variant", "layers", "a list of layer numbers", o.layers) end
     for i, v in ipairs(o.layers) do plan[i] = check_layer(v, n, "layers entry") + 1 end
   else
     for l = 1, n do plan[l] = l end
   end
   if o.skip ~= nil then
+    if type(o.skip) ~= "table" then options.fail("variant", "skip", "a list of layer numbers", o.skip) end
     local skip = {}
     for _, v in ipairs(o.skip) do skip[check_layer(v, n, "skip entry") + 1] = true end
     local kept = {}
@@ -99,7 +119,7 @@ function M.variant(model, o)
   end
   if o.exit ~= nil then
     if math.type(o.exit) ~= "integer" or o.exit < 0 or o.exit > #plan then
-      error(string.format("variant: exit must be an integer in 0..%d", #plan), 2)
+      options.fail("variant", "exit", "an integer in 0.." .. #plan, o.exit)
     end
     for i = #plan, o.exit + 1, -1 do plan[i] = nil end
   end
