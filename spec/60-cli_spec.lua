@@ -221,7 +221,7 @@ describe("slm command", function()
       { "run " .. p .. " -p hi --bogus", "^slm: unknown option '%-%-bogus'" },
       { "run " .. p .. " -p hi -n 0", "^slm: option %-n must be at least 1" },
       { "run " .. p, "^slm: usage: slm run MODEL" },
-      { "run " .. p .. " -p 'a prompt of many tokens' --ctx 3", "^slm: context full" },
+      { "run " .. p .. " -p 'a prompt of many tokens' --ctx 3", "^slm: generate: prompt of 14 tokens does not fit the context %(0 of 3 in use%)\n$" },
       { "run SmolLM2-135M-Instruct -p hi", "^slm: model 'SmolLM2%-135M%-Instruct' is not downloaded: run `slm pull" },
       { "pull no-such-model", "^slm: pull: no model 'no%-such%-model' in the registry" },
       { "info README.md", "^slm: README.md: not a GGUF file" },
