@@ -909,7 +909,7 @@ describe("chat options and context", function()
     assert.equal(0, #chat.messages)
     assert.equal("render: unknown option 'template' (known: add_generation_prompt, bos, date, eos, model, think)",
                  e(slm.chat.render, "chatml", hi, { template = "chatml" }))
-    assert.equal("tokenize: unknown option 'bos' (known: add_generation_prompt, date, template, think)",
+    assert.equal("tokenize: unknown option 'bos' (known: add_generation_prompt, date, model, template, think)",
                  e(slm.chat.tokenize, m.tokenizer, hi, { bos = "<s>" }))
     assert.equal("chat_session: max_tokens must be a non-negative integer, got 1.5",
                  e(s.chat_session, s, { max_tokens = 1.5 }))

@@ -79,7 +79,8 @@
 -- sess:chat never modifies `messages`; it returns the reply text and an info
 -- table {template =, reused = tokens kept, evaluated = prompt tokens
 -- evaluated, generated = tokens generated, reset = true when the session was
--- reset, reasoning = see above, seed =, stopped = as sess:generate's info}.
+-- reset, reasoning = see above, seed =, stopped =, prompt_seconds =,
+-- seconds = as sess:generate's info}.
 -- A conversation longer than the session's context is an error; a chat
 -- session (sess:chat_session) keeps the history in chat.messages, appends
 -- each user turn and reply to it and, when the history no longer fits,
@@ -890,9 +891,9 @@ local function encode_units(tok, units)
 end
 
 --- tokenize(tok, messages [, opts]) -> ids, units: the ids sess:chat would
--- evaluate on an empty session (opts: template, add_generation_prompt and
--- the template's options, as render).
-local TOKENIZE_OPTS = options.known { "template", "add_generation_prompt", "think", "date" }
+-- evaluate on an empty session (opts: template, add_generation_prompt, model
+-- (for the default template) and the template's options, as render).
+local TOKENIZE_OPTS = options.known { "template", "add_generation_prompt", "model", "think", "date" }
 
 -- The units of a conversation as sess:chat sees them on an empty session
 -- (BOS from the vocabulary unless the template renders it) and its template.
@@ -906,7 +907,7 @@ end
 
 function M.tokenize(tok, messages, opts)
   opts = options.check("tokenize", opts, TOKENIZE_OPTS)
-  local units = prompt_units(tok, nil, messages, opts, opts.add_generation_prompt ~= false)
+  local units = prompt_units(tok, opts.model, messages, opts, opts.add_generation_prompt ~= false)
   return encode_units(tok, units), units
 end
 
@@ -989,7 +990,8 @@ function M.chat(sess, messages, opts, callback)
 
   local n0 = sess.n_past + #ids
   local reply, ginfo = sess:generate(#ids > 0 and ids or nil, gopts, callback or function() end)
-  info.seed, info.stopped = ginfo.seed, ginfo.stopped
+  info.seed, info.stopped, info.prompt_seconds, info.seconds = ginfo.seed, ginfo.stopped, ginfo.prompt_seconds,
+                                                                ginfo.seconds
 
   -- the session now holds the prompt and the reply's tokens: remember them
   -- for the next turn's comparison, as text decoded as generate decodes it

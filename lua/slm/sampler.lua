@@ -206,10 +206,24 @@ end
 -- penalties only when one of repeat_penalty, frequency or presence is given
 -- (last_n 64). temp = 0 gives greedy sampling (after the penalties). An
 -- unknown option or a wrong value is an error naming it.
+local stages
+
 function M.default(o)
-  o = options.check("slm.sampler.default", o, DEFAULT_KNOWN)
+  return M.chain(stages(o, 4))
+end
+
+--- default_stages(o) -> the list of stages default(o) chains (for
+-- generate's regex option, which puts its own stage first).
+function M.default_stages(o)
+  return (stages(o, 4))
+end
+
+-- errors at level (as options.check takes it: 4 is the caller of the
+-- function that called stages)
+function stages(o, level)
+  o = options.check("slm.sampler.default", o, DEFAULT_KNOWN, level)
   local key, expected, got = M.check_default(o)
-  if key then options.fail("slm.sampler.default", key, expected, got) end
+  if key then options.fail("slm.sampler.default", key, expected, got, level) end
   local spec = {}
   if o.repeat_penalty or o.frequency or o.presence then
     spec[#spec + 1] = {"penalties", last_n = o.last_n or 64, repeat_penalty = o.repeat_penalty,
@@ -224,7 +238,7 @@ function M.default(o)
     spec[#spec + 1] = {"temp", o.temp or 0.8}
     spec[#spec + 1] = {"dist", seed = o.seed}
   end
-  return M.chain(spec)
+  return spec
 end
 
 return M
