@@ -185,7 +185,10 @@ function M.heads(model, spec, opts)
       error(string.format("prune.heads: layer %s out of range 0..%d", tostring(layer), hp.n_layer - 1), 2)
     end
     local p = "blk." .. layer .. "."
-    if not src.has(p .. "attn_q.weight") then error("prune.heads: fused attn_qkv is not supported", 2) end
+    if not src.has(p .. "attn_q.weight") then
+      error(string.format(src.has(p .. "attn_qkv.weight") and "prune.heads: layer %d's fused attn_qkv is not supported"
+                          or "prune.heads: layer %d has no attention heads (no attn_q.weight)", layer), 2)
+    end
     for _, h in ipairs(hs) do
       if math.type(h) ~= "integer" or h < 0 or h >= nh then
         error(string.format("prune.heads: head %s out of range 0..%d", tostring(h), nh - 1), 2)
