@@ -177,7 +177,10 @@ local function load_model(name, opt)
   local bar = progress.new("load", file_size(path), "B")
   bar:update(0)
   local lopts = {}
-  if opt.tokenizer then lopts.tokenizer = opt.tokenizer
+  if opt.tokenizer then
+    local tok, err = slm.tokenizer.load(opt.tokenizer)
+    if not tok then fail("option --tokenizer: %s", err) end
+    lopts.tokenizer = tok
   elseif read_magic(path) == "fmgg" then lopts.tokenizer = slm.tokenizer.bytes() end
   local model, err = slm.load(path, lopts)
   if not model then fail("%s", err) end
@@ -220,13 +223,18 @@ local function check_template(opt)
   end
 end
 
--- A session of --ctx tokens (default: as model:session), with a warning
--- when that is more than the model was trained on.
-local function session_of(model, opt)
+local function need_decoder(model)
   if model.def.encoder then
     fail("%s is a %s encoder: it has no logits to generate with (`slm embed` gives its vectors)", model.path,
          model.hp.arch)
   end
+end
+
+-- A session of --ctx tokens (default: as model:session), with a warning
+-- when that is more than the model was trained on.
+local function session_of(model, opt)
+  need_decoder(model)
+  positive(opt, "ctx", "--ctx")
   local train = model.hp.n_ctx_train
   if opt.ctx and train and opt.ctx > train then
     io.stderr:write(string.format("slm: warning: --ctx %d is above the model's training context (%d): "
@@ -611,6 +619,7 @@ function(pos, opt)
   positive(opt, "tg", "--tg")
   local n_prompt, n_gen = opt.pp or 128, opt.tg or 64
   local model = load_model(pos[1], opt)
+  need_decoder(model)
   local clock = require("slm.bench").clock
   local nv = model.hp.n_vocab
   local ids = {}
