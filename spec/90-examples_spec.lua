@@ -147,7 +147,10 @@ describe("examples", function()
     -- hooks on mamba: no ffn_out point, the middle layer's output becomes its input
     out, code = run("bin/slm examples/hooks.lua " .. mamba)
     assert.equal(0, code, out)
-    assert.matches("\nablated blk%.2 %(output := input%): next token %d+ ", out)
+    local logit = tonumber(out:match("\nnext token %d+ .- %(logit ([%-%d.]+)%)\n"))
+    local ablated = tonumber(out:match("\nablated blk%.2 %(output := input%): next token %d+ .- %(logit ([%-%d.]+)%)\n"))
+    assert.is_truthy(logit and ablated, out)
+    assert.are_not.equal(logit, ablated)   -- the middle layer's contribution is gone
     -- a byte-level rwkv.cpp file reads bytes
     out, code = run("(bin/slm examples/generate.lua " .. rwkvcpp .. " 'In the morning' 8 2>/dev/null)")
     assert.equal(0, code, out)
