@@ -510,35 +510,7 @@ end)
 
 -- ---- perplexity --------------------------------------------------------------------
 
---- perplexity(model, ids, ctx [, bar]) -> ppl, n_scored
--- The ids are cut into consecutive windows of ctx tokens; each window starts
--- from an empty session (so every architecture sees the same context) and
--- each of its tokens after the first is scored by the logits after the
--- tokens before it: ppl = exp(mean of -log softmax(logits)[next id]).
-function cli.perplexity(model, ids, ctx, bar)
-  local sess = model:session { ctx = ctx, batch = 1 }
-  local nll, n = 0, 0
-  local first = 1
-  while first < #ids do
-    local last = math.min(first + ctx - 1, #ids)
-    sess:reset()
-    for i = first, last - 1 do
-      local logits = sess:eval { ids[i] }:totable()
-      local mx = -math.huge
-      for v = 1, #logits do if logits[v] > mx then mx = logits[v] end end
-      local sum = 0
-      for v = 1, #logits do sum = sum + math.exp(logits[v] - mx) end
-      nll = nll + (mx + math.log(sum)) - logits[ids[i + 1] + 1]
-      n = n + 1
-      if bar then bar:update(n) end
-    end
-    first = last + 1
-  end
-  if n == 0 then return nil, 0 end
-  return math.exp(nll / n), n
-end
-
-command("perplexity", "perplexity MODEL FILE [--ctx N]", "perplexity of a model over a text file",
+command("perplexity", "perplexity MODEL FILE [--ctx N]", "perplexity of a model over a text file (slm.eval.perplexity)",
 function(pos, opt)
   if #pos ~= 2 then usage_fail("perplexity") end
   positive(opt, "ctx", "--ctx")
@@ -552,13 +524,13 @@ function(pos, opt)
   if #ids < 2 then fail("perplexity: %s holds fewer than 2 tokens", pos[2]) end
   local ctx = opt.ctx or math.min(model.hp.n_ctx_train or 512, 512)
   if ctx < 2 then fail("perplexity: --ctx must be at least 2") end
-  local windows = (#ids + ctx - 1) // ctx
-  local bar = progress.new("perplexity", #ids - windows)
-  local ppl, n = cli.perplexity(model, ids, ctx, bar)
+  -- disjoint windows of ctx tokens, each from an empty context; the first
+  -- token of each is not scored
+  local bar = progress.new("perplexity", #ids)
+  local r = slm.eval.perplexity(model, ids, { ctx = ctx, progress = function(done) bar:update(done) end })
   bar:finish()
-  if not ppl then fail("perplexity: nothing to score (windows of one token)") end
-  io.stderr:write(string.format("%d tokens scored in %d windows of up to %d\n", n, windows, ctx))
-  io.write(string.format("%.4f\n", ppl))
+  io.stderr:write(string.format("%d tokens scored in %d windows of up to %d\n", r.n, (#ids + ctx - 2) // ctx, ctx))
+  io.write(string.format("%.4f\n", r.ppl))
 end)
 
 -- ---- repl, pull, help ----------------------------------------------------------------
