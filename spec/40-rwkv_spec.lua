@@ -361,6 +361,38 @@ describe("rwkv6 GGUF with one tensor per mixing vector (older conversions)", fun
   end)
 end)
 
+describe("rescale_every_n_layers", function()
+  -- fp16-era checkpoints halve the residual stream after every k-th layer
+  -- and store the output projections of layer i divided by 2^(i // k): the
+  -- layer norms see the same inputs, so the logits stay those of the file
+  -- without rescaling (up to the norms' eps)
+  it("halves the stream where the file says, giving the unscaled file's logits", function()
+    local path, why = helpers.fixture("gguf/rwkv6-tiny-f16.gguf")
+    if not path then return pending(why) end
+    local ops = slm.core.ops
+    local f = assert(slm.gguf.open(path))
+    local replace = {}
+    for _, info in ipairs(f.tensors) do
+      local l = tonumber(info.name:match("^blk%.(%d+)%.time_mix_output%.weight$")
+                        or info.name:match("^blk%.(%d+)%.channel_mix_value%.weight$"))
+      if l then replace[info.name] = ops.scale(f:tensor(info.name):to("f32"), 0.5 ^ (l // 3)):to("f16") end
+    end
+    f:close()
+    local scaled = helpers.altered(path, { drop = { ["rwkv6.rescale_every_n_layers"] = true }, replace = replace,
+                                           metadata = { { "rwkv6.rescale_every_n_layers", { type = "u32", value = 3 } } } })
+    local a, b = assert(slm.load(path)), assert(slm.load(scaled))
+    assert.equal(3, b.hp.rescale_every)
+    local sa, sb = a:session { ctx = 64 }, b:session { ctx = 64 }
+    local la, lb = logits_copy(sa:eval(PROMPT)), logits_copy(sb:eval(PROMPT))
+    local d = max_abs_diff(la, lb) / std(la)
+    assert.is_true(d < 1e-3, "max |diff| / s = " .. d)
+    -- and without the halving, the scaled weights are far off
+    local c = assert(slm.load(helpers.altered(path, { replace = replace })))
+    local lc = logits_copy(c:session { ctx = 64 }:eval(PROMPT))
+    assert.is_true(max_abs_diff(la, lc) / std(la) > 0.1)
+  end)
+end)
+
 describe("examples/rwkv_tiny.lua", function()
   it("prints greedy and sampled continuations of a tiny model", function()
     local path, why = helpers.fixture("rwkv/tiny-rwkv-5v2-730K-Q5_1.bin")

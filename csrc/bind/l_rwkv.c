@@ -7,7 +7,6 @@
  *   rwkv.state{version=, n_layer=, dim=, n_head=, n_ff=, lora=, n_batch=}
  *       -> slm.RWKVState        st:reset(), st:bytes(), st:snapshot(n_past)
  *                               -> string, st:restore(string) -> n_past
- *   rwkv.scale(x, s, first, n)  rows first..first+n-1 of x times s
  *
  * version is "v4", "v5.1", "v5.2", "v6" or "v7". Parameters are tensors
  * (names as the fields of slm_rwkv_tmix in csrc/blocks/rwkv.h); `maa` is a
@@ -320,22 +319,6 @@ static int mix_forward(lua_State *L, const char *mt, int is_time)
 static int tmix_forward(lua_State *L) { return mix_forward(L, TMIX_MT, 1); }
 static int cmix_forward(lua_State *L) { return mix_forward(L, CMIX_MT, 0); }
 
-static int l_scale(lua_State *L)
-{
-    slm_tensor *t = slm_bind_check_tensor(L, 1);
-    luaL_argcheck(L, t->dtype == SLM_DTYPE_F32 && slm_tensor_is_contiguous(t) && !t->storage->readonly,
-                  1, "expected a writable contiguous f32 tensor");
-    float s = (float)luaL_checknumber(L, 2);
-    lua_Integer first = luaL_checkinteger(L, 3), n = luaL_checkinteger(L, 4);
-    int64_t dim = t->shape[t->ndim - 1], rows = slm_tensor_numel(t) / dim;
-    if (first < 1 || n < 1 || first - 1 + n > rows)
-        return luaL_error(L, "bad argument #3: rows %I..%I outside 1..%I", (lua_Integer)first,
-                          (lua_Integer)(first + n - 1), (lua_Integer)rows);
-    float *x = (float *)slm_tensor_data(t) + (size_t)(first - 1) * (size_t)dim;
-    for (int64_t i = 0; i < n * dim; i++) x[i] *= s;
-    return 0;
-}
-
 void slm_bind_open_rwkv(lua_State *L)
 {
     static const luaL_Reg tmix_m[] = {{"forward", tmix_forward}, {NULL, NULL}};
@@ -347,7 +330,7 @@ void slm_bind_open_rwkv(lua_State *L)
     slm_bind_new_meta(L, CMIX_MT, mix_gc, cmix_m);
     slm_bind_new_meta(L, STATE_MT, state_gc, state_m);
     static const luaL_Reg fns[] = {{"time_mix", l_time_mix}, {"channel_mix", l_channel_mix},
-                                   {"state", l_state}, {"scale", l_scale}, {NULL, NULL}};
+                                   {"state", l_state}, {NULL, NULL}};
     lua_newtable(L);
     luaL_setfuncs(L, fns, 0);
     lua_setfield(L, -2, "rwkv");
