@@ -221,7 +221,7 @@ describe("slm command", function()
       { "run " .. p .. " -p hi --bogus", "^slm: unknown option '%-%-bogus'" },
       { "run " .. p .. " -p hi -n 0", "^slm: option %-n must be at least 1" },
       { "run " .. p, "^slm: usage: slm run MODEL" },
-      { "run " .. p .. " -p 'a prompt of many tokens' --ctx 3", "^slm: context full" },
+      { "run " .. p .. " -p 'a prompt of many tokens' --ctx 3", "^slm: context full", needs = "gguf/dense-q8_0.gguf" },
       { "run SmolLM2-135M-Instruct -p hi", "^slm: model 'SmolLM2%-135M%-Instruct' is not downloaded: run `slm pull" },
       { "pull no-such-model", "^slm: pull: no model 'no%-such%-model' in the registry" },
       { "info README.md", "^slm: README.md: not a GGUF file" },
@@ -230,6 +230,7 @@ describe("slm command", function()
     }
     for _, c in ipairs(cases) do
       it(c[1], function()
+        if c.needs and not fx(c.needs) then return pending(select(2, fx(c.needs))) end   -- loads the model
         local out, err, code = run(c[1], { SLM_CACHE = os.tmpname() .. ".d" })
         assert.equal(1, code)
         assert.equal("", out)
@@ -289,7 +290,7 @@ return {
     end)
 
     it("a checksum mismatch fails with one line and removes the download", function()
-      if not dir then return pending("fixture not found") end
+      if not dir then return pending("fixture rwkv/tiny-rwkv-4v0-660K-Q5_0.bin not found (set SLM_FIXTURES)") end
       local out, err, code = run("pull tiny-badsum", env())
       assert.equal(1, code)
       assert.equal("", out)
@@ -299,7 +300,7 @@ return {
     end)
 
     it("a size mismatch fails the same way", function()
-      if not dir then return pending("fixture not found") end
+      if not dir then return pending("fixture rwkv/tiny-rwkv-4v0-660K-Q5_0.bin not found (set SLM_FIXTURES)") end
       local _, err, code = run("pull tiny-badsize", env())
       assert.equal(1, code)
       assert.matches("^slm: pull tiny%-badsize: size mismatch: got %d+ bytes, expected %d+ %(download removed%)\n$", err)
@@ -307,7 +308,7 @@ return {
     end)
 
     it("without a listed checksum it downloads and prints the digest it computed", function()
-      if not dir then return pending("fixture not found") end
+      if not dir then return pending("fixture rwkv/tiny-rwkv-4v0-660K-Q5_0.bin not found (set SLM_FIXTURES)") end
       local out, err, code = run("pull tiny-nosum", env())
       assert.equal(0, code, err)
       assert.matches("unverified%)\n$", out)
@@ -315,7 +316,7 @@ return {
     end)
 
     it("a failed download (as offline) is one clear line", function()
-      if not dir then return pending("fixture not found") end
+      if not dir then return pending("fixture rwkv/tiny-rwkv-4v0-660K-Q5_0.bin not found (set SLM_FIXTURES)") end
       local out, err, code = run("pull tiny-gone", env())
       assert.equal(1, code)
       assert.equal("", out)
