@@ -231,7 +231,7 @@ function rwkv.forward(m, s, ids, first, n)
     L.ffn:forward(y, h, st, l, n)
     blocks.add(x, y, 1, n)
     -- fp16-era checkpoints halve x every few layers (weights rescaled to match)
-    if (hp.rescale_every or 0) > 0 and l % hp.rescale_every == 0 then rwkv_c.scale(x, 0.5, 1, n) end
+    if (hp.rescale_every or 0) > 0 and l % hp.rescale_every == 0 then blocks.scale(x, 0.5, 1, n) end
     local at = m.hooks and m.hooks:at(l, l, s, n)   -- model:hook("blk.N.out", fn)
     if at then at("out", x) end
   end

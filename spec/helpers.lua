@@ -65,6 +65,15 @@ function helpers.vocab_cases(inp, out)
   return texts, expect
 end
 
+--- Size of a file in bytes, nil when it cannot be opened.
+function helpers.size(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
 --- Reads a whole file as a string.
 function helpers.read(path)
   local f = assert(io.open(path, "rb"))

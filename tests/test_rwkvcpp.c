@@ -1,5 +1,6 @@
 /* rwkv.cpp file reader: every fixture file, and truncation/corruption at
- * every offset of a real file never crashes or reads out of bounds. */
+ * every offset of a real file never crashes or reads out of bounds. The
+ * writer: what it writes reads back the same; refusals. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,12 +117,64 @@ static void test_hostile(void)
     unlink(tmp);
 }
 
+/* writes two parameters, reads them back; then the refusals, which leave
+ * no file behind */
+static void test_write(void)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/slm-test-rwkvcpp-%d.bin", (int)getpid());
+    slm_error err = {0};
+    int64_t s2[2] = {2, 256}, s1[1] = {5};
+    slm_tensor *a = slm_tensor_new(SLM_DTYPE_F32, 2, s2, &err);
+    slm_tensor *b = slm_tensor_new(SLM_DTYPE_F16, 1, s1, &err);
+    slm_tensor *q = NULL;
+    if (!a || !b) { CHECK(0, "alloc: %s", err.msg); return; }
+    float *pa = slm_tensor_data(a);
+    for (int i = 0; i < 512; i++) pa[i] = (float)(i % 97) * 0.25f - 3.0f;
+    q = slm_tensor_convert(a, SLM_DTYPE_Q8_0, &err);
+    CHECK(q != NULL, "convert: %s", err.msg);
+    const char *names[2] = {"blocks.0.att.key.weight", "ln_out.bias"};
+    const slm_tensor *ts[2] = {q, b};
+    slm_rwkvcpp_header h = {101, 256, 32, 1, 9};
+    CHECK(slm_rwkvcpp_write(path, &h, 2, names, ts, &err) == SLM_OK, "write: %s", err.msg);
+    slm_rwkvcpp *f = slm_rwkvcpp_open(path, &err);
+    CHECK(f != NULL, "reopen: %s", err.msg);
+    if (f) {
+        const slm_rwkvcpp_header *g = slm_rwkvcpp_header_get(f);
+        CHECK(g->version == 101 && g->n_vocab == 256 && g->n_embed == 32 && g->n_layer == 1 &&
+              g->data_type == 9, "header read back");
+        CHECK(slm_rwkvcpp_n_tensors(f) == 2 && slm_rwkvcpp_find(f, "ln_out.bias") == 1, "names read back");
+        slm_tensor *r = slm_rwkvcpp_tensor(f, 0, &err);
+        CHECK(r && r->dtype == SLM_DTYPE_Q8_0 && r->ndim == 2 && r->shape[0] == 2 && r->shape[1] == 256 &&
+              memcmp(slm_tensor_data(r), slm_tensor_data(q), slm_tensor_nbytes(q)) == 0,
+              "q8_0 parameter read back byte for byte");
+        slm_tensor_free(r);
+        slm_rwkvcpp_close(f);
+    }
+    /* refused before anything is written: a dtype the format lacks */
+    slm_tensor *k = slm_tensor_convert(a, SLM_DTYPE_Q2_K, &err);
+    const slm_tensor *bad[1] = {k ? k : a};
+    remove(path);
+    CHECK(k && slm_rwkvcpp_write(path, &h, 1, names, bad, &err) == SLM_EUNSUPPORTED &&
+              strstr(err.msg, "parameter 'blocks.0.att.key.weight': rwkv.cpp files have no q2_k type"),
+          "q2_k refused: %s", err.msg);
+    FILE *fp = fopen(path, "rb");
+    CHECK(fp == NULL, "nothing written after a refusal");
+    if (fp) fclose(fp);
+    slm_tensor_free(k);
+    slm_tensor_free(q);
+    slm_tensor_free(a);
+    slm_tensor_free(b);
+    remove(path);
+}
+
 int main(void)
 {
     const char *fx = getenv("SLM_FIXTURES");
     snprintf(dir, sizeof dir, "%s/rwkv", fx ? fx : "../shared/fixtures");
     test_fixtures();
     test_hostile();
+    test_write();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

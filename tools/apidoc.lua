@@ -3,7 +3,7 @@
 -- comment, with that comment. Run with `make doc`; the output is committed
 -- so the reference reads without running anything.
 local ORDER = { "init", "model", "generate", "stepper", "chat", "pipeline", "sampler", "tokenizer",
-                "tensor", "gguf", "safetensors", "hooks", "experiment", "eval", "prune", "lora",
+                "tensor", "gguf", "safetensors", "hooks", "experiment", "quantize", "eval", "prune", "lora",
                 "options", "testing", "bench", "progress", "repl", "cli" }
 
 local out = { "# slm API reference", "",

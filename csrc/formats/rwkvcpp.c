@@ -1,5 +1,6 @@
 #include "rwkvcpp.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,19 +30,30 @@ static int32_t rd_i32(const unsigned char *p)
     return v;
 }
 
-/* rwkv.cpp's type ids -> ggml dtypes; -1 for the retired formats */
+/* rwkv.cpp's type ids and the ggml dtypes they are; the ids missing are
+ * retired formats (Q4_2, Q4_3, Q5_0 of version 100 ...) */
+static const struct {
+    int32_t id;
+    slm_dtype dtype;
+} types[] = {
+    {0, SLM_DTYPE_F32}, {1, SLM_DTYPE_F16}, {2, SLM_DTYPE_Q4_0}, {3, SLM_DTYPE_Q4_1},
+    {7, SLM_DTYPE_Q5_0}, {8, SLM_DTYPE_Q5_1}, {9, SLM_DTYPE_Q8_0},
+};
+#define N_TYPES (int)(sizeof types / sizeof types[0])
+
+/* rwkv.cpp's type id -> dtype; -1 for the retired formats */
 static int map_type(int32_t t)
 {
-    switch (t) {
-    case 0: return SLM_DTYPE_F32;
-    case 1: return SLM_DTYPE_F16;
-    case 2: return SLM_DTYPE_Q4_0;
-    case 3: return SLM_DTYPE_Q4_1;
-    case 7: return SLM_DTYPE_Q5_0;
-    case 8: return SLM_DTYPE_Q5_1;
-    case 9: return SLM_DTYPE_Q8_0;
-    default: return -1;
-    }
+    for (int i = 0; i < N_TYPES; i++)
+        if (types[i].id == t) return (int)types[i].dtype;
+    return -1;
+}
+
+int slm_rwkvcpp_type_id(slm_dtype t)
+{
+    for (int i = 0; i < N_TYPES; i++)
+        if (types[i].dtype == t) return types[i].id;
+    return -1;
 }
 
 void slm_rwkvcpp_close(slm_rwkvcpp *f)
@@ -191,4 +203,67 @@ slm_tensor *slm_rwkvcpp_tensor(const slm_rwkvcpp *f, int i, slm_error *err)
     }
     const rc_tensor *t = &f->t[i];
     return slm_tensor_from_storage(f->data, t->dst, t->dtype, t->ndim, t->shape, err);
+}
+
+static int put_i32(FILE *f, int32_t v) { return fwrite(&v, 4, 1, f) == 1; }
+
+/* Checks every parameter before anything is written. */
+static slm_status check_params(const char *path, int n, const char *const *names,
+                               const slm_tensor *const *tensors, slm_error *err)
+{
+    for (int i = 0; i < n; i++) {
+        const slm_tensor *t = tensors[i];
+        size_t klen = strlen(names[i]);
+        if (klen == 0 || klen > 1024)
+            return slm_error_set(err, SLM_EINVAL, "%s: parameter %d: key length %zu is not 1..1024",
+                                 path, i, klen);
+        if (t->ndim < 1 || t->ndim > 3)
+            return slm_error_set(err, SLM_EINVAL, "%s: parameter '%s': %d dimensions (rwkv.cpp files "
+                                 "hold 1..3)", path, names[i], t->ndim);
+        if (slm_rwkvcpp_type_id(t->dtype) < 0)
+            return slm_error_set(err, SLM_EUNSUPPORTED, "%s: parameter '%s': rwkv.cpp files have no %s "
+                                 "type", path, names[i], slm_dtype_name(t->dtype));
+        if (!slm_tensor_is_contiguous(t))
+            return slm_error_set(err, SLM_EINVAL, "%s: parameter '%s' is not contiguous", path, names[i]);
+        for (int d = 0; d < t->ndim; d++)
+            if (t->shape[d] > INT32_MAX)
+                return slm_error_set(err, SLM_EINVAL, "%s: parameter '%s': dimension %d does not fit "
+                                     "an int32", path, names[i], d);
+    }
+    return SLM_OK;
+}
+
+typedef struct write_ctx {
+    const slm_rwkvcpp_header *h;
+    int n;
+    const char *const *names;
+    const slm_tensor *const *tensors;
+} write_ctx;
+
+static int write_file(FILE *f, void *ctx)
+{
+    const write_ctx *c = ctx;
+    const slm_rwkvcpp_header *h = c->h;
+    int ok = put_i32(f, RWKVCPP_MAGIC) && put_i32(f, 101) && put_i32(f, h->n_vocab) &&
+             put_i32(f, h->n_embed) && put_i32(f, h->n_layer) && put_i32(f, h->data_type);
+    for (int i = 0; ok && i < c->n; i++) {
+        const slm_tensor *t = c->tensors[i];
+        size_t klen = strlen(c->names[i]);
+        ok = put_i32(f, t->ndim) && put_i32(f, (int32_t)klen) &&
+             put_i32(f, slm_rwkvcpp_type_id(t->dtype));
+        for (int d = t->ndim - 1; ok && d >= 0; d--) ok = put_i32(f, (int32_t)t->shape[d]);
+        size_t nbytes = slm_tensor_nbytes(t);
+        ok = ok && fwrite(c->names[i], 1, klen, f) == klen &&
+             fwrite(slm_tensor_data(t), 1, nbytes, f) == nbytes;
+    }
+    return ok;
+}
+
+slm_status slm_rwkvcpp_write(const char *path, const slm_rwkvcpp_header *h, int n,
+                             const char *const *names, const slm_tensor *const *tensors,
+                             slm_error *err)
+{
+    if (check_params(path, n, names, tensors, err) != SLM_OK) return err->code;
+    write_ctx c = {h, n, names, tensors};
+    return slm_file_replace(path, write_file, &c, err);
 }

@@ -33,4 +33,17 @@ const char *slm_rwkvcpp_tensor_name(const slm_rwkvcpp *f, int i);
 int slm_rwkvcpp_find(const slm_rwkvcpp *f, const char *name);   /* -1 */
 slm_tensor *slm_rwkvcpp_tensor(const slm_rwkvcpp *f, int i, slm_error *err);
 
+/* rwkv.cpp's data type id of a dtype (the list above); -1 when the format
+ * has none for it. */
+int slm_rwkvcpp_type_id(slm_dtype t);
+
+/* Writes a file of the layout above, version 101 (the current block
+ * layouts): h's n_vocab, n_embed, n_layer and data_type, then tensors[i]
+ * (contiguous, 1..3 dims, a dtype the format has) as parameter names[i].
+ * The bytes go to path.tmp, renamed to path when complete, so a failed
+ * write leaves path as it was and path may be the file being rewritten. */
+slm_status slm_rwkvcpp_write(const char *path, const slm_rwkvcpp_header *h, int n,
+                             const char *const *names, const slm_tensor *const *tensors,
+                             slm_error *err);
+
 #endif

@@ -648,175 +648,32 @@ end)
 
 -- ---- quantize --------------------------------------------------------------------
 
-local QTYPES = { "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
-                 "f16", "bf16", "f32" }
-local BLOCK = { q4_0 = 32, q4_1 = 32, q5_0 = 32, q5_1 = 32, q8_0 = 32, q2_k = 256, q3_k = 256,
-                q4_k = 256, q5_k = 256, q6_k = 256, f16 = 1, bf16 = 1, f32 = 1 }
--- When a row is not a whole number of 256-blocks, the reference falls back
--- from a K-quant to a 32-block type of about the same size (Q4_K -> Q5_0,
--- Q5_K -> Q5_1, Q6_K -> Q8_0; Q2_K/Q3_K go to IQ4_NL there, which slm lacks,
--- so Q4_0 here), and to F16 when even that does not divide the row.
-local FALLBACK = { q2_k = "q4_0", q3_k = "q4_0", q4_k = "q5_0", q5_k = "q5_1", q6_k = "q8_0" }
-
-local function target_type(ty, ncols)
-  if ncols % BLOCK[ty] == 0 then return ty end
-  local fb = FALLBACK[ty]
-  if fb and ncols % BLOCK[fb] == 0 then return fb end
-  return "f16"
-end
-
--- Which tensors of a GGUF get the new type: 2-D weights, except those the
--- reference also keeps as they are (Mamba's conv1d, RWKV's small mixing
--- and low-rank parameters). Norms and biases are 1-D and stay as stored.
-local function quantizable(name, shape)
-  if #shape ~= 2 or not name:match("%.weight$") then return false end
-  if name:find("ssm_conv1d", 1, true) then return false end
-  local mix = name:match("time_mix_([%w_]+)%.weight$")
-  if mix and not (mix == "key" or mix == "value" or mix == "receptance" or mix == "output"
-                  or mix == "gate") then
-    return false
-  end
-  return true
-end
-
-local function quantize_gguf(inp, out, ty)
-  local f, err = slm.gguf.open(inp)
-  if not f then fail("%s", err) end
-  local md = {}
-  local has_ftype, ftype = false, slm.gguf.FILE_TYPE[ty]
-  for _, k in ipairs(f.keys) do
-    if k == "general.file_type" then
-      md[#md + 1] = { k, { type = "u32", value = ftype } }
-      has_ftype = true
-    elseif k ~= "general.quantization_version" then
-      md[#md + 1] = { k, f:typed(k) }
-    end
-  end
-  if not has_ftype then md[#md + 1] = { "general.file_type", { type = "u32", value = ftype } } end
-  if BLOCK[ty] > 1 then md[#md + 1] = { "general.quantization_version", { type = "u32", value = 2 } } end
-  local total = 0
-  for _, info in ipairs(f.tensors) do total = total + numel(info.shape) end
-  local bar = progress.new("quantize", total)
-  local tensors, done, counts = {}, 0, {}
-  for i, info in ipairs(f.tensors) do
-    local t = f:tensor(info.name)
-    local to = info.dtype
-    if quantizable(info.name, info.shape) then to = target_type(ty, info.shape[2]) end
-    if to ~= info.dtype then t = t:to(to) end
-    counts[to] = (counts[to] or 0) + 1
-    tensors[i] = { name = info.name, tensor = t }
-    done = done + numel(info.shape)
-    bar:update(done)
-  end
-  local ok, werr = slm.gguf.write(out, { metadata = md, tensors = tensors, alignment = f.alignment })
-  bar:finish()
-  if not ok then fail("%s", werr) end
-  return counts
-end
-
--- rwkv.cpp type ids (its header and per-tensor data_type field)
-local RWKVCPP_TYPE = { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 7, q5_1 = 8, q8_0 = 9 }
-
--- rwkv.cpp files have no GGUF metadata and their parameters are stored
--- pre-transformed per version, so they are rewritten in their own format
--- (version 101, the one with the current block layouts): the 2-D matrices
--- of the blocks get the new type, as rwkv.cpp's quantizer does (emb and
--- head stay as stored, like in its shipped Q5 files), everything else is
--- copied as stored.
-local function quantize_rwkvcpp(inp, out, ty)
-  local id = RWKVCPP_TYPE[ty]
-  if not id then
-    fail("quantize: rwkv.cpp files hold only f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0 (not %s)", ty)
-  end
-  local m, err = slm.core.rwkvcpp.open(inp)
-  if not m then fail("%s", err) end
-  local h = m.header
-  local fh, oerr = io.open(out, "wb")
-  if not fh then fail("%s", oerr) end
-  local total = 0
-  for _, n in ipairs(m.names) do total = total + m.tensors[n]:numel() end
-  local bar = progress.new("quantize", total)
-  local counts, done = {}, 0
-  local ok, werr = pcall(function()
-    assert(fh:write(string.pack("<i4i4i4i4i4i4", 0x67676d66, 101, h.n_vocab, h.n_embed, h.n_layer, id)))
-    for _, name in ipairs(m.names) do
-      local t = m.tensors[name]
-      local shape = t:shape()
-      local to = t:dtype()
-      if #shape == 2 and name:match("^blocks%.%d+%..*%.weight$") then
-        to = target_type(ty, shape[2])
-        if not RWKVCPP_TYPE[to] then to = "f16" end
-      end
-      if to ~= t:dtype() then t = t:to(to) end
-      counts[to] = (counts[to] or 0) + 1
-      local dims = {}
-      for i = #shape, 1, -1 do dims[#dims + 1] = shape[i] end   -- innermost first
-      assert(fh:write(string.pack("<i4i4i4", #shape, #name, RWKVCPP_TYPE[to]),
-                      string.pack("<" .. string.rep("i4", #dims), table.unpack(dims)), name, t:tobytes()))
-      done = done + t:numel()
-      bar:update(done)
-    end
-  end)
-  local cok, cerr = fh:close()
-  bar:finish()
-  if not ok then os.remove(out) fail("%s: %s", out, tostring(werr)) end
-  if not cok then os.remove(out) fail("%s: %s", out, cerr) end
-  return counts
-end
-
-command("quantize", "quantize IN OUT TYPE   (TYPE: " .. table.concat(QTYPES, " ") .. ")",
-        "write a copy of a model with its 2-D weights converted to TYPE",
+command("quantize", "quantize IN OUT TYPE   (TYPE: " .. table.concat(slm.quantize.names(), " ") .. ")",
+        "write a copy of a model quantized as the reference's quantizer does (slm.quantize)",
 function(pos, opt)
   if #pos ~= 3 then usage_fail("quantize") end
-  local inp, out, ty = cli.resolve(pos[1]), pos[2], pos[3]:lower()
-  if not BLOCK[ty] then fail("quantize: unknown type '%s' (one of %s)", pos[3], table.concat(QTYPES, " ")) end
-  local magic = read_magic(inp)
-  local counts
-  if magic == "GGUF" then
-    counts = quantize_gguf(inp, out, ty)
-  elseif magic == "fmgg" then
-    counts = quantize_rwkvcpp(inp, out, ty)
-  else
-    fail("quantize: %s is neither a GGUF nor an rwkv.cpp file", inp)
-  end
+  local ty, names, known = pos[3]:lower(), slm.quantize.names(), false
+  for _, n in ipairs(names) do known = known or n == ty end
+  if not known then fail("quantize: unknown type '%s' (one of %s)", pos[3], table.concat(names, " ")) end
+  local inp, out = cli.resolve(pos[1]), pos[2]
+  local in_size = file_size(inp) or 0          -- before OUT (which may be IN) is written
+  local bar
+  local ok, counts = slm.quantize(inp, out, ty, { progress = function(done, total)
+    bar = bar or progress.new("quantize", total)
+    bar:update(done)
+  end })
+  if bar then bar:finish() end
+  if not ok then fail("%s", counts) end
   local parts = {}
   for d, n in pairs(counts) do parts[#parts + 1] = string.format("%d %s", n, d) end
   table.sort(parts)
   io.write(string.format("%s -> %s (%s): %s tensors, %s -> %s\n", inp, out, ty, table.concat(parts, ", "),
-                         human_bytes(file_size(inp) or 0), human_bytes(file_size(out) or 0)))
+                         human_bytes(in_size), human_bytes(file_size(out) or 0)))
 end)
 
 -- ---- perplexity --------------------------------------------------------------------
 
---- perplexity(model, ids, ctx [, bar]) -> ppl, n_scored
--- The ids are cut into consecutive windows of ctx tokens; each window starts
--- from an empty session (so every architecture sees the same context) and
--- each of its tokens after the first is scored by the logits after the
--- tokens before it: ppl = exp(mean of -log softmax(logits)[next id]).
-function cli.perplexity(model, ids, ctx, bar)
-  local sess = model:session { ctx = ctx, batch = 1 }
-  local nll, n = 0, 0
-  local first = 1
-  while first < #ids do
-    local last = math.min(first + ctx - 1, #ids)
-    sess:reset()
-    for i = first, last - 1 do
-      local logits = sess:eval { ids[i] }:totable()
-      local mx = -math.huge
-      for v = 1, #logits do if logits[v] > mx then mx = logits[v] end end
-      local sum = 0
-      for v = 1, #logits do sum = sum + math.exp(logits[v] - mx) end
-      nll = nll + (mx + math.log(sum)) - logits[ids[i + 1] + 1]
-      n = n + 1
-      if bar then bar:update(n) end
-    end
-    first = last + 1
-  end
-  if n == 0 then return nil, 0 end
-  return math.exp(nll / n), n
-end
-
-command("perplexity", "perplexity MODEL FILE [--ctx N]", "perplexity of a model over a text file",
+command("perplexity", "perplexity MODEL FILE [--ctx N]", "perplexity of a model over a text file (slm.eval.perplexity)",
 function(pos, opt)
   if #pos ~= 2 then usage_fail("perplexity") end
   positive(opt, "ctx", "--ctx")
@@ -830,13 +687,13 @@ function(pos, opt)
   if #ids < 2 then fail("perplexity: %s holds fewer than 2 tokens", pos[2]) end
   local ctx = opt.ctx or math.min(model.hp.n_ctx_train or 512, 512)
   if ctx < 2 then fail("perplexity: --ctx must be at least 2") end
-  local windows = (#ids + ctx - 1) // ctx
-  local bar = progress.new("perplexity", #ids - windows)
-  local ppl, n = cli.perplexity(model, ids, ctx, bar)
+  -- disjoint windows of ctx tokens, each from an empty context; the first
+  -- token of each is not scored
+  local bar = progress.new("perplexity", #ids)
+  local r = slm.eval.perplexity(model, ids, { ctx = ctx, progress = function(done) bar:update(done) end })
   bar:finish()
-  if not ppl then fail("perplexity: nothing to score (windows of one token)") end
-  io.stderr:write(string.format("%d tokens scored in %d windows of up to %d\n", n, windows, ctx))
-  io.write(string.format("%.4f\n", ppl))
+  io.stderr:write(string.format("%d tokens scored in %d windows of up to %d\n", r.n, (#ids + ctx - 2) // ctx, ctx))
+  io.write(string.format("%.4f\n", r.ppl))
 end)
 
 -- ---- repl, pull, help ----------------------------------------------------------------
