@@ -111,6 +111,35 @@ static void test_hostile(void)
     c[36 + 3] = 0x7f;   /* first dimension huge */
     spit(tmp, c, n);
     CHECK(!slm_rwkvcpp_open(tmp, &err) && strstr(err.msg, "past the end of the file"), "size: %s", err.msg);
+    /* the header's sizes against the parameters (this file: n_vocab 256,
+     * n_embed 128, n_layer 4): one changed byte used to size the session's
+     * logits at 2^31 floats */
+    static const struct { int at; unsigned char byte; const char *want; } hdr[] = {
+        {11, 0x7f, "header n_vocab is 2130706688, emb.weight has 256 rows"},
+        {9, 0x00, "header n_vocab is 0 (must be positive)"},
+        {9, 0x02, "header n_vocab is 512, emb.weight has 256 rows"},
+        {15, 0x7f, "header n_embed is 2130706560, emb.weight has 128 columns"},
+        {19, 0x7f, "header n_layer is 2130706436, the file has 4 blocks"},
+        {16, 0x03, "header n_layer is 3, the file has parameter 'blocks.3."},
+        {17, 0x7f, "header n_layer is 32516, the file has 4 blocks"},
+        {19, 0x80, "header n_layer is -2147483644 (must be positive)"},
+    };
+    for (size_t i = 0; i < sizeof hdr / sizeof hdr[0]; i++) {
+        memcpy(c, b, n);
+        c[hdr[i].at] = hdr[i].byte;
+        spit(tmp, c, n);
+        err.msg[0] = 0;
+        slm_rwkvcpp *f = slm_rwkvcpp_open(tmp, &err);
+        CHECK(!f && strstr(err.msg, hdr[i].want) && strncmp(err.msg, tmp, strlen(tmp)) == 0,
+              "header byte %d = 0x%02x: %s", hdr[i].at, hdr[i].byte, err.msg);
+        slm_rwkvcpp_close(f);
+    }
+    /* head.weight renamed: its absence is named */
+    memcpy(c, b, n);
+    for (size_t o = 24; o + 11 <= n; o++)
+        if (memcmp(c + o, "head.weight", 11) == 0) { c[o] = 'x'; break; }
+    spit(tmp, c, n);
+    CHECK(!slm_rwkvcpp_open(tmp, &err) && strstr(err.msg, "no parameter 'head.weight'"), "head: %s", err.msg);
     free(c);
     free(b);
     unlink(tmp);
