@@ -4,14 +4,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "formats/llama2c.h"
-
-static int passed, failed;
-#define CHECK(cond, ...)                                  \
-    do {                                                  \
-        if (cond) passed++;                               \
-        else { failed++; printf("FAIL: " __VA_ARGS__); printf("\n"); } \
-    } while (0)
 
 static const char *write_tmp(const void *data, size_t n)
 {
@@ -162,6 +156,5 @@ int main(void)
 {
     test_fixture();
     test_hostile();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_summary();
 }

@@ -6,14 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "formats/rwkvcpp.h"
-
-static int passed, failed;
-#define CHECK(cond, ...)                                  \
-    do {                                                  \
-        if (cond) passed++;                               \
-        else { failed++; printf("FAIL: " __VA_ARGS__); printf("\n"); } \
-    } while (0)
 
 static char dir[512];
 
@@ -151,6 +145,5 @@ int main(void)
     snprintf(dir, sizeof dir, "%s/rwkv", fx ? fx : "../shared/fixtures");
     test_fixtures();
     test_hostile();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_summary();
 }
