@@ -449,6 +449,44 @@ describe("slm.tokenizer tokenizer.json components", function()
   end)
 end)
 
+describe("slm.tokenizer tokenizer.json bounds", function()
+  -- a minimal file: vocab and merges as given, added tokens as a JSON list
+  local function refused(vocab, merges, added)
+    local p = helpers.tmpfile(string.format([[{"added_tokens":%s,
+      "model":{"type":"BPE","vocab":%s,"merges":%s}}]], added or "[]", vocab, merges or "[]"))
+    local tok, msg = tokenizer.load(p)
+    assert.is_nil(tok)
+    assert.equal(p .. ": ", msg:sub(1, #p + 2))
+    return msg:sub(#p + 3)
+  end
+
+  it("refuses ids past the number of tokens the file names", function()
+    -- sized by the id, this one used to ask for tables of 2^31 tokens
+    assert.equal("model.vocab: the id of 'b' is not an integer in 0..1 (the file names 2 tokens)",
+                 refused([[{"a":0,"b":2000000000}]]))
+    assert.equal("model.vocab: the id of 'b' is not an integer in 0..1 (the file names 2 tokens)",
+                 refused([[{"a":0,"b":-1}]]))
+    assert.equal("added_tokens[1]: needs content and an id in 0..3 (the file names 4 tokens)",
+                 refused([[{"a":0,"b":1}]], nil, [=[[{"id":2,"content":"X"},{"id":99,"content":"Y"}]]=]))
+  end)
+
+  it("refuses an id given twice", function()
+    assert.equal("model.vocab: id 0 is given to both 'a' and 'b'", refused([[{"a":0,"b":0,"c":1}]]))
+    assert.equal("added_tokens: id 3 is given to both 'X' and 'Y'",
+                 refused([[{"a":0,"b":1,"c":2}]], nil, [=[[{"id":3,"content":"X"},{"id":3,"content":"Y"}]]=]))
+    -- one piece under two ids
+    assert.equal("tokenizer: duplicate token 'a' (ids 0 and 1)",
+                 refused([[{"a":0}]], nil, [=[[{"id":1,"content":"a"}]]=]))
+  end)
+
+  it("refuses merges of tokens that are not in the vocabulary", function()
+    assert.equal("model.merges[1] ('a' 'c'): 'c' is not in the vocabulary",
+                 refused([[{"a":0,"b":1,"ab":2}]], [=[["a b","a c"]]=]))
+    assert.equal("model.merges[0] ('b' 'a'): 'ba' is not in the vocabulary",
+                 refused([[{"a":0,"b":1,"ab":2}]], [=[[["b","a"]]]=]))
+  end)
+end)
+
 describe("slm.testing.vocab_metadata", function()
   it("is a vocabulary of exactly n tokens that slm loads: specials, byte fallback", function()
     local testing = require "slm.testing"

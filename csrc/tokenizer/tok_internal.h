@@ -171,6 +171,9 @@ slm_status slm_tok_add_token(slm_tok *t, int32_t id, const char *text,
                              slm_error *err);
 /* After all tokens: byte tables, special-token cache, eog ids. */
 slm_status slm_tok_finish(slm_tok *t, slm_error *err);
+/* Puts "path: " before a message of the vocabulary code that does not name
+ * the file yet (those say "tokenizer: ..."), so loaders' errors name it. */
+void slm_tok_error_path(slm_error *err, const char *path);
 
 /* The GPT-2 byte <-> character mapping (bpe.c) */
 int slm_bytelevel_char(uint8_t b, char out[2]);      /* UTF-8 of the char */
