@@ -1,6 +1,7 @@
 /* Tokenizer file readers on hostile input: every count, id and length a
  * tokenizer.json claims is checked before anything is sized from it, and the
- * message names the file, the field and the problem. */
+ * message names the file, the field and the problem. Every pre-tokenizer
+ * regex set compiles. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,10 +65,33 @@ static void tokjson(void)
     slm_tok_free(t);
 }
 
+/* Every pre-tokenizer set compiles, under each of its names, and its
+ * pieces cover the text. */
+static void pretok_sets(void)
+{
+    static const char text[] = "Hello, w\xc3\xb6rld! 123 \xe4\xb8\xad\n";
+    size_t offs[2 * sizeof text], count;
+    int names = 0;
+    const char *set;
+    for (size_t i = 0; (set = slm_pretok_names(i)); i++)
+        for (const char *p = set + 1, *bar; (bar = strchr(p, '|')); p = bar + 1) {
+            char name[64];
+            snprintf(name, sizeof name, "%.*s", (int)(bar - p), p);
+            slm_error err = {0};
+            slm_status st = slm_pretok_split(name, text, sizeof text - 1, offs, sizeof text, &count, &err);
+            size_t covered = 0;
+            for (size_t k = 0; !st && k < count; k++) covered += offs[2 * k + 1];
+            CHECK(!st && covered == sizeof text - 1, "pre-tokenizer '%s': %s", name, err.msg);
+            names++;
+        }
+    CHECK(names >= 50, "%d pre-tokenizer names", names);
+}
+
 int main(void)
 {
     snprintf(tmp, sizeof tmp, "/tmp/slm-tokfiles-%d", (int)getpid());
     tokjson();
+    pretok_sets();
     unlink(tmp);
     return check_summary();
 }

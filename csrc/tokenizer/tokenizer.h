@@ -140,6 +140,9 @@ slm_status slm_tok_decode(const slm_tok *t, const int32_t *ids, size_t n,
  * for an unknown name. */
 slm_status slm_pretok_split(const char *pre, const char *text, size_t n,
                             size_t *offs, size_t cap, size_t *count, slm_error *err);
+/* The tokenizer.ggml.pre names of set i, as "|name|name|...|" (the names
+ * that share one regex sequence), or NULL past the last set. */
+const char *slm_pretok_names(size_t i);
 
 /* Incremental decoder for streaming: add one id, receive the bytes that now
  * form complete UTF-8 characters. Bytes that can never become valid UTF-8 are

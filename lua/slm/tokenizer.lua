@@ -51,6 +51,13 @@ function tokenizer.pretokenize(pre, text)
   return pieces
 end
 
+--- The tokenizer.ggml.pre names slm has a pre-tokenizer for, sorted.
+function tokenizer.pretokenizers()
+  local names = core.tokenizer_pretokenizers()
+  table.sort(names)
+  return names
+end
+
 --- Learns a byte-level BPE vocabulary from text files and returns it loaded.
 --   tokenizer.train{files = {"a.txt", ...}, vocab_size = 1000,
 --                   pre = "gpt-2" | "llama-bpe" | "qwen2",   -- regex preset
