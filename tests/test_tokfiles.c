@@ -1,7 +1,9 @@
 /* Tokenizer file readers on hostile input: every count, id and length a
  * tokenizer.json claims is checked before anything is sized from it, and the
  * message names the file, the field and the problem. Every pre-tokenizer
- * regex set compiles. */
+ * regex set compiles. SentencePiece tokenizer.model files (protobuf) load,
+ * and truncated or corrupted ones are refused with a message. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,11 +89,120 @@ static void pretok_sets(void)
     CHECK(names >= 50, "%d pre-tokenizer names", names);
 }
 
+/* ---- SentencePiece tokenizer.model ---------------------------------------- */
+
+typedef struct buf { unsigned char b[1 << 16]; size_t n; } buf;
+
+static void put_varint(buf *o, uint64_t v)
+{
+    do {
+        unsigned char c = v & 0x7f;
+        v >>= 7;
+        o->b[o->n++] = (unsigned char)(v ? c | 0x80 : c);
+    } while (v);
+}
+
+static void put_bytes(buf *o, int num, const void *p, size_t n)
+{
+    put_varint(o, (uint64_t)num << 3 | 2);
+    put_varint(o, n);
+    memcpy(o->b + o->n, p, n);
+    o->n += n;
+}
+
+static void put_int(buf *o, int num, int64_t v)
+{
+    put_varint(o, (uint64_t)num << 3);
+    put_varint(o, (uint64_t)v);
+}
+
+/* A BPE model: <unk> <s> </s>, 256 byte pieces, "\u2581a"; trainer and
+ * normalizer as Llama 2's, with bos_id as given. */
+static void small_model(buf *o, int64_t bos_id)
+{
+    o->n = 0;
+    for (int i = 0; i < 260; i++) {
+        char text[16];
+        int type = i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1;
+        if (i < 3) snprintf(text, sizeof text, "%s", i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>");
+        else if (i < 259) snprintf(text, sizeof text, "<0x%02X>", i - 3);
+        else snprintf(text, sizeof text, "\xe2\x96\x81" "a");
+        buf m = {.n = 0};
+        put_bytes(&m, 1, text, strlen(text));
+        put_int(&m, 3, type);
+        put_bytes(o, 1, m.b, m.n);
+    }
+    buf t = {.n = 0};
+    put_int(&t, 3, 2);      /* BPE */
+    put_int(&t, 35, 1);     /* byte_fallback */
+    put_int(&t, 41, bos_id);
+    put_bytes(o, 2, t.b, t.n);
+    buf nz = {.n = 0};
+    put_int(&nz, 4, 0);     /* remove_extra_whitespaces off */
+    put_bytes(o, 3, nz.b, nz.n);
+}
+
+static void spm_model(const char *fixtures)
+{
+    static buf m;
+    small_model(&m, 1);
+    spit(m.b, m.n);
+    slm_error err = {0};
+    slm_tok *t = slm_tok_load(tmp, &err);
+    slm_tok_ids ids = {0};
+    CHECK(t && slm_tok_n_vocab(t) == 260 && !slm_tok_encode(t, "a", 1, 1, 0, &ids, &err) && ids.n == 2 &&
+          ids.v[0] == 1 && ids.v[1] == 259, "small model: %s", err.msg);
+    slm_tok_ids_free(&ids);
+    slm_tok_free(t);
+    /* a special id outside the pieces, the int32 -2 as protobuf writes it */
+    small_model(&m, -2);
+    spit(m.b, m.n);
+    char want[256];
+    snprintf(want, sizeof want, "%s: trainer_spec.bos_id is -2 (the model has pieces 0..259)", tmp);
+    t = slm_tok_load(tmp, &err);
+    CHECK(!t && !strcmp(err.msg, want), "bos_id -2: %s", err.msg);
+    slm_tok_free(t);
+    /* every truncation and every single-byte change of the model: refused
+     * or loaded, never a crash or a read past the end (ASan run) */
+    small_model(&m, 1);
+    static buf c;
+    int bad = 0;
+    for (size_t cut = 0; cut < m.n; cut += 7) {
+        spit(m.b, cut);
+        t = slm_tok_load(tmp, &err);
+        if (!t && !err.msg[0]) bad++;
+        slm_tok_free(t);
+    }
+    for (size_t at = 0; at < m.n; at += 13) {
+        memcpy(c.b, m.b, m.n);
+        c.b[at] ^= (unsigned char)(0x55 + at);
+        spit(c.b, m.n);
+        err.msg[0] = 0;
+        t = slm_tok_load(tmp, &err);
+        if (!t && !err.msg[0]) bad++;
+        slm_tok_free(t);
+    }
+    CHECK(bad == 0, "%d hostile models without a message", bad);
+    /* the Llama 2 tokenizer.model beside llama2.c's checkpoints */
+    char path[512];
+    snprintf(path, sizeof path, "%s/llama2c/tokenizer.model", fixtures);
+    if (access(path, R_OK) != 0) {
+        printf("skip: %s not found (set SLM_FIXTURES)\n", path);
+        return;
+    }
+    t = slm_tok_load(path, &err);
+    CHECK(t && slm_tok_n_vocab(t) == 32000 && slm_tok_special_id(t, SLM_TOK_BOS) == 1 &&
+          !strcmp(slm_tok_model_name(t), "sentencepiece"), "tokenizer.model: %s", err.msg);
+    slm_tok_free(t);
+}
+
 int main(void)
 {
     snprintf(tmp, sizeof tmp, "/tmp/slm-tokfiles-%d", (int)getpid());
+    const char *fx = getenv("SLM_FIXTURES");
     tokjson();
     pretok_sets();
+    spm_model(fx ? fx : "../shared/fixtures");
     unlink(tmp);
     return check_summary();
 }

@@ -70,11 +70,13 @@ void slm_tok_ids_free(slm_tok_ids *ids);
 slm_status slm_tok_ids_push(slm_tok_ids *ids, int32_t id, slm_error *err);
 
 /* Loads a tokenizer from a GGUF file (tokenizer.ggml.*), a Hugging Face
- * tokenizer.json or a llama2.c tokenizer.bin, recognized by content. NULL on
- * failure with a message naming the file and the problem. */
+ * tokenizer.json, a SentencePiece tokenizer.model (BPE) or a llama2.c
+ * tokenizer.bin, recognized by content. NULL on failure with a message naming
+ * the file and the problem. */
 slm_tok *slm_tok_load(const char *path, slm_error *err);
 slm_tok *slm_tok_load_gguf(const char *path, slm_error *err);
 slm_tok *slm_tok_load_json(const char *path, slm_error *err);
+slm_tok *slm_tok_load_spm_model(const char *path, slm_error *err);
 slm_tok *slm_tok_load_llama2c(const char *path, slm_error *err);
 /* A 256-token vocabulary where token i is byte i (tiny RWKV models). */
 slm_tok *slm_tok_new_bytes(slm_error *err);

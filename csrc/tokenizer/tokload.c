@@ -127,5 +127,6 @@ slm_tok *slm_tok_load(const char *path, slm_error *err)
     if (n >= 3 && head[0] == 0xEF && head[1] == 0xBB && head[2] == 0xBF) i = 3;
     while (i < n && (head[i] == ' ' || head[i] == '\n' || head[i] == '\r' || head[i] == '\t')) i++;
     if (i < n && head[i] == '{') return slm_tok_load_json(path, err);
+    if (slm_tok_is_spm_model(head, n)) return slm_tok_load_spm_model(path, err);
     return slm_tok_load_llama2c(path, err);
 }

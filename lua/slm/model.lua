@@ -236,8 +236,9 @@ end
 
 --- load(path [, opts]) -> model | nil, msg
 -- GGUF files, llama2.c checkpoints (.bin), rwkv.cpp files.
--- opts.tokenizer: a tokenizer file (GGUF, tokenizer.json, llama2.c
--- tokenizer.bin) or object to use instead of the model file's own.
+-- opts.tokenizer: a tokenizer file (GGUF, tokenizer.json, SentencePiece
+-- tokenizer.model, llama2.c tokenizer.bin) or object to use instead of the
+-- model file's own; its size must be the model's vocabulary.
 function M.load(path, opts)
   opts = opts or {}
   if type(path) ~= "string" then error("bad argument #1 to 'load' (string expected, got " .. type(path) .. ")", 2) end

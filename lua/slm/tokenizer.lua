@@ -1,7 +1,7 @@
 --- slm.tokenizer: text <-> token ids.
 --
 --   local tok = assert(slm.tokenizer.load("model.gguf"))  -- or tokenizer.json,
---                                                          -- or llama2.c tokenizer.bin
+--                           -- a SentencePiece tokenizer.model, llama2.c tokenizer.bin
 --   local ids = tok:encode("Hello", {add_special = true, parse_special = false})
 --   print(tok:decode(ids), #tok, tok.bos, tok.eos)
 --   local dec = tok:decoder()          -- streaming: dec:add(id) returns only
