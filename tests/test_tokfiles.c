@@ -67,6 +67,32 @@ static void tokjson(void)
     slm_tok_free(t);
 }
 
+/* llama2.c tokenizer.bin: the vocabulary code's message names the file. */
+static void llama2c_bin(void)
+{
+    static const char *const pieces[] = {"<unk>", "<s>", "</s>", "a", "a"};
+    unsigned char b[256];
+    size_t n = 0;
+    int32_t max_len = 5;
+    memcpy(b, &max_len, 4);
+    n = 4;
+    for (int i = 0; i < 5; i++) {
+        float score = 0;
+        int32_t len = (int32_t)strlen(pieces[i]);
+        memcpy(b + n, &score, 4);
+        memcpy(b + n + 4, &len, 4);
+        memcpy(b + n + 8, pieces[i], (size_t)len);
+        n += 8 + (size_t)len;
+    }
+    spit(b, n);
+    slm_error err = {0};
+    char want[256];
+    snprintf(want, sizeof want, "%s: tokenizer: duplicate token 'a' (ids 3 and 4)", tmp);
+    slm_tok *t = slm_tok_load(tmp, &err);
+    CHECK(!t && !strcmp(err.msg, want), "llama2.c duplicate: %s", err.msg);
+    slm_tok_free(t);
+}
+
 /* Every pre-tokenizer set compiles, under each of its names, and its
  * pieces cover the text. */
 static void pretok_sets(void)
@@ -201,6 +227,7 @@ int main(void)
     snprintf(tmp, sizeof tmp, "/tmp/slm-tokfiles-%d", (int)getpid());
     const char *fx = getenv("SLM_FIXTURES");
     tokjson();
+    llama2c_bin();
     pretok_sets();
     spm_model(fx ? fx : "../shared/fixtures");
     unlink(tmp);

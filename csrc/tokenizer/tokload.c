@@ -89,6 +89,7 @@ bad:
     slm_error_set(err, SLM_EFORMAT, "%s: not a llama2.c tokenizer (bad token record at byte %zu)",
                   path, off);
 fail:
+    slm_tok_error_path(err, path);
     free(d);
     slm_tok_free(t);
     return NULL;
