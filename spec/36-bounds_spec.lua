@@ -116,14 +116,7 @@ describe("a block's own check names the file and the layer", function()
   end
 end)
 
--- A copy of a fixture with bytes changed: {[offset] = byte} (0-based offsets).
-local function patched(rel, bytes, extra)
-  local src, why = helpers.fixture(rel)
-  if not src then return nil, why end
-  local s = helpers.read(src)
-  for at, b in pairs(bytes) do s = s:sub(1, at) .. string.char(b) .. s:sub(at + 2) end
-  return helpers.tmpfile(s .. (extra or ""))
-end
+local patched = helpers.patched
 
 describe("rwkv.cpp headers", function()
   -- tiny-rwkv-4v0-660K: n_vocab 256, n_embed 128, n_layer 4 at bytes 8, 12, 16
