@@ -15,13 +15,14 @@ local prompt = arg[2] or "In the morning, the little cat"
 local max_tokens = math.tointeger(tonumber(arg[3] or 80)) or 80
 local seed = math.tointeger(tonumber(arg[4] or 1)) or 1
 
--- token id = byte: the 256-byte vocabulary (the tiny GGUFs carry a placeholder one)
-local model, err = slm.load(path, { tokenizer = slm.tokenizer.bytes() })
+local model, err = slm.load(path)
 if not model then common.die("%s", err) end
 if model.def.encoder or model.hp.n_vocab ~= 256 then
   common.die("%s is not a byte-level model (%s, vocabulary %d); this example needs a 256-token vocabulary "
              .. "(rwkv.cpp's tiny files, rwkv6/rwkv7-tiny GGUFs)", path, model.hp.arch, model.hp.n_vocab)
 end
+-- token id = byte: the 256-byte vocabulary (the tiny GGUFs carry a placeholder one)
+model.tokenizer = slm.tokenizer.bytes()
 
 local sess = model:session { ctx = #prompt + max_tokens + 1, batch = 64 }
 local ids = {}

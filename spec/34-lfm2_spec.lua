@@ -208,7 +208,7 @@ describe("the lfm2 loader refuses what it does not understand", function()
   end
   -- the loader's message for a tensor the file lacks
   local function missing(name)
-    return function(path) return "missing tensor " .. name .. " (" .. path .. ": no tensor '" .. name .. "')" end
+    return "missing tensor " .. name
   end
   local function kv_list(v)
     return { drop = { ["lfm2.attention.head_count_kv"] = true },

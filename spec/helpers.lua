@@ -202,6 +202,17 @@ function helpers.altered(src, opts)
   return out
 end
 
+--- A copy of a fixture (path relative to the fixtures) with bytes changed,
+-- {[0-based offset] = byte}, and `extra` appended, in a temporary file; nil
+-- and a skip message when the fixture is absent.
+function helpers.patched(rel, bytes, extra)
+  local src, why = helpers.fixture(rel)
+  if not src then return nil, why end
+  local s = helpers.read(src)
+  for at, b in pairs(bytes) do s = s:sub(1, at) .. string.char(b) .. s:sub(at + 2) end
+  return helpers.tmpfile(s .. (extra or ""))
+end
+
 --- Decodes JSON text (objects, arrays, strings with \u escapes and
 -- surrogate pairs, numbers, true/false; null becomes nil). Enough to read
 -- the fixtures' tokenizer.json files; raises on malformed input.

@@ -125,6 +125,64 @@ static slm_status parse_param(const char *path, const slm_storage *map, size_t *
     return SLM_OK;
 }
 
+/* A 2-D parameter that must be (n_vocab, n_embed): emb.weight, head.weight. */
+static slm_status check_vocab_matrix(const char *path, const slm_rwkvcpp *f, const char *name,
+                                     slm_error *err)
+{
+    int i = slm_rwkvcpp_find(f, name);
+    if (i < 0) return slm_error_set(err, SLM_EFORMAT, "%s: no parameter '%s'", path, name);
+    const rc_tensor *t = &f->t[i];
+    if (t->ndim != 2)
+        return slm_error_set(err, SLM_EFORMAT, "%s: parameter '%s' has %d dimensions, expected 2 "
+                             "(n_vocab, n_embed)", path, name, t->ndim);
+    if (t->shape[0] != f->hdr.n_vocab)
+        return slm_error_set(err, SLM_EFORMAT, "%s: header n_vocab is %d, %s has %lld rows",
+                             path, f->hdr.n_vocab, name, (long long)t->shape[0]);
+    if (t->shape[1] != f->hdr.n_embed)
+        return slm_error_set(err, SLM_EFORMAT, "%s: header n_embed is %d, %s has %lld columns",
+                             path, f->hdr.n_embed, name, (long long)t->shape[1]);
+    return SLM_OK;
+}
+
+/* The header's sizes against the parameters: whoever sizes a session from
+ * n_vocab, n_embed or n_layer (logits, state) must get what the tensors
+ * hold, not what a corrupt header claims (a one-byte change to n_vocab used
+ * to size the logits and the sampler's candidates at 2^31 entries). The
+ * blocks are numbered 0..n_layer-1 with none missing. */
+static slm_status check_header(const char *path, const slm_rwkvcpp *f, slm_error *err)
+{
+    slm_status st = check_vocab_matrix(path, f, "emb.weight", err);
+    if (st == SLM_OK) st = check_vocab_matrix(path, f, "head.weight", err);
+    if (st != SLM_OK) return st;
+    /* every index in 0..n_layer-1 has a block: seen[] is bounded by the
+     * parameter count (each block has several), not by the header */
+    int n_blocks = 0;
+    unsigned char *seen = calloc((size_t)f->n + 1, 1);
+    if (!seen) return slm_error_set(err, SLM_ENOMEM, "out of memory");
+    for (int i = 0; i < f->n; i++) {
+        const char *s = f->t[i].name;
+        if (strncmp(s, "blocks.", 7) != 0) continue;
+        char *end;
+        long b = strtol(s + 7, &end, 10);
+        if (end == s + 7 || *end != '.' || b < 0 || b >= f->n) {
+            free(seen);
+            return slm_error_set(err, SLM_EFORMAT, "%s: parameter '%s': bad block number", path, s);
+        }
+        if (!seen[b]) n_blocks++;
+        seen[b] = 1;
+        if (b >= f->hdr.n_layer) {
+            free(seen);
+            return slm_error_set(err, SLM_EFORMAT, "%s: header n_layer is %d, the file has "
+                                 "parameter '%s'", path, f->hdr.n_layer, s);
+        }
+    }
+    free(seen);
+    if (n_blocks != f->hdr.n_layer)
+        return slm_error_set(err, SLM_EFORMAT, "%s: header n_layer is %d, the file has %d blocks",
+                             path, f->hdr.n_layer, n_blocks);
+    return SLM_OK;
+}
+
 slm_rwkvcpp *slm_rwkvcpp_open(const char *path, slm_error *err)
 {
     slm_storage *map = slm_storage_map_file(path, err);
@@ -146,9 +204,12 @@ slm_rwkvcpp *slm_rwkvcpp_open(const char *path, slm_error *err)
                       path, f->hdr.version);
         return fail(f, map);
     }
-    if (f->hdr.n_vocab <= 0 || f->hdr.n_embed <= 0 || f->hdr.n_layer <= 0) {
-        slm_error_set(err, SLM_EFORMAT, "%s: header: n_vocab, n_embed and n_layer must be positive",
-                      path);
+    const char *field = f->hdr.n_vocab <= 0 ? "n_vocab" : f->hdr.n_embed <= 0 ? "n_embed"
+                      : f->hdr.n_layer <= 0 ? "n_layer" : NULL;
+    if (field) {
+        int v = f->hdr.n_vocab <= 0 ? f->hdr.n_vocab : f->hdr.n_embed <= 0 ? f->hdr.n_embed
+              : f->hdr.n_layer;
+        slm_error_set(err, SLM_EFORMAT, "%s: header %s is %d (must be positive)", path, field, v);
         return fail(f, map);
     }
     size_t off = 24, total = 0;
@@ -171,6 +232,7 @@ slm_rwkvcpp *slm_rwkvcpp_open(const char *path, slm_error *err)
         t->dst = total;
         total += (t->nbytes + 63) & ~(size_t)63;
     }
+    if (check_header(path, f, err) != SLM_OK) return fail(f, map);
     f->data = slm_storage_alloc(total, err);
     if (!f->data) return fail(f, map);
     f->data->flags |= SLM_STORAGE_VECDOT_ORDER;

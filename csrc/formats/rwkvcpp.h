@@ -9,6 +9,10 @@
  * block layouts). Several parameters are stored pre-transformed by the
  * converter (see ../shared/README.md); this reader returns them as stored.
  *
+ * The header's n_vocab and n_embed must be the shape of emb.weight and
+ * head.weight, and n_layer the number of blocks (blocks.0 .. blocks.n_layer-1):
+ * a file whose header says otherwise is refused at open.
+ *
  * The data is not aligned in the file, so the reader copies every tensor into
  * one 64-byte aligned heap block (each tensor 64-aligned). Shapes are
  * outermost first, as everywhere in slm. */

@@ -98,7 +98,7 @@ local function gguf_source(path)
     end,
     tensor = function(name)
       local t, e = f:tensor(name)
-      if not t then error(path .. ": missing tensor " .. name .. (e and (" (" .. e .. ")") or ""), 0) end
+      if not t then error(f:info(name) and e or (path .. ": missing tensor " .. name), 0) end
       return t
     end,
   }
@@ -200,6 +200,32 @@ function M.check_coverage(tsrc, def)
   end
 end
 
+-- An error raised while a definition reads a file, as one line naming the
+-- file: a definition's own messages start with the path already; a block's
+-- check (C) carries the chunk and line of the definition that called it
+-- (".../models/llama.lua:174: "), which tells the user nothing about their
+-- file, so that prefix gives way to the path.
+local function file_error(path, e)
+  e = tostring(e)
+  if e:sub(1, #path + 2) == path .. ": " then return e end
+  return path .. ": " .. e:gsub("^[^\n]-%.lua:%d+: ", "")
+end
+
+-- A GGUF file's <arch>.block_count (hp.n_layer) against the blk.N tensors
+-- it holds: a wrong count would otherwise be reported as the first missing
+-- or unused tensor.
+local function check_blocks(src, hp)
+  local n = 0
+  for _, name in ipairs(src.tensor_names()) do
+    local b = name:match("^blk%.(%d+)%.")
+    if b then n = math.max(n, tonumber(b) + 1) end
+  end
+  if n > 0 and hp.n_layer ~= n then
+    error(string.format("%s: %s.block_count is %s, the file has tensors of blocks 0..%d", src.path, src.arch,
+                        tostring(hp.n_layer), n - 1), 0)
+  end
+end
+
 local Model = {}
 Model.__index = Model
 
@@ -211,8 +237,9 @@ end
 
 --- load(path [, opts]) -> model | nil, msg
 -- GGUF files, llama2.c checkpoints (.bin), rwkv.cpp files.
--- opts.tokenizer: a tokenizer file (GGUF, tokenizer.json, llama2.c
--- tokenizer.bin) or object to use instead of the model file's own.
+-- opts.tokenizer: a tokenizer file (GGUF, tokenizer.json, SentencePiece
+-- tokenizer.model, llama2.c tokenizer.bin) or object to use instead of the
+-- model file's own; its size must be the model's vocabulary.
 -- opts.lora: LoRA adapters merged at load (slm.lora). An unknown option or
 -- a value of the wrong type is an error (misuse); a file that cannot be
 -- read returns nil, msg.
@@ -237,7 +264,8 @@ function M.load(path, opts)
     src, err = rwkvcpp_source(path)
   else
     src, err = llama2c_source(path)
-    if not src then
+    if not src then   -- the reader's message without its own copy of the path
+      if err:sub(1, #path + 2) == path .. ": " then err = err:sub(#path + 3) end
       return nil, path .. ": not a GGUF file or llama2.c checkpoint (" .. err .. ")"
     end
   end
@@ -257,11 +285,12 @@ function M.load(path, opts)
     if not reader then error(path .. ": the " .. (def.name or src.arch) .. " definition cannot read " .. src.kind .. " files", 0) end
     local tsrc = M.tracked(src)
     local hp = reader(tsrc)
+    if src.kind == "gguf" then check_blocks(src, hp) end
     local net = def.build(tsrc, hp)
     M.check_coverage(tsrc, def)
     return { hp = hp, net = net }
   end)
-  if not ok then return nil, tostring(res) end
+  if not ok then return nil, file_error(path, res) end
   local model = setmetatable({
     path = path, arch = src.arch, def = def, hp = res.net.hp or res.hp, net = res.net,
     source = src,
@@ -279,6 +308,13 @@ function M.load(path, opts)
     local tok, terr = tokmod.load(path)
     if not tok then return nil, terr end
     model.tokenizer = tok
+  end
+  -- a tokenizer of another vocabulary would hand the model ids past its
+  -- embedding, or read the model's ids as other tokens
+  if opts.tokenizer ~= nil and #model.tokenizer ~= model.hp.n_vocab then
+    return nil, string.format("%s: the tokenizer %shas %d tokens, the model's vocabulary %d", path,
+                              type(opts.tokenizer) == "string" and (opts.tokenizer .. " ") or "",
+                              #model.tokenizer, model.hp.n_vocab)
   end
   return model
 end
