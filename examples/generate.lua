@@ -1,7 +1,10 @@
 --- Generates text from a prompt, streaming it to stdout.
 --   bin/slm examples/generate.lua MODEL.gguf "Once upon a time" [max_tokens] [temp] [seed]
--- temp 0 (the default) is greedy decoding.
+-- temp 0 (the default) is greedy decoding. Any decoder with a tokenizer
+-- (byte-level rwkv.cpp files read bytes); encoders and llama2.c
+-- checkpoints (no vocabulary in the file) are refused.
 local slm = require "slm"
+local common = require "examples.common"
 
 local path, prompt = arg[1], arg[2]
 if not path or not prompt then
@@ -11,18 +14,10 @@ end
 local max_tokens = math.tointeger(tonumber(arg[3] or 64)) or 64
 local temp, seed = tonumber(arg[4] or 0), math.tointeger(tonumber(arg[5] or 1)) or 1
 
-local model, err = slm.load(path)
-if not model then
-  io.stderr:write("generate.lua: ", err, "\n")
-  os.exit(1)
-end
+local model = common.model(path, { text = true, decoder = true })
 local sess = model:session { ctx = 1024 }
 local sampler = temp > 0 and slm.sampler.default { temp = temp, top_k = 40, top_p = 0.95, seed = seed }
                 or slm.sampler.greedy()
-if not model.tokenizer then
-  io.stderr:write("generate.lua: ", path, " has no tokenizer\n")
-  os.exit(1)
-end
 io.write(prompt)
 local t0, n = slm.core.clock(), 0
 for piece in sess:generate(prompt, { max_tokens = max_tokens, sampler = sampler }) do

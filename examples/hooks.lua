@@ -1,18 +1,18 @@
 --- Activation hooks: watch the residual stream grow layer by layer, then
 -- ablate one layer's feed-forward and see what changes.
 --   bin/slm examples/hooks.lua MODEL.gguf ["prompt"]
+-- Any decoder with a tokenizer. Models without feed-forward hook points
+-- (Mamba, RWKV: only blk.N.out) lose the middle layer's whole contribution
+-- instead: its output is replaced by its input, the previous layer's output.
 local slm = require "slm"
+local common = require "examples.common"
 
 local path, prompt = arg[1], arg[2] or "Once upon a time there was"
 if not path then
   io.stderr:write("usage: hooks.lua MODEL.gguf [\"prompt\"]\n")
   os.exit(2)
 end
-local model, err = slm.load(path)
-if not model then
-  io.stderr:write("hooks.lua: ", err, "\n")
-  os.exit(1)
-end
+local model = common.model(path, { text = true, decoder = true })
 local ids = model.tokenizer:encode(prompt)
 
 -- the RMS of the last row of a (n, dim) view
@@ -43,12 +43,23 @@ local id, logit = top(sess:eval(ids))
 print(string.format("next token %d %q (logit %.3f)", id, model.tokenizer:decode({ id }), logit))
 for _, h in ipairs(handles) do h:remove() end
 
--- 2. intervene: zero the feed-forward output of the middle layer
+-- 2. intervene: zero the feed-forward output of the middle layer, where the
+-- architecture has that point
 local mid = model.hp.n_layer // 2
 local zeros = slm.tensor.zeros
-local h = model:hook("blk." .. mid .. ".ffn_out", function(t) t:copy_(zeros({ t:size(1), t:size(2) })) end)
+local what, hs = "blk." .. mid .. ".ffn_out", {}
+local ok = pcall(function()
+  hs[1] = model:hook(what, function(t) t:copy_(zeros({ t:size(1), t:size(2) })) end)
+end)
+if not ok then
+  -- only blk.N.out: the middle layer's output becomes its input (it adds nothing)
+  local before
+  what = "blk." .. mid .. " (output := input)"
+  hs[1] = model:hook("blk." .. mid - 1 .. ".out", function(t) before = t:clone() end)
+  hs[2] = model:hook("blk." .. mid .. ".out", function(t) t:copy_(before) end)
+end
 local sess2 = model:session { ctx = 256 }
 local id2, logit2 = top(sess2:eval(ids))
-h:remove()
-print(string.format("ablated blk.%d.ffn_out: next token %d %q (logit %.3f)", mid, id2,
+for _, h in ipairs(hs) do h:remove() end
+print(string.format("ablated %s: next token %d %q (logit %.3f)", what, id2,
                     model.tokenizer:decode({ id2 }), logit2))

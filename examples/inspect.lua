@@ -1,5 +1,8 @@
 -- Prints what a GGUF file holds: architecture, name, parameter count, the
 -- main metadata, and a table of its tensors with dtypes, shapes and sizes.
+-- Any GGUF file, of any architecture, vocabulary-only files included (it
+-- reads the file, not a model); other formats are refused: `bin/slm info`
+-- describes rwkv.cpp and llama2.c files.
 --
 --   bin/slm examples/inspect.lua model.gguf [--all-keys]
 local gguf = require "slm.gguf"
@@ -13,7 +16,8 @@ local all_keys = arg[2] == "--all-keys"
 
 local f, err = gguf.open(path)
 if not f then
-  io.stderr:write(err, "\n")
+  local hint = err:find("not a GGUF file", 1, true) and " (bin/slm info describes rwkv.cpp and llama2.c files)" or ""
+  io.stderr:write("inspect.lua: ", err, hint, "\n")
   os.exit(1)
 end
 

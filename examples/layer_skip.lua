@@ -2,22 +2,22 @@
 -- recursion over a block, compared with the full model on a text (KL
 -- divergence per token and top-1 agreement).
 --   bin/slm examples/layer_skip.lua MODEL.gguf [text file]
+-- Layer plans exist for the attention families (llama, qwen, phi3, gemma,
+-- granite, smollm3, MoE, lfm2); others are refused with the list.
 local slm = require "slm"
+local common = require "examples.common"
 
 local path, file = arg[1], arg[2]
 if not path then
   io.stderr:write("usage: layer_skip.lua MODEL.gguf [text file]\n")
   os.exit(2)
 end
-local model, err = slm.load(path)
-if not model then
-  io.stderr:write("layer_skip.lua: ", err, "\n")
-  os.exit(1)
-end
+local model = common.model(path, { text = true, decoder = true, plans = true })
 local text = "Once upon a time there was a little girl who lived in a village near the forest. "
           .. "Whenever she went out, she wore a red riding cloak."
 if file then
-  local f = assert(io.open(file, "rb"))
+  local f, ferr = io.open(file, "rb")
+  if not f then common.die("%s", ferr) end
   text = f:read("a")
   f:close()
 end

@@ -3,26 +3,38 @@
 -- adapter.lora.alpha), apply it at several scales, then save the merged
 -- model and check it gives the same logits.
 --   bin/slm examples/lora.lua MODEL.gguf [ADAPTER.gguf]
+-- Any decoder in a GGUF file. The random adapter adapts the matrices the
+-- model has among attention's q/v (or Phi-3's fused qkv) and the FFN's
+-- down projection, Mamba's in/out projections and RWKV's key/value
+-- matrices.
 local slm = require "slm"
+local common = require "examples.common"
 
 local path, adapter = arg[1], arg[2]
 if not path then
   io.stderr:write("usage: lora.lua MODEL.gguf [ADAPTER.gguf]\n")
   os.exit(2)
 end
-local base, err = slm.load(path)
-if not base then
-  io.stderr:write("lora.lua: ", err, "\n")
-  os.exit(1)
-end
+local base = common.model(path, { text = true, decoder = true, gguf = true })
 local made
 if not adapter then
+  local CANDIDATES = { attn_q = true, attn_qkv = true, attn_v = true, ffn_down = true, ssm_in = true, ssm_out = true,
+                       time_mix_key = true, time_mix_value = true, channel_mix_value = true }
+  local targets, seen = {}, {}
+  for _, info in ipairs(base.source.file.tensors) do
+    local what = info.name:match("^blk%.%d+%.([%w_]+)%.weight$")
+    if what and CANDIDATES[what] and #info.shape == 2 and not seen[what] then
+      seen[what] = true
+      targets[#targets + 1] = what
+    end
+  end
+  if #targets == 0 then common.die("%s has none of the matrices this example adapts", path) end
+  table.sort(targets)
   made = os.tmpname()
   os.remove(made)   -- the name only: the adapter goes to NAME.gguf
   made = made .. ".gguf"
-  adapter = slm.lora.random_adapter { base = path, path = made, rank = 4, alpha = 8, std = 0.05,
-                                      targets = { "attn_q", "attn_v", "ffn_down" } }
-  print("wrote a random adapter: " .. adapter)
+  adapter = slm.lora.random_adapter { base = path, path = made, rank = 4, alpha = 8, std = 0.05, targets = targets }
+  print("wrote a random adapter of " .. table.concat(targets, ", ") .. ": " .. adapter)
 end
 local text = "Once upon a time there was a little girl who lived in a village near the forest."
 local ids = base.tokenizer:encode("Once upon a time")

@@ -3,7 +3,11 @@
 -- q4_0, the embeddings and the norms as stored. Prints the dtypes chosen
 -- and how far the result's next-token distributions are from the source's.
 --   bin/slm examples/quantize_policy.lua IN.gguf OUT.gguf
+-- Any GGUF model (slm.quantize reads and writes GGUF; rwkv.cpp files:
+-- `bin/slm quantize`). Decoders are compared by their next-token
+-- distributions, encoders by the cosine of their sentence embeddings.
 local slm = require "slm"
+local common = require "examples.common"
 
 local src, dst = arg[1], arg[2]
 if not src or not dst then
@@ -20,26 +24,26 @@ local function policy(name, info)
   return row % 32 == 0 and "q4_0" or nil
 end
 
+local a = common.model(src, { gguf = true })
 local ok, counts = slm.quantize(src, dst, policy)
-if not ok then
-  io.stderr:write("quantize_policy.lua: ", counts, "\n")
-  os.exit(1)
-end
+if not ok then common.die("%s", counts) end
 local names = {}
 for dt in pairs(counts) do names[#names + 1] = dt end
 table.sort(names)
 for _, dt in ipairs(names) do print(string.format("%-6s %d tensors", dt, counts[dt])) end
-local function size(p)
-  local f = assert(io.open(p, "rb"))
-  local n = f:seek("end")
-  f:close()
-  return n
-end
+local size = common.file_size
 print(string.format("%s: %.2f MB -> %s: %.2f MB", src, size(src) / 1e6, dst, size(dst) / 1e6))
 
-local a, b = assert(slm.load(src)), assert(slm.load(dst))
-if a.tokenizer then
-  local text = "Once upon a time there was a little girl who lived in a village near the forest."
+local b = common.model(dst)
+local text = "Once upon a time there was a little girl who lived in a village near the forest."
+if not a.tokenizer then
+  print("(no tokenizer: nothing to compare on a text)")
+elseif a.def.encoder then
+  local u, v = a:embed(text), b:embed(text)
+  local cos = 0
+  for i = 1, u:numel() do cos = cos + u:get(i) * v:get(i) end   -- unit vectors
+  print(string.format("cosine of the sentence embeddings (source, quantized) %.6f", cos))
+else
   local k = slm.eval.kl(a, b, text, { ctx = 64 })
   print(string.format("KL(source || quantized) mean %.5f max %.5f, top-1 agreement %.3f", k.mean, k.max, k.top1))
 end

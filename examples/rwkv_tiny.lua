@@ -4,8 +4,10 @@
 -- sess:generate).
 --   bin/slm examples/rwkv_tiny.lua [MODEL] ["prompt"] [max_tokens=80] [seed=1]
 -- MODEL defaults to rwkv.cpp's tiny RWKV-7 in $SLM_FIXTURES (../shared/fixtures);
--- any rwkv.cpp file or rwkv6/rwkv7 GGUF with a 256-byte vocabulary works.
+-- any model with a 256-token (byte) vocabulary works: rwkv.cpp's tiny files,
+-- the rwkv6/rwkv7-tiny GGUFs. Others are refused.
 local slm = require "slm"
+local common = require "examples.common"
 
 local fixtures = os.getenv("SLM_FIXTURES") or "../shared/fixtures"
 local path = arg[1] or (fixtures .. "/rwkv/tiny-rwkv-7v0-834K-FP32.bin")
@@ -13,16 +15,14 @@ local prompt = arg[2] or "In the morning, the little cat"
 local max_tokens = math.tointeger(tonumber(arg[3] or 80)) or 80
 local seed = math.tointeger(tonumber(arg[4] or 1)) or 1
 
+local model, err = slm.load(path)
+if not model then common.die("%s", err) end
+if model.def.encoder or model.hp.n_vocab ~= 256 then
+  common.die("%s is not a byte-level model (%s, vocabulary %d); this example needs a 256-token vocabulary "
+             .. "(rwkv.cpp's tiny files, rwkv6/rwkv7-tiny GGUFs)", path, model.hp.arch, model.hp.n_vocab)
+end
 -- token id = byte: the 256-byte vocabulary (the tiny GGUFs carry a placeholder one)
-local model, err = slm.load(path, { tokenizer = slm.tokenizer.bytes() })
-if not model then
-  io.stderr:write("rwkv_tiny.lua: ", err, "\n")
-  os.exit(1)
-end
-if model.hp.n_vocab ~= 256 then
-  io.stderr:write("rwkv_tiny.lua: ", path, " is not a byte-level model (vocabulary ", model.hp.n_vocab, ")\n")
-  os.exit(1)
-end
+model.tokenizer = slm.tokenizer.bytes()
 
 local sess = model:session { ctx = #prompt + max_tokens + 1, batch = 64 }
 local ids = {}

@@ -7,8 +7,11 @@
 -- then each query (the arguments, else one per line of stdin) is embedded
 -- and the K lines (default 3) with the highest cosine similarity are
 -- printed with it. The vectors have unit length, so one matrix-vector
--- product scores every line: scores = index . q.
+-- product scores every line: scores = index . q. Encoders and decoders
+-- with a tokenizer (byte-level rwkv.cpp files read bytes); llama2.c
+-- checkpoints (no vocabulary in the file) are refused.
 local slm = require "slm"
+local common = require "examples.common"
 
 local function die(msg)
   io.stderr:write(msg, "\n")
@@ -29,9 +32,7 @@ while i <= #arg do
 end
 if #args < 2 then die("usage: search.lua MODEL FILE [QUERY ...] [--top K]") end
 
-local model, err = slm.load(args[1])
-if not model then die(err) end
-if not model.tokenizer then die(args[1] .. " has no tokenizer") end
+local model = common.model(args[1], { text = true })
 
 local lines = {}
 local fh, ferr = io.open(args[2], "r")

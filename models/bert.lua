@@ -98,21 +98,21 @@ function bert.build(src, hp)
     local kv_dim = hp.n_head_kv * hp.head_dim
     m.layers[l] = {
       kind = hp.causal and "causal encoder" or "bidirectional",
-      attn = blocks.attention {
+      attn = hparams.block(src, p, blocks.attention, {
         dim = hp.dim, n_head = hp.n_head, n_head_kv = hp.n_head_kv, head_dim = hp.head_dim,
         encoder = true, causal = hp.causal,
         wq = w(p .. "attn_q.weight"), wk = w(p .. "attn_k.weight"), wv = w(p .. "attn_v.weight"),
         wo = w(p .. "attn_output.weight"),
         bq = f32(p .. "attn_q.bias", hp.dim), bk = f32(p .. "attn_k.bias", kv_dim),
         bv = f32(p .. "attn_v.bias", kv_dim), bo = f32(p .. "attn_output.bias", hp.dim),
-      },
+      }),
       attn_norm_w = vec(p .. "attn_output_norm.weight", hp.dim),
       attn_norm_b = vec(p .. "attn_output_norm.bias", hp.dim),
-      ffn = blocks.ffn {
+      ffn = hparams.block(src, p, blocks.ffn, {
         dim = hp.dim, n_ff = hp.n_ff, act = "gelu",
         up = w(p .. "ffn_up.weight"), down = w(p .. "ffn_down.weight"),
         b_up = f32(p .. "ffn_up.bias", hp.n_ff), b_down = f32(p .. "ffn_down.bias", hp.dim),
-      },
+      }),
       out_norm_w = vec(p .. "layer_output_norm.weight", hp.dim),
       out_norm_b = vec(p .. "layer_output_norm.bias", hp.dim),
     }

@@ -123,7 +123,7 @@ function gemma.build(src, hp)
     }
     layer.kind = (swa and ("window " .. hp.window .. ", ") or "") ..
                  hparams.rope_kind(swa and hp.rope_base_swa or hp.rope_base, swa and hp.rope_scale_swa or hp.rope_scale)
-    layer.attn = blocks.attention {
+    layer.attn = hparams.block(src, p, blocks.attention, {
       dim = hp.dim, n_head = hp.n_head, n_head_kv = hp.n_head_kv, head_dim = hp.head_dim,
       scale = hp.q_scale, prescale_q = true,          -- q scaled before attention
       softcap = hp.attn_softcap, window = layer.window, norm_eps = hp.eps,
@@ -138,11 +138,11 @@ function gemma.build(src, hp)
       -- gemma3 normalizes q and k per head (required there)
       q_norm = (hp.arch == "gemma3" and vec or f32)(p .. "attn_q_norm.weight", hp.head_dim),
       k_norm = (hp.arch == "gemma3" and vec or f32)(p .. "attn_k_norm.weight", hp.head_dim),
-    }
-    layer.ffn = blocks.ffn {
+    })
+    layer.ffn = hparams.block(src, p, blocks.ffn, {
       dim = hp.dim, n_ff = hp.n_ff, act = "gelu",      -- GeGLU: gelu(gate x) * up x
       gate = w(p .. "ffn_gate.weight"), up = w(p .. "ffn_up.weight"), down = w(p .. "ffn_down.weight"),
-    }
+    })
     m.layers[l] = layer
   end
   m.plan = {}

@@ -81,6 +81,73 @@ local function positive(src, arch, hp, names)
   end
 end
 
+--- check_ranges(src, hp, {{field, key, min [, max]}, ...}): each integer
+-- hp[field] (read from <arch>.<key>) lies in min..max (max default
+-- 2^31 - 1, what the reference's 32-bit fields hold); an entry without min
+-- is a number that must be positive and finite. Else an error naming the
+-- file, the key and the value.
+function M.check_ranges(src, hp, list)
+  for _, c in ipairs(list) do
+    local v, lo, hi = hp[c[1]], c[3], c[4] or 0x7fffffff
+    if lo then
+      if math.type(v) ~= "integer" or v < lo or v > hi then
+        error(string.format("%s: %s.%s is %s (expected %d..%d)", src.path, src.arch, c[2], tostring(v), lo, hi), 0)
+      end
+    elseif not (type(v) == "number" and v > 0 and v < math.huge) then
+      error(string.format("%s: %s.%s is %s (expected a positive number)", src.path, src.arch, c[2], tostring(v)), 0)
+    end
+  end
+end
+
+--- check_dim(src, hp, emb): the embedding emb is (vocab, hp.dim), so that
+-- embedding_length is what the tensors hold.
+function M.check_dim(src, hp, emb)
+  if emb:dim() ~= 2 or emb:size(2) ~= hp.dim then
+    error(string.format("%s: %s.embedding_length is %d, token_embd.weight has shape %s", src.path, hp.arch,
+                        hp.dim, table.concat(emb:shape(), "x")), 0)
+  end
+end
+
+--- check_ff(src, hp, key, name): hp.n_ff (from <arch>.<key>) is the inner
+-- size of the down projection `name` (its last dimension: (dim, n_ff), or
+-- (experts, dim, n_ff) for expert stacks) when the file has that tensor.
+function M.check_ff(src, hp, key, name)
+  if not src.has(name) then return end
+  local shape = src.tensor(name):shape()
+  if shape[#shape] ~= hp.n_ff then
+    error(string.format("%s: %s.%s is %d, %s has shape %s", src.path, src.arch, key, hp.n_ff, name,
+                        table.concat(shape, "x")), 0)
+  end
+end
+
+--- check_heads(src, hp, derived): the head counts and size against the
+-- projections of the first attention layer (q and k, or phi3's fused qkv),
+-- so that a wrong count is named as such rather than by whatever size it
+-- derives (derived: the head size is embedding_length / head_count).
+function M.check_heads(src, hp, derived)
+  local size = derived and string.format("%d (embedding_length / head_count)", hp.head_dim) or hp.head_dim
+  local function rows(name, heads, want)
+    local got = src.tensor(name):size(1)
+    if got ~= want then
+      error(string.format("%s: %s.%s with heads of %s needs %d rows in %s, it has %d", src.path, src.arch, heads,
+                          size, want, name, got), 0)
+    end
+  end
+  for l = 0, hp.n_layer - 1 do
+    local p = "blk." .. l .. "."
+    local n_kv = hp.n_head_kv_l and hp.n_head_kv_l[l + 1] or hp.n_head_kv
+    if n_kv > 0 and src.has(p .. "attn_qkv.weight") then
+      rows(p .. "attn_qkv.weight", string.format("attention.head_count %d and head_count_kv %d", hp.n_head, n_kv),
+           (hp.n_head + 2 * n_kv) * hp.head_dim)
+      return
+    elseif n_kv > 0 and src.has(p .. "attn_q.weight") and src.has(p .. "attn_k.weight") then
+      rows(p .. "attn_q.weight", "attention.head_count " .. hp.n_head, hp.n_head * hp.head_dim)
+      rows(p .. "attn_k.weight", "attention.head_count_kv " .. n_kv, n_kv * hp.head_dim)
+      return
+    end
+  end
+end
+
 --- The hyper-parameters every attention model reads, as the reference's
 -- common loader does: sizes, heads, head size (attention.key_length /
 -- value_length, default dim / heads), rotary dims, RoPE base, linear
@@ -102,6 +169,9 @@ function M.attention(src, k, opts)
   }
   positive(src, arch, hp, { { "dim", nil, "embedding_length" }, { "n_layer", 4096, "block_count" },
                             { "n_ff", nil, "feed_forward_length" }, { "n_head", 4096, "attention.head_count" } })
+  M.check_ranges(src, hp, { { "n_ctx_train", "context_length", 1 } })
+  -- the width every other size derives from, against the embedding first
+  if src.has("token_embd.weight") then M.check_dim(src, hp, src.tensor("token_embd.weight")) end
   local per_layer = opts and opts.kv_per_layer
   local kv = per_layer and k.int_list("attention.head_count_kv", hp.n_layer, hp.n_head)
              or { k.int("attention.head_count_kv", hp.n_head) }
@@ -128,14 +198,21 @@ function M.attention(src, k, opts)
     error(string.format("%s: %s.expert_used_count %d of expert_count %d (expected 1..count, count <= 256)",
                         src.path, arch, hp.n_expert_used, hp.n_expert), 0)
   end
+  if hp.n_expert == 0 then M.check_ff(src, hp, "feed_forward_length", "blk.0.ffn_down.weight") end
   hp.head_dim = k.int("attention.key_length", hp.dim // hp.n_head)
+  if hp.head_dim > 4096 and k.raw("attention.key_length") == nil then
+    error(string.format("%s: %s.embedding_length %d / attention.head_count %d gives heads of %d (expected 1..4096)",
+                        src.path, arch, hp.dim, hp.n_head, hp.head_dim), 0)
+  end
+  positive(src, arch, hp, { { "head_dim", 4096, "attention.key_length" } })
   local vlen = k.int("attention.value_length", hp.head_dim)
   if vlen ~= hp.head_dim then
     error(string.format("%s: %s.attention.value_length %d differs from key_length %d (not supported)", src.path,
                         arch, vlen, hp.head_dim), 0)
   end
+  M.check_heads(src, hp, k.raw("attention.key_length") == nil)
   hp.n_rot = k.int("rope.dimension_count", hp.head_dim)
-  positive(src, arch, hp, { { "head_dim", 4096, "attention.key_length" }, { "n_rot", hp.head_dim, "rope.dimension_count" } })
+  positive(src, arch, hp, { { "n_rot", hp.head_dim, "rope.dimension_count" } })
   if hp.n_rot % 2 ~= 0 then error(string.format("%s: %s.rope.dimension_count %d is odd", src.path, arch, hp.n_rot), 0) end
   local stype = k.str("rope.scaling.type", "none")
   local factor = k.num("rope.scaling.factor", 0)
@@ -221,15 +298,23 @@ end
 --- Sets hp.n_vocab from the embedding (vocab, dim) and checks it against
 -- the file's vocab_size and dim.
 function M.check_vocab(src, hp, emb)
-  if emb:dim() ~= 2 or emb:size(2) ~= hp.dim then
-    error(string.format("%s: token_embd.weight has shape %s, expected (vocab, %d)", src.path,
-                        table.concat(emb:shape(), "x"), hp.dim), 0)
-  end
+  M.check_dim(src, hp, emb)
   hp.n_vocab = emb:size(1)
   if hp.vocab_size and hp.vocab_size ~= 0 and hp.vocab_size ~= hp.n_vocab then
     error(string.format("%s: %s.vocab_size is %d, token_embd.weight has %d rows", src.path, hp.arch,
                         hp.vocab_size, hp.n_vocab), 0)
   end
+end
+
+--- block(src, p, make, args) -> make(args): a C block whose own check of
+-- its weights names them within the layer ("ffn_gate: expected shape
+-- 768x256, got 700x256"), made whole with the file and the prefix p (the
+-- layer's "blk.1.", or "layer 1: " for blocks that name no tensor) when it
+-- fails.
+function M.block(src, p, make, args)
+  local ok, b = pcall(make, args)
+  if not ok then error(string.format("%s: %s%s", src.path, p, tostring(b)), 0) end
+  return b
 end
 
 --- describe(m) -> a line saying what each run of layers does (from each

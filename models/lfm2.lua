@@ -51,11 +51,7 @@ function lfm2.build(src, hp)
   m.output = opt("output.weight") or m.tok_embd             -- tied head
   -- a block checks its weights; its message names the tensor within the
   -- layer ("shortconv.in_proj: expected shape 384x128, got ..."), made whole here
-  local function block(p, make, args)
-    local ok, b = pcall(make, args)
-    if not ok then error(string.format("%s: %s%s", src.path, p, tostring(b)), 0) end
-    return b
-  end
+  local function block(p, make, args) return hparams.block(src, p, make, args) end
   for l = 1, hp.n_layer do
     local p = "blk." .. (l - 1) .. "."
     local n_kv = hp.n_head_kv_l[l]

@@ -82,7 +82,12 @@ function llama.hparams(src)
   if hp.n_expert > 0 then
     if MOE_RENORM[arch] == nil then hparams.no_experts(src, hp) end
     hparams.experts(src, k, hp, MOE_RENORM[arch])
-    if arch == "qwen2moe" or arch == "qwen3moe" then hp.n_ff = k.int("expert_feed_forward_length") end
+    local ff_key = "feed_forward_length"
+    if arch == "qwen2moe" or arch == "qwen3moe" then
+      ff_key = "expert_feed_forward_length"
+      hp.n_ff = k.int(ff_key)
+    end
+    hparams.check_ff(src, hp, ff_key, "blk.0.ffn_down_exps.weight")
     if arch == "qwen2moe" then hp.n_ff_shared = k.int("expert_shared_feed_forward_length", 0) end
   elseif MOE_RENORM[arch] ~= nil and arch ~= "llama" then
     error(string.format("%s: %s.expert_count is missing or 0", src.path, arch), 0)
@@ -133,7 +138,7 @@ function llama.build(src, hp)
     local qn = qk == "full" and hp.n_head * hp.head_dim or hp.head_dim
     local kn = qk == "full" and hp.n_head_kv * hp.head_dim or hp.head_dim
     local function attention(factors)
-      return blocks.attention {
+      return hparams.block(src, p, blocks.attention, {
         dim = hp.dim, n_head = hp.n_head, n_head_kv = hp.n_head_kv, head_dim = hp.head_dim,
         scale = hp.attn_scale, norm_eps = hp.eps,
         rope = not nope and {
@@ -149,14 +154,14 @@ function llama.build(src, hp)
         -- projection (required there)
         qk_norm = qk, q_norm = (QK_NORM[hp.arch] and vec or f32)(p .. "attn_q_norm.weight", qn),
         k_norm = (QK_NORM[hp.arch] and vec or f32)(p .. "attn_k_norm.weight", kn),
-      }
+      })
     end
     layer.attn = attention(short or freqs)
     if long then layer.attn_long = attention(long) end
     if hp.n_expert > 0 then
       -- router, the experts' 3-D stacks, and qwen2moe's shared expert with
       -- its sigmoid gate
-      layer.moe = blocks.moe {
+      layer.moe = hparams.block(src, "layer " .. (l - 1) .. ": ", blocks.moe, {
         dim = hp.dim, n_expert = hp.n_expert, n_used = hp.n_expert_used, n_ff = hp.n_ff,
         gating = hp.gating, norm = hp.norm_topk, scale = hp.expert_scale, act = "silu",
         router = w(p .. "ffn_gate_inp.weight"),
@@ -168,16 +173,16 @@ function llama.build(src, hp)
         } or nil,
         -- (1, dim) as converted; the reference's quantizer writes it 1-D
         shared_gate = (hp.n_ff_shared or 0) > 0 and w(p .. "ffn_gate_inp_shexp.weight"):reshape(1, hp.dim) or nil,
-      }
+      })
     else
       local gate = opt(p .. "ffn_gate.weight")
-      layer.ffn = blocks.ffn {
+      layer.ffn = hparams.block(src, p, blocks.ffn, {
         dim = hp.dim, n_ff = hp.n_ff, act = "silu",
         gate = gate, down = w(p .. "ffn_down.weight"),
         -- without ffn_gate, phi3's ffn_up holds gate and up stacked
         up = gate and w(p .. "ffn_up.weight") or nil,
         gate_up = (not gate) and w(p .. "ffn_up.weight") or nil,
-      }
+      })
     end
     m.layers[l] = layer
   end

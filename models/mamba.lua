@@ -17,6 +17,7 @@
 local core = require "slm.core"
 local blocks, mamba_c = core.blocks, core.mamba
 local head = require("slm.hooks").head
+local hparams = require("slm.models.hparams")
 
 local mamba = {
   name = "mamba", archs = { "mamba", "mamba2" },
@@ -50,11 +51,12 @@ function mamba.hparams(src)
     eps = key("attention.layer_norm_rms_epsilon", 1e-5),
     vocab_size = key("vocab_size", 0),     -- checked against the embedding
   }
-  for _, k in ipairs { "dim", "n_layer", "d_conv", "d_inner", "d_state", "dt_rank", "n_group" } do
-    if math.type(hp[k]) ~= "integer" or hp[k] < 1 then
-      error(string.format("%s: bad mamba hyper-parameter %s = %s", src.path, k, tostring(hp[k])), 0)
-    end
-  end
+  hparams.check_ranges(src, hp, {
+    { "dim", "embedding_length", 1 }, { "n_layer", "block_count", 1, 4096 }, { "d_conv", "ssm.conv_kernel", 1 },
+    { "d_inner", "ssm.inner_size", 1 }, { "d_state", "ssm.state_size", 1 }, { "dt_rank", "ssm.time_step_rank", 1 },
+    { "n_group", "ssm.group_count", 1 }, { "n_ctx_train", "context_length", 1 },
+    { "eps", "attention.layer_norm_rms_epsilon" },
+  })
   return hp
 end
 

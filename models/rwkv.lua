@@ -15,6 +15,7 @@
 local core = require "slm.core"
 local blocks, rwkv_c = core.blocks, core.rwkv
 local head = require("slm.hooks").head
+local hparams = require("slm.models.hparams")
 
 local rwkv = {
   name = "rwkv", archs = { "rwkvcpp", "rwkv6", "rwkv7" },
@@ -40,6 +41,8 @@ local function f32(t)
 end
 
 --- rwkv.cpp files: the version is told by which keys exist (as rwkv.cpp).
+-- The reader has checked the header's n_vocab, n_embed and n_layer against
+-- emb.weight, head.weight and the blocks (csrc/formats/rwkvcpp.c).
 function rwkv.hparams_rwkvcpp(src)
   local h = src.header
   local function has(k) return src.has("blocks.0." .. k) end
@@ -52,35 +55,50 @@ function rwkv.hparams_rwkvcpp(src)
     n_vocab = h.n_vocab, dim = h.n_embed, n_layer = h.n_layer, n_ctx_train = 1 << 20,
     n_ff = src.tensor("blocks.0.ffn.key.weight"):size(1), n_head = 1,
   }
-  if version == "v7" then
-    hp.n_head = src.tensor("blocks.0.att.r_k"):size(1)
-  elseif version ~= "v4" then
-    hp.n_head = src.tensor("blocks.0.att.time_decay"):size(1)
+  local heads   -- the tensor whose first dimension is the number of heads
+  if version == "v7" then heads = "blocks.0.att.r_k"
+  elseif version ~= "v4" then heads = "blocks.0.att.time_decay" end
+  if heads then
+    hp.n_head = src.tensor(heads):size(1)
+    if hp.dim % hp.n_head ~= 0 then
+      error(string.format("%s: %s gives %d heads, which do not divide n_embed %d", src.path, heads, hp.n_head,
+                          hp.dim), 0)
+    end
   end
   hp.head_size = hp.dim // hp.n_head
   return hp
 end
 
---- GGUF rwkv6 / rwkv7 (llama.cpp's converter layout).
+--- GGUF rwkv6 / rwkv7 (llama.cpp's converter layout). The sizes are
+-- checked against the embedding and the first block before any block (or
+-- a session) is made from them.
 function rwkv.hparams(src)
   local arch = src.arch
-  local function key(k, default)
-    local v = src.meta(arch .. "." .. k)
-    if v == nil then
-      if default == nil then error(string.format("%s: missing metadata %s.%s", src.path, arch, k), 0) end
-      return default
-    end
-    return v
-  end
+  local k = hparams.reader(src)
   local hp = {
     arch = arch, version = arch == "rwkv6" and "v6" or "v7", layout = "gguf",
-    dim = key("embedding_length"), n_layer = key("block_count"), n_ff = key("feed_forward_length"),
-    n_ctx_train = key("context_length", 1 << 20), head_size = key("wkv.head_size"),
-    eps = key("attention.layer_norm_epsilon", LN_EPS),
-    rescale_every = key("rescale_every_n_layers", 0),
+    dim = k.int("embedding_length"), n_layer = k.int("block_count"), n_ff = k.int("feed_forward_length"),
+    n_ctx_train = k.int("context_length", 1 << 20), head_size = k.int("wkv.head_size"),
+    eps = k.num("attention.layer_norm_epsilon", LN_EPS),
+    rescale_every = k.int("rescale_every_n_layers", 0),
   }
+  hparams.check_ranges(src, hp, {
+    { "n_layer", "block_count", 1, 4096 }, { "n_ctx_train", "context_length", 1 },
+    { "rescale_every", "rescale_every_n_layers", 0 }, { "eps", "attention.layer_norm_epsilon" },
+  })
+  local emb = src.tensor("token_embd.weight")
+  hparams.check_dim(src, hp, emb)
+  if hp.head_size < 1 or hp.dim % hp.head_size ~= 0 then
+    error(string.format("%s: %s.wkv.head_size is %d (expected a divisor of embedding_length %d)", src.path, arch,
+                        hp.head_size, hp.dim), 0)
+  end
   hp.n_head = hp.dim // hp.head_size
-  hp.n_vocab = src.tensor("token_embd.weight"):size(1)
+  local key = src.tensor("blk.0.channel_mix_key.weight")
+  if key:dim() ~= 2 or key:size(1) ~= hp.n_ff then
+    error(string.format("%s: %s.feed_forward_length is %d, blk.0.channel_mix_key.weight has shape %s", src.path,
+                        arch, hp.n_ff, table.concat(key:shape(), "x")), 0)
+  end
+  hp.n_vocab = emb:size(1)
   return hp
 end
 
@@ -201,7 +219,8 @@ function rwkv.build(src, hp)
     ffn.version, ffn.dim, ffn.n_ff = hp.version, hp.dim, hp.n_ff
     m.layers[l + 1] = {
       ln1_w = f32(P.ln1_w), ln1_b = f32(P.ln1_b), ln2_w = f32(P.ln2_w), ln2_b = f32(P.ln2_b),
-      att = rwkv_c.time_mix(att), ffn = rwkv_c.channel_mix(ffn),
+      att = hparams.block(src, "layer " .. l .. ": ", rwkv_c.time_mix, att),
+      ffn = hparams.block(src, "layer " .. l .. ": ", rwkv_c.channel_mix, ffn),
     }
   end
   return m
@@ -231,7 +250,7 @@ function rwkv.forward(m, s, ids, first, n)
     L.ffn:forward(y, h, st, l, n)
     blocks.add(x, y, 1, n)
     -- fp16-era checkpoints halve x every few layers (weights rescaled to match)
-    if (hp.rescale_every or 0) > 0 and l % hp.rescale_every == 0 then rwkv_c.scale(x, 0.5, 1, n) end
+    if (hp.rescale_every or 0) > 0 and l % hp.rescale_every == 0 then blocks.scale(x, 0.5, 1, n) end
     local at = m.hooks and m.hooks:at(l, l, s, n)   -- model:hook("blk.N.out", fn)
     if at then at("out", x) end
   end

@@ -74,3 +74,37 @@ describe("quantized tensors", function()
     end
   end)
 end)
+
+describe("dtype facts", function()
+  it("come from the C traits table (block, bytes, fallback, file type)", function()
+    local d = core.dtypes
+    assert.same({ id = 12, block_size = 256, type_size = 144, quantized = true, fallback = "q5_0", file_type = 15 },
+                d.q4_k)
+    assert.same({ id = 8, block_size = 32, type_size = 34, quantized = true, file_type = 7 }, d.q8_0)
+    assert.same({ id = 1, block_size = 1, type_size = 2, quantized = false, file_type = 1 }, d.f16)
+    assert.same({ id = 15, block_size = 256, type_size = 292, quantized = true }, d.q8_k)   -- no file holds it
+    assert.same({ q2_k = "q4_0", q3_k = "q4_0", q4_k = "q5_0", q5_k = "q5_1", q6_k = "q8_0" },
+                (function()
+                  local fb = {}
+                  for name, t in pairs(d) do fb[name] = t.fallback end
+                  return fb
+                end)())
+    assert.same({ id = 15, dtype = "q4_k" }, core.file_types.q4_k_m)
+    assert.same({ id = 11, dtype = "q3_k" }, core.file_types.q3_k_s)
+    assert.same({ id = 32, dtype = "bf16" }, core.file_types.bf16)
+    -- slm.gguf.FILE_TYPE is a view of the same numbers
+    for name, t in pairs(d) do assert.equal(t.file_type, require("slm.gguf").FILE_TYPE[name], name) end
+  end)
+
+  it("dtype_for_row falls back as the reference quantizer does", function()
+    local cases = {
+      { "q4_k", 512, "q4_k" }, { "q4_k", 64, "q5_0" }, { "q4_k", 172, "f16" }, { "q5_k", 96, "q5_1" },
+      { "q6_k", 32, "q8_0" }, { "q2_k", 64, "q4_0" }, { "q3_k", 64, "q4_0" }, { "q4_0", 172, "f16" },
+      { "q8_0", 64, "q8_0" }, { "f16", 7, "f16" }, { "f32", 7, "f32" },
+    }
+    for _, c in ipairs(cases) do assert.equal(c[3], core.dtype_for_row(c[1], c[2]), c[1] .. " x " .. c[2]) end
+    assert.has_error(function() core.dtype_for_row("q9", 32) end,
+                     "bad argument #1 to 'dtype_for_row' (unknown dtype 'q9' (valid: f32, f16, q4_0, q4_1, "
+                     .. "q5_0, q5_1, q8_0, q8_1, q2_k, q3_k, q4_k, q5_k, q6_k, q8_k, i8, i16, i32, bf16))")
+  end)
+end)

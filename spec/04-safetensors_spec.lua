@@ -107,6 +107,15 @@ describe("slm.safetensors reading", function()
     f:close()
   end)
 
+  it("takes an empty tensor at the offset where the next one begins", function()
+    -- data order is (begin, end), as the format's library sorts: "z" [0, 0] before "a" [0, 4]
+    write_bytes(path, file("{" .. entry("a", "F32", {1}, 0, 4) .. "," .. entry("z", "F32", {0}, 0, 0) .. "}",
+                           string.pack("<f", 2.5)))
+    local f = assert(ST.open(path))
+    assert.same({2.5}, f:tensor("a"):totable())
+    f:close()
+  end)
+
   it("refuses empty tensors when viewed", function()
     write_bytes(path, file("{" .. entry("e", "F32", {0, 3}, 0, 0) .. "}"))
     local f = assert(ST.open(path))
@@ -131,7 +140,9 @@ local cases = {
   {"header length past the end", string.pack("<I8", 1000) .. "{}",
    "header length 1000 is past the end of the file (10 bytes)"},
   {"header length -1", string.pack("<i8", -1) .. "{}",
-   "header length 18446744073709551615 is past the end of the file (10 bytes)"},
+   "header length 18446744073709551615 is over the format's limit of 100000000 bytes"},
+  {"header length over the limit", string.pack("<I8", 100000001) .. "{}",
+   "header length 100000001 is over the format's limit of 100000000 bytes"},
   {"empty header", file(""),
    "header: invalid JSON: '[' or '{' expected near end of file (line 1, column 0)"},
   {"truncated JSON", file('{"a":'),
@@ -172,6 +183,21 @@ local cases = {
    "tensor 'w': data_offsets [0, 8] are past the end of the data section (4 bytes)"},
   {"size not numel * element size", file(one(entry("w", "F32", {3}, 0, 8)), string.rep("\0", 8)),
    "tensor 'w': data_offsets [0, 8] hold 8 bytes but 3 F32 elements need 12"},
+  -- the tensors must tile the data section, as the format's library requires
+  {"overlapping data", file("{" .. entry("a", "F32", {2}, 0, 8) .. "," .. entry("b", "F32", {2}, 4, 12) .. "}",
+                            string.rep("\0", 12)),
+   "tensor 'b': data_offsets [4, 12] overlap tensor 'a', which ends at 8"},
+  {"the same data twice", file("{" .. entry("a", "F32", {2}, 0, 8) .. "," .. entry("b", "F32", {2}, 0, 8) .. "}",
+                               string.rep("\0", 8)),
+   "tensor 'b': data_offsets [0, 8] overlap tensor 'a', which ends at 8"},
+  {"a gap between tensors", file("{" .. entry("a", "F32", {1}, 0, 4) .. "," .. entry("b", "F32", {1}, 8, 12) .. "}",
+                                 string.rep("\0", 12)),
+   "tensor 'b': data_offsets [8, 12] leave bytes 4..7 of the data section to no tensor"},
+  {"data not starting at 0", file(one(entry("w", "F32", {1}, 4, 8)), string.rep("\0", 8)),
+   "tensor 'w': data_offsets [4, 8] leave bytes 0..3 of the data section to no tensor"},
+  {"bytes after the last tensor", file(one(entry("w", "F32", {1}, 0, 4)), string.rep("\0", 5)),
+   "the data section has 5 bytes, the tensors hold 4"},
+  {"data without tensors", file("{}", "\0"), "the data section has 1 bytes, the tensors hold 0"},
   {"integer too big for JSON",
    file('{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,99999999999999999999]}}'),
    "header: invalid JSON: too big integer near '99999999999999999999' (line 1, column 70)"},

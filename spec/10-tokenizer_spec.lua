@@ -186,6 +186,61 @@ describe("slm.tokenizer.pretokenize", function()
     assert.has_error(function() tokenizer.pretokenize("gpt-4o", 1) end,
       "bad argument #2 to 'pretokenize' (string expected, got number)")
   end)
+
+  it("compiles every set it has a name for", function()
+    local names = tokenizer.pretokenizers()
+    assert.is_true(#names >= 50)
+    for _, name in ipairs(names) do
+      local ok, pieces = pcall(tokenizer.pretokenize, name, "Hello, w\u{f6}rld! 123 \u{4e2d}\u{6587}\n")
+      assert(ok, name .. ": " .. tostring(pieces))
+      assert.equal("Hello, w\u{f6}rld! 123 \u{4e2d}\u{6587}\n", table.concat(pieces), name)
+    end
+  end)
+
+  it("loads a GGUF vocabulary that names each set", function()
+    -- a byte-level vocabulary: token b is byte b under GPT-2's byte-to-char
+    -- mapping (printable Latin-1 as itself, the other bytes from U+0100 on),
+    -- no merges, so every split encodes "Hi ü!" to its bytes
+    local tokens, extra = {}, 0
+    for b = 0, 255 do
+      local printable = (b >= 0x21 and b <= 0x7e) or (b >= 0xa1 and b <= 0xac) or b >= 0xae
+      if printable then tokens[b + 1] = utf8.char(b) else tokens[b + 1] = utf8.char(256 + extra); extra = extra + 1 end
+    end
+    local gguf = require "slm.gguf"
+    for _, name in ipairs(tokenizer.pretokenizers()) do
+      local p = os.tmpname()
+      assert(gguf.write(p, { tensors = {}, metadata = {
+        { "tokenizer.ggml.model", "gpt2" }, { "tokenizer.ggml.pre", name },
+        { "tokenizer.ggml.tokens", { type = "str", value = tokens } },
+        { "tokenizer.ggml.merges", { type = "str", value = {} } },
+      } }))
+      local tok, msg = tokenizer.load(p)
+      os.remove(p)
+      assert(tok, name .. ": " .. tostring(msg))
+      assert.same({ 72, 105, 32, 0xc3, 0xbc, 33 }, tok:encode("Hi \u{fc}!", { add_special = false }), name)
+    end
+  end)
+
+  it("splits deepseek-llm text as the reference's regexes do", function()
+    -- the reference's six regexes (src/llama-vocab.cpp) applied one after
+    -- the other by Python's regex module; the letter class holds U+212A and
+    -- U+1F7D, which a normalized copy of the class had turned into K and
+    -- U+03CE (the set did not compile)
+    local cases = {
+      { "Hello w\u{f6}rld 123 ?!", { "Hello", " w", "\u{f6}", "rld", " ", "123", " ?!" } },
+      { "a\u{e9}b", { "a", "\u{e9}", "b" } },
+      { "\u{3a9}\u{3bc}\u{3ad}\u{3b3}\u{3b1} x\u{212a}\u{1f7d} y",
+        { "\u{3a9}\u{3bc}\u{3ad}\u{3b3}\u{3b1}", " x", "\u{212a}\u{1f7d}", " y" } },
+      { "\u{4e2d}\u{6587} \u{d14c}\u{c2a4}\u{d2b8} \u{ff15}",
+        { "\u{4e2d}\u{6587}", " ", "\u{d14c}\u{c2a4}\u{d2b8}", " ", "\u{ff15}" } },
+      { "line1\nline2  ", { "line", "1", "\n", "line", "2", "  " } },
+      { " \u{2c6}x", { " \u{2c6}", "x" } },
+      -- U+00D7 and U+02C6 are not letters of the class ("K-\u{212d}" would have held them)
+      { "\u{e9}\u{d7}\u{e9}", { "\u{e9}", "\u{d7}", "\u{e9}" } },
+      { "\u{e9}\u{2c6} \u{e9}", { "\u{e9}", "\u{2c6}", " \u{e9}" } },
+    }
+    for _, c in ipairs(cases) do assert.same(c[2], tokenizer.pretokenize("deepseek-llm", c[1])) end
+  end)
 end)
 
 describe("slm.tokenizer API", function()
@@ -446,6 +501,44 @@ describe("slm.tokenizer tokenizer.json components", function()
     os.remove(p)
     assert.is_nil(tok)
     assert.matches("normalizer type 'Precompiled' not supported", msg, 1, true)
+  end)
+end)
+
+describe("slm.tokenizer tokenizer.json bounds", function()
+  -- a minimal file: vocab and merges as given, added tokens as a JSON list
+  local function refused(vocab, merges, added)
+    local p = helpers.tmpfile(string.format([[{"added_tokens":%s,
+      "model":{"type":"BPE","vocab":%s,"merges":%s}}]], added or "[]", vocab, merges or "[]"))
+    local tok, msg = tokenizer.load(p)
+    assert.is_nil(tok)
+    assert.equal(p .. ": ", msg:sub(1, #p + 2))
+    return msg:sub(#p + 3)
+  end
+
+  it("refuses ids past the number of tokens the file names", function()
+    -- sized by the id, this one used to ask for tables of 2^31 tokens
+    assert.equal("model.vocab: the id of 'b' is not an integer in 0..1 (the file names 2 tokens)",
+                 refused([[{"a":0,"b":2000000000}]]))
+    assert.equal("model.vocab: the id of 'b' is not an integer in 0..1 (the file names 2 tokens)",
+                 refused([[{"a":0,"b":-1}]]))
+    assert.equal("added_tokens[1]: needs content and an id in 0..3 (the file names 4 tokens)",
+                 refused([[{"a":0,"b":1}]], nil, [=[[{"id":2,"content":"X"},{"id":99,"content":"Y"}]]=]))
+  end)
+
+  it("refuses an id given twice", function()
+    assert.equal("model.vocab: id 0 is given to both 'a' and 'b'", refused([[{"a":0,"b":0,"c":1}]]))
+    assert.equal("added_tokens: id 3 is given to both 'X' and 'Y'",
+                 refused([[{"a":0,"b":1,"c":2}]], nil, [=[[{"id":3,"content":"X"},{"id":3,"content":"Y"}]]=]))
+    -- one piece under two ids
+    assert.equal("tokenizer: duplicate token 'a' (ids 0 and 1)",
+                 refused([[{"a":0}]], nil, [=[[{"id":1,"content":"a"}]]=]))
+  end)
+
+  it("refuses merges of tokens that are not in the vocabulary", function()
+    assert.equal("model.merges[1] ('a' 'c'): 'c' is not in the vocabulary",
+                 refused([[{"a":0,"b":1,"ab":2}]], [=[["a b","a c"]]=]))
+    assert.equal("model.merges[0] ('b' 'a'): 'ba' is not in the vocabulary",
+                 refused([[{"a":0,"b":1,"ab":2}]], [=[[["b","a"]]]=]))
   end)
 end)
 

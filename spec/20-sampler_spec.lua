@@ -69,7 +69,7 @@ describe("slm.sampler", function()
       .. "dist(seed=42))", tostring(s))
     assert.equal("slm.Sampler(greedy)", tostring(S.greedy()))
     assert.equal("slm.Sampler(top_k(40) -> top_p(0.95, min_keep=1) -> min_p(0.05, min_keep=1)"
-      .. " -> temp(0.8) -> dist(seed=0))", tostring(S.default()))
+      .. " -> temp(0.8) -> dist(seed=0))", tostring(S.default{seed = 0}))
     assert.equal("slm.Sampler(penalties(last_n=64, repeat=1.2, frequency=0, presence=0) -> "
       .. "greedy)", tostring(S.default{temp = 0, repeat_penalty = 1.2}))
     assert.equal("slm.Sampler(top_k(10) -> top_p(0.5, min_keep=1) -> min_p(0.05, min_keep=1)"
@@ -78,6 +78,43 @@ describe("slm.sampler", function()
     s:free()
     assert.equal("slm.Sampler(freed)", tostring(s))
     assert.equal("attempt to use a freed sampler", errmsg(s.sample, s, {1}))
+  end)
+
+  it("without a seed draws a fresh one, which it reports and which reproduces the run", function()
+    local a, b = S.default(), S.chain{{"top_k", 4}, "dist"}
+    local sa, sb = S.seed(a), S.seed(b)
+    assert.is_true(math.type(sa) == "integer" and sa >= 0 and sa < 2 ^ 31)
+    assert.matches("dist%(seed=" .. sa .. "%)", tostring(a))
+    assert.matches("dist%(seed=" .. sb .. "%)", tostring(b))
+    -- ten fresh seeds: all different (a clash has odds of ~2e-8)
+    local seen = {}
+    for _ = 1, 10 do
+      local s = S.seed(S.default())
+      assert.is_nil(seen[s])
+      seen[s] = true
+    end
+    -- the reported seed gives the same draws
+    local logits = {}
+    for i = 1, 50 do logits[i] = (i % 7) / 3 end
+    local again = S.default{seed = sa}
+    for _ = 1, 20 do assert.equal(a:sample(logits), again:sample(logits)) end
+    assert.equal(7, S.seed(S.default{seed = 7}))
+    assert.is_nil(S.seed(S.default{temp = 0}))
+    assert.is_nil(S.seed(S.greedy()))
+  end)
+
+  it("checks default's options by name", function()
+    assert.equal("slm.sampler.default: temp must be a finite number >= 0, got -1", errmsg(S.default, {temp = -1}))
+    assert.equal("slm.sampler.default: top_k must be an integer >= 0 (0 disables), got 2.5",
+      errmsg(S.default, {top_k = 2.5}))
+    assert.equal("slm.sampler.default: top_p must be a number in (0, 1], got 0", errmsg(S.default, {top_p = 0}))
+    assert.equal("slm.sampler.default: min_p must be a number in [0, 1], got 2", errmsg(S.default, {min_p = 2}))
+    assert.equal("slm.sampler.default: seed must be an integer >= 0, got -3", errmsg(S.default, {seed = -3}))
+    assert.equal('slm.sampler.default: repeat_penalty must be a finite number > 0 (1 disables), got "x"',
+      errmsg(S.default, {repeat_penalty = "x"}))
+    assert.equal("slm.sampler.default: last_n must be an integer >= 0, got -1",
+      errmsg(S.default, {repeat_penalty = 1.1, last_n = -1}))
+    assert.equal("slm.sampler.default: options must be a table, got 5", errmsg(S.default, 5))
   end)
 
   it("rejects bad parameters with clear errors", function()
@@ -105,7 +142,7 @@ describe("slm.sampler", function()
       errmsg(S.chain, {"greedy", {"temp", 1}}))
     assert.equal("slm.sampler.chain: stage 1 (logit_bias): keys must be integer "
       .. "token ids (got string)", errmsg(S.chain, {{"logit_bias", {a = 1}}}))
-    assert.equal("slm.sampler.default: unknown option 'temperature' (valid: frequency, last_n,"
+    assert.equal("slm.sampler.default: unknown option 'temperature' (known: frequency, last_n,"
       .. " min_p, presence, repeat_penalty, seed, temp, top_k, top_p)",
       errmsg(S.default, {temperature = 1}))
     assert.equal("sampler: the chain must end with a selection (greedy or dist)",

@@ -133,6 +133,21 @@ describe("model loading errors", function()
     assert.is_nil(m)
     assert.matches("not a GGUF file or llama2.c checkpoint", err, 1, true)
   end)
+  it("load refuses unknown options and values of the wrong kind, naming them", function()
+    local path, why = helpers.fixture("gguf/dense-q8_0.gguf")
+    if not path then return pending(why) end
+    assert.has_error(function() slm.load(path, { tokeniser = "x" }) end,
+                     "load: unknown option 'tokeniser' (known: lora, tokenizer)")
+    assert.has_error(function() slm.load(path, { tokenizer = 5 }) end,
+                     "load: tokenizer must be a file name or a tokenizer, got 5")
+    assert.has_error(function() slm.load(path, { lora = "a.gguf" }) end,
+                     'load: lora must be a list of {path =, scale =}, got "a.gguf"')
+    assert.has_error(function() slm.load(path, 3) end, "load: options must be a table, got 3")
+    local m = assert(slm.load(path))
+    assert.has_error(function() m:session { ctx = 0 } end, "session: ctx must be a positive integer, got 0")
+    assert.has_error(function() m:session { batch = 1.5 } end, "session: batch must be a positive integer, got 1.5")
+  end)
+
   it("out-of-range token ids and a full context are errors", function()
     local path, why = helpers.fixture("gguf/dense-q8_0.gguf")
     if not path then return pending(why) end
@@ -182,7 +197,7 @@ describe("session state (KV cache)", function()
     assert.same(a, argmax_run(t, 10))
     -- the snapshot holds only the rows in use: a 16-byte header, then per
     -- layer 12 bytes and 2 x 8 positions x 64 dims x 2 bytes (4 layers)
-    assert.equal(16 + 4 * (12 + 2 * 8 * 64 * 2), #snap.state)
+    assert.equal(32 + 4 * (12 + 2 * 8 * 64 * 2), #snap.state)   -- header of 1 dim: 32 bytes
     os.remove(file)
   end)
   it("rejects foreign or corrupt snapshots", function()

@@ -138,8 +138,67 @@ describe("generate", function()
     local s = m:session { ctx = 64 }
     assert.has_error(function() s:generate(nil, {}) end, "generate: empty session and no prompt")
     assert.has_error(function() s:generate("x", { max_tokens = -1 }) end,
-                     "generate: max_tokens must be a non-negative integer")
+                     "generate: max_tokens must be a non-negative integer, got -1")
     assert.has_error(function() s:generate("x", { stop = { "" } }) end,
-                     "generate: stop[1] must be a non-empty string")
+                     'generate: stop[1] must be a non-empty string, got ""')
+    assert.has_error(function() s:generate("x", { max_token = 3 }) end,
+                     "generate: unknown option 'max_token' (known: max_tokens, parse_special, regex, regex_width, "
+                     .. "sampler, special, stop, stop_ids)")
+    assert.has_error(function() s:generate("x", { stop = 5 }) end,
+                     "generate: stop must be a non-empty string or a list of them, got 5")
+    assert.has_error(function() s:generate("x", { stop_ids = { "a" } }) end,
+                     'generate: stop_ids[1] must be a token id, got "a"')
+    assert.has_error(function() s:generate("x", { regex = 5 }) end,
+                     "generate: regex must be a string (a PCRE2 pattern), got 5")
+    assert.has_error(function() s:generate("x", { regex_width = 0 }) end,
+                     "generate: regex_width must be a positive integer, got 0")
+    assert.has_error(function() s:generate("x", { special = 1 }) end, "generate: special must be a boolean, got 1")
+    assert.has_error(function() s:generate("x", { sampler = "greedy" }) end,
+                     'generate: sampler must be a sampler or a list of stages, got "greedy"')
+    assert.has_error(function() s:generate("x", 5) end, "generate: options must be a table, got 5")
+    assert.has_error(function() s:generate("x", {}, 5) end, "bad argument #3 to 'generate' (function expected, got number)")
+    assert.equal(0, s.n_past)   -- nothing was evaluated
+    assert.has_error(function() s:generate(string.rep("word ", 30), {}) end,
+                     "generate: prompt of 92 tokens does not fit the context (0 of 64 in use)")
+  end)
+
+  it("info: the seed, why it stopped, token counts and times", function()
+    local m = model_or_pending("stories260K-f32.gguf")
+    if not m then return end
+    local s = m:session { ctx = 12 }
+    local text, info = s:generate({ 1 }, { max_tokens = 5 }, function() end)
+    assert.is_string(text)
+    assert.same({ "max_tokens", 1, 5 }, { info.stopped, info.prompt_tokens, info.tokens })
+    assert.is_nil(info.seed)   -- greedy
+    assert.is_true(info.seconds > 0 and info.prompt_seconds > 0)
+    -- the loop form: the state value is the same table, filled in as it goes
+    local it, linfo = s:generate(nil, { max_tokens = 20, sampler = { { "dist" } } })
+    local n = 0
+    for _ in it, linfo do n = n + 1 end
+    assert.equal("ctx", linfo.stopped)   -- 6 in use, room for 6 more
+    assert.equal(6, linfo.tokens)
+    assert.equal(0, linfo.prompt_tokens)
+    assert.is_true(math.type(linfo.seed) == "integer")
+    -- a fresh seed each run; the reported one reproduces it
+    local function run(seed)
+      local ids = {}
+      local _, i = m:session { ctx = 64 }:generate({ 1 }, { max_tokens = 12, sampler = slm.sampler.default { temp = 1.5, seed = seed } },
+                                                   function(_, id) ids[#ids + 1] = id end)
+      return ids, i.seed
+    end
+    local a, seed = run()
+    local _, other = run()
+    assert.are_not.equal(seed, other)
+    assert.same(a, (run(seed)))
+    -- the other reasons
+    local _, i = m:session { ctx = 64 }:generate({ 1 }, { max_tokens = 40, stop_ids = { 401 } }, function() end)
+    assert.equal("end", i.stopped)
+    _, i = m:session { ctx = 64 }:generate({ 1 }, { max_tokens = 40 }, function() return false end)
+    assert.equal("callback", i.stopped)
+    local full = m:session { ctx = 64 }:generate({ 1 }, { max_tokens = 20 }, function() end)
+    _, i = m:session { ctx = 64 }:generate({ 1 }, { max_tokens = 20, stop = full:sub(4, 6) }, function() end)
+    assert.equal("stop", i.stopped)
+    _, i = m:session { ctx = 64 }:generate({ 1 }, { max_tokens = 20, regex = "[a-z]{3}" }, function() end)
+    assert.equal("regex", i.stopped)
   end)
 end)

@@ -177,9 +177,9 @@ describe("bert: embeddings against the reference", function()
     if not model then return pending(path) end
     local e = helpers.errmsg
     assert.equal("embed: unknown option 'pool' (known: normalize, pooling)", e(model.embed, model, "x", { pool = "mean" }))
-    assert.equal('embed: pooling must be "none", "mean", "cls" or "last" (got max)',
+    assert.equal('embed: pooling must be "none", "mean", "cls" or "last", got "max"',
                  e(model.embed, model, "x", { pooling = "max" }))
-    assert.equal("embed: normalize must be a boolean", e(model.embed, model, "x", { normalize = 1 }))
+    assert.equal("embed: normalize must be a boolean, got 1", e(model.embed, model, "x", { normalize = 1 }))
     assert.equal("embed: no tokens", e(model.embed, model, {}))
     assert.equal("embed: token id 600 at position 2 out of range 0..599", e(model.embed, model, { 2, 600 }))
     local long = {}

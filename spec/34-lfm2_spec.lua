@@ -135,8 +135,8 @@ describe("lfm2 session state", function()
     assert.same({ g, gl }, { greedy_run(t, 12) })
     -- the snapshot: KV rows of the one attention layer for 8 positions, the
     -- three conv layers' last 2 values of 128 channels
-    local kv = 16 + 12 + 2 * 8 * 64 * 2
-    local conv = 24 + 3 * 128 * 2 * 4
+    local kv = 32 + 12 + 2 * 8 * 64 * 2     -- headers (core/snapshot.h) of 1 and 3 dims
+    local conv = 48 + 3 * 128 * 2 * 4
     assert.equal(8 + 8 + kv + 8 + conv, #snap.state)
     assert.equal(64 * 64 * 2 * 2 + 3 * 128 * 2 * 4, s.state:bytes())
   end)
@@ -161,21 +161,22 @@ describe("lfm2 session state", function()
     -- the KV part holds 8 positions, the conv part says 5: refused, and the
     -- conv state restored first is put back
     local kv, conv = string.unpack("<s8s8", st, 9)
-    local bad = conv:sub(1, 20) .. string.pack("<i4", 5) .. conv:sub(25)
+    local bad = conv:sub(1, 16) .. string.pack("<i8", 5) .. conv:sub(25)   -- n_past at byte 16
     assert.equal("restore: corrupt lfm2 state snapshot (KV cache of 8 positions, conv state of 5)",
                  helpers.errmsg(s.restore, s, with_state(string.pack("<c8s8s8", "SLMLFM1\0", kv, bad))))
     -- a KV part that refuses after the conv part was taken
     local other = model:session { ctx = 64 }
     other:eval { 9, 9, 9 }
     local okv = string.unpack("<s8", other:snapshot().state, 9)
-    local zero_conv = conv:sub(1, 24) .. string.rep("\0", #conv - 24)
-    assert.equal("restore: truncated KV cache snapshot",
+    local zero_conv = conv:sub(1, 48) .. string.rep("\0", #conv - 48)
+    assert.equal("restore: truncated snapshot of a KV cache",
                  helpers.errmsg(s.restore, s, with_state(string.pack("<c8s8s8", "SLMLFM1\0", okv:sub(1, -3), zero_conv))))
     assert.same(g, { greedy_run(s, 6) })
     -- a variant with another layer plan has another state: two conv layers
     local v = model:variant { skip = { 1 } }
     local vs = v:session { ctx = 64 }
-    assert.equal("restore: snapshot of 3 conv layers x 128 channels (l_cache 3), this state has 2 x 128 (l_cache 3)",
+    assert.equal("restore: snapshot of a conv state with conv layers 3, channels 128, l_cache 3; this one has "
+                 .. "conv layers 2, channels 128, l_cache 3",
                  helpers.errmsg(vs.restore, vs, snap))
     -- a snapshot of another architecture, a corrupt file
     local mpath = helpers.fixture("gguf/mamba-q8_0.gguf")
@@ -207,7 +208,7 @@ describe("the lfm2 loader refuses what it does not understand", function()
   end
   -- the loader's message for a tensor the file lacks
   local function missing(name)
-    return function(path) return "missing tensor " .. name .. " (" .. path .. ": no tensor '" .. name .. "')" end
+    return "missing tensor " .. name
   end
   local function kv_list(v)
     return { drop = { ["lfm2.attention.head_count_kv"] = true },

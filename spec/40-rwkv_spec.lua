@@ -224,7 +224,7 @@ describe("rwkv state", function()
         sess:eval(PROMPT)
         local snap = sess:snapshot()
         assert.equal(small, #snap.state)                 -- independent of the position
-        assert.equal(28 + sess.state:bytes(), #snap.state)
+        assert.equal(56 + sess.state:bytes(), #snap.state)   -- header of 4 dims (core/snapshot.h)
         local tmp = os.tmpname()
         assert(snap:save(tmp))
         local back = assert(slm.model.load_snapshot(tmp))
@@ -303,8 +303,9 @@ describe("rwkv blocks misuse", function()
     assert.equal(4 * 2 * (2 * 16 + 2 * 8 * 8), st:bytes())
     local snap = st:snapshot(5)
     assert.equal(5, st:restore(snap))
-    assert.has_error(function() st:restore("not a snapshot") end, "restore: not an RWKV state snapshot")
-    assert.has_error(function() st:restore(snap:sub(1, -2)) end, "restore: truncated RWKV state snapshot")
+    assert.has_error(function() st:restore("not a snapshot") end, "restore: not an slm state snapshot")
+    assert.has_error(function() st:restore(snap:sub(1, -2)) end,
+                     "restore: truncated snapshot of an RWKV state (1279 bytes of state, 1280 expected)")
     local other = rwkv.state { version = "v7", n_layer = 3, dim = 16, n_head = 2, n_ff = 32 }
     assert.has_error(function() other:restore(snap) end)
     st:free()
@@ -358,6 +359,38 @@ describe("rwkv6 GGUF with one tensor per mixing vector (older conversions)", fun
     os.remove(tmp)
     local la, lb = logits_copy(a:eval(IN)), logits_copy(b:eval(IN))
     assert.same(la, lb)
+  end)
+end)
+
+describe("rescale_every_n_layers", function()
+  -- fp16-era checkpoints halve the residual stream after every k-th layer
+  -- and store the output projections of layer i divided by 2^(i // k): the
+  -- layer norms see the same inputs, so the logits stay those of the file
+  -- without rescaling (up to the norms' eps)
+  it("halves the stream where the file says, giving the unscaled file's logits", function()
+    local path, why = helpers.fixture("gguf/rwkv6-tiny-f16.gguf")
+    if not path then return pending(why) end
+    local ops = slm.core.ops
+    local f = assert(slm.gguf.open(path))
+    local replace = {}
+    for _, info in ipairs(f.tensors) do
+      local l = tonumber(info.name:match("^blk%.(%d+)%.time_mix_output%.weight$")
+                        or info.name:match("^blk%.(%d+)%.channel_mix_value%.weight$"))
+      if l then replace[info.name] = ops.scale(f:tensor(info.name):to("f32"), 0.5 ^ (l // 3)):to("f16") end
+    end
+    f:close()
+    local scaled = helpers.altered(path, { drop = { ["rwkv6.rescale_every_n_layers"] = true }, replace = replace,
+                                           metadata = { { "rwkv6.rescale_every_n_layers", { type = "u32", value = 3 } } } })
+    local a, b = assert(slm.load(path)), assert(slm.load(scaled))
+    assert.equal(3, b.hp.rescale_every)
+    local sa, sb = a:session { ctx = 64 }, b:session { ctx = 64 }
+    local la, lb = logits_copy(sa:eval(PROMPT)), logits_copy(sb:eval(PROMPT))
+    local d = max_abs_diff(la, lb) / std(la)
+    assert.is_true(d < 1e-3, "max |diff| / s = " .. d)
+    -- and without the halving, the scaled weights are far off
+    local c = assert(slm.load(helpers.altered(path, { replace = replace })))
+    local lc = logits_copy(c:session { ctx = 64 }:eval(PROMPT))
+    assert.is_true(max_abs_diff(la, lc) / std(la) > 0.1)
   end)
 end)
 

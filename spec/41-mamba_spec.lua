@@ -150,9 +150,9 @@ describe("mamba session state", function()
     local hp = model.hp
     local s = model:session { ctx = 256 }
     s:eval(PROMPT)
-    local bytes = 32 + 4 * hp.n_layer * hp.d_inner * ((hp.d_conv - 1) + hp.d_state)
+    local bytes = 64 + 4 * hp.n_layer * hp.d_inner * ((hp.d_conv - 1) + hp.d_state)
     assert.equal(bytes, #s:snapshot().state)
-    assert.equal(bytes - 32, s.state:bytes())
+    assert.equal(bytes - 64, s.state:bytes())
     for _ = 1, 10 do s:eval(PROMPT) end
     assert.equal(bytes, #s:snapshot().state)
   end)
@@ -166,8 +166,9 @@ describe("mamba session state", function()
     s:eval(PROMPT)
     local snap = s:snapshot()
     assert.has_error(function() s.state:restore(snap.state:sub(1, 100)) end,
-                     "restore: truncated mamba state snapshot")
-    assert.has_error(function() s.state:restore("garbage") end, "restore: not a mamba state snapshot")
+                     "restore: truncated snapshot of a mamba state (36 bytes of state, "
+                     .. #snap.state - 64 .. " expected)")
+    assert.has_error(function() s.state:restore("garbage") end, "restore: not an slm state snapshot")
     if dense then
       local d = assert(slm.load(dense)):session { ctx = 64 }
       assert.has_error(function() d:restore(snap) end,
@@ -376,7 +377,7 @@ describe("mamba2", function()
     s:eval(PROMPT)
     local snap = s:snapshot()
     local ch = M2.d_inner + 2 * M2.n_group * M2.d_state
-    assert.equal(32 + 4 * M2.n_layer * (ch * (M2.d_conv - 1) + M2.d_inner * M2.d_state), #snap.state)
+    assert.equal(64 + 4 * M2.n_layer * (ch * (M2.d_conv - 1) + M2.d_inner * M2.d_state), #snap.state)
     local function run(sess)
       local ids, logits = {}, sess.logits
       for i = 1, 10 do

@@ -522,11 +522,11 @@ describe("published templates", function()
 
   it("errors on a wrong option type, and on an option the template does not have", function()
     assert.has_error(function() slm.chat.render("qwen3", CONVS.one, { think = "no" }) end,
-      "chat: option 'think' must be a boolean (got string)")
+      'chat: think must be a boolean, got "no"')
     assert.has_error(function() slm.chat.render("granite", CONVS.one, { date = "2025-01-01" }) end,
-      "chat: option 'date' must be os.time() seconds or {year =, month =, day =} (got string)")
+      'chat: date must be os.time() seconds or {year =, month =, day =}, got "2025-01-01"')
     assert.has_error(function() slm.chat.render("granite", CONVS.one, { date = { year = 2025, month = 2, day = 30 } }) end,
-      "chat: option 'date' needs integer year, month (1-12) and day of a real date")
+      "chat: date needs integer year, month (1-12) and day of a real date")
     assert.has_error(function() slm.chat.render("llama3", CONVS.one, { think = false }) end,
       "chat: the llama3 template has no option 'think'")
     assert.has_error(function() slm.chat.render("qwen3", CONVS.one, { date = { year = 2025, month = 1, day = 1 } }) end,
@@ -626,7 +626,8 @@ describe("chat.tokenize on published vocabularies", function()
     local o = { template = "llama3.2", date = { year = 2025, month = 3, day = 7 } }
     for _, conv in ipairs { "conv", "one", "llama_tool" } do
       local ids = slm.chat.tokenize(tok, CONVS[conv], o)
-      assert.same(tok:encode(slm.chat.render("llama3.2", CONVS[conv], o), { add_special = false, parse_special = true }), ids)
+      local text = slm.chat.render("llama3.2", CONVS[conv], { date = o.date })
+      assert.same(tok:encode(text, { add_special = false, parse_special = true }), ids)
       assert.equal(128000, ids[1])
       assert.equal(1, count(ids, 128000))
       -- <|start_header_id|> assistant <|end_header_id|> \n\n
@@ -818,17 +819,19 @@ describe("sess:chat", function()
     local s = m:session { ctx = 64 }
     local hi = { { role = "user", content = "Hi" } }
     assert.has_error(function() s:chat(hi, { template = "qwen3", think = 1 }) end,
-      "chat: option 'think' must be a boolean (got number)")
+      "chat: think must be a boolean, got 1")
     assert.has_error(function() s:chat(hi, { stop = 5 }) end,
-      "chat: option 'stop' must be a string or a list of strings (got number)")
+      "chat: stop must be a non-empty string or a list of them, got 5")
     assert.has_error(function() s:chat(hi, { stop_ids = "x" }) end,
-      "chat: option 'stop_ids' must be a list of token ids (got string)")
+      'chat: stop_ids must be a list of token ids, got "x"')
     assert.has_error(function() s:chat(hi, { stop_ids = { 1.5 } }) end,
-      "chat: option 'stop_ids' must be a list of token ids")
+      "chat: stop_ids[1] must be a token id, got 1.5")
+    assert.has_error(function() s:chat(hi, { max_tokens = -1 }) end,
+      "chat: max_tokens must be a non-negative integer, got -1")
     assert.has_error(function() s:chat(hi, {}, "not a function") end,
       "bad argument #3 to 'chat' (function expected)")
     assert.has_error(function() s:chat_session { system = 3 } end,
-      "chat: option 'system' must be a string (got number)")
+      "chat_session: system must be a string, got 3")
     assert.has_error(function() s:chat_session { template = "llama3", think = false } end,
       "chat: the llama3 template has no option 'think'")
   end)
@@ -886,6 +889,85 @@ describe("chat sessions", function()
     assert.has_error(function() chat:say("Hi", { max_tokens = 1 }) end)
     assert.equal(1, #chat.messages)
     assert.has_error(function() m:session { ctx = 64 }:chat_session { template = "nope" } end)
+  end)
+end)
+
+describe("chat options and context", function()
+  it("refuse unknown options, listing the known ones", function()
+    local m = chatml_model()
+    if not m then return end
+    local s = m:session { ctx = 64 }
+    local hi = { { role = "user", content = "Hi" } }
+    local e = helpers.errmsg
+    assert.equal("chat: unknown option 'max_token' (known: date, max_tokens, regex, regex_width, sampler, special, "
+                 .. "stop, stop_ids, template, think)", e(s.chat, s, hi, { max_token = 4 }))
+    assert.equal("chat_session: unknown option 'sytem' (known: date, max_tokens, regex, regex_width, sampler, "
+                 .. "special, stop, stop_ids, system, template, think)", e(s.chat_session, s, { sytem = "x" }))
+    local chat = s:chat_session {}
+    assert.equal("say: unknown option 'temp' (known: date, max_tokens, regex, regex_width, sampler, special, stop, "
+                 .. "stop_ids, template, think)", e(chat.say, chat, "Hi", { temp = 0 }))
+    assert.equal(0, #chat.messages)
+    assert.equal("render: unknown option 'template' (known: add_generation_prompt, bos, date, eos, model, think)",
+                 e(slm.chat.render, "chatml", hi, { template = "chatml" }))
+    assert.equal("tokenize: unknown option 'bos' (known: add_generation_prompt, date, model, template, think)",
+                 e(slm.chat.tokenize, m.tokenizer, hi, { bos = "<s>" }))
+    assert.equal("chat_session: max_tokens must be a non-negative integer, got 1.5",
+                 e(s.chat_session, s, { max_tokens = 1.5 }))
+  end)
+
+  it("sess:chat: a conversation longer than the context is an error, the session untouched", function()
+    local m = chatml_model()
+    if not m then return end
+    local s = m:session { ctx = 64 }
+    s:eval { 1, 2, 3 }
+    local long = { { role = "user", content = string.rep("many words ", 20) } }
+    local n = #slm.chat.tokenize(m.tokenizer, long)
+    assert.equal("chat: the conversation is " .. n .. " tokens, more than the session's context of 64 "
+                 .. "(a chat session drops the oldest turns)", helpers.errmsg(s.chat, s, long))
+    assert.equal(3, s.n_past)
+  end)
+
+  it("a chat session drops the oldest turns, keeping the system message, when the history no longer fits", function()
+    local m = chatml_model()
+    if not m then return end
+    local s = m:session { ctx = 200 }
+    local chat = s:chat_session { system = "Be brief.", max_tokens = 8, sampler = { "greedy" } }
+    local saw_trim, turns = false, 0
+    for i = 1, 8 do
+      local _, info = chat:say("Tell me about cats " .. i)
+      turns = turns + 1
+      assert.equal("system", chat.messages[1].role)
+      assert.equal("Be brief.", chat.messages[1].content)
+      assert.equal("Tell me about cats " .. i, chat.messages[#chat.messages - 1].content)
+      assert.is_true(s.n_past <= 200)
+      if info.trimmed > 0 then
+        saw_trim = true
+        assert.is_true(info.reset)
+        -- whole turns dropped: user and assistant still alternate after the system message
+        for j = 2, #chat.messages do
+          assert.equal(j % 2 == 0 and "user" or "assistant", chat.messages[j].role)
+        end
+        -- what is left takes at most half of the context after the reply's room (8 tokens)
+        local left = table.move(chat.messages, 1, #chat.messages - 1, 1, {})
+        assert.is_true(#slm.chat.tokenize(m.tokenizer, left) <= (200 - 8) // 2 + 8)
+      else
+        assert.equal(0, info.trimmed)
+      end
+    end
+    assert.is_true(saw_trim)
+    -- a message that does not fit even alone: an error, the history unchanged
+    local before = #chat.messages
+    local msg = helpers.errmsg(chat.say, chat, string.rep("long text ", 40))
+    assert.matches("^chat: the message does not fit the context: %d+ tokens with the system message, "
+                   .. "the session holds 200$", msg)
+    assert.equal(before, #chat.messages)
+    -- reset keeps the system message, or sets another
+    chat:reset()
+    assert.same({ { role = "system", content = "Be brief." } }, chat.messages)
+    chat:reset("Be kind.")
+    assert.same({ { role = "system", content = "Be kind." } }, chat.messages)
+    chat:reset("")
+    assert.same({}, chat.messages)
   end)
 end)
 

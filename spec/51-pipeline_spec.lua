@@ -126,13 +126,49 @@ describe("pipeline", function()
     assert.equal(branch, ctx2.trace[1].branch)
   end)
 
+  it("checks each step table when built: unknown keys, wrong values, route keys", function()
+    local m = load("dense-q8_0.gguf")
+    if not m then return end
+    local s = m:session { ctx = 64 }
+    local KNOWN = "chat, ctx, keep, max_tokens, model, name, parse, parse_special, regex, regex_width, sampler, "
+                  .. "session, special, stop, stop_ids, system, template"
+    local e = helpers.errmsg
+    assert.equal("pipeline step 2 ('draft'): unknown option 'tempalte' (known: " .. KNOWN .. ")",
+                 e(slm.pipeline, { function() end, { name = "draft", session = s, tempalte = "x" } }))
+    assert.equal("pipeline step 1 ('step1'): max_tokens must be a non-negative integer, got -1",
+                 e(slm.pipeline, { { session = s, template = "x", max_tokens = -1 } }))
+    assert.equal("pipeline step 1 ('a'): template must be a string or a function(ctx), got nil",
+                 e(slm.pipeline, { { name = "a", session = s } }))
+    assert.equal('pipeline step 1 (\'a\'): parse must be a Lua pattern or a function, got a table',
+                 e(slm.pipeline, { { name = "a", session = s, template = "x", parse = {} } }))
+    assert.equal("route 'r': unknown option 'defualt' (known: ask, branches, default, name, when)",
+                 e(slm.pipeline.route, { name = "r", when = function() end, branches = {}, defualt = "x" }))
+    assert.equal("route 'r' branch 'no': unknown option 'tmpl' (known: " .. KNOWN .. ")",
+                 e(slm.pipeline.route, { name = "r", when = function() end,
+                                         branches = { no = { session = s, tmpl = "x" } } }))
+    assert.equal("route 'r': ask: the route sets regex (the answer is one of the branch names)",
+                 e(slm.pipeline.route, { name = "r", ask = { session = s, template = "x", regex = "a" },
+                                         branches = { yes = function() end } }))
+    assert.equal("route 'r' ask: max_tokens must be a non-negative integer, got \"2\"",
+                 e(slm.pipeline.route, { name = "r", ask = { session = s, template = "x", max_tokens = "2" },
+                                         branches = { yes = function() end } }))
+  end)
+
   it("errors name the failing step", function()
     local m = load("dense-q8_0.gguf")
-    local p = slm.pipeline { function() return 1 end, { name = "ask", session = m and m:session { ctx = 64 }, template = "{{missing}}" } }
-    assert.has_error(function() p {} end, "pipeline step 'ask': template variable 'missing' is not set")
-    p = slm.pipeline { { name = "nosess", template = "x" } }
-    assert.has_error(function() p {} end, "pipeline step 'nosess': needs a session or a model")
-    p = slm.pipeline { function() error("boom", 0) end }
+    if m then
+      local p = slm.pipeline { function() return 1 end, { name = "ask", session = m:session { ctx = 64 }, template = "{{missing}}" } }
+      assert.has_error(function() p {} end, "pipeline step 'ask': template variable 'missing' is not set")
+      -- an error raised inside slm names the step, not slm's file
+      p = slm.pipeline { { name = "long", session = m:session { ctx = 8 }, template = "a long prompt, longer than 8" } }
+      local ok, msg = pcall(p, {})
+      assert.is_false(ok)
+      assert.matches("^pipeline step 'long': generate: prompt of %d+ tokens does not fit the context %(0 of 8 in use%)$", msg)
+    end
+    -- a step table is checked when the pipeline is built
+    assert.has_error(function() slm.pipeline { { name = "nosess", template = "x" } } end,
+                     "pipeline step 1 ('nosess'): session must be a session (or model = a model), got nil")
+    local p = slm.pipeline { function() error("boom", 0) end }
     assert.has_error(function() p {} end, "pipeline step 'step1': boom")
     p = slm.pipeline { slm.pipeline.route { name = "r", when = function() return "maybe" end,
                                             branches = { yes = function() end } } }

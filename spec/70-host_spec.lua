@@ -209,10 +209,17 @@ describe("generator", function()
     local fresh = m:session { ctx = 8 }
     assert.has_error(function() fresh:generator(nil) end, "generator: empty session and no prompt")
     assert.has_error(function() fresh:generator(string.rep("a b ", 20)) end)
-    assert.has_error(function() fresh:generator(PROMPT, 5) end, "bad argument #2 to 'generator' (table expected)")
+    assert.has_error(function() fresh:generator(PROMPT, 5) end, "generator: options must be a table, got 5")
+    -- generate's options are checked when the generator is made, not at its first token
+    assert.has_error(function() fresh:generator(PROMPT, { max_token = 5 }) end,
+      "generator: unknown option 'max_token' (known: max_tokens, parse_special, regex, regex_width, sampler, "
+      .. "special, stop, stop_ids)")
+    assert.has_error(function() fresh:generator(PROMPT, { stop = { 5 } }) end,
+      "generator: stop[1] must be a non-empty string, got 5")
     local g = m:session { ctx = 64 }:generator(PROMPT)
-    assert.has_error(function() g:step { budget_ms = -1 } end, "step: budget_ms must be a non-negative number")
-    assert.has_error(function() g:step { min_tokens = 0.5 } end, "step: min_tokens must be a non-negative integer")
+    assert.has_error(function() g:step { budget_ms = -1 } end, "step: budget_ms must be a non-negative number, got -1")
+    assert.has_error(function() g:step { min_tokens = 0.5 } end, "step: min_tokens must be a non-negative integer, got 0.5")
+    assert.has_error(function() g:step { budget = 5 } end, "step: unknown option 'budget' (known: budget_ms, min_tokens)")
   end)
 end)
 

@@ -196,11 +196,17 @@ describe("layer plans", function()
     if not model then return pending("fixture gguf/dense-q8_0.gguf not found") end
     assert.has_error(function() model:variant { layers = { 0, 4 } } end,
                      "variant: layers entry 4 is not a layer (0..3)")
-    assert.has_error(function() model:variant { exit = 9 } end, "variant: exit must be an integer in 0..4")
+    assert.has_error(function() model:variant { exit = 9 } end, "variant: exit must be an integer in 0..4, got 9")
+    assert.has_error(function() model:variant { skp = { 1 } } end,
+                     "variant: unknown option 'skp' (known: exit, experts, layers, skip)")
+    assert.has_error(function() model:variant { skip = 1 } end, "variant: skip must be a list of layer numbers, got 1")
+    assert.has_error(function() model:variant { layers = "0,1" } end,
+                     'variant: layers must be a list of layer numbers, got "0,1"')
     local mamba = fixture_model("gguf/mamba-f16.gguf")
     if mamba then
       assert.has_error(function() mamba:variant { skip = { 0 } } end,
-                       "variant: mamba models have no layer plans (llama-family only)")
+                       "variant: mamba models have no layer plans (architectures with plans: gemma, gemma2, gemma3, "
+                       .. "granite, lfm2, llama, olmoe, phi3, qwen2, qwen2moe, qwen3, qwen3moe, smollm3)")
     end
   end)
 end)

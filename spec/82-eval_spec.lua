@@ -91,6 +91,26 @@ describe("perplexity", function()
     assert.is_true(math.abs(mr.ppl - mref) / mref < 1e-4, mr.ppl .. " vs " .. mref)
   end)
 
+  it("is what bin/slm perplexity prints; disjoint windows skip a last window of one token", function()
+    local p, why = helpers.fixture("gguf/dense-q8_0.gguf")
+    if not p then return pending(why) end
+    local m = assert(slm.load(p))
+    local toks = m.tokenizer:encode(TEXT)
+    -- ctx such that the last window would hold the last token alone
+    local ctx = 8
+    while (#toks - 1) % ctx ~= 0 do ctx = ctx + 1 end
+    local calls = {}
+    local r = slm.eval.perplexity(m, TEXT, { ctx = ctx, progress = function(done, total) calls[#calls + 1] = done end })
+    local windows = (#toks - 1) // ctx
+    assert.equal(windows, #calls)                  -- no window without a token to score
+    assert.equal(#toks - 1 - windows, r.n)
+    local txt = helpers.tmpfile(TEXT)
+    local out, code = run("SLM_PROGRESS=0 bin/slm perplexity " .. p .. " " .. txt .. " --ctx " .. ctx)
+    assert.equal(0, code, out)
+    assert.equal(string.format("%d tokens scored in %d windows of up to %d\n%.4f\n", r.n, windows, ctx, r.ppl), out)
+    os.remove(txt)
+  end)
+
   it("rejects bad options and texts", function()
     local m, why = load("gguf/dense-q8_0.gguf")
     if not m then return pending(why) end

@@ -65,6 +65,15 @@ function helpers.vocab_cases(inp, out)
   return texts, expect
 end
 
+--- Size of a file in bytes, nil when it cannot be opened.
+function helpers.size(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
 --- Reads a whole file as a string.
 function helpers.read(path)
   local f = assert(io.open(path, "rb"))
@@ -191,6 +200,17 @@ function helpers.altered(src, opts)
   f:close()
   helpers.tmpnames[#helpers.tmpnames + 1] = out
   return out
+end
+
+--- A copy of a fixture (path relative to the fixtures) with bytes changed,
+-- {[0-based offset] = byte}, and `extra` appended, in a temporary file; nil
+-- and a skip message when the fixture is absent.
+function helpers.patched(rel, bytes, extra)
+  local src, why = helpers.fixture(rel)
+  if not src then return nil, why end
+  local s = helpers.read(src)
+  for at, b in pairs(bytes) do s = s:sub(1, at) .. string.char(b) .. s:sub(at + 2) end
+  return helpers.tmpfile(s .. (extra or ""))
 end
 
 --- Decodes JSON text (objects, arrays, strings with \u escapes and

@@ -1,19 +1,14 @@
 /* rwkv.cpp file reader: every fixture file, and truncation/corruption at
- * every offset of a real file never crashes or reads out of bounds. */
+ * every offset of a real file never crashes or reads out of bounds. The
+ * writer: what it writes reads back the same; refusals. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "formats/rwkvcpp.h"
-
-static int passed, failed;
-#define CHECK(cond, ...)                                  \
-    do {                                                  \
-        if (cond) passed++;                               \
-        else { failed++; printf("FAIL: " __VA_ARGS__); printf("\n"); } \
-    } while (0)
 
 static char dir[512];
 
@@ -111,9 +106,95 @@ static void test_hostile(void)
     c[36 + 3] = 0x7f;   /* first dimension huge */
     spit(tmp, c, n);
     CHECK(!slm_rwkvcpp_open(tmp, &err) && strstr(err.msg, "past the end of the file"), "size: %s", err.msg);
+    /* the header's sizes against the parameters (this file: n_vocab 256,
+     * n_embed 128, n_layer 4): one changed byte used to size the session's
+     * logits at 2^31 floats */
+    static const struct { int at; unsigned char byte; const char *want; } hdr[] = {
+        {11, 0x7f, "header n_vocab is 2130706688, emb.weight has 256 rows"},
+        {9, 0x00, "header n_vocab is 0 (must be positive)"},
+        {9, 0x02, "header n_vocab is 512, emb.weight has 256 rows"},
+        {15, 0x7f, "header n_embed is 2130706560, emb.weight has 128 columns"},
+        {19, 0x7f, "header n_layer is 2130706436, the file has 4 blocks"},
+        {16, 0x03, "header n_layer is 3, the file has parameter 'blocks.3."},
+        {17, 0x7f, "header n_layer is 32516, the file has 4 blocks"},
+        {19, 0x80, "header n_layer is -2147483644 (must be positive)"},
+    };
+    for (size_t i = 0; i < sizeof hdr / sizeof hdr[0]; i++) {
+        memcpy(c, b, n);
+        c[hdr[i].at] = hdr[i].byte;
+        spit(tmp, c, n);
+        err.msg[0] = 0;
+        slm_rwkvcpp *f = slm_rwkvcpp_open(tmp, &err);
+        CHECK(!f && strstr(err.msg, hdr[i].want) && strncmp(err.msg, tmp, strlen(tmp)) == 0,
+              "header byte %d = 0x%02x: %s", hdr[i].at, hdr[i].byte, err.msg);
+        slm_rwkvcpp_close(f);
+    }
+    /* head.weight renamed: its absence is named */
+    memcpy(c, b, n);
+    for (size_t o = 24; o + 11 <= n; o++)
+        if (memcmp(c + o, "head.weight", 11) == 0) { c[o] = 'x'; break; }
+    spit(tmp, c, n);
+    CHECK(!slm_rwkvcpp_open(tmp, &err) && strstr(err.msg, "no parameter 'head.weight'"), "head: %s", err.msg);
     free(c);
     free(b);
     unlink(tmp);
+}
+
+/* writes two parameters, reads them back; then the refusals, which leave
+ * no file behind */
+static void test_write(void)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/slm-test-rwkvcpp-%d.bin", (int)getpid());
+    slm_error err = {0};
+    int64_t s2[2] = {2, 256}, s1[1] = {5};
+    slm_tensor *a = slm_tensor_new(SLM_DTYPE_F32, 2, s2, &err);
+    slm_tensor *b = slm_tensor_new(SLM_DTYPE_F16, 1, s1, &err);
+    slm_tensor *q = NULL;
+    if (!a || !b) { CHECK(0, "alloc: %s", err.msg); return; }
+    float *pa = slm_tensor_data(a);
+    for (int i = 0; i < 512; i++) pa[i] = (float)(i % 97) * 0.25f - 3.0f;
+    q = slm_tensor_convert(a, SLM_DTYPE_Q8_0, &err);
+    CHECK(q != NULL, "convert: %s", err.msg);
+    /* the reader checks the header against emb.weight, head.weight and
+     * the blocks: a file it opens has them (4 tokens of 32 here) */
+    int64_t se[2] = {4, 32};
+    slm_tensor *emb = slm_tensor_new(SLM_DTYPE_F32, 2, se, &err);
+    if (!emb) { CHECK(0, "alloc: %s", err.msg); return; }
+    const char *names[4] = {"blocks.0.att.key.weight", "ln_out.bias", "emb.weight", "head.weight"};
+    const slm_tensor *ts[4] = {q, b, emb, emb};
+    slm_rwkvcpp_header h = {101, 4, 32, 1, 9};
+    CHECK(slm_rwkvcpp_write(path, &h, 4, names, ts, &err) == SLM_OK, "write: %s", err.msg);
+    slm_rwkvcpp *f = slm_rwkvcpp_open(path, &err);
+    CHECK(f != NULL, "reopen: %s", err.msg);
+    if (f) {
+        const slm_rwkvcpp_header *g = slm_rwkvcpp_header_get(f);
+        CHECK(g->version == 101 && g->n_vocab == 4 && g->n_embed == 32 && g->n_layer == 1 &&
+              g->data_type == 9, "header read back");
+        CHECK(slm_rwkvcpp_n_tensors(f) == 4 && slm_rwkvcpp_find(f, "ln_out.bias") == 1, "names read back");
+        slm_tensor *r = slm_rwkvcpp_tensor(f, 0, &err);
+        CHECK(r && r->dtype == SLM_DTYPE_Q8_0 && r->ndim == 2 && r->shape[0] == 2 && r->shape[1] == 256 &&
+              memcmp(slm_tensor_data(r), slm_tensor_data(q), slm_tensor_nbytes(q)) == 0,
+              "q8_0 parameter read back byte for byte");
+        slm_tensor_free(r);
+        slm_rwkvcpp_close(f);
+    }
+    /* refused before anything is written: a dtype the format lacks */
+    slm_tensor *k = slm_tensor_convert(a, SLM_DTYPE_Q2_K, &err);
+    const slm_tensor *bad[1] = {k ? k : a};
+    remove(path);
+    CHECK(k && slm_rwkvcpp_write(path, &h, 1, names, bad, &err) == SLM_EUNSUPPORTED &&
+              strstr(err.msg, "parameter 'blocks.0.att.key.weight': rwkv.cpp files have no q2_k type"),
+          "q2_k refused: %s", err.msg);
+    FILE *fp = fopen(path, "rb");
+    CHECK(fp == NULL, "nothing written after a refusal");
+    if (fp) fclose(fp);
+    slm_tensor_free(k);
+    slm_tensor_free(q);
+    slm_tensor_free(a);
+    slm_tensor_free(b);
+    slm_tensor_free(emb);
+    remove(path);
 }
 
 int main(void)
@@ -122,6 +203,6 @@ int main(void)
     snprintf(dir, sizeof dir, "%s/rwkv", fx ? fx : "../shared/fixtures");
     test_fixtures();
     test_hostile();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    test_write();
+    return check_summary();
 }

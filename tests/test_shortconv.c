@@ -312,8 +312,8 @@ static void test_errors(void)
     slm_shortconv_snapshot(other, 3, snap);
     int np = -1;
     CHECK(slm_shortconv_restore(st, snap, sz, &np, &err) == SLM_EINVAL &&
-          strcmp(err.msg, "restore: snapshot of 2 conv layers x 64 channels (l_cache 4), this state has 2 x 64 "
-                          "(l_cache 3)") == 0, "foreign shape: %s", err.msg);
+          strcmp(err.msg, "restore: snapshot of a conv state with conv layers 2, channels 64, l_cache 4; this "
+                          "one has conv layers 2, channels 64, l_cache 3") == 0, "foreign shape: %s", err.msg);
     free(snap);
     sz = slm_shortconv_snapshot_size(st);
     snap = malloc(sz + 1);
@@ -322,13 +322,31 @@ static void test_errors(void)
           "truncated: %s", err.msg);
     CHECK(slm_shortconv_restore(st, snap, sz + 1, &np, &err) == SLM_EFORMAT, "trailing byte");
     CHECK(slm_shortconv_restore(st, "SLMKV2\0\0xxxxxxxxxxxxxxxxxxxx", 28, &np, &err) == SLM_EFORMAT &&
-          strcmp(err.msg, "restore: not a conv state snapshot") == 0, "foreign magic: %s", err.msg);
-    int32_t neg = -1;
-    memcpy(snap + 20, &neg, 4);
+          strcmp(err.msg, "restore: not an slm state snapshot") == 0, "foreign magic: %s", err.msg);
+    const unsigned char kv[32] = {'S', 'L', 'M', 'S', 'K', 'V', 0, 0, 3, 0, 0, 0, 1};
+    CHECK(slm_shortconv_restore(st, kv, sizeof kv, &np, &err) == SLM_EINVAL &&
+          strcmp(err.msg, "restore: snapshot of a KV cache, not of a conv state") == 0, "KV snapshot: %s", err.msg);
+    int64_t neg = -1;
+    memcpy(snap + 16, &neg, 8);
     CHECK(slm_shortconv_restore(st, snap, sz, &np, &err) == SLM_EFORMAT, "negative n_past");
     int same = 1;
     for (size_t i = 0; i < slm_shortconv_state_len(st); i++) same &= st->v[i] == (float)i;
     CHECK(same && np == -1, "failed restores wrote nothing");
+    /* the layout of earlier versions, "SLMSC1" | int32 n_slot, dim, l_cache,
+     * n_past | floats, still restores */
+    const size_t body = slm_shortconv_state_len(st) * sizeof(float);
+    unsigned char *old = malloc(24 + body);
+    const int32_t oh[4] = {2, (int32_t)D, 3, 7};
+    memcpy(old, "SLMSC1\0\0", 8);
+    memcpy(old + 8, oh, sizeof oh);
+    memcpy(old + 24, st->v, body);
+    slm_shortconv_state *fresh = slm_shortconv_state_new(2, D, 3, &err);
+    CHECK(slm_shortconv_restore(fresh, old, 24 + body, &np, &err) == SLM_OK && np == 7 &&
+          memcmp(fresh->v, st->v, body) == 0, "SLMSC1 snapshot restored: %s", err.msg);
+    CHECK(slm_shortconv_restore(fresh, old, 24 + body - 4, &np, &err) == SLM_EFORMAT &&
+          strstr(err.msg, "truncated snapshot of a conv state"), "truncated SLMSC1: %s", err.msg);
+    slm_shortconv_state_free(fresh);
+    free(old);
     free(snap);
     slm_shortconv_state_free(other);
     slm_shortconv_state_free(st);

@@ -7,7 +7,12 @@
  *   rwkvcpp.open(path) -> {header = {version=, n_vocab=, n_embed=, n_layer=,
  *                          data_type=}, tensors = {...}, names = {...}}
  * or nil, msg for a missing or malformed file. The tensors are views that
- * keep the file's bytes alive on their own. */
+ * keep the file's bytes alive on their own.
+ *
+ *   rwkvcpp.write(path, {n_vocab=, n_embed=, n_layer=, data_type=},
+ *                 {{name=, tensor=}, ...}) -> true | nil, msg
+ *   rwkvcpp.type_ids = {f32 = 0, f16 = 1, q4_0 = 2, ...}: the dtypes the
+ *                 format holds, by rwkv.cpp's data type id */
 #include "../formats/llama2c.h"
 #include "../formats/rwkvcpp.h"
 #include "bind.h"
@@ -123,6 +128,35 @@ static int l_rwkvcpp_open(lua_State *L)
     return 1;
 }
 
+static int l_rwkvcpp_write(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    slm_rwkvcpp_header h = {101, 0, 0, 0, 0};
+    h.n_vocab = (int)slm_bind_int_field(L, 2, "n_vocab", 0, 1);
+    h.n_embed = (int)slm_bind_int_field(L, 2, "n_embed", 0, 1);
+    h.n_layer = (int)slm_bind_int_field(L, 2, "n_layer", 0, 1);
+    h.data_type = (int)slm_bind_int_field(L, 2, "data_type", 0, 1);
+    lua_Integer n = luaL_len(L, 3);
+    luaL_argcheck(L, n >= 0 && n <= 1 << 20, 3, "too many parameters");
+    /* the arrays live in userdata, so a Lua error below frees them */
+    const char **names = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *names, 0);
+    const slm_tensor **tensors = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *tensors, 0);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_geti(L, 3, i) != LUA_TTABLE) return luaL_error(L, "rwkvcpp.write: parameter %I: table expected", i);
+        lua_getfield(L, -1, "name");
+        names[i - 1] = luaL_checkstring(L, -1);   /* kept alive by the table */
+        lua_getfield(L, -2, "tensor");
+        tensors[i - 1] = slm_bind_check_tensor(L, -1);
+        lua_pop(L, 3);
+    }
+    slm_error err = {0};
+    if (slm_rwkvcpp_write(path, &h, (int)n, names, tensors, &err) != SLM_OK) return slm_bind_fail(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 void slm_bind_open_files(lua_State *L)
 {
     luaL_newmetatable(L, L2C_MT);
@@ -140,5 +174,15 @@ void slm_bind_open_files(lua_State *L)
     lua_newtable(L);
     lua_pushcfunction(L, l_rwkvcpp_open);
     lua_setfield(L, -2, "open");
+    lua_pushcfunction(L, l_rwkvcpp_write);
+    lua_setfield(L, -2, "write");
+    lua_newtable(L);
+    for (int i = 0; i < SLM_DTYPE_COUNT; i++) {
+        int id = slm_dtype_valid(i) ? slm_rwkvcpp_type_id((slm_dtype)i) : -1;
+        if (id < 0) continue;
+        lua_pushinteger(L, id);
+        lua_setfield(L, -2, slm_dtype_name((slm_dtype)i));
+    }
+    lua_setfield(L, -2, "type_ids");
     lua_setfield(L, -2, "rwkvcpp");
 }

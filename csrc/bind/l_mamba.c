@@ -179,65 +179,37 @@ static int state_clear(lua_State *L)
     return 0;
 }
 
-static size_t state_floats(const slm_mamba_state *st)
-{
-    return slm_mamba_state_conv_len(st) + slm_mamba_state_ssm_len(st);
-}
-
 static int state_bytes(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)(state_floats(check_state(L, 1)->st) * sizeof(float)));
+    const slm_mamba_state *st = check_state(L, 1)->st;
+    lua_pushinteger(L, (lua_Integer)((slm_mamba_state_conv_len(st) + slm_mamba_state_ssm_len(st)) * sizeof(float)));
     return 1;
 }
 
-/* "SLMMB1\0\0" | int32 n_layer, conv_ch, d_inner, d_conv, d_state, n_past |
- * conv states (n_layer, conv_ch, d_conv - 1) | scan states (n_layer,
- * d_inner, d_state), f32, native byte order. */
-#define MB_MAGIC "SLMMB1\0\0"
-#define MB_HEAD (8 + 6 * 4)
-
+/* snapshot(n_past) -> string (the layout of blocks/mamba.h) */
 static int state_snapshot(lua_State *L)
 {
     slm_mamba_state *st = check_state(L, 1)->st;
     lua_Integer n_past = luaL_checkinteger(L, 2);
     luaL_argcheck(L, n_past >= 0 && n_past <= INT32_MAX, 2, "n_past out of range");
-    size_t nc = slm_mamba_state_conv_len(st) * sizeof(float);
-    size_t ns = slm_mamba_state_ssm_len(st) * sizeof(float);
+    size_t n = slm_mamba_snapshot_size(st);
     luaL_Buffer B;
-    char *p = luaL_buffinitsize(L, &B, MB_HEAD + nc + ns);
-    memcpy(p, MB_MAGIC, 8);
-    int32_t hdr[6] = {st->n_layer, (int32_t)st->conv_ch, (int32_t)st->d_inner, (int32_t)st->d_conv,
-                      (int32_t)st->d_state, (int32_t)n_past};
-    memcpy(p + 8, hdr, sizeof hdr);
-    memcpy(p + MB_HEAD, st->conv, nc);
-    memcpy(p + MB_HEAD + nc, st->ssm, ns);
-    luaL_pushresultsize(&B, MB_HEAD + nc + ns);
+    char *p = luaL_buffinitsize(L, &B, n);
+    slm_mamba_snapshot(st, (int)n_past, p);
+    luaL_pushresultsize(&B, n);
     return 1;
 }
 
+/* restore(str) -> n_past */
 static int state_restore(lua_State *L)
 {
     slm_mamba_state *st = check_state(L, 1)->st;
     size_t len;
     const char *s = luaL_checklstring(L, 2, &len);
-    if (len < MB_HEAD || memcmp(s, MB_MAGIC, 8) != 0)
-        return luaL_error(L, "restore: not a mamba state snapshot");
-    int32_t hdr[6];
-    memcpy(hdr, s + 8, sizeof hdr);
-    if (hdr[0] != st->n_layer || hdr[1] != st->conv_ch || hdr[2] != st->d_inner ||
-        hdr[3] != st->d_conv || hdr[4] != st->d_state)
-        return luaL_error(L, "restore: snapshot of a mamba model with %d layers, %d conv channels, "
-                          "d_inner %d, d_conv %d, d_state %d; this one has %d, %d, %d, %d, %d",
-                          (int)hdr[0], (int)hdr[1], (int)hdr[2], (int)hdr[3], (int)hdr[4],
-                          st->n_layer, (int)st->conv_ch, (int)st->d_inner, (int)st->d_conv,
-                          (int)st->d_state);
-    size_t nc = slm_mamba_state_conv_len(st) * sizeof(float);
-    size_t ns = slm_mamba_state_ssm_len(st) * sizeof(float);
-    if (len != MB_HEAD + nc + ns || hdr[5] < 0)
-        return luaL_error(L, "restore: truncated mamba state snapshot");
-    memcpy(st->conv, s + MB_HEAD, nc);
-    memcpy(st->ssm, s + MB_HEAD + nc, ns);
-    lua_pushinteger(L, hdr[5]);
+    int n_past;
+    slm_error err = {0};
+    if (slm_mamba_restore(st, s, len, &n_past, &err) != SLM_OK) return slm_bind_error(L, &err);
+    lua_pushinteger(L, n_past);
     return 1;
 }
 

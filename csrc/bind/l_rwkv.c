@@ -7,7 +7,6 @@
  *   rwkv.state{version=, n_layer=, dim=, n_head=, n_ff=, lora=, n_batch=}
  *       -> slm.RWKVState        st:reset(), st:bytes(), st:snapshot(n_past)
  *                               -> string, st:restore(string) -> n_past
- *   rwkv.scale(x, s, first, n)  rows first..first+n-1 of x times s
  *
  * version is "v4", "v5.1", "v5.2", "v6" or "v7". Parameters are tensors
  * (names as the fields of slm_rwkv_tmix in csrc/blocks/rwkv.h); `maa` is a
@@ -240,47 +239,30 @@ static int state_bytes(lua_State *L)
     return 1;
 }
 
-/* "SLMRWKV1" | int32 version, n_layer, dim, n_head, n_past | the state's
- * floats (token shifts and recurrent matrices): O(state) bytes. */
-#define STATE_MAGIC "SLMRWKV1"
-#define STATE_HDR (8 + 5 * 4)
-
+/* snapshot(n_past) -> string (the layout of blocks/rwkv.h) */
 static int state_snapshot(lua_State *L)
 {
     slm_rwkv_state *st = check_state(L, 1);
     lua_Integer n_past = luaL_checkinteger(L, 2);
     luaL_argcheck(L, n_past >= 0 && n_past <= INT32_MAX, 2, "n_past out of range");
-    size_t body = slm_rwkv_state_floats(st) * sizeof(float);
+    size_t n = slm_rwkv_snapshot_size(st);
     luaL_Buffer B;
-    char *p = luaL_buffinitsize(L, &B, STATE_HDR + body);
-    memcpy(p, STATE_MAGIC, 8);
-    int32_t hdr[5] = {(int32_t)st->version, st->n_layer, (int32_t)st->dim, (int32_t)st->n_head,
-                      (int32_t)n_past};
-    memcpy(p + 8, hdr, sizeof hdr);
-    memcpy(p + STATE_HDR, st->s, body);
-    luaL_pushresultsize(&B, STATE_HDR + body);
+    char *p = luaL_buffinitsize(L, &B, n);
+    slm_rwkv_snapshot(st, (int)n_past, p);
+    luaL_pushresultsize(&B, n);
     return 1;
 }
 
+/* restore(str) -> n_past */
 static int state_restore(lua_State *L)
 {
     slm_rwkv_state *st = check_state(L, 1);
     size_t len;
     const char *s = luaL_checklstring(L, 2, &len);
-    if (len < STATE_HDR || memcmp(s, STATE_MAGIC, 8) != 0)
-        return luaL_error(L, "restore: not an RWKV state snapshot");
-    int32_t hdr[5];
-    memcpy(hdr, s + 8, sizeof hdr);
-    if (hdr[0] != (int32_t)st->version || hdr[1] != st->n_layer || hdr[2] != st->dim ||
-        hdr[3] != st->n_head)
-        return luaL_error(L, "restore: snapshot of an RWKV %d.%d model with %d layers x %d dims x %d heads, "
-                          "this state is %d.%d with %d x %I x %I",
-                          hdr[0] / 10, hdr[0] % 10, hdr[1], hdr[2], hdr[3], (int)st->version / 10,
-                          (int)st->version % 10, st->n_layer, (lua_Integer)st->dim, (lua_Integer)st->n_head);
-    size_t body = slm_rwkv_state_floats(st) * sizeof(float);
-    if (len != STATE_HDR + body) return luaL_error(L, "restore: truncated RWKV state snapshot");
-    memcpy(st->s, s + STATE_HDR, body);
-    lua_pushinteger(L, hdr[4]);
+    int n_past;
+    slm_error err = {0};
+    if (slm_rwkv_restore(st, s, len, &n_past, &err) != SLM_OK) return slm_bind_error(L, &err);
+    lua_pushinteger(L, n_past);
     return 1;
 }
 
@@ -320,22 +302,6 @@ static int mix_forward(lua_State *L, const char *mt, int is_time)
 static int tmix_forward(lua_State *L) { return mix_forward(L, TMIX_MT, 1); }
 static int cmix_forward(lua_State *L) { return mix_forward(L, CMIX_MT, 0); }
 
-static int l_scale(lua_State *L)
-{
-    slm_tensor *t = slm_bind_check_tensor(L, 1);
-    luaL_argcheck(L, t->dtype == SLM_DTYPE_F32 && slm_tensor_is_contiguous(t) && !t->storage->readonly,
-                  1, "expected a writable contiguous f32 tensor");
-    float s = (float)luaL_checknumber(L, 2);
-    lua_Integer first = luaL_checkinteger(L, 3), n = luaL_checkinteger(L, 4);
-    int64_t dim = t->shape[t->ndim - 1], rows = slm_tensor_numel(t) / dim;
-    if (first < 1 || n < 1 || first - 1 + n > rows)
-        return luaL_error(L, "bad argument #3: rows %I..%I outside 1..%I", (lua_Integer)first,
-                          (lua_Integer)(first + n - 1), (lua_Integer)rows);
-    float *x = (float *)slm_tensor_data(t) + (size_t)(first - 1) * (size_t)dim;
-    for (int64_t i = 0; i < n * dim; i++) x[i] *= s;
-    return 0;
-}
-
 void slm_bind_open_rwkv(lua_State *L)
 {
     static const luaL_Reg tmix_m[] = {{"forward", tmix_forward}, {NULL, NULL}};
@@ -347,7 +313,7 @@ void slm_bind_open_rwkv(lua_State *L)
     slm_bind_new_meta(L, CMIX_MT, mix_gc, cmix_m);
     slm_bind_new_meta(L, STATE_MT, state_gc, state_m);
     static const luaL_Reg fns[] = {{"time_mix", l_time_mix}, {"channel_mix", l_channel_mix},
-                                   {"state", l_state}, {"scale", l_scale}, {NULL, NULL}};
+                                   {"state", l_state}, {NULL, NULL}};
     lua_newtable(L);
     luaL_setfuncs(L, fns, 0);
     lua_setfield(L, -2, "rwkv");

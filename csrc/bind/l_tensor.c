@@ -589,9 +589,66 @@ static const luaL_Reg functions[] = {
     {NULL, NULL}
 };
 
-/* Sets core.tensor = {zeros, frombytes, fromtable, metatable}. The
- * metatable's __index is the methods table; lua/slm/tensor.lua adds methods
- * to it and wraps __index for t[i]. */
+/* dtype_for_row(dtype, ncols) -> the dtype a row of ncols gets when dtype
+ * is asked for (core/dtype.h: the reference quantizer's fallbacks) */
+static int l_dtype_for_row(lua_State *L)
+{
+    slm_dtype t = slm_bind_check_dtype(L, 1);
+    lua_Integer ncols = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, ncols > 0, 2, "row length must be positive");
+    lua_pushstring(L, slm_dtype_name(slm_dtype_for_row(t, (int64_t)ncols)));
+    return 1;
+}
+
+/* core.dtypes[name] = {id =, block_size =, type_size =, quantized =,
+ * fallback = name | nil, file_type = id | nil} and core.file_types[name] =
+ * {id =, dtype =}: the traits tables of core/dtype.c, the one place these
+ * facts are written down. */
+static void push_dtype_tables(lua_State *L)
+{
+    lua_newtable(L);
+    for (int i = 0; i < SLM_DTYPE_COUNT; i++) {
+        const slm_dtype_traits *tr = slm_dtype_get(i);
+        if (!tr) continue;
+        lua_createtable(L, 0, 6);
+        lua_pushinteger(L, i);
+        lua_setfield(L, -2, "id");
+        lua_pushinteger(L, tr->block_size);
+        lua_setfield(L, -2, "block_size");
+        lua_pushinteger(L, (lua_Integer)tr->type_size);
+        lua_setfield(L, -2, "type_size");
+        lua_pushboolean(L, tr->is_quantized);
+        lua_setfield(L, -2, "quantized");
+        if (slm_dtype_get(tr->fallback)) {
+            lua_pushstring(L, slm_dtype_name((slm_dtype)tr->fallback));
+            lua_setfield(L, -2, "fallback");
+        }
+        const slm_file_type *ft = slm_file_type_of((slm_dtype)i);
+        if (ft) {
+            lua_pushinteger(L, ft->id);
+            lua_setfield(L, -2, "file_type");
+        }
+        lua_setfield(L, -2, tr->name);
+    }
+    lua_setfield(L, -2, "dtypes");
+    lua_newtable(L);
+    const slm_file_type *ft;
+    for (int i = 0; (ft = slm_file_type_at(i)) != NULL; i++) {
+        lua_createtable(L, 0, 2);
+        lua_pushinteger(L, ft->id);
+        lua_setfield(L, -2, "id");
+        lua_pushstring(L, slm_dtype_name(ft->dtype));
+        lua_setfield(L, -2, "dtype");
+        lua_setfield(L, -2, ft->name);
+    }
+    lua_setfield(L, -2, "file_types");
+    lua_pushcfunction(L, l_dtype_for_row);
+    lua_setfield(L, -2, "dtype_for_row");
+}
+
+/* Sets core.tensor = {zeros, frombytes, fromtable, metatable}, and the dtype
+ * tables above. The metatable's __index is the methods table;
+ * lua/slm/tensor.lua adds methods to it and wraps __index for t[i]. */
 void slm_bind_open_tensor(lua_State *L)
 {
     luaL_newlib(L, functions);
@@ -601,4 +658,5 @@ void slm_bind_open_tensor(lua_State *L)
     lua_setfield(L, -2, "__index");
     lua_setfield(L, -2, "metatable");
     lua_setfield(L, -2, "tensor");
+    push_dtype_tables(L);
 }

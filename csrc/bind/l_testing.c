@@ -4,27 +4,13 @@
  *   testing.randn(shape, seed [, std = 1]) -> f32 tensor, normal(0, std)
  *   testing.rand(shape, seed [, lo = 0, hi = 1]) -> f32 tensor, uniform
  *
- * splitmix64 (Steele et al.) feeds Box-Muller, so the same seed gives the
- * same values on every machine. */
-#include <math.h>
+ * splitmix64 (Steele et al.) feeds Box-Muller (sampler/rng.h), so the same
+ * seed gives the same values on every machine. */
 #include <stdint.h>
 #include <time.h>
 
+#include "../sampler/rng.h"
 #include "bind.h"
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* uniform in (0, 1): 53 random bits, never 0 */
-static double unif(uint64_t *s)
-{
-    return ((double)(splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
 
 static slm_tensor *new_f32(lua_State *L, int idx)
 {
@@ -49,13 +35,7 @@ static int l_randn(lua_State *L)
     double std = luaL_optnumber(L, 3, 1.0);
     slm_tensor *t = new_f32(L, 1);
     slm_bind_push_tensor(L, t);
-    float *p = slm_tensor_data(t);
-    int64_t n = slm_tensor_numel(t);
-    for (int64_t i = 0; i < n; i += 2) {
-        double r = sqrt(-2.0 * log(unif(&seed))), a = 2.0 * M_PI * unif(&seed);
-        p[i] = (float)(std * r * cos(a));
-        if (i + 1 < n) p[i + 1] = (float)(std * r * sin(a));
-    }
+    slm_rng_fill_normal(slm_tensor_data(t), slm_tensor_numel(t), seed, std);
     return 1;
 }
 
@@ -65,9 +45,7 @@ static int l_rand(lua_State *L)
     double lo = luaL_optnumber(L, 3, 0.0), hi = luaL_optnumber(L, 4, 1.0);
     slm_tensor *t = new_f32(L, 1);
     slm_bind_push_tensor(L, t);
-    float *p = slm_tensor_data(t);
-    int64_t n = slm_tensor_numel(t);
-    for (int64_t i = 0; i < n; i++) p[i] = (float)(lo + (hi - lo) * unif(&seed));
+    slm_rng_fill_uniform(slm_tensor_data(t), slm_tensor_numel(t), seed, lo, hi);
     return 1;
 }
 

@@ -15,6 +15,7 @@
  *                        json=, gguf=} -> true | nil, msg
  *   core.tokenizer_pretokenize(pre, text) -> {pieces} | nil, msg: the split
  *                        of a GGUF tokenizer.ggml.pre name
+ *   core.tokenizer_pretokenizers() -> {names}: every such name
  * Ids are 0-based as in the model files. */
 #include <stdlib.h>
 #include <string.h>
@@ -426,6 +427,20 @@ static int l_pretokenize(lua_State *L)
     return 1;
 }
 
+/* Every tokenizer.ggml.pre name slm knows, in table order. */
+static int l_pretokenizers(lua_State *L)
+{
+    lua_newtable(L);
+    lua_Integer k = 0;
+    const char *names;
+    for (size_t i = 0; (names = slm_pretok_names(i)); i++)
+        for (const char *p = names + 1, *bar; (bar = strchr(p, '|')); p = bar + 1) {
+            lua_pushlstring(L, p, (size_t)(bar - p));
+            lua_rawseti(L, -2, ++k);
+        }
+    return 1;
+}
+
 static const luaL_Reg tok_methods[] = {
     {"encode", l_encode}, {"encode_batch", l_encode_batch}, {"decode", l_decode}, {"piece", l_piece}, {"text", l_text},
     {"id", l_id}, {"is_eog", l_is_eog}, {"decoder", l_decoder}, {"free", l_free},
@@ -502,4 +517,6 @@ void slm_bind_open_tokenizer(lua_State *L)
     lua_setfield(L, -2, "tokenizer_train");
     lua_pushcfunction(L, l_pretokenize);
     lua_setfield(L, -2, "tokenizer_pretokenize");
+    lua_pushcfunction(L, l_pretokenizers);
+    lua_setfield(L, -2, "tokenizer_pretokenizers");
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/snapshot.h"
 #include "../kernels/ops.h"
 #include "../kernels/vecdot.h"
 
@@ -259,6 +260,8 @@ slm_status slm_attn_sdpa(slm_pool *pool, const slm_kvcache *c, int layer,
 
 /* --- snapshots ------------------------------------------------------------------ */
 
+static const char KV_KIND[4] = {'K', 'V', 0, 0};
+#define KV_VERSION 3
 #define KV_MAGIC2 "SLMKV2\0\0"
 #define KV_MAGIC1 "SLMKV1\0\0"
 
@@ -270,7 +273,7 @@ static int first_kept(const slm_kv_layer *L, int n_past)
 
 size_t slm_kvcache_snapshot_size(const slm_kvcache *c, int n_past)
 {
-    size_t n = 16;
+    size_t n = slm_snap_header_size(1);
     for (int l = 0; l < c->n_layer; l++) {
         const slm_kv_layer *L = &c->layer[l];
         n += 12 + 2 * (size_t)(n_past - first_kept(L, n_past)) * (size_t)L->kv_dim * sizeof(slm_f16);
@@ -299,11 +302,8 @@ static void rows_from(const slm_kv_layer *L, slm_f16 *rows, int p0, int n, const
 
 void slm_kvcache_snapshot(const slm_kvcache *c, int n_past, void *buf)
 {
-    unsigned char *p = buf;
-    memcpy(p, KV_MAGIC2, 8);
-    const int32_t hdr[2] = {c->n_layer, n_past};
-    memcpy(p + 8, hdr, sizeof hdr);
-    p += 16;
+    const int64_t dims[1] = {c->n_layer};
+    unsigned char *p = slm_snap_put_header(buf, KV_KIND, KV_VERSION, n_past, 1, dims);
     for (int l = 0; l < c->n_layer; l++) {
         const slm_kv_layer *L = &c->layer[l];
         const int first = first_kept(L, n_past), n = n_past - first;
@@ -324,7 +324,7 @@ static slm_status restore_v1(slm_kvcache *c, const unsigned char *s, size_t len,
                              slm_error *err)
 {
     int32_t hdr[3];
-    if (len < 20) return slm_error_set(err, SLM_EFORMAT, "restore: truncated KV cache snapshot");
+    if (len < 20) return slm_error_set(err, SLM_EFORMAT, "restore: truncated snapshot of a KV cache");
     memcpy(hdr, s + 8, sizeof hdr);
     for (int l = 0; l < c->n_layer; l++)
         if (c->layer[l].window || c->layer[l].kv_dim != hdr[1] || hdr[0] != c->n_layer)
@@ -336,7 +336,7 @@ static slm_status restore_v1(slm_kvcache *c, const unsigned char *s, size_t len,
                              (int)hdr[2], c->n_ctx);
     const size_t block = (size_t)hdr[2] * (size_t)hdr[1] * sizeof(slm_f16);
     if (len != 20 + 2 * (size_t)c->n_layer * block)
-        return slm_error_set(err, SLM_EFORMAT, "restore: truncated KV cache snapshot");
+        return slm_error_set(err, SLM_EFORMAT, "restore: truncated snapshot of a KV cache");
     s += 20;
     for (int l = 0; l < c->n_layer; l++, s += 2 * block) {
         memcpy(c->layer[l].k, s, block);
@@ -349,27 +349,29 @@ static slm_status restore_v1(slm_kvcache *c, const unsigned char *s, size_t len,
 slm_status slm_kvcache_restore(slm_kvcache *c, const void *buf, size_t len, int *n_past,
                                slm_error *err)
 {
-    const unsigned char *s = buf;
-    if (len >= 8 && memcmp(s, KV_MAGIC1, 8) == 0) return restore_v1(c, s, len, n_past, err);
-    if (len < 16 || memcmp(s, KV_MAGIC2, 8) != 0)
-        return slm_error_set(err, SLM_EFORMAT, "restore: not a KV cache snapshot");
-    int32_t hdr[2];
-    memcpy(hdr, s + 8, sizeof hdr);
-    if (hdr[0] != c->n_layer)
-        return slm_error_set(err, SLM_EINVAL, "restore: snapshot of a model with %d layers, this one has %d",
-                             (int)hdr[0], c->n_layer);
-    if (hdr[1] < 0 || hdr[1] > c->n_ctx)
-        return slm_error_set(err, SLM_EINVAL, "restore: snapshot holds %d positions, the context has room for %d",
-                             (int)hdr[1], c->n_ctx);
-    const int np = hdr[1];
+    static const char *const names[1] = {"n_layer"};
+    if (slm_snap_has_magic(buf, len, KV_MAGIC1)) return restore_v1(c, buf, len, n_past, err);
+    slm_snap snap;
+    slm_status st = slm_snap_has_magic(buf, len, KV_MAGIC2)
+                        ? slm_snap_parse_old(buf, len, 2, 1, "a KV cache", &snap, err)
+                        : slm_snap_parse(buf, len, KV_KIND, KV_VERSION, "a KV cache", 1, &snap, err);
+    if (st != SLM_OK) return st;
+    const int64_t dims[1] = {c->n_layer};
+    if ((st = slm_snap_check_dims(&snap, dims, names, "a KV cache", err)) != SLM_OK) return st;
+    if (snap.n_past > c->n_ctx)
+        return slm_error_set(err, SLM_EINVAL, "restore: snapshot holds %lld positions, the context has room for %d",
+                             (long long)snap.n_past, c->n_ctx);
+    const int np = (int)snap.n_past;
+    const unsigned char *s = snap.body;
+    const size_t len_body = snap.body_len;
     /* check every layer's header and the total length before copying */
-    size_t off = 16;
+    size_t off = 0;
     for (int pass = 0; pass < 2; pass++) {
-        off = 16;
+        off = 0;
         for (int l = 0; l < c->n_layer; l++) {
             slm_kv_layer *L = &c->layer[l];
             int32_t lh[3];
-            if (len - off < 12) return slm_error_set(err, SLM_EFORMAT, "restore: truncated KV cache snapshot");
+            if (len_body - off < 12) return slm_error_set(err, SLM_EFORMAT, "restore: truncated snapshot of a KV cache");
             memcpy(lh, s + off, sizeof lh);
             off += 12;
             if (lh[0] != L->kv_dim || lh[1] != L->window)
@@ -377,17 +379,17 @@ slm_status slm_kvcache_restore(slm_kvcache *c, const void *buf, size_t len, int 
                                      "restore: snapshot layer %d has %d kv dims with window %d, this one %d with window %d",
                                      l, (int)lh[0], (int)lh[1], L->kv_dim, L->window);
             if (lh[2] != first_kept(L, np))
-                return slm_error_set(err, SLM_EFORMAT, "restore: corrupt KV cache snapshot (layer %d)", l);
+                return slm_error_set(err, SLM_EFORMAT, "restore: corrupt snapshot of a KV cache (layer %d)", l);
             const int n = np - lh[2];
             const size_t block = (size_t)n * (size_t)L->kv_dim * sizeof(slm_f16);
-            if ((len - off) / 2 < block) return slm_error_set(err, SLM_EFORMAT, "restore: truncated KV cache snapshot");
+            if ((len_body - off) / 2 < block) return slm_error_set(err, SLM_EFORMAT, "restore: truncated snapshot of a KV cache");
             if (pass == 1 && n) {
                 rows_from(L, L->k, lh[2], n, s + off);
                 rows_from(L, L->v, lh[2], n, s + off + block);
             }
             off += 2 * block;
         }
-        if (off != len) return slm_error_set(err, SLM_EFORMAT, "restore: truncated KV cache snapshot");
+        if (off != len_body) return slm_error_set(err, SLM_EFORMAT, "restore: corrupt snapshot of a KV cache (%zu bytes past its rows)", len_body - off);
     }
     *n_past = np;
     return SLM_OK;

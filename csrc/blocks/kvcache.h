@@ -29,13 +29,14 @@
  *
  * Snapshots (slm_kvcache_snapshot) hold, per layer, the rows a continuation
  * can still see: all n_past rows of a full layer, the last W - 1 of a
- * windowed one. Layout (little-endian):
- *   "SLMKV2\0\0" | int32 n_layer, n_past |
+ * windowed one. Layout: the header of core/snapshot.h, kind "KV\0\0",
+ * version 3, one dim (n_layer); then
  *   per layer: int32 kv_dim, window, first | (n_past - first) key rows,
  *              then as many value rows (F16, kv_dim each)
- * where first is the first position held. Restore also reads the older
- * "SLMKV1\0\0" | int32 n_layer, kv_dim, n_past | per layer keys, values
- * layout of caches without windows. */
+ * where first is the first position held. Restore also reads the layouts of
+ * earlier slm versions (Snapshot:save files): "SLMKV2\0\0" | int32 n_layer,
+ * n_past | the same per-layer body, and "SLMKV1\0\0" | int32 n_layer,
+ * kv_dim, n_past | per layer keys, values (caches without windows). */
 #ifndef SLM_KVCACHE_H
 #define SLM_KVCACHE_H
 

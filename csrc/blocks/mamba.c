@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/snapshot.h"
 #include "../kernels/matmul.h"
 #include "../kernels/ops.h"
 #include "../kernels/vecdot.h"
@@ -108,6 +109,48 @@ void slm_mamba_state_clear(slm_mamba_state *s)
 {
     memset(s->conv, 0, slm_mamba_state_conv_len(s) * sizeof(float));
     memset(s->ssm, 0, slm_mamba_state_ssm_len(s) * sizeof(float));
+}
+
+/* --- snapshots (layout in mamba.h) ----------------------------------------------- */
+
+static const slm_snap_kind MB_SNAP = {
+    {'M', 'A', 'M', 'B'}, 2, "a mamba state", 5,
+    (const char *const[]){"n_layer", "conv channels", "d_inner", "d_conv", "d_state"},
+    "SLMMB1\0\0", 6, 5};
+
+static void state_dims(const slm_mamba_state *s, int64_t *d, size_t *lens)
+{
+    d[0] = s->n_layer;
+    d[1] = s->conv_ch;
+    d[2] = s->d_inner;
+    d[3] = s->d_conv;
+    d[4] = s->d_state;
+    lens[0] = slm_mamba_state_conv_len(s) * sizeof(float);
+    lens[1] = slm_mamba_state_ssm_len(s) * sizeof(float);
+}
+
+size_t slm_mamba_snapshot_size(const slm_mamba_state *s)
+{
+    int64_t d[5];
+    size_t lens[2];
+    state_dims(s, d, lens);
+    return slm_snap_flat_size(&MB_SNAP, 2, lens);
+}
+
+void slm_mamba_snapshot(const slm_mamba_state *s, int n_past, void *buf)
+{
+    int64_t d[5];
+    size_t lens[2];
+    state_dims(s, d, lens);
+    slm_snap_flat_write(&MB_SNAP, buf, n_past, d, 2, (const void *const[]){s->conv, s->ssm}, lens);
+}
+
+slm_status slm_mamba_restore(slm_mamba_state *s, const void *buf, size_t len, int *n_past, slm_error *err)
+{
+    int64_t d[5];
+    size_t lens[2];
+    state_dims(s, d, lens);
+    return slm_snap_flat_read(&MB_SNAP, buf, len, d, 2, (void *const[]){s->conv, s->ssm}, lens, n_past, err);
 }
 
 slm_mamba_work *slm_mamba_work_new(int n_batch, const slm_mamba_shape *h, slm_error *err)

@@ -97,6 +97,20 @@ void slm_mamba_state_clear(slm_mamba_state *s);  /* the state before any token *
 size_t slm_mamba_state_conv_len(const slm_mamba_state *s);
 size_t slm_mamba_state_ssm_len(const slm_mamba_state *s);
 
+/* Snapshots: O(state) bytes whatever the number of tokens seen. The header
+ * of core/snapshot.h, kind "MAMB", version 2, dims n_layer, conv channels,
+ * d_inner, d_conv, d_state; then
+ *   float32 conv[n_layer][conv_ch][d_conv - 1]   (the last inputs, oldest first)
+ *   float32 ssm[n_layer][d_inner][d_state]
+ * Restore checks the header, the dims against s and the length before it
+ * writes anything, and gives the snapshot's n_past. It also reads the
+ * layout of earlier slm versions (Snapshot:save files):
+ *   "SLMMB1\0\0" | int32 n_layer, conv_ch, d_inner, d_conv, d_state, n_past |
+ *   the same floats */
+size_t slm_mamba_snapshot_size(const slm_mamba_state *s);
+void slm_mamba_snapshot(const slm_mamba_state *s, int n_past, void *buf);
+slm_status slm_mamba_restore(slm_mamba_state *s, const void *buf, size_t len, int *n_past, slm_error *err);
+
 /* Scratch rows for a batch of up to n_batch tokens of one block shape. */
 typedef struct slm_mamba_work {
     int n_batch;

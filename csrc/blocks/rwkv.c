@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/snapshot.h"
 #include "../kernels/gemm.h"
 #include "../kernels/matmul.h"
 #include "../kernels/vecdot.h"
@@ -97,6 +98,45 @@ void slm_rwkv_state_free(slm_rwkv_state *st)
 size_t slm_rwkv_state_floats(const slm_rwkv_state *st)
 {
     return (size_t)st->n_layer * st->layer_floats;
+}
+
+/* --- snapshots (layout in rwkv.h) -------------------------------------------------- */
+
+static const slm_snap_kind RWKV_SNAP = {
+    {'R', 'W', 'K', 'V'}, 2, "an RWKV state", 4, (const char *const[]){"version", "n_layer", "dim", "n_head"},
+    "SLMRWKV1", 5, 4};
+
+static void state_dims(const slm_rwkv_state *st, int64_t *d, size_t *len)
+{
+    d[0] = st->version;
+    d[1] = st->n_layer;
+    d[2] = st->dim;
+    d[3] = st->n_head;
+    *len = slm_rwkv_state_floats(st) * sizeof(float);
+}
+
+size_t slm_rwkv_snapshot_size(const slm_rwkv_state *st)
+{
+    int64_t d[4];
+    size_t len;
+    state_dims(st, d, &len);
+    return slm_snap_flat_size(&RWKV_SNAP, 1, &len);
+}
+
+void slm_rwkv_snapshot(const slm_rwkv_state *st, int n_past, void *buf)
+{
+    int64_t d[4];
+    size_t len;
+    state_dims(st, d, &len);
+    slm_snap_flat_write(&RWKV_SNAP, buf, n_past, d, 1, (const void *const[]){st->s}, &len);
+}
+
+slm_status slm_rwkv_restore(slm_rwkv_state *st, const void *buf, size_t len, int *n_past, slm_error *err)
+{
+    int64_t d[4];
+    size_t body;
+    state_dims(st, d, &body);
+    return slm_snap_flat_read(&RWKV_SNAP, buf, len, d, 1, (void *const[]){st->s}, &body, n_past, err);
 }
 
 void slm_rwkv_state_reset(slm_rwkv_state *st)

@@ -95,6 +95,19 @@ void slm_rwkv_state_free(slm_rwkv_state *st);
 void slm_rwkv_state_reset(slm_rwkv_state *st);
 size_t slm_rwkv_state_floats(const slm_rwkv_state *st);   /* n_layer * layer_floats */
 
+/* Snapshots: O(state) bytes whatever the number of tokens seen. The header
+ * of core/snapshot.h, kind "RWKV", version 2, dims version (40, 51, 52, 60,
+ * 70), n_layer, dim, n_head; then the state's floats as st->s holds them
+ * (per layer: the time mix's and the channel mix's token shift, then v4's
+ * aa, bb, pp or the heads' matrices), float32. Restore checks the header,
+ * the dims against st and the length before it writes anything, and gives
+ * the snapshot's n_past. It also reads the layout of earlier slm versions
+ * (Snapshot:save files):
+ *   "SLMRWKV1" | int32 version, n_layer, dim, n_head, n_past | the same floats */
+size_t slm_rwkv_snapshot_size(const slm_rwkv_state *st);
+void slm_rwkv_snapshot(const slm_rwkv_state *st, int n_past, void *buf);
+slm_status slm_rwkv_restore(slm_rwkv_state *st, const void *buf, size_t len, int *n_past, slm_error *err);
+
 /* Checks a block against its version and shapes; the message names the
  * offending parameter. */
 slm_status slm_rwkv_tmix_check(const slm_rwkv_tmix *b, slm_error *err);

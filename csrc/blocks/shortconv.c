@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/snapshot.h"
 #include "../kernels/matmul.h"
 #include "../kernels/ops.h"
 
@@ -72,41 +73,43 @@ void slm_shortconv_state_clear(slm_shortconv_state *s)
     memset(s->v, 0, slm_shortconv_state_len(s) * sizeof(float));
 }
 
-#define SC_MAGIC "SLMSC1\0\0"
-#define SC_HEAD (8 + 4 * 4)
+/* --- snapshots (layout in shortconv.h) ------------------------------------------------ */
+
+static const slm_snap_kind SC_SNAP = {
+    {'S', 'C', 'N', 'V'}, 2, "a conv state", 3, (const char *const[]){"conv layers", "channels", "l_cache"},
+    "SLMSC1\0\0", 4, 3};
+
+static void state_dims(const slm_shortconv_state *s, int64_t *d, size_t *len)
+{
+    d[0] = s->n_slot;
+    d[1] = s->dim;
+    d[2] = s->l_cache;
+    *len = slm_shortconv_state_len(s) * sizeof(float);
+}
 
 size_t slm_shortconv_snapshot_size(const slm_shortconv_state *s)
 {
-    return SC_HEAD + slm_shortconv_state_len(s) * sizeof(float);
+    int64_t d[3];
+    size_t len;
+    state_dims(s, d, &len);
+    return slm_snap_flat_size(&SC_SNAP, 1, &len);
 }
 
 void slm_shortconv_snapshot(const slm_shortconv_state *s, int n_past, void *buf)
 {
-    unsigned char *p = buf;
-    const int32_t hdr[4] = {s->n_slot, (int32_t)s->dim, s->l_cache, n_past};
-    memcpy(p, SC_MAGIC, 8);
-    memcpy(p + 8, hdr, sizeof hdr);
-    memcpy(p + SC_HEAD, s->v, slm_shortconv_state_len(s) * sizeof(float));
+    int64_t d[3];
+    size_t len;
+    state_dims(s, d, &len);
+    slm_snap_flat_write(&SC_SNAP, buf, n_past, d, 1, (const void *const[]){s->v}, &len);
 }
 
 slm_status slm_shortconv_restore(slm_shortconv_state *s, const void *buf, size_t len, int *n_past,
                                  slm_error *err)
 {
-    const unsigned char *p = buf;
-    if (len < SC_HEAD || memcmp(p, SC_MAGIC, 8) != 0)
-        return slm_error_set(err, SLM_EFORMAT, "restore: not a conv state snapshot");
-    int32_t hdr[4];
-    memcpy(hdr, p + 8, sizeof hdr);
-    if (hdr[0] != s->n_slot || hdr[1] != s->dim || hdr[2] != s->l_cache)
-        return slm_error_set(err, SLM_EINVAL,
-                             "restore: snapshot of %d conv layers x %d channels (l_cache %d), this state "
-                             "has %d x %lld (l_cache %d)", (int)hdr[0], (int)hdr[1], (int)hdr[2],
-                             s->n_slot, (long long)s->dim, s->l_cache);
-    if (hdr[3] < 0 || len != slm_shortconv_snapshot_size(s))
-        return slm_error_set(err, SLM_EFORMAT, "restore: truncated or corrupt conv state snapshot");
-    memcpy(s->v, p + SC_HEAD, slm_shortconv_state_len(s) * sizeof(float));
-    *n_past = hdr[3];
-    return SLM_OK;
+    int64_t d[3];
+    size_t body;
+    state_dims(s, d, &body);
+    return slm_snap_flat_read(&SC_SNAP, buf, len, d, 1, (void *const[]){s->v}, &body, n_past, err);
 }
 
 /* --- the block ------------------------------------------------------------------------ */

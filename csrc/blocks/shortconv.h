@@ -22,10 +22,12 @@
  * Scratch (the projection rows and the gated conv output) comes from the
  * session's workspace (core/work.h): slm_shortconv_work_size(b, n) bytes.
  *
- * Snapshots of a state (slm_shortconv_snapshot) hold every slot's values.
- * Layout (little-endian):
- *   "SLMSC1\0\0" | int32 n_slot, dim, l_cache, n_past |
- *   float32 v[n_slot][dim][l_cache - 1]     (per channel, oldest first) */
+ * Snapshots of a state (slm_shortconv_snapshot) hold every slot's values:
+ * the header of core/snapshot.h, kind "SCNV", version 2, dims conv layers
+ * (n_slot), channels (dim), l_cache; then
+ *   float32 v[n_slot][dim][l_cache - 1]     (per channel, oldest first)
+ * Restore also reads the layout of earlier slm versions (Snapshot:save files):
+ *   "SLMSC1\0\0" | int32 n_slot, dim, l_cache, n_past | the same floats */
 #ifndef SLM_SHORTCONV_H
 #define SLM_SHORTCONV_H
 
@@ -69,7 +71,7 @@ void slm_shortconv_state_clear(slm_shortconv_state *s);  /* the state before any
 size_t slm_shortconv_state_len(const slm_shortconv_state *s);   /* floats, all slots */
 
 /* Snapshot (layout above): its size, the bytes written into buf (of that
- * size); restore checks the magic, the shape against s and the length
+ * size); restore checks the header, the shape against s and the length
  * before writing anything, and gives the snapshot's n_past. */
 size_t slm_shortconv_snapshot_size(const slm_shortconv_state *s);
 void slm_shortconv_snapshot(const slm_shortconv_state *s, int n_past, void *buf);

@@ -45,6 +45,9 @@ typedef struct slm_dtype_traits {
     int is_quantized;
     slm_to_f32_fn to_f32;    /* NULL if not convertible */
     slm_from_f32_fn from_f32;/* NULL if quantizing to it is not supported */
+    int fallback;            /* K-quants: the 32-element type the reference's
+                                quantizer uses for a row that is not a whole
+                                number of super-blocks; -1 for the others */
 } slm_dtype_traits;
 
 /* NULL for ids that are not a known dtype (holes in the ggml numbering). */
@@ -57,5 +60,30 @@ int slm_dtype_from_name(const char *name);
 /* Bytes needed for n elements; 0 with *ok = 0 if n is not a multiple of the
  * block size or the product overflows. */
 size_t slm_dtype_row_size(slm_dtype t, int64_t n, int *ok);
+
+/* The dtype a row of ncols elements is quantized to when t is asked for, as
+ * the reference quantizer falls back (llama-quant.cpp,
+ * tensor_type_fallback): t when ncols is a whole number of its blocks, else
+ * its fallback (Q2_K, Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K ->
+ * Q8_0) when that divides the row, else F16. (The reference refuses a
+ * 32-element type whose rows are not whole blocks; slm keeps such rows F16.) */
+slm_dtype slm_dtype_for_row(slm_dtype t, int64_t ncols);
+
+/* File types: the value of a GGUF file's general.file_type, the reference's
+ * llama_ftype (include/llama.h), under the name its quantizer gives the
+ * choice ("q4_k_m" = LLAMA_FTYPE_MOSTLY_Q4_K_M = 15). dtype is the type
+ * most weights get; names_dtype marks the one file type that labels a file
+ * mostly of that dtype (q4_k -> q4_k_m). */
+typedef struct slm_file_type {
+    const char *name;
+    int id;
+    slm_dtype dtype;
+    int names_dtype;
+} slm_file_type;
+
+/* The i-th file type (0-based, in id order); NULL past the last. */
+const slm_file_type *slm_file_type_at(int i);
+/* The file type labelling a file mostly of dtype t; NULL when none does. */
+const slm_file_type *slm_file_type_of(slm_dtype t);
 
 #endif

@@ -102,3 +102,34 @@ void slm_storage_unref(slm_storage *s)
         free(s);
     }
 }
+
+slm_status slm_file_replace(const char *path, int (*write)(FILE *f, void *ctx), void *ctx,
+                            slm_error *err)
+{
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 5);
+    if (!tmp) return slm_error_set(err, SLM_ENOMEM, "out of memory");
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp", 5);
+    slm_status st = SLM_OK;
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        st = slm_error_set(err, SLM_EIO, "%s: %s", tmp, strerror(errno));
+    } else {
+        int ok = write(f, ctx);
+        int saved = errno;
+        if (fclose(f) != 0 && ok) {
+            ok = 0;
+            saved = errno;
+        }
+        if (!ok) {
+            st = slm_error_set(err, SLM_EIO, "%s: write failed: %s", tmp, strerror(saved));
+            remove(tmp);
+        } else if (rename(tmp, path) != 0) {
+            st = slm_error_set(err, SLM_EIO, "%s: %s", path, strerror(errno));
+            remove(tmp);
+        }
+    }
+    free(tmp);
+    return st;
+}

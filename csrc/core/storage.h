@@ -8,6 +8,7 @@
 #define SLM_STORAGE_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "status.h"
 
@@ -39,5 +40,12 @@ slm_storage *slm_storage_wrap(void *data, size_t size, int readonly,
 
 slm_storage *slm_storage_ref(slm_storage *s);
 void slm_storage_unref(slm_storage *s);   /* NULL is fine */
+
+/* Writes a whole file: write(f, ctx) (nonzero when every byte went out)
+ * fills path.tmp, which is renamed to path once complete. A failed write
+ * leaves path as it was, and path may be a file the caller has mapped (its
+ * mapping keeps the old bytes). Errors: "PATH.tmp: reason" or "PATH: reason". */
+slm_status slm_file_replace(const char *path, int (*write)(FILE *f, void *ctx), void *ctx,
+                            slm_error *err);
 
 #endif

@@ -6,7 +6,6 @@
  * sizes before it. */
 #include "gguf.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -309,6 +308,17 @@ static int write_all(const slm_gguf_writer *w, FILE *f, unsigned char *row)
     return ok;
 }
 
+typedef struct write_ctx {
+    const slm_gguf_writer *w;
+    unsigned char *row;
+} write_ctx;
+
+static int write_file(FILE *f, void *ctx)
+{
+    const write_ctx *c = ctx;
+    return write_all(c->w, f, c->row);
+}
+
 slm_status slm_gguf_writer_write(const slm_gguf_writer *w, const char *path, slm_error *err)
 {
     /* one row buffer for gathering strided rows of the widest tensor */
@@ -319,36 +329,9 @@ slm_status slm_gguf_writer_write(const slm_gguf_writer *w, const char *path, slm
         size_t rb = slm_dtype_row_size(t->dtype, t->shape[t->ndim - 1], &ok);
         if (rb > row_cap) row_cap = rb;
     }
-    unsigned char *row = row_cap ? malloc(row_cap) : NULL;
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 5);
-    if ((row_cap && !row) || !tmp) {
-        free(row);
-        free(tmp);
-        return slm_error_set(err, SLM_ENOMEM, "out of memory");
-    }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
-    slm_status st = SLM_OK;
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        st = slm_error_set(err, SLM_EIO, "%s: %s", tmp, strerror(errno));
-    } else {
-        int ok = write_all(w, f, row);
-        int saved = errno;
-        if (fclose(f) != 0 && ok) {
-            ok = 0;
-            saved = errno;
-        }
-        if (!ok) {
-            st = slm_error_set(err, SLM_EIO, "%s: write failed: %s", tmp, strerror(saved));
-            remove(tmp);
-        } else if (rename(tmp, path) != 0) {
-            st = slm_error_set(err, SLM_EIO, "%s: %s", path, strerror(errno));
-            remove(tmp);
-        }
-    }
-    free(row);
-    free(tmp);
+    write_ctx c = {w, row_cap ? malloc(row_cap) : NULL};
+    if (row_cap && !c.row) return slm_error_set(err, SLM_ENOMEM, "out of memory");
+    slm_status st = slm_file_replace(path, write_file, &c, err);
+    free(c.row);
     return st;
 }

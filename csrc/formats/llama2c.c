@@ -1,6 +1,6 @@
 #include "llama2c.h"
 
-#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +48,40 @@ static void add_layers(slm_llama2c *m, size_t *off, const char *kind, int64_t ro
     }
 }
 
+/* The export script's versioned formats (llama2.c export.py version 1 and
+ * 2) start with this magic ("ak42") and a 256-byte header. */
+#define L2C_VERSIONED_MAGIC 0x616b3432
+
+/* The header's fields against their ranges and each other. The limits are
+ * generous (65536-wide, 1024 layers, 4M tokens) and keep every size product
+ * far from overflow; the sizes are then checked against the file. */
+static slm_status check_config(const char *path, const slm_llama2c_config *c, slm_error *err)
+{
+    static const char *const names[] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads",
+                                        "vocab_size", "seq_len"};
+    const int v[7] = {c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
+                      c->seq_len};
+    static const int max[7] = {65536, 1 << 18, 1024, 65536, 65536, 1 << 22, 1 << 22};
+    for (int i = 0; i < 7; i++)
+        if (v[i] < 1 || v[i] > max[i])   /* vocab_size: its magnitude, as stored with its sign */
+            return slm_error_set(err, SLM_EFORMAT, "%s: llama2.c header: %s is %lld (expected 1..%d%s)",
+                                 path, names[i],
+                                 i == 5 && !c->shared_classifier && v[i] != INT32_MIN ? -(long long)v[i]
+                                                                                     : (long long)v[i],
+                                 max[i], i == 5 ? ", negative for an unshared classifier" : "");
+    if (c->dim % c->n_heads != 0)
+        return slm_error_set(err, SLM_EFORMAT, "%s: llama2.c header: n_heads %d does not divide dim %d",
+                             path, c->n_heads, c->dim);
+    if (c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads != 0)
+        return slm_error_set(err, SLM_EFORMAT, "%s: llama2.c header: n_kv_heads %d does not divide "
+                             "n_heads %d", path, c->n_kv_heads, c->n_heads);
+    if ((c->dim / c->n_heads) % 2)
+        return slm_error_set(err, SLM_EFORMAT, "%s: llama2.c header: dim %d / n_heads %d gives heads "
+                             "of %d (RoPE needs an even size)", path, c->dim, c->n_heads,
+                             c->dim / c->n_heads);
+    return SLM_OK;
+}
+
 slm_llama2c *slm_llama2c_open(const char *path, slm_error *err)
 {
     slm_storage *map = slm_storage_map_file(path, err);
@@ -60,25 +94,19 @@ slm_llama2c *slm_llama2c_open(const char *path, slm_error *err)
     }
     slm_llama2c_config c;
     const unsigned char *p = map->data;
+    if ((uint32_t)rd_i32(p) == L2C_VERSIONED_MAGIC) {
+        slm_error_set(err, SLM_EUNSUPPORTED, "%s: llama2.c export version %d is not supported "
+                      "(only the legacy version 0 checkpoints)", path, (int)rd_i32(p + 4));
+        slm_storage_unref(map);
+        return NULL;
+    }
     c.dim = rd_i32(p); c.hidden_dim = rd_i32(p + 4); c.n_layers = rd_i32(p + 8);
     c.n_heads = rd_i32(p + 12); c.n_kv_heads = rd_i32(p + 16);
     c.vocab_size = rd_i32(p + 20); c.seq_len = rd_i32(p + 24);
     c.shared_classifier = c.vocab_size > 0;
-    /* INT_MIN has no positive twin: it stays negative and is refused below
-     * (negating it overflows) */
-    if (c.vocab_size < 0 && c.vocab_size != INT_MIN) c.vocab_size = -c.vocab_size;
-    const char *bad = NULL;
-    /* generous limits keep every size product far from overflow */
-    if (c.dim <= 0 || c.dim > 65536) bad = "dim";
-    else if (c.hidden_dim <= 0 || c.hidden_dim > 1 << 18) bad = "hidden_dim";
-    else if (c.n_layers <= 0 || c.n_layers > 1024) bad = "n_layers";
-    else if (c.n_heads <= 0 || c.dim % c.n_heads != 0) bad = "n_heads";
-    else if (c.n_kv_heads <= 0 || c.n_kv_heads > c.n_heads || c.n_heads % c.n_kv_heads) bad = "n_kv_heads";
-    else if (c.vocab_size <= 0 || c.vocab_size > 1 << 22) bad = "vocab_size";
-    else if (c.seq_len <= 0 || c.seq_len > 1 << 22) bad = "seq_len";
-    else if ((c.dim / c.n_heads) % 2) bad = "n_heads (head size must be even)";
-    if (bad) {
-        slm_error_set(err, SLM_EFORMAT, "%s: llama2.c header: invalid %s", path, bad);
+    /* negative: the classifier follows the weights (INT32_MIN stays out of range) */
+    if (c.vocab_size < 0 && c.vocab_size != INT32_MIN) c.vocab_size = -c.vocab_size;
+    if (check_config(path, &c, err) != SLM_OK) {
         slm_storage_unref(map);
         return NULL;
     }
@@ -108,10 +136,23 @@ slm_llama2c *slm_llama2c_open(const char *path, slm_error *err)
     add(m, &off, "output_norm.weight", 0, c.dim);
     off += (size_t)c.seq_len * (size_t)head * 4;   /* freq_cis_real + imag */
     if (!c.shared_classifier) add(m, &off, "output.weight", c.vocab_size, c.dim);
-    if (off > map->size) {
-        slm_error_set(err, SLM_EFORMAT,
-                      "%s: truncated llama2.c file: the header implies %zu bytes, the file has %zu",
-                      path, off, map->size);
+    /* The export writes exactly these bytes: any other size means a header
+     * that does not describe the weights (seq_len sizes the RoPE tables, so
+     * it is checked here too). Extra bytes the size of a classifier are a
+     * shared/unshared mix-up, which the sign of vocab_size tells. */
+    size_t cls = (size_t)c.vocab_size * (size_t)c.dim * 4;
+    if (off != map->size) {
+        if (c.shared_classifier && map->size > off && map->size - off == cls)
+            slm_error_set(err, SLM_EFORMAT, "%s: llama2.c header: vocab_size %d says the classifier "
+                          "is shared, but the file holds one more (%d, %d) matrix: an unshared "
+                          "classifier is written as vocab_size -%d", path, c.vocab_size, c.vocab_size,
+                          c.dim, c.vocab_size);
+        else
+            slm_error_set(err, SLM_EFORMAT, "%s: llama2.c header (dim %d, hidden_dim %d, n_layers %d, "
+                          "n_heads %d, n_kv_heads %d, vocab_size %d, seq_len %d) describes %zu bytes, "
+                          "the file has %zu", path, c.dim, c.hidden_dim, c.n_layers, c.n_heads,
+                          c.n_kv_heads, c.shared_classifier ? c.vocab_size : -c.vocab_size, c.seq_len,
+                          off, map->size);
         slm_llama2c_close(m);
         return NULL;
     }

@@ -9,6 +9,10 @@
  * block layouts). Several parameters are stored pre-transformed by the
  * converter (see ../shared/README.md); this reader returns them as stored.
  *
+ * The header's n_vocab and n_embed must be the shape of emb.weight and
+ * head.weight, and n_layer the number of blocks (blocks.0 .. blocks.n_layer-1):
+ * a file whose header says otherwise is refused at open.
+ *
  * The data is not aligned in the file, so the reader copies every tensor into
  * one 64-byte aligned heap block (each tensor 64-aligned). Shapes are
  * outermost first, as everywhere in slm. */
@@ -32,5 +36,18 @@ int slm_rwkvcpp_n_tensors(const slm_rwkvcpp *f);
 const char *slm_rwkvcpp_tensor_name(const slm_rwkvcpp *f, int i);
 int slm_rwkvcpp_find(const slm_rwkvcpp *f, const char *name);   /* -1 */
 slm_tensor *slm_rwkvcpp_tensor(const slm_rwkvcpp *f, int i, slm_error *err);
+
+/* rwkv.cpp's data type id of a dtype (the list above); -1 when the format
+ * has none for it. */
+int slm_rwkvcpp_type_id(slm_dtype t);
+
+/* Writes a file of the layout above, version 101 (the current block
+ * layouts): h's n_vocab, n_embed, n_layer and data_type, then tensors[i]
+ * (contiguous, 1..3 dims, a dtype the format has) as parameter names[i].
+ * The bytes go to path.tmp, renamed to path when complete, so a failed
+ * write leaves path as it was and path may be the file being rewritten. */
+slm_status slm_rwkvcpp_write(const char *path, const slm_rwkvcpp_header *h, int n,
+                             const char *const *names, const slm_tensor *const *tensors,
+                             slm_error *err);
 
 #endif

@@ -65,11 +65,41 @@ static int cmp_meta(const void *a, const void *b)
     return strcmp(((const st_meta *)a)->key, ((const st_meta *)b)->key);
 }
 
+/* Data order, as the format's library sorts (begin, end): an empty tensor
+ * comes before one starting at the same offset. */
 static int cmp_tensor(const void *a, const void *b)
 {
     const slm_st_tensor_info *x = a, *y = b;
     if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
+    if (x->nbytes != y->nbytes) return x->nbytes < y->nbytes ? -1 : 1;
     return strcmp(x->name, y->name);
+}
+
+/* The tensors, in data order, must tile the data section exactly: each
+ * begins where the previous one ends, the first at 0, the last at the end
+ * of the file. The format's own library refuses anything else (overlapping
+ * or gapped offsets: InvalidOffset; bytes after the last tensor:
+ * MetadataIncompleteBuffer), so a file it would not read is not read here. */
+static slm_status check_tiling(const slm_safetensors *f, slm_error *err)
+{
+    uint64_t at = 0;
+    for (int64_t i = 0; i < f->n_tensors; i++) {
+        const slm_st_tensor_info *t = &f->tensors[i];
+        uint64_t end = t->offset + t->nbytes;
+        if (t->offset < at)
+            return slm_error_set(err, SLM_EFORMAT, "%s: tensor '%.100s': data_offsets [%" PRIu64 ", %"
+                                 PRIu64 "] overlap tensor '%.100s', which ends at %" PRIu64,
+                                 f->path, t->name, t->offset, end, f->tensors[i - 1].name, at);
+        if (t->offset > at)
+            return slm_error_set(err, SLM_EFORMAT, "%s: tensor '%.100s': data_offsets [%" PRIu64 ", %"
+                                 PRIu64 "] leave bytes %" PRIu64 "..%" PRIu64 " of the data section "
+                                 "to no tensor", f->path, t->name, t->offset, end, at, t->offset - 1);
+        at = end;
+    }
+    if (at != f->data_size)
+        return slm_error_set(err, SLM_EFORMAT, "%s: the data section has %zu bytes, the tensors hold "
+                             "%" PRIu64, f->path, f->data_size, at);
+    return SLM_OK;
 }
 
 static slm_status read_metadata(slm_safetensors *f, json_t *m, slm_error *err)
@@ -174,6 +204,11 @@ static slm_status parse(slm_safetensors *f, slm_error *err)
         return slm_error_set(err, SLM_EFORMAT, "%s: header length: truncated: needs 8 bytes, "
                              "the file has %zu", f->path, size);
     uint64_t n = le_u64(p);
+    /* the format's own limit (MAX_HEADER_SIZE): the JSON is parsed into
+     * memory, so its size bounds what a header can make this reader hold */
+    if (n > SLM_SAFETENSORS_MAX_HEADER)
+        return slm_error_set(err, SLM_EFORMAT, "%s: header length %" PRIu64 " is over the format's "
+                             "limit of %d bytes", f->path, n, SLM_SAFETENSORS_MAX_HEADER);
     if (n > size - 8)
         return slm_error_set(err, SLM_EFORMAT, "%s: header length %" PRIu64 " is past the end "
                              "of the file (%zu bytes)", f->path, n, size);
@@ -210,6 +245,7 @@ static slm_status parse(slm_safetensors *f, slm_error *err)
     json_decref(root);
     if (st == SLM_OK && f->n_tensors)
         qsort(f->tensors, (size_t)f->n_tensors, sizeof *f->tensors, cmp_tensor);
+    if (st == SLM_OK) st = check_tiling(f, err);
     return st;
 }
 

@@ -8,7 +8,10 @@
  *
  * Every entry is validated at open: known dtype name, integer shape entries
  * >= 0, at most 4 dims, begin <= end inside the data section, and
- * end - begin = numel * element size. Tensors of dtypes slm has (F32, F16,
+ * end - begin = numel * element size; the tensors, in data order, must
+ * tile the data section exactly (no overlap, no gap, no trailing bytes) and
+ * the header be at most SLM_SAFETENSORS_MAX_HEADER bytes, as the format's
+ * own library requires. Tensors of dtypes slm has (F32, F16,
  * BF16, I8, I16, I32) become zero-copy views; the others (F64, I64, BOOL,
  * U8, ...) are listed but slm_safetensors_tensor refuses them with
  * EUNSUPPORTED naming the tensor. A 0-dimensional (scalar) tensor is viewed
@@ -21,6 +24,9 @@
 
 #include "../core/status.h"
 #include "../core/tensor.h"
+
+/* The format's limit on the JSON header (safetensors' MAX_HEADER_SIZE). */
+#define SLM_SAFETENSORS_MAX_HEADER 100000000
 
 typedef struct slm_safetensors slm_safetensors;
 

@@ -2,6 +2,8 @@
  * (Blackman & Vigna, "Scrambled linear pseudorandom number generators"). */
 #include "rng.h"
 
+#include <math.h>
+
 uint64_t slm_rng_splitmix64(uint64_t *x)
 {
     uint64_t z = (*x += 0x9e3779b97f4a7c15u);
@@ -38,4 +40,24 @@ uint64_t slm_rng_next(slm_rng *r)
 double slm_rng_uniform(slm_rng *r)
 {
     return (double)(slm_rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+/* uniform in (0, 1): 53 random bits, never 0 */
+static double open_unit(uint64_t *x)
+{
+    return ((double)(slm_rng_splitmix64(x) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+void slm_rng_fill_normal(float *p, int64_t n, uint64_t seed, double std)
+{
+    for (int64_t i = 0; i < n; i += 2) {
+        double r = sqrt(-2.0 * log(open_unit(&seed))), a = 2.0 * M_PI * open_unit(&seed);
+        p[i] = (float)(std * r * cos(a));
+        if (i + 1 < n) p[i + 1] = (float)(std * r * sin(a));
+    }
+}
+
+void slm_rng_fill_uniform(float *p, int64_t n, uint64_t seed, double lo, double hi)
+{
+    for (int64_t i = 0; i < n; i++) p[i] = (float)(lo + (hi - lo) * open_unit(&seed));
 }

@@ -24,4 +24,11 @@ uint64_t slm_rng_next(slm_rng *r);
 /* Uniform double in [0, 1): the top 53 bits of the next output. */
 double slm_rng_uniform(slm_rng *r);
 
+/* Test data (slm.core.testing.randn / rand): n floats from splitmix64
+ * counting from seed, the same on every machine. normal: Box-Muller, two
+ * values per pair of uniforms u1, u2 in (0, 1) (53 bits, never 0):
+ * std sqrt(-2 ln u1) cos(2 pi u2), then the sin; uniform: lo + (hi - lo) u. */
+void slm_rng_fill_normal(float *p, int64_t n, uint64_t seed, double std);
+void slm_rng_fill_uniform(float *p, int64_t n, uint64_t seed, double lo, double hi);
+
 #endif

@@ -134,9 +134,14 @@ static const pre_set pre_sets[] = {
     {"|qwen2|deepseek-r1-qwen|stablelm2|megrez|hunyuan|kormo|",
      {RE_QWEN2}},
     {"|gpt-4o|llama4|kanana2|talkie|", {RE_O200K}},
+    /* Six letters of this class have canonical equivalents (U+1F7D, U+1FBE,
+     * U+1FD3, U+1FDB, U+2126 and U+212A normalize to U+03CE, U+03B9,
+     * U+0390, U+038A, U+03A9 and 'K'): a tool that normalizes the file
+     * replaces them, which turned three ranges backwards and "K-ℭ" into
+     * everything from 'K' on. They are written as escapes, which survive. */
     {"|deepseek-llm|",
      {"[\\r\\n]",
-      "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
+      "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-\\x{1F7D}ᾀ-ᾴᾶ-ᾼ\\x{1FBE}ῂ-ῄῆ-ῌῐ-\\x{1FD3}ῖ-\\x{1FDB}ῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤ\\x{2126}ℨ\\x{212A}-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
       "\\s?[!-/:-~！-／：-～‘-‟　-。]+", "\\s+$", "[一-龥ࠀ-一가-퟿]+",
       "\\p{N}+"}},
     {"|deepseek-coder|",
@@ -167,6 +172,11 @@ slm_status slm_pretok_for_gguf(slm_steps *s, const char *pre, slm_error *err)
     }
     return slm_error_set(err, SLM_EUNSUPPORTED,
                          "tokenizer: unknown pre-tokenizer '%s'", pre);
+}
+
+const char *slm_pretok_names(size_t i)
+{
+    return i < sizeof pre_sets / sizeof pre_sets[0] ? pre_sets[i].names : NULL;
 }
 
 const char *slm_pretok_regex(const char *pre)

@@ -171,6 +171,12 @@ slm_status slm_tok_add_token(slm_tok *t, int32_t id, const char *text,
                              slm_error *err);
 /* After all tokens: byte tables, special-token cache, eog ids. */
 slm_status slm_tok_finish(slm_tok *t, slm_error *err);
+/* tokspm.c: whether a file's first bytes look like a SentencePiece
+ * ModelProto (its first piece) rather than a llama2.c tokenizer.bin. */
+int slm_tok_is_spm_model(const unsigned char *head, size_t n);
+/* Puts "path: " before a message of the vocabulary code that does not name
+ * the file yet (those say "tokenizer: ..."), so loaders' errors name it. */
+void slm_tok_error_path(slm_error *err, const char *path);
 
 /* The GPT-2 byte <-> character mapping (bpe.c) */
 int slm_bytelevel_char(uint8_t b, char out[2]);      /* UTF-8 of the char */

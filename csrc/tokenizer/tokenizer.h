@@ -75,11 +75,13 @@ void slm_tok_ids_free(slm_tok_ids *ids);
 slm_status slm_tok_ids_push(slm_tok_ids *ids, int32_t id, slm_error *err);
 
 /* Loads a tokenizer from a GGUF file (tokenizer.ggml.*), a Hugging Face
- * tokenizer.json or a llama2.c tokenizer.bin, recognized by content. NULL on
- * failure with a message naming the file and the problem. */
+ * tokenizer.json, a SentencePiece tokenizer.model (BPE) or a llama2.c
+ * tokenizer.bin, recognized by content. NULL on failure with a message naming
+ * the file and the problem. */
 slm_tok *slm_tok_load(const char *path, slm_error *err);
 slm_tok *slm_tok_load_gguf(const char *path, slm_error *err);
 slm_tok *slm_tok_load_json(const char *path, slm_error *err);
+slm_tok *slm_tok_load_spm_model(const char *path, slm_error *err);
 slm_tok *slm_tok_load_llama2c(const char *path, slm_error *err);
 /* A 256-token vocabulary where token i is byte i (tiny RWKV models). */
 slm_tok *slm_tok_new_bytes(slm_error *err);
@@ -145,6 +147,9 @@ slm_status slm_tok_decode(const slm_tok *t, const int32_t *ids, size_t n,
  * for an unknown name. */
 slm_status slm_pretok_split(const char *pre, const char *text, size_t n,
                             size_t *offs, size_t cap, size_t *count, slm_error *err);
+/* The tokenizer.ggml.pre names of set i, as "|name|name|...|" (the names
+ * that share one regex sequence), or NULL past the last set. */
+const char *slm_pretok_names(size_t i);
 
 /* Incremental decoder for streaming: add one id, receive the bytes that now
  * form complete UTF-8 characters. Bytes that can never become valid UTF-8 are

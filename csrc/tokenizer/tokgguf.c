@@ -267,11 +267,7 @@ static slm_tok *from_gguf(const slm_gguf *g, const char *path, slm_error *err)
     if (slm_tok_finish(t, err)) goto fail;
     return t;
 fail:
-    if (err && err->code != SLM_ENOMEM && !strstr(err->msg, path)) {
-        char msg[sizeof err->msg];
-        memcpy(msg, err->msg, sizeof msg);
-        snprintf(err->msg, sizeof err->msg, "%s: %.400s", path, msg);
-    }
+    slm_tok_error_path(err, path);
     slm_tok_free(t);
     return NULL;
 }

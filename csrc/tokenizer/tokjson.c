@@ -264,51 +264,66 @@ static slm_tok *from_json(json_t *root, const char *path, slm_error *err)
         return NULL;
     }
     json_t *added = json_object_get(root, "added_tokens");
-    /* ids: the vocabulary's and the added tokens'; gaps get placeholders */
-    int64_t max_id = -1;
+    /* ids: the vocabulary's and the added tokens'. Every id is below the
+     * number of entries the file names, so what is allocated by id follows
+     * the file's size, not a claim in it (one entry {"a": 2000000000}
+     * would otherwise size the tables at 2^31 tokens); the few ids an added
+     * token shares with the vocabulary leave gaps, given placeholders. */
+    size_t named = json_object_size(vocab) + json_array_size(added);
     const char *k;
     json_t *v;
     json_object_foreach(vocab, k, v) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX - 1) {
-            slm_error_set(err, SLM_EFORMAT, "%s: bad id for vocabulary entry '%.40s'", path, k);
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || (size_t)json_integer_value(v) >= named ||
+            json_integer_value(v) > INT32_MAX - 1) {
+            slm_error_set(err, SLM_EFORMAT, "%s: model.vocab: the id of '%.40s' is not an integer in 0..%zu "
+                          "(the file names %zu tokens)", path, k, named - 1, named);
             return NULL;
         }
-        if (json_integer_value(v) > max_id) max_id = json_integer_value(v);
     }
     size_t i;
     json_array_foreach(added, i, v) {
         json_t *id = json_object_get(v, "id");
-        if (!json_is_integer(id) || json_integer_value(id) < 0 ||
+        if (!json_is_integer(id) || json_integer_value(id) < 0 || (size_t)json_integer_value(id) >= named ||
             json_integer_value(id) > INT32_MAX - 1 || !jstr(v, "content")) {
-            slm_error_set(err, SLM_EFORMAT, "%s: bad added_tokens entry %zu", path, i);
+            slm_error_set(err, SLM_EFORMAT, "%s: added_tokens[%zu]: needs content and an id in 0..%zu (the "
+                          "file names %zu tokens)", path, i, named - 1, named);
             return NULL;
         }
-        if (json_integer_value(id) > max_id) max_id = json_integer_value(id);
     }
-    /* Ids between the entries get placeholders, but a few bytes of JSON
-     * must not ask for 2^31 of them (16 GiB of tables, found by the tokjson
-     * fuzz target): real files number their tokens densely, so at most as
-     * many gaps as entries (+ 1024) are accepted. */
-    size_t entries = json_object_size(vocab) + json_array_size(added);
-    if (max_id >= 2 * (int64_t)entries + 1024) {
-        slm_error_set(err, SLM_EFORMAT, "%s: token id %lld is far past the %zu vocabulary and added "
-                      "tokens (ids must be dense)", path, (long long)max_id, entries);
-        return NULL;
-    }
-    int32_t n = (int32_t)(max_id + 1);
+    int32_t n = 0;
+    json_object_foreach(vocab, k, v)
+        if (json_integer_value(v) >= n) n = (int32_t)json_integer_value(v) + 1;
+    json_array_foreach(added, i, v)
+        if (json_integer_value(json_object_get(v, "id")) >= n)
+            n = (int32_t)json_integer_value(json_object_get(v, "id")) + 1;
     const char **text = calloc((size_t)(n > 0 ? n : 1), sizeof *text);
     int *attr = calloc((size_t)(n > 0 ? n : 1), sizeof *attr);
+    unsigned char *added_at = calloc((size_t)(n > 0 ? n : 1), 1);   /* id given by added_tokens */
     slm_tok *t = NULL;
-    if (!text || !attr) {
+    if (!text || !attr || !added_at) {
         slm_error_set(err, SLM_ENOMEM, "%s: out of memory", path);
         goto fail;
     }
+    /* one piece per id within each list; an added token may restate (or
+     * override, as Hugging Face's added vocabulary does) a vocabulary id */
     json_object_foreach(vocab, k, v) {
-        text[json_integer_value(v)] = k;
-        attr[json_integer_value(v)] = SLM_TOKATTR_NORMAL;
+        json_int_t id = json_integer_value(v);
+        if (text[id]) {
+            slm_error_set(err, SLM_EFORMAT, "%s: model.vocab: id %lld is given to both '%.40s' and '%.40s'",
+                          path, (long long)id, text[id], k);
+            goto fail;
+        }
+        text[id] = k;
+        attr[id] = SLM_TOKATTR_NORMAL;
     }
     json_array_foreach(added, i, v) {
         int32_t id = (int32_t)json_integer_value(json_object_get(v, "id"));
+        if (added_at[id]) {
+            slm_error_set(err, SLM_EFORMAT, "%s: added_tokens: id %d is given to both '%.40s' and '%.40s'",
+                          path, (int)id, text[id], jstr(v, "content"));
+            goto fail;
+        }
+        added_at[id] = 1;
         text[id] = jstr(v, "content");
         int a = jbool(v, "special", 0) ? SLM_TOKATTR_CONTROL : SLM_TOKATTR_USER;
         if (jbool(v, "lstrip", 0)) a |= SLM_TOKATTR_LSTRIP;
@@ -358,6 +373,18 @@ static slm_tok *from_json(json_t *root, const char *path, slm_error *err)
         if (!buf) goto oom;
         memcpy(buf, a, la);
         memcpy(buf + la, b, lb);
+        /* as Hugging Face's BPE builder (MergeTokenOutOfVocabulary): both
+         * sides and their merge are tokens of the vocabulary */
+        const char *missing = slm_tok_find(t, a, la) < 0 ? a : slm_tok_find(t, b, lb) < 0 ? b
+                            : slm_tok_find(t, buf, la + lb) < 0 ? buf : NULL;
+        if (missing) {
+            size_t lm = missing == a ? la : missing == b ? lb : la + lb;
+            slm_error_set(err, SLM_EFORMAT, "%s: model.merges[%zu] ('%.*s' '%.*s'): '%.*s' is not in the "
+                          "vocabulary", path, i, (int)(la > 40 ? 40 : la), a, (int)(lb > 40 ? 40 : lb), b,
+                          (int)(lm > 80 ? 80 : lm), missing);
+            free(buf);
+            goto fail;
+        }
         int32_t ia = slm_strtab_add(&t->str, a, la, NULL);
         int32_t ib = ia >= 0 ? slm_strtab_add(&t->str, b, lb, NULL) : -1;
         int32_t im = ib >= 0 ? slm_strtab_add(&t->str, buf, la + lb, NULL) : -1;
@@ -376,7 +403,9 @@ static slm_tok *from_json(json_t *root, const char *path, slm_error *err)
     read_config(t, path);
     free(text);
     free(attr);
+    free(added_at);
     if (slm_tok_finish(t, err)) {
+        slm_tok_error_path(err, path);
         slm_tok_free(t);
         return NULL;
     }
@@ -384,8 +413,10 @@ static slm_tok *from_json(json_t *root, const char *path, slm_error *err)
 oom:
     slm_error_set(err, SLM_ENOMEM, "%s: out of memory", path);
 fail:
+    slm_tok_error_path(err, path);
     free(text);
     free(attr);
+    free(added_at);
     slm_tok_free(t);
     return NULL;
 }

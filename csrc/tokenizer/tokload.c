@@ -89,6 +89,7 @@ bad:
     slm_error_set(err, SLM_EFORMAT, "%s: not a llama2.c tokenizer (bad token record at byte %zu)",
                   path, off);
 fail:
+    slm_tok_error_path(err, path);
     free(d);
     slm_tok_free(t);
     return NULL;
@@ -127,5 +128,6 @@ slm_tok *slm_tok_load(const char *path, slm_error *err)
     if (n >= 3 && head[0] == 0xEF && head[1] == 0xBB && head[2] == 0xBF) i = 3;
     while (i < n && (head[i] == ' ' || head[i] == '\n' || head[i] == '\r' || head[i] == '\t')) i++;
     if (i < n && head[i] == '{') return slm_tok_load_json(path, err);
+    if (slm_tok_is_spm_model(head, n)) return slm_tok_load_spm_model(path, err);
     return slm_tok_load_llama2c(path, err);
 }

@@ -95,6 +95,14 @@ slm_status slm_tok_add_token(slm_tok *t, int32_t id, const char *text,
     return SLM_OK;
 }
 
+void slm_tok_error_path(slm_error *err, const char *path)
+{
+    if (!err || err->code == SLM_ENOMEM || strstr(err->msg, path)) return;
+    char msg[sizeof err->msg];
+    memcpy(msg, err->msg, sizeof msg);
+    snprintf(err->msg, sizeof err->msg, "%s: %.400s", path, msg);
+}
+
 static int32_t find_text(const slm_tok *t, const char *s)
 {
     int32_t id = slm_strtab_find(&t->str, s, strlen(s));

@@ -79,8 +79,18 @@
 -- sess:chat never modifies `messages`; it returns the reply text and an info
 -- table {template =, reused = tokens kept, evaluated = prompt tokens
 -- evaluated, generated = tokens generated, reset = true when the session was
--- reset, reasoning = see above}. A chat session (sess:chat_session) keeps
--- the history in chat.messages and appends each user turn and reply to it.
+-- reset, reasoning = see above, seed =, stopped =, prompt_seconds =,
+-- seconds = as sess:generate's info}.
+-- A conversation longer than the session's context is an error; a chat
+-- session (sess:chat_session) keeps the history in chat.messages, appends
+-- each user turn and reply to it and, when the history no longer fits,
+-- drops its oldest turns (see chat:say).
+--
+-- Options are checked: an unknown key, or a value of the wrong kind, is an
+-- error naming it ("chat: unknown option 'max_token' (known: ...)").
+local options = require "slm.options"
+local generate = require "slm.generate"
+
 local M = {}
 
 -- Text -----------------------------------------------------------------------
@@ -139,7 +149,7 @@ local function check_date(d)
     return t
   end
   if type(d) ~= "table" then
-    error("chat: option 'date' must be os.time() seconds or {year =, month =, day =} (got " .. type(d) .. ")", 0)
+    error(options.message("chat", "date", "os.time() seconds or {year =, month =, day =}", d), 0)
   end
   local y, m, day = d.year, d.month, d.day
   local ok = math.type(y) == "integer" and math.type(m) == "integer" and math.type(day) == "integer"
@@ -148,7 +158,7 @@ local function check_date(d)
     local days = { 31, (y % 4 == 0 and y % 100 ~= 0 or y % 400 == 0) and 29 or 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
     ok = day <= days[m]
   end
-  if not ok then error("chat: option 'date' needs integer year, month (1-12) and day of a real date", 0) end
+  if not ok then error("chat: date needs integer year, month (1-12) and day of a real date", 0) end
   return { year = y, month = m, day = day }
 end
 
@@ -727,7 +737,7 @@ local function resolve(tpl, model)
                                      options = true, reasoning = tpl.reasoning }
     return wrapped[tpl]
   elseif tpl ~= nil then
-    error("chat: template must be a name, a function or a table (got " .. type(tpl) .. ")", 0)
+    error(options.message("chat", "template", "a name, a function or a table", tpl), 0)
   end
   local jinja = model and model.source and model.source.meta("tokenizer.chat_template")
   if jinja == nil then return T.chatml end
@@ -748,9 +758,7 @@ local function vars_for(tpl, tok, opts)
   if tok and tok.bos then v.bos = tok:text(tok.bos) end
   if tok and tok.eos then v.eos = tok:text(tok.eos) end
   opts = opts or {}
-  if opts.think ~= nil and type(opts.think) ~= "boolean" then
-    error("chat: option 'think' must be a boolean (got " .. type(opts.think) .. ")", 0)
-  end
+  if not options.is_bool(opts.think) then error(options.message("chat", "think", "a boolean", opts.think), 0) end
   v.think, v.date = opts.think, check_date(opts.date)
   for _, k in ipairs { "think", "date" } do
     if opts[k] ~= nil and tpl.options ~= true and not (tpl.options and tpl.options[k]) then
@@ -785,9 +793,10 @@ end
 -- family's: "<s>"/"</s>", "<|begin_of_text|>", "<bos>"/"<eos>"), model (for
 -- the default template), and the template's options: think (qwen3,
 -- smollm3, granite), date (smollm3, granite, llama3.1, llama3.2).
+local RENDER_OPTS = options.known { "add_generation_prompt", "bos", "eos", "model", "think", "date" }
+
 function M.render(template, messages, opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("bad argument #3 to 'render' (table expected)", 2) end
+  opts = options.check("render", opts, RENDER_OPTS)
   local tpl = resolve(template, opts.model)
   local v = vars_for(tpl, nil, opts)
   v.bos, v.eos = opts.bos or v.bos, opts.eos or v.eos
@@ -888,37 +897,38 @@ local function encode_units(tok, units)
 end
 
 --- tokenize(tok, messages [, opts]) -> ids, units: the ids sess:chat would
--- evaluate on an empty session (opts: template, add_generation_prompt and
--- the template's options, as render).
-function M.tokenize(tok, messages, opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("bad argument #3 to 'tokenize' (table expected)", 2) end
-  local tpl = resolve(opts.template or "chatml")
-  local parts = render_parts(tpl, messages, opts.add_generation_prompt ~= false, vars_for(tpl, tok, opts))
+-- evaluate on an empty session (opts: template, add_generation_prompt, model
+-- (for the default template) and the template's options, as render).
+local TOKENIZE_OPTS = options.known { "template", "add_generation_prompt", "model", "think", "date" }
+
+-- The units of a conversation as sess:chat sees them on an empty session
+-- (BOS from the vocabulary unless the template renders it) and its template.
+local function prompt_units(tok, model, messages, opts, gen)
+  local tpl = resolve(opts.template, model)
+  local parts = render_parts(tpl, messages, gen, vars_for(tpl, tok, opts))
   local units = to_units(parts, marker_ids(tpl, tok))
   if tok.add_bos and tok.bos and units[1] ~= tok.bos then table.insert(units, 1, tok.bos) end
+  return units, tpl
+end
+
+function M.tokenize(tok, messages, opts)
+  opts = options.check("tokenize", opts, TOKENIZE_OPTS)
+  local units = prompt_units(tok, opts.model, messages, opts, opts.add_generation_prompt ~= false)
   return encode_units(tok, units), units
 end
 
-local GEN_KEYS = { "max_tokens", "sampler", "regex", "regex_width", "special" }
+-- generate's options a chat passes on (not parse_special: message text is
+-- never parsed for special tokens)
+local GEN_KEYS = { "max_tokens", "sampler", "stop", "stop_ids", "regex", "regex_width", "special" }
+local CHAT_KEYS = { "template", "think", "date", table.unpack(GEN_KEYS) }
+local CHAT_OPTS = options.known(CHAT_KEYS)
+local SESSION_OPTS = options.known { "system", table.unpack(CHAT_KEYS) }
 
--- opts.stop / opts.stop_ids as lists (a wrong type is an error naming the option)
+-- opts.stop / opts.stop_ids as lists
 local function user_stops(opts)
-  local stop, ids = opts.stop, opts.stop_ids
+  local stop = opts.stop
   if type(stop) == "string" then stop = { stop } end
-  if stop ~= nil and type(stop) ~= "table" then
-    error("chat: option 'stop' must be a string or a list of strings (got " .. type(stop) .. ")", 0)
-  end
-  for _, s in ipairs(stop or {}) do
-    if type(s) ~= "string" then error("chat: option 'stop' must be a string or a list of strings", 0) end
-  end
-  if ids ~= nil and type(ids) ~= "table" then
-    error("chat: option 'stop_ids' must be a list of token ids (got " .. type(ids) .. ")", 0)
-  end
-  for _, id in ipairs(ids or {}) do
-    if math.type(id) ~= "integer" then error("chat: option 'stop_ids' must be a list of token ids", 0) end
-  end
-  return stop or {}, ids or {}
+  return stop or {}, opts.stop_ids or {}
 end
 
 -- A reply split as reasoning templates read it (read_reasoning); a <think>
@@ -940,18 +950,16 @@ end
 -- info.reasoning the text of its <think> block (nil when there is none);
 -- the callback streams the raw text, think block included.
 function M.chat(sess, messages, opts, callback)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("bad argument #2 to 'chat' (table expected)", 2) end
+  opts = options.check("chat", opts, CHAT_OPTS)
+  local bad = generate.problem("chat", opts)
+  if bad then error(bad, 2) end
   if callback ~= nil and type(callback) ~= "function" then
     error("bad argument #3 to 'chat' (function expected)", 2)
   end
   local tok = sess.model.tokenizer
   if not tok then error("chat: this model has no tokenizer", 2) end
-  local tpl = resolve(opts.template, sess.model)
-  local parts = render_parts(tpl, messages, true, vars_for(tpl, tok, opts))
+  local units, tpl = prompt_units(tok, sess.model, messages, opts, true)
   local user_stop, user_stop_ids = user_stops(opts)
-  local units = to_units(parts, marker_ids(tpl, tok))
-  if tok.add_bos and tok.bos and units[1] ~= tok.bos then table.insert(units, 1, tok.bos) end
 
   -- what the session holds from the last call, if it is still untouched
   local last = sess.chat_state
@@ -960,13 +968,18 @@ function M.chat(sess, messages, opts, callback)
     rest = extension(last.units, units)
   end
   local info = { template = tpl.name, reset = false }
+  local kept = rest and sess.n_past or 0
+  local ids = encode_units(tok, rest or units)
+  -- checked before the session is touched
+  if kept + #ids > sess.n_ctx then
+    error(string.format("chat: the conversation is %d tokens, more than the session's context of %d "
+                        .. "(a chat session drops the oldest turns)", kept + #ids, sess.n_ctx), 2)
+  end
   if not rest then
     if sess.n_past > 0 then info.reset = true end
     sess:reset()
-    rest = units
   end
   info.reused = sess.n_past
-  local ids = encode_units(tok, rest)
   info.evaluated = #ids
 
   -- end of turn: ids when the vocabulary has them, else stop strings
@@ -977,11 +990,14 @@ function M.chat(sess, messages, opts, callback)
   end
   for _, s in ipairs(user_stop) do stops[#stops + 1] = s end
   for _, id in ipairs(user_stop_ids) do stop_ids[#stop_ids + 1] = id end
-  local gopts = { stop = stops, stop_ids = stop_ids }
+  local gopts = {}
   for _, k in ipairs(GEN_KEYS) do gopts[k] = opts[k] end
+  gopts.stop, gopts.stop_ids = stops, stop_ids
 
   local n0 = sess.n_past + #ids
-  local reply = sess:generate(#ids > 0 and ids or nil, gopts, callback or function() end)
+  local reply, ginfo = sess:generate(#ids > 0 and ids or nil, gopts, callback or function() end)
+  info.seed, info.stopped, info.prompt_seconds, info.seconds = ginfo.seed, ginfo.stopped, ginfo.prompt_seconds,
+                                                                ginfo.seconds
 
   -- the session now holds the prompt and the reply's tokens: remember them
   -- for the next turn's comparison, as text decoded as generate decodes it
@@ -1037,37 +1053,102 @@ Chat.__index = Chat
 --- sess:chat_session{template =, system =, <chat opts>} -> chat
 -- The options other than system become the defaults of every say().
 function M.session(sess, opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("bad argument #1 to 'chat_session' (table expected)", 2) end
-  if opts.system ~= nil and type(opts.system) ~= "string" then
-    error("chat: option 'system' must be a string (got " .. type(opts.system) .. ")", 2)
-  end
+  opts = options.check("chat_session", opts, SESSION_OPTS)
+  if not options.is_string(opts.system) then options.fail("chat_session", "system", "a string", opts.system) end
   local defaults = {}
   for k, v in pairs(opts) do if k ~= "system" then defaults[k] = v end end
   -- fail now, not at the first say
+  local bad = generate.problem("chat_session", defaults)
+  if bad then error(bad, 2) end
   vars_for(resolve(defaults.template, sess.model), nil, defaults)
-  user_stops(defaults)
-  local messages = {}
-  if opts.system then messages[1] = { role = "system", content = opts.system } end
-  return setmetatable({ session = sess, messages = messages, defaults = defaults }, Chat)
+  local chat = setmetatable({ session = sess, messages = {}, defaults = defaults }, Chat)
+  chat:reset(opts.system)
+  return chat
+end
+
+--- chat:reset([system]): forgets the conversation; the system message
+-- stays, or becomes `system` when one is given ("" removes it).
+function Chat:reset(system)
+  if not options.is_string(system) then options.fail("reset", "system", "a string", system) end
+  local old = self.messages[1]
+  if system == nil then system = old and old.role == "system" and old.content or "" end
+  self.messages = {}
+  if system ~= "" then self.messages[1] = { role = "system", content = system } end
+end
+
+-- Tokens the conversation takes as a prompt on an empty session.
+local function prompt_tokens(chat, messages, o)
+  local sess = chat.session
+  local tok = sess.model.tokenizer
+  if not tok then error("chat: this model has no tokenizer", 0) end
+  return #encode_units(tok, (prompt_units(tok, sess.model, messages, o, true)))
+end
+
+-- msgs without the `n` messages from `first` (a new list)
+local function without(msgs, first, n)
+  local out = table.move(msgs, 1, first - 1, 1, {})
+  return table.move(msgs, first + n, #msgs, first, out)
+end
+
+-- Which oldest turns to drop (the first index and how many) when the
+-- conversation and room for the reply (max_tokens, at most half the
+-- context) do not fit the session. It drops down to half of what is left
+-- after that room, so that the next turns extend the session again instead
+-- of evaluating everything each time. The system message and the new turn
+-- (the last message) stay.
+local function turns_to_drop(chat, o)
+  local msgs = chat.messages
+  local n_ctx = chat.session.n_ctx
+  local room = math.min(o.max_tokens or 256, n_ctx // 2)
+  local first = msgs[1].role == "system" and 2 or 1
+  local n = prompt_tokens(chat, msgs, o)
+  if n + room <= n_ctx then return first, 0 end
+  local goal, dropped = (n_ctx - room) // 2, 0
+  while n > goal and first + dropped < #msgs do
+    -- the oldest turn: its message and the ones up to the next user turn
+    local next_user = first + dropped + 1
+    while next_user < #msgs and msgs[next_user].role ~= "user" do next_user = next_user + 1 end
+    dropped = next_user - first
+    n = prompt_tokens(chat, without(msgs, first, dropped), o)
+  end
+  if n >= n_ctx then
+    error(string.format("chat: the message does not fit the context: %d tokens%s, the session holds %d", n,
+                        first == 2 and " with the system message" or "", n_ctx), 0)
+  end
+  return first, dropped
 end
 
 --- chat:say(text [, opts [, callback]]) -> reply, info
 -- Appends {role = "user", content = text} and the reply to chat.messages
 -- ({role = "assistant", content = reply, reasoning_content = info.reasoning}).
+-- When the conversation no longer fits the session's context with room for
+-- the reply (max_tokens, at most half the context), the oldest turns are
+-- dropped from chat.messages - the system message stays - until it takes
+-- at most half of what is left, and the session evaluates it again;
+-- info.trimmed is the number of messages dropped (0 when none). A message
+-- that does not fit even alone is an error, which leaves the history as it
+-- was (as any error of say does).
 function Chat:say(text, opts, callback)
   if type(text) ~= "string" then error("bad argument #1 to 'say' (string expected)", 2) end
   if type(opts) == "function" and callback == nil then opts, callback = nil, opts end
+  options.check("say", opts, CHAT_OPTS)
   local o = {}
   for k, v in pairs(self.defaults) do o[k] = v end
   for k, v in pairs(opts or {}) do o[k] = v end
-  self.messages[#self.messages + 1] = { role = "user", content = text }
-  local ok, reply, info = pcall(M.chat, self.session, self.messages, o, callback)
+  local msgs = self.messages
+  msgs[#msgs + 1] = { role = "user", content = text }
+  local ok, first, dropped = pcall(turns_to_drop, self, o)
+  local reply, info = first, nil
+  if ok then
+    ok, reply, info = pcall(M.chat, self.session, dropped > 0 and without(msgs, first, dropped) or msgs, o, callback)
+  end
   if not ok then
-    self.messages[#self.messages] = nil
+    msgs[#msgs] = nil
     error(reply, 2)
   end
-  self.messages[#self.messages + 1] = { role = "assistant", content = reply, reasoning_content = info.reasoning }
+  for _ = 1, dropped do table.remove(msgs, first) end
+  info.trimmed = dropped
+  msgs[#msgs + 1] = { role = "assistant", content = reply, reasoning_content = info.reasoning }
   return reply, info
 end
 

@@ -40,9 +40,13 @@ end
 
 -- ---- flags -------------------------------------------------------------------
 
--- flag -> {key, type}; types: int, num, str, bool
+-- flag -> {key, type}; types: int, num, str, bool, list (a str that may
+-- be given several times)
 local FLAGS = {
   ["-p"] = { "prompt", "str" }, ["--prompt"] = { "prompt", "str" },
+  ["-f"] = { "file", "str" }, ["--file"] = { "file", "str" },
+  ["--stop"] = { "stop", "list" }, ["--regex"] = { "regex", "str" },
+  ["--verbose"] = { "verbose", "bool" }, ["-v"] = { "verbose", "bool" },
   ["-n"] = { "n", "int" }, ["--n-predict"] = { "n", "int" },
   ["--temp"] = { "temp", "num" }, ["--top-k"] = { "top_k", "int" },
   ["--top-p"] = { "top_p", "num" }, ["--min-p"] = { "min_p", "num" },
@@ -92,6 +96,11 @@ local function parse(argv)
           local n = tonumber(v)
           if not n or n ~= n then fail("option %s: '%s' is not a number", name, v) end
           v = n
+        elseif ty == "list" then
+          if v == "" then fail("option %s needs a non-empty value", name) end
+          local list = opt[key] or {}
+          list[#list + 1] = v
+          v = list
         end
         opt[key] = v
       end
@@ -168,7 +177,10 @@ local function load_model(name, opt)
   local bar = progress.new("load", file_size(path), "B")
   bar:update(0)
   local lopts = {}
-  if opt.tokenizer then lopts.tokenizer = opt.tokenizer
+  if opt.tokenizer then
+    local tok, err = slm.tokenizer.load(opt.tokenizer)
+    if not tok then fail("option --tokenizer: %s", err) end
+    lopts.tokenizer = tok
   elseif read_magic(path) == "fmgg" then lopts.tokenizer = slm.tokenizer.bytes() end
   local model, err = slm.load(path, lopts)
   if not model then fail("%s", err) end
@@ -183,12 +195,80 @@ local function need_tokenizer(model)
   end
 end
 
+-- the sampler flags and the slm.sampler.default options they set
+local SAMPLER_FLAGS = { temp = "--temp", top_k = "--top-k", top_p = "--top-p", min_p = "--min-p",
+                        seed = "--seed", repeat_penalty = "--repeat-penalty" }
+
+-- The sampler the flags ask for, each value checked as slm.sampler.default
+-- checks it but named by its flag. Without --seed a fresh seed is drawn
+-- (slm.sampler.seed tells it, --verbose prints it).
 local function sampler_of(opt)
-  local o = { temp = opt.temp, top_k = opt.top_k, top_p = opt.top_p, min_p = opt.min_p,
-              seed = opt.seed, repeat_penalty = opt.repeat_penalty }
-  local ok, s = pcall(slm.sampler.default, o)
-  if not ok then fail("%s", tostring(s):gsub("^.-:%d+: ", "")) end
-  return s
+  local o = {}
+  for key in pairs(SAMPLER_FLAGS) do o[key] = opt[key] end
+  local key, expected, got = slm.sampler.check_default(o)
+  if key then fail("option %s must be %s (got %s)", SAMPLER_FLAGS[key], expected, tostring(got)) end
+  -- with --regex, generate puts the regex stage before these
+  if opt.regex then return slm.sampler.default_stages(o) end
+  return slm.sampler.default(o)
+end
+
+-- --template, checked before anything loads
+local function check_template(opt)
+  local t = opt.template
+  if t and not slm.chat.templates[t] then
+    local names = {}
+    for name in pairs(slm.chat.templates) do names[#names + 1] = name end
+    table.sort(names)
+    fail("option --template: unknown template '%s' (known: %s)", t, table.concat(names, ", "))
+  end
+end
+
+local function need_decoder(model)
+  if model.def.encoder then
+    fail("%s is a %s encoder: it has no logits to generate with (`slm embed` gives its vectors)", model.path,
+         model.hp.arch)
+  end
+end
+
+-- A session of --ctx tokens (default: as model:session), with a warning
+-- when that is more than the model was trained on.
+local function session_of(model, opt)
+  need_decoder(model)
+  positive(opt, "ctx", "--ctx")
+  local train = model.hp.n_ctx_train
+  if opt.ctx and train and opt.ctx > train then
+    io.stderr:write(string.format("slm: warning: --ctx %d is above the model's training context (%d): "
+                                  .. "past %d tokens its output may degrade\n", opt.ctx, train, train))
+  end
+  return model:session { ctx = opt.ctx }
+end
+
+-- "N tokens in S s (R tok/s)"
+local function rate(n, seconds)
+  return string.format("%d tokens in %.3f s (%.1f tok/s)", n, seconds, seconds > 0 and n / seconds or 0)
+end
+
+-- --verbose: the seed (or greedy) and the timings of one generation
+local function report(info, t_load)
+  local seed = info.seed and string.format("seed %d (--seed %d repeats this run)", info.seed, info.seed)
+               or "greedy (no seed)"
+  if t_load then io.stderr:write(string.format("slm: load %.3f s\n", t_load)) end
+  -- generate's info counts tokens; sess:chat's says evaluated and generated
+  io.stderr:write(string.format("slm: %s\nslm: prompt %s\nslm: generation %s, stopped: %s\n", seed,
+                                rate(info.prompt_tokens or info.evaluated, info.prompt_seconds),
+                                rate(info.tokens or info.generated, info.seconds), tostring(info.stopped)))
+end
+
+-- --stop and --regex as generate options (a regex that does not compile
+-- fails here, named by its flag)
+local function stop_options(opt, gen)
+  gen.stop = opt.stop
+  if opt.regex then
+    local ok, err = pcall(slm.core.regex.new, opt.regex)
+    if not ok then fail("option --regex: %s", tostring(err):gsub("^regex: ", "")) end
+    gen.regex = opt.regex
+  end
+  return gen
 end
 
 -- ---- commands --------------------------------------------------------------------
@@ -204,66 +284,108 @@ local function usage_fail(name)
   fail("usage: slm %s", commands[name].usage)
 end
 
-command("run", "run MODEL -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] "
-        .. "[--repeat-penalty R] [--ctx N]", "generate text from a prompt, streamed to stdout",
+command("run", "run MODEL (-p PROMPT | -f FILE) [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] "
+        .. "[--repeat-penalty R] [--ctx N] [--stop TEXT]... [--regex RE] [--system TEXT [--template NAME]] [--verbose]",
+        "generate text from a prompt, streamed to stdout (--system: as a chat reply)",
 function(pos, opt)
-  if #pos ~= 1 or not opt.prompt then usage_fail("run") end
+  if #pos ~= 1 or not (opt.prompt or opt.file) then usage_fail("run") end
+  if opt.prompt and opt.file then fail("give the prompt with -p or -f, not both") end
   positive(opt, "n", "-n")
   positive(opt, "ctx", "--ctx")
+  local prompt = opt.prompt
+  if opt.file then
+    local fh, err = io.open(opt.file, "rb")
+    if not fh then fail("option -f: %s", err) end
+    prompt = fh:read("a")
+    fh:close()
+  end
+  check_template(opt)
   local sampler = sampler_of(opt)
+  local gen = stop_options(opt, { max_tokens = opt.n or 128, sampler = sampler })
+  local chat = opt.system or opt.template
+  local t0 = slm.core.clock()
   local model = load_model(pos[1], opt)
+  local t_load = slm.core.clock() - t0
   need_tokenizer(model)
-  local sess = model:session { ctx = opt.ctx }
+  local sess = session_of(model, opt)
+  local write = function(piece) io.write(piece) io.flush() end
   local ok, err = pcall(function()
-    for piece in sess:generate(opt.prompt, { max_tokens = opt.n or 128, sampler = sampler }) do
-      io.write(piece)
-      io.flush()
+    if chat then
+      local messages = { { role = "user", content = prompt } }
+      if opt.system then table.insert(messages, 1, { role = "system", content = opt.system }) end
+      gen.template = opt.template
+      local n = #slm.chat.tokenize(model.tokenizer, messages, { template = opt.template, model = model })
+      if n > sess.n_ctx then fail("context full: the prompt is %d tokens as a chat, the context %d (raise --ctx)", n, sess.n_ctx) end
+      local _, info = sess:chat(messages, gen, write)
+      return info
     end
+    local n = #model.tokenizer:encode(prompt)
+    if n > sess.n_ctx then fail("context full: the prompt is %d tokens, the context %d (raise --ctx)", n, sess.n_ctx) end
+    local _, info = sess:generate(prompt, gen, write)
+    return info
   end)
-  sampler:free()
-  if not ok then fail("%s", tostring(err):gsub("^.-:%d+: ", "")) end
+  if sampler.free then sampler:free() end
+  if not ok then
+    if getmetatable(err) == Fail then error(err, 0) end
+    fail("%s", (tostring(err):gsub("^.-:%d+: ", "")))
+  end
   io.write("\n")
+  local info = err
+  if opt.verbose then report(info, t_load) end
+  if info.stopped == "ctx" then
+    io.stderr:write(string.format("slm: generation stopped: the context is full (%d tokens); raise --ctx for longer "
+                                  .. "output\n", sess.n_ctx))
+  end
 end)
 
 local function is_tty(fd) return os.execute("test -t " .. fd) == true end
 
-command("chat", "chat MODEL [--template NAME] [--system TEXT] [-n N] [sampler flags] [--ctx N]",
-        "chat on stdin, one line per user turn (sess:chat when slm.chat is present)",
+local CHAT_COMMANDS = "/exit, /reset, /system TEXT"
+
+command("chat", "chat MODEL [--template NAME] [--system TEXT] [-n N] [sampler flags] [--ctx N] [--verbose]",
+        "chat on stdin, one line per user turn; /exit, /reset (forget the conversation), /system TEXT",
 function(pos, opt)
   if #pos ~= 1 then usage_fail("chat") end
-  local sampler_opts = opt
+  positive(opt, "n", "-n")
+  positive(opt, "ctx", "--ctx")
+  check_template(opt)
+  sampler_of(opt)   -- the flags, checked before the model loads
   local model = load_model(pos[1], opt)
   need_tokenizer(model)
-  local sess = model:session { ctx = opt.ctx }
-  local has_chat = pcall(require, "slm.chat") and type(sess.chat) == "function"
+  local sess = session_of(model, opt)
+  local ok, chat = pcall(sess.chat_session, sess, { template = opt.template, system = opt.system })
+  if not ok then fail("%s", (tostring(chat):gsub("^.-:%d+: ", ""))) end
   local tty = is_tty(0)
-  local messages = {}
-  if opt.system then messages[1] = { role = "system", content = opt.system } end
   while true do
     if tty then io.write("> ") io.flush() end
     local line = io.read("l")
-    if not line then break end
-    if line ~= "" then
-      local sampler = sampler_of(sampler_opts)
-      local gen = { max_tokens = opt.n or 256, sampler = sampler, template = has_chat and opt.template or nil }
-      local ok, err = pcall(function()
-        if has_chat then
-          messages[#messages + 1] = { role = "user", content = line }
-          local reply = sess:chat(messages, gen, function(piece) io.write(piece) io.flush() end)
-          messages[#messages + 1] = { role = "assistant", content = type(reply) == "string" and reply or "" }
-        else
-          -- no chat templates: the turn is plain text continued by the model
-          gen.stop = { "\n\n" }
-          for piece in sess:generate(line .. "\n", gen) do
-            io.write(piece)
-            io.flush()
-          end
-        end
-      end)
-      sampler:free()
-      if not ok then fail("%s", tostring(err):gsub("^.-:%d+: ", "")) end
+    if not line or line == "/exit" then break end
+    local cmd, rest = line:match("^(/%a+)%s*(.-)%s*$")
+    if cmd == "/reset" then
+      chat:reset()
+      io.stderr:write("slm: conversation forgotten\n")
+    elseif cmd == "/system" then
+      chat:reset(rest)
+      io.stderr:write(rest == "" and "slm: no system message; conversation forgotten\n"
+                      or "slm: new system message; conversation forgotten\n")
+    elseif cmd then
+      io.stderr:write(string.format("slm: unknown command %s (%s)\n", cmd, CHAT_COMMANDS))
+    elseif line ~= "" then
+      local sampler = sampler_of(opt)
+      local gen = { max_tokens = opt.n or 256, sampler = sampler }
+      local sok, err, info = pcall(chat.say, chat, line, gen, function(piece) io.write(piece) io.flush() end)
+      if sampler.free then sampler:free() end
+      if not sok then fail("%s", (tostring(err):gsub("^.-:%d+: ", ""))) end
       io.write("\n")
       io.flush()
+      if info.trimmed > 0 then
+        io.stderr:write(string.format("slm: the conversation outgrew the context (%d tokens): dropped the %d oldest "
+                                      .. "messages (raise --ctx to keep more)\n", sess.n_ctx, info.trimmed))
+      end
+      if opt.verbose then report(info) end
+      if info.stopped == "ctx" then
+        io.stderr:write(string.format("slm: the reply stopped: the context is full (%d tokens)\n", sess.n_ctx))
+      end
     end
   end
 end)
@@ -307,13 +429,68 @@ local function numel(shape)
   return n
 end
 
-command("info", "info MODEL", "architecture, parameters, dtypes, metadata and tokenizer",
+-- The metadata lines of a GGUF file: each key with its value (arrays by
+-- their type and length, long strings cut).
+local function metadata_lines(f, p)
+  p("metadata      %d keys", #f.keys)
+  for _, k in ipairs(f.keys) do
+    local ty, et = f:type(k)
+    local v
+    if ty == "arr" then
+      v = string.format("[%s x %d]", et or "?", f:arr_len(k))
+    else
+      v = f:get(k)
+      if type(v) == "string" then
+        v = v:gsub("\n", "\\n")
+        if #v > 60 then v = v:sub(1, 57) .. "..." end
+        v = '"' .. v .. '"'
+      else
+        v = tostring(v)
+      end
+    end
+    p("  %-40s %s", k, v)
+  end
+end
+
+local function tokenizer_line(tok, p)
+  if tok then
+    p("tokenizer     %s, %d tokens, bos %s, eos %s", tostring(tok.model or "bytes"), #tok,
+      tostring(tok.bos or "none"), tostring(tok.eos or "none"))
+  else
+    p("tokenizer     none")
+  end
+end
+
+-- info on a GGUF without tensors (a vocabulary, as llama.cpp's
+-- ggml-vocab-*.gguf files): no model to load, its metadata and tokenizer
+local function vocab_info(path, f, p)
+  p("file          %s (%s)", path, human_bytes(file_size(path) or 0))
+  p("format        GGUF v%d, vocabulary only (no tensors)", f.version)
+  p("architecture  %s", tostring(f.metadata["general.architecture"] or "none"))
+  metadata_lines(f, p)
+  local tok, err = slm.tokenizer.load(path)
+  if not tok and f.metadata["tokenizer.ggml.model"] ~= nil then fail("%s", err) end
+  tokenizer_line(tok, p)
+end
+
+command("info", "info MODEL", "architecture, parameters, dtypes, metadata and tokenizer (also of vocabulary-only GGUF files)",
 function(pos, opt)
   if #pos ~= 1 then usage_fail("info") end
-  local model = load_model(pos[1], opt)
-  local hp, src = model.hp, model.source
   local out = {}
   local function p(fmt, ...) out[#out + 1] = string.format(fmt, ...) end
+  local path = cli.resolve(pos[1])
+  if read_magic(path) == "GGUF" then
+    local f, err = slm.gguf.open(path)
+    if not f then fail("%s", err) end
+    if #f.tensors == 0 then
+      vocab_info(path, f, p)
+      io.write(table.concat(out, "\n"), "\n")
+      return
+    end
+    f:close()
+  end
+  local model = load_model(pos[1], opt)
+  local hp, src = model.hp, model.source
   local formats = { gguf = "GGUF v" .. (src.file and src.file.version or "?"),
                     rwkvcpp = "rwkv.cpp v" .. (src.header and src.header.version or "?"),
                     llama2c = "llama2.c checkpoint" }
@@ -345,45 +522,26 @@ function(pos, opt)
     p("  %-6s %4d tensors %10s params %12s", d.dtype, d.n, human_count(d.params), human_bytes(d.bytes))
   end
   if src.kind == "gguf" then
-    local f = src.file
-    p("metadata      %d keys", #f.keys)
-    for _, k in ipairs(f.keys) do
-      local ty, et = f:type(k)
-      local v
-      if ty == "arr" then
-        v = string.format("[%s x %d]", et or "?", f:arr_len(k))
-      else
-        v = f:get(k)
-        if type(v) == "string" then
-          v = v:gsub("\n", "\\n")
-          if #v > 60 then v = v:sub(1, 57) .. "..." end
-          v = '"' .. v .. '"'
-        else
-          v = tostring(v)
-        end
-      end
-      p("  %-40s %s", k, v)
-    end
+    metadata_lines(src.file, p)
   else
     p("metadata      none (%s files carry a header only)", formats[src.kind] or src.kind)
   end
-  local tok = model.tokenizer
-  if tok then
-    p("tokenizer     %s, %d tokens, bos %s, eos %s", tostring(tok.model or "bytes"), #tok,
-      tostring(tok.bos or "none"), tostring(tok.eos or "none"))
-  else
-    p("tokenizer     none")
-  end
+  tokenizer_line(model.tokenizer, p)
   io.write(table.concat(out, "\n"), "\n")
 end)
 
-command("tokenize", "tokenize MODEL TEXT [--no-bos] [--special]", "token ids and pieces of a text",
+command("tokenize", "tokenize (MODEL | --tokenizer FILE) TEXT [--no-bos] [--special]",
+        "token ids and pieces of a text (--tokenizer: a GGUF, tokenizer.json or tokenizer.bin, no model needed)",
 function(pos, opt)
-  if #pos ~= 2 then usage_fail("tokenize") end
-  local path = cli.resolve(pos[1])
+  if #pos ~= 2 and not (opt.tokenizer and #pos == 1) then usage_fail("tokenize") end
   local tok, err
   if opt.tokenizer then
     tok, err = slm.tokenizer.load(opt.tokenizer)
+    if not tok then fail("option --tokenizer: %s", err) end
+  end
+  local path = not tok and cli.resolve(pos[1])
+  if tok then
+    -- the model, if one was named too, is not needed
   elseif read_magic(path) == "fmgg" then
     tok = slm.tokenizer.bytes()
   elseif read_magic(path) == "GGUF" then
@@ -393,7 +551,7 @@ function(pos, opt)
     err = path .. " has no tokenizer: pass --tokenizer FILE"
   end
   if not tok then fail("%s", err) end
-  local ids = tok:encode(pos[2], { add_special = not opt.no_bos, parse_special = opt.special })
+  local ids = tok:encode(pos[#pos], { add_special = not opt.no_bos, parse_special = opt.special })
   for _, id in ipairs(ids) do
     local piece = tok:piece(id)
     if piece == "" then piece = tok:decode({ id }, { special = true }) end
@@ -416,6 +574,10 @@ command("embed", "embed MODEL TEXT... [--similarity] [--pooling mean|cls|last|no
         "embedding vectors of texts, one line each (--similarity: their cosine matrix)",
 function(pos, opt)
   if #pos < 2 then usage_fail("embed") end
+  local POOLINGS = { none = true, mean = true, cls = true, last = true }
+  if opt.pooling and not POOLINGS[opt.pooling] then
+    fail("option --pooling must be mean, cls, last or none (got %s)", opt.pooling)
+  end
   if opt.similarity and opt.pooling == "none" then fail("embed: --similarity needs one vector per text (not --pooling none)") end
   local model = load_model(pos[1], opt)
   need_tokenizer(model)
@@ -457,6 +619,7 @@ function(pos, opt)
   positive(opt, "tg", "--tg")
   local n_prompt, n_gen = opt.pp or 128, opt.tg or 64
   local model = load_model(pos[1], opt)
+  need_decoder(model)
   local clock = require("slm.bench").clock
   local nv = model.hp.n_vocab
   local ids = {}
@@ -485,175 +648,32 @@ end)
 
 -- ---- quantize --------------------------------------------------------------------
 
-local QTYPES = { "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
-                 "f16", "bf16", "f32" }
-local BLOCK = { q4_0 = 32, q4_1 = 32, q5_0 = 32, q5_1 = 32, q8_0 = 32, q2_k = 256, q3_k = 256,
-                q4_k = 256, q5_k = 256, q6_k = 256, f16 = 1, bf16 = 1, f32 = 1 }
--- When a row is not a whole number of 256-blocks, the reference falls back
--- from a K-quant to a 32-block type of about the same size (Q4_K -> Q5_0,
--- Q5_K -> Q5_1, Q6_K -> Q8_0; Q2_K/Q3_K go to IQ4_NL there, which slm lacks,
--- so Q4_0 here), and to F16 when even that does not divide the row.
-local FALLBACK = { q2_k = "q4_0", q3_k = "q4_0", q4_k = "q5_0", q5_k = "q5_1", q6_k = "q8_0" }
-
-local function target_type(ty, ncols)
-  if ncols % BLOCK[ty] == 0 then return ty end
-  local fb = FALLBACK[ty]
-  if fb and ncols % BLOCK[fb] == 0 then return fb end
-  return "f16"
-end
-
--- Which tensors of a GGUF get the new type: 2-D weights, except those the
--- reference also keeps as they are (Mamba's conv1d, RWKV's small mixing
--- and low-rank parameters). Norms and biases are 1-D and stay as stored.
-local function quantizable(name, shape)
-  if #shape ~= 2 or not name:match("%.weight$") then return false end
-  if name:find("ssm_conv1d", 1, true) then return false end
-  local mix = name:match("time_mix_([%w_]+)%.weight$")
-  if mix and not (mix == "key" or mix == "value" or mix == "receptance" or mix == "output"
-                  or mix == "gate") then
-    return false
-  end
-  return true
-end
-
-local function quantize_gguf(inp, out, ty)
-  local f, err = slm.gguf.open(inp)
-  if not f then fail("%s", err) end
-  local md = {}
-  local has_ftype, ftype = false, slm.gguf.FILE_TYPE[ty]
-  for _, k in ipairs(f.keys) do
-    if k == "general.file_type" then
-      md[#md + 1] = { k, { type = "u32", value = ftype } }
-      has_ftype = true
-    elseif k ~= "general.quantization_version" then
-      md[#md + 1] = { k, f:typed(k) }
-    end
-  end
-  if not has_ftype then md[#md + 1] = { "general.file_type", { type = "u32", value = ftype } } end
-  if BLOCK[ty] > 1 then md[#md + 1] = { "general.quantization_version", { type = "u32", value = 2 } } end
-  local total = 0
-  for _, info in ipairs(f.tensors) do total = total + numel(info.shape) end
-  local bar = progress.new("quantize", total)
-  local tensors, done, counts = {}, 0, {}
-  for i, info in ipairs(f.tensors) do
-    local t = f:tensor(info.name)
-    local to = info.dtype
-    if quantizable(info.name, info.shape) then to = target_type(ty, info.shape[2]) end
-    if to ~= info.dtype then t = t:to(to) end
-    counts[to] = (counts[to] or 0) + 1
-    tensors[i] = { name = info.name, tensor = t }
-    done = done + numel(info.shape)
-    bar:update(done)
-  end
-  local ok, werr = slm.gguf.write(out, { metadata = md, tensors = tensors, alignment = f.alignment })
-  bar:finish()
-  if not ok then fail("%s", werr) end
-  return counts
-end
-
--- rwkv.cpp type ids (its header and per-tensor data_type field)
-local RWKVCPP_TYPE = { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 7, q5_1 = 8, q8_0 = 9 }
-
--- rwkv.cpp files have no GGUF metadata and their parameters are stored
--- pre-transformed per version, so they are rewritten in their own format
--- (version 101, the one with the current block layouts): the 2-D matrices
--- of the blocks get the new type, as rwkv.cpp's quantizer does (emb and
--- head stay as stored, like in its shipped Q5 files), everything else is
--- copied as stored.
-local function quantize_rwkvcpp(inp, out, ty)
-  local id = RWKVCPP_TYPE[ty]
-  if not id then
-    fail("quantize: rwkv.cpp files hold only f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0 (not %s)", ty)
-  end
-  local m, err = slm.core.rwkvcpp.open(inp)
-  if not m then fail("%s", err) end
-  local h = m.header
-  local fh, oerr = io.open(out, "wb")
-  if not fh then fail("%s", oerr) end
-  local total = 0
-  for _, n in ipairs(m.names) do total = total + m.tensors[n]:numel() end
-  local bar = progress.new("quantize", total)
-  local counts, done = {}, 0
-  local ok, werr = pcall(function()
-    assert(fh:write(string.pack("<i4i4i4i4i4i4", 0x67676d66, 101, h.n_vocab, h.n_embed, h.n_layer, id)))
-    for _, name in ipairs(m.names) do
-      local t = m.tensors[name]
-      local shape = t:shape()
-      local to = t:dtype()
-      if #shape == 2 and name:match("^blocks%.%d+%..*%.weight$") then
-        to = target_type(ty, shape[2])
-        if not RWKVCPP_TYPE[to] then to = "f16" end
-      end
-      if to ~= t:dtype() then t = t:to(to) end
-      counts[to] = (counts[to] or 0) + 1
-      local dims = {}
-      for i = #shape, 1, -1 do dims[#dims + 1] = shape[i] end   -- innermost first
-      assert(fh:write(string.pack("<i4i4i4", #shape, #name, RWKVCPP_TYPE[to]),
-                      string.pack("<" .. string.rep("i4", #dims), table.unpack(dims)), name, t:tobytes()))
-      done = done + t:numel()
-      bar:update(done)
-    end
-  end)
-  local cok, cerr = fh:close()
-  bar:finish()
-  if not ok then os.remove(out) fail("%s: %s", out, tostring(werr)) end
-  if not cok then os.remove(out) fail("%s: %s", out, cerr) end
-  return counts
-end
-
-command("quantize", "quantize IN OUT TYPE   (TYPE: " .. table.concat(QTYPES, " ") .. ")",
-        "write a copy of a model with its 2-D weights converted to TYPE",
+command("quantize", "quantize IN OUT TYPE   (TYPE: " .. table.concat(slm.quantize.names(), " ") .. ")",
+        "write a copy of a model quantized as the reference's quantizer does (slm.quantize)",
 function(pos, opt)
   if #pos ~= 3 then usage_fail("quantize") end
-  local inp, out, ty = cli.resolve(pos[1]), pos[2], pos[3]:lower()
-  if not BLOCK[ty] then fail("quantize: unknown type '%s' (one of %s)", pos[3], table.concat(QTYPES, " ")) end
-  local magic = read_magic(inp)
-  local counts
-  if magic == "GGUF" then
-    counts = quantize_gguf(inp, out, ty)
-  elseif magic == "fmgg" then
-    counts = quantize_rwkvcpp(inp, out, ty)
-  else
-    fail("quantize: %s is neither a GGUF nor an rwkv.cpp file", inp)
-  end
+  local ty, names, known = pos[3]:lower(), slm.quantize.names(), false
+  for _, n in ipairs(names) do known = known or n == ty end
+  if not known then fail("quantize: unknown type '%s' (one of %s)", pos[3], table.concat(names, " ")) end
+  local inp, out = cli.resolve(pos[1]), pos[2]
+  local in_size = file_size(inp) or 0          -- before OUT (which may be IN) is written
+  local bar
+  local ok, counts = slm.quantize(inp, out, ty, { progress = function(done, total)
+    bar = bar or progress.new("quantize", total)
+    bar:update(done)
+  end })
+  if bar then bar:finish() end
+  if not ok then fail("%s", counts) end
   local parts = {}
   for d, n in pairs(counts) do parts[#parts + 1] = string.format("%d %s", n, d) end
   table.sort(parts)
   io.write(string.format("%s -> %s (%s): %s tensors, %s -> %s\n", inp, out, ty, table.concat(parts, ", "),
-                         human_bytes(file_size(inp) or 0), human_bytes(file_size(out) or 0)))
+                         human_bytes(in_size), human_bytes(file_size(out) or 0)))
 end)
 
 -- ---- perplexity --------------------------------------------------------------------
 
---- perplexity(model, ids, ctx [, bar]) -> ppl, n_scored
--- The ids are cut into consecutive windows of ctx tokens; each window starts
--- from an empty session (so every architecture sees the same context) and
--- each of its tokens after the first is scored by the logits after the
--- tokens before it: ppl = exp(mean of -log softmax(logits)[next id]).
-function cli.perplexity(model, ids, ctx, bar)
-  local sess = model:session { ctx = ctx, batch = 1 }
-  local nll, n = 0, 0
-  local first = 1
-  while first < #ids do
-    local last = math.min(first + ctx - 1, #ids)
-    sess:reset()
-    for i = first, last - 1 do
-      local logits = sess:eval { ids[i] }:totable()
-      local mx = -math.huge
-      for v = 1, #logits do if logits[v] > mx then mx = logits[v] end end
-      local sum = 0
-      for v = 1, #logits do sum = sum + math.exp(logits[v] - mx) end
-      nll = nll + (mx + math.log(sum)) - logits[ids[i + 1] + 1]
-      n = n + 1
-      if bar then bar:update(n) end
-    end
-    first = last + 1
-  end
-  if n == 0 then return nil, 0 end
-  return math.exp(nll / n), n
-end
-
-command("perplexity", "perplexity MODEL FILE [--ctx N]", "perplexity of a model over a text file",
+command("perplexity", "perplexity MODEL FILE [--ctx N]", "perplexity of a model over a text file (slm.eval.perplexity)",
 function(pos, opt)
   if #pos ~= 2 then usage_fail("perplexity") end
   positive(opt, "ctx", "--ctx")
@@ -667,13 +687,13 @@ function(pos, opt)
   if #ids < 2 then fail("perplexity: %s holds fewer than 2 tokens", pos[2]) end
   local ctx = opt.ctx or math.min(model.hp.n_ctx_train or 512, 512)
   if ctx < 2 then fail("perplexity: --ctx must be at least 2") end
-  local windows = (#ids + ctx - 1) // ctx
-  local bar = progress.new("perplexity", #ids - windows)
-  local ppl, n = cli.perplexity(model, ids, ctx, bar)
+  -- disjoint windows of ctx tokens, each from an empty context; the first
+  -- token of each is not scored
+  local bar = progress.new("perplexity", #ids)
+  local r = slm.eval.perplexity(model, ids, { ctx = ctx, progress = function(done) bar:update(done) end })
   bar:finish()
-  if not ppl then fail("perplexity: nothing to score (windows of one token)") end
-  io.stderr:write(string.format("%d tokens scored in %d windows of up to %d\n", n, windows, ctx))
-  io.write(string.format("%.4f\n", ppl))
+  io.stderr:write(string.format("%d tokens scored in %d windows of up to %d\n", r.n, (#ids + ctx - 2) // ctx, ctx))
+  io.write(string.format("%.4f\n", r.ppl))
 end)
 
 -- ---- repl, pull, help ----------------------------------------------------------------
@@ -684,7 +704,8 @@ function(pos, opt)
   local model, sess
   if pos[1] then
     model = load_model(pos[1], opt)
-    sess = model:session { ctx = opt.ctx }
+    -- an encoder has no session: only `model` is bound
+    if not model.def.encoder then sess = session_of(model, opt) end
   end
   require("slm.repl").run { model = model, sess = sess }
 end)
@@ -769,6 +790,8 @@ command("help", "help", "this list", function()
     io.write(string.format("  %-11s %s\n              slm %s\n", name, commands[name].help, commands[name].usage))
   end
   io.write("\n  global options: --threads N, --tokenizer FILE, --debug (tracebacks)\n"
+           .. "  sampling: without --seed each run draws a fresh seed (--verbose prints it); --seed N repeats a run,\n"
+           .. "            --temp 0 is greedy\n"
            .. "  also: slm SCRIPT.lua [args], slm -e 'lua code', slm (no arguments: lua5.4 REPL with slm)\n"
            .. "  env: SLM_CACHE (model cache, default ~/.cache/slm), SLM_REGISTRY (a registry file),\n"
            .. "       SLM_PROGRESS=0/1 (progress bars off/on; default: when stderr is a terminal)\n")

@@ -93,13 +93,16 @@ local function run_window(ss, toks, a, b, from, fn)
   end
 end
 
--- The windows: calls fn(a, b, from) for each (toks[a..b], scoring from from).
+-- The windows: calls fn(a, b, from) for each (toks[a..b], scoring from from)
+-- that has a token to score (with disjoint windows, a last window of one
+-- token has none).
 local function windows(n, ctx, stride, fn)
   local scored_to = 1       -- toks[1..scored_to] need no more scoring
   local a = 1
   while true do
     local b = math.min(a + ctx - 1, n)
-    fn(a, b, math.max(a, scored_to))
+    local from = math.max(a, scored_to)
+    if from < b then fn(a, b, from) end
     scored_to = b
     if b >= n then break end
     a = a + stride

@@ -15,10 +15,11 @@
 --       writes the model's current weights (overrides included) and the
 --       source file's metadata as GGUF
 --   experiment.write_gguf(file, path, tensor_fn, metadata) -> true | nil, msg
---       the writer under save and slm.quantize: the metadata of an open GGUF
+--       the writer under save, pruning and LoRA: the metadata of an open GGUF
 --       file (f:typed, in file order, general.alignment left to the writer)
 --       with overrides, and every tensor as tensor_fn(info) returns it
 local gguf = require "slm.gguf"
+local options = require "slm.options"
 
 local M = {}
 
@@ -77,20 +78,39 @@ end
 -- slot; the other experts' probabilities are unchanged, so tokens that did
 -- not choose it compute exactly as before); a forced one is always chosen,
 -- first, with its own probability as weight.
+local VARIANT_OPTS = options.known { "layers", "skip", "exit", "experts" }
+
+--- The architectures whose definitions have layer plans (what variant needs), sorted.
+function M.plan_archs()
+  local model_mod = require "slm.model"
+  local out = {}
+  for _, name in ipairs(model_mod.definitions) do
+    local def = require("slm.models." .. name)
+    if def.plans then
+      for _, a in ipairs(def.archs or {}) do out[#out + 1] = a end
+    end
+  end
+  table.sort(out)
+  return out
+end
+
 function M.variant(model, o)
   if type(o) ~= "table" then error("bad argument #1 to 'variant' (table expected)", 2) end
+  options.check("variant", o, VARIANT_OPTS)
   if not model.def.plans then
-    error("variant: " .. model.hp.arch .. " models have no layer plans (llama-family only)", 2)
+    error(string.format("variant: %s models have no layer plans (architectures with plans: %s)", model.hp.arch,
+                        table.concat(M.plan_archs(), ", ")), 2)
   end
   local n = #model.net.layers
   local plan = {}
   if o.layers ~= nil then
-    if type(o.layers) ~= "table" then error("variant: layers must be a list of layer numbers", 2) end
+    if type(o.layers) ~= "table" then options.fail("variant", "layers", "a list of layer numbers", o.layers) end
     for i, v in ipairs(o.layers) do plan[i] = check_layer(v, n, "layers entry") + 1 end
   else
     for l = 1, n do plan[l] = l end
   end
   if o.skip ~= nil then
+    if type(o.skip) ~= "table" then options.fail("variant", "skip", "a list of layer numbers", o.skip) end
     local skip = {}
     for _, v in ipairs(o.skip) do skip[check_layer(v, n, "skip entry") + 1] = true end
     local kept = {}
@@ -99,7 +119,7 @@ function M.variant(model, o)
   end
   if o.exit ~= nil then
     if math.type(o.exit) ~= "integer" or o.exit < 0 or o.exit > #plan then
-      error(string.format("variant: exit must be an integer in 0..%d", #plan), 2)
+      options.fail("variant", "exit", "an integer in 0.." .. #plan, o.exit)
     end
     for i = #plan, o.exit + 1, -1 do plan[i] = nil end
   end
@@ -172,68 +192,6 @@ function M.save(model, path, opts)
   if src.kind ~= "gguf" then return nil, "save: only models loaded from GGUF can be saved" end
   return M.write_gguf(src.file, path, function(info) return src.tensor(info.name) end,
                       opts and opts.metadata)
-end
-
--- Quantizing with a policy ----------------------------------------------------
-
-local BLOCK = { q4_0 = 32, q4_1 = 32, q5_0 = 32, q5_1 = 32, q8_0 = 32, q2_k = 256, q3_k = 256,
-                q4_k = 256, q5_k = 256, q6_k = 256, f16 = 1, bf16 = 1, f32 = 1 }
-
---- A policy from a dtype name, as `slm quantize IN OUT TYPE` uses: every
--- weight matrix (2-D, row length a multiple of the block) becomes that
--- dtype; norms, biases and other 1-D tensors are kept.
-function M.policy(dtype)
-  if not BLOCK[dtype] then error("quantize: unknown dtype '" .. tostring(dtype) .. "'", 3) end
-  return function(_, info)
-    if #info.shape >= 2 and info.shape[#info.shape] % BLOCK[dtype] == 0 then return dtype end
-  end
-end
-
---- quantize(in_path, out_path, policy) -> true, {dtype = tensor count} | nil, msg
--- policy(name, info) returns the dtype of each tensor ("q4_0", "q8_0",
--- "f16", ...) or nil to keep it as stored; info = {name =, dtype =, shape =
--- (outermost first), bytes =}. policy may also be a dtype name (M.policy).
--- Metadata is copied (f:typed) with general.file_type set from the result.
--- A policy asking for a block dtype that does not divide a tensor's rows
--- raises an error naming the tensor.
-function M.quantize(in_path, out_path, policy)
-  if type(policy) == "string" then policy = M.policy(policy) end
-  if type(policy) ~= "function" then error("bad argument #3 to 'quantize' (function or dtype name expected)", 2) end
-  local f, err = gguf.open(in_path)
-  if not f then return nil, err end
-  local want, count, weight = {}, {}, {}
-  for _, info in ipairs(f.tensors) do
-    local dt = policy(info.name, info) or info.dtype
-    if not BLOCK[dt] then error(string.format("quantize: policy gave '%s' for %s", tostring(dt), info.name), 2) end
-    if dt ~= info.dtype and info.shape[#info.shape] % BLOCK[dt] ~= 0 then
-      error(string.format("quantize: %s rows of %d do not fit %s blocks of %d", info.name,
-                          info.shape[#info.shape], dt, BLOCK[dt]), 2)
-    end
-    want[info.name] = dt
-    count[dt] = (count[dt] or 0) + 1
-    if #info.shape >= 2 then
-      local n = 1
-      for _, d in ipairs(info.shape) do n = n * d end
-      weight[dt] = (weight[dt] or 0) + n
-    end
-  end
-  local major, most = nil, -1
-  for dt, n in pairs(weight) do
-    if n > most or (n == most and dt < major) then major, most = dt, n end
-  end
-  local meta = {}
-  -- general.file_type named after the dtype that holds most of the weights
-  local ftype = major and gguf.FILE_TYPE[major]
-  if ftype then meta["general.file_type"] = { type = "u32", value = ftype } end
-  local ok, werr = M.write_gguf(f, out_path, function(info)
-    local t = f:tensor(info.name)
-    local dt = want[info.name]
-    if dt == info.dtype then return t end
-    return t:to(dt)
-  end, meta)
-  f:close()
-  if not ok then return nil, werr end
-  return true, count
 end
 
 return M

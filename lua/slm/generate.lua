@@ -16,15 +16,77 @@
 --   emitted), stop_ids (extra end ids; the vocabulary's end-of-generation
 --   ids always stop), regex (a PCRE2 pattern the output must match: only
 --   tokens that keep it matchable are sampled, and generation ends when it
---   is complete), special (render control tokens, default false).
+--   is complete), regex_width (candidates the regex keeps per step, default
+--   40), special (render control tokens, default false), parse_special
+--   (special-token text in a string prompt becomes those tokens, default
+--   false). An unknown option or a value of the wrong kind is an error
+--   naming it ("generate: max_tokens must be a non-negative integer, got -1").
 -- Pieces are complete UTF-8: a character split across tokens comes out
 -- whole with the token that completes it. Breaking out of the loop (or an
 -- error) releases what the generator holds; the session keeps every token
 -- evaluated so far.
+--
+-- info: the callback form returns text, info; the loop form's second value
+-- (the generic for's state, which the loop ignores) is the same table,
+-- filled in as generation goes:
+--   seed           the seed of the sampler's dist stage (nil when greedy):
+--                  without one given, a fresh seed each run (slm.sampler)
+--   stopped        why generation ended: "max_tokens", "end" (an
+--                  end-of-generation or stop_ids token), "stop" (a stop
+--                  string), "regex" (the match is complete), "ctx" (the
+--                  session's context is full), "callback" (it returned false)
+--   prompt_tokens, tokens     tokens evaluated for the prompt, generated
+--   prompt_seconds, seconds   time spent on each
 local core = require "slm.core"
 local sampler_mod = require "slm.sampler"
+local options = require "slm.options"
 
 local M = {}
+
+--- The options of generate (sess:chat and pipeline steps pass them on).
+M.OPTIONS = { "max_tokens", "sampler", "stop", "stop_ids", "regex", "regex_width", "special", "parse_special" }
+local KNOWN = options.known(M.OPTIONS)
+
+--- problem(what, opts) -> nil, or the message "<what>: <option> must be
+-- ..., got ..." for the first of generate's options in opts whose value is
+-- of the wrong kind.
+function M.problem(what, opts)
+  local function bad(key, expected) return options.message(what, key, expected, opts[key]) end
+  if not options.is_int(opts.max_tokens, 0) then return bad("max_tokens", "a non-negative integer") end
+  local smp = opts.sampler
+  if smp ~= nil and type(smp) ~= "table" and type(smp) ~= "userdata" then
+    return bad("sampler", "a sampler or a list of stages")
+  end
+  local stop = opts.stop
+  if type(stop) == "table" then
+    for i, x in ipairs(stop) do
+      if type(x) ~= "string" or x == "" then return options.message(what, "stop[" .. i .. "]", "a non-empty string", x) end
+    end
+  elseif stop ~= nil and (type(stop) ~= "string" or stop == "") then
+    return bad("stop", "a non-empty string or a list of them")
+  end
+  if opts.stop_ids ~= nil then
+    if type(opts.stop_ids) ~= "table" then return bad("stop_ids", "a list of token ids") end
+    for i, id in ipairs(opts.stop_ids) do
+      if math.type(id) ~= "integer" then return options.message(what, "stop_ids[" .. i .. "]", "a token id", id) end
+    end
+  end
+  if not options.is_string(opts.regex) then return bad("regex", "a string (a PCRE2 pattern)") end
+  if not options.is_int(opts.regex_width, 1) then return bad("regex_width", "a positive integer") end
+  if not options.is_bool(opts.special) then return bad("special", "a boolean") end
+  if not options.is_bool(opts.parse_special) then return bad("parse_special", "a boolean") end
+end
+
+--- check(what, opts [, level]) -> opts (a table): generate's keys and
+-- values, else an error at level (as the caller would pass to error(),
+-- default 2: the caller's caller).
+function M.check(what, opts, level)
+  level = level or 2
+  opts = options.check(what, opts, KNOWN, level + 2)
+  local msg = M.problem(what, opts)
+  if msg then error(msg, level + 1) end
+  return opts
+end
 
 local function as_sampler(s)
   if s == nil then return sampler_mod.greedy(), true end
@@ -75,21 +137,19 @@ end
 
 --- sess:generate(prompt, opts [, callback])
 function M.generate(sess, prompt, opts, callback)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("bad argument #2 to 'generate' (table expected)", 2) end
+  opts = M.check("generate", opts)
+  if callback ~= nil and type(callback) ~= "function" then
+    error("bad argument #3 to 'generate' (function expected, got " .. type(callback) .. ")", 2)
+  end
   local model = sess.model
   local tok = model.tokenizer
   local max_tokens = opts.max_tokens or 256
-  if math.type(max_tokens) ~= "integer" or max_tokens < 0 then
-    error("generate: max_tokens must be a non-negative integer", 2)
-  end
   local stops = opts.stop or {}
   if type(stops) == "string" then stops = { stops } end
-  for i, s in ipairs(stops) do
-    if type(s) ~= "string" or s == "" then error("generate: stop[" .. i .. "] must be a non-empty string", 2) end
-  end
   local stop_ids = {}
   for _, id in ipairs(opts.stop_ids or {}) do stop_ids[id] = true end
+  local clock = core.clock
+  local info = { prompt_tokens = 0, tokens = 0, prompt_seconds = 0, seconds = 0 }
 
   -- the prompt
   local ids
@@ -101,7 +161,14 @@ function M.generate(sess, prompt, opts, callback)
   elseif prompt ~= nil then
     error("bad argument #1 to 'generate' (string, table of ids or nil expected)", 2)
   end
-  if ids and #ids > 0 then sess:eval(ids)
+  if ids and #ids > 0 then
+    if sess.n_past + #ids > sess.n_ctx then
+      error(string.format("generate: prompt of %d tokens does not fit the context (%d of %d in use)", #ids,
+                          sess.n_past, sess.n_ctx), 2)
+    end
+    local t0 = clock()
+    sess:eval(ids)
+    info.prompt_tokens, info.prompt_seconds = #ids, clock() - t0
   elseif sess.n_past == 0 then error("generate: empty session and no prompt", 2) end
 
   local gen = { text = "", count = 0, done = false }
@@ -119,20 +186,22 @@ function M.generate(sess, prompt, opts, callback)
   else
     sampler, owned = as_sampler(opts.sampler)
   end
+  info.seed = sampler_mod.seed(sampler)
   local decoder = tok and tok:decoder(opts.special)
   local pending = ""
 
-  local function release()
+  local function release(why)
     if owned and sampler.free then sampler:free() end
     owned = false
     gen.done = true
+    info.stopped = info.stopped or why
   end
 
   -- at the end, text still held back (a possible stop-string prefix, bytes
   -- of an unfinished UTF-8 character) comes out as one last piece carrying
   -- the id of the last token
-  local function finish()
-    release()
+  local function finish(why)
+    release(why)
     local rest = pending .. (decoder and decoder:flush() or "")
     pending = ""
     if rest ~= "" then return rest, gen.last_id end
@@ -142,17 +211,20 @@ function M.generate(sess, prompt, opts, callback)
   -- one step: returns the next piece (possibly "") and id, or nil when done
   local function step()
     if gen.done then return nil end
-    if gen.count >= max_tokens or sess.n_past >= sess.n_ctx then return finish() end
+    if gen.count >= max_tokens then return finish("max_tokens") end
+    if sess.n_past >= sess.n_ctx then return finish("ctx") end
+    local t0 = clock()
     local id = sampler:sample(sess.logits)
     sampler:accept(id)
     gen.count = gen.count + 1
-    if stop_ids[id] or (tok and tok:is_eog(id)) then return finish() end
+    if stop_ids[id] or (tok and tok:is_eog(id)) then return finish("end") end
     gen.last_id = id
     local piece = decoder and decoder:add(id) or ""
     sess:eval { id }
+    info.tokens, info.seconds = info.tokens + 1, info.seconds + (clock() - t0)
     gen.text = gen.text .. piece
     if re and re:match(gen.text) == "full" then
-      release()
+      release("regex")
       return pending .. piece, id
     end
     if #stops == 0 then return piece, id end
@@ -160,7 +232,7 @@ function M.generate(sess, prompt, opts, callback)
     for _, s in ipairs(stops) do
       local at = pending:find(s, 1, true)
       if at then
-        release()
+        release("stop")
         return pending:sub(1, at - 1), id
       end
     end
@@ -176,16 +248,16 @@ function M.generate(sess, prompt, opts, callback)
       local piece, id = step()
       if piece == nil then break end
       parts[#parts + 1] = piece
-      if callback(piece, id) == false then release() break end
+      if callback(piece, id) == false then release("callback") break end
     end
     release()
-    return table.concat(parts)
+    return table.concat(parts), info
   end
-  local closer = setmetatable({}, { __close = release })
+  local closer = setmetatable({}, { __close = function() release() end })
   return function()
     local piece, id = step()
     return piece, id
-  end, nil, nil, closer
+  end, info, nil, closer
 end
 
 return M

@@ -124,9 +124,11 @@ end
 
 --- FILE_TYPE[dtype]: the general.file_type value (the reference's llama_ftype
 -- enum, include/llama.h) of a file whose weights are mostly that dtype;
--- K-quants as their _M mixtures (MOSTLY_Q4_K_M = 15 ...).
-M.FILE_TYPE = { f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 7, q5_0 = 8, q5_1 = 9, q2_k = 10,
-                q3_k = 12, q4_k = 15, q5_k = 17, q6_k = 18, bf16 = 32 }
+-- K-quants as their _M mixtures (MOSTLY_Q4_K_M = 15 ...). A view of
+-- slm.core.dtypes (csrc/core/dtype.c holds the numbers; slm.core.file_types
+-- has every file type by its quantizer name).
+M.FILE_TYPE = {}
+for name, d in pairs(core.dtypes) do M.FILE_TYPE[name] = d.file_type end
 
 local function int_type(v)
   if v >= 0 and v <= 0xffffffff then return "u32" end

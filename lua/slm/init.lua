@@ -22,6 +22,6 @@ slm.eval = require "slm.eval"              -- perplexity, KL divergence
 slm.experiment = require "slm.experiment"  -- layer plans, weight surgery
 slm.prune = require "slm.prune"
 slm.lora = require "slm.lora"
-slm.quantize = slm.experiment.quantize     -- slm.quantize(in, out, policy)
+slm.quantize = require "slm.quantize"      -- slm.quantize(in, out, type or policy)
 
 return slm

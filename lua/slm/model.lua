@@ -11,6 +11,7 @@
 local core = require "slm.core"
 local tensor = require "slm.tensor"
 local gguf = require "slm.gguf"
+local options = require "slm.options"
 
 local M = {}
 
@@ -97,7 +98,7 @@ local function gguf_source(path)
     end,
     tensor = function(name)
       local t, e = f:tensor(name)
-      if not t then error(path .. ": missing tensor " .. name .. (e and (" (" .. e .. ")") or ""), 0) end
+      if not t then error(f:info(name) and e or (path .. ": missing tensor " .. name), 0) end
       return t
     end,
   }
@@ -199,6 +200,32 @@ function M.check_coverage(tsrc, def)
   end
 end
 
+-- An error raised while a definition reads a file, as one line naming the
+-- file: a definition's own messages start with the path already; a block's
+-- check (C) carries the chunk and line of the definition that called it
+-- (".../models/llama.lua:174: "), which tells the user nothing about their
+-- file, so that prefix gives way to the path.
+local function file_error(path, e)
+  e = tostring(e)
+  if e:sub(1, #path + 2) == path .. ": " then return e end
+  return path .. ": " .. e:gsub("^[^\n]-%.lua:%d+: ", "")
+end
+
+-- A GGUF file's <arch>.block_count (hp.n_layer) against the blk.N tensors
+-- it holds: a wrong count would otherwise be reported as the first missing
+-- or unused tensor.
+local function check_blocks(src, hp)
+  local n = 0
+  for _, name in ipairs(src.tensor_names()) do
+    local b = name:match("^blk%.(%d+)%.")
+    if b then n = math.max(n, tonumber(b) + 1) end
+  end
+  if n > 0 and hp.n_layer ~= n then
+    error(string.format("%s: %s.block_count is %s, the file has tensors of blocks 0..%d", src.path, src.arch,
+                        tostring(hp.n_layer), n - 1), 0)
+  end
+end
+
 local Model = {}
 Model.__index = Model
 
@@ -210,11 +237,24 @@ end
 
 --- load(path [, opts]) -> model | nil, msg
 -- GGUF files, llama2.c checkpoints (.bin), rwkv.cpp files.
--- opts.tokenizer: a tokenizer file (GGUF, tokenizer.json, llama2.c
--- tokenizer.bin) or object to use instead of the model file's own.
+-- opts.tokenizer: a tokenizer file (GGUF, tokenizer.json, SentencePiece
+-- tokenizer.model, llama2.c tokenizer.bin) or object to use instead of the
+-- model file's own; its size must be the model's vocabulary.
+-- opts.lora: LoRA adapters merged at load (slm.lora). An unknown option or
+-- a value of the wrong type is an error (misuse); a file that cannot be
+-- read returns nil, msg.
+local LOAD_OPTS = options.known { "tokenizer", "lora" }
+
 function M.load(path, opts)
-  opts = opts or {}
   if type(path) ~= "string" then error("bad argument #1 to 'load' (string expected, got " .. type(path) .. ")", 2) end
+  opts = options.check("load", opts, LOAD_OPTS)
+  local t = type(opts.tokenizer)
+  if t ~= "nil" and t ~= "string" and t ~= "userdata" and t ~= "table" then
+    options.fail("load", "tokenizer", "a file name or a tokenizer", opts.tokenizer)
+  end
+  if opts.lora ~= nil and type(opts.lora) ~= "table" then
+    options.fail("load", "lora", "a list of {path =, scale =}", opts.lora)
+  end
   local magic, err = read_magic(path)
   if not magic then return nil, err end
   local src
@@ -224,7 +264,8 @@ function M.load(path, opts)
     src, err = rwkvcpp_source(path)
   else
     src, err = llama2c_source(path)
-    if not src then
+    if not src then   -- the reader's message without its own copy of the path
+      if err:sub(1, #path + 2) == path .. ": " then err = err:sub(#path + 3) end
       return nil, path .. ": not a GGUF file or llama2.c checkpoint (" .. err .. ")"
     end
   end
@@ -244,11 +285,12 @@ function M.load(path, opts)
     if not reader then error(path .. ": the " .. (def.name or src.arch) .. " definition cannot read " .. src.kind .. " files", 0) end
     local tsrc = M.tracked(src)
     local hp = reader(tsrc)
+    if src.kind == "gguf" then check_blocks(src, hp) end
     local net = def.build(tsrc, hp)
     M.check_coverage(tsrc, def)
     return { hp = hp, net = net }
   end)
-  if not ok then return nil, tostring(res) end
+  if not ok then return nil, file_error(path, res) end
   local model = setmetatable({
     path = path, arch = src.arch, def = def, hp = res.net.hp or res.hp, net = res.net,
     source = src,
@@ -267,6 +309,13 @@ function M.load(path, opts)
     if not tok then return nil, terr end
     model.tokenizer = tok
   end
+  -- a tokenizer of another vocabulary would hand the model ids past its
+  -- embedding, or read the model's ids as other tokens
+  if opts.tokenizer ~= nil and #model.tokenizer ~= model.hp.n_vocab then
+    return nil, string.format("%s: the tokenizer %shas %d tokens, the model's vocabulary %d", path,
+                              type(opts.tokenizer) == "string" and (opts.tokenizer .. " ") or "",
+                              #model.tokenizer, model.hp.n_vocab)
+  end
   return model
 end
 
@@ -280,7 +329,7 @@ function Model:apply_lora(path, scale) return require("slm.lora").apply(self, pa
 
 -- Embeddings -------------------------------------------------------------------
 
-local EMBED_OPTS = { pooling = true, normalize = true }
+local EMBED_OPTS = options.known { "pooling", "normalize" }
 local POOLINGS = { none = true, mean = true, cls = true, last = true }
 
 --- model:embed(text_or_ids [, {pooling =, normalize = true}]) -> f32 tensor:
@@ -297,17 +346,11 @@ local POOLINGS = { none = true, mean = true, cls = true, last = true }
 -- their head reads (no logits are computed). An input longer than the
 -- model's context_length is an error. The result is a new tensor.
 function Model:embed(input, opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("bad argument #2 to 'embed' (table expected)", 2) end
-  for k in pairs(opts) do
-    if not EMBED_OPTS[k] then error("embed: unknown option '" .. tostring(k) .. "' (known: normalize, pooling)", 2) end
-  end
+  opts = options.check("embed", opts, EMBED_OPTS)
   local hp, def, net = self.hp, self.def, self.net
   local pooling = opts.pooling or net.pooling or "last"
-  if not POOLINGS[pooling] then
-    error("embed: pooling must be \"none\", \"mean\", \"cls\" or \"last\" (got " .. tostring(pooling) .. ")", 2)
-  end
-  if opts.normalize ~= nil and type(opts.normalize) ~= "boolean" then error("embed: normalize must be a boolean", 2) end
+  if not POOLINGS[pooling] then options.fail("embed", "pooling", '"none", "mean", "cls" or "last"', pooling) end
+  if not options.is_bool(opts.normalize) then options.fail("embed", "normalize", "a boolean", opts.normalize) end
   local ids = input
   if type(input) == "string" then
     if not self.tokenizer then error("embed: " .. self.path .. " has no tokenizer (pass token ids)", 2) end
@@ -356,23 +399,19 @@ Session.__index = Session
 -- (rows per forward call during prompt processing) to 64. swa_ring = false
 -- keeps every position in the sliding-window layers' caches (Gemma) instead
 -- of a ring of the window's length: the same results, more memory.
-local SESSION_OPTS = { ctx = true, batch = true, swa_ring = true }
+local SESSION_OPTS = options.known { "ctx", "batch", "swa_ring" }
 
 function Model:session(opts)
   if self.def.encoder then
     error(string.format("%s models are encoders (no KV cache, no logits): use model:embed(text)", self.hp.arch), 2)
   end
-  opts = opts or {}
-  if type(opts) ~= "table" then error("bad argument #1 to 'session' (table expected)", 2) end
-  for k in pairs(opts) do
-    if not SESSION_OPTS[k] then error("session: unknown option '" .. tostring(k) .. "' (known: batch, ctx, swa_ring)", 2) end
-  end
+  opts = options.check("session", opts, SESSION_OPTS)
   local hp = self.hp
   local n_ctx = opts.ctx or math.min(hp.n_ctx_train or 2048, 4096)
   local n_batch = opts.batch or 64
-  if math.type(n_ctx) ~= "integer" or n_ctx < 1 then error("session: ctx must be a positive integer", 2) end
-  if math.type(n_batch) ~= "integer" or n_batch < 1 then error("session: batch must be a positive integer", 2) end
-  if opts.swa_ring ~= nil and type(opts.swa_ring) ~= "boolean" then error("session: swa_ring must be a boolean", 2) end
+  if not options.is_int(n_ctx, 1) then options.fail("session", "ctx", "a positive integer", n_ctx) end
+  if not options.is_int(n_batch, 1) then options.fail("session", "batch", "a positive integer", n_batch) end
+  if not options.is_bool(opts.swa_ring) then options.fail("session", "swa_ring", "a boolean", opts.swa_ring) end
   n_batch = math.min(n_batch, n_ctx)
   local s = setmetatable({
     model = self, n_ctx = n_ctx, n_batch = n_batch, n_past = 0, tokens = {},

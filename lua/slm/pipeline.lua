@@ -32,7 +32,9 @@
 -- value =, branch =, branch_prompt =, branch_text =} per step. Calling the
 -- pipeline on a table of inputs runs it on a copy of them (the inputs stay
 -- as they were) and returns the last value and ctx. An error in a step is
--- raised as "pipeline step 'name': message".
+-- raised as "pipeline step 'name': message". A step table is checked when
+-- the pipeline is built: an unknown key, a value of the wrong kind or a
+-- missing template or session is an error naming the step and the key.
 --
 -- slm.pipeline.route{name =, when = function(ctx) -> branch name | ask = step
 -- table, branches = {name = step or pipeline}, default = branch name}
@@ -40,9 +42,40 @@
 -- is generated with its answer constrained to the branch names (a regex
 -- alternation of them, optional leading space), so a random or a wrong model
 -- still answers with one of them. The branch's value is the route's value.
+local options = require "slm.options"
+local generate = require "slm.generate"
+
 local M = {}
 
-local GEN_KEYS = { "max_tokens", "sampler", "stop", "stop_ids", "regex", "regex_width", "special" }
+local GEN_KEYS = generate.OPTIONS
+local STEP_KEYS = { "name", "template", "session", "model", "ctx", "keep", "chat", "system", "parse" }
+for _, k in ipairs(GEN_KEYS) do STEP_KEYS[#STEP_KEYS + 1] = k end
+local STEP_OPTS = options.known(STEP_KEYS)
+local ROUTE_OPTS = options.known { "name", "when", "ask", "branches", "default" }
+
+-- A generate step's keys and values, checked when the pipeline is built
+-- (what: how messages name the step); errors at level (as error's).
+local function check_step(step, what, level)
+  level = level + 1
+  options.check(what, step, STEP_OPTS, level + 1)
+  local function bad(key, expected) options.fail(what, key, expected, step[key], level + 2) end
+  if not options.is_string(step.name) then bad("name", "a string") end
+  local tt = type(step.template)
+  if tt ~= "string" and tt ~= "function" then bad("template", "a string or a function(ctx)") end
+  if step.session == nil and step.model == nil then bad("session", "a session (or model = a model)") end
+  if step.session ~= nil and type(step.session) ~= "table" then bad("session", "a session") end
+  if step.model ~= nil and type(step.model) ~= "table" then bad("model", "a model") end
+  if not options.is_int(step.ctx, 1) then bad("ctx", "a positive integer") end
+  if not options.is_bool(step.keep) then bad("keep", "a boolean") end
+  if step.chat ~= nil and step.chat ~= true and type(step.chat) ~= "string" then
+    bad("chat", "true or a chat template name")
+  end
+  if not options.is_string(step.system) then bad("system", "a string") end
+  local pt = type(step.parse)
+  if step.parse ~= nil and pt ~= "string" and pt ~= "function" then bad("parse", "a Lua pattern or a function") end
+  local msg = generate.problem(what, step)
+  if msg then error(msg, level) end
+end
 
 local function lookup(ctx, path)
   local v = ctx
@@ -119,14 +152,33 @@ local Pipeline = {}
 Pipeline.__index = Pipeline
 
 --- route{...} -> a step choosing one of its branches
+local check_any
+
 function M.route(spec)
   if type(spec) ~= "table" or type(spec.branches) ~= "table" then
     error("bad argument #1 to 'route' (table with branches expected)", 2)
   end
+  local what = "route '" .. tostring(spec.name or "?") .. "'"
+  options.check(what, spec, ROUTE_OPTS)
   if (spec.when == nil) == (spec.ask == nil) then error("route: give exactly one of when and ask", 2) end
+  if spec.when ~= nil and type(spec.when) ~= "function" then
+    options.fail(what, "when", "a function(ctx) -> branch name", spec.when)
+  end
   local names = {}
-  for k in pairs(spec.branches) do names[#names + 1] = k end
+  for k, b in pairs(spec.branches) do
+    names[#names + 1] = k
+    check_any(b, string.format("%s branch '%s'", what, tostring(k)), 2)
+  end
   table.sort(names)
+  if spec.ask ~= nil then
+    if type(spec.ask) ~= "table" then options.fail(what, "ask", "a step table", spec.ask) end
+    for _, k in ipairs { "regex", "parse" } do
+      if spec.ask[k] ~= nil then
+        error(string.format("%s: ask: the route sets %s (the answer is one of the branch names)", what, k), 2)
+      end
+    end
+    check_step(spec.ask, what .. " ask", 2)
+  end
   local r = setmetatable({ name = spec.name, when = spec.when, branches = spec.branches,
                            default = spec.default, names = names }, Route)
   if spec.ask then
@@ -175,14 +227,26 @@ function run_step(step, ctx, entry)
   error("a step is a function, a table or a route (got " .. type(step) .. ")", 0)
 end
 
+-- Any step: functions, routes and pipelines are checked when made; a
+-- table is a generate step.
+function check_any(step, what, level)
+  local mt = getmetatable(step)
+  if type(step) == "function" or mt == Route or mt == Pipeline then return end
+  if type(step) ~= "table" then
+    error(string.format("%s is a %s (a function, a table or a route expected)", what, type(step)), level + 1)
+  end
+  check_step(step, what, level + 1)
+end
+
 --- slm.pipeline{step, step, ...} -> callable: p(inputs) -> last value, ctx
 function M.new(steps)
   if type(steps) ~= "table" or #steps == 0 then error("bad argument #1 to 'pipeline' (list of steps expected)", 2) end
   for i, s in ipairs(steps) do
-    local ty = type(s)
-    if ty ~= "function" and ty ~= "table" then
-      error(string.format("pipeline: step %d is a %s (a function, a table or a route expected)", i, ty), 2)
+    if type(s) ~= "function" and type(s) ~= "table" then
+      error(string.format("pipeline: step %d is a %s (a function, a table or a route expected)", i, type(s)), 2)
     end
+    local name = type(s) == "table" and type(s.name) == "string" and s.name or ("step" .. i)
+    check_any(s, string.format("pipeline step %d ('%s')", i, name), 2)
   end
   return setmetatable({ steps = steps }, Pipeline)
 end
@@ -206,7 +270,8 @@ function Pipeline:run(ctx)
     ctx.trace[#ctx.trace + 1] = entry
     local ok, v = pcall(run_step, step, ctx, entry)
     if not ok then
-      local msg = tostring(v)
+      -- the step names the place; where inside slm it was raised does not
+      local msg = tostring(v):gsub("^[^:\n]*slm[/\\][%w_]+%.lua:%d+: ", "")
       if not msg:find("^pipeline step '") then msg = string.format("pipeline step '%s': %s", name, msg) end
       error(msg, 0)
     end

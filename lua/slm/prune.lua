@@ -33,15 +33,12 @@
 -- multiple of opts.multiple (default 32, so quantized ffn_down rows stay
 -- whole blocks); ffn_down falls back to f16 when its new row length does
 -- not fit its dtype's block.
+local core = require "slm.core"
 local tensor = require "slm.tensor"
 local gguf = require "slm.gguf"
 local experiment = require "slm.experiment"
 
 local M = {}
-
-local BLOCK = { q4_0 = 32, q4_1 = 32, q5_0 = 32, q5_1 = 32, q8_0 = 32, q2_k = 256, q3_k = 256,
-                q4_k = 256, q5_k = 256, q6_k = 256, f16 = 1, bf16 = 1, f32 = 1 }
-M.BLOCK = BLOCK
 
 local CHUNK = 4096
 
@@ -185,7 +182,10 @@ function M.heads(model, spec, opts)
       error(string.format("prune.heads: layer %s out of range 0..%d", tostring(layer), hp.n_layer - 1), 2)
     end
     local p = "blk." .. layer .. "."
-    if not src.has(p .. "attn_q.weight") then error("prune.heads: fused attn_qkv is not supported", 2) end
+    if not src.has(p .. "attn_q.weight") then
+      error(string.format(src.has(p .. "attn_qkv.weight") and "prune.heads: layer %d's fused attn_qkv is not supported"
+                          or "prune.heads: layer %d has no attention heads (no attn_q.weight)", layer), 2)
+    end
     for _, h in ipairs(hs) do
       if math.type(h) ~= "integer" or h < 0 or h >= nh then
         error(string.format("prune.heads: head %s out of range 0..%d", tostring(h), nh - 1), 2)
@@ -258,7 +258,7 @@ function M.ffn_channels(in_path, out_path, opts)
     table.sort(keep)                                    -- keep the channels' order
     local function as(dtype, t)
       local cols = t:size(2)
-      if dtype ~= "f32" and cols % BLOCK[dtype] ~= 0 then dtype = "f16" end
+      if dtype ~= "f32" and cols % core.dtypes[dtype].block_size ~= 0 then dtype = "f16" end
       return dtype == "f32" and t or t:to(dtype)
     end
     new[p .. "ffn_gate.weight"] = as(g:dtype(), gather_rows(g, keep))

@@ -14,9 +14,32 @@
 -- Token ids are 0-based (as in the model files); positions in a Candidates
 -- view are 1-based. Methods of a sampler: sample, accept, reset, state,
 -- set_state, free; tostring shows the chain.
+--
+-- Seeds: a dist stage without a seed draws a fresh one (from /dev/urandom),
+-- so two runs differ unless a seed is given; slm.sampler.seed(s) tells the
+-- seed a chain's dist stage uses, which reproduces the run when passed back.
 local core = require "slm.core"
+local options = require "slm.options"
 
 local M = {}
+
+-- the seed of each chain's dist stage (weak keys: chains are collected)
+local seeds = setmetatable({}, { __mode = "k" })
+
+--- A fresh seed in [0, 2^31): 4 bytes of /dev/urandom, or the clock where
+-- there is none.
+function M.fresh_seed()
+  local f = io.open("/dev/urandom", "rb")
+  local b = f and f:read(4)
+  if f then f:close() end
+  if b and #b == 4 then return string.unpack("<I4", b) & 0x7fffffff end
+  return (os.time() ~ math.floor(core.clock() * 1e6)) & 0x7fffffff
+end
+
+--- seed(sampler) -> the seed of the chain's dist stage, or nil (greedy chains).
+function M.seed(s)
+  return seeds[s]
+end
 
 local NAMES = {"penalties", "top_k", "top_p", "min_p", "typical", "temp",
                "logit_bias", "greedy", "dist"}
@@ -54,7 +77,8 @@ local STAGES = {
   greedy = {fields = {}, args = function() end},
   dist = {fields = {"seed"}, args = function(e)
     pos(e, "seed")
-    return int(e, "seed", "seed", 0)
+    if e.seed == nil then e.seed = M.fresh_seed() end
+    return int(e, "seed", "seed")
   end},
   temp = {fields = {"t"}, args = function(e)
     pos(e, "t")
@@ -138,6 +162,7 @@ function M.chain(spec)
         err = tostring(err):gsub("^" .. name .. ": ", "")
         error(("slm.sampler.chain: stage %d (%s): %s"):format(i, name, err), 2)
       end
+      if name == "dist" then seeds[s] = args[2] end
     end
   end
   return s
@@ -148,26 +173,57 @@ function M.greedy()
   return M.chain{{"greedy"}}
 end
 
-local DEFAULT_KEYS = {temp = true, top_k = true, top_p = true, min_p = true, seed = true,
-                      repeat_penalty = true, frequency = true, presence = true,
-                      last_n = true}
+-- The options of default: each with what it must be, as a test and as
+-- words (the CLI checks its flags with the same table and names the flag).
+M.DEFAULT_OPTIONS = {
+  { "temp", "a finite number >= 0", function(v) return type(v) == "number" and v >= 0 and v < math.huge end },
+  { "top_k", "an integer >= 0 (0 disables)", function(v) return math.type(v) == "integer" and v >= 0 end },
+  { "top_p", "a number in (0, 1]", function(v) return type(v) == "number" and v > 0 and v <= 1 end },
+  { "min_p", "a number in [0, 1]", function(v) return type(v) == "number" and v >= 0 and v <= 1 end },
+  { "seed", "an integer >= 0", function(v) return math.type(v) == "integer" and v >= 0 end },
+  { "repeat_penalty", "a finite number > 0 (1 disables)",
+    function(v) return type(v) == "number" and v > 0 and v < math.huge end },
+  { "frequency", "a finite number", function(v) return type(v) == "number" and math.abs(v) < math.huge end },
+  { "presence", "a finite number", function(v) return type(v) == "number" and math.abs(v) < math.huge end },
+  { "last_n", "an integer >= 0", function(v) return math.type(v) == "integer" and v >= 0 end },
+}
+local DEFAULT_KNOWN = {}
+for i, o in ipairs(M.DEFAULT_OPTIONS) do DEFAULT_KNOWN[i] = o[1] end
+DEFAULT_KNOWN = options.known(DEFAULT_KNOWN)
+
+--- check_default(o) -> nil when the options of default are right, else the
+-- name of the first wrong one, what it must be and its value.
+function M.check_default(o)
+  for _, d in ipairs(M.DEFAULT_OPTIONS) do
+    local v = o[d[1]]
+    if v ~= nil and not d[3](v) then return d[1], d[2], v end
+  end
+end
 
 --- The usual chain, as the reference implementation orders it:
 -- [penalties] -> top_k -> top_p -> min_p -> temp -> dist. Defaults: temp 0.8,
--- top_k 40, top_p 0.95, min_p 0.05, seed 0; penalties only when one of
--- repeat_penalty, frequency or presence is given (last_n 64). temp = 0 gives
--- greedy sampling (after the penalties).
+-- top_k 40, top_p 0.95, min_p 0.05, a fresh seed (see Seeds above);
+-- penalties only when one of repeat_penalty, frequency or presence is given
+-- (last_n 64). temp = 0 gives greedy sampling (after the penalties). An
+-- unknown option or a wrong value is an error naming it.
+local stages
+
 function M.default(o)
-  o = o or {}
-  for k in pairs(o) do
-    if not DEFAULT_KEYS[k] then
-      local keys = {}
-      for key in pairs(DEFAULT_KEYS) do keys[#keys + 1] = key end
-      table.sort(keys)
-      error(("slm.sampler.default: unknown option '%s' (valid: %s)")
-            :format(tostring(k), table.concat(keys, ", ")), 2)
-    end
-  end
+  return M.chain(stages(o, 4))
+end
+
+--- default_stages(o) -> the list of stages default(o) chains (for
+-- generate's regex option, which puts its own stage first).
+function M.default_stages(o)
+  return (stages(o, 4))
+end
+
+-- errors at level (as options.check takes it: 4 is the caller of the
+-- function that called stages)
+function stages(o, level)
+  o = options.check("slm.sampler.default", o, DEFAULT_KNOWN, level)
+  local key, expected, got = M.check_default(o)
+  if key then options.fail("slm.sampler.default", key, expected, got, level) end
   local spec = {}
   if o.repeat_penalty or o.frequency or o.presence then
     spec[#spec + 1] = {"penalties", last_n = o.last_n or 64, repeat_penalty = o.repeat_penalty,
@@ -180,11 +236,9 @@ function M.default(o)
     spec[#spec + 1] = {"top_p", o.top_p or 0.95}
     spec[#spec + 1] = {"min_p", o.min_p or 0.05}
     spec[#spec + 1] = {"temp", o.temp or 0.8}
-    spec[#spec + 1] = {"dist", seed = o.seed or 0}
+    spec[#spec + 1] = {"dist", seed = o.seed}
   end
-  local ok, s = pcall(M.chain, spec)
-  if not ok then error((s:gsub("^slm%.sampler%.chain", "slm.sampler.default")), 2) end
-  return s
+  return spec
 end
 
 return M

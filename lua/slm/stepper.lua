@@ -21,7 +21,9 @@
 -- An error while generating (say, a regex no token can continue) ends the
 -- generator as "cancelled" and is raised from step.
 local core = require "slm.core"
-local generate = require("slm.generate").generate
+local generate_mod = require "slm.generate"
+local generate = generate_mod.generate
+local options = require "slm.options"
 
 local M = {}
 
@@ -38,8 +40,8 @@ end
 
 --- sess:generator(prompt, opts) -> generator
 function M.generator(sess, prompt, opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("bad argument #2 to 'generator' (table expected)", 2) end
+  -- checked now, not at the first generated token
+  opts = generate_mod.check("generator", opts)
   local tok = sess.model.tokenizer
   local ids = {}
   if type(prompt) == "string" then
@@ -78,15 +80,14 @@ function Generator:_finish(status)
 end
 
 --- gen:step{budget_ms = 4, min_tokens = 1} -> text of this step, status
+local STEP_OPTS = options.known { "budget_ms", "min_tokens" }
+
 function Generator:step(o)
-  o = o or {}
-  if type(o) ~= "table" then error("bad argument #1 to 'step' (table expected)", 2) end
+  o = options.check("step", o, STEP_OPTS)
   local budget = o.budget_ms or 4
-  if type(budget) ~= "number" or budget < 0 then error("step: budget_ms must be a non-negative number", 2) end
+  if type(budget) ~= "number" or not (budget >= 0) then options.fail("step", "budget_ms", "a non-negative number", budget) end
   local min_units = o.min_tokens or 1
-  if math.type(min_units) ~= "integer" or min_units < 0 then
-    error("step: min_tokens must be a non-negative integer", 2)
-  end
+  if not options.is_int(min_units, 0) then options.fail("step", "min_tokens", "a non-negative integer", min_units) end
   if self.done then return "", self.status end
   budget = budget / 1000
   local clock = core.clock

@@ -43,16 +43,6 @@ local M = {}
 M.randn = core.testing.randn
 M.rand = core.testing.rand
 
-local BLOCK = { q4_0 = 32, q4_1 = 32, q5_0 = 32, q5_1 = 32, q8_0 = 32, q2_k = 256, q3_k = 256,
-                q4_k = 256, q5_k = 256, q6_k = 256, f16 = 1, bf16 = 1, f32 = 1 }
-local FALLBACK = { q2_k = "q4_0", q3_k = "q4_0", q4_k = "q5_0", q5_k = "q5_1", q6_k = "q8_0" }
-
-local function weight_type(dtype, cols)
-  if cols % BLOCK[dtype] == 0 then return dtype end
-  local fb = FALLBACK[dtype] or "f16"
-  if cols % BLOCK[fb] == 0 then return fb end
-  return "f16"
-end
 
 --- vocab_metadata(n) -> list of {key, value} GGUF metadata pairs: a
 -- SentencePiece-style vocabulary of n >= 259 tokens (<unk> <s> </s>, the 256
@@ -307,7 +297,8 @@ function M.random_model(o)
     error("random_model: unknown arch '" .. tostring(arch) .. "' (" .. table.concat(M.families, ", ") .. ")", 2)
   end
   local dtype = o.dtype or "f16"
-  assert(BLOCK[dtype], "random_model: unsupported dtype " .. tostring(dtype))
+  -- the dtypes a model file's weights come in: those with a general.file_type
+  assert(core.dtypes[dtype] and core.dtypes[dtype].file_type, "random_model: unsupported dtype " .. tostring(dtype))
   local h = hparams(o, fam, arch)
   local vocab, dim, L, hd = h.vocab, h.dim, h.n_layer, h.head_dim
   local nh, nkv, ff = h.n_head, h.n_head_kv, h.n_ff
@@ -321,7 +312,7 @@ function M.random_model(o)
       t = M.rand(shape, seed, 0.9, 1.1)
     else
       t = M.randn(shape, seed, std)
-      local ty = weight_type(dtype, shape[#shape])
+      local ty = core.dtype_for_row(dtype, shape[#shape])
       if ty ~= "f32" then t = t:to(ty) end
     end
     tensors[#tensors + 1] = { name = name, tensor = t }

@@ -1,7 +1,7 @@
 --- slm.tokenizer: text <-> token ids.
 --
 --   local tok = assert(slm.tokenizer.load("model.gguf"))  -- or tokenizer.json,
---                                                          -- or llama2.c tokenizer.bin
+--                           -- a SentencePiece tokenizer.model, llama2.c tokenizer.bin
 --   local ids = tok:encode("Hello", {add_special = true, parse_special = false})
 --   print(tok:decode(ids), #tok, tok.bos, tok.eos)
 --   local dec = tok:decoder()          -- streaming: dec:add(id) returns only
@@ -49,6 +49,13 @@ function tokenizer.pretokenize(pre, text)
   local pieces, msg = core.tokenizer_pretokenize(pre, text)
   if not pieces then error(msg, 2) end
   return pieces
+end
+
+--- The tokenizer.ggml.pre names slm has a pre-tokenizer for, sorted.
+function tokenizer.pretokenizers()
+  local names = core.tokenizer_pretokenizers()
+  table.sort(names)
+  return names
 end
 
 --- Learns a byte-level BPE vocabulary from text files and returns it loaded.
