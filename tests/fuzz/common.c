@@ -75,13 +75,23 @@ void fuzz_tensor_rows(const slm_tensor *t)
     free(row);
 }
 
-void fuzz_encode_sample(const slm_tok *tok, const char *text, size_t n)
+static const char sample[] = "Hello  world! 123 4567 <s></s><|endoftext|><|im_end|><unk> \xe2\x96\x81x "
+                             "caf\xc3\xa9 Ca\xcc\x81" "f \xef\xac\x81 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80\n\t "
+                             "don't I'm \xff\xc3";
+
+void fuzz_tokenizer(slm_tok *(*load)(const char *path, slm_error *err), const char *path)
 {
-    int32_t nv = slm_tok_n_vocab(tok);
     slm_error err;
+    slm_tok *tok = load(path, &err);
+    if (!tok) {
+        FUZZ_CHECK(err.code != SLM_OK && err.msg[0], "load failed without a message");
+        return;
+    }
+    int32_t nv = slm_tok_n_vocab(tok);
     for (int flags = 0; flags < 4; flags++) {
         slm_tok_ids ids = {0};
-        if (slm_tok_encode(tok, text, n, flags & 1, flags >> 1, &ids, &err) != SLM_OK) continue;
+        if (slm_tok_encode(tok, sample, sizeof sample - 1, flags & 1, flags >> 1, &ids, &err) != SLM_OK)
+            continue;
         for (size_t i = 0; i < ids.n; i++)
             FUZZ_CHECK(ids.v[i] >= 0 && ids.v[i] < nv, "encode gave id %d of %d", ids.v[i], nv);
         char *out;
@@ -101,6 +111,7 @@ void fuzz_encode_sample(const slm_tok *tok, const char *text, size_t n)
         }
         slm_tok_ids_free(&ids);
     }
+    slm_tok_free(tok);
 }
 
 static char tmpdir[256];

@@ -36,11 +36,14 @@ const char *fuzz_fixtures(void);
 struct slm_tensor;
 void fuzz_tensor_rows(const struct slm_tensor *t);
 
-/* Encodes text[0..n) with each combination of add_special and
- * parse_special; checks that every id is in range and that decode and
- * the streaming decoder take the ids. */
+/* Loads the tokenizer file at path with load; when it loads, encodes a
+ * fixed text (spaces, digits, special-token texts, "▁", accents, CJK, an
+ * emoji, invalid UTF-8) with each combination of add_special and
+ * parse_special, checks that every id is in range and that decode and the
+ * streaming decoder take the ids. A failed load must say why. */
 struct slm_tok;
-void fuzz_encode_sample(const struct slm_tok *tok, const char *text, size_t n);
+struct slm_error;
+void fuzz_tokenizer(struct slm_tok *(*load)(const char *path, struct slm_error *err), const char *path);
 
 /* A scratch directory (mkdtemp under $TMPDIR or /tmp), removed at exit with
  * the files the target put there. */

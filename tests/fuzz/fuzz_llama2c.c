@@ -32,20 +32,10 @@ static void check_checkpoint(const char *path, size_t size)
     slm_llama2c_close(m);
 }
 
-static void check_tokenizer(const char *path)
-{
-    static const char text[] = "Once upon a time, \xe2\x96\x81x <s> 42\n\xff";
-    slm_error err;
-    slm_tok *tok = slm_tok_load_llama2c(path, &err);
-    if (!tok) return;
-    fuzz_encode_sample(tok, text, sizeof text - 1);
-    slm_tok_free(tok);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *path = fuzz_file(data, size);
     check_checkpoint(path, size);
-    check_tokenizer(path);
+    fuzz_tokenizer(slm_tok_load_llama2c, path);
     return 0;
 }

@@ -328,6 +328,73 @@ local function tokjson_seeds()
     ',"fuse_unk":true'))
 end
 
+-- SentencePiece tokenizer.model (protobuf) --------------------------------------
+
+local function varint(n)
+  local out = {}
+  repeat
+    local b = n & 0x7f
+    n = n >> 7
+    out[#out + 1] = string.char(n > 0 and (b | 0x80) or b)
+  until n == 0
+  return table.concat(out)
+end
+
+local function pb_bytes(field, s) return varint(field << 3 | 2) .. varint(#s) .. s end
+local function pb_int(field, v) return varint(field << 3) .. varint(v) end
+
+-- the first n pieces (field 1) of a ModelProto and all its other fields
+local function shrink_spm(s, n)
+  local out, pos, kept = {}, 1, 0
+  local function read_varint()
+    local v, shift = 0, 0
+    repeat
+      local b = s:byte(pos)
+      if not b then error("truncated") end
+      pos = pos + 1
+      v = v | ((b & 0x7f) << shift)
+      shift = shift + 7
+    until b < 0x80
+    return v
+  end
+  while pos <= #s do
+    local start = pos
+    local key = read_varint()
+    local wire = key & 7
+    if wire == 0 then read_varint()
+    elseif wire == 1 then pos = pos + 8
+    elseif wire == 5 then pos = pos + 4
+    elseif wire == 2 then pos = pos + read_varint()
+    else return nil end
+    if key >> 3 ~= 1 or kept < n then out[#out + 1] = s:sub(start, pos - 1) end
+    if key >> 3 == 1 then kept = kept + 1 end
+  end
+  return table.concat(out)
+end
+
+local function tokspm_seeds()
+  if fx then
+    local s = slurp(fx .. "/llama2c/tokenizer.model")
+    local ok, small = pcall(shrink_spm, s or "", 400)
+    if ok and small then seed("tokspm", "llama2-400", small) end
+  end
+  -- built-in: <unk> <s> </s>, byte pieces, a few merges' worth of pieces,
+  -- a BPE trainer spec with byte fallback, a plain normalizer spec
+  local pieces = {}
+  local function piece(text, score, type)
+    pieces[#pieces + 1] = pb_bytes(1, pb_bytes(1, text) .. string.char(2 << 3 | 5) .. string.pack("<f", score)
+                                      .. (type and pb_int(3, type) or ""))
+  end
+  piece("<unk>", 0, 2); piece("<s>", 0, 3); piece("</s>", 0, 3)
+  for b = 0, 255 do piece(string.format("<0x%02X>", b), 0, 6) end
+  for i, p in ipairs { "\u{2581}", "\u{2581}t", "he", "\u{2581}the", "ll", "o", "<|user|>" } do
+    piece(p, -i, p == "<|user|>" and 4 or nil)
+  end
+  local trainer = pb_bytes(2, pb_int(3, 2) .. pb_int(35, 1) .. pb_int(40, 0) .. pb_int(41, 1) .. pb_int(42, 2))
+  local normalizer = pb_bytes(3, pb_bytes(1, "identity") .. pb_int(3, 1) .. pb_int(4, 0) .. pb_int(5, 1))
+  seed("tokspm", "builtin", table.concat(pieces) .. trainer .. normalizer)
+end
+
 -- tokenize: byte 0 the tokenizer, byte 1 the flags, then the text --------------
 
 local SAMPLES = {
@@ -410,12 +477,13 @@ safetensors_seeds()
 rwkvcpp_seeds()
 llama2c_seeds()
 tokjson_seeds()
+tokspm_seeds()
 tokenize_seeds()
 regex_seeds()
 chat_seeds()
 os.remove(tmp)
 local line = {}
-for _, t in ipairs { "gguf", "safetensors", "rwkvcpp", "llama2c", "tokjson", "tokenize", "regex", "chat" } do
+for _, t in ipairs { "gguf", "safetensors", "rwkvcpp", "llama2c", "tokjson", "tokspm", "tokenize", "regex", "chat" } do
   line[#line + 1] = t .. " " .. (counts[t] or 0)
 end
 print("seeds: " .. table.concat(line, ", "))
