@@ -288,7 +288,9 @@ slm_tok *slm_tok_load_spm_model(const char *path, slm_error *err)
 {
     slm_storage *map = slm_storage_map_file(path, err);
     if (!map) return NULL;
-    slm_tok *t = from_model(map->data, map->size, path, err);
+    /* an empty file maps to no memory (data NULL): no cursor over it */
+    slm_tok *t = map->size ? from_model(map->data, map->size, path, err) : NULL;
+    if (!map->size) slm_error_set(err, SLM_EFORMAT, "%s: not a SentencePiece model (empty file)", path);
     slm_storage_unref(map);
     return t;
 }
