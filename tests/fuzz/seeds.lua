@@ -174,35 +174,39 @@ end
 local BLOCK = { [0] = 1, [1] = 1, [2] = 32, [3] = 32, [7] = 32, [8] = 32, [9] = 32 }
 local BYTES = { [0] = 4, [1] = 2, [2] = 18, [3] = 20, [7] = 22, [8] = 24, [9] = 34 }
 
+-- one parameter of 32 elements (one block) along its innermost dim, 1 along
+-- the others
+local function rwkv_param(key, nd, dt)
+  local p = { string.pack("<i4i4i4i4", nd, #key, dt, 32) }
+  for _ = 2, nd do p[#p + 1] = string.pack("<i4", 1) end
+  return table.concat(p) .. key .. string.rep("\1", 32 // BLOCK[dt] * BYTES[dt])
+end
+
+-- The file with every parameter cut to one block and only blocks.0 kept; the
+-- header then says n_vocab 1, n_embed 32, n_layer 1, which the reader
+-- checks against emb.weight, head.weight and the blocks.
 local function shrink_rwkvcpp(s)
-  local parts = { s:sub(1, 24) }
+  local version, _, _, _, data_type = string.unpack("<i4i4i4i4i4", s, 5)
+  local parts = { string.pack("<i4i4i4i4i4i4", 0x67676d66, version, 1, 32, 1, data_type) }
   local pos = 25
   while pos <= #s do
     local nd, klen, dt = string.unpack("<i4i4i4", s, pos)
     if not BLOCK[dt] or nd < 1 or nd > 3 then return nil end
-    local shape, n = {}, 1
-    for i = 1, nd do
-      shape[i] = string.unpack("<i4", s, pos + 12 + 4 * (i - 1))
-      n = n * shape[i]
-    end
+    local n = 1
+    for i = 1, nd do n = n * string.unpack("<i4", s, pos + 12 + 4 * (i - 1)) end
     local key = s:sub(pos + 12 + 4 * nd, pos + 12 + 4 * nd + klen - 1)
     pos = pos + 12 + 4 * nd + klen + n // BLOCK[dt] * BYTES[dt]
-    local small = { string.pack("<i4i4i4", nd, klen, dt), string.pack("<i4", BLOCK[dt]) }
-    for _ = 2, nd do small[#small + 1] = string.pack("<i4", 1) end
-    small[#small + 1] = key
-    small[#small + 1] = string.rep("\0", BYTES[dt])
-    parts[#parts + 1] = table.concat(small)
+    local b = key:match("^blocks%.(%d+)%.")
+    if not b or b == "0" then parts[#parts + 1] = rwkv_param(key, nd, dt) end
   end
   return table.concat(parts)
 end
 
 local function rwkvcpp_seeds()
-  -- built-in: a header and one parameter of each data type
-  local params = { string.pack("<i4i4i4i4i4i4", 0x67676d66, 101, 256, 4, 1, 1) }
-  for i, dt in ipairs { 0, 1, 2, 3, 7, 8, 9 } do
-    local key = "blocks.0.p" .. i
-    params[#params + 1] = string.pack("<i4i4i4i4i4", 2, #key, dt, BLOCK[dt], 1) .. key .. string.rep("\1", BYTES[dt])
-  end
+  -- built-in: emb, head and one block parameter of each data type
+  local params = { string.pack("<i4i4i4i4i4i4", 0x67676d66, 101, 1, 32, 1, 1),
+                   rwkv_param("emb.weight", 2, 0), rwkv_param("head.weight", 2, 1) }
+  for i, dt in ipairs { 0, 1, 2, 3, 7, 8, 9 } do params[#params + 1] = rwkv_param("blocks.0.p" .. i, 2, dt) end
   seed("rwkvcpp", "builtin", table.concat(params))
   if not fx then return end
   for _, name in ipairs(ls(fx .. "/rwkv", "%.bin$")) do
@@ -267,7 +271,7 @@ local function shrink_json(s)
     if a.id < 400 then added[#added + 1] = a
     elseif #added < 20 then
       added[#added + 1] = a
-      a.id = 400 + #added      -- the first 20 past the kept vocabulary
+      a.id = 399 + #added      -- 400.. : the first 20 past the kept vocabulary
     end
   end
   local merges = {}
