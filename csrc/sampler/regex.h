@@ -1,5 +1,6 @@
 /* Regular-expression constraints for generation (PCRE2, UTF + UCP, its
- * interpreter): the core of `slm.core.regex` and generate{regex =}.
+ * interpreter; \C, one byte inside a character, is refused): the core of
+ * `slm.core.regex` and generate{regex =}.
  *
  * A pattern constrains the whole text: slm_regex_match tells whether a text
  * matches the whole pattern (FULL), is a prefix of some text the pattern

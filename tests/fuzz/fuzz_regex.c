@@ -3,7 +3,8 @@
  *
  * Input: pattern, a 0 byte, text (no 0 byte: the whole input is the
  * pattern and the text is empty). Checks, against PCRE2 used directly:
- *   - the constraint compiles exactly the patterns PCRE2 compiles;
+ *   - the constraint compiles exactly the patterns PCRE2 compiles (UTF,
+ *     UCP, no \C);
  *   - "full" exactly when the whole text matches the whole pattern
  *     (PCRE2_ANCHORED | PCRE2_ENDANCHORED, no partial matching); inputs
  *     whose match takes PCRE2 more than 100000 backtracking steps are
@@ -33,7 +34,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     int errcode;
     PCRE2_SIZE erroff;
-    pcre2_code *direct = pcre2_compile((PCRE2_SPTR)pat, plen, PCRE2_UTF | PCRE2_UCP, &errcode,
+    pcre2_code *direct = pcre2_compile((PCRE2_SPTR)pat, plen,
+                                       PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C, &errcode,
                                        &erroff, NULL);
     slm_error err;
     slm_regex *re = slm_regex_new(pat, plen, &err);
