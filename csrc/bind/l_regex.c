@@ -7,7 +7,8 @@
  * The whole text is matched against the whole pattern (anchored at both
  * ends). "partial" means text is a prefix of some string the pattern
  * matches (PCRE2 soft partial matching), so generation may continue;
- * "full" that text itself matches. */
+ * "full" that text itself matches. When PCRE2 gives up (its match limit:
+ * a pattern that backtracks catastrophically) match raises an error. */
 #include "../sampler/regex.h"
 #include "bind.h"
 
@@ -42,6 +43,9 @@ static int regex_match(lua_State *L)
     switch (slm_regex_match(*r, s, len)) {
     case SLM_REGEX_FULL: lua_pushliteral(L, "full"); break;
     case SLM_REGEX_PARTIAL: lua_pushliteral(L, "partial"); break;
+    case SLM_REGEX_LIMIT:
+        return luaL_error(L, "regex: PCRE2 reached its match limit on a text of %d bytes: the pattern "
+                          "backtracks too much to tell whether the text can match", (int)len);
     default: lua_pushnil(L);
     }
     return 1;

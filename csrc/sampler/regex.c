@@ -86,15 +86,25 @@ slm_regex *slm_regex_new(const char *pat, size_t len, slm_error *err)
     return re;
 }
 
+/* PCRE2 stopped before it knew: its match, depth or heap limit, memory */
+static int gave_up(int rc)
+{
+    return rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
+           rc == PCRE2_ERROR_HEAPLIMIT || rc == PCRE2_ERROR_NOMEMORY;
+}
+
 slm_regex_result slm_regex_match(slm_regex *re, const char *s, size_t len)
 {
     /* NO_UTF_CHECK is not passed: invalid UTF-8 text simply does not match */
-    if (pcre2_match(re->full, (PCRE2_SPTR)s, len, 0, 0, re->md, NULL) >= 0) return SLM_REGEX_FULL;
+    int rc = pcre2_match(re->full, (PCRE2_SPTR)s, len, 0, 0, re->md, NULL);
+    if (rc >= 0) return SLM_REGEX_FULL;
+    if (gave_up(rc)) return SLM_REGEX_LIMIT;
     /* the empty text inspects no character, so PCRE2 reports no partial
      * match; it is a prefix of every match */
     if (len == 0) return SLM_REGEX_PARTIAL;
     /* a complete match of the prefix code here is not a whole match (the
      * full code said so: (*ACCEPT), a recursion through the anchors) */
-    int rc = pcre2_match(re->prefix, (PCRE2_SPTR)s, len, 0, PCRE2_PARTIAL_SOFT, re->md, NULL);
+    rc = pcre2_match(re->prefix, (PCRE2_SPTR)s, len, 0, PCRE2_PARTIAL_SOFT, re->md, NULL);
+    if (gave_up(rc)) return SLM_REGEX_LIMIT;
     return rc == PCRE2_ERROR_PARTIAL ? SLM_REGEX_PARTIAL : SLM_REGEX_NONE;
 }

@@ -25,6 +25,11 @@
 typedef struct slm_regex slm_regex;
 
 typedef enum slm_regex_result {
+    /* PCRE2 gave up before it could tell (its match or depth limit, or
+     * memory): a pattern that backtracks catastrophically, as "(\w+)*\s"
+     * does on a long word that is not yet followed by a space. Answering
+     * NONE would refuse a text that may well match. */
+    SLM_REGEX_LIMIT = -1,
     SLM_REGEX_NONE = 0,
     SLM_REGEX_PARTIAL,
     SLM_REGEX_FULL
