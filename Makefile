@@ -146,7 +146,7 @@ fuzz-bins: $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
 
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_COMMON) $(LIB) $(BIND_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Icsrc -Itests/fuzz tests/fuzz/common.c $< $(FUZZ_OBJ_$*) -fsanitize=fuzzer \
+	$(CC) $(ALL_CFLAGS) -Icsrc -Itests/fuzz -DFUZZ_LIBFUZZER tests/fuzz/common.c $< $(FUZZ_OBJ_$*) -fsanitize=fuzzer \
 	  -o $@ $(LIB) $(SAN) $(LDLIBS) $(FUZZ_LIBS_$*)
 
 bench: all

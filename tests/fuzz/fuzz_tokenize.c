@@ -251,11 +251,15 @@ static void init(void)
     for (int i = 0; rel[i]; i++) load_fixture(fx, rel[i]);
 }
 
+/* On stderr under libFuzzer (make test's replay would print it once per
+ * input). */
 static void list_tokenizers(void)
 {
+#ifdef FUZZ_LIBFUZZER
     fprintf(stderr, "fuzz: %d tokenizers (* = decode(encode(s)) == s checked):", ntoks);
     for (int k = 0; k < ntoks; k++) fprintf(stderr, " %d %s%s;", k, toks[k].name, toks[k].roundtrip ? "*" : "");
     fputc('\n', stderr);
+#endif
 }
 
 static void check_ids(int k, const slm_tok_ids *ids)
