@@ -37,7 +37,7 @@ LDLIBS   = $(PKG_LIBS) -lpthread -lm
 
 CORE_SRC := $(sort $(wildcard csrc/core/*.c csrc/quant/*.c csrc/kernels/*.c \
                               csrc/formats/*.c csrc/tokenizer/*.c \
-                              csrc/blocks/*.c csrc/sampler/*.c))
+                              csrc/blocks/*.c csrc/sampler/*.c csrc/train/*.c))
 BIND_SRC := $(sort $(wildcard csrc/bind/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
