@@ -1,0 +1,87 @@
+/* AVX2/FMA twin of the scan's backward (slm_mamba_grad_scan_back_generic
+ * in mamba_grad.c): a channel's d_state lanes in 8-wide vectors. The
+ * chunk's states are recomputed with blocks/mamba_avx2.c's own expression
+ * (its exp, s e + B (x δ) in one FMA), so they are the floats the forward
+ * scan made on such CPUs; the backward's sums over the lanes (dx, dδ) are
+ * summed lane-wise, so results differ from the generic kernel by rounding
+ * only (tested in tests/test_mamba_grad.c). d_state a multiple of 8 (the
+ * caller checks). */
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "../blocks/mamba_avx2.h"
+#include "mamba_grad.h"
+
+static inline float hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+void slm_mamba_grad_scan_back_avx2(const slm_mamba_grad_scan_args *a, int64_t c0, int64_t c1)
+{
+    const int64_t S = a->d_state, K = a->K;
+    /* the generic kernel's buffer layout */
+    float *st = a->buf, *ex = st + (K + 1) * S, *ds = ex + K * S, *gA = ds + S, *dl = gA + S, *sg = dl + K;
+    const int64_t n_chunk = (a->n + K - 1) / K;
+    for (int64_t i = c0; i < c1; i++) {
+        const float *Ai = a->A + i * S;
+        memset(ds, 0, (size_t)S * sizeof(float));
+        memset(gA, 0, (size_t)S * sizeof(float));
+        float gD = 0.0f;
+        for (int64_t c = n_chunk - 1; c >= 0; c--) {
+            const int64_t t0 = c * K, m = a->n - t0 < K ? a->n - t0 : K;
+            if (c == 0) memset(st, 0, (size_t)S * sizeof(float));
+            else memcpy(st, a->ckpt + (c - 1) * a->ld_ckpt + i * S, (size_t)S * sizeof(float));
+            for (int64_t l = 0; l < m; l++) {
+                const int64_t t = t0 + l;
+                const float v = a->dt[t * a->ld_dt + i];
+                const float d = v <= 20.0f ? log1pf(expf(v)) : v;
+                const __m256 vd = _mm256_set1_ps(d), vxd = _mm256_set1_ps(a->x[t * a->ld_x + i] * d);
+                const float *B = a->bc + t * a->ld_bc;
+                dl[l] = d;
+                sg[l] = v <= 20.0f ? 1.0f / (1.0f + expf(-v)) : 1.0f;
+                for (int64_t j = 0; j < S; j += 8) {
+                    const __m256 e = slm_mamba_exp_avx2(_mm256_mul_ps(vd, _mm256_loadu_ps(Ai + j)));
+                    _mm256_storeu_ps(ex + l * S + j, e);
+                    _mm256_storeu_ps(st + (l + 1) * S + j,
+                                     _mm256_fmadd_ps(_mm256_loadu_ps(st + l * S + j), e,
+                                                     _mm256_mul_ps(_mm256_loadu_ps(B + j), vxd)));
+                }
+            }
+            for (int64_t l = m - 1; l >= 0; l--) {
+                const int64_t t = t0 + l;
+                const float dy = a->dy[t * a->ld_dy + i], xi = a->x[t * a->ld_x + i], d = dl[l];
+                const __m256 vdy = _mm256_set1_ps(dy), vxi = _mm256_set1_ps(xi), vd = _mm256_set1_ps(d),
+                             vxd = _mm256_set1_ps(xi * d);
+                const float *B = a->bc + t * a->ld_bc, *C = B + S;
+                float *dB = a->dbc + t * a->ld_dbc, *dC = dB + S;
+                const float *s0 = st + l * S, *s1 = s0 + S, *e = ex + l * S;
+                __m256 vdx = _mm256_setzero_ps(), vdd = _mm256_setzero_ps();
+                gD += dy * xi;
+                for (int64_t j = 0; j < S; j += 8) {
+                    const __m256 vB = _mm256_loadu_ps(B + j), ve = _mm256_loadu_ps(e + j);
+                    _mm256_storeu_ps(dC + j, _mm256_fmadd_ps(vdy, _mm256_loadu_ps(s1 + j), _mm256_loadu_ps(dC + j)));
+                    const __m256 g = _mm256_fmadd_ps(vdy, _mm256_loadu_ps(C + j), _mm256_loadu_ps(ds + j));
+                    const __m256 se = _mm256_mul_ps(_mm256_loadu_ps(s0 + j), ve);
+                    _mm256_storeu_ps(dB + j, _mm256_fmadd_ps(g, vxd, _mm256_loadu_ps(dB + j)));
+                    vdx = _mm256_fmadd_ps(g, vB, vdx);
+                    vdd = _mm256_fmadd_ps(g, _mm256_fmadd_ps(se, _mm256_loadu_ps(Ai + j), _mm256_mul_ps(vB, vxi)), vdd);
+                    _mm256_storeu_ps(gA + j, _mm256_fmadd_ps(_mm256_mul_ps(g, se), vd, _mm256_loadu_ps(gA + j)));
+                    _mm256_storeu_ps(ds + j, _mm256_mul_ps(g, ve));
+                }
+                a->dx[t * a->ld_dx + i] = dy * a->D[i] + hsum(vdx) * d;
+                a->ddt[t * a->ld_ddt + i] = hsum(vdd) * sg[l];
+            }
+        }
+        for (int64_t j = 0; j < S; j++) a->dA[i * S + j] += gA[j];
+        a->dD[i] += gD;
+    }
+}
+
+#endif
