@@ -8,8 +8,9 @@
  *    and against central differences in f32 of the C forward itself, for a
  *    sample of entries;
  *  - the accumulate flag; every checkpoint stride giving the same floats;
- *    1 and 2 threads giving the same floats; the AVX2 scan backward against
- *    the generic one; shape errors.
+ *    1 and 2 threads giving the same floats; the forward scan with δ given
+ *    against blocks/mamba.c's; the AVX2 kernels against the generic ones;
+ *    shape errors.
  * `test_mamba_grad bench` times forward + backward of a 4-layer student. */
 #include <math.h>
 #include <stdio.h>
@@ -440,43 +441,90 @@ static void test_invariance(const slm_mamba_grad_shape *s0)
     slm_pool_free(p2);
 }
 
-/* The AVX2 scan backward against the generic one on random inputs. */
-static void test_scan_avx2(void)
+/* The forward scan with δ given against blocks/mamba.c's scan on
+ * softplus(dt) (the same floats, generic and AVX2 paths alike); the AVX2
+ * kernels against their generic versions on random inputs. */
+static void test_kernels(void)
 {
+    const int64_t di = 12, n = 23, K = 5, nck = (n - 1) / K;
+    const int64_t states[2] = {16, 5};   /* the AVX2 path, the generic one */
+    for (int q = 0; q < 2; q++) {
+        const int64_t S = states[q];
+        float *x = rand_vec((size_t)(n * di)), *dt = rand_vec((size_t)(n * di)), *bc = rand_vec((size_t)(n * 2 * S));
+        float *A = rand_vec((size_t)(di * S)), *D = rand_vec((size_t)di);
+        float *delta = malloc((size_t)(n * di) * sizeof(float));
+        for (int64_t e = 0; e < di * S; e++) A[e] = -2.0f * fabsf(A[e]);
+        for (int64_t e = 0; e < n * di; e++) {
+            dt[e] = 3.0f * dt[e] - 2.0f;
+            delta[e] = log1pf(expf(dt[e]));   /* blocks/mamba.c's softplus below 20 */
+        }
+        float *y[2], *st[2];
+        for (int v = 0; v < 2; v++) {
+            y[v] = calloc((size_t)(n * di), sizeof(float));
+            st[v] = calloc((size_t)(di * S), sizeof(float));
+        }
+        slm_mamba_scan(y[0], di, st[0], x, di, dt, di, A, bc, 2 * S, D, (int)n, S, 0, di);
+        slm_mamba_grad_scan(y[1], di, st[1], x, di, delta, di, A, bc, 2 * S, D, (int)n, S, 0, di);
+        CHECK(memcmp(y[0], y[1], (size_t)(n * di) * sizeof(float)) == 0 &&
+              memcmp(st[0], st[1], (size_t)(di * S) * sizeof(float)) == 0,
+              "scan with δ given (d_state %lld) differs from slm_mamba_scan", (long long)S);
 #if defined(__x86_64__)
-    if (!slm_kernels_use_avx2()) {
-        printf("skip: no AVX2, the scan backward's AVX2 twin is not tested\n");
-        return;
-    }
-    const int64_t di = 12, S = 16, n = 23, K = 5, nck = (n - 1) / K;
-    float *x = rand_vec((size_t)(n * di)), *dt = rand_vec((size_t)(n * di)), *bc = rand_vec((size_t)(n * 2 * S));
-    float *dy = rand_vec((size_t)(n * di)), *A = rand_vec((size_t)(di * S)), *D = rand_vec((size_t)di);
-    float *ck = rand_vec((size_t)(nck * di * S));
-    for (int64_t e = 0; e < di * S; e++) A[e] = -2.0f * fabsf(A[e]);
-    float *out[2][5];
-    for (int v = 0; v < 2; v++) {
-        out[v][0] = calloc((size_t)(n * di), sizeof(float));      /* dx */
-        out[v][1] = calloc((size_t)(n * di), sizeof(float));      /* ddt */
-        out[v][2] = calloc((size_t)(di * S), sizeof(float));      /* dA */
-        out[v][3] = calloc((size_t)di, sizeof(float));            /* dD */
-        out[v][4] = calloc((size_t)(n * 2 * S), sizeof(float));   /* dbc */
-        float *buf = malloc((size_t)((2 * K + 3) * S + 2 * K) * sizeof(float));
-        slm_mamba_grad_scan_args a = {x, dt, bc, dy, A, D, ck, di, di, 2 * S, di, di * S,
-                                      out[v][0], out[v][1], out[v][2], out[v][3], out[v][4],
-                                      di, di, 2 * S, (int)n, K, S, buf};
-        if (v) slm_mamba_grad_scan_back_avx2(&a, 0, di);
-        else slm_mamba_grad_scan_back_generic(&a, 0, di);
-        free(buf);
-    }
-    const size_t lens[5] = {(size_t)(n * di), (size_t)(n * di), (size_t)(di * S), (size_t)di, (size_t)(n * 2 * S)};
-    double worst = 0;
-    for (int k = 0; k < 5; k++) worst = fmax(worst, rel_err_f(out[1][k], out[0][k], lens[k]));
-    CHECK(worst < 1e-5, "scan backward: AVX2 vs generic %.3g", worst);
-    printf("scan backward: AVX2 vs generic, max rel %.2e\n", worst);
-    for (int v = 0; v < 2; v++)
-        for (int k = 0; k < 5; k++) free(out[v][k]);
-    free(x); free(dt); free(bc); free(dy); free(A); free(D); free(ck);
+        if (S % 8 == 0 && slm_kernels_use_avx2()) {
+            memset(st[0], 0, (size_t)(di * S) * sizeof(float));
+            memset(st[1], 0, (size_t)(di * S) * sizeof(float));
+            slm_mamba_grad_scan_generic(y[0], di, st[0], x, di, delta, di, A, bc, 2 * S, D, (int)n, S, 0, di);
+            slm_mamba_grad_scan_avx2(y[1], di, st[1], x, di, delta, di, A, bc, 2 * S, D, (int)n, S, 0, di);
+            const double e = rel_err_f(y[1], y[0], (size_t)(n * di));
+            CHECK(e < 1e-5, "forward scan: AVX2 vs generic %.3g", e);
+            printf("forward scan: AVX2 vs generic, max rel %.2e\n", e);
+
+            float *sig = malloc((size_t)(n * di) * sizeof(float)), *dy = rand_vec((size_t)(n * di));
+            float *ck = rand_vec((size_t)(nck * di * S));
+            slm_mamba_grad_sigmoid_generic(sig, dt, n * di);
+            float *out[2][5];
+            for (int v = 0; v < 2; v++) {
+                out[v][0] = calloc((size_t)(n * di), sizeof(float));      /* dx */
+                out[v][1] = calloc((size_t)(n * di), sizeof(float));      /* ddt */
+                out[v][2] = calloc((size_t)(di * S), sizeof(float));      /* dA */
+                out[v][3] = calloc((size_t)di, sizeof(float));            /* dD */
+                out[v][4] = calloc((size_t)(n * 2 * S), sizeof(float));   /* dbc */
+                float *buf = malloc((size_t)((2 * K + 3) * S) * sizeof(float));
+                slm_mamba_grad_scan_args a = {x, delta, sig, bc, dy, A, D, ck, di, di, 2 * S, di, di * S,
+                                              out[v][0], out[v][1], out[v][2], out[v][3], out[v][4],
+                                              di, di, 2 * S, (int)n, K, S, buf};
+                if (v) slm_mamba_grad_scan_back_avx2(&a, 0, di);
+                else slm_mamba_grad_scan_back_generic(&a, 0, di);
+                free(buf);
+            }
+            const size_t lens[5] = {(size_t)(n * di), (size_t)(n * di), (size_t)(di * S), (size_t)di,
+                                    (size_t)(n * 2 * S)};
+            double worst = 0;
+            for (int k = 0; k < 5; k++) worst = fmax(worst, rel_err_f(out[1][k], out[0][k], lens[k]));
+            CHECK(worst < 1e-5, "scan backward: AVX2 vs generic %.3g", worst);
+            printf("scan backward: AVX2 vs generic, max rel %.2e\n", worst);
+            for (int v = 0; v < 2; v++)
+                for (int k = 0; k < 5; k++) free(out[v][k]);
+
+            /* sigmoid over [-100, 100], and the tails */
+            float *sx = malloc(1003 * sizeof(float)), *s0 = malloc(1003 * sizeof(float)), *s1 = malloc(1003 * sizeof(float));
+            for (int q2 = 0; q2 < 1003; q2++) sx[q2] = -100.0f + 0.2f * (float)q2;
+            slm_mamba_grad_sigmoid_generic(s0, sx, 1003);
+            slm_mamba_grad_sigmoid_avx2(s1, sx, 1003);
+            double es = 0;
+            for (int q2 = 0; q2 < 1003; q2++) es = fmax(es, fabs((double)s1[q2] - s0[q2]) / fmax(s0[q2], 1e-30));
+            CHECK(es < 1e-5, "sigmoid: AVX2 vs generic %.3g", es);
+            printf("sigmoid: AVX2 vs generic, max rel %.2e\n", es);
+            free(sx); free(s0); free(s1); free(sig); free(dy); free(ck);
+        } else if (S % 8 == 0) {
+            printf("skip: no AVX2, the AVX2 kernels are not tested\n");
+        }
 #endif
+        for (int v = 0; v < 2; v++) {
+            free(y[v]);
+            free(st[v]);
+        }
+        free(x); free(dt); free(bc); free(A); free(D); free(delta);
+    }
 }
 
 static void test_errors(void)
@@ -498,12 +546,12 @@ static void test_errors(void)
     b.B = 1 << 13;
     b.T = 1 << 12;
     CHECK(slm_mamba_grad_shape_check(&b, &err) == SLM_EINVAL, "B*T over 2^24 accepted");
-    /* the memory formula: n (5 di + R + 2 S) + B (ceil(T / K) - 1) di S */
+    /* the memory formula: n (6 di + R + 2 S) + B (ceil(T / K) - 1) di S */
     s.chunk = 2;
-    CHECK(slm_mamba_grad_saved_floats(&s) == (size_t)(10 * (5 * 16 + 2 + 8) + 2 * 2 * 16 * 4),
+    CHECK(slm_mamba_grad_saved_floats(&s) == (size_t)(10 * (6 * 16 + 2 + 8) + 2 * 2 * 16 * 4),
           "saved floats %zu", slm_mamba_grad_saved_floats(&s));
     s.chunk = 0;
-    CHECK(slm_mamba_grad_saved_floats(&s) == (size_t)(10 * (5 * 16 + 2 + 8)), "saved floats, no checkpoint");
+    CHECK(slm_mamba_grad_saved_floats(&s) == (size_t)(10 * (6 * 16 + 2 + 8)), "saved floats, no checkpoint");
 }
 
 /* ---- bench ------------------------------------------------------------------------- */
@@ -589,7 +637,7 @@ int main(int argc, char **argv)
     test_backward_fd_f32(pool, &small);
     test_invariance(&(slm_mamba_grad_shape){3, 37, 32, 64, 16, 4, 4, 8});
     test_invariance(&(slm_mamba_grad_shape){2, 9, 16, 40, 5, 4, 3, 2});
-    test_scan_avx2();
+    test_kernels();
     test_errors();
     slm_pool_free(pool);
     return check_summary();

@@ -1,3 +1,7 @@
+/* The Mamba-1 mixer's training forward and backward (formulas, saved
+ * layout and threading in mamba_grad.h): the projections, the conv, the
+ * gates and the order of the steps. The scan's kernels are in
+ * mamba_grad_scan.c. */
 #include "mamba_grad.h"
 
 #include <cblas.h>
@@ -8,13 +12,12 @@
 
 #include "../blocks/mamba.h"
 #include "../kernels/ops.h"
-#include "../kernels/vecdot.h"
 
 /* Rows of a batch: B T <= 2^24 keeps every product below in int for
  * cblas and every size far from overflow. */
 #define MAX_ROWS (1 << 24)
 /* B and C gradients are summed over channels: one partial per block of
- * channels, at most this many blocks (so threads beyond it idle in the
+ * channels, at most this many blocks (threads beyond it idle in the
  * scan's backward). */
 #define MAX_BLOCKS 16
 /* Below this many multiply-adds a product runs on the calling thread. */
@@ -25,12 +28,6 @@
 static int64_t chunk_of(const slm_mamba_grad_shape *s)
 {
     return s->chunk > 0 ? s->chunk : SLM_MAMBA_GRAD_CHUNK;
-}
-
-/* checkpoints per sequence: the states before chunks 1 .. ceil(T/K)-1 */
-static int64_t n_ckpt(const slm_mamba_grad_shape *s)
-{
-    return (s->T + chunk_of(s) - 1) / chunk_of(s) - 1;
 }
 
 slm_status slm_mamba_grad_shape_check(const slm_mamba_grad_shape *s, slm_error *err)
@@ -48,10 +45,10 @@ slm_status slm_mamba_grad_shape_check(const slm_mamba_grad_shape *s, slm_error *
     return SLM_OK;
 }
 
-/* offsets of the saved arrays (layout in mamba_grad.h) */
+/* dims and offsets of the saved arrays (layout in mamba_grad.h) */
 typedef struct saved_view {
-    int64_t n, di, S, R, nx, dc, nck, K;
-    size_t xz, xc, xdb, dt, y, ckpt, total;
+    int64_t n, di, S, R, nx, dc, K, nck;   /* K <= T; nck checkpoints a sequence */
+    size_t xz, xc, xdb, delta, sig, y, ckpt, total;
 } saved_view;
 
 static saved_view saved_layout(const slm_mamba_grad_shape *s)
@@ -63,14 +60,15 @@ static saved_view saved_layout(const slm_mamba_grad_shape *s)
     v.R = s->dt_rank;
     v.nx = v.R + 2 * v.S;
     v.dc = s->d_conv;
-    v.nck = n_ckpt(s);
-    v.K = chunk_of(s);
+    v.K = chunk_of(s) < s->T ? chunk_of(s) : s->T;
+    v.nck = (s->T + v.K - 1) / v.K - 1;
     const size_t n = (size_t)v.n, di = (size_t)v.di;
     v.xz = 0;
     v.xc = v.xz + n * 2 * di;
     v.xdb = v.xc + n * di;
-    v.dt = v.xdb + n * (size_t)v.nx;
-    v.y = v.dt + n * di;
+    v.delta = v.xdb + n * (size_t)v.nx;
+    v.sig = v.delta + n * di;
+    v.y = v.sig + n * di;
     v.ckpt = v.y + n * di;
     v.total = v.ckpt + (size_t)s->B * (size_t)v.nck * di * (size_t)v.S;
     return v;
@@ -106,7 +104,8 @@ static void blas_single_thread(void)
  * slices of rows or columns differs in the last bits from the whole), so
  * C is cut into fixed tiles of GEMM_TM x GEMM_TN whatever the threads, and
  * the pool's threads share the tiles, each calling a one-thread sgemm per
- * tile: the results do not depend on the number of threads. */
+ * tile (OpenBLAS set to one thread, as kernels/matmul.c does): the results
+ * do not depend on the number of threads. */
 #define GEMM_TM 64
 #define GEMM_TN 64
 
@@ -144,9 +143,21 @@ static void gemm(slm_pool *pool, int ta, int tb, int64_t M, int64_t N, int64_t K
     slm_pool_run(pool, nth, gemm_tiles, &g);
 }
 
-static float sigmoidf(float v)
+/* u[c0..c1) of row t of one sequence: the conv before its silu, summed as
+ * slm_ops_causal_conv sums it (in float from the oldest tap; the taps
+ * before token 0 add zeros there and are skipped here), then the bias.
+ * x steps 2 di a row (in_proj's output), wT is the weight (d_conv, di). */
+static void conv_row(float *u, const float *x, int64_t t, int64_t di, const float *wT, const float *bias,
+                     int64_t dc, int64_t c0, int64_t c1)
 {
-    return 1.0f / (1.0f + expf(-v));
+    for (int64_t i = c0; i < c1; i++) u[i] = 0.0f;
+    for (int64_t k = 0; k < dc; k++) {
+        const int64_t tt = t - (dc - 1) + k;
+        if (tt < 0) continue;
+        const float *xr = x + tt * 2 * di, *w = wT + k * di;
+        for (int64_t i = c0; i < c1; i++) u[i] += xr[i] * w[i];
+    }
+    slm_ops_add(u + c0, u + c0, c1 - c0, bias + c0, c1 - c0);
 }
 
 /* --- forward ----------------------------------------------------------------- */
@@ -157,10 +168,11 @@ typedef struct fwd_job {
     saved_view v;
     float *saved;
     float *g;        /* (n, di) gated scan output, out_proj's input */
-    float *cstate;   /* (di, d_conv - 1) conv state of the current sequence */
+    float *wT;       /* (d_conv, di) the conv weights transposed */
     float *sstate;   /* (di, S) scan state of the current sequence */
 } fwd_job;
 
+/* xc = silu(conv(x) + conv_b), row by row over a range of channels */
 static void conv_fwd_job(void *ctx, int ith, int nth)
 {
     const fwd_job *j = ctx;
@@ -168,16 +180,37 @@ static void conv_fwd_job(void *ctx, int ith, int nth)
     int64_t c0, c1;
     split(v->di, 8, ith, nth, &c0, &c1);
     if (c0 >= c1) return;
-    const size_t ns = (size_t)(v->dc - 1);
     for (int64_t b = 0; b < j->s->B; b++) {
         const size_t r0 = (size_t)(b * j->s->T);
-        /* each sequence starts from a zero state */
-        memset(j->cstate + (size_t)c0 * ns, 0, (size_t)(c1 - c0) * ns * sizeof(float));
-        slm_mamba_conv(j->saved + v->xc + r0 * (size_t)v->di, v->di, j->saved + v->xz + r0 * 2 * (size_t)v->di,
-                       2 * v->di, (int)j->s->T, j->cstate, j->p->conv, j->p->conv_b, v->dc, c0, c1);
+        const float *x = j->saved + v->xz + r0 * 2 * (size_t)v->di;
+        for (int64_t t = 0; t < j->s->T; t++) {
+            float *u = j->saved + v->xc + (r0 + (size_t)t) * (size_t)v->di;
+            conv_row(u, x, t, v->di, j->wT, j->p->conv_b, v->dc, c0, c1);
+            slm_ops_silu(u + c0, u + c0, c1 - c0);
+        }
     }
 }
 
+/* δ = softplus(dt + dt_b) as slm_mamba_scan makes it, and σ(dt + dt_b)
+ * (its derivative) from the same exp */
+static void softplus_job(void *ctx, int ith, int nth)
+{
+    const fwd_job *j = ctx;
+    const size_t di = (size_t)j->v.di;
+    int64_t r0, r1;
+    split(j->v.n, 1, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        float *d = j->saved + j->v.delta + (size_t)r * di, *sg = j->saved + j->v.sig + (size_t)r * di;
+        slm_ops_add(d, d, (int64_t)di, j->p->dt_b, (int64_t)di);
+        for (size_t i = 0; i < di; i++) {
+            const float v = d[i], e = expf(v);
+            d[i] = v <= 20.0f ? log1pf(e) : v;
+            sg[i] = v <= 20.0f ? e / (1.0f + e) : 1.0f;
+        }
+    }
+}
+
+/* y = scan + xc D chunk by chunk, keeping the checkpoints; g = y silu(z) */
 static void scan_fwd_job(void *ctx, int ith, int nth)
 {
     const fwd_job *j = ctx;
@@ -188,14 +221,14 @@ static void scan_fwd_job(void *ctx, int ith, int nth)
     const size_t di = (size_t)v->di, S = (size_t)v->S, nx = (size_t)v->nx;
     const int64_t T = j->s->T;
     float *xz = j->saved + v->xz, *xc = j->saved + v->xc, *xdb = j->saved + v->xdb;
-    float *dt = j->saved + v->dt, *y = j->saved + v->y, *ckpt = j->saved + v->ckpt;
+    float *delta = j->saved + v->delta, *y = j->saved + v->y, *ckpt = j->saved + v->ckpt;
     for (int64_t b = 0; b < j->s->B; b++) {
         memset(j->sstate + (size_t)c0 * S, 0, (size_t)(c1 - c0) * S * sizeof(float));
         for (int64_t c = 0; c <= v->nck; c++) {
             const int64_t t0 = c * v->K, m = T - t0 < v->K ? T - t0 : v->K;
             const size_t r0 = (size_t)(b * T + t0);
-            slm_mamba_scan(y + r0 * di, v->di, j->sstate, xc + r0 * di, v->di, dt + r0 * di, v->di, j->p->A,
-                           xdb + r0 * nx + (size_t)v->R, v->nx, j->p->D, (int)m, v->S, c0, c1);
+            slm_mamba_grad_scan(y + r0 * di, v->di, j->sstate, xc + r0 * di, v->di, delta + r0 * di, v->di,
+                                j->p->A, xdb + r0 * nx + (size_t)v->R, v->nx, j->p->D, (int)m, v->S, c0, c1);
             /* the state before chunk c + 1 */
             if (c < v->nck)
                 memcpy(ckpt + (((size_t)b * (size_t)v->nck + (size_t)c) * di + (size_t)c0) * S,
@@ -211,6 +244,12 @@ static void scan_fwd_job(void *ctx, int ith, int nth)
     }
 }
 
+static void transpose_conv(float *wT, const float *w, int64_t di, int64_t dc)
+{
+    for (int64_t i = 0; i < di; i++)
+        for (int64_t k = 0; k < dc; k++) wT[k * di + i] = w[i * dc + k];
+}
+
 slm_status slm_mamba_grad_forward(slm_pool *pool, const slm_mamba_grad_shape *s,
                                   const slm_mamba_grad_params *p, const float *h, float *out,
                                   float *saved, slm_error *err)
@@ -220,107 +259,32 @@ slm_status slm_mamba_grad_forward(slm_pool *pool, const slm_mamba_grad_shape *s,
     fwd_job j = {.s = s, .p = p, .v = saved_layout(s), .saved = saved};
     const saved_view *v = &j.v;
     const size_t n = (size_t)v->n, di = (size_t)v->di;
-    /* scratch: g (n, di) | conv state | scan state */
-    const size_t floats = n * di + di * (size_t)(v->dc - 1) + di * (size_t)v->S;
+    /* scratch: g (n, di) | conv weights (d_conv, di) | scan state (di, S) */
+    const size_t floats = n * di + di * (size_t)v->dc + di * (size_t)v->S;
     float *work = malloc(floats * sizeof(float));
     if (!work) return slm_error_set(err, SLM_ENOMEM, "mamba train: out of memory for %zu floats of scratch", floats);
     j.g = work;
-    j.cstate = j.g + n * di;
-    j.sstate = j.cstate + di * (size_t)(v->dc - 1);
-    float *xz = saved + v->xz, *xc = saved + v->xc, *xdb = saved + v->xdb, *dt = saved + v->dt;
+    j.wT = j.g + n * di;
+    j.sstate = j.wT + di * (size_t)v->dc;
+    float *xz = saved + v->xz, *xc = saved + v->xc, *xdb = saved + v->xdb;
+    const int nth = slm_pool_size(pool);
 
     /* xz (n, 2 di) = h W_inᵀ */
     gemm(pool, 0, 1, v->n, 2 * v->di, s->dim, h, s->dim, p->in, s->dim, 0.0f, xz, 2 * v->di);
     /* xc (n, di) = silu(conv(x) + conv_b) */
-    slm_pool_run(pool, slm_pool_size(pool), conv_fwd_job, &j);
+    transpose_conv(j.wT, p->conv, v->di, v->dc);
+    slm_pool_run(pool, nth, conv_fwd_job, &j);
     /* xdb (n, R + 2 S) = xc W_xᵀ */
     gemm(pool, 0, 1, v->n, v->nx, v->di, xc, v->di, p->x, v->di, 0.0f, xdb, v->nx);
-    /* dt (n, di) = dt_r W_dtᵀ + dt_b (softplus is in the scan) */
-    gemm(pool, 0, 1, v->n, v->di, v->R, xdb, v->nx, p->dt, v->R, 0.0f, dt, v->di);
-    slm_ops_add(dt, dt, v->n * v->di, p->dt_b, v->di);
+    /* dt (n, di) = dt_r W_dtᵀ + dt_b (into δ's place), then δ and σ */
+    gemm(pool, 0, 1, v->n, v->di, v->R, xdb, v->nx, p->dt, v->R, 0.0f, saved + v->delta, v->di);
+    slm_pool_run(pool, nth, softplus_job, &j);
     /* y (n, di) = scan + xc D, checkpoints, g = y silu(z) */
-    slm_pool_run(pool, slm_pool_size(pool), scan_fwd_job, &j);
+    slm_pool_run(pool, nth, scan_fwd_job, &j);
     /* out (n, dim) = g W_outᵀ */
     gemm(pool, 0, 1, v->n, s->dim, v->di, j.g, v->di, p->out, v->di, 0.0f, out, s->dim);
     free(work);
     return SLM_OK;
-}
-
-/* --- the scan's backward ------------------------------------------------------- */
-
-void slm_mamba_grad_scan_back_generic(const slm_mamba_grad_scan_args *a, int64_t c0, int64_t c1)
-{
-    const int64_t S = a->d_state, K = a->K;
-    float *st = a->buf;               /* (K + 1, S): s before the chunk, then after each token */
-    float *ex = st + (K + 1) * S;     /* (K, S): exp(δ A) of each token */
-    float *ds = ex + K * S;           /* (S): gradient of the state after the current token */
-    float *gA = ds + S;               /* (S): this channel's dA */
-    float *dl = gA + S;               /* (K): δ */
-    float *sg = dl + K;               /* (K): dδ/d dt = σ(dt) */
-    const int64_t n_chunk = (a->n + K - 1) / K;
-    for (int64_t i = c0; i < c1; i++) {
-        const float *Ai = a->A + i * S;
-        memset(ds, 0, (size_t)S * sizeof(float));
-        memset(gA, 0, (size_t)S * sizeof(float));
-        float gD = 0.0f;
-        for (int64_t c = n_chunk - 1; c >= 0; c--) {
-            const int64_t t0 = c * K, m = a->n - t0 < K ? a->n - t0 : K;
-            if (c == 0) memset(st, 0, (size_t)S * sizeof(float));
-            else memcpy(st, a->ckpt + (c - 1) * a->ld_ckpt + i * S, (size_t)S * sizeof(float));
-            /* the chunk's states again, as slm_mamba_scan_generic makes them */
-            for (int64_t l = 0; l < m; l++) {
-                const int64_t t = t0 + l;
-                const float v = a->dt[t * a->ld_dt + i];
-                const float d = v <= 20.0f ? log1pf(expf(v)) : v;
-                const float xd = a->x[t * a->ld_x + i] * d;
-                const float *B = a->bc + t * a->ld_bc;
-                const float *s0 = st + l * S;
-                float *s1 = st + (l + 1) * S, *e = ex + l * S;
-                dl[l] = d;
-                sg[l] = v <= 20.0f ? sigmoidf(v) : 1.0f;
-                for (int64_t j = 0; j < S; j++) {
-                    e[j] = expf(d * Ai[j]);
-                    s1[j] = s0[j] * e[j] + B[j] * xd;
-                }
-            }
-            /* backwards through the chunk */
-            for (int64_t l = m - 1; l >= 0; l--) {
-                const int64_t t = t0 + l;
-                const float dy = a->dy[t * a->ld_dy + i], xi = a->x[t * a->ld_x + i], d = dl[l];
-                const float xd = xi * d;
-                const float *B = a->bc + t * a->ld_bc, *C = B + S;
-                float *dB = a->dbc + t * a->ld_dbc, *dC = dB + S;
-                const float *s0 = st + l * S, *s1 = s0 + S, *e = ex + l * S;
-                float dxs = 0.0f, dd = 0.0f;
-                gD += dy * xi;
-                for (int64_t j = 0; j < S; j++) {
-                    dC[j] += dy * s1[j];
-                    const float g = ds[j] + dy * C[j];   /* d loss / d s_t */
-                    const float se = s0[j] * e[j];
-                    dB[j] += g * xd;
-                    dxs += g * B[j];
-                    dd += g * (se * Ai[j] + B[j] * xi);
-                    gA[j] += g * se * d;
-                    ds[j] = g * e[j];
-                }
-                a->dx[t * a->ld_dx + i] = dy * a->D[i] + dxs * d;
-                a->ddt[t * a->ld_ddt + i] = dd * sg[l];
-            }
-        }
-        for (int64_t j = 0; j < S; j++) a->dA[i * S + j] += gA[j];
-        a->dD[i] += gD;
-    }
-}
-
-void slm_mamba_grad_scan_back(const slm_mamba_grad_scan_args *a, int64_t c0, int64_t c1)
-{
-#if defined(__x86_64__)
-    if (a->d_state % 8 == 0 && slm_kernels_use_avx2()) {
-        slm_mamba_grad_scan_back_avx2(a, c0, c1);
-        return;
-    }
-#endif
-    slm_mamba_grad_scan_back_generic(a, c0, c1);
 }
 
 /* --- backward ---------------------------------------------------------------- */
@@ -337,7 +301,8 @@ typedef struct bwd_job {
     float *ddt;     /* (n, di): gradient of dt before softplus */
     float *dxdb;    /* (n, R + 2 S) */
     float *part;    /* (n_blk, n, 2 S): dB | dC partial of each block of channels */
-    float *buf;     /* per thread: the scan's chunk buffer */
+    float *wT, *gwT, *gb;   /* (d_conv, di) x 2, (di): conv weights transposed, their gradient */
+    float *buf;     /* per thread buf_floats: the scan's chunk buffer, then 2 rows of di */
     size_t buf_floats;
     int64_t blk, n_blk;   /* channels per block, blocks */
 } bwd_job;
@@ -365,24 +330,30 @@ static void scan_bwd_job(void *ctx, int ith, int nth)
     const size_t di = (size_t)v->di, S = (size_t)v->S, nx = (size_t)v->nx, n = (size_t)v->n;
     const int64_t T = j->s->T;
     const float *xz = j->saved + v->xz, *y = j->saved + v->y;
+    float *buf = j->buf + (size_t)ith * j->buf_floats;
+    float *sz = buf + (2 * v->K + 3) * v->S, *acc = sz + di;   /* rows of di, indexed by channel */
     int64_t b0, b1;
     split(j->n_blk, 1, ith, nth, &b0, &b1);
     for (int64_t blk = b0; blk < b1; blk++) {
         const int64_t c0 = blk * j->blk, c1 = c0 + j->blk < v->di ? c0 + j->blk : v->di;
         float *part = j->part + (size_t)blk * n * 2 * S;
         memset(part, 0, n * 2 * S * sizeof(float));
-        for (size_t r = 0; r < n; r++)
+        /* dy = dg silu(z), dz = dg y silu'(z) */
+        for (size_t r = 0; r < n; r++) {
+            const float *z = xz + r * 2 * di + di;
+            float *dg = j->dg + r * di, *dz = j->dxz + r * 2 * di + di;
+            slm_mamba_grad_sigmoid(sz + c0, z + c0, c1 - c0);
             for (int64_t i = c0; i < c1; i++) {
-                const float z = xz[r * 2 * di + di + (size_t)i], sz = sigmoidf(z);
-                const float dgv = j->dg[r * di + (size_t)i];
-                j->dxz[r * 2 * di + di + (size_t)i] = dgv * y[r * di + (size_t)i] * sz * (1.0f + z * (1.0f - sz));
-                j->dg[r * di + (size_t)i] = dgv * z * sz;
+                const float gi = dg[i], si = sz[i];
+                dz[i] = gi * y[r * di + (size_t)i] * si * (1.0f + z[i] * (1.0f - si));
+                dg[i] = gi * z[i] * si;
             }
+        }
         for (int64_t b = 0; b < j->s->B; b++) {
             const size_t r0 = (size_t)(b * T);
             slm_mamba_grad_scan_args a = {
                 .x = j->saved + v->xc + r0 * di, .ld_x = v->di,
-                .dt = j->saved + v->dt + r0 * di, .ld_dt = v->di,
+                .delta = j->saved + v->delta + r0 * di, .sig = j->saved + v->sig + r0 * di, .ld_d = v->di,
                 .bc = j->saved + v->xdb + r0 * nx + (size_t)v->R, .ld_bc = v->nx,
                 .dy = j->dg + r0 * di, .ld_dy = v->di,
                 .A = j->p->A, .D = j->p->D,
@@ -391,16 +362,15 @@ static void scan_bwd_job(void *ctx, int ith, int nth)
                 .ddt = j->ddt + r0 * di, .ld_ddt = v->di,
                 .dA = j->gr->A, .dD = j->gr->D,
                 .dbc = part + r0 * 2 * S, .ld_dbc = 2 * v->S,
-                .n = (int)T, .K = v->K < T ? v->K : T, .d_state = v->S,
-                .buf = j->buf + (size_t)ith * j->buf_floats,
+                .n = (int)T, .K = v->K, .d_state = v->S, .buf = buf,
             };
             slm_mamba_grad_scan_back(&a, c0, c1);
         }
-        for (int64_t i = c0; i < c1; i++) {
-            float sum = 0.0f;
-            for (size_t r = 0; r < n; r++) sum += j->ddt[r * di + (size_t)i];
-            j->gr->dt_b[i] += sum;
-        }
+        /* ddt_b += Σ_rows ddt, rows in order */
+        for (int64_t i = c0; i < c1; i++) acc[i] = 0.0f;
+        for (size_t r = 0; r < n; r++)
+            for (int64_t i = c0; i < c1; i++) acc[i] += j->ddt[r * di + (size_t)i];
+        for (int64_t i = c0; i < c1; i++) j->gr->dt_b[i] += acc[i];
     }
 }
 
@@ -421,51 +391,54 @@ static void reduce_bc_job(void *ctx, int ith, int nth)
     }
 }
 
-/* per channel: du = dxc silu'(u) (u recomputed as the forward's conv made
- * it), conv weight and bias gradients, dx = the conv's transpose of du */
+/* per range of channels, row by row: du = dxc silu'(u) with u recomputed
+ * as the forward made it, the conv's weight and bias gradients, and
+ * dx_t = Σ_k du_{t + d_conv - 1 - k} w[k] into dxz[:, :di] */
 static void conv_bwd_job(void *ctx, int ith, int nth)
 {
     const bwd_job *j = ctx;
     const saved_view *v = &j->v;
-    const size_t di = (size_t)v->di;
-    const int64_t T = j->s->T, dc = v->dc;
-    const float *xz = j->saved + v->xz;
+    const int64_t di = v->di, T = j->s->T, dc = v->dc;
     int64_t c0, c1;
-    split(v->di, 8, ith, nth, &c0, &c1);
-    for (int64_t i = c0; i < c1; i++) {
-        const float *w = j->p->conv + i * dc;
-        float gw[SLM_OPS_MAX_CONV] = {0}, gb = 0.0f;
-        for (int64_t b = 0; b < j->s->B; b++) {
-            const float *x = xz + (size_t)(b * T) * 2 * di + (size_t)i;   /* step 2 di */
-            float *du = j->G + (size_t)(b * T) * di + (size_t)i;          /* step di */
-            for (int64_t t = 0; t < T; t++) {
-                float u = 0.0f;   /* the oldest tap first, zeros before t = 0 */
-                for (int64_t k = 0; k < dc; k++) {
-                    const int64_t tt = t - (dc - 1) + k;
-                    u += (tt >= 0 ? x[(size_t)tt * 2 * di] : 0.0f) * w[k];
-                }
-                u += j->p->conv_b[i];
-                const float su = sigmoidf(u);
-                const float g = du[(size_t)t * di] * su * (1.0f + u * (1.0f - su));
-                du[(size_t)t * di] = g;
-                gb += g;
-                for (int64_t k = 0; k < dc; k++) {
-                    const int64_t tt = t - (dc - 1) + k;
-                    if (tt >= 0) gw[k] += g * x[(size_t)tt * 2 * di];
-                }
+    split(di, 8, ith, nth, &c0, &c1);
+    if (c0 >= c1) return;
+    float *u = j->buf + (size_t)ith * j->buf_floats + (2 * v->K + 3) * v->S, *su = u + di;
+    for (int64_t k = 0; k < dc; k++)
+        for (int64_t i = c0; i < c1; i++) j->gwT[k * di + i] = 0.0f;
+    for (int64_t i = c0; i < c1; i++) j->gb[i] = 0.0f;
+    for (int64_t b = 0; b < j->s->B; b++) {
+        const float *x = j->saved + v->xz + (size_t)(b * T) * 2 * (size_t)di;
+        float *du = j->G + (size_t)(b * T) * (size_t)di;
+        for (int64_t t = 0; t < T; t++) {
+            conv_row(u, x, t, di, j->wT, j->p->conv_b, dc, c0, c1);
+            slm_mamba_grad_sigmoid(su + c0, u + c0, c1 - c0);
+            float *d = du + t * di;
+            for (int64_t i = c0; i < c1; i++) {
+                d[i] *= su[i] * (1.0f + u[i] * (1.0f - su[i]));
+                j->gb[i] += d[i];
             }
-            float *dx = j->dxz + (size_t)(b * T) * 2 * di + (size_t)i;
-            for (int64_t t = 0; t < T; t++) {
-                float sum = 0.0f;
-                for (int64_t k = 0; k < dc; k++) {
-                    const int64_t tq = t + (dc - 1) - k;
-                    if (tq < T) sum += du[(size_t)tq * di] * w[k];
-                }
-                dx[(size_t)t * 2 * di] = sum;
+            for (int64_t k = 0; k < dc; k++) {
+                const int64_t tt = t - (dc - 1) + k;
+                if (tt < 0) continue;
+                const float *xr = x + tt * 2 * di;
+                float *gw = j->gwT + k * di;
+                for (int64_t i = c0; i < c1; i++) gw[i] += d[i] * xr[i];
             }
         }
-        for (int64_t k = 0; k < dc; k++) j->gr->conv[i * dc + k] += gw[k];
-        j->gr->conv_b[i] += gb;
+        for (int64_t t = 0; t < T; t++) {
+            float *dx = j->dxz + (size_t)(b * T + t) * 2 * (size_t)di;
+            for (int64_t i = c0; i < c1; i++) dx[i] = 0.0f;
+            for (int64_t k = 0; k < dc; k++) {
+                const int64_t tq = t + (dc - 1) - k;
+                if (tq >= T) continue;
+                const float *d = du + tq * di, *w = j->wT + k * di;
+                for (int64_t i = c0; i < c1; i++) dx[i] += d[i] * w[i];
+            }
+        }
+    }
+    for (int64_t i = c0; i < c1; i++) {
+        for (int64_t k = 0; k < dc; k++) j->gr->conv[i * dc + k] += j->gwT[k * di + i];
+        j->gr->conv_b[i] += j->gb[i];
     }
 }
 
@@ -478,16 +451,15 @@ slm_status slm_mamba_grad_backward(slm_pool *pool, const slm_mamba_grad_shape *s
     if (st) return st;
     bwd_job j = {.s = s, .p = p, .gr = g, .v = saved_layout(s), .saved = saved};
     const saved_view *v = &j.v;
-    const int64_t n = v->n, di = v->di, nx = v->nx, dim = s->dim;
+    const int64_t n = v->n, di = v->di, nx = v->nx, dim = s->dim, dc = v->dc;
     /* fixed blocks of channels (multiples of 8), whatever the threads */
     j.blk = ((di + MAX_BLOCKS - 1) / MAX_BLOCKS + 7) / 8 * 8;
     j.n_blk = (di + j.blk - 1) / j.blk;
-    const int64_t K = v->K < s->T ? v->K : s->T;
-    j.buf_floats = (size_t)((2 * K + 3) * v->S + 2 * K);
+    j.buf_floats = (size_t)((2 * v->K + 3) * v->S + 2 * di);
     const int nth = slm_pool_busy(pool) ? 1 : slm_pool_size(pool);
     const size_t N = (size_t)n;
     const size_t floats = N * (size_t)(5 * di + nx) + (size_t)j.n_blk * N * 2 * (size_t)v->S +
-                          (size_t)nth * j.buf_floats;
+                          (size_t)(2 * dc + 1) * (size_t)di + (size_t)nth * j.buf_floats;
     float *work = malloc(floats * sizeof(float));
     if (!work) return slm_error_set(err, SLM_ENOMEM, "mamba train: out of memory for %zu floats of scratch", floats);
     j.G = work;
@@ -496,7 +468,10 @@ slm_status slm_mamba_grad_backward(slm_pool *pool, const slm_mamba_grad_shape *s
     j.ddt = j.dxz + N * 2 * (size_t)di;
     j.dxdb = j.ddt + N * (size_t)di;
     j.part = j.dxdb + N * (size_t)nx;
-    j.buf = j.part + (size_t)j.n_blk * N * 2 * (size_t)v->S;
+    j.wT = j.part + (size_t)j.n_blk * N * 2 * (size_t)v->S;
+    j.gwT = j.wT + (size_t)(dc * di);
+    j.gb = j.gwT + (size_t)(dc * di);
+    j.buf = j.gb + (size_t)di;
     const float *xc = saved + v->xc, *xdb = saved + v->xdb;
 
     /* out_proj: dW_out += doutᵀ G, dg = dout W_out */
@@ -513,6 +488,7 @@ slm_status slm_mamba_grad_backward(slm_pool *pool, const slm_mamba_grad_shape *s
     gemm(pool, 1, 0, nx, di, n, j.dxdb, nx, xc, di, 1.0f, g->x, di);
     gemm(pool, 0, 0, n, di, nx, j.dxdb, nx, p->x, di, 1.0f, j.G, di);
     /* conv and its silu: dx into dxz[:, :di] */
+    transpose_conv(j.wT, p->conv, di, dc);
     slm_pool_run(pool, nth, conv_bwd_job, &j);
     /* in_proj: dW_in += dxzᵀ h, dh (+)= dxz W_in */
     gemm(pool, 1, 0, 2 * di, dim, n, j.dxz, 2 * di, h, dim, 1.0f, g->in, dim);

@@ -15,9 +15,10 @@
  *   out = (y ⊙ silu(z)) W_outᵀ    (n, dim)
  * with di = d_inner, S = d_state, R = dt_rank. A is the stored ssm_a
  * (= -exp(A_log)); its gradient is with respect to that stored tensor.
- * The conv and the scan are blocks/mamba.c's own (slm_mamba_conv,
- * slm_mamba_scan) and the projections slm_matmul's, so the outputs are
- * those of slm_mamba_forward run on each sequence from a fresh state.
+ * The conv, the softplus and the scan compute what blocks/mamba.c computes
+ * (the same float expressions, in the same order, the scan's exp included),
+ * so the outputs are those of slm_mamba_forward run on each sequence from a
+ * fresh state, up to the products' rounding.
  *
  * Backward, given dout (n, dim) (reverse of the steps above):
  *   dW_out += doutᵀ (y ⊙ silu(z)),  dg = dout W_out
@@ -32,24 +33,27 @@
  *   dx_t = Σ_k du_{t+(d_conv-1)-k} conv_w[i][k];   dW_in += dxzᵀ h,  dh (+)= dxz W_in
  *
  * What the forward keeps ("saved", slm_mamba_grad_saved_floats floats):
- *   xz (n, 2 di) | xc (n, di) | xdb (n, R + 2 S) | dt (n, di) before softplus |
+ *   xz (n, 2 di) | xc (n, di) | xdb (n, R + 2 S) | δ (n, di) | σ(dt) (n, di) |
  *   y (n, di) scan output with the D skip, before the gate |
  *   ckpt (B, ceil(T / K) - 1, di, S): the scan state after every K-th token
- * that is n (5 di + R + 2 S) + B (ceil(T / K) - 1) di S floats. Keeping every
+ * that is n (6 di + R + 2 S) + B (ceil(T / K) - 1) di S floats. Keeping every
  * state would cost n di S (4096 floats a token for di 256, S 16, against
- * 1320 for the rest). The backward recomputes, per channel, the states of
+ * 1576 for the rest). The backward recomputes, per channel, the states of
  * one chunk of K tokens from its checkpoint (and the exps exp(δ A)) into a
- * per-thread buffer of (2 K + 1) S floats, then walks the chunk backwards:
- * one extra scan in all, whatever K. K only trades the checkpoints' memory
- * against that buffer; the default K = 64 keeps it in L1 for S = 16 and
- * keeps no checkpoint at all for T <= 64. u = conv(x) + conv_b is
- * recomputed from x (d_conv multiply-adds a value), δ and σ(dt) from dt.
+ * per-thread buffer of (2 K + 3) S floats, then walks the chunk
+ * backwards: one extra scan in all, whatever K. K only trades the
+ * checkpoints' memory against that buffer; the default K = 64 keeps it in
+ * L1 for S = 16 and keeps no checkpoint at all for T <= 64. δ and σ(dt) are
+ * kept because softplus costs a log1p and an exp per value (as much as the
+ * rest of the scan's backward); u = conv(x) + conv_b is recomputed from x
+ * (d_conv multiply-adds a value).
  *
  * Threads: the conv, the scan and their backwards split channels; the
  * backward's B and C gradients (sums over channels) go to one partial per
  * fixed block of channels (at most 16 blocks), added in block order, so
  * results do not depend on the number of threads. Products go to OpenBLAS
- * cblas_sgemm (one thread), the pool's threads splitting the output rows. */
+ * cblas_sgemm (one thread per call) on fixed tiles of the output that the
+ * pool's threads share (mamba_grad.c says why). */
 #ifndef SLM_MAMBA_GRAD_H
 #define SLM_MAMBA_GRAD_H
 
@@ -106,18 +110,33 @@ slm_status slm_mamba_grad_backward(slm_pool *pool, const slm_mamba_grad_shape *s
                                    const float *h, const float *dout, float *dh, int accumulate,
                                    const float *saved, slm_error *err);
 
-/* The scan's backward for channels c0..c1-1 of one sequence of n tokens
- * (exposed for tests: the AVX2 twin is checked against the generic one).
- * Rows step by their ld; x = xc, dt before softplus, bc = B then C rows of
- * S, dy the gradient of the scan output (gate applied), ckpt the states
- * before each chunk of K tokens after the first ((n - 1) / K of them, each
- * (channels, S) at ckpt + c ld_ckpt). Writes dx (= dy D + scan part) and
- * ddt (before softplus) for those channels, adds into dA (di, S) rows,
- * dD, and into dbc (n rows of B then C gradients, ld_dbc). buf holds
- * (2 K + 1) S + 2 K floats. */
+/* The kernels, exposed for tests (each AVX2 twin is checked against its
+ * generic version). Channels c0..c1-1 only; rows step by their ld.
+ *
+ * scan: slm_mamba_scan with δ given instead of dt (the softplus done):
+ * the same floats as slm_mamba_scan_generic / slm_mamba_scan_avx2 on
+ * softplus(dt). The AVX2 twin needs d_state a multiple of 8.
+ *
+ * scan_back: one sequence of n tokens. x = xc, delta and sig (δ and σ(dt)),
+ * bc = B then C rows of S, dy the gradient of the scan output (gate
+ * applied), ckpt the states before each chunk of K tokens after the first
+ * ((n - 1) / K of them, each (channels, S) at ckpt + c ld_ckpt). Writes dx
+ * (dy D + the scan's part) and ddt (before softplus), adds into dA rows
+ * (di, S), dD, and dbc (n rows of the B then C gradients, ld_dbc). buf
+ * holds (2 K + 3) S floats.
+ *
+ * sigmoid: out[i] = 1 / (1 + exp(-x[i])) (the AVX2 twin with the scan's
+ * exp, within a few ulp). */
+void slm_mamba_grad_scan(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                         const float *delta, int64_t ld_d, const float *A, const float *bc, int64_t ld_bc,
+                         const float *D, int n, int64_t d_state, int64_t c0, int64_t c1);
+void slm_mamba_grad_scan_generic(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                                 const float *delta, int64_t ld_d, const float *A, const float *bc,
+                                 int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0, int64_t c1);
+
 typedef struct slm_mamba_grad_scan_args {
-    const float *x, *dt, *bc, *dy, *A, *D, *ckpt;
-    int64_t ld_x, ld_dt, ld_bc, ld_dy, ld_ckpt;
+    const float *x, *delta, *sig, *bc, *dy, *A, *D, *ckpt;
+    int64_t ld_x, ld_d, ld_bc, ld_dy, ld_ckpt;
     float *dx, *ddt, *dA, *dD, *dbc;
     int64_t ld_dx, ld_ddt, ld_dbc;
     int n;
@@ -127,8 +146,16 @@ typedef struct slm_mamba_grad_scan_args {
 
 void slm_mamba_grad_scan_back(const slm_mamba_grad_scan_args *a, int64_t c0, int64_t c1);
 void slm_mamba_grad_scan_back_generic(const slm_mamba_grad_scan_args *a, int64_t c0, int64_t c1);
+
+void slm_mamba_grad_sigmoid(float *out, const float *x, int64_t n);
+void slm_mamba_grad_sigmoid_generic(float *out, const float *x, int64_t n);
+
 #if defined(__x86_64__)
+void slm_mamba_grad_scan_avx2(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                              const float *delta, int64_t ld_d, const float *A, const float *bc,
+                              int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0, int64_t c1);
 void slm_mamba_grad_scan_back_avx2(const slm_mamba_grad_scan_args *a, int64_t c0, int64_t c1);
+void slm_mamba_grad_sigmoid_avx2(float *out, const float *x, int64_t n);
 #endif
 
 #endif

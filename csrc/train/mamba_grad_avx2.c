@@ -1,11 +1,12 @@
-/* AVX2/FMA twin of the scan's backward (slm_mamba_grad_scan_back_generic
- * in mamba_grad.c): a channel's d_state lanes in 8-wide vectors. The
- * chunk's states are recomputed with blocks/mamba_avx2.c's own expression
- * (its exp, s e + B (x δ) in one FMA), so they are the floats the forward
- * scan made on such CPUs; the backward's sums over the lanes (dx, dδ) are
- * summed lane-wise, so results differ from the generic kernel by rounding
- * only (tested in tests/test_mamba_grad.c). d_state a multiple of 8 (the
- * caller checks). */
+/* AVX2/FMA twins of mamba_grad_scan.c's kernels: a channel's d_state
+ * lanes in 8-wide vectors (d_state a multiple of 8, the callers check).
+ *
+ * The forward scan is blocks/mamba_avx2.c's slm_mamba_scan_avx2 with δ
+ * given: its exp, s e + B (x δ) in one FMA, the C dot summed lane-wise, so
+ * the same floats. The backward recomputes a chunk's states with that
+ * expression, so they are the floats the forward made; its sums over the
+ * lanes (dx, dδ) are lane-wise, so it differs from the generic backward by
+ * rounding only (tested in tests/test_mamba_grad.c). */
 #if defined(__x86_64__)
 
 #include <immintrin.h>
@@ -23,11 +24,35 @@ static inline float hsum(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+void slm_mamba_grad_scan_avx2(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                              const float *delta, int64_t ld_d, const float *A, const float *bc,
+                              int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0, int64_t c1)
+{
+    for (int64_t i = c0; i < c1; i++) {
+        float *s = state + i * d_state;
+        const float *a = A + i * d_state;
+        for (int t = 0; t < n; t++) {
+            const float d = delta[t * ld_d + i];
+            const float xi = x[t * ld_x + i];
+            const __m256 vd = _mm256_set1_ps(d), vxd = _mm256_set1_ps(xi * d);
+            const float *B = bc + t * ld_bc, *C = B + d_state;
+            __m256 acc = _mm256_setzero_ps();
+            for (int64_t j = 0; j < d_state; j += 8) {
+                __m256 e = slm_mamba_exp_avx2(_mm256_mul_ps(vd, _mm256_loadu_ps(a + j)));
+                __m256 sj = _mm256_fmadd_ps(_mm256_loadu_ps(s + j), e, _mm256_mul_ps(_mm256_loadu_ps(B + j), vxd));
+                acc = _mm256_fmadd_ps(sj, _mm256_loadu_ps(C + j), acc);
+                _mm256_storeu_ps(s + j, sj);
+            }
+            y[t * ld_y + i] = hsum(acc) + xi * D[i];
+        }
+    }
+}
+
 void slm_mamba_grad_scan_back_avx2(const slm_mamba_grad_scan_args *a, int64_t c0, int64_t c1)
 {
     const int64_t S = a->d_state, K = a->K;
     /* the generic kernel's buffer layout */
-    float *st = a->buf, *ex = st + (K + 1) * S, *ds = ex + K * S, *gA = ds + S, *dl = gA + S, *sg = dl + K;
+    float *st = a->buf, *ex = st + (K + 1) * S, *ds = ex + K * S, *gA = ds + S;
     const int64_t n_chunk = (a->n + K - 1) / K;
     for (int64_t i = c0; i < c1; i++) {
         const float *Ai = a->A + i * S;
@@ -40,12 +65,9 @@ void slm_mamba_grad_scan_back_avx2(const slm_mamba_grad_scan_args *a, int64_t c0
             else memcpy(st, a->ckpt + (c - 1) * a->ld_ckpt + i * S, (size_t)S * sizeof(float));
             for (int64_t l = 0; l < m; l++) {
                 const int64_t t = t0 + l;
-                const float v = a->dt[t * a->ld_dt + i];
-                const float d = v <= 20.0f ? log1pf(expf(v)) : v;
+                const float d = a->delta[t * a->ld_d + i];
                 const __m256 vd = _mm256_set1_ps(d), vxd = _mm256_set1_ps(a->x[t * a->ld_x + i] * d);
                 const float *B = a->bc + t * a->ld_bc;
-                dl[l] = d;
-                sg[l] = v <= 20.0f ? 1.0f / (1.0f + expf(-v)) : 1.0f;
                 for (int64_t j = 0; j < S; j += 8) {
                     const __m256 e = slm_mamba_exp_avx2(_mm256_mul_ps(vd, _mm256_loadu_ps(Ai + j)));
                     _mm256_storeu_ps(ex + l * S + j, e);
@@ -56,7 +78,8 @@ void slm_mamba_grad_scan_back_avx2(const slm_mamba_grad_scan_args *a, int64_t c0
             }
             for (int64_t l = m - 1; l >= 0; l--) {
                 const int64_t t = t0 + l;
-                const float dy = a->dy[t * a->ld_dy + i], xi = a->x[t * a->ld_x + i], d = dl[l];
+                const float dy = a->dy[t * a->ld_dy + i], xi = a->x[t * a->ld_x + i];
+                const float d = a->delta[t * a->ld_d + i];
                 const __m256 vdy = _mm256_set1_ps(dy), vxi = _mm256_set1_ps(xi), vd = _mm256_set1_ps(d),
                              vxd = _mm256_set1_ps(xi * d);
                 const float *B = a->bc + t * a->ld_bc, *C = B + S;
@@ -76,12 +99,24 @@ void slm_mamba_grad_scan_back_avx2(const slm_mamba_grad_scan_args *a, int64_t c0
                     _mm256_storeu_ps(ds + j, _mm256_mul_ps(g, ve));
                 }
                 a->dx[t * a->ld_dx + i] = dy * a->D[i] + hsum(vdx) * d;
-                a->ddt[t * a->ld_ddt + i] = hsum(vdd) * sg[l];
+                a->ddt[t * a->ld_ddt + i] = hsum(vdd) * a->sig[t * a->ld_d + i];
             }
         }
         for (int64_t j = 0; j < S; j++) a->dA[i * S + j] += gA[j];
         a->dD[i] += gD;
     }
+}
+
+/* 1 / (1 + exp(-x)) with the scan's exp */
+void slm_mamba_grad_sigmoid_avx2(float *out, const float *x, int64_t n)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 e = slm_mamba_exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_loadu_ps(x + i)));
+        _mm256_storeu_ps(out + i, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+    }
+    for (; i < n; i++) out[i] = 1.0f / (1.0f + expf(-x[i]));
 }
 
 #endif
