@@ -85,6 +85,7 @@ static const opener openers[] = {
     slm_bind_open_testing,
     slm_bind_open_regex,
     slm_bind_open_mamba,
+    slm_bind_open_mamba_train,
     slm_bind_open_shortconv,
     slm_bind_open_rwkv,
     NULL
