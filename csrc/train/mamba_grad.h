@@ -92,19 +92,21 @@ typedef struct slm_mamba_grad_grads {
 /* Checks the dims (as slm_mamba_shape_check for Mamba-1) and B, T, chunk
  * (B T <= 2^24 rows). */
 slm_status slm_mamba_grad_shape_check(const slm_mamba_grad_shape *s, slm_error *err);
-/* Floats of the saved buffer (layout above); shape checked first. */
+/* Floats of the saved buffer (layout above); 0 for a shape the check refuses. */
 size_t slm_mamba_grad_saved_floats(const slm_mamba_grad_shape *s);
 
-/* h (n, dim) -> out (n, dim), filling saved. out must not alias h. Scratch
- * (n (di + R) floats) is allocated per call. */
+/* h (n, dim) -> out (n, dim), filling saved (neither may overlap h or each
+ * other). Scratch (n di + di (d_conv + S) floats) is allocated per call;
+ * SLM_ENOMEM when it cannot be. */
 slm_status slm_mamba_grad_forward(slm_pool *pool, const slm_mamba_grad_shape *s,
                                   const slm_mamba_grad_params *p, const float *h, float *out,
                                   float *saved, slm_error *err);
 
 /* dout (n, dim) -> dh (n, dim): overwritten when accumulate is 0, added to
- * when 1; every parameter gradient in g is added to. h and saved are the
- * forward's. Scratch (about n (5 di + R + 2 S) + 16 n 2 S floats) is
- * allocated per call. dh must not alias h or dout. */
+ * when 1; every parameter gradient in g is added to. h, p and saved are the
+ * forward's. dh must not overlap h, dout or saved. Scratch (n (5 di + R +
+ * 2 S) + n_blocks n 2 S floats, n_blocks <= 16, and a few rows a thread) is
+ * allocated per call; SLM_ENOMEM when it cannot be. */
 slm_status slm_mamba_grad_backward(slm_pool *pool, const slm_mamba_grad_shape *s,
                                    const slm_mamba_grad_params *p, const slm_mamba_grad_grads *g,
                                    const float *h, const float *dout, float *dh, int accumulate,
