@@ -1,7 +1,8 @@
 /* AVX2/FMA twins of sdpa.c's row kernels (same formulas; exp by exp_ps of
  * simd_avx2.h, within 2 ulp of expf; the softmax's sum in eight float
  * lanes instead of one double), tested against the generic ones in
- * tests/test_sdpa.c. A row has n entries, [a, b) visible. */
+ * tests/test_sdpa.c. A row has n entries, [a, b) visible; the last
+ * (b - a) % 8 visible entries go through masked loads and stores. */
 #if defined(__x86_64__)
 
 #include <immintrin.h>
@@ -26,30 +27,40 @@ static float hmax_ps(__m256 v)
     return _mm_cvtss_f32(m);
 }
 
+/* lanes 0..r-1 set (0 < r < 8): the tail of a row, loaded and stored with
+ * masks instead of a scalar loop (rows of every length occur) */
+static __m256i tail_mask(int r)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 float slm_sdpa_softmax_row_avx2(float *s, int n, int a, int b)
 {
     float *x = s + a;
-    const int m = b - a;
-    int j = 0;
-    __m256 vmx = _mm256_set1_ps(-INFINITY);
-    for (; j + 8 <= m; j += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(x + j));
-    float mx = hmax_ps(vmx);
-    for (; j < m; j++) mx = x[j] > mx ? x[j] : mx;
+    const int m = b - a, r = m & 7, full = m - r;
+    const __m256i mask = tail_mask(r);
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    __m256 vmx = ninf;
+    for (int j = 0; j < full; j += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(x + j));
+    /* masked lanes read as -inf: they take no part in the max and exp to 0 */
+    const __m256 tail = r ? _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + full, mask),
+                                             _mm256_castsi256_ps(mask))
+                          : ninf;
+    vmx = _mm256_max_ps(vmx, tail);
+    const float mx = hmax_ps(vmx);
     const __m256 vm = _mm256_set1_ps(mx);
     __m256 acc = _mm256_setzero_ps();
-    for (j = 0; j + 8 <= m; j += 8) {
+    for (int j = 0; j < full; j += 8) {
         __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), vm));
         _mm256_storeu_ps(x + j, e);
         acc = _mm256_add_ps(acc, e);
     }
-    float sum = hsum_ps(acc);
-    for (; j < m; j++) {
-        x[j] = expf(x[j] - mx);
-        sum += x[j];
-    }
+    const __m256 et = exp_ps(_mm256_sub_ps(tail, vm));
+    acc = _mm256_add_ps(acc, et);
+    const float sum = hsum_ps(acc);
     const __m256 inv = _mm256_set1_ps(1.0f / sum);
-    for (j = 0; j + 8 <= m; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), inv));
-    for (; j < m; j++) x[j] *= 1.0f / sum;
+    for (int j = 0; j < full; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), inv));
+    if (r) _mm256_maskstore_ps(x + full, mask, _mm256_mul_ps(et, inv));
     zero_outside(s, n, a, b);
     return mx + logf(sum);
 }
@@ -57,12 +68,15 @@ float slm_sdpa_softmax_row_avx2(float *s, int n, int a, int b)
 void slm_sdpa_probs_row_avx2(float *s, int n, int a, int b, float lse)
 {
     float *x = s + a;
-    const int m = b - a;
+    const int m = b - a, r = m & 7, full = m - r;
     const __m256 vl = _mm256_set1_ps(lse);
-    int j = 0;
-    for (; j + 8 <= m; j += 8)
+    for (int j = 0; j < full; j += 8)
         _mm256_storeu_ps(x + j, exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), vl)));
-    for (; j < m; j++) x[j] = expf(x[j] - lse);
+    if (r) {
+        const __m256i mask = tail_mask(r);
+        _mm256_maskstore_ps(x + full, mask,
+                            exp_ps(_mm256_sub_ps(_mm256_maskload_ps(x + full, mask), vl)));
+    }
     zero_outside(s, n, a, b);
 }
 
@@ -70,13 +84,17 @@ void slm_sdpa_dscore_row_avx2(float *ds, const float *p, int n, int a, int b, fl
 {
     float *x = ds + a;
     const float *y = p + a;
-    const int m = b - a;
+    const int m = b - a, r = m & 7, full = m - r;
     const __m256 vd = _mm256_set1_ps(delta);
-    int j = 0;
-    for (; j + 8 <= m; j += 8)
+    for (int j = 0; j < full; j += 8)
         _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(y + j),
                                               _mm256_sub_ps(_mm256_loadu_ps(x + j), vd)));
-    for (; j < m; j++) x[j] = y[j] * (x[j] - delta);
+    if (r) {
+        const __m256i mask = tail_mask(r);
+        _mm256_maskstore_ps(x + full, mask,
+                            _mm256_mul_ps(_mm256_maskload_ps(y + full, mask),
+                                          _mm256_sub_ps(_mm256_maskload_ps(x + full, mask), vd)));
+    }
     zero_outside(ds, n, a, b);
 }
 
