@@ -495,6 +495,12 @@ static void test_checks(void)
     CHECK(slm_sdpa_forward(NULL, &s, x, x, x, x, x, &err) == SLM_EINVAL &&
               slm_sdpa_backward(NULL, &s, x, x, x, x, x, x, x, x, x, 0, &err) == SLM_EINVAL,
           "forward/backward accept a bad shape");
+    /* the pool is required */
+    const slm_sdpa_shape one = {1, 1, 1, 1, 4, 0.5f, 0, 0, 0};
+    float y[4], sv[4];
+    CHECK(slm_sdpa_forward(NULL, &one, x, x, x, y, sv, &err) == SLM_EINVAL &&
+              strcmp(err.msg, "no pool for scratch memory") == 0,
+          "forward without a pool: %s", err.msg);
 }
 
 /* --- bench ------------------------------------------------------------------------- */

@@ -216,12 +216,15 @@ static void forward_task(void *arg, int ith, int nth)
 static slm_status prepare(sdpa_ctx *c, slm_pool *pool, int64_t tasks, size_t per_thread,
                           int *nth, slm_error *err)
 {
+    slm_error local;
+    if (!err) err = &local;
     blas_single_thread_once();
     *nth = slm_pool_size(pool);
     if (*nth > tasks) *nth = (int)tasks;
     c->stride = (per_thread + 15) & ~(size_t)15;
-    c->scratch = slm_pool_scratch(pool, (size_t)*nth * c->stride * sizeof(float) + 64, err);
-    return c->scratch ? SLM_OK : SLM_ENOMEM;
+    /* SLM_EINVAL without a pool, SLM_ENOMEM when it cannot grow */
+    c->scratch = slm_pool_scratch(pool, (size_t)*nth * c->stride * sizeof(float), err);
+    return c->scratch ? SLM_OK : err->code;
 }
 
 static void init_ctx(sdpa_ctx *c, const slm_sdpa_shape *sh, const float *saved)

@@ -77,8 +77,9 @@ int slm_sdpa_keep_probs_fits(const slm_sdpa_shape *sh, size_t budget);
 size_t slm_sdpa_saved_bytes(const slm_sdpa_shape *sh);
 
 /* o = attention(q, k, v); fills saved. All buffers contiguous f32 of the
- * sizes above; o must not alias q, k or v. SLM_ENOMEM when the pool's
- * scratch cannot grow, SLM_EINVAL for a bad shape. */
+ * sizes above; o must not alias q, k or v. pool is required (its scratch
+ * holds the score blocks): SLM_EINVAL without one or for a bad shape,
+ * SLM_ENOMEM when the scratch cannot grow. */
 slm_status slm_sdpa_forward(slm_pool *pool, const slm_sdpa_shape *sh, const float *q,
                             const float *k, const float *v, float *o, float *saved,
                             slm_error *err);
