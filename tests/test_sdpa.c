@@ -524,9 +524,12 @@ static void bench(void)
     const size_t nq = (size_t)c.B * c.T * c.H * c.D, nk = (size_t)c.B * c.T * c.HKV * c.D;
     float *q = frand(nq, 1), *k = frand(nk, 1), *v = frand(nk, 1), *dO = frand(nq, 1);
     float *o = malloc(nq * 4), *dq = malloc(nq * 4), *dk = malloc(nk * 4), *dv = malloc(nk * 4);
-    for (int threads = 1; threads <= 2; threads++) {
+    /* passes 0, 1: 1 and 2 threads; pass 2: the generic row kernels, 1 thread */
+    for (int pass = 0; pass < 3; pass++) {
+        const int threads = pass == 1 ? 2 : 1, generic = pass == 2;
         slm_error err = {0};
         slm_pool *pool = slm_pool_new(threads, &err);
+        slm_kernels_force_generic(generic);
         for (int keep = 0; keep <= 1; keep++) {
             const slm_sdpa_shape sh = shape_of(&c, keep);
             float *saved = malloc(slm_sdpa_saved_bytes(&sh));
@@ -542,12 +545,13 @@ static void bench(void)
             }
             qsort(tf, N, sizeof *tf, cmp_double);
             qsort(tb, N, sizeof *tb, cmp_double);
-            printf("B=12 T=64 H=HKV=4 D=32, %d thread%s, %s: forward %.3f ms, backward %.3f ms "
+            printf("B=12 T=64 H=HKV=4 D=32, %d thread%s, %s%s: forward %.3f ms, backward %.3f ms "
                    "(medians of %d)\n",
                    threads, threads > 1 ? "s" : "", keep ? "keep P" : "lse only",
-                   tf[N / 2] * 1e3, tb[N / 2] * 1e3, N);
+                   generic ? ", generic rows" : "", tf[N / 2] * 1e3, tb[N / 2] * 1e3, N);
             free(saved);
         }
+        slm_kernels_force_generic(0);
         slm_pool_free(pool);
     }
     free(q), free(k), free(v), free(dO), free(o), free(dq), free(dk), free(dv);
