@@ -124,7 +124,10 @@ function mamba.build(src, hp)
       args.A = f32(p .. "ssm_a", di, ds)
       args.D = f32(p .. "ssm_d", di)
     end
-    m.layers[l] = { norm = f32(p .. "attn_norm.weight", hp.dim), mixer = mamba_c.block(args) }
+    local mixer = mamba_c.block(args)
+    -- a model loaded for training keeps how the block was made (slm.train)
+    if src.train_blocks then src.train_blocks[mixer] = { make = mamba_c.block, args = args, prefix = p } end
+    m.layers[l] = { norm = f32(p .. "attn_norm.weight", hp.dim), mixer = mixer }
   end
   return m
 end
@@ -142,6 +145,7 @@ end
 -- the logits of the last one in s.logits. s.x, s.h, s.y are (n_batch, dim).
 function mamba.forward(m, s, ids, first, n)
   local hp, x, h, y = m.hp, s.x, s.h, s.y
+  local blocks, head = s.blocks or blocks, s.head or head   -- a training session's recording ops (slm.train)
   -- position 0 starts from the zero state (also after sess:reset())
   if s.n_past == 0 then s.state:clear() end
   blocks.embed(x, m.tok_embd, ids, first, n)

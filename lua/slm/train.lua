@@ -29,13 +29,14 @@ local M = {}
 -- init ------------------------------------------------------------------------
 
 local INIT_OPTS = options.known { "arch", "vocab", "dim", "layers", "heads", "kv_heads", "ff", "ctx", "tied",
-                                  "seed", "rope_base", "eps", "std", "name", "tokenizer" }
+                                  "seed", "rope_base", "eps", "std", "name", "tokenizer", "d_inner", "d_state",
+                                  "d_conv", "dt_rank" }
 
 local function need_int(o, key, min, default)
   local v = o[key]
   if v == nil then v = default end
-  if v == nil then options.fail("init", key, "a positive integer", nil, 3) end
-  if math.type(v) ~= "integer" or v < min then options.fail("init", key, "an integer >= " .. min, v, 3) end
+  if v == nil then options.fail("init", key, "a positive integer", nil, 4) end
+  if math.type(v) ~= "integer" or v < min then options.fail("init", key, "an integer >= " .. min, v, 4) end
   return v
 end
 
@@ -69,76 +70,152 @@ local function memory_source(arch, meta_pairs, tensors)
   }
 end
 
---- init{arch = "llama", vocab =, dim =, layers =, heads =, kv_heads = heads,
--- ff =, ctx =, tied = false, seed = 1, rope_base = 10000, eps = 1e-5,
--- std = 0.02, tokenizer =} -> a model ready to train: weights normal(0,
--- std) (attn_output and ffn_down further divided by sqrt(2 layers), as
--- GPT-2 and the fixtures' reference initialize them), norms 1, f32.
+local u32 = function(v) return { type = "u32", value = v } end
+local f32 = function(v) return { type = "f32", value = v } end
+
+-- Weight makers of one init call: normal(std / div), uniform, constant
+-- rows, each tensor from its own seed (seed, k)
+local function makers(seed, std)
+  local randn, rand = core.testing.randn, core.testing.rand
+  local tensors, k = {}, 0
+  local W = { list = tensors }
+  local function add(name, t) tensors[#tensors + 1] = { name = name, tensor = t } end
+  function W.normal(name, rows, cols, div)
+    k = k + 1
+    add(name, randn({ rows, cols }, seed * 1000003 + k, std / (div or 1)))
+  end
+  function W.uniform(name, shape, lo, hi)
+    k = k + 1
+    add(name, rand(shape, seed * 1000003 + k, lo, hi))
+  end
+  function W.values(name, shape, fn)   -- fn(i) for the i-th element (1-based)
+    local n = 1
+    for _, d in ipairs(shape) do n = n * d end
+    local v = {}
+    for i = 1, n do v[i] = fn(i) end
+    add(name, tensor.new(v):reshape(shape))
+  end
+  function W.const(name, n, c) W.values(name, { n }, function() return c end) end
+  function W.add(name, t) add(name, t) end
+  return W
+end
+
+local ARCHS = {}
+
+-- llama: the fixtures' reference init (train-tiny-README.md)
+function ARCHS.llama(o, V, E, L, ctx, W)
+  local H = need_int(o, "heads", 1)
+  local HKV = need_int(o, "kv_heads", 1, H)
+  local F = need_int(o, "ff", 1)
+  if E % H ~= 0 then options.fail("init", "heads", "a divisor of dim " .. E, H, 4) end
+  if H % HKV ~= 0 then options.fail("init", "kv_heads", "a divisor of heads " .. H, HKV, 4) end
+  local D = E // H
+  if D % 2 ~= 0 then options.fail("init", "heads", "a count giving an even head size (dim / heads)", H, 4) end
+  local resid = math.sqrt(2 * L)
+  W.normal("token_embd.weight", V, E)
+  W.const("output_norm.weight", E, 1)
+  if not o.tied then W.normal("output.weight", V, E) end
+  for l = 0, L - 1 do
+    local p = "blk." .. l .. "."
+    W.const(p .. "attn_norm.weight", E, 1)
+    W.normal(p .. "attn_q.weight", H * D, E)
+    W.normal(p .. "attn_k.weight", HKV * D, E)
+    W.normal(p .. "attn_v.weight", HKV * D, E)
+    W.normal(p .. "attn_output.weight", E, H * D, resid)
+    W.const(p .. "ffn_norm.weight", E, 1)
+    W.normal(p .. "ffn_gate.weight", F, E)
+    W.normal(p .. "ffn_up.weight", F, E)
+    W.normal(p .. "ffn_down.weight", E, F, resid)
+  end
+  return {
+    { "llama.context_length", u32(ctx) },
+    { "llama.embedding_length", u32(E) },
+    { "llama.block_count", u32(L) },
+    { "llama.feed_forward_length", u32(F) },
+    { "llama.attention.head_count", u32(H) },
+    { "llama.attention.head_count_kv", u32(HKV) },
+    { "llama.rope.dimension_count", u32(D) },
+    { "llama.rope.freq_base", f32(o.rope_base or 10000.0) },
+    { "llama.attention.layer_norm_rms_epsilon", f32(o.eps or 1e-5) },
+    { "llama.vocab_size", u32(V) },
+  }
+end
+
+-- mamba (Mamba-1): the reference code's init (mamba_simple.py): A = -(1..N)
+-- per channel, D = 1, dt's bias the inverse softplus of dt drawn
+-- log-uniform in [1e-3, 0.1], conv and dt_proj uniform in ±1/sqrt(fan in),
+-- projections normal(0, std), out_proj divided by sqrt(2 layers)
+function ARCHS.mamba(o, V, E, L, ctx, W, seed)
+  local DI = need_int(o, "d_inner", 1, 2 * E)
+  local DS = need_int(o, "d_state", 1, 16)
+  local DC = need_int(o, "d_conv", 1, 4)
+  local DR = need_int(o, "dt_rank", 1, (E + 15) // 16)
+  local resid = math.sqrt(2 * L)
+  W.normal("token_embd.weight", V, E)
+  W.const("output_norm.weight", E, 1)
+  if not o.tied then W.normal("output.weight", V, E) end
+  local lo, hi = math.log(1e-3), math.log(0.1)
+  for l = 0, L - 1 do
+    local p = "blk." .. l .. "."
+    W.const(p .. "attn_norm.weight", E, 1)
+    W.normal(p .. "ssm_in.weight", 2 * DI, E)
+    local c = 1 / math.sqrt(DC)
+    W.uniform(p .. "ssm_conv1d.weight", { DI, DC }, -c, c)
+    W.uniform(p .. "ssm_conv1d.bias", { DI }, -c, c)
+    W.normal(p .. "ssm_x.weight", DR + 2 * DS, DI)
+    local r = 1 / math.sqrt(DR)
+    W.uniform(p .. "ssm_dt.weight", { DI, DR }, -r, r)
+    local u = core.testing.rand({ DI }, seed * 7919 + l, 0, 1)
+    W.values(p .. "ssm_dt.bias", { DI }, function(i)
+      local dt = math.max(math.exp(lo + u:get(i) * (hi - lo)), 1e-4)
+      return dt + math.log(-(math.exp(-dt) - 1))    -- softplus^-1(dt)
+    end)
+    W.values(p .. "ssm_a", { DI, DS }, function(i) return -(((i - 1) % DS) + 1) end)
+    W.const(p .. "ssm_d", DI, 1)
+    W.normal(p .. "ssm_out.weight", E, DI, resid)
+  end
+  return {
+    { "mamba.context_length", u32(ctx) },
+    { "mamba.embedding_length", u32(E) },
+    { "mamba.block_count", u32(L) },
+    { "mamba.ssm.conv_kernel", u32(DC) },
+    { "mamba.ssm.inner_size", u32(DI) },
+    { "mamba.ssm.state_size", u32(DS) },
+    { "mamba.ssm.time_step_rank", u32(DR) },
+    { "mamba.attention.layer_norm_rms_epsilon", f32(o.eps or 1e-5) },
+    { "mamba.vocab_size", u32(V) },
+  }
+end
+
+--- init{arch = "llama" | "mamba", vocab =, dim =, layers =, ctx =, tied =
+-- false, seed = 1, std = 0.02, eps = 1e-5, tokenizer =, ...} -> a model
+-- ready to train, its weights f32 in memory:
+--   llama: heads =, kv_heads = heads, ff =, rope_base = 10000. Weights
+--     normal(0, std), attn_output and ffn_down further divided by
+--     sqrt(2 layers) (GPT-2's rule, the fixtures' reference), norms 1.
+--   mamba: d_inner = 2 dim, d_state = 16, d_conv = 4, dt_rank =
+--     ceil(dim / 16); Mamba-1's reference init.
 function M.init(o)
   o = options.check("init", o, INIT_OPTS)
   local arch = o.arch or "llama"
-  if arch ~= "llama" then
-    options.fail("init", "arch", '"llama" (mamba and rwkv7 students are not trainable yet)', arch)
+  if not ARCHS[arch] then
+    options.fail("init", "arch", '"llama" or "mamba" (rwkv7 students are not trainable yet)', arch)
   end
   local V, E, L = need_int(o, "vocab", 2), need_int(o, "dim", 2), need_int(o, "layers", 1)
-  local H = need_int(o, "heads", 1)
-  local HKV = need_int(o, "kv_heads", 1, H)
-  local F, ctx = need_int(o, "ff", 1), need_int(o, "ctx", 1)
+  local ctx = need_int(o, "ctx", 1)
   local seed = need_int(o, "seed", 0, 1)
-  if E % H ~= 0 then options.fail("init", "heads", "a divisor of dim " .. E, H) end
-  if H % HKV ~= 0 then options.fail("init", "kv_heads", "a divisor of heads " .. H, HKV) end
-  local D = E // H
-  if D % 2 ~= 0 then options.fail("init", "heads", "a count giving an even head size (dim / heads)", H) end
   if not options.is_bool(o.tied) then options.fail("init", "tied", "a boolean", o.tied) end
   local std = o.std or 0.02
   if type(std) ~= "number" or std <= 0 then options.fail("init", "std", "a positive number", std) end
-  local randn = core.testing.randn
-  local tensors, k = {}, 0
-  local function add(name, t) tensors[#tensors + 1] = { name = name, tensor = t } end
-  local function normal(name, rows, cols, div)
-    k = k + 1
-    local t = randn({ rows, cols }, seed * 1000003 + k, std / (div or 1))
-    add(name, t)
-  end
-  local function ones(name, n)
-    local one = {}
-    for i = 1, n do one[i] = 1 end
-    add(name, tensor.new(one))
-  end
-  local resid = math.sqrt(2 * L)
-  normal("token_embd.weight", V, E)
-  ones("output_norm.weight", E)
-  if not o.tied then normal("output.weight", V, E) end
-  for l = 0, L - 1 do
-    local p = "blk." .. l .. "."
-    ones(p .. "attn_norm.weight", E)
-    normal(p .. "attn_q.weight", H * D, E)
-    normal(p .. "attn_k.weight", HKV * D, E)
-    normal(p .. "attn_v.weight", HKV * D, E)
-    normal(p .. "attn_output.weight", E, H * D, resid)
-    ones(p .. "ffn_norm.weight", E)
-    normal(p .. "ffn_gate.weight", F, E)
-    normal(p .. "ffn_up.weight", F, E)
-    normal(p .. "ffn_down.weight", E, F, resid)
-  end
-  local u32 = function(v) return { type = "u32", value = v } end
-  local f32 = function(v) return { type = "f32", value = v } end
+  local W = makers(seed, std)
+  local arch_meta = ARCHS[arch](o, V, E, L, ctx, W, seed)
   local meta = {
     { "general.architecture", arch },
     { "general.name", o.name or "slm-trained" },
     { "general.file_type", u32(0) },
-    { arch .. ".context_length", u32(ctx) },
-    { arch .. ".embedding_length", u32(E) },
-    { arch .. ".block_count", u32(L) },
-    { arch .. ".feed_forward_length", u32(F) },
-    { arch .. ".attention.head_count", u32(H) },
-    { arch .. ".attention.head_count_kv", u32(HKV) },
-    { arch .. ".rope.dimension_count", u32(D) },
-    { arch .. ".rope.freq_base", f32(o.rope_base or 10000.0) },
-    { arch .. ".attention.layer_norm_rms_epsilon", f32(o.eps or 1e-5) },
-    { arch .. ".vocab_size", u32(V) },
   }
-  local model, err = require("slm.model").from_source(memory_source(arch, meta, tensors), { train = true })
+  for _, kv in ipairs(arch_meta) do meta[#meta + 1] = kv end
+  local model, err = require("slm.model").from_source(memory_source(arch, meta, W.list), { train = true })
   if not model then error(err, 2) end
   if o.tokenizer ~= nil then
     if #o.tokenizer ~= V then
@@ -160,7 +237,11 @@ local TRAINER_OPTS = options.known { "lr", "betas", "eps", "weight_decay", "clip
 --- The default weight-decay rule: none on 1-D tensors (norms, biases) and
 -- on the token embedding.
 function M.decays(name, t)
-  return t:dim() >= 2 and name ~= "token_embd.weight"
+  if t:dim() < 2 or name == "token_embd.weight" then return false end
+  -- Mamba's A (stored as -exp(A_log)) and D are not decayed (the paper's
+  -- code marks them _no_weight_decay)
+  if name:match("%.ssm_a$") or name:match("%.ssm_d$") then return false end
+  return true
 end
 
 local function num(o, key, default, ok, expected)
@@ -293,19 +374,21 @@ function Trainer:session(B, T)
   local layers = {}
   for l, L in ipairs(net.layers) do
     local view = setmetatable({}, { __index = L })
-    for _, field in ipairs { "attn", "attn_long", "ffn", "moe" } do
+    for _, field in ipairs { "attn", "attn_long", "ffn", "moe", "mixer" } do
       local b = L[field]
       if b then
         local made = blocks_made[b]
         if not made then error("train: layer " .. (l - 1) .. "'s " .. field .. " was not made by the loader", 2) end
         if made.make == cb.attention then view[field] = tapelib.attention(tape, s, made.args)
         elseif made.make == cb.ffn then view[field] = tapelib.ffn(tape, s, made.args)
+        elseif made.make == core.mamba.block then view[field] = tapelib.mamba(tape, s, made.args)
         else error("train: layer " .. (l - 1) .. "'s " .. field .. " block has no backward yet", 2) end
       end
     end
     layers[l] = view
   end
   s.net = setmetatable({ layers = layers, hooks = false }, { __index = net })
+  s.state = { clear = function() end }   -- recurrent models clear theirs at position 0
   self.sess = s
   return s
 end

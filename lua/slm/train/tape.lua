@@ -304,4 +304,35 @@ function M.ffn(tape, s, args)
   return A
 end
 
+--- mamba(tape, s, args) -> the Mamba-1 mixer's twin (slm.core.train
+-- mamba_forward/backward: the selective scan over each of the s.B
+-- sequences from a zero state, states checkpointed every 64 tokens and
+-- recomputed in the backward; csrc/train/mamba_grad.h).
+function M.mamba(tape, s, args)
+  if args.version ~= 1 then error("train: Mamba-2 mixers have no backward yet", 2) end
+  if args.dt_b_c_rms then error("train: Falcon-Mamba's dt/B/C RMS norms have no backward yet", 2) end
+  local w = { ssm_in = args.ssm_in, ssm_conv1d = args.conv_w, ssm_conv1d_b = args.conv_b, ssm_x = args.ssm_x,
+              ssm_dt = args.ssm_dt, ssm_dt_b = args.dt_b, ssm_a = args.A, ssm_d = args.D, ssm_out = args.ssm_out }
+  local g = {}
+  for k, t in pairs(w) do
+    g[k] = tape:param_grad(t)
+    if not g[k] then error("train: the mixer's " .. k .. " is not a trained parameter", 2) end
+  end
+  local A = {}
+  function A.forward(_, y, h, _, _, n)
+    whole(h, 1, n, "mamba")
+    local opts = { B = s.B, T = s.T, d_inner = args.d_inner, d_state = args.d_state, d_conv = args.d_conv,
+                   dt_rank = args.dt_rank }
+    local hin = tape:save(h)
+    local saved = tape:buf(1, math.max(1, (K.mamba_saved_bytes(opts) + 3) // 4))
+    K.mamba_forward(w, hin, y, opts, saved)
+    tape:push(function()
+      local gy = tape:grad(y)
+      K.mamba_backward(w, g, hin, gy, tape:grad(h), opts, saved, true)
+      zero(gy)
+    end)
+  end
+  return A
+end
+
 return M
