@@ -7,7 +7,8 @@
  *    blocks (csrc/blocks/rwkv*.c) run on each sequence from a fresh state;
  *  - central finite differences of that double forward, of
  *    L = sum(out * R) (+ sum(v_first * Rv) for the first layer), for every
- *    entry of every parameter, of the input and of v_first (2 heads of 8,
+ *    entry of every parameter, of the input and of v_first (2 heads of 8
+ *    for the AVX2 kernels, of 6 for the portable ones,
  *    ranks 4, B = 2 sequences of T = 5 tokens, checkpoints every 2 tokens);
  *  - accumulation rules, checkpoint spacings (the same gradients bit for
  *    bit), 1, 2 and 3 threads (bit for bit), the AVX2 step backward against
@@ -350,9 +351,10 @@ static double fd_check(const loss_ctx *L, double *v, size_t len, const float *g)
 
 /* one layer (first or not) on the small shape: forward vs the reference,
  * backward vs FD of everything */
-static void test_tmix_fd(int first)
+static void test_tmix_fd(int first, int N)
 {
-    enum { B = 2, T = 5, D = 16, N = 8, R = 4 };
+    enum { B = 2, T = 5, R = 4 };
+    const int D = 2 * N;
     const size_t n = (size_t)B * T * D;
     tmx m;
     tm_init(&m, B, T, D, N, R, first, 2);
@@ -368,7 +370,8 @@ static void test_tmix_fd(int first)
     CHECK(slm_rwkv7_tmix_forward(pool, &m.s, &p, x, out, vf, saved, &err) == SLM_OK, "tmix forward: %s", err.msg);
     ref_tmix(&m, xd, vfd, want);
     double e = rel_err(out, want, n);
-    printf("tmix (%s layer) forward vs double reference: rel err %.2e\n", first ? "first" : "later", e);
+    printf("tmix (%s layer, heads of %d) forward vs double reference: rel err %.2e\n", first ? "first" : "later",
+           N, e);
     CHECK(e < 1e-5, "tmix forward vs reference: %g", e);
     if (first) {
         e = rel_err(vf, vfd, n);
@@ -395,8 +398,8 @@ static void test_tmix_fd(int first)
         CHECK(e < FD_TOL, "tmix dv_first vs FD: rel err %g", e);
         if (e > worst) worst = e, wname = "v_first";
     }
-    printf("tmix (%s layer) backward vs FD of the double reference, %d tensors + x%s: worst rel err %.2e (%s)\n",
-           first ? "first" : "later", first ? 18 : 21, first ? "" : " + v_first", worst, wname);
+    printf("tmix (%s layer, heads of %d) backward vs FD of the double reference, %d tensors + x%s: worst rel err "
+           "%.2e (%s)\n", first ? "first" : "later", N, first ? 18 : 21, first ? "" : " + v_first", worst, wname);
 
     /* accumulate: dx += (dx preset to 1); parameter gradients add up */
     float *g1 = xcalloc(m.len[P_WO], 4), *dx2 = xcalloc(n, 4), *dvf2 = xcalloc(n, 4);
@@ -767,26 +770,35 @@ static void bench(void)
     for (int th = 1; th <= 2; th++) {
         slm_pool *pool = pool_of(th);
         slm_error err = {0};
-        double best = 1e30, bf = 0, bb = 0;
+        double best = 1e30, bf = 0, bb = 0, part[4] = {1e30, 1e30, 1e30, 1e30};
         for (int rep = 0; rep < 5; rep++) {
-            double t0 = now();
+            double t0 = now(), acc[4] = {0};
             for (int l = 0; l < L; l++) {   /* the blocks only (no norms or residual) */
                 slm_rwkv7_tmix_params p = as_params(m[l].f);
                 slm_rwkv7_cmix_params cp = cm_params(c[l].f);
+                double a = now();
                 slm_rwkv7_tmix_forward(pool, &m[l].s, &p, x, out, vf, tsaved[l], &err);
+                double b = now();
                 slm_rwkv7_cmix_forward(pool, &c[l].s, &cp, x, out, csaved[l], &err);
+                acc[0] += b - a, acc[1] += now() - b;
             }
             double t1 = now();
             memset(dvf, 0, n * 4);
             for (int l = L - 1; l >= 0; l--) {
                 slm_rwkv7_tmix_params p = as_params(m[l].f), g = as_params(m[l].g);
                 slm_rwkv7_cmix_params cp = cm_params(c[l].f), cg = cm_params(c[l].g);
+                double a = now();
                 slm_rwkv7_cmix_backward(pool, &c[l].s, &cp, &cg, csaved[l], Rf, dx, 0, &err);
+                double b = now();
                 slm_rwkv7_tmix_backward(pool, &m[l].s, &p, &g, tsaved[l], Rf, dx, dvf, 1, &err);
+                acc[3] += b - a, acc[2] += now() - b;
             }
             double t2 = now();
             if (t2 - t0 < best) best = t2 - t0, bf = t1 - t0, bb = t2 - t1;
+            for (int i = 0; i < 4; i++) part[i] = fmin(part[i], acc[i]);
         }
+        printf("bench: %d thread%s: (best of 5) time mix forward %.1f ms, backward %.1f ms; channel mix forward %.1f ms, "
+               "backward %.1f ms\n", th, th > 1 ? "s" : "", part[0] * 1e3, part[2] * 1e3, part[1] * 1e3, part[3] * 1e3);
         printf("bench: %d thread%s: forward %.1f ms + backward %.1f ms = %.1f ms per batch (%.0f tokens/s)\n", th,
                th > 1 ? "s" : "", bf * 1e3, bb * 1e3, best * 1e3, B * T / best);
         slm_pool_free(pool);
@@ -802,8 +814,12 @@ static void bench(void)
 
 int main(void)
 {
-    test_tmix_fd(1);
-    test_tmix_fd(0);
+    /* heads of 8 take the AVX2 recurrence kernels where the CPU has them,
+     * heads of 6 the portable ones */
+    test_tmix_fd(1, 8);
+    test_tmix_fd(0, 8);
+    test_tmix_fd(1, 6);
+    test_tmix_fd(0, 6);
     test_cmix_fd();
     test_vs_inference();
     test_determinism();

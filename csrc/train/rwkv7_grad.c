@@ -5,8 +5,8 @@
  * backward, group norm, bonus, gate) are in rwkv7_heads.c.
  *
  * Products follow the weights' (out, in) layout: y = x W^T, dx = dy W,
- * dW += dy^T x. Each backward allocates its temporaries once per call
- * (about 20 rows of dim per token for the time mix) and frees them. */
+ * dW += dy^T x. The temporaries of a call (about 20 floats per token and
+ * channel for the time mix's backward) are the pool's scratch buffer. */
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
@@ -235,10 +235,11 @@ static void linear_back(slm_pool *pool, const float *dy, const float *x, const f
 
 /* --- token-shift mixes ------------------------------------------------------ */
 
-/* x_i = x + (x[t-1] - x) m_i for n_mix mixing vectors m (n_mix, dim), and
+/* x_i = x + (x[t-1] - x) m_i for n_mix mixing vectors m (n_mix, dim)
+ * (written as the inference blocks do: sx m_i + x, sx = x[t-1] - x), and
  * its backward: dm_i += sum_rows dx_i sx; dx = sum_i dx_i (1 - m_i) at t
- * plus dx_i m_i from t + 1. The threads split the channels (each sum over
- * rows in order on one thread). */
+ * plus dx_i m_i from t + 1. The threads split the channels, so that each
+ * dm_i sum runs over the rows in order on one thread. */
 typedef struct mix_job {
     int n_seq, n_tok, n_mix;
     int64_t dim;
@@ -249,31 +250,45 @@ typedef struct mix_job {
     int accumulate;
 } mix_job;
 
-static void mix_run(void *ctx, int ith, int nth)
+static void mix_fwd_run(void *ctx, int ith, int nth)
+{
+    const mix_job *j = ctx;
+    const int64_t D = j->dim, c0 = D * ith / nth, c1 = D * (ith + 1) / nth;
+    for (int b = 0; b < j->n_seq; b++)
+        for (int t = 0; t < j->n_tok; t++) {
+            const size_t o = ((size_t)b * (size_t)j->n_tok + (size_t)t) * (size_t)D;
+            const float *xt = j->x + o;
+            for (int i = 0; i < j->n_mix; i++) {
+                const float *m = j->m + (size_t)i * (size_t)D;
+                float *y = j->xs[i] + o;
+                if (t == 0)
+                    for (int64_t c = c0; c < c1; c++) y[c] = (0.0f - xt[c]) * m[c] + xt[c];
+                else
+                    for (int64_t c = c0; c < c1; c++) y[c] = (xt[c - D] - xt[c]) * m[c] + xt[c];
+            }
+        }
+}
+
+static void mix_bwd_run(void *ctx, int ith, int nth)
 {
     const mix_job *j = ctx;
     const int64_t D = j->dim, c0 = D * ith / nth, c1 = D * (ith + 1) / nth;
     const int T = j->n_tok;
     for (int b = 0; b < j->n_seq; b++)
         for (int t = 0; t < T; t++) {
-            const size_t row = (size_t)b * (size_t)T + (size_t)t, o = row * (size_t)D;
-            const float *xt = j->x + o, *pv = t ? xt - D : NULL;
-            for (int64_t c = c0; c < c1; c++) {
-                const float sx = (pv ? pv[c] : 0.0f) - xt[c];
-                if (j->xs) {
-                    for (int i = 0; i < j->n_mix; i++)
-                        j->xs[i][o + (size_t)c] = sx * j->m[(size_t)i * (size_t)D + (size_t)c] + xt[c];
-                    continue;
-                }
-                float d = 0;
-                for (int i = 0; i < j->n_mix; i++) {
-                    const float mi = j->m[(size_t)i * (size_t)D + (size_t)c];
-                    const float g = j->dxs[i][o + (size_t)c];
-                    if (j->dm) j->dm[(size_t)i * (size_t)D + (size_t)c] += g * sx;
-                    d += g * (1.0f - mi);
-                    if (t + 1 < T) d += j->dxs[i][o + (size_t)D + (size_t)c] * mi;
-                }
-                j->dx[o + (size_t)c] = j->accumulate ? j->dx[o + (size_t)c] + d : d;
+            const size_t o = ((size_t)b * (size_t)T + (size_t)t) * (size_t)D;
+            const float *xt = j->x + o;
+            float *dx = j->dx + o;
+            if (!j->accumulate)
+                for (int64_t c = c0; c < c1; c++) dx[c] = 0;
+            for (int i = 0; i < j->n_mix; i++) {
+                const float *m = j->m + (size_t)i * (size_t)D, *g = j->dxs[i] + o;
+                float *dm = j->dm ? j->dm + (size_t)i * (size_t)D : NULL;
+                if (dm)
+                    for (int64_t c = c0; c < c1; c++) dm[c] += g[c] * ((t ? xt[c - D] : 0.0f) - xt[c]);
+                for (int64_t c = c0; c < c1; c++) dx[c] += g[c] * (1.0f - m[c]);
+                if (t + 1 < T)
+                    for (int64_t c = c0; c < c1; c++) dx[c] += g[c + D] * m[c];
             }
         }
 }
@@ -282,7 +297,21 @@ static void mix(slm_pool *pool, mix_job *j)
 {
     int nth = slm_pool_size(pool);
     if ((int64_t)j->n_seq * j->n_tok * j->dim * j->n_mix < 65536) nth = 1;
-    slm_pool_run(pool, nth < j->dim ? nth : (int)j->dim, mix_run, j);
+    slm_pool_run(pool, nth < j->dim ? nth : (int)j->dim, j->xs ? mix_fwd_run : mix_bwd_run, j);
+}
+
+/* Temporaries of one call: the pool's scratch buffer (kept between calls,
+ * so that big buffers are not mapped and faulted in again each time), or
+ * when there is no pool or the call runs inside one of its jobs, memory
+ * owned by the call (*owned, to free). 64-byte aligned. */
+static float *temporaries(slm_pool *pool, size_t floats, float **owned, slm_error *err)
+{
+    *owned = NULL;
+    floats = (floats + 15) / 16 * 16;
+    if (pool && !slm_pool_busy(pool)) return slm_pool_scratch(pool, floats * sizeof(float), err);
+    *owned = aligned_alloc(64, floats * sizeof(float));
+    if (!*owned) slm_error_set(err, SLM_ENOMEM, "rwkv7: out of memory for %zu floats of temporaries", floats);
+    return *owned;
 }
 
 static void map_rows(float *y, size_t n, int op)
@@ -324,8 +353,8 @@ slm_status slm_rwkv7_tmix_forward(slm_pool *pool, const slm_rwkv7_tmix_shape *s,
     const size_t hsf = slm_rwkv7_heads_scratch_floats(s, K);
     /* six mixed inputs, then the recurrence's inputs and z in their
      * place; the low-rank outputs wl al nu */
-    float *tmp = aligned_alloc(64, ((9 * nD + 15) / 16 * 16 + (size_t)nth * hsf) * sizeof(float));
-    if (!tmp) return slm_error_set(err, SLM_ENOMEM, "rwkv7 time mix: out of memory");
+    float *owned, *tmp = temporaries(pool, (9 * nD + 15) / 16 * 16 + (size_t)nth * hsf, &owned, err);
+    if (!tmp) return SLM_ENOMEM;
     float *xs[6];
     for (int i = 0; i < 6; i++) xs[i] = tmp + (size_t)i * nD;
     float *wl = tmp + 6 * nD, *al = wl + nD, *nu = al + nD;
@@ -360,7 +389,7 @@ slm_status slm_rwkv7_tmix_forward(slm_pool *pool, const slm_rwkv7_tmix_shape *s,
                              .scratch_floats = hsf};
     slm_pool_run(pool, nth, slm_rwkv7_heads_forward, &j);
     linear(pool, out, j.z, p->wo, n, D, D);
-    free(tmp);
+    free(owned);
     int32_t h[HEADER_INTS];
     header_ints(MAGIC_TMIX, s, NULL, h);
     memcpy(saved, h, sizeof h);
@@ -388,8 +417,8 @@ slm_status slm_rwkv7_tmix_backward(slm_pool *pool, const slm_rwkv7_tmix_shape *s
      * gradients, one low-rank hidden's gradient, the job's scratch */
     enum { ND_ARRAYS = 2 + 7 + 6 + 6 };
     const size_t big = (ND_ARRAYS * nD + (size_t)n * (size_t)R + 15) / 16 * 16;
-    float *tmp = aligned_alloc(64, (big + (size_t)nth * hsf) * sizeof(float));
-    if (!tmp) return slm_error_set(err, SLM_ENOMEM, "rwkv7 time mix backward: out of memory");
+    float *owned, *tmp = temporaries(pool, big + (size_t)nth * hsf, &owned, err);
+    if (!tmp) return SLM_ENOMEM;
     float *a_[ND_ARRAYS];
     for (int i = 0; i < ND_ARRAYS; i++) a_[i] = tmp + (size_t)i * nD;
     float *dz = a_[0], *z = a_[1], *dr = a_[2], *dzw = a_[3], *dk = a_[4], *dv = a_[5];
@@ -435,7 +464,7 @@ slm_status slm_rwkv7_tmix_backward(slm_pool *pool, const slm_rwkv7_tmix_shape *s
     mix_job mb = {.n_seq = s->n_seq, .n_tok = s->n_tok, .n_mix = 6, .dim = D, .x = sv.x, .m = p->maa,
                   .dxs = (const float *const *)dxs, .dm = gr->maa, .dx = dx, .accumulate = accumulate};
     mix(pool, &mb);
-    free(tmp);
+    free(owned);
     return SLM_OK;
 }
 
@@ -453,6 +482,16 @@ static slm_status cmix_args(const slm_rwkv7_cmix_shape *s, const slm_rwkv7_cmix_
     return SLM_OK;
 }
 
+/* y = relu(k)^2, without branches (the signs of k are random: a branch
+ * per element costs more than the product) */
+static void relu_sq(float *y, const float *k, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float v = fmaxf(k[i], 0.0f);
+        y[i] = v * v;
+    }
+}
+
 /* saved: header, x (n, dim), the key projection before relu^2 (n, n_ff) */
 slm_status slm_rwkv7_cmix_forward(slm_pool *pool, const slm_rwkv7_cmix_shape *s,
                                   const slm_rwkv7_cmix_params *p, const float *x, float *out,
@@ -461,8 +500,8 @@ slm_status slm_rwkv7_cmix_forward(slm_pool *pool, const slm_rwkv7_cmix_shape *s,
     TRY(cmix_args(s, p, x, out, saved, err));
     const int64_t n = (int64_t)s->n_seq * s->n_tok, D = s->dim, F = s->n_ff;
     const size_t nD = (size_t)n * (size_t)D, nF = (size_t)n * (size_t)F;
-    float *tmp = malloc((nD + nF) * sizeof(float));
-    if (!tmp) return slm_error_set(err, SLM_ENOMEM, "rwkv7 channel mix: out of memory");
+    float *owned, *tmp = temporaries(pool, nD + nF, &owned, err);
+    if (!tmp) return SLM_ENOMEM;
     float *xk = tmp, *hk = tmp + nD;
     float *sx = saved + SLM_RWKV7_HEADER, *kpre = sx + nD;
     memset(saved, 0, SLM_RWKV7_HEADER * sizeof(float));
@@ -470,12 +509,9 @@ slm_status slm_rwkv7_cmix_forward(slm_pool *pool, const slm_rwkv7_cmix_shape *s,
     mix_job mj = {.n_seq = s->n_seq, .n_tok = s->n_tok, .n_mix = 1, .dim = D, .x = x, .m = p->mix_k, .xs = &xk};
     mix(pool, &mj);
     linear(pool, kpre, xk, p->wk, n, F, D);
-    for (size_t i = 0; i < nF; i++) {   /* relu(k)^2 */
-        const float v = kpre[i] > 0 ? kpre[i] : 0;
-        hk[i] = v * v;
-    }
+    relu_sq(hk, kpre, nF);
     linear(pool, out, hk, p->wv, n, D, F);
-    free(tmp);
+    free(owned);
     int32_t h[HEADER_INTS];
     header_ints(MAGIC_CMIX, NULL, s, h);
     memcpy(saved, h, sizeof h);
@@ -493,19 +529,16 @@ slm_status slm_rwkv7_cmix_backward(slm_pool *pool, const slm_rwkv7_cmix_shape *s
     TRY(header_matches(saved, h, "rwkv7 channel mix", err));
     const int64_t n = (int64_t)s->n_seq * s->n_tok, D = s->dim, F = s->n_ff;
     const size_t nD = (size_t)n * (size_t)D, nF = (size_t)n * (size_t)F;
-    float *tmp = malloc((2 * nD + 2 * nF) * sizeof(float));
-    if (!tmp) return slm_error_set(err, SLM_ENOMEM, "rwkv7 channel mix backward: out of memory");
+    float *owned, *tmp = temporaries(pool, 2 * nD + 2 * nF, &owned, err);
+    if (!tmp) return SLM_ENOMEM;
     float *xk = tmp, *dxk = tmp + nD, *hk = dxk + nD, *dh = hk + nF;
     const float *sx = saved + SLM_RWKV7_HEADER, *kpre = sx + nD;
     static const slm_rwkv7_cmix_params none;
     const slm_rwkv7_cmix_params *gr = grad ? grad : &none;
-    for (size_t i = 0; i < nF; i++) {
-        const float v = kpre[i] > 0 ? kpre[i] : 0;
-        hk[i] = v * v;
-    }
+    relu_sq(hk, kpre, nF);
     /* out = Wv hk: dh = dout Wv, dWv += dout^T hk; hk = relu(kpre)^2 */
     linear_back(pool, dout, hk, p->wv, gr->wv, dh, 0, n, D, F);
-    for (size_t i = 0; i < nF; i++) dh[i] *= kpre[i] > 0 ? 2.0f * kpre[i] : 0.0f;
+    for (size_t i = 0; i < nF; i++) dh[i] *= 2.0f * fmaxf(kpre[i], 0.0f);
     mix_job mj = {.n_seq = s->n_seq, .n_tok = s->n_tok, .n_mix = 1, .dim = D, .x = sx, .m = p->mix_k, .xs = &xk};
     mix(pool, &mj);
     linear_back(pool, dh, xk, p->wk, gr->wk, dxk, 0, n, F, D);
@@ -513,6 +546,6 @@ slm_status slm_rwkv7_cmix_backward(slm_pool *pool, const slm_rwkv7_cmix_shape *s
     mix_job mb = {.n_seq = s->n_seq, .n_tok = s->n_tok, .n_mix = 1, .dim = D, .x = sx, .m = p->mix_k,
                   .dxs = dxs, .dm = gr->mix_k, .dx = dx, .accumulate = accumulate};
     mix(pool, &mb);
-    free(tmp);
+    free(owned);
     return SLM_OK;
 }
