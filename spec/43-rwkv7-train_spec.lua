@@ -219,14 +219,22 @@ describe("rwkv7 training gradients vs finite differences of the f32 forward", fu
     train.rwkv7_cmix_forward(w, x, out, opts, saved)
     local dx1, dx2 = slm.tensor.zeros({ n, D }), slm.tensor.zeros({ n, D })
     train.rwkv7_cmix_backward(w, g, saved, Rt, dx1, opts, false)
-    local once = flat(g["channel_mix_key.weight"]):get(5)
+    local once, once_v = flat(g["channel_mix_key.weight"]):get(5), flat(g["channel_mix_value.weight"]):get(3)
     train.rwkv7_cmix_backward(w, g, saved, Rt, dx2, opts, true)
-    train.rwkv7_cmix_backward(w, g, saved, Rt, dx2, opts, true)
+    train.rwkv7_cmix_backward(w, g, saved, Rt, dx2, opts, 1)
     assert.is_true(math.abs(flat(g["channel_mix_key.weight"]):get(5) - 3 * once) <= 1e-6 * math.abs(once))
     assert.is_true(math.abs(flat(dx2):get(7) - 2 * flat(dx1):get(7)) < 1e-6)
-    -- a frozen parameter: absent from g
+    train.rwkv7_cmix_backward(w, g, saved, Rt, dx2, opts, 0)   -- 0 overwrites, as in C
+    assert.are.equal(flat(dx1):get(7), flat(dx2):get(7))
+    -- a frozen parameter: absent from g (its gradient tensor stays as it was)
+    local gkey = g["channel_mix_key.weight"]
+    local key = flat(gkey):get(5)
     g["channel_mix_key.weight"] = nil
     train.rwkv7_cmix_backward(w, g, saved, Rt, dx1, opts, false)
+    assert.are.equal(key, flat(gkey):get(5))
+    assert.is_true(math.abs(flat(g["channel_mix_value.weight"]):get(3) - 5 * once_v) <= 1e-6 * math.abs(once_v))
+    assert.are.equal("rwkv7_cmix_backward: accumulate must be a boolean, 0 or 1",
+                     helpers.errmsg(train.rwkv7_cmix_backward, w, g, saved, Rt, dx1, opts, "yes"))
   end)
 end)
 

@@ -21,7 +21,7 @@
  * are used). v_first: written by the first layer's forward (nil: not
  * kept), read by the others'; dv_first: read by the first layer's
  * backward (nil: none), added to by the others'. dx is overwritten unless
- * accumulate is true. saved: a writable f32 tensor of at least
+ * accumulate is true or 1. saved: a writable f32 tensor of at least
  * *_saved_bytes, filled by the forward and read by the backward. */
 #include <stddef.h>
 #include <string.h>
@@ -224,6 +224,17 @@ static float *saved_arg(lua_State *L, int idx, const char *fn, size_t floats, in
     return slm_tensor_data(t);
 }
 
+/* accumulate: true/false, 1/0 (the C convention), or nil (false) */
+static int flag_arg(lua_State *L, int idx, const char *fn)
+{
+    if (lua_isnoneornil(L, idx)) return 0;
+    if (lua_isboolean(L, idx)) return lua_toboolean(L, idx);
+    int isnum;
+    lua_Integer v = lua_tointegerx(L, idx, &isnum);
+    if (!isnum || (v != 0 && v != 1)) luaL_error(L, "%s: accumulate must be a boolean, 0 or 1", fn);
+    return (int)v;
+}
+
 static slm_pool *pool_or_raise(lua_State *L)
 {
     slm_error err = {0};
@@ -281,7 +292,7 @@ static int l_tmix_backward(lua_State *L)
     const float *dout = rows_arg(L, 4, fn, "dout", s.dim, n, 0, 0);
     float *dx = rows_arg(L, 5, fn, "dx", s.dim, n, 1, 0);
     float *dvf = rows_arg(L, 6, fn, "dv_first", s.dim, n, !s.first_layer, s.first_layer);
-    const int acc = lua_toboolean(L, 8);
+    const int acc = flag_arg(L, 8, fn);
     slm_error err = {0};
     if (slm_rwkv7_tmix_backward(pool_or_raise(L), &s, &p, &g, saved, dout, dx, dvf, acc, &err) != SLM_OK)
         return raise_status(L, fn, &err);
@@ -330,7 +341,7 @@ static int l_cmix_backward(lua_State *L)
     const float *saved = saved_arg(L, 3, fn, slm_rwkv7_cmix_saved_floats(&s), 0);
     const float *dout = rows_arg(L, 4, fn, "dout", s.dim, n, 0, 0);
     float *dx = rows_arg(L, 5, fn, "dx", s.dim, n, 1, 0);
-    const int acc = lua_toboolean(L, 7);
+    const int acc = flag_arg(L, 7, fn);
     slm_error err = {0};
     if (slm_rwkv7_cmix_backward(pool_or_raise(L), &s, &p, &g, saved, dout, dx, acc, &err) != SLM_OK)
         return raise_status(L, fn, &err);
