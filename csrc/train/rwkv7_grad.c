@@ -337,7 +337,8 @@ static slm_status tmix_args(const slm_rwkv7_tmix_shape *s, const slm_rwkv7_tmix_
     if (!x || !out || !saved)
         return slm_error_set(err, SLM_EINVAL, "rwkv7 time mix: missing %s", !x ? "x" : !out ? "out" : "saved");
     if (!s->first_layer && !v_first)
-        return slm_error_set(err, SLM_EINVAL, "rwkv7 time mix: a layer after the first needs v_first");
+        return slm_error_set(err, SLM_EINVAL,
+                             "rwkv7 time mix: a layer after the first needs v_first (forward) and dv_first (backward)");
     return SLM_OK;
 }
 
@@ -413,7 +414,7 @@ slm_status slm_rwkv7_tmix_backward(slm_pool *pool, const slm_rwkv7_tmix_shape *s
     for (int i = 0; i < 3; i++) R = ranks[i] > R ? ranks[i] : R;
     const int nth = heads_threads(pool, D / s->head_size);
     const size_t hsf = slm_rwkv7_heads_scratch_floats(s, K);
-    /* dz z, the per-head job's nine gradients, six mixed inputs and their
+    /* dz z, the per-head job's seven gradients, six mixed inputs and their
      * gradients, one low-rank hidden's gradient, the job's scratch */
     enum { ND_ARRAYS = 2 + 7 + 6 + 6 };
     const size_t big = (ND_ARRAYS * nD + (size_t)n * (size_t)R + 15) / 16 * 16;
