@@ -14,7 +14,8 @@
  *    bit), 1, 2 and 3 threads (bit for bit), the AVX2 step backward against
  *    the portable one, and errors on bad shapes.
  * SLM_BENCH_RWKV7=1 also times a 4-layer student (dim 128, heads of 32,
- * B = 12, T = 64) forward + backward on 1 and 2 threads. */
+ * B = 12, T = 64) forward + backward on 1 and 2 threads
+ * (SLM_BENCH_RWKV7_THREADS=1 or 2: that count only). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -767,7 +768,9 @@ static void bench(void)
     }
     printf("bench: %d layers, dim %d, heads of %d, ranks %d, ffn %d: %zu block parameters; B=%d T=%d; saved %.1f MB\n",
            L, D, N, R, F, params, B, T, (double)saved_floats * 4 / 1e6);
+    const char *only = getenv("SLM_BENCH_RWKV7_THREADS");   /* "1" or "2": that count only */
     for (int th = 1; th <= 2; th++) {
+        if (only && atoi(only) != th) continue;
         slm_pool *pool = pool_of(th);
         slm_error err = {0};
         double best = 1e30, bf = 0, bb = 0, part[4] = {1e30, 1e30, 1e30, 1e30};
