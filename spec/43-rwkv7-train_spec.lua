@@ -91,11 +91,11 @@ describe("rwkv7 training blocks vs the inference blocks", function()
       local out = { slm.tensor.zeros({ n, dim }), slm.tensor.zeros({ n, dim }), slm.tensor.zeros({ n, dim }) }
       local vf = slm.tensor.zeros({ n, dim })
       for l = 1, 2 do
-        local opts = { n_seq = 3, n_tok = 6, head_size = hs, first_layer = l == 1 }
+        local opts = { B = 3, T = 6, head_size = hs, first_layer = l == 1 }
         local saved = slm.tensor.zeros({ train.rwkv7_tmix_saved_bytes(W[l], opts) // 4 })
         train.rwkv7_tmix_forward(W[l], x[l], out[l], vf, opts, saved)
       end
-      local copts = { n_seq = 3, n_tok = 6 }
+      local copts = { B = 3, T = 6 }
       local csaved = slm.tensor.zeros({ train.rwkv7_cmix_saved_bytes(W[1], copts) // 4 })
       train.rwkv7_cmix_forward(W[1], x[3], out[3], copts, csaved)
 
@@ -171,7 +171,7 @@ describe("rwkv7 training gradients vs finite differences of the f32 forward", fu
       local n = B * T
       local w = tmix_weights(first)
       local g = zeros_like(w)
-      local opts = { n_seq = B, n_tok = T, head_size = HS, first_layer = first, chunk = 2 }
+      local opts = { B = B, T = T, head_size = HS, first_layer = first, chunk = 2 }
       local saved = slm.tensor.zeros({ train.rwkv7_tmix_saved_bytes(w, opts) // 4 })
       local x, vf = rand_tensor({ n, D }, -1, 1), rand_tensor({ n, D }, -1, 1)
       local Rt, Rv = rand_tensor({ n, D }, -1, 1), rand_tensor({ n, D }, -1, 1)
@@ -194,7 +194,7 @@ describe("rwkv7 training gradients vs finite differences of the f32 forward", fu
     local n = B * T
     local w = cmix_weights()
     local g = zeros_like(w)
-    local opts = { n_seq = B, n_tok = T }
+    local opts = { B = B, T = T }
     local saved = slm.tensor.zeros({ train.rwkv7_cmix_saved_bytes(w, opts) // 4 })
     local x, Rt, out = rand_tensor({ n, D }, -1, 1), rand_tensor({ n, D }, -1, 1), slm.tensor.zeros({ n, D })
     local function loss()
@@ -213,7 +213,7 @@ describe("rwkv7 training gradients vs finite differences of the f32 forward", fu
     local n = B * T
     local w = cmix_weights()
     local g = zeros_like(w)
-    local opts = { n_seq = B, n_tok = T }
+    local opts = { B = B, T = T }
     local saved = slm.tensor.zeros({ train.rwkv7_cmix_saved_bytes(w, opts) // 4 })
     local x, Rt, out = rand_tensor({ n, D }, -1, 1), rand_tensor({ n, D }, -1, 1), slm.tensor.zeros({ n, D })
     train.rwkv7_cmix_forward(w, x, out, opts, saved)
@@ -241,7 +241,7 @@ end)
 describe("rwkv7 training blocks refuse bad arguments", function()
   local n = B * T
   local w = tmix_weights(false)
-  local opts = { n_seq = B, n_tok = T, head_size = HS }
+  local opts = { B = B, T = T, head_size = HS }
   local function saved_for(o) return slm.tensor.zeros({ train.rwkv7_tmix_saved_bytes(w, o) // 4 }) end
   local x, out, vf = rand_tensor({ n, D }, -1, 1), slm.tensor.zeros({ n, D }), rand_tensor({ n, D }, -1, 1)
 
@@ -266,10 +266,10 @@ describe("rwkv7 training blocks refuse bad arguments", function()
   it("names the bad option, buffer or gradient", function()
     local saved = saved_for(opts)
     assert.are.equal("rwkv7_tmix_forward: opts.head_size must be an integer from 1 to 16777216",
-                     helpers.errmsg(train.rwkv7_tmix_forward, w, x, out, vf, { n_seq = B, n_tok = T }, saved))
+                     helpers.errmsg(train.rwkv7_tmix_forward, w, x, out, vf, { B = B, T = T }, saved))
     assert.are.equal("rwkv7_tmix_forward: rwkv7 time mix: head_size 5 does not divide dim 16",
                      helpers.errmsg(train.rwkv7_tmix_forward, w, x, out, vf,
-                                    { n_seq = B, n_tok = T, head_size = 5 }, saved))
+                                    { B = B, T = T, head_size = 5 }, saved))
     assert.are.equal("rwkv7_tmix_forward: x must be a contiguous f32 tensor of at least 10 rows of 16",
                      helpers.errmsg(train.rwkv7_tmix_forward, w, slm.tensor.zeros({ n, 8 }), out, vf, opts, saved))
     assert.are.equal("rwkv7_tmix_forward: v_first must be a contiguous f32 tensor of at least 10 rows of 16",

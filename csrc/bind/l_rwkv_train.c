@@ -14,8 +14,9 @@
  * the right size (the GGUF's lerp vectors are 6x1x1xdim and 1x1xdim). g:
  * their gradient tensors under the same names (f32, same shape,
  * writable), added to; a name absent from g is a frozen parameter.
- * opts: n_seq (B), n_tok (T), and for the time mix head_size,
- * first_layer (false), chunk (WKV checkpoint spacing, 16), gn_eps (64e-5).
+ * opts: B (sequences), T (tokens each) as train.sdpa's, and for the time
+ * mix head_size, first_layer (false), chunk (WKV checkpoint spacing, 16),
+ * gn_eps (64e-5).
  * x, out, v_first, dout, dx, dv_first: f32 (B*T, dim) rows, token t of
  * sequence b in row b*T + t (buffers may have more rows; the first B*T
  * are used). v_first: written by the first layer's forward (nil: not
@@ -160,8 +161,8 @@ static void tmix_setup(lua_State *L, int wi, int oi, const char *fn, slm_rwkv7_t
     luaL_checktype(L, wi, LUA_TTABLE);
     luaL_checktype(L, oi, LUA_TTABLE);
     memset(s, 0, sizeof *s);
-    s->n_seq = opt_int(L, oi, fn, "n_seq", 0, 1);
-    s->n_tok = opt_int(L, oi, fn, "n_tok", 0, 1);
+    s->n_seq = opt_int(L, oi, fn, "B", 0, 1);
+    s->n_tok = opt_int(L, oi, fn, "T", 0, 1);
     s->head_size = opt_int(L, oi, fn, "head_size", 0, 1);
     s->chunk = opt_int(L, oi, fn, "chunk", SLM_RWKV7_CHUNK, 1);
     lua_getfield(L, oi, "first_layer");
@@ -187,8 +188,8 @@ static void cmix_setup(lua_State *L, int wi, int oi, const char *fn, slm_rwkv7_c
 {
     luaL_checktype(L, wi, LUA_TTABLE);
     luaL_checktype(L, oi, LUA_TTABLE);
-    s->n_seq = opt_int(L, oi, fn, "n_seq", 0, 1);
-    s->n_tok = opt_int(L, oi, fn, "n_tok", 0, 1);
+    s->n_seq = opt_int(L, oi, fn, "B", 0, 1);
+    s->n_tok = opt_int(L, oi, fn, "T", 0, 1);
     slm_tensor *wk = field_tensor(L, wi, fn, "w", "channel_mix_key.weight");
     if (!wk) luaL_error(L, "%s: w[\"channel_mix_key.weight\"] is missing", fn);
     if (wk->ndim != 2) luaL_error(L, "%s: w[\"channel_mix_key.weight\"] must be 2-D (n_ff, dim)", fn);
