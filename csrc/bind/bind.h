@@ -64,5 +64,6 @@ void slm_bind_open_moe(lua_State *L);   /* after blocks: adds to slm.core.blocks
 void slm_bind_open_shortconv(lua_State *L);
 void slm_bind_open_sdpa(lua_State *L);   /* adds to slm.core.train (get or create) */
 void slm_bind_open_mamba_train(lua_State *L);   /* adds to slm.core.train (get or create) */
+void slm_bind_open_rwkv_train(lua_State *L);   /* adds to slm.core.train (get or create) */
 
 #endif
