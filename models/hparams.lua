@@ -314,6 +314,7 @@ end
 function M.block(src, p, make, args)
   local ok, b = pcall(make, args)
   if not ok then error(string.format("%s: %s%s", src.path, p, tostring(b)), 0) end
+  if src.train_blocks then src.train_blocks[b] = { make = make, args = args, prefix = p } end
   return b
 end
 

@@ -239,6 +239,9 @@ end
 -- logits soft-capped (slm.hooks head).
 function llama.forward(m, s, ids, first, n)
   local hp, x, h, y, hooks, work = m.hp, s.x, s.h, s.y, m.hooks, s.work
+  -- a training session records each op on its tape (slm.train): its own
+  -- versions of the row ops and of the head
+  local blocks, head = s.blocks or blocks, s.head or head
   -- LongRoPE: the long factors when the context, rounded up to 256 as the
   -- reference allocates it, exceeds the original one
   local long = m.long_ctx and (s.n_ctx + 255) // 256 * 256 > m.long_ctx

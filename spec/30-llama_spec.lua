@@ -137,7 +137,7 @@ describe("model loading errors", function()
     local path, why = helpers.fixture("gguf/dense-q8_0.gguf")
     if not path then return pending(why) end
     assert.has_error(function() slm.load(path, { tokeniser = "x" }) end,
-                     "load: unknown option 'tokeniser' (known: lora, tokenizer)")
+                     "load: unknown option 'tokeniser' (known: lora, tokenizer, train)")
     assert.has_error(function() slm.load(path, { tokenizer = 5 }) end,
                      "load: tokenizer must be a file name or a tokenizer, got 5")
     assert.has_error(function() slm.load(path, { lora = "a.gguf" }) end,

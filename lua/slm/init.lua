@@ -23,5 +23,6 @@ slm.experiment = require "slm.experiment"  -- layer plans, weight surgery
 slm.prune = require "slm.prune"
 slm.lora = require "slm.lora"
 slm.quantize = require "slm.quantize"      -- slm.quantize(in, out, type or policy)
+slm.train = require "slm.train"            -- training: init, trainer, data (docs/TRAINING.md)
 
 return slm

@@ -243,7 +243,42 @@ end
 -- opts.lora: LoRA adapters merged at load (slm.lora). An unknown option or
 -- a value of the wrong type is an error (misuse); a file that cannot be
 -- read returns nil, msg.
-local LOAD_OPTS = options.known { "tokenizer", "lora" }
+-- opts.train = true: every weight the definition reads becomes a float32
+-- copy the model owns (model.params, model:weight(name)), which slm.train
+-- updates in place; sessions of the model compute with the current values.
+local LOAD_OPTS = options.known { "tokenizer", "lora", "train" }
+
+-- Tensors a definition reads that are constants of the computation, not
+-- parameters (RoPE frequency factors): converted to f32 like the rest but
+-- never trained.
+local FROZEN = { ["rope_freqs.weight"] = true, ["rope_factors_long.weight"] = true,
+                 ["rope_factors_short.weight"] = true }
+
+--- train_source(src) -> a source whose tensors are writable float32 copies,
+-- made once per name, in the order the definition reads them; src.params
+-- (name -> tensor) and src.param_names hold the trainable ones.
+local function train_source(src)
+  local t = {}
+  for k, v in pairs(src) do t[k] = v end
+  local copies, params, names = {}, {}, {}
+  t.tensor = function(name)
+    local c = copies[name]
+    if not c then
+      local w = src.tensor(name)
+      c = w:dtype() == "f32" and w:clone() or w:to("f32")
+      copies[name] = c
+      if not FROZEN[name] then
+        params[name] = c
+        names[#names + 1] = name
+      end
+    end
+    return c
+  end
+  -- hparams.block records each C block it makes with the options it was
+  -- made from (slm.train builds the training twin of the block from them)
+  t.params, t.param_names, t.train, t.train_blocks = params, names, true, setmetatable({}, { __mode = "k" })
+  return t
+end
 
 function M.load(path, opts)
   if type(path) ~= "string" then error("bad argument #1 to 'load' (string expected, got " .. type(path) .. ")", 2) end
@@ -255,6 +290,7 @@ function M.load(path, opts)
   if opts.lora ~= nil and type(opts.lora) ~= "table" then
     options.fail("load", "lora", "a list of {path =, scale =}", opts.lora)
   end
+  if not options.is_bool(opts.train) then options.fail("load", "train", "a boolean", opts.train) end
   local magic, err = read_magic(path)
   if not magic then return nil, err end
   local src
@@ -274,6 +310,14 @@ function M.load(path, opts)
     src, err = require("slm.lora").source(src, opts.lora)
     if not src then return nil, err end
   end
+  return M.from_source(src, opts)
+end
+
+--- from_source(src, opts) -> model | nil, msg: a model from a weight
+-- source (a file's, or slm.train.init's in memory); opts as slm.load's.
+function M.from_source(src, opts)
+  local path = src.path
+  if opts.train then src = train_source(src) end
   local def = route_table()[src.arch]
   if not def then
     return nil, string.format("%s: unsupported architecture '%s' (supported: %s)", path, src.arch, supported())
@@ -296,6 +340,9 @@ function M.load(path, opts)
     source = src,
   }, Model)
   model.hp = res.hp
+  if src.train then
+    model.params, model.param_names, model.train_blocks = src.params, src.param_names, src.train_blocks
+  end
   -- the tokenizer: opts.tokenizer (a path or a tokenizer), else the GGUF's own
   local tokmod = require "slm.tokenizer"
   if type(opts.tokenizer) == "string" then
@@ -321,6 +368,16 @@ end
 
 --- Metadata value (GGUF) or nil.
 function Model:meta(key) return self.source.meta(key) end
+
+--- model:weight(name) -> the tensor of a weight by its GGUF name, as the
+-- model computes with it now (a model being trained: its current f32
+-- values, updated in place by each step); nil if the model has no such
+-- weight. Models loaded for inference give the file's tensor.
+function Model:weight(name)
+  if type(name) ~= "string" then error("bad argument #1 to 'weight' (string expected, got " .. type(name) .. ")", 2) end
+  if self.params then return self.params[name] end
+  return self.source.has(name) and self.source.tensor(name) or nil
+end
 
 -- Experiments: activation hooks (slm.hooks), layer plans and LoRA (slm.experiment).
 function Model:hook(name, fn) return require("slm.hooks").add(self, name, fn) end

@@ -1,0 +1,307 @@
+--- slm.train.tape: reverse-mode differentiation over a model file's own
+-- forward pass (docs/TRAINING.md).
+--
+-- A training session runs `def.forward(view, s, ids, 1, n)` of the model's
+-- definition (models/llama.lua, ...) unchanged. Two things differ from
+-- inference:
+--   * s.blocks and s.head replace slm.core.blocks' row ops (embed, rmsnorm,
+--     add, scale) and the head: each runs the same C op and pushes onto the
+--     tape the closure that computes its backward;
+--   * the model view's layers carry training twins of the C blocks (the
+--     attention and feed-forward of the llama family), built from the
+--     options the loader made the C block with (hparams.block records them),
+--     with the C block's `forward` signature.
+-- backward() runs the closures in reverse.
+--
+-- Gradients of activations: the forward overwrites buffers (the residual
+-- stream x is updated in place, h and y are rewritten by every layer), so
+-- a buffer's gradient is "the gradient of the value it holds at this point
+-- of the walk". Walking back over an op that wrote buffer o: read grad(o),
+-- accumulate into the inputs' gradients, then clear grad(o) (the value
+-- before the write did not reach the loss through o) unless o was also an
+-- input (in-place ops keep or transform it). Inputs a later op overwrites
+-- are copied when recorded (the op's "saved" tensors).
+--
+-- Buffers are keyed by the op's index on the tape, so a second step of the
+-- same shape reuses every tensor of the first (no allocation per step).
+local core = require "slm.core"
+local tensor = require "slm.tensor"
+
+local K = core.train
+local ops = core.ops
+local cblocks = core.blocks
+
+local M = {}
+
+local Tape = {}
+Tape.__index = Tape
+
+--- new(params_grad) -> tape. params_grad maps each parameter tensor to its
+-- gradient tensor (accumulated by the backward closures).
+function M.new(pgrad)
+  return setmetatable({ fns = {}, n = 0, bufs = {}, grads = setmetatable({}, { __mode = "k" }),
+                        pgrad = pgrad, key = 0 }, Tape)
+end
+
+--- Starts a new forward: the closures of the previous one are dropped, the
+-- buffers kept for reuse.
+function Tape:reset()
+  for i = self.n, 1, -1 do self.fns[i] = nil end
+  self.n, self.key = 0, 0
+end
+
+--- push(fn): fn() runs when backward reaches this point.
+function Tape:push(fn)
+  self.n = self.n + 1
+  self.fns[self.n] = fn
+end
+
+--- backward(): the closures in reverse order.
+function Tape:backward()
+  for i = self.n, 1, -1 do self.fns[i]() end
+end
+
+local function zero(t) ops.scale_(t, 0) end
+M.zero = zero
+
+--- buf(rows, cols) -> a tensor owned by the tape at the next key (the
+-- same one, same shape, at the same point of every forward).
+function Tape:buf(rows, cols)
+  self.key = self.key + 1
+  local b = self.bufs[self.key]
+  if not b or b:size(1) ~= rows or b:size(2) ~= cols then
+    b = tensor.zeros { rows, cols }
+    self.bufs[self.key] = b
+  end
+  return b
+end
+
+--- save(t) -> a tape-owned copy of the 2-D tensor t (its value now).
+function Tape:save(t)
+  local b = self:buf(t:size(1), t:size(2))
+  b:copy_(t)
+  return b
+end
+
+--- grad(t) -> the gradient buffer of activation or parameter t (zeros when
+-- first asked for; a parameter's is the trainer's).
+function Tape:grad(t)
+  local g = self.pgrad[t] or self.grads[t]
+  if not g then
+    g = tensor.zeros(t:shape())
+    self.grads[t] = g
+  end
+  return g
+end
+
+--- pgrad(t) -> the gradient of t if it is a trained parameter, else nil
+-- (a constant: no gradient is computed for it).
+function Tape:param_grad(t)
+  if t == nil then return nil end
+  return self.pgrad[t]
+end
+
+--- Clears the gradients of activations (between steps).
+function Tape:clear_activation_grads()
+  for _, g in pairs(self.grads) do zero(g) end
+end
+
+-- The row ops of slm.core.blocks, recording. Training runs every row of
+-- the batch at once: first is 1 and n the rows of the buffers.
+local function whole(t, first, n, what)
+  if first ~= 1 or n ~= t:size(1) then
+    error("train: " .. what .. " on rows " .. first .. ".." .. (first + n - 1) .. " of " .. t:size(1)
+          .. " (a training forward runs every row)", 3)
+  end
+end
+
+--- blocks(tape, s) -> the table of recording row ops for session s
+-- (s.blocks), with s.ids32 the batch's input ids as an i32 tensor.
+function M.blocks(tape, s)
+  local B = {}
+
+  function B.embed(x, W, ids, first, n)
+    whole(x, first, n, "embed")
+    cblocks.embed(x, W, ids, first, n)
+    local gW = tape:param_grad(W)
+    tape:push(function()
+      local gx = tape:grad(x)
+      if gW then K.embed_backward(gW, s.ids32, gx) end
+      zero(gx)
+    end)
+  end
+
+  function B.rmsnorm(out, x, w, eps, first, n)
+    whole(x, first, n, "rmsnorm")
+    local saved = tape:save(x)
+    local tmp = rawequal(out, x) and tape:buf(x:size(1), x:size(2)) or nil
+    cblocks.rmsnorm(out, x, w, eps, first, n)
+    local gw = tape:param_grad(w)
+    tape:push(function()
+      local gout = tape:grad(out)
+      if tmp then   -- in place: grad(x) replaces grad(out)
+        K.rmsnorm_backward(tmp, gw, gout, saved, w, eps, 0)
+        gout:copy_(tmp)
+      else
+        K.rmsnorm_backward(tape:grad(x), gw, gout, saved, w, eps, 1)
+        zero(gout)
+      end
+    end)
+  end
+
+  function B.add(x, y, first, n, scale)
+    whole(x, first, n, "add")
+    cblocks.add(x, y, first, n, scale)
+    tape:push(function()   -- x += scale y: grad(x) passes, grad(y) += scale grad(x)
+      K.axpy(tape:grad(y), tape:grad(x), scale or 1)
+    end)
+  end
+
+  function B.scale(x, c, first, n)
+    whole(x, first, n, "scale")
+    cblocks.scale(x, c, first, n)
+    tape:push(function() ops.scale_(tape:grad(x), c) end)
+  end
+
+  function B.softcap()
+    error("train: soft-capping (gemma2) has no backward yet", 2)
+  end
+  function B.layernorm()
+    error("train: layernorm has no backward yet", 2)
+  end
+  function B.linear()
+    error("train: blocks.linear is for one row; the training head computes every row", 2)
+  end
+
+  return B
+end
+
+--- head(tape, s) -> s.head: logits of every row into s.all_logits
+-- (rows, vocab) = h . Wᵀ, times the model's logit multiplier; the loss's
+-- gradient is written over those logits (slm.core.train.xent), which are
+-- then grad(s.all_logits) itself.
+function M.head(tape, s)
+  return function(m, _, W, h, rows, n)
+    if rows ~= 1 then error("train: the head runs every row", 2) end
+    if m.logit_softcap then error("train: final-logit soft-capping (gemma2) has no backward yet", 2) end
+    local logits = s.all_logits
+    K.linear(logits, h, W, nil)
+    if m.logit_mul then ops.scale_(logits, m.logit_mul) end
+    local gW = tape:param_grad(W)
+    tape:push(function()
+      -- logits hold d loss / d logits (scaled by the logit multiplier's chain rule)
+      if m.logit_mul then ops.scale_(logits, m.logit_mul) end
+      K.linear_backward(tape:grad(h), gW, nil, logits, h, W, 1)
+    end)
+  end
+end
+
+-- Training twins of the C blocks -------------------------------------------
+
+--- attention(tape, s, args) -> an object with the C attention block's
+-- forward(y, h, state, step, n_past, n, work): q/k/v projections (+ biases),
+-- q/k RMSNorm, RoPE at positions row % T, causal attention over each of the
+-- s.B sequences of s.T rows, output projection; each recorded.
+function M.attention(tape, s, args)
+  if args.wqkv then error("train: a fused attn_qkv (phi3) has no backward yet", 2) end
+  if args.softcap and args.softcap ~= 0 then error("train: attention soft-capping (gemma2) has no backward yet", 2) end
+  local H, KV, D = args.n_head, args.n_head_kv, args.head_dim
+  local scale = args.scale or 1 / math.sqrt(D)
+  local eps = args.norm_eps or 1e-6
+  local full_norm = args.qk_norm == "full"
+  local A = {}
+  function A.forward(_, y, h, _, _, _, n)
+    whole(h, 1, n, "attention")
+    local T, Bn = s.T, s.B
+    local hin = tape:save(h)
+    local q, k, v = tape:buf(n, H * D), tape:buf(n, KV * D), tape:buf(n, KV * D)
+    K.linear(q, hin, args.wq, args.bq)
+    K.linear(k, hin, args.wk, args.bk)
+    K.linear(v, hin, args.wv, args.bv)
+    -- q/k norm: per head (rows of D) or over the whole projection
+    local qpre, kpre, qv, kv, qpv, kpv
+    if args.q_norm then
+      qpre, kpre = tape:save(q), tape:save(k)
+      if full_norm then qv, kv, qpv, kpv = q, k, qpre, kpre
+      else
+        qv, kv = q:reshape(n * H, D), k:reshape(n * KV, D)
+        qpv, kpv = qpre:reshape(n * H, D), kpre:reshape(n * KV, D)
+      end
+      cblocks.rmsnorm(qv, qpv, args.q_norm, eps, 1, qv:size(1))
+      cblocks.rmsnorm(kv, kpv, args.k_norm, eps, 1, kv:size(1))
+    end
+    if args.rope then
+      K.rope(q, T, H, D, args.rope)
+      K.rope(k, T, KV, D, args.rope)
+    end
+    local o = tape:buf(n, H * D)
+    local sopt = s.sdpa_opts[args] or { B = Bn, T = T, n_head = H, n_head_kv = KV, head_dim = D, scale = scale,
+                                        window = args.window or 0 }
+    sopt.B, sopt.T = Bn, T
+    s.sdpa_opts[args] = sopt
+    local nb = K.sdpa_saved_bytes(sopt)
+    local saved = tape:buf(1, math.max(1, (nb + 3) // 4))
+    K.sdpa(o, q, k, v, sopt, saved)
+    K.linear(y, o, args.wo, args.bo)
+    local gq, gk, gv, go = tape:buf(n, H * D), tape:buf(n, KV * D), tape:buf(n, KV * D), tape:buf(n, H * D)
+    local gtq, gtk = args.q_norm and tape:buf(n, H * D), args.q_norm and tape:buf(n, KV * D)
+    tape:push(function()
+      local gy = tape:grad(y)
+      K.linear_backward(go, tape:param_grad(args.wo), tape:param_grad(args.bo), gy, o, args.wo, 0)
+      zero(gy)
+      K.sdpa_backward(gq, gk, gv, go, q, k, v, o, sopt, saved, 0)
+      if args.rope then
+        K.rope_backward(gq, T, H, D, args.rope)
+        K.rope_backward(gk, T, KV, D, args.rope)
+      end
+      local dq, dk = gq, gk
+      if args.q_norm then
+        local shape_q = full_norm and gq or gq:reshape(n * H, D)
+        local shape_k = full_norm and gk or gk:reshape(n * KV, D)
+        local tq = full_norm and gtq or gtq:reshape(n * H, D)
+        local tk = full_norm and gtk or gtk:reshape(n * KV, D)
+        K.rmsnorm_backward(tq, tape:param_grad(args.q_norm), shape_q, qpv, args.q_norm, eps, 0)
+        K.rmsnorm_backward(tk, tape:param_grad(args.k_norm), shape_k, kpv, args.k_norm, eps, 0)
+        dq, dk = gtq, gtk
+      end
+      local gh = tape:grad(h)
+      K.linear_backward(gh, tape:param_grad(args.wq), tape:param_grad(args.bq), dq, hin, args.wq, 1)
+      K.linear_backward(gh, tape:param_grad(args.wk), tape:param_grad(args.bk), dk, hin, args.wk, 1)
+      K.linear_backward(gh, tape:param_grad(args.wv), tape:param_grad(args.bv), gv, hin, args.wv, 1)
+    end)
+  end
+  return A
+end
+
+--- ffn(tape, s, args) -> the feed-forward's twin: down(act(gate h) * up h)
+-- with act silu (SwiGLU) or tanh-GELU (GeGLU), or down(act(up h)).
+function M.ffn(tape, s, args)
+  if args.gate_up then error("train: a fused gate|up ffn_up (phi3) has no backward yet", 2) end
+  if not args.gate then error("train: an ungated feed-forward has no backward yet", 2) end
+  local F = args.n_ff
+  local act = args.act == "gelu" and "geglu" or "swiglu"
+  local fwd, bwd = K[act], K[act .. "_backward"]
+  local A = {}
+  function A.forward(_, y, h, _, n)
+    whole(h, 1, n, "ffn")
+    local hin = tape:save(h)
+    local g, u, a = tape:buf(n, F), tape:buf(n, F), tape:buf(n, F)
+    K.linear(g, hin, args.gate, nil)
+    K.linear(u, hin, args.up, nil)
+    fwd(a, g, u)
+    K.linear(y, a, args.down, nil)
+    local ga, gg, gu = tape:buf(n, F), tape:buf(n, F), tape:buf(n, F)
+    tape:push(function()
+      local gy = tape:grad(y)
+      K.linear_backward(ga, tape:param_grad(args.down), nil, gy, a, args.down, 0)
+      zero(gy)
+      bwd(gg, gu, ga, g, u, 0)
+      local gh = tape:grad(h)
+      K.linear_backward(gh, tape:param_grad(args.gate), nil, gg, hin, args.gate, 1)
+      K.linear_backward(gh, tape:param_grad(args.up), nil, gu, hin, args.up, 1)
+    end)
+  end
+  return A
+end
+
+return M
