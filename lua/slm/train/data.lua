@@ -23,9 +23,11 @@
 -- they are not numpy's.
 --
 -- A tokenizer made here or loaded with load_tokenizer remembers the GGUF
--- metadata that rebuilds it: tokenizer_metadata(tok) gives the
--- `tokenizer.*` {key, value} pairs to write into a model file, so that the
--- trained model carries its tokenizer.
+-- metadata that rebuilds it: tokenizer_metadata(tok) (or the method
+-- tok:gguf_metadata(), which this module adds to every slm tokenizer and
+-- slm.train's Trainer:save calls) gives the `tokenizer.*` {key, value} pairs
+-- to write into a model file, so that the trained model carries its
+-- tokenizer.
 local core = require "slm.core"
 local gguf = require "slm.gguf"
 local options = require "slm.options"
@@ -214,6 +216,18 @@ function M.tokenizer_metadata(tok)
   local copy = {}
   for i, kv in ipairs(k.metadata) do copy[i] = { kv[1], kv[2] } end
   return copy
+end
+
+-- tok:gguf_metadata() on every slm tokenizer: the pairs above, or an error
+-- saying why there are none (slm.train's Trainer:save writes them into the
+-- model file when the model has a tokenizer and no tokenizer keys of its own)
+local methods = core.tokenizer_methods
+if methods and methods.gguf_metadata == nil then
+  function methods.gguf_metadata(tok)
+    local md, err = M.tokenizer_metadata(tok)
+    if not md then error(err, 2) end
+    return md
+  end
 end
 
 -- ---- tokenize --------------------------------------------------------------------
