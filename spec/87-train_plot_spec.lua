@@ -126,6 +126,8 @@ describe("plot.svg", function()
   end)
 
   it("one point is a dot; non-finite points are skipped; fixed ranges", function()
+    local dotted = parse_xml(plot.render { series = { { points = { { 1, 2 }, { 2, 3 }, { 3, 5 } }, dots = true } } })
+    assert.equal(3, #all(dotted, "circle"))
     local text = plot.render { series = { { name = "one", points = { { 3, 7 } } },
                                           { name = "gaps", points = { { 0, 1 }, { 1, 0 / 0 }, { 2, math.huge }, { 3, 2 } } } },
                                ymin = 0, ymax = 10 }

@@ -358,10 +358,12 @@ function M.train(cfg, prep, log)
     local sok, serr = pcall(tr.save, tr, cfg.out)
     if not sok then fail("train: %s", (tostring(serr):gsub("^[^\n]-%.lua:%d+: ", ""))) end
     if cfg.plot then
-      local pok, perr = plot.svg(cfg.plot, { title = "slm train " .. table.concat(cfg.files, " "), xlabel = "step",
+      local names = {}
+      for i, f in ipairs(cfg.files) do names[i] = f:match("[^/]*$") end
+      local pok, perr = plot.svg(cfg.plot, { title = "slm train " .. table.concat(names, " "), xlabel = "step",
                                              ylabel = "loss (nats/token)",
                                              series = { { name = "train", points = hist.train },
-                                                        { name = "validation", points = hist.val } } })
+                                                        { name = "validation", points = hist.val, dots = true } } })
       if not pok then fail("option --plot: %s", perr) end
     end
   end

@@ -4,13 +4,14 @@
 --   assert(plot.svg("loss.svg", {
 --     title = "shakespeare-char", xlabel = "step", ylabel = "loss",
 --     series = { { name = "train", points = { {0, 4.2}, {10, 3.1}, ... } },
---                { name = "val",   points = { {0, 4.24}, {200, 2.5} } } },
+--                { name = "val",   points = { {0, 4.24}, {200, 2.5} }, dots = true } },
 --   }))                                      -- -> true | nil, msg (file not writable)
 --   local text = plot.render(spec)           -- the same SVG as a string
 --
 -- The chart: axes with "nice" ticks (1, 2, 5 x 10^k) and their labels, light
 -- grid lines, the axis labels and title, a legend, one colour per series
--- (a polyline; a series of one point is a dot). Points whose x or y is not a
+-- (a polyline, with a dot at each point when the series says dots = true; a
+-- series of one point is a dot; `color` overrides). Points whose x or y is not a
 -- finite number are skipped. Options: width (720), height (420), ymin, ymax,
 -- xmin, xmax (fixed axis ranges instead of the data's). No script, no
 -- external font or style: any browser or image viewer shows it.
@@ -165,6 +166,12 @@ function M.render(spec)
     elseif #pts > 1 then
       add('<polyline stroke="', esc(color), '" points="', table.concat(pts, " "), '"><title>', esc(s.name or ""),
           "</title></polyline>\n")
+      if s.dots then
+        for _, xy in ipairs(pts) do
+          local x, y = xy:match("([^,]+),(.+)")
+          add('<circle cx="', x, '" cy="', y, '" r="2.5" fill="', esc(color), '" stroke="none"/>\n')
+        end
+      end
     end
   end
   add("</g>\n")
