@@ -159,8 +159,9 @@ PREFIX  ?= /usr/local
 LUA_LDIR = $(DESTDIR)$(PREFIX)/share/lua/5.4
 LUA_CDIR = $(DESTDIR)$(PREFIX)/lib/lua/5.4
 install: all
-	install -d $(LUA_LDIR)/slm $(LUA_CDIR)/slm $(LUA_LDIR)/slm/models
+	install -d $(LUA_LDIR)/slm $(LUA_CDIR)/slm $(LUA_LDIR)/slm/models $(LUA_LDIR)/slm/train
 	install -m 644 lua/slm/*.lua $(LUA_LDIR)/slm/
+	install -m 644 lua/slm/train/*.lua $(LUA_LDIR)/slm/train/
 	install -m 644 $(MODULE) $(LUA_CDIR)/slm/core.so
 	if ls models/*.lua >/dev/null 2>&1; then install -m 644 models/*.lua $(LUA_LDIR)/slm/models/; fi
 	install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 bin/slm $(DESTDIR)$(PREFIX)/bin/slm

@@ -62,6 +62,7 @@ void slm_bind_open_regex(lua_State *L);
 void slm_bind_open_mamba(lua_State *L);
 void slm_bind_open_moe(lua_State *L);   /* after blocks: adds to slm.core.blocks */
 void slm_bind_open_shortconv(lua_State *L);
+void slm_bind_open_tokens(lua_State *L);   /* slm.core.train: token files (l_tokens.c) */
 void slm_bind_open_sdpa(lua_State *L);   /* adds to slm.core.train (get or create) */
 void slm_bind_open_mamba_train(lua_State *L);   /* adds to slm.core.train (get or create) */
 void slm_bind_open_rwkv_train(lua_State *L);   /* adds to slm.core.train (get or create) */

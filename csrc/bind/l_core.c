@@ -88,6 +88,7 @@ static const opener openers[] = {
     slm_bind_open_mamba_train,
     slm_bind_open_shortconv,
     slm_bind_open_rwkv,
+    slm_bind_open_tokens,
     slm_bind_open_sdpa,
     slm_bind_open_rwkv_train,
     NULL

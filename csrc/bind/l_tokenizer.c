@@ -486,6 +486,10 @@ void slm_bind_open_tokenizer(lua_State *L)
 
     luaL_newmetatable(L, TOK_MT);
     luaL_newlib(L, tok_methods);
+    /* the methods table is also slm.core.tokenizer_methods, so that Lua
+     * modules can add methods (slm.train.data adds gguf_metadata) */
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -4, "tokenizer_methods");
     lua_pushcclosure(L, l_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_len);

@@ -275,8 +275,9 @@ end
 
 local commands = {}
 local order = {}
-local function command(name, usage, help, fn)
-  commands[name] = { usage = usage, help = help, fn = fn }
+-- raw: fn(argv) receives the arguments unparsed (a command with flags of its own)
+local function command(name, usage, help, fn, raw)
+  commands[name] = { usage = usage, help = help, fn = fn, raw = raw }
   order[#order + 1] = name
 end
 
@@ -696,6 +697,13 @@ function(pos, opt)
   io.write(string.format("%.4f\n", r.ppl))
 end)
 
+-- ---- train (lua/slm/train/cli.lua: its own flags) --------------------------------------
+
+do
+  local train_cli = require "slm.train.cli"
+  command("train", train_cli.usage, train_cli.help, function(argv) train_cli.main(argv) end, true)
+end
+
 -- ---- repl, pull, help ----------------------------------------------------------------
 
 command("repl", "repl [MODEL]", "Lua REPL with slm loaded (and `model`, `sess` bound)",
@@ -813,6 +821,10 @@ function cli.main(argv)
     end
     local cmd = commands[name]
     if not cmd then fail("unknown command '%s' (`slm help` lists them)", name) end
+    if cmd.raw then
+      cmd.fn(rest)
+      return
+    end
     local pos, opt = parse(rest)
     if opt.help then commands.help.fn() return end
     if opt.threads then
