@@ -1,6 +1,6 @@
 /* AVX2/FMA twins of the ops whose scalar versions are dominated by libm
  * calls or by a double-precision sum (silu, gelu, softmax, rmsnorm). Same
- * formulas as ops.c; exp is evaluated by exp_ps below (within 2 ulp of
+ * formulas as ops.c; exp is evaluated by exp_ps (simd_avx2.h, within 2 ulp of
  * expf), so results agree with the generic ops to about 1e-6 relative
  * (tested in tests/test_kernels.c), like the reference's own vectorized
  * silu and softmax. Sums feeding a normalization stay in double. */
@@ -10,40 +10,7 @@
 #include <math.h>
 
 #include "ops.h"
-
-/* e^x: x = n ln2 + r with |r| <= ln2/2, e^r by its Taylor polynomial to
- * degree 7 (truncation below 2e-9 relative), 2^n built in the exponent
- * bits. Below the smallest normal the result is 0, above FLT_MAX inf. */
-static inline __m256 exp_ps(__m256 x)
-{
-    const __m256 lo = _mm256_set1_ps(-87.33654f), hi = _mm256_set1_ps(88.72283f);
-    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    __m256 over = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
-    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    /* ln2 split in two so that n * ln2_hi is exact */
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 5040);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    /* 2^n as two factors 2^(n/2) so that n = 128 does not overflow the
-     * exponent field before the multiplication */
-    __m256i ni = _mm256_cvtps_epi32(n);
-    __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
-    const __m256i bias = _mm256_set1_epi32(127);
-    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
-    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-    __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
-    y = _mm256_andnot_ps(under, y);
-    return _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), over);
-}
+#include "simd_avx2.h"
 
 void slm_ops_silu_avx2(float *out, const float *x, int64_t n)
 {
