@@ -13,6 +13,7 @@
 #include "../core/status.h"
 #include "../core/tensor.h"
 #include "../core/work.h"
+#include "../kernels/ops.h"
 
 #define SLM_TENSOR_MT "slm.Tensor"
 
@@ -39,6 +40,14 @@ void slm_bind_new_meta(lua_State *L, const char *name, lua_CFunction close,
 const slm_work *slm_bind_check_work(lua_State *L, int idx);
 slm_tensor *slm_bind_opt_weight(lua_State *L, int idx, const char *name);
 
+/* The RoPE options table at idx (blocks.attention's field `rope`, also
+ * slm.core.train.rope's): mode "normal" (default) or "neox", n_rot
+ * (default head_dim), base (10000), scale (1), attn_factor (1) into *p,
+ * whose freq_factors is left NULL; returns the tensor in field `factors`,
+ * borrowed from the table (NULL when absent; raises when not a tensor).
+ * The caller checks n_rot and the factors' length. */
+slm_tensor *slm_bind_rope_opts(lua_State *L, int idx, int head_dim, slm_rope_params *p);
+
 /* Tensor userdata (l_tensor.c). push takes ownership of t (frees it if
  * pushing fails). check raises "bad argument #i (slm.Tensor expected...)" or
  * "attempt to use a freed tensor". */
@@ -62,5 +71,6 @@ void slm_bind_open_regex(lua_State *L);
 void slm_bind_open_mamba(lua_State *L);
 void slm_bind_open_moe(lua_State *L);   /* after blocks: adds to slm.core.blocks */
 void slm_bind_open_shortconv(lua_State *L);
+void slm_bind_open_train(lua_State *L);   /* adds to slm.core.train (get or create) */
 
 #endif

@@ -87,6 +87,7 @@ static const opener openers[] = {
     slm_bind_open_mamba,
     slm_bind_open_shortconv,
     slm_bind_open_rwkv,
+    slm_bind_open_train,
     NULL
 };
 
