@@ -290,9 +290,20 @@ static void test_rmsnorm(slm_pool *pool, int64_t rows, int64_t n, int weighted)
     double *rdx = malloc((size_t)(rows * n) * sizeof *rdx), *rdw = calloc((size_t)n, sizeof *rdw);
     rms_bwd_d(rdx, w ? rdw : NULL, dyd, xd, wd, rows, n, eps);
     float *dx = rvec(rows * n, 1), *dw = calloc((size_t)n, sizeof *dw);
+    float *dxg = rvec(rows * n, 1), *dwg = calloc((size_t)n, sizeof *dwg);
     slm_error err = {0};
+    /* the generic path, then the default one (AVX2 when the CPU has it) */
+    slm_kernels_force_generic(1);
+    CHECK(slm_grad_rmsnorm_backward(pool, dxg, dwg, dy, x, w, rows, n, eps, 0, &err) == SLM_OK, "%s", err.msg);
+    slm_kernels_force_generic(0);
     CHECK(slm_grad_rmsnorm_backward(pool, dx, dw, dy, x, w, rows, n, eps, 0, &err) == SLM_OK, "%s", err.msg);
-    double ex = relerr(dx, rdx, rows * n), ew = w ? relerr(dw, rdw, n) : 0;
+    double ex = fmax(relerr(dx, rdx, rows * n), relerr(dxg, rdx, rows * n));
+    double ew = w ? fmax(relerr(dw, rdw, n), relerr(dwg, rdw, n)) : 0;
+    /* dw's column sums are the same bits on both paths; dx's row sums
+     * differ in order only */
+    const double eavx = relerr_f(dx, dxg, rows * n);
+    CHECK(eavx < 1e-6 && !memcmp(dw, dwg, (size_t)n * sizeof *dw), "rmsnorm: AVX2 vs generic dx %.3g, dw %s", eavx,
+          memcmp(dw, dwg, (size_t)n * sizeof *dw) ? "differs" : "same");
     CHECK(ex < 2e-5 && ew < 2e-5, "rmsnorm %lldx%lld w %d: dx error %.3g dw error %.3g", (long long)rows,
           (long long)n, weighted, ex, ew);
     /* finite differences in double of sum(y dy): a few x, every w */
@@ -346,13 +357,10 @@ static void test_rmsnorm(slm_pool *pool, int64_t rows, int64_t n, int weighted)
     for (int64_t i = 0; i < rows * n; i++) ok &= dx[i] == dx1[i] + dx1[i];
     for (int64_t i = 0; w && i < n; i++) ok &= dw[i] == dw1[i] + dw1[i];
     CHECK(ok, "rmsnorm: accumulate does not add the same gradient again");
-    static double worst_x, worst_w, worst_fd, worst_fd32;
-    worst_x = fmax(worst_x, ex); worst_w = fmax(worst_w, ew);
-    worst_fd = fmax(worst_fd, fe); worst_fd32 = fmax(worst_fd32, fe32);
-    printf("rmsnorm %lldx%lld: max rel error dx %.2e dw %.2e; vs finite differences %.2e (float %.2e)\n",
-           (long long)rows, (long long)n, worst_x, worst_w, worst_fd, worst_fd32);
+    printf("rmsnorm %lldx%lld w %d: rel error dx %.2e dw %.2e; vs finite differences %.2e (float %.2e); "
+           "AVX2 vs generic %.2e\n", (long long)rows, (long long)n, weighted, ex, ew, fe, fe32, eavx);
     free(x); free(dy); free(w); free(xd); free(dyd); free(wd); free(rdx); free(rdw); free(dx); free(dw);
-    free(yp); free(xr); free(dx1); free(dw1);
+    free(yp); free(xr); free(dx1); free(dw1); free(dxg); free(dwg);
 }
 
 /* the same gradients from 1 and 2 threads, bit for bit */
@@ -405,7 +413,8 @@ static void test_rope(slm_pool *pool, slm_rope_mode mode, int n_rot, int factors
     float *x = rvec(N, 1), *a = fdup(x, N), *b = fdup(x, N);
     int64_t *pos = malloc((size_t)n * sizeof *pos);
     for (int64_t t = 0; t < n; t++) pos[t] = t % T;
-    slm_grad_rope(pool, a, n, T, H, D, &p);
+    slm_error err = {0};
+    CHECK(slm_grad_rope(pool, a, n, T, H, D, &p, &err) == SLM_OK, "%s", err.msg);
     slm_ops_rope(b, n, H, D, pos, &p);
     CHECK(!memcmp(a, b, (size_t)N * sizeof *a), "rope: not slm_ops_rope's bits (mode %d n_rot %d)", mode, n_rot);
     double *ref = malloc((size_t)N * sizeof *ref);
@@ -415,7 +424,7 @@ static void test_rope(slm_pool *pool, slm_rope_mode mode, int n_rot, int factors
     CHECK(ef < 1e-5, "rope forward vs double reference: %.3g", ef);
     /* the adjoint: <rope(x), y> == <x, rope_backward(y)> */
     float *y = rvec(N, 1), *g = fdup(y, N);
-    slm_grad_rope_backward(pool, g, n, T, H, D, &p);
+    CHECK(slm_grad_rope_backward(pool, g, n, T, H, D, &p, &err) == SLM_OK, "%s", err.msg);
     double l = 0, r = 0, nx = 0, ny = 0;
     for (int64_t i = 0; i < N; i++) {
         l += (double)a[i] * y[i];

@@ -269,8 +269,9 @@ static int rope_call(lua_State *L, const char *fn, int inverse)
             argfail(L, fn, 5, "factors must hold n_rot / 2 = %d contiguous f32 values", p.n_rot / 2);
         p.freq_factors = slm_tensor_data(ff);
     }
-    if (inverse) slm_grad_rope_backward(pool_of(L), fdata(x), n_tok, T, H, D, &p);
-    else slm_grad_rope(pool_of(L), fdata(x), n_tok, T, H, D, &p);
+    slm_error err = {0};
+    raise_status(L, inverse ? slm_grad_rope_backward(pool_of(L), fdata(x), n_tok, T, H, D, &p, &err)
+                            : slm_grad_rope(pool_of(L), fdata(x), n_tok, T, H, D, &p, &err), &err);
     return 0;
 }
 

@@ -240,7 +240,7 @@ typedef struct rms_ctx {
     float *r;            /* (rows) 1 / sqrt(mean(x^2) + eps) per row */
     int64_t rows, n;
     float eps;
-    int accumulate;
+    int accumulate, avx2;
 } rms_ctx;
 
 /* rows: r and dx = r g - x r^3 (g . x) / n, g = dy w */
@@ -250,6 +250,13 @@ static void rms_rows_task(void *vc, int ith, int nth)
     const int64_t n = c->n;
     int64_t r0, r1;
     split(c->rows, ith, nth, &r0, &r1);
+#if defined(__x86_64__)
+    if (c->avx2) {
+        slm_grad_rms_rows_avx2(c->dx ? c->dx + r0 * n : NULL, c->r + r0, c->dy + r0 * n, c->x + r0 * n, c->w,
+                               r1 - r0, n, c->eps, c->accumulate);
+        return;
+    }
+#endif
     for (int64_t r = r0; r < r1; r++) {
         const float *x = c->x + r * n, *dy = c->dy + r * n;
         /* the forward's r, rounded as slm_ops_rmsnorm rounds it */
@@ -278,6 +285,12 @@ static void rms_cols_task(void *vc, int ith, int nth)
     const rms_ctx *c = vc;
     int64_t c0, c1;
     split_lines(c->n, ith, nth, &c0, &c1);
+#if defined(__x86_64__)
+    if (c->avx2) {
+        slm_grad_rms_cols_avx2(c->dw, c->dy, c->x, c->r, c->rows, c->n, c0, c1);
+        return;
+    }
+#endif
     double acc[COL_BLOCK];
     for (int64_t j0 = c0; j0 < c1; j0 += COL_BLOCK) {
         const int64_t m = c1 - j0 < COL_BLOCK ? c1 - j0 : COL_BLOCK;
@@ -302,7 +315,7 @@ slm_status slm_grad_rmsnorm_backward(slm_pool *pool, float *dx, float *dw, const
     void *owned;
     float *r = scratch(pool, (size_t)rows * sizeof(float), &owned, err);
     if (!r) return err ? err->code : SLM_ENOMEM;
-    rms_ctx c = {dx, dw, dy, x, w, r, rows, n, eps, accumulate};
+    rms_ctx c = {dx, dw, dy, x, w, r, rows, n, eps, accumulate, slm_kernels_use_avx2()};
     slm_pool_run(pool, nth, rms_rows_task, &c);
     if (dw) {
         int ncol = nth;
@@ -315,66 +328,89 @@ slm_status slm_grad_rmsnorm_backward(slm_pool *pool, float *dx, float *dw, const
 
 /* --- RoPE ------------------------------------------------------------------------- */
 
-/* tokens per call of slm_ops_rope (their positions on the stack) */
-#define ROPE_TOKENS 64
-
+/* Positions repeat every T rows, so the cos and sin of the T positions are
+ * computed once per call, by slm_ops_rope itself: rotating the unit pair
+ * (1, 0) leaves (1 c - 0 s, 1 s + 0 c) = (c, s) exactly, with attn_factor,
+ * freq_scale and the factors folded in. The table has the layout of a
+ * head of n_rot dims, c where the pair's first element is, s at its
+ * second; each row is then rotated with the same two products and sum as
+ * slm_ops_rope's, so the result is its bits. */
 typedef struct rope_ctx {
     float *x;
+    const float *tab;    /* (T, n_rot) */
     int64_t n_tok, T, n_heads, head_dim;
-    const slm_rope_params *p;
-    int inverse;
+    int n_rot, neox, inverse;
 } rope_ctx;
-
-/* negates the second element of every rotated pair of m tokens */
-static void rope_flip(const rope_ctx *c, float *x, int64_t m)
-{
-    const int half = c->p->n_rot / 2;
-    const int neox = c->p->mode == SLM_ROPE_NEOX;
-    for (int64_t h = 0; h < m * c->n_heads; h++) {
-        float *v = x + h * c->head_dim;
-        if (neox)
-            for (int i = half; i < 2 * half; i++) v[i] = -v[i];
-        else
-            for (int i = 1; i < 2 * half; i += 2) v[i] = -v[i];
-    }
-}
 
 static void rope_task(void *vc, int ith, int nth)
 {
     const rope_ctx *c = vc;
+    const int half = c->n_rot / 2;
+    /* normal: pair i = (2i, 2i+1); neox: pair i = (i, i + n_rot/2) */
+    const int64_t stride = c->neox ? 1 : 2, off = c->neox ? half : 1;
     int64_t t0, t1;
     split(c->n_tok, ith, nth, &t0, &t1);
-    int64_t pos[ROPE_TOKENS];
-    for (int64_t t = t0; t < t1; t += ROPE_TOKENS) {
-        const int64_t m = t1 - t < ROPE_TOKENS ? t1 - t : ROPE_TOKENS;
-        for (int64_t k = 0; k < m; k++) pos[k] = (t + k) % c->T;
-        float *x = c->x + t * c->n_heads * c->head_dim;
-        if (c->inverse) rope_flip(c, x, m);
-        slm_ops_rope(x, m, c->n_heads, c->head_dim, pos, c->p);
-        if (c->inverse) rope_flip(c, x, m);
+    for (int64_t t = t0; t < t1; t++) {
+        const float *cs = c->tab + (t % c->T) * c->n_rot;
+        for (int64_t h = 0; h < c->n_heads; h++) {
+            float *v = c->x + (t * c->n_heads + h) * c->head_dim;
+            if (!c->inverse)
+                for (int i = 0; i < half; i++) {
+                    float *a = v + i * stride;
+                    const float co = cs[i * stride], si = cs[i * stride + off], x0 = a[0], x1 = a[off];
+                    a[0] = x0 * co - x1 * si;
+                    a[off] = x0 * si + x1 * co;
+                }
+            else   /* the transpose R(-theta): x0 c + x1 s, x1 c - x0 s */
+                for (int i = 0; i < half; i++) {
+                    float *a = v + i * stride;
+                    const float co = cs[i * stride], si = cs[i * stride + off], x0 = a[0], x1 = a[off];
+                    a[0] = x0 * co + x1 * si;
+                    a[off] = x1 * co - x0 * si;
+                }
+        }
     }
 }
 
-static void rope_run(slm_pool *pool, float *x, int64_t n_tok, int64_t T, int64_t n_heads,
-                     int64_t head_dim, const slm_rope_params *p, int inverse)
+static slm_status rope_run(slm_pool *pool, float *x, int64_t n_tok, int64_t T, int64_t n_heads,
+                           int64_t head_dim, const slm_rope_params *p, int inverse, slm_error *err)
 {
-    if (n_tok < 1 || T < 1 || p->n_rot < 2) return;
-    rope_ctx c = {x, n_tok, T, n_heads, head_dim, p, inverse};
-    /* a pair costs a few flops; cos and sin are per token and pair */
+    if (n_tok < 1 || n_heads < 1 || p->n_rot < 2) return SLM_OK;
+    if (T < 1 || p->n_rot % 2 || p->n_rot > head_dim)
+        return slm_error_set(err, SLM_EINVAL, "rope: T = %lld, n_rot = %d, head_dim = %lld", (long long)T,
+                             p->n_rot, (long long)head_dim);
+    const int64_t Tt = T < n_tok ? T : n_tok;   /* positions in use */
+    const int half = p->n_rot / 2, neox = p->mode == SLM_ROPE_NEOX;
     const int nth = threads_for(&pool, (double)n_tok * n_heads * p->n_rot, MIN_ELEMS_PER_THREAD);
+    void *owned;
+    float *tab = scratch(pool, (size_t)Tt * ((size_t)p->n_rot * sizeof(float) + sizeof(int64_t)), &owned, err);
+    if (!tab) return err ? err->code : SLM_ENOMEM;
+    int64_t *pos = (int64_t *)(void *)(tab + Tt * p->n_rot);
+    for (int64_t t = 0; t < Tt; t++) {
+        pos[t] = t;
+        float *u = tab + t * p->n_rot;
+        for (int i = 0; i < half; i++) {
+            u[neox ? i : 2 * i] = 1.0f;
+            u[neox ? i + half : 2 * i + 1] = 0.0f;
+        }
+    }
+    slm_ops_rope(tab, Tt, 1, p->n_rot, pos, p);
+    rope_ctx c = {x, tab, n_tok, Tt, n_heads, head_dim, p->n_rot, neox, inverse};
     slm_pool_run(pool, nth, rope_task, &c);
+    free(owned);
+    return SLM_OK;
 }
 
-void slm_grad_rope(slm_pool *pool, float *x, int64_t n_tok, int64_t T, int64_t n_heads,
-                   int64_t head_dim, const slm_rope_params *p)
+slm_status slm_grad_rope(slm_pool *pool, float *x, int64_t n_tok, int64_t T, int64_t n_heads,
+                         int64_t head_dim, const slm_rope_params *p, slm_error *err)
 {
-    rope_run(pool, x, n_tok, T, n_heads, head_dim, p, 0);
+    return rope_run(pool, x, n_tok, T, n_heads, head_dim, p, 0, err);
 }
 
-void slm_grad_rope_backward(slm_pool *pool, float *dx, int64_t n_tok, int64_t T, int64_t n_heads,
-                            int64_t head_dim, const slm_rope_params *p)
+slm_status slm_grad_rope_backward(slm_pool *pool, float *dx, int64_t n_tok, int64_t T, int64_t n_heads,
+                                  int64_t head_dim, const slm_rope_params *p, slm_error *err)
 {
-    rope_run(pool, dx, n_tok, T, n_heads, head_dim, p, 1);
+    return rope_run(pool, dx, n_tok, T, n_heads, head_dim, p, 1, err);
 }
 
 /* --- elementwise ops ------------------------------------------------------------------ */

@@ -68,18 +68,19 @@ slm_status slm_grad_rmsnorm_backward(slm_pool *pool, float *dx, float *dw, const
 
 /* --- RoPE ------------------------------------------------------------------- */
 
-/* x (n_tok, n_heads, head_dim) rotated in place as slm_ops_rope does (the
- * same function, so the same bits) at position r % T for row r (T >= 1). */
-void slm_grad_rope(slm_pool *pool, float *x, int64_t n_tok, int64_t T, int64_t n_heads,
-                   int64_t head_dim, const slm_rope_params *p);
+/* x (n_tok, n_heads, head_dim) rotated in place as slm_ops_rope does at
+ * position r % T for row r (T >= 1), bit for bit: the cos and sin of the
+ * T positions come from slm_ops_rope itself (rotating unit pairs), once
+ * per call instead of once per row. SLM_EINVAL on an odd n_rot or one
+ * above head_dim; SLM_ENOMEM without scratch for the T x n_rot table. */
+slm_status slm_grad_rope(slm_pool *pool, float *x, int64_t n_tok, int64_t T, int64_t n_heads,
+                         int64_t head_dim, const slm_rope_params *p, slm_error *err);
 /* Its adjoint, in place on the gradient dx: each pair's rotation R(theta)
- * (times attn_factor) is orthogonal, so its transpose is R(-theta), and
- * R(-theta) = P R(theta) P with P = diag(1, -1) negating the second element
- * of the pair: the second elements are negated, slm_ops_rope is applied,
- * and they are negated back. Negation is exact, so the angles, cos and sin
- * are those of the forward bit for bit. */
-void slm_grad_rope_backward(slm_pool *pool, float *dx, int64_t n_tok, int64_t T, int64_t n_heads,
-                            int64_t head_dim, const slm_rope_params *p);
+ * (times attn_factor) is orthogonal, so its transpose is R(-theta):
+ *   (d0, d1) <- (d0 c + d1 s, d1 c - d0 s)
+ * with the forward's c and s (the same table). */
+slm_status slm_grad_rope_backward(slm_pool *pool, float *dx, int64_t n_tok, int64_t T, int64_t n_heads,
+                                  int64_t head_dim, const slm_rope_params *p, slm_error *err);
 
 /* --- activations ------------------------------------------------------------ */
 
@@ -174,6 +175,12 @@ void slm_grad_geglu_bwd_avx2(float *dg, float *du, const float *dout, const floa
                              const float *u, int64_t n, int accumulate);
 void slm_grad_silu_bwd_avx2(float *dx, const float *dy, const float *x, int64_t n, int accumulate);
 void slm_grad_gelu_bwd_avx2(float *dx, const float *dy, const float *x, int64_t n, int accumulate);
+/* RMSNorm backward: r (and dx when non-NULL) of `rows` rows; dw's columns
+ * [c0, c1) from r */
+void slm_grad_rms_rows_avx2(float *dx, float *r, const float *dy, const float *x, const float *w, int64_t rows,
+                            int64_t n, float eps, int accumulate);
+void slm_grad_rms_cols_avx2(float *dw, const float *dy, const float *x, const float *r, int64_t rows, int64_t n,
+                            int64_t c0, int64_t c1);
 /* one row of V logits: returns logsumexp - logit[target] and writes the
  * gradient (target >= 0) */
 double slm_grad_xent_row_avx2(float *x, int64_t V, int32_t target, float scale);

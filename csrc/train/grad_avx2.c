@@ -1,5 +1,7 @@
 /* AVX2 twins of the grad.c loops bound by exp or by sqrt and division:
- * the activations' backward, the softmax-cross-entropy row and AdamW.
+ * the activations' backward, the softmax-cross-entropy row and AdamW, and
+ * the double-precision sums of the RMSNorm backward (which scalar code
+ * cannot vectorize without reordering them).
  * Same formulas and the same order of operations as the scalar versions,
  * without fused multiply-adds; exp is exp_ps (simd_avx2.h, within 2 ulp of
  * expf), so the activations and the loss agree with the scalar code to
@@ -128,13 +130,92 @@ void slm_grad_gelu_bwd_avx2(float *dx, const float *dy, const float *x, int64_t 
     act_bwd(dx, dy, x, n, accumulate, 1);
 }
 
-/* --- softmax-cross-entropy row --------------------------------------------- */
+/* --- RMSNorm ---------------------------------------------------------------- */
 
 static inline double hsum_pd(__m256d v)
 {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
 }
+
+/* grad.c's rows pass on rows [0, rows): the sum of squares in the order of
+ * slm_ops_rmsnorm_avx2 (two double accumulators, then the tail), so r is
+ * the AVX2 forward's bits; g . x in double likewise */
+void slm_grad_rms_rows_avx2(float *dx, float *r, const float *dy, const float *x, const float *w, int64_t rows,
+                            int64_t n, float eps, int accumulate)
+{
+    for (int64_t row = 0; row < rows; row++, x += n, dy += n) {
+        __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+        __m256d g0 = _mm256_setzero_pd(), g1 = _mm256_setzero_pd();
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            const __m256 v = _mm256_loadu_ps(x + i);
+            const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+            const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+            s0 = _mm256_fmadd_pd(lo, lo, s0);
+            s1 = _mm256_fmadd_pd(hi, hi, s1);
+            __m256 g = _mm256_loadu_ps(dy + i);
+            if (w) g = _mm256_mul_ps(g, _mm256_loadu_ps(w + i));
+            g0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(g)), lo, g0);
+            g1 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(g, 1)), hi, g1);
+        }
+        double ss = hsum_pd(_mm256_add_pd(s0, s1)), gx = hsum_pd(_mm256_add_pd(g0, g1));
+        for (int64_t j = i; j < n; j++) {
+            ss += (double)x[j] * x[j];
+            gx += (double)(w ? dy[j] * w[j] : dy[j]) * x[j];
+        }
+        const float rs = 1.0f / sqrtf((float)(ss / (double)n) + eps);
+        r[row] = rs;
+        if (!dx) continue;
+        const float k = (float)((double)rs * rs * rs * gx / (double)n);
+        float *d = dx + row * n;
+        const __m256 vr = _mm256_set1_ps(rs), vk = _mm256_set1_ps(k);
+        for (i = 0; i + 8 <= n; i += 8) {
+            __m256 g = _mm256_loadu_ps(dy + i);
+            if (w) g = _mm256_mul_ps(g, _mm256_loadu_ps(w + i));
+            __m256 v = _mm256_sub_ps(_mm256_mul_ps(vr, g), _mm256_mul_ps(vk, _mm256_loadu_ps(x + i)));
+            if (accumulate) v = _mm256_add_ps(_mm256_loadu_ps(d + i), v);
+            _mm256_storeu_ps(d + i, v);
+        }
+        for (; i < n; i++) {
+            const float g = w ? dy[i] * w[i] : dy[i];
+            const float v = rs * g - k * x[i];
+            d[i] = accumulate ? d[i] + v : v;
+        }
+    }
+}
+
+/* dw[c0..c1) += sum over rows of dy (x r), each column's sum in double in
+ * row order: a float product is exact in double, so the fused multiply-add
+ * rounds as the scalar loop's add does (the same bits) */
+void slm_grad_rms_cols_avx2(float *dw, const float *dy, const float *x, const float *r, int64_t rows, int64_t n,
+                            int64_t c0, int64_t c1)
+{
+    double acc[256] __attribute__((aligned(32)));
+    for (int64_t j0 = c0; j0 < c1; j0 += 256) {
+        const int64_t m = c1 - j0 < 256 ? c1 - j0 : 256;
+        memset(acc, 0, sizeof acc);
+        for (int64_t row = 0; row < rows; row++) {
+            const float *xr = x + row * n + j0, *d = dy + row * n + j0;
+            const float rs = r[row];
+            const __m256 vr = _mm256_set1_ps(rs);
+            int64_t j = 0;
+            for (; j + 8 <= m; j += 8) {
+                const __m256 xs = _mm256_mul_ps(_mm256_loadu_ps(xr + j), vr), dv = _mm256_loadu_ps(d + j);
+                const __m256d lo = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(dv)),
+                                                   _mm256_cvtps_pd(_mm256_castps256_ps128(xs)), _mm256_load_pd(acc + j));
+                const __m256d hi = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(dv, 1)),
+                                                   _mm256_cvtps_pd(_mm256_extractf128_ps(xs, 1)), _mm256_load_pd(acc + j + 4));
+                _mm256_store_pd(acc + j, lo);
+                _mm256_store_pd(acc + j + 4, hi);
+            }
+            for (; j < m; j++) acc[j] += (double)d[j] * (xr[j] * rs);
+        }
+        for (int64_t j = 0; j < m; j++) dw[j0 + j] += (float)acc[j];
+    }
+}
+
+/* --- softmax-cross-entropy row --------------------------------------------- */
 
 double slm_grad_xent_row_avx2(float *x, int64_t V, int32_t t, float scale)
 {
