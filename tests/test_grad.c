@@ -417,6 +417,14 @@ static void test_rope(slm_pool *pool, slm_rope_mode mode, int n_rot, int factors
     CHECK(slm_grad_rope(pool, a, n, T, H, D, &p, &err) == SLM_OK, "%s", err.msg);
     slm_ops_rope(b, n, H, D, pos, &p);
     CHECK(!memcmp(a, b, (size_t)N * sizeof *a), "rope: not slm_ops_rope's bits (mode %d n_rot %d)", mode, n_rot);
+    /* T longer than the batch (C callers may; the binding wants whole
+     * sequences): positions 0..n-1 */
+    float *c = fdup(x, N), *e = fdup(x, N);
+    for (int64_t t = 0; t < n; t++) pos[t] = t;
+    CHECK(slm_grad_rope(pool, c, n, 100000, H, D, &p, &err) == SLM_OK, "%s", err.msg);
+    slm_ops_rope(e, n, H, D, pos, &p);
+    CHECK(!memcmp(c, e, (size_t)N * sizeof *c), "rope with T > n_tok: not slm_ops_rope's bits");
+    free(c); free(e);
     double *ref = malloc((size_t)N * sizeof *ref);
     rope_ref(ref, x, n, T, H, D, &p, 1);
     const double ef = relerr(a, ref, N);
