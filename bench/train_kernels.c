@@ -19,6 +19,7 @@
 #include "core/pool.h"
 #include "kernels/matmul.h"
 #include "kernels/vecdot.h"
+#include "train/adamw.h"
 #include "train/grad.h"
 
 static double now(void)

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "../core/pool.h"
+#include "../train/adamw.h"
 #include "../train/grad.h"
 #include "bind.h"
 

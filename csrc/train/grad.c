@@ -1,5 +1,5 @@
-/* Backward kernels, f32 linear layer, softmax-cross-entropy and AdamW (see
- * grad.h for the formulas). The scalar loops here are the reference the
+/* Backward kernels, f32 linear layer and softmax-cross-entropy (see grad.h
+ * for the formulas). The scalar loops here are the reference the
  * AVX2 twins (grad_avx2.c) are tested against; the public functions pick
  * the AVX2 path at run time when slm_kernels_use_avx2(). */
 #include "grad.h"
@@ -746,74 +746,5 @@ slm_status slm_grad_sumsq(slm_pool *pool, const float *x, int64_t n, double *out
     for (int64_t k = 0; k < chunks; k++) s += part[k];
     *out = s;
     free(owned);
-    return SLM_OK;
-}
-
-/* --- AdamW ------------------------------------------------------------------------------ */
-
-static void adamw_scalar(float *p, const float *g, float *m, float *v, int64_t n, const slm_adamw_consts *k)
-{
-    for (int64_t i = 0; i < n; i++) {
-        const float gi = g[i] * k->c;
-        const float pi = p[i] * k->decay;                        /* param.mul_(1 - lr wd) */
-        const float mi = m[i] * k->b1 + k->one_minus_b1 * gi;    /* exp_avg.mul_(b1).add_(g, 1 - b1) */
-        const float vi = v[i] * k->b2 + k->one_minus_b2 * gi * gi;   /* .addcmul_(g, g, 1 - b2) */
-        const float denom = sqrtf(vi) / k->bc2_sqrt + k->eps;
-        p[i] = pi - k->step_size * mi / denom;                   /* addcdiv_(m, denom, -step_size) */
-        m[i] = mi;
-        v[i] = vi;
-    }
-}
-
-typedef struct adamw_ctx {
-    float *p, *m, *v;
-    const float *g;
-    int64_t n;
-    slm_adamw_consts k;
-    int avx2;
-} adamw_ctx;
-
-static void adamw_task(void *vc, int ith, int nth)
-{
-    const adamw_ctx *c = vc;
-    int64_t lo, hi;
-    split_lines(c->n, ith, nth, &lo, &hi);
-    if (hi <= lo) return;
-#if defined(__x86_64__)
-    if (c->avx2) {
-        slm_adamw_avx2(c->p + lo, c->g + lo, c->m + lo, c->v + lo, hi - lo, &c->k);
-        return;
-    }
-#endif
-    adamw_scalar(c->p + lo, c->g + lo, c->m + lo, c->v + lo, hi - lo, &c->k);
-}
-
-slm_status slm_adamw_step(slm_pool *pool, float *p, const float *g, float *m, float *v, int64_t n,
-                          const slm_adamw_params *h, slm_error *err)
-{
-    if (h->step < 1)
-        return slm_error_set(err, SLM_EINVAL, "adamw: step %lld (the first update is step 1)",
-                             (long long)h->step);
-    if (!(h->beta1 >= 0 && h->beta1 < 1) || !(h->beta2 >= 0 && h->beta2 < 1))
-        return slm_error_set(err, SLM_EINVAL, "adamw: betas (%g, %g) outside [0, 1)", h->beta1, h->beta2);
-    /* as PyTorch: Python floats (double) for the bias corrections and the
-     * scalars, rounded to float where they meet a float tensor */
-    const double t = (double)h->step;
-    const double bc1 = 1.0 - pow(h->beta1, t), bc2 = 1.0 - pow(h->beta2, t);
-    adamw_ctx c = {.p = p, .m = m, .v = v, .g = g, .n = n, .avx2 = slm_kernels_use_avx2()};
-    c.k = (slm_adamw_consts){
-        .c = (float)h->grad_scale,
-        .decay = (float)(1.0 - h->lr * h->weight_decay),
-        .b1 = (float)h->beta1,
-        .one_minus_b1 = (float)(1.0 - h->beta1),
-        .b2 = (float)h->beta2,
-        .one_minus_b2 = (float)(1.0 - h->beta2),
-        .step_size = (float)(h->lr / bc1),
-        .bc2_sqrt = (float)sqrt(bc2),
-        .eps = (float)h->eps,
-    };
-    if (n < 1) return SLM_OK;
-    const int nth = threads_for(&pool, (double)n, MIN_ELEMS_PER_THREAD / 4);
-    slm_pool_run(pool, nth, adamw_task, &c);
     return SLM_OK;
 }

@@ -1,5 +1,5 @@
 /* Backward passes of the row ops of a transformer, the f32 linear layer of
- * training, the fused softmax-cross-entropy and the AdamW optimizer.
+ * training and the fused softmax-cross-entropy (the optimizer: adamw.h).
  *
  * Conventions (docs/TRAINING.md):
  *  - activations are contiguous f32 rows (rows, n); weights are stored
@@ -133,38 +133,6 @@ void slm_grad_axpy(slm_pool *pool, float *dst, const float *src, float s, int64_
 void slm_grad_scale(slm_pool *pool, float *x, float s, int64_t n);
 void slm_grad_zero(slm_pool *pool, float *x, int64_t n);
 
-/* --- AdamW ---------------------------------------------------------------------- */
-
-/* torch.optim.AdamW (amsgrad off) with the gradient multiplied by
- * grad_scale first (the clip coefficient of clip_grad_norm_). Hyper-
- * parameters are doubles as PyTorch's Python floats are; the bias
- * corrections are computed in double once per call and every elementwise
- * step in float, each constant rounded to float, in PyTorch's order:
- *   g <- g c
- *   p <- p (1 - lr wd)
- *   m <- m b1 + (1 - b1) g
- *   v <- v b2 + ((1 - b2) g) g
- *   p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
- * (m: exp_avg, v: exp_avg_sq; t = step >= 1, the count of updates including
- * this one). */
-typedef struct slm_adamw_params {
-    double lr, beta1, beta2, eps, weight_decay;
-    double grad_scale;     /* c; 1 for none */
-    int64_t step;          /* t >= 1 */
-} slm_adamw_params;
-
-/* p, g, m, v: n floats each (g is read only). SLM_EINVAL on a step < 1 or
- * betas outside [0, 1). */
-slm_status slm_adamw_step(slm_pool *pool, float *p, const float *g, float *m, float *v, int64_t n,
-                          const slm_adamw_params *h, slm_error *err);
-
-/* The float constants of one AdamW call (slm_adamw_step computes them):
- * c, 1 - lr wd, b1, 1 - b1, b2, 1 - b2, lr / (1 - b1^t), sqrt(1 - b2^t),
- * eps, each computed in double and rounded to float. */
-typedef struct slm_adamw_consts {
-    float c, decay, b1, one_minus_b1, b2, one_minus_b2, step_size, bc2_sqrt, eps;
-} slm_adamw_consts;
-
 /* AVX2 twins (grad_avx2.c), picked at run time by the functions above when
  * slm_kernels_use_avx2(); each is tested against the scalar version. They
  * work on a range of elements (or rows) of one call. */
@@ -184,8 +152,6 @@ void slm_grad_rms_cols_avx2(float *dw, const float *dy, const float *x, const fl
 /* one row of V logits: returns logsumexp - logit[target] and writes the
  * gradient (target >= 0) */
 double slm_grad_xent_row_avx2(float *x, int64_t V, int32_t target, float scale);
-void slm_adamw_avx2(float *p, const float *g, float *m, float *v, int64_t n,
-                    const slm_adamw_consts *k);
 #endif
 
 #endif
