@@ -268,6 +268,7 @@ describe("slm.core.train", function()
       assert.equals("bad argument #2 to 'rope' (6 tokens are not whole sequences of T = 4)",
                     errmsg(train.rope, x, 4, H, D, {}))
       assert.equals("field 'factors' must be a tensor", errmsg(train.rope, x, Tn, H, D, {factors = {1, 2}}))
+      assert.equals('field \'mode\' must be "normal" or "neox"', errmsg(train.rope, x, Tn, H, D, {mode = "gptj"}))
     end)
   end)
 

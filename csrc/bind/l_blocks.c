@@ -84,10 +84,12 @@ slm_tensor *slm_bind_opt_weight(lua_State *L, int idx, const char *name)
 
 slm_tensor *slm_bind_rope_opts(lua_State *L, int idx, int head_dim, slm_rope_params *p)
 {
-    static const char *const modes[] = {"normal", "neox", NULL};
     idx = lua_absindex(L, idx);
     lua_getfield(L, idx, "mode");
-    p->mode = lua_isnil(L, -1) ? SLM_ROPE_NORMAL : (slm_rope_mode)luaL_checkoption(L, -1, NULL, modes);
+    const char *mode = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (!lua_isnil(L, -1) && (!mode || (strcmp(mode, "normal") && strcmp(mode, "neox"))))
+        luaL_error(L, "field 'mode' must be \"normal\" or \"neox\"");
+    p->mode = mode && !strcmp(mode, "neox") ? SLM_ROPE_NEOX : SLM_ROPE_NORMAL;
     lua_pop(L, 1);
     p->n_rot = (int)slm_bind_int_field(L, idx, "n_rot", head_dim, 0);
     p->freq_base = (float)slm_bind_num_field(L, idx, "base", 10000.0);
