@@ -17,10 +17,15 @@
 #include "train/grad.h"
 
 static uint32_t rng = 2024;
-static float frand(void)   /* uniform in [-1, 1) */
+static uint32_t urand(void)   /* xorshift32 */
 {
     rng ^= rng << 13; rng ^= rng >> 17; rng ^= rng << 5;
-    return (float)(rng % 2000001) / 1000000.0f - 1.0f;
+    return rng;
+}
+
+static float frand(void)   /* uniform in [-1, 1) */
+{
+    return (float)(urand() % 2000001) / 1000000.0f - 1.0f;
 }
 
 static float *rvec(int64_t n, float scale)
@@ -168,14 +173,14 @@ static void test_linear(slm_pool *pool, int64_t n, int64_t in, int64_t out, int 
           "%s", err.msg);
     double fd_err = 0;
     for (int k = 0; k < 12; k++) {
-        const int64_t i = (int64_t)(rng % (uint32_t)(out * in));
+        const int64_t i = (int64_t)(urand() % (uint32_t)(out * in));
         double fd = lin_fd(Wd, i, xd, Wd, bd, dyd, n, in, out);
         fd_err = fmax(fd_err, fabs(dW[i] - fd) / (fabs(fd) + 1));
-        const int64_t j = (int64_t)(rng % (uint32_t)(n * in));
+        const int64_t j = (int64_t)(urand() % (uint32_t)(n * in));
         fd = lin_fd(xd, j, xd, Wd, bd, dyd, n, in, out);
         fd_err = fmax(fd_err, fabs(dx[j] - fd) / (fabs(fd) + 1));
         if (bias) {
-            const int64_t o = (int64_t)(rng % (uint32_t)out);
+            const int64_t o = (int64_t)(urand() % (uint32_t)out);
             fd = lin_fd(bd, o, xd, Wd, bd, dyd, n, in, out);
             fd_err = fmax(fd_err, fabs(db[o] - fd) / (fabs(fd) + 1));
         }
@@ -212,7 +217,7 @@ static void test_embed(slm_pool *pool, int64_t vocab, int64_t dim, int64_t n)
 {
     float *dW = rvec(vocab * dim, 1), *dy = rvec(n * dim, 1);
     int32_t *ids = malloc((size_t)n * sizeof *ids);
-    for (int64_t i = 0; i < n; i++) ids[i] = (int32_t)(rng % (uint32_t)(vocab < 8 ? vocab : vocab / 4));
+    for (int64_t i = 0; i < n; i++) ids[i] = (int32_t)(urand() % (uint32_t)(vocab < 8 ? vocab : vocab / 4));
     /* in double, and in float adding in order of i (the same bits) */
     double *ref = dcopy(dW, vocab * dim);
     float *ref32 = fdup(dW, vocab * dim);
@@ -309,7 +314,7 @@ static void test_rmsnorm(slm_pool *pool, int64_t rows, int64_t n, int weighted)
     const double h = 1e-5;
     double fe = 0;
     for (int k = 0; k < 24; k++) {
-        const int64_t i = k < 4 ? (int64_t)k : (int64_t)(rng % (uint32_t)(rows * n));   /* row 0 too */
+        const int64_t i = k < 4 ? (int64_t)k : (int64_t)(urand() % (uint32_t)(rows * n));   /* row 0 too */
         const double keep = xd[i];
         xd[i] = keep + h;
         const double lp = rms_loss(xd, wd, dyd, rows, n, eps);
@@ -335,7 +340,7 @@ static void test_rmsnorm(slm_pool *pool, int64_t rows, int64_t n, int weighted)
     double fe32 = 0, gmax = 0;
     for (int64_t i = 0; i < rows * n; i++) gmax = fmax(gmax, fabs(rdx[i]));
     for (int k = 0; k < 16; k++) {
-        const int64_t r = 1 + (int64_t)(rng % (uint32_t)(rows - 1)), i = (int64_t)(rng % (uint32_t)n);
+        const int64_t r = 1 + (int64_t)(urand() % (uint32_t)(rows - 1)), i = (int64_t)(urand() % (uint32_t)n);
         const float hf = 4e-3f;
         double l[2];
         for (int sgn = 0; sgn < 2; sgn++) {
@@ -448,7 +453,7 @@ static void test_rope(slm_pool *pool, slm_rope_mode mode, int n_rot, int factors
     /* finite differences of sum(rope(x) y) on the library's float forward */
     double efd = 0;
     for (int k = 0; k < 16; k++) {
-        const int64_t t = (int64_t)(rng % (uint32_t)n), i = (t * H + (int64_t)(rng % H)) * D + (int64_t)(rng % D);
+        const int64_t t = (int64_t)(urand() % (uint32_t)n), i = (t * H + (int64_t)(urand() % H)) * D + (int64_t)(urand() % D);
         const float hf = 1e-2f;
         double lv[2];
         float row[4 * 32];   /* token t alone: the loss's other terms cancel */
@@ -552,7 +557,7 @@ static void test_glu(const char *name, glu_fwd_fn fwd, glu_bwd_fn bwd, act_bwd_f
     double efd = 0, efd32 = 0, gmax = 0;
     for (int64_t i = 0; i < n; i++) gmax = fmax(gmax, fabs(rg[i]));
     for (int k = 0; k < 40; k++) {
-        const int64_t i = (int64_t)(rng % (uint32_t)n);
+        const int64_t i = (int64_t)(urand() % (uint32_t)n);
         const double h = 1e-6;
         const double fd = (act(g[i] + h) - act(g[i] - h)) / (2 * h) * u[i] * dout[i];
         efd = fmax(efd, fabs(dg[i] - fd) / gmax);
@@ -587,7 +592,7 @@ static void test_xent(slm_pool *pool, int64_t rows, int64_t V, float spread)
 {
     float *x = rvec(rows * V, spread);
     int32_t *t = malloc((size_t)rows * sizeof *t);
-    for (int64_t r = 0; r < rows; r++) t[r] = r % 5 == 3 ? -1 : (int32_t)(rng % (uint32_t)V);
+    for (int64_t r = 0; r < rows; r++) t[r] = r % 5 == 3 ? -1 : (int32_t)(urand() % (uint32_t)V);
     double *xd = dcopy(x, rows * V);
     const double ref = lse_loss(xd, t, rows, V);
     const float scale = 0.25f;
@@ -619,7 +624,9 @@ static void test_xent(slm_pool *pool, int64_t rows, int64_t V, float spread)
     if (paths[1]) eavx = relerr_f(paths[1], paths[0], rows * V);
     /* finite differences of the double loss against the gradient / scale */
     for (int k = 0; k < 30; k++) {
-        const int64_t i = (int64_t)(rng % (uint32_t)(rows * V));
+        /* a few targets' own logits (the onehot's entry), then anywhere */
+        const int64_t r = k % rows;
+        const int64_t i = k < 6 && t[r] >= 0 ? r * V + t[r] : (int64_t)(urand() % (uint32_t)(rows * V));
         const double h = 1e-5, keep = xd[i];
         xd[i] = keep + h;
         const double lp = lse_loss(xd, t, rows, V);
