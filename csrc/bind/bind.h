@@ -13,6 +13,7 @@
 #include "../core/status.h"
 #include "../core/tensor.h"
 #include "../core/work.h"
+#include "../kernels/ops.h"
 
 #define SLM_TENSOR_MT "slm.Tensor"
 
@@ -38,6 +39,14 @@ void slm_bind_new_meta(lua_State *L, const char *name, lua_CFunction close,
  * (NULL when absent; raises when not a tensor). */
 const slm_work *slm_bind_check_work(lua_State *L, int idx);
 slm_tensor *slm_bind_opt_weight(lua_State *L, int idx, const char *name);
+
+/* The RoPE options table at idx (blocks.attention's field `rope`, also
+ * slm.core.train.rope's): mode "normal" (default) or "neox", n_rot
+ * (default head_dim), base (10000), scale (1), attn_factor (1) into *p,
+ * whose freq_factors is left NULL; returns the tensor in field `factors`,
+ * borrowed from the table (NULL when absent; raises when not a tensor).
+ * The caller checks n_rot and the factors' length. */
+slm_tensor *slm_bind_rope_opts(lua_State *L, int idx, int head_dim, slm_rope_params *p);
 
 /* Tensor userdata (l_tensor.c). push takes ownership of t (frees it if
  * pushing fails). check raises "bad argument #i (slm.Tensor expected...)" or
@@ -66,5 +75,6 @@ void slm_bind_open_tokens(lua_State *L);   /* slm.core.train: token files (l_tok
 void slm_bind_open_sdpa(lua_State *L);   /* adds to slm.core.train (get or create) */
 void slm_bind_open_mamba_train(lua_State *L);   /* adds to slm.core.train (get or create) */
 void slm_bind_open_rwkv_train(lua_State *L);   /* adds to slm.core.train (get or create) */
+void slm_bind_open_train(lua_State *L);   /* adds to slm.core.train (get or create) */
 
 #endif

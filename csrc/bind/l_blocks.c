@@ -82,6 +82,29 @@ slm_tensor *slm_bind_opt_weight(lua_State *L, int idx, const char *name)
 
 /* --- attention ----------------------------------------------------------- */
 
+slm_tensor *slm_bind_rope_opts(lua_State *L, int idx, int head_dim, slm_rope_params *p)
+{
+    idx = lua_absindex(L, idx);
+    lua_getfield(L, idx, "mode");
+    const char *mode = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (!lua_isnil(L, -1) && (!mode || (strcmp(mode, "normal") && strcmp(mode, "neox"))))
+        luaL_error(L, "field 'mode' must be \"normal\" or \"neox\"");
+    p->mode = mode && !strcmp(mode, "neox") ? SLM_ROPE_NEOX : SLM_ROPE_NORMAL;
+    lua_pop(L, 1);
+    p->n_rot = (int)slm_bind_int_field(L, idx, "n_rot", head_dim, 0);
+    p->freq_base = (float)slm_bind_num_field(L, idx, "base", 10000.0);
+    p->freq_scale = (float)slm_bind_num_field(L, idx, "scale", 1.0);
+    p->attn_factor = (float)slm_bind_num_field(L, idx, "attn_factor", 1.0);
+    p->freq_factors = NULL;
+    slm_tensor *f = NULL;
+    if (lua_getfield(L, idx, "factors") != LUA_TNIL) {
+        if (!luaL_testudata(L, -1, SLM_TENSOR_MT)) luaL_error(L, "field 'factors' must be a tensor");
+        f = slm_bind_check_tensor(L, -1);
+    }
+    lua_pop(L, 1);   /* (the table at idx keeps the tensor alive) */
+    return f;
+}
+
 #define ATTN_OWN 12
 typedef struct attn_ud {
     slm_attn_block b;
@@ -155,16 +178,8 @@ static int l_attention(lua_State *L)
     b->shape.unmasked = !lua_isnil(L, -1) && !lua_toboolean(L, -1);
     lua_pop(L, 1);
     if (lua_getfield(L, 1, "rope") == LUA_TTABLE) {
-        static const char *const modes[] = {"normal", "neox", NULL};
-        lua_getfield(L, -1, "mode");
-        b->rope.mode = lua_isnil(L, -1) ? SLM_ROPE_NORMAL
-                                        : (slm_rope_mode)luaL_checkoption(L, -1, NULL, modes);
-        lua_pop(L, 1);
         b->use_rope = 1;
-        b->rope.n_rot = (int)slm_bind_int_field(L, -1, "n_rot", b->shape.head_dim, 0);
-        b->rope.freq_base = (float)slm_bind_num_field(L, -1, "base", 10000.0);
-        b->rope.freq_scale = (float)slm_bind_num_field(L, -1, "scale", 1.0);
-        b->rope.attn_factor = (float)slm_bind_num_field(L, -1, "attn_factor", 1.0);
+        slm_bind_rope_opts(L, lua_gettop(L), b->shape.head_dim, &b->rope);
         a->own[11] = slm_bind_opt_weight(L, lua_gettop(L), "factors");
     } else if (!lua_isnil(L, -1) && lua_toboolean(L, -1)) {
         luaL_error(L, "field 'rope' must be a table or false");

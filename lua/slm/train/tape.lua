@@ -140,10 +140,10 @@ function M.blocks(tape, s)
     tape:push(function()
       local gout = tape:grad(out)
       if tmp then   -- in place: grad(x) replaces grad(out)
-        K.rmsnorm_backward(tmp, gw, gout, saved, w, eps, 0)
+        K.rmsnorm_backward(tmp, gw, gout, saved, w, eps, false)
         gout:copy_(tmp)
       else
-        K.rmsnorm_backward(tape:grad(x), gw, gout, saved, w, eps, 1)
+        K.rmsnorm_backward(tape:grad(x), gw, gout, saved, w, eps, true)
         zero(gout)
       end
     end)
@@ -166,8 +166,22 @@ function M.blocks(tape, s)
   function B.softcap()
     error("train: soft-capping (gemma2) has no backward yet", 2)
   end
-  function B.layernorm()
-    error("train: layernorm has no backward yet", 2)
+  function B.layernorm(out, x, w, b, eps, first, n)
+    whole(x, first, n, "layernorm")
+    local saved = tape:save(x)
+    local tmp = rawequal(out, x) and tape:buf(x:size(1), x:size(2)) or nil
+    cblocks.layernorm(out, x, w, b, eps, first, n)
+    local gw, gb = tape:param_grad(w), tape:param_grad(b)
+    tape:push(function()
+      local gout = tape:grad(out)
+      if tmp then   -- in place (RWKV's ln0 on the embedding)
+        K.layernorm_backward(tmp, gw, gb, gout, saved, w, eps, false)
+        gout:copy_(tmp)
+      else
+        K.layernorm_backward(tape:grad(x), gw, gb, gout, saved, w, eps, true)
+        zero(gout)
+      end
+    end)
   end
   function B.linear()
     error("train: blocks.linear is for one row; the training head computes every row", 2)
@@ -191,7 +205,7 @@ function M.head(tape, s)
     tape:push(function()
       -- logits hold d loss / d logits (scaled by the logit multiplier's chain rule)
       if m.logit_mul then ops.scale_(logits, m.logit_mul) end
-      K.linear_backward(tape:grad(h), gW, nil, logits, h, W, 1)
+      K.linear_backward(tape:grad(h), gW, nil, logits, h, W, true)
     end)
   end
 end
@@ -247,9 +261,9 @@ function M.attention(tape, s, args)
     local gtq, gtk = args.q_norm and tape:buf(n, H * D), args.q_norm and tape:buf(n, KV * D)
     tape:push(function()
       local gy = tape:grad(y)
-      K.linear_backward(go, tape:param_grad(args.wo), tape:param_grad(args.bo), gy, o, args.wo, 0)
+      K.linear_backward(go, tape:param_grad(args.wo), tape:param_grad(args.bo), gy, o, args.wo, false)
       zero(gy)
-      K.sdpa_backward(gq, gk, gv, go, q, k, v, o, sopt, saved, 0)
+      K.sdpa_backward(gq, gk, gv, go, q, k, v, o, sopt, saved, false)
       if args.rope then
         K.rope_backward(gq, T, H, D, args.rope)
         K.rope_backward(gk, T, KV, D, args.rope)
@@ -260,14 +274,14 @@ function M.attention(tape, s, args)
         local shape_k = full_norm and gk or gk:reshape(n * KV, D)
         local tq = full_norm and gtq or gtq:reshape(n * H, D)
         local tk = full_norm and gtk or gtk:reshape(n * KV, D)
-        K.rmsnorm_backward(tq, tape:param_grad(args.q_norm), shape_q, qpv, args.q_norm, eps, 0)
-        K.rmsnorm_backward(tk, tape:param_grad(args.k_norm), shape_k, kpv, args.k_norm, eps, 0)
+        K.rmsnorm_backward(tq, tape:param_grad(args.q_norm), shape_q, qpv, args.q_norm, eps, false)
+        K.rmsnorm_backward(tk, tape:param_grad(args.k_norm), shape_k, kpv, args.k_norm, eps, false)
         dq, dk = gtq, gtk
       end
       local gh = tape:grad(h)
-      K.linear_backward(gh, tape:param_grad(args.wq), tape:param_grad(args.bq), dq, hin, args.wq, 1)
-      K.linear_backward(gh, tape:param_grad(args.wk), tape:param_grad(args.bk), dk, hin, args.wk, 1)
-      K.linear_backward(gh, tape:param_grad(args.wv), tape:param_grad(args.bv), gv, hin, args.wv, 1)
+      K.linear_backward(gh, tape:param_grad(args.wq), tape:param_grad(args.bq), dq, hin, args.wq, true)
+      K.linear_backward(gh, tape:param_grad(args.wk), tape:param_grad(args.bk), dk, hin, args.wk, true)
+      K.linear_backward(gh, tape:param_grad(args.wv), tape:param_grad(args.bv), gv, hin, args.wv, true)
     end)
   end
   return A
@@ -293,12 +307,12 @@ function M.ffn(tape, s, args)
     local ga, gg, gu = tape:buf(n, F), tape:buf(n, F), tape:buf(n, F)
     tape:push(function()
       local gy = tape:grad(y)
-      K.linear_backward(ga, tape:param_grad(args.down), nil, gy, a, args.down, 0)
+      K.linear_backward(ga, tape:param_grad(args.down), nil, gy, a, args.down, false)
       zero(gy)
-      bwd(gg, gu, ga, g, u, 0)
+      bwd(gg, gu, ga, g, u, false)
       local gh = tape:grad(h)
-      K.linear_backward(gh, tape:param_grad(args.gate), nil, gg, hin, args.gate, 1)
-      K.linear_backward(gh, tape:param_grad(args.up), nil, gu, hin, args.up, 1)
+      K.linear_backward(gh, tape:param_grad(args.gate), nil, gg, hin, args.gate, true)
+      K.linear_backward(gh, tape:param_grad(args.up), nil, gu, hin, args.up, true)
     end)
   end
   return A
@@ -329,6 +343,66 @@ function M.mamba(tape, s, args)
     tape:push(function()
       local gy = tape:grad(y)
       K.mamba_backward(w, g, hin, gy, tape:grad(h), opts, saved, true)
+      zero(gy)
+    end)
+  end
+  return A
+end
+
+-- The tensors of a block's options that are trained parameters, under
+-- their GGUF names without the "blk.N." prefix (the names the RWKV-7
+-- kernels take), and their gradients.
+local function named(tape, s, args)
+  local w, g = {}, {}
+  for _, t in pairs(args) do
+    local name = tensor.is_tensor(t) and s.param_name[t]
+    if name then
+      local short = name:gsub("^blk%.%d+%.", "")
+      w[short], g[short] = t, tape:param_grad(t)
+    end
+  end
+  return w, g
+end
+
+--- rwkv7_tmix(tape, s, args) / rwkv7_cmix(tape, s, args): RWKV-7's time
+-- mix and channel mix twins (slm.core.train.rwkv7_*: each of the s.B
+-- sequences from a zero state; WKV states checkpointed every 16 tokens).
+-- The first layer's value is every later layer's v_first: its gradient
+-- (s.dv_first) is cleared by the first layer's forward, added to by the
+-- later layers' backward and read by the first layer's backward, which
+-- runs after theirs.
+function M.rwkv7_tmix(tape, s, args)
+  if args.version ~= "v7" then error("train: RWKV " .. tostring(args.version) .. " has no backward (RWKV-7 only)", 2) end
+  local w, g = named(tape, s, args)
+  local A = {}
+  function A.forward(_, y, h, _, _, n)
+    whole(h, 1, n, "time mix")
+    local opts = { B = s.B, T = s.T, head_size = args.dim // args.n_head, first_layer = args.first_layer,
+                   gn_eps = args.gn_eps }
+    local vf, dvf = s.v_first, s.dv_first
+    if args.first_layer then zero(dvf) end
+    local saved = tape:buf(1, math.max(1, (K.rwkv7_tmix_saved_bytes(w, opts) + 3) // 4))
+    K.rwkv7_tmix_forward(w, h, y, vf, opts, saved)
+    tape:push(function()
+      local gy = tape:grad(y)
+      K.rwkv7_tmix_backward(w, g, saved, gy, tape:grad(h), dvf, opts, true)
+      zero(gy)
+    end)
+  end
+  return A
+end
+
+function M.rwkv7_cmix(tape, s, args)
+  local w, g = named(tape, s, args)
+  local A = {}
+  function A.forward(_, y, h, _, _, n)
+    whole(h, 1, n, "channel mix")
+    local opts = { B = s.B, T = s.T }
+    local saved = tape:buf(1, math.max(1, (K.rwkv7_cmix_saved_bytes(w, opts) + 3) // 4))
+    K.rwkv7_cmix_forward(w, h, y, opts, saved)
+    tape:push(function()
+      local gy = tape:grad(y)
+      K.rwkv7_cmix_backward(w, g, saved, gy, tape:grad(h), opts, true)
       zero(gy)
     end)
   end
