@@ -239,6 +239,7 @@ end
 -- in s.logits. The state restarts when the session is at position 0.
 function rwkv.forward(m, s, ids, first, n)
   local hp, x, h, y, st = m.hp, s.x, s.h, s.y, s.state
+  local blocks, head = s.blocks or blocks, s.head or head   -- a training session's recording ops (slm.train)
   if s.n_past == 0 then st:reset() end
   blocks.embed(x, m.emb, ids, first, n)
   blocks.layernorm(x, x, m.ln0_w, m.ln0_b, hp.eps, 1, n)

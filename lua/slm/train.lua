@@ -187,7 +187,76 @@ function ARCHS.mamba(o, V, E, L, ctx, W, seed)
   }
 end
 
---- init{arch = "llama" | "mamba", vocab =, dim =, layers =, ctx =, tied =
+-- rwkv7: RWKV-7 "Goose" as its training code initializes it
+-- (RWKV-LM/RWKV-v7/train_temp/src/model.py), the orthogonal and zero
+-- matrices replaced by small normal ones (so that every parameter gets a
+-- gradient from the first step): mixing vectors 1 - (i/dim)^(k ratio),
+-- decay w0 from -7 to -2 across channels (+0.5), k_k 0.85, k_a 1, v0 1,
+-- group-norm weights ((1 + l) / layers)^0.7, LayerNorms 1 and 0.
+function ARCHS.rwkv7(o, V, E, L, ctx, W)
+  local HS = need_int(o, "heads", 1, E // 64 > 0 and E // 64 or 1)
+  if E % HS ~= 0 then options.fail("init", "heads", "a divisor of dim " .. E, HS, 4) end
+  local F = need_int(o, "ff", 1, 4 * E)
+  local R = need_int(o, "d_inner", 1, math.max(8, (E // 8 + 7) // 8 * 8))   -- low-rank width
+  local resid = math.sqrt(2 * L)
+  W.normal("token_embd.weight", V, E)
+  W.const("token_embd_norm.weight", E, 1)
+  W.const("token_embd_norm.bias", E, 0)
+  W.const("output_norm.weight", E, 1)
+  W.const("output_norm.bias", E, 0)
+  W.normal("output.weight", V, E)
+  for l = 0, L - 1 do
+    local p = "blk." .. l .. "."
+    local r01 = L > 1 and l / (L - 1) or 0
+    local r10 = 1 - l / L
+    for _, k in ipairs { "attn_norm", "attn_norm_2" } do
+      W.const(p .. k .. ".weight", E, 1)
+      W.const(p .. k .. ".bias", E, 0)
+    end
+    -- r w k v a g
+    local pw = { 0.2, 0.9, 0.7, 0.7, 0.9, 0.2 }
+    W.values(p .. "time_mix_lerp_fused.weight", { 6, 1, 1, E }, function(i)
+      local j, c = (i - 1) // E + 1, (i - 1) % E
+      return 1 - (c / E) ^ (pw[j] * r10)
+    end)
+    W.values(p .. "time_mix_w0.weight", { E }, function(i)
+      return -7 + 5 * ((i - 1) / math.max(1, E - 1)) ^ (0.85 + r01 ^ 0.5) + 0.5
+    end)
+    for _, k in ipairs { "w", "a", "v", "g" } do
+      W.normal(p .. "time_mix_" .. k .. "1.weight", R, E)
+      W.normal(p .. "time_mix_" .. k .. "2.weight", E, R)
+    end
+    W.const(p .. "time_mix_a0.weight", E, 0)
+    W.const(p .. "time_mix_v0.weight", E, 1)
+    W.const(p .. "time_mix_k_k.weight", E, 0.85)
+    W.const(p .. "time_mix_k_a.weight", E, 1)
+    W.const(p .. "time_mix_r_k.weight", E, -0.04)
+    W.normal(p .. "time_mix_key.weight", E, E)
+    W.normal(p .. "time_mix_value.weight", E, E)
+    W.normal(p .. "time_mix_receptance.weight", E, E)
+    W.const(p .. "time_mix_ln.weight", E, ((1 + l) / L) ^ 0.7)
+    W.const(p .. "time_mix_ln.bias", E, 0)
+    W.normal(p .. "time_mix_output.weight", E, E, resid)
+    W.values(p .. "channel_mix_lerp_k.weight", { 1, 1, E }, function(i) return 1 - ((i - 1) / E) ^ (r10 ^ 4) end)
+    W.normal(p .. "channel_mix_key.weight", F, E)
+    W.normal(p .. "channel_mix_value.weight", E, F, resid)
+  end
+  return {
+    { "rwkv7.context_length", u32(ctx) },
+    { "rwkv7.embedding_length", u32(E) },
+    { "rwkv7.block_count", u32(L) },
+    { "rwkv7.feed_forward_length", u32(F) },
+    { "rwkv7.wkv.head_size", u32(E // HS) },
+    { "rwkv7.attention.layer_norm_epsilon", f32(o.eps or 1e-5) },
+    { "rwkv7.attention.head_count", u32(0) },
+    { "rwkv7.attention.decay_lora_rank", u32(R) },
+    { "rwkv7.attention.iclr_lora_rank", u32(R) },
+    { "rwkv7.attention.value_residual_mix_lora_rank", u32(R) },
+    { "rwkv7.attention.gate_lora_rank", u32(R) },
+  }
+end
+
+--- init{arch = "llama" | "mamba" | "rwkv7", vocab =, dim =, layers =, ctx =, tied =
 -- false, seed = 1, std = 0.02, eps = 1e-5, tokenizer =, ...} -> a model
 -- ready to train, its weights f32 in memory:
 --   llama: heads =, kv_heads = heads, ff =, rope_base = 10000. Weights
@@ -195,11 +264,14 @@ end
 --     sqrt(2 layers) (GPT-2's rule, the fixtures' reference), norms 1.
 --   mamba: d_inner = 2 dim, d_state = 16, d_conv = 4, dt_rank =
 --     ceil(dim / 16); Mamba-1's reference init.
+--   rwkv7: heads = dim / 64 (head size dim / heads), ff = 4 dim, d_inner =
+--     the low-rank width of the decay, in-context rate, value mix and gate
+--     adapters (dim / 8 rounded up to 8, at least 8); RWKV-7's init.
 function M.init(o)
   o = options.check("init", o, INIT_OPTS)
   local arch = o.arch or "llama"
   if not ARCHS[arch] then
-    options.fail("init", "arch", '"llama" or "mamba" (rwkv7 students are not trainable yet)', arch)
+    options.fail("init", "arch", '"llama", "mamba" or "rwkv7"', arch)
   end
   local V, E, L = need_int(o, "vocab", 2), need_int(o, "dim", 2), need_int(o, "layers", 1)
   local ctx = need_int(o, "ctx", 1)
@@ -368,13 +440,15 @@ function Trainer:session(B, T)
   tape.bufs = {}
   s.blocks = tapelib.blocks(tape, s)
   s.head = tapelib.head(tape, s)
+  s.param_name = {}
+  for name, t in pairs(self.model.params) do s.param_name[t] = name end
   -- the model view: each layer's C blocks replaced by their training twins
   local net, blocks_made = self.model.net, self.model.train_blocks
   local cb = core.blocks
   local layers = {}
   for l, L in ipairs(net.layers) do
     local view = setmetatable({}, { __index = L })
-    for _, field in ipairs { "attn", "attn_long", "ffn", "moe", "mixer" } do
+    for _, field in ipairs { "attn", "attn_long", "ffn", "moe", "mixer", "att" } do
       local b = L[field]
       if b then
         local made = blocks_made[b]
@@ -382,13 +456,18 @@ function Trainer:session(B, T)
         if made.make == cb.attention then view[field] = tapelib.attention(tape, s, made.args)
         elseif made.make == cb.ffn then view[field] = tapelib.ffn(tape, s, made.args)
         elseif made.make == core.mamba.block then view[field] = tapelib.mamba(tape, s, made.args)
+        elseif made.make == core.rwkv.time_mix then view[field] = tapelib.rwkv7_tmix(tape, s, made.args)
+        elseif made.make == core.rwkv.channel_mix then view[field] = tapelib.rwkv7_cmix(tape, s, made.args)
         else error("train: layer " .. (l - 1) .. "'s " .. field .. " block has no backward yet", 2) end
       end
     end
     layers[l] = view
   end
   s.net = setmetatable({ layers = layers, hooks = false }, { __index = net })
-  s.state = { clear = function() end }   -- recurrent models clear theirs at position 0
+  -- recurrent models clear or reset their state at position 0
+  s.state = { clear = function() end, reset = function() end }
+  s.v_first, s.dv_first = tensor.zeros { n, hp.dim }, tensor.zeros { n, hp.dim }   -- RWKV-7
+
   self.sess = s
   return s
 end
