@@ -303,6 +303,18 @@ describe("slm.tensor", function()
       assert.same({7, -8, 9}, T.zeros({3}):copy_(i):totable())
     end)
 
+    it("copy_ between column slices copies every row (the row-at-a-time path)", function()
+      local wide = T.new({{1, 2, 3, 4, 5}, {6, 7, 8, 9, 10}, {11, 12, 13, 14, 15}})
+      local dst = T.zeros({3, 2})
+      dst:copy_(wide:narrow(2, 3, 2))
+      assert.same({{3, 4}, {8, 9}, {13, 14}}, dst:totable())
+      local back = T.zeros({3, 5})
+      back:narrow(2, 2, 2):copy_(dst)
+      assert.same({{0, 3, 4, 0, 0}, {0, 8, 9, 0, 0}, {0, 13, 14, 0, 0}}, back:totable())
+      -- rows of other lengths take the element path
+      assert.same({{1, 2, 3, 4}, {5, 6, 7, 8}}, T.zeros({2, 4}):copy_(T.new({{1, 2}, {3, 4}, {5, 6}, {7, 8}})):totable())
+    end)
+
     it("copy_ of a tensor into its own transpose is not corrupted", function()
       local t = T.new({{1, 2}, {3, 4}})
       t:copy_(t:t())

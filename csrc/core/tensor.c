@@ -464,6 +464,14 @@ static void copy_raw(slm_tensor *dst, const slm_tensor *src)
     int64_t dn = dst->shape[dst->ndim - 1] / bs, sn = src->shape[src->ndim - 1] / bs;
     int64_t dst_st = dst->stride[dst->ndim - 1] * bs, src_st = src->stride[src->ndim - 1] * bs;
     int64_t drows = row_count(dst), sr = 0, sj = sn, se = 0;
+    if (dn == sn && dst_st == bs && src_st == bs) {
+        /* rows of the same length, each contiguous (column slices of a
+         * matrix, as training's fused projections take): a row at a time */
+        size_t row_bytes = (size_t)dn * tr->type_size;
+        for (int64_t r = 0; r < drows; r++)
+            memcpy(elem_addr(dst, row_start(dst, r)), elem_addr(src, row_start(src, r)), row_bytes);
+        return;
+    }
     for (int64_t r = 0; r < drows; r++) {
         int64_t de = row_start(dst, r);
         for (int64_t j = 0; j < dn; j++) {

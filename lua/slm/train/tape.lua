@@ -61,7 +61,7 @@ function Tape:backward()
   for i = self.n, 1, -1 do self.fns[i]() end
 end
 
-local function zero(t) ops.scale_(t, 0) end
+local function zero(t) K.zero(t) end
 M.zero = zero
 
 --- buf(rows, cols) -> a tensor owned by the tape at the next key (the
