@@ -169,5 +169,6 @@ end
 -- L.attn_post_norm, L.ffn_post_norm, m.logit_softcap). The hook points
 -- attn_out and ffn_out see each branch after its post norm.
 gemma.forward = require("slm.models.llama").forward
+gemma.trainable = true   -- llama's forward records on a training tape (slm.train)
 
 return gemma

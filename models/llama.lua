@@ -213,6 +213,8 @@ llama.describe = hparams.describe
 
 -- forward honours m.plan and m.hooks (slm.hooks), and fills s.all_logits
 llama.plans, llama.hook_points, llama.all_logits = true, "full", true
+-- its forward takes a training session's recording ops (s.blocks, s.head): slm.train
+llama.trainable = true
 
 --- Per-session state: the KV cache (one slot per step of the layer plan,
 -- shaped as that step's layer: its kv width and window) and the workspace

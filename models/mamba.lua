@@ -162,5 +162,6 @@ function mamba.forward(m, s, ids, first, n)
 end
 
 mamba.all_logits = true   -- forward fills s.all_logits (slm.eval)
+mamba.trainable = true    -- its forward records on a training tape (slm.train)
 
 return mamba

@@ -261,5 +261,6 @@ function rwkv.forward(m, s, ids, first, n)
 end
 
 rwkv.all_logits = true   -- forward fills s.all_logits (slm.eval)
+rwkv.trainable = true    -- its forward records on a training tape (slm.train)
 
 return rwkv

@@ -264,4 +264,31 @@ describe("slm.train errors", function()
     assert.has_error(function() slm.train.init { vocab = 300, dim = 30, layers = 1, heads = 4, ff = 8, ctx = 8 } end,
                      "init: heads must be a divisor of dim 30, got 4")
   end)
+
+  it("refuses, when the trainer is made, what has no backward instead of training without it", function()
+    local cases = {
+      { "gguf2/gemma2-f16.gguf", "train: attention soft-capping (gemma2) has no backward yet" },
+      { "gguf3/mixtral-f16.gguf", "train: layer 0's moe block has no backward yet" },
+      { "gguf3/lfm2-f16.gguf", "trainer: lfm2 models cannot be trained yet (trainable: llama family, gemma, mamba, rwkv7)" },
+      { "gguf3/mamba2-f16.gguf", "train: Mamba-2 mixers have no backward yet" },
+      { "gguf/rwkv6-tiny-f16.gguf", "train: RWKV v6 has no backward (RWKV-7 only)" },
+    }
+    local n = 0
+    for _, c in ipairs(cases) do
+      local path = helpers.fixture(c[1])
+      if path then
+        local m = assert(slm.load(path, { train = true }))
+        assert.has_error(function() slm.train.trainer(m, { lr = 1e-3 }) end, c[2])
+        n = n + 1
+      end
+    end
+    if n == 0 then return pending("fixtures not found") end
+    local m = slm.train.init { vocab = 300, dim = 32, layers = 1, heads = 2, ff = 40, ctx = 8 }
+    local tr = slm.train.trainer(m, { lr = 1e-3 })
+    local h = m:hook("blk.0.ffn_out", function() end)
+    assert.has_error(function() tr:step { { 1, 2, 3 } } end,
+                     "train: the model has hooks (model:hook); a training forward does not run them")
+    h:remove()
+    assert.is_number((tr:step { { 1, 2, 3 } }))
+  end)
 end)

@@ -26,6 +26,12 @@ local K = core.train
 
 local M = {}
 
+-- data (slm.train.data): token files, batches, the character tokenizer
+M.data = require "slm.train.data"
+M.tokenize, M.open_tokens, M.batches = M.data.tokenize, M.data.open, M.data.batches
+M.char_tokenizer = M.data.char_tokenizer
+M.plot = require "slm.train.plot"
+
 -- init ------------------------------------------------------------------------
 
 local INIT_OPTS = options.known { "arch", "vocab", "dim", "layers", "heads", "kv_heads", "ff", "ctx", "tied",
@@ -337,6 +343,11 @@ function M.trainer(model, opts)
     error("trainer: the model is not trainable (use slm.train.init or slm.load(path, {train = true}))", 2)
   end
   if not K or not K.linear then error("trainer: this build has no training kernels (slm.core.train)", 2) end
+  -- definitions whose forward records on a training session's tape
+  if not model.def.trainable then
+    error(string.format("trainer: %s models cannot be trained yet (trainable: llama family, gemma, mamba, rwkv7)",
+                        model.hp.arch), 2)
+  end
   opts = options.check("trainer", opts, TRAINER_OPTS)
   local pos = function(v) return v > 0 end
   local nonneg = function(v) return v >= 0 end
@@ -373,6 +384,10 @@ function M.trainer(model, opts)
     pgrad[p] = tr.grad[name]
   end
   tr.tape = tapelib.new(pgrad)
+  -- blocks without a backward are refused now, not at the first step
+  local ok, err = pcall(tr.session, tr, 1, 1)
+  if not ok then error((tostring(err):gsub("^[^\n]-%.lua:%d+: ", "")), 2) end
+  tr.sess = nil
   if opts.resume then tr:load_state(opts.resume) end
   return tr
 end
@@ -445,20 +460,24 @@ function Trainer:session(B, T)
   -- the model view: each layer's C blocks replaced by their training twins
   local net, blocks_made = self.model.net, self.model.train_blocks
   local cb = core.blocks
+  local twins = {
+    [cb.attention] = tapelib.attention, [cb.ffn] = tapelib.ffn, [core.mamba.block] = tapelib.mamba,
+    [core.rwkv.time_mix] = tapelib.rwkv7_tmix, [core.rwkv.channel_mix] = tapelib.rwkv7_cmix,
+  }
   local layers = {}
   for l, L in ipairs(net.layers) do
     local view = setmetatable({}, { __index = L })
-    for _, field in ipairs { "attn", "attn_long", "ffn", "moe", "mixer", "att" } do
-      local b = L[field]
-      if b then
+    -- every C block of the layer gets its twin; one without is refused
+    -- rather than run untaped (its weights would get no gradient and the
+    -- gradient would not flow through it)
+    for field, b in pairs(L) do
+      if type(b) == "userdata" and not tensor.is_tensor(b) then
         local made = blocks_made[b]
-        if not made then error("train: layer " .. (l - 1) .. "'s " .. field .. " was not made by the loader", 2) end
-        if made.make == cb.attention then view[field] = tapelib.attention(tape, s, made.args)
-        elseif made.make == cb.ffn then view[field] = tapelib.ffn(tape, s, made.args)
-        elseif made.make == core.mamba.block then view[field] = tapelib.mamba(tape, s, made.args)
-        elseif made.make == core.rwkv.time_mix then view[field] = tapelib.rwkv7_tmix(tape, s, made.args)
-        elseif made.make == core.rwkv.channel_mix then view[field] = tapelib.rwkv7_cmix(tape, s, made.args)
-        else error("train: layer " .. (l - 1) .. "'s " .. field .. " block has no backward yet", 2) end
+        local twin = made and twins[made.make]
+        if not twin then
+          error(string.format("train: layer %d's %s block has no backward yet", l - 1, field), 2)
+        end
+        view[field] = twin(tape, s, made.args)
       end
     end
     layers[l] = view

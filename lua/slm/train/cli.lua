@@ -440,7 +440,7 @@ local function print_help()
   CORPUS          text files (or one token file made by slm.train.data, with --tokenizer)
   --out FILE      the trained model (GGUF; FILE.optim.gguf holds the optimizer state)
   --preset NAME   %s (the defaults below)
-  model           --arch llama (mamba, rwkv7 when slm.train has them) --dim %d --layers %d --heads %d
+  model           --arch llama (or mamba, rwkv7: --heads and --ff apply to rwkv7) --dim %d --layers %d --heads %d
                   --kv-heads %d --ff %d
   tokenizer       --chars (default: the corpus's characters), --vocab N (byte-level BPE learnt
                   from the corpus), --tokenizer FILE (a GGUF carries over into the model)
