@@ -29,6 +29,10 @@ lua_Integer slm_bind_int_field(lua_State *L, int idx, const char *name, lua_Inte
 double slm_bind_num_field(lua_State *L, int idx, const char *name, double def);
 /* A writable contiguous f32 activation buffer seen as (rows, dim). */
 float *slm_bind_check_buf(lua_State *L, int idx, int64_t *rows, int64_t *dim);
+/* Sets fns as fields of the table `name` inside the table at the top of
+ * the stack, made if absent: several binding files fill one sub-table
+ * (slm.core.train) in whatever order their openers run. */
+void slm_bind_set_subfuncs(lua_State *L, const char *name, const luaL_Reg *fns);
 /* Registers metatable `name` for a userdata type whose __gc, __close and
  * :free() share the one idempotent `close`; methods go in __index. */
 void slm_bind_new_meta(lua_State *L, const char *name, lua_CFunction close,

@@ -52,6 +52,18 @@ float *slm_bind_check_buf(lua_State *L, int idx, int64_t *rows, int64_t *dim)
     return slm_tensor_data(t);
 }
 
+void slm_bind_set_subfuncs(lua_State *L, const char *name, const luaL_Reg *fns)
+{
+    if (lua_getfield(L, -1, name) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, name);
+    }
+    luaL_setfuncs(L, fns, 0);
+    lua_pop(L, 1);
+}
+
 void slm_bind_new_meta(lua_State *L, const char *name, lua_CFunction close,
                        const luaL_Reg *methods)
 {

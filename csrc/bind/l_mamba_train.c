@@ -207,13 +207,5 @@ void slm_bind_open_mamba_train(lua_State *L)
 {
     static const luaL_Reg fns[] = {{"mamba_saved_bytes", l_saved_bytes}, {"mamba_forward", l_forward},
                                    {"mamba_backward", l_backward}, {NULL, NULL}};
-    /* slm.core.train is shared with the other training bindings */
-    if (lua_getfield(L, -1, "train") != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -3, "train");
-    }
-    luaL_setfuncs(L, fns, 0);
-    lua_pop(L, 1);
+    slm_bind_set_subfuncs(L, "train", fns);   /* shared with the other training bindings */
 }

@@ -356,14 +356,5 @@ void slm_bind_open_rwkv_train(lua_State *L)
         {"rwkv7_tmix_backward", l_tmix_backward},       {"rwkv7_cmix_saved_bytes", l_cmix_saved_bytes},
         {"rwkv7_cmix_forward", l_cmix_forward},         {"rwkv7_cmix_backward", l_cmix_backward},
         {NULL, NULL}};
-    /* slm.core.train is shared with the other training bindings: get it
-     * or make it */
-    if (lua_getfield(L, -1, "train") != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -3, "train");
-    }
-    luaL_setfuncs(L, fns, 0);
-    lua_pop(L, 1);
+    slm_bind_set_subfuncs(L, "train", fns);   /* shared with the other training bindings */
 }

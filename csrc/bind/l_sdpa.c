@@ -207,14 +207,5 @@ static const luaL_Reg functions[] = {
 
 void slm_bind_open_sdpa(lua_State *L)
 {
-    /* slm.core.train is shared with the other training bindings: get it,
-     * or create it when this opener runs first */
-    if (lua_getfield(L, -1, "train") != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -3, "train");
-    }
-    luaL_setfuncs(L, functions, 0);
-    lua_pop(L, 1);
+    slm_bind_set_subfuncs(L, "train", functions);   /* shared with the other training bindings */
 }

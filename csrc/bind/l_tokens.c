@@ -338,16 +338,8 @@ void slm_bind_open_tokens(lua_State *L)
         {"abort", l_writer_abort}, {NULL, NULL}};
     slm_bind_new_meta(L, WRITER_MT, l_writer_abort, writer_methods);
 
-    /* slm.core.train is shared with the other training bindings: get or create */
-    if (lua_getfield(L, -1, "train") != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -3, "train");
-    }
     static const luaL_Reg fns[] = {
         {"tokens_open", l_tokens_open}, {"tokens_writer", l_writer_new}, {"rng_seed", l_rng_seed},
         {NULL, NULL}};
-    luaL_setfuncs(L, fns, 0);
-    lua_pop(L, 1);
+    slm_bind_set_subfuncs(L, "train", fns);   /* shared with the other training bindings */
 }

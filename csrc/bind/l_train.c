@@ -484,14 +484,5 @@ void slm_bind_open_train(lua_State *L)
         {"silu_backward", l_silu_backward}, {"gelu_backward", l_gelu_backward},
         {"xent", l_xent}, {"sumsq", l_sumsq}, {"axpy", l_axpy}, {"scale", l_scale}, {"zero", l_zero},
         {"adamw", l_adamw}, {NULL, NULL}};
-    /* slm.core.train is shared with the other training bindings: get it or
-     * create it */
-    if (lua_getfield(L, -1, "train") != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -3, "train");
-    }
-    luaL_setfuncs(L, fns, 0);
-    lua_pop(L, 1);
+    slm_bind_set_subfuncs(L, "train", fns);   /* shared with the other training bindings */
 }

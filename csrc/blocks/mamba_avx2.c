@@ -14,14 +14,8 @@
 
 #include "mamba.h"
 #include "mamba_avx2.h"
+#include "../kernels/simd_avx2.h"
 
-static inline float hsum(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* d_state a multiple of 8 (the caller checks) */
 void slm_mamba_scan_avx2(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
@@ -46,7 +40,7 @@ void slm_mamba_scan_avx2(float *y, int64_t ld_y, float *state, const float *x, i
                 acc = _mm256_fmadd_ps(sj, _mm256_loadu_ps(C + j), acc);
                 _mm256_storeu_ps(s + j, sj);
             }
-            y[t * ld_y + i] = hsum(acc) + xi * D[i];
+            y[t * ld_y + i] = hsum_ps(acc) + xi * D[i];
         }
     }
 }

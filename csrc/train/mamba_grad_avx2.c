@@ -14,15 +14,9 @@
 #include <string.h>
 
 #include "../blocks/mamba_avx2.h"
+#include "../kernels/simd_avx2.h"
 #include "mamba_grad.h"
 
-static inline float hsum(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 void slm_mamba_grad_scan_avx2(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
                               const float *delta, int64_t ld_d, const float *A, const float *bc,
@@ -43,7 +37,7 @@ void slm_mamba_grad_scan_avx2(float *y, int64_t ld_y, float *state, const float 
                 acc = _mm256_fmadd_ps(sj, _mm256_loadu_ps(C + j), acc);
                 _mm256_storeu_ps(s + j, sj);
             }
-            y[t * ld_y + i] = hsum(acc) + xi * D[i];
+            y[t * ld_y + i] = hsum_ps(acc) + xi * D[i];
         }
     }
 }
@@ -98,8 +92,8 @@ void slm_mamba_grad_scan_back_avx2(const slm_mamba_grad_scan_args *a, int64_t c0
                     _mm256_storeu_ps(gA + j, _mm256_fmadd_ps(_mm256_mul_ps(g, se), vd, _mm256_loadu_ps(gA + j)));
                     _mm256_storeu_ps(ds + j, _mm256_mul_ps(g, ve));
                 }
-                a->dx[t * a->ld_dx + i] = dy * a->D[i] + hsum(vdx) * d;
-                a->ddt[t * a->ld_ddt + i] = hsum(vdd) * a->sig[t * a->ld_d + i];
+                a->dx[t * a->ld_dx + i] = dy * a->D[i] + hsum_ps(vdx) * d;
+                a->ddt[t * a->ld_ddt + i] = hsum_ps(vdd) * a->sig[t * a->ld_d + i];
             }
         }
         for (int64_t j = 0; j < S; j++) a->dA[i * S + j] += gA[j];

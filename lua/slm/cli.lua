@@ -63,55 +63,9 @@ local FLAGS = {
   ["--help"] = { "help", "bool" }, ["-h"] = { "help", "bool" },
 }
 
--- Splits argv into positional arguments and typed options.
+-- Splits argv into positional arguments and typed options (slm.flags).
 local function parse(argv)
-  local pos, opt = {}, {}
-  local i = 1
-  while i <= #argv do
-    local a = argv[i]
-    if a == "--" then
-      table.move(argv, i + 1, #argv, #pos + 1, pos)
-      break
-    end
-    local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
-    name = name or a
-    local spec = a:sub(1, 1) == "-" and #a > 1 and FLAGS[name]
-    if spec then
-      local key, ty = spec[1], spec[2]
-      if ty == "bool" then
-        if inline then fail("option %s takes no value", name) end
-        opt[key] = true
-      else
-        local v = inline
-        if not v then
-          i = i + 1
-          v = argv[i]
-          if v == nil then fail("option %s needs a value", name) end
-        end
-        if ty == "int" then
-          local n = math.tointeger(tonumber(v))
-          if not n then fail("option %s: '%s' is not an integer", name, v) end
-          v = n
-        elseif ty == "num" then
-          local n = tonumber(v)
-          if not n or n ~= n then fail("option %s: '%s' is not a number", name, v) end
-          v = n
-        elseif ty == "list" then
-          if v == "" then fail("option %s needs a non-empty value", name) end
-          local list = opt[key] or {}
-          list[#list + 1] = v
-          v = list
-        end
-        opt[key] = v
-      end
-    elseif a:sub(1, 1) == "-" and #a > 1 and not tonumber(a) then
-      fail("unknown option '%s' (see `slm help`)", a)
-    else
-      pos[#pos + 1] = a
-    end
-    i = i + 1
-  end
-  return pos, opt
+  return require("slm.flags").parse(argv, FLAGS, fail, { numbers = true, unknown = "unknown option '%s' (see `slm help`)" })
 end
 
 local function positive(opt, key, flag)

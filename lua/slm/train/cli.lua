@@ -77,53 +77,8 @@ local STRICT = { minutes = true, lr = true, clip = true }
 
 --- parse(argv) -> files, opt (raises "option --x ..." on a bad flag)
 function M.parse(argv)
-  local files, opt = {}, {}
-  local i = 1
-  while i <= #argv do
-    local a = argv[i]
-    if a == "--" then
-      table.move(argv, i + 1, #argv, #files + 1, files)
-      break
-    end
-    local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
-    name = name or a
-    local spec = a:sub(1, 1) == "-" and #a > 1 and FLAGS[name]
-    if spec then
-      local key, ty, min = spec[1], spec[2], spec[3]
-      if ty == "bool" then
-        if inline then fail("option %s takes no value", name) end
-        opt[key] = true
-      else
-        local v = inline
-        if not v then
-          i = i + 1
-          v = argv[i]
-          if v == nil then fail("option %s needs a value", name) end
-        end
-        if ty == "int" then
-          local n = math.tointeger(tonumber(v))
-          if not n then fail("option %s: '%s' is not an integer", name, v) end
-          v = n
-        elseif ty == "num" then
-          local n = tonumber(v)
-          if not n or n ~= n or n == math.huge then fail("option %s: '%s' is not a number", name, v) end
-          v = n
-        elseif v == "" then
-          fail("option %s needs a non-empty value", name)
-        end
-        if min and (v < min or (STRICT[key] and v == min)) then
-          fail("option %s must be %s %s (got %s)", name, STRICT[key] and "above" or "at least", min, v)
-        end
-        opt[key] = v
-      end
-    elseif a:sub(1, 1) == "-" and #a > 1 then
-      fail("unknown option '%s' for train (`slm train --help`)", a)
-    else
-      files[#files + 1] = a
-    end
-    i = i + 1
-  end
-  return files, opt
+  return require("slm.flags").parse(argv, FLAGS, fail, { strict = STRICT, nonempty = true,
+                                                          unknown = "unknown option '%s' for train (`slm train --help`)" })
 end
 
 --- config(files, opt) -> cfg: the preset with the flags applied, checked
