@@ -114,8 +114,10 @@ if not io.open(corpus) then
   return
 end
 local slm_bin = here .. "/bin/slm"
-print(string.format("training: llama char-level Shakespeare (V 65, dim 128, 4 layers, ff 352, ctx 64, batch 12), %s",
-                    full and "2000 steps" or (steps .. " steps")))
+print(string.format("training: llama char-level Shakespeare (V 65, dim 128, 4 layers, ff 352, ctx 64, batch 12), %s;"
+                    .. " OpenBLAS kernels %s (OPENBLAS_CORETYPE %s; PyTorch runs under the same)",
+                    full and "2000 steps" or (steps .. " steps"), require("slm.core").blas_core(),
+                    os.getenv("OPENBLAS_CORETYPE") or "unset"))
 print(string.format("%-22s %8s %10s %9s %s", "run", "s/step", "tokens/s", "RSS MB", full and "val loss" or ""))
 for k, th in ipairs(threads) do
   if not full or k == 1 then

@@ -336,6 +336,13 @@ static int l_rope_(lua_State *L) { return rope(L, 1); }
 
 /* ---- threads ---------------------------------------------------------------- */
 
+/* blas_core() -> the OpenBLAS kernel family in use ("Haswell", "SkylakeX", ...) */
+static int l_blas_core(lua_State *L)
+{
+    lua_pushstring(L, slm_matmul_blas_core());
+    return 1;
+}
+
 /* threads([n]) -> size of the default pool, after setting it to n */
 static int l_threads(lua_State *L)
 {
@@ -383,13 +390,15 @@ static const luaL_Reg ops_functions[] = {
     {NULL, NULL}
 };
 
-/* Sets core.ops and core.threads. */
+/* Sets core.ops, core.threads and core.blas_core. */
 void slm_bind_open_kernels(lua_State *L)
 {
     luaL_newlib(L, ops_functions);
     lua_setfield(L, -2, "ops");
     lua_pushcfunction(L, l_threads);
     lua_setfield(L, -2, "threads");
+    lua_pushcfunction(L, l_blas_core);
+    lua_setfield(L, -2, "blas_core");
     if (lua_getfield(L, LUA_REGISTRYINDEX, "slm.pool_sentinel") == LUA_TNIL) {
         lua_newuserdatauv(L, 1, 0);
         lua_newtable(L);

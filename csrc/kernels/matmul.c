@@ -234,6 +234,12 @@ static void blas_rows(void *vctx, int ith, int nth)
                 (int)(p->w_row_bytes / sizeof(float)), 0.0f, p->out + n0, (int)p->N);
 }
 
+const char *slm_matmul_blas_core(void)
+{
+    const char *name = openblas_get_corename();
+    return name ? name : "unknown";
+}
+
 static void blas_single_thread(void)
 {
     openblas_set_num_threads(1);

@@ -119,4 +119,9 @@ unsigned long long slm_matmul_weight_bytes(int reset);
 slm_status slm_matmul(slm_tensor *out, const slm_tensor *W, const slm_tensor *X,
                       slm_error *err);
 
+/* The name of the kernel family OpenBLAS chose for f32 products
+ * ("Haswell", "SkylakeX", ...: its CPU detection or OPENBLAS_CORETYPE),
+ * which the training benchmarks report beside their speeds. */
+const char *slm_matmul_blas_core(void);
+
 #endif
