@@ -204,10 +204,10 @@ void slm_mamba_conv(float *out, int64_t ld_out, const float *x, int64_t ld_x, in
     }
 }
 
-void slm_mamba_scan_generic(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
-                            const float *dt, int64_t ld_dt, const float *A, const float *bc,
-                            int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,
-                            int64_t c1)
+void slm_mamba_scan_generic_ex(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                               const float *dt, int64_t ld_dt, const float *A, const float *bc,
+                               int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,
+                               int64_t c1, int softplus)
 {
     /* channel outer, time inner: a channel's state row stays in L1 for the
      * whole sequence; channels are independent, so this order gives the
@@ -219,7 +219,7 @@ void slm_mamba_scan_generic(float *y, int64_t ld_y, float *state, const float *x
             const float v = dt[t * ld_dt + i];
             /* softplus with the threshold of the reference's selective
              * state update (log1p(exp(v)) overflows to inf above ~88) */
-            const float d = v <= 20.0f ? log1pf(expf(v)) : v;
+            const float d = !softplus || v > 20.0f ? v : log1pf(expf(v));
             const float xi = x[t * ld_x + i];
             const float xd = xi * d;
             const float *B = bc + t * ld_bc, *C = B + d_state;
@@ -232,6 +232,14 @@ void slm_mamba_scan_generic(float *y, int64_t ld_y, float *state, const float *x
             y[t * ld_y + i] = sum + xi * D[i];
         }
     }
+}
+
+void slm_mamba_scan_generic(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                            const float *dt, int64_t ld_dt, const float *A, const float *bc,
+                            int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,
+                            int64_t c1)
+{
+    slm_mamba_scan_generic_ex(y, ld_y, state, x, ld_x, dt, ld_dt, A, bc, ld_bc, D, n, d_state, c0, c1, 1);
 }
 
 void slm_mamba_scan(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,

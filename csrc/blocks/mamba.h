@@ -148,6 +148,20 @@ void slm_mamba_scan(float *y, int64_t ld_y, float *state, const float *x, int64_
 /* slm_mamba_scan picks one of these at run time: the portable loop (libm
  * expf, float sums in the reference's order) or, on CPUs with AVX2 and FMA
  * and d_state a multiple of 8, the vectorized twin (mamba_avx2.c). */
+/* The same scans with the softplus left out when softplus is 0 (dt then
+ * holds delta = softplus(dt + dt_b) already): training's forward and its
+ * backward's recomputation (train/mamba_grad.h) run the inference loop
+ * itself, so their states are the same floats. */
+void slm_mamba_scan_generic_ex(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                               const float *dt, int64_t ld_dt, const float *A, const float *bc,
+                               int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,
+                               int64_t c1, int softplus);
+#if defined(__x86_64__)
+void slm_mamba_scan_avx2_ex(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                            const float *dt, int64_t ld_dt, const float *A, const float *bc,
+                            int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,
+                            int64_t c1, int softplus);
+#endif
 void slm_mamba_scan_generic(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
                             const float *dt, int64_t ld_dt, const float *A, const float *bc,
                             int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,

@@ -18,17 +18,17 @@
 
 
 /* d_state a multiple of 8 (the caller checks) */
-void slm_mamba_scan_avx2(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
-                         const float *dt, int64_t ld_dt, const float *A, const float *bc,
-                         int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,
-                         int64_t c1)
+void slm_mamba_scan_avx2_ex(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                            const float *dt, int64_t ld_dt, const float *A, const float *bc,
+                            int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,
+                            int64_t c1, int softplus)
 {
     for (int64_t i = c0; i < c1; i++) {
         float *s = state + i * d_state;
         const float *a = A + i * d_state;
         for (int t = 0; t < n; t++) {
             const float v = dt[t * ld_dt + i];
-            const float d = v <= 20.0f ? log1pf(expf(v)) : v;
+            const float d = !softplus || v > 20.0f ? v : log1pf(expf(v));
             const float xi = x[t * ld_x + i];
             const __m256 vd = _mm256_set1_ps(d), vxd = _mm256_set1_ps(xi * d);
             const float *B = bc + t * ld_bc, *C = B + d_state;
@@ -43,6 +43,14 @@ void slm_mamba_scan_avx2(float *y, int64_t ld_y, float *state, const float *x, i
             y[t * ld_y + i] = hsum_ps(acc) + xi * D[i];
         }
     }
+}
+
+void slm_mamba_scan_avx2(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
+                         const float *dt, int64_t ld_dt, const float *A, const float *bc,
+                         int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0,
+                         int64_t c1)
+{
+    slm_mamba_scan_avx2_ex(y, ld_y, state, x, ld_x, dt, ld_dt, A, bc, ld_bc, D, n, d_state, c0, c1, 1);
 }
 
 #endif

@@ -13,6 +13,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../blocks/mamba.h"
 #include "../blocks/mamba_avx2.h"
 #include "../kernels/simd_avx2.h"
 #include "mamba_grad.h"
@@ -22,24 +23,8 @@ void slm_mamba_grad_scan_avx2(float *y, int64_t ld_y, float *state, const float 
                               const float *delta, int64_t ld_d, const float *A, const float *bc,
                               int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0, int64_t c1)
 {
-    for (int64_t i = c0; i < c1; i++) {
-        float *s = state + i * d_state;
-        const float *a = A + i * d_state;
-        for (int t = 0; t < n; t++) {
-            const float d = delta[t * ld_d + i];
-            const float xi = x[t * ld_x + i];
-            const __m256 vd = _mm256_set1_ps(d), vxd = _mm256_set1_ps(xi * d);
-            const float *B = bc + t * ld_bc, *C = B + d_state;
-            __m256 acc = _mm256_setzero_ps();
-            for (int64_t j = 0; j < d_state; j += 8) {
-                __m256 e = slm_mamba_exp_avx2(_mm256_mul_ps(vd, _mm256_loadu_ps(a + j)));
-                __m256 sj = _mm256_fmadd_ps(_mm256_loadu_ps(s + j), e, _mm256_mul_ps(_mm256_loadu_ps(B + j), vxd));
-                acc = _mm256_fmadd_ps(sj, _mm256_loadu_ps(C + j), acc);
-                _mm256_storeu_ps(s + j, sj);
-            }
-            y[t * ld_y + i] = hsum_ps(acc) + xi * D[i];
-        }
-    }
+    /* inference's loop, its softplus left out */
+    slm_mamba_scan_avx2_ex(y, ld_y, state, x, ld_x, delta, ld_d, A, bc, ld_bc, D, n, d_state, c0, c1, 0);
 }
 
 void slm_mamba_grad_scan_back_avx2(const slm_mamba_grad_scan_args *a, int64_t c0, int64_t c1)

@@ -1,36 +1,21 @@
 /* The selective scan of the Mamba-1 mixer for training: the forward with δ
- * given, the backward through one sequence, and the sigmoid rows of the
- * backward's gates (formulas in mamba_grad.h). Portable versions here,
- * AVX2 twins in mamba_grad_avx2.c, picked at run time. */
+ * given (inference's own loop, blocks/mamba.c, without its softplus), the
+ * backward through one sequence, and the sigmoid rows of the backward's
+ * gates (formulas in mamba_grad.h). Portable versions here, AVX2 twins in
+ * mamba_grad_avx2.c, picked at run time. */
 #include <math.h>
 #include <string.h>
 
 #include "../kernels/vecdot.h"
+#include "../blocks/mamba.h"
 #include "mamba_grad.h"
 
 void slm_mamba_grad_scan_generic(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
                                  const float *delta, int64_t ld_d, const float *A, const float *bc,
                                  int64_t ld_bc, const float *D, int n, int64_t d_state, int64_t c0, int64_t c1)
 {
-    /* slm_mamba_scan_generic's loop after its softplus: channel outer, a
-     * float sum of s C from j = 0 */
-    for (int64_t i = c0; i < c1; i++) {
-        float *s = state + i * d_state;
-        const float *a = A + i * d_state;
-        for (int t = 0; t < n; t++) {
-            const float d = delta[t * ld_d + i];
-            const float xi = x[t * ld_x + i];
-            const float xd = xi * d;
-            const float *B = bc + t * ld_bc, *C = B + d_state;
-            float sum = 0.0f;
-            for (int64_t j = 0; j < d_state; j++) {
-                const float sj = s[j] * expf(d * a[j]) + B[j] * xd;
-                sum += sj * C[j];
-                s[j] = sj;
-            }
-            y[t * ld_y + i] = sum + xi * D[i];
-        }
-    }
+    /* inference's loop, its softplus left out */
+    slm_mamba_scan_generic_ex(y, ld_y, state, x, ld_x, delta, ld_d, A, bc, ld_bc, D, n, d_state, c0, c1, 0);
 }
 
 void slm_mamba_grad_scan(float *y, int64_t ld_y, float *state, const float *x, int64_t ld_x,
