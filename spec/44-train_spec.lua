@@ -175,7 +175,7 @@ local function fd_check(model, batch, label, h, tol, floor)
   tr:backward(batch)
   local grads = tr:grads()
   local checked = 0
-  for _, name in ipairs(model.param_names) do
+  for _, name in ipairs(tr.names) do   -- the trained parameters (tr.unused: tensors no block reads)
     local p = model:weight(name)
     local n = p:numel()
     local flat, g = p:reshape(n), grads[name]:reshape(n)
@@ -234,6 +234,9 @@ describe("slm.train finite differences over the model files", function()
   it("an RWKV-7 student (slm.train.init{arch = \"rwkv7\"}: LayerNorms, v_first across layers)", function()
     local model = slm.train.init { arch = "rwkv7", vocab = 300, dim = 32, layers = 3, heads = 2, ff = 64, ctx = 16,
                                    std = 0.2, seed = 5 }
+    local tr = slm.train.trainer(model, { lr = 1e-3 })
+    -- the converter's layer-0 value-mix adapters are read but unused (layer 0 makes v_first)
+    assert.same({ "blk.0.time_mix_v0.weight", "blk.0.time_mix_v1.weight", "blk.0.time_mix_v2.weight" }, tr.unused)
     -- a step of 1e-3: the decay exp(-exp(.)) bends too much over 1e-2 (the curvature
     -- alone moves the largest embedding gradient by 11 %); float32 rounding of the
     -- loss then costs ~3e-4 of a difference quotient, hence the floor 1e-2

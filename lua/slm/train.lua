@@ -373,15 +373,30 @@ function M.trainer(model, opts)
   -- parameters, gradients, AdamW moments, decay per tensor
   tr.names, tr.grad, tr.m, tr.v, tr.decay = {}, {}, {}, {}, {}
   local pgrad = {}
-  for i, name in ipairs(model.param_names) do
+  -- the parameters the computation uses: the tensors the model's blocks
+  -- were made with and the ones its tables hold (a converter may write
+  -- tensors a layer does not read: RWKV-7's layer-0 value-mix adapters)
+  local used = {}
+  local function mark(v, depth)
+    if tensor.is_tensor(v) then used[v] = true
+    elseif type(v) == "table" and depth < 4 then
+      for _, x in pairs(v) do mark(x, depth + 1) end
+    end
+  end
+  mark(model.net, 0)
+  for _, made in pairs(model.train_blocks or {}) do mark(made.args, 0) end
+  tr.unused = {}
+  for _, name in ipairs(model.param_names) do
     local p = model.params[name]
-    tr.names[i] = name
+    if not used[p] then tr.unused[#tr.unused + 1] = name; goto continue end
+    tr.names[#tr.names + 1] = name
     tr.grad[name] = tensor.zeros(p:shape())
     tr.m[name], tr.v[name] = tensor.zeros(p:shape()), tensor.zeros(p:shape())
     local decays = M.decays(name, p)
     if opts.no_decay then decays = not opts.no_decay(name, p) end
     tr.decay[name] = decays
     pgrad[p] = tr.grad[name]
+    ::continue::
   end
   tr.tape = tapelib.new(pgrad)
   -- blocks without a backward are refused now, not at the first step
@@ -608,7 +623,7 @@ function Trainer:save(path)
     for _, kv in ipairs(model.tokenizer:gguf_metadata()) do meta[#meta + 1] = kv end
   end
   local tensors = {}
-  for _, name in ipairs(self.names) do tensors[#tensors + 1] = { name = name, tensor = model.params[name] } end
+  for _, name in ipairs(model.param_names) do tensors[#tensors + 1] = { name = name, tensor = model.params[name] } end
   -- constants the definition read (RoPE factors) go back too
   for _, name in ipairs(model.source.tensor_names and model.source.tensor_names() or {}) do
     if not model.params[name] and model.source.has(name) then
@@ -639,11 +654,13 @@ function Trainer:load_state(path)
   local of, oerr = gguf.open(optim_path(path))
   if not of then f:close(); error("resume: " .. oerr, 3) end
   local params = self.model.params
-  for _, name in ipairs(self.names) do
+  for _, name in ipairs(self.model.param_names) do
     local w = f:tensor(name)
     if not w then error("resume: " .. path .. " has no tensor " .. name, 3) end
     if w:numel() ~= params[name]:numel() then error("resume: " .. path .. ": " .. name .. " has another shape", 3) end
     params[name]:copy_(w)
+  end
+  for _, name in ipairs(self.names) do
     for _, which in ipairs { "m", "v" } do
       local t = of:tensor(which .. "." .. name)
       if not t then error("resume: " .. optim_path(path) .. " has no tensor " .. which .. "." .. name, 3) end
