@@ -712,6 +712,36 @@ static void test_buffers(void)
     free(x); free(y); free(z);
 }
 
+/* soft-cap backward: from the forward's output, against double central
+ * differences of c tanh(x / c), overwrite and accumulate */
+static void test_softcap(slm_pool *pool, int64_t n, float cap)
+{
+    float *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+    float *dy = malloc((size_t)n * sizeof *dy), *dx = malloc((size_t)n * sizeof *dx);
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = (float)(((i * 7919) % 2001) - 1000) / 1000.0f * 3.0f * cap;   /* -3c .. 3c */
+        y[i] = cap * tanhf(x[i] / cap);
+        dy[i] = (float)((i * 104729) % 17) / 8.0f - 1.0f;
+        dx[i] = 1.0f;
+    }
+    slm_grad_softcap_backward(pool, dx, dy, y, cap, n, 1);
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double h = 1e-4 * cap, xd = x[i];
+        const double fd = (cap * tanh((xd + h) / cap) - cap * tanh((xd - h) / cap)) / (2 * h) * dy[i];
+        const double e = fabs((dx[i] - 1.0) - fd);
+        if (e > worst) worst = e;
+    }
+    CHECK(worst <= 2e-5, "softcap backward (cap %g): worst |dx - finite difference| %.3g", (double)cap, worst);
+    slm_grad_softcap_backward(pool, dx, dy, y, cap, n, 0);
+    int same = 1;
+    for (int64_t i = 0; i < n; i++)
+        if (fabsf(dx[i] - dy[i] * (1.0f - (y[i] / cap) * (y[i] / cap))) > 1e-6f) same = 0;
+    CHECK(same, "softcap backward without accumulate is not dy (1 - (y/c)^2)");
+    printf("softcap backward (cap %g, n %lld): worst vs finite differences %.2e\n", (double)cap, (long long)n, worst);
+    free(x); free(y); free(dy); free(dx);
+}
+
 int main(void)
 {
     slm_error err = {0};
@@ -747,6 +777,8 @@ int main(void)
     test_xent(pool2, 31, 7, 40);
     test_nested();
     test_buffers();
+    test_softcap(pool1, 1001, 30.0f);
+    test_softcap(pool2, 100003, 50.0f);
     slm_pool_free(pool1);
     slm_pool_free(pool2);
     return check_summary();

@@ -371,6 +371,23 @@ static int act_backward_call(lua_State *L, const char *fn, int gelu)
     return 0;
 }
 
+/* softcap_backward(dx, dy, y, cap, acc): y the forward's capped output */
+static int l_softcap_backward(lua_State *L)
+{
+    const char *fn = "softcap_backward";
+    slm_tensor *dx = f32_arg(L, fn, 1, 1), *dy = f32_arg(L, fn, 2, 0), *y = f32_arg(L, fn, 3, 0);
+    const lua_Number cap = luaL_checknumber(L, 4);
+    if (!(cap > 0)) argfail(L, fn, 4, "the cap must be positive");
+    const int acc = flag_arg(L, fn, 5);
+    const int64_t n = slm_tensor_numel(y);
+    check_size(L, fn, 2, dy, n, 0, "output gradient");
+    check_size(L, fn, 1, dx, n, 0, "input gradient");
+    check_apart(L, fn, 1, dx, 2, dy, 1);
+    check_apart(L, fn, 1, dx, 3, y, 1);
+    slm_grad_softcap_backward(pool_of(L), fdata(dx), fdata(dy), fdata(y), (float)cap, n, acc);
+    return 0;
+}
+
 static int l_silu_backward(lua_State *L) { return act_backward_call(L, "silu_backward", 0); }
 static int l_gelu_backward(lua_State *L) { return act_backward_call(L, "gelu_backward", 1); }
 
@@ -482,6 +499,7 @@ void slm_bind_open_train(lua_State *L)
         {"swiglu", l_swiglu}, {"geglu", l_geglu},
         {"swiglu_backward", l_swiglu_backward}, {"geglu_backward", l_geglu_backward},
         {"silu_backward", l_silu_backward}, {"gelu_backward", l_gelu_backward},
+        {"softcap_backward", l_softcap_backward},
         {"xent", l_xent}, {"sumsq", l_sumsq}, {"axpy", l_axpy}, {"scale", l_scale}, {"zero", l_zero},
         {"adamw", l_adamw}, {NULL, NULL}};
     slm_bind_set_subfuncs(L, "train", fns);   /* shared with the other training bindings */

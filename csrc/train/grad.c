@@ -497,7 +497,7 @@ static void gelu_bwd_scalar(float *dx, const float *dy, const float *x, int64_t 
 
 typedef enum ew_op {
     EW_SWIGLU, EW_GEGLU, EW_SWIGLU_BWD, EW_GEGLU_BWD, EW_SILU_BWD, EW_GELU_BWD,
-    EW_AXPY, EW_SCALE, EW_ZERO
+    EW_AXPY, EW_SCALE, EW_ZERO, EW_SOFTCAP_BWD
 } ew_op;
 
 typedef struct ew_ctx {
@@ -549,6 +549,12 @@ static void ew_range(const ew_ctx *c, int64_t i0, int64_t m)
         for (int64_t i = 0; i < m; i++) a[i] *= c->s;
         break;
     case EW_ZERO: memset(a, 0, (size_t)m * sizeof(float)); break;
+    case EW_SOFTCAP_BWD:   /* y = c tanh(x / c): dy/dx = 1 - tanh^2 = 1 - (y / c)^2 */
+        for (int64_t i = 0; i < m; i++) {
+            const float t = x[i] * c->s, g = d[i] * (1.0f - t * t);
+            a[i] = c->accumulate ? a[i] + g : g;
+        }
+        break;
     }
 }
 
@@ -608,6 +614,14 @@ void slm_grad_gelu_backward(slm_pool *pool, float *dx, const float *dy, const fl
                             int accumulate)
 {
     ew_ctx c = {.op = EW_GELU_BWD, .a = dx, .d = dy, .x = x, .n = n, .accumulate = accumulate};
+    ew_run(pool, &c);
+}
+
+void slm_grad_softcap_backward(slm_pool *pool, float *dx, const float *dy, const float *y, float cap,
+                               int64_t n, int accumulate)
+{
+    ew_ctx c = {.op = EW_SOFTCAP_BWD, .a = dx, .d = dy, .x = y, .s = 1.0f / cap, .n = n,
+                .accumulate = accumulate};
     ew_run(pool, &c);
 }
 

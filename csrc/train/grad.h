@@ -108,6 +108,11 @@ void slm_grad_silu_backward(slm_pool *pool, float *dx, const float *dy, const fl
 void slm_grad_gelu_backward(slm_pool *pool, float *dx, const float *dy, const float *x, int64_t n,
                             int accumulate);
 
+/* Soft-capping (gemma2), y = cap tanh(x / cap), from the forward's output:
+ * dx (+)= dy (1 - (y / cap)^2); dx may equal dy or y. */
+void slm_grad_softcap_backward(slm_pool *pool, float *dx, const float *dy, const float *y, float cap,
+                               int64_t n, int accumulate);
+
 /* --- loss --------------------------------------------------------------------- */
 
 /* Fused softmax-cross-entropy over logits (rows, V), overwritten in place by

@@ -163,8 +163,14 @@ function M.blocks(tape, s)
     tape:push(function() ops.scale_(tape:grad(x), c) end)
   end
 
-  function B.softcap()
-    error("train: soft-capping (gemma2) has no backward yet", 2)
+  function B.softcap(x, c, first, n)
+    whole(x, first, n, "softcap")
+    cblocks.softcap(x, c, first, n)
+    local y = tape:save(x)   -- the capped values: the derivative is 1 - (y / c)^2
+    tape:push(function()
+      local g = tape:grad(x)
+      K.softcap_backward(g, g, y, c, false)
+    end)
   end
   function B.layernorm(out, x, w, b, eps, first, n)
     whole(x, first, n, "layernorm")
@@ -197,13 +203,18 @@ end
 function M.head(tape, s)
   return function(m, _, W, h, rows, n)
     if rows ~= 1 then error("train: the head runs every row", 2) end
-    if m.logit_softcap then error("train: final-logit soft-capping (gemma2) has no backward yet", 2) end
     local logits = s.all_logits
     K.linear(logits, h, W, nil)
     if m.logit_mul then ops.scale_(logits, m.logit_mul) end
+    local capped
+    if m.logit_softcap then   -- gemma2: c tanh(logits / c), kept for its derivative
+      cblocks.softcap(logits, m.logit_softcap, 1, logits:size(1))
+      capped = tape:save(logits)
+    end
     local gW = tape:param_grad(W)
     tape:push(function()
-      -- logits hold d loss / d logits (scaled by the logit multiplier's chain rule)
+      -- logits hold d loss / d logits: back through the cap and the multiplier
+      if capped then K.softcap_backward(logits, logits, capped, m.logit_softcap, false) end
       if m.logit_mul then ops.scale_(logits, m.logit_mul) end
       K.linear_backward(tape:grad(h), gW, nil, logits, h, W, true)
     end)
@@ -218,7 +229,6 @@ end
 -- s.B sequences of s.T rows, output projection; each recorded.
 function M.attention(tape, s, args)
   if args.wqkv then error("train: a fused attn_qkv (phi3) has no backward yet", 2) end
-  if args.softcap and args.softcap ~= 0 then error("train: attention soft-capping (gemma2) has no backward yet", 2) end
   local H, KV, D = args.n_head, args.n_head_kv, args.head_dim
   local scale = args.scale or 1 / math.sqrt(D)
   local eps = args.norm_eps or 1e-6
@@ -250,7 +260,7 @@ function M.attention(tape, s, args)
     end
     local o = tape:buf(n, H * D)
     local sopt = s.sdpa_opts[args] or { B = Bn, T = T, n_head = H, n_head_kv = KV, head_dim = D, scale = scale,
-                                        window = args.window or 0 }
+                                        window = args.window or 0, softcap = args.softcap or 0 }
     sopt.B, sopt.T = Bn, T
     s.sdpa_opts[args] = sopt
     local nb = K.sdpa_saved_bytes(sopt)
