@@ -228,7 +228,6 @@ end
 -- q/k RMSNorm, RoPE at positions row % T, causal attention over each of the
 -- s.B sequences of s.T rows, output projection; each recorded.
 function M.attention(tape, s, args)
-  if args.wqkv then error("train: a fused attn_qkv (phi3) has no backward yet", 2) end
   local H, KV, D = args.n_head, args.n_head_kv, args.head_dim
   local scale = args.scale or 1 / math.sqrt(D)
   local eps = args.norm_eps or 1e-6
@@ -239,9 +238,18 @@ function M.attention(tape, s, args)
     local T, Bn = s.T, s.B
     local hin = tape:save(h)
     local q, k, v = tape:buf(n, H * D), tape:buf(n, KV * D), tape:buf(n, KV * D)
-    K.linear(q, hin, args.wq, args.bq)
-    K.linear(k, hin, args.wk, args.bk)
-    K.linear(v, hin, args.wv, args.bv)
+    local qkv
+    if args.wqkv then   -- phi3: one product, its columns q | k | v copied apart
+      qkv = tape:buf(n, (H + 2 * KV) * D)
+      K.linear(qkv, hin, args.wqkv, nil)
+      q:copy_(qkv:narrow(2, 1, H * D))
+      k:copy_(qkv:narrow(2, H * D + 1, KV * D))
+      v:copy_(qkv:narrow(2, (H + KV) * D + 1, KV * D))
+    else
+      K.linear(q, hin, args.wq, args.bq)
+      K.linear(k, hin, args.wk, args.bk)
+      K.linear(v, hin, args.wv, args.bv)
+    end
     -- q/k norm: per head (rows of D) or over the whole projection
     local qpre, kpre, qv, kv, qpv, kpv
     if args.q_norm then
@@ -289,6 +297,14 @@ function M.attention(tape, s, args)
         dq, dk = gtq, gtk
       end
       local gh = tape:grad(h)
+      if qkv then   -- the three gradients side by side as the fused product's
+        local g = qkv   -- the forward's qkv is not needed any more: reuse it
+        g:narrow(2, 1, H * D):copy_(dq)
+        g:narrow(2, H * D + 1, KV * D):copy_(dk)
+        g:narrow(2, (H + KV) * D + 1, KV * D):copy_(gv)
+        K.linear_backward(gh, tape:param_grad(args.wqkv), nil, g, hin, args.wqkv, true)
+        return
+      end
       K.linear_backward(gh, tape:param_grad(args.wq), tape:param_grad(args.bq), dq, hin, args.wq, true)
       K.linear_backward(gh, tape:param_grad(args.wk), tape:param_grad(args.bk), dk, hin, args.wk, true)
       K.linear_backward(gh, tape:param_grad(args.wv), tape:param_grad(args.bv), gv, hin, args.wv, true)
@@ -300,8 +316,7 @@ end
 --- ffn(tape, s, args) -> the feed-forward's twin: down(act(gate h) * up h)
 -- with act silu (SwiGLU) or tanh-GELU (GeGLU), or down(act(up h)).
 function M.ffn(tape, s, args)
-  if args.gate_up then error("train: a fused gate|up ffn_up (phi3) has no backward yet", 2) end
-  if not args.gate then error("train: an ungated feed-forward has no backward yet", 2) end
+  if not args.gate and not args.gate_up then error("train: an ungated feed-forward has no backward yet", 2) end
   local F = args.n_ff
   local act = args.act == "gelu" and "geglu" or "swiglu"
   local fwd, bwd = K[act], K[act .. "_backward"]
@@ -310,19 +325,33 @@ function M.ffn(tape, s, args)
     whole(h, 1, n, "ffn")
     local hin = tape:save(h)
     local g, u, a = tape:buf(n, F), tape:buf(n, F), tape:buf(n, F)
-    K.linear(g, hin, args.gate, nil)
-    K.linear(u, hin, args.up, nil)
+    local gu
+    if args.gate_up then   -- phi3: gate rows then up rows in one product
+      gu = tape:buf(n, 2 * F)
+      K.linear(gu, hin, args.gate_up, nil)
+      g:copy_(gu:narrow(2, 1, F))
+      u:copy_(gu:narrow(2, F + 1, F))
+    else
+      K.linear(g, hin, args.gate, nil)
+      K.linear(u, hin, args.up, nil)
+    end
     fwd(a, g, u)
     K.linear(y, a, args.down, nil)
-    local ga, gg, gu = tape:buf(n, F), tape:buf(n, F), tape:buf(n, F)
+    local ga, gg, gup = tape:buf(n, F), tape:buf(n, F), tape:buf(n, F)
     tape:push(function()
       local gy = tape:grad(y)
       K.linear_backward(ga, tape:param_grad(args.down), nil, gy, a, args.down, false)
       zero(gy)
-      bwd(gg, gu, ga, g, u, false)
+      bwd(gg, gup, ga, g, u, false)
       local gh = tape:grad(h)
+      if gu then
+        gu:narrow(2, 1, F):copy_(gg)
+        gu:narrow(2, F + 1, F):copy_(gup)
+        K.linear_backward(gh, tape:param_grad(args.gate_up), nil, gu, hin, args.gate_up, true)
+        return
+      end
       K.linear_backward(gh, tape:param_grad(args.gate), nil, gg, hin, args.gate, true)
-      K.linear_backward(gh, tape:param_grad(args.up), nil, gu, hin, args.up, true)
+      K.linear_backward(gh, tape:param_grad(args.up), nil, gup, hin, args.up, true)
     end)
   end
   return A
