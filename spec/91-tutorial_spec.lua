@@ -165,6 +165,10 @@ describe("docs/TUTORIAL.md", function()
     if not corpus() then
       return pending("tinyshakespeare.txt not found (data/ or ../shared/corpora/): the tutorial trains on it")
     end
+    finally(function()   -- the files the tutorial writes, even when it fails
+      os.remove("tutorial.gguf")
+      os.remove("tutorial.optim.gguf")
+    end)
     local list = blocks(src)
     -- the lua blocks, each followed by a marker line the REPL prints
     local input, lua_blocks = {}, {}
@@ -208,7 +212,5 @@ describe("docs/TUTORIAL.md", function()
         check_form(b, table.concat(all))
       end
     end
-    os.remove("tutorial.gguf")
-    os.remove("tutorial.optim.gguf")
   end)
 end)
