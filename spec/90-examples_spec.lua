@@ -171,6 +171,51 @@ describe("examples", function()
     os.remove(dst)
   end)
 
+  it("train_tiny.lua trains, printing the loss and a sample as it goes and the validation loss at the end", function()
+    local corpus
+    for _, p in ipairs { "data/tinyshakespeare.txt", "../shared/corpora/tinyshakespeare.txt" } do
+      if helpers.exists(p) then corpus = p break end
+    end
+    if not corpus then return pending("tinyshakespeare.txt not found (data/ or ../shared/corpora/)") end
+    local out, code = run("bin/slm examples/train_tiny.lua " .. corpus .. " 8 2")
+    assert.equal(0, code, out)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.matches("^corpus: tinyshakespeare%.txt, %d+ characters, 65 distinct; %d+ train / %d+ validation$", lines[1])
+    assert.equal("model: llama, dim 64, 2 layers, 4 heads, ff 160, context 128: 102848 parameters", lines[2])
+    assert.matches("^training: 8 s on 2 threads, batches of 32 x 128 characters", lines[3])
+    -- progress: [time] step N loss L "ROMEO:..." (a sample on one line), steps increasing
+    local reports = {}
+    for i = 4, #lines - 1 do
+      local t, step, loss, sample = lines[i]:match('^%[%s*([%d.]+)s%] step%s+(%d+)  loss (%d+%.%d+)  (".*")$')
+      assert(t, "not a progress line: " .. lines[i])
+      assert.matches('^"ROMEO:', sample)
+      reports[#reports + 1] = { step = tonumber(step), loss = tonumber(loss) }
+    end
+    assert.is_true(#reports >= 3, out)
+    assert.equal(0, reports[1].step)
+    for i = 2, #reports do assert.is_true(reports[i].step > reports[i - 1].step) end
+    local val, before = lines[#lines]:match("^validation loss (%d+%.%d+) nats/char %((%d+%.%d+) before training%), "
+                                            .. "20 batches of 32 x 128; %d+ steps in [%d.]+ s, %d+ characters/s$")
+    assert(val, "not the validation line: " .. lines[#lines])
+    -- the loss fell: ln 65 = 4.17 at the start; well below it after a few seconds
+    assert.near(math.log(65), tonumber(before), 0.05)
+    assert.is_true(reports[#reports].loss < reports[1].loss - 1, out)
+    assert.is_true(tonumber(val) < tonumber(before) - 1, out)
+    -- misuse: one line, status 1
+    local bad, bcode = run("bin/slm examples/train_tiny.lua /nonexistent.txt")
+    assert.equal(1, bcode)
+    assert.equal("train_tiny.lua: /nonexistent.txt: No such file or directory\n", bad)
+    bad, bcode = run("bin/slm examples/train_tiny.lua " .. corpus .. " soon")
+    assert.equal(1, bcode)
+    assert.equal("train_tiny.lua: SECONDS must be a positive number, got soon\n", bad)
+    local short = helpers.tmpfile("To be, or not to be.\n")
+    bad, bcode = run("bin/slm examples/train_tiny.lua " .. short .. " 1")
+    assert.equal(1, bcode)
+    assert.equal("train_tiny.lua: " .. short .. ": 21 characters are too few for training windows of 129 "
+                 .. "(90 % of the text trains)\n", bad)
+  end)
+
   it("generate.lua without a tokenizer says so", function()
     local path, why = helpers.fixture("llama2c/stories260K.bin")
     if not path then return pending(why) end

@@ -27,6 +27,15 @@ end
 -- {name=, dtype=, shape=} for every tensor of the model's file, in file order.
 local function tensor_list(model)
   local src, out = model.source, {}
+  if src.memory then
+    -- a model made in memory (slm.train.init): its f32 tensors, in the
+    -- order they were made
+    for i, name in ipairs(src.tensor_names()) do
+      local t = src.tensor(name)
+      out[i] = { name = name, dtype = t:dtype(), shape = t:shape() }
+    end
+    return out
+  end
   if src.kind == "gguf" then
     for i, info in ipairs(src.file.tensors) do
       out[i] = { name = info.name, dtype = info.dtype, shape = info.shape }
@@ -113,7 +122,9 @@ function M.tree(model)
     local sig = signature(L.items)
     local j = i
     while j < #order and signature(layers[order[j + 1]].items) == sig do j = j + 1 end
-    if j > i then
+    if j == i + 1 then   -- one layer folded: no range
+      add(string.format("  (%d): %s { as (%d) }", j, layers[order[j]].prefix:sub(1, -2), i))
+    elseif j > i then
       add(string.format("  (%d)..(%d): %s .. %s { as (%d) }", i + 1, j, layers[order[i + 1]].prefix:sub(1, -2),
                         layers[order[j]].prefix:sub(1, -2), i))
     end
