@@ -126,7 +126,7 @@ while clock() < deadline and tr.step_count < tr.total_steps do
   local loss = tr:step(train:next())
   if tr.step_count == R.warmup then
     local per_step = (clock() - t_train) / R.warmup
-    tr.total_steps = tr.step_count + math.max(1, math.floor((deadline - clock()) / per_step * 0.97))
+    tr:set_total_steps(tr.step_count + math.max(1, math.floor((deadline - clock()) / per_step * 0.97)))
   end
   if loss ~= loss then common.die("the loss is NaN at step %d", tr.step_count) end
   sum, n = sum + loss, n + 1

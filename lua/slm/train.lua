@@ -407,6 +407,15 @@ function M.trainer(model, opts)
   return tr
 end
 
+--- tr:set_total_steps(n): where the cosine decay ends (min_lr from step n
+-- on), e.g. once a time-limited run knows its speed; n >= the steps done.
+function Trainer:set_total_steps(n)
+  if math.type(n) ~= "integer" or n < math.max(1, self.step_count) then
+    options.fail("set_total_steps", "n", "an integer >= the steps done (" .. self.step_count .. ")", n)
+  end
+  self.total_steps = n
+end
+
 --- tr:lr([step]) -> the learning rate of a step (default: the next one).
 function Trainer:lr(it)
   it = it or self.step_count
