@@ -76,6 +76,20 @@ function Tape:buf(rows, cols)
   return b
 end
 
+--- scratch(tag, rows, cols) -> a tensor shared by every op that asks with
+-- the same tag and shape: for gradients an op's backward computes and
+-- consumes before it returns (one layer's at a time), so a model of L
+-- layers holds one set instead of L.
+function Tape:scratch(tag, rows, cols)
+  local key = tag .. ":" .. rows .. "x" .. cols
+  local b = self.bufs[key]
+  if not b then
+    b = tensor.zeros { rows, cols }
+    self.bufs[key] = b
+  end
+  return b
+end
+
 --- save(t) -> a tape-owned copy of the 2-D tensor t (its value now).
 function Tape:save(t)
   local b = self:buf(t:size(1), t:size(2))
@@ -134,7 +148,7 @@ function M.blocks(tape, s)
   function B.rmsnorm(out, x, w, eps, first, n)
     whole(x, first, n, "rmsnorm")
     local saved = tape:save(x)
-    local tmp = rawequal(out, x) and tape:buf(x:size(1), x:size(2)) or nil
+    local tmp = rawequal(out, x) and tape:scratch("norm", x:size(1), x:size(2)) or nil
     cblocks.rmsnorm(out, x, w, eps, first, n)
     local gw = tape:param_grad(w)
     tape:push(function()
@@ -175,7 +189,7 @@ function M.blocks(tape, s)
   function B.layernorm(out, x, w, b, eps, first, n)
     whole(x, first, n, "layernorm")
     local saved = tape:save(x)
-    local tmp = rawequal(out, x) and tape:buf(x:size(1), x:size(2)) or nil
+    local tmp = rawequal(out, x) and tape:scratch("norm", x:size(1), x:size(2)) or nil
     cblocks.layernorm(out, x, w, b, eps, first, n)
     local gw, gb = tape:param_grad(w), tape:param_grad(b)
     tape:push(function()
@@ -275,8 +289,9 @@ function M.attention(tape, s, args)
     local saved = tape:buf(1, math.max(1, (nb + 3) // 4))
     K.sdpa(o, q, k, v, sopt, saved)
     K.linear(y, o, args.wo, args.bo)
-    local gq, gk, gv, go = tape:buf(n, H * D), tape:buf(n, KV * D), tape:buf(n, KV * D), tape:buf(n, H * D)
-    local gtq, gtk = args.q_norm and tape:buf(n, H * D), args.q_norm and tape:buf(n, KV * D)
+    local gq, gk = tape:scratch("gq", n, H * D), tape:scratch("gk", n, KV * D)
+    local gv, go = tape:scratch("gv", n, KV * D), tape:scratch("go", n, H * D)
+    local gtq, gtk = args.q_norm and tape:scratch("gtq", n, H * D), args.q_norm and tape:scratch("gtk", n, KV * D)
     tape:push(function()
       local gy = tape:grad(y)
       K.linear_backward(go, tape:param_grad(args.wo), tape:param_grad(args.bo), gy, o, args.wo, false)
@@ -337,7 +352,7 @@ function M.ffn(tape, s, args)
     end
     fwd(a, g, u)
     K.linear(y, a, args.down, nil)
-    local ga, gg, gup = tape:buf(n, F), tape:buf(n, F), tape:buf(n, F)
+    local ga, gg, gup = tape:scratch("ga", n, F), tape:scratch("gg", n, F), tape:scratch("gup", n, F)
     tape:push(function()
       local gy = tape:grad(y)
       K.linear_backward(ga, tape:param_grad(args.down), nil, gy, a, args.down, false)
