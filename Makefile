@@ -5,6 +5,8 @@
 #   make asan       the whole suite under AddressSanitizer + UBSan (build-asan/)
 #   make bench      benchmarks (tokens/s, MB/s, peak RSS)
 #   make doc        docs/API.md from the Lua modules' comments
+#   make default-model  train the shipped default model again (tools/default_model.lua,
+#                   2 threads, 10-20 minutes): models/default/
 #   make host       build/host: examples/host, a C program embedding Lua + slm
 #   make fuzz       libFuzzer targets (clang) in build-fuzz/, each run FUZZ_SECONDS
 #                   (tests/fuzz/README.md); make test replays their regression inputs
@@ -53,7 +55,7 @@ LIB    = $(BUILD)/libslm.a
 MODULE = $(BUILD)/slm/core.so
 HOST   = $(BUILD)/host
 
-.PHONY: all test asan bench doc install uninstall deps clean check-layers host \
+.PHONY: all test asan bench doc default-model install uninstall deps clean check-layers host \
         fuzz fuzz-build fuzz-bins
 
 all: $(LIB) $(MODULE) $(TEST_BIN) $(FUZZ_REPLAY) $(HOST)
@@ -154,6 +156,14 @@ bench: all
 
 doc:
 	lua5.4 tools/apidoc.lua
+
+# The default model (issue 16): trained from scratch on data/tinyshakespeare.txt
+# with a fixed recipe; writes models/default/ (the Q8_0 GGUF, loss.svg,
+# record.json, RECORD.md) and the initial f32 weights + each step's batch
+# starts in $(BUILD)/default-model/ (for a PyTorch run from the same start).
+default-model: $(MODULE)
+	@mkdir -p $(BUILD)/default-model
+	BUILD=$(BUILD) bin/slm tools/default_model.lua --out models/default --init $(BUILD)/default-model/init.gguf
 
 PREFIX  ?= /usr/local
 LUA_LDIR = $(DESTDIR)$(PREFIX)/share/lua/5.4
