@@ -174,6 +174,9 @@ install: all
 	install -m 644 lua/slm/train/*.lua $(LUA_LDIR)/slm/train/
 	install -m 644 $(MODULE) $(LUA_CDIR)/slm/core.so
 	if ls models/*.lua >/dev/null 2>&1; then install -m 644 models/*.lua $(LUA_LDIR)/slm/models/; fi
+	# the default model (slm.load("default")) beside slm/model.lua, where slm.model.default_path looks
+	if [ -f models/default/shakespeare-char.gguf ]; then install -d $(LUA_LDIR)/slm/models/default && \
+	  install -m 644 models/default/shakespeare-char.gguf $(LUA_LDIR)/slm/models/default/; fi
 	install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 bin/slm $(DESTDIR)$(PREFIX)/bin/slm
 
 uninstall:
