@@ -5,6 +5,8 @@
 #   make asan       the whole suite under AddressSanitizer + UBSan (build-asan/)
 #   make bench      benchmarks (tokens/s, MB/s, peak RSS)
 #   make doc        docs/API.md from the Lua modules' comments
+#   make default-model  train the shipped default model again (tools/default_model.lua,
+#                   2 threads, 10-20 minutes): models/default/
 #   make host       build/host: examples/host, a C program embedding Lua + slm
 #   make fuzz       libFuzzer targets (clang) in build-fuzz/, each run FUZZ_SECONDS
 #                   (tests/fuzz/README.md); make test replays their regression inputs
@@ -53,7 +55,7 @@ LIB    = $(BUILD)/libslm.a
 MODULE = $(BUILD)/slm/core.so
 HOST   = $(BUILD)/host
 
-.PHONY: all test asan bench doc install uninstall deps clean check-layers host \
+.PHONY: all test asan bench doc default-model install uninstall deps clean check-layers host \
         fuzz fuzz-build fuzz-bins
 
 all: $(LIB) $(MODULE) $(TEST_BIN) $(FUZZ_REPLAY) $(HOST)
@@ -155,6 +157,14 @@ bench: all
 doc:
 	lua5.4 tools/apidoc.lua
 
+# The default model (issue 16): trained from scratch on data/tinyshakespeare.txt
+# with a fixed recipe; writes models/default/ (the Q8_0 GGUF, loss.svg,
+# record.json, RECORD.md) and the initial f32 weights + each step's batch
+# starts in $(BUILD)/default-model/ (for a PyTorch run from the same start).
+default-model: $(MODULE)
+	@mkdir -p $(BUILD)/default-model
+	BUILD=$(BUILD) bin/slm tools/default_model.lua --out models/default --init $(BUILD)/default-model/init.gguf
+
 PREFIX  ?= /usr/local
 LUA_LDIR = $(DESTDIR)$(PREFIX)/share/lua/5.4
 LUA_CDIR = $(DESTDIR)$(PREFIX)/lib/lua/5.4
@@ -164,6 +174,9 @@ install: all
 	install -m 644 lua/slm/train/*.lua $(LUA_LDIR)/slm/train/
 	install -m 644 $(MODULE) $(LUA_CDIR)/slm/core.so
 	if ls models/*.lua >/dev/null 2>&1; then install -m 644 models/*.lua $(LUA_LDIR)/slm/models/; fi
+	# the default model (slm.load("default")) beside slm/model.lua, where slm.model.default_path looks
+	if [ -f models/default/shakespeare-char.gguf ]; then install -d $(LUA_LDIR)/slm/models/default && \
+	  install -m 644 models/default/shakespeare-char.gguf $(LUA_LDIR)/slm/models/default/; fi
 	install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 bin/slm $(DESTDIR)$(PREFIX)/bin/slm
 
 uninstall:

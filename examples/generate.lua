@@ -1,5 +1,6 @@
 --- Generates text from a prompt, streaming it to stdout.
 --   bin/slm examples/generate.lua MODEL.gguf "Once upon a time" [max_tokens] [temp] [seed]
+--   bin/slm examples/generate.lua          (the default model: "ROMEO:", 100 tokens, temp 0.8)
 -- temp 0 (the default) is greedy decoding. Any decoder with a tokenizer
 -- (byte-level rwkv.cpp files read bytes); encoders and llama2.c
 -- checkpoints (no vocabulary in the file) are refused.
@@ -7,6 +8,10 @@ local slm = require "slm"
 local common = require "examples.common"
 
 local path, prompt = arg[1], arg[2]
+if #arg == 0 then   -- no arguments: slm's default model (slm.load("default"))
+  path, prompt = "default", "ROMEO:"
+  arg[3], arg[4] = "100", "0.8"
+end
 if not path or not prompt then
   io.stderr:write("usage: generate.lua MODEL \"prompt\" [max_tokens=64] [temp=0] [seed=1]\n")
   os.exit(2)

@@ -220,7 +220,7 @@ describe("slm command", function()
       { "run " .. p .. " -p hi --temp warm", "^slm: option %-%-temp: 'warm' is not a number\n$" },
       { "run " .. p .. " -p hi --bogus", "^slm: unknown option '%-%-bogus'" },
       { "run " .. p .. " -p hi -n 0", "^slm: option %-n must be at least 1" },
-      { "run " .. p, "^slm: usage: slm run MODEL" },
+      { "run " .. p, "^slm: usage: slm run %[MODEL%]" },
       { "run " .. p .. " -p 'a prompt of many tokens' --ctx 3",
         "^slm: context full: the prompt is 14 tokens, the context 3 %(raise %-%-ctx%)\n$",
         needs = "gguf/dense-q8_0.gguf" },

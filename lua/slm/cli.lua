@@ -104,8 +104,14 @@ local function find_entry(name)
   end
 end
 
---- A model argument: a path, or a registry name that was pulled.
+--- A model argument: "default" (the model shipped with slm, slm.model.resolve),
+-- a path, or a registry name that was pulled.
 function cli.resolve(name)
+  if name == slm.model.DEFAULT_NAME then
+    local p, err = slm.model.resolve(name)
+    if not p then fail("%s", err) end
+    return p
+  end
   if exists(name) then return name end
   local e = find_entry(name)
   if e then
@@ -239,11 +245,11 @@ local function usage_fail(name)
   fail("usage: slm %s", commands[name].usage)
 end
 
-command("run", "run MODEL (-p PROMPT | -f FILE) [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] "
+command("run", "run [MODEL] (-p PROMPT | -f FILE) [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] "
         .. "[--repeat-penalty R] [--ctx N] [--stop TEXT]... [--regex RE] [--system TEXT [--template NAME]] [--verbose]",
-        "generate text from a prompt, streamed to stdout (--system: as a chat reply)",
+        "generate text from a prompt, streamed to stdout (--system: as a chat reply; no MODEL: the default model)",
 function(pos, opt)
-  if #pos ~= 1 or not (opt.prompt or opt.file) then usage_fail("run") end
+  if #pos > 1 or not (opt.prompt or opt.file) then usage_fail("run") end
   if opt.prompt and opt.file then fail("give the prompt with -p or -f, not both") end
   positive(opt, "n", "-n")
   positive(opt, "ctx", "--ctx")
@@ -259,7 +265,7 @@ function(pos, opt)
   local gen = stop_options(opt, { max_tokens = opt.n or 128, sampler = sampler })
   local chat = opt.system or opt.template
   local t0 = slm.core.clock()
-  local model = load_model(pos[1], opt)
+  local model = load_model(pos[1] or slm.model.DEFAULT_NAME, opt)
   local t_load = slm.core.clock() - t0
   need_tokenizer(model)
   local sess = session_of(model, opt)
@@ -476,6 +482,17 @@ function(pos, opt)
   for _, d in ipairs(list) do
     p("  %-6s %4d tensors %10s params %12s", d.dtype, d.n, human_count(d.params), human_bytes(d.bytes))
   end
+  if pos[1] == slm.model.DEFAULT_NAME then
+    p("default       slm's default model (the name `default` stands for this file)")
+  end
+  local md = src.kind == "gguf" and src.file.metadata
+  if md and md["slm.recipe"] then
+    -- a model slm trained itself: where it came from
+    local vl = md["slm.recipe.val_loss"]
+    p("made by       %s (slm.recipe): %s, %s steps, seed %s%s", md["slm.recipe"], tostring(md["slm.recipe.corpus"]),
+      tostring(md["slm.recipe.steps"]), tostring(md["slm.recipe.seed"]),
+      vl and string.format(", validation loss %.4f nats/token", vl) or "")
+  end
   if src.kind == "gguf" then
     metadata_lines(src.file, p)
   else
@@ -660,12 +677,21 @@ end
 
 -- ---- repl, pull, help ----------------------------------------------------------------
 
-command("repl", "repl [MODEL]", "Lua REPL with slm loaded (and `model`, `sess` bound)",
+command("repl", "repl [MODEL]", "Lua REPL with slm loaded (and `model`, `sess` bound; no MODEL: the default model)",
 function(pos, opt)
   if #pos > 1 then usage_fail("repl") end
   local model, sess
-  if pos[1] then
-    model = load_model(pos[1], opt)
+  local name = pos[1]
+  if not name then
+    -- the default model when it is there; a bare REPL otherwise
+    if slm.model.resolve(slm.model.DEFAULT_NAME) then
+      name = slm.model.DEFAULT_NAME
+    else
+      io.stderr:write("slm: note: no default model (", slm.model.default_path(), "): `model` and `sess` are unbound\n")
+    end
+  end
+  if name then
+    model = load_model(name, opt)
     -- an encoder has no session: only `model` is bound
     if not model.def.encoder then sess = session_of(model, opt) end
   end

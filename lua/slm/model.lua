@@ -280,6 +280,37 @@ local function train_source(src)
   return t
 end
 
+-- The default model (issue 16): the name "default" stands for the model
+-- trained by `make default-model` and shipped with slm. In a checkout it is
+-- models/default/shakespeare-char.gguf; installed (`make install`), it sits
+-- beside this file as slm/models/default/shakespeare-char.gguf.
+M.DEFAULT_NAME = "default"
+M.DEFAULT_FILE = "models/default/shakespeare-char.gguf"
+local here = debug.getinfo(1, "S").source:match("^@(.-)model%.lua$")
+
+--- default_path() -> path of the default model's file (it may be missing:
+-- a checkout where `make default-model` was cleaned out)
+function M.default_path()
+  if checkout then return (checkout == "" and "./" or checkout) .. M.DEFAULT_FILE end
+  return (here == "" and "./" or here or "./") .. M.DEFAULT_FILE
+end
+
+--- resolve(path) -> a file path: "default" is the default model (a file
+-- of that name is "./default"), anything else is itself; nil, msg when the
+-- default model's file is missing.
+function M.resolve(path)
+  if path ~= M.DEFAULT_NAME then return path end
+  local p = M.default_path()
+  local f = io.open(p, "rb")
+  if not f then
+    return nil, "default: the default model is missing (" .. p .. "; `make default-model` trains it)"
+  end
+  f:close()
+  return p
+end
+
+--- load(path [, opts]) -> model | nil, msg. path "default": the default
+-- model (M.resolve).
 function M.load(path, opts)
   if type(path) ~= "string" then error("bad argument #1 to 'load' (string expected, got " .. type(path) .. ")", 2) end
   opts = options.check("load", opts, LOAD_OPTS)
@@ -291,6 +322,9 @@ function M.load(path, opts)
     options.fail("load", "lora", "a list of {path =, scale =}", opts.lora)
   end
   if not options.is_bool(opts.train) then options.fail("load", "train", "a boolean", opts.train) end
+  local rpath, rerr = M.resolve(path)
+  if not rpath then return nil, rerr end
+  path = rpath
   local magic, err = read_magic(path)
   if not magic then return nil, err end
   local src

@@ -1,0 +1,175 @@
+-- The default model (issue 16): the shipped file models/default/shakespeare-char.gguf
+-- (made by tools/default_model.lua, `make default-model`), the name
+-- "default" in slm.load and in the slm commands, and the figures recorded
+-- beside it.
+local helpers = require "spec.helpers"
+local slm = require "slm"
+
+local FILE = "models/default/shakespeare-char.gguf"
+
+local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+-- run(args [, stdin]) -> stdout, stderr, exit code
+local function run(args, stdin)
+  local errf = os.tmpname()
+  local cmd = "SLM_PROGRESS=0 bin/slm " .. args .. " 2>" .. errf
+  local inf
+  if stdin then
+    inf = helpers.tmpfile(stdin)
+    cmd = cmd .. " <" .. inf
+  end
+  local p = io.popen(cmd .. "; echo \"exit=$?\"")
+  local out = p:read("a")
+  p:close()
+  local err = helpers.read(errf)
+  os.remove(errf)
+  if inf then os.remove(inf) end
+  return (out:gsub("exit=%d+%s*$", "")), err, tonumber(out:match("exit=(%d+)%s*$"))
+end
+
+-- the characters of the corpus (the model's vocabulary)
+local CORPUS = helpers.read("data/tinyshakespeare.txt")
+local VOCAB = {}
+for c in CORPUS:gmatch(".") do VOCAB[c] = true end
+
+local function only_corpus_chars(s)
+  for c in s:gmatch(".") do
+    if not VOCAB[c] then return false, c end
+  end
+  return true
+end
+
+describe("the default model", function()
+  it("is shipped: a Q8_0 GGUF of at most 10 MB with its tokenizer and the recipe's metadata", function()
+    local size = helpers.size(FILE)
+    assert.is_truthy(size, FILE .. " is missing")
+    assert.is_true(size <= 10 * 1000 * 1000, "larger than 10 MB: " .. tostring(size))
+    local f = assert(slm.gguf.open(FILE))
+    local md = f.metadata
+    assert.equal("llama", md["general.architecture"])
+    assert.equal(7, md["general.file_type"])                 -- LLAMA_FTYPE_MOSTLY_Q8_0
+    assert.equal("slm-default-shakespeare-char", md["general.name"])
+    assert.equal("tools/default_model.lua", md["slm.recipe"])
+    assert.matches("make default%-model", md["general.description"])
+    assert.equal("rwkv", md["tokenizer.ggml.model"])          -- the character vocabulary
+    assert.equal(65, f:arr_len("tokenizer.ggml.tokens"))
+    local q8 = 0
+    for _, t in ipairs(f.tensors) do
+      if #t.shape == 2 then
+        assert.equal("q8_0", t.dtype, t.name)
+        q8 = q8 + 1
+      end
+    end
+    assert.equal(6 * 7 + 2, q8)                                -- 7 matrices a layer, embedding, head
+    f:close()
+  end)
+
+  it("is what slm.load('default') loads, from the checkout's models/default", function()
+    assert.matches("models/default/shakespeare%-char%.gguf$", slm.model.default_path())
+    local m = assert(slm.load("default"))
+    assert.equal(slm.model.default_path(), m.path)
+    assert.equal(65, m.hp.n_vocab)
+    assert.equal(128, m.hp.n_ctx_train)
+    -- the character tokenizer: one id per character, ids in code-point order
+    local ids = m.tokenizer:encode("ROMEO:", { add_special = false })
+    assert.equal(6, #ids)
+    assert.equal(0, m.tokenizer:encode("\n", { add_special = false })[1])
+    assert.equal(1, m.tokenizer:encode(" ", { add_special = false })[1])
+    -- greedy text: 60 characters, all of the corpus's alphabet, and mostly
+    -- letters and spaces (a model that learnt nothing gives noise)
+    local sess = m:session()
+    local text = sess:generate("ROMEO:", { max_tokens = 60, sampler = slm.sampler.greedy() }, function() end)
+    assert.equal(60, #text)
+    assert.is_true(only_corpus_chars(text))
+    local letters = select(2, text:gsub("[%a%s]", ""))
+    assert.is_true(letters >= 50, text)
+    -- options are still checked first
+    assert.has_error(function() slm.load("default", { bogus = 1 }) end)
+  end)
+
+  it("predicts the validation text as the record says (the figures are the file's)", function()
+    local rec = helpers.json_decode(helpers.read("models/default/record.json"))
+    assert.is_true(rec.val_loss_q8_0 <= 1.60, "validation loss " .. rec.val_loss_q8_0)
+    assert.equal(helpers.size(FILE), rec.file_bytes)
+    -- a slice of the validation text (the last 10 % of the characters):
+    -- its loss is near the recorded one for the whole of it; an untrained
+    -- or broken model is above 4
+    local lo = math.floor(0.9 * #CORPUS) + 1
+    local m = assert(slm.load("default"))
+    local ids = m.tokenizer:encode(CORPUS:sub(lo, lo + 128 * 24), { add_special = false })
+    local r = slm.eval.perplexity(m, ids, { ctx = 129, stride = 128 })
+    assert.equal(128 * 24, r.n)
+    assert.is_true(math.abs(r.nll - rec.val_loss_q8_0) < 0.25, string.format("%.4f vs %.4f", r.nll,
+                                                                              rec.val_loss_q8_0))
+  end)
+
+  it("is a one-line error naming make default-model when its file is missing", function()
+    local saved = slm.model.default_path
+    slm.model.default_path = function() return "/nonexistent/shakespeare-char.gguf" end
+    local m, err = slm.load("default")
+    slm.model.default_path = saved
+    assert.is_nil(m)
+    assert.matches("^default: the default model is missing %(/nonexistent/shakespeare%-char%.gguf; "
+                   .. "`make default%-model` trains it%)$", err)
+  end)
+end)
+
+describe("slm commands with the default model", function()
+  it("run with no MODEL prints text from the default model (the same as `run default`)", function()
+    local out, err, code = run("run -p 'ROMEO:' -n 100 --seed 7")
+    assert.equal(0, code, err)
+    assert.equal(101, #out)                                    -- 100 characters and run's final newline
+    assert.equal("\n", out:sub(-1))
+    assert.is_true(only_corpus_chars(out))
+    local out2, _, code2 = run("run default -p 'ROMEO:' -n 100 --seed 7")
+    assert.equal(0, code2)
+    assert.equal(out, out2)
+    local out4, _, code4 = run("run " .. sh_quote(slm.model.default_path()) .. " -p 'ROMEO:' -n 100 --seed 7")
+    assert.equal(0, code4)
+    assert.equal(out, out4)
+  end)
+
+  it("run without a prompt is still a usage error", function()
+    local out, err, code = run("run")
+    assert.equal(1, code)
+    assert.equal("", out)
+    assert.matches("^slm: usage: slm run %[MODEL%]", err)
+  end)
+
+  it("perplexity default FILE scores the file", function()
+    local lo = math.floor(0.9 * #CORPUS) + 1
+    local path = helpers.tmpfile(CORPUS:sub(lo, lo + 2000))
+    local out, err, code = run("perplexity default " .. path)
+    os.remove(path)
+    assert.equal(0, code, err)
+    local ppl = tonumber(out:match("^([%d.]+)\n$"))
+    assert.is_truthy(ppl, out)
+    assert.is_true(ppl > 1 and ppl < 10, out)                  -- e^1.6 ≈ 5; an untrained model ≈ 65
+    assert.matches("tokens scored in %d+ windows of up to 128", err)
+  end)
+
+  it("info default says where it came from", function()
+    local out, err, code = run("info default")
+    assert.equal(0, code, err)
+    assert.matches("file +[^\n]*models/default/shakespeare%-char%.gguf", out)
+    assert.matches("\ndefault +slm's default model", out)
+    assert.matches("\nmade by +tools/default_model%.lua %(slm%.recipe%): data/tinyshakespeare%.txt", out)
+    assert.matches("general%.description +\"character%-level llama trained by slm: make default%-model\"", out)
+    assert.matches("q8_0", out)
+  end)
+
+  it("examples/generate.lua with no arguments uses the default model", function()
+    local out, err, code = run("examples/generate.lua")
+    assert.equal(0, code, err)
+    assert.equal("ROMEO:", out:sub(1, 6))
+    assert.equal(6 + 100 + 1, #out)                            -- the prompt, 100 characters, a newline
+    assert.is_true(only_corpus_chars(out))
+    assert.matches("%[100 tokens", err)
+  end)
+
+  it("repl with no MODEL binds the default model", function()
+    local out, err, code = run("repl", "model.hp.n_vocab\n#encode('ROMEO:')\nmodel.path:match('[^/]*$')\n")
+    assert.equal(0, code, err)
+    assert.equal("65\n6\nshakespeare-char.gguf\n", out)
+  end)
+end)
