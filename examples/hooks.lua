@@ -7,11 +7,8 @@
 local slm = require "slm"
 local common = require "examples.common"
 
-local path, prompt = arg[1], arg[2] or "Once upon a time there was"
-if not path then
-  io.stderr:write("usage: hooks.lua MODEL.gguf [\"prompt\"]\n")
-  os.exit(2)
-end
+-- no MODEL: slm's default model (slm.load("default"))
+local path, prompt = arg[1] or "default", arg[2] or (arg[1] and "Once upon a time there was" or "ROMEO:")
 local model = common.model(path, { text = true, decoder = true })
 local ids = model.tokenizer:encode(prompt)
 

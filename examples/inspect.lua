@@ -7,10 +7,11 @@
 --   bin/slm examples/inspect.lua model.gguf [--all-keys]
 local gguf = require "slm.gguf"
 
-local path = arg[1]
+-- no FILE: slm's default model (the name "default", slm.model.resolve)
+local path, why = require("slm.model").resolve(arg[1] or "default")
 if not path then
-  io.stderr:write("usage: bin/slm examples/inspect.lua FILE.gguf [--all-keys]\n")
-  os.exit(2)
+  io.stderr:write("inspect.lua: ", why, "\n")
+  os.exit(1)
 end
 local all_keys = arg[2] == "--all-keys"
 

@@ -7,11 +7,7 @@
 local slm = require "slm"
 local common = require "examples.common"
 
-local path, file = arg[1], arg[2]
-if not path then
-  io.stderr:write("usage: layer_skip.lua MODEL.gguf [text file]\n")
-  os.exit(2)
-end
+local path, file = arg[1] or "default", arg[2]   -- no MODEL: slm's default model
 local model = common.model(path, { text = true, decoder = true, plans = true })
 local text = "Once upon a time there was a little girl who lived in a village near the forest. "
           .. "Whenever she went out, she wore a red riding cloak."

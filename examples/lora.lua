@@ -10,11 +10,9 @@
 local slm = require "slm"
 local common = require "examples.common"
 
-local path, adapter = arg[1], arg[2]
-if not path then
-  io.stderr:write("usage: lora.lua MODEL.gguf [ADAPTER.gguf]\n")
-  os.exit(2)
-end
+-- no MODEL: slm's default model (the name "default", slm.model.resolve)
+local path, adapter = require("slm.model").resolve(arg[1] or "default"), arg[2]
+if not path then common.die("%s", select(2, require("slm.model").resolve("default"))) end
 local base = common.model(path, { text = true, decoder = true, gguf = true })
 local made
 if not adapter then

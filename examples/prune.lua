@@ -11,11 +11,9 @@
 local slm = require "slm"
 local common = require "examples.common"
 
-local path, file = arg[1], arg[2]
-if not path then
-  io.stderr:write("usage: prune.lua MODEL.gguf [text file]\n")
-  os.exit(2)
-end
+-- no MODEL: slm's default model (the name "default", slm.model.resolve)
+local path, file = require("slm.model").resolve(arg[1] or "default"), arg[2]
+if not path then common.die("%s", select(2, require("slm.model").resolve("default"))) end
 local model = common.model(path, { text = true, decoder = true, gguf = true })
 local text = "Once upon a time there was a little girl who lived in a village near the forest. "
           .. "Whenever she went out, she wore a red riding cloak."
