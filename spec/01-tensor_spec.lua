@@ -14,9 +14,7 @@ local DTYPES = "f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1, q2_k, q3_k, q4_k, 
             .. "q5_k, q6_k, q8_k, i8, i16, i32, bf16"
 
 -- float32 value of x (what the tensor stores from a Lua number)
-local function f32(x)
-  return (string.unpack("<f", string.pack("<f", x)))
-end
+local f32 = helpers.f32   -- float32 rounding of a Lua number
 
 -- Independent reference of float32 -> binary16/bfloat16 with round to
 -- nearest even, by value: the spacing of the target format at x's binade

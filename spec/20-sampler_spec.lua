@@ -12,9 +12,7 @@ local function errmsg(f, ...)
   return (tostring(e):gsub("^[^:]+:%d+: ", ""))
 end
 
-local function f32(x)
-  return (string.unpack("<f", string.pack("<f", x)))
-end
+local f32 = helpers.f32   -- float32 rounding of a Lua number
 
 -- n float32 logits in [-scale, scale)
 local function logits(n, seed, scale)

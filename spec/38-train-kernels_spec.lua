@@ -7,10 +7,7 @@ local core = require "slm.core"
 local T, train = core.tensor, core.train
 local errmsg = helpers.errmsg
 
--- float32 rounding of a Lua number
-local function f32(x)
-  return (string.unpack("<f", string.pack("<f", x)))
-end
+local f32 = helpers.f32   -- float32 rounding of a Lua number
 
 local function rand(n, seed, scale)
   local v = helpers.randoms(n, seed, scale)
@@ -22,12 +19,7 @@ local function tensor(vals, shape)
   return T.fromtable(vals, "f32", shape)
 end
 
--- all values of an f32 tensor, flat
-local function values(t)
-  local s, out = t:tobytes(), {}
-  for i = 1, #s // 4 do out[i] = (string.unpack("<f", s, 4 * i - 3)) end
-  return out
-end
+local values = helpers.f32_values   -- every value of an f32 tensor, flat
 
 -- max |a[i] - b[i]| / max |b[i]|
 local function relerr(a, b)

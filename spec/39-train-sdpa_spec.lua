@@ -10,11 +10,7 @@ local T, train = core.tensor, core.train
 -- function in "bad argument #i to 'name'")
 local errmsg = helpers.errmsg
 
-local function values(t)
-  local s, out = t:tobytes(), {}
-  for i = 1, #s // 4 do out[i] = (string.unpack("<f", s, 4 * i - 3)) end
-  return out
-end
+local values = helpers.f32_values   -- every value of an f32 tensor, flat
 
 local function f32s(n, seed)
   local v = helpers.randoms(n, seed, 1)

@@ -92,6 +92,18 @@ function helpers.tmpfile(content)
 end
 
 --- Deterministic pseudo-random floats in [-scale, scale) (xorshift32).
+--- f32(x): the float32 rounding of a Lua number
+function helpers.f32(x)
+  return (string.unpack("<f", string.pack("<f", x)))
+end
+
+--- f32_values(t): every value of a contiguous f32 tensor, flat, from its bytes
+function helpers.f32_values(t)
+  local s, out = t:tobytes(), {}
+  for i = 1, #s // 4 do out[i] = (string.unpack("<f", s, 4 * i - 3)) end
+  return out
+end
+
 function helpers.randoms(n, seed, scale)
   local s = seed or 1
   scale = scale or 1
