@@ -435,6 +435,11 @@ end
 function Model:hook(name, fn) return require("slm.hooks").add(self, name, fn) end
 function Model:variant(opts) return require("slm.experiment").variant(self, opts) end
 function Model:apply_lora(path, scale) return require("slm.lora").apply(self, path, scale) end
+--- model:lora_add(path_or_adapter [, scale = 1]) -> handle; model:lora_scale(handle, s);
+-- model:lora_remove(handle): adapters applied unmerged at run time (slm.lora)
+function Model:lora_add(what, scale) return require("slm.lora").add(self, what, scale) end
+function Model:lora_scale(h, s) return require("slm.lora").set_scale(self, h, s) end
+function Model:lora_remove(h) return require("slm.lora").remove(self, h) end
 
 -- Embeddings -------------------------------------------------------------------
 
