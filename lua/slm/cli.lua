@@ -675,6 +675,11 @@ do
   command("train", train_cli.usage, train_cli.help, function(argv) train_cli.main(argv) end, true)
 end
 
+do   -- finetune --lora (lua/slm/train/finetune_cli.lua: its own flags)
+  local ft = require "slm.train.finetune_cli"
+  command("finetune", ft.usage, ft.help, function(argv) ft.main(argv) end, true)
+end
+
 -- ---- repl, pull, help ----------------------------------------------------------------
 
 command("repl", "repl [MODEL]", "Lua REPL with slm loaded (and `model`, `sess` bound; no MODEL: the default model)",

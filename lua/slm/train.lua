@@ -339,6 +339,8 @@ end
 -- total_steps the lr stays constant after warmup), resume (a checkpoint
 -- tr:save wrote).
 function M.trainer(model, opts)
+  -- LoRA / QLoRA: adapters over a frozen base (slm.train.lora)
+  if type(opts) == "table" and opts.lora ~= nil then return require("slm.train.lora").trainer(M, model, opts) end
   if type(model) ~= "table" or not model.params then
     error("trainer: the model is not trainable (use slm.train.init or slm.load(path, {train = true}))", 2)
   end

@@ -236,6 +236,8 @@ local function rate(x)
   return string.format("%.0f", x)
 end
 
+M.duration, M.rate = duration, rate   -- for slm finetune's progress line
+
 -- model arguments of slm.train.init from the configuration
 local function init_args(cfg, vocab)
   return { arch = cfg.arch, vocab = vocab, dim = cfg.dim, layers = cfg.layers, heads = cfg.heads,
