@@ -302,7 +302,8 @@ static kv_ud *check_kv(lua_State *L, int idx)
     return k;
 }
 
-/* kv_state{n_ctx =, n_batch =, layers = {{kv_dim =, window =}, ...}, ring =} */
+/* kv_state{n_ctx =, n_batch =, layers = {{kv_dim =, window =}, ...}, ring =,
+ *          type = "f16" | "f32" | "q8_0" | "q4_0"} */
 static int l_kv_state(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -312,6 +313,14 @@ static int l_kv_state(lua_State *L)
     if (n_batch < 1 || n_batch > 65536) luaL_error(L, "kv_state: n_batch %I out of range 1..65536", n_batch);
     lua_getfield(L, 1, "ring");
     int ring = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    int type = SLM_KV_F16;
+    if (lua_getfield(L, 1, "type") != LUA_TNIL) {
+        const char *tn = lua_tostring(L, -1);
+        for (type = 0; tn && type < SLM_KV_TYPE_COUNT && strcmp(tn, slm_kv_type_names[type]); type++) {}
+        if (!tn || type == SLM_KV_TYPE_COUNT)
+            luaL_error(L, "kv_state: type must be one of f16, f32, q8_0, q4_0, got %s", luaL_tolstring(L, -1, NULL));
+    }
     lua_pop(L, 1);
     if (lua_getfield(L, 1, "layers") != LUA_TTABLE) luaL_error(L, "kv_state: field 'layers' must be a list of {kv_dim =, window =}");
     lua_Integer n_layer = luaL_len(L, -1);
@@ -331,7 +340,8 @@ static int l_kv_state(lua_State *L)
     k->cache = NULL;
     luaL_setmetatable(L, KV_MT);
     slm_error err = {0};
-    k->cache = slm_kvcache_new((int)n_layer, dims, windows, (int)n_ctx, (int)n_batch, ring, &err);
+    k->cache = slm_kvcache_new_typed((int)n_layer, dims, windows, (int)n_ctx, (int)n_batch, ring,
+                                     (slm_kv_type)type, &err);
     if (!k->cache) slm_bind_error(L, &err);
     return 1;
 }
@@ -340,6 +350,22 @@ static int kv_bytes(lua_State *L)
 {
     kv_ud *k = check_kv(L, 1);
     lua_pushinteger(L, (lua_Integer)slm_kvcache_bytes(k->cache));
+    return 1;
+}
+
+/* bytes one more position costs (every layer's key and value row) */
+static int kv_bytes_per_token(lua_State *L)
+{
+    kv_ud *k = check_kv(L, 1);
+    lua_pushinteger(L, (lua_Integer)slm_kvcache_bytes_per_token(k->cache));
+    return 1;
+}
+
+/* the rows' type: "f16", "f32", "q8_0" or "q4_0" */
+static int kv_type(lua_State *L)
+{
+    kv_ud *k = check_kv(L, 1);
+    lua_pushstring(L, slm_kv_type_names[k->cache->type]);
     return 1;
 }
 
@@ -616,7 +642,8 @@ void slm_bind_open_blocks(lua_State *L)
                                       {"work_size", attn_work_size}, {NULL, NULL}};
     static const luaL_Reg ffn_m[] = {{"forward", ffn_forward}, {"work_size", ffn_work_size}, {NULL, NULL}};
     static const luaL_Reg kv_m[] = {{"bytes", kv_bytes}, {"rows", kv_rows}, {"snapshot", kv_snapshot},
-                                    {"restore", kv_restore}, {NULL, NULL}};
+                                    {"restore", kv_restore}, {"bytes_per_token", kv_bytes_per_token},
+                                    {"kv_type", kv_type}, {NULL, NULL}};
     static const luaL_Reg work_m[] = {{"bytes", work_bytes}, {NULL, NULL}};
     slm_bind_new_meta(L, ATTN_MT, attn_gc, attn_m);
     slm_bind_new_meta(L, FFN_MT, ffn_gc, ffn_m);
