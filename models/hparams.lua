@@ -353,7 +353,7 @@ function M.kv_state(m, opts)
   local layers = {}
   for step, l in ipairs(m.plan) do
     local L = m.layers[l]
-    layers[step] = { kv_dim = L.kv_dim, window = L.window or 0 }
+    layers[step] = { kv_dim = L.kv_dim, window = L.window or 0, head_dim = m.hp.head_dim }
   end
   local kv = blocks.kv_state { n_ctx = opts.n_ctx, n_batch = opts.n_batch, layers = layers,
                                ring = opts.swa_ring ~= false, type = opts.kv_type }

@@ -177,7 +177,7 @@ function lfm2.state(m, opts)
       n_conv = n_conv + 1
       st.slot[step] = n_conv
     else
-      kv_layers[#kv_layers + 1] = { kv_dim = L.kv_dim }
+      kv_layers[#kv_layers + 1] = { kv_dim = L.kv_dim, head_dim = m.hp.head_dim }
       st.slot[step] = #kv_layers
     end
     bytes = math.max(bytes, (L.conv or L.attn):work_size(opts.n_batch), L.ffn:work_size(opts.n_batch))

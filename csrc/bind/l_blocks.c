@@ -302,7 +302,7 @@ static kv_ud *check_kv(lua_State *L, int idx)
     return k;
 }
 
-/* kv_state{n_ctx =, n_batch =, layers = {{kv_dim =, window =}, ...}, ring =,
+/* kv_state{n_ctx =, n_batch =, layers = {{kv_dim =, window =, head_dim =}, ...}, ring =,
  *          type = "f16" | "f32" | "q8_0" | "q4_0"} */
 static int l_kv_state(lua_State *L)
 {
@@ -325,22 +325,24 @@ static int l_kv_state(lua_State *L)
     if (lua_getfield(L, 1, "layers") != LUA_TTABLE) luaL_error(L, "kv_state: field 'layers' must be a list of {kv_dim =, window =}");
     lua_Integer n_layer = luaL_len(L, -1);
     if (n_layer < 1 || n_layer > 4096) luaL_error(L, "kv_state: %I layers out of range 1..4096", n_layer);
-    int *dims = lua_newuserdatauv(L, 2 * (size_t)n_layer * sizeof(int), 0);   /* freed by the GC */
-    int *windows = dims + n_layer;
+    int *dims = lua_newuserdatauv(L, 3 * (size_t)n_layer * sizeof(int), 0);   /* freed by the GC */
+    int *windows = dims + n_layer, *heads = windows + n_layer;
     for (lua_Integer l = 1; l <= n_layer; l++) {
         if (lua_geti(L, -2, l) != LUA_TTABLE) luaL_error(L, "kv_state: layers[%I] must be a table", l);
         lua_Integer d = slm_bind_int_field(L, -1, "kv_dim", 0, 1), w = slm_bind_int_field(L, -1, "window", 0, 0);
-        if (d < 1 || d > (1 << 20) || w < 0 || w > (1 << 24))
-            luaL_error(L, "kv_state: layers[%I] has kv_dim %I and window %I (out of range)", l, d, w);
+        lua_Integer hd = slm_bind_int_field(L, -1, "head_dim", 0, 0);
+        if (d < 1 || d > (1 << 20) || w < 0 || w > (1 << 24) || hd < 0 || hd > d)
+            luaL_error(L, "kv_state: layers[%I] has kv_dim %I, window %I and head_dim %I (out of range)", l, d, w, hd);
         dims[l - 1] = (int)d;
         windows[l - 1] = (int)w;
+        heads[l - 1] = (int)hd;
         lua_pop(L, 1);
     }
     kv_ud *k = lua_newuserdatauv(L, sizeof *k, 0);
     k->cache = NULL;
     luaL_setmetatable(L, KV_MT);
     slm_error err = {0};
-    k->cache = slm_kvcache_new_typed((int)n_layer, dims, windows, (int)n_ctx, (int)n_batch, ring,
+    k->cache = slm_kvcache_new_typed((int)n_layer, dims, heads, windows, (int)n_ctx, (int)n_batch, ring,
                                      (slm_kv_type)type, &err);
     if (!k->cache) slm_bind_error(L, &err);
     return 1;

@@ -96,11 +96,11 @@ static int layer_cap(int n_ctx, int n_batch, int window, int ring)
 slm_kvcache *slm_kvcache_new(int n_layer, const int *kv_dim, const int *window, int n_ctx,
                              int n_batch, int ring, slm_error *err)
 {
-    return slm_kvcache_new_typed(n_layer, kv_dim, window, n_ctx, n_batch, ring, SLM_KV_F16, err);
+    return slm_kvcache_new_typed(n_layer, kv_dim, NULL, window, n_ctx, n_batch, ring, SLM_KV_F16, err);
 }
 
-slm_kvcache *slm_kvcache_new_typed(int n_layer, const int *kv_dim, const int *window, int n_ctx,
-                                   int n_batch, int ring, slm_kv_type type, slm_error *err)
+slm_kvcache *slm_kvcache_new_typed(int n_layer, const int *kv_dim, const int *head_dim, const int *window,
+                                   int n_ctx, int n_batch, int ring, slm_kv_type type, slm_error *err)
 {
     if (n_layer <= 0 || n_ctx <= 0 || n_batch <= 0) {
         slm_error_set(err, SLM_EINVAL, "kv cache: n_layer, n_ctx and n_batch must be positive");
@@ -120,9 +120,20 @@ slm_kvcache *slm_kvcache_new_typed(int n_layer, const int *kv_dim, const int *wi
                           kv_dim[l], w);
             return NULL;
         }
-        if (kv_dim[l] % blk) {
-            slm_error_set(err, SLM_EINVAL, "kv cache: kv_type %s needs kv dims that are a multiple of %d, "
-                          "layer %d has %d", slm_kv_type_names[type], blk, l, kv_dim[l]);
+        const int hd = head_dim ? head_dim[l] : 0;
+        if (hd < 0 || (hd && kv_dim[l] % hd)) {
+            slm_error_set(err, SLM_EINVAL, "kv cache: layer %d has head_dim %d, which does not divide kv_dim %d", l,
+                          hd, kv_dim[l]);
+            return NULL;
+        }
+        if (blk > 1 && (hd == 0 || hd % blk)) {
+            slm_error_set(err, SLM_EINVAL, "kv cache: kv_type %s needs a head size that is a multiple of %d, "
+                          "layer %d has %d", slm_kv_type_names[type], blk, l, hd);
+            return NULL;
+        }
+        if (slm_kv_rot_k(type, hd) > SLM_KV_ROT_MAX) {
+            slm_error_set(err, SLM_EINVAL, "kv cache: head size %d is too large for kv_type %s", hd,
+                          slm_kv_type_names[type]);
             return NULL;
         }
         const size_t rows = (size_t)layer_cap(n_ctx, n_batch, w, ring);
@@ -153,6 +164,7 @@ slm_kvcache *slm_kvcache_new_typed(int n_layer, const int *kv_dim, const int *wi
         slm_kv_layer *L = &c->layer[l];
         L->kv_dim = kv_dim[l];
         L->window = window ? window[l] : 0;
+        L->head_dim = head_dim ? head_dim[l] : 0;
         L->cap = layer_cap(n_ctx, n_batch, L->window, ring);
         const size_t half = (size_t)L->cap * slm_kv_row_bytes(type, L->kv_dim);
         L->k = p;
@@ -190,13 +202,14 @@ static size_t row_of(const slm_kv_layer *L, int pos)
 
 #define runs_of slm_kv_runs
 
-/* n rows of floats (kv_dim each) as rows of the cache's type at dst */
+/* n rows of floats (kv_dim each) as rows of the cache's type at dst,
+ * rotated in chunks of rot first (0: none) */
 static void store_rows(const slm_kvcache *c, const slm_kv_layer *L, unsigned char *dst, const float *src,
-                       int n)
+                       int n, int rot)
 {
     const size_t cnt = (size_t)n * (size_t)L->kv_dim;
     if (c->type == SLM_KV_F16) kernels().to_f16((slm_f16 *)dst, src, cnt);
-    else slm_kvq_store(c->type, dst, src, cnt);
+    else slm_kvq_store(c->type, dst, src, cnt, rot);
 }
 
 void slm_kvcache_store(slm_kvcache *c, int layer, int pos0, int n,
@@ -207,11 +220,12 @@ void slm_kvcache_store(slm_kvcache *c, int layer, int pos0, int n,
     unsigned char *K = L->k, *V = L->v;
     int len[2];
     runs_of(L, pos0, n, len);
-    store_rows(c, L, K + slm_kv_row_at(L, rb, pos0), k, len[0]);
-    store_rows(c, L, V + slm_kv_row_at(L, rb, pos0), v, len[0]);
+    const int rk = slm_kv_rot_k(c->type, L->head_dim), rv = slm_kv_rot_v(c->type, L->head_dim);
+    store_rows(c, L, K + slm_kv_row_at(L, rb, pos0), k, len[0], rk);
+    store_rows(c, L, V + slm_kv_row_at(L, rb, pos0), v, len[0], rv);
     if (len[1]) {   /* wrapped: the rest from row 0 */
-        store_rows(c, L, K, k + (size_t)len[0] * d, len[1]);
-        store_rows(c, L, V, v + (size_t)len[0] * d, len[1]);
+        store_rows(c, L, K, k + (size_t)len[0] * d, len[1], rk);
+        store_rows(c, L, V, v + (size_t)len[0] * d, len[1], rv);
     }
 }
 
@@ -232,11 +246,10 @@ slm_status slm_kvcache_check_layer(const slm_kvcache *c, int layer, const slm_at
                              c->n_batch);
     if (sh->unmasked && sh->window)
         return slm_error_set(err, SLM_EINVAL, "kv cache: an unmasked attention has no window");
-    const int blk = slm_kv_type_block(c->type);
-    if (sh->head_dim % blk)
-        return slm_error_set(err, SLM_EINVAL,
-                             "kv cache: kv_type %s needs a head size that is a multiple of %d, this layer's is %d",
-                             slm_kv_type_names[c->type], blk, sh->head_dim);
+    /* quantized rows were encoded (and rotated) for heads of this size */
+    if ((L->head_dim || c->type == SLM_KV_Q8_0 || c->type == SLM_KV_Q4_0) && L->head_dim != sh->head_dim)
+        return slm_error_set(err, SLM_EINVAL, "kv cache: layer %d holds heads of %d, the block needs %d", layer,
+                             L->head_dim, sh->head_dim);
     return SLM_OK;
 }
 

@@ -37,7 +37,15 @@
  * matmul kernels' dot products; the values are expanded to f32 and summed
  * with the unnormalized exp(s - max), divided by their sum at the end.
  * Quantized rows need every head's size to be a multiple of 32 (a block
- * never straddles two heads), as the reference requires.
+ * never straddles two heads), as the reference requires. When the head size
+ * is a multiple of 64 the reference also rotates (llama.cpp's attn_rot_k/v,
+ * on unless LLAMA_ATTN_ROT_DISABLE): q and each stored k by an orthonormal
+ * Walsh-Hadamard transform over chunks of n_k = the largest power of two
+ * dividing the head size, each stored v and the attention's output over
+ * chunks of 64 (H = H^T = H^-1, so the exact result is unchanged; the
+ * rotation spreads outliers over a block before it is quantized). So does
+ * this cache (slm_kv_fwht, as ggml's CPU op: scale by 1/sqrt(n), then the
+ * butterflies of length 1, 2, 4, ...).
  *
  * Snapshots (slm_kvcache_snapshot) hold, per layer, the rows a continuation
  * can still see: all n_past rows of a full layer, the last W - 1 of a
@@ -79,12 +87,21 @@ int slm_kv_type_block(slm_kv_type t);
 size_t slm_kv_row_bytes(slm_kv_type t, int n);
 /* the GGUF/ggml type id of t (f32 0, f16 1, q4_0 2, q8_0 8) */
 int slm_kv_type_ggml(slm_kv_type t);
+/* the reference's rotation chunks for heads of head_dim in a cache of type
+ * t: of keys (and q), of values (and the output); 0 = no rotation */
+int slm_kv_rot_k(slm_kv_type t, int head_dim);
+int slm_kv_rot_v(slm_kv_type t, int head_dim);
+#define SLM_KV_ROT_MAX 1024
+/* x[0..n) <- H_n x / sqrt(n), n a power of two: the Walsh-Hadamard
+ * transform of the reference's CPU op (exact same float operations) */
+void slm_kv_fwht(float *x, int n);
 
 typedef struct slm_kv_layer {
     int kv_dim;
     int window;          /* 0: full causal; W: the W latest positions */
     int cap;             /* rows held; position p is in row p % cap */
     void *k, *v;         /* cap rows each of the cache's type, inside its block */
+    int head_dim;        /* of the attention it serves; 0: not given (F16, F32 caches) */
 } slm_kv_layer;
 
 typedef struct slm_kvcache {
@@ -98,12 +115,13 @@ typedef struct slm_kvcache {
 /* A cache of n_layer layers, layer l with kv_dim[l] and window[l] (window
  * may be NULL: no windows), for positions 0 .. n_ctx-1 stored at most
  * n_batch at a time. ring = 0 keeps n_ctx rows in windowed layers too.
- * F16 rows; slm_kvcache_new_typed takes the type (quantized types need
- * every kv_dim to be a multiple of 32). */
+ * F16 rows; slm_kvcache_new_typed takes the type and each layer's head size
+ * (head_dim may be NULL for F16 and F32; quantized types need a head size
+ * that is a multiple of 32 and divides kv_dim). */
 slm_kvcache *slm_kvcache_new(int n_layer, const int *kv_dim, const int *window, int n_ctx,
                              int n_batch, int ring, slm_error *err);
-slm_kvcache *slm_kvcache_new_typed(int n_layer, const int *kv_dim, const int *window, int n_ctx,
-                                   int n_batch, int ring, slm_kv_type type, slm_error *err);
+slm_kvcache *slm_kvcache_new_typed(int n_layer, const int *kv_dim, const int *head_dim, const int *window,
+                                   int n_ctx, int n_batch, int ring, slm_kv_type type, slm_error *err);
 void slm_kvcache_free(slm_kvcache *c);
 size_t slm_kvcache_bytes(const slm_kvcache *c);
 /* bytes one more position costs: a key and a value row in every layer

@@ -16,7 +16,40 @@ static slm_dtype k_dtype(slm_kv_type t)
     return t == SLM_KV_Q8_0 ? SLM_DTYPE_Q8_0 : t == SLM_KV_Q4_0 ? SLM_DTYPE_Q4_0 : SLM_DTYPE_F32;
 }
 
-void slm_kvq_store(slm_kv_type t, void *dst, const float *src, size_t n)
+int slm_kv_rot_k(slm_kv_type t, int head_dim)
+{
+    /* llama.cpp (llama-kv-cache.cpp): a quantized K type and a head size
+     * that is a multiple of 64; chunks of its largest power-of-two divisor */
+    if ((t != SLM_KV_Q8_0 && t != SLM_KV_Q4_0) || head_dim <= 0 || head_dim % 64) return 0;
+    int n = 64;
+    while (head_dim % (2 * n) == 0) n *= 2;
+    return n;
+}
+
+int slm_kv_rot_v(slm_kv_type t, int head_dim)
+{
+    /* ... and for V always chunks of 64 (smaller rotations measured better) */
+    return (t == SLM_KV_Q8_0 || t == SLM_KV_Q4_0) && head_dim > 0 && head_dim % 64 == 0 ? 64 : 0;
+}
+
+void slm_kv_fwht(float *x, int n)
+{
+    /* ggml-cpu ops.cpp ggml_compute_forward_fwht_f32: the scale first, then
+     * the passes in order of length; each u + v, u - v rounds once however
+     * it is vectorized, so this order gives the reference's bits */
+    const float scale = 1.0f / sqrtf((float)n);
+    for (int j = 0; j < n; j++) x[j] *= scale;
+    for (int len = 1; len < n; len <<= 1)
+        for (int i = 0; i < n; i += 2 * len)
+            for (int j = i; j < i + len; j++) {
+                const float u = x[j], v = x[j + len];
+                x[j] = u + v;
+                x[j + len] = u - v;
+            }
+}
+
+/* n floats (no rotation) as rows of type t */
+static void encode(slm_kv_type t, void *dst, const float *src, size_t n)
 {
     switch (t) {
     case SLM_KV_Q8_0:
@@ -31,6 +64,23 @@ void slm_kvq_store(slm_kv_type t, void *dst, const float *src, size_t n)
     default:
         memcpy(dst, src, n * sizeof(float));
         break;
+    }
+}
+
+void slm_kvq_store(slm_kv_type t, void *dst, const float *src, size_t n, int rot)
+{
+    if (!rot) {
+        encode(t, dst, src, n);
+        return;
+    }
+    /* chunk by chunk: a chunk of rot floats is rot / 32 whole blocks */
+    float tmp[SLM_KV_ROT_MAX];
+    const size_t cb = slm_kv_row_bytes(t, rot);
+    unsigned char *d = dst;
+    for (size_t i = 0; i < n; i += (size_t)rot, d += cb) {
+        memcpy(tmp, src + i, (size_t)rot * sizeof *tmp);
+        slm_kv_fwht(tmp, rot);
+        encode(t, d, tmp, (size_t)rot);
     }
 }
 
@@ -121,6 +171,7 @@ void slm_kvq_sdpa_task(void *arg, int ith, int nth)
     if (slm_kernels_use_avx2()) mix = slm_kvq_mix_avx2(type);
 #endif
     const size_t rb = slm_kv_row_bytes(type, L->kv_dim), hb = slm_kv_row_bytes(type, hd);
+    const int rot_k = slm_kv_rot_k(type, L->head_dim), rot_v = slm_kv_rot_v(type, L->head_dim);
     const unsigned char *K = L->k, *V = L->v;
     const int total = a->n * nh;
     for (int task = ith; task < total; task += nth) {
@@ -133,6 +184,7 @@ void slm_kvq_sdpa_task(void *arg, int ith, int nth)
         const int nrun = slm_kv_runs(L, lo, n_pos, len);
         const float *q = a->q + (size_t)i * (size_t)(nh * hd) + (size_t)h * (size_t)hd;
         for (int j = 0; j < hd; j++) qf[j] = q[j] * qscale;
+        for (int j = 0; rot_k && j < hd; j += rot_k) slm_kv_fwht(qf + j, rot_k);   /* as the stored keys */
         if (enc) enc(qf, qa, hd);
         const size_t head = (size_t)kvh * hb;
         slm_kvq_scores(dot, s, qa, K + slm_kv_row_at(L, rb, lo) + head, rb, len[0], hd, sscale, a->sh.softcap);
@@ -151,5 +203,6 @@ void slm_kvq_sdpa_task(void *arg, int ith, int nth)
         const float inv = 1.0f / sum;
         float *o = a->out + (size_t)i * (size_t)(nh * hd) + (size_t)h * (size_t)hd;
         for (int j = 0; j < hd; j++) o[j] = acc[j] * inv;
+        for (int j = 0; rot_v && j < hd; j += rot_v) slm_kv_fwht(o + j, rot_v);   /* the values' rotation undone */
     }
 }

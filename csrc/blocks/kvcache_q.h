@@ -50,8 +50,9 @@ static inline int slm_kv_runs(const slm_kv_layer *L, int p0, int n, int len[2])
 void slm_kvq_sdpa_task(void *arg, int ith, int nth);
 
 /* n floats (a multiple of the type's block) encoded as cache rows of type t
- * (not F16: kvcache.c converts those itself) */
-void slm_kvq_store(slm_kv_type t, void *dst, const float *src, size_t n);
+ * (not F16: kvcache.c converts those itself), each chunk of rot floats
+ * rotated by slm_kv_fwht first (rot 0: none; a multiple of 32 otherwise) */
+void slm_kvq_store(slm_kv_type t, void *dst, const float *src, size_t n, int rot);
 
 /* s[t] = score of qa against the hd elements at k + t * stride bytes, for
  * t < n_pos, with dot the K type's vec_dot (kernels/vecdot.h: its generic
