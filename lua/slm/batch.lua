@@ -12,12 +12,18 @@
 -- recurrent block per session on its own state, MoE routing per row. Each
 -- session keeps its own n_past, tokens and logits. Outputs are bit for bit
 -- those of running each session alone (the matmul kernels are
--- batch-invariant; spec/93-batch_spec.lua checks it per family). A session
+-- batch-invariant; spec/93-batch_spec.lua checks it per family), except
+-- for f32 weights in llama-family models: OpenBLAS sums batches of 4+ rows
+-- in its own order (README: summation order), so those agree to rounding
+-- (2e-3 of the largest logit: a key rounded to the cache's f16 the other
+-- way moves later logits by ~1e-4), not bit for bit. A session
 -- given more ids than its `batch` size takes them in chunks over several
 -- forwards, as sess:eval does. A model with hooks (model:hook) is refused:
 -- a hook sees one session's rows. Architectures whose definition does not
 -- declare `batched` (lfm2) run their sessions one after the other inside
--- b:eval: the same results without the speed-up (b.fused is false).
+-- b:eval: the same results without the speed-up (b.fused is false): today
+-- lfm2, mamba and rwkv. MoE models: tokens evaluated in a batch are not
+-- counted in the sessions' expert usage (sess:expert_counts).
 --
 -- Continuous batching:
 --
