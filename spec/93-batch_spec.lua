@@ -222,3 +222,30 @@ describe("slm.batch_generate and slm.batcher", function()
     assert.equal("batcher: slots must be a positive integer, got 0", helpers.errmsg(slm.batcher, model, { slots = 0 }))
   end)
 end)
+
+describe("slm.pipeline.parallel", function()
+  it("runs independent steps batched, with the values of the steps run one by one", function()
+    local model, why = load("gguf/dense-q8_0.gguf")
+    if not model then return pending(why) end
+    if not model.tokenizer then return pending("dense-q8_0 has no tokenizer") end
+    local function steps()
+      return {
+        { name = "a", model = model, ctx = 64, template = "Q: {{q}}", max_tokens = 8 },
+        { name = "b", model = model, ctx = 64, template = "{{q}} and more", max_tokens = 5,
+          sampler = { { "temp", 0.9 }, { "dist", 3 } } },
+        { name = "c", session = model:session { ctx = 64 }, template = "x{{q}}", max_tokens = 6 },
+      }
+    end
+    local seq = slm.pipeline(steps())
+    local _, want = seq { q = "hello" }
+    local par = slm.pipeline { slm.pipeline.parallel(steps()), function(ctx) return ctx.a .. ctx.b .. ctx.c end }
+    local out, ctx = par { q = "hello" }
+    assert.equal(want.a, ctx.a)
+    assert.equal(want.b, ctx.b)
+    assert.equal(want.c, ctx.c)
+    assert.equal(want.a .. want.b .. want.c, out)
+    assert.same({ a = want.a, b = want.b, c = want.c }, ctx.step1)
+    assert.equal("parallel steps 1 and 2 are both named 'a'", helpers.errmsg(slm.pipeline.parallel, {
+      { name = "a", model = model, template = "x" }, { name = "a", model = model, template = "y" } }))
+  end)
+end)

@@ -301,7 +301,7 @@ function M.batcher(model, opts)
   opts = options.check("batcher", opts, BATCHER_OPTS)
   local slots = opts.slots or 4
   if not options.is_int(slots, 1) then options.fail("batcher", "slots", "a positive integer", slots) end
-  local b = setmetatable({ model = model, queue = {}, running = {}, free = {}, runner = new_runner(model) }, Batcher)
+  local b = setmetatable({ model = model, queue = {}, running = {}, free = {}, runners = {} }, Batcher)
   for i = 1, slots do
     b.free[i] = model:session { ctx = opts.ctx, batch = opts.batch }
   end
@@ -354,10 +354,11 @@ local function resume(b, req, arg)
   req.want, req.next = res, 1          -- the ids of its next eval
 end
 
-local function start(b, req, sess)
+-- req runs body(sess) (default: sess:generate(req.prompt, req.opts, ...))
+-- as a coroutine on sess, which b.running then holds
+local function start(b, req, sess, body)
   req.sess, req.status = sess, "running"
   b.running[#b.running + 1] = req
-  sess:reset()
   -- the session's eval hands its ids to the batcher and waits for them to
   -- be evaluated (an instance field shadows Session.eval)
   sess.eval = function(self, ids)
@@ -369,7 +370,7 @@ local function start(b, req, sess)
     if coroutine.yield(ids) == CANCEL then error(CANCEL, 0) end
     return self.logits
   end
-  req.co = coroutine.create(function()
+  req.co = coroutine.create(body or function()
     return sess:generate(req.prompt, req.opts, function(piece, id)
       req.parts[#req.parts + 1] = piece
       if req.on_piece then return req.on_piece(piece, id, req) end
@@ -378,45 +379,88 @@ local function start(b, req, sess)
   resume(b, req, nil)
 end
 
+-- One forward per model for every running request's next chunk (a
+-- prompt's next `batch` tokens, or one decode token); cancelled requests
+-- end; requests whose eval is complete resume.
+local function advance(b, what)
+  local groups, order = {}, {}
+  for _, req in ipairs(b.running) do
+    if req.want and not req.cancelled then
+      local model = req.sess.model
+      local g = groups[model]
+      if not g then
+        g = { seqs = {}, reqs = {} }
+        groups[model], order[#order + 1] = g, model
+      end
+      local n = math.min(req.sess.n_batch, #req.want - req.next + 1)
+      g.seqs[#g.seqs + 1] = { sess = req.sess, ids = req.want, first = req.next, n = n }
+      g.reqs[#g.reqs + 1] = req
+    end
+  end
+  -- cancelled requests end now (a copy: finish edits the list)
+  for _, req in ipairs { table.unpack(b.running) } do
+    if req.cancelled then resume(b, req, CANCEL) end
+  end
+  for _, model in ipairs(order) do
+    local g = groups[model]
+    local why = unbatchable(model)
+    if why then error(what .. ": " .. why, 3) end
+    if model.def.batched then
+      b.runners[model] = b.runners[model] or new_runner(model)
+      b.runners[model]:forward(g.seqs)
+    else
+      for _, q in ipairs(g.seqs) do eval_alone(q.sess, table.move(q.ids, q.first, q.first + q.n - 1, 1, {})) end
+    end
+    for i, req in ipairs(g.reqs) do
+      req.next = req.next + g.seqs[i].n
+      if req.next > #req.want then
+        req.want = nil
+        resume(b, req, true)
+      end
+    end
+  end
+end
+
 --- b:step() -> requests left (queued + running): admits queued requests
 -- into free slots, then runs one forward with every running request's
 -- next chunk (a prompt's next `batch` tokens, or one decode token).
 function Batcher:step()
   while #self.free > 0 and #self.queue > 0 do
     local req = table.remove(self.queue, 1)
-    start(self, req, table.remove(self.free))
+    local sess = table.remove(self.free)
+    sess:reset()
+    start(self, req, sess)
   end
-  local seqs, reqs = {}, {}
-  for _, req in ipairs(self.running) do
-    if req.cancelled then
-      -- handled below
-    elseif req.want then
-      local n = math.min(req.sess.n_batch, #req.want - req.next + 1)
-      seqs[#seqs + 1] = { sess = req.sess, ids = req.want, first = req.next, n = n }
-      reqs[#reqs + 1] = req
-    end
-  end
-  -- cancelled requests end now (a copy: finish edits the list)
-  for _, req in ipairs { table.unpack(self.running) } do
-    if req.cancelled then resume(self, req, CANCEL) end
-  end
-  if #seqs > 0 then
-    local why = unbatchable(self.model)
-    if why then error("batcher: " .. why, 2) end
-    if self.model.def.batched then
-      self.runner:forward(seqs)
-    else
-      for _, q in ipairs(seqs) do eval_alone(q.sess, table.move(q.ids, q.first, q.first + q.n - 1, 1, {})) end
-    end
-    for i, req in ipairs(reqs) do
-      req.next = req.next + seqs[i].n
-      if req.next > #req.want then
-        req.want = nil
-        resume(self, req, true)
-      end
-    end
-  end
+  advance(self, "batcher")
   return self:pending()
+end
+
+--- together(jobs) -> results: runs jobs[i].fn(jobs[i].sess) for every i
+-- at once, each an ordinary sequence of evals on its session (generate,
+-- chat), the evals of sessions of one model batched into one forward per
+-- step. results[i] = {fn's return values}; the first error is raised once
+-- all jobs have ended. Sessions must be distinct.
+function M.together(jobs)
+  local b = { running = {}, free = {}, runners = {} }
+  local reqs, seen = {}, {}
+  for i, job in ipairs(jobs) do
+    if getmetatable(job.sess) ~= Session then error(string.format("together: jobs[%d].sess is not a session", i), 2) end
+    if seen[job.sess] then error(string.format("together: jobs %d and %d share a session", seen[job.sess], i), 2) end
+    seen[job.sess] = i
+  end
+  for i, job in ipairs(jobs) do
+    local req = { parts = {} }
+    local fn, sess = job.fn, job.sess
+    start(b, req, sess, function() return table.pack(fn(sess)) end)
+    reqs[i] = req
+  end
+  while #b.running > 0 do advance(b, "together") end
+  local out = {}
+  for i, req in ipairs(reqs) do
+    if req.status == "failed" then error(req.error, 0) end
+    out[i] = req.text
+  end
+  return out
 end
 
 --- b:run(): steps until no request is left.
