@@ -105,6 +105,7 @@ static const opener openers[] = {
     slm_bind_open_rwkv_train,
     slm_bind_open_train,
     slm_bind_open_lora,
+    slm_bind_open_seqbatch,
     NULL
 };
 
