@@ -80,5 +80,6 @@ void slm_bind_open_sdpa(lua_State *L);   /* adds to slm.core.train (get or creat
 void slm_bind_open_mamba_train(lua_State *L);   /* adds to slm.core.train (get or create) */
 void slm_bind_open_rwkv_train(lua_State *L);   /* adds to slm.core.train (get or create) */
 void slm_bind_open_train(lua_State *L);   /* adds to slm.core.train (get or create) */
+void slm_bind_open_distill(lua_State *L);   /* adds to slm.core.train (get or create) */
 
 #endif
