@@ -68,8 +68,8 @@ function M.check_vocab(teacher, student, what)
     for id = 0, vt - 1 do
       local pa, pb = a:piece(id), b:piece(id)
       if pa ~= pb then
-        error(string.format("%s: token %d is %q for the teacher and %q for the student (distillation needs the "
-                            .. "same vocabulary)", what, id, pa, pb), 0)
+        error(string.format("%s: token %d is %s for the teacher and %s for the student (distillation needs the "
+                            .. "same vocabulary)", what, id, options.show(pa), options.show(pb)), 0)
       end
     end
   end
@@ -293,19 +293,21 @@ end
 -- (one training step of trainer's model on the distillation loss; index,
 -- 0-based, names the batch's cache record: default the count of steps
 -- d has run); d:close() closes the cache.
-function M.distiller(teacher, tr, o)
-  if not is_model(teacher) then error("distiller: teacher must be an slm model (slm.load)", 2) end
+local function new_distiller(what, teacher, tr, o)
+  if not is_model(teacher) then error(what .. ": teacher must be an slm model (slm.load)", 3) end
   if type(tr) ~= "table" or type(tr.step) ~= "function" or not tr.model then
-    error("distiller: expected a trainer (slm.train.trainer) as argument #2", 2)
+    error(what .. ": expected a trainer (slm.train.trainer) as argument #2", 3)
   end
-  if teacher.def.encoder then error("distiller: the teacher is an encoder (no logits)", 2) end
-  o = options.check("distiller", o, DISTILLER_OPTS)
+  if teacher.def.encoder then error(what .. ": the teacher is an encoder (no logits)", 3) end
+  o = options.check(what, o, DISTILLER_OPTS, 4)
   local V = tr.model.hp.n_vocab
-  local T, alpha = check_common("distiller", o, V, 3)
-  M.check_vocab(teacher, tr.model, "distiller")
+  local T, alpha = check_common(what, o, V, 4)
+  M.check_vocab(teacher, tr.model, what)
   return setmetatable({ teacher = teacher, tr = tr, T = T, alpha = alpha, topk = o.topk, cache_path = o.cache,
                         n = 0, V = V }, Distiller)
 end
+
+function M.distiller(teacher, tr, o) return new_distiller("distiller", teacher, tr, o) end
 
 -- the teacher argument of distill_loss for a batch: the dense logits or {values =, ids =}
 function Distiller:teacher_for(batch, index)
@@ -385,7 +387,7 @@ function M.distill(o)
   end
   local batches = o.batches
   local list = type(batches) == "table" and getmetatable(batches) == nil and batches or nil
-  if not list and not (batches ~= nil and type(batches.next) == "function") then
+  if not list and not (type(batches) == "table" and type(batches.next) == "function") then
     options.fail("distill", "batches", "a batch stream (slm.train.batches) or a list of batches", batches)
   end
   if list and #list == 0 then options.fail("distill", "batches", "a non-empty list", batches) end
@@ -411,7 +413,7 @@ function M.distill(o)
     topts.total_steps = topts.total_steps or steps
     tr = train.trainer(student, topts)
   end
-  local d = M.distiller(teacher, tr, { temperature = o.temperature, alpha = o.alpha, topk = o.topk, cache = o.cache })
+  local d = new_distiller("distill", teacher, tr, { temperature = o.temperature, alpha = o.alpha, topk = o.topk, cache = o.cache })
   local losses = {}
   local ok, err = pcall(function()
     for i = 1, steps do
