@@ -90,5 +90,6 @@ void slm_bind_open_rwkv_train(lua_State *L);   /* adds to slm.core.train (get or
 void slm_bind_open_train(lua_State *L);   /* adds to slm.core.train (get or create) */
 void slm_bind_open_lora(lua_State *L);   /* slm.core.lora (get or create) */
 void slm_bind_open_seqbatch(lua_State *L);   /* slm.core.seqbatch (l_seqbatch.c) */
+void slm_bind_open_distill(lua_State *L);   /* adds to slm.core.train (get or create) */
 
 #endif

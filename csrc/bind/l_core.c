@@ -106,6 +106,7 @@ static const opener openers[] = {
     slm_bind_open_train,
     slm_bind_open_lora,
     slm_bind_open_seqbatch,
+    slm_bind_open_distill,
     NULL
 };
 

@@ -31,6 +31,8 @@ M.data = require "slm.train.data"
 M.tokenize, M.open_tokens, M.batches = M.data.tokenize, M.data.open, M.data.batches
 M.char_tokenizer = M.data.char_tokenizer
 M.plot = require "slm.train.plot"
+local distill = require "slm.train.distill"
+M.distill, M.distiller, M.generate_corpus = distill.distill, distill.distiller, distill.generate_corpus
 
 -- init ------------------------------------------------------------------------
 
@@ -535,7 +537,8 @@ function Trainer:run(batch, grad)
   tape:reset()
   model.def.forward(s.net, s, ids, 1, B * T)
   local n = B * T
-  local sum = K.xent(s.all_logits, s.targets, grad and 1 / n or 0)
+  -- loss_fn: a loss with xent's signature in its place (slm.train.distill sets it around a step)
+  local sum = (self.loss_fn or K.xent)(s.all_logits, s.targets, grad and 1 / n or 0)
   if grad then
     tape:backward()
     tape:clear_activation_grads()
