@@ -60,6 +60,11 @@ slm_tensor *slm_bind_check_tensor(lua_State *L, int idx);
 /* dtype argument by name ("f32", "q4_0", ...); raises on an unknown name. */
 slm_dtype slm_bind_check_dtype(lua_State *L, int idx);
 
+/* The chain of the sampler userdata at idx (l_sampler.c); raises when
+ * freed, not a sampler, or inside its own sample call. */
+struct slm_chain;
+struct slm_chain *slm_bind_check_chain(lua_State *L, int idx);
+
 /* Openers: each sets its functions as fields of the table at the top. */
 void slm_bind_open_tensor(lua_State *L);
 void slm_bind_open_gguf(lua_State *L);
@@ -80,5 +85,6 @@ void slm_bind_open_sdpa(lua_State *L);   /* adds to slm.core.train (get or creat
 void slm_bind_open_mamba_train(lua_State *L);   /* adds to slm.core.train (get or create) */
 void slm_bind_open_rwkv_train(lua_State *L);   /* adds to slm.core.train (get or create) */
 void slm_bind_open_train(lua_State *L);   /* adds to slm.core.train (get or create) */
+void slm_bind_open_speculative(lua_State *L);   /* slm.core.speculative (l_speculative.c) */
 
 #endif
