@@ -10,6 +10,7 @@
  *       target's logits: q is the draft's dense distribution from draw, nil
  *       for a draft without one (prompt lookup: the point mass at x)
  *   speculative.is_greedy(sampler) -> true when the chain ends with greedy
+ *   speculative.lua_stage(sampler) -> the name of its first Lua stage, or nil
  *
  * logits are contiguous f32 tensors of n_vocab values. Neither function
  * accepts a token into the sampler's history (sampler:accept does). */
@@ -75,9 +76,17 @@ static int l_is_greedy(lua_State *L)
     return 1;
 }
 
+static int l_lua_stage(lua_State *L)
+{
+    const char *name = slm_chain_lua_stage(slm_bind_check_chain(L, 1));
+    if (name) lua_pushstring(L, name);
+    else lua_pushnil(L);
+    return 1;
+}
+
 void slm_bind_open_speculative(lua_State *L)
 {
     static const luaL_Reg fns[] = {{"draw", l_draw}, {"verify", l_verify}, {"is_greedy", l_is_greedy},
-                                   {NULL, NULL}};
+                                   {"lua_stage", l_lua_stage},                                   {NULL, NULL}};
     slm_bind_set_subfuncs(L, "speculative", fns);
 }

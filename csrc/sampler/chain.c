@@ -523,12 +523,11 @@ slm_status slm_chain_dist(slm_chain *ch, const float *logits, size_t n_vocab, sl
     if (ch->n_stages == 0 || !ch->stages[ch->n_stages - 1].iface->selects)
         return slm_error_set(err, SLM_EINVAL,
                              "sampler: the chain must end with a selection (greedy or dist)");
-    for (size_t i = 0; i < ch->n_stages; i++)
-        if (ch->stages[i].iface == &CUSTOM)
-            return slm_error_set(err, SLM_EINVAL,
-                                 "sampler: speculative decoding cannot run the Lua stage '%s' "
-                                 "(it would also see the draft's positions)",
-                                 ch->stages[i].u.custom.name);
+    const char *lua = slm_chain_lua_stage(ch);
+    if (lua)
+        return slm_error_set(err, SLM_EINVAL,
+                             "sampler: speculative decoding cannot run the Lua stage '%s' "
+                             "(it would also see the draft's positions)", lua);
     if (n_vocab == 0 || n_vocab > INT32_MAX)
         return slm_error_set(err, SLM_EINVAL, "sampler: %zu logits (need 1..2^31-1)", n_vocab);
     slm_status s;
@@ -544,6 +543,13 @@ slm_status slm_chain_dist(slm_chain *ch, const float *logits, size_t n_vocab, sl
         if ((s = slm_sample_temp(c, 0.0f, err)) != SLM_OK) return s;
     }
     return slm_cands_softmax(c, err);
+}
+
+const char *slm_chain_lua_stage(const slm_chain *ch)
+{
+    for (size_t i = 0; i < ch->n_stages; i++)
+        if (ch->stages[i].iface == &CUSTOM) return ch->stages[i].u.custom.name;
+    return NULL;
 }
 
 slm_rng *slm_chain_rng(slm_chain *ch)
