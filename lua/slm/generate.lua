@@ -157,6 +157,7 @@ function M.generate(sess, prompt, opts, callback)
   if type(stops) == "string" then stops = { stops } end
   local stop_ids = {}
   for _, id in ipairs(opts.stop_ids or {}) do stop_ids[id] = true end
+  if opts.draft ~= nil then speculative.check(sess, opts, 3) end   -- before the prompt is evaluated
   local clock = core.clock
   local info = { prompt_tokens = 0, tokens = 0, prompt_seconds = 0, seconds = 0 }
 
@@ -198,7 +199,6 @@ function M.generate(sess, prompt, opts, callback)
   info.seed = sampler_mod.seed(sampler)
   local spec
   if opts.draft ~= nil then
-    if re then error("generate: a draft cannot be combined with regex", 2) end
     spec = speculative.new(sess, opts, sampler, function(id) return stop_ids[id] or (tok and tok:is_eog(id)) end)
     info.speculative = spec.stats
   end

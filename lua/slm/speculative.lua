@@ -40,6 +40,15 @@
 -- draft's and the sampler's history hold exactly what plain decoding
 -- leaves: every emitted token but an end one evaluated.
 --
+-- Greedy exactness rests on the batch invariance of the forward (a row's
+-- logits do not depend on the other rows of its forward), which holds for
+-- f16, bf16 and quantized weights but not for f32 ones: on
+-- stories260K-f32, forwards of 2 rows already differ from single rows in
+-- the last bits at most positions (and f32 products of 4 rows or more go
+-- to OpenBLAS). With f32 weights the greedy text can therefore differ from
+-- plain decoding where two tokens' logits tie to the last bits, and the
+-- session's cache differs from plain decoding's in the last bits.
+--
 -- Limits: k is at most n_draft, the session's batch - 1 (one forward), what
 -- is left of max_tokens and of the context; a draft session whose context
 -- cannot hold the text drafts nothing (plain decoding). Lua sampler stages
@@ -76,7 +85,9 @@ local function is_kv(sess)
   return type(mt) == "table" and mt.__name == "slm.KVState"
 end
 
---- can_rewind(sess, n) -> true, or false and why not.
+--- can_rewind(sess, n) -> true, or false and why not: whether the
+-- session can drop its tokens after the first n and evaluate the next
+-- token at position n.
 -- A KV cache keeps position p in row p (full layers: any n works) or, in a
 -- sliding-window ring of cap rows, in row p % cap: it holds positions
 -- n_past - cap .. n_past - 1, and a continuation at n needs
@@ -92,8 +103,8 @@ function M.can_rewind(sess, n)
     local w = net.layers[l].window or 0
     local cap = sess.state:rows(step)
     if w > 0 and cap < sess.n_ctx and math.max(0, n - w + 1) < sess.n_past - cap then
-      return false, string.format("the sliding-window cache of layer %d holds the last %d positions; going back from %d to %d needs position %d",
-                                  l - 1, cap, sess.n_past, n, math.max(0, n - w + 1))
+      return false, string.format("the sliding-window cache of layer %d holds positions %d..%d; continuing from position %d needs position %d",
+                                  l - 1, sess.n_past - cap, sess.n_past - 1, n, math.max(0, n - w + 1))
     end
   end
   return true
@@ -116,7 +127,7 @@ function M.rewind(sess, n)
     error(string.format("bad argument #1 to 'rewind' (an integer in 0..%d expected, got %s)", sess.n_past, tostring(n)), 2)
   end
   if n == sess.n_past then return sess end
-  local ok, why = M.can_rewind(sess, n)
+  local ok, why = M.can_rewind(sess, math.max(n - 1, 0))   -- token n is evaluated again
   if not ok then error("rewind: " .. why, 2) end
   if n == 0 then
     trim(sess, 0)
@@ -153,6 +164,18 @@ local function vocab_problem(target, draft)
   checked[target][draft] = true
 end
 
+--- check(sess, opts, level): errors (at level) for a draft generate
+-- cannot use: the session itself, another vocabulary, with regex.
+function M.check(sess, opts, level)
+  local draft = opts.draft
+  if opts.regex then error("generate: a draft cannot be combined with regex", level) end
+  if draft ~= "ngram" then
+    if draft == sess then error("generate: the draft must be another session than the one generating", level) end
+    local why = vocab_problem(sess.model, draft.model)
+    if why then error("generate: draft of another vocabulary: " .. why, level) end
+  end
+end
+
 -- The speculative state of one generate call -----------------------------------
 
 local Spec = {}
@@ -163,11 +186,6 @@ Spec.__index = Spec
 -- position plain decoding would be at), spec:settle(), spec.stats.
 function M.new(sess, opts, sampler, is_end)
   local draft = opts.draft
-  if draft ~= "ngram" then
-    if draft == sess then error("generate: the draft must be another session than the one generating", 3) end
-    local why = vocab_problem(sess.model, draft.model)
-    if why then error("generate: draft of another vocabulary: " .. why, 3) end
-  end
   local lua = spec_c.lua_stage(sampler)
   if lua then
     error(string.format("generate: a draft cannot run the Lua sampler stage '%s' (it would also see the draft's positions)",
@@ -315,13 +333,14 @@ function Spec:run_round(left)
   local ids = {}
   if self.pending then ids[1] = self.pending end
   for i = 1, k do ids[#ids + 1] = drafts[i] end
-  local snap = (#ids > 1 and not is_kv(sess)) and sess:snapshot() or nil
+  local snap = (k > 0 and not is_kv(sess)) and sess:snapshot() or nil   -- drafts may be dropped
   local base = sess.n_past + (self.pending and 1 or 0)  -- the target's n_past before drafts[1]
   local rows = {}
   if not self.pending then rows[1] = k > 0 and sess.logits:clone() or sess.logits end
+  local r0 = #rows                                      -- rows[r0 + r]: after ids[r]
   if #ids == 1 then
     sess:eval(ids)
-    rows[1] = sess.logits
+    rows[r0 + 1] = sess.logits
   elseif #ids > 1 then
     tensor = tensor or require "slm.tensor"
     local all = self.all
@@ -334,7 +353,7 @@ function Spec:run_round(left)
     local ok, err = pcall(sess.eval, sess, ids)
     sess.all_logits = saved
     if not ok then error(err, 0) end
-    for r = 1, #ids do rows[#rows + 1] = all:select(1, r) end
+    for r = 1, #ids do rows[r0 + r] = all:select(1, r) end
   end
   if #ids > 0 then st.forwards = st.forwards + 1 end
   -- acceptance
