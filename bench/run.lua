@@ -52,6 +52,8 @@ local pass = b.compare and "--compare " or ""
 print()
 os.execute(string.format("%s %s/bench/families.lua %s%d", b.slm, here, pass, threads))
 print()
+os.execute(string.format("%s %s/bench/speculative.lua %d", b.slm, here, threads))
+print()
 os.execute(string.format("%s %s/bench/mamba.lua %s%d", b.slm, here, pass, threads))
 print()
 os.execute(string.format("%s %s/bench/rwkv.lua %s%d", b.slm, here, pass, threads))

@@ -107,6 +107,7 @@ static const opener openers[] = {
     slm_bind_open_lora,
     slm_bind_open_seqbatch,
     slm_bind_open_distill,
+    slm_bind_open_speculative,
     NULL
 };
 

@@ -19,7 +19,10 @@
 --   is complete), regex_width (candidates the regex keeps per step, default
 --   40), special (render control tokens, default false), parse_special
 --   (special-token text in a string prompt becomes those tokens, default
---   false). An unknown option or a value of the wrong kind is an error
+--   false), draft (a session of a model sharing the vocabulary, or
+--   "ngram" for prompt lookup: speculative decoding, slm.speculative) and
+--   n_draft (tokens drafted per round, default 6). An unknown option or a
+--   value of the wrong kind is an error
 --   naming it ("generate: max_tokens must be a non-negative integer, got -1").
 -- Pieces are complete UTF-8: a character split across tokens comes out
 -- whole with the token that completes it. Breaking out of the loop (or an
@@ -37,14 +40,19 @@
 --                  session's context is full), "callback" (it returned false)
 --   prompt_tokens, tokens     tokens evaluated for the prompt, generated
 --   prompt_seconds, seconds   time spent on each
+--   speculative    with a draft: rounds, drafted, accepted, acceptance
+--                  (accepted / drafted), forwards (of the target), tokens,
+--                  tokens_per_forward; complete once generation has ended
 local core = require "slm.core"
 local sampler_mod = require "slm.sampler"
 local options = require "slm.options"
+local speculative = require "slm.speculative"
 
 local M = {}
 
 --- The options of generate (sess:chat and pipeline steps pass them on).
-M.OPTIONS = { "max_tokens", "sampler", "stop", "stop_ids", "regex", "regex_width", "special", "parse_special" }
+M.OPTIONS = { "max_tokens", "sampler", "stop", "stop_ids", "regex", "regex_width", "special", "parse_special",
+              "draft", "n_draft" }
 local KNOWN = options.known(M.OPTIONS)
 
 --- problem(what, opts) -> nil, or the message "<what>: <option> must be
@@ -75,6 +83,7 @@ function M.problem(what, opts)
   if not options.is_int(opts.regex_width, 1) then return bad("regex_width", "a positive integer") end
   if not options.is_bool(opts.special) then return bad("special", "a boolean") end
   if not options.is_bool(opts.parse_special) then return bad("parse_special", "a boolean") end
+  return speculative.problem(what, opts)
 end
 
 --- check(what, opts [, level]) -> opts (a table): generate's keys and
@@ -148,6 +157,7 @@ function M.generate(sess, prompt, opts, callback)
   if type(stops) == "string" then stops = { stops } end
   local stop_ids = {}
   for _, id in ipairs(opts.stop_ids or {}) do stop_ids[id] = true end
+  if opts.draft ~= nil then speculative.check(sess, opts, 3) end   -- before the prompt is evaluated
   local clock = core.clock
   local info = { prompt_tokens = 0, tokens = 0, prompt_seconds = 0, seconds = 0 }
 
@@ -187,10 +197,16 @@ function M.generate(sess, prompt, opts, callback)
     sampler, owned = as_sampler(opts.sampler)
   end
   info.seed = sampler_mod.seed(sampler)
+  local spec
+  if opts.draft ~= nil then
+    spec = speculative.new(sess, opts, sampler, function(id) return stop_ids[id] or (tok and tok:is_eog(id)) end)
+    info.speculative = spec.stats
+  end
   local decoder = tok and tok:decoder(opts.special)
   local pending = ""
 
   local function release(why)
+    if spec then spec:settle() end
     if owned and sampler.free then sampler:free() end
     owned = false
     gen.done = true
@@ -212,15 +228,20 @@ function M.generate(sess, prompt, opts, callback)
   local function step()
     if gen.done then return nil end
     if gen.count >= max_tokens then return finish("max_tokens") end
-    if sess.n_past >= sess.n_ctx then return finish("ctx") end
+    if (spec and spec.n_past or sess.n_past) >= sess.n_ctx then return finish("ctx") end
     local t0 = clock()
-    local id = sampler:sample(sess.logits)
-    sampler:accept(id)
+    local id
+    if spec then
+      id = spec:next(max_tokens - gen.count)   -- sampled, accepted and (but the last) evaluated
+    else
+      id = sampler:sample(sess.logits)
+      sampler:accept(id)
+    end
     gen.count = gen.count + 1
     if stop_ids[id] or (tok and tok:is_eog(id)) then return finish("end") end
     gen.last_id = id
     local piece = decoder and decoder:add(id) or ""
-    sess:eval { id }
+    if not spec then sess:eval { id } end
     info.tokens, info.seconds = info.tokens + 1, info.seconds + (clock() - t0)
     gen.text = gen.text .. piece
     if re and re:match(gen.text) == "full" then

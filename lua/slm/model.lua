@@ -686,6 +686,7 @@ function M.load_snapshot(path)
 end
 
 Session.generate = require("slm.generate").generate
+Session.rewind = require("slm.speculative").rewind
 Session.generator = require("slm.stepper").generator
 Session.chat = require("slm.chat").chat
 Session.chat_session = require("slm.chat").session
