@@ -72,8 +72,10 @@ local function log_softmax(logits)
 end
 
 describe("slm.server", function()
-  it("serves every route with the API's shapes and greedy outputs equal to sess:generate", function()
-    with_server({}, function(srv, call)
+  for _, backend in ipairs { "batcher", "round-robin" } do
+  it("serves every route with the API's shapes and greedy outputs equal to sess:generate (" .. backend .. ")", function()
+    with_server({ backend = backend }, function(srv, call)
+      assert.equal(backend, srv.sched.backend)
       local st, j = call("GET", "/health")
       assert.equal(200, st)
       assert.equal("ok", j.status)
@@ -220,6 +222,7 @@ describe("slm.server", function()
       assert.equal("Good morrow", j.content)
     end)
   end)
+  end
 
   it("answers malformed requests with the right status and error shape, and keeps serving", function()
     local long = string.rep("a", 300)   -- the default model's context is 128 tokens
@@ -340,11 +343,13 @@ describe("slm.server", function()
     end)
   end)
 
-  it("interleaves concurrent streams and cancels a stream whose client leaves", function()
+  for _, backend in ipairs { "batcher", "round-robin" } do
+  it("interleaves concurrent streams and cancels a stream whose client leaves (" .. backend .. ")", function()
     local lines = {}
     -- a context past the model's training length, for a generation long
     -- enough that it cannot end before the client leaves
-    with_server({ parallel = 3, ctx = 2048, log = function(l) lines[#lines + 1] = l end }, function(srv, call)
+    with_server({ parallel = 3, ctx = 2048, backend = backend, log = function(l) lines[#lines + 1] = l end },
+                function(srv, call)
       local prompts = { "ROMEO:", "JULIET:", "KING HENRY:" }
       local want, got, order = {}, {}, {}
       local done = 0
@@ -399,4 +404,5 @@ describe("slm.server", function()
     for _, l in ipairs(lines) do if l:match("^POST /v1/completions 499 ") then cancelled = cancelled + 1 end end
     assert.equal(1, cancelled, table.concat(lines, "\n"))
   end)
+  end
 end)

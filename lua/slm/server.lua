@@ -27,6 +27,8 @@
 --               a status and message to refuse ({"error": ...} with that status), or a
 --               table to answer with (status 200, as JSON). An error in it is a 500.
 --   log         function(line) called once per request ("POST /v1/completions 200 0.012s")
+--   backend     "batcher" (continuous batching, slm.batcher; the default when the model
+--               allows it) or "round-robin" (one job's step after the other)
 local options = require "slm.options"
 local openai = require "slm.server.openai"
 local scheduler = require "slm.server.scheduler"
@@ -59,7 +61,7 @@ local Server = {}
 Server.__index = Server
 
 local KNOWN = options.known { "model", "name", "host", "port", "parallel", "ctx", "api_key", "template", "max_body",
-                              "timeout", "on_request", "log" }
+                              "timeout", "on_request", "log", "backend" }
 
 local function now() return cqueues.monotime() end
 
@@ -549,7 +551,10 @@ function M.new(opts)
   }, Server)
   if path_name == "default" then self.names.default = true end
   if not model.def.encoder then
-    self.sched = scheduler.new(model, { parallel = parallel, ctx = ctx })
+    if opts.backend ~= nil and opts.backend ~= "batcher" and opts.backend ~= "round-robin" then
+      options.fail("slm.server", "backend", '"batcher" or "round-robin"', opts.backend)
+    end
+    self.sched = scheduler.new(model, { parallel = parallel, ctx = ctx, backend = opts.backend })
     self.n_ctx = self.sched.n_ctx
   else
     self.n_ctx = model.hp.n_ctx_train or 512
