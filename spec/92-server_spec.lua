@@ -360,7 +360,10 @@ describe("slm.server", function()
                                                            temperature = 0, stream = true }, nil, true)
           assert.equal(200, st)
           local parts = {}
-          for chunk in s:each_chunk() do
+          while true do
+            local chunk, err = s:get_next_chunk(20)
+            assert(chunk or not err, err)
+            if not chunk then break end
             order[#order + 1] = i
             parts[#parts + 1] = chunk
           end

@@ -3,7 +3,7 @@
 --
 --   slm serve MODEL [--host 127.0.0.1] [--port 8080] [--parallel N] [--ctx N]
 --             [--api-key KEY] [--name ID] [--template NAME] [--max-body BYTES]
---             [--threads N] [--quiet]
+--             [--backend batcher|round-robin] [--threads N] [--quiet]
 --
 -- Prints "slm serve: listening on http://HOST:PORT (model ID, pid N)" on
 -- stdout once bound (--port 0 picks a free port: read it from that line),
@@ -11,7 +11,7 @@
 local M = {}
 
 M.usage = "serve MODEL [--host 127.0.0.1] [--port 8080] [--parallel N] [--ctx N] [--api-key KEY] [--name ID] "
-  .. "[--template NAME] [--max-body BYTES] [--threads N] [--quiet]"
+  .. "[--template NAME] [--max-body BYTES] [--backend batcher|round-robin] [--threads N] [--quiet]"
 M.help = "an OpenAI-compatible HTTP server (docs/SERVER.md): completions, chat, embeddings, streaming"
 
 local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
@@ -21,7 +21,7 @@ local FLAGS = {
   ["-np"] = { "parallel", "int", 1 }, ["--ctx"] = { "ctx", "int", 2 }, ["-c"] = { "ctx", "int", 2 },
   ["--api-key"] = { "api_key", "str" }, ["--name"] = { "name", "str" }, ["--template"] = { "template", "str" },
   ["--max-body"] = { "max_body", "int", 1 }, ["--threads"] = { "threads", "int", 1 }, ["-t"] = { "threads", "int", 1 },
-  ["--quiet"] = { "quiet", "bool" }, ["--help"] = { "help", "bool" }, ["-h"] = { "help", "bool" },
+  ["--backend"] = { "backend", "str" }, ["--quiet"] = { "quiet", "bool" }, ["--help"] = { "help", "bool" }, ["-h"] = { "help", "bool" },
 }
 
 --- main(argv, resolve): resolve(name) -> path (the CLI's model resolution:
@@ -42,7 +42,7 @@ function M.main(argv, resolve)
   local ok, srv = pcall(require("slm.server").new, {
     model = model, host = opt.host, port = opt.port, parallel = opt.parallel, ctx = opt.ctx,
     api_key = opt.api_key, name = opt.name or (pos[1] == "default" and "default" or nil), template = opt.template,
-    max_body = opt.max_body, log = log,
+    max_body = opt.max_body, log = log, backend = opt.backend,
   })
   if not ok then fail("%s", tostring(srv):gsub("^.-:%d+: ", "")) end
   local lok, lerr = pcall(srv.listen, srv)
@@ -60,8 +60,8 @@ function M.main(argv, resolve)
   local f = io.open("/proc/self/stat")
   if f then pid = f:read("l"):match("^(%d+)") or "?" f:close() end
   io.write(string.format("slm serve: listening on %s (model %s, %d slot%s of %d tokens, pid %s)\n", srv:url(),
-                         srv.names[1], srv.sched and #srv.sched.slots or 0,
-                         srv.sched and #srv.sched.slots == 1 and "" or "s", srv.n_ctx, pid))
+                         srv.names[1], srv.sched and srv.sched.n_slots or 0,
+                         srv.sched and srv.sched.n_slots == 1 and "" or "s", srv.n_ctx, pid))
   io.stdout:flush()
   srv:run()
 end

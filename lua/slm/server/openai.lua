@@ -102,6 +102,7 @@ local function show(v)
   if v == cjson.null then return "null" end
   local t = type(v)
   if t == "table" then return is_array(v) and "an array" or "an object" end
+  if t == "number" then return tostring(math.tointeger(v) or v) end
   if t == "string" then return #v > 40 and string.format("%q", v:sub(1, 37) .. "...") or string.format("%q", v) end
   return tostring(v)
 end

@@ -44,7 +44,7 @@ Job.__index = Job
 --- new(model, {parallel = 4, ctx = N, batch = 64, backend = "batcher" |
 -- "round-robin"}) -> scheduler (sched.backend tells which)
 function M.new(model, opts)
-  local self = setmetatable({ model = model, slots = {}, queue = {}, qhead = 1 }, Scheduler)
+  local self = setmetatable({ model = model, slots = {}, queue = {} }, Scheduler)
   local ok, batch = pcall(require, "slm.batch")
   local backend = opts.backend or ((ok and not model.net.hooks) and "batcher" or "round-robin")
   self.backend = backend
@@ -178,7 +178,7 @@ end
 --- sched:busy() -> true while a job is queued or running
 function Scheduler:busy()
   if self.batcher then return self.batcher:pending() > 0 end
-  if self.qhead <= #self.queue then return true end
+  if #self.queue > 0 then return true end
   for _, slot in ipairs(self.slots) do if slot.job then return true end end
   return false
 end
@@ -188,7 +188,7 @@ function Scheduler:load()
   if self.batcher then return #self.batcher.running, #self.batcher.queue end
   local running = 0
   for _, slot in ipairs(self.slots) do if slot.job then running = running + 1 end end
-  return running, #self.queue - self.qhead + 1
+  return running, #self.queue
 end
 
 -- Round-robin backend: one unit of work for the job on slot.
@@ -236,10 +236,8 @@ function Scheduler:step()
   end
   -- free slots take queued jobs, first come first served
   for _, slot in ipairs(self.slots) do
-    while not slot.job and self.qhead <= #self.queue do
-      local job = self.queue[self.qhead]
-      self.queue[self.qhead] = nil
-      self.qhead = self.qhead + 1
+    while not slot.job and #self.queue > 0 do
+      local job = table.remove(self.queue, 1)   -- a short list: requests waiting for a slot
       if job.cancelled then
         job.done({ tokens = 0, stopped = "cancelled" })
       else
@@ -249,7 +247,6 @@ function Scheduler:step()
       end
     end
   end
-  if self.qhead > #self.queue then self.queue, self.qhead = {}, 1 end
   local done = 0
   for _, slot in ipairs(self.slots) do
     if slot.job then
@@ -274,7 +271,7 @@ function Scheduler:cancel_all()
     for _, r in ipairs(self.batcher.running) do r:cancel() end
     return
   end
-  for i = self.qhead, #self.queue do self.queue[i]:cancel() end
+  for _, job in ipairs(self.queue) do job:cancel() end
   for _, slot in ipairs(self.slots) do if slot.job then slot.job:cancel() end end
 end
 
