@@ -14,7 +14,7 @@
 #   make deps       install the Debian packages below (needs root)
 #   make clean
 
-DEBIAN_PACKAGES = build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-dev \
+DEBIAN_PACKAGES = build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-dev lua-http lua-cjson \
                   libutf8proc-dev libpcre2-dev libjansson-dev lua-busted \
                   clang libclang-rt-14-dev
 

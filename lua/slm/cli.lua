@@ -682,6 +682,11 @@ do   -- finetune --lora (lua/slm/train/finetune_cli.lua: its own flags)
   command("finetune", ft.usage, ft.help, function(argv) ft.main(argv) end, true)
 end
 
+-- ---- serve (lua/slm/server/cli.lua: its own flags) ------------------------------------
+
+command("serve", require("slm.server.cli").usage, require("slm.server.cli").help,
+        function(argv) require("slm.server.cli").main(argv, cli.resolve) end, true)
+
 -- ---- repl, pull, help ----------------------------------------------------------------
 
 command("repl", "repl [MODEL]", "Lua REPL with slm loaded (and `model`, `sess` bound; no MODEL: the default model)",

@@ -26,5 +26,8 @@ slm.prune = require "slm.prune"
 slm.lora = require "slm.lora"
 slm.quantize = require "slm.quantize"      -- slm.quantize(in, out, type or policy)
 slm.train = require "slm.train"            -- training: init, trainer, data (docs/TRAINING.md)
+-- slm.server{...}: the OpenAI-compatible HTTP server (docs/SERVER.md), loaded
+-- on first use (it needs lua-http, which the rest of slm does not)
+function slm.server(opts) return require("slm.server").new(opts) end
 
 return slm
