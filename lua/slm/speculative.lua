@@ -147,18 +147,11 @@ local checked = setmetatable({}, { __mode = "k" })   -- target model -> {draft m
 -- nil when the draft model shares the target's vocabulary, else why not
 local function vocab_problem(target, draft)
   if target == draft or (checked[target] and checked[target][draft]) then return nil end
-  local n = target.hp.n_vocab
-  if draft.hp.n_vocab ~= n then
-    return string.format("the draft's vocabulary has %d tokens, the target's %d", draft.hp.n_vocab, n)
-  end
-  local ta, tb = target.tokenizer, draft.tokenizer
-  if ta and tb and ta ~= tb then
-    for id = 0, n - 1 do
-      local a, b = ta:text(id), tb:text(id)
-      if a ~= b then
-        return string.format("token %d is %q in the target's vocabulary, %q in the draft's", id, a, b)
-      end
-    end
+  local what, x, y, z = require("slm.model").vocab_difference(target, draft)   -- not at load: slm.model requires this file
+  if what == "size" then
+    return string.format("the draft's vocabulary has %d tokens, the target's %d", y, x)
+  elseif what == "token" then
+    return string.format("token %d is %q in the target's vocabulary, %q in the draft's", x, y, z)
   end
   checked[target] = checked[target] or setmetatable({}, { __mode = "k" })
   checked[target][draft] = true
