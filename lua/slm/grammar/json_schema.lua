@@ -232,7 +232,8 @@ function Conv:types(schema, path)
   end
   for i, name in ipairs(list) do
     if not IS_TYPE[name] then
-      self:fail(child(child(path, "type"), i - 1), "unknown type " .. tostring(name))
+      self:fail(type(t) == "string" and child(path, "type") or child(child(path, "type"), i - 1),
+                "unknown type " .. tostring(name))
     end
   end
   return list
@@ -262,7 +263,7 @@ function Conv:visit(schema, path, hint)
   if type(schema) ~= "table" then self:fail(path, "a schema must be an object or a boolean") end
   for k in pairs(schema) do
     if type(k) ~= "string" then self:fail(path, "a schema's keys must be strings") end
-    if not KNOWN[k] and not ANNOTATIONS[k] then self:fail(path, k .. " is not supported") end
+    if not KNOWN[k] and not ANNOTATIONS[k] then self:fail(path, "keyword '" .. k .. "' is not supported") end
   end
   -- keywords that replace the whole schema: other validation keywords
   -- beside them would have to hold too, which the subset does not combine
