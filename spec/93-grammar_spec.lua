@@ -129,3 +129,89 @@ describe("grammar parser", function()
     assert.is_false(m:complete())
   end)
 end)
+
+describe("grammar token masks", function()
+  -- the trie walk against feeding every token to a copy of the matcher
+  local function brute(m, tok)
+    local ids = {}
+    local complete = m:complete()
+    for id = 0, #tok - 1 do
+      local piece = tok:piece(id)
+      local ok
+      if tok:is_eog(id) then ok = complete
+      else ok = piece ~= "" and m:clone():accept(piece) end
+      if ok then ids[#ids + 1] = id end
+    end
+    return ids
+  end
+
+  for _, vocab in ipairs { "ggml-vocab-gpt-2.gguf", "ggml-vocab-llama-spm.gguf" } do
+    it("equal testing every token of " .. vocab, function()
+      local vpath, why = helpers.fixture("vocab/" .. vocab)
+      local gpath = helpers.fixture("grammars/json.gbnf")
+      if not vpath or not gpath then pending(why or "grammars/json.gbnf not found") return end
+      local tok = assert(slm.tokenizer.load(vpath))
+      local g = slm.grammar.compile(helpers.read(gpath))
+      local prefixes = { "", "{", '{"', '{"a', '{"a":', '{"a": [1', '{"a": [1.5e', '{"é\xc3', '{"a":"\\',
+                         '{"a": {"b": null}}', '{"a":\n  ' }
+      local total = 0
+      for _, p in ipairs(prefixes) do
+        local m = g:matcher()
+        assert.is_true(m:accept(p), p)
+        local got = m:allowed(tok)
+        assert.are.same(brute(m, tok), got, p)
+        total = total + #got
+      end
+      assert.is_true(total > 1000)   -- the masks are not trivially empty
+    end)
+  end
+end)
+
+describe("generation under a grammar", function()
+  -- dense-q8_0: a random llama whose SentencePiece vocabulary (512 pieces)
+  -- has byte fallback, so it can spell every fixture grammar's characters
+  local function model()
+    local p, why = helpers.fixture("gguf/dense-q8_0.gguf")
+    if not p then pending(why) return nil end
+    return assert(slm.load(p))
+  end
+
+  for _, name in ipairs(NAMES) do
+    it("50 seeded generations of " .. name .. " parse and stop at completion", function()
+      local m = model()
+      local gpath, why = helpers.fixture("grammars/" .. name .. ".gbnf")
+      if not m or not gpath then pending(why or "model") return end
+      local g = slm.grammar.compile(helpers.read(gpath))
+      local sess = m:session { ctx = 128 }
+      sess:eval { 1 }
+      local snap = sess:snapshot()
+      for seed = 1, 50 do
+        sess:restore(snap)
+        local out, info = sess:generate(nil, { max_tokens = 40, grammar = g,
+                                               sampler = { { "dist", seed = seed } } }, function() end)
+        assert.are.equal("complete", g:match(out), ("seed %d: %q"):format(seed, out))
+        assert.are.equal("complete", info.grammar)
+        -- it stopped at completion: nothing could follow, an end token was
+        -- chosen, or the last token allowed completed it
+        assert.is_true(info.stopped == "grammar" or info.stopped == "max_tokens" and info.tokens == 40,
+                       info.stopped)
+      end
+    end)
+  end
+
+  it("reports a grammar it cannot complete and refuses bad options", function()
+    local m = model()
+    if not m then return end
+    local sess = m:session { ctx = 64 }
+    local out, info = sess:generate("x", { max_tokens = 3, grammar = 'root ::= "abcdefghij"' }, function() end)
+    assert.are.equal("grammar_incomplete", info.stopped)
+    assert.are.equal("incomplete", info.grammar)
+    assert.are.equal("prefix", slm.grammar.compile('root ::= "abcdefghij"'):match(out))
+    assert.are.equal("generate: grammar:1:10: unterminated literal",
+                     helpers.errmsg(sess.generate, sess, "x", { grammar = 'root ::= "abc' }))
+    assert.are.equal("generate: grammar must be GBNF text or a compiled grammar, got 5",
+                     helpers.errmsg(sess.generate, sess, "x", { grammar = 5 }))
+    assert.are.equal("generate: give grammar or regex, not both",
+                     helpers.errmsg(sess.generate, sess, "x", { grammar = 'root ::= "a"', regex = "a" }))
+  end)
+end)
