@@ -130,7 +130,7 @@ describe("pipeline", function()
     local m = load("dense-q8_0.gguf")
     if not m then return end
     local s = m:session { ctx = 64 }
-    local KNOWN = "chat, ctx, keep, max_tokens, model, name, parse, parse_special, regex, regex_width, sampler, "
+    local KNOWN = "chat, ctx, grammar, keep, max_tokens, model, name, parse, parse_special, regex, regex_width, sampler, "
                   .. "session, special, stop, stop_ids, system, template"
     local e = helpers.errmsg
     assert.equal("pipeline step 2 ('draft'): unknown option 'tempalte' (known: " .. KNOWN .. ")",

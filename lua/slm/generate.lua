@@ -17,7 +17,13 @@
 --   ids always stop), regex (a PCRE2 pattern the output must match: only
 --   tokens that keep it matchable are sampled, and generation ends when it
 --   is complete), regex_width (candidates the regex keeps per step, default
---   40), special (render control tokens, default false), parse_special
+--   40), grammar (GBNF text or a compiled slm.grammar: tokens whose text
+--   the grammar cannot continue get -inf logits before the sampler runs,
+--   end-of-generation tokens are allowed only where the grammar is
+--   complete; generation ends once it is complete and nothing can follow,
+--   or when an end token is chosen there; near max_tokens only tokens
+--   after which the grammar can still complete in the tokens left are
+--   allowed, as long as there are such tokens), special (render control tokens, default false), parse_special
 --   (special-token text in a string prompt becomes those tokens, default
 --   false). An unknown option or a value of the wrong kind is an error
 --   naming it ("generate: max_tokens must be a non-negative integer, got -1").
@@ -34,17 +40,24 @@
 --   stopped        why generation ended: "max_tokens", "end" (an
 --                  end-of-generation or stop_ids token), "stop" (a stop
 --                  string), "regex" (the match is complete), "ctx" (the
---                  session's context is full), "callback" (it returned false)
+--                  session's context is full), "callback" (it returned false),
+--                  "grammar" (the grammar is complete: nothing can follow or
+--                  an end token was chosen), "grammar_incomplete" (max_tokens
+--                  or the context ran out before the grammar was complete)
+--   grammar        with a grammar: "complete" or "incomplete" at the end
 --   prompt_tokens, tokens     tokens evaluated for the prompt, generated
 --   prompt_seconds, seconds   time spent on each
 local core = require "slm.core"
 local sampler_mod = require "slm.sampler"
 local options = require "slm.options"
+local grammar_mod = require "slm.grammar"
+local tensor = require "slm.tensor"
 
 local M = {}
 
 --- The options of generate (sess:chat and pipeline steps pass them on).
-M.OPTIONS = { "max_tokens", "sampler", "stop", "stop_ids", "regex", "regex_width", "special", "parse_special" }
+M.OPTIONS = { "max_tokens", "sampler", "stop", "stop_ids", "regex", "regex_width", "grammar", "special",
+              "parse_special" }
 local KNOWN = options.known(M.OPTIONS)
 
 --- problem(what, opts) -> nil, or the message "<what>: <option> must be
@@ -73,6 +86,12 @@ function M.problem(what, opts)
   end
   if not options.is_string(opts.regex) then return bad("regex", "a string (a PCRE2 pattern)") end
   if not options.is_int(opts.regex_width, 1) then return bad("regex_width", "a positive integer") end
+  if opts.grammar ~= nil and type(opts.grammar) ~= "string" and not grammar_mod.is_grammar(opts.grammar) then
+    return bad("grammar", "GBNF text or a compiled grammar")
+  end
+  if opts.grammar ~= nil and opts.regex ~= nil then
+    return what .. ": give grammar or regex, not both"
+  end
   if not options.is_bool(opts.special) then return bad("special", "a boolean") end
   if not options.is_bool(opts.parse_special) then return bad("parse_special", "a boolean") end
 end
@@ -172,7 +191,18 @@ function M.generate(sess, prompt, opts, callback)
   elseif sess.n_past == 0 then error("generate: empty session and no prompt", 2) end
 
   local gen = { text = "", count = 0, done = false }
-  local sampler, owned, re
+  local sampler, owned, re, gm, masked
+  if opts.grammar then
+    if not tok then error("generate: grammar needs a tokenizer", 2) end
+    local g = opts.grammar
+    if type(g) == "string" then
+      local ok, c = pcall(grammar_mod.compile, g)
+      if not ok then error("generate: " .. tostring(c), 2) end
+      g = c
+    end
+    gm = g:matcher()
+    masked = tensor.zeros({ sess.logits:numel() })
+  end
   if opts.regex then
     if not tok then error("generate: regex needs a tokenizer", 2) end
     re = core.regex.new(opts.regex)
@@ -193,6 +223,12 @@ function M.generate(sess, prompt, opts, callback)
   local function release(why)
     if owned and sampler.free then sampler:free() end
     owned = false
+    if gm and not gen.done then
+      info.grammar = gm:complete() and "complete" or "incomplete"
+      -- running out of tokens or context before the grammar is complete is
+      -- said, not left as a silent cut
+      if info.grammar == "incomplete" and (why == "max_tokens" or why == "ctx") then why = "grammar_incomplete" end
+    end
     gen.done = true
     info.stopped = info.stopped or why
   end
@@ -214,14 +250,33 @@ function M.generate(sess, prompt, opts, callback)
     if gen.count >= max_tokens then return finish("max_tokens") end
     if sess.n_past >= sess.n_ctx then return finish("ctx") end
     local t0 = clock()
-    local id = sampler:sample(sess.logits)
+    local logits = sess.logits
+    if gm then
+      -- tokens left after this one bound the bytes still needed to complete
+      local n = gm:apply(tok, logits, masked, max_tokens - gen.count - 1)
+      if n == 0 then n = gm:apply(tok, logits, masked) end
+      if n == 0 then
+        if gm:complete() then return finish("grammar") end
+        error("generate: no token of the vocabulary can continue the grammar", 0)
+      end
+      logits = masked
+    end
+    local id = sampler:sample(logits)
     sampler:accept(id)
     gen.count = gen.count + 1
-    if stop_ids[id] or (tok and tok:is_eog(id)) then return finish("end") end
+    if stop_ids[id] or (tok and tok:is_eog(id)) then return finish(gm and gm:complete() and "grammar" or "end") end
     gen.last_id = id
     local piece = decoder and decoder:add(id) or ""
     sess:eval { id }
     info.tokens, info.seconds = info.tokens + 1, info.seconds + (clock() - t0)
+    if gm then
+      assert(gm:accept(tok:piece(id)), "generate: the grammar refused a token its mask allowed")
+      if gm:complete() and not gm:can_continue() then
+        local before = pending
+        pending = ""
+        return before .. piece .. (finish("grammar") or ""), id
+      end
+    end
     gen.text = gen.text .. piece
     if re and re:match(gen.text) == "full" then
       release("regex")

@@ -17,6 +17,7 @@ slm.sampler = require "slm.sampler"
 slm.tokenizer = require "slm.tokenizer"
 slm.chat = require "slm.chat"              -- chat templates (sess:chat, sess:chat_session)
 slm.pipeline = require "slm.pipeline"      -- prompt pipelines and routers
+slm.grammar = require "slm.grammar"        -- GBNF grammars, matchers, token masks
 
 slm.eval = require "slm.eval"              -- perplexity, KL divergence
 slm.experiment = require "slm.experiment"  -- layer plans, weight surgery
