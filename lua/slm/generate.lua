@@ -23,7 +23,9 @@
 --   complete; generation ends once it is complete and nothing can follow,
 --   or when an end token is chosen there; near max_tokens only tokens
 --   after which the grammar can still complete in the tokens left are
---   allowed, as long as there are such tokens), special (render control tokens, default false), parse_special
+--   allowed, as long as there are such tokens), json_schema (a JSON Schema,
+--   table or JSON text: the grammar slm.grammar.from_json_schema makes of
+--   it; the subset: docs/STRUCTURED.md), special (render control tokens, default false), parse_special
 --   (special-token text in a string prompt becomes those tokens, default
 --   false). An unknown option or a value of the wrong kind is an error
 --   naming it ("generate: max_tokens must be a non-negative integer, got -1").
@@ -56,8 +58,8 @@ local tensor = require "slm.tensor"
 local M = {}
 
 --- The options of generate (sess:chat and pipeline steps pass them on).
-M.OPTIONS = { "max_tokens", "sampler", "stop", "stop_ids", "regex", "regex_width", "grammar", "special",
-              "parse_special" }
+M.OPTIONS = { "max_tokens", "sampler", "stop", "stop_ids", "regex", "regex_width", "grammar", "json_schema",
+              "special", "parse_special" }
 local KNOWN = options.known(M.OPTIONS)
 
 --- problem(what, opts) -> nil, or the message "<what>: <option> must be
@@ -91,6 +93,13 @@ function M.problem(what, opts)
   end
   if opts.grammar ~= nil and opts.regex ~= nil then
     return what .. ": give grammar or regex, not both"
+  end
+  local js = opts.json_schema
+  if js ~= nil and type(js) ~= "table" and type(js) ~= "string" and type(js) ~= "boolean" then
+    return bad("json_schema", "a schema (a table or JSON text)")
+  end
+  if js ~= nil and (opts.grammar ~= nil or opts.regex ~= nil) then
+    return what .. ": give one of json_schema, grammar and regex"
   end
   if not options.is_bool(opts.special) then return bad("special", "a boolean") end
   if not options.is_bool(opts.parse_special) then return bad("parse_special", "a boolean") end
@@ -192,6 +201,12 @@ function M.generate(sess, prompt, opts, callback)
 
   local gen = { text = "", count = 0, done = false }
   local sampler, owned, re, gm, masked
+  if opts.json_schema ~= nil then
+    -- a schema is a grammar (docs/STRUCTURED.md); its errors name the keyword
+    local ok, g = pcall(grammar_mod.from_json_schema, opts.json_schema)
+    if not ok then error("generate: " .. tostring(g), 2) end
+    opts = setmetatable({ grammar = g }, { __index = opts })
+  end
   if opts.grammar then
     if not tok then error("generate: grammar needs a tokenizer", 2) end
     local g = opts.grammar

@@ -78,4 +78,15 @@ function M.load(path, root)
   return M.compile(text, root)
 end
 
+--- json_schema_to_gbnf(schema) -> GBNF text; from_json_schema(schema) ->
+-- a compiled grammar. schema: a Lua table or JSON text; the subset and its
+-- errors: docs/STRUCTURED.md (lua/slm/grammar/json_schema.lua).
+function M.json_schema_to_gbnf(schema)
+  return require("slm.grammar.json_schema").to_gbnf(schema)
+end
+
+function M.from_json_schema(schema)
+  return M.compile(M.json_schema_to_gbnf(schema))
+end
+
 return M
