@@ -22,6 +22,7 @@
 -- sorted), extra members (additionalProperties) last.
 local cjson = require "cjson"
 local P = require "slm.grammar.schema_pattern"
+local R = require "slm.grammar.int_range"
 
 local M = {}
 
@@ -620,41 +621,8 @@ end
 
 -- Integers ---------------------------------------------------------------------------
 
-local MAX_INT = 9999999999999999 -- 16 digits: integral-part's limit
-
--- GBNF for the decimal strings of lo..hi, two strings of the same length
-local function digit_range(lo, hi)
-  if lo == hi then return lit(lo) end
-  local a, b = lo:byte(1) - 48, hi:byte(1) - 48
-  local n = #lo - 1
-  local function cls(x, y) return x == y and lit(tostring(x)) or "[" .. x .. "-" .. y .. "]" end
-  if n == 0 then return cls(a, b) end
-  local lo_rest, hi_rest = lo:sub(2), hi:sub(2)
-  if a == b then return lit(tostring(a)) .. " (" .. digit_range(lo_rest, hi_rest) .. ")" end
-  local nines, zeros = ("9"):rep(n), ("0"):rep(n)
-  local alts = {}
-  local from, to = a, b
-  if lo_rest ~= zeros then
-    alts[#alts + 1] = lit(tostring(a)) .. " (" .. digit_range(lo_rest, nines) .. ")"
-    from = a + 1
-  end
-  if hi_rest ~= nines then to = b - 1 end
-  if from <= to then alts[#alts + 1] = cls(from, to) .. " [0-9]{" .. n .. "}" end
-  if hi_rest ~= nines then alts[#alts + 1] = lit(tostring(b)) .. " (" .. digit_range(zeros, hi_rest) .. ")" end
-  return table.concat(alts, " | ")
-end
-
--- GBNF for lo..hi, 0 <= lo <= hi, without leading zeros
-local function nonneg_range(lo, hi)
-  local alts = {}
-  for d = #tostring(lo), #tostring(hi) do
-    local a = math.max(lo, d == 1 and 0 or 10 ^ (d - 1) // 1)
-    local b = math.min(hi, (10 ^ d // 1) - 1)
-    alts[#alts + 1] = "(" .. digit_range(string.format("%d", a), string.format("%d", b)) .. ")"
-  end
-  return table.concat(alts, " | ")
-end
-M.nonneg_range = nonneg_range
+local MAX_INT = R.MAX
+local nonneg_range = R.nonneg
 
 function Conv:bound(schema, key, path, up)
   local v = schema[key]
@@ -745,10 +713,12 @@ local function rewrite(body, rename)
   return table.concat(out)
 end
 
---- to_gbnf(schema) -> GBNF text whose start rule is `root`. Raises
--- "json_schema: <what> (at <JSON pointer>)" on what the subset does not
--- cover.
-function M.to_gbnf(schema)
+--- to_gbnf(schema [, prefix]) -> GBNF text whose start rule is `root`.
+-- Raises "json_schema: <what> (at <JSON pointer>)" on what the subset does
+-- not cover. prefix: put before every rule name but the shared primitives
+-- (space, string, ...), so that several schemas' rules can share one
+-- grammar (tool calls); the start rule is then prefix .. "root".
+function M.to_gbnf(schema, prefix)
   local root, orders = decode(schema)
   local c = setmetatable({ root = root, orders = orders, rules = {}, by_body = {}, names = { root = true },
                            refs = {}, used_prims = {} }, Conv)
@@ -783,9 +753,15 @@ function M.to_gbnf(schema)
       end
     end
   end
-  local lines = { "root ::= " .. defs.root }
+  local emitted = { "root" }
   for _, name in ipairs(order) do
-    if seen[name] and not rename[name] then lines[#lines + 1] = name .. " ::= " .. defs[name] end
+    if seen[name] and not rename[name] then emitted[#emitted + 1] = name end
+  end
+  local renamed = {}
+  for _, name in ipairs(emitted) do renamed[name] = (prefix or "") .. name end
+  local lines = {}
+  for _, name in ipairs(emitted) do
+    lines[#lines + 1] = renamed[name] .. " ::= " .. (prefix and rewrite(defs[name], renamed) or defs[name])
   end
   local prims = {}
   for name in pairs(c.used_prims) do if seen[name] then prims[#prims + 1] = name end end
