@@ -65,7 +65,9 @@ end
 
 --- is_grammar(x) -> whether x is a compiled grammar.
 function M.is_grammar(x)
-  return getmetatable(x) == GRAMMAR_MT
+  local mt = getmetatable(x)
+  -- or a grammar made in Lua around one (slm.tools' lazy grammars)
+  return mt == GRAMMAR_MT or (type(mt) == "table" and rawget(mt, "__grammar") == true)
 end
 
 --- load(path [, root]) -> grammar compiled from a .gbnf file, or nil, msg

@@ -770,6 +770,9 @@ function M.to_gbnf(schema, prefix)
   return table.concat(lines, "\n") .. "\n"
 end
 
+M.key_orders = key_orders
+M.literal = lit
+
 --- decode(schema) -> the schema as a Lua table (JSON text decoded by cjson).
 M.decode = function(schema) return (decode(schema)) end
 
