@@ -351,3 +351,43 @@ describe("json_schema: generation", function()
                  helpers.errmsg(sess.generate, sess, "x", { json_schema = {}, regex = "a" }))
   end)
 end)
+
+describe("json_schema: bin/slm run/chat --json-schema FILE", function()
+  -- stdout, stderr, exit code of bin/slm with args (stdin from a file)
+  local function run(args, stdin)
+    local errf = os.tmpname()
+    local cmd = "SLM_PROGRESS=0 bin/slm " .. args .. " 2>" .. errf
+    if stdin then cmd = cmd .. " <" .. helpers.tmpfile(stdin) end
+    local p = io.popen(cmd .. '; echo "exit=$?"')
+    local out = p:read("a")
+    p:close()
+    local err = helpers.read(errf)
+    local code = tonumber(out:match("exit=(%d+)%s*$"))
+    return (out:gsub("exit=%d+%s*$", "")), err, code
+  end
+
+  it("run and chat print JSON that validates; a bad schema fails before the model loads", function()
+    local model, why = helpers.fixture("gguf/dense-q8_0.gguf")
+    local spath = helpers.fixture("grammars/schemas/object_closed.schema.json")
+    if not model or not spath then return pending(why or "schema fixture") end
+    local texts = {}
+    for seed = 1, 3 do
+      local out, err, code = run("run " .. model .. " -p x -n 60 --seed " .. seed .. " --json-schema " .. spath)
+      assert.equal(0, code, err)
+      texts[#texts + 1] = (out:gsub("\n", " "))
+    end
+    local out, err, code = run("chat " .. model .. " -n 60 --seed 1 --json-schema " .. spath, "hi\n")
+    assert.equal(0, code, err)
+    texts[#texts + 1] = (out:gsub("\n", " "))
+    for _, t in ipairs(texts) do assert.is_true(pcall(cjson.decode, t), t) end
+    local verdicts, vwhy = validate(helpers.read(spath), texts)
+    if not verdicts then return pending(vwhy) end
+    assert.same({ "ok", "ok", "ok", "ok" }, verdicts)
+
+    local bad = helpers.tmpfile('{"type": "object", "properties": {"a": {"not": {}}}}')
+    local _, err2, code2 = run("run /nonexistent.gguf -p x --json-schema " .. bad)
+    assert.equal(1, code2)
+    assert.equal("slm: option --json-schema: " .. bad .. ": json_schema: keyword 'not' is not supported "
+                 .. "(at #/properties/a)\n", err2)
+  end)
+end)

@@ -292,6 +292,24 @@ describe("tools: generation", function()
     assert.is_true(cut <= 3, "calls cut by max_tokens: " .. cut)
   end)
 
+  it("sess:chat{json_schema}: 10 seeded replies validate against the schema", function()
+    local m = model()
+    if not m then return end
+    local schema = WEATHER["function"].parameters
+    local texts = {}
+    for seed = 1, 10 do
+      local sess = m:session { ctx = 256 }
+      local reply, info = sess:chat(MSGS, { template = "qwen3", json_schema = schema, max_tokens = 40,
+                                            sampler = { { "dist", seed = seed } } })
+      assert.is_not.equal("grammar_incomplete", info.stopped)
+      assert.is_true(pcall(cjson.decode, reply), reply)
+      texts[#texts + 1] = (reply:gsub("\n", " "))
+    end
+    local verdicts, why = validate(schema, texts)
+    if not verdicts then return pending(why) end
+    for i, v in ipairs(verdicts) do assert.equal("ok", v, texts[i]) end
+  end)
+
   it("without the opener nothing is constrained and no call is made", function()
     local m = model()
     if not m then return end
