@@ -215,3 +215,34 @@ describe("generation under a grammar", function()
                      helpers.errmsg(sess.generate, sess, "x", { grammar = 'root ::= "a"', regex = "a" }))
   end)
 end)
+
+describe("regex as a grammar", function()
+  it("agrees with PCRE2 on the translated subset", function()
+    local pats = { "[0-9]{3}-[0-9]{4}", "(yes|no)", " ?[0-9]{1,3}", "a.b\\.c+?", "^(ab|a)*c$", "[^\\]x-]*z",
+                   "(?:é|[α-γ]){2,}", "x{2}y{0,2}", "\\x41\\x{e9}\\t" }
+    local texts = { "", "1", "123-", "123-4567", "12-3", "yes", "ye", "no", "n", " 1", " 1234", "a\nb.c",
+                    "aXb.cc", "ababac", "abab", "c", "]z", "qqz", "ééα", "é", "δ", "xx", "xxyy", "xxyyy", "Aé\t",
+                    "A" }   -- (PCRE2 calls an unfinished UTF-8 character invalid; the matcher, a prefix)
+    local n = 0
+    for _, p in ipairs(pats) do
+      local g = assert(slm.grammar.from_regex(p), p)
+      local re = slm.core.regex.new(p)
+      for _, t in ipairs(texts) do
+        local want = re:match(t)
+        local got = g:match(t)
+        want = want == "full" and "complete" or want == "partial" and "prefix" or nil
+        assert.are.equal(want, got, p .. " on " .. ("%q"):format(t))
+        n = n + 1
+      end
+    end
+    assert.are.equal(#pats * #texts, n)
+  end)
+
+  it("says why it does not translate the rest", function()
+    local function why(p) return select(2, slm.grammar.from_regex(p)) end
+    assert.are.equal("the escape \\d", why("\\d+"))
+    assert.are.equal("the group '(?='", why("a(?=b)"))
+    assert.are.equal("possessive quantifiers", why("a*+"))
+    assert.are.equal("'$' other than last", why("a$b"))
+  end)
+end)

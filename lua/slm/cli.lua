@@ -46,6 +46,7 @@ local FLAGS = {
   ["-p"] = { "prompt", "str" }, ["--prompt"] = { "prompt", "str" },
   ["-f"] = { "file", "str" }, ["--file"] = { "file", "str" },
   ["--stop"] = { "stop", "list" }, ["--regex"] = { "regex", "str" },
+  ["--grammar"] = { "grammar", "str" },
   ["--verbose"] = { "verbose", "bool" }, ["-v"] = { "verbose", "bool" },
   ["-n"] = { "n", "int" }, ["--n-predict"] = { "n", "int" },
   ["--temp"] = { "temp", "num" }, ["--top-k"] = { "top_k", "int" },
@@ -242,6 +243,13 @@ local function stop_options(opt, gen)
     gen.regex = opt.regex
   end
   if opt.json_schema then gen.json_schema = read_schema(opt.json_schema) end
+  if opt.grammar then   -- a .gbnf file; its errors name the file
+    if opt.regex then fail("give --grammar or --regex, not both") end
+    local ok, g, err = pcall(slm.grammar.load, opt.grammar)
+    if not ok then fail("option --grammar: %s: %s", opt.grammar, tostring(g)) end
+    if not g then fail("option --grammar: %s", err) end
+    gen.grammar = g
+  end
   return gen
 end
 
@@ -260,8 +268,8 @@ local function usage_fail(name)
 end
 
 command("run", "run [MODEL] (-p PROMPT | -f FILE) [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] "
-        .. "[--repeat-penalty R] [--ctx N] [--stop TEXT]... [--regex RE] [--json-schema FILE] [--system TEXT [--template NAME]] "
-        .. "[--verbose]",
+        .. "[--repeat-penalty R] [--ctx N] [--stop TEXT]... [--regex RE] [--grammar FILE] [--json-schema FILE] "
+        .. "[--system TEXT [--template NAME]] [--verbose]",
         "generate text from a prompt, streamed to stdout (--system: as a chat reply; no MODEL: the default model)",
 function(pos, opt)
   if #pos > 1 or not (opt.prompt or opt.file) then usage_fail("run") end
@@ -311,6 +319,9 @@ function(pos, opt)
   if info.stopped == "ctx" then
     io.stderr:write(string.format("slm: generation stopped: the context is full (%d tokens); raise --ctx for longer "
                                   .. "output\n", sess.n_ctx))
+  end
+  if info.stopped == "grammar_incomplete" then
+    io.stderr:write("slm: generation stopped before the grammar was complete (raise -n or --ctx)\n")
   end
 end)
 

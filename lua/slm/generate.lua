@@ -16,8 +16,10 @@
 --   emitted), stop_ids (extra end ids; the vocabulary's end-of-generation
 --   ids always stop), regex (a PCRE2 pattern the output must match: only
 --   tokens that keep it matchable are sampled, and generation ends when it
---   is complete), regex_width (candidates the regex keeps per step, default
---   40), grammar (GBNF text or a compiled slm.grammar: tokens whose text
+--   is complete: patterns in slm.grammar.from_regex's subset run on the
+--   grammar matcher, others re-match the text with PCRE2 partial matching
+--   among the best candidates), regex_width (candidates the PCRE2 path
+--   keeps per step, default 40), grammar (GBNF text or a compiled slm.grammar: tokens whose text
 --   the grammar cannot continue get -inf logits before the sampler runs,
 --   end-of-generation tokens are allowed only where the grammar is
 --   complete; generation ends once it is complete and nothing can follow,
@@ -56,6 +58,10 @@ local grammar_mod = require "slm.grammar"
 local tensor = require "slm.tensor"
 
 local M = {}
+
+--- M.pcre_regex = true sends every regex through PCRE2 re-matching (the
+-- bench compares the two paths with it).
+M.pcre_regex = false
 
 --- The options of generate (sess:chat and pipeline steps pass them on).
 M.OPTIONS = { "max_tokens", "sampler", "stop", "stop_ids", "regex", "regex_width", "grammar", "json_schema",
@@ -218,9 +224,21 @@ function M.generate(sess, prompt, opts, callback)
     gm = g:matcher()
     masked = tensor.zeros({ sess.logits:numel() })
   end
+  local regex_grammar
   if opts.regex then
     if not tok then error("generate: regex needs a tokenizer", 2) end
-    re = core.regex.new(opts.regex)
+    re = core.regex.new(opts.regex)   -- PCRE2 checks the pattern and words its errors
+    -- within the subset slm.grammar.from_regex translates, the regex runs
+    -- on the grammar matcher: a constant cost per token
+    if not M.pcre_regex then regex_grammar = grammar_mod.from_regex(opts.regex) end
+    if regex_grammar then
+      re:free()
+      re = nil
+      gm = regex_grammar:matcher()
+      masked = tensor.zeros({ sess.logits:numel() })
+    end
+  end
+  if re then
     -- the constraint runs first, then the user's stages pick among survivors
     local stages = opts.sampler or { "greedy" }
     if type(stages) ~= "table" or getmetatable(stages) ~= nil then
@@ -271,25 +289,29 @@ function M.generate(sess, prompt, opts, callback)
       local n = gm:apply(tok, logits, masked, max_tokens - gen.count - 1)
       if n == 0 then n = gm:apply(tok, logits, masked) end
       if n == 0 then
-        if gm:complete() then return finish("grammar") end
-        error("generate: no token of the vocabulary can continue the grammar", 0)
+        if gm:complete() then return finish(regex_grammar and "regex" or "grammar") end
+        error(regex_grammar and "generate: no token can continue a match of the regex"
+              or "generate: no token of the vocabulary can continue the grammar", 0)
       end
       logits = masked
     end
     local id = sampler:sample(logits)
     sampler:accept(id)
     gen.count = gen.count + 1
-    if stop_ids[id] or (tok and tok:is_eog(id)) then return finish(gm and gm:complete() and "grammar" or "end") end
+    if stop_ids[id] or (tok and tok:is_eog(id)) then
+      return finish(gm and gm:complete() and (regex_grammar and "regex" or "grammar") or "end")
+    end
     gen.last_id = id
     local piece = decoder and decoder:add(id) or ""
     sess:eval { id }
     info.tokens, info.seconds = info.tokens + 1, info.seconds + (clock() - t0)
     if gm then
       assert(gm:accept(tok:piece(id)), "generate: the grammar refused a token its mask allowed")
-      if gm:complete() and not gm:can_continue() then
+      -- a regex ends at its first complete match (as with PCRE2)
+      if gm:complete() and (regex_grammar or not gm:can_continue()) then
         local before = pending
         pending = ""
-        return before .. piece .. (finish("grammar") or ""), id
+        return before .. piece .. (finish(regex_grammar and "regex" or "grammar") or ""), id
       end
     end
     gen.text = gen.text .. piece

@@ -91,4 +91,168 @@ function M.from_json_schema(schema)
   return M.compile(M.json_schema_to_gbnf(schema))
 end
 
+-- ---------------------------------------------------------------------------
+-- Regular expressions as grammars: generate{regex =} runs on the same
+-- incremental matcher when the pattern stays inside the subset below, which
+-- PCRE2 (UTF, UCP, whole-text match) and the translation read alike:
+-- literals, escaped punctuation, \t \n \r \f \e \xhh \x{h...}, `.` (any
+-- character but a newline, as PCRE2 without (?s)), classes [...] / [^...]
+-- with ranges and those escapes, groups ( ), (?: ), (?<name> ), `|`,
+-- `* + ? {m} {m,} {m,n}` and their lazy forms (the same set of texts), `^`
+-- first and `$` last (the match is anchored at both ends anyway). Anything
+-- else (\d \w \s under UCP's Unicode tables, \b, lookaround, back-
+-- references, possessive quantifiers, inline flags, POSIX classes) is not
+-- translated: from_regex says why, and generate falls back to PCRE2 partial
+-- matching of the whole text.
+
+local function cp_escape(c)
+  return string.format("\\U%08X", c)
+end
+
+local SIMPLE = { t = 9, n = 10, r = 13, f = 12, e = 27, a = 7 }
+
+--- from_regex(pattern) -> grammar, or nil, reason (a construct outside the
+-- subset above). The pattern is assumed to compile with PCRE2 (generate
+-- checks that first, for PCRE2's own error messages).
+function M.from_regex(pat)
+  local pos, n = 1, #pat
+  local codes = {}
+  for _, c in utf8.codes(pat) do codes[#codes + 1] = c end
+  n = #codes
+  local function peek(k) return codes[pos + (k or 0)] end
+  local function ch(k) local c = peek(k); return c and utf8.char(c) end
+  local function unsupported(what) error({ why = what }, 0) end
+
+  local function hex_escape()   -- after "\x"
+    if ch() == "{" then
+      local j = pos + 1
+      local digits = {}
+      while codes[j] and utf8.char(codes[j]):match("%x") do digits[#digits + 1] = utf8.char(codes[j]); j = j + 1 end
+      if ch(j - pos) ~= "}" or #digits == 0 then unsupported("\\x without hex digits") end
+      pos = j + 1
+      return tonumber(table.concat(digits), 16)
+    end
+    local digits = ""
+    while #digits < 2 and ch() and ch():match("%x") do digits = digits .. ch(); pos = pos + 1 end
+    return tonumber(digits ~= "" and digits or "0", 16)
+  end
+
+  -- one escaped character (after "\"), or an error for class escapes
+  local function escape()
+    local c = ch()
+    if not c then unsupported("a trailing backslash") end
+    pos = pos + 1
+    if SIMPLE[c] then return SIMPLE[c] end
+    if c == "x" then return hex_escape() end
+    if c:match("[%w]") or peek(-1) > 127 then unsupported("the escape \\" .. c) end
+    return codes[pos - 1]
+  end
+
+  local alts
+  local function class()
+    pos = pos + 1   -- "["
+    local out = { "[" }
+    if ch() == "^" then out[#out + 1] = "^"; pos = pos + 1 end
+    local first = true
+    while true do
+      local c = ch()
+      if not c then unsupported("an unterminated class") end
+      if c == "]" and not first then pos = pos + 1 break end
+      if c == "[" and ch(1) == ":" then unsupported("POSIX classes") end
+      local lo
+      if c == "\\" then pos = pos + 1; lo = escape() else lo = peek(); pos = pos + 1 end
+      out[#out + 1] = cp_escape(lo)
+      if ch() == "-" and ch(1) and ch(1) ~= "]" then
+        pos = pos + 1
+        local hi
+        if ch() == "\\" then pos = pos + 1; hi = escape() else hi = peek(); pos = pos + 1 end
+        out[#out + 1] = "-" .. cp_escape(hi)
+      end
+      first = false
+    end
+    out[#out + 1] = "]"
+    return table.concat(out)
+  end
+
+  local function quantifier()
+    local c = ch()
+    local q
+    if c == "*" or c == "+" or c == "?" then
+      q = c
+      pos = pos + 1
+    elseif c == "{" then
+      local rest = utf8.char(table.unpack(codes, pos, math.min(n, pos + 24)))
+      local m, body = rest:match("^({(%d+,?%d*)})")
+      if not m then unsupported("a '{' that is not a {m,n} quantifier") end
+      q = m
+      pos = pos + utf8.len(m)
+      body = body   -- {m}, {m,}, {m,n}: GBNF writes them the same way
+    else
+      return nil
+    end
+    if ch() == "+" then unsupported("possessive quantifiers") end
+    if ch() == "?" then pos = pos + 1 end   -- lazy: the same texts match
+    return q
+  end
+
+  local function seq()
+    local out = {}
+    while pos <= n do
+      local c = ch()
+      local item
+      if c == "|" or c == ")" then break
+      elseif c == "(" then
+        pos = pos + 1
+        if ch() == "?" then
+          if ch(1) == ":" then pos = pos + 2
+          elseif ch(1) == "<" and ch(2) ~= "=" and ch(2) ~= "!" or (ch(1) == "P" and ch(2) == "<") then
+            while ch() and ch() ~= ">" do pos = pos + 1 end
+            pos = pos + 1
+          else unsupported("the group '(?" .. (ch(1) or "") .. "'") end
+        end
+        item = "(" .. alts() .. ")"
+        if ch() ~= ")" then unsupported("an unclosed group") end
+        pos = pos + 1
+      elseif c == "[" then item = class()
+      elseif c == "." then pos = pos + 1; item = "[^\\n]"
+      elseif c == "^" then
+        if pos ~= 1 then unsupported("'^' other than first") end
+        pos = pos + 1
+      elseif c == "$" then
+        if pos ~= n then unsupported("'$' other than last") end
+        pos = pos + 1
+      elseif c == "\\" then pos = pos + 1; item = '"' .. cp_escape(escape()) .. '"'
+      elseif c == "*" or c == "+" or c == "?" or c == "{" then unsupported("a quantifier with nothing before it")
+      else pos = pos + 1; item = '"' .. cp_escape(peek(-1)) .. '"' end
+      if item then
+        local q = quantifier()
+        out[#out + 1] = q and "(" .. item .. ")" .. q or item
+      end
+    end
+    return table.concat(out, " ")
+  end
+
+  function alts()
+    local out = { seq() }
+    while ch() == "|" do
+      pos = pos + 1
+      out[#out + 1] = seq()
+    end
+    return table.concat(out, " | ")
+  end
+
+  local ok, body = pcall(function()
+    local b = alts()
+    if pos <= n then unsupported("an unbalanced ')'") end
+    return b
+  end)
+  if not ok then
+    if type(body) == "table" then return nil, body.why end
+    error(body, 0)
+  end
+  local ok2, g = pcall(M.compile, "root ::= " .. (body ~= "" and body or '""') .. "\n")
+  if not ok2 then return nil, tostring(g) end
+  return g
+end
+
 return M
