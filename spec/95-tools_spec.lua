@@ -310,6 +310,22 @@ describe("tools: generation", function()
     for i, v in ipairs(verdicts) do assert.equal("ok", v, texts[i]) end
   end)
 
+  it("a chat session keeps the calls in its history and renders them back on the next turn", function()
+    local m = model()
+    if not m then return end
+    local sess = m:session { ctx = 1024 }
+    local chat = sess:chat_session { template = "qwen3", tools = { WEATHER, CLOCK }, max_tokens = 60 }
+    local _, info = chat:say("Weather in Paris?", { tool_choice = "required", sampler = { { "dist", seed = 1 } } })
+    assert.equal(1, #info.tool_calls)
+    assert.same(info.tool_calls, chat.messages[2].tool_calls)
+    chat.messages[3] = { role = "tool", content = "sunny" }
+    local rendered = slm.chat.render("qwen3", chat.messages, { tools = { WEATHER, CLOCK } })
+    assert.truthy(rendered:find("<tool_call>\n" .. tools.call_text(info.tool_calls[1], 1, true) .. "\n</tool_call>"
+                                .. "<|im_end|>\n<|im_start|>user\n<tool_response>\nsunny\n</tool_response>", 1, true))
+    local _, info2 = chat:say("Thanks", { sampler = { { "dist", seed = 2 } } })
+    assert.is_true(info2.evaluated > 0)
+  end)
+
   it("without the opener nothing is constrained and no call is made", function()
     local m = model()
     if not m then return end

@@ -1222,6 +1222,8 @@ function Chat:say(text, opts, callback)
   for _ = 1, dropped do table.remove(msgs, first) end
   info.trimmed = dropped
   msgs[#msgs + 1] = { role = "assistant", content = reply, reasoning_content = info.reasoning }
+  -- the calls stay in the history, as the template renders them back
+  if info.tool_calls and #info.tool_calls > 0 then msgs[#msgs].tool_calls = info.tool_calls end
   return reply, info
 end
 
