@@ -24,18 +24,7 @@ local function lines(path)
   return out
 end
 
--- python-jsonschema's verdict on each text ("ok", "invalid ..."), or nil
--- and why when python3 or its jsonschema module is missing
-local function validate(schema_text, texts)
-  local sfile = helpers.tmpfile(schema_text)
-  local ifile = helpers.tmpfile(table.concat(texts, "\n") .. "\n")
-  local p = io.popen("python3 spec/json_schema_check.py " .. sfile .. " " .. ifile .. " 2>&1")
-  local out = {}
-  for l in p:lines() do out[#out + 1] = l end
-  local ok = p:close()
-  if not ok then return nil, "python3 with jsonschema is not available: " .. table.concat(out, " ") end
-  return out
-end
+local validate = helpers.json_schema_verdicts
 
 describe("json_schema: the fixtures' instances", function()
   -- Invalid instances that break a constraint the subset cannot express:

@@ -198,35 +198,18 @@ describe("tools: generation", function()
       local src, why = helpers.fixture("gguf/dense-q8_0.gguf")
       if not src then pending(why) return nil end
       local f <close> = assert(slm.gguf.open(src))
-      local meta = {}
-      for _, k in ipairs(f.keys) do
-        local tv = f:typed(k)
-        if k == "tokenizer.ggml.tokens" then
-          tv.value[IM_START + 1], tv.value[IM_END + 1] = "<|im_start|>", "<|im_end|>"
-          tv.value[OPEN + 1], tv.value[CLOSE + 1] = "<tool_call>", "</tool_call>"
-        elseif k == "tokenizer.ggml.token_type" then
-          tv.value[IM_START + 1], tv.value[IM_END + 1], tv.value[OPEN + 1], tv.value[CLOSE + 1] = 3, 3, 4, 4
-        end
-        if k ~= "general.alignment" then meta[#meta + 1] = { k, tv } end
-      end
-      local tensors = {}
-      for i, info in ipairs(f.tensors) do tensors[i] = { name = info.name, tensor = assert(f:tensor(i)) } end
-      path = os.tmpname()
-      assert(slm.gguf.write(path, { metadata = meta, tensors = tensors }))
+      local toks, types = f:typed("tokenizer.ggml.tokens"), f:typed("tokenizer.ggml.token_type")
+      toks.value[IM_START + 1], toks.value[IM_END + 1] = "<|im_start|>", "<|im_end|>"
+      toks.value[OPEN + 1], toks.value[CLOSE + 1] = "<tool_call>", "</tool_call>"
+      types.value[IM_START + 1], types.value[IM_END + 1], types.value[OPEN + 1], types.value[CLOSE + 1] = 3, 3, 4, 4
+      path = helpers.altered(src, { drop = { ["tokenizer.ggml.tokens"] = true, ["tokenizer.ggml.token_type"] = true },
+                                    metadata = { { "tokenizer.ggml.tokens", toks },
+                                                 { "tokenizer.ggml.token_type", types } } })
     end
     return assert(slm.load(path))
   end
 
-  -- python-jsonschema's verdicts on texts against a schema
-  local function validate(schema_text, texts)
-    local sfile = helpers.tmpfile(schema_text)
-    local ifile = helpers.tmpfile(table.concat(texts, "\n") .. "\n")
-    local p = io.popen("python3 spec/json_schema_check.py " .. sfile .. " " .. ifile .. " 2>&1")
-    local out = {}
-    for l in p:lines() do out[#out + 1] = l end
-    if not p:close() then return nil, "python3 with jsonschema is not available: " .. table.concat(out, " ") end
-    return out
-  end
+  local validate = helpers.json_schema_verdicts
 
   local MSGS = { { role = "user", content = "Weather in Paris?" } }
   local PARAMS = { get_weather = WEATHER["function"].parameters, now = CLOCK.parameters }
