@@ -54,7 +54,8 @@ function M.tojson(v, orders, path)
   local ty = type(v)
   if ty == "boolean" then return tostring(v) end
   if ty == "string" then
-    return '"' .. v:gsub('[%c"\\]', function(c) return ESC[c] or string.format("\\u%04x", c:byte()) end) .. '"'
+    -- json.dumps escapes controls below 0x20, not DEL
+    return '"' .. v:gsub('[%z\1-\31"\\]', function(c) return ESC[c] or string.format("\\u%04x", c:byte()) end) .. '"'
   end
   if ty == "number" then
     if v ~= v or v == math.huge or v == -math.huge then error("tools: a number in JSON must be finite", 0) end
