@@ -66,6 +66,9 @@ os.execute(string.format("%s %s/bench/batch.lua %s%s/smol135m-f16.gguf 128 32 %d
 print()
 os.execute(string.format("%s %s/bench/train.lua %s1 2", b.slm, here, pass))
 if not b.compare then
+  -- grammar-constrained decoding: mask cost per token, regex linearity
+  print()
+  os.execute(string.format("%s %s/bench/grammar.lua %d", b.slm, here, threads))
   print()
   os.execute(string.format("BUILD=%s lua5.4 %s/bench/tokenizer.lua", os.getenv("BUILD") or "build", here))
 end

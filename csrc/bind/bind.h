@@ -84,6 +84,7 @@ void slm_bind_open_files(lua_State *L);
 void slm_bind_open_rwkv(lua_State *L);
 void slm_bind_open_testing(lua_State *L);
 void slm_bind_open_regex(lua_State *L);
+void slm_bind_open_grammar(lua_State *L);   /* slm.core.grammar (get or create) */
 void slm_bind_open_mamba(lua_State *L);
 void slm_bind_open_moe(lua_State *L);   /* after blocks: adds to slm.core.blocks */
 void slm_bind_open_shortconv(lua_State *L);

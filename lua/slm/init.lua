@@ -19,6 +19,7 @@ slm.chat = require "slm.chat"              -- chat templates (sess:chat, sess:ch
 slm.pipeline = require "slm.pipeline"      -- prompt pipelines and routers
 local batch = require "slm.batch"          -- many sessions in one forward (issue 19)
 slm.batch, slm.batch_generate, slm.batcher = batch.batch, batch.batch_generate, batch.batcher
+slm.grammar = require "slm.grammar"        -- GBNF grammars, matchers, token masks
 
 slm.eval = require "slm.eval"              -- perplexity, KL divergence
 slm.experiment = require "slm.experiment"  -- layer plans, weight surgery

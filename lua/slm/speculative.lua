@@ -52,7 +52,7 @@
 -- Limits: k is at most n_draft, the session's batch - 1 (one forward), what
 -- is left of max_tokens and of the context; a draft session whose context
 -- cannot hold the text drafts nothing (plain decoding). Lua sampler stages
--- and the regex option are refused with a draft (they would see the draft's
+-- and the regex, grammar and json_schema options are refused with a draft (they would see the draft's
 -- positions too). A draft of another vocabulary (size, or any token's text
 -- when both models have tokenizers) is refused.
 local core = require "slm.core"
@@ -158,10 +158,14 @@ local function vocab_problem(target, draft)
 end
 
 --- check(sess, opts, level): errors (at level) for a draft generate
--- cannot use: the session itself, another vocabulary, with regex.
+-- cannot use: the session itself, another vocabulary, with regex, grammar
+-- or json_schema (the constraint masks one position at a time; drafted
+-- tokens would escape it).
 function M.check(sess, opts, level)
   local draft = opts.draft
-  if opts.regex then error("generate: a draft cannot be combined with regex", level) end
+  for _, k in ipairs { "regex", "grammar", "json_schema" } do
+    if opts[k] ~= nil then error("generate: a draft cannot be combined with " .. k, level) end
+  end
   if draft ~= "ngram" then
     if draft == sess then error("generate: the draft must be another session than the one generating", level) end
     local why = vocab_problem(sess.model, draft.model)
