@@ -19,7 +19,7 @@
 
 int gr_set_meets(const slm_grammar *g, const gr_set *s, uint32_t lo, uint32_t hi)
 {
-    const uint32_t *r = g->ranges + s->off;
+    const uint32_t *r = s->n ? g->ranges + s->off : NULL;   /* (no ranges at all: ranges is NULL) */
     if (!s->neg) {
         for (uint32_t i = 0; i < s->n; i++)
             if (r[2 * i] <= hi && r[2 * i + 1] >= lo) return 1;

@@ -449,7 +449,7 @@ static int utf8_len(uint32_t cp) { return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 
 
 static void finish_set(slm_grammar *g, gr_set *s)
 {
-    const uint32_t *r = g->ranges + s->off;
+    const uint32_t *r = s->n ? g->ranges + s->off : NULL;   /* (no ranges at all: ranges is NULL) */
     for (uint32_t c = 0; c < 128; c++)
         if (gr_set_meets(g, s, c, c)) s->ascii[c >> 6] |= 1ull << (c & 63);   /* ascii is zero here */
     uint32_t least = 0x110000;
@@ -695,7 +695,7 @@ char *slm_grammar_describe(const slm_grammar *g)
                     continue;
                 }
                 const gr_set *s = &g->sets[g->el[e].arg];
-                const uint32_t *rg = g->ranges + s->off;
+                const uint32_t *rg = s->n ? g->ranges + s->off : NULL;
                 if (s->neg && s->n == 0) { put(&b, ".", 1); continue; }
                 put(&b, s->neg ? "[^" : "[", s->neg ? 2 : 1);
                 for (uint32_t i = 0; i < s->n; i++) {
