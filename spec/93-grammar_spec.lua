@@ -219,10 +219,12 @@ end)
 describe("regex as a grammar", function()
   it("agrees with PCRE2 on the translated subset", function()
     local pats = { "[0-9]{3}-[0-9]{4}", "(yes|no)", " ?[0-9]{1,3}", "a.b\\.c+?", "^(ab|a)*c$", "[^\\]x-]*z",
-                   "(?:é|[α-γ]){2,}", "x{2}y{0,2}", "\\x41\\x{e9}\\t" }
+                   "(?:é|[α-γ]){2,}", "x{2}y{0,2}", "\\x41\\x{e9}\\t", "\\d+(\\.\\d+)?", "\\w+\\s\\w*",
+                   "[\\d,]+", "\\D\\S\\W", "[^\\s]{2}" }
     local texts = { "", "1", "123-", "123-4567", "12-3", "yes", "ye", "no", "n", " 1", " 1234", "a\nb.c",
                     "aXb.cc", "ababac", "abab", "c", "]z", "qqz", "ééα", "é", "δ", "xx", "xxyy", "xxyyy", "Aé\t",
-                    "A" }   -- (PCRE2 calls an unfinished UTF-8 character invalid; the matcher, a prefix)
+                    "A", "3.14", "\u{663}\u{664}", "12,5", "a_b c", "é\u{3000}ü", "x\u{a0}", "\u{2028}",
+                    "a1 ", "ab!", "a b", "1\u{1680}b_", "\u{ff10}.\u{ff11}" }   -- (PCRE2 calls an unfinished UTF-8 character invalid; the matcher, a prefix)
     local n = 0
     for _, p in ipairs(pats) do
       local g = assert(slm.grammar.from_regex(p), p)
@@ -238,9 +240,24 @@ describe("regex as a grammar", function()
     assert.are.equal(#pats * #texts, n)
   end)
 
+  it("reads \\d \\s \\w as PCRE2 does with UCP, for every code point of the BMP", function()
+    local bad = {}
+    for _, e in ipairs { "\\d", "\\s", "\\w" } do
+      local g, re = assert(slm.grammar.from_regex(e)), slm.core.regex.new(e)
+      for c = 0, 0xFFFF do
+        if c < 0xD800 or c > 0xDFFF then
+          local t = utf8.char(c)
+          if (re:match(t) == "full") ~= (g:match(t) == "complete") then bad[#bad + 1] = ("%s U+%04X"):format(e, c) end
+        end
+      end
+    end
+    assert.are.same({}, bad)
+  end)
+
   it("says why it does not translate the rest", function()
     local function why(p) return select(2, slm.grammar.from_regex(p)) end
-    assert.are.equal("the escape \\d", why("\\d+"))
+    assert.are.equal("the escape \\b", why("\\bx"))
+    assert.are.equal("a negated class escape inside [ ]", why("[\\D]"))
     assert.are.equal("the group '(?='", why("a(?=b)"))
     assert.are.equal("possessive quantifiers", why("a*+"))
     assert.are.equal("'$' other than last", why("a$b"))

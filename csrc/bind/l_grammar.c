@@ -358,6 +358,18 @@ static int m_apply(lua_State *L)
     return 1;
 }
 
+/* grammar.unicode_class("d" | "s" | "w") -> the inside of a GBNF class */
+static int l_unicode_class(lua_State *L)
+{
+    const char *w = luaL_checkstring(L, 1);
+    slm_error err;
+    char *s = slm_grammar_unicode_class(w[0] && !w[1] ? w[0] : '?', &err);
+    if (!s) return slm_bind_error(L, &err);
+    lua_pushstring(L, s);
+    free(s);
+    return 1;
+}
+
 void slm_bind_open_grammar(lua_State *L)
 {
     static const luaL_Reg gm[] = {
@@ -380,6 +392,6 @@ void slm_bind_open_grammar(lua_State *L)
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
     lua_setfield(L, LUA_REGISTRYINDEX, VOCABS_KEY);
-    static const luaL_Reg fns[] = {{"compile", l_compile}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"compile", l_compile}, {"unicode_class", l_unicode_class}, {NULL, NULL}};
     slm_bind_set_subfuncs(L, "grammar", fns);
 }

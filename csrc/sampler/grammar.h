@@ -91,6 +91,11 @@ int32_t slm_gvocab_size(const slm_gvocab *v);
 long slm_grammar_mask(slm_grammar *g, const slm_gvocab *v, const slm_gstate *s, int32_t limit,
                       uint8_t *mask, slm_error *err);
 
+/* The ranges of PCRE2's \d, \s or \w under UCP (which: 'd', 's', 'w') as
+ * the inside of a GBNF class ("\U00000030-\U00000039..."; malloc'ed; NULL
+ * with err on a bad name or memory). grammar_unicode.c */
+char *slm_grammar_unicode_class(char which, slm_error *err);
+
 /* Internal: the vocabulary serial number that identifies v in caches. */
 uint64_t slm_gvocab_serial(const slm_gvocab *v);
 

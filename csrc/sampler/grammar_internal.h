@@ -87,6 +87,9 @@ void gr_pool_free(slm_grammar *g);
  * (capacity grown as needed). */
 slm_status gr_step(slm_grammar *g, const int32_t *in, uint32_t n, uint32_t cp,
                    int32_t **out, uint32_t *out_n, uint32_t *out_cap, slm_error *err);
+/* Feeds one byte to state s, writing the next state into t (t's buffer is
+ * reused; t != s): 1 accepted, 0 refused (t unspecified), -1 error. */
+int gr_accept_byte(slm_grammar *g, const slm_gstate *s, slm_gstate *t, uint8_t byte, slm_error *err);
 /* The range of code points an unfinished character can still become. */
 void gr_partial_range(uint32_t cp, uint8_t need, uint8_t len, uint32_t *lo, uint32_t *hi);
 

@@ -203,8 +203,7 @@ static slm_status visit(walk *w, int32_t at, size_t d)
         slm_gstate *s = &w->lv[d], *t = level(w, d + 1);
         if (!t) return slm_error_set(w->err, SLM_ENOMEM, "grammar: out of memory");
         s = &w->lv[d];   /* level() may move the array */
-        if (slm_gstate_copy(t, s, w->err)) return w->err->code;
-        long ok = slm_gstate_accept(w->g, t, &v->child_byte[c], 1, w->err);
+        int ok = gr_accept_byte(w->g, s, t, v->child_byte[c], w->err);
         if (ok < 0) return w->err->code;
         if (ok == 0) continue;   /* the byte is rejected: so is every token below */
         int32_t node = v->child_node[c];

@@ -19,7 +19,7 @@
 
 int gr_set_meets(const slm_grammar *g, const gr_set *s, uint32_t lo, uint32_t hi)
 {
-    const uint32_t *r = g->ranges + s->off;
+    const uint32_t *r = s->n ? g->ranges + s->off : NULL;   /* (no ranges at all: ranges is NULL) */
     if (!s->neg) {
         for (uint32_t i = 0; i < s->n; i++)
             if (r[2 * i] <= hi && r[2 * i + 1] >= lo) return 1;
@@ -240,9 +240,11 @@ slm_status gr_step(slm_grammar *g, const int32_t *in, uint32_t n, uint32_t cp, i
                    uint32_t *out_n, uint32_t *out_cap, slm_error *err)
 {
     size_t m = 0;
+    int lists = 0;
     for (uint32_t i = 0; i < n; i++) {
         int32_t id = in[i];
         if (id == 0 || !gr_set_has(g, &g->sets[g->el[g->nodes[id].pos].arg], cp)) continue;
+        lists++;
         int32_t k;
         const int32_t *s = gr_succ(g, id, &k, err);
         if (!s) return err->code;
@@ -252,7 +254,7 @@ slm_status gr_step(slm_grammar *g, const int32_t *in, uint32_t n, uint32_t cp, i
         m += (size_t)k;
     }
     /* the union, sorted and distinct (each list is sorted; lists overlap) */
-    if (m > 1) {
+    if (m > 1 && lists > 1) {
         qsort(*out, m, sizeof **out, cmp_i32);
         size_t w = 1;
         for (size_t i = 1; i < m; i++)
@@ -310,67 +312,63 @@ static int partial_viable(const slm_grammar *g, const slm_gstate *s)
     return 0;
 }
 
+int gr_accept_byte(slm_grammar *g, const slm_gstate *s, slm_gstate *t, uint8_t byte, slm_error *err)
+{
+    unsigned c = byte;
+    uint32_t cp;
+    uint8_t need = s->need, len = s->len;
+    if (need == 0) {
+        if (c < 0x80) cp = c;
+        else {
+            len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+            if (!len) return 0;
+            cp = c & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
+            need = (uint8_t)(len - 1);
+        }
+    } else {
+        if ((c & 0xC0) != 0x80) return 0;
+        if (need == len - 1) {   /* second byte: overlong forms and surrogates */
+            if (len == 3 && s->cp == 0 && c < 0xA0) return 0;
+            if (len == 3 && s->cp == 0xD && c > 0x9F) return 0;
+            if (len == 4 && s->cp == 0 && c < 0x90) return 0;
+            if (len == 4 && s->cp == 4 && c > 0x8F) return 0;
+        }
+        cp = s->cp << 6 | (c & 0x3F);
+        need--;
+    }
+    if (need) {   /* an unfinished character: the same stacks, if one can take it */
+        slm_gstate probe = *s;
+        probe.cp = cp;
+        probe.need = need;
+        probe.len = len;
+        if (!partial_viable(g, &probe)) return 0;
+        if (slm_gstate_copy(t, &probe, err)) return -1;
+        return 1;
+    }
+    if (gr_step(g, s->stacks, s->n, cp, &t->stacks, &t->n, &t->cap, err)) return -1;
+    if (t->n == 0) return 0;
+    t->cp = 0;
+    t->need = 0;
+    t->len = 0;
+    return 1;
+}
+
 long slm_gstate_accept(slm_grammar *g, slm_gstate *s, const uint8_t *b, size_t n, slm_error *err)
 {
-    int32_t *tmp = NULL;
-    uint32_t tn = 0, tcap = 0;
+    slm_gstate t = { 0 };
     long done = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned c = b[i];
-        uint32_t cp;
-        uint8_t need = s->need, len = s->len;
-        if (need == 0) {
-            if (c < 0x80) cp = c;
-            else {
-                len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-                if (!len) break;
-                cp = c & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
-                need = (uint8_t)(len - 1);
-            }
-        } else {
-            if ((c & 0xC0) != 0x80) break;
-            if (need == len - 1) {   /* second byte: overlong forms and surrogates */
-                if (len == 3 && s->cp == 0 && c < 0xA0) break;
-                if (len == 3 && s->cp == 0xD && c > 0x9F) break;
-                if (len == 4 && s->cp == 0 && c < 0x90) break;
-                if (len == 4 && s->cp == 4 && c > 0x8F) break;
-            }
-            cp = s->cp << 6 | (c & 0x3F);
-            need--;
-        }
-        if (need) {
-            uint32_t ocp = s->cp;
-            uint8_t oneed = s->need, olen = s->len;
-            s->cp = cp;
-            s->need = need;
-            s->len = len;
-            if (!partial_viable(g, s)) {
-                s->cp = ocp;
-                s->need = oneed;
-                s->len = olen;
-                break;
-            }
-            done++;
-            continue;
-        }
-        if (gr_step(g, s->stacks, s->n, cp, &tmp, &tn, &tcap, err)) {
-            free(tmp);
+    for (; (size_t)done < n; done++) {
+        int r = gr_accept_byte(g, s, &t, b[done], err);
+        if (r < 0) {
+            slm_gstate_free(&t);
             return -1;
         }
-        if (tn == 0) break;
-        int32_t *sw = s->stacks;
-        uint32_t swc = s->cap;
-        s->stacks = tmp;
-        s->n = tn;
-        s->cap = tcap;
-        tmp = sw;
-        tcap = swc;
-        s->need = 0;
-        s->len = 0;
-        s->cp = 0;
-        done++;
+        if (r == 0) break;
+        slm_gstate sw = *s;   /* t becomes the state; the old buffer is reused */
+        *s = t;
+        t = sw;
     }
-    free(tmp);
+    slm_gstate_free(&t);
     return done;
 }
 

@@ -449,7 +449,7 @@ static int utf8_len(uint32_t cp) { return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 
 
 static void finish_set(slm_grammar *g, gr_set *s)
 {
-    const uint32_t *r = g->ranges + s->off;
+    const uint32_t *r = s->n ? g->ranges + s->off : NULL;   /* (no ranges at all: ranges is NULL) */
     for (uint32_t c = 0; c < 128; c++)
         if (gr_set_meets(g, s, c, c)) s->ascii[c >> 6] |= 1ull << (c & 63);   /* ascii is zero here */
     uint32_t least = 0x110000;
@@ -480,9 +480,12 @@ static int32_t elem_cost(const slm_grammar *g, gr_elem e)
 static void lengths(slm_grammar *g)
 {
     for (int32_t r = 0; r < g->n_rules; r++) g->minlen[r] = GR_INF;
-    for (int changed = 1; changed;) {
+    /* passes alternate in direction, so chains of rules in either order of
+     * definition settle in a few passes */
+    for (int changed = 1, pass = 0; changed; pass++) {
         changed = 0;
-        for (int32_t r = g->n_rules - 1; r >= 0; r--) {
+        for (int32_t i = 0; i < g->n_rules; i++) {
+            int32_t r = pass & 1 ? i : g->n_rules - 1 - i;
             int32_t best = g->minlen[r];
             for (int32_t a = g->rule_alt[r]; a < g->rule_alt[r + 1]; a++) {
                 int32_t sum = 0;
@@ -497,49 +500,48 @@ static void lengths(slm_grammar *g)
 }
 
 /* Left recursion: a rule that can begin with itself (through rules that
- * match the empty string) would make the matcher expand forever. */
+ * match the empty string) would make the matcher expand forever. A DFS over
+ * the edges "r can begin with s"; each frame keeps where its scan is (the
+ * alternative and the element), so every element is looked at once. */
 static int left_recursion(slm_grammar *g, slm_error *err)
 {
     int32_t n = g->n_rules;
-    uint8_t *nullable = calloc((size_t)n, 1), *color = calloc((size_t)n, 1);
-    int32_t *stack = malloc(sizeof *stack * (size_t)n * 2);
+    uint8_t *color = calloc((size_t)n + 1, 1);
+    int32_t *stack = malloc(sizeof *stack * ((size_t)n * 3 + 3));
     int rc = 0;
-    if (!nullable || !color || !stack) { rc = -1; slm_error_set(err, SLM_ENOMEM, "grammar: out of memory"); goto out; }
-    for (int32_t r = 0; r < n; r++) nullable[r] = g->minlen[r] == 0;
-    /* iterative DFS over "r can begin with s" edges; stack holds (rule, next alt element) */
+    if (!color || !stack) { rc = -1; slm_error_set(err, SLM_ENOMEM, "grammar: out of memory"); goto out; }
     for (int32_t r0 = 0; r0 < n && !rc; r0++) {
         if (color[r0]) continue;
         int32_t sp = 0;
         stack[sp++] = r0;
-        stack[sp++] = -1;
+        stack[sp++] = g->rule_alt[r0];   /* the alternative being scanned */
+        stack[sp++] = -1;                /* the element, -1: its start */
         color[r0] = 1;
         while (sp && !rc) {
-            int32_t r = stack[sp - 2], *it = &stack[sp - 1];
-            /* find the next left-edge target after *it: scan elements of all alternatives */
+            int32_t r = stack[sp - 3], *a = &stack[sp - 2], *k = &stack[sp - 1];
             int32_t next = -1;
-            int32_t e = *it < 0 ? -1 : *it;
-            for (int32_t a = g->rule_alt[r]; a < g->rule_alt[r + 1] && next < 0; a++) {
-                for (int32_t k = g->alt[a]; g->el[k].kind == GR_REF; k++) {
-                    if (k > e) { next = k; break; }
-                    if (!nullable[g->el[k].arg]) break;
-                }
+            while (*a < g->rule_alt[r + 1]) {
+                if (*k < 0) *k = g->alt[*a];
+                else if (g->el[*k].kind == GR_REF && g->minlen[g->el[*k].arg] == 0) (*k)++;   /* nullable: go on */
+                else *k = -2;
+                if (*k >= 0 && g->el[*k].kind == GR_REF) { next = g->el[*k].arg; break; }
+                (*a)++;
+                *k = -1;
             }
-            if (next < 0) { color[r] = 2; sp -= 2; continue; }
-            *it = next;
-            int32_t s = g->el[next].arg;
-            if (color[s] == 1) {
+            if (next < 0) { color[r] = 2; sp -= 3; continue; }
+            if (color[next] == 1) {
                 slm_error_set(err, SLM_EINVAL, "grammar: rule '%s' is left-recursive (it can begin with itself); "
-                              "write it right-recursive or with a repetition", g->names[s]);
+                              "write it right-recursive or with a repetition", g->names[next]);
                 rc = -1;
-            } else if (color[s] == 0) {
-                color[s] = 1;
-                stack[sp++] = s;
+            } else if (color[next] == 0) {
+                color[next] = 1;
+                stack[sp++] = next;
+                stack[sp++] = g->rule_alt[next];
                 stack[sp++] = -1;
             }
         }
     }
 out:
-    free(nullable);
     free(color);
     free(stack);
     return rc;
@@ -693,7 +695,7 @@ char *slm_grammar_describe(const slm_grammar *g)
                     continue;
                 }
                 const gr_set *s = &g->sets[g->el[e].arg];
-                const uint32_t *rg = g->ranges + s->off;
+                const uint32_t *rg = s->n ? g->ranges + s->off : NULL;
                 if (s->neg && s->n == 0) { put(&b, ".", 1); continue; }
                 put(&b, s->neg ? "[^" : "[", s->neg ? 2 : 1);
                 for (uint32_t i = 0; i < s->n; i++) {

@@ -97,10 +97,11 @@ end
 -- PCRE2 (UTF, UCP, whole-text match) and the translation read alike:
 -- literals, escaped punctuation, \t \n \r \f \e \xhh \x{h...}, `.` (any
 -- character but a newline, as PCRE2 without (?s)), classes [...] / [^...]
--- with ranges and those escapes, groups ( ), (?: ), (?<name> ), `|`,
+-- with ranges and those escapes, \d \s \w \D \S \W (with UCP's Unicode
+-- meaning: \p{Nd}; \p{Z} and \h \v; \p{L} \p{N} and _), groups ( ), (?: ), (?<name> ), `|`,
 -- `* + ? {m} {m,} {m,n}` and their lazy forms (the same set of texts), `^`
 -- first and `$` last (the match is anchored at both ends anyway). Anything
--- else (\d \w \s under UCP's Unicode tables, \b, lookaround, back-
+-- else (\b, \h, \p{..}, lookaround, back-
 -- references, possessive quantifiers, inline flags, POSIX classes) is not
 -- translated: from_regex says why, and generate falls back to PCRE2 partial
 -- matching of the whole text.
@@ -110,6 +111,14 @@ local function cp_escape(c)
 end
 
 local SIMPLE = { t = 9, n = 10, r = 13, f = 12, e = 27, a = 7 }
+
+-- \d \s \w as PCRE2 reads them under UCP, as the inside of a class
+local classes = {}
+local function unicode_class(w)
+  classes[w] = classes[w] or core.grammar.unicode_class(w)
+  return classes[w]
+end
+local CLASS_ESCAPES = { d = "d", s = "s", w = "w", D = "d", S = "s", W = "w" }
 
 --- from_regex(pattern) -> grammar, or nil, reason (a construct outside the
 -- subset above). The pattern is assumed to compile with PCRE2 (generate
@@ -137,12 +146,14 @@ function M.from_regex(pat)
     return tonumber(digits ~= "" and digits or "0", 16)
   end
 
-  -- one escaped character (after "\"), or an error for class escapes
+  -- one escaped character (after "\") as a code point, or \d \s \w and
+  -- their negations as the inside of a class and whether it is negated
   local function escape()
     local c = ch()
     if not c then unsupported("a trailing backslash") end
     pos = pos + 1
     if SIMPLE[c] then return SIMPLE[c] end
+    if CLASS_ESCAPES[c] then return unicode_class(CLASS_ESCAPES[c]), c:match("%u") ~= nil end
     if c == "x" then return hex_escape() end
     if c:match("[%w]") or peek(-1) > 127 then unsupported("the escape \\" .. c) end
     return codes[pos - 1]
@@ -159,13 +170,20 @@ function M.from_regex(pat)
       if not c then unsupported("an unterminated class") end
       if c == "]" and not first then pos = pos + 1 break end
       if c == "[" and ch(1) == ":" then unsupported("POSIX classes") end
-      local lo
-      if c == "\\" then pos = pos + 1; lo = escape() else lo = peek(); pos = pos + 1 end
-      out[#out + 1] = cp_escape(lo)
-      if ch() == "-" and ch(1) and ch(1) ~= "]" then
+      local lo, neg
+      if c == "\\" then pos = pos + 1; lo, neg = escape() else lo = peek(); pos = pos + 1 end
+      if type(lo) == "string" then
+        if neg then unsupported("a negated class escape inside [ ]") end
+        out[#out + 1] = lo
+        if ch() == "-" and ch(1) ~= "]" then unsupported("a range from a class escape") end
+      else
+        out[#out + 1] = cp_escape(lo)
+      end
+      if type(lo) ~= "string" and ch() == "-" and ch(1) and ch(1) ~= "]" then
         pos = pos + 1
         local hi
         if ch() == "\\" then pos = pos + 1; hi = escape() else hi = peek(); pos = pos + 1 end
+        if type(hi) ~= "number" then unsupported("a range to a class escape") end
         out[#out + 1] = "-" .. cp_escape(hi)
       end
       first = false
@@ -221,7 +239,11 @@ function M.from_regex(pat)
       elseif c == "$" then
         if pos ~= n then unsupported("'$' other than last") end
         pos = pos + 1
-      elseif c == "\\" then pos = pos + 1; item = '"' .. cp_escape(escape()) .. '"'
+      elseif c == "\\" then
+        pos = pos + 1
+        local e, neg = escape()
+        if type(e) == "string" then item = (neg and "[^" or "[") .. e .. "]"
+        else item = '"' .. cp_escape(e) .. '"' end
       elseif c == "*" or c == "+" or c == "?" or c == "{" then unsupported("a quantifier with nothing before it")
       else pos = pos + 1; item = '"' .. cp_escape(peek(-1)) .. '"' end
       if item then
