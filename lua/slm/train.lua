@@ -625,6 +625,14 @@ end
 function Trainer:save(path)
   if type(path) ~= "string" then error("bad argument #1 to 'save' (string expected)", 2) end
   local model = self.model
+  -- a variant's layer plan is not in the file: saved, it would load as the
+  -- full model (slm.prune.layers writes a file without the layers)
+  for i, l in ipairs(model.net.plan or {}) do
+    if l ~= i or #model.net.plan ~= #model.net.layers then
+      error("save: the model is a variant (layer plan " .. table.concat(require("slm.experiment").plan(model), ",")
+            .. "), which a file cannot hold; slm.prune.layers writes a model without layers", 2)
+    end
+  end
   local meta = source_metadata(model)
   local have = {}
   for _, kv in ipairs(meta) do have[kv[1]] = true end
