@@ -31,6 +31,9 @@ M.data = require "slm.train.data"
 M.tokenize, M.open_tokens, M.batches = M.data.tokenize, M.data.open, M.data.batches
 M.char_tokenizer = M.data.char_tokenizer
 M.plot = require "slm.train.plot"
+-- prune -> heal -> evaluate (slm.train.heal, which requires this module)
+function M.heal(opts) return require("slm.train.heal").heal(opts) end
+function M.heal_table(results) return require("slm.train.heal").table(results) end
 
 -- init ------------------------------------------------------------------------
 
