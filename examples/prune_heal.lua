@@ -1,7 +1,9 @@
 --- Pruning with healing: a model's FFN channels (25 % and 50 %), attention
 -- heads (25 %) and one layer removed, each pruned model trained a few steps
 -- on a corpus (plain next-token cross-entropy) and the validation loss of
--- the unpruned, pruned and healed models compared (slm.train.heal).
+-- the unpruned, pruned and healed models compared (slm.train.heal). The
+-- first row trains the unpruned model the same way: what the training
+-- alone does (continued pretraining), for the healed rows to be read against.
 --   bin/slm examples/prune_heal.lua [MODEL] [CORPUS] [--steps N] [--eval N] [--threads N] [--seed N]
 -- MODEL defaults to slm's default model, CORPUS to data/tinyshakespeare.txt
 -- (the text the default model learned: its first 90 % train, the last 10 %
@@ -46,7 +48,8 @@ local model = common.model(resolved, { text = true, decoder = true, gguf = true 
 
 -- what applies: gated FFNs, separate q/k/v heads, more than one layer
 local hp, src = model.hp, model.source
-local rows = {}
+-- the control first: the same training without pruning
+local rows = { { kind = "none" } }
 if src.has("blk.0.ffn_gate.weight") and src.has("blk.0.ffn_up.weight") then
   rows[#rows + 1] = { kind = "ffn", fraction = 0.25 }
   rows[#rows + 1] = { kind = "ffn", fraction = 0.5 }

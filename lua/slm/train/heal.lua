@@ -13,6 +13,9 @@
 --        kind = "ffn"    slm.prune.ffn_channels (fraction removed, or keep)
 --        kind = "heads"  slm.prune.attention_heads (fraction removed, or keep)
 --        kind = "layers" slm.prune.layers (layers = {0-based layers to drop})
+--        kind = "none"   no pruning: the same training of the unpruned
+--                        model (the control: what continued pretraining
+--                        alone does to the validation loss)
 --   2. load the pruned file with {train = true}: every weight becomes an f32
 --      copy, its shapes taken from the file's tensors;
 --   3. train it `steps` AdamW steps with plain next-token cross-entropy on
@@ -59,7 +62,10 @@ local function run_prune(path, p, out)
   if type(p) ~= "table" then fail("prune", "a table {kind = \"ffn\" | \"heads\" | \"layers\", ...}", p) end
   options.check("heal: prune", p, PRUNE_OPTS, 0)
   local kind = p.kind
-  if kind == "layers" then
+  if kind == "none" then    -- the control: the same training without pruning
+    for k in pairs(p) do if k ~= "kind" then fail("prune." .. k, "absent for kind \"none\"", p[k]) end end
+    return "none (continued pretraining)", path
+  elseif kind == "layers" then
     if p.fraction ~= nil or p.keep ~= nil then fail("prune.fraction", "absent for kind \"layers\" (give layers)", p.fraction or p.keep) end
     if type(p.layers) ~= "table" or #p.layers == 0 then fail("prune.layers", "a non-empty list of layers", p.layers) end
     call(prune.layers, path, out, { drop = p.layers })
@@ -86,7 +92,7 @@ local function run_prune(path, p, out)
     local r = call(prune.attention_heads, path, out, { keep = keep })
     return string.format("heads -> %d per layer", r.n_head)
   end
-  fail("prune.kind", "\"ffn\", \"heads\" or \"layers\"", kind)
+  fail("prune.kind", "\"ffn\", \"heads\", \"layers\" or \"none\"", kind)
 end
 
 local function count_params(model)
@@ -124,7 +130,7 @@ end
 --- heal(opts) -> result (see the header). opts:
 --   model   a GGUF path (or "default", or a model loaded from a GGUF file)
 --   prune   {kind = "ffn" | "heads", fraction = removed | keep = kept}
---           or {kind = "layers", layers = {0-based layers}}
+--           or {kind = "layers", layers = {0-based layers}} or {kind = "none"}
 --   data    a text file (tokenized with the model's tokenizer)
 --   split   0.9: the first floor(split * n) ids train, the rest validate
 --   steps   100 healing steps; lr 3e-4 (cosine to min_lr = lr / 10 at the
@@ -247,8 +253,8 @@ function M.heal(opts)
   local pruned_path, tok_path = tmpname(".gguf"), tmpname(".tok")
   local r
   ok, r = pcall(function()
-    local what = run_prune(c.path, opts.prune, pruned_path)
-    return run(c, opts, what, pruned_path, tok_path)
+    local what, file = run_prune(c.path, opts.prune, pruned_path)
+    return run(c, opts, what, file or pruned_path, tok_path)
   end)
   os.remove(pruned_path)
   os.remove(tok_path)
