@@ -717,7 +717,7 @@ static void test_gemm_tiles(void)
     float x2[M * K2], o2[M * N], tiled[M * N];
     for (int i = 0; i < N * K2; i++) w2[i] = slm_f32_to_f16(uniform(-1.0f, 1.0f));
     fill_acts(x2, M * K2);
-    slm_matmul_part part = {o2, w2, SLM_DTYPE_F16, K2 * 2, N, 1};
+    slm_matmul_part part = {o2, w2, SLM_DTYPE_F16, K2 * 2, N, 1, NULL};
     ok = slm_matmul_multi(NULL, &part, 1, x2, M, K2, NULL) == SLM_OK;
     ok &= slm_matmul_raw(NULL, tiled, w2, SLM_DTYPE_F16, K2 * 2, x2, M, N, K2, NULL) == SLM_OK;
     int differs = 0;
@@ -759,7 +759,7 @@ static void test_matmul_multi(void)
             for (int64_t n = 0; n < Ns[i]; n++) fill_weights(t, Ws[i] + n * rb, K);
             outs[i] = malloc(sizeof(float) * (size_t)(M * Ns[i]));
             refs[i] = malloc(sizeof(float) * (size_t)(M * Ns[i]));
-            parts[i] = (slm_matmul_part){outs[i], Ws[i], types[i], rb, Ns[i], 0};
+            parts[i] = (slm_matmul_part){outs[i], Ws[i], types[i], rb, Ns[i], 0, NULL};
             ok &= slm_matmul_raw(pool, refs[i], Ws[i], types[i], rb, X, M, Ns[i], K, NULL) == SLM_OK;
         }
         ok &= slm_matmul_multi(pool, parts, 4, X, M, K, NULL) == SLM_OK;
@@ -789,7 +789,7 @@ static void test_matmul_f32_vecdot_order(void)
     slm_pool *pools[3] = {NULL, slm_pool_new(2, NULL), slm_pool_new(3, NULL)};
     int ok = 1;
     for (int p = 0; p < 3; p++) {
-        slm_matmul_part part = {out, W, SLM_DTYPE_F32, K * sizeof(float), N, 1};
+        slm_matmul_part part = {out, W, SLM_DTYPE_F32, K * sizeof(float), N, 1, NULL};
         ok &= slm_matmul_multi(pools[p], &part, 1, X, M, K, NULL) == SLM_OK;
         for (int m = 0; m < M; m++) {
             part.out = one;
@@ -814,7 +814,7 @@ static void test_matmul_f32_tiles(void)
     slm_pool *pools[3] = {NULL, slm_pool_new(2, NULL), slm_pool_new(3, NULL)};
     int ok = gen != NULL;
     for (int p = 0; p < 3 && ok; p++) {
-        slm_matmul_part part = {out, W, SLM_DTYPE_F32, K * sizeof(float), N, SLM_MATMUL_ORDER_TILES};
+        slm_matmul_part part = {out, W, SLM_DTYPE_F32, K * sizeof(float), N, SLM_MATMUL_ORDER_TILES, NULL};
         ok &= slm_matmul_multi(pools[p], &part, 1, X, M, K, NULL) == SLM_OK;
         for (int m = 0; m < M; m++) {
             part.out = one;

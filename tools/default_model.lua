@@ -2,6 +2,7 @@
 -- run by `make default-model`:
 --
 --   bin/slm tools/default_model.lua [--out DIR] [--steps N] [--threads N] [--init FILE]
+--                                   [--tokenizer chars | bpe:N]
 --
 -- Trains, with slm alone, a character-level llama on the bundled corpus
 -- data/tinyshakespeare.txt (data/README.md: provenance, the 90/10 split) and
@@ -18,6 +19,13 @@
 -- f32 weights (for a PyTorch run from the same start) and FILE.batches, the
 -- start positions (0-based, in the token file) of each step's windows, one
 -- line per step.
+--
+-- --tokenizer bpe:N trains the same model over a byte-level BPE vocabulary
+-- of N tokens learnt (slm.tokenizer.train) from the training 90 % alone; the
+-- two splits are tokenized apart, so no training window reaches into the
+-- validation text, and every figure is converted to nats per character
+-- (the sum of the token losses over the characters those tokens spell): the
+-- measure that compares the two tokenizers (issue 16: choose by it).
 --
 -- Everything is fixed: seed, steps, batches (slm.train.batches' seeded
 -- stream), 2 threads (training is deterministic for a fixed thread count,
@@ -42,6 +50,7 @@ local R = {
   lr = 1e-3, betas = { 0.9, 0.99 }, eps = 1e-8, weight_decay = 0.1, clip = 1.0, warmup = 100, min_lr = 1e-4,
   eval_every = 200, eval_batches = 25,   -- 25 x 16 x 128 = 51K tokens of the validation text's 111.5K
   threads = 2,
+  tokenizer = "chars",
   quant = "q8_0",
   file = "shakespeare-char.gguf",
 }
@@ -57,8 +66,10 @@ do
     elseif a == "--steps" and tonumber(v) then R.steps = math.tointeger(tonumber(v)); short = true
     elseif a == "--threads" and tonumber(v) then R.threads = math.tointeger(tonumber(v))
     elseif a == "--init" and v then init_path = v
+    elseif a == "--tokenizer" and v and (v == "chars" or v:match("^bpe:%d+$")) then R.tokenizer = v
     else
-      io.stderr:write("usage: bin/slm tools/default_model.lua [--out DIR] [--steps N] [--threads N] [--init FILE]\n")
+      io.stderr:write("usage: bin/slm tools/default_model.lua [--out DIR] [--steps N] [--threads N] [--init FILE] "
+                        .. "[--tokenizer chars|bpe:N]\n")
       os.exit(2)
     end
     i = i + 2
@@ -75,23 +86,71 @@ end
 
 slm.threads(R.threads)
 local corpus = here .. "/" .. R.corpus
-local prep = tcli.prepare({ files = { corpus }, tokenizer = "chars", ctx = R.ctx, batch = R.batch, seed = R.seed,
-                            eval_batches = R.eval_batches }, function(l) log("%s", l) end)
-local tok = prep.tok
-
--- the whole validation text (the last 10 % of the characters, as
--- slm.train.batches splits the ids: ids = characters here) in disjoint
--- windows of ctx + 1 ids overlapping by one, every id after the first of a
--- window predicted: the final figure, in nats per character
-local function val_windows()
+local text do
   local f = assert(io.open(corpus, "rb"))
-  local text = f:read("a")
+  text = f:read("a")
   f:close()
-  local ids = tok:encode(text, { add_special = false })
-  assert(#ids == #text, "the corpus is ASCII: one id per character")
-  local lo = math.floor(0.9 * #ids) + 1
+end
+local n_train_chars = math.floor(0.9 * #text)   -- the split of data/README.md
+local bpe_size = tonumber(R.tokenizer:match("^bpe:(%d+)$"))
+
+local prep
+if not bpe_size then
+  prep = tcli.prepare({ files = { corpus }, tokenizer = "chars", ctx = R.ctx, batch = R.batch, seed = R.seed,
+                        eval_batches = R.eval_batches }, function(l) log("%s", l) end)
+else
+  -- BPE: learnt from the training characters only; the token file holds the
+  -- training text's ids then the validation text's, split exactly there
+  local parts = { out_dir .. "/.train.txt", out_dir .. "/.val.txt" }
+  for i, chunk in ipairs { text:sub(1, n_train_chars), text:sub(n_train_chars + 1) } do
+    local fh = assert(io.open(parts[i], "wb"))
+    fh:write(chunk)
+    fh:close()
+  end
+  local vocab_file = out_dir .. "/.vocab.gguf"
+  assert(slm.tokenizer.train { files = { parts[1] }, vocab_size = bpe_size, pre = "gpt-2", gguf = vocab_file })
+  prep = { tok = assert(data.load_tokenizer(vocab_file)), token_path = out_dir .. "/.corpus.tok", temp = true }
+  os.remove(vocab_file)
+  local n_train_ids = #prep.tok:encode(text:sub(1, n_train_chars), { add_special = false })
+  assert(data.tokenize(prep.tok, parts, prep.token_path))
+  for _, f in ipairs(parts) do os.remove(f) end
+  prep.toks = assert(data.open(prep.token_path))
+  -- a fraction whose floor (slm.train.batches) is exactly n_train_ids
+  local frac = (n_train_ids + 0.5) / prep.toks:count()
+  prep.train = data.batches(prep.toks, { ctx = R.ctx, batch = R.batch, seed = R.seed, split = frac })
+  prep.val = data.batches(prep.toks, { ctx = R.ctx, batch = R.batch, seed = R.seed + 1, split = { frac, "val" } })
+  assert(prep.train.hi == n_train_ids, "the split falls between the two texts")
+  prep.val_set = prep.val:take(R.eval_batches)
+  log("tokenizer: byte-level BPE of %d tokens learnt from the training text; %d train / %d validation tokens",
+      #prep.tok, n_train_ids, prep.toks:count() - n_train_ids)
+end
+local tok = prep.tok
+local kind = bpe_size and ("bpe" .. bpe_size) or "char"
+if bpe_size then R.file = "shakespeare-" .. kind .. ".gguf" end
+
+-- characters spelt by a token (bytes: the corpus is ASCII)
+local tok_chars = {}
+for id = 0, #tok - 1 do tok_chars[id] = #tok:decode({ id }) end
+local function chars_of(batches)   -- characters the predicted ids of batches spell
+  local n, ids = 0, 0
+  for _, b in ipairs(batches) do
+    if slm.tensor.is_tensor(b) then b = b:totable() end
+    for _, row in ipairs(b) do
+      for t = 2, #row do n, ids = n + tok_chars[row[t]], ids + 1 end
+    end
+  end
+  return n, ids
+end
+
+-- the whole validation text (the last 10 % of the characters) in disjoint
+-- windows of ctx + 1 ids overlapping by one, every id after the first of a
+-- window predicted: the final figure, in nats per character (a token's
+-- loss spread over the characters it spells)
+local function val_windows()
+  local ids = tok:encode(text:sub(n_train_chars + 1), { add_special = false })
+  if not bpe_size then assert(#ids == #text - n_train_chars, "the corpus is ASCII: one id per character") end
   local rows = {}
-  local i = lo
+  local i = 1
   while i + R.ctx <= #ids do
     local row = {}
     for t = 0, R.ctx do row[t + 1] = ids[i + t] end
@@ -105,14 +164,23 @@ local function val_windows()
     if #chunk == R.batch then batches[#batches + 1] = chunk end   -- whole batches: the session's shape
   end
   -- the ids those batches cover, for the shipped file's measure
-  local covered = table.move(ids, lo, lo + #batches * R.batch * R.ctx, 1, {})
-  return batches, #ids - lo + 1, covered
+  local covered = table.move(ids, 1, 1 + #batches * R.batch * R.ctx, 1, {})
+  return batches, #text - n_train_chars, covered
 end
 local full_val, n_val_chars, val_ids = val_windows()
+local full_val_chars, full_val_ids = chars_of(full_val)
+local val_set_chars, val_set_ids = chars_of(prep.val_set)
+-- mean loss per predicted token -> nats per character
+local per_char_full = full_val_ids / full_val_chars
+local per_char_set = val_set_ids / val_set_chars
+if bpe_size then
+  log("validation: %.3f characters per token (whole text), %.3f (the fixed windows)", 1 / per_char_full,
+      1 / per_char_set)
+end
 
 local model = slm.train.init { arch = R.arch, vocab = #tok, dim = R.dim, layers = R.layers, heads = R.heads,
                                kv_heads = R.kv_heads, ff = R.ff, ctx = R.ctx, tied = R.tied, seed = R.seed,
-                               name = "slm-default-shakespeare-char", tokenizer = tok }
+                               name = "slm-default-shakespeare-" .. kind, tokenizer = tok }
 local nparams = 0
 for _, name in ipairs(model.param_names) do nparams = nparams + model.params[name]:numel() end
 local tr = slm.train.trainer(model, { lr = R.lr, betas = R.betas, eps = R.eps, weight_decay = R.weight_decay,
@@ -137,7 +205,7 @@ local hist = { train = {}, val = {} }
 local t_train, t_eval = 0, 0
 local function validate(step, recent)
   local t0 = clock()
-  local v = mean_loss(prep.val_set)
+  local v = mean_loss(prep.val_set) * per_char_set
   local dt = clock() - t0
   t_eval = t_eval + dt
   hist.val[#hist.val + 1] = { step, v }
@@ -166,7 +234,7 @@ while tr.step_count < R.steps do
   local loss = tr:step(batch)
   t_train = t_train + (clock() - t0)
   assert(loss == loss and loss < math.huge, "the loss diverged")
-  hist.train[#hist.train + 1] = { tr.step_count, loss }
+  hist.train[#hist.train + 1] = { tr.step_count, loss * per_char_set }
   recent[#recent + 1] = loss
   if #recent > 50 then table.remove(recent, 1) end
   if tr.step_count % R.eval_every == 0 or tr.step_count == R.steps then validate(tr.step_count, recent) end
@@ -174,7 +242,7 @@ end
 local wall = clock() - t_start
 if starts_fh then starts_fh:close() end
 local tokens = R.steps * R.batch * R.ctx
-local final_f32 = mean_loss(full_val)
+local final_f32 = mean_loss(full_val) * per_char_full
 log("done: %d steps in %.0f s (%.0f s training, %.0f tok/s); whole validation text: %.4f nats/char (f32)",
     R.steps, wall, t_train, tokens / t_train, final_f32)
 
@@ -183,11 +251,13 @@ local tmp = out_dir .. "/.f32.gguf"
 tr:save(tmp)
 os.remove((tmp:gsub("%.gguf$", "")) .. ".optim.gguf")
 local META = {
-  { "general.description", "character-level llama trained by slm: make default-model" },
+  { "general.description", (bpe_size and "byte-level BPE (" .. bpe_size .. " tokens)" or "character-level")
+                           .. " llama trained by slm: make default-model" },
   { "general.source.url", "https://github.com/karpathy/char-rnn (data/tinyshakespeare)" },
   { "general.license", "weights: same as slm; corpus: public domain" },
   { "slm.recipe", "tools/default_model.lua" },
   { "slm.recipe.corpus", "data/tinyshakespeare.txt (first 90% train)" },
+  { "slm.recipe.tokenizer", R.tokenizer },
   { "slm.recipe.steps", { type = "u32", value = R.steps } },
   { "slm.recipe.batch", { type = "u32", value = R.batch } },
   { "slm.recipe.seed", { type = "u32", value = R.seed } },
@@ -217,7 +287,10 @@ local q_bytes = io.open(out_file, "rb"):seek("end")
 local qm = assert(slm.load(out_file))
 local qres = slm.eval.perplexity(qm, val_ids, { ctx = R.ctx + 1, stride = R.ctx })
 local qn = qres.n
-local final_q = qres.nll
+assert(qn == #val_ids - 1, "the perplexity windows score every id after the first")
+local q_chars = 0
+for i = 2, #val_ids do q_chars = q_chars + tok_chars[val_ids[i]] end
+local final_q = qres.nll * qn / q_chars
 log("%s: %.1f MB (f32 %.1f MB); whole validation text: %.4f nats/char (%s)", out_file, q_bytes / 1e6,
     f32_bytes / 1e6, final_q, R.quant)
 

@@ -60,6 +60,14 @@ slm_tensor *slm_bind_check_tensor(lua_State *L, int idx);
 /* dtype argument by name ("f32", "q4_0", ...); raises on an unknown name. */
 slm_dtype slm_bind_check_dtype(lua_State *L, int idx);
 
+/* Batches of sessions (l_seqbatch.c): the sequences of the slm.SeqBatch at
+ * idx (raises when none are set) and, pushed, the state of sequence i
+ * (0-based) as given to its set(); the caller resolves and checks it. */
+#define SLM_SEQBATCH_MT "slm.SeqBatch"
+struct slm_seq;
+struct slm_seq *slm_bind_check_seqs(lua_State *L, int idx, int *n_seq);
+void slm_bind_push_seq_state(lua_State *L, int idx, int i);
+
 /* Openers: each sets its functions as fields of the table at the top. */
 void slm_bind_open_tensor(lua_State *L);
 void slm_bind_open_gguf(lua_State *L);
@@ -80,5 +88,8 @@ void slm_bind_open_sdpa(lua_State *L);   /* adds to slm.core.train (get or creat
 void slm_bind_open_mamba_train(lua_State *L);   /* adds to slm.core.train (get or create) */
 void slm_bind_open_rwkv_train(lua_State *L);   /* adds to slm.core.train (get or create) */
 void slm_bind_open_train(lua_State *L);   /* adds to slm.core.train (get or create) */
+void slm_bind_open_lora(lua_State *L);   /* slm.core.lora (get or create) */
+void slm_bind_open_seqbatch(lua_State *L);   /* slm.core.seqbatch (l_seqbatch.c) */
+void slm_bind_open_distill(lua_State *L);   /* adds to slm.core.train (get or create) */
 
 #endif

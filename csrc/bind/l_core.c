@@ -104,6 +104,9 @@ static const opener openers[] = {
     slm_bind_open_sdpa,
     slm_bind_open_rwkv_train,
     slm_bind_open_train,
+    slm_bind_open_lora,
+    slm_bind_open_seqbatch,
+    slm_bind_open_distill,
     NULL
 };
 

@@ -1,5 +1,7 @@
 #include "tensor.h"
 
+#include "lora_link.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,6 +89,7 @@ void slm_tensor_free(slm_tensor *t)
 {
     if (!t) return;
     slm_storage_unref(t->storage);
+    slm_lora_link_unref(t->lora);
     free(t);
 }
 
@@ -135,6 +138,7 @@ static slm_tensor *tensor_dup(const slm_tensor *t, slm_error *err)
     if (!v) return NULL;
     *v = *t;
     slm_storage_ref(v->storage);
+    slm_lora_link_ref(v->lora);
     return v;
 }
 

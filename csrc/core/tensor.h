@@ -20,6 +20,8 @@
 #include "status.h"
 #include "storage.h"
 
+struct slm_lora_link;
+
 #define SLM_MAX_DIMS 4
 
 typedef struct slm_tensor {
@@ -29,6 +31,8 @@ typedef struct slm_tensor {
     int64_t stride[SLM_MAX_DIMS];    /* elements */
     size_t offset;                   /* bytes from storage->data to element 0 */
     slm_storage *storage;
+    struct slm_lora_link *lora;      /* unmerged adapters (lora_link.h), NULL: none;
+                                        views share it (one reference each) */
 } slm_tensor;
 
 /* Zero-filled contiguous tensor. Checks the shape (positive dims, product

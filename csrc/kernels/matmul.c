@@ -9,6 +9,7 @@
 #include "../core/fp16.h"
 #include "../quant/blocks.h"
 #include "gemm.h"
+#include "lora.h"
 #include "vecdot.h"
 
 /* Activation rows per tile: 16 q8_0 rows of K = 4096 take 70 KB, which
@@ -436,7 +437,7 @@ slm_status slm_matmul_raw(slm_pool *pool, float *out, const void *W, slm_dtype w
                           size_t w_row_bytes, const float *X, int64_t M, int64_t N,
                           int64_t K, slm_error *err)
 {
-    slm_matmul_part p = {out, W, wtype, w_row_bytes, N, 0};
+    slm_matmul_part p = {out, W, wtype, w_row_bytes, N, 0, NULL};
     slm_status st = check_part(&p, M, K, err);
     return st ? st : run_parts(pool, &p, 1, X, M, K, err);
 }
@@ -449,7 +450,7 @@ slm_matmul_part slm_matmul_part_of(const slm_tensor *W, int64_t slice, float *ou
     const int order = W->storage->flags & SLM_STORAGE_VECDOT_ORDER ? SLM_MATMUL_ORDER_VECDOT
                                                                    : SLM_MATMUL_ORDER_DEFAULT;
     return (slm_matmul_part){out, data, W->dtype, slm_tensor_elem_bytes(W, W->stride[r]),
-                             W->shape[r], order};
+                             W->shape[r], order, slice < 0 ? W->lora : NULL};
 }
 
 slm_status slm_matmul_w(slm_pool *pool, float *out, const slm_tensor *W, int64_t slice,
@@ -477,6 +478,9 @@ slm_status slm_matmul_multi(slm_pool *pool, const slm_matmul_part *parts, int n_
         if ((st = run_parts(pool, parts + i, j - i, X, M, K, err))) return st;
         i = j;
     }
+    for (int i = 0; i < n_parts; i++)   /* unmerged LoRA adapters (core/lora_link.h) */
+        if (parts[i].lora && (st = slm_lora_apply(parts[i].out, X, M, K, parts[i].N, parts[i].lora, err)))
+            return st;
     return SLM_OK;
 }
 

@@ -86,6 +86,8 @@ typedef struct slm_matmul_part {
     size_t w_row_bytes;
     int64_t N;
     int order;            /* SLM_MATMUL_ORDER_* */
+    const struct slm_lora_link *lora;   /* unmerged adapters added after the
+                                           product (kernels/lora.h); NULL: none */
 } slm_matmul_part;
 slm_status slm_matmul_multi(slm_pool *pool, const slm_matmul_part *parts, int n_parts,
                             const float *X, int64_t M, int64_t K, slm_error *err);

@@ -673,6 +673,13 @@ end)
 do
   local train_cli = require "slm.train.cli"
   command("train", train_cli.usage, train_cli.help, function(argv) train_cli.main(argv) end, true)
+  local distill_cli = require "slm.train.distill_cli"
+  command("distill", distill_cli.usage, distill_cli.help, function(argv) distill_cli.main(argv) end, true)
+end
+
+do   -- finetune --lora (lua/slm/train/finetune_cli.lua: its own flags)
+  local ft = require "slm.train.finetune_cli"
+  command("finetune", ft.usage, ft.help, function(argv) ft.main(argv) end, true)
 end
 
 -- ---- repl, pull, help ----------------------------------------------------------------

@@ -17,6 +17,8 @@ slm.sampler = require "slm.sampler"
 slm.tokenizer = require "slm.tokenizer"
 slm.chat = require "slm.chat"              -- chat templates (sess:chat, sess:chat_session)
 slm.pipeline = require "slm.pipeline"      -- prompt pipelines and routers
+local batch = require "slm.batch"          -- many sessions in one forward (issue 19)
+slm.batch, slm.batch_generate, slm.batcher = batch.batch, batch.batch_generate, batch.batcher
 
 slm.eval = require "slm.eval"              -- perplexity, KL divergence
 slm.experiment = require "slm.experiment"  -- layer plans, weight surgery

@@ -128,6 +128,97 @@ function M.save_merged(model, path)
   return experiment.save(model, path)
 end
 
+-- Unmerged adapters at run time ------------------------------------------------
+--
+--   local h = model:lora_add("a.gguf", 1.0)   -- or an adapter table (read, tr:adapter())
+--   model:lora_scale(h, 0.5)                   -- at once, no rebuild
+--   model:lora_remove(h)
+--
+-- Each adapted weight's C block reads a view of the weight carrying a link
+-- (slm.core.lora: A, B and s = scale * alpha / r, or scale when alpha is
+-- 0), and every product with it adds s (x A^T) B^T in C
+-- (kernels/lora.h). lora_add and lora_remove rebuild the model's blocks
+-- (views only, the weights are not read again); sessions made before keep
+-- the blocks they were made with. lora_scale changes the links in place:
+-- every session of the model sees it at its next product. Scale 0 skips
+-- the adapter's term: the base's logits bit for bit.
+
+local function live_rebuild(model)
+  local live = model.lora_live
+  local with = setmetatable({}, getmetatable(model))
+  for k, v in pairs(model) do with[k] = v end
+  with.source = live.base
+  for _, h in ipairs(live.list) do h.links = {} end
+  local m = experiment.rebuild(with, function(name, W)
+    local out
+    for _, h in ipairs(live.list) do
+      local p = h.adapter.pairs[name]
+      if p then
+        local link = core.lora.link(h.a32[name], h.b32[name], M.scale(h.adapter.alpha, p.b, h.scale))
+        out = core.lora.attach(out or W, link)
+        h.links[#h.links + 1] = { link = link, b = p.b }
+      end
+    end
+    return out
+  end)
+  model.net, model.hp = m.net, m.hp
+end
+
+--- add(model, path_or_adapter, scale = 1) -> handle
+function M.add(model, what, scale)
+  scale = scale == nil and 1.0 or scale
+  if type(scale) ~= "number" then error("bad argument #2 to 'lora_add' (number expected)", 3) end
+  local ad = what
+  if type(what) == "string" then
+    local err
+    ad, err = M.read(what)
+    if not ad then error(err, 3) end
+  elseif type(what) ~= "table" or type(what.pairs) ~= "table" then
+    error("bad argument #1 to 'lora_add' (a LoRA GGUF path or an adapter {alpha =, pairs =} expected)", 3)
+  end
+  if model.params then error("lora_add: the model is being trained with f32 weights (load it again)", 3) end
+  model.lora_live = model.lora_live or { base = model.source, list = {}, next_id = 1 }
+  local live = model.lora_live
+  local h = { adapter = ad, scale = scale, id = live.next_id, a32 = {}, b32 = {} }
+  for name, p in pairs(ad.pairs) do
+    if not live.base.has(name) then error((ad.path or "adapter") .. ": the model has no tensor " .. name, 3) end
+    local info = live.base.tensor(name)
+    if info:dim() ~= 2 or p.a:size(2) ~= info:size(2) or p.b:size(1) ~= info:size(1) then
+      error(string.format("%s: %s: adapter shapes (%dx%d, %dx%d) do not fit the weight", ad.path or "adapter", name,
+                          p.a:size(1), p.a:size(2), p.b:size(1), p.b:size(2)), 3)
+    end
+    -- f32 and contiguous; a trainer's own tensors are used as they are (live)
+    h.a32[name] = p.a:dtype() == "f32" and p.a:contiguous() or p.a:to("f32")
+    h.b32[name] = p.b:dtype() == "f32" and p.b:contiguous() or p.b:to("f32")
+  end
+  live.next_id = live.next_id + 1
+  live.list[#live.list + 1] = h
+  live_rebuild(model)
+  return h
+end
+
+local function find(model, h)
+  local live = model.lora_live
+  for i, x in ipairs(live and live.list or {}) do if x == h then return i end end
+  error("lora: not an adapter handle of this model", 3)
+end
+
+--- set_scale(model, handle, scale)
+function M.set_scale(model, h, scale)
+  find(model, h)
+  if type(scale) ~= "number" then error("bad argument #2 to 'lora_scale' (number expected)", 3) end
+  h.scale = scale
+  for _, l in ipairs(h.links) do l.link:set_scale(M.scale(h.adapter.alpha, l.b, scale)) end
+end
+
+--- remove(model, handle)
+function M.remove(model, h)
+  local i = find(model, h)
+  table.remove(model.lora_live.list, i)
+  for _, l in ipairs(h.links) do l.link:set_scale(0) end   -- older sessions' blocks: off
+  live_rebuild(model)
+end
+
 --- random_adapter{base = path, path = out, rank = 4, alpha = 8, seed = 1,
 --   targets = {"attn_q", "attn_v", "ffn_down"}, std = 0.02} -> path
 -- writes an adapter with random A and B for every blk.N.<target>.weight of

@@ -246,6 +246,10 @@ end
 -- opts.train = true: every weight the definition reads becomes a float32
 -- copy the model owns (model.params, model:weight(name)), which slm.train
 -- updates in place; sessions of the model compute with the current values.
+-- opts.train = "lora": the weights stay as the file has them (quantized
+-- ones quantized, zero-copy views), frozen; the loader records how it made
+-- each C block, so slm.train.trainer(model, {lora = ...}) trains adapters
+-- over them (slm.train.lora).
 local LOAD_OPTS = options.known { "tokenizer", "lora", "train" }
 
 -- Tensors a definition reads that are constants of the computation, not
@@ -321,7 +325,9 @@ function M.load(path, opts)
   if opts.lora ~= nil and type(opts.lora) ~= "table" then
     options.fail("load", "lora", "a list of {path =, scale =}", opts.lora)
   end
-  if not options.is_bool(opts.train) then options.fail("load", "train", "a boolean", opts.train) end
+  if not options.is_bool(opts.train) and opts.train ~= "lora" then
+    options.fail("load", "train", 'a boolean or "lora"', opts.train)
+  end
   local rpath, rerr = M.resolve(path)
   if not rpath then return nil, rerr end
   path = rpath
@@ -351,7 +357,17 @@ end
 -- source (a file's, or slm.train.init's in memory); opts as slm.load's.
 function M.from_source(src, opts)
   local path = src.path
-  if opts.train then src = train_source(src) end
+  if opts.train == "lora" then   -- frozen base: the blocks' making is recorded, nothing copied
+    local base, t, views, names = src, {}, {}, {}
+    for k, v in pairs(src) do t[k] = v end
+    t.tensor = function(name)   -- one view per name, so a weight is known by its tensor
+      local w = views[name]
+      if not w then w = base.tensor(name); views[name], names[w] = w, name end
+      return w
+    end
+    t.train_blocks, t.frozen, t.weight_names = setmetatable({}, { __mode = "k" }), true, names
+    src = t
+  elseif opts.train then src = train_source(src) end
   local def = route_table()[src.arch]
   if not def then
     return nil, string.format("%s: unsupported architecture '%s' (supported: %s)", path, src.arch, supported())
@@ -376,6 +392,8 @@ function M.from_source(src, opts)
   model.hp = res.hp
   if src.train then
     model.params, model.param_names, model.train_blocks = src.params, src.param_names, src.train_blocks
+  elseif src.frozen then
+    model.train_blocks, model.frozen, model.weight_names = src.train_blocks, true, src.weight_names
   end
   -- the tokenizer: opts.tokenizer (a path or a tokenizer), else the GGUF's own
   local tokmod = require "slm.tokenizer"
@@ -417,6 +435,11 @@ end
 function Model:hook(name, fn) return require("slm.hooks").add(self, name, fn) end
 function Model:variant(opts) return require("slm.experiment").variant(self, opts) end
 function Model:apply_lora(path, scale) return require("slm.lora").apply(self, path, scale) end
+--- model:lora_add(path_or_adapter [, scale = 1]) -> handle; model:lora_scale(handle, s);
+-- model:lora_remove(handle): adapters applied unmerged at run time (slm.lora)
+function Model:lora_add(what, scale) return require("slm.lora").add(self, what, scale) end
+function Model:lora_scale(h, s) return require("slm.lora").set_scale(self, h, s) end
+function Model:lora_remove(h) return require("slm.lora").remove(self, h) end
 
 -- Embeddings -------------------------------------------------------------------
 

@@ -31,6 +31,8 @@ M.data = require "slm.train.data"
 M.tokenize, M.open_tokens, M.batches = M.data.tokenize, M.data.open, M.data.batches
 M.char_tokenizer = M.data.char_tokenizer
 M.plot = require "slm.train.plot"
+local distill = require "slm.train.distill"
+M.distill, M.distiller, M.generate_corpus = distill.distill, distill.distiller, distill.generate_corpus
 -- prune -> heal -> evaluate (slm.train.heal, which requires this module)
 function M.heal(opts) return require("slm.train.heal").heal(opts) end
 function M.heal_table(results) return require("slm.train.heal").table(results) end
@@ -342,6 +344,8 @@ end
 -- total_steps the lr stays constant after warmup), resume (a checkpoint
 -- tr:save wrote).
 function M.trainer(model, opts)
+  -- LoRA / QLoRA: adapters over a frozen base (slm.train.lora)
+  if type(opts) == "table" and opts.lora ~= nil then return require("slm.train.lora").trainer(M, model, opts) end
   if type(model) ~= "table" or not model.params then
     error("trainer: the model is not trainable (use slm.train.init or slm.load(path, {train = true}))", 2)
   end
@@ -536,7 +540,8 @@ function Trainer:run(batch, grad)
   tape:reset()
   model.def.forward(s.net, s, ids, 1, B * T)
   local n = B * T
-  local sum = K.xent(s.all_logits, s.targets, grad and 1 / n or 0)
+  -- loss_fn: a loss with xent's signature in its place (slm.train.distill sets it around a step)
+  local sum = (self.loss_fn or K.xent)(s.all_logits, s.targets, grad and 1 / n or 0)
   if grad then
     tape:backward()
     tape:clear_activation_grads()

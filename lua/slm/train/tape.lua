@@ -215,6 +215,7 @@ end
 -- gradient is written over those logits (slm.core.train.xent), which are
 -- then grad(s.all_logits) itself.
 function M.head(tape, s)
+  local K = tape.K or K   -- a LoRA trainer's products (slm.train.lora)
   return function(m, _, W, h, rows, n)
     if rows ~= 1 then error("train: the head runs every row", 2) end
     local logits = s.all_logits
@@ -242,6 +243,7 @@ end
 -- q/k RMSNorm, RoPE at positions row % T, causal attention over each of the
 -- s.B sequences of s.T rows, output projection; each recorded.
 function M.attention(tape, s, args)
+  local K = tape.K or K   -- a LoRA trainer's products (slm.train.lora)
   local H, KV, D = args.n_head, args.n_head_kv, args.head_dim
   local scale = args.scale or 1 / math.sqrt(D)
   local eps = args.norm_eps or 1e-6
@@ -331,6 +333,7 @@ end
 --- ffn(tape, s, args) -> the feed-forward's twin: down(act(gate h) * up h)
 -- with act silu (SwiGLU) or tanh-GELU (GeGLU), or down(act(up h)).
 function M.ffn(tape, s, args)
+  local K = tape.K or K   -- a LoRA trainer's products (slm.train.lora)
   if not args.gate and not args.gate_up then error("train: an ungated feed-forward has no backward yet", 2) end
   local F = args.n_ff
   local act = args.act == "gelu" and "geglu" or "swiglu"
