@@ -215,7 +215,7 @@ local function run(c, opts, what, pruned_path, tok_path)
                         vhi - vlo + 1, ctx + 1), 0)
   end
   local val = val_batches(toks, vlo, vhi, ctx, c.batch)
-  local r = { what = what, steps = c.steps, losses = {}, ctx = ctx, batch = c.batch }
+  local r = { what = what, kind = opts.prune.kind, steps = c.steps, losses = {}, ctx = ctx, batch = c.batch }
   r.base = { params = count_params(base), loss = c.baseline }
   if not r.base.loss then
     r.base.loss, r.base.eval_tokens_per_s, r.eval_tokens = evaluate(train.trainer(base), val)
@@ -264,7 +264,8 @@ end
 
 --- heal_table(results) -> a Markdown table of heal results, one row each:
 -- pruning, parameters, validation loss unpruned / pruned / healed, the
--- share of the gap pruning opened that healing closed, healing tokens/s.
+-- share of the gap pruning opened that healing closed ("-" for the
+-- control, kind "none"), healing tokens/s.
 function M.table(results)
   if type(results) ~= "table" or #results == 0 then
     error("bad argument #1 to 'heal_table' (a non-empty list of heal results expected)", 2)
@@ -278,7 +279,7 @@ function M.table(results)
     out[#out + 1] = string.format("| %s | %.2fM -> %.2fM | %.4f | %.4f | %.4f | %d | %s | %.0f |", r.what,
                                   r.base.params / 1e6, r.pruned.params / 1e6, r.base.loss, r.pruned.loss,
                                   r.healed.loss, r.steps,
-                                  gap > 0 and string.format("%.0f %%", 100 * (r.pruned.loss - r.healed.loss) / gap)
+                                  r.kind ~= "none" and gap > 0 and string.format("%.0f %%", 100 * (r.pruned.loss - r.healed.loss) / gap)
                                   or "-", r.tokens_per_s)
   end
   return table.concat(out, "\n")
