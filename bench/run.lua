@@ -48,13 +48,23 @@ os.execute(string.format("%s %s/bench/kvcache.lua %d", b.slm, here, threads))   
 print()
 os.execute(string.format("%s %s/bench/families.lua %s%d", b.slm, here, pass, threads))
 print()
+os.execute(string.format("%s %s/bench/speculative.lua %d", b.slm, here, threads))
+print()
 os.execute(string.format("%s %s/bench/mamba.lua %s%d", b.slm, here, pass, threads))
 print()
 os.execute(string.format("%s %s/bench/rwkv.lua %s%d", b.slm, here, pass, threads))
+-- many sequences in one forward (slm.batch): aggregate decode at 1..16
+-- sequences on the F16 file, beside the reference's batched bench with --compare
+print()
+print(string.format("aggregate decode of n sequences in one forward (bench/batch.lua), smol135m-f16, %d threads", threads))
+os.execute(string.format("%s %s/bench/batch.lua %s%s/smol135m-f16.gguf 128 32 %d", b.slm, here, pass, b.dir, threads))
 -- training: the speed anchor of issue 15 at 1 and 2 threads (PyTorch beside it with --compare)
 print()
 os.execute(string.format("%s %s/bench/train.lua %s1 2", b.slm, here, pass))
 if not b.compare then
+  -- grammar-constrained decoding: mask cost per token, regex linearity
+  print()
+  os.execute(string.format("%s %s/bench/grammar.lua %d", b.slm, here, threads))
   print()
   os.execute(string.format("BUILD=%s lua5.4 %s/bench/tokenizer.lua", os.getenv("BUILD") or "build", here))
 end

@@ -170,5 +170,6 @@ end
 -- attn_out and ffn_out see each branch after its post norm.
 gemma.forward = require("slm.models.llama").forward
 gemma.trainable = true   -- llama's forward records on a training tape (slm.train)
+gemma.batched = true     -- and runs several sessions' rows at once (slm.batch)
 
 return gemma

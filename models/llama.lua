@@ -215,6 +215,8 @@ llama.describe = hparams.describe
 llama.plans, llama.hook_points, llama.all_logits = true, "full", true
 -- its forward takes a training session's recording ops (s.blocks, s.head): slm.train
 llama.trainable = true
+-- its forward runs the rows of several sessions (s.state a SeqBatch): slm.batch
+llama.batched = true
 
 --- Per-session state: the KV cache (one slot per step of the layer plan,
 -- shaped as that step's layer: its kv width and window) and the workspace

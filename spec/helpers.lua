@@ -307,4 +307,19 @@ function helpers.json_decode(s)
   return v
 end
 
+--- python-jsonschema's verdict on each JSON text against a schema (JSON
+-- text): a list of "ok" / "invalid <message>" / "bad-json <message>"
+-- (spec/json_schema_check.py, Draft 2020-12, formats checked), or nil and
+-- why when python3 or its jsonschema module is missing. Texts must not
+-- hold a newline.
+function helpers.json_schema_verdicts(schema_text, texts)
+  local sfile = helpers.tmpfile(schema_text)
+  local ifile = helpers.tmpfile(table.concat(texts, "\n") .. "\n")
+  local p = io.popen("python3 spec/json_schema_check.py " .. sfile .. " " .. ifile .. " 2>&1")
+  local out = {}
+  for l in p:lines() do out[#out + 1] = l end
+  if not p:close() then return nil, "python3 with jsonschema is not available: " .. table.concat(out, " ") end
+  return out
+end
+
 return helpers

@@ -50,14 +50,14 @@ local R = {
   lr = 1e-3, betas = { 0.9, 0.99 }, eps = 1e-8, weight_decay = 0.1, clip = 1.0, warmup = 100, min_lr = 1e-4,
   eval_every = 200, eval_batches = 25,   -- 25 x 16 x 128 = 51K tokens of the validation text's 111.5K
   threads = 2,
-  tokenizer = "chars",
+  tokenizer = "bpe:512",
   quant = "q8_0",
   file = "shakespeare-char.gguf",
 }
 
 -- arguments
 local out_dir, init_path = here .. "/models/default", nil
-local short = false
+local short, init_only = false, false
 do
   local i = 1
   while i <= #arg do
@@ -66,10 +66,11 @@ do
     elseif a == "--steps" and tonumber(v) then R.steps = math.tointeger(tonumber(v)); short = true
     elseif a == "--threads" and tonumber(v) then R.threads = math.tointeger(tonumber(v))
     elseif a == "--init" and v then init_path = v
+    elseif a == "--init-only" then init_only = true; i = i - 1
     elseif a == "--tokenizer" and v and (v == "chars" or v:match("^bpe:%d+$")) then R.tokenizer = v
     else
-      io.stderr:write("usage: bin/slm tools/default_model.lua [--out DIR] [--steps N] [--threads N] [--init FILE] "
-                        .. "[--tokenizer chars|bpe:N]\n")
+      io.stderr:write("usage: bin/slm tools/default_model.lua [--out DIR] [--steps N] [--threads N] [--init FILE "
+                        .. "[--init-only]] [--tokenizer chars|bpe:N]\n")
       os.exit(2)
     end
     i = i + 2
@@ -79,6 +80,26 @@ if R.warmup >= R.steps then R.warmup = R.steps // 10 end
 os.execute("mkdir -p '" .. out_dir .. "'")
 
 local clock = slm.core.clock
+
+local function json(v, ind)
+  ind = ind or ""
+  local t = type(v)
+  if t == "table" then
+    if #v > 0 or next(v) == nil then
+      local parts = {}
+      for i, x in ipairs(v) do parts[i] = json(x, ind .. "  ") end
+      return "[" .. table.concat(parts, ", ") .. "]"
+    end
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    table.sort(keys)
+    local parts = {}
+    for i, k in ipairs(keys) do parts[i] = ind .. "  " .. string.format("%q", k) .. ": " .. json(v[k], ind .. "  ") end
+    return "{\n" .. table.concat(parts, ",\n") .. "\n" .. ind .. "}"
+  elseif t == "string" then return string.format("%q", v)
+  elseif math.type(v) == "float" then return string.format("%.6g", v)
+  else return tostring(v) end
+end
 local function log(fmt, ...)
   io.stdout:write(string.format(fmt, ...), "\n")
   io.stdout:flush()
@@ -189,6 +210,29 @@ if init_path then
   tr:save(init_path)
   os.remove(slm.train.optim_path and slm.train.optim_path(init_path) or "")
   log("initial weights: %s", init_path)
+  if bpe_size then   -- the ids the batches index, for tools/torch_compare.py
+    assert(os.execute(string.format("cp '%s' '%s.tok'", prep.token_path, init_path)))
+  end
+end
+if init_only then
+  -- the start and the batches, without training (the stream does not
+  -- depend on the weights): a PyTorch run can begin beside slm's
+  assert(init_path, "--init-only needs --init FILE")
+  local fh = assert(io.open(init_path .. ".batches", "wb"))
+  for _ = 1, R.steps do
+    local _, starts = prep.train:next()
+    local zs = {}
+    for i, p in ipairs(starts) do zs[i] = tostring(p - 1) end
+    fh:write(table.concat(zs, " "), "\n")
+  end
+  fh:close()
+  local cfg = {}
+  for k, v in pairs(R) do cfg[k] = v end
+  fh = assert(io.open(out_dir .. "/record.json", "wb"))
+  fh:write(json({ recipe = cfg, train_ids = prep.train.hi, ids_per_char = per_char_full, init_only = true }), "\n")
+  fh:close()
+  tcli.cleanup(prep)
+  os.exit(0)
 end
 log("model: llama dim %d, %d layers, %d heads, ff %d, ctx %d, vocab %d: %d parameters", R.dim, R.layers,
     R.heads, R.ff, R.ctx, #tok, nparams)
@@ -299,30 +343,12 @@ assert(plot.svg(out_dir .. "/loss.svg", {
   title = "slm default model: char-level llama on tinyshakespeare", xlabel = "step", ylabel = "loss (nats/char)",
   series = { { name = "train", points = hist.train }, { name = "validation", points = hist.val, dots = true } } }))
 
-local function json(v, ind)
-  ind = ind or ""
-  local t = type(v)
-  if t == "table" then
-    if #v > 0 or next(v) == nil then
-      local parts = {}
-      for i, x in ipairs(v) do parts[i] = json(x, ind .. "  ") end
-      return "[" .. table.concat(parts, ", ") .. "]"
-    end
-    local keys = {}
-    for k in pairs(v) do keys[#keys + 1] = k end
-    table.sort(keys)
-    local parts = {}
-    for i, k in ipairs(keys) do parts[i] = ind .. "  " .. string.format("%q", k) .. ": " .. json(v[k], ind .. "  ") end
-    return "{\n" .. table.concat(parts, ",\n") .. "\n" .. ind .. "}"
-  elseif t == "string" then return string.format("%q", v)
-  elseif math.type(v) == "float" then return string.format("%.6g", v)
-  else return tostring(v) end
-end
 local cfg = {}
 for k, v in pairs(R) do cfg[k] = v end
 local rec = {
   recipe = cfg, short_run = short, parameters = nparams, vocab = #tok,
   validation_curve = hist.val,
+  train_ids = prep.train.hi, ids_per_char = per_char_full,
   val_loss_f32 = final_f32, val_loss_q8_0 = final_q, val_chars = n_val_chars, val_scored = qn,
   train_seconds = t_train, eval_seconds = t_eval, wall_seconds = wall, tokens = tokens,
   tokens_per_second = tokens / t_train, seconds_per_step = t_train / R.steps,

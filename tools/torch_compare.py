@@ -2,12 +2,12 @@
 slm's own initial weights, for the validation loss side by side (issue 16).
 Never a build or test dependency; run by hand after `make default-model`:
 
-  /usr/bin/python3 tools/torch_compare.py [--steps N] [--threads N]
+  /usr/bin/python3 tools/torch_compare.py [--steps N] [--threads N] [--out DIR] [--init FILE]
 
 Reads
   build/default-model/init.gguf          slm's initial f32 weights (tools/default_model.lua --init)
   build/default-model/init.gguf.batches  each step's window starts (0-based), as slm drew them
-  models/default/record.json             the recipe (dims, steps, optimizer) and slm's figures
+  models/default/record.json (--out DIR)  the recipe (dims, steps, optimizer) and slm's figures
   data/tinyshakespeare.txt               the corpus
 and trains the same model (../shared/fixtures/train/trainref.py's llama
 forward: RMSNorm, adjacent-pair RoPE, causal attention, SwiGLU, untied head)
@@ -34,35 +34,51 @@ import trainref as ref  # noqa: E402  (read_gguf, cfg_from_kv, weight_names, los
 def main():
     args = sys.argv[1:]
     stop, threads = None, 1
+    out_dir = os.path.join(ROOT, "models", "default")
+    init = os.path.join(ROOT, "build", "default-model", "init.gguf")
     while args:
         a = args.pop(0)
         if a == "--steps":
             stop = int(args.pop(0))
         elif a == "--threads":
             threads = int(args.pop(0))
+        elif a == "--out":
+            out_dir = args.pop(0)
+        elif a == "--init":
+            init = args.pop(0)
         else:
             sys.exit(__doc__)
     # torch 1 thread (OpenBLAS at its default) is its best setting here (bench/train.lua --compare)
     torch.set_num_threads(threads)
-    rec = json.load(open(os.path.join(ROOT, "models", "default", "record.json")))
+    rec = json.load(open(os.path.join(out_dir, "record.json")))
     R = rec["recipe"]
-    kv, W = ref.read_gguf(os.path.join(ROOT, "build", "default-model", "init.gguf"))
+    kv, W = ref.read_gguf(init)
     cfg = ref.cfg_from_kv(kv, W)
     assert (cfg["E"], cfg["L"], cfg["H"], cfg["F"]) == (R["dim"], R["layers"], R["heads"], R["ff"]), cfg
     names = ref.weight_names(cfg)
     starts = [[int(x) for x in line.split()]
-              for line in open(os.path.join(ROOT, "build", "default-model", "init.gguf.batches"))]
+              for line in open(init + ".batches")]
     assert len(starts) == R["steps"], "batches file: %d steps, the recipe %d" % (len(starts), R["steps"])
 
-    text = open(os.path.join(ROOT, R["corpus"].split(" ")[0]), "rb").read().decode("ascii")
-    chars = sorted(set(text))
-    assert len(chars) == cfg["V"]
-    stoi = {c: i for i, c in enumerate(chars)}
-    ids = np.array([stoi[c] for c in text], dtype=np.int64)
     T, B = R["ctx"], R["batch"]
+    per_char = 1.0
+    if R.get("tokenizer", "chars") == "chars":
+        text = open(os.path.join(ROOT, R["corpus"].split(" ")[0]), "rb").read().decode("ascii")
+        chars = sorted(set(text))
+        assert len(chars) == cfg["V"]
+        stoi = {c: i for i, c in enumerate(chars)}
+        ids = np.array([stoi[c] for c in text], dtype=np.int64)
+        lo = int(0.9 * len(ids))          # 0-based start of the validation part
+    else:
+        # BPE: the token file slm trained on (training text's ids, then the
+        # validation text's; a 32-byte header, u16 ids below 65536 tokens)
+        ids = np.fromfile(init + ".tok", dtype=np.uint16,
+                          offset=32).astype(np.int64)
+        assert ids.max() < cfg["V"]
+        lo = rec["train_ids"]
+        per_char = rec["ids_per_char"]    # tokens per character of the validation windows
 
     # the recipe's validation windows
-    lo = int(0.9 * len(ids))          # 0-based start of the validation part
     rows = []
     i = lo
     while i + T < len(ids):
@@ -89,7 +105,7 @@ def main():
 
     def val_loss():
         with torch.no_grad():
-            return sum(ref.loss_fn(P, b, cfg).item() for b in val) / len(val)
+            return per_char * sum(ref.loss_fn(P, b, cfg).item() for b in val) / len(val)
 
     v0 = val_loss()
     print("step 0: validation (whole text) %.4f" % v0, flush=True)
@@ -113,14 +129,15 @@ def main():
     v = val_loss()
     out = {"steps": n, "val_loss_torch": v, "val_loss_torch_step0": v0, "train_seconds": secs,
            "tokens_per_second": n * B * T / secs, "torch": torch.__version__, "torch_threads": threads,
-           "val_loss_slm_f32": rec["val_loss_f32"], "val_loss_slm_q8_0": rec["val_loss_q8_0"],
+           "val_loss_slm_f32": rec.get("val_loss_f32"), "val_loss_slm_q8_0": rec.get("val_loss_q8_0"),
            "first_losses": losses[:5], "last_loss": losses[-1]}
+    slm_f = ("%.4f (f32) / %.4f (Q8_0)" % (rec["val_loss_f32"], rec["val_loss_q8_0"])
+             if "val_loss_f32" in rec else "not in the record (--init-only)")
     print("validation loss over the whole validation text, nats/char: PyTorch %.4f (%d steps, %.0f s, %.0f tok/s), "
-          "slm %.4f (f32) / %.4f (Q8_0)" % (v, n, secs, out["tokens_per_second"], rec["val_loss_f32"],
-                                            rec["val_loss_q8_0"]))
+          "slm %s" % (v, n, secs, out["tokens_per_second"], slm_f))
     if stop is None:
-        json.dump(out, open(os.path.join(ROOT, "models", "default", "torch_compare.json"), "w"), indent=2)
-        print("wrote models/default/torch_compare.json")
+        json.dump(out, open(os.path.join(out_dir, "torch_compare.json"), "w"), indent=2)
+        print("wrote " + os.path.join(out_dir, "torch_compare.json"))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,18 @@ slm_tensor *slm_bind_check_tensor(lua_State *L, int idx);
 /* dtype argument by name ("f32", "q4_0", ...); raises on an unknown name. */
 slm_dtype slm_bind_check_dtype(lua_State *L, int idx);
 
+/* Batches of sessions (l_seqbatch.c): the sequences of the slm.SeqBatch at
+ * idx (raises when none are set) and, pushed, the state of sequence i
+ * (0-based) as given to its set(); the caller resolves and checks it. */
+#define SLM_SEQBATCH_MT "slm.SeqBatch"
+struct slm_seq;
+struct slm_seq *slm_bind_check_seqs(lua_State *L, int idx, int *n_seq);
+void slm_bind_push_seq_state(lua_State *L, int idx, int i);
+/* The chain of the sampler userdata at idx (l_sampler.c); raises when
+ * freed, not a sampler, or inside its own sample call. */
+struct slm_chain;
+struct slm_chain *slm_bind_check_chain(lua_State *L, int idx);
+
 /* Openers: each sets its functions as fields of the table at the top. */
 void slm_bind_open_tensor(lua_State *L);
 void slm_bind_open_gguf(lua_State *L);
@@ -72,6 +84,7 @@ void slm_bind_open_files(lua_State *L);
 void slm_bind_open_rwkv(lua_State *L);
 void slm_bind_open_testing(lua_State *L);
 void slm_bind_open_regex(lua_State *L);
+void slm_bind_open_grammar(lua_State *L);   /* slm.core.grammar (get or create) */
 void slm_bind_open_mamba(lua_State *L);
 void slm_bind_open_moe(lua_State *L);   /* after blocks: adds to slm.core.blocks */
 void slm_bind_open_shortconv(lua_State *L);
@@ -81,5 +94,8 @@ void slm_bind_open_mamba_train(lua_State *L);   /* adds to slm.core.train (get o
 void slm_bind_open_rwkv_train(lua_State *L);   /* adds to slm.core.train (get or create) */
 void slm_bind_open_train(lua_State *L);   /* adds to slm.core.train (get or create) */
 void slm_bind_open_lora(lua_State *L);   /* slm.core.lora (get or create) */
+void slm_bind_open_seqbatch(lua_State *L);   /* slm.core.seqbatch (l_seqbatch.c) */
+void slm_bind_open_distill(lua_State *L);   /* adds to slm.core.train (get or create) */
+void slm_bind_open_speculative(lua_State *L);   /* slm.core.speculative (l_speculative.c) */
 
 #endif

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../blocks/seqbatch.h"
 #include "../blocks/transformer.h"
 #include "../kernels/matmul.h"
 #include "../core/pool.h"
@@ -448,9 +449,39 @@ static int work_bytes(lua_State *L)
 
 /* --- forward calls ------------------------------------------------------------ */
 
+/* blk:forward(out, x, seqbatch, layer, pos, n, work): the rows of several
+ * sessions, each against its own cache (l_seqbatch.c); pos is unused, n
+ * must be the batch's rows */
+static int attn_forward_seqs(lua_State *L, attn_ud *a)
+{
+    int64_t orows, odim, xrows, xdim;
+    float *out = slm_bind_check_buf(L, 2, &orows, &odim);
+    float *x = slm_bind_check_buf(L, 3, &xrows, &xdim);
+    int n_seq;
+    struct slm_seq *seqs = slm_bind_check_seqs(L, 4, &n_seq);
+    lua_Integer layer = luaL_checkinteger(L, 5), n = luaL_checkinteger(L, 7);
+    const slm_work *work = slm_bind_check_work(L, 8);
+    luaL_argcheck(L, odim == a->dim && xdim == a->dim, 2, "buffer width differs from the model dim");
+    luaL_argcheck(L, out != x, 2, "output aliases the input");
+    luaL_argcheck(L, n == slm_seq_rows(seqs, n_seq) && n <= orows && n <= xrows, 7,
+                  "row count differs from the batch's rows or exceeds the buffers");
+    for (int i = 0; i < n_seq; i++) {
+        slm_bind_push_seq_state(L, 4, i);
+        seqs[i].kv = check_kv(L, -1)->cache;
+        lua_pop(L, 1);
+        luaL_argcheck(L, layer >= 1 && layer <= seqs[i].kv->n_layer, 5, "layer out of range");
+    }
+    slm_error err = {0};
+    if (slm_attn_forward_seqs(pool_or_raise(L), &a->b, seqs, n_seq, (int)layer - 1, x, out, a->dim, work,
+                              &err) != SLM_OK)
+        return slm_bind_error(L, &err);
+    return 0;
+}
+
 static int attn_forward(lua_State *L)
 {
     attn_ud *a = check_attn(L, 1);
+    if (luaL_testudata(L, 4, SLM_SEQBATCH_MT)) return attn_forward_seqs(L, a);
     int64_t orows, odim, xrows, xdim;
     float *out = slm_bind_check_buf(L, 2, &orows, &odim);
     float *x = slm_bind_check_buf(L, 3, &xrows, &xdim);

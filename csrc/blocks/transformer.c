@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "../kernels/matmul.h"
+#include "attn_internal.h"
 
 slm_status slm_attn_block_check(const slm_attn_block *b, int64_t dim, slm_error *err)
 {
@@ -52,16 +53,7 @@ static void add_bias(float *x, const float *b, int n, int64_t dim)
     if (b) slm_ops_add(x, x, (int64_t)n * dim, b, dim);
 }
 
-/* The attention's scratch for n rows: q, k, v and the heads' outputs, the
- * fused projection's rows (attn_qkv only), the positions and, in an
- * encoder, the call's keys then values as F16 rows (what a cache holds). */
-typedef struct attn_scratch {
-    float *q, *k, *v, *att, *qkv;
-    int64_t *pos;
-    slm_f16 *kv16;
-} attn_scratch;
-
-static size_t attn_carve(const slm_attn_block *b, int n, const slm_work *work, attn_scratch *a)
+size_t slm_attn_carve(const slm_attn_block *b, int n, const slm_work *work, slm_attn_scratch *a)
 {
     const slm_attn_shape *s = &b->shape;
     const size_t nn = (size_t)n, q = nn * (size_t)s->n_head * (size_t)s->head_dim * sizeof(float);
@@ -85,18 +77,16 @@ static size_t attn_carve(const slm_attn_block *b, int n, const slm_work *work, a
 
 size_t slm_attn_work_size(const slm_attn_block *b, int n)
 {
-    return attn_carve(b, n, NULL, NULL);
+    return slm_attn_carve(b, n, NULL, NULL);
 }
 
-/* q (n, q_dim), k, v (n, kv_dim) of x rows at positions pos0..: the
- * projections, their biases, the per-head norms and RoPE. */
-static slm_status project(slm_pool *pool, const slm_attn_block *b, int pos0, int n, const float *x,
-                          int64_t dim, const attn_scratch *ws, slm_error *err)
+slm_status slm_attn_project(slm_pool *pool, const slm_attn_block *b, int n, const float *x,
+                            int64_t dim, const slm_attn_scratch *ws, slm_error *err)
 {
     const slm_attn_shape *s = &b->shape;
     const int64_t q_dim = (int64_t)s->n_head * s->head_dim;
     const int64_t kv_dim = (int64_t)s->n_head_kv * s->head_dim;
-    const attn_scratch w = *ws;
+    const slm_attn_scratch w = *ws;
     slm_status st;
     if (b->wqkv) {
         /* one matmul, then split the rows (q | k | v) into contiguous blocks */
@@ -129,7 +119,6 @@ static slm_status project(slm_pool *pool, const slm_attn_block *b, int pos0, int
         if (b->k_norm) slm_ops_rmsnorm(w.k, w.k, b->k_norm, (int64_t)n * s->n_head_kv, s->head_dim, b->norm_eps);
     }
     if (b->use_rope) {
-        for (int i = 0; i < n; i++) w.pos[i] = pos0 + i;
         slm_ops_rope(w.q, n, s->n_head, s->head_dim, w.pos, &b->rope);
         slm_ops_rope(w.k, n, s->n_head_kv, s->head_dim, w.pos, &b->rope);
     }
@@ -151,9 +140,10 @@ slm_status slm_attn_forward(slm_pool *pool, const slm_attn_block *b, slm_kvcache
     if (b->encoder)
         return slm_error_set(err, SLM_EINVAL, "attention: an encoder block runs without a KV cache (encode)");
     if ((st = slm_kvcache_check_layer(c, layer, s, n, err))) return st;
-    attn_scratch w;
-    if (!attn_carve(b, n, work, &w)) return no_room(b, n, work, err);
-    if ((st = project(pool, b, pos0, n, x, dim, &w, err))) return st;
+    slm_attn_scratch w;
+    if (!slm_attn_carve(b, n, work, &w)) return no_room(b, n, work, err);
+    for (int i = 0; i < n; i++) w.pos[i] = pos0 + i;
+    if ((st = slm_attn_project(pool, b, n, x, dim, &w, err))) return st;
     slm_kvcache_store(c, layer, pos0, n, w.k, w.v);
     if ((st = slm_attn_sdpa(pool, c, layer, s, pos0, n, w.q, w.att, err))) return st;
     if ((st = slm_matmul_w(pool, out, b->wo, -1, w.att, n, err))) return st;
@@ -169,9 +159,10 @@ slm_status slm_attn_encode(slm_pool *pool, const slm_attn_block *b, int n, const
     if (!b->encoder)
         return slm_error_set(err, SLM_EINVAL, "attention: encode needs an encoder block (this one has a KV cache)");
     if (n < 1) return slm_error_set(err, SLM_EINVAL, "attention: encode of %d rows", n);
-    attn_scratch w;
-    if (!attn_carve(b, n, work, &w)) return no_room(b, n, work, err);
-    if ((st = project(pool, b, 0, n, x, dim, &w, err))) return st;
+    slm_attn_scratch w;
+    if (!slm_attn_carve(b, n, work, &w)) return no_room(b, n, work, err);
+    for (int i = 0; i < n; i++) w.pos[i] = i;
+    if ((st = slm_attn_project(pool, b, n, x, dim, &w, err))) return st;
     /* the call's keys and values as a one-layer cache of n rows in the
      * workspace: the scores, softmax and rounding are the cache's sdpa */
     const int kv_dim = s->n_head_kv * s->head_dim;

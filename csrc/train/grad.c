@@ -670,6 +670,16 @@ static double xent_row_scalar(float *x, int64_t V, int32_t t, float scale)
     return log(sum) - xt;
 }
 
+/* one row through the path a call of slm_grad_xent takes (grad.h) */
+double slm_grad_xent_row(float *x, int64_t V, int32_t t, float scale, int avx2)
+{
+#if defined(__x86_64__)
+    if (avx2) return slm_grad_xent_row_avx2(x, V, t, scale);
+#endif
+    (void)avx2;
+    return xent_row_scalar(x, V, t, scale);
+}
+
 typedef struct xent_ctx {
     float *logits;
     const int32_t *targets;

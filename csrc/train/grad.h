@@ -127,6 +127,13 @@ void slm_grad_softcap_backward(slm_pool *pool, float *dx, const float *dy, const
 slm_status slm_grad_xent(slm_pool *pool, float *logits, const int32_t *targets, int64_t rows,
                          int64_t V, float scale, double *loss, slm_error *err);
 
+/* One row of slm_grad_xent, the same bits: the AVX2 path when avx2 (the
+ * value of slm_kernels_use_avx2() a caller read once), else the scalar
+ * one. Returns the row's loss (0 for a negative target). Fused losses
+ * built on the cross-entropy (train/distill.c) call it so that their CE
+ * term is this kernel's. */
+double slm_grad_xent_row(float *x, int64_t V, int32_t target, float scale, int avx2);
+
 /* --- buffers -------------------------------------------------------------------- */
 
 /* *out = sum of x[i]^2 in double (for global-norm clipping), summed per

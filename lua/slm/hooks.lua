@@ -75,9 +75,15 @@ function M.head(m, s, W, h, rows, n)
     s.embd:narrow(1, s.n_past + rows, n - rows + 1):copy_(h:narrow(1, rows, n - rows + 1))
     return
   end
-  blocks.linear(s.logits, W, h, n)
   local all = s.all_logits
-  if all then ops.matmul(W, h:narrow(1, rows, n - rows + 1), all:narrow(1, rows, n - rows + 1)) end
+  if all then
+    -- the last row's logits are all's row n (the matmul is batch-invariant:
+    -- the same bits as the one-row product), so W is read once
+    ops.matmul(W, h:narrow(1, rows, n - rows + 1), all:narrow(1, rows, n - rows + 1))
+    s.logits:copy_(all:select(1, n))
+  else
+    blocks.linear(s.logits, W, h, n)
+  end
   if m.logit_mul then
     blocks.scale(s.logits, m.logit_mul, 1, 1)
     if all then blocks.scale(all, m.logit_mul, rows, n - rows + 1) end

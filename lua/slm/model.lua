@@ -313,6 +313,25 @@ function M.resolve(path)
   return p
 end
 
+--- vocab_difference(a, b) -> nil when models a and b share a vocabulary
+-- (size, and each token's text when both have tokenizers), else the first
+-- difference: "size", n_a, n_b or "token", id, piece_a, piece_b (the
+-- tokens compare as stored, they show as the bytes they decode to). Speculative
+-- decoding (draft and target) and distillation (teacher and student) need
+-- the same vocabulary.
+function M.vocab_difference(a, b)
+  local n = a.hp.n_vocab
+  if b.hp.n_vocab ~= n then return "size", n, b.hp.n_vocab end
+  local ta, tb = a.tokenizer, b.tokenizer
+  if ta and tb and ta ~= tb then
+    for id = 0, n - 1 do
+      local x, y = ta:text(id), tb:text(id)
+      if x ~= y then return "token", id, ta:piece(id, true), tb:piece(id, true) end
+    end
+  end
+  return nil
+end
+
 --- load(path [, opts]) -> model | nil, msg. path "default": the default
 -- model (M.resolve).
 function M.load(path, opts)
@@ -712,6 +731,7 @@ function M.load_snapshot(path)
 end
 
 Session.generate = require("slm.generate").generate
+Session.rewind = require("slm.speculative").rewind
 Session.generator = require("slm.stepper").generator
 Session.chat = require("slm.chat").chat
 Session.chat_session = require("slm.chat").session

@@ -42,6 +42,10 @@
 -- is generated with its answer constrained to the branch names (a regex
 -- alternation of them, optional leading space), so a random or a wrong model
 -- still answers with one of them. The branch's value is the route's value.
+--
+-- slm.pipeline.parallel{step, step, ...} runs independent generate steps at
+-- once, their sessions' tokens batched into shared forwards (slm.batch);
+-- each value goes to ctx[its name], the step's value is {name = value}.
 local options = require "slm.options"
 local generate = require "slm.generate"
 
@@ -106,8 +110,9 @@ local function session_of(step)
   error("needs a session or a model", 0)
 end
 
--- one generate step: -> value; fills the trace entry
-local function run_generate(step, ctx, entry)
+-- a generate step's prompt and session, and the function that generates
+-- its text on that session
+local function prepare(step, ctx)
   local prompt
   if type(step.template) == "function" then
     prompt = step.template(ctx)
@@ -121,16 +126,21 @@ local function run_generate(step, ctx, entry)
   local gopts = {}
   for _, k in ipairs(GEN_KEYS) do gopts[k] = step[k] end
   if gopts.max_tokens == nil then gopts.max_tokens = 64 end
-  local text
-  if step.chat then
-    local msgs = {}
-    if step.system then msgs[1] = { role = "system", content = step.system } end
-    msgs[#msgs + 1] = { role = "user", content = prompt }
-    gopts.template = step.chat ~= true and step.chat or nil
-    text = sess:chat(msgs, gopts)
-  else
-    text = sess:generate(prompt, gopts, function() end)
+  local function gen(s)
+    if step.chat then
+      local msgs = {}
+      if step.system then msgs[1] = { role = "system", content = step.system } end
+      msgs[#msgs + 1] = { role = "user", content = prompt }
+      gopts.template = step.chat ~= true and step.chat or nil
+      return s:chat(msgs, gopts)
+    end
+    return s:generate(prompt, gopts, function() end)
   end
+  return prompt, sess, gen
+end
+
+-- the step's value from its text (parse); fills the trace entry
+local function parse(step, ctx, prompt, text, entry)
   local value = text
   if type(step.parse) == "function" then
     value = step.parse(text, ctx)
@@ -143,6 +153,12 @@ local function run_generate(step, ctx, entry)
   end
   entry.prompt, entry.text = prompt, text
   return value
+end
+
+-- one generate step: -> value; fills the trace entry
+local function run_generate(step, ctx, entry)
+  local prompt, sess, gen = prepare(step, ctx)
+  return parse(step, ctx, prompt, (gen(sess)), entry)
 end
 
 local Route = {}
@@ -194,6 +210,51 @@ function M.route(spec)
   return r
 end
 
+--- parallel{step, step, ...} -> a step running independent generate
+-- steps (tables, each with its own name and session) at once: their
+-- sessions' tokens go through slm.batch's forwards together (sessions of
+-- one model share each forward). Each value goes to ctx[name] as a step's
+-- would; the parallel step's own value is {name = value, ...}. The steps
+-- see ctx as it was before the parallel step.
+local Parallel = {}
+Parallel.__index = Parallel
+
+function M.parallel(steps)
+  if type(steps) ~= "table" or #steps == 0 then error("bad argument #1 to 'parallel' (list of steps expected)", 2) end
+  local names = {}
+  for i, st in ipairs(steps) do
+    local what = "parallel step " .. i
+    if type(st) ~= "table" or getmetatable(st) ~= nil then error(what .. " must be a generate step table", 2) end
+    check_step(st, what, 2)
+    if type(st.name) ~= "string" then error(what .. ": needs a name (its value goes to ctx[name])", 2) end
+    if names[st.name] then
+      error(string.format("parallel steps %d and %d are both named '%s'", names[st.name], i, st.name), 2)
+    end
+    names[st.name] = i
+  end
+  return setmetatable({ steps = steps }, Parallel)
+end
+
+local function run_parallel(p, ctx, entry)
+  local jobs, prompts = {}, {}
+  for i, st in ipairs(p.steps) do
+    local prompt, sess, gen = prepare(st, ctx)
+    prompts[i] = prompt
+    jobs[i] = { sess = sess, fn = gen }
+  end
+  local results = require("slm.batch").together(jobs)
+  local values = {}
+  entry.parallel = {}
+  for i, st in ipairs(p.steps) do
+    local sub = { name = st.name }
+    values[st.name] = parse(st, ctx, prompts[i], results[i][1], sub)
+    sub.value = values[st.name]
+    entry.parallel[i] = sub
+  end
+  for name, v in pairs(values) do ctx[name] = v end
+  return values
+end
+
 local run_step
 
 -- route step: -> the branch's value
@@ -220,6 +281,7 @@ end
 function run_step(step, ctx, entry)
   if type(step) == "function" then return step(ctx) end
   if getmetatable(step) == Route then return run_route(step, ctx, entry) end
+  if getmetatable(step) == Parallel then return run_parallel(step, ctx, entry) end
   if getmetatable(step) == Pipeline then
     return (step:run(ctx))   -- a nested pipeline sees and extends the same ctx
   end
@@ -231,7 +293,7 @@ end
 -- table is a generate step.
 function check_any(step, what, level)
   local mt = getmetatable(step)
-  if type(step) == "function" or mt == Route or mt == Pipeline then return end
+  if type(step) == "function" or mt == Route or mt == Pipeline or mt == Parallel then return end
   if type(step) ~= "table" then
     error(string.format("%s is a %s (a function, a table or a route expected)", what, type(step)), level + 1)
   end

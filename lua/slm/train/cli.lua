@@ -74,6 +74,7 @@ local FLAGS = {
 
 -- flags whose value must be above (not at) their minimum
 local STRICT = { minutes = true, lr = true, clip = true }
+M.FLAGS, M.STRICT = FLAGS, STRICT   -- slm distill (train/distill_cli.lua) extends them
 
 --- parse(argv) -> files, opt (raises "option --x ..." on a bad flag)
 function M.parse(argv)
@@ -279,14 +280,16 @@ function M.train(cfg, prep, log)
 
   -- the schedule's length: --steps, or what --minutes allows at the speed of
   -- a few steps of a throwaway trainer
+  -- one optimizer step; cfg.step(tr, batch) replaces it (slm distill's loss)
+  local function one_step(t, b) if cfg.step then return cfg.step(t, b) end return t:step(b) end
   local total = cfg.steps
   local deadline = cfg.minutes and clock() + cfg.minutes * 60 or nil
   if not total then
     local tr0 = strain.trainer(model, trainer_opts(cfg, 1000000))
     local probe = data.batches(prep.toks, { ctx = cfg.ctx, batch = cfg.batch, seed = cfg.seed })
-    tr0:step(probe:next())                           -- the first step allocates
+    one_step(tr0, probe:next())                      -- the first step allocates
     local t0, n = clock(), 3
-    for _ = 1, n do tr0:step(probe:next()) end
+    for _ = 1, n do one_step(tr0, probe:next()) end
     local per = (clock() - t0) / n
     total = math.max(1, math.floor((deadline - clock()) / per * 0.9))
     model = strain.init(init_args(cfg, vocab))       -- the probe moved the weights
@@ -347,7 +350,7 @@ function M.train(cfg, prep, log)
     local t0 = clock()
     local batch = prep.train:next()
     local step = tr.step_count
-    local loss = tr:step(batch)
+    local loss = one_step(tr, batch)
     local dt = clock() - t0
     t_train, steps_run = t_train + dt, steps_run + 1
     if loss ~= loss or loss == math.huge then

@@ -1,0 +1,39 @@
+/* Several sessions' rows in one forward (slm.batch, issue 19).
+ *
+ * A batch stacks the rows of n_seq sequences into one (n_rows, dim)
+ * matrix: rows 0 .. n[0]-1 are sequence 0's, the next n[1] sequence 1's,
+ * and so on. Everything row-wise (norms, feed-forward, experts, the head)
+ * and every matmul then runs once over all rows, so each weight is read
+ * once per batch instead of once per sequence. What depends on a
+ * sequence's past runs per sequence: attention reads and extends that
+ * sequence's own KV cache at its own positions; the recurrent blocks
+ * (Mamba, RWKV) carry that sequence's own state.
+ *
+ * The matmul kernels are batch-invariant (a row's sums run in one order at
+ * any batch size) and the per-sequence steps are the ones a lone session
+ * runs, so a row's result is bit-identical to evaluating its session alone. */
+#ifndef SLM_SEQBATCH_H
+#define SLM_SEQBATCH_H
+
+#include "transformer.h"
+
+typedef struct slm_seq {
+    slm_kvcache *kv;     /* attention: the sequence's cache */
+    void *state;         /* recurrent blocks: the sequence's state */
+    int pos0;            /* position of the sequence's first row in this batch */
+    int n;               /* its rows (>= 1) */
+} slm_seq;
+
+/* Total rows of a batch. */
+int slm_seq_rows(const slm_seq *seqs, int n_seq);
+
+/* x rows -> out rows (n_rows, dim) for the attention block b over the
+ * sequences' caches at layer (each checked as slm_attn_forward checks its
+ * one): projections and the output matmul over all rows, then per
+ * sequence its keys and values stored at pos0.. and its queries attending
+ * to its own cache. The workspace must hold slm_attn_work_size(b, n_rows). */
+slm_status slm_attn_forward_seqs(slm_pool *pool, const slm_attn_block *b, const slm_seq *seqs,
+                                 int n_seq, int layer, const float *x, float *out, int64_t dim,
+                                 const slm_work *work, slm_error *err);
+
+#endif

@@ -1,0 +1,411 @@
+-- slm.server in process: the server and lua-http clients share one cqueues
+-- loop (srv:spawn), every request has a timeout and srv:run{timeout} bounds
+-- the whole test. Expected texts come from sess:generate / sess:chat on a
+-- fresh session, logprobs from a log-softmax of sess:eval's logits computed
+-- here, embeddings from model:embed: never from the server's own code.
+local slm = require "slm"
+local server = require "slm.server"
+local cjson = require "cjson"
+local request = require "http.request"
+local cqueues = require "cqueues"
+
+local model = assert(slm.load("default"))
+local tok = model.tokenizer
+
+local function fresh() return model:session {} end
+
+local function greedy(prompt, opts)
+  local text = fresh():generate(prompt, opts, function() end)
+  return text
+end
+
+-- Runs fn(srv, call) as a client inside the server's loop; fails on any
+-- error or after `limit` seconds.
+local function with_server(opts, fn, limit)
+  opts.model = opts.model or model
+  opts.port = 0
+  local srv = server.new(opts)
+  srv:listen()
+  local failure
+  local function call(method, path, body, headers, raw)
+    local req = request.new_from_uri(srv:url() .. path)
+    req.headers:upsert(":method", method)
+    for k, v in pairs(headers or {}) do req.headers:upsert(k, v) end
+    if body then req:set_body(type(body) == "string" and body or cjson.encode(body)) end
+    local h, st = req:go(20)
+    assert(h, "request failed: " .. tostring(st))
+    if raw then return tonumber(h:get(":status")), st, h end
+    local text = assert(st:get_body_as_string(20))
+    local ok, json = pcall(cjson.decode, text)
+    return tonumber(h:get(":status")), ok and json or text, h
+  end
+  srv:spawn(function()
+    local ok, err = xpcall(fn, debug.traceback, srv, call)
+    if not ok then failure = err end
+    srv:stop()
+  end)
+  srv:run { timeout = limit or 120 }
+  assert(srv.stopped, "the test did not finish in time")
+  if failure then error(failure, 0) end
+end
+
+-- The data lines of an SSE body, decoded ("[DONE]" kept as the string)
+local function sse(text)
+  local events = {}
+  for line in text:gmatch("[^\n]+") do
+    local data = line:match("^data: (.*)$")
+    assert(data, "not an SSE data line: " .. line)
+    events[#events + 1] = data == "[DONE]" and data or cjson.decode(data)
+  end
+  return events
+end
+
+local function log_softmax(logits)
+  local v = logits:totable()
+  local mx = -math.huge
+  for _, x in ipairs(v) do mx = math.max(mx, x) end
+  local s = 0
+  for _, x in ipairs(v) do s = s + math.exp(x - mx) end
+  local out = {}
+  for i, x in ipairs(v) do out[i - 1] = x - mx - math.log(s) end
+  return out
+end
+
+describe("slm.server", function()
+  for _, backend in ipairs { "batcher", "round-robin" } do
+  it("serves every route with the API's shapes and greedy outputs equal to sess:generate (" .. backend .. ")", function()
+    with_server({ backend = backend }, function(srv, call)
+      assert.equal(backend, srv.sched.backend)
+      local st, j = call("GET", "/health")
+      assert.equal(200, st)
+      assert.equal("ok", j.status)
+
+      st, j = call("GET", "/v1/models")
+      assert.equal(200, st)
+      assert.equal("list", j.object)
+      assert.equal("model", j.data[1].object)
+      local id = j.data[1].id
+      assert.equal("shakespeare-char", id)
+      st, j = call("GET", "/v1/models/" .. id)
+      assert.equal(200, st)
+      assert.equal(id, j.id)
+
+      -- completions, greedy
+      local want = greedy("ROMEO:", { max_tokens = 30 })
+      st, j = call("POST", "/v1/completions", { model = id, prompt = "ROMEO:", max_tokens = 30, temperature = 0 })
+      assert.equal(200, st)
+      assert.equal("text_completion", j.object)
+      assert.truthy(j.id:match("^cmpl%-%x+$"))
+      assert.equal(id, j.model)
+      assert.equal("number", type(j.created))
+      assert.equal(want, j.choices[1].text)
+      assert.equal(0, j.choices[1].index)
+      assert.equal("length", j.choices[1].finish_reason)
+      assert.equal(cjson.null, j.choices[1].logprobs)
+      local n_prompt = #tok:encode("ROMEO:", { add_special = true })
+      assert.same({ prompt_tokens = n_prompt, completion_tokens = 30, total_tokens = n_prompt + 30 }, j.usage)
+
+      -- a stop string cut from the greedy text: finish_reason "stop"
+      local stop = want:sub(12, 13)
+      local want_stop = greedy("ROMEO:", { max_tokens = 30, stop = { stop } })
+      assert.is_true(#want_stop < #want)
+      st, j = call("POST", "/v1/completions", { model = id, prompt = "ROMEO:", max_tokens = 30, temperature = 0,
+                                                 stop = { stop, "zzzz" } })
+      assert.equal(want_stop, j.choices[1].text)
+      assert.equal("stop", j.choices[1].finish_reason)
+
+      -- streaming completions
+      st, j = call("POST", "/v1/completions", { model = id, prompt = "ROMEO:", max_tokens = 30, temperature = 0,
+                                                 stream = true })
+      assert.equal(200, st)
+      local ev = sse(j)
+      assert.equal("[DONE]", ev[#ev])
+      local text = {}
+      for i = 1, #ev - 1 do
+        assert.equal("text_completion", ev[i].object)
+        text[#text + 1] = ev[i].choices[1].text
+      end
+      assert.equal(want, table.concat(text))
+      assert.equal("length", ev[#ev - 1].choices[1].finish_reason)
+
+      -- chat, greedy, equal to sess:chat on a fresh session
+      local msgs = { { role = "system", content = "Speak." }, { role = "user", content = "Who art thou?" } }
+      local want_chat = fresh():chat(msgs, { max_tokens = 25 })
+      st, j = call("POST", "/v1/chat/completions", { model = id, messages = msgs, max_tokens = 25, temperature = 0 })
+      assert.equal(200, st)
+      assert.equal("chat.completion", j.object)
+      assert.truthy(j.id:match("^chatcmpl%-%x+$"))
+      assert.same({ role = "assistant", content = want_chat }, j.choices[1].message)
+      assert.equal(#slm.chat.tokenize(tok, msgs, { model = model }), j.usage.prompt_tokens)
+      assert.equal(25, j.usage.completion_tokens)
+
+      -- chat streaming (with usage)
+      st, j = call("POST", "/v1/chat/completions", { model = id, messages = msgs, max_tokens = 25, temperature = 0,
+                                                      stream = true, stream_options = { include_usage = true } })
+      ev = sse(j)
+      assert.equal("[DONE]", ev[#ev])
+      assert.same({ role = "assistant", content = "" }, ev[1].choices[1].delta)
+      text = {}
+      for i = 1, #ev - 1 do
+        assert.equal("chat.completion.chunk", ev[i].object)
+        local c = ev[i].choices[1]
+        if c and c.delta.content and i > 1 then text[#text + 1] = c.delta.content end
+      end
+      assert.equal(want_chat, table.concat(text))
+      assert.equal("length", ev[#ev - 2].choices[1].finish_reason)
+      assert.same({}, ev[#ev - 1].choices)
+      assert.equal(25, ev[#ev - 1].usage.completion_tokens)
+
+      -- n = 2 with a seed: the choices are seed and seed + 1 of a plain
+      -- temperature-1 chain, and the request repeats exactly
+      local body = { model = id, prompt = "KING:", max_tokens = 12, n = 2, seed = 77 }
+      st, j = call("POST", "/v1/completions", body)
+      assert.equal(200, st)
+      assert.equal(2, #j.choices)
+      for i, c in ipairs(j.choices) do
+        assert.equal(i - 1, c.index)
+        local s = slm.sampler.chain { { "temp", 1 }, { "dist", seed = 77 + i - 1 } }
+        assert.equal(greedy("KING:", { max_tokens = 12, sampler = s }), c.text)
+      end
+      local _, j2 = call("POST", "/v1/completions", body)
+      assert.equal(j.choices[1].text, j2.choices[1].text)
+      assert.equal(j.choices[2].text, j2.choices[2].text)
+
+      -- logprobs: chat entries against a log-softmax of the logits here
+      st, j = call("POST", "/v1/chat/completions", { model = id, messages = msgs, max_tokens = 5, temperature = 0,
+                                                      logprobs = true, top_logprobs = 3 })
+      assert.equal(200, st)
+      local content = j.choices[1].logprobs.content
+      assert.equal(5, #content)
+      local s = fresh()
+      local logits = s:eval(slm.chat.tokenize(tok, msgs, { model = model }))
+      for _, e in ipairs(content) do
+        local lp = log_softmax(logits)
+        local best, best_id = -math.huge, nil
+        for i = 0, model.hp.n_vocab - 1 do if lp[i] > best then best, best_id = lp[i], i end end
+        assert.equal(tok:piece(best_id), e.token)
+        assert.near(best, e.logprob, 1e-6)
+        assert.same({ tok:piece(best_id):byte(1, -1) }, e.bytes)
+        assert.equal(3, #e.top_logprobs)
+        assert.equal(e.token, e.top_logprobs[1].token)
+        assert.is_true(e.top_logprobs[2].logprob <= e.top_logprobs[1].logprob)
+        assert.is_true(e.top_logprobs[3].logprob <= e.top_logprobs[2].logprob)
+        logits = s:eval { best_id }
+      end
+      -- legacy completions logprobs
+      st, j = call("POST", "/v1/completions", { model = id, prompt = "ROMEO:", max_tokens = 4, temperature = 0,
+                                                 logprobs = 2 })
+      local lp = j.choices[1].logprobs
+      assert.equal(4, #lp.tokens)
+      assert.same({ 0, 1, 2, 3 }, lp.text_offset)
+      assert.equal(want:sub(1, 4), table.concat(lp.tokens))
+
+      -- embeddings: floats and base64 against model:embed
+      local e1 = model:embed("hello there"):totable()
+      st, j = call("POST", "/v1/embeddings", { model = id, input = { "hello there", "x" } })
+      assert.equal(200, st)
+      assert.equal("list", j.object)
+      assert.equal(2, #j.data)
+      assert.equal("embedding", j.data[1].object)
+      assert.equal(#e1, #j.data[1].embedding)
+      for i = 1, #e1 do assert.near(e1[i], j.data[1].embedding[i], 1e-7) end
+      assert.equal(#tok:encode("hello there") + #tok:encode("x"), j.usage.prompt_tokens)
+      st, j = call("POST", "/v1/embeddings", { model = id, input = "hello there", encoding_format = "base64" })
+      local b64 = j.data[1].embedding
+      assert.equal(require("basexx").to_base64(model:embed("hello there"):tobytes()), b64)
+
+      -- tokenize / detokenize against the tokenizer
+      st, j = call("POST", "/tokenize", { content = "Good morrow" })
+      assert.equal(200, st)
+      assert.same(tok:encode("Good morrow"), j.tokens)
+      st, j = call("POST", "/detokenize", { tokens = tok:encode("Good morrow") })
+      assert.equal("Good morrow", j.content)
+    end)
+  end)
+  end
+
+  it("answers malformed requests with the right status and error shape, and keeps serving", function()
+    local long = string.rep("a", 300)   -- the default model's context is 128 tokens
+    with_server({ max_body = 4096 }, function(srv, call)
+      local id = srv.names[1]
+      local P = "/v1/completions"
+      local C = "/v1/chat/completions"
+      local msg = { { role = "user", content = "hi" } }
+      local cases = {
+        { "POST", P, "{", 400, nil, "invalid_json" },
+        { "POST", P, "[1, 2]", 400 },
+        { "POST", P, "", 400, nil, "invalid_json" },
+        { "POST", P, { prompt = "a" }, 400, "model", "missing_required_parameter" },
+        { "POST", P, { model = "gpt-4", prompt = "a" }, 404, "model", "model_not_found" },
+        { "POST", P, { model = id }, 400, "prompt", "missing_required_parameter" },
+        { "POST", P, { model = id, prompt = 5 }, 400, "prompt" },
+        { "POST", P, { model = id, prompt = "a", max_tokens = -1 }, 400, "max_tokens" },
+        { "POST", P, { model = id, prompt = "a", max_tokens = "10" }, 400, "max_tokens" },
+        { "POST", P, { model = id, prompt = "a", max_tokens = 1.5 }, 400, "max_tokens" },
+        { "POST", P, { model = id, prompt = "a", temperature = 3 }, 400, "temperature" },
+        { "POST", P, { model = id, prompt = "a", top_p = 0 }, 400, "top_p" },
+        { "POST", P, { model = id, prompt = "a", n = 0 }, 400, "n" },
+        { "POST", P, { model = id, prompt = "a", stop = "" }, 400, "stop" },
+        { "POST", P, { model = id, prompt = "a", stop = { "x", 3 } }, 400, "stop[1]" },
+        { "POST", P, { model = id, prompt = "a", frobnicate = true }, 400, "frobnicate", "unknown_parameter" },
+        { "POST", P, { model = id, prompt = "a", logit_bias = { ["99999"] = 1 } }, 400, "logit_bias" },
+        { "POST", P, { model = id, prompt = "a", suffix = "x" }, 400, "suffix", "unsupported_parameter" },
+        { "POST", P, { model = id, prompt = "a", stream_options = { include_usage = true } }, 400, "stream_options" },
+        { "POST", P, { model = id, prompt = { 1, 2, 999 } }, 400, "prompt[2]" },
+        { "POST", P, { model = id, prompt = long }, 400, "prompt", "context_length_exceeded" },
+        { "POST", P, string.rep(" ", 5000), 413, nil, "body_too_large" },
+        { "POST", C, { model = id, messages = {} }, 400, "messages" },
+        { "POST", C, { model = id, messages = { { role = "wizard", content = "x" } } }, 400, "messages[0].role" },
+        { "POST", C, { model = id, messages = { { role = "user" } } }, 400, "messages[0].content" },
+        { "POST", C, { model = id, messages = { { role = "user", content = { { type = "image_url" } } } } }, 400 },
+        { "POST", C, { model = id, messages = msg, tools = { { type = "function" } } }, 400, "tools",
+          "unsupported_parameter" },
+        { "POST", C, { model = id, messages = msg, response_format = { type = "json_schema", json_schema = {} } }, 400,
+          "response_format", "unsupported_parameter" },
+        { "POST", C, { model = id, messages = msg, top_logprobs = 2 }, 400, "top_logprobs" },
+        { "POST", C, { model = id, messages = { { role = "user", content = long } } }, 400, "prompt",
+          "context_length_exceeded" },
+        { "POST", "/v1/embeddings", { model = id }, 400, "input", "missing_required_parameter" },
+        { "POST", "/v1/embeddings", { model = id, input = "a", encoding_format = "hex" }, 400, "encoding_format" },
+        { "POST", "/detokenize", { tokens = { -1 } }, 400, "tokens[0]" },
+        { "POST", "/tokenize", { content = 3 }, 400, "content" },
+        { "GET", "/v1/nothing", nil, 404, nil, "not_found" },
+        { "GET", "/v1/models/nope", nil, 404, "model", "model_not_found" },
+        { "GET", P, nil, 405, nil, "method_not_allowed" },
+        { "DELETE", "/health", nil, 405 },
+      }
+      assert.is_true(#cases >= 15)
+      for i, c in ipairs(cases) do
+        local st, j, h = call(c[1], c[2], c[3])
+        local where = string.format("case %d (%s %s %s)", i, c[1], c[2], type(c[3]) == "table" and cjson.encode(c[3])
+                                    or tostring(c[3]):sub(1, 20))
+        assert.equal(c[4], st, where .. ": " .. (type(j) == "table" and cjson.encode(j) or tostring(j)))
+        assert.equal("table", type(j.error), where)
+        assert.equal("string", type(j.error.message), where)
+        assert.equal("invalid_request_error", j.error.type, where)
+        if c[5] then assert.equal(c[5], j.error.param, where) end
+        if c[6] then assert.equal(c[6], j.error.code, where) end
+        assert.equal("application/json", h:get("content-type"), where)
+      end
+      local st, j = call("GET", "/health")
+      assert.equal(200, st)
+      assert.equal("ok", j.status)
+      -- and a good request still works
+      st, j = call("POST", P, { model = id, prompt = "ROMEO:", max_tokens = 5, temperature = 0 })
+      assert.equal(200, st)
+      assert.equal(greedy("ROMEO:", { max_tokens = 5 }), j.choices[1].text)
+    end)
+  end)
+
+  it("requires the bearer key on every route but /health", function()
+    with_server({ api_key = "sekrit" }, function(srv, call)
+      local body = { model = srv.names[1], prompt = "A", max_tokens = 2, temperature = 0 }
+      local st, j = call("POST", "/v1/completions", body)
+      assert.equal(401, st)
+      assert.equal("invalid_api_key", j.error.code)
+      st = call("POST", "/v1/completions", body, { authorization = "Bearer wrong" })
+      assert.equal(401, st)
+      st = call("GET", "/v1/models", nil, { authorization = "Bearer sekri" })
+      assert.equal(401, st)
+      st = call("POST", "/v1/completions", body, { authorization = "Bearer sekrit" })
+      assert.equal(200, st)
+      st = call("GET", "/health")
+      assert.equal(200, st)
+    end)
+  end)
+
+  it("lets on_request rewrite or refuse a request", function()
+    local seen = {}
+    local hook = function(req)
+      seen[#seen + 1] = req.method .. " " .. req.path
+      if req.path == "/v1/embeddings" then return 403, "embeddings are off here" end
+      if req.body and req.body.prompt then req.body.max_tokens = 3 end
+      if req.path == "/v1/models" then return { object = "list", data = {} } end
+    end
+    with_server({ on_request = hook }, function(srv, call)
+      local st, j = call("POST", "/v1/completions", { model = srv.names[1], prompt = "A", max_tokens = 50,
+                                                       temperature = 0 })
+      assert.equal(200, st)
+      assert.equal(3, j.usage.completion_tokens)
+      st, j = call("POST", "/v1/embeddings", { model = srv.names[1], input = "a" })
+      assert.equal(403, st)
+      assert.equal("embeddings are off here", j.error.message)
+      st, j = call("GET", "/v1/models")
+      assert.same({ object = "list", data = {} }, j)
+    end)
+    assert.same({ "POST /v1/completions", "POST /v1/embeddings", "GET /v1/models" }, seen)
+    -- a hook that fails is a 500, and the server goes on
+    with_server({ on_request = function(req) if req.path ~= "/health" then error("boom") end end }, function(_, call)
+      local st, j = call("GET", "/v1/models")
+      assert.equal(500, st)
+      assert.truthy(j.error.message:find("boom", 1, true))
+      assert.equal(200, (call("GET", "/health")))
+    end)
+  end)
+
+  for _, backend in ipairs { "batcher", "round-robin" } do
+  it("interleaves concurrent streams and cancels a stream whose client leaves (" .. backend .. ")", function()
+    local lines = {}
+    -- a context past the model's training length, for a generation long
+    -- enough that it cannot end before the client leaves
+    with_server({ parallel = 3, ctx = 2048, backend = backend, log = function(l) lines[#lines + 1] = l end },
+                function(srv, call)
+      local prompts = { "ROMEO:", "JULIET:", "KING HENRY:" }
+      local want, got, order = {}, {}, {}
+      local done = 0
+      for i, p in ipairs(prompts) do
+        want[i] = greedy(p, { max_tokens = 40 })
+        srv:spawn(function()
+          local st, s = call("POST", "/v1/completions", { model = srv.names[1], prompt = p, max_tokens = 40,
+                                                           temperature = 0, stream = true }, nil, true)
+          assert.equal(200, st)
+          local parts = {}
+          while true do
+            local chunk, err = s:get_next_chunk(20)
+            assert(chunk or not err, err)
+            if not chunk then break end
+            order[#order + 1] = i
+            parts[#parts + 1] = chunk
+          end
+          got[i] = table.concat(parts)
+          done = done + 1
+        end)
+      end
+      local t0 = cqueues.monotime()
+      while done < #prompts and cqueues.monotime() - t0 < 60 do cqueues.sleep(0.01) end
+      assert.equal(#prompts, done)
+      for i = 1, #prompts do
+        local text = {}
+        for _, e in ipairs(sse(got[i])) do if e ~= "[DONE]" then text[#text + 1] = e.choices[1].text end end
+        assert.equal(want[i], table.concat(text))
+      end
+      -- round-robin: every stream got chunks before any other finished
+      local last_first, first_last = 0, math.huge
+      for i = 1, #prompts do
+        local first, last
+        for k, v in ipairs(order) do
+          if v == i then first = first or k last = k end
+        end
+        last_first, first_last = math.max(last_first, first), math.min(first_last, last)
+      end
+      assert.is_true(last_first < first_last, "streams were served one after the other")
+
+      -- a client that reads two chunks and closes: its job is cancelled
+      local st, s = call("POST", "/v1/completions", { model = srv.names[1], prompt = "A", max_tokens = 2000,
+                                                       temperature = 0, stream = true }, nil, true)
+      assert.equal(200, st)
+      s:get_next_chunk(10)
+      s:get_next_chunk(10)
+      s:shutdown()   -- the body was not read to its end: lua-http closes the connection
+      local t1 = cqueues.monotime()
+      while srv.sched:busy() and cqueues.monotime() - t1 < 20 do cqueues.sleep(0.01) end
+      assert.is_false(srv.sched:busy())
+      cqueues.sleep(0.1)
+      assert.equal(200, (call("GET", "/health")))
+    end)
+    local cancelled = 0
+    for _, l in ipairs(lines) do if l:match("^POST /v1/completions 499 ") then cancelled = cancelled + 1 end end
+    assert.equal(1, cancelled, table.concat(lines, "\n"))
+  end)
+  end
+end)
