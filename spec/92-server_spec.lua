@@ -430,9 +430,11 @@ describe("slm.server: structured output and tools", function()
     return tmodel
   end
   local OPEN = helpers.TOOL_IDS.open
+  -- optional members "unit" before "days": not their sorted order, so that
+  -- a server that lost the request's member order would differ
   local WEATHER_PARAMS = '{"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}, '
-                         .. '"days": {"type": "integer", "minimum": 1, "maximum": 7}}, "required": ["city"], '
-                         .. '"additionalProperties": false}'
+                         .. '"unit": {"enum": ["C", "F"]}, "days": {"type": "integer", "minimum": 1, "maximum": 7}}, '
+                         .. '"required": ["city"], "additionalProperties": false}'
   local NOW_PARAMS = '{"type": "object", "properties": {"tz": {"type": "string", "maxLength": 8}}}'
   -- parameters are placeholders that encode() replaces by the texts above,
   -- so that the body has their member order
