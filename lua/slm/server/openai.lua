@@ -5,9 +5,10 @@
 --
 -- Request fields follow https://platform.openai.com/docs/api-reference
 -- (completions, chat, embeddings). A field the server does not know, or
--- knows but cannot honour (suffix, best_of > n, tools, json_schema
--- response formats, echo with logprobs), is a 400 naming it: a request is
+-- knows but cannot honour (suffix, best_of > n, echo with logprobs,
+-- tools with a template without them), is a 400 naming it: a request is
 -- never answered as if the field were absent. JSON null is "absent".
+-- response_format, json_schema, grammar and tools: slm.server.structured.
 -- Sampling: temperature (default 1; 0 is greedy), top_p (default 1),
 -- presence_penalty and frequency_penalty (over the generated tokens),
 -- logit_bias, seed, and llama.cpp's extensions top_k and min_p; the chain
