@@ -81,6 +81,79 @@ describe("slm serve with other clients", function()
     assert.equal("unsupported_parameter", res.errors.tools.code)
   end)
 
+  it("answers the openai client's structured output and tool calls (create, parse, stream helpers)", function()
+    if not sh("command -v npm >/dev/null && command -v node >/dev/null") then
+      pending("npm or node is not installed: the openai client test is skipped")
+      return
+    end
+    local helpers = require "spec.helpers"
+    local path, why = helpers.tool_model_path()
+    if not path then return pending(why) end
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    local ok, out = sh(string.format("cd %s && timeout -k 5 240 npm install --no-audit --no-fund --no-update-notifier --silent openai", dir))
+    if not ok then
+      os.execute("rm -rf " .. dir)
+      pending("npm install openai failed (offline?): the openai client test is skipped: " .. out:sub(1, 200))
+      return
+    end
+    local SCHEMA = '{"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}, "days": {"type": '
+                   .. '"integer", "minimum": 1, "maximum": 7}}, "required": ["city", "days"], "additionalProperties": false}'
+    local child = assert(io.popen("exec timeout 300 bin/slm serve " .. path .. " --template qwen3 --ctx 1024 --port 0 "
+                                  .. "--quiet --api-key test-key --name tools", "r"))
+    local line = child:read("l") or ""
+    local url, pid = line:match("listening on (http://[%d.:]+) .*pid (%d+)")
+    if url then
+      os.execute(string.format("cp spec/server/openai_structured.mjs %s/", dir))
+      ok, out = sh(string.format("timeout 120 node %s/openai_structured.mjs %s tools '%s'", dir, url, SCHEMA))
+      os.execute("kill " .. pid)
+    end
+    child:close()
+    os.execute("rm -rf " .. dir)
+    assert(url, "the server did not start: " .. line)
+    assert(ok, "the node script failed: " .. out)
+    local res = cjson.decode(out:match("([^\n]+)\n*$"))
+
+    -- expected: sess:chat with the same constraint on a fresh session (greedy)
+    local m = assert(slm.load(path))
+    local msgs = { { role = "user", content = "Weather in Paris?" } }
+    local function chat(o)
+      o.template = "qwen3"
+      return m:session { ctx = 1024 }:chat(msgs, o)
+    end
+    local want = chat { json_schema = SCHEMA, max_tokens = 60 }
+    assert.equal(want, res.schema.content)
+    assert.equal("stop", res.schema.finish)
+    assert.same(cjson.decode(want), res.schema_parsed)
+
+    local tools = { { name = "get_weather", description = "Weather of a city", parameters = SCHEMA } }
+    local _, info = chat { tools = tools, tool_choice = "required", max_tokens = 80 }
+    assert.equal(1, #info.tool_calls)
+    assert.equal("tool_calls", res.tool.finish)
+    assert.equal(cjson.null, res.tool.content)
+    assert.equal(1, #res.tool.calls)
+    local c = res.tool.calls[1]
+    assert.truthy(c.id:match("^call_%x+$"))
+    assert.equal("function", c.type)
+    assert.equal("get_weather", c.name)
+    assert.same(info.tool_calls[1].arguments, cjson.decode(c.arguments))
+    assert.same(info.tool_calls[1].arguments, c.parsed)
+    assert.same({ { name = c.name, arguments = c.arguments } }, res.tool_stream.calls)
+    assert.equal("tool_calls", res.tool_stream.finish)
+
+    -- the call and its result rendered back: the prompt is slm.chat's
+    local hist = { msgs[1], { role = "assistant", content = "", tool_calls = { { name = "get_weather",
+                   arguments = c.arguments } } }, { role = "tool", content = "sunny" } }
+    assert.equal(#slm.chat.tokenize(m.tokenizer, hist, { template = "qwen3", tools = tools }),
+                 res.back.usage.prompt_tokens)
+
+    assert.equal(400, res.bad_schema.status)
+    assert.equal("response_format", res.bad_schema.param)
+    assert.equal("unsupported_parameter", res.bad_schema.code)
+    assert.truthy(res.bad_schema.message:find("format email is not supported", 1, true))
+  end)
+
   it("serves concurrent streaming clients, every response equal to sess:generate (bench/serve_load.lua, small)", function()
     for _, backend in ipairs { "batcher", "round-robin" } do
       local ok, out = sh("timeout 240 bin/slm bench/serve_load.lua --clients 6 --requests 3 --tokens 24 --parallel 3 "

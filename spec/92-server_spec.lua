@@ -258,10 +258,12 @@ describe("slm.server", function()
         { "POST", C, { model = id, messages = { { role = "wizard", content = "x" } } }, 400, "messages[0].role" },
         { "POST", C, { model = id, messages = { { role = "user" } } }, 400, "messages[0].content" },
         { "POST", C, { model = id, messages = { { role = "user", content = { { type = "image_url" } } } } }, 400 },
-        { "POST", C, { model = id, messages = msg, tools = { { type = "function" } } }, 400, "tools",
+        -- the default model's template renders no tools; a schema outside the subset
+        { "POST", C, { model = id, messages = msg, tools = { { type = "function", ["function"] = { name = "f" } } } },
+          400, "tools", "unsupported_parameter" },
+        { "POST", C, { model = id, messages = msg, response_format = { type = "json_schema", json_schema = {
+          name = "x", schema = { type = "string", format = "email" } } } }, 400, "response_format",
           "unsupported_parameter" },
-        { "POST", C, { model = id, messages = msg, response_format = { type = "json_schema", json_schema = {} } }, 400,
-          "response_format", "unsupported_parameter" },
         { "POST", C, { model = id, messages = msg, top_logprobs = 2 }, 400, "top_logprobs" },
         { "POST", C, { model = id, messages = { { role = "user", content = long } } }, 400, "prompt",
           "context_length_exceeded" },
@@ -408,4 +410,328 @@ describe("slm.server", function()
     assert.equal(1, cancelled, table.concat(lines, "\n"))
   end)
   end
+end)
+
+-- Structured output and tool calls (lua/slm/server/structured.lua) on the
+-- tool fixture model (helpers.tool_model_path: ChatML and <tool_call>
+-- tokens) served with the qwen3 template. Expected replies come from
+-- sess:chat / sess:generate on a fresh session with the same constraint and
+-- sampler chain; schemas are checked by python-jsonschema
+-- (helpers.json_schema_verdicts), never by the server's own code.
+describe("slm.server: structured output and tools", function()
+  local helpers = require "spec.helpers"
+  local tmodel
+  local function tool_model()
+    if not tmodel then
+      local path, why = helpers.tool_model_path()
+      if not path then return nil, why end
+      tmodel = assert(slm.load(path))
+    end
+    return tmodel
+  end
+  local OPEN = helpers.TOOL_IDS.open
+  -- optional members "unit" before "days": not their sorted order, so that
+  -- a server that lost the request's member order would differ
+  local WEATHER_PARAMS = '{"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}, '
+                         .. '"unit": {"enum": ["C", "F"]}, "days": {"type": "integer", "minimum": 1, "maximum": 7}}, '
+                         .. '"required": ["city"], "additionalProperties": false}'
+  local NOW_PARAMS = '{"type": "object", "properties": {"tz": {"type": "string", "maxLength": 8}}}'
+  -- parameters are placeholders that encode() replaces by the texts above,
+  -- so that the body has their member order
+  local TOOLS = { { type = "function", ["function"] = { name = "get_weather", description = "Weather of a city",
+                                                        parameters = "__WEATHER__" } },
+                  { type = "function", ["function"] = { name = "now", parameters = "__NOW__" } } }
+  local PARAMS = { get_weather = WEATHER_PARAMS, now = NOW_PARAMS }
+  local MSGS = { { role = "user", content = "Weather in Paris?" } }
+  -- slm.chat's form of TOOLS: parameters as the JSON text (the request's order)
+  local CHAT_TOOLS = { { name = "get_weather", description = "Weather of a city", parameters = WEATHER_PARAMS },
+                       { name = "now", parameters = PARAMS.now } }
+
+  -- the body as JSON text, the placeholders replaced (member order kept)
+  local function encode_with_params(body)
+    local text = cjson.encode(body)
+    text = text:gsub('"__WEATHER__"', function() return WEATHER_PARAMS end)
+    return (text:gsub('"__NOW__"', function() return NOW_PARAMS end))
+  end
+
+  local function expected_chat(m, msgs, o, chain)
+    local sess = m:session { ctx = 1024 }
+    o.template, o.sampler = "qwen3", slm.sampler.chain(chain)
+    return sess:chat(msgs, o)
+  end
+
+  local function validate_all(by_name)
+    local n = 0
+    for name, list in pairs(by_name) do
+      if #list > 0 then
+        local verdicts, why = helpers.json_schema_verdicts(PARAMS[name] or name, list)
+        if not verdicts then return nil, why end
+        for i, v in ipairs(verdicts) do assert.equal("ok", v, name .. ": " .. list[i]) end
+        n = n + #list
+      end
+    end
+    return n
+  end
+
+  it("response_format json_schema / json_object and grammar: replies follow them, equal to sess:chat / generate", function()
+    local m, why = tool_model()
+    if not m then return pending(why) end
+    with_server({ model = m, template = "qwen3", ctx = 1024 }, function(srv, call)
+      local id = srv.names[1]
+      local texts = {}
+      for seed = 1, 6 do
+        -- the body as text: the schema's member order is the request's
+        local body = { model = id, messages = MSGS, max_tokens = 60, seed = seed, temperature = 1,
+                       response_format = { type = "json_schema", json_schema = { name = "weather", strict = true,
+                                                                                 schema = "__WEATHER__" } } }
+        local st, j = call("POST", "/v1/chat/completions", encode_with_params(body))
+        assert.equal(200, st, cjson.encode(j))
+        local content = j.choices[1].message.content
+        local want, info = expected_chat(m, MSGS, { json_schema = WEATHER_PARAMS, max_tokens = 60 },
+                                         { { "temp", 1 }, { "dist", seed = seed } })
+        assert.equal(want, content)
+        assert.equal(info.stopped == "grammar" and "stop" or "length", j.choices[1].finish_reason)
+        assert.equal("stop", j.choices[1].finish_reason, content)
+        assert.equal("table", type(cjson.decode(content)))
+        texts[#texts + 1] = (content:gsub("\n", " "))
+      end
+      local n, vwhy = validate_all { [WEATHER_PARAMS] = texts }
+      if not n then return pending(vwhy) end
+      assert.equal(6, n)
+
+      -- json_object: any JSON object
+      for seed = 1, 3 do
+        local st, j = call("POST", "/v1/chat/completions", { model = id, messages = MSGS, max_tokens = 80, seed = seed,
+                                                              response_format = { type = "json_object" } })
+        assert.equal(200, st)
+        local content = j.choices[1].message.content
+        if j.choices[1].finish_reason == "stop" then
+          local ok, v = pcall(cjson.decode, content)
+          assert.is_true(ok and type(v) == "table" and content:match("^%s*{") ~= nil, content)
+        else
+          assert.equal("length", j.choices[1].finish_reason)
+          assert.truthy(content:match("^{"), content)
+        end
+      end
+
+      -- completions: a GBNF grammar (llama.cpp's field) and json_schema
+      local G = 'root ::= "yes" | "no" | "maybe " [0-9]'
+      for seed = 1, 4 do
+        local st, j = call("POST", "/v1/completions", { model = id, prompt = "Answer:", max_tokens = 8, seed = seed,
+                                                         grammar = G })
+        assert.equal(200, st)
+        local text = j.choices[1].text
+        assert.truthy(text == "yes" or text == "no" or text:match("^maybe %d$"), text)
+        local want = m:session { ctx = 1024 }:generate("Answer:", { max_tokens = 8, grammar = G,
+          sampler = slm.sampler.chain { { "temp", 1 }, { "dist", seed = seed } } }, function() end)
+        assert.equal(want, text)
+        assert.equal("stop", j.choices[1].finish_reason)
+      end
+      local st, j = call("POST", "/v1/completions", encode_with_params { model = id, prompt = "Weather:",
+        max_tokens = 60, temperature = 0, json_schema = "__WEATHER__" })
+      assert.equal(200, st)
+      local want = m:session { ctx = 1024 }:generate("Weather:", { max_tokens = 60, json_schema = WEATHER_PARAMS },
+                                                      function() end)
+      assert.equal(want, j.choices[1].text)
+      -- streamed, the same text
+      st, j = call("POST", "/v1/completions", encode_with_params { model = id, prompt = "Weather:", max_tokens = 60,
+        temperature = 0, stream = true, response_format = { type = "json_schema",
+        json_schema = { name = "w", schema = "__WEATHER__" } } })
+      local parts = {}
+      for _, e in ipairs(sse(j)) do if e ~= "[DONE]" then parts[#parts + 1] = e.choices[1].text end end
+      assert.equal(want, table.concat(parts))
+    end, 300)
+  end)
+
+  it("tools: calls in OpenAI's shape, streamed and whole, equal to sess:chat's; calls and results rendered back", function()
+    local m, why = tool_model()
+    if not m then return pending(why) end
+    with_server({ model = m, template = "qwen3", ctx = 1024 }, function(srv, call)
+      local id = srv.names[1]
+      local args = { get_weather = {}, now = {} }
+      local with_calls, with_text = 0, 0
+      for seed = 1, 8 do
+        -- auto, the opener made likelier: text, calls or both
+        local body = { model = id, messages = MSGS, tools = TOOLS, max_tokens = 60, seed = seed,
+                       logit_bias = { [tostring(OPEN)] = 4 } }
+        local st, j = call("POST", "/v1/chat/completions", encode_with_params(body))
+        assert.equal(200, st, cjson.encode(j))
+        local msg = j.choices[1].message
+        local reply, info = expected_chat(m, MSGS, { tools = CHAT_TOOLS, max_tokens = 60 },
+          { { "logit_bias", { [OPEN] = 4 } }, { "temp", 1 }, { "dist", seed = seed } })
+        local calls = msg.tool_calls or {}
+        if #info.tool_call_problems == 0 then
+          assert.equal(reply == "" and #calls > 0 and cjson.null or reply, msg.content)
+        end
+        assert.equal(#info.tool_calls, #calls)
+        for k, c in ipairs(calls) do
+          assert.truthy(c.id:match("^call_%x+$"))
+          assert.equal("function", c.type)
+          assert.equal(info.tool_calls[k].name, c["function"].name)
+          assert.equal("string", type(c["function"].arguments))
+          assert.same(info.tool_calls[k].arguments, cjson.decode(c["function"].arguments))
+          table.insert(args[c["function"].name], (c["function"].arguments:gsub("\n", " ")))
+        end
+        local finish = j.choices[1].finish_reason
+        if #calls > 0 then
+          with_calls = with_calls + 1
+          -- a reply cut by max_tokens (in a call or after it) says "length"
+          local cut = info.stopped == "max_tokens" or info.stopped == "grammar_incomplete"
+          assert.equal(cut and "length" or "tool_calls", finish)
+        end
+        if msg.content ~= cjson.null and msg.content ~= "" then with_text = with_text + 1 end
+
+        -- streamed: content deltas and delta.tool_calls add up to the same message
+        body.stream = true
+        st, j = call("POST", "/v1/chat/completions", encode_with_params(body))
+        assert.equal(200, st)
+        local text, scalls, sfinish = {}, {}, nil
+        for _, e in ipairs(sse(j)) do
+          if e ~= "[DONE]" then
+            local ch = e.choices[1]
+            if ch.delta.content then text[#text + 1] = ch.delta.content end
+            for _, tc in ipairs(ch.delta.tool_calls or {}) do
+              assert.equal(#scalls, tc.index)
+              scalls[#scalls + 1] = tc
+            end
+            if ch.finish_reason ~= cjson.null then sfinish = ch.finish_reason end
+          end
+        end
+        assert.equal(msg.content == cjson.null and "" or msg.content, table.concat(text))
+        assert.equal(#calls, #scalls)
+        for k, tc in ipairs(scalls) do
+          assert.equal(calls[k]["function"].name, tc["function"].name)
+          assert.equal(calls[k]["function"].arguments, tc["function"].arguments)
+          assert.truthy(tc.id:match("^call_%x+$"))
+        end
+        assert.equal(finish, sfinish)
+      end
+      assert.is_true(with_calls >= 3, "replies with calls: " .. with_calls)
+      assert.is_true(with_text >= 2, "replies with text: " .. with_text)
+
+      -- required, and a named function: one call, from the first token
+      for seed = 1, 4 do
+        local st, j = call("POST", "/v1/chat/completions", encode_with_params { model = id, messages = MSGS,
+          tools = TOOLS, seed = seed, max_tokens = 80, tool_choice = "required" })
+        assert.equal(200, st)
+        local msg = j.choices[1].message
+        assert.equal(1, #msg.tool_calls, cjson.encode(msg))
+        assert.equal(cjson.null, msg.content)
+        assert.equal("tool_calls", j.choices[1].finish_reason)
+        table.insert(args[msg.tool_calls[1]["function"].name], (msg.tool_calls[1]["function"].arguments:gsub("\n", " ")))
+        st, j = call("POST", "/v1/chat/completions", encode_with_params { model = id, messages = MSGS, tools = TOOLS,
+          seed = seed, max_tokens = 80, tool_choice = { type = "function", ["function"] = { name = "get_weather" } } })
+        assert.equal(200, st)
+        msg = j.choices[1].message
+        assert.equal(1, #msg.tool_calls)
+        assert.equal("get_weather", msg.tool_calls[1]["function"].name)
+        table.insert(args.get_weather, (msg.tool_calls[1]["function"].arguments:gsub("\n", " ")))
+      end
+      local n, vwhy = validate_all(args)
+      if not n then return pending(vwhy) end
+      assert.is_true(n >= 3 + 8, "calls validated: " .. n)
+
+      -- tool_choice "none": no tools rendered, plain text
+      local st, j = call("POST", "/v1/chat/completions", encode_with_params { model = id, messages = MSGS,
+        tools = TOOLS, max_tokens = 10, temperature = 0, tool_choice = "none" })
+      assert.equal(200, st)
+      assert.equal(expected_chat(m, MSGS, { max_tokens = 10 }, { { "greedy" } }), j.choices[1].message.content)
+
+      -- a history with calls and results: the prompt is slm.chat's rendering
+      -- of the same conversation (as the qwen3 template renders it)
+      local history = {
+        { role = "user", content = "Weather in Paris?" },
+        { role = "assistant", content = cjson.null, tool_calls = { { id = "call_1", type = "function",
+          ["function"] = { name = "get_weather", arguments = '{"city": "Paris", "days": 2}' } } } },
+        { role = "tool", tool_call_id = "call_1", content = "sunny" } }
+      local as_chat = { history[1], { role = "assistant", content = "", tool_calls = {
+                          { name = "get_weather", arguments = '{"city": "Paris", "days": 2}' } } },
+                        { role = "tool", content = "sunny" } }
+      local rendered = slm.chat.render("qwen3", as_chat, { tools = CHAT_TOOLS })
+      assert.truthy(rendered:find('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}\n'
+                                  .. "</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\nsunny\n"
+                                  .. "</tool_response><|im_end|>\n<|im_start|>assistant\n", 1, true))
+      st, j = call("POST", "/v1/chat/completions", encode_with_params { model = id, messages = history, tools = TOOLS,
+        max_tokens = 12, temperature = 0, logit_bias = { [tostring(OPEN)] = -100 } })
+      assert.equal(200, st, cjson.encode(j))
+      assert.equal(#slm.chat.tokenize(m.tokenizer, as_chat, { template = "qwen3", tools = CHAT_TOOLS }),
+                   j.usage.prompt_tokens)
+      local want = expected_chat(m, as_chat, { tools = CHAT_TOOLS, max_tokens = 12 },
+                                 { { "logit_bias", { [OPEN] = -100 } }, { "greedy" } })
+      assert.equal(want, j.choices[1].message.content)
+    end, 300)
+  end)
+
+  it("refuses bad response_format, grammar and tools requests with the right param", function()
+    local m, why = tool_model()
+    if not m then return pending(why) end
+    local tool = { type = "function", ["function"] = { name = "f", parameters = { type = "object" } } }
+    local cases_default = {   -- the default model's template (chatml) renders no tools
+      { { tools = { tool } }, "tools", "unsupported_parameter", "does not render tools" },
+      { { messages = { { role = "user", content = "a" }, { role = "tool", tool_call_id = "x", content = "r" } } },
+        "messages[1]", "unsupported_parameter" },
+    }
+    with_server({}, function(srv, call)
+      for i, c in ipairs(cases_default) do
+        local body = { model = srv.names[1], messages = { { role = "user", content = "hi" } } }
+        for k, v in pairs(c[1]) do body[k] = v end
+        local st, j = call("POST", "/v1/chat/completions", body)
+        assert.equal(400, st, "case " .. i)
+        assert.equal(c[2], j.error.param, "case " .. i .. ": " .. j.error.message)
+        assert.equal(c[3], j.error.code, "case " .. i)
+        if c[4] then assert.truthy(j.error.message:find(c[4], 1, true), j.error.message) end
+      end
+    end)
+    local C, P = "/v1/chat/completions", "/v1/completions"
+    local msg = { { role = "user", content = "hi" } }
+    local cases = {
+      { C, { response_format = { type = "xml" } }, "response_format" },
+      { C, { response_format = "json" }, "response_format" },
+      { C, { response_format = { type = "json_schema" } }, "response_format" },
+      { C, { response_format = { type = "json_schema", json_schema = { name = "a b", schema = {} } } }, "response_format" },
+      { C, { response_format = { type = "json_schema", json_schema = { name = "n", schema = {}, extra = 1 } } },
+        "response_format", "unknown_parameter" },
+      { C, { response_format = { type = "json_schema", json_schema = { name = "n",
+          schema = { type = "object", properties = { a = { ["not"] = { type = "string" } } } } } } },
+        "response_format", "unsupported_parameter", "keyword 'not' is not supported (at #/properties/a)" },
+      { P, { json_schema = { type = "number", minimum = 1 } }, "json_schema", "unsupported_parameter", "minimum" },
+      { P, { grammar = "root ::= (" }, "grammar", "invalid_value", "grammar:1:" },
+      { P, { grammar = 'root ::= "a"', json_schema = { type = "string" } }, "grammar", "invalid_value" },
+      { C, { tools = TOOLS, response_format = { type = "json_object" } }, "tools", "invalid_value" },
+      { C, { tools = { { type = "function" } } }, "tools" },
+      { C, { tools = { { type = "function", ["function"] = { name = "f", parameters = { type = "object" },
+                                                              bogus = true } } } }, "tools", "unknown_parameter" },
+      { C, { tools = { { type = "function", ["function"] = { name = "bad name" } } } }, "tools", "invalid_value" },
+      { C, { tools = { { type = "function", ["function"] = { name = "f", parameters = { type = "object",
+          properties = { a = { ["if"] = {} } } } } } } }, "tools", "invalid_value", "'if' is not supported" },
+      { C, { tools = TOOLS, tool_choice = "always" }, "tool_choice" },
+      { C, { tools = TOOLS, tool_choice = { type = "function", ["function"] = { name = "nope" } } }, "tool_choice",
+        "invalid_value", "no tool is named 'nope'" },
+      { C, { tool_choice = "required" }, "tool_choice", "invalid_value" },
+      { C, { tools = TOOLS, parallel_tool_calls = false }, "parallel_tool_calls", "unsupported_parameter" },
+      { C, { tools = TOOLS, parallel_tool_calls = "no" }, "parallel_tool_calls", "invalid_type" },
+      { C, { messages = { { role = "assistant", content = cjson.null, tool_calls = { { id = "c", type = "function",
+          ["function"] = { name = "f", arguments = "not json" } } } } } }, "messages[0].tool_calls[0].function.arguments" },
+      { C, { messages = { { role = "tool", content = "r" } } }, "messages[0].tool_call_id" },
+      { C, { messages = { { role = "user", content = "a", tool_calls = {} } } }, "messages[0].tool_calls",
+        "unsupported_parameter" },
+      { C, { messages = { { role = "assistant", content = cjson.null } } }, "messages[0].content",
+        "missing_required_parameter" },
+    }
+    with_server({ model = m, template = "qwen3", ctx = 1024 }, function(srv, call)
+      for i, c in ipairs(cases) do
+        local body = { model = srv.names[1] }
+        if c[1] == C then body.messages = msg else body.prompt = "a" end
+        for k, v in pairs(c[2]) do body[k] = v end
+        local st, j = call("POST", c[1], encode_with_params(body))
+        local where = "case " .. i .. " " .. cjson.encode(c[2]) .. ": " .. cjson.encode(j)
+        assert.equal(400, st, where)
+        assert.equal("invalid_request_error", j.error.type, where)
+        assert.equal(c[3], j.error.param, where)
+        if c[4] then assert.equal(c[4], j.error.code, where) end
+        if c[5] then assert.truthy(j.error.message:find(c[5], 1, true), where) end
+      end
+      assert.equal(200, (call("GET", "/health")))
+    end)
+  end)
 end)

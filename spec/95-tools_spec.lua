@@ -191,21 +191,10 @@ end)
 describe("tools: generation", function()
   -- dense-q8_0 (a random llama) with ChatML control tokens and <tool_call>,
   -- </tool_call> as user-defined tokens (text, as in Qwen's vocabulary)
-  local IM_START, IM_END, OPEN, CLOSE = 300, 301, 302, 303
-  local path
+  local OPEN = helpers.TOOL_IDS.open
   local function model()
-    if not path then
-      local src, why = helpers.fixture("gguf/dense-q8_0.gguf")
-      if not src then pending(why) return nil end
-      local f <close> = assert(slm.gguf.open(src))
-      local toks, types = f:typed("tokenizer.ggml.tokens"), f:typed("tokenizer.ggml.token_type")
-      toks.value[IM_START + 1], toks.value[IM_END + 1] = "<|im_start|>", "<|im_end|>"
-      toks.value[OPEN + 1], toks.value[CLOSE + 1] = "<tool_call>", "</tool_call>"
-      types.value[IM_START + 1], types.value[IM_END + 1], types.value[OPEN + 1], types.value[CLOSE + 1] = 3, 3, 4, 4
-      path = helpers.altered(src, { drop = { ["tokenizer.ggml.tokens"] = true, ["tokenizer.ggml.token_type"] = true },
-                                    metadata = { { "tokenizer.ggml.tokens", toks },
-                                                 { "tokenizer.ggml.token_type", types } } })
-    end
+    local path, why = helpers.tool_model_path()
+    if not path then pending(why) return nil end
     return assert(slm.load(path))
   end
 

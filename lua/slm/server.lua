@@ -31,6 +31,7 @@
 --               allows it) or "round-robin" (one job's step after the other)
 local options = require "slm.options"
 local openai = require "slm.server.openai"
+local structured = require "slm.server.structured"
 local scheduler = require "slm.server.scheduler"
 local sampler_mod = require "slm.sampler"
 
@@ -119,7 +120,8 @@ local function start_choices(self, plan, cond)
       local c = { index = #choices, prompt = p, events = {}, head = 1, tail = 0, parts = {}, lps = {}, pending_lps = {} }
       c.job = self.sched:submit {
         ids = p.ids, top_logprobs = plan.logprobs,
-        gen = { max_tokens = max_tokens, sampler = stages, stop = plan.stop, stop_ids = plan.stop_ids },
+        gen = { max_tokens = max_tokens, sampler = stages, stop = plan.stop, stop_ids = plan.stop_ids,
+                grammar = plan.grammar },
         on_event = function(ev)
           c.tail = c.tail + 1
           c.events[c.tail] = ev
@@ -225,9 +227,22 @@ local function serve_generation(self, stream, plan, chat)
     for i, c in ipairs(choices) do
       local text = table.concat(c.parts)
       if chat then
-        out[i] = { index = c.index, message = { role = "assistant", content = text },
+        local message, finish = { role = "assistant", content = text }, c.finish
+        if plan.tools then
+          -- the reply's calls in OpenAI's shape; content null when only calls
+          local content, calls = {}, {}
+          for _, o in ipairs(structured.splitter():feed(text, true)) do
+            if o.content then content[#content + 1] = o.content
+            else calls[#calls + 1] = { id = structured.call_id(sampler_mod.fresh_seed()), type = "function",
+                                       ["function"] = o.call } end
+          end
+          message.content = #content > 0 and table.concat(content) or (#calls > 0 and openai.null or "")
+          if #calls > 0 then message.tool_calls = calls end
+          finish = structured.finish(finish, #calls)
+        end
+        out[i] = { index = c.index, message = message,
                    logprobs = plan.logprobs and { content = openai.array(c.lps) } or openai.null,
-                   finish_reason = c.finish }
+                   finish_reason = finish }
       else
         local echo = plan.echo and (c.prompt.text or "") or ""
         out[i] = { index = c.index, text = echo .. text, finish_reason = c.finish,
@@ -274,6 +289,25 @@ local function serve_generation(self, stream, plan, chat)
     for _, e in ipairs(entries) do offsets[c] = (offsets[c] or 0) + #e.token end
     return lp
   end
+  -- with tools, the text goes through a splitter: content deltas, and each
+  -- call as one delta.tool_calls entry (index, id, type, name and the whole
+  -- arguments) once its closer has come
+  local function send_split(c, text, final)
+    c.split = c.split or structured.splitter()
+    c.n_calls = c.n_calls or 0
+    for _, o in ipairs(c.split:feed(text, final)) do
+      local delta
+      if o.content then
+        delta = { content = o.content }
+      else
+        delta = { tool_calls = { { index = c.n_calls, id = structured.call_id(sampler_mod.fresh_seed()),
+                                   type = "function", ["function"] = o.call } } }
+        c.n_calls = c.n_calls + 1
+      end
+      send(base { object = chunk_object, choices = { { index = c.index, delta = delta, logprobs = lp_of(c),
+                                                       finish_reason = openai.null } } })
+    end
+  end
   local ok = drive(self, stream, choices, function(c, ev)
     record(self, c, ev)
     if ev.done then
@@ -281,9 +315,16 @@ local function serve_generation(self, stream, plan, chat)
         send(openai.error_body { message = "generation failed: " .. ev.error, type = "server_error",
                                   code = "generation_error" })
       end
-      local choice = { index = c.index, logprobs = lp_of(c), finish_reason = c.finish }
+      local finish = c.finish
+      if plan.tools then
+        send_split(c, ev.text or "", true)
+        finish = structured.finish(finish, c.n_calls)
+      end
+      local choice = { index = c.index, logprobs = lp_of(c), finish_reason = finish }
       if chat then choice.delta = {} else choice.text = "" end
       send(base { object = chunk_object, choices = { choice } })
+    elseif plan.tools then
+      if ev.text ~= "" then send_split(c, ev.text, false) end
     elseif ev.text ~= "" then
       local choice = { index = c.index, logprobs = lp_of(c), finish_reason = openai.null }
       if chat then choice.delta = { content = ev.text } else choice.text = ev.text end
@@ -326,11 +367,11 @@ ROUTES["/v1/models"] = { GET = function(self, stream)
 end }
 
 ROUTES["/v1/completions"] = { POST = function(self, stream, req)
-  return serve_generation(self, stream, openai.completion_request(req.body, self), false)
+  return serve_generation(self, stream, openai.completion_request(req.body, self, req.raw), false)
 end }
 
 ROUTES["/v1/chat/completions"] = { POST = function(self, stream, req)
-  return serve_generation(self, stream, openai.chat_request(req.body, self), true)
+  return serve_generation(self, stream, openai.chat_request(req.body, self, req.raw), true)
 end }
 
 ROUTES["/v1/embeddings"] = { POST = function(self, stream, req)
@@ -462,7 +503,10 @@ local function handle(self, stream)
     for name, value in headers:each() do
       if name:sub(1, 1) ~= ":" then req.headers[name] = value end
     end
-    if method == "POST" then req.body = openai.decode(read_body(self, stream, headers)) end
+    if method == "POST" then
+      req.raw = read_body(self, stream, headers)   -- its text: the member order of schemas and tools
+      req.body = openai.decode(req.raw)
+    end
     if self.on_request then
       local hok, a, b = pcall(self.on_request, req)
       if not hok then openai.fail(500, "on_request failed: " .. tostring(a), nil, "hook_error") end

@@ -5,9 +5,10 @@
 --
 -- Request fields follow https://platform.openai.com/docs/api-reference
 -- (completions, chat, embeddings). A field the server does not know, or
--- knows but cannot honour (suffix, best_of > n, tools, json_schema
--- response formats, echo with logprobs), is a 400 naming it: a request is
+-- knows but cannot honour (suffix, best_of > n, echo with logprobs,
+-- tools with a template without them), is a 400 naming it: a request is
 -- never answered as if the field were absent. JSON null is "absent".
+-- response_format, json_schema, grammar and tools: slm.server.structured.
 -- Sampling: temperature (default 1; 0 is greedy), top_p (default 1),
 -- presence_penalty and frequency_penalty (over the generated tokens),
 -- logit_bias, seed, and llama.cpp's extensions top_k and min_p; the chain
@@ -107,9 +108,11 @@ local function show(v)
   return tostring(v)
 end
 
-local function bad(key, expected, got)
-  fail(400, string.format("'%s' must be %s, got %s", key, expected, show(got)), key, "invalid_type")
+-- param: the field named in the error (default key)
+local function bad(key, expected, got, param)
+  fail(400, string.format("'%s' must be %s, got %s", key, expected, show(got)), param or key, "invalid_type")
 end
+M.bad = bad
 
 --- check_known(body, known, what): every key of body is in the set known
 local function check_known(body, known, what)
@@ -127,6 +130,7 @@ local function get(body, key)
   if v == cjson.null then return nil end
   return v
 end
+M.get = get
 
 local function int(body, key, min, max, default)
   local v = get(body, key)
@@ -278,14 +282,25 @@ M.token_ids = token_ids
 local COMPLETION_FIELDS = {}
 for _, k in ipairs { "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options",
                      "logprobs", "echo", "stop", "presence_penalty", "frequency_penalty", "best_of", "logit_bias",
-                     "seed", "suffix", "user", "top_k", "min_p" } do
+                     "seed", "suffix", "user", "top_k", "min_p", "response_format", "json_schema", "grammar" } do
   COMPLETION_FIELDS[k] = true
 end
 
---- completion_request(body, srv) -> plan: {model, prompts = {{ids, text}},
+-- structured output and tools (slm.server.structured, which uses this module)
+local function structured() return require "slm.server.structured" end
+
+-- the key orders of the body's text, when a field needs them
+local function orders_for(body, raw)
+  if get(body, "response_format") ~= nil or get(body, "json_schema") ~= nil or get(body, "tools") ~= nil then
+    return structured().orders(raw)
+  end
+end
+
+--- completion_request(body, srv [, raw]) -> plan: {model, prompts = {{ids, text}},
 -- n, stream, include_usage, max_tokens, logprobs (k or nil), echo, stop,
--- sampling}. srv: {names (set and [1]), tokenizer, n_vocab, n_ctx}.
-function M.completion_request(body, srv)
+-- sampling, grammar}. srv: {names (set and [1]), tokenizer, n_vocab, n_ctx};
+-- raw: the body's JSON text (for the member order of schemas).
+function M.completion_request(body, srv, raw)
   if not is_object(body) then fail(400, "the body must be a JSON object", nil, "invalid_json") end
   check_known(body, COMPLETION_FIELDS, "completions")
   local plan = { model = model_field(body, srv.names) }
@@ -330,6 +345,8 @@ function M.completion_request(body, srv)
   end
   plan.stop = stops(body)
   plan.sampling = sampling(body, srv.n_vocab)
+  plan.grammar = structured().constraint(body, orders_for(body, raw))
+  if plan.grammar and not tok then fail(400, "this model has no tokenizer: a grammar needs one", "grammar") end
   not_supported(body, "suffix", function(v) return v == "" end)
   not_supported(body, "best_of", function(v) return v == plan.n end)
   if get(body, "user") ~= nil and type(get(body, "user")) ~= "string" then bad("user", "a string", body.user) end
@@ -355,11 +372,14 @@ local CHAT_FIELDS = {}
 for _, k in ipairs { "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
                      "stream", "stream_options", "logprobs", "top_logprobs", "stop", "presence_penalty",
                      "frequency_penalty", "logit_bias", "seed", "user", "response_format", "tools", "tool_choice",
-                     "parallel_tool_calls", "functions", "function_call", "top_k", "min_p" } do
+                     "parallel_tool_calls", "functions", "function_call", "top_k", "min_p", "json_schema",
+                     "grammar" } do
   CHAT_FIELDS[k] = true
 end
-local ROLES = { system = true, user = true, assistant = true, developer = true }
+local ROLES = { system = true, user = true, assistant = true, developer = true, tool = true }
+-- fields by role: an assistant's tool_calls, a tool result's tool_call_id
 local MESSAGE_FIELDS = { role = true, content = true }
+local ROLE_FIELDS = { assistant = { tool_calls = true }, tool = { tool_call_id = true } }
 
 -- One message's content: a string, or an array of {type = "text", text}
 -- parts (joined with "\n").
@@ -382,10 +402,12 @@ local function content_of(c, i)
   return table.concat(texts, "\n")
 end
 
---- chat_request(body, srv) -> plan as completion_request's, with
+--- chat_request(body, srv [, raw]) -> plan as completion_request's, with
 -- messages (slm.chat's form) and prompts = {{ids}} from the chat template
--- (srv.template, srv.model), stop strings and stop_ids from its end of turn.
-function M.chat_request(body, srv)
+-- (srv.template, srv.model), stop strings and stop_ids from its end of turn,
+-- and tools ({list, grammar, mode}: slm.server.structured) when the
+-- request calls them.
+function M.chat_request(body, srv, raw)
   if not is_object(body) then fail(400, "the body must be a JSON object", nil, "invalid_json") end
   check_known(body, CHAT_FIELDS, "chat completions")
   local plan = { model = model_field(body, srv.names) }
@@ -396,24 +418,31 @@ function M.chat_request(body, srv)
   for i, m in ipairs(msgs) do
     local key = "messages[" .. (i - 1) .. "]"
     if not is_object(m) then bad(key, "an object {role, content}", m) end
-    for k in pairs(m) do
-      if not MESSAGE_FIELDS[k] then
-        local what = (k == "tool_calls" or k == "tool_call_id" or k == "function_call") and "tool calls are"
-                     or ("the field '" .. tostring(k) .. "' is")
-        fail(400, string.format("%s: %s not supported yet by this server", key, what), key .. "." .. tostring(k),
-             "unsupported_parameter")
-      end
-    end
     if type(m.role) ~= "string" then bad(key .. ".role", "a string", m.role) end
     if not ROLES[m.role] then
-      fail(400, string.format("%s.role: '%s' is not supported (system, developer, user, assistant)", key, m.role),
-           key .. ".role", "invalid_value")
+      fail(400, string.format("%s.role: '%s' is not supported (system, developer, user, assistant, tool)", key,
+                              m.role), key .. ".role", "invalid_value")
     end
-    if m.content == nil or m.content == cjson.null then
+    for k in pairs(m) do
+      if not MESSAGE_FIELDS[k] and not (ROLE_FIELDS[m.role] or {})[k] then
+        local what = k == "function_call" and "function_call (the deprecated form of tool_calls) is"
+                     or ("the field '" .. tostring(k) .. "' is")
+        fail(400, string.format("%s: %s not supported by this server in a %s message", key, what, m.role),
+             key .. "." .. tostring(k), "unsupported_parameter")
+      end
+    end
+    local calls = get(m, "tool_calls")
+    if calls ~= nil then calls = structured().message_tool_calls(calls, key) end
+    if m.role == "tool" and type(get(m, "tool_call_id")) ~= "string" then
+      bad(key .. ".tool_call_id", "a string", m.tool_call_id)
+    end
+    local content = get(m, "content")
+    if content == nil and not calls then
       fail(400, key .. ": missing field 'content'", key .. ".content", "missing_required_parameter")
     end
     -- developer is the newer name of the system role
-    messages[i] = { role = m.role == "developer" and "system" or m.role, content = content_of(m.content, i - 1) }
+    messages[i] = { role = m.role == "developer" and "system" or m.role, tool_calls = calls,
+                    content = content == nil and "" or content_of(content, i - 1) }
   end
   plan.messages = messages
   plan.n = int(body, "n", 1, 16, 1)
@@ -429,19 +458,19 @@ function M.chat_request(body, srv)
   end
   plan.stop = stops(body)
   plan.sampling = sampling(body, srv.n_vocab)
-  not_supported(body, "response_format", function(v) return is_object(v) and v.type == "text" end)
-  if get(body, "response_format") ~= nil and not is_object(body.response_format) then
-    bad("response_format", "an object", body.response_format)
-  end
-  not_supported(body, "tools", function(v) return is_array(v) and #v == 0 end)
+  local orders = orders_for(body, raw)
+  local constrained
+  plan.grammar, constrained = structured().constraint(body, orders)
   not_supported(body, "functions", function(v) return is_array(v) and #v == 0 end)
-  not_supported(body, "tool_choice", function(v) return v == "none" end)
   not_supported(body, "function_call", function(v) return v == "none" end)
-  not_supported(body, "parallel_tool_calls", function(v) return type(v) == "boolean" end)
   if get(body, "user") ~= nil and type(get(body, "user")) ~= "string" then bad("user", "a string", body.user) end
 
   if not srv.tokenizer then fail(400, "this model has no tokenizer: chat needs one", "messages") end
-  local ok, ids = pcall(chat.tokenize, srv.tokenizer, messages, { model = srv.model, template = srv.template })
+  plan.tools = structured().tools(body, srv, orders, constrained)
+  if plan.tools then plan.grammar = plan.tools.grammar end
+  structured().check_template(messages, srv)
+  local ok, ids = pcall(chat.tokenize, srv.tokenizer, messages, { model = srv.model, template = srv.template,
+                                                                 tools = plan.tools and plan.tools.list })
   if not ok then
     fail(400, "messages: " .. tostring(ids):gsub("^.-:%d+: ", ""):gsub("^chat: ", ""), "messages", "invalid_value")
   end
@@ -504,7 +533,8 @@ end
 
 --- finish_reason(stopped) -> "stop" | "length" (generate's info.stopped)
 function M.finish_reason(stopped)
-  if stopped == "max_tokens" or stopped == "ctx" then return "length" end
+  -- grammar_incomplete: max_tokens or the context ran out inside the grammar
+  if stopped == "max_tokens" or stopped == "ctx" or stopped == "grammar_incomplete" then return "length" end
   return "stop"
 end
 
