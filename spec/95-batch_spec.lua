@@ -161,6 +161,16 @@ describe("slm.batch_generate and slm.batcher", function()
         local want = lone(model, p, { max_tokens = i == 2 and 3 or 10, sampler = stages })
         assert.equal(want, outs[i], "seeded prompt " .. i)
       end
+      -- a quantized KV cache: the slots' sessions take kv_type
+      outs = slm.batch_generate(model, PROMPTS, { max_tokens = 8, slots = 2, ctx = 64, batch = 4, kv_type = "q8_0" })
+      for i, p in ipairs(PROMPTS) do
+        local s = model:session { ctx = 64, batch = 4, kv_type = "q8_0" }
+        assert.equal(s:generate(p, { max_tokens = 8 }, function() end), outs[i], "q8_0 cache, prompt " .. i)
+      end
+      -- (greedy text may not tell the cache types apart: the slots' caches do)
+      local b = slm.batcher(model, { slots = 2, ctx = 64, kv_type = "q4_0" })
+      assert.equal(model:session { ctx = 64, kv_type = "q4_0" }:kv_bytes_per_token(), b.free[1]:kv_bytes_per_token())
+      assert.is_true(b.free[1]:kv_bytes_per_token() < model:session { ctx = 64 }:kv_bytes_per_token())
     end)
   end
 
@@ -211,8 +221,8 @@ describe("slm.batch_generate and slm.batcher", function()
     assert.equal("failed", bad.status)
     assert.matches("does not fit the context", tostring(bad.error))
     assert.equal("done", good.status)
-    assert.equal("batch_generate: unknown option 'slot' (known: batch, ctx, grammar, json_schema, max_tokens, "
-                 .. "parse_special, regex, regex_width, sampler, slots, special, stop, stop_ids)",
+    assert.equal("batch_generate: unknown option 'slot' (known: batch, ctx, grammar, json_schema, kv_type, "
+                 .. "max_tokens, parse_special, regex, regex_width, sampler, slots, special, stop, stop_ids)",
                  helpers.errmsg(slm.batch_generate, model, { { 1 } }, { slot = 2 }))
     assert.equal("batch_generate: max_tokens must be a non-negative integer, got -1",
                  helpers.errmsg(slm.batch_generate, model, { { 1 } }, { max_tokens = -1 }))

@@ -35,7 +35,7 @@
 -- decode steps, and a finished sequence's slot takes the next prompt.
 -- prompts[i] is a string, a list of ids, or {prompt = ..., <generate
 -- options>} whose options override opts for that prompt. opts: generate's
--- options (max_tokens, sampler, stop, ...) plus slots, ctx and batch (the
+-- options (max_tokens, sampler, stop, ...) plus slots, ctx, batch and kv_type (the
 -- slots' sessions'). A sampler given as a list of stages is built anew for
 -- every prompt (a seeded dist stage then draws each prompt's tokens as a
 -- lone sess:generate with that sampler would); one sampler object shared by
@@ -291,11 +291,12 @@ Batcher.__index = Batcher
 local Request = {}
 Request.__index = Request
 
-local BATCHER_OPTS = options.known { "slots", "ctx", "batch" }
+local BATCHER_OPTS = options.known { "slots", "ctx", "batch", "kv_type" }
 local CANCEL = setmetatable({}, { __tostring = function() return "cancelled" end })
 
---- slm.batcher(model, {slots = 4, ctx =, batch =}) -> batcher (see the
--- file's header). ctx and batch are the slots' sessions' (model:session).
+--- slm.batcher(model, {slots = 4, ctx =, batch =, kv_type =}) -> batcher (see
+-- the file's header). ctx, batch and kv_type are the slots' sessions'
+-- (model:session).
 function M.batcher(model, opts)
   if getmetatable(model) ~= model_mod.Model then error("bad argument #1 to 'batcher' (a model expected)", 2) end
   opts = options.check("batcher", opts, BATCHER_OPTS)
@@ -303,7 +304,7 @@ function M.batcher(model, opts)
   if not options.is_int(slots, 1) then options.fail("batcher", "slots", "a positive integer", slots) end
   local b = setmetatable({ model = model, queue = {}, running = {}, free = {}, runners = {} }, Batcher)
   for i = 1, slots do
-    b.free[i] = model:session { ctx = opts.ctx, batch = opts.batch }
+    b.free[i] = model:session { ctx = opts.ctx, batch = opts.batch, kv_type = opts.kv_type }
   end
   return b
 end
@@ -499,7 +500,7 @@ end
 
 --- slm.batch_generate(model, prompts, opts [, on_piece]) -> outs, infos
 -- (see the file's header)
-local BG_EXTRA = { "slots", "ctx", "batch" }
+local BG_EXTRA = { "slots", "ctx", "batch", "kv_type" }
 -- generate's options that a batched request takes: not speculative
 -- decoding (draft, n_draft: a draft session per request would run outside
 -- the batch's forward)
@@ -552,7 +553,8 @@ function M.batch_generate(model, prompts, opts, on_piece)
   end
   local outs, infos = {}, {}
   if #items == 0 then return outs, infos end
-  local b = M.batcher(model, { slots = opts.slots or math.min(#items, 8), ctx = opts.ctx, batch = opts.batch })
+  local b = M.batcher(model, { slots = opts.slots or math.min(#items, 8), ctx = opts.ctx, batch = opts.batch,
+                               kv_type = opts.kv_type })
   local failed
   for i, it in ipairs(items) do
     b:add(it.prompt, it.opts, on_piece and function(piece, id) return on_piece(i, piece, id) end, function(req)
