@@ -79,6 +79,20 @@ describe("slm command", function()
     assert.is_true(#a > 1)
   end)
 
+  it("run --kv-type gives the session that cache type (the same text as sess:generate with it)", function()
+    local p, why = fx("gguf/dense-f16.gguf")
+    if not p then return pending(why) end
+    local slm = require "slm"
+    local m = assert(slm.load(p))
+    for _, kt in ipairs { "q8_0", "q4_0" } do
+      local out, err, code = run("run " .. p .. " -p 'Once upon' -n 24 --temp 0 --ctx 64 --kv-type " .. kt)
+      assert.equal(0, code, err)
+      local s = m:session { ctx = 64, kv_type = kt }
+      local want = s:generate("Once upon", { max_tokens = 24, sampler = slm.sampler.greedy() }, function() end)
+      assert.equal(want .. "\n", out)
+    end
+  end)
+
   it("info shows architecture, parameters, dtypes, metadata and tokenizer", function()
     local p, why = fx("gguf/dense-q8_0.gguf")
     if not p then return pending(why) end
@@ -228,6 +242,8 @@ describe("slm command", function()
         "^slm: context full: the prompt is %d+ tokens as a chat, the context 3 %(raise %-%-ctx%)\n$",
         needs = "gguf/dense-q8_0.gguf" },
       { "run " .. p .. " -p hi --temp -1", "^slm: option %-%-temp must be a finite number >= 0 %(got %-1%)\n$" },
+      { "run " .. p .. " -p hi --kv-type q5_0",
+        "^slm: %-%-kv%-type must be \"f16\", \"f32\", \"q8_0\" or \"q4_0\", got \"q5_0\"\n$", needs = "gguf/dense-q8_0.gguf" },
       { "run " .. p .. " -p hi --top-p 2", "^slm: option %-%-top%-p must be a number in %(0, 1%] %(got 2%)\n$" },
       { "run " .. p .. " -p hi --min-p 1.5", "^slm: option %-%-min%-p must be a number in %[0, 1%] %(got 1.5%)\n$" },
       { "run " .. p .. " -p hi --seed -3", "^slm: option %-%-seed must be an integer >= 0 %(got %-3%)\n$" },

@@ -52,7 +52,7 @@ local FLAGS = {
   ["--temp"] = { "temp", "num" }, ["--top-k"] = { "top_k", "int" },
   ["--top-p"] = { "top_p", "num" }, ["--min-p"] = { "min_p", "num" },
   ["--seed"] = { "seed", "int" }, ["--repeat-penalty"] = { "repeat_penalty", "num" },
-  ["--ctx"] = { "ctx", "int" }, ["-c"] = { "ctx", "int" },
+  ["--ctx"] = { "ctx", "int" }, ["-c"] = { "ctx", "int" }, ["--kv-type"] = { "kv_type", "str" },
   ["--threads"] = { "threads", "int" }, ["-t"] = { "threads", "int" },
   ["--tokenizer"] = { "tokenizer", "str" },
   ["--template"] = { "template", "str" }, ["--system"] = { "system", "str" },
@@ -191,8 +191,9 @@ local function need_decoder(model)
   end
 end
 
--- A session of --ctx tokens (default: as model:session), with a warning
--- when that is more than the model was trained on.
+-- A session of --ctx tokens (default: as model:session) and --kv-type's
+-- cache (f16 by default), with a warning when the context is more than the
+-- model was trained on.
 local function session_of(model, opt)
   need_decoder(model)
   positive(opt, "ctx", "--ctx")
@@ -201,7 +202,9 @@ local function session_of(model, opt)
     io.stderr:write(string.format("slm: warning: --ctx %d is above the model's training context (%d): "
                                   .. "past %d tokens its output may degrade\n", opt.ctx, train, train))
   end
-  return model:session { ctx = opt.ctx }
+  local ok, sess = pcall(model.session, model, { ctx = opt.ctx, kv_type = opt.kv_type })
+  if not ok then fail("%s", (tostring(sess):gsub("^session: kv_type", "--kv-type"))) end
+  return sess
 end
 
 -- "N tokens in S s (R tok/s)"
@@ -268,7 +271,7 @@ local function usage_fail(name)
 end
 
 command("run", "run [MODEL] (-p PROMPT | -f FILE) [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] "
-        .. "[--repeat-penalty R] [--ctx N] [--stop TEXT]... [--regex RE] [--grammar FILE] [--json-schema FILE] "
+        .. "[--repeat-penalty R] [--ctx N] [--kv-type f16|q8_0|q4_0|f32] [--stop TEXT]... [--regex RE] [--grammar FILE] [--json-schema FILE] "
         .. "[--system TEXT [--template NAME]] [--verbose]",
         "generate text from a prompt, streamed to stdout (--system: as a chat reply; no MODEL: the default model)",
 function(pos, opt)
