@@ -104,10 +104,11 @@ local function find_entry(name)
   end
 end
 
---- A model argument: "default" (the model shipped with slm, slm.model.resolve),
+--- A model argument: "default" or "shakespeare-char" (the models shipped with
+-- slm, slm.model.resolve),
 -- a path, or a registry name that was pulled.
 function cli.resolve(name)
-  if name == slm.model.DEFAULT_NAME then
+  if slm.model.SHIPPED[name] then
     local p, err = slm.model.resolve(name)
     if not p then fail("%s", err) end
     return p
@@ -484,6 +485,8 @@ function(pos, opt)
   end
   if pos[1] == slm.model.DEFAULT_NAME then
     p("default       slm's default model (the name `default` stands for this file)")
+  elseif slm.model.SHIPPED[pos[1]] then
+    p("shipped       a model shipped with slm (the name `%s` stands for this file)", pos[1])
   end
   local md = src.kind == "gguf" and src.file.metadata
   if md and md["slm.recipe"] then
