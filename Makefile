@@ -14,9 +14,9 @@
 #   make deps       install the Debian packages below (needs root)
 #   make clean
 
-DEBIAN_PACKAGES = build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-dev \
+DEBIAN_PACKAGES = build-essential pkg-config lua5.4 liblua5.4-dev libopenblas-dev lua-http lua-cjson \
                   libutf8proc-dev libpcre2-dev libjansson-dev lua-busted \
-                  clang libclang-rt-14-dev
+                  clang libclang-rt-14-dev python3-jsonschema
 
 BUILD    ?= build
 CC       ?= cc
@@ -172,6 +172,7 @@ install: all
 	install -d $(LUA_LDIR)/slm $(LUA_CDIR)/slm $(LUA_LDIR)/slm/models $(LUA_LDIR)/slm/train
 	install -m 644 lua/slm/*.lua $(LUA_LDIR)/slm/
 	install -m 644 lua/slm/train/*.lua $(LUA_LDIR)/slm/train/
+	install -d $(LUA_LDIR)/slm/grammar && install -m 644 lua/slm/grammar/*.lua $(LUA_LDIR)/slm/grammar/
 	install -m 644 $(MODULE) $(LUA_CDIR)/slm/core.so
 	if ls models/*.lua >/dev/null 2>&1; then install -m 644 models/*.lua $(LUA_LDIR)/slm/models/; fi
 	# the shipped models (slm.load("default"), "shakespeare-char") beside slm/model.lua, where

@@ -72,6 +72,18 @@ function M.weight_bytes(path)
   return has_output and total - embd or total
 end
 
+--- smol135m(dir, dtype) -> path of the SmolLM2-135M-shaped random model of
+-- that dtype in dir, written by slm.testing.random_model the first time
+function M.smol135m(dir, dt)
+  local path = string.format("%s/smol135m-%s.gguf", dir, dt)
+  if not M.exists(path) then
+    require("slm.testing").random_model { path = path, dtype = dt, vocab = 49152, dim = 576, n_layer = 30,
+                                          n_head = 9, n_head_kv = 3, n_ff = 1536, tied = true, ctx = 2048,
+                                          name = "smol135m-random" }
+  end
+  return path
+end
+
 local Bench = {}
 Bench.__index = Bench
 

@@ -14,7 +14,6 @@
 -- a second table gives both sides, slm/ref ratios and both bw fractions;
 -- bench/families.lua, bench/mamba.lua and bench/rwkv.lua then run with
 -- --compare too.
-local testing = require "slm.testing"
 local common = require "bench.common"
 
 local b = common.setup(arg, "run")
@@ -27,12 +26,7 @@ print(string.format("SmolLM2-135M-shaped random model, %d threads (bench/llama.l
 print(string.format("%-6s %9s %9s %6s %10s %8s %9s", "dtype", "pp128 t/s", "tg t/s", "bw %", "MB", "lua %", "RSS MB"))
 local rows = {}
 for _, dt in ipairs(dtypes) do
-  local path = string.format("%s/smol135m-%s.gguf", b.dir, dt)
-  if not common.exists(path) then
-    testing.random_model { path = path, dtype = dt, vocab = 49152, dim = 576, n_layer = 30,
-                           n_head = 9, n_head_kv = 3, n_ff = 1536, tied = true, ctx = 2048,
-                           name = "smol135m-random" }
-  end
+  local path = common.smol135m(b.dir, dt)
   local r = b:measure({ dt = dt, path = path }, function(r)
     local out = common.run(string.format("%s %s/bench/llama.lua %s 128 64 %d", b.slm, here, path, threads))
     local pp, tg = tonumber(out:match("pp=([%d.]+)")), tonumber(out:match("tg=([%d.]+)"))
@@ -50,7 +44,11 @@ b:compare_table(rows)
 -- models (mamba-130m- and RWKV-7 0.1B-shaped), then tokenizers
 local pass = b.compare and "--compare " or ""
 print()
+os.execute(string.format("%s %s/bench/kvcache.lua %d", b.slm, here, threads))   -- KV cache types
+print()
 os.execute(string.format("%s %s/bench/families.lua %s%d", b.slm, here, pass, threads))
+print()
+os.execute(string.format("%s %s/bench/speculative.lua %d", b.slm, here, threads))
 print()
 os.execute(string.format("%s %s/bench/mamba.lua %s%d", b.slm, here, pass, threads))
 print()
@@ -64,6 +62,9 @@ os.execute(string.format("%s %s/bench/batch.lua %s%s/smol135m-f16.gguf 128 32 %d
 print()
 os.execute(string.format("%s %s/bench/train.lua %s1 2", b.slm, here, pass))
 if not b.compare then
+  -- grammar-constrained decoding: mask cost per token, regex linearity
+  print()
+  os.execute(string.format("%s %s/bench/grammar.lua %d", b.slm, here, threads))
   print()
   os.execute(string.format("BUILD=%s lua5.4 %s/bench/tokenizer.lua", os.getenv("BUILD") or "build", here))
 end

@@ -347,15 +347,16 @@ end
 --- The session state of a model built of attention layers: a KV cache
 -- with one slot per step of m.plan, shaped as that step's layer (kv_dim,
 -- window), and a workspace as large as the largest block needs for
--- opts.n_batch rows. opts.swa_ring = false keeps windowed layers whole.
+-- opts.n_batch rows. opts.swa_ring = false keeps windowed layers whole;
+-- opts.kv_type is the rows' type (nil: f16).
 function M.kv_state(m, opts)
   local layers = {}
   for step, l in ipairs(m.plan) do
     local L = m.layers[l]
-    layers[step] = { kv_dim = L.kv_dim, window = L.window or 0 }
+    layers[step] = { kv_dim = L.kv_dim, window = L.window or 0, head_dim = m.hp.head_dim }
   end
   local kv = blocks.kv_state { n_ctx = opts.n_ctx, n_batch = opts.n_batch, layers = layers,
-                               ring = opts.swa_ring ~= false }
+                               ring = opts.swa_ring ~= false, type = opts.kv_type }
   local bytes = 0
   for _, L in ipairs(m.layers) do
     for _, b in pairs { L.attn, L.attn_long, L.ffn, L.moe } do bytes = math.max(bytes, b:work_size(opts.n_batch)) end

@@ -153,6 +153,10 @@ function State:restore(str)
   return n_kv or n_conv
 end
 
+--- The KV cache's row type and bytes per position (nil and 0 without one).
+function State:kv_type() return self.kv and self.kv:kv_type() end
+function State:bytes_per_token() return self.kv and self.kv:bytes_per_token() or 0 end
+
 function State:bytes()
   return (self.kv and self.kv:bytes() or 0) + (self.conv and self.conv:bytes() or 0)
 end
@@ -173,13 +177,13 @@ function lfm2.state(m, opts)
       n_conv = n_conv + 1
       st.slot[step] = n_conv
     else
-      kv_layers[#kv_layers + 1] = { kv_dim = L.kv_dim }
+      kv_layers[#kv_layers + 1] = { kv_dim = L.kv_dim, head_dim = m.hp.head_dim }
       st.slot[step] = #kv_layers
     end
     bytes = math.max(bytes, (L.conv or L.attn):work_size(opts.n_batch), L.ffn:work_size(opts.n_batch))
   end
   if #kv_layers > 0 then
-    st.kv = blocks.kv_state { n_ctx = opts.n_ctx, n_batch = opts.n_batch, layers = kv_layers }
+    st.kv = blocks.kv_state { n_ctx = opts.n_ctx, n_batch = opts.n_batch, layers = kv_layers, type = opts.kv_type }
   end
   if n_conv > 0 then
     st.conv = shortconv.state { n_layer = n_conv, dim = m.hp.dim, l_cache = m.hp.l_cache }

@@ -195,9 +195,9 @@ describe("session state (KV cache)", function()
     local t = model:session { ctx = 64 }
     t:restore(snap2)
     assert.same(a, argmax_run(t, 10))
-    -- the snapshot holds only the rows in use: a 16-byte header, then per
-    -- layer 12 bytes and 2 x 8 positions x 64 dims x 2 bytes (4 layers)
-    assert.equal(32 + 4 * (12 + 2 * 8 * 64 * 2), #snap.state)   -- header of 1 dim: 32 bytes
+    -- the snapshot holds only the rows in use: a header, then per layer 12
+    -- bytes and 2 x 8 positions x 64 dims x 2 bytes (4 layers)
+    assert.equal(40 + 4 * (12 + 2 * 8 * 64 * 2), #snap.state)   -- header of 2 dims (n_layer, kv_type): 40 bytes
     os.remove(file)
   end)
   it("rejects foreign or corrupt snapshots", function()

@@ -142,8 +142,8 @@ describe("generate", function()
     assert.has_error(function() s:generate("x", { stop = { "" } }) end,
                      'generate: stop[1] must be a non-empty string, got ""')
     assert.has_error(function() s:generate("x", { max_token = 3 }) end,
-                     "generate: unknown option 'max_token' (known: max_tokens, parse_special, regex, regex_width, "
-                     .. "sampler, special, stop, stop_ids)")
+                     "generate: unknown option 'max_token' (known: draft, grammar, json_schema, max_tokens, n_draft, "
+                     .. "parse_special, regex, regex_width, sampler, special, stop, stop_ids)")
     assert.has_error(function() s:generate("x", { stop = 5 }) end,
                      "generate: stop must be a non-empty string or a list of them, got 5")
     assert.has_error(function() s:generate("x", { stop_ids = { "a" } }) end,

@@ -206,7 +206,7 @@ describe("sliding-window layers", function()
       local per_pos = stem == "gemma3" and 2 * 2 * 64 * 2 or 2 * 4 * 64 * 2
       local rows = stem == "gemma3" and 5 * 3 + 1 * 20 or 2 * 5 + 2 * 20
       local layers = stem == "gemma3" and 6 or 4
-      assert.equal(32 + 12 * layers + rows * per_pos, #snap.state)
+      assert.equal(40 + 12 * layers + rows * per_pos, #snap.state)   -- header of 2 dims
       -- and a session without rings takes the same snapshot
       local full = model:session { ctx = 128, swa_ring = false }
       assert.equal(want, full:restore(snap):eval(rest):tobytes())
@@ -218,7 +218,7 @@ describe("sliding-window layers", function()
     if not path then return pending(why) end
     local model = assert(slm.load(path))
     assert.has_error(function() model:session { ctx = 64, swa = false } end,
-                     "session: unknown option 'swa' (known: batch, ctx, swa_ring)")
+                     "session: unknown option 'swa' (known: batch, ctx, kv_type, swa_ring)")
     assert.has_error(function() model:session { swa_ring = "no" } end, 'session: swa_ring must be a boolean, got "no"')
   end)
 end)

@@ -135,7 +135,7 @@ describe("lfm2 session state", function()
     assert.same({ g, gl }, { greedy_run(t, 12) })
     -- the snapshot: KV rows of the one attention layer for 8 positions, the
     -- three conv layers' last 2 values of 128 channels
-    local kv = 32 + 12 + 2 * 8 * 64 * 2     -- headers (core/snapshot.h) of 1 and 3 dims
+    local kv = 40 + 12 + 2 * 8 * 64 * 2     -- headers (core/snapshot.h) of 2 and 3 dims
     local conv = 48 + 3 * 128 * 2 * 4
     assert.equal(8 + 8 + kv + 8 + conv, #snap.state)
     assert.equal(64 * 64 * 2 * 2 + 3 * 128 * 2 * 4, s.state:bytes())

@@ -532,8 +532,8 @@ describe("published templates", function()
     assert.has_error(function() slm.chat.render("qwen3", CONVS.one, { date = { year = 2025, month = 1, day = 1 } }) end,
       "chat: the qwen3 template has no option 'date'")
     assert.has_error(function()
-      slm.chat.render("qwen3", { { role = "assistant", content = "x", tool_calls = {} } })
-    end, "chat: the qwen3 template's tool calls are not supported (message 1 has tool_calls)")
+      slm.chat.render("granite", { { role = "assistant", content = "x", tool_calls = {} } })
+    end, "chat: the granite template's tool calls are not supported (message 1 has tool_calls)")
     assert.has_error(function()
       slm.chat.render("qwen3", { { role = "assistant", content = "x", reasoning_content = 1 } })
     end, "chat: message 1's reasoning_content must be a string")
@@ -899,17 +899,20 @@ describe("chat options and context", function()
     local s = m:session { ctx = 64 }
     local hi = { { role = "user", content = "Hi" } }
     local e = helpers.errmsg
-    assert.equal("chat: unknown option 'max_token' (known: date, max_tokens, regex, regex_width, sampler, special, "
-                 .. "stop, stop_ids, template, think)", e(s.chat, s, hi, { max_token = 4 }))
-    assert.equal("chat_session: unknown option 'sytem' (known: date, max_tokens, regex, regex_width, sampler, "
-                 .. "special, stop, stop_ids, system, template, think)", e(s.chat_session, s, { sytem = "x" }))
+    assert.equal("chat: unknown option 'max_token' (known: date, grammar, json_schema, max_tokens, regex, regex_width, "
+                 .. "sampler, special, stop, stop_ids, template, think, tool_choice, tools)",
+                 e(s.chat, s, hi, { max_token = 4 }))
+    assert.equal("chat_session: unknown option 'sytem' (known: date, grammar, json_schema, max_tokens, regex, "
+                 .. "regex_width, sampler, special, stop, stop_ids, system, template, think, tool_choice, tools)",
+                 e(s.chat_session, s, { sytem = "x" }))
     local chat = s:chat_session {}
-    assert.equal("say: unknown option 'temp' (known: date, max_tokens, regex, regex_width, sampler, special, stop, "
-                 .. "stop_ids, template, think)", e(chat.say, chat, "Hi", { temp = 0 }))
+    assert.equal("say: unknown option 'temp' (known: date, grammar, json_schema, max_tokens, regex, regex_width, "
+                 .. "sampler, special, stop, stop_ids, template, think, tool_choice, tools)",
+                 e(chat.say, chat, "Hi", { temp = 0 }))
     assert.equal(0, #chat.messages)
-    assert.equal("render: unknown option 'template' (known: add_generation_prompt, bos, date, eos, model, think)",
+    assert.equal("render: unknown option 'template' (known: add_generation_prompt, bos, date, eos, model, think, tools)",
                  e(slm.chat.render, "chatml", hi, { template = "chatml" }))
-    assert.equal("tokenize: unknown option 'bos' (known: add_generation_prompt, date, model, template, think)",
+    assert.equal("tokenize: unknown option 'bos' (known: add_generation_prompt, date, model, template, think, tools)",
                  e(slm.chat.tokenize, m.tokenizer, hi, { bos = "<s>" }))
     assert.equal("chat_session: max_tokens must be a non-negative integer, got 1.5",
                  e(s.chat_session, s, { max_tokens = 1.5 }))

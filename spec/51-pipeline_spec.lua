@@ -130,8 +130,8 @@ describe("pipeline", function()
     local m = load("dense-q8_0.gguf")
     if not m then return end
     local s = m:session { ctx = 64 }
-    local KNOWN = "chat, ctx, keep, max_tokens, model, name, parse, parse_special, regex, regex_width, sampler, "
-                  .. "session, special, stop, stop_ids, system, template"
+    local KNOWN = "chat, ctx, draft, grammar, json_schema, keep, max_tokens, model, n_draft, name, parse, parse_special, "
+                  .. "regex, regex_width, sampler, session, special, stop, stop_ids, system, template"
     local e = helpers.errmsg
     assert.equal("pipeline step 2 ('draft'): unknown option 'tempalte' (known: " .. KNOWN .. ")",
                  e(slm.pipeline, { function() end, { name = "draft", session = s, tempalte = "x" } }))

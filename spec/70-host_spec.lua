@@ -212,8 +212,8 @@ describe("generator", function()
     assert.has_error(function() fresh:generator(PROMPT, 5) end, "generator: options must be a table, got 5")
     -- generate's options are checked when the generator is made, not at its first token
     assert.has_error(function() fresh:generator(PROMPT, { max_token = 5 }) end,
-      "generator: unknown option 'max_token' (known: max_tokens, parse_special, regex, regex_width, sampler, "
-      .. "special, stop, stop_ids)")
+      "generator: unknown option 'max_token' (known: draft, grammar, json_schema, max_tokens, n_draft, parse_special, "
+      .. "regex, regex_width, sampler, special, stop, stop_ids)")
     assert.has_error(function() fresh:generator(PROMPT, { stop = { 5 } }) end,
       "generator: stop[1] must be a non-empty string, got 5")
     local g = m:session { ctx = 64 }:generator(PROMPT)

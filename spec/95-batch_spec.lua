@@ -211,8 +211,8 @@ describe("slm.batch_generate and slm.batcher", function()
     assert.equal("failed", bad.status)
     assert.matches("does not fit the context", tostring(bad.error))
     assert.equal("done", good.status)
-    assert.equal("batch_generate: unknown option 'slot' (known: batch, ctx, max_tokens, parse_special, regex, "
-                 .. "regex_width, sampler, slots, special, stop, stop_ids)",
+    assert.equal("batch_generate: unknown option 'slot' (known: batch, ctx, grammar, json_schema, max_tokens, "
+                 .. "parse_special, regex, regex_width, sampler, slots, special, stop, stop_ids)",
                  helpers.errmsg(slm.batch_generate, model, { { 1 } }, { slot = 2 }))
     assert.equal("batch_generate: max_tokens must be a non-negative integer, got -1",
                  helpers.errmsg(slm.batch_generate, model, { { 1 } }, { max_tokens = -1 }))

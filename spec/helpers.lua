@@ -214,6 +214,30 @@ function helpers.altered(src, opts)
   return out
 end
 
+--- The path of gguf/dense-q8_0.gguf (a random llama) with ChatML control
+-- tokens at ids 300, 301 (<|im_start|>, <|im_end|>) and <tool_call>,
+-- </tool_call> as user-defined tokens at 302, 303 (text, as in Qwen's
+-- vocabulary): a model for the qwen templates' tool calls. nil and a skip
+-- message when the fixture is absent.
+helpers.TOOL_IDS = { im_start = 300, im_end = 301, open = 302, close = 303 }
+function helpers.tool_model_path()
+  if helpers.tool_model_file then return helpers.tool_model_file end
+  local src, why = helpers.fixture("gguf/dense-q8_0.gguf")
+  if not src then return nil, why end
+  local gguf = require "slm.gguf"
+  local f <close> = assert(gguf.open(src))
+  local toks, types = f:typed("tokenizer.ggml.tokens"), f:typed("tokenizer.ggml.token_type")
+  local ids = helpers.TOOL_IDS
+  toks.value[ids.im_start + 1], toks.value[ids.im_end + 1] = "<|im_start|>", "<|im_end|>"
+  toks.value[ids.open + 1], toks.value[ids.close + 1] = "<tool_call>", "</tool_call>"
+  types.value[ids.im_start + 1], types.value[ids.im_end + 1] = 3, 3
+  types.value[ids.open + 1], types.value[ids.close + 1] = 4, 4
+  helpers.tool_model_file = helpers.altered(src, {
+    drop = { ["tokenizer.ggml.tokens"] = true, ["tokenizer.ggml.token_type"] = true },
+    metadata = { { "tokenizer.ggml.tokens", toks }, { "tokenizer.ggml.token_type", types } } })
+  return helpers.tool_model_file
+end
+
 --- A copy of a fixture (path relative to the fixtures) with bytes changed,
 -- {[0-based offset] = byte}, and `extra` appended, in a temporary file; nil
 -- and a skip message when the fixture is absent.
@@ -305,6 +329,21 @@ function helpers.json_decode(s)
   ws()
   if pos <= #s then error("json: trailing text at byte " .. pos) end
   return v
+end
+
+--- python-jsonschema's verdict on each JSON text against a schema (JSON
+-- text): a list of "ok" / "invalid <message>" / "bad-json <message>"
+-- (spec/json_schema_check.py, Draft 2020-12, formats checked), or nil and
+-- why when python3 or its jsonschema module is missing. Texts must not
+-- hold a newline.
+function helpers.json_schema_verdicts(schema_text, texts)
+  local sfile = helpers.tmpfile(schema_text)
+  local ifile = helpers.tmpfile(table.concat(texts, "\n") .. "\n")
+  local p = io.popen("python3 spec/json_schema_check.py " .. sfile .. " " .. ifile .. " 2>&1")
+  local out = {}
+  for l in p:lines() do out[#out + 1] = l end
+  if not p:close() then return nil, "python3 with jsonschema is not available: " .. table.concat(out, " ") end
+  return out
 end
 
 return helpers

@@ -136,14 +136,14 @@ static void run_case(attn_case t)
     CHECK(st == SLM_OK && memcmp(o1, o2, (size_t)q_dim * sizeof *o1) == 0,
           "decode after a restored snapshot equals decode without (window %d, ring %d)", t.window, t.ring);
     /* the layout of earlier versions: "SLMKV2" | int32 n_layer, n_past | the
-     * same layers (the new header is 24 + 8 bytes) */
-    unsigned char *old = malloc(sz - 32 + 16);
+     * same layers (the new header is 24 + 8 * 2 bytes) */
+    unsigned char *old = malloc(sz - 40 + 16);
     const int32_t oh[2] = {2, np};
     memcpy(old, "SLMKV2\0\0", 8);
     memcpy(old + 8, oh, sizeof oh);
-    memcpy(old + 16, snap + 32, sz - 32);
+    memcpy(old + 16, snap + 40, sz - 40);
     slm_kvcache *d2 = slm_kvcache_new(2, dims, windows, n_ctx, 1, 1, &err);
-    CHECK(slm_kvcache_restore(d2, old, sz - 16, &got, &err) == SLM_OK && got == np, "SLMKV2: %s", err.msg);
+    CHECK(slm_kvcache_restore(d2, old, sz - 24, &got, &err) == SLM_OK && got == np, "SLMKV2: %s", err.msg);
     slm_kvcache_store(d2, layer, np, 1, k + (size_t)np * kv_dim, v + (size_t)np * kv_dim);
     st = slm_attn_sdpa(pool, d2, layer, &sh, np, 1, qn, o2, &err);
     CHECK(st == SLM_OK && memcmp(o1, o2, (size_t)q_dim * sizeof *o1) == 0,

@@ -2,7 +2,7 @@
 -- module's leading comment block, then every function preceded by a `---`
 -- comment, with that comment. Run with `make doc`; the output is committed
 -- so the reference reads without running anything.
-local ORDER = { "init", "model", "generate", "stepper", "chat", "pipeline", "sampler", "tokenizer",
+local ORDER = { "init", "model", "generate", "grammar", "stepper", "chat", "pipeline", "sampler", "tokenizer",
                 "tensor", "gguf", "safetensors", "hooks", "experiment", "quantize", "eval", "prune", "lora",
                 "options", "testing", "bench", "progress", "repl", "cli" }
 

@@ -67,6 +67,10 @@ slm_dtype slm_bind_check_dtype(lua_State *L, int idx);
 struct slm_seq;
 struct slm_seq *slm_bind_check_seqs(lua_State *L, int idx, int *n_seq);
 void slm_bind_push_seq_state(lua_State *L, int idx, int i);
+/* The chain of the sampler userdata at idx (l_sampler.c); raises when
+ * freed, not a sampler, or inside its own sample call. */
+struct slm_chain;
+struct slm_chain *slm_bind_check_chain(lua_State *L, int idx);
 
 /* Openers: each sets its functions as fields of the table at the top. */
 void slm_bind_open_tensor(lua_State *L);
@@ -80,6 +84,7 @@ void slm_bind_open_files(lua_State *L);
 void slm_bind_open_rwkv(lua_State *L);
 void slm_bind_open_testing(lua_State *L);
 void slm_bind_open_regex(lua_State *L);
+void slm_bind_open_grammar(lua_State *L);   /* slm.core.grammar (get or create) */
 void slm_bind_open_mamba(lua_State *L);
 void slm_bind_open_moe(lua_State *L);   /* after blocks: adds to slm.core.blocks */
 void slm_bind_open_shortconv(lua_State *L);
@@ -91,5 +96,6 @@ void slm_bind_open_train(lua_State *L);   /* adds to slm.core.train (get or crea
 void slm_bind_open_lora(lua_State *L);   /* slm.core.lora (get or create) */
 void slm_bind_open_seqbatch(lua_State *L);   /* slm.core.seqbatch (l_seqbatch.c) */
 void slm_bind_open_distill(lua_State *L);   /* adds to slm.core.train (get or create) */
+void slm_bind_open_speculative(lua_State *L);   /* slm.core.speculative (l_speculative.c) */
 
 #endif

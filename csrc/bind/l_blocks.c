@@ -303,7 +303,8 @@ static kv_ud *check_kv(lua_State *L, int idx)
     return k;
 }
 
-/* kv_state{n_ctx =, n_batch =, layers = {{kv_dim =, window =}, ...}, ring =} */
+/* kv_state{n_ctx =, n_batch =, layers = {{kv_dim =, window =, head_dim =}, ...}, ring =,
+ *          type = "f16" | "f32" | "q8_0" | "q4_0"} */
 static int l_kv_state(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -314,25 +315,36 @@ static int l_kv_state(lua_State *L)
     lua_getfield(L, 1, "ring");
     int ring = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
     lua_pop(L, 1);
+    int type = SLM_KV_F16;
+    if (lua_getfield(L, 1, "type") != LUA_TNIL) {
+        const char *tn = lua_tostring(L, -1);
+        for (type = 0; tn && type < SLM_KV_TYPE_COUNT && strcmp(tn, slm_kv_type_names[type]); type++) {}
+        if (!tn || type == SLM_KV_TYPE_COUNT)
+            luaL_error(L, "kv_state: type must be one of f16, f32, q8_0, q4_0, got %s", luaL_tolstring(L, -1, NULL));
+    }
+    lua_pop(L, 1);
     if (lua_getfield(L, 1, "layers") != LUA_TTABLE) luaL_error(L, "kv_state: field 'layers' must be a list of {kv_dim =, window =}");
     lua_Integer n_layer = luaL_len(L, -1);
     if (n_layer < 1 || n_layer > 4096) luaL_error(L, "kv_state: %I layers out of range 1..4096", n_layer);
-    int *dims = lua_newuserdatauv(L, 2 * (size_t)n_layer * sizeof(int), 0);   /* freed by the GC */
-    int *windows = dims + n_layer;
+    int *dims = lua_newuserdatauv(L, 3 * (size_t)n_layer * sizeof(int), 0);   /* freed by the GC */
+    int *windows = dims + n_layer, *heads = windows + n_layer;
     for (lua_Integer l = 1; l <= n_layer; l++) {
         if (lua_geti(L, -2, l) != LUA_TTABLE) luaL_error(L, "kv_state: layers[%I] must be a table", l);
         lua_Integer d = slm_bind_int_field(L, -1, "kv_dim", 0, 1), w = slm_bind_int_field(L, -1, "window", 0, 0);
-        if (d < 1 || d > (1 << 20) || w < 0 || w > (1 << 24))
-            luaL_error(L, "kv_state: layers[%I] has kv_dim %I and window %I (out of range)", l, d, w);
+        lua_Integer hd = slm_bind_int_field(L, -1, "head_dim", 0, 0);
+        if (d < 1 || d > (1 << 20) || w < 0 || w > (1 << 24) || hd < 0 || hd > d)
+            luaL_error(L, "kv_state: layers[%I] has kv_dim %I, window %I and head_dim %I (out of range)", l, d, w, hd);
         dims[l - 1] = (int)d;
         windows[l - 1] = (int)w;
+        heads[l - 1] = (int)hd;
         lua_pop(L, 1);
     }
     kv_ud *k = lua_newuserdatauv(L, sizeof *k, 0);
     k->cache = NULL;
     luaL_setmetatable(L, KV_MT);
     slm_error err = {0};
-    k->cache = slm_kvcache_new((int)n_layer, dims, windows, (int)n_ctx, (int)n_batch, ring, &err);
+    k->cache = slm_kvcache_new_typed((int)n_layer, dims, heads, windows, (int)n_ctx, (int)n_batch, ring,
+                                     (slm_kv_type)type, &err);
     if (!k->cache) slm_bind_error(L, &err);
     return 1;
 }
@@ -341,6 +353,22 @@ static int kv_bytes(lua_State *L)
 {
     kv_ud *k = check_kv(L, 1);
     lua_pushinteger(L, (lua_Integer)slm_kvcache_bytes(k->cache));
+    return 1;
+}
+
+/* bytes one more position costs (every layer's key and value row) */
+static int kv_bytes_per_token(lua_State *L)
+{
+    kv_ud *k = check_kv(L, 1);
+    lua_pushinteger(L, (lua_Integer)slm_kvcache_bytes_per_token(k->cache));
+    return 1;
+}
+
+/* the rows' type: "f16", "f32", "q8_0" or "q4_0" */
+static int kv_type(lua_State *L)
+{
+    kv_ud *k = check_kv(L, 1);
+    lua_pushstring(L, slm_kv_type_names[k->cache->type]);
     return 1;
 }
 
@@ -647,7 +675,8 @@ void slm_bind_open_blocks(lua_State *L)
                                       {"work_size", attn_work_size}, {NULL, NULL}};
     static const luaL_Reg ffn_m[] = {{"forward", ffn_forward}, {"work_size", ffn_work_size}, {NULL, NULL}};
     static const luaL_Reg kv_m[] = {{"bytes", kv_bytes}, {"rows", kv_rows}, {"snapshot", kv_snapshot},
-                                    {"restore", kv_restore}, {NULL, NULL}};
+                                    {"restore", kv_restore}, {"bytes_per_token", kv_bytes_per_token},
+                                    {"kv_type", kv_type}, {NULL, NULL}};
     static const luaL_Reg work_m[] = {{"bytes", work_bytes}, {NULL, NULL}};
     slm_bind_new_meta(L, ATTN_MT, attn_gc, attn_m);
     slm_bind_new_meta(L, FFN_MT, ffn_gc, ffn_m);

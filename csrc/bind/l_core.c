@@ -96,6 +96,7 @@ static const opener openers[] = {
     slm_bind_open_files,
     slm_bind_open_testing,
     slm_bind_open_regex,
+    slm_bind_open_grammar,
     slm_bind_open_mamba,
     slm_bind_open_mamba_train,
     slm_bind_open_shortconv,
@@ -107,6 +108,7 @@ static const opener openers[] = {
     slm_bind_open_lora,
     slm_bind_open_seqbatch,
     slm_bind_open_distill,
+    slm_bind_open_speculative,
     NULL
 };
 

@@ -49,6 +49,11 @@ static sampler_box *check_idle(lua_State *L, int idx)
     return b;
 }
 
+slm_chain *slm_bind_check_chain(lua_State *L, int idx)
+{
+    return check_idle(L, idx)->ch;
+}
+
 static int raise_core(lua_State *L, const slm_error *err)
 {
     return slm_bind_error(L, err);

@@ -166,8 +166,8 @@ slm_status slm_attn_encode(slm_pool *pool, const slm_attn_block *b, int n, const
     /* the call's keys and values as a one-layer cache of n rows in the
      * workspace: the scores, softmax and rounding are the cache's sdpa */
     const int kv_dim = s->n_head_kv * s->head_dim;
-    slm_kv_layer layer = {kv_dim, 0, n, w.kv16, w.kv16 + (size_t)n * (size_t)kv_dim};
-    slm_kvcache c = {1, n, n, &layer, NULL, 0};
+    slm_kv_layer layer = {.kv_dim = kv_dim, .cap = n, .k = w.kv16, .v = w.kv16 + (size_t)n * (size_t)kv_dim};
+    slm_kvcache c = {.n_layer = 1, .n_ctx = n, .n_batch = n, .layer = &layer, .type = SLM_KV_F16};
     slm_kvcache_store(&c, 0, 0, n, w.k, w.v);
     if ((st = slm_attn_sdpa(pool, &c, 0, s, 0, n, w.q, w.att, err))) return st;
     if ((st = slm_matmul_w(pool, out, b->wo, -1, w.att, n, err))) return st;

@@ -514,3 +514,50 @@ size_t slm_chain_describe(const slm_chain *ch, char *buf, size_t size)
     if (len == 0) buf[0] = '\0';
     return len;
 }
+
+/* ---- distributions for speculative decoding (sampler/speculative.h) ---- */
+
+slm_status slm_chain_dist(slm_chain *ch, const float *logits, size_t n_vocab, slm_cands *c,
+                          slm_error *err)
+{
+    if (ch->n_stages == 0 || !ch->stages[ch->n_stages - 1].iface->selects)
+        return slm_error_set(err, SLM_EINVAL,
+                             "sampler: the chain must end with a selection (greedy or dist)");
+    const char *lua = slm_chain_lua_stage(ch);
+    if (lua)
+        return slm_error_set(err, SLM_EINVAL,
+                             "sampler: speculative decoding cannot run the Lua stage '%s' "
+                             "(it would also see the draft's positions)", lua);
+    if (n_vocab == 0 || n_vocab > INT32_MAX)
+        return slm_error_set(err, SLM_EINVAL, "sampler: %zu logits (need 1..2^31-1)", n_vocab);
+    slm_status s;
+    if ((s = reserve(ch, n_vocab, err)) != SLM_OK) return s;
+    if ((s = slm_cands_init(c, ch->buf, logits, n_vocab, err)) != SLM_OK) return s;
+    ch->n_vocab = (int32_t)n_vocab;
+    for (size_t i = 0; i + 1 < ch->n_stages; i++) {
+        slm_stage *st = &ch->stages[i];
+        if ((s = st->iface->apply(st, ch, c, NULL, err)) != SLM_OK) return s;
+    }
+    /* a greedy selection is the point mass at the best candidate */
+    if (ch->stages[ch->n_stages - 1].iface == &GREEDY) {
+        if ((s = slm_sample_temp(c, 0.0f, err)) != SLM_OK) return s;
+    }
+    return slm_cands_softmax(c, err);
+}
+
+const char *slm_chain_lua_stage(const slm_chain *ch)
+{
+    for (size_t i = 0; i < ch->n_stages; i++)
+        if (ch->stages[i].iface == &CUSTOM) return ch->stages[i].u.custom.name;
+    return NULL;
+}
+
+slm_rng *slm_chain_rng(slm_chain *ch)
+{
+    return &ch->rng;
+}
+
+int slm_chain_is_greedy(const slm_chain *ch)
+{
+    return ch->n_stages > 0 && ch->stages[ch->n_stages - 1].iface == &GREEDY;
+}

@@ -63,6 +63,19 @@ void slm_chain_reset(slm_chain *ch);
  * (snprintf-like: the output is truncated to size). */
 size_t slm_chain_describe(const slm_chain *ch, char *buf, size_t size);
 
+/* Speculative decoding (sampler/speculative.h). dist runs every stage but
+ * the selection over logits and leaves the candidates, p the softmax of
+ * their logits, in *c over the chain's buffer (valid until the next call);
+ * a greedy selection makes it the point mass at the best candidate. Chains
+ * with Lua stages are refused: those would also see draft positions
+ * (lua_stage: the name of the first one, NULL without). rng is the dist
+ * stage's generator; is_greedy tells a chain ending with greedy. */
+slm_status slm_chain_dist(slm_chain *ch, const float *logits, size_t n_vocab, slm_cands *c,
+                          slm_error *err);
+const char *slm_chain_lua_stage(const slm_chain *ch);
+slm_rng *slm_chain_rng(slm_chain *ch);
+int slm_chain_is_greedy(const slm_chain *ch);
+
 /* Session state. */
 void slm_chain_get_rng(const slm_chain *ch, uint64_t s[4]);
 slm_status slm_chain_set_rng(slm_chain *ch, const uint64_t s[4], slm_error *err);

@@ -312,6 +312,9 @@ end
 -- opts as sess:generate's (opts are checked now).
 function Batcher:add(prompt, opts, on_piece, on_done)
   opts = generate_mod.check("batcher", opts)
+  if opts.draft ~= nil or opts.n_draft ~= nil then
+    error("batcher: option draft: speculative decoding does not run in a batch (use sess:generate)", 2)
+  end
   local tp = type(prompt)
   if tp ~= "string" and tp ~= "table" then error("bad argument #1 to 'add' (string or table of ids expected)", 2) end
   if on_piece ~= nil and type(on_piece) ~= "function" then error("bad argument #3 to 'add' (function expected)", 2) end
@@ -497,11 +500,18 @@ end
 --- slm.batch_generate(model, prompts, opts [, on_piece]) -> outs, infos
 -- (see the file's header)
 local BG_EXTRA = { "slots", "ctx", "batch" }
+-- generate's options that a batched request takes: not speculative
+-- decoding (draft, n_draft: a draft session per request would run outside
+-- the batch's forward)
+local GEN_OPTS = {}
+for _, k in ipairs(generate_mod.OPTIONS) do
+  if k ~= "draft" and k ~= "n_draft" then GEN_OPTS[#GEN_OPTS + 1] = k end
+end
 local BG_OPTS = {}
-for _, k in ipairs(generate_mod.OPTIONS) do BG_OPTS[#BG_OPTS + 1] = k end
+for _, k in ipairs(GEN_OPTS) do BG_OPTS[#BG_OPTS + 1] = k end
 for _, k in ipairs(BG_EXTRA) do BG_OPTS[#BG_OPTS + 1] = k end
 BG_OPTS = options.known(BG_OPTS)
-local PROMPT_OPTS = options.known { "prompt", table.unpack(generate_mod.OPTIONS) }
+local PROMPT_OPTS = options.known { "prompt", table.unpack(GEN_OPTS) }
 
 function M.batch_generate(model, prompts, opts, on_piece)
   if getmetatable(model) ~= model_mod.Model then error("bad argument #1 to 'batch_generate' (a model expected)", 2) end
@@ -511,7 +521,7 @@ function M.batch_generate(model, prompts, opts, on_piece)
     error("bad argument #4 to 'batch_generate' (function expected)", 2)
   end
   local base = {}
-  for _, k in ipairs(generate_mod.OPTIONS) do base[k] = opts[k] end
+  for _, k in ipairs(GEN_OPTS) do base[k] = opts[k] end
   local msg = generate_mod.problem("batch_generate", base)
   if msg then error(msg, 2) end
   -- each prompt's prompt and options, all checked before anything runs

@@ -37,7 +37,10 @@
 --                   today (local time) as their strftime_now() does, except
 --                   llama3.1, whose template says 26 Jul 2024.
 -- Messages may carry reasoning_content (qwen3) and, for phi4's system
--- message, tools (a string); tool_calls are not supported (an error).
+-- message, tools (a string); assistant messages' tool_calls ({name =,
+-- arguments =} or OpenAI's {["function"] = ...}) render with qwen2.5 and
+-- qwen3 and are an error elsewhere; opts.tools lists tools in those two
+-- (see sess:chat).
 --
 -- Reasoning: with qwen3 and smollm3 the reply is the answer and
 -- info.reasoning the text of its <think> block, read as Qwen3's template
@@ -245,6 +248,11 @@ M.read_reasoning = read_reasoning
 
 local T = {}
 
+-- slm.tools, required when a template meets tools (it requires the JSON
+-- Schema converter, which plain chats do not need)
+local function tools_mod() return require "slm.tools" end
+local function slm_grammar() return require "slm.grammar" end
+
 -- ChatML (OpenHermes and others): no BOS in the template. default_system:
 -- the system turn a family's template writes first when the conversation
 -- does not open with one.
@@ -281,11 +289,28 @@ T.smollm2 = chatml("You are a helpful AI assistant named SmolLM, trained by Hugg
 local function qwen(name, default_system, thinking)
   return {
     stop = { "<|im_end|>" }, specials = { "<|im_start|>", "<|im_end|>", "<think>", "</think>" },
-    options = thinking and { think = true } or {}, reasoning = thinking,
+    options = thinking and { think = true } or {}, reasoning = thinking, tools = true,
     render = function(messages, gen, v)
-      no_tool_calls(name, messages)
       local p = {}
-      if messages[1] and messages[1].role == "system" then
+      if v.tools then
+        -- the system turn lists the tools (slm.tools renders each)
+        p[#p + 1] = "<|im_start|>system\n"
+        if messages[1] and messages[1].role == "system" then
+          p[#p + 1] = { messages[1].content }
+          p[#p + 1] = thinking and "\n\n" or ""
+        elseif default_system then
+          p[#p + 1] = default_system
+        end
+        p[#p + 1] = (thinking and "" or "\n\n") .. "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+                    .. "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+        for _, t in ipairs(v.tools) do
+          p[#p + 1] = "\n"
+          p[#p + 1] = { t }
+        end
+        p[#p + 1] = "\n</tools>\n\nFor each function call, return a json object with function name and arguments "
+                    .. "within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, "
+                    .. "\"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n"
+      elseif messages[1] and messages[1].role == "system" then
         p[#p + 1] = "<|im_start|>system\n"
         p[#p + 1] = { messages[1].content }
         p[#p + 1] = "<|im_end|>\n"
@@ -310,7 +335,15 @@ local function qwen(name, default_system, thinking)
           local content, reasoning = m.content, m.reasoning_content
           if thinking and reasoning == nil then content, reasoning = read_reasoning(content) end
           reasoning = reasoning or ""
-          if thinking and i > last_query and (i == #messages or reasoning ~= "") then
+          local calls = m.tool_calls
+          if calls ~= nil and type(calls) ~= "table" then
+            error("chat: message " .. i .. "'s tool_calls must be a list", 0)
+          end
+          if not thinking and calls and #calls > 0 then
+            -- Qwen2.5: no newline after the role unless there is content
+            p[#p + 1] = "<|im_start|>assistant"
+            if content ~= "" then p[#p + 1] = "\n"; p[#p + 1] = { content } end
+          elseif thinking and i > last_query and (i == #messages or reasoning ~= "") then
             p[#p + 1] = "<|im_start|>assistant\n<think>\n"
             p[#p + 1] = { py_strip(reasoning, true, true, NEWLINE) }
             p[#p + 1] = "\n</think>\n\n"
@@ -318,6 +351,14 @@ local function qwen(name, default_system, thinking)
           else
             p[#p + 1] = "<|im_start|>assistant\n"
             p[#p + 1] = { content }
+          end
+          for j, call in ipairs(calls or {}) do
+            -- Qwen3 separates calls from content and each other by "\n";
+            -- Qwen2.5 puts "\n" before every call
+            if not thinking or j > 1 or content ~= "" then p[#p + 1] = "\n" end
+            p[#p + 1] = "<tool_call>\n"
+            p[#p + 1] = { tools_mod().call_text(call, j, thinking) }
+            p[#p + 1] = "\n</tool_call>"
           end
           p[#p + 1] = "<|im_end|>\n"
         elseif m.role == "tool" then
@@ -765,6 +806,14 @@ local function vars_for(tpl, tok, opts)
       error("chat: the " .. tpl.name .. " template has no option '" .. k .. "'", 0)
     end
   end
+  if opts.tools ~= nil then
+    -- each tool as the template prints it (slm.tools)
+    if not tpl.tools and tpl.options ~= true then
+      error("chat: the " .. tpl.name .. " template does not render tools (qwen2.5 and qwen3 do)", 0)
+    end
+    v.tools = {}
+    for i, t in ipairs(tools_mod().check(opts.tools)) do v.tools[i] = t.json end
+  end
   return v
 end
 
@@ -793,7 +842,7 @@ end
 -- family's: "<s>"/"</s>", "<|begin_of_text|>", "<bos>"/"<eos>"), model (for
 -- the default template), and the template's options: think (qwen3,
 -- smollm3, granite), date (smollm3, granite, llama3.1, llama3.2).
-local RENDER_OPTS = options.known { "add_generation_prompt", "bos", "eos", "model", "think", "date" }
+local RENDER_OPTS = options.known { "add_generation_prompt", "bos", "eos", "model", "think", "date", "tools" }
 
 function M.render(template, messages, opts)
   opts = options.check("render", opts, RENDER_OPTS)
@@ -899,7 +948,7 @@ end
 --- tokenize(tok, messages [, opts]) -> ids, units: the ids sess:chat would
 -- evaluate on an empty session (opts: template, add_generation_prompt, model
 -- (for the default template) and the template's options, as render).
-local TOKENIZE_OPTS = options.known { "template", "add_generation_prompt", "model", "think", "date" }
+local TOKENIZE_OPTS = options.known { "template", "add_generation_prompt", "model", "think", "date", "tools" }
 
 -- The units of a conversation as sess:chat sees them on an empty session
 -- (BOS from the vocabulary unless the template renders it) and its template.
@@ -919,8 +968,9 @@ end
 
 -- generate's options a chat passes on (not parse_special: message text is
 -- never parsed for special tokens)
-local GEN_KEYS = { "max_tokens", "sampler", "stop", "stop_ids", "regex", "regex_width", "special" }
-local CHAT_KEYS = { "template", "think", "date", table.unpack(GEN_KEYS) }
+local GEN_KEYS = { "max_tokens", "sampler", "stop", "stop_ids", "regex", "regex_width", "grammar", "json_schema",
+                   "special" }
+local CHAT_KEYS = { "template", "think", "date", "tools", "tool_choice", table.unpack(GEN_KEYS) }
 local CHAT_OPTS = options.known(CHAT_KEYS)
 local SESSION_OPTS = options.known { "system", table.unpack(CHAT_KEYS) }
 
@@ -944,13 +994,26 @@ end
 
 --- sess:chat(messages, opts [, callback]) -> reply, info
 -- opts: template, the template's options (think, date: see render), and
--- generate's max_tokens, sampler, stop, stop_ids, regex, special.
+-- generate's max_tokens, sampler, stop, stop_ids, regex, grammar,
+-- json_schema, special. tools (a list of {name =, description =,
+-- parameters = JSON Schema}; templates qwen2.5, qwen3): the template lists
+-- them, generation is free until the model writes <tool_call>, the call
+-- then follows the grammar of the tools' names and parameters; the reply is
+-- the text without its calls, info.tool_calls the calls ({name =,
+-- arguments = table}, decoded with cjson) and info.tool_call_problems the
+-- blocks that are not complete calls (cut by max_tokens). tool_choice =
+-- "required": a call from the first token ("auto", the default: lazy).
+-- See slm.tools and docs/STRUCTURED.md.
 -- callback(piece, id) streams the reply (return false to stop). With a
 -- reasoning template (qwen3, smollm3) the reply is the answer and
 -- info.reasoning the text of its <think> block (nil when there is none);
 -- the callback streams the raw text, think block included.
 function M.chat(sess, messages, opts, callback)
   opts = options.check("chat", opts, CHAT_OPTS)
+  if opts.tool_choice ~= nil and opts.tool_choice ~= "auto" and opts.tool_choice ~= "required" then
+    options.fail("chat", "tool_choice", '"auto" or "required"', opts.tool_choice, 2)
+  end
+  if opts.tool_choice ~= nil and opts.tools == nil then error("chat: tool_choice without tools", 2) end
   local bad = generate.problem("chat", opts)
   if bad then error(bad, 2) end
   if callback ~= nil and type(callback) ~= "function" then
@@ -993,6 +1056,15 @@ function M.chat(sess, messages, opts, callback)
   local gopts = {}
   for _, k in ipairs(GEN_KEYS) do gopts[k] = opts[k] end
   gopts.stop, gopts.stop_ids = stops, stop_ids
+  local tools = opts.tools and tools_mod()
+  if tools then
+    -- calls follow their tools' parameters from the opener on (slm.tools)
+    if gopts.grammar or gopts.json_schema or gopts.regex then
+      error("chat: tools constrain the calls; give no grammar, json_schema or regex with them", 2)
+    end
+    local g = slm_grammar().compile(tools.gbnf(tools.check(opts.tools), opts.tool_choice == "required"))
+    gopts.grammar = opts.tool_choice == "required" and g or tools.lazy(g, tools.OPEN)
+  end
 
   local n0 = sess.n_past + #ids
   local reply, ginfo = sess:generate(#ids > 0 and ids or nil, gopts, callback or function() end)
@@ -1042,6 +1114,7 @@ function M.chat(sess, messages, opts, callback)
     text[#text + 1] = reply:sub(from)
     reply, info.reasoning = split_reply(table.concat(text))
   end
+  if tools then reply, info.tool_calls, info.tool_call_problems = tools.parse(reply) end
   return reply, info
 end
 
@@ -1149,6 +1222,8 @@ function Chat:say(text, opts, callback)
   for _ = 1, dropped do table.remove(msgs, first) end
   info.trimmed = dropped
   msgs[#msgs + 1] = { role = "assistant", content = reply, reasoning_content = info.reasoning }
+  -- the calls stay in the history, as the template renders them back
+  if info.tool_calls and #info.tool_calls > 0 then msgs[#msgs].tool_calls = info.tool_calls end
   return reply, info
 end
 

@@ -46,6 +46,7 @@ local FLAGS = {
   ["-p"] = { "prompt", "str" }, ["--prompt"] = { "prompt", "str" },
   ["-f"] = { "file", "str" }, ["--file"] = { "file", "str" },
   ["--stop"] = { "stop", "list" }, ["--regex"] = { "regex", "str" },
+  ["--grammar"] = { "grammar", "str" },
   ["--verbose"] = { "verbose", "bool" }, ["-v"] = { "verbose", "bool" },
   ["-n"] = { "n", "int" }, ["--n-predict"] = { "n", "int" },
   ["--temp"] = { "temp", "num" }, ["--top-k"] = { "top_k", "int" },
@@ -220,6 +221,19 @@ local function report(info, t_load)
                                 rate(info.tokens or info.generated, info.seconds), tostring(info.stopped)))
 end
 
+-- --json-schema FILE: the schema's text, converted once here so that a
+-- file that is not a schema of the subset fails before the model loads
+FLAGS["--json-schema"] = { "json_schema", "str" }
+local function read_schema(path)
+  local fh, err = io.open(path, "rb")
+  if not fh then fail("option --json-schema: %s", err) end
+  local text = fh:read("a")
+  fh:close()
+  local ok, msg = pcall(slm.grammar.json_schema_to_gbnf, text)
+  if not ok then fail("option --json-schema: %s: %s", path, tostring(msg)) end
+  return text
+end
+
 -- --stop and --regex as generate options (a regex that does not compile
 -- fails here, named by its flag)
 local function stop_options(opt, gen)
@@ -228,6 +242,14 @@ local function stop_options(opt, gen)
     local ok, err = pcall(slm.core.regex.new, opt.regex)
     if not ok then fail("option --regex: %s", tostring(err):gsub("^regex: ", "")) end
     gen.regex = opt.regex
+  end
+  if opt.json_schema then gen.json_schema = read_schema(opt.json_schema) end
+  if opt.grammar then   -- a .gbnf file; its errors name the file
+    if opt.regex then fail("give --grammar or --regex, not both") end
+    local ok, g, err = pcall(slm.grammar.load, opt.grammar)
+    if not ok then fail("option --grammar: %s: %s", opt.grammar, tostring(g)) end
+    if not g then fail("option --grammar: %s", err) end
+    gen.grammar = g
   end
   return gen
 end
@@ -247,7 +269,8 @@ local function usage_fail(name)
 end
 
 command("run", "run [MODEL] (-p PROMPT | -f FILE) [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] "
-        .. "[--repeat-penalty R] [--ctx N] [--stop TEXT]... [--regex RE] [--system TEXT [--template NAME]] [--verbose]",
+        .. "[--repeat-penalty R] [--ctx N] [--stop TEXT]... [--regex RE] [--grammar FILE] [--json-schema FILE] "
+        .. "[--system TEXT [--template NAME]] [--verbose]",
         "generate text from a prompt, streamed to stdout (--system: as a chat reply; no MODEL: the default model)",
 function(pos, opt)
   if #pos > 1 or not (opt.prompt or opt.file) then usage_fail("run") end
@@ -298,13 +321,17 @@ function(pos, opt)
     io.stderr:write(string.format("slm: generation stopped: the context is full (%d tokens); raise --ctx for longer "
                                   .. "output\n", sess.n_ctx))
   end
+  if info.stopped == "grammar_incomplete" then
+    io.stderr:write("slm: generation stopped before the grammar was complete (raise -n or --ctx)\n")
+  end
 end)
 
 local function is_tty(fd) return os.execute("test -t " .. fd) == true end
 
 local CHAT_COMMANDS = "/exit, /reset, /system TEXT"
 
-command("chat", "chat MODEL [--template NAME] [--system TEXT] [-n N] [sampler flags] [--ctx N] [--verbose]",
+command("chat", "chat MODEL [--template NAME] [--system TEXT] [-n N] [sampler flags] [--json-schema FILE] [--ctx N] "
+        .. "[--verbose]",
         "chat on stdin, one line per user turn; /exit, /reset (forget the conversation), /system TEXT",
 function(pos, opt)
   if #pos ~= 1 then usage_fail("chat") end
@@ -312,6 +339,7 @@ function(pos, opt)
   positive(opt, "ctx", "--ctx")
   check_template(opt)
   sampler_of(opt)   -- the flags, checked before the model loads
+  local schema = opt.json_schema and read_schema(opt.json_schema)
   local model = load_model(pos[1], opt)
   need_tokenizer(model)
   local sess = session_of(model, opt)
@@ -334,7 +362,7 @@ function(pos, opt)
       io.stderr:write(string.format("slm: unknown command %s (%s)\n", cmd, CHAT_COMMANDS))
     elseif line ~= "" then
       local sampler = sampler_of(opt)
-      local gen = { max_tokens = opt.n or 256, sampler = sampler }
+      local gen = { max_tokens = opt.n or 256, sampler = sampler, json_schema = schema }
       local sok, err, info = pcall(chat.say, chat, line, gen, function(piece) io.write(piece) io.flush() end)
       if sampler.free then sampler:free() end
       if not sok then fail("%s", (tostring(err):gsub("^.-:%d+: ", ""))) end
@@ -684,6 +712,11 @@ do   -- finetune --lora (lua/slm/train/finetune_cli.lua: its own flags)
   local ft = require "slm.train.finetune_cli"
   command("finetune", ft.usage, ft.help, function(argv) ft.main(argv) end, true)
 end
+
+-- ---- serve (lua/slm/server/cli.lua: its own flags) ------------------------------------
+
+command("serve", require("slm.server.cli").usage, require("slm.server.cli").help,
+        function(argv) require("slm.server.cli").main(argv, cli.resolve) end, true)
 
 -- ---- repl, pull, help ----------------------------------------------------------------
 

@@ -18,6 +18,7 @@
 --       the writer under save, pruning and LoRA: the metadata of an open GGUF
 --       file (f:typed, in file order, general.alignment left to the writer)
 --       with overrides, and every tensor as tensor_fn(info) returns it
+--       (false: left out; t, name: written under another name)
 local gguf = require "slm.gguf"
 local options = require "slm.options"
 
@@ -180,8 +181,10 @@ function M.write_gguf(f, path, tensor_fn, metadata)
   table.sort(extra)
   for _, k in ipairs(extra) do meta[#meta + 1] = { k, metadata[k] } end
   local tensors = {}
-  for i, info in ipairs(f.tensors) do
-    tensors[i] = { name = info.name, tensor = tensor_fn(info) }
+  for _, info in ipairs(f.tensors) do
+    -- false leaves the tensor out; a second value renames it (slm.prune.layers)
+    local t, name = tensor_fn(info)
+    if t ~= false then tensors[#tensors + 1] = { name = name or info.name, tensor = t } end
   end
   return gguf.write(path, { metadata = meta, tensors = tensors, alignment = f.alignment })
 end

@@ -16,10 +16,23 @@
 --   emitted), stop_ids (extra end ids; the vocabulary's end-of-generation
 --   ids always stop), regex (a PCRE2 pattern the output must match: only
 --   tokens that keep it matchable are sampled, and generation ends when it
---   is complete), regex_width (candidates the regex keeps per step, default
---   40), special (render control tokens, default false), parse_special
+--   is complete: patterns in slm.grammar.from_regex's subset run on the
+--   grammar matcher, others re-match the text with PCRE2 partial matching
+--   among the best candidates), regex_width (candidates the PCRE2 path
+--   keeps per step, default 40), grammar (GBNF text or a compiled slm.grammar: tokens whose text
+--   the grammar cannot continue get -inf logits before the sampler runs,
+--   end-of-generation tokens are allowed only where the grammar is
+--   complete; generation ends once it is complete and nothing can follow,
+--   or when an end token is chosen there; near max_tokens only tokens
+--   after which the grammar can still complete in the tokens left are
+--   allowed, as long as there are such tokens), json_schema (a JSON Schema,
+--   table or JSON text: the grammar slm.grammar.from_json_schema makes of
+--   it; the subset: docs/STRUCTURED.md), special (render control tokens, default false), parse_special
 --   (special-token text in a string prompt becomes those tokens, default
---   false). An unknown option or a value of the wrong kind is an error
+--   false), draft (a session of a model sharing the vocabulary, or
+--   "ngram" for prompt lookup: speculative decoding, slm.speculative) and
+--   n_draft (tokens drafted per round, default 6). An unknown option or a
+--   value of the wrong kind is an error
 --   naming it ("generate: max_tokens must be a non-negative integer, got -1").
 -- Pieces are complete UTF-8: a character split across tokens comes out
 -- whole with the token that completes it. Breaking out of the loop (or an
@@ -34,17 +47,32 @@
 --   stopped        why generation ended: "max_tokens", "end" (an
 --                  end-of-generation or stop_ids token), "stop" (a stop
 --                  string), "regex" (the match is complete), "ctx" (the
---                  session's context is full), "callback" (it returned false)
+--                  session's context is full), "callback" (it returned false),
+--                  "grammar" (the grammar is complete: nothing can follow or
+--                  an end token was chosen), "grammar_incomplete" (max_tokens
+--                  or the context ran out before the grammar was complete)
+--   grammar        with a grammar: "complete" or "incomplete" at the end
 --   prompt_tokens, tokens     tokens evaluated for the prompt, generated
 --   prompt_seconds, seconds   time spent on each
+--   speculative    with a draft: rounds, drafted, accepted, acceptance
+--                  (accepted / drafted), forwards (of the target), tokens,
+--                  tokens_per_forward; complete once generation has ended
 local core = require "slm.core"
 local sampler_mod = require "slm.sampler"
 local options = require "slm.options"
+local speculative = require "slm.speculative"
+local grammar_mod = require "slm.grammar"
+local tensor = require "slm.tensor"
 
 local M = {}
 
+--- M.pcre_regex = true sends every regex through PCRE2 re-matching (the
+-- bench compares the two paths with it).
+M.pcre_regex = false
+
 --- The options of generate (sess:chat and pipeline steps pass them on).
-M.OPTIONS = { "max_tokens", "sampler", "stop", "stop_ids", "regex", "regex_width", "special", "parse_special" }
+M.OPTIONS = { "max_tokens", "sampler", "stop", "stop_ids", "regex", "regex_width", "grammar", "json_schema",
+              "special", "parse_special", "draft", "n_draft" }
 local KNOWN = options.known(M.OPTIONS)
 
 --- problem(what, opts) -> nil, or the message "<what>: <option> must be
@@ -73,8 +101,22 @@ function M.problem(what, opts)
   end
   if not options.is_string(opts.regex) then return bad("regex", "a string (a PCRE2 pattern)") end
   if not options.is_int(opts.regex_width, 1) then return bad("regex_width", "a positive integer") end
+  if opts.grammar ~= nil and type(opts.grammar) ~= "string" and not grammar_mod.is_grammar(opts.grammar) then
+    return bad("grammar", "GBNF text or a compiled grammar")
+  end
+  if opts.grammar ~= nil and opts.regex ~= nil then
+    return what .. ": give grammar or regex, not both"
+  end
+  local js = opts.json_schema
+  if js ~= nil and type(js) ~= "table" and type(js) ~= "string" and type(js) ~= "boolean" then
+    return bad("json_schema", "a schema (a table or JSON text)")
+  end
+  if js ~= nil and (opts.grammar ~= nil or opts.regex ~= nil) then
+    return what .. ": give one of json_schema, grammar and regex"
+  end
   if not options.is_bool(opts.special) then return bad("special", "a boolean") end
   if not options.is_bool(opts.parse_special) then return bad("parse_special", "a boolean") end
+  return speculative.problem(what, opts)
 end
 
 --- check(what, opts [, level]) -> opts (a table): generate's keys and
@@ -148,6 +190,7 @@ function M.generate(sess, prompt, opts, callback)
   if type(stops) == "string" then stops = { stops } end
   local stop_ids = {}
   for _, id in ipairs(opts.stop_ids or {}) do stop_ids[id] = true end
+  if opts.draft ~= nil then speculative.check(sess, opts, 3) end   -- before the prompt is evaluated
   local clock = core.clock
   local info = { prompt_tokens = 0, tokens = 0, prompt_seconds = 0, seconds = 0 }
 
@@ -172,10 +215,39 @@ function M.generate(sess, prompt, opts, callback)
   elseif sess.n_past == 0 then error("generate: empty session and no prompt", 2) end
 
   local gen = { text = "", count = 0, done = false }
-  local sampler, owned, re
+  local sampler, owned, re, gm, masked
+  if opts.json_schema ~= nil then
+    -- a schema is a grammar (docs/STRUCTURED.md); its errors name the keyword
+    local ok, g = pcall(grammar_mod.from_json_schema, opts.json_schema)
+    if not ok then error("generate: " .. tostring(g), 2) end
+    opts = setmetatable({ grammar = g }, { __index = opts })
+  end
+  if opts.grammar then
+    if not tok then error("generate: grammar needs a tokenizer", 2) end
+    local g = opts.grammar
+    if type(g) == "string" then
+      local ok, c = pcall(grammar_mod.compile, g)
+      if not ok then error("generate: " .. tostring(c), 2) end
+      g = c
+    end
+    gm = g:matcher()
+    masked = tensor.zeros({ sess.logits:numel() })
+  end
+  local regex_grammar
   if opts.regex then
     if not tok then error("generate: regex needs a tokenizer", 2) end
-    re = core.regex.new(opts.regex)
+    re = core.regex.new(opts.regex)   -- PCRE2 checks the pattern and words its errors
+    -- within the subset slm.grammar.from_regex translates, the regex runs
+    -- on the grammar matcher: a constant cost per token
+    if not M.pcre_regex then regex_grammar = grammar_mod.from_regex(opts.regex) end
+    if regex_grammar then
+      re:free()
+      re = nil
+      gm = regex_grammar:matcher()
+      masked = tensor.zeros({ sess.logits:numel() })
+    end
+  end
+  if re then
     -- the constraint runs first, then the user's stages pick among survivors
     local stages = opts.sampler or { "greedy" }
     if type(stages) ~= "table" or getmetatable(stages) ~= nil then
@@ -187,12 +259,24 @@ function M.generate(sess, prompt, opts, callback)
     sampler, owned = as_sampler(opts.sampler)
   end
   info.seed = sampler_mod.seed(sampler)
+  local spec
+  if opts.draft ~= nil then
+    spec = speculative.new(sess, opts, sampler, function(id) return stop_ids[id] or (tok and tok:is_eog(id)) end)
+    info.speculative = spec.stats
+  end
   local decoder = tok and tok:decoder(opts.special)
   local pending = ""
 
   local function release(why)
+    if spec then spec:settle() end
     if owned and sampler.free then sampler:free() end
     owned = false
+    if gm and not gen.done then
+      info.grammar = gm:complete() and "complete" or "incomplete"
+      -- running out of tokens or context before the grammar is complete is
+      -- said, not left as a silent cut
+      if info.grammar == "incomplete" and (why == "max_tokens" or why == "ctx") then why = "grammar_incomplete" end
+    end
     gen.done = true
     info.stopped = info.stopped or why
   end
@@ -212,16 +296,44 @@ function M.generate(sess, prompt, opts, callback)
   local function step()
     if gen.done then return nil end
     if gen.count >= max_tokens then return finish("max_tokens") end
-    if sess.n_past >= sess.n_ctx then return finish("ctx") end
+    if (spec and spec.n_past or sess.n_past) >= sess.n_ctx then return finish("ctx") end
     local t0 = clock()
-    local id = sampler:sample(sess.logits)
-    sampler:accept(id)
+    local id
+    if spec then
+      id = spec:next(max_tokens - gen.count)   -- sampled, accepted and (but the last) evaluated
+    else
+      local logits = sess.logits
+      if gm then
+        -- tokens left after this one bound the bytes still needed to complete
+        local n = gm:apply(tok, logits, masked, max_tokens - gen.count - 1)
+        if n == 0 then n = gm:apply(tok, logits, masked) end
+        if n == 0 then
+          if gm:complete() then return finish(regex_grammar and "regex" or "grammar") end
+          error(regex_grammar and "generate: no token can continue a match of the regex"
+                or "generate: no token of the vocabulary can continue the grammar", 0)
+        end
+        logits = masked
+      end
+      id = sampler:sample(logits)
+      sampler:accept(id)
+    end
     gen.count = gen.count + 1
-    if stop_ids[id] or (tok and tok:is_eog(id)) then return finish("end") end
+    if stop_ids[id] or (tok and tok:is_eog(id)) then
+      return finish(gm and gm:complete() and (regex_grammar and "regex" or "grammar") or "end")
+    end
     gen.last_id = id
     local piece = decoder and decoder:add(id) or ""
-    sess:eval { id }
+    if not spec then sess:eval { id } end
     info.tokens, info.seconds = info.tokens + 1, info.seconds + (clock() - t0)
+    if gm then
+      assert(gm:accept(tok:piece(id)), "generate: the grammar refused a token its mask allowed")
+      -- a regex ends at its first complete match (as with PCRE2)
+      if gm:complete() and (regex_grammar or not gm:can_continue()) then
+        local before = pending
+        pending = ""
+        return before .. piece .. (finish(regex_grammar and "regex" or "grammar") or ""), id
+      end
+    end
     gen.text = gen.text .. piece
     if re and re:match(gen.text) == "full" then
       release("regex")

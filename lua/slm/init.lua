@@ -19,6 +19,7 @@ slm.chat = require "slm.chat"              -- chat templates (sess:chat, sess:ch
 slm.pipeline = require "slm.pipeline"      -- prompt pipelines and routers
 local batch = require "slm.batch"          -- many sessions in one forward (issue 19)
 slm.batch, slm.batch_generate, slm.batcher = batch.batch, batch.batch_generate, batch.batcher
+slm.grammar = require "slm.grammar"        -- GBNF grammars, matchers, token masks
 
 slm.eval = require "slm.eval"              -- perplexity, KL divergence
 slm.experiment = require "slm.experiment"  -- layer plans, weight surgery
@@ -26,5 +27,8 @@ slm.prune = require "slm.prune"
 slm.lora = require "slm.lora"
 slm.quantize = require "slm.quantize"      -- slm.quantize(in, out, type or policy)
 slm.train = require "slm.train"            -- training: init, trainer, data (docs/TRAINING.md)
+-- slm.server{...}: the OpenAI-compatible HTTP server (docs/SERVER.md), loaded
+-- on first use (it needs lua-http, which the rest of slm does not)
+function slm.server(opts) return require("slm.server").new(opts) end
 
 return slm

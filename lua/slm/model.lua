@@ -330,6 +330,25 @@ function M.resolve(path)
   return p
 end
 
+--- vocab_difference(a, b) -> nil when models a and b share a vocabulary
+-- (size, and each token's text when both have tokenizers), else the first
+-- difference: "size", n_a, n_b or "token", id, piece_a, piece_b (the
+-- tokens compare as stored, they show as the bytes they decode to). Speculative
+-- decoding (draft and target) and distillation (teacher and student) need
+-- the same vocabulary.
+function M.vocab_difference(a, b)
+  local n = a.hp.n_vocab
+  if b.hp.n_vocab ~= n then return "size", n, b.hp.n_vocab end
+  local ta, tb = a.tokenizer, b.tokenizer
+  if ta and tb and ta ~= tb then
+    for id = 0, n - 1 do
+      local x, y = ta:text(id), tb:text(id)
+      if x ~= y then return "token", id, ta:piece(id, true), tb:piece(id, true) end
+    end
+  end
+  return nil
+end
+
 --- load(path [, opts]) -> model | nil, msg. path "default": the default
 -- model (M.resolve).
 function M.load(path, opts)
@@ -530,7 +549,12 @@ Session.__index = Session
 -- (rows per forward call during prompt processing) to 64. swa_ring = false
 -- keeps every position in the sliding-window layers' caches (Gemma) instead
 -- of a ring of the window's length: the same results, more memory.
-local SESSION_OPTS = options.known { "ctx", "batch", "swa_ring" }
+-- kv_type = "f16" (default, the reference's default cache type), "f32",
+-- "q8_0" or "q4_0": the KV cache's row type, computed as the reference's
+-- cache types compute (blocks/kvcache.h); sess:kv_bytes_per_token() tells
+-- what a position costs.
+local SESSION_OPTS = options.known { "ctx", "batch", "swa_ring", "kv_type" }
+local KV_TYPES = { f16 = true, f32 = true, q8_0 = true, q4_0 = true }
 
 function Model:session(opts)
   if self.def.encoder then
@@ -543,10 +567,13 @@ function Model:session(opts)
   if not options.is_int(n_ctx, 1) then options.fail("session", "ctx", "a positive integer", n_ctx) end
   if not options.is_int(n_batch, 1) then options.fail("session", "batch", "a positive integer", n_batch) end
   if not options.is_bool(opts.swa_ring) then options.fail("session", "swa_ring", "a boolean", opts.swa_ring) end
+  if opts.kv_type ~= nil and not KV_TYPES[opts.kv_type] then
+    options.fail("session", "kv_type", '"f16", "f32", "q8_0" or "q4_0"', opts.kv_type)
+  end
   n_batch = math.min(n_batch, n_ctx)
   local s = setmetatable({
     model = self, n_ctx = n_ctx, n_batch = n_batch, n_past = 0, tokens = {},
-    swa_ring = opts.swa_ring ~= false,
+    swa_ring = opts.swa_ring ~= false, kv_type = opts.kv_type,
   }, Session)
   s.x = tensor.zeros({ n_batch, hp.dim })
   s.h = tensor.zeros({ n_batch, hp.dim })
@@ -554,9 +581,26 @@ function Model:session(opts)
   s.logits = tensor.zeros({ hp.n_vocab })
   -- the architecture's state (KV cache, recurrent state) and, for blocks
   -- that take one, the workspace they share
-  s.state, s.work = self.def.state(self.net, { n_ctx = n_ctx, n_batch = n_batch, swa_ring = s.swa_ring })
+  s.state, s.work = self.def.state(self.net, { n_ctx = n_ctx, n_batch = n_batch, swa_ring = s.swa_ring,
+                                                kv_type = s.kv_type })
+  if s.kv_type then
+    -- a definition whose state has no KV cache (or ignored the option) must not run without a word
+    local got = s.state.kv_type and s.state:kv_type()
+    if got ~= s.kv_type then
+      error(string.format("session: kv_type %s: this %s model's state has %s", s.kv_type, hp.arch,
+                          got and ("a " .. got .. " KV cache") or "no KV cache"), 2)
+    end
+  end
   if self.def.prepare then self.def.prepare(self.net, s) end   -- other per-session buffers
   return s
+end
+
+--- sess:kv_bytes_per_token() -> bytes one more position costs in the KV
+-- cache (a key and a value row in every attention layer, of the session's
+-- kv_type); 0 for a model without a KV cache (Mamba, RWKV: fixed state).
+function Session:kv_bytes_per_token()
+  local st = self.state
+  return st.bytes_per_token and st:bytes_per_token() or 0
 end
 
 function Session:__tostring()
@@ -661,7 +705,8 @@ end
 
 --- sess:fork() -> a new, independent session at the same point.
 function Session:fork()
-  local s = self.model:session { ctx = self.n_ctx, batch = self.n_batch, swa_ring = self.swa_ring }
+  local s = self.model:session { ctx = self.n_ctx, batch = self.n_batch, swa_ring = self.swa_ring,
+                                 kv_type = self.kv_type }
   return s:restore(self:snapshot())
 end
 
@@ -703,6 +748,7 @@ function M.load_snapshot(path)
 end
 
 Session.generate = require("slm.generate").generate
+Session.rewind = require("slm.speculative").rewind
 Session.generator = require("slm.stepper").generator
 Session.chat = require("slm.chat").chat
 Session.chat_session = require("slm.chat").session

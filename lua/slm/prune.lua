@@ -5,6 +5,8 @@
 --   local m3 = slm.prune.heads(model, {[2] = {0, 3}}) -- layer 2: heads 0 and 3
 --   slm.prune.ffn_channels("in.gguf", "out.gguf", {keep = 0.75})
 --   slm.prune.experts("moe.gguf", "out.gguf", {drop = {[0] = {3}, [1] = {0}}})
+--   slm.prune.attention_heads("in.gguf", "out.gguf", {keep = 0.75})  -- fewer heads per layer
+--   slm.prune.layers("in.gguf", "out.gguf", {drop = {3}})           -- layer 3 gone, 4.. renumbered
 --
 -- magnitude: zeroes exactly floor(fraction * n) elements with the smallest
 -- |w| (ties at the threshold broken by position), per tensor (scope
@@ -228,6 +230,14 @@ local function gather_rows(t, idx)
   return out
 end
 
+-- An f32 (rows, cols) tensor in dtype, or in f16 when a row is not whole
+-- blocks of dtype.
+local function requant(dtype, t)
+  local cols = t:size(2)
+  if dtype ~= "f32" and cols % core.dtypes[dtype].block_size ~= 0 then dtype = "f16" end
+  return dtype == "f32" and t or t:to(dtype)
+end
+
 --- ffn_channels(in_path, out_path, {keep = fraction | n_ff = count, multiple = 32})
 -- -> true, new n_ff | nil, msg
 function M.ffn_channels(in_path, out_path, opts)
@@ -256,11 +266,7 @@ function M.ffn_channels(in_path, out_path, opts)
     table.sort(order, function(a, b) return score[a] > score[b] or (score[a] == score[b] and a < b) end)
     local keep = table.move(order, 1, k, 1, {})
     table.sort(keep)                                    -- keep the channels' order
-    local function as(dtype, t)
-      local cols = t:size(2)
-      if dtype ~= "f32" and cols % core.dtypes[dtype].block_size ~= 0 then dtype = "f16" end
-      return dtype == "f32" and t or t:to(dtype)
-    end
+    local as = requant
     new[p .. "ffn_gate.weight"] = as(g:dtype(), gather_rows(g, keep))
     new[p .. "ffn_up.weight"] = as(u:dtype(), gather_rows(u, keep))
     new[p .. "ffn_down.weight"] = as(d:dtype(), gather_rows(dt, keep):t():contiguous())
@@ -393,6 +399,202 @@ function M.experts(in_path, out_path, opts)
   f:close()
   if not ok then return nil, werr end
   return true, keep
+end
+
+-- Architectures whose layers are alike (same code, no per-index pattern
+-- such as gemma2's alternate windows or smollm3's NoPE on every 4th layer)
+-- and whose metadata is one value per model: the ones layers() renumbers.
+local UNIFORM_LAYERS = { llama = true, qwen2 = true, qwen3 = true, phi3 = true, granite = true, gemma = true,
+                         qwen2moe = true, qwen3moe = true, olmoe = true, mamba = true }
+-- Attention with separate q/k/v/output and per-head (or no) q/k norms: the
+-- ones attention_heads() slices. (phi3's fused attn_qkv and olmoe's norm
+-- over the whole projection are not sliced; lfm2 has per-layer head lists.)
+local SLICEABLE_HEADS = { llama = true, qwen2 = true, qwen3 = true, smollm3 = true, granite = true, gemma = true,
+                          gemma2 = true, gemma3 = true, qwen2moe = true, qwen3moe = true }
+
+local function list_keys(f, arch)
+  for _, k in ipairs(f.keys) do
+    if k:sub(1, #arch + 1) == arch .. "." and type(f.metadata[k]) == "table" then return k end
+  end
+end
+
+--- layers(in_path, out_path, {drop = {layer, ...}}) -> true, new block
+-- count | nil, msg
+-- Writes a GGUF without the dropped layers (0-based): the kept layers'
+-- tensors renumbered in order (blk.4 becomes blk.3 when layer 3 goes),
+-- <arch>.block_count lowered. The physical form of model:variant{skip =}:
+-- a file that loads, trains and saves like any other. Only architectures
+-- whose layers are alike and whose metadata holds no per-layer list.
+function M.layers(in_path, out_path, opts)
+  if type(opts) ~= "table" then error("bad argument #3 to 'layers' (table expected)", 2) end
+  for k in pairs(opts) do
+    if k ~= "drop" then error("prune.layers: unknown option '" .. tostring(k) .. "' (drop)", 2) end
+  end
+  if type(opts.drop) ~= "table" or #opts.drop == 0 then error("prune.layers: drop must be a non-empty list of layers", 2) end
+  local f, err = gguf.open(in_path)
+  if not f then return nil, err end
+  local arch = f.metadata["general.architecture"]
+  local n_layer = f.metadata[tostring(arch) .. ".block_count"]
+  local function fail(msg) f:close(); return nil, in_path .. ": " .. msg end
+  if not UNIFORM_LAYERS[arch] then
+    return fail(string.format("prune.layers: %s layers differ by position (or are not known to be alike); "
+                              .. "dropping one would change the others", tostring(arch)))
+  end
+  local lk = list_keys(f, arch)
+  if lk then return fail("prune.layers: " .. lk .. " is a per-layer list (not renumbered)") end
+  if math.type(n_layer) ~= "integer" or n_layer < 1 then return fail("no " .. arch .. ".block_count") end
+  local drop = {}
+  for _, l in ipairs(opts.drop) do
+    if math.type(l) ~= "integer" or l < 0 or l >= n_layer then
+      f:close()
+      error(string.format("prune.layers: drop: %s is not a layer (0..%d)", tostring(l), n_layer - 1), 2)
+    end
+    drop[l] = true
+  end
+  local new_index, kept = {}, 0
+  for l = 0, n_layer - 1 do
+    if not drop[l] then new_index[l] = kept; kept = kept + 1 end
+  end
+  if kept == 0 then f:close(); error("prune.layers: every layer would be dropped", 2) end
+  local ok, werr = experiment.write_gguf(f, out_path, function(info)
+    local l, rest = info.name:match("^blk%.(%d+)%.(.*)$")
+    if not l then return f:tensor(info.name) end
+    l = tonumber(l)
+    if drop[l] then return false end
+    return f:tensor(info.name), "blk." .. new_index[l] .. "." .. rest
+  end, { [arch .. ".block_count"] = { type = "u32", value = kept } })
+  f:close()
+  if not ok then return nil, werr end
+  return true, kept
+end
+
+-- The Frobenius norm of rows [first, first + n) of a list of row norms.
+local function span_norm(norms, first, n)
+  local s = 0
+  for i = first, first + n - 1 do s = s + norms[i] * norms[i] end
+  return math.sqrt(s)
+end
+
+-- Rows of t (1-based list) copied as they are stored (any dtype: whole rows).
+local function take_rows(t, idx)
+  local o = tensor.zeros({ #idx, t:size(2) }, t:dtype())
+  for j, i in ipairs(idx) do o:select(1, j):copy_(t:select(1, i)) end
+  return o
+end
+
+--- attention_heads(in_path, out_path, {keep = fraction | n_head = count})
+-- -> true, {n_head =, n_head_kv =, kept = {[layer] = {heads...}}} | nil, msg
+-- Physically smaller, as ffn_channels: per layer the lowest-scoring query
+-- heads are removed (rows of attn_q and its bias, columns of
+-- attn_output) and a new GGUF written with attention.head_count lowered
+-- and attention.key_length / value_length set to the head size (which no
+-- longer follows from embedding_length / head_count). A head's score is
+-- |q_h| |o_h| (Frobenius norms of its rows of attn_q and columns of
+-- attn_output), times |k_h| |v_h| when every head has its own k/v
+-- (head_count_kv = head_count): then k and v lose the same heads and
+-- head_count_kv follows. With grouped k/v every group keeps the same number
+-- of query heads (the count must stay a multiple of head_count_kv, and the
+-- remaining heads of a group keep reading its k/v). Every layer keeps as
+-- many heads (head_count is one key); which ones may differ. keep rounds
+-- down (to a multiple of head_count_kv with groups), at least one per group.
+function M.attention_heads(in_path, out_path, opts)
+  if type(opts) ~= "table" then error("bad argument #3 to 'attention_heads' (table expected)", 2) end
+  for k in pairs(opts) do
+    if k ~= "keep" and k ~= "n_head" then
+      error("prune.attention_heads: unknown option '" .. tostring(k) .. "' (keep, n_head)", 2)
+    end
+  end
+  if (opts.keep == nil) == (opts.n_head == nil) then error("prune.attention_heads: give keep or n_head", 2) end
+  if opts.keep ~= nil and (type(opts.keep) ~= "number" or opts.keep <= 0 or opts.keep > 1) then
+    error("prune.attention_heads: keep must be a number in (0, 1]", 2)
+  end
+  local f, err = gguf.open(in_path)
+  if not f then return nil, err end
+  local function fail(msg) f:close(); return nil, in_path .. ": " .. msg end
+  local arch = f.metadata["general.architecture"]
+  if not SLICEABLE_HEADS[arch] then
+    return fail("prune.attention_heads: " .. tostring(arch) .. " attention is not sliced (separate q/k/v/output "
+                .. "with per-head norms only)")
+  end
+  local md = function(k) return f.metadata[arch .. "." .. k] end
+  local H, L, E = md("attention.head_count"), md("block_count"), md("embedding_length")
+  local KV = md("attention.head_count_kv") or H
+  if math.type(H) ~= "integer" or math.type(KV) ~= "integer" or math.type(L) ~= "integer" or H < 1 or KV < 1
+     or H % KV ~= 0 then
+    return fail("prune.attention_heads: scalar head_count, head_count_kv and block_count expected")
+  end
+  local D = md("attention.key_length") or (math.type(E) == "integer" and E // H)
+  local g = H // KV                       -- query heads per k/v group
+  local mha = g == 1
+  local gk                                -- query heads kept per group
+  if opts.n_head then
+    local n = opts.n_head
+    if math.type(n) ~= "integer" or n < 1 or n > H or n % KV ~= 0 and not mha then
+      f:close()
+      error(string.format("prune.attention_heads: n_head must be an integer in 1..%d%s", H,
+                          mha and "" or (", a multiple of head_count_kv " .. KV)), 2)
+    end
+    gk = mha and n or n // KV
+  else
+    gk = math.max(1, math.floor(opts.keep * (mha and H or g) + 1e-9))
+  end
+  local H2, KV2 = mha and gk or gk * KV, mha and gk or KV
+  local new, kept = {}, {}
+  for l = 0, L - 1 do
+    local p = "blk." .. l .. "."
+    local q, k, v, o = f:tensor(p .. "attn_q.weight"), f:tensor(p .. "attn_k.weight"), f:tensor(p .. "attn_v.weight"),
+                       f:tensor(p .. "attn_output.weight")
+    if not (q and k and v and o) then return fail("layer " .. l .. " has no attn_q/attn_k/attn_v/attn_output") end
+    if q:size(1) ~= H * D or k:size(1) ~= KV * D or o:size(2) ~= H * D then
+      return fail(string.format("layer %d: attn_q/attn_k/attn_output are not %d heads (%d kv) of %d", l, H, KV, D))
+    end
+    local ot = o:to("f32"):t():contiguous()            -- (H*D, dim): row i = column i of attn_output
+    local nq, no = row_norms(q), row_norms(ot)
+    local nk, nv = mha and row_norms(k), mha and row_norms(v)
+    local score = {}
+    for h = 0, H - 1 do
+      score[h] = span_norm(nq, h * D + 1, D) * span_norm(no, h * D + 1, D)
+      if mha then score[h] = score[h] * span_norm(nk, h * D + 1, D) * span_norm(nv, h * D + 1, D) end
+    end
+    -- the best gk heads of each group, in their order
+    local heads = {}
+    local groups = mha and 1 or KV
+    local per = mha and H or g
+    for j = 0, groups - 1 do
+      local order = {}
+      for h = j * per, (j + 1) * per - 1 do order[#order + 1] = h end
+      table.sort(order, function(a, b) return score[a] > score[b] or (score[a] == score[b] and a < b) end)
+      local best = table.move(order, 1, gk, 1, {})
+      table.sort(best)
+      table.move(best, 1, gk, #heads + 1, heads)
+    end
+    kept[l] = heads
+    local rows = {}                                    -- 1-based rows of the kept heads
+    for _, h in ipairs(heads) do
+      for i = 1, D do rows[#rows + 1] = h * D + i end
+    end
+    new[p .. "attn_q.weight"] = take_rows(q, rows)
+    new[p .. "attn_output.weight"] = requant(o:dtype(), gather_rows(ot, rows):t():contiguous())
+    if mha then
+      new[p .. "attn_k.weight"], new[p .. "attn_v.weight"] = take_rows(k, rows), take_rows(v, rows)
+    end
+    for _, b in ipairs { "attn_q", "attn_k", "attn_v" } do
+      local bias = f:tensor(p .. b .. ".bias")
+      if bias and (b == "attn_q" or mha) then
+        local vals, out = values(bias), {}
+        for j, r in ipairs(rows) do out[j] = vals[r] end
+        new[p .. b .. ".bias"] = from_values(out, { #out }, bias:dtype())
+      end
+    end
+  end
+  local u32 = function(x) return { type = "u32", value = x } end
+  local ok, werr = experiment.write_gguf(f, out_path, function(info)
+    return new[info.name] or f:tensor(info.name)
+  end, { [arch .. ".attention.head_count"] = u32(H2), [arch .. ".attention.head_count_kv"] = u32(KV2),
+         [arch .. ".attention.key_length"] = u32(D), [arch .. ".attention.value_length"] = u32(D) })
+  f:close()
+  if not ok then return nil, werr end
+  return true, { n_head = H2, n_head_kv = KV2, kept = kept }
 end
 
 return M

@@ -121,8 +121,8 @@ function Generator:step(o)
       local cost = self.t_token or prompt_cost(self, 1)
       if not forced and (not cost or cost > left) then break end
       if not self.iter then
-        local it, _, _, closer = generate(self.sess, nil, self.opts)
-        self.iter, self.closer = it, closer
+        local it, info, _, closer = generate(self.sess, nil, self.opts)
+        self.iter, self.closer, self.info = it, closer, info
       end
       local t = clock()
       local ok, piece = pcall(self.iter)
@@ -156,12 +156,14 @@ function Generator:text()
   return table.concat(self.parts)
 end
 
---- gen:stats() -> {prompt_tokens, prompt_done, tokens, ms_per_prompt_token, ms_per_token}
+--- gen:stats() -> {prompt_tokens, prompt_done, tokens, ms_per_prompt_token, ms_per_token,
+-- speculative (with a draft: generate's info.speculative)}
 function Generator:stats()
   return {
     prompt_tokens = #self.ids, prompt_done = self.next_id - 1, tokens = self.tokens,
     ms_per_prompt_token = self.t_prompt and self.t_prompt * 1000,
     ms_per_token = self.t_token and self.t_token * 1000,
+    speculative = self.info and self.info.speculative,
   }
 end
 

@@ -33,6 +33,9 @@ M.char_tokenizer = M.data.char_tokenizer
 M.plot = require "slm.train.plot"
 local distill = require "slm.train.distill"
 M.distill, M.distiller, M.generate_corpus = distill.distill, distill.distiller, distill.generate_corpus
+-- prune -> heal -> evaluate (slm.train.heal, which requires this module)
+function M.heal(opts) return require("slm.train.heal").heal(opts) end
+function M.heal_table(results) return require("slm.train.heal").table(results) end
 
 -- init ------------------------------------------------------------------------
 
@@ -630,6 +633,14 @@ end
 function Trainer:save(path)
   if type(path) ~= "string" then error("bad argument #1 to 'save' (string expected)", 2) end
   local model = self.model
+  -- a variant's layer plan is not in the file: saved, it would load as the
+  -- full model (slm.prune.layers writes a file without the layers)
+  for i, l in ipairs(model.net.plan or {}) do
+    if l ~= i or #model.net.plan ~= #model.net.layers then
+      error("save: the model is a variant (layer plan " .. table.concat(require("slm.experiment").plan(model), ",")
+            .. "), which a file cannot hold; slm.prune.layers writes a model without layers", 2)
+    end
+  end
   local meta = source_metadata(model)
   local have = {}
   for _, kv in ipairs(meta) do have[kv[1]] = true end

@@ -441,6 +441,30 @@ local function regex_seeds()
   for i, c in ipairs(cases) do seed("regex", "case-" .. i, c[1] .. "\0" .. c[2]) end
 end
 
+-- grammar: grammar text, 0, text (the fixture grammars and one case each) -----------
+
+local function grammar_seeds()
+  local dir = fx .. "/grammars/"
+  for _, name in ipairs { "json", "json_arr", "arithmetic", "list", "repeat", "negclass", "utf8", "nested",
+                          "prefixalt", "comments" } do
+    local f = io.open(dir .. name .. ".gbnf", "rb")
+    if f then
+      local g = f:read("a")
+      f:close()
+      local c = io.open(dir .. name .. ".cases", "rb")
+      local text = ""
+      if c then
+        for line in c:lines() do
+          local s = line:match("^%+\t(.*)$")
+          if s and #s > #text and #s < 48 then text = s end
+        end
+        c:close()
+      end
+      seed("grammar", name, g .. "\0" .. text)
+    end
+  end
+end
+
 -- chat: "\30"-separated records of "\31"-separated fields ---------------------
 
 local function chat_seeds()
@@ -484,10 +508,11 @@ tokjson_seeds()
 tokspm_seeds()
 tokenize_seeds()
 regex_seeds()
+grammar_seeds()
 chat_seeds()
 os.remove(tmp)
 local line = {}
-for _, t in ipairs { "gguf", "safetensors", "rwkvcpp", "llama2c", "tokjson", "tokspm", "tokenize", "regex", "chat" } do
+for _, t in ipairs { "gguf", "safetensors", "rwkvcpp", "llama2c", "tokjson", "tokspm", "tokenize", "regex", "grammar", "chat" } do
   line[#line + 1] = t .. " " .. (counts[t] or 0)
 end
 print("seeds: " .. table.concat(line, ", "))

@@ -58,20 +58,13 @@ end
 -- token's text when both carry a tokenizer), or an error naming the first
 -- difference.
 function M.check_vocab(teacher, student, what)
-  local vt, vs = teacher.hp.n_vocab, student.hp.n_vocab
-  if vt ~= vs then
+  local diff, x, y, z = require("slm.model").vocab_difference(teacher, student)
+  if diff == "size" then
     error(string.format("%s: the teacher's vocabulary has %d tokens, the student's %d (distillation needs the "
-                        .. "same vocabulary)", what, vt, vs), 0)
-  end
-  local a, b = teacher.tokenizer, student.tokenizer
-  if a and b and a ~= b then
-    for id = 0, vt - 1 do
-      local pa, pb = a:piece(id), b:piece(id)
-      if pa ~= pb then
-        error(string.format("%s: token %d is %s for the teacher and %s for the student (distillation needs the "
-                            .. "same vocabulary)", what, id, options.show(pa), options.show(pb)), 0)
-      end
-    end
+                        .. "same vocabulary)", what, x, y), 0)
+  elseif diff == "token" then
+    error(string.format("%s: token %d is %s for the teacher and %s for the student (distillation needs the "
+                        .. "same vocabulary)", what, x, options.show(y), options.show(z)), 0)
   end
 end
 
