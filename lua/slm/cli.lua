@@ -520,9 +520,11 @@ function(pos, opt)
   if md and md["slm.recipe"] then
     -- a model slm trained itself: where it came from
     local vl = md["slm.recipe.val_loss"]
-    p("made by       %s (slm.recipe): %s, %s steps, seed %s%s", md["slm.recipe"], tostring(md["slm.recipe.corpus"]),
-      tostring(md["slm.recipe.steps"]), tostring(md["slm.recipe.seed"]),
-      vl and string.format(", validation loss %.4f nats/token", vl) or "")
+    -- (tools/default_model.lua measures per character, whatever the tokenizer)
+    local tk = md["slm.recipe.tokenizer"]
+    p("made by       %s (slm.recipe): %s, %s%s steps, seed %s%s", md["slm.recipe"], tostring(md["slm.recipe.corpus"]),
+      tk and "tokenizer " .. tostring(tk) .. ", " or "", tostring(md["slm.recipe.steps"]), tostring(md["slm.recipe.seed"]),
+      vl and string.format(", validation loss %.4f nats/char", vl) or "")
   end
   if src.kind == "gguf" then
     metadata_lines(src.file, p)
