@@ -175,9 +175,11 @@ install: all
 	install -d $(LUA_LDIR)/slm/grammar && install -m 644 lua/slm/grammar/*.lua $(LUA_LDIR)/slm/grammar/
 	install -m 644 $(MODULE) $(LUA_CDIR)/slm/core.so
 	if ls models/*.lua >/dev/null 2>&1; then install -m 644 models/*.lua $(LUA_LDIR)/slm/models/; fi
-	# the default model (slm.load("default")) beside slm/model.lua, where slm.model.default_path looks
-	if [ -f models/default/shakespeare-char.gguf ]; then install -d $(LUA_LDIR)/slm/models/default && \
-	  install -m 644 models/default/shakespeare-char.gguf $(LUA_LDIR)/slm/models/default/; fi
+	# the shipped models (slm.load("default"), "shakespeare-char") beside slm/model.lua, where
+	# slm.model.shipped_path looks
+	for f in models/default/shakespeare-bpe512.gguf models/char/shakespeare-char.gguf; do \
+	  if [ -f $$f ]; then install -d $(LUA_LDIR)/slm/$$(dirname $$f) && install -m 644 $$f $(LUA_LDIR)/slm/$$f; fi; \
+	done
 	install -d $(DESTDIR)$(PREFIX)/bin && install -m 755 bin/slm $(DESTDIR)$(PREFIX)/bin/slm
 
 uninstall:

@@ -3,8 +3,8 @@
 -- same steps, same optimizer) trained from scratch with plain
 -- cross-entropy, both scored on the validation split: cross-entropy
 -- (nats/char) and KL(teacher || student) per position.
---   bin/slm examples/distill.lua [STEPS=300] [VAL_TOKENS=8192] [ALPHA=0.9] [TEMPERATURE=1] [TOPK=0] [TEACHER=default]
--- The teacher defaults to slm's default model (a 4.85M-parameter character
+--   bin/slm examples/distill.lua [STEPS=300] [VAL_TOKENS=8192] [ALPHA=0.9] [TEMPERATURE=1] [TOPK=0] [TEACHER=shakespeare-char]
+-- The teacher defaults to slm's shipped character model ("shakespeare-char", a 4.85M-parameter character
 -- llama, Q8_0, trained on Tiny Shakespeare); the corpus is
 -- data/tinyshakespeare.txt, encoded with the teacher's tokenizer, its
 -- first 90 % training and the rest validating (the teacher's own split).
@@ -27,7 +27,7 @@ local alpha = num(3, 0.9, { "ALPHA", "a number in [0, 1]" }, function(v) return 
 local temp = num(4, 1.0, { "TEMPERATURE", "a positive number" }, function(v) return v > 0 and v < math.huge end)
 local topk = num(5, 0, { "TOPK", "an integer >= 0" }, function(v) return math.tointeger(v) and v >= 0 end)
 steps, val_tokens, topk = math.tointeger(steps), math.tointeger(val_tokens), math.tointeger(topk)
-local teacher_path = arg[6] or "default"
+local teacher_path = arg[6] or "shakespeare-char"
 local corpus = "data/tinyshakespeare.txt"
 local f = io.open(corpus, "rb")
 if not f then common.die("%s not found (run from the repository root)", corpus) end

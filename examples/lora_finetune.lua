@@ -1,11 +1,11 @@
 -- LoRA fine-tuning of a frozen base to a text of another style, over an f32
--- copy of the base and over the base as stored (Q8_0 for the default model).
+-- copy of the base and over the base as stored (Q8_0 for the shipped models).
 --
---   bin/slm examples/lora_finetune.lua [BASE=default] [STEPS=80] [RANK=8] [BATCH=8]
+--   bin/slm examples/lora_finetune.lua [BASE=shakespeare-char] [STEPS=80] [RANK=8] [BATCH=8]
 --
 -- The target text is a shipping forecast written by a seeded generator
 -- below (sea areas, winds, sea states, weather, visibility: a register far
--- from Shakespeare's, spelt with the default model's 65 characters): one
+-- from Shakespeare's, spelt with the character model's 65 characters): one
 -- stream trains, another seed's stream is held out. For each base the
 -- example prints the held-out perplexity before and after training the
 -- adapter (q and v of every layer; applied unmerged with model:lora_add),
@@ -13,7 +13,7 @@
 local slm = require "slm"
 local common = require "examples.common"
 
-local base_arg = arg[1] or "default"
+local base_arg = arg[1] or "shakespeare-char"
 local steps = tonumber(arg[2] or "80")
 local rank = tonumber(arg[3] or "8")
 local batch = tonumber(arg[4] or "8")

@@ -5,8 +5,9 @@
 -- first row trains the unpruned model the same way: what the training
 -- alone does (continued pretraining), for the healed rows to be read against.
 --   bin/slm examples/prune_heal.lua [MODEL] [CORPUS] [--steps N] [--eval N] [--threads N] [--seed N]
--- MODEL defaults to slm's default model, CORPUS to data/tinyshakespeare.txt
--- (the text the default model learned: its first 90 % train, the last 10 %
+-- MODEL defaults to slm's shipped character model ("shakespeare-char": one
+-- token a character, so losses are in nats per character), CORPUS to
+-- data/tinyshakespeare.txt (the text it learned: its first 90 % train, the last 10 %
 -- validate, as slm.train.data splits it). --steps: healing steps per row
 -- (default 60); --eval: score only the first N tokens of the validation
 -- split (default: all of it); --threads (default 2). Rows the model's
@@ -37,7 +38,7 @@ do
     end
   end
 end
-local path, corpus = pos[1] or "default", pos[2] or "data/tinyshakespeare.txt"
+local path, corpus = pos[1] or "shakespeare-char", pos[2] or "data/tinyshakespeare.txt"
 local resolved = slm.model.resolve(path)
 if not resolved then common.die("%s", select(2, slm.model.resolve(path))) end
 local f, ferr = io.open(corpus, "rb")

@@ -58,7 +58,7 @@ describe("pruning with healing", function()
   local path
   setup(function()
     slm.threads(2)
-    path = assert(slm.model.resolve("default"))
+    path = assert(slm.model.resolve("shakespeare-char"))
     local f = assert(io.open(CORPUS, "rb"))
     text = f:read("a")
     f:close()
@@ -91,7 +91,7 @@ describe("pruning with healing", function()
     return before, after
   end
 
-  it("continues pretraining the Q8_0 default model and its pruned shapes, saves and reloads them", function()
+  it("continues pretraining the Q8_0 character model and its pruned shapes, saves and reloads them", function()
     continue_training(path, function(hp) assert.same({ 6, 704, 8 }, { hp.n_layer, hp.n_ff, hp.n_head }) end)
     local ffn, heads, layers = tmp(".gguf"), tmp(".gguf"), tmp(".gguf")
     local ok, n_ff = slm.prune.ffn_channels(path, ffn, { keep = 0.75 })
@@ -150,7 +150,7 @@ describe("pruning with healing", function()
     local tr = slm.train.trainer(m:variant { skip = { 2 } })
     assert.has_error(function() tr:save(out) end, "save: the model is a variant (layer plan 0,1,3,4,5), which a "
                      .. "file cannot hold; slm.prune.layers writes a model without layers")
-    local base = { model = "default", data = CORPUS }
+    local base = { model = "shakespeare-char", data = CORPUS }
     local function heal_err(extra)
       local o = {}
       for k, v in pairs(base) do o[k] = v end
@@ -172,10 +172,10 @@ describe("pruning with healing", function()
   end)
 
   it("heals: training the pruned model lowers its validation loss", function()
-    local r = slm.train.heal { model = "default", data = CORPUS, prune = { kind = "ffn", fraction = 0.5 },
+    local r = slm.train.heal { model = "shakespeare-char", data = CORPUS, prune = { kind = "ffn", fraction = 0.5 },
                                steps = 20, lr = 1e-4, warmup = 10, eval_tokens = 4096 }
     -- pruning half the channels costs, healing wins part of it back; the
-    -- unpruned figure is the default model's own (its recipe measured 1.5175
+    -- unpruned figure is the character model's own (its recipe measured 1.5175
     -- over the whole validation text; these are its first 4096 characters)
     assert.is_true(r.base.loss > 1.2 and r.base.loss < 1.8, tostring(r.base.loss))
     assert.is_true(r.pruned.loss > r.base.loss + 0.03, string.format("%.4f %.4f", r.base.loss, r.pruned.loss))
@@ -189,7 +189,7 @@ describe("pruning with healing", function()
   end)
 
   it("runs examples/prune_heal.lua at a small size", function()
-    local h = io.popen("bin/slm examples/prune_heal.lua default " .. CORPUS .. " --steps 20 --eval 6000 2>/dev/null")
+    local h = io.popen("bin/slm examples/prune_heal.lua shakespeare-char " .. CORPUS .. " --steps 20 --eval 6000 2>/dev/null")
     local out = h:read("a")
     local ok = h:close()
     assert.is_true(ok, out)

@@ -1,6 +1,6 @@
 -- examples/lora_finetune.lua at a small size: the held-out perplexity of the
--- shipping-forecast text falls for an f32 copy of the default model and for
--- the Q8_0 default model itself, and the adapter is a few percent of the base.
+-- shipping-forecast text falls for an f32 copy of the character model and for
+-- the Q8_0 shipped file itself, and the adapter is a few percent of the base.
 local function run(cmd)
   local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
   local out = p:read("a")
@@ -11,7 +11,7 @@ end
 
 describe("examples/lora_finetune.lua", function()
   it("lowers the target text's perplexity over an f32 and a q8_0 base", function()
-    local out, code = run("bin/slm examples/lora_finetune.lua default 12 4 4")
+    local out, code = run("bin/slm examples/lora_finetune.lua shakespeare-char 12 4 4")
     assert.equal(0, code, out)
     local rows = {}
     for label, before, after, bytes, share, steps in
@@ -32,7 +32,7 @@ describe("examples/lora_finetune.lua", function()
   end)
 
   it("refuses a bad argument in one line", function()
-    local out, code = run("bin/slm examples/lora_finetune.lua default 0")
+    local out, code = run("bin/slm examples/lora_finetune.lua shakespeare-char 0")
     assert.equal(1, code)
     assert.equal("lora_finetune.lua: STEPS must be a positive integer, got 0\n", out)
   end)

@@ -3,13 +3,13 @@
 -- a double-precision reference computed here from the two models'
 -- inference logits; vocabulary and option refusals; the top-k cache (reuse,
 -- mismatches, hostile files); sequence-level corpora; examples/distill.lua
--- at a small size; `slm distill`. The teacher is slm's default model.
+-- at a small size; `slm distill`. The teacher is slm's shipped character model ("shakespeare-char").
 local helpers = require "spec.helpers"
 local slm = require "slm"
 local tensor = require "slm.tensor"
 local eval = require "slm.eval"
 
-local teacher = slm.load("default")
+local teacher = slm.load("shakespeare-char")
 
 local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
@@ -56,7 +56,7 @@ end
 
 describe("slm.train.distill", function()
   if not teacher then
-    it("needs the default model", function() pending("models/default/shakespeare-char.gguf not found") end)
+    it("needs the shipped character model", function() pending("models/char/shakespeare-char.gguf not found") end)
     return
   end
 
@@ -276,11 +276,11 @@ describe("slm.train.distill", function()
 
   it("slm distill trains and saves a student with the teacher's tokenizer; its refusals are one line", function()
     local outp = os.tmpname() .. ".gguf"
-    local out, code = run("bin/slm distill default data/tinyshakespeare.txt --out " .. sh_quote(outp)
+    local out, code = run("bin/slm distill shakespeare-char data/tinyshakespeare.txt --out " .. sh_quote(outp)
                           .. " --dim 16 --layers 1 --heads 2 --ff 32 --steps 4 --batch 2 --ctx 16 --eval-every 2"
                           .. " --eval-batches 1 --alpha 0.7 --temperature 1.5")
     assert.equal(0, code, out)
-    assert.matches("teacher: default %(llama, vocabulary 65%); alpha 0.7, temperature 1.5, all logits", out)
+    assert.matches("teacher: shakespeare%-char %(llama, vocabulary 65%); alpha 0.7, temperature 1.5, all logits", out)
     assert.matches("step 4: validation loss %d+%.%d+, train %d+%.%d+", out)
     local m = assert(slm.load(outp))
     assert.equal(65, m.hp.n_vocab)
@@ -296,7 +296,7 @@ describe("slm.train.distill", function()
       { "--out x.gguf --preset shakespeare-char", "slm: unknown option '--preset' for distill (`slm distill --help`)" },
     }
     for _, c in ipairs(cases) do
-      local o, rc = run("bin/slm distill default data/tinyshakespeare.txt " .. c[1])
+      local o, rc = run("bin/slm distill shakespeare-char data/tinyshakespeare.txt " .. c[1])
       assert.equal(1, rc, o)
       assert.equal(c[2] .. "\n", o)
     end

@@ -340,7 +340,8 @@ log("%s: %.1f MB (f32 %.1f MB); whole validation text: %.4f nats/char (%s)", out
 
 -- the curves and the record
 assert(plot.svg(out_dir .. "/loss.svg", {
-  title = "slm default model: char-level llama on tinyshakespeare", xlabel = "step", ylabel = "loss (nats/char)",
+  title = "slm default model: " .. (bpe_size and "BPE-" .. bpe_size or "char-level") .. " llama on tinyshakespeare",
+  xlabel = "step", ylabel = "loss (nats/char)",
   series = { { name = "train", points = hist.train }, { name = "validation", points = hist.val, dots = true } } }))
 
 local cfg = {}
@@ -366,18 +367,25 @@ w("# The default model: figures of its recipe")
 w("")
 w("Written by `tools/default_model.lua` (`make default-model`)%s.", short and ", a SHORTENED run (--steps)" or "")
 w("")
-w("- model: llama, dim %d, %d layers, %d heads, ff %d, context %d, untied head, vocabulary %d characters: "
-  .. "%d parameters", R.dim, R.layers, R.heads, R.ff, R.ctx, #tok, nparams)
+local unit = bpe_size and "tokens" or "characters"
+w("- model: llama, dim %d, %d layers, %d heads, ff %d, context %d, untied head, vocabulary %d %s: "
+  .. "%d parameters", R.dim, R.layers, R.heads, R.ff, R.ctx, #tok, bpe_size and "byte-level BPE tokens learnt from "
+  .. "the training text (slm.tokenizer.train)" or "characters", nparams)
 w("- corpus: `%s`, first 90 %% of the characters train, last 10 %% (%d characters) validate", R.corpus,
   n_val_chars)
-w("- training: %d steps of %d x %d characters (%.1fM), AdamW lr %g, betas (%g, %g), weight decay %g, clip %g, "
+if bpe_size then
+  w("- tokens: %.3f characters a token over the whole validation text (%.3f over the fixed windows below); "
+    .. "every loss here is per character (a token's loss spread over the characters it spells)",
+    1 / per_char_full, 1 / per_char_set)
+end
+w("- training: %d steps of %d x %d " .. unit .. " (%.1fM), AdamW lr %g, betas (%g, %g), weight decay %g, clip %g, "
   .. "warmup %d then cosine to %g, seed %d, %d threads, OpenBLAS kernels %s", R.steps, R.batch, R.ctx, tokens / 1e6,
   R.lr, R.betas[1], R.betas[2], R.weight_decay, R.clip, R.warmup, R.min_lr, R.seed, R.threads,
   tostring(rec.blas_core))
 w("- time: %.0f s training (%.3f s/step, %.0f tokens/s), %.0f s validating, %.0f s in all; peak RSS %.0f MB",
   t_train, t_train / R.steps, tokens / t_train, t_eval, wall, rec.peak_rss_mb)
-w("- validation loss over the whole validation text (%d windows of %d, every character after a window's first): "
-  .. "**%.4f nats/char** (f32 weights), **%.4f** (the shipped %s file, through slm.load)", #full_val * R.batch,
+w("- validation loss over the whole validation text (%d windows of %d, every "
+  .. (bpe_size and "token" or "character") .. " after a window's first): **%.4f nats/char** (f32 weights), **%.4f** (the shipped %s file, through slm.load)", #full_val * R.batch,
   R.ctx + 1, final_f32, final_q, R.quant)
 w("- file: `%s`, %s, %.2f MB (f32: %.2f MB)", R.file, R.quant, q_bytes / 1e6, f32_bytes / 1e6)
 w("")

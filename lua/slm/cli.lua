@@ -105,10 +105,11 @@ local function find_entry(name)
   end
 end
 
---- A model argument: "default" (the model shipped with slm, slm.model.resolve),
+--- A model argument: "default" or "shakespeare-char" (the models shipped with
+-- slm, slm.model.resolve),
 -- a path, or a registry name that was pulled.
 function cli.resolve(name)
-  if name == slm.model.DEFAULT_NAME then
+  if slm.model.SHIPPED[name] then
     local p, err = slm.model.resolve(name)
     if not p then fail("%s", err) end
     return p
@@ -515,14 +516,18 @@ function(pos, opt)
   end
   if pos[1] == slm.model.DEFAULT_NAME then
     p("default       slm's default model (the name `default` stands for this file)")
+  elseif slm.model.SHIPPED[pos[1]] then
+    p("shipped       a model shipped with slm (the name `%s` stands for this file)", pos[1])
   end
   local md = src.kind == "gguf" and src.file.metadata
   if md and md["slm.recipe"] then
     -- a model slm trained itself: where it came from
     local vl = md["slm.recipe.val_loss"]
-    p("made by       %s (slm.recipe): %s, %s steps, seed %s%s", md["slm.recipe"], tostring(md["slm.recipe.corpus"]),
-      tostring(md["slm.recipe.steps"]), tostring(md["slm.recipe.seed"]),
-      vl and string.format(", validation loss %.4f nats/token", vl) or "")
+    -- (tools/default_model.lua measures per character, whatever the tokenizer)
+    local tk = md["slm.recipe.tokenizer"]
+    p("made by       %s (slm.recipe): %s, %s%s steps, seed %s%s", md["slm.recipe"], tostring(md["slm.recipe.corpus"]),
+      tk and "tokenizer " .. tostring(tk) .. ", " or "", tostring(md["slm.recipe.steps"]), tostring(md["slm.recipe.seed"]),
+      vl and string.format(", validation loss %.4f nats/char", vl) or "")
   end
   if src.kind == "gguf" then
     metadata_lines(src.file, p)

@@ -284,30 +284,47 @@ local function train_source(src)
   return t
 end
 
--- The default model (issue 16): the name "default" stands for the model
--- trained by `make default-model` and shipped with slm. In a checkout it is
--- models/default/shakespeare-char.gguf; installed (`make install`), it sits
--- beside this file as slm/models/default/shakespeare-char.gguf.
+-- The shipped models (issue 16): the name "default" stands for the model
+-- trained by `make default-model` (tools/default_model.lua: a byte-level BPE
+-- of 512 tokens, chosen over characters by validation loss per character)
+-- and "shakespeare-char" for the same recipe over characters (the teaching
+-- model: one token a character). In a checkout they are under models/;
+-- installed (`make install`), beside this file under slm/models/.
 M.DEFAULT_NAME = "default"
-M.DEFAULT_FILE = "models/default/shakespeare-char.gguf"
+M.SHIPPED = {
+  default = "models/default/shakespeare-bpe512.gguf",
+  ["shakespeare-char"] = "models/char/shakespeare-char.gguf",
+}
+M.DEFAULT_FILE = M.SHIPPED.default
 local here = debug.getinfo(1, "S").source:match("^@(.-)model%.lua$")
 
---- default_path() -> path of the default model's file (it may be missing:
--- a checkout where `make default-model` was cleaned out)
-function M.default_path()
-  if checkout then return (checkout == "" and "./" or checkout) .. M.DEFAULT_FILE end
-  return (here == "" and "./" or here or "./") .. M.DEFAULT_FILE
+--- shipped_path(name) -> path of a shipped model's file ("default" or
+-- "shakespeare-char"; it may be missing: a checkout where it was cleaned
+-- out), nil for another name
+function M.shipped_path(name)
+  local rel = M.SHIPPED[name]
+  if not rel then return nil end
+  if checkout then return (checkout == "" and "./" or checkout) .. rel end
+  return (here == "" and "./" or here or "./") .. rel
 end
 
---- resolve(path) -> a file path: "default" is the default model (a file
--- of that name is "./default"), anything else is itself; nil, msg when the
--- default model's file is missing.
+--- default_path() -> path of the default model's file (it may be missing)
+function M.default_path() return M.shipped_path(M.DEFAULT_NAME) end
+
+--- resolve(path) -> a file path: "default" is the default model and
+-- "shakespeare-char" the character-level one (a file of such a name is
+-- "./default"), anything else is itself; nil, msg when the shipped model's
+-- file is missing.
 function M.resolve(path)
-  if path ~= M.DEFAULT_NAME then return path end
-  local p = M.default_path()
+  if M.SHIPPED[path] == nil then return path end
+  local p = path == M.DEFAULT_NAME and M.default_path() or M.shipped_path(path)
   local f = io.open(p, "rb")
   if not f then
-    return nil, "default: the default model is missing (" .. p .. "; `make default-model` trains it)"
+    if path == M.DEFAULT_NAME then
+      return nil, "default: the default model is missing (" .. p .. "; `make default-model` trains it)"
+    end
+    return nil, path .. ": the shipped model is missing (" .. p .. "; `bin/slm tools/default_model.lua "
+                .. "--tokenizer chars --out models/char` trains it)"
   end
   f:close()
   return p
