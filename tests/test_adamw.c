@@ -12,26 +12,8 @@
 #include "kernels/vecdot.h"
 #include "train/adamw.h"
 
-static uint32_t rng = 77;
-static float frand(void)   /* uniform in [-1, 1) */
-{
-    rng ^= rng << 13; rng ^= rng >> 17; rng ^= rng << 5;
-    return (float)(rng % 2000001) / 1000000.0f - 1.0f;
-}
-
-static float *rvec(int64_t n, float scale)
-{
-    float *v = malloc((size_t)n * sizeof *v);
-    for (int64_t i = 0; i < n; i++) v[i] = frand() * scale;
-    return v;
-}
-
-static float *fdup(const float *x, int64_t n)
-{
-    float *v = malloc((size_t)n * sizeof *v);
-    memcpy(v, x, (size_t)n * sizeof *v);
-    return v;
-}
+#define TESTRAND_SEED 77
+#include "testrand.h"
 
 static slm_pool *pool1, *pool2;
 

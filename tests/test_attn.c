@@ -22,19 +22,9 @@ static int passed, failed;
         else { failed++; printf("FAIL: " __VA_ARGS__); printf("\n"); } \
     } while (0)
 
-static uint32_t rng = 12345;
-static float frand(void)
-{
-    rng ^= rng << 13; rng ^= rng >> 17; rng ^= rng << 5;
-    return (float)(rng % 20001) / 10000.0f - 1.0f;
-}
-
-static float *rand_vec(size_t n)
-{
-    float *v = malloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++) v[i] = frand();
-    return v;
-}
+#define TESTRAND_SEED 12345
+#define TESTRAND_GRID 10000
+#include "testrand.h"
 
 static double r16(double x) { return slm_f16_to_f32(slm_f32_to_f16((float)x)); }
 
@@ -84,8 +74,8 @@ static void run_case(attn_case t)
     slm_pool *pool = slm_pool_new(t.threads, &err);
     slm_kvcache *c = slm_kvcache_new(2, dims, windows, n_ctx, t.n, t.ring, &err);
     int total = t.pos0 + t.n + 1;
-    float *k = rand_vec((size_t)total * kv_dim), *v = rand_vec((size_t)total * kv_dim);
-    float *q = rand_vec((size_t)(t.n + 1) * q_dim), *out = calloc((size_t)t.n * q_dim, sizeof *out);
+    float *k = rvec((int64_t)(total * kv_dim), 1.0f), *v = rvec((int64_t)(total * kv_dim), 1.0f);
+    float *q = rvec((int64_t)((t.n + 1) * q_dim), 1.0f), *out = calloc((size_t)t.n * q_dim, sizeof *out);
     for (int p = 0; p < t.pos0; p += t.n) {
         int m = t.pos0 - p < t.n ? t.pos0 - p : t.n;
         slm_kvcache_store(c, layer, p, m, k + (size_t)p * kv_dim, v + (size_t)p * kv_dim);
@@ -247,8 +237,8 @@ static void encoder_case(int threads, int n, int n_head, int n_head_kv, int hd, 
     float *wq, *wk, *wv, *wo;
     slm_tensor *tq = f32_matrix(q_dim, dim, &wq), *tk = f32_matrix(kv_dim, dim, &wk);
     slm_tensor *tv = f32_matrix(kv_dim, dim, &wv), *to = f32_matrix(dim, q_dim, &wo);
-    float *bq = rand_vec((size_t)q_dim), *bk = rand_vec((size_t)kv_dim), *bv = rand_vec((size_t)kv_dim);
-    float *bo = rand_vec((size_t)dim), *x = rand_vec((size_t)n * dim);
+    float *bq = rvec((int64_t)q_dim, 1.0f), *bk = rvec((int64_t)kv_dim, 1.0f), *bv = rvec((int64_t)kv_dim, 1.0f);
+    float *bo = rvec((int64_t)dim, 1.0f), *x = rvec((int64_t)(n * dim), 1.0f);
     slm_attn_block b = {0};
     b.wq = tq; b.wk = tk; b.wv = tv; b.wo = to;
     b.bq = bq; b.bk = bk; b.bv = bv; b.bo = bo;

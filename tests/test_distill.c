@@ -16,31 +16,8 @@
 #include "train/distill.h"
 #include "train/grad.h"
 
-static uint32_t rng = 777;
-static uint32_t urand(void)   /* xorshift32 */
-{
-    rng ^= rng << 13; rng ^= rng >> 17; rng ^= rng << 5;
-    return rng;
-}
-
-static float frand(void)   /* uniform in [-1, 1) */
-{
-    return (float)(urand() % 2000001) / 1000000.0f - 1.0f;
-}
-
-static float *rvec(int64_t n, float scale)
-{
-    float *v = malloc((size_t)n * sizeof *v);
-    for (int64_t i = 0; i < n; i++) v[i] = frand() * scale;
-    return v;
-}
-
-static float *fdup(const float *x, int64_t n)
-{
-    float *v = malloc((size_t)n * sizeof *v);
-    memcpy(v, x, (size_t)n * sizeof *v);
-    return v;
-}
+#define TESTRAND_SEED 777
+#include "testrand.h"
 
 static slm_pool *pool1, *pool2;
 static int have_avx2;

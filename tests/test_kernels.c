@@ -38,15 +38,9 @@ static int passed, failed;
         printf("\n");                                      \
     } while (0)
 
-static uint32_t rng = 12345;
-static uint32_t next_u32(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 17;
-    rng ^= rng << 5;
-    return rng;
-}
-static float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(next_u32() >> 8) / 16777216.0f; }
+#define TESTRAND_SEED 12345
+#include "testrand.h"
+static float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(urand() >> 8) / 16777216.0f; }
 
 /* ---- reference dequantizers, written as the reference's loops ----------- */
 
@@ -264,7 +258,7 @@ static void fill_weights(const wtype *w, void *dst, int64_t n)
         return;
     }
     for (int64_t b = 0; b < n / w->bs; b++, p += w->ts) {
-        for (size_t i = 0; i < w->ts; i++) p[i] = (unsigned char)next_u32();
+        for (size_t i = 0; i < w->ts; i++) p[i] = (unsigned char)urand();
         for (int k = 0; k < w->nd; k++) {
             /* the second field of q4_1/q5_1 is the (signed) block minimum */
             float v = k == 1 && !is_kquant(w->t) ? uniform(-0.5f, 0.5f) : uniform(0.001f, 0.05f);
@@ -342,7 +336,7 @@ static void test_act_encoders(void)
             if (trial == 1) memset(x, 0, 256 * sizeof(float));              /* all-zero blocks */
             if (trial == 2) { x[5] = 2.5f; x[9] = -2.5f; x[300] = -4; x[301] = 4; } /* ties of |max| */
             if (trial == 3)                                                  /* exact halves */
-                for (int i = 0; i < N; i++) x[i] = (float)((int)(next_u32() % 255) - 127) * 0.5f;
+                for (int i = 0; i < N; i++) x[i] = (float)((int)(urand() % 255) - 127) * 0.5f;
             size_t nb = act_row_bytes(acts[k], N);
             memset(a, 0, nb);
             memset(b, 0, nb);
@@ -407,9 +401,9 @@ static void test_vec_dots(void)
         int gen_ok = 1, avx_ok = 1, bitexact = 1;
         double worst = 0;
         for (int trial = 0; trial < 40; trial++) {
-            int64_t nblk = trial == 0 ? 1 : 1 + next_u32() % (MAXN / t->bs / (t->bs == 1 ? 8 : 1));
+            int64_t nblk = trial == 0 ? 1 : 1 + urand() % (MAXN / t->bs / (t->bs == 1 ? 8 : 1));
             int64_t n = nblk * t->bs;
-            if (t->bs == 1 && trial > 1 && trial % 3 == 0) n = 1 + next_u32() % 77; /* odd tails */
+            if (t->bs == 1 && trial > 1 && trial % 3 == 0) n = 1 + urand() % 77; /* odd tails */
             fill_weights(t, w, n);
             fill_acts(x, n);
             t->deq(w, wf, n);
@@ -469,7 +463,7 @@ static void test_vec_dot4(void)
         const int tails = t->bs == 1;
         int same = 1;
         for (int trial = 0; trial < 20; trial++) {
-            int64_t n = (trial == 0 ? 1 : 1 + next_u32() % (MAXN / 256 - 1)) * 256;
+            int64_t n = (trial == 0 ? 1 : 1 + urand() % (MAXN / 256 - 1)) * 256;
             if (tails && trial % 3 == 1) n += 8 + trial % 8;
             fill_weights(t, w, n);
             for (int r = 0; r < 4; r++) {
@@ -784,7 +778,7 @@ static void test_matmul_f32_vecdot_order(void)
 {
     enum { M = 7, N = 70, K = 200 };
     static float W[N * K], X[M * K], out[M * N], one[N];
-    for (int i = 0; i < N * K; i++) W[i] = (float)(next_u32() % 2001) / 1000.0f - 1;
+    for (int i = 0; i < N * K; i++) W[i] = (float)(urand() % 2001) / 1000.0f - 1;
     fill_acts(X, M * K);
     slm_pool *pools[3] = {NULL, slm_pool_new(2, NULL), slm_pool_new(3, NULL)};
     int ok = 1;
@@ -808,7 +802,7 @@ static void test_matmul_f32_tiles(void)
 {
     enum { M = 7, N = 70, K = 200 };
     static float W[N * K], X[M * K], out[M * N], one[N];
-    for (int i = 0; i < N * K; i++) W[i] = (float)(next_u32() % 2001) / 1000.0f - 1;
+    for (int i = 0; i < N * K; i++) W[i] = (float)(urand() % 2001) / 1000.0f - 1;
     fill_acts(X, M * K);
     const slm_gemm_kernel *gen = slm_gemm_get_generic(SLM_DTYPE_F32);
     slm_pool *pools[3] = {NULL, slm_pool_new(2, NULL), slm_pool_new(3, NULL)};

@@ -22,19 +22,9 @@
 #include "quant/quant.h"
 #include "check.h"
 
-static uint32_t rng = 777;
-static float frand(void)
-{
-    rng ^= rng << 13; rng ^= rng >> 17; rng ^= rng << 5;
-    return (float)(rng % 20001) / 10000.0f - 1.0f;
-}
-
-static float *rand_vec(size_t n)
-{
-    float *v = malloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++) v[i] = frand();
-    return v;
-}
+#define TESTRAND_SEED 777
+#define TESTRAND_GRID 10000
+#include "testrand.h"
 
 static const char *tname(slm_kv_type t) { return slm_kv_type_names[t]; }
 
@@ -86,7 +76,7 @@ static void check_mix(slm_kv_type t, int hd, int n_pos)
 {
     const size_t rb = slm_kv_row_bytes(t, hd) + 6;   /* rows not packed */
     unsigned char *v = calloc((size_t)n_pos, rb);
-    float *p = rand_vec((size_t)n_pos), *x = rand_vec((size_t)hd);
+    float *p = rvec((int64_t)n_pos, 1.0f), *x = rvec((int64_t)hd, 1.0f);
     float a1[256], a2[256], e[256];
     double ref[256] = {0};
     for (int tt = 0; tt < n_pos; tt++) {
@@ -118,7 +108,7 @@ static void check_scores(slm_kv_type t, int hd, int n_pos)
     const slm_vecdot_traits *tr = slm_vecdot_traits_get(kd);
     const size_t rb = slm_kv_row_bytes(t, hd);
     unsigned char *k = malloc((size_t)n_pos * rb), qa[1024];
-    float *q = rand_vec((size_t)hd), qe[256], e[256], s1[300], s2[300], x[256];
+    float *q = rvec((int64_t)hd, 1.0f), qe[256], e[256], s1[300], s2[300], x[256];
     if (t == SLM_KV_F32) memcpy(qa, q, (size_t)hd * sizeof *q), memcpy(qe, q, (size_t)hd * sizeof *q);
     else {
         slm_act_quant_generic(SLM_DTYPE_Q8_0)(q, qa, hd);
@@ -216,8 +206,8 @@ static void run_case(qcase t)
     CHECK(c != NULL, "cache %s: %s", tname(t.type), err.msg);
     if (!c) return;
     const int total = t.pos0 + t.n + 1;
-    float *k = rand_vec((size_t)total * kv_dim), *v = rand_vec((size_t)total * kv_dim);
-    float *q = rand_vec((size_t)(t.n + 1) * q_dim), *out = calloc((size_t)t.n * q_dim, sizeof *out);
+    float *k = rvec((int64_t)(total * kv_dim), 1.0f), *v = rvec((int64_t)(total * kv_dim), 1.0f);
+    float *q = rvec((int64_t)((t.n + 1) * q_dim), 1.0f), *out = calloc((size_t)t.n * q_dim, sizeof *out);
     float *ke = malloc((size_t)total * kv_dim * sizeof *ke), *ve = malloc((size_t)total * kv_dim * sizeof *ve);
     held_rows(t.type, k, ke, total, kv_dim, slm_kv_rot_k(t.type, t.hd));
     held_rows(t.type, v, ve, total, kv_dim, slm_kv_rot_v(t.type, t.hd));
@@ -284,7 +274,7 @@ static void check_snapshot_versions(void)
     slm_error err = {0};
     const int dims[1] = {64}, heads[1] = {32};
     slm_kvcache *c = slm_kvcache_new_typed(1, dims, heads, NULL, 16, 4, 1, SLM_KV_F16, &err);
-    float *k = rand_vec(4 * 64), *v = rand_vec(4 * 64);
+    float *k = rvec((int64_t)(4 * 64), 1.0f), *v = rvec((int64_t)(4 * 64), 1.0f);
     slm_kvcache_store(c, 0, 0, 4, k, v);
     size_t sz = slm_kvcache_snapshot_size(c, 4);
     unsigned char *snap = malloc(sz), *v3 = malloc(sz);

@@ -125,13 +125,11 @@ static int view_matches(const slm_tensor *t, const model *m)
     return 1;
 }
 
-static uint32_t rng = 12345;
+#define TESTRAND_SEED 12345
+#include "testrand.h"
 static int64_t rnd(int64_t lo, int64_t hi)   /* uniform in [lo, hi] */
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 17;
-    rng ^= rng << 5;
-    return lo + (int64_t)(rng % (uint32_t)(hi - lo + 1));
+    return lo + (int64_t)(urand() % (uint32_t)(hi - lo + 1));
 }
 
 /* Random chains of views, valid and invalid parameters mixed: an op must

@@ -152,14 +152,8 @@ static int roundtrip(const slm_tok *t, const char *s, size_t n)
     return ok;
 }
 
-static uint32_t rng = 12345;
-static uint32_t next_rand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 17;
-    rng ^= rng << 5;
-    return rng;
-}
+#define TESTRAND_SEED 12345
+#include "testrand.h"
 
 /* Random valid UTF-8 from a mix of scripts, spaces, digits and emoji. */
 static size_t random_utf8(char *buf, size_t max_chars)
@@ -168,10 +162,10 @@ static size_t random_utf8(char *buf, size_t max_chars)
         {0x20, 0x7E}, {0x20, 0x20}, {0x0A, 0x0A}, {0x30, 0x39}, {0xC0, 0x17F},
         {0x400, 0x4FF}, {0x4E00, 0x4FFF}, {0x3040, 0x30FF}, {0xAC00, 0xACFF},
         {0x1F300, 0x1F64F}, {0x0900, 0x097F}, {0x0600, 0x06FF}};
-    size_t n = next_rand() % max_chars, k = 0;
+    size_t n = urand() % max_chars, k = 0;
     for (size_t i = 0; i < n; i++) {
-        const uint32_t *r = ranges[next_rand() % (sizeof ranges / sizeof ranges[0])];
-        uint32_t cp = r[0] + next_rand() % (r[1] - r[0] + 1);
+        const uint32_t *r = ranges[urand() % (sizeof ranges / sizeof ranges[0])];
+        uint32_t cp = r[0] + urand() % (r[1] - r[0] + 1);
         if (cp < 0x80) buf[k++] = (char)cp;
         else if (cp < 0x800) {
             buf[k++] = (char)(0xC0 | (cp >> 6));
@@ -242,8 +236,8 @@ static void robustness(const char *label, const slm_tok *t, const cases *c, int 
      * give the bytes back */
     ok = 0;
     for (int i = 0; i < 200; i++) {
-        size_t n = next_rand() % 64;
-        for (size_t j = 0; j < n; j++) buf[j] = (char)next_rand();
+        size_t n = urand() % 64;
+        for (size_t j = 0; j < n; j++) buf[j] = (char)urand();
         slm_tok_ids ids = {0};
         slm_error err = {0};
         char *out = NULL;
@@ -513,8 +507,8 @@ static void wpm_vocabulary(void)
         int ok = 0;
         char buf[256];
         for (int i = 0; i < 300; i++) {
-            size_t n = next_rand() % sizeof buf;
-            for (size_t j = 0; j < n; j++) buf[j] = (char)next_rand();
+            size_t n = urand() % sizeof buf;
+            for (size_t j = 0; j < n; j++) buf[j] = (char)urand();
             slm_tok_ids ids = {0};
             ok += !slm_tok_encode(t, buf, n, 1, i & 1, &ids, &err) && ids.n >= 2;
             slm_tok_ids_free(&ids);
