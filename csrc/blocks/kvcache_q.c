@@ -105,11 +105,17 @@ void slm_kvq_scores(slm_vec_dot_fn dot, float *s, const void *qa, const unsigned
 
 /* --- value mixes, generic ----------------------------------------------------- */
 
+/* rows are read with memcpy: a row's start need not be 4-byte aligned (the
+ * cache packs rows of any type at its own stride) */
 static void mix_f32(float *acc, const float *p, const unsigned char *v, size_t stride, int n_pos, int hd)
 {
     for (int t = 0; t < n_pos; t++) {
-        const float *r = (const float *)(v + (size_t)t * stride);
-        for (int j = 0; j < hd; j++) acc[j] += p[t] * r[j];
+        const unsigned char *r = v + (size_t)t * stride;
+        for (int j = 0; j < hd; j++) {
+            float x;
+            memcpy(&x, r + (size_t)j * sizeof x, sizeof x);
+            acc[j] += p[t] * x;
+        }
     }
 }
 

@@ -5,6 +5,7 @@
  * it on AVX2 CPUs; the generic loops round the product first, so the two
  * agree to rounding (tests/test_kvquant.c). */
 #include <immintrin.h>
+#include <string.h>
 #include <math.h>
 
 #include "kvcache_q.h"
@@ -93,8 +94,12 @@ static void mix_f32_avx2(float *acc, const float *p, const unsigned char *v, siz
             a0 = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)(v + (size_t)t * stride) + j), _mm256_set1_ps(p[t]), a0);
         _mm256_storeu_ps(acc + j, a0);
     }
-    for (; j < hd; j++)
-        for (int t = 0; t < n_pos; t++) acc[j] = fmaf(((const float *)(v + (size_t)t * stride))[j], p[t], acc[j]);
+    for (; j < hd; j++)   /* memcpy: a row need not be 4-byte aligned (loadu above needs no alignment) */
+        for (int t = 0; t < n_pos; t++) {
+            float x;
+            memcpy(&x, v + (size_t)t * stride + (size_t)j * sizeof x, sizeof x);
+            acc[j] = fmaf(x, p[t], acc[j]);
+        }
 }
 
 slm_kvq_mix_fn slm_kvq_mix_avx2(slm_kv_type t)
