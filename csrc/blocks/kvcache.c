@@ -270,12 +270,8 @@ static void sdpa_task(void *arg, int ith, int nth)
     const size_t stride = (size_t)L->kv_dim;
     const kv_kernels kk = kernels();
     for (int task = ith; task < total; task += nth) {
-        const int i = task / nh, h = task % nh, kvh = h / group;
-        const int p = a->pos0 + i;
-        const int lo = a->sh.window > 0 && p - a->sh.window + 1 > 0 ? p - a->sh.window + 1 : 0;
-        /* the last position row i sees: its own, or (unmasked) the call's last */
-        const int last = a->sh.unmasked ? a->pos0 + a->n - 1 : p;
-        const int n_pos = last - lo + 1;
+        int i, h, n_pos;
+        const int lo = slm_kv_task_span(a, task, &i, &h, &n_pos), kvh = h / group;
         int len[2];
         const int nrun = runs_of(L, lo, n_pos, len);
         const float *q = a->q + (size_t)i * (size_t)(nh * hd) + (size_t)h * (size_t)hd;

@@ -45,6 +45,21 @@ static inline int slm_kv_runs(const slm_kv_layer *L, int p0, int n, int len[2])
     return len[1] > 0 ? 2 : 1;
 }
 
+/* Task = i * n_head + h of an attention call: row i (position pos0 + i)
+ * and head h; the positions it attends to are lo .. lo + *n_pos - 1 (from
+ * the window's start, or 0, to its own position, or, unmasked, to the
+ * call's last). Returns lo. */
+static inline int slm_kv_task_span(const slm_kv_sdpa_ctx *a, int task, int *i, int *h, int *n_pos)
+{
+    *i = task / a->sh.n_head;
+    *h = task % a->sh.n_head;
+    const int p = a->pos0 + *i;
+    const int lo = a->sh.window > 0 && p - a->sh.window + 1 > 0 ? p - a->sh.window + 1 : 0;
+    const int last = a->sh.unmasked ? a->pos0 + a->n - 1 : p;
+    *n_pos = last - lo + 1;
+    return lo;
+}
+
 /* The pool task of slm_attn_sdpa for a cache of type F32, Q8_0 or Q4_0:
  * (row, head) pairs split by (ith, nth). */
 void slm_kvq_sdpa_task(void *arg, int ith, int nth);
