@@ -90,25 +90,8 @@ static double ref_loss(const double *zs, int64_t rows, int64_t V, const int32_t 
 }
 
 /* max |a - b| / max |b| */
-static double relerr(const float *a, const double *b, int64_t n)
-{
-    double d = 0, m = 1e-30;
-    for (int64_t i = 0; i < n; i++) {
-        d = fmax(d, fabs(a[i] - b[i]));
-        m = fmax(m, fabs(b[i]));
-    }
-    return d / m;
-}
-
-static double relerr_f(const float *a, const float *b, int64_t n)
-{
-    double d = 0, m = 1e-30;
-    for (int64_t i = 0; i < n; i++) {
-        d = fmax(d, fabs((double)a[i] - b[i]));
-        m = fmax(m, fabs(b[i]));
-    }
-    return d / m;
-}
+static double relerr(const float *a, const double *b, int64_t n) { return check_relerr(a, b, (size_t)n, 1e-30); }
+static double relerr_f(const float *a, const float *b, int64_t n) { return check_relerr_f(a, b, (size_t)n, 1e-30); }
 
 /* the kernel on a copy of x: dense when ids is NULL */
 static slm_status run(slm_pool *pool, float *l, const int32_t *t, const float *vals, const int32_t *ids, int64_t k,

@@ -27,25 +27,8 @@ static double *dcopy(const float *x, int64_t n)
 }
 
 /* max |a - b| / max |b| (b the reference) */
-static double relerr(const float *a, const double *b, int64_t n)
-{
-    double d = 0, m = 1e-30;
-    for (int64_t i = 0; i < n; i++) {
-        d = fmax(d, fabs(a[i] - b[i]));
-        m = fmax(m, fabs(b[i]));
-    }
-    return d / m;
-}
-
-static double relerr_f(const float *a, const float *b, int64_t n)
-{
-    double d = 0, m = 1e-30;
-    for (int64_t i = 0; i < n; i++) {
-        d = fmax(d, fabs((double)a[i] - b[i]));
-        m = fmax(m, fabs(b[i]));
-    }
-    return d / m;
-}
+static double relerr(const float *a, const double *b, int64_t n) { return check_relerr(a, b, (size_t)n, 1e-30); }
+static double relerr_f(const float *a, const float *b, int64_t n) { return check_relerr_f(a, b, (size_t)n, 1e-30); }
 
 static slm_pool *pool1, *pool2;
 static int have_avx2;

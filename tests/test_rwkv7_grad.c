@@ -275,13 +275,7 @@ static void ref_cmix(const cm *m, const double *x, double *out)
 /* --- helpers ----------------------------------------------------------------- */
 
 /* max |got - want| / max |want| */
-static double rel_err(const float *got, const double *want, size_t n)
-{
-    double m = 0, scale = 1e-30;
-    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(got[i] - want[i]));
-    return m / scale;
-}
+static double rel_err(const float *got, const double *want, size_t n) { return check_relerr(got, want, n, 1e-30); }
 
 static float *fvec(size_t n, double lo, double hi, double *mirror)
 {
