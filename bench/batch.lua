@@ -30,14 +30,14 @@ for i = 1, n_prompt do prompt[i] = (i * 7919) % nv end
 local ref = {}
 local refbin = (os.getenv("SLM_REF_BENCH") or ""):gsub("llama%-bench$", "llama-batched-bench")
 if compare and refbin:find("llama%-batched%-bench$") and io.open(refbin) then
-  local cmd = string.format("%s -m %s -c %d -b 2048 -ub 512 -npp %d -ntg %d -npl %s -t %s 2>/dev/null", refbin, path,
+  local cmd = string.format("%s -m %s -c %d -b 2048 -ub 512 -npp %d -ntg %d -npl %s -t %s 2>&1", refbin, path,
                             (n_prompt + n_gen) * counts[#counts] + 64, n_prompt, n_gen, table.concat(counts, ","),
                             arg[4] or "2")
   local f = io.popen(cmd)
   for line in f:lines() do
-    -- | PP | TG | B | N_KV | T_PP s | S_PP t/s | T_TG s | S_TG t/s | ...
+    -- its table (on stderr, with its log): | PP | TG | B | N_KV | T_PP s | S_PP t/s | T_TG s | S_TG t/s | ...
     local cells = {}
-    for c in line:gmatch("|%s*([^|]-)%s*") do cells[#cells + 1] = c end
+    for c in line:gmatch("[^|]+") do cells[#cells + 1] = c:match("^%s*(.-)%s*$") end
     local B, stg = tonumber(cells[3]), tonumber(cells[8])
     if B and stg then ref[B] = stg end
   end
