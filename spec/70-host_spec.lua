@@ -224,13 +224,7 @@ describe("generator", function()
 end)
 
 -- build/host (BUILD/host under `make asan`)
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
-  local out = p:read("a")
-  p:close()
-  local code = tonumber(out:match("exit=(%d+)%s*$"))
-  return out:gsub("exit=%d+%s*$", ""), code
-end
+local run = helpers.run
 
 local function field(out, prefix, key)
   for line in out:gmatch("[^\n]+") do

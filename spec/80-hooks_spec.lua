@@ -19,13 +19,7 @@ local function max_diff(a, b)
   return d
 end
 
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
-  local out = p:read("a")
-  p:close()
-  local code = tonumber(out:match("exit=(%d+)%s*$"))
-  return out:gsub("exit=%d+%s*$", ""), code
-end
+local run = helpers.run
 
 describe("hooks", function()
   local model, ids, base

@@ -32,13 +32,7 @@ local function tmpname()
   return p .. ".gguf"
 end
 
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
-  local out = p:read("a")
-  p:close()
-  local code = tonumber(out:match("exit=(%d+)%s*$"))
-  return out:gsub("exit=%d+%s*$", ""), code
-end
+local run = helpers.run
 
 describe("magnitude pruning", function()
   it("zeroes exactly the smallest |w| of a tensor", function()

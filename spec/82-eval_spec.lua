@@ -41,13 +41,7 @@ local function reference_ppl(model, toks, ctx, stride)
   return math.exp(total / n), n
 end
 
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
-  local out = p:read("a")
-  p:close()
-  local code = tonumber(out:match("exit=(%d+)%s*$"))
-  return out:gsub("exit=%d+%s*$", ""), code
-end
+local run = helpers.run
 
 describe("perplexity", function()
   it("equals exp(mean NLL) from token-by-token logits (one window)", function()

@@ -19,13 +19,7 @@ local function logits_of(model, ids)
   return model:session { ctx = 64 }:eval(ids):totable()
 end
 
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
-  local out = p:read("a")
-  p:close()
-  local code = tonumber(out:match("exit=(%d+)%s*$"))
-  return out:gsub("exit=%d+%s*$", ""), code
-end
+local run = helpers.run
 
 describe("LoRA adapters", function()
   local base_path, adapter, adapter0, base, ids, ref

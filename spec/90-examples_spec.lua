@@ -2,13 +2,7 @@
 local helpers = require "spec.helpers"
 local slm = require "slm"
 
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
-  local out = p:read("a")
-  p:close()
-  local code = tonumber(out:match("exit=(%d+)%s*$"))
-  return out:gsub("exit=%d+%s*$", ""), code
-end
+local run = helpers.run
 
 describe("examples", function()
   it("inspect.lua prints every fixture GGUF", function()

@@ -1,13 +1,8 @@
 -- examples/lora_finetune.lua at a small size: the held-out perplexity of the
 -- shipping-forecast text falls for an f32 copy of the character model and for
 -- the Q8_0 shipped file itself, and the adapter is a few percent of the base.
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
-  local out = p:read("a")
-  p:close()
-  local code = tonumber(out:match("exit=(%d+)%s*$"))
-  return out:gsub("exit=%d+%s*$", ""), code
-end
+local helpers = require "spec.helpers"
+local run = helpers.run
 
 describe("examples/lora_finetune.lua", function()
   it("lowers the target text's perplexity over an f32 and a q8_0 base", function()

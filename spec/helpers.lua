@@ -331,6 +331,16 @@ function helpers.json_decode(s)
   return v
 end
 
+--- run(cmd) -> its stdout and stderr together, its exit code (a shell
+-- command line; the specs that drive bin/slm and the examples)
+function helpers.run(cmd)
+  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
+  local out = p:read("a")
+  p:close()
+  local code = tonumber(out:match("exit=(%d+)%s*$"))
+  return (out:gsub("exit=%d+%s*$", "")), code
+end
+
 --- python-jsonschema's verdict on each JSON text against a schema (JSON
 -- text): a list of "ok" / "invalid <message>" / "bad-json <message>"
 -- (spec/json_schema_check.py, Draft 2020-12, formats checked), or nil and
