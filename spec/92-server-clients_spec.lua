@@ -20,21 +20,28 @@ local function greedy(prompt, opts)
   return model:session {}:generate(prompt, opts, function() end)
 end
 
+-- a temporary folder with the openai npm package installed, or nil and why
+-- the test is skipped
+local function npm_openai()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. dir))
+  local ok, out = sh(string.format("cd %s && timeout -k 5 240 env -u LD_PRELOAD npm install --no-audit --no-fund "
+                                   .. "--no-update-notifier --silent openai", dir))
+  if ok then return dir end
+  os.execute("rm -rf " .. dir)
+  return nil, "npm install openai failed (offline?): the openai client test is skipped: " .. out:sub(1, 200)
+end
+
 describe("slm serve with other clients", function()
   it("answers the official openai npm client: completions, chat, streaming, embeddings, models, errors", function()
     if not sh("command -v npm >/dev/null && command -v node >/dev/null") then
       pending("npm or node is not installed: the openai client test is skipped")
       return
     end
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. dir))
-    local ok, out = sh(string.format("cd %s && timeout -k 5 240 env -u LD_PRELOAD npm install --no-audit --no-fund --no-update-notifier --silent openai", dir))
-    if not ok then
-      os.execute("rm -rf " .. dir)
-      pending("npm install openai failed (offline?): the openai client test is skipped: " .. out:sub(1, 200))
-      return
-    end
+    local dir, why_not = npm_openai()
+    if not dir then return pending(why_not) end
+    local ok, out
     local child = assert(io.popen("exec timeout 300 bin/slm serve default --port 0 --quiet --api-key test-key", "r"))
     local line = child:read("l") or ""
     local url, pid = line:match("listening on (http://[%d.:]+) .*pid (%d+)")
@@ -91,15 +98,9 @@ describe("slm serve with other clients", function()
     local helpers = require "spec.helpers"
     local path, why = helpers.tool_model_path()
     if not path then return pending(why) end
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. dir))
-    local ok, out = sh(string.format("cd %s && timeout -k 5 240 env -u LD_PRELOAD npm install --no-audit --no-fund --no-update-notifier --silent openai", dir))
-    if not ok then
-      os.execute("rm -rf " .. dir)
-      pending("npm install openai failed (offline?): the openai client test is skipped: " .. out:sub(1, 200))
-      return
-    end
+    local dir, why_not = npm_openai()
+    if not dir then return pending(why_not) end
+    local ok, out
     local SCHEMA = '{"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}, "days": {"type": '
                    .. '"integer", "minimum": 1, "maximum": 7}}, "required": ["city", "days"], "additionalProperties": false}'
     local child = assert(io.popen("exec timeout 300 bin/slm serve " .. path .. " --template qwen3 --ctx 1024 --port 0 "
