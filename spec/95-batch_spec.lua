@@ -171,6 +171,11 @@ describe("slm.batch_generate and slm.batcher", function()
       local b = slm.batcher(model, { slots = 2, ctx = 64, kv_type = "q4_0" })
       assert.equal(model:session { ctx = 64, kv_type = "q4_0" }:kv_bytes_per_token(), b.free[1]:kv_bytes_per_token())
       assert.is_true(b.free[1]:kv_bytes_per_token() < model:session { ctx = 64 }:kv_bytes_per_token())
+      -- a bad kv_type is the caller's one-line error
+      assert.equal('batcher: kv_type must be "f16", "f32", "q8_0" or "q4_0", got "q9"',
+                   helpers.errmsg(slm.batcher, model, { kv_type = "q9" }))
+      assert.equal('batch_generate: kv_type must be "f16", "f32", "q8_0" or "q4_0", got 5',
+                   helpers.errmsg(slm.batch_generate, model, PROMPTS, { kv_type = 5 }))
     end)
   end
 

@@ -304,7 +304,10 @@ function M.batcher(model, opts)
   if not options.is_int(slots, 1) then options.fail("batcher", "slots", "a positive integer", slots) end
   local b = setmetatable({ model = model, queue = {}, running = {}, free = {}, runners = {} }, Batcher)
   for i = 1, slots do
-    b.free[i] = model:session { ctx = opts.ctx, batch = opts.batch, kv_type = opts.kv_type }
+    -- the sessions' own checks (ctx, batch, kv_type), said as the batcher's
+    local ok, sess = pcall(model.session, model, { ctx = opts.ctx, batch = opts.batch, kv_type = opts.kv_type })
+    if not ok then error("batcher: " .. tostring(sess):gsub("^[^\n]-:%d+: ", ""):gsub("^session: ", ""), 2) end
+    b.free[i] = sess
   end
   return b
 end
@@ -553,8 +556,9 @@ function M.batch_generate(model, prompts, opts, on_piece)
   end
   local outs, infos = {}, {}
   if #items == 0 then return outs, infos end
-  local b = M.batcher(model, { slots = opts.slots or math.min(#items, 8), ctx = opts.ctx, batch = opts.batch,
-                               kv_type = opts.kv_type })
+  local bok, b = pcall(M.batcher, model, { slots = opts.slots or math.min(#items, 8), ctx = opts.ctx,
+                                           batch = opts.batch, kv_type = opts.kv_type })
+  if not bok then error("batch_generate: " .. tostring(b):gsub("^[^\n]-:%d+: ", ""):gsub("^batcher: ", ""), 2) end
   local failed
   for i, it in ipairs(items) do
     b:add(it.prompt, it.opts, on_piece and function(piece, id) return on_piece(i, piece, id) end, function(req)
