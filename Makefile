@@ -32,9 +32,11 @@ WARN     = -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
            -Wpointer-arith -Wno-unused-parameter
 CFLAGS  ?=
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC $(WARN) $(PKG_CFLAGS) $(SAN) $(CFLAGS)
-# files named *_avx2.c hold the AVX2/FMA/F16C kernels; everything else is
-# portable C and the kernels pick the AVX2 path at run time
+# files named *_avx2.c hold the AVX2/FMA/F16C kernels, *_avx512.c the
+# AVX-512 (F BW VL DQ VNNI) ones; everything else is portable C and the
+# kernels pick the highest tier the CPU has at run time (vecdot.h)
 AVX2_FLAGS = -mavx2 -mfma -mf16c
+AVX512_FLAGS = $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni
 LDLIBS   = $(PKG_LIBS) -lpthread -lm
 
 CORE_SRC := $(sort $(wildcard csrc/core/*.c csrc/quant/*.c csrc/kernels/*.c \
@@ -63,6 +65,10 @@ all: $(LIB) $(MODULE) $(TEST_BIN) $(FUZZ_REPLAY) $(HOST)
 $(BUILD)/obj/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

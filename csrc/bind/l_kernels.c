@@ -10,6 +10,7 @@
 #include "../core/pool.h"
 #include "../kernels/matmul.h"
 #include "../kernels/ops.h"
+#include "../kernels/vecdot.h"
 #include "bind.h"
 
 /* The tensor at idx, which must be f32 and contiguous. */
@@ -343,6 +344,18 @@ static int l_blas_core(lua_State *L)
     return 1;
 }
 
+/* kernels([name]) -> the kernel tier in use ("avx512", "avx2", "generic"),
+ * after capping it at name (benchmarks and tests comparing tiers) */
+static int l_kernels(lua_State *L)
+{
+    if (!lua_isnoneornil(L, 1)) {
+        static const char *const names[] = {"generic", "avx2", "avx512", NULL};
+        slm_kernels_set_level(luaL_checkoption(L, 1, NULL, names));
+    }
+    lua_pushstring(L, slm_kernels_level_name(slm_kernels_level()));
+    return 1;
+}
+
 /* threads([n]) -> size of the default pool, after setting it to n */
 static int l_threads(lua_State *L)
 {
@@ -390,7 +403,7 @@ static const luaL_Reg ops_functions[] = {
     {NULL, NULL}
 };
 
-/* Sets core.ops, core.threads and core.blas_core. */
+/* Sets core.ops, core.threads, core.blas_core and core.kernels. */
 void slm_bind_open_kernels(lua_State *L)
 {
     luaL_newlib(L, ops_functions);
@@ -399,6 +412,8 @@ void slm_bind_open_kernels(lua_State *L)
     lua_setfield(L, -2, "threads");
     lua_pushcfunction(L, l_blas_core);
     lua_setfield(L, -2, "blas_core");
+    lua_pushcfunction(L, l_kernels);
+    lua_setfield(L, -2, "kernels");
     if (lua_getfield(L, LUA_REGISTRYINDEX, "slm.pool_sentinel") == LUA_TNIL) {
         lua_newuserdatauv(L, 1, 0);
         lua_newtable(L);

@@ -317,7 +317,8 @@ static const slm_vecdot_traits traits[SLM_DTYPE_COUNT] = {
     [SLM_DTYPE_F32]  = {SLM_DTYPE_F32,  dot_f32,  AVX2(slm_vec_dot_f32_avx2), AVX2(slm_vec_dot4_f32_avx2)},
 };
 
-static int force_generic;
+/* the highest kernel tier the caller allows (slm_kernels_set_level) */
+static int max_level = SLM_KERNELS_AVX512;
 
 int slm_cpu_has_avx2(void)
 {
@@ -340,14 +341,60 @@ int slm_cpu_has_avx2(void)
 #endif
 }
 
+int slm_cpu_has_avx512(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    static int cached = -1;
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
+        /* libgcc's answers include the OS check (XCR0 saves the zmm and
+         * mask state), so a kernel that does not enable AVX-512 says no */
+        v = slm_cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
+#else
+    return 0;
+#endif
+}
+
+void slm_kernels_set_level(int level)
+{
+    max_level = level < SLM_KERNELS_GENERIC ? SLM_KERNELS_GENERIC
+              : level > SLM_KERNELS_AVX512 ? SLM_KERNELS_AVX512 : level;
+}
+
+int slm_kernels_level(void)
+{
+    if (max_level >= SLM_KERNELS_AVX512 && slm_cpu_has_avx512()) return SLM_KERNELS_AVX512;
+    if (max_level >= SLM_KERNELS_AVX2 && slm_cpu_has_avx2()) return SLM_KERNELS_AVX2;
+    return SLM_KERNELS_GENERIC;
+}
+
+const char *slm_kernels_level_name(int level)
+{
+    switch (level) {
+    case SLM_KERNELS_AVX512: return "avx512";
+    case SLM_KERNELS_AVX2: return "avx2";
+    default: return "generic";
+    }
+}
+
 void slm_kernels_force_generic(int on)
 {
-    force_generic = on != 0;
+    slm_kernels_set_level(on ? SLM_KERNELS_GENERIC : SLM_KERNELS_AVX512);
 }
 
 int slm_kernels_use_avx2(void)
 {
-    return !force_generic && slm_cpu_has_avx2();
+    return slm_kernels_level() >= SLM_KERNELS_AVX2;
+}
+
+int slm_kernels_use_avx512(void)
+{
+    return slm_kernels_level() >= SLM_KERNELS_AVX512;
 }
 
 const slm_vecdot_traits *slm_vecdot_traits_get(slm_dtype w)

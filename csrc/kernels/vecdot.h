@@ -62,11 +62,30 @@ slm_act_from_f32_fn slm_act_quant_fn(slm_dtype act);
 
 /* 1 if AVX2, FMA and F16C are usable (the AVX2 kernels are then chosen). */
 int slm_cpu_has_avx2(void);
-/* Forces the generic kernels (on = 1) or restores the CPU's choice (0);
- * for benchmarks and tests comparing the two paths end to end. */
+/* 1 if AVX2 and AVX-512 F, BW, VL, DQ and VNNI are usable (CPU and OS):
+ * files named *_avx512.c hold kernels for that tier, chosen at run time. */
+int slm_cpu_has_avx512(void);
+
+/* Kernel tiers, lowest first. Every tier computes what the generic kernels
+ * specify (bit for bit where a kernel's comment says so, else within the
+ * tolerance its test states); a higher tier is only faster. */
+#define SLM_KERNELS_GENERIC 0
+#define SLM_KERNELS_AVX2 1
+#define SLM_KERNELS_AVX512 2
+/* Caps the tier the kernels may use (benchmarks and tests comparing tiers
+ * end to end); the default allows every tier the CPU has. Process-wide:
+ * call it while no product is running. */
+void slm_kernels_set_level(int level);
+/* The tier in use: the highest the CPU has, at most the cap. */
+int slm_kernels_level(void);
+/* "avx512", "avx2" or "generic" */
+const char *slm_kernels_level_name(int level);
+/* Forces the generic kernels (on = 1) or restores the CPU's choice (0). */
 void slm_kernels_force_generic(int on);
-/* 1 if the AVX2 kernels are to be used (available and not forced off). */
+/* 1 if the AVX2 (resp. AVX-512) kernels are to be used: the CPU has them
+ * and the cap allows them. */
 int slm_kernels_use_avx2(void);
+int slm_kernels_use_avx512(void);
 
 /* The AVX2 twins (vecdot_avx2.c); call only when slm_cpu_has_avx2(). */
 #if defined(__x86_64__)

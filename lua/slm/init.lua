@@ -13,6 +13,7 @@ slm.safetensors = require "slm.safetensors"
 slm.model = require "slm.model"
 slm.load = slm.model.load
 slm.threads = core.threads
+slm.kernels = core.kernels                -- the SIMD tier in use: "avx512", "avx2", "generic"
 slm.sampler = require "slm.sampler"
 slm.tokenizer = require "slm.tokenizer"
 slm.chat = require "slm.chat"              -- chat templates (sess:chat, sess:chat_session)
