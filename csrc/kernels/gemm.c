@@ -127,6 +127,19 @@ static const slm_gemm_kernel avx2[] = {
      .ptile = slm_gemm_q4_Kx8_avx2, .pack_block_bytes = sizeof(slm_q4_Kx8), .batch_only = 1},
     {.tile = slm_gemm_f32_avx2, .tile_r = 4, .tile_c = 3, .k_multiple = 8},
 };
+
+/* The AVX-512 tier, slot by slot as above: a kernel of its own (files
+ * *_avx512.c, the same sums and bits as the generic one), or .tile = NULL
+ * where the AVX2 kernel serves that tier too. */
+static const slm_gemm_kernel avx512[] = {
+    {.tile = NULL},   /* f16 */
+    {.tile = NULL},   /* bf16 */
+    {.tile = NULL},   /* q4_0 */
+    {.tile = NULL},   /* q8_0 */
+    {.tile = NULL},   /* q5_0 */
+    {.tile = NULL},   /* q4_K */
+    {.tile = NULL},   /* f32 */
+};
 #endif
 
 static int slot(slm_dtype w)
@@ -154,6 +167,7 @@ const slm_gemm_kernel *slm_gemm_get(slm_dtype w)
     const int i = slot(w);
     if (i < 0) return NULL;
 #if defined(__x86_64__)
+    if (slm_kernels_use_avx512() && avx512[i].tile) return &avx512[i];
     if (slm_kernels_use_avx2()) return &avx2[i];
 #endif
     return slm_gemm_get_generic(w);

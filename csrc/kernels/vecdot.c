@@ -297,8 +297,10 @@ static void act_bf16(const float *x, void *vy, int64_t n)
 
 #if defined(__x86_64__)
 #define AVX2(f) f
+#define AVX512(f) f
 #else
 #define AVX2(f) NULL
+#define AVX512(f) NULL
 #endif
 
 static const slm_vecdot_traits traits[SLM_DTYPE_COUNT] = {
@@ -407,13 +409,16 @@ slm_vec_dot_fn slm_vecdot_fn(slm_dtype w)
 {
     const slm_vecdot_traits *t = slm_vecdot_traits_get(w);
     if (!t) return NULL;
+    if (slm_kernels_use_avx512() && t->dot_avx512) return t->dot_avx512;
     return slm_kernels_use_avx2() && t->dot_avx2 ? t->dot_avx2 : t->dot_generic;
 }
 
 slm_vec_dot4_fn slm_vecdot4_fn(slm_dtype w)
 {
     const slm_vecdot_traits *t = slm_vecdot_traits_get(w);
-    return t && slm_kernels_use_avx2() ? t->dot4_avx2 : NULL;
+    if (!t) return NULL;
+    if (slm_kernels_use_avx512() && t->dot4_avx512) return t->dot4_avx512;
+    return slm_kernels_use_avx2() ? t->dot4_avx2 : NULL;
 }
 
 /* Activation blocks for the 32-element types, encoded as the reference

@@ -40,6 +40,11 @@ typedef struct slm_vecdot_traits {
     slm_vec_dot_fn dot_generic;
     slm_vec_dot_fn dot_avx2;     /* NULL without an AVX2 twin */
     slm_vec_dot4_fn dot4_avx2;   /* NULL without a four-row AVX2 kernel */
+    /* the AVX-512 tier's kernels (files *_avx512.c), chosen over the AVX2
+     * ones when the CPU has that tier; NULL: the AVX2 kernel serves it.
+     * Same results as the AVX2 twin (bit for bit where that one is). */
+    slm_vec_dot_fn dot_avx512;
+    slm_vec_dot4_fn dot4_avx512;
 } slm_vecdot_traits;
 
 /* NULL if weights of this dtype cannot be multiplied. */
