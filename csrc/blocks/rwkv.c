@@ -370,6 +370,13 @@ void slm_rwkv_wkv7_heads(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim, 
                          const float *b, float *S, float *y)
 {
 #if defined(__x86_64__)
+    /* a run of tokens on AVX-512: the generic loop's floats, transposed
+     * (rwkv_avx512.c); one token keeps the row-wise AVX2 loop, for which
+     * transposing the state twice would cost more than the token */
+    if (n > 1 && hs % 16 == 0 && hs <= SLM_RWKV_AVX512_MAX_HS && slm_kernels_use_avx512()) {
+        slm_rwkv_wkv7_heads_avx512(n, h0, h1, hs, dim, r, w, k, v, a, b, S, y);
+        return;
+    }
     if (hs % 8 == 0 && slm_kernels_use_avx2()) {
         slm_rwkv_wkv7_heads_avx2(n, h0, h1, hs, dim, r, w, k, v, a, b, S, y);
         return;
@@ -525,15 +532,6 @@ slm_status slm_rwkv_cmix_check(const slm_rwkv_cmix *b, slm_error *err)
 
 static float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-/* relu(y)^2 in place */
-static void relu_sq(float *y, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) {
-        float v = y[i] > 0 ? y[i] : 0;
-        y[i] = v * v;
-    }
-}
-
 slm_status slm_rwkv_cmix_forward(slm_pool *pool, const slm_rwkv_cmix *b, slm_rwkv_state *st,
                                  int layer, int n, const float *x, float *out, slm_error *err)
 {
@@ -544,15 +542,16 @@ slm_status slm_rwkv_cmix_forward(slm_pool *pool, const slm_rwkv_cmix *b, slm_rwk
     size_t d = (size_t)b->dim;
     float *carry = slm_rwkv_layer(st, layer) + d;   /* ffn shift */
     float *xk = st->xs, *xr = st->xs + (size_t)n * d;
-    for (int t = 0; t < n; t++) {
-        const float *xt = x + (size_t)t * d, *pv = slm_rwkv_prev(carry, x, t, b->dim);
-        float *ok = xk + (size_t)t * d, *orr = xr + (size_t)t * d;
-        for (size_t c = 0; c < d; c++) {
-            if (b->version >= SLM_RWKV_V6) {   /* x + (prev - x) * maa */
-                float sx = pv[c] - xt[c];
-                ok[c] = sx * b->mix_k[c] + xt[c];
-                if (b->mix_r) orr[c] = sx * b->mix_r[c] + xt[c];
-            } else {                           /* x * m + (prev - prev * m) */
+    if (b->version >= SLM_RWKV_V6) {   /* x + (prev - x) * maa; sx in the third slot */
+        float *sx = st->xs + 2 * (size_t)n * d;
+        slm_rwkv_shift_diff(sx, x, carry, n, b->dim);
+        slm_rwkv_mix_rows(xk, x, sx, b->mix_k, n, b->dim);
+        if (b->mix_r) slm_rwkv_mix_rows(xr, x, sx, b->mix_r, n, b->dim);
+    } else {                           /* x * m + (prev - prev * m) */
+        for (int t = 0; t < n; t++) {
+            const float *xt = x + (size_t)t * d, *pv = slm_rwkv_prev(carry, x, t, b->dim);
+            float *ok = xk + (size_t)t * d, *orr = xr + (size_t)t * d;
+            for (size_t c = 0; c < d; c++) {
                 ok[c] = xt[c] * b->mix_k[c] + (pv[c] - pv[c] * b->mix_k[c]);
                 orr[c] = xt[c] * b->mix_r[c] + (pv[c] - pv[c] * b->mix_r[c]);
             }
@@ -562,11 +561,11 @@ slm_status slm_rwkv_cmix_forward(slm_pool *pool, const slm_rwkv_cmix *b, slm_rwk
     /* k = relu(Wk xk)^2; out = Wv k, gated by sigmoid(Wr xr) before v7. One
      * token squares its rows in the product's threads (slm_rwkv_mv_group). */
     if (n == 1) {
-        const slm_rwkv_mv mv = {st->ff, b->wk, xk, relu_sq};
+        const slm_rwkv_mv mv = {st->ff, b->wk, xk, slm_rwkv_relu_sq};
         TRY(slm_rwkv_mv_group(pool, &mv, 1, err));
     } else {
         TRY(slm_rwkv_mm(pool, st->ff, b->wk, -1, xk, n, err));
-        relu_sq(st->ff, (int64_t)n * b->n_ff);
+        slm_rwkv_relu_sq(st->ff, (int64_t)n * b->n_ff);
     }
     TRY(slm_rwkv_mm(pool, out, b->wv, -1, st->ff, n, err));
     if (b->version == SLM_RWKV_V7) return SLM_OK;

@@ -63,6 +63,44 @@ void slm_rwkv_wkv7_heads_avx2(int n, int64_t h0, int64_t h1, int64_t hs, size_t 
                               const float *a, const float *b, float *S, float *y);
 #endif
 
+/* v7's per-head steps between the projections and the output projection
+ * (v7_heads in rwkv_tmix.c): the n rows of the projections r w k v a g,
+ * the value-residual term nu, the scratch rows na nb (-kk and kk * a), the
+ * layer's head states S, the output y and the first layer's v_first. */
+typedef struct slm_rwkv7_io {
+    const slm_rwkv_tmix *b;
+    int n;
+    float *r, *w, *k, *v, *a, *g, *nu, *na, *nb, *S, *y, *v_first;
+} slm_rwkv7_io;
+
+/* Row-wise pieces of the v6/v7 mixes, the portable loop or its AVX-512
+ * twin (same floats) picked at run time (rwkv_rows.c):
+ *   mix_rows:   out[t][c] = sx[t][c] * m[c] + x[t][c]   (n rows of dim)
+ *   shift_diff: sx[t] = prev(t) - x[t], prev the carried row for t = 0
+ *   relu_sq:    y = max(y, 0)^2 in place (the channel mix's key) */
+void slm_rwkv_mix_rows(float *out, const float *x, const float *sx, const float *m, int n,
+                       int64_t dim);
+void slm_rwkv_shift_diff(float *sx, const float *x, const float *carry, int n, int64_t dim);
+void slm_rwkv_relu_sq(float *y, int64_t n);
+
+/* The AVX-512 kernels (rwkv_avx512.c); call only when
+ * slm_kernels_use_avx512(). wkv7_heads_avx512 gives
+ * slm_rwkv_wkv7_heads_generic's floats bit for bit for hs a multiple of 16
+ * up to SLM_RWKV_AVX512_MAX_HS (its transposed state lives on the stack);
+ * slm_rwkv7_heads_avx512 agrees with the portable v7_heads to rounding
+ * (its exp is exp16's, its head sums lane-wise). */
+#define SLM_RWKV_AVX512_MAX_HS 128
+#if defined(__x86_64__)
+void slm_rwkv_wkv7_heads_avx512(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim,
+                                const float *r, const float *w, const float *k, const float *v,
+                                const float *a, const float *b, float *S, float *y);
+void slm_rwkv7_heads_avx512(const slm_rwkv7_io *io, int64_t h0, int64_t h1);
+void slm_rwkv_mix_rows_avx512(float *out, const float *x, const float *sx, const float *m, int n,
+                              int64_t dim);
+void slm_rwkv_shift_diff_avx512(float *sx, const float *x, const float *carry, int n, int64_t dim);
+void slm_rwkv_relu_sq_avx512(float *y, int64_t n);
+#endif
+
 /* The token-shift row of token t of a batch: the carried row for t = 0,
  * else the previous input row. */
 static inline const float *slm_rwkv_prev(const float *carry, const float *x, int t, int64_t dim)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../kernels/ops.h"
+#include "../kernels/vecdot.h"
 #include "rwkv_internal.h"
 
 #define TRY(expr)                          \
@@ -34,16 +35,6 @@ static void lerp_rows(float *out, const float *x, const float *carry, const floa
         const float *xt = x + (size_t)t * (size_t)dim, *pv = slm_rwkv_prev(carry, x, t, dim);
         float *o = out + (size_t)t * (size_t)dim;
         for (int64_t c = 0; c < dim; c++) o[c] = xt[c] * m[c] + (pv[c] - pv[c] * m[c]);
-    }
-}
-
-/* sx = prev - x for every row */
-static void shift_diff(float *sx, const float *x, const float *carry, int n, int64_t dim)
-{
-    for (int t = 0; t < n; t++) {
-        const float *xt = x + (size_t)t * (size_t)dim, *pv = slm_rwkv_prev(carry, x, t, dim);
-        float *o = sx + (size_t)t * (size_t)dim;
-        for (int64_t c = 0; c < dim; c++) o[c] = pv[c] - xt[c];
     }
 }
 
@@ -125,7 +116,7 @@ static slm_status tmix_v6(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
     int64_t d = b->dim, extra = b->maa_w1->shape[0] / 5, rank = b->decay_w1->shape[0];
     size_t nd = (size_t)n * (size_t)d;
     float *carry = ls, *sx = slot(st->xs, 5, n, d), *xxx = st->y;
-    shift_diff(sx, x, carry, n, d);
+    slm_rwkv_shift_diff(sx, x, carry, n, d);
     for (size_t i = 0; i < nd; i++) xxx[i] = sx[i] * b->maa_x[i % (size_t)d] + x[i];
     /* five data-dependent mix offsets: maa_w2[i] . tanh(maa_w1 . xxx)[i] */
     TRY(slm_rwkv_mm(pool, st->hid, b->maa_w1, -1, xxx, n, err));
@@ -181,26 +172,24 @@ static slm_status lora(slm_pool *pool, slm_rwkv_state *st, float *out, const slm
  * of their own. Per element and per head the same operations in the same
  * order as on one thread: the results do not depend on the split. */
 typedef struct v7_job {
-    const slm_rwkv_tmix *b;
-    slm_rwkv_state *st;
-    int n;
+    slm_rwkv7_io io;         /* the rows and state the heads work on */
     const slm_rwkv_mv *up;   /* n == 1: the up-projections still to run, else NULL */
     int n_up;
-    float *r, *w, *k, *v, *a, *g, *nu, *na, *nb, *S;
     atomic_llong next;       /* the next head to take (v7_run) */
     atomic_int failed;       /* the first failing thread reports */
     slm_status code;
     slm_error *err;
 } v7_job;
 
-/* heads h0..h1-1 of every row */
-static void v7_heads(const v7_job *j, int64_t h0, int64_t h1)
+/* heads h0..h1-1 of every row: the portable loop, which defines the
+ * results (slm_rwkv7_heads_avx512 is its vectorized twin) */
+static void v7_heads_generic(const slm_rwkv7_io *j, int64_t h0, int64_t h1)
 {
     const slm_rwkv_tmix *b = j->b;
     int64_t d = b->dim, hs = b->head_size;
     size_t c0 = (size_t)(h0 * hs), c1 = (size_t)(h1 * hs);
-    float *r = j->r, *w = j->w, *k = j->k, *v = j->v, *a = j->a, *g = j->g, *y = j->st->y;
-    float *v_first = j->st->v_first;
+    float *r = j->r, *w = j->w, *k = j->k, *v = j->v, *a = j->a, *g = j->g, *y = j->y;
+    float *v_first = j->v_first;
     for (int t = 0; t < j->n; t++) {
         size_t to = (size_t)t * (size_t)d;
         for (size_t c = c0; c < c1; c++) {
@@ -254,15 +243,27 @@ static void v7_heads(const v7_job *j, int64_t h0, int64_t h1)
     }
 }
 
+static void v7_heads(const slm_rwkv7_io *j, int64_t h0, int64_t h1)
+{
+#if defined(__x86_64__)
+    int64_t hs = j->b->head_size;
+    if (hs % 16 == 0 && hs <= SLM_RWKV_AVX512_MAX_HS && slm_kernels_use_avx512()) {
+        slm_rwkv7_heads_avx512(j, h0, h1);
+        return;
+    }
+#endif
+    v7_heads_generic(j, h0, h1);
+}
+
 /* The threads take heads from a shared counter (see mv_run in rwkv.c:
  * a late or slowed thread takes fewer). */
 static void v7_run(void *ctx, int ith, int nth)
 {
     v7_job *j = ctx;
-    int64_t hs = j->b->head_size;
+    int64_t hs = j->io.b->head_size;
     for (;;) {
         int64_t h = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (h >= j->b->n_head) return;
+        if (h >= j->io.b->n_head) return;
         for (int i = 0; i < j->n_up; i++) {
             slm_error e;
             slm_status s = slm_rwkv_mv_rows(&j->up[i], h * hs, (h + 1) * hs, &e);
@@ -274,7 +275,7 @@ static void v7_run(void *ctx, int ith, int nth)
                 return;
             }
         }
-        v7_heads(j, h, h + 1);
+        v7_heads(&j->io, h, h + 1);
     }
 }
 
@@ -324,18 +325,9 @@ static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
 {
     int64_t d = b->dim, hs = b->head_size;
     float *carry = ls, *sx = st->y;
-    shift_diff(sx, x, carry, n, d);
-    /* xr xw xk xv xa xg = x + sx * x_{r,w,k,v,a,g}, row by row (no index
-     * modulo dim: this runs on one thread) */
-    for (int i = 0; i < 6; i++) {
-        const float *m = b->maa[i];
-        for (int t = 0; t < n; t++) {
-            size_t to = (size_t)t * (size_t)d;
-            const float *xt = x + to, *sxt = sx + to;
-            float *xi = slot(st->xs, i, n, d) + to;
-            for (int64_t c = 0; c < d; c++) xi[c] = sxt[c] * m[c] + xt[c];
-        }
-    }
+    slm_rwkv_shift_diff(sx, x, carry, n, d);
+    /* xr xw xk xv xa xg = x + sx * x_{r,w,k,v,a,g} */
+    for (int i = 0; i < 6; i++) slm_rwkv_mix_rows(slot(st->xs, i, n, d), x, sx, b->maa[i], n, d);
     const float *xr = slot(st->xs, 0, n, d), *xw = slot(st->xs, 1, n, d), *xk = slot(st->xs, 2, n, d);
     const float *xv = slot(st->xs, 3, n, d), *xa = slot(st->xs, 4, n, d), *xg = slot(st->xs, 5, n, d);
     float *r = slot(st->p, 0, n, d), *w = slot(st->p, 1, n, d), *k = slot(st->p, 2, n, d);
@@ -358,9 +350,10 @@ static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
         if (!b->first_layer) TRY(lora(pool, st, nu, b->v1, b->v2, NULL, xv, n, err));
     }
     /* the mixes' inputs are free now: xs slot 0 holds -kk, slot 1 kk * a */
-    v7_job j = {.b = b, .st = st, .n = n, .up = up, .n_up = n_up, .r = r, .w = w, .k = k,
-                .v = v, .a = a, .g = g, .nu = nu, .na = slot(st->xs, 0, n, d),
-                .nb = slot(st->xs, 1, n, d), .S = ls + 2 * (size_t)d, .err = err};
+    v7_job j = {.io = {.b = b, .n = n, .r = r, .w = w, .k = k, .v = v, .a = a, .g = g, .nu = nu,
+                       .na = slot(st->xs, 0, n, d), .nb = slot(st->xs, 1, n, d),
+                       .S = ls + 2 * (size_t)d, .y = st->y, .v_first = st->v_first},
+                .up = up, .n_up = n_up, .err = err};
     atomic_init(&j.next, 0);
     atomic_init(&j.failed, 0);
     /* as for the products: too little work is not worth waking the pool */
