@@ -124,6 +124,14 @@ static void test_wkv7_dispatch(void)
     slm_kernels_set_level(SLM_KERNELS_AVX512);
     CHECK(!memcmp(S[0], S[1], ns * sizeof(float)) && !memcmp(y[0], y[1], ny * sizeof(float)),
           "slm_rwkv_wkv7 of 33 tokens: the same floats at the generic and avx512 tiers");
+    /* token by token (decode, the training backward's checkpoints) as in one call */
+    memset(S[0], 0, ns * sizeof(float));
+    for (int t = 0; t < T; t++) {
+        size_t o = (size_t)t * (size_t)D;
+        slm_rwkv_wkv7(1, H, N, r + o, w + o, k + o, v + o, a + o, b + o, S[0], y[0] + o);
+    }
+    CHECK(!memcmp(S[0], S[1], ns * sizeof(float)) && !memcmp(y[0], y[1], ny * sizeof(float)),
+          "slm_rwkv_wkv7 at the avx512 tier: token by token == 33 tokens in one call, bit for bit");
     for (int i = 0; i < 2; i++) {
         free(S[i]);
         free(y[i]);

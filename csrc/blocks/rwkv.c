@@ -370,10 +370,11 @@ void slm_rwkv_wkv7_heads(int n, int64_t h0, int64_t h1, int64_t hs, size_t dim, 
                          const float *b, float *S, float *y)
 {
 #if defined(__x86_64__)
-    /* a run of tokens on AVX-512: the generic loop's floats, transposed
-     * (rwkv_avx512.c); one token keeps the row-wise AVX2 loop, for which
-     * transposing the state twice would cost more than the token */
-    if (n > 1 && hs % 16 == 0 && hs <= SLM_RWKV_AVX512_MAX_HS && slm_kernels_use_avx512()) {
+    /* AVX-512: the generic loop's floats on a transposed state
+     * (rwkv_avx512.c), at every n, so that a run's states do not depend on
+     * how it is cut into calls (prompt chunks, decode, the training
+     * backward's checkpoints); else AVX2's row-wise loop, also at every n */
+    if (hs % 16 == 0 && hs <= SLM_RWKV_AVX512_MAX_HS && slm_kernels_use_avx512()) {
         slm_rwkv_wkv7_heads_avx512(n, h0, h1, hs, dim, r, w, k, v, a, b, S, y);
         return;
     }

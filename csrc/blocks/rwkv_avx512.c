@@ -105,11 +105,44 @@ void slm_rwkv_relu_sq_avx512(float *y, int64_t n)
 
 /* --- the WKV-7 recurrence ---------------------------------------------------------- */
 
-/* dst[j][i] = src[i][j], hs x hs */
+/* The 16 x 16 block at src (rows ld floats apart) transposed into dst
+ * (rows ld apart): pairs of rows interleaved (ps, then pd), then the
+ * 128-bit lanes gathered in two steps. */
+static inline void transpose16(float *dst, const float *src, int64_t ld)
+{
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * ld);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* r[4q + m], lane L: column 4L + m of rows 4q..4q+3 */
+    for (int q = 0; q < 16; q += 4) {
+        __m512d a = _mm512_castps_pd(t[q]), b = _mm512_castps_pd(t[q + 1]);
+        __m512d c = _mm512_castps_pd(t[q + 2]), d = _mm512_castps_pd(t[q + 3]);
+        r[q] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int m = 0; m < 4; m++) {
+        /* lanes 0 2 (0x88) and 1 3 (0xdd) of rows 0..7, then of rows 8..15 */
+        __m512 e0 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x88);
+        __m512 o0 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xdd);
+        __m512 e1 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x88);
+        __m512 o1 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xdd);
+        _mm512_storeu_ps(dst + (0 + m) * ld, _mm512_shuffle_f32x4(e0, e1, 0x88));
+        _mm512_storeu_ps(dst + (8 + m) * ld, _mm512_shuffle_f32x4(e0, e1, 0xdd));
+        _mm512_storeu_ps(dst + (4 + m) * ld, _mm512_shuffle_f32x4(o0, o1, 0x88));
+        _mm512_storeu_ps(dst + (12 + m) * ld, _mm512_shuffle_f32x4(o0, o1, 0xdd));
+    }
+}
+
+/* dst[j][i] = src[i][j], hs x hs (a multiple of 16), by 16 x 16 blocks */
 static void transpose(float *restrict dst, const float *restrict src, int64_t hs)
 {
-    for (int64_t i = 0; i < hs; i++)
-        for (int64_t j = 0; j < hs; j++) dst[j * hs + i] = src[i * hs + j];
+    for (int64_t i = 0; i < hs; i += 16)
+        for (int64_t j = 0; j < hs; j += 16) transpose16(dst + j * hs + i, src + i * hs + j, hs);
 }
 
 /* One head over n tokens on its transposed state T (hs x hs, T[j][i]);
