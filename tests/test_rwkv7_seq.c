@@ -4,8 +4,8 @@
  *     and outputs bit for bit, at head sizes 16..128, on a sub-range of
  *     heads, in calls of several sizes, and through the dispatcher with the
  *     tier forced (slm_kernels_set_level);
- *   - the row-wise mixes and relu^2: bit for bit at lengths around the
- *     16-lane tails, with NaN, infinities and signed zeros for relu^2;
+ *   - the row-wise mixes (shift_diff, shift_mix) and relu^2: bit for bit
+ *     at lengths around the 16-lane tails, with NaN, infinities and signed zeros for relu^2;
  *   - the whole v7 time mix (two layers: v_first set, then mixed in, f32
  *     weights) at the AVX-512 tier against the generic tier: outputs and
  *     states within 2e-6 of their scale (exp16 is within 2 ulp of expf and
@@ -139,7 +139,8 @@ static void test_wkv7_dispatch(void)
     free(r); free(k); free(v); free(w); free(a); free(b);
 }
 
-/* mix_rows, shift_diff and relu_sq at both tiers, lengths around the lanes */
+/* shift_diff, shift_mix (1 to 6 mixes) and relu_sq at both tiers, rows
+ * of lengths around the 16 lanes */
 static void test_rows(void)
 {
     if (!has512) {
@@ -152,36 +153,48 @@ static void test_rows(void)
         const int64_t d = dims[di];
         const int n = 3;
         const size_t nd = (size_t)n * (size_t)d;
-        float *x = rvec(nd, -2, 2), *carry = rvec((size_t)d, -2, 2), *m = rvec((size_t)d, 0, 1);
-        float *relu = rvec(nd, -3, 3);
+        float *x = rvec(nd, -2, 2), *carry = rvec((size_t)d, -2, 2), *relu = rvec(nd, -3, 3);
+        const float *m[6];
+        for (int i = 0; i < 6; i++) m[i] = rvec((size_t)d, 0, 1);
         /* NaN and -inf square to 0, +inf to +inf, -0 to +0 (y > 0 ? y : 0) */
         const float special[4] = {NAN, -INFINITY, INFINITY, -0.0f};
         for (size_t i = 0; i < 4 && i < nd; i++) relu[nd - 1 - i] = special[i];
-        float *sx[2], *mix[2], *rq[2];
+        float *sx[2], *mix[2][6], *rq[2];
         for (int i = 0; i < 2; i++) {
             slm_kernels_set_level(levels[i]);
             sx[i] = calloc(nd, sizeof(float));
-            mix[i] = calloc(nd, sizeof(float));
             rq[i] = dup(relu, nd);
             slm_rwkv_shift_diff(sx[i], x, carry, n, d);
-            slm_rwkv_mix_rows(mix[i], x, sx[i], m, n, d);
             slm_rwkv_relu_sq(rq[i], (int64_t)nd);
+            /* n_mix mixes into one buffer of 6 slots, for each n_mix */
+            for (int nm = 1; nm <= 6; nm++) {
+                mix[i][nm - 1] = calloc(6 * nd, sizeof(float));
+                slm_rwkv_shift_mix(mix[i][nm - 1], nd, x, carry, m, nm, n, d);
+            }
         }
         slm_kernels_set_level(SLM_KERNELS_AVX512);
-        CHECK(!memcmp(sx[0], sx[1], nd * sizeof(float)) && !memcmp(mix[0], mix[1], nd * sizeof(float)),
-              "shift_diff and mix_rows (3 rows of %lld): avx512 == generic bit for bit", (long long)d);
+        int same = !memcmp(sx[0], sx[1], nd * sizeof(float));
+        for (int nm = 0; nm < 6; nm++) same = same && !memcmp(mix[0][nm], mix[1][nm], 6 * nd * sizeof(float));
+        CHECK(same, "shift_diff and shift_mix (3 rows of %lld): avx512 == generic bit for bit", (long long)d);
+        /* the mixes are sx * m + x with the sx that shift_diff gives */
+        int mixed = 1;
+        for (int i = 0; i < 6; i++)
+            for (size_t j = 0; j < nd; j++)
+                mixed = mixed && mix[1][5][(size_t)i * nd + j] == sx[1][j] * m[i][j % (size_t)d] + x[j];
+        CHECK(mixed, "shift_mix (3 rows of %lld) == shift_diff then sx * m + x", (long long)d);
         CHECK(!memcmp(rq[0], rq[1], nd * sizeof(float)), "relu_sq (%zu values): avx512 == generic bit for bit",
               nd);
-        /* the portable loop's values themselves, where they are plain */
+        /* the values themselves, where they are plain */
         CHECK(rq[1][nd - 1] == 0 && !signbit(rq[1][nd - 1]) && (nd < 2 || rq[1][nd - 2] == 0) &&
                   (nd < 3 || isinf(rq[1][nd - 3])),
               "relu_sq of NaN, -inf, +inf (%zu values): 0, 0, inf", nd);
         for (int i = 0; i < 2; i++) {
             free(sx[i]);
-            free(mix[i]);
             free(rq[i]);
+            for (int nm = 0; nm < 6; nm++) free(mix[i][nm]);
         }
-        free(x); free(carry); free(m); free(relu);
+        for (int i = 0; i < 6; i++) free((void *)m[i]);
+        free(x); free(carry); free(relu);
     }
 }
 
@@ -294,11 +307,13 @@ static void test_portable(void)
     float y[5] = {-1, 2, -0.0f, 3, NAN};
     slm_rwkv_relu_sq(y, 5);
     CHECK(y[0] == 0 && y[1] == 4 && y[2] == 0 && y[3] == 9 && y[4] == 0, "relu_sq generic: 0 4 0 9 0");
-    float x[4] = {1, 2, 3, 4}, carry[2] = {10, 20}, sx[4], m[2] = {0.5f, 0.25f}, o[4];
+    float x[4] = {1, 2, 3, 4}, carry[2] = {10, 20}, sx[4], m0[2] = {0.5f, 0.25f}, o[8];
+    const float *m[2] = {m0, m0};
     slm_rwkv_shift_diff(sx, x, carry, 2, 2);
-    slm_rwkv_mix_rows(o, x, sx, m, 2, 2);
+    slm_rwkv_shift_mix(o, 4, x, carry, m, 2, 2, 2);
     CHECK(sx[0] == 9 && sx[1] == 18 && sx[2] == -2 && sx[3] == -2, "shift_diff generic: 9 18 -2 -2");
-    CHECK(o[0] == 5.5f && o[1] == 6.5f && o[2] == 2 && o[3] == 3.5f, "mix_rows generic: 5.5 6.5 2 3.5");
+    CHECK(o[0] == 5.5f && o[1] == 6.5f && o[2] == 2 && o[3] == 3.5f && !memcmp(o, o + 4, 4 * sizeof(float)),
+          "shift_mix generic: 5.5 6.5 2 3.5, twice");
     slm_kernels_set_level(SLM_KERNELS_AVX512);
 }
 

@@ -543,11 +543,9 @@ slm_status slm_rwkv_cmix_forward(slm_pool *pool, const slm_rwkv_cmix *b, slm_rwk
     size_t d = (size_t)b->dim;
     float *carry = slm_rwkv_layer(st, layer) + d;   /* ffn shift */
     float *xk = st->xs, *xr = st->xs + (size_t)n * d;
-    if (b->version >= SLM_RWKV_V6) {   /* x + (prev - x) * maa; sx in the third slot */
-        float *sx = st->xs + 2 * (size_t)n * d;
-        slm_rwkv_shift_diff(sx, x, carry, n, b->dim);
-        slm_rwkv_mix_rows(xk, x, sx, b->mix_k, n, b->dim);
-        if (b->mix_r) slm_rwkv_mix_rows(xr, x, sx, b->mix_r, n, b->dim);
+    if (b->version >= SLM_RWKV_V6) {   /* x + (prev - x) * maa into xk (and xr) */
+        const float *m[2] = {b->mix_k, b->mix_r};
+        slm_rwkv_shift_mix(xk, (size_t)n * d, x, carry, m, b->mix_r ? 2 : 1, n, b->dim);
     } else {                           /* x * m + (prev - prev * m) */
         for (int t = 0; t < n; t++) {
             const float *xt = x + (size_t)t * d, *pv = slm_rwkv_prev(carry, x, t, b->dim);

@@ -66,19 +66,6 @@ static inline __mmask16 tail(int64_t i, int64_t n)
 
 /* --- row-wise mixes (rwkv_rows.c) -------------------------------------------------- */
 
-void slm_rwkv_mix_rows_avx512(float *out, const float *x, const float *sx, const float *m, int n,
-                              int64_t dim)
-{
-    for (int t = 0; t < n; t++) {
-        size_t o = (size_t)t * (size_t)dim;
-        for (int64_t c = 0; c < dim; c += 16) {
-            __mmask16 k = tail(c, dim);
-            __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, sx + o + c), _mm512_maskz_loadu_ps(k, m + c));
-            _mm512_mask_storeu_ps(out + o + c, k, _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, x + o + c)));
-        }
-    }
-}
-
 void slm_rwkv_shift_diff_avx512(float *sx, const float *x, const float *carry, int n, int64_t dim)
 {
     for (int t = 0; t < n; t++) {
@@ -88,6 +75,23 @@ void slm_rwkv_shift_diff_avx512(float *sx, const float *x, const float *carry, i
             __mmask16 k = tail(c, dim);
             _mm512_mask_storeu_ps(o + c, k, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, pv + c),
                                                           _mm512_maskz_loadu_ps(k, xt + c)));
+        }
+    }
+}
+
+void slm_rwkv_shift_mix_avx512(float *out, size_t out_stride, const float *x, const float *carry,
+                               const float *const *m, int n_mix, int n, int64_t dim)
+{
+    for (int t = 0; t < n; t++) {
+        const size_t o = (size_t)t * (size_t)dim;
+        const float *xt = x + o, *pv = slm_rwkv_prev(carry, x, t, dim);
+        for (int64_t c = 0; c < dim; c += 16) {
+            __mmask16 k = tail(c, dim);
+            __m512 xv = _mm512_maskz_loadu_ps(k, xt + c);
+            __m512 sx = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, pv + c), xv);
+            for (int i = 0; i < n_mix; i++)
+                _mm512_mask_storeu_ps(out + (size_t)i * out_stride + o + c, k,
+                                      _mm512_add_ps(_mm512_mul_ps(sx, _mm512_maskz_loadu_ps(k, m[i] + c)), xv));
         }
     }
 }

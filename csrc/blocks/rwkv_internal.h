@@ -74,14 +74,15 @@ typedef struct slm_rwkv7_io {
 } slm_rwkv7_io;
 
 /* Row-wise pieces of the v6/v7 mixes, the portable loop or its AVX-512
- * twin (same floats) picked at run time (rwkv_rows.c):
- *   mix_rows:   out[t][c] = sx[t][c] * m[c] + x[t][c]   (n rows of dim)
+ * twin (same floats) picked at run time (rwkv_rows.c), n rows of dim:
  *   shift_diff: sx[t] = prev(t) - x[t], prev the carried row for t = 0
- *   relu_sq:    y = max(y, 0)^2 in place (the channel mix's key) */
-void slm_rwkv_mix_rows(float *out, const float *x, const float *sx, const float *m, int n,
-                       int64_t dim);
+ *   relu_sq:    y = max(y, 0)^2 in place (the channel mix's key)
+ *   shift_mix:  mix i into out + i * out_stride, i < n_mix:
+ *               out_i[t][c] = sx[t][c] * m[i][c] + x[t][c]  (sx not stored) */
 void slm_rwkv_shift_diff(float *sx, const float *x, const float *carry, int n, int64_t dim);
 void slm_rwkv_relu_sq(float *y, int64_t n);
+void slm_rwkv_shift_mix(float *out, size_t out_stride, const float *x, const float *carry,
+                        const float *const *m, int n_mix, int n, int64_t dim);
 
 /* The AVX-512 kernels (rwkv_avx512.c); call only when
  * slm_kernels_use_avx512(). wkv7_heads_avx512 gives
@@ -95,10 +96,10 @@ void slm_rwkv_wkv7_heads_avx512(int n, int64_t h0, int64_t h1, int64_t hs, size_
                                 const float *r, const float *w, const float *k, const float *v,
                                 const float *a, const float *b, float *S, float *y);
 void slm_rwkv7_heads_avx512(const slm_rwkv7_io *io, int64_t h0, int64_t h1);
-void slm_rwkv_mix_rows_avx512(float *out, const float *x, const float *sx, const float *m, int n,
-                              int64_t dim);
 void slm_rwkv_shift_diff_avx512(float *sx, const float *x, const float *carry, int n, int64_t dim);
 void slm_rwkv_relu_sq_avx512(float *y, int64_t n);
+void slm_rwkv_shift_mix_avx512(float *out, size_t out_stride, const float *x, const float *carry,
+                               const float *const *m, int n_mix, int n, int64_t dim);
 #endif
 
 /* The token-shift row of token t of a batch: the carried row for t = 0,

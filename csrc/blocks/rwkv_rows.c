@@ -8,21 +8,6 @@
 #include "../kernels/vecdot.h"
 #include "rwkv_internal.h"
 
-void slm_rwkv_mix_rows(float *out, const float *x, const float *sx, const float *m, int n,
-                       int64_t dim)
-{
-#if defined(__x86_64__)
-    if (slm_kernels_use_avx512()) {
-        slm_rwkv_mix_rows_avx512(out, x, sx, m, n, dim);
-        return;
-    }
-#endif
-    for (int t = 0; t < n; t++) {
-        size_t o = (size_t)t * (size_t)dim;
-        for (int64_t c = 0; c < dim; c++) out[o + c] = sx[o + c] * m[c] + x[o + c];
-    }
-}
-
 void slm_rwkv_shift_diff(float *sx, const float *x, const float *carry, int n, int64_t dim)
 {
 #if defined(__x86_64__)
@@ -49,5 +34,24 @@ void slm_rwkv_relu_sq(float *y, int64_t n)
     for (int64_t i = 0; i < n; i++) {
         float v = y[i] > 0 ? y[i] : 0;
         y[i] = v * v;
+    }
+}
+
+void slm_rwkv_shift_mix(float *out, size_t out_stride, const float *x, const float *carry,
+                        const float *const *m, int n_mix, int n, int64_t dim)
+{
+#if defined(__x86_64__)
+    if (slm_kernels_use_avx512()) {
+        slm_rwkv_shift_mix_avx512(out, out_stride, x, carry, m, n_mix, n, dim);
+        return;
+    }
+#endif
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * (size_t)dim, *pv = slm_rwkv_prev(carry, x, t, dim);
+        for (int64_t c = 0; c < dim; c++) {
+            float sx = pv[c] - xt[c];
+            for (int i = 0; i < n_mix; i++)
+                out[(size_t)i * out_stride + (size_t)t * (size_t)dim + (size_t)c] = sx * m[i][c] + xt[c];
+        }
     }
 }

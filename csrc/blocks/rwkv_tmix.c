@@ -324,16 +324,14 @@ static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
                           int n, const float *x, float *out, slm_error *err)
 {
     int64_t d = b->dim, hs = b->head_size;
-    float *carry = ls, *sx = st->y;
-    slm_rwkv_shift_diff(sx, x, carry, n, d);
-    /* xr xw xk xv xa xg = x + sx * x_{r,w,k,v,a,g} */
-    for (int i = 0; i < 6; i++) slm_rwkv_mix_rows(slot(st->xs, i, n, d), x, sx, b->maa[i], n, d);
+    float *carry = ls;
+    /* xr xw xk xv xa xg = x + sx * x_{r,w,k,v,a,g}, sx = prev - x */
+    slm_rwkv_shift_mix(st->xs, (size_t)n * (size_t)d, x, carry, b->maa, 6, n, d);
     const float *xr = slot(st->xs, 0, n, d), *xw = slot(st->xs, 1, n, d), *xk = slot(st->xs, 2, n, d);
     const float *xv = slot(st->xs, 3, n, d), *xa = slot(st->xs, 4, n, d), *xg = slot(st->xs, 5, n, d);
     float *r = slot(st->p, 0, n, d), *w = slot(st->p, 1, n, d), *k = slot(st->p, 2, n, d);
     float *v = slot(st->p, 3, n, d), *a = slot(st->p, 4, n, d), *g = slot(st->p, 5, n, d);
-    /* the value-residual mix's low-rank term (not in the first layer);
-     * sx is no longer needed */
+    /* the value-residual mix's low-rank term (not in the first layer) */
     float *nu = st->y;
     slm_rwkv_mv up[4];
     int n_up = 0;
