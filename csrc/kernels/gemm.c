@@ -138,7 +138,7 @@ static const slm_gemm_kernel avx512[] = {
     {.tile = NULL},   /* q8_0 */
     {.tile = NULL},   /* q5_0 */
     {.tile = NULL},   /* q4_K */
-    {.tile = NULL},   /* f32 */
+    {.tile = slm_gemm_f32_avx512, .tile_r = 8, .tile_c = 4, .k_multiple = 8},   /* f32 */
 };
 #endif
 

@@ -152,6 +152,9 @@ void slm_gemm_q4_0x8_avx2(int64_t K, const void *P, int nr, const void *A, size_
                           const slm_q8_0_side *side, int nc, float *out, size_t ldo);
 void slm_gemm_act_f16_avx2(const float *x, float *y, int64_t n);
 void slm_gemm_act_bf16_avx2(const float *x, float *y, int64_t n);
+/* f32, AVX-512 (gemm_f32_avx512.c): 8 weight rows by 4 activation rows */
+void slm_gemm_f32_avx512(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
+                         int nc, float *out, size_t ldo);
 #endif
 
 #endif
