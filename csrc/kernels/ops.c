@@ -88,6 +88,12 @@ void slm_ops_rmsnorm(float *out, const float *x, const float *w, int64_t rows,
 void slm_ops_layernorm(float *out, const float *x, const float *w, const float *b,
                        int64_t rows, int64_t n, float eps)
 {
+#if defined(__x86_64__)
+    if (slm_kernels_use_avx512()) {
+        slm_ops_layernorm_avx512(out, x, w, b, rows, n, eps);
+        return;
+    }
+#endif
     for (int64_t r = 0; r < rows; r++, x += n, out += n) {
         double s = 0;
         for (int64_t i = 0; i < n; i++) s += x[i];

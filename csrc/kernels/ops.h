@@ -115,6 +115,9 @@ void slm_ops_gelu_f16_avx2(float *out, const float *x, int64_t n, const slm_f16 
 void slm_ops_softmax_avx2(float *x, int64_t rows, int64_t n);
 void slm_ops_rmsnorm_avx2(float *out, const float *x, const float *w, int64_t rows,
                           int64_t n, float eps);
+/* AVX-512 (ops_avx512.c): LayerNorm with its sums in 16 double lanes */
+void slm_ops_layernorm_avx512(float *out, const float *x, const float *w, const float *b,
+                              int64_t rows, int64_t n, float eps);
 #endif
 
 #endif
