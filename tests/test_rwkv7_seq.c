@@ -6,6 +6,8 @@
  *     tier forced (slm_kernels_set_level);
  *   - the row-wise mixes (shift_diff, shift_mix) and relu^2: bit for bit
  *     at lengths around the 16-lane tails, with NaN, infinities and signed zeros for relu^2;
+ *   - the hiddens' tanh (2e-7 absolute) and sigmoid (1e-6 relative)
+ *     against the double functions;
  *   - the whole v7 time mix (two layers: v_first set, then mixed in, f32
  *     weights) at the AVX-512 tier against the generic tier: outputs and
  *     states within 2e-6 of their scale (exp16 is within 2 ulp of expf and
@@ -198,6 +200,37 @@ static void test_rows(void)
     }
 }
 
+/* tanh and sigmoid of the low-rank hiddens: the AVX-512 twins against
+ * the double functions (and so against tanhf / the generic sigmoid) over
+ * -20..20, the tails' lengths, and the saturated ends */
+static void test_activations(void)
+{
+    if (!has512) {
+        printf("skip: rwkv tanh/sigmoid avx512 (no AVX-512)\n");
+        return;
+    }
+    const int64_t n = 4001;   /* 250 vectors and a tail of 1 */
+    float *x = malloc(sizeof(float) * (size_t)n), *t = malloc(sizeof(float) * (size_t)n);
+    float *sg = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) x[i] = -20.0f + 40.0f * (float)i / (float)(n - 1);
+    x[1] = -1e-6f, x[2] = 3e-4f, x[3] = -100.0f, x[4] = 100.0f, x[5] = -0.0f;
+    memcpy(t, x, sizeof(float) * (size_t)n);
+    memcpy(sg, x, sizeof(float) * (size_t)n);
+    slm_rwkv_tanh(t, n);
+    slm_rwkv_sigmoid(sg, n);
+    double et = 0, es = 0;
+    for (int64_t i = 0; i < n; i++) {
+        et = fmax(et, fabs(t[i] - tanh((double)x[i])));
+        double s = 1.0 / (1.0 + exp(-(double)x[i]));
+        es = fmax(es, fabs(sg[i] - s) / fmax(s, 1e-30));   /* sigmoid(-100) is subnormal */
+    }
+    CHECK(et <= 2e-7, "tanh avx512 within 2e-7 of tanh (absolute): %g", et);
+    CHECK(es <= 1e-6, "sigmoid avx512 within 1e-6 of the sigmoid (relative): %g", es);
+    CHECK(t[3] == -1 && t[4] == 1 && sg[3] >= 0 && sg[3] < 1e-40 && sg[4] == 1,
+          "tanh and sigmoid saturate: tanh(-100) = -1, tanh(100) = 1, sigmoid(-100) ~ 0, sigmoid(100) = 1");
+    free(x); free(t); free(sg);
+}
+
 /* a (rows, cols) f32 weight of random values: f32 so that no product
  * rounds its inputs to f16, which would hide small differences in some
  * rows and turn others into a whole f16 step */
@@ -324,6 +357,7 @@ int main(void)
     test_wkv7_bits();
     test_wkv7_dispatch();
     test_rows();
+    test_activations();
     test_tmix();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

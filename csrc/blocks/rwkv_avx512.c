@@ -96,6 +96,25 @@ void slm_rwkv_shift_mix_avx512(float *out, size_t out_stride, const float *x, co
     }
 }
 
+void slm_rwkv_sigmoid_avx512(float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = tail(i, n);
+        _mm512_mask_storeu_ps(y + i, k, sigmoid16(_mm512_maskz_loadu_ps(k, y + i)));
+    }
+}
+
+void slm_rwkv_tanh_avx512(float *y, int64_t n)
+{
+    const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = tail(i, n);
+        /* 1 - 2 / (e^2y + 1): e^2y = inf gives 1, e^2y = 0 gives -1 */
+        __m512 e = exp16(_mm512_mul_ps(two, _mm512_maskz_loadu_ps(k, y + i)));
+        _mm512_mask_storeu_ps(y + i, k, _mm512_sub_ps(one, _mm512_div_ps(two, _mm512_add_ps(e, one))));
+    }
+}
+
 void slm_rwkv_relu_sq_avx512(float *y, int64_t n)
 {
     const __m512 zero = _mm512_setzero_ps();

@@ -83,6 +83,11 @@ void slm_rwkv_shift_diff(float *sx, const float *x, const float *carry, int n, i
 void slm_rwkv_relu_sq(float *y, int64_t n);
 void slm_rwkv_shift_mix(float *out, size_t out_stride, const float *x, const float *carry,
                         const float *const *m, int n_mix, int n, int64_t dim);
+/* The low-rank hiddens' activations in place: tanh, and sigmoid
+ * 1 / (1 + e^-y). Their AVX-512 twins agree to rounding, not bit for bit:
+ * sigmoid within a few ulp, tanh within 2e-7 absolute (1 - 2 / (e^2y + 1)). */
+void slm_rwkv_tanh(float *y, int64_t n);
+void slm_rwkv_sigmoid(float *y, int64_t n);
 
 /* The AVX-512 kernels (rwkv_avx512.c); call only when
  * slm_kernels_use_avx512(). wkv7_heads_avx512 gives
@@ -98,6 +103,8 @@ void slm_rwkv_wkv7_heads_avx512(int n, int64_t h0, int64_t h1, int64_t hs, size_
 void slm_rwkv7_heads_avx512(const slm_rwkv7_io *io, int64_t h0, int64_t h1);
 void slm_rwkv_shift_diff_avx512(float *sx, const float *x, const float *carry, int n, int64_t dim);
 void slm_rwkv_relu_sq_avx512(float *y, int64_t n);
+void slm_rwkv_tanh_avx512(float *y, int64_t n);
+void slm_rwkv_sigmoid_avx512(float *y, int64_t n);
 void slm_rwkv_shift_mix_avx512(float *out, size_t out_stride, const float *x, const float *carry,
                                const float *const *m, int n_mix, int n, int64_t dim);
 #endif

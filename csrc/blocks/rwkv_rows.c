@@ -5,6 +5,8 @@
  * relu_sq's branch on the sign of random values mispredicts half the
  * time: in a 128-token prompt of the 0.1B model they were a tenth of the
  * time, on the calling thread while the pool waits. */
+#include <math.h>
+
 #include "../kernels/vecdot.h"
 #include "rwkv_internal.h"
 
@@ -54,4 +56,26 @@ void slm_rwkv_shift_mix(float *out, size_t out_stride, const float *x, const flo
                 out[(size_t)i * out_stride + (size_t)t * (size_t)dim + (size_t)c] = sx * m[i][c] + xt[c];
         }
     }
+}
+
+void slm_rwkv_tanh(float *y, int64_t n)
+{
+#if defined(__x86_64__)
+    if (slm_kernels_use_avx512()) {
+        slm_rwkv_tanh_avx512(y, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] = tanhf(y[i]);
+}
+
+void slm_rwkv_sigmoid(float *y, int64_t n)
+{
+#if defined(__x86_64__)
+    if (slm_kernels_use_avx512()) {
+        slm_rwkv_sigmoid_avx512(y, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-y[i]));
 }

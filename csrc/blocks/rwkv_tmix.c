@@ -152,14 +152,14 @@ static slm_status tmix_v6(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
     return slm_rwkv_mm(pool, out, b->wo, -1, st->y, n, err);
 }
 
-/* out = W2 . f(W1 . x) for n rows, through hid */
+/* out = W2 . f(W1 . x) for n rows, through hid; f an activation in place
+ * (slm_rwkv_tanh, slm_rwkv_sigmoid) or NULL */
 static slm_status lora(slm_pool *pool, slm_rwkv_state *st, float *out, const slm_tensor *W1,
-                       const slm_tensor *W2, float (*f)(float), const float *x, int n,
+                       const slm_tensor *W2, void (*f)(float *, int64_t), const float *x, int n,
                        slm_error *err)
 {
     TRY(slm_rwkv_mm(pool, st->hid, W1, -1, x, n, err));
-    if (f)
-        for (size_t i = 0; i < (size_t)n * (size_t)W1->shape[0]; i++) st->hid[i] = f(st->hid[i]);
+    if (f) f(st->hid, (int64_t)n * W1->shape[0]);
     return slm_rwkv_mm(pool, out, W2, -1, st->hid, n, err);
 }
 
@@ -279,17 +279,6 @@ static void v7_run(void *ctx, int ith, int nth)
     }
 }
 
-/* the hiddens' activations, applied by the threads that compute them */
-static void tanh_rows(float *y, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) y[i] = tanhf(y[i]);
-}
-
-static void sigmoid_rows(float *y, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) y[i] = sigmoidf(y[i]);
-}
-
 /* One token's projections for v7: r k v and the four low-rank
  * down-projections, with the w and g hiddens' tanh and sigmoid, in one
  * dispatch (slm_rwkv_mv_group), the
@@ -306,8 +295,8 @@ static slm_status project_one_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwk
     float *hw = st->hid, *ha = hw + st->lora, *hg = ha + st->lora, *hv = hg + st->lora;
     int nv = b->first_layer ? 0 : 1;
     slm_rwkv_mv down[7] = {{r, b->wr, xr, NULL},      {k, b->wk, xk, NULL},
-                           {v, b->wv, xv, NULL},      {hw, b->w1, xw, tanh_rows},
-                           {ha, b->a1, xa, NULL},     {hg, b->g1, xg, sigmoid_rows},
+                           {v, b->wv, xv, NULL},      {hw, b->w1, xw, slm_rwkv_tanh},
+                           {ha, b->a1, xa, NULL},     {hg, b->g1, xg, slm_rwkv_sigmoid},
                            {hv, b->v1, xv, NULL}};
     TRY(slm_rwkv_mv_group(pool, down, 6 + nv, err));
     up[0] = (slm_rwkv_mv){w, b->w2, hw, NULL};
@@ -340,11 +329,11 @@ static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
                            err));
     } else {
         TRY(slm_rwkv_mm(pool, r, b->wr, -1, xr, n, err));
-        TRY(lora(pool, st, w, b->w1, b->w2, tanhf, xw, n, err));
+        TRY(lora(pool, st, w, b->w1, b->w2, slm_rwkv_tanh, xw, n, err));
         TRY(slm_rwkv_mm(pool, k, b->wk, -1, xk, n, err));
         TRY(slm_rwkv_mm(pool, v, b->wv, -1, xv, n, err));
         TRY(lora(pool, st, a, b->a1, b->a2, NULL, xa, n, err));
-        TRY(lora(pool, st, g, b->g1, b->g2, sigmoidf, xg, n, err));
+        TRY(lora(pool, st, g, b->g1, b->g2, slm_rwkv_sigmoid, xg, n, err));
         if (!b->first_layer) TRY(lora(pool, st, nu, b->v1, b->v2, NULL, xv, n, err));
     }
     /* the mixes' inputs are free now: xs slot 0 holds -kk, slot 1 kk * a */
