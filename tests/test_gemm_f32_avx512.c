@@ -16,19 +16,12 @@
 #include <string.h>
 
 #include "check.h"
+#define TESTRAND_SEED 3131u
+#include "testrand.h"
 #include "core/pool.h"
 #include "kernels/gemm.h"
 #include "kernels/matmul.h"
 #include "kernels/vecdot.h"
-
-static uint64_t rs = 0x2545f4914f6cdd1du;
-static float frand(void)
-{
-    rs ^= rs << 13;
-    rs ^= rs >> 7;
-    rs ^= rs << 17;
-    return (float)((double)(rs >> 11) * 0x1.0p-53) * 2.0f - 1.0f;
-}
 
 static void fill(float *v, size_t n)
 {

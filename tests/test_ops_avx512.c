@@ -10,16 +10,15 @@
 #include <string.h>
 
 #include "check.h"
+#define TESTRAND_SEED 5151u
+#include "testrand.h"
 #include "kernels/ops.h"
 #include "kernels/vecdot.h"
 
-static uint64_t rs = 0x853c49e6748fea9bu;
-static float frand(float lo, float hi)
+/* uniform in [lo, hi] (testrand.h's stream) */
+static float urange(float lo, float hi)
 {
-    rs ^= rs << 13;
-    rs ^= rs >> 7;
-    rs ^= rs << 17;
-    return lo + (float)((double)(rs >> 11) * 0x1.0p-53) * (hi - lo);
+    return lo + (frand() + 1.0f) * 0.5f * (hi - lo);
 }
 
 static void test_layernorm(void)
@@ -38,12 +37,12 @@ static void test_layernorm(void)
         const size_t nx = (size_t)rows * (size_t)n;
         float *x = malloc(nx * sizeof(float)), *w = malloc((size_t)n * sizeof(float));
         float *b = malloc((size_t)n * sizeof(float)), *o[2] = {malloc(nx * sizeof(float)), malloc(nx * sizeof(float))};
-        for (size_t i = 0; i < nx; i++) x[i] = frand(-3, 3) + 0.5f;
+        for (size_t i = 0; i < nx; i++) x[i] = urange(-3, 3) + 0.5f;
         /* row 1: magnitudes from 1e-6 to 1e3 */
-        for (int64_t i = 0; i < n; i++) x[n + i] = frand(-1, 1) * powf(10.0f, (float)(i % 10) - 6);
+        for (int64_t i = 0; i < n; i++) x[n + i] = frand() * powf(10.0f, (float)(i % 10) - 6);
         for (int64_t i = 0; i < n; i++) {
-            w[i] = frand(0.5f, 1.5f);
-            b[i] = frand(-0.1f, 0.1f);
+            w[i] = urange(0.5f, 1.5f);
+            b[i] = urange(-0.1f, 0.1f);
         }
         for (int wb = 0; wb < 2; wb++) {
             const float *ww = wb ? w : NULL, *bb = wb ? b : NULL;

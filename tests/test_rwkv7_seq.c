@@ -20,32 +20,18 @@
 
 #include "blocks/rwkv_internal.h"
 #include "check.h"
+#define TESTRAND_SEED 7070u
+#include "testrand.h"
 #include "core/pool.h"
 #include "kernels/vecdot.h"
 
-static uint64_t rs = 0x9e3779b97f4a7c15u;
-static float frand(float lo, float hi)
-{
-    rs ^= rs << 13;
-    rs ^= rs >> 7;
-    rs ^= rs << 17;
-    return lo + (float)((double)(rs >> 11) * 0x1.0p-53) * (hi - lo);
-}
-
-static float *rvec(size_t n, float lo, float hi)
+/* n values uniform in [lo, hi] (testrand.h's stream) */
+static float *rrange(size_t n, float lo, float hi)
 {
     float *v = malloc(n * sizeof *v);
     if (!v) exit(1);
-    for (size_t i = 0; i < n; i++) v[i] = frand(lo, hi);
+    for (size_t i = 0; i < n; i++) v[i] = lo + (frand() + 1.0f) * 0.5f * (hi - lo);
     return v;
-}
-
-static float *dup(const float *v, size_t n)
-{
-    float *c = malloc(n * sizeof *c);
-    if (!c) exit(1);
-    memcpy(c, v, n * sizeof *c);
-    return c;
 }
 
 static int has512;
@@ -58,8 +44,8 @@ static void wkv7_case(int T, int H, int64_t N, int chunk)
 {
     const int64_t D = H * N;
     const size_t ny = (size_t)T * (size_t)D, ns = (size_t)H * (size_t)(N * N);
-    float *r = rvec(ny, -1, 1), *k = rvec(ny, -1, 1), *v = rvec(ny, -1, 1);
-    float *w = rvec(ny, 0.55f, 0.999f), *a = rvec(ny, -1, 1), *b = rvec(ny, 0, 1);
+    float *r = rrange(ny, -1, 1), *k = rrange(ny, -1, 1), *v = rrange(ny, -1, 1);
+    float *w = rrange(ny, 0.55f, 0.999f), *a = rrange(ny, -1, 1), *b = rrange(ny, 0, 1);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++) {
             float *kk = a + (size_t)(t * D + h * N), s = 0;
@@ -70,7 +56,7 @@ static void wkv7_case(int T, int H, int64_t N, int chunk)
                 kk[j] = -kk[j];
             }
         }
-    float *S1 = rvec(ns, -0.5f, 0.5f), *S2 = dup(S1, ns), *S0 = dup(S1, ns);
+    float *S1 = rrange(ns, -0.5f, 0.5f), *S2 = fdup(S1, (int64_t)ns), *S0 = fdup(S1, (int64_t)ns);
     float *y1 = calloc(ny, sizeof(float)), *y2 = calloc(ny, sizeof(float));
     for (int t0 = 0; t0 < T; t0 += chunk) {
         int n = T - t0 < chunk ? T - t0 : chunk;
@@ -113,8 +99,8 @@ static void test_wkv7_dispatch(void)
     const int T = 33, H = 12;
     const int64_t N = 64, D = H * N;
     const size_t ny = (size_t)T * (size_t)D, ns = (size_t)H * (size_t)(N * N);
-    float *r = rvec(ny, -1, 1), *k = rvec(ny, -1, 1), *v = rvec(ny, -1, 1);
-    float *w = rvec(ny, 0.55f, 0.999f), *a = rvec(ny, -0.1f, 0.1f), *b = rvec(ny, -0.1f, 0.1f);
+    float *r = rrange(ny, -1, 1), *k = rrange(ny, -1, 1), *v = rrange(ny, -1, 1);
+    float *w = rrange(ny, 0.55f, 0.999f), *a = rrange(ny, -0.1f, 0.1f), *b = rrange(ny, -0.1f, 0.1f);
     float *S[2], *y[2];
     const int levels[2] = {SLM_KERNELS_GENERIC, SLM_KERNELS_AVX512};
     for (int i = 0; i < 2; i++) {
@@ -155,9 +141,9 @@ static void test_rows(void)
         const int64_t d = dims[di];
         const int n = 3;
         const size_t nd = (size_t)n * (size_t)d;
-        float *x = rvec(nd, -2, 2), *carry = rvec((size_t)d, -2, 2), *relu = rvec(nd, -3, 3);
+        float *x = rrange(nd, -2, 2), *carry = rrange((size_t)d, -2, 2), *relu = rrange(nd, -3, 3);
         const float *m[6];
-        for (int i = 0; i < 6; i++) m[i] = rvec((size_t)d, 0, 1);
+        for (int i = 0; i < 6; i++) m[i] = rrange((size_t)d, 0, 1);
         /* NaN and -inf square to 0, +inf to +inf, -0 to +0 (y > 0 ? y : 0) */
         const float special[4] = {NAN, -INFINITY, INFINITY, -0.0f};
         for (size_t i = 0; i < 4 && i < nd; i++) relu[nd - 1 - i] = special[i];
@@ -165,7 +151,7 @@ static void test_rows(void)
         for (int i = 0; i < 2; i++) {
             slm_kernels_set_level(levels[i]);
             sx[i] = calloc(nd, sizeof(float));
-            rq[i] = dup(relu, nd);
+            rq[i] = fdup(relu, (int64_t)nd);
             slm_rwkv_shift_diff(sx[i], x, carry, n, d);
             slm_rwkv_relu_sq(rq[i], (int64_t)nd);
             /* n_mix mixes into one buffer of 6 slots, for each n_mix */
@@ -239,7 +225,7 @@ static slm_tensor *rweight(int64_t rows, int64_t cols)
     int64_t shape[2] = {rows, cols};
     slm_tensor *t = slm_tensor_new(SLM_DTYPE_F32, 2, shape, NULL);
     if (!t) exit(1);
-    float *v = rvec((size_t)(rows * cols), -0.1f, 0.1f);
+    float *v = rrange((size_t)(rows * cols), -0.1f, 0.1f);
     memcpy(slm_tensor_data(t), v, (size_t)(rows * cols) * sizeof(float));
     free(v);
     return t;
@@ -265,7 +251,7 @@ static void tmix_case(int H, int64_t N, int T)
             mats[l][i] = rweight(R, D);
             mats[l][i + 1] = rweight(D, R);
         }
-        for (int i = 0; i < 15; i++) vecs[l][i] = rvec((size_t)D, -1, 1);
+        for (int i = 0; i < 15; i++) vecs[l][i] = rrange((size_t)D, -1, 1);
         for (int64_t i = 0; i < D; i++) vecs[l][13][i] += 1.5f;   /* ln_x weight near 1 */
         b[l] = (slm_rwkv_tmix){.version = SLM_RWKV_V7, .dim = D, .n_head = H, .head_size = N,
                                .gn_eps = 64e-5f, .first_layer = l == 0,
@@ -278,7 +264,7 @@ static void tmix_case(int H, int64_t N, int T)
                                .lnx_w = vecs[l][13], .lnx_b = vecs[l][14]};
         for (int i = 0; i < 6; i++) b[l].maa[i] = vecs[l][i];
     }
-    float *x = rvec((size_t)T * (size_t)D, -1, 1);
+    float *x = rrange((size_t)T * (size_t)D, -1, 1);
     const size_t nout = (size_t)LAYERS * (size_t)T * (size_t)D;
     const int levels[2] = {SLM_KERNELS_GENERIC, SLM_KERNELS_AVX512};
     float *out[2], *state[2];
@@ -302,7 +288,7 @@ static void tmix_case(int H, int64_t N, int T)
         }
         CHECK(ok, "v7 time mix at tier %d: %s", levels[p], err.msg);
         ns = slm_rwkv_state_floats(st);
-        state[p] = dup(st->s, ns);
+        state[p] = fdup(st->s, (int64_t)ns);
         slm_rwkv_state_free(st);
     }
     slm_kernels_set_level(SLM_KERNELS_AVX512);
