@@ -14,6 +14,7 @@
 #include "core/pool.h"
 #include "kernels/vecdot.h"
 #include "quant/quant.h"
+#include "rwkv7_block.h"
 
 static int passed, failed;
 #define CHECK(cond, ...)                                                   \
@@ -333,17 +334,7 @@ static void test_tmix_v7_threads(void)
         }
         for (int i = 0; i < 15; i++) vecs[l][i] = rvec(D, -1, 1);
         for (int i = 0; i < D; i++) vecs[l][13][i] += 1.5f;   /* ln_x weight near 1 */
-        slm_rwkv_tmix *t = &b[l];
-        *t = (slm_rwkv_tmix){.version = SLM_RWKV_V7, .dim = D, .n_head = H, .head_size = N,
-                             .gn_eps = 64e-5f, .first_layer = l == 0,
-                             .wr = mats[l][0], .wk = mats[l][1], .wv = mats[l][2], .wo = mats[l][3],
-                             .w1 = mats[l][4], .w2 = mats[l][5], .a1 = mats[l][6], .a2 = mats[l][7],
-                             .g1 = mats[l][8], .g2 = mats[l][9],
-                             .v1 = l ? mats[l][10] : NULL, .v2 = l ? mats[l][11] : NULL,
-                             .w0 = vecs[l][6], .a0 = vecs[l][7], .v0 = l ? vecs[l][8] : NULL,
-                             .k_k = vecs[l][9], .k_a = vecs[l][10], .r_k = vecs[l][11],
-                             .lnx_w = vecs[l][13], .lnx_b = vecs[l][14]};
-        for (int i = 0; i < 6; i++) t->maa[i] = vecs[l][i];
+        b[l] = rwkv7_test_block(l == 0, D, H, N, mats[l], vecs[l]);
     }
     float *x = rvec((size_t)(T + 3) * D, -1, 1);
     size_t nout = (size_t)LAYERS * (T + 3) * D;

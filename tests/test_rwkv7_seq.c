@@ -24,6 +24,7 @@
 #include "testrand.h"
 #include "core/pool.h"
 #include "kernels/vecdot.h"
+#include "rwkv7_block.h"
 
 /* n values uniform in [lo, hi] (testrand.h's stream) */
 static float *rrange(size_t n, float lo, float hi)
@@ -253,16 +254,7 @@ static void tmix_case(int H, int64_t N, int T)
         }
         for (int i = 0; i < 15; i++) vecs[l][i] = rrange((size_t)D, -1, 1);
         for (int64_t i = 0; i < D; i++) vecs[l][13][i] += 1.5f;   /* ln_x weight near 1 */
-        b[l] = (slm_rwkv_tmix){.version = SLM_RWKV_V7, .dim = D, .n_head = H, .head_size = N,
-                               .gn_eps = 64e-5f, .first_layer = l == 0,
-                               .wr = mats[l][0], .wk = mats[l][1], .wv = mats[l][2], .wo = mats[l][3],
-                               .w1 = mats[l][4], .w2 = mats[l][5], .a1 = mats[l][6], .a2 = mats[l][7],
-                               .g1 = mats[l][8], .g2 = mats[l][9],
-                               .v1 = l ? mats[l][10] : NULL, .v2 = l ? mats[l][11] : NULL,
-                               .w0 = vecs[l][6], .a0 = vecs[l][7], .v0 = l ? vecs[l][8] : NULL,
-                               .k_k = vecs[l][9], .k_a = vecs[l][10], .r_k = vecs[l][11],
-                               .lnx_w = vecs[l][13], .lnx_b = vecs[l][14]};
-        for (int i = 0; i < 6; i++) b[l].maa[i] = vecs[l][i];
+        b[l] = rwkv7_test_block(l == 0, D, H, N, mats[l], vecs[l]);
     }
     float *x = rrange((size_t)T * (size_t)D, -1, 1);
     const size_t nout = (size_t)LAYERS * (size_t)T * (size_t)D;
