@@ -22,8 +22,8 @@
 -- a hook sees one session's rows. Architectures whose definition does not
 -- declare `batched` (lfm2) run their sessions one after the other inside
 -- b:eval: the same results without the speed-up (b.fused is false): today
--- lfm2, mamba and rwkv. MoE models: tokens evaluated in a batch are not
--- counted in the sessions' expert usage (sess:expert_counts).
+-- lfm2, mamba and rwkv. MoE models: each session's tokens are counted in
+-- its own expert usage (sess:expert_counts), as alone.
 --
 -- Continuous batching:
 --
@@ -142,6 +142,12 @@ function Runner:forward(seqs)
     model = model, x = self.x, h = self.h, y = self.y, work = self.work, state = self.sb,
     n_past = 0, n_ctx = seqs[1].sess.n_ctx, router = self.router, all_logits = all, logits = self.last,
   }
+  if seqs[1].sess.moe_counts then
+    -- each session's rows counted in its own expert usage
+    local list = {}
+    for i, q in ipairs(seqs) do list[i] = { q.sess.moe_counts, q.n } end
+    s.moe_counts = list
+  end
   s.head = function(mm, _, W, h, rows, n)
     assert(rows == 1 and n == R, "batch: the forward's head did not receive every row")
     -- the rows whose logits are wanted, gathered in order into g
