@@ -96,6 +96,8 @@ describe("slm.batch: every session's logits as if it ran alone, bit for bit (f32
     -- experts: rows routed per row
     { "gguf3/mixtral-f16.gguf" }, { "gguf3/qwen2moe-q8_0.gguf" }, { "gguf3/qwen3moe-f16.gguf" },
     { "gguf3/olmoe-q4_k_m.gguf" },
+    -- recurrent: each session's conv and scan over its own rows and state
+    { "gguf/mamba-f16.gguf" }, { "gguf/mamba-q4_k_m.gguf" }, { "gguf3/mamba2-q8_0.gguf" },
     -- sessions without a batched forward run one after the other (lfm2)
     { "gguf3/lfm2-f16.gguf", unfused = true },
   }
