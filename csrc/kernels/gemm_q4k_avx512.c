@@ -87,16 +87,27 @@ INLINE void q4k_row_load(const slm_block_q4_K *w, q4k_row *R)
     R->dmin = f16f(w->dmin);
 }
 
+/* isum and msum of one activation block, each still spread over 8 lanes */
+INLINE void q4k_row_ints(const q4k_row *R, const slm_block_q8_K *a, __m256i *iv, __m256i *mv)
+{
+    /* two chains of vpdpwssd, so that they overlap */
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+    UNROLL for (int c = 0; c < 4; c += 2) {
+        const __m512i p0 = _mm512_maddubs_epi16(R->x[c], _mm512_loadu_si512((const void *)(a->qs + 64 * c)));
+        const __m512i p1 = _mm512_maddubs_epi16(R->x[c + 1], _mm512_loadu_si512((const void *)(a->qs + 64 * c + 64)));
+        acc0 = _mm512_dpwssd_epi32(acc0, p0, R->s[c]);
+        acc1 = _mm512_dpwssd_epi32(acc1, p1, R->s[c + 1]);
+    }
+    const __m512i acc = _mm512_add_epi32(acc0, acc1);
+    *iv = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    *mv = _mm256_madd_epi16(load32(a->bsums), R->mm);
+}
+
 /* the super-block's term of one activation block, dot_q4_K's expression */
 INLINE float q4k_row_term(const q4k_row *R, const slm_block_q8_K *a)
 {
-    __m512i acc = _mm512_setzero_si512();
-    UNROLL for (int c = 0; c < 4; c++) {
-        const __m512i p = _mm512_maddubs_epi16(R->x[c], _mm512_loadu_si512((const void *)(a->qs + 64 * c)));
-        acc = _mm512_dpwssd_epi32(acc, p, R->s[c]);
-    }
-    const __m256i i8 = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
-    const __m256i m8 = _mm256_madd_epi16(load32(a->bsums), R->mm);
+    __m256i i8, m8;
+    q4k_row_ints(R, a, &i8, &m8);
     /* [i01 i23 m01 m23 | i45 i67 m45 m67] -> [i0123 m0123 .. | i4567 m4567 ..] */
     __m256i h = _mm256_hadd_epi32(i8, m8);
     h = _mm256_hadd_epi32(h, h);
@@ -105,12 +116,44 @@ INLINE float q4k_row_term(const q4k_row *R, const slm_block_q8_K *a)
     return a->d * (R->d * (float)isum - R->dmin * (float)msum);
 }
 
+/* lane j: the sum of the 8 lanes of v[j] */
+INLINE __m128i hsum4_i32(const __m256i v[4])
+{
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
 void slm_vec_dot_q4_K_avx512(int64_t n, float *s, const void *vw, const void *va)
 {
     const slm_block_q4_K *w = vw;
     const slm_block_q8_K *a = va;
+    const int64_t nb = n / SLM_QK_K;
     float sum = 0;
-    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
+    int64_t b = 0;
+    /* four super-blocks at a time: their integers reduced together and
+     * their terms formed in four lanes (the scalar expression lane by lane,
+     * the same roundings), then added to sum one after the other */
+    for (; b + 4 <= nb; b += 4) {
+        __m256i iv[4], mv[4];
+        UNROLL for (int j = 0; j < 4; j++) {
+            q4k_row R;
+            q4k_row_load(&w[b + j], &R);
+            q4k_row_ints(&R, &a[b + j], &iv[j], &mv[j]);
+        }
+        const __m128 is = _mm_cvtepi32_ps(hsum4_i32(iv)), ms = _mm_cvtepi32_ps(hsum4_i32(mv));
+        const __m128 d = _mm_cvtph_ps(_mm_setr_epi16((short)w[b].d, (short)w[b + 1].d, (short)w[b + 2].d,
+                                                     (short)w[b + 3].d, 0, 0, 0, 0));
+        const __m128 dmin = _mm_cvtph_ps(_mm_setr_epi16((short)w[b].dmin, (short)w[b + 1].dmin,
+                                                        (short)w[b + 2].dmin, (short)w[b + 3].dmin, 0, 0, 0, 0));
+        const __m128 ad = _mm_setr_ps(a[b].d, a[b + 1].d, a[b + 2].d, a[b + 3].d);
+        float t[4];
+        _mm_storeu_ps(t, _mm_mul_ps(ad, _mm_sub_ps(_mm_mul_ps(d, is), _mm_mul_ps(dmin, ms))));
+        sum += t[0];
+        sum += t[1];
+        sum += t[2];
+        sum += t[3];
+    }
+    for (; b < nb; b++) {
         q4k_row R;
         q4k_row_load(&w[b], &R);
         sum += q4k_row_term(&R, &a[b]);
@@ -120,26 +163,25 @@ void slm_vec_dot_q4_K_avx512(int64_t n, float *s, const void *vw, const void *va
 
 #define AROW(a, as, r) ((const slm_block_q8_K *)(const void *)((const unsigned char *)(a) + (size_t)(r) * (as)))
 
-/* each weight super-block unpacked once for four activation rows; per row
- * the same terms added in the same order as the one-row kernel */
+/* each weight super-block unpacked once for four activation rows; row r's
+ * terms in lane r (the scalar expression lane by lane, the same roundings)
+ * added to its own sum in lane r, in the one-row kernel's order */
 void slm_vec_dot4_q4_K_avx512(int64_t n, float *s, const void *vw, const void *va, size_t as)
 {
     const slm_block_q4_K *w = vw;
-    const slm_block_q8_K *a0 = AROW(va, as, 0), *a1 = AROW(va, as, 1), *a2 = AROW(va, as, 2),
-                         *a3 = AROW(va, as, 3);
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    const slm_block_q8_K *a[4] = {AROW(va, as, 0), AROW(va, as, 1), AROW(va, as, 2), AROW(va, as, 3)};
+    __m128 sum = _mm_setzero_ps();
     for (int64_t b = 0; b < n / SLM_QK_K; b++) {
         q4k_row R;
         q4k_row_load(&w[b], &R);
-        s0 += q4k_row_term(&R, &a0[b]);
-        s1 += q4k_row_term(&R, &a1[b]);
-        s2 += q4k_row_term(&R, &a2[b]);
-        s3 += q4k_row_term(&R, &a3[b]);
+        __m256i iv[4], mv[4];
+        UNROLL for (int r = 0; r < 4; r++) q4k_row_ints(&R, &a[r][b], &iv[r], &mv[r]);
+        const __m128 is = _mm_cvtepi32_ps(hsum4_i32(iv)), ms = _mm_cvtepi32_ps(hsum4_i32(mv));
+        const __m128 ad = _mm_setr_ps(a[0][b].d, a[1][b].d, a[2][b].d, a[3][b].d);
+        const __m128 t = _mm_sub_ps(_mm_mul_ps(_mm_set1_ps(R.d), is), _mm_mul_ps(_mm_set1_ps(R.dmin), ms));
+        sum = _mm_add_ps(sum, _mm_mul_ps(ad, t));
     }
-    s[0] = s0;
-    s[1] = s1;
-    s[2] = s2;
-    s[3] = s3;
+    _mm_storeu_ps(s, sum);
 }
 
 /* ---- tiles: eight weight rows by up to four activation rows ------------- *
