@@ -20,6 +20,9 @@
 #include <string.h>
 
 #include "check.h"
+#define TESTRAND_SEED 4096
+#include "testrand.h"
+#include "q8k_testdata.h"
 #include "core/fp16.h"
 #include "core/pool.h"
 #include "kernels/gemm.h"
@@ -30,15 +33,6 @@
 
 enum { MAXK = 4096, NB = MAXK / SLM_QK_K, ROWS = 8, COLS = 4 };
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static uint32_t urand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 16);
-}
-static float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(urand() % 1000001) / 1e6f; }
 
 /* n weights: random code and scale bytes, d and dmin in a sane range */
 static void fill_q4_K(slm_block_q4_K *w, int64_t n)
@@ -46,23 +40,8 @@ static void fill_q4_K(slm_block_q4_K *w, int64_t n)
     for (int64_t b = 0; b < n / SLM_QK_K; b++) {
         unsigned char *p = (unsigned char *)&w[b];
         for (size_t i = 0; i < sizeof w[b]; i++) p[i] = (unsigned char)urand();
-        w[b].d = slm_f32_to_f16(uniform(0.001f, 0.05f));
-        w[b].dmin = slm_f32_to_f16(uniform(0.001f, 0.05f));
-    }
-}
-
-/* n activations as q8_K: random codes (-128 included) with their true
- * sub-block sums, or every code = v when v != 0 */
-static void fill_q8_K(slm_block_q8_K *a, int64_t n, int v)
-{
-    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
-        a[b].d = uniform(0.001f, 0.02f);
-        for (int i = 0; i < SLM_QK_K; i++) a[b].qs[i] = (int8_t)(v ? v : (int)(urand() & 255) - 128);
-        for (int j = 0; j < 16; j++) {
-            int s = 0;
-            for (int i = 0; i < 16; i++) s += a[b].qs[16 * j + i];
-            a[b].bsums[j] = (int16_t)s;
-        }
+        w[b].d = slm_f32_to_f16(q8k_uniform(0.001f, 0.05f));
+        w[b].dmin = slm_f32_to_f16(q8k_uniform(0.001f, 0.05f));
     }
 }
 
@@ -76,8 +55,6 @@ static float expect(int64_t K, int r, int c)
     slm_vecdot_traits_get(SLM_DTYPE_Q4_K)->dot_generic(K, &s, W[r], A[c]);
     return s;
 }
-
-static int same_bits(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
 
 /* case: 0 random, 1 random q8_K bytes, 2 extremes with acts -128, 3 with 127 */
 static void fill_case(int which, int64_t K)
@@ -93,10 +70,10 @@ static void fill_case(int which, int64_t K)
     for (int c = 0; c < COLS; c++) {
         if (which == 0) {
             float x[MAXK];
-            for (int64_t i = 0; i < K; i++) x[i] = uniform(-1, 1) * (i % 7 == 0 ? 3.0f : 1.0f);
+            for (int64_t i = 0; i < K; i++) x[i] = q8k_uniform(-1, 1) * (i % 7 == 0 ? 3.0f : 1.0f);
             slm_act_quant_generic(SLM_DTYPE_Q8_K)(x, A[c], K);
         } else {
-            fill_q8_K(A[c], K, which == 2 ? -128 : which == 3 ? 127 : 0);
+            q8k_fill(A[c], K, which == 2 ? -128 : which == 3 ? 127 : 0);
         }
     }
 }
@@ -123,13 +100,13 @@ static void test_vec_dots(void)
                     float s, s2;
                     t->dot_avx512(K, &s, W[r], A[c]);
                     t->dot_avx2(K, &s2, W[r], A[c]);
-                    if (!same_bits(s, e) && one) {
+                    if (!q8k_same_bits(s, e) && one) {
                         printf("  dot K=%lld case %d row %d col %d: %.9g, generic %.9g\n", (long long)K, which, r, c,
                                (double)s, (double)e);
                         one = 0;
                     }
-                    four &= same_bits(s4[c], e);
-                    avx2 &= same_bits(s2, e);
+                    four &= q8k_same_bits(s4[c], e);
+                    avx2 &= q8k_same_bits(s2, e);
                     cases++;
                 }
             }
@@ -160,7 +137,7 @@ static void test_tiles(void)
                     for (int c = 0; c <= COLS; c++)
                         for (int r = 0; r <= ROWS; r++) {
                             if (c >= nc || r >= nr) outside &= isnan(out[c][r]);
-                            else plain &= same_bits(out[c][r], expect(K, r, c));
+                            else plain &= q8k_same_bits(out[c][r], expect(K, r, c));
                         }
                 }
             g->pack(K, W, sizeof W[0], P);
@@ -171,7 +148,7 @@ static void test_tiles(void)
                 for (int c = 0; c <= COLS; c++)
                     for (int r = 0; r <= ROWS; r++) {
                         if (c >= nc || r >= 8) outside &= isnan(out[c][r]);
-                        else packed &= same_bits(out[c][r], expect(K, r, c));
+                        else packed &= q8k_same_bits(out[c][r], expect(K, r, c));
                     }
             }
         }
@@ -189,7 +166,7 @@ static void test_matmul(int have512)
     static float x[MMAX][K], ref[MMAX][N], out[MMAX][N];
     for (int n = 0; n < N; n++) fill_q4_K(w[n], K);
     for (int m = 0; m < MMAX; m++) {
-        for (int i = 0; i < K; i++) x[m][i] = uniform(-1, 1) * (i % 5 == 0 ? 4.0f : 1.0f);
+        for (int i = 0; i < K; i++) x[m][i] = q8k_uniform(-1, 1) * (i % 5 == 0 ? 4.0f : 1.0f);
         slm_act_quant_generic(SLM_DTYPE_Q8_K)(x[m], a[m], K);
         for (int n = 0; n < N; n++) slm_vecdot_traits_get(SLM_DTYPE_Q4_K)->dot_generic(K, &ref[m][n], w[n], a[m]);
     }
@@ -213,7 +190,7 @@ static void test_matmul(int have512)
                 ok &= slm_matmul_raw(th ? pool : NULL, out[0], w, SLM_DTYPE_Q4_K, sizeof w[0], x[0], M, N, K, NULL) ==
                       SLM_OK;
                 for (int m = 0; m < M; m++)
-                    for (int n = 0; n < N; n++) ok &= same_bits(out[m][n], ref[m][n]);
+                    for (int n = 0; n < N; n++) ok &= q8k_same_bits(out[m][n], ref[m][n]);
                 runs++;
             }
         CHECK(ok, "matmul q4_K at the %s tier, M = 1..20 and 128, N = 37, 1 and 2 threads (%d runs): "

@@ -14,6 +14,9 @@
 #include <string.h>
 
 #include "check.h"
+#define TESTRAND_SEED 6256
+#include "testrand.h"
+#include "q8k_testdata.h"
 #include "core/fp16.h"
 #include "core/pool.h"
 #include "kernels/matmul.h"
@@ -23,15 +26,6 @@
 
 enum { MAXK = 4096, NB = MAXK / SLM_QK_K, ROWS = 4, COLS = 4 };
 
-static uint64_t rng = 0x2545f4914f6cdd1dull;
-static uint32_t urand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 16);
-}
-static float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(urand() % 1000001) / 1e6f; }
 
 /* which: 0 random bytes, 1 codes 63 scales 127, 2 codes 0 scales -128 */
 static void fill_q6_K(slm_block_q6_K *w, int64_t n, int which)
@@ -44,26 +38,9 @@ static void fill_q6_K(slm_block_q6_K *w, int64_t n, int which)
             memset(w[b].qh, which == 1 ? 0xff : 0, sizeof w[b].qh);
             memset(w[b].scales, which == 1 ? 127 : 0x80, sizeof w[b].scales);
         }
-        w[b].d = slm_f32_to_f16(uniform(0.001f, 0.05f));
+        w[b].d = slm_f32_to_f16(q8k_uniform(0.001f, 0.05f));
     }
 }
-
-/* q8_K blocks: random codes (-128 included) with their true sub-block
- * sums, or every code = v when v != 0 */
-static void fill_q8_K(slm_block_q8_K *a, int64_t n, int v)
-{
-    for (int64_t b = 0; b < n / SLM_QK_K; b++) {
-        a[b].d = uniform(0.001f, 0.02f);
-        for (int i = 0; i < SLM_QK_K; i++) a[b].qs[i] = (int8_t)(v ? v : (int)(urand() & 255) - 128);
-        for (int j = 0; j < 16; j++) {
-            int s = 0;
-            for (int i = 0; i < 16; i++) s += a[b].qs[16 * j + i];
-            a[b].bsums[j] = (int16_t)s;
-        }
-    }
-}
-
-static int same_bits(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
 
 static void test_dots(void)
 {
@@ -83,10 +60,10 @@ static void test_dots(void)
                 for (int c = 0; c < COLS; c++) {
                     if (ac == 0) {
                         float x[MAXK];
-                        for (int64_t i = 0; i < K; i++) x[i] = uniform(-1, 1) * (i % 7 == 0 ? 3.0f : 1.0f);
+                        for (int64_t i = 0; i < K; i++) x[i] = q8k_uniform(-1, 1) * (i % 7 == 0 ? 3.0f : 1.0f);
                         slm_act_quant_generic(SLM_DTYPE_Q8_K)(x, A[c], K);
                     } else {
-                        fill_q8_K(A[c], K, ac == 1 ? 0 : ac == 2 ? -128 : 127);
+                        q8k_fill(A[c], K, ac == 1 ? 0 : ac == 2 ? -128 : 127);
                     }
                 }
                 for (int r = 0; r < ROWS; r++) {
@@ -96,11 +73,11 @@ static void test_dots(void)
                         float e, s;
                         t->dot_generic(K, &e, W[r], A[c]);
                         t->dot_avx512(K, &s, W[r], A[c]);
-                        if (!same_bits(s, e) && one)
+                        if (!q8k_same_bits(s, e) && one)
                             printf("  dot K=%lld case %d/%d row %d col %d: %.9g, generic %.9g\n", (long long)K, wc,
                                    ac, r, c, (double)s, (double)e);
-                        one &= same_bits(s, e);
-                        four &= same_bits(s4[c], e);
+                        one &= q8k_same_bits(s, e);
+                        four &= q8k_same_bits(s4[c], e);
                         cases++;
                     }
                 }
@@ -117,7 +94,7 @@ static void test_matmul(int have512)
     static float x[MMAX][K], ref[MMAX][N], out[MMAX][N];
     for (int n = 0; n < N; n++) fill_q6_K(w[n], K, 0);
     for (int m = 0; m < MMAX; m++) {
-        for (int i = 0; i < K; i++) x[m][i] = uniform(-1, 1) * (i % 5 == 0 ? 4.0f : 1.0f);
+        for (int i = 0; i < K; i++) x[m][i] = q8k_uniform(-1, 1) * (i % 5 == 0 ? 4.0f : 1.0f);
         slm_act_quant_generic(SLM_DTYPE_Q8_K)(x[m], a[m], K);
         for (int n = 0; n < N; n++) slm_vecdot_traits_get(SLM_DTYPE_Q6_K)->dot_generic(K, &ref[m][n], w[n], a[m]);
     }
@@ -136,7 +113,7 @@ static void test_matmul(int have512)
                 ok &= slm_matmul_raw(th ? pool : NULL, out[0], w, SLM_DTYPE_Q6_K, sizeof w[0], x[0], M, N, K, NULL) ==
                       SLM_OK;
                 for (int m = 0; m < M; m++)
-                    for (int n = 0; n < N; n++) ok &= same_bits(out[m][n], ref[m][n]);
+                    for (int n = 0; n < N; n++) ok &= q8k_same_bits(out[m][n], ref[m][n]);
             }
         CHECK(ok, "matmul q6_K at the %s tier, M = 1..9, N = 13, 1 and 2 threads: every output the generic dot's bits",
               slm_kernels_level_name(slm_kernels_level()));
