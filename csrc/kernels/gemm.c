@@ -7,6 +7,7 @@
 
 #include "../core/fp16.h"
 #include "../quant/blocks.h"
+#include "gemm_q4k_avx512.h"
 #include "vecdot.h"
 
 #define ROW(T, p, ld, i) ((const T *)((const unsigned char *)(p) + (size_t)(i) * (ld)))
@@ -137,7 +138,9 @@ static const slm_gemm_kernel avx512[] = {
     {.tile = NULL},   /* q4_0 */
     {.tile = NULL},   /* q8_0 */
     {.tile = NULL},   /* q5_0 */
-    {.tile = NULL},   /* q4_K */
+    {.tile = slm_gemm_q4_K_avx512, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK_K,
+     .pack = slm_gemm_pack_q4_K_avx512, .ptile = slm_gemm_q4_Kx8v_avx512, .pack_block_bytes = sizeof(slm_q4_Kx8v),
+     .batch_only = 1},   /* q4_K */
     {.tile = NULL},   /* f32 */
 };
 #endif
