@@ -7,6 +7,7 @@
 
 #include "../core/fp16.h"
 #include "../quant/blocks.h"
+#include "gemm_q4_avx512.h"
 #include "gemm_q4k_avx512.h"
 #include "gemm_q8_avx512.h"
 #include "vecdot.h"
@@ -136,7 +137,9 @@ static const slm_gemm_kernel avx2[] = {
 static const slm_gemm_kernel avx512[] = {
     {.tile = NULL},   /* f16 */
     {.tile = NULL},   /* bf16 */
-    {.tile = NULL},   /* q4_0 */
+    {.tile = slm_gemm_q4_0_avx512, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK4_0,
+     .pack = slm_gemm_pack_q4_0_avx512, .ptile = slm_gemm_q4_0x8w_avx512, .pack_block_bytes = sizeof(slm_q4_0x8w),
+     .q8_side = 1},   /* q4_0 */
     {.tile = slm_gemm_q8_0_avx512, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK8_0,
      .pack = slm_gemm_pack_q8_0_avx512, .ptile = slm_gemm_qs8x8_avx512, .pack_block_bytes = sizeof(slm_qs8x8),
      .q8_side = 1},   /* q8_0 */
