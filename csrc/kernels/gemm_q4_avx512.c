@@ -48,11 +48,16 @@ static inline __m512i load_rows4(const slm_block_q4_0 *r0, const slm_block_q4_0 
     return _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(const void *)r3->qs), 3);
 }
 
-/* the f16 scale bits of rows 2L, 2L + 1 in blocks b and b1, as 4 halves */
+/* four f16 values in one qword, a first */
+static inline long long halves4(slm_f16 a, slm_f16 b, slm_f16 c, slm_f16 d)
+{
+    return (long long)((uint64_t)a | (uint64_t)b << 16 | (uint64_t)c << 32 | (uint64_t)d << 48);
+}
+
+/* the f16 scales of rows 2L, 2L + 1 (e, o) in blocks b and b1 */
 static inline long long scales4(const slm_block_q4_0 *e, const slm_block_q4_0 *o, int64_t b, int64_t b1)
 {
-    return (long long)((uint64_t)e[b].d | (uint64_t)o[b].d << 16 | (uint64_t)e[b1].d << 32 |
-                       (uint64_t)o[b1].d << 48);
+    return halves4(e[b].d, o[b].d, e[b1].d, o[b1].d);
 }
 
 /* Lane sums of two blocks: s0/s1 hold rows (2L, 2L + 1) of block b in
@@ -174,6 +179,10 @@ void slm_gemm_pack_q4_0_avx512(int64_t K, const void *vW, size_t ldw, void *dst)
     const slm_block_q4_0 *w[8];
     for (int r = 0; r < 8; r++) w[r] = (const slm_block_q4_0 *)(const void *)(W + (size_t)r * ldw);
     for (int64_t b = 0; b < K / SLM_QK4_0; b++) {
+        /* the same block of the next eight rows, which a batch thread
+         * packs next (matmul.c takes chunks of whole tiles), is fetched
+         * while this panel's products run */
+        for (int r = 0; r < 8; r++) _mm_prefetch((const char *)(w[r] + b) + 8 * ldw, _MM_HINT_T1);
         const __m512i r01 = unpack_rows2(w[0] + b, w[1] + b), r23 = unpack_rows2(w[2] + b, w[3] + b);
         const __m512i r45 = unpack_rows2(w[4] + b, w[5] + b), r67 = unpack_rows2(w[6] + b, w[7] + b);
         for (int p = 0; p < 4; p++) {
@@ -183,9 +192,11 @@ void slm_gemm_pack_q4_0_avx512(int64_t K, const void *vW, size_t ldw, void *dst)
             const __m512i hi = _mm512_permutex2var_epi64(r45, idx, r67);
             _mm512_storeu_si512(P[b].q[p], _mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1));
         }
-        uint16_t d[8];
-        for (int r = 0; r < 8; r++) d[r] = w[r][b].d;
-        _mm256_storeu_ps(P[b].d, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)d)));
+        /* the scales gathered in registers (eight 2-byte stores read back
+         * as one vector would stall on store forwarding) */
+        const __m128i dv = _mm_set_epi64x(halves4(w[4][b].d, w[5][b].d, w[6][b].d, w[7][b].d),
+                                          halves4(w[0][b].d, w[1][b].d, w[2][b].d, w[3][b].d));
+        _mm256_storeu_ps(P[b].d, _mm256_cvtph_ps(dv));
     }
 }
 
