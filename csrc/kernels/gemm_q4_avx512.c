@@ -244,7 +244,7 @@ static inline __attribute__((always_inline)) void tile_q4_0x8w(int64_t K, const 
                                   : _mm512_setzero_si512();
             const __m512i sumi = _mm512_add_epi32(_mm512_permutex2var_epi32(x, even, y),
                                                   _mm512_permutex2var_epi32(x, odd, y));
-            const __m512 da = _mm512_insertf32x8(_mm512_set1_ps(s0->d), _mm256_set1_ps(s1->d), 1);
+            const __m512 da = _mm512_mask_broadcastss_ps(_mm512_set1_ps(s0->d), 0xFF00, _mm_load_ss(&s1->d));
             acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_mul_ps(dw, da), acc[i]);
         }
     }
