@@ -186,7 +186,8 @@ void slm_gemm_pack_q4_0_avx512(int64_t K, const void *vW, size_t ldw, void *dst)
         const __m512i r01 = unpack_rows2(w[0] + b, w[1] + b), r23 = unpack_rows2(w[2] + b, w[3] + b);
         const __m512i r45 = unpack_rows2(w[4] + b, w[5] + b), r67 = unpack_rows2(w[6] + b, w[7] + b);
         for (int p = 0; p < 4; p++) {
-            /* qword p of rows 0..3 (then 4..7): index p, 4 + p of each pair */
+            /* qword p of rows 0..3 (then 4..7): index p, 4 + p of each pair;
+             * the upper four indices fill lanes that are dropped */
             const __m512i idx = _mm512_setr_epi64(p, 4 + p, 8 + p, 12 + p, p, 4 + p, 8 + p, 12 + p);
             const __m512i lo = _mm512_permutex2var_epi64(r01, idx, r23);
             const __m512i hi = _mm512_permutex2var_epi64(r45, idx, r67);
