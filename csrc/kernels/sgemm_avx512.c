@@ -78,6 +78,53 @@ static sgemm_bufs *sgemm_bufs_get(void)
     return b;
 }
 
+/* In-register transpose of 16 rows of 16 floats: on return r[k] holds
+ * element k of rows 0..15 (in lanes 0..15). Three stages: 2x2 blocks of
+ * floats (unpack ps), of pairs (unpack pd), then of 128-bit lanes. */
+static inline __attribute__((always_inline)) void sgemm_transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* r[4i + j], 128-bit lane L: element 4L + j of rows 4i..4i+3 */
+    for (int i = 0; i < 4; i++) {
+        const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int j = 0; j < 4; j++) {
+        const __m512 e0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);      /* lanes 0, 2 */
+        const __m512 o0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);      /* lanes 1, 3 */
+        const __m512 e1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+        const __m512 o1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+        t[j] = _mm512_shuffle_f32x4(e0, e1, 0x88);       /* k = j */
+        t[8 + j] = _mm512_shuffle_f32x4(e0, e1, 0xDD);   /* k = 8 + j */
+        t[4 + j] = _mm512_shuffle_f32x4(o0, o1, 0x88);   /* k = 4 + j */
+        t[12 + j] = _mm512_shuffle_f32x4(o0, o1, 0xDD);  /* k = 12 + j */
+    }
+    for (int k = 0; k < 16; k++) r[k] = t[k];
+}
+
+/* dst[k * ldd + i] = src[i * lds + k] for i < rows (<= 16; lanes rows..15
+ * zero), k < kc, storing the 16 lanes under mask `lanes` */
+static void sgemm_transpose_rows(float *dst, int ldd, __mmask16 lanes, const float *src, int lds, int rows, int kc)
+{
+    for (int k0 = 0; k0 < kc; k0 += 16) {
+        const int kn = kc - k0 < 16 ? kc - k0 : 16;
+        const __mmask16 km = (__mmask16)(kn == 16 ? 0xFFFF : (1u << kn) - 1);
+        __m512 r[16];
+        for (int i = 0; i < 16; i++)
+            r[i] = i < rows ? _mm512_maskz_loadu_ps(km, src + (size_t)i * lds + k0) : _mm512_setzero_ps();
+        sgemm_transpose16(r);
+        for (int k = 0; k < kn; k++) _mm512_mask_storeu_ps(dst + (size_t)(k0 + k) * ldd, lanes, r[k]);
+    }
+}
+
 /* Ap[p][k][14] = op(A)[i0 + 14p + r][p0 + k], rows past mc zero */
 static void sgemm_pack_a(float *Ap, int trans_a, const float *A, int lda, int i0, int mc, int p0, int kc)
 {
@@ -92,15 +139,8 @@ static void sgemm_pack_a(float *Ap, int trans_a, const float *A, int lda, int i0
                 _mm512_mask_storeu_ps(dst + (size_t)k * SGEMM_MR, (__mmask16)0x3FFF, v);
             }
         } else {
-            /* A stored (M, K): a transpose, 16 k at a time per row */
-            const float *row[SGEMM_MR];
-            for (int r = 0; r < SGEMM_MR; r++) row[r] = r < mr ? A + (size_t)(i0 + p + r) * lda + p0 : NULL;
-            for (int r = 0; r < SGEMM_MR; r++) {
-                if (row[r])
-                    for (int k = 0; k < kc; k++) dst[(size_t)k * SGEMM_MR + r] = row[r][k];
-                else
-                    for (int k = 0; k < kc; k++) dst[(size_t)k * SGEMM_MR + r] = 0.0f;
-            }
+            /* A stored (M, K): a transpose of 14 rows */
+            sgemm_transpose_rows(dst, SGEMM_MR, (__mmask16)0x3FFF, A + (size_t)(i0 + p) * lda + p0, lda, mr, kc);
         }
     }
 }
@@ -121,14 +161,12 @@ static void sgemm_pack_b(float *Bp, int trans_b, const float *B, int ldb, int j0
                 _mm512_store_ps(dst + (size_t)k * SGEMM_NR + 16, _mm512_maskz_loadu_ps(m1, src + 16));
             }
         } else {
-            /* B stored (N, K): column c of op(B) is row j0 + q + c of B */
-            for (int c = 0; c < SGEMM_NR; c++) {
-                if (c < nr) {
-                    const float *src = B + (size_t)(j0 + q + c) * ldb + p0;
-                    for (int k = 0; k < kc; k++) dst[(size_t)k * SGEMM_NR + c] = src[k];
-                } else {
-                    for (int k = 0; k < kc; k++) dst[(size_t)k * SGEMM_NR + c] = 0.0f;
-                }
+            /* B stored (N, K): columns of op(B) are rows of B, transposed
+             * 16 at a time */
+            for (int h = 0; h < 2; h++) {
+                const int rows = nr - 16 * h < 0 ? 0 : nr - 16 * h > 16 ? 16 : nr - 16 * h;
+                sgemm_transpose_rows(dst + 16 * h, SGEMM_NR, (__mmask16)0xFFFF,
+                                     B + (size_t)(j0 + q + 16 * h) * ldb + p0, ldb, rows, kc);
             }
         }
     }
