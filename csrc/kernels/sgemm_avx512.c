@@ -33,6 +33,8 @@
 
 #include "sgemm.h"
 
+#define SGEMM_UNROLL _Pragma("GCC unroll 16")
+
 #define SGEMM_MR 14
 #define SGEMM_NR 32
 #define SGEMM_MC (SGEMM_MR * 24)
@@ -84,12 +86,12 @@ static sgemm_bufs *sgemm_bufs_get(void)
 static inline __attribute__((always_inline)) void sgemm_transpose16(__m512 r[16])
 {
     __m512 t[16];
-    for (int i = 0; i < 8; i++) {
+    SGEMM_UNROLL for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
     }
     /* r[4i + j], 128-bit lane L: element 4L + j of rows 4i..4i+3 */
-    for (int i = 0; i < 4; i++) {
+    SGEMM_UNROLL for (int i = 0; i < 4; i++) {
         const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
         const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
         r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
@@ -97,7 +99,7 @@ static inline __attribute__((always_inline)) void sgemm_transpose16(__m512 r[16]
         r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
         r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
     }
-    for (int j = 0; j < 4; j++) {
+    SGEMM_UNROLL for (int j = 0; j < 4; j++) {
         const __m512 e0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);      /* lanes 0, 2 */
         const __m512 o0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);      /* lanes 1, 3 */
         const __m512 e1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
@@ -107,7 +109,7 @@ static inline __attribute__((always_inline)) void sgemm_transpose16(__m512 r[16]
         t[4 + j] = _mm512_shuffle_f32x4(o0, o1, 0x88);   /* k = 4 + j */
         t[12 + j] = _mm512_shuffle_f32x4(o0, o1, 0xDD);  /* k = 12 + j */
     }
-    for (int k = 0; k < 16; k++) r[k] = t[k];
+    SGEMM_UNROLL for (int k = 0; k < 16; k++) r[k] = t[k];
 }
 
 /* dst[k * ldd + i] = src[i * lds + k] for i < rows (<= 16; lanes rows..15
@@ -118,10 +120,21 @@ static void sgemm_transpose_rows(float *dst, int ldd, __mmask16 lanes, const flo
         const int kn = kc - k0 < 16 ? kc - k0 : 16;
         const __mmask16 km = (__mmask16)(kn == 16 ? 0xFFFF : (1u << kn) - 1);
         __m512 r[16];
-        for (int i = 0; i < 16; i++)
-            r[i] = i < rows ? _mm512_maskz_loadu_ps(km, src + (size_t)i * lds + k0) : _mm512_setzero_ps();
+        SGEMM_UNROLL for (int i = 0; i < 16; i++) {
+            if (i < rows) {
+                /* the rows are 14-16 streams, more than the hardware
+                 * prefetchers follow: ask for 4 lines ahead */
+                _mm_prefetch((const char *)(src + (size_t)i * lds + k0 + 64), _MM_HINT_T0);
+                r[i] = _mm512_maskz_loadu_ps(km, src + (size_t)i * lds + k0);
+            } else {
+                r[i] = _mm512_setzero_ps();
+            }
+        }
         sgemm_transpose16(r);
-        for (int k = 0; k < kn; k++) _mm512_mask_storeu_ps(dst + (size_t)(k0 + k) * ldd, lanes, r[k]);
+        if (kn == 16)
+            SGEMM_UNROLL for (int k = 0; k < 16; k++) _mm512_mask_storeu_ps(dst + (size_t)(k0 + k) * ldd, lanes, r[k]);
+        else
+            for (int k = 0; k < kn; k++) _mm512_mask_storeu_ps(dst + (size_t)(k0 + k) * ldd, lanes, r[k]);
     }
 }
 
@@ -134,8 +147,10 @@ static void sgemm_pack_a(float *Ap, int trans_a, const float *A, int lda, int i0
         if (trans_a) {
             /* A stored (K, M): op(A)'s rows are contiguous per k */
             const __mmask16 m = (__mmask16)((1u << mr) - 1);
+            const float *src = A + (size_t)p0 * lda + i0 + p;
             for (int k = 0; k < kc; k++) {
-                const __m512 v = _mm512_maskz_loadu_ps(m, A + (size_t)(p0 + k) * lda + i0 + p);
+                _mm_prefetch((const char *)(src + (size_t)(k + 8) * lda), _MM_HINT_T0);
+                const __m512 v = _mm512_maskz_loadu_ps(m, src + (size_t)k * lda);
                 _mm512_mask_storeu_ps(dst + (size_t)k * SGEMM_MR, (__mmask16)0x3FFF, v);
             }
         } else {
@@ -155,10 +170,12 @@ static void sgemm_pack_b(float *Bp, int trans_b, const float *B, int ldb, int j0
             /* B stored (K, N): 32 contiguous columns per k */
             const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
             const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+            const float *src = B + (size_t)p0 * ldb + j0 + q;
             for (int k = 0; k < kc; k++) {
-                const float *src = B + (size_t)(p0 + k) * ldb + j0 + q;
-                _mm512_store_ps(dst + (size_t)k * SGEMM_NR, _mm512_maskz_loadu_ps(m0, src));
-                _mm512_store_ps(dst + (size_t)k * SGEMM_NR + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+                _mm_prefetch((const char *)(src + (size_t)(k + 8) * ldb), _MM_HINT_T0);
+                _mm512_store_ps(dst + (size_t)k * SGEMM_NR, _mm512_maskz_loadu_ps(m0, src + (size_t)k * ldb));
+                _mm512_store_ps(dst + (size_t)k * SGEMM_NR + 16,
+                                _mm512_maskz_loadu_ps(m1, src + (size_t)k * ldb + 16));
             }
         } else {
             /* B stored (N, K): columns of op(B) are rows of B, transposed
@@ -190,8 +207,6 @@ static inline __attribute__((always_inline)) void sgemm_store(float *c, __mmask1
         _mm512_mask_storeu_ps(c, m, _mm512_fmadd_ps(alpha, acc, old));
     }
 }
-
-#define SGEMM_UNROLL _Pragma("GCC unroll 16")
 
 /* C[0..mr)[0..nr) from a 14-row A panel and a (NV * 16)-column B panel,
  * kc long. NV is 1 or 2 at each call site, so the accumulators are
