@@ -11,7 +11,7 @@
  * by (ith, nth), one slm_sgemm call per thread and part.
  *
  * Why our own kernel: the environment pins OpenBLAS to its AVX2 (Haswell)
- * kernels (OPENBLAS_CORETYPE, kept for the inference benchmarks), while the
+ * kernels (OPENBLAS_CORETYPE=Haswell in this environment), while the
  * training step is ~70 % sgemm and this CPU (Zen 5) has full-width AVX-512,
  * twice the FMA width. With AVX-512 (slm_kernels_use_avx512()) the products
  * run sgemm_avx512.c; otherwise cblas_sgemm (OpenBLAS on one thread), so

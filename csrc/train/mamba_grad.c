@@ -96,11 +96,11 @@ static void split(int64_t count, int64_t align, int ith, int nth, int64_t *c0, i
  * local helper until csrc/train/grad.c's f32 linear kernels are shared.
  *
  * OpenBLAS's floats depend on the shape of the call (a product cut in two
- * slices of rows or columns differs in the last bits from the whole), so
+ * slices of rows or columns differs in the last bits from the whole; the
+ * AVX-512 path of slm_sgemm's do not, but other CPUs take OpenBLAS), so
  * C is cut into fixed tiles of GEMM_TM x GEMM_TN whatever the threads, and
- * the pool's threads share the tiles, each calling a one-thread sgemm per
- * tile (OpenBLAS set to one thread, as kernels/matmul.c does): the results
- * do not depend on the number of threads. */
+ * the pool's threads share the tiles, each calling a one-thread slm_sgemm
+ * per tile: the results do not depend on the number of threads. */
 #define GEMM_TM 64
 #define GEMM_TN 64
 

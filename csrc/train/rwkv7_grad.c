@@ -172,7 +172,7 @@ const char *slm_rwkv7_tmix_missing(const slm_rwkv7_tmix_shape *s, const slm_rwkv
 /* C (M, N) = op(A) (M, K) . op(B) (K, N) + beta C, all row-major; op
  * transposes when ta / tb. The output rows are cut in blocks whose size
  * depends on the shape only, and the threads take blocks from a counter:
- * each block is the same OpenBLAS call whatever the number of threads, so
+ * each block is the same slm_sgemm call whatever the number of threads, so
  * the results are too. */
 typedef struct mm_job {
     int ta, tb;
