@@ -10,6 +10,12 @@
  *           (Ap[panel][k][14], rows past M zero)
  *         for each B panel, for each A panel: the microkernel
  *
+ * Operands already stored k-major (A stored (K, M), B stored (K, N)) are
+ * not copied: their full panels are read in place with their row stride,
+ * and only a ragged last panel is packed (zero-padded, so the tile never
+ * reads past the matrix). The transposed layouts are packed by 16x16
+ * in-register transposes.
+ *
  * The microkernel keeps a 14x32 tile of C in 28 zmm accumulators; per k
  * it loads two B vectors (32 columns) and broadcasts 14 A values: 28 FMAs
  * for 16 loads. The B panel (kc * 128 bytes, 48 KB at kc 384) is reused
@@ -145,7 +151,10 @@ static void sgemm_pack_a(float *Ap, int trans_a, const float *A, int lda, int i0
         const int mr = mc - p < SGEMM_MR ? mc - p : SGEMM_MR;
         float *dst = Ap + (size_t)p * kc;
         if (trans_a) {
-            /* A stored (K, M): op(A)'s rows are contiguous per k */
+            /* A stored (K, M): op(A)'s rows are contiguous per k, so full
+             * panels are read in place (sgemm_run); only a ragged one is
+             * copied, zero-padded */
+            if (mr == SGEMM_MR) continue;
             const __mmask16 m = (__mmask16)((1u << mr) - 1);
             const float *src = A + (size_t)p0 * lda + i0 + p;
             for (int k = 0; k < kc; k++) {
@@ -167,7 +176,10 @@ static void sgemm_pack_b(float *Bp, int trans_b, const float *B, int ldb, int j0
         const int nr = nc - q < SGEMM_NR ? nc - q : SGEMM_NR;
         float *dst = Bp + (size_t)q * kc;
         if (!trans_b) {
-            /* B stored (K, N): 32 contiguous columns per k */
+            /* B stored (K, N): 32 contiguous columns per k, so full panels
+             * are read in place (sgemm_run); only a ragged one is copied,
+             * zero-padded */
+            if (nr == SGEMM_NR) continue;
             const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
             const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
             const float *src = B + (size_t)p0 * ldb + j0 + q;
@@ -211,18 +223,18 @@ static inline __attribute__((always_inline)) void sgemm_store(float *c, __mmask1
 /* C[0..mr)[0..nr) from a 14-row A panel and a (NV * 16)-column B panel,
  * kc long. NV is 1 or 2 at each call site, so the accumulators are
  * registers. */
-static inline __attribute__((always_inline)) void sgemm_tile(const float *Ap, const float *Bp, int kc, float *C,
-                                                             int ldc, int mr, int nr, float alpha, float beta,
-                                                             int mode, const int NV)
+static inline __attribute__((always_inline)) void sgemm_tile(const float *Ap, size_t a_ks, const float *Bp,
+                                                             size_t b_ks, int kc, float *C, int ldc, int mr, int nr,
+                                                             float alpha, float beta, int mode, const int NV)
 {
     __m512 acc[SGEMM_MR][2];
     SGEMM_UNROLL for (int r = 0; r < SGEMM_MR; r++)
         SGEMM_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
         __m512 b[2];
-        SGEMM_UNROLL for (int v = 0; v < NV; v++) b[v] = _mm512_load_ps(Bp + (size_t)k * SGEMM_NR + 16 * v);
+        SGEMM_UNROLL for (int v = 0; v < NV; v++) b[v] = _mm512_loadu_ps(Bp + (size_t)k * b_ks + 16 * v);
         SGEMM_UNROLL for (int r = 0; r < SGEMM_MR; r++) {
-            const __m512 a = _mm512_set1_ps(Ap[(size_t)k * SGEMM_MR + r]);
+            const __m512 a = _mm512_set1_ps(Ap[(size_t)k * a_ks + r]);
             SGEMM_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
         }
     }
@@ -237,16 +249,16 @@ static inline __attribute__((always_inline)) void sgemm_tile(const float *Ap, co
     }
 }
 
-static void sgemm_tile_14x32(const float *Ap, const float *Bp, int kc, float *C, int ldc, int mr, int nr,
-                             float alpha, float beta, int mode)
+static void sgemm_tile_14x32(const float *Ap, size_t a_ks, const float *Bp, size_t b_ks, int kc, float *C, int ldc,
+                             int mr, int nr, float alpha, float beta, int mode)
 {
-    sgemm_tile(Ap, Bp, kc, C, ldc, mr, nr, alpha, beta, mode, 2);
+    sgemm_tile(Ap, a_ks, Bp, b_ks, kc, C, ldc, mr, nr, alpha, beta, mode, 2);
 }
 
-static void sgemm_tile_14x16(const float *Ap, const float *Bp, int kc, float *C, int ldc, int mr, int nr,
-                             float alpha, float beta, int mode)
+static void sgemm_tile_14x16(const float *Ap, size_t a_ks, const float *Bp, size_t b_ks, int kc, float *C, int ldc,
+                             int mr, int nr, float alpha, float beta, int mode)
 {
-    sgemm_tile(Ap, Bp, kc, C, ldc, mr, nr, alpha, beta, mode, 1);
+    sgemm_tile(Ap, a_ks, Bp, b_ks, kc, C, ldc, mr, nr, alpha, beta, mode, 1);
 }
 
 /* C = beta * C over M x N (alpha == 0 or K == 0); beta == 0 writes zeros */
@@ -284,13 +296,18 @@ int slm_sgemm_avx512(int trans_a, int trans_b, int M, int N, int K, float alpha,
                 sgemm_pack_a(bufs->a, trans_a, A, lda, i0, mc, p0, kc);
                 for (int q = 0; q < nc; q += SGEMM_NR) {
                     const int nr = nc - q < SGEMM_NR ? nc - q : SGEMM_NR;
-                    const float *Bp = bufs->b + (size_t)q * kc;
+                    /* full panels of k-major operands in place, else packed */
+                    const int b_direct = !trans_b && nr == SGEMM_NR;
+                    const float *Bp = b_direct ? B + (size_t)p0 * ldb + j0 + q : bufs->b + (size_t)q * kc;
+                    const size_t b_ks = b_direct ? (size_t)ldb : SGEMM_NR;
                     for (int p = 0; p < mc; p += SGEMM_MR) {
                         const int mr = mc - p < SGEMM_MR ? mc - p : SGEMM_MR;
                         float *Ct = C + (size_t)(i0 + p) * ldc + j0 + q;
-                        const float *Ap = bufs->a + (size_t)p * kc;
-                        if (nr > 16) sgemm_tile_14x32(Ap, Bp, kc, Ct, ldc, mr, nr, alpha, beta, mode);
-                        else sgemm_tile_14x16(Ap, Bp, kc, Ct, ldc, mr, nr, alpha, beta, mode);
+                        const int a_direct = trans_a && mr == SGEMM_MR;
+                        const float *Ap = a_direct ? A + (size_t)p0 * lda + i0 + p : bufs->a + (size_t)p * kc;
+                        const size_t a_ks = a_direct ? (size_t)lda : SGEMM_MR;
+                        if (nr > 16) sgemm_tile_14x32(Ap, a_ks, Bp, b_ks, kc, Ct, ldc, mr, nr, alpha, beta, mode);
+                        else sgemm_tile_14x16(Ap, a_ks, Bp, b_ks, kc, Ct, ldc, mr, nr, alpha, beta, mode);
                     }
                 }
             }
