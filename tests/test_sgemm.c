@@ -36,7 +36,11 @@
 typedef struct mats {
     int ta, tb, M, N, K, lda, ldb, ldc;
     float *A, *B, *C0; /* C0: C's values before the product */
+    double *S, *SA;    /* per output: sum_k a b and sum_k |a b|, in double */
 } mats;
+
+static float opa(const mats *m, int i, int k) { return m->ta ? m->A[(size_t)k * m->lda + i] : m->A[(size_t)i * m->lda + k]; }
+static float opb(const mats *m, int k, int j) { return m->tb ? m->B[(size_t)j * m->ldb + k] : m->B[(size_t)k * m->ldb + j]; }
 
 static void mats_make(mats *m, int ta, int tb, int M, int N, int K)
 {
@@ -52,15 +56,25 @@ static void mats_make(mats *m, int ta, int tb, int M, int N, int K)
     for (size_t i = 0; i < na + 1; i++) m->A[i] = frand();
     for (size_t i = 0; i < nb + 1; i++) m->B[i] = frand();
     for (size_t i = 0; i < (size_t)M * m->ldc + 1; i++) m->C0[i] = frand();
+    m->S = malloc(((size_t)M * N + 1) * sizeof(double));
+    m->SA = malloc(((size_t)M * N + 1) * sizeof(double));
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0, sa = 0;
+            for (int k = 0; k < K; k++) {
+                const double p = (double)opa(m, i, k) * opb(m, k, j);
+                s += p;
+                sa += fabs(p);
+            }
+            m->S[(size_t)i * N + j] = s;
+            m->SA[(size_t)i * N + j] = sa;
+        }
 }
 
 static void mats_free(mats *m)
 {
-    free(m->A); free(m->B); free(m->C0);
+    free(m->A); free(m->B); free(m->C0); free(m->S); free(m->SA);
 }
-
-static float opa(const mats *m, int i, int k) { return m->ta ? m->A[(size_t)k * m->lda + i] : m->A[(size_t)i * m->lda + k]; }
-static float opb(const mats *m, int k, int j) { return m->tb ? m->B[(size_t)j * m->ldb + k] : m->B[(size_t)k * m->ldb + j]; }
 
 /* C as the caller hands it over: NaN in the window when beta == 0 (it must
  * not be read), guards outside it (padding columns and one extra float) */
@@ -89,12 +103,7 @@ static double bound_ratio(const mats *m, const float *C, float alpha, float beta
     double worst = 0;
     for (int i = 0; i < m->M; i++)
         for (int j = 0; j < m->N; j++) {
-            double s = 0, sa = 0;
-            for (int k = 0; k < m->K; k++) {
-                const double p = (double)opa(m, i, k) * opb(m, k, j);
-                s += p;
-                sa += fabs(p);
-            }
+            const double s = m->S[(size_t)i * m->N + j], sa = m->SA[(size_t)i * m->N + j];
             const double c0 = beta == 0.0f ? 0.0 : m->C0[(size_t)i * m->ldc + j];
             const double ref = (double)alpha * s + (double)beta * c0;
             const double bound = (m->K + 4) * u * (fabs(alpha) * sa + fabs(beta * c0)) + 1e-37;
