@@ -256,6 +256,16 @@ int main(void)
     static const int train[][3] = { { 384, 352, 128 }, { 384, 128, 352 }, { 352, 64, 768 }, { 65, 128, 384 },
                                      { 64, 64, 32 } };
     for (size_t s = 0; s < sizeof train / sizeof train[0]; s++) case_shape(train[s][0], train[s][1], train[s][2], have512);
+    /* M or N == 0: nothing read or written, in both tiers (the pointers
+     * given are guards only) */
+    for (int l = 0; l < 2; l++) {
+        slm_kernels_set_level(l ? SLM_KERNELS_AVX512 : SLM_KERNELS_AVX2);
+        float a[4] = { 1, 2, 3, 4 }, b[4] = { 5, 6, 7, 8 }, c[4] = { GUARD, GUARD, GUARD, GUARD };
+        slm_sgemm(0, 0, 0, 2, 2, 1.0f, a, 2, b, 2, 0.0f, c, 2);
+        slm_sgemm(1, 1, 2, 0, 2, 1.0f, a, 2, b, 2, 0.0f, c, 2);
+        CHECK(c[0] == GUARD && c[1] == GUARD && c[2] == GUARD && c[3] == GUARD,
+              "%s: M or N == 0 wrote C", l ? "avx512" : "cblas path");
+    }
     slm_kernels_set_level(SLM_KERNELS_AVX512);
     printf("worst error / bound: avx512 %.3g, cblas %.3g; avx512 vs cblas %.3g of the bound\n", worst_avx512,
            worst_blas, worst_cross);
