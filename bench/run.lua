@@ -21,8 +21,8 @@ local threads, dtypes, here = b.threads, b.dtypes, b.here
 if #dtypes == 0 then dtypes = { "f16", "q8_0", "q4_0", "q4_k" } end
 
 b:bandwidth()
-print(string.format("SmolLM2-135M-shaped random model, %d threads (bench/llama.lua); read bandwidth %s GB/s",
-                    threads, b.bw and string.format("%.1f", b.bw) or "?"))
+print(string.format("SmolLM2-135M-shaped random model, %d threads (bench/llama.lua), %s kernels; read bandwidth %s GB/s",
+                    threads, require("slm").kernels(), b.bw and string.format("%.1f", b.bw) or "?"))
 print(string.format("%-6s %9s %9s %6s %10s %8s %9s", "dtype", "pp128 t/s", "tg t/s", "bw %", "MB", "lua %", "RSS MB"))
 local rows = {}
 for _, dt in ipairs(dtypes) do

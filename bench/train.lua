@@ -115,8 +115,8 @@ if not io.open(corpus) then
 end
 local slm_bin = here .. "/bin/slm"
 print(string.format("training: llama char-level Shakespeare (V 65, dim 128, 4 layers, ff 352, ctx 64, batch 12), %s;"
-                    .. " OpenBLAS kernels %s (OPENBLAS_CORETYPE %s; PyTorch runs under the same)",
-                    full and "2000 steps" or (steps .. " steps"), require("slm.core").blas_core(),
+                    .. " slm kernels %s; OpenBLAS kernels %s (OPENBLAS_CORETYPE %s; PyTorch runs under the same)",
+                    full and "2000 steps" or (steps .. " steps"), slm.kernels(), require("slm.core").blas_core(),
                     os.getenv("OPENBLAS_CORETYPE") or "unset"))
 print(string.format("%-22s %8s %10s %9s %s", "run", "s/step", "tokens/s", "RSS MB", full and "val loss" or ""))
 for k, th in ipairs(threads) do

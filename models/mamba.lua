@@ -151,7 +151,8 @@ function mamba.forward(m, s, ids, first, n)
   blocks.embed(x, m.tok_embd, ids, first, n)
   for l, L in ipairs(m.layers) do
     blocks.rmsnorm(h, x, L.norm, hp.eps, 1, n)
-    L.mixer:forward(y, h, s.state, l, n)
+    -- s.work: a batch of sessions' scratch (slm.batch; s.state is then a SeqBatch)
+    L.mixer:forward(y, h, s.state, l, n, s.work)
     blocks.add(x, y, 1, n)
     local at = m.hooks and m.hooks:at(l, l, s, n)   -- model:hook("blk.N.out", fn)
     if at then at("out", x) end
@@ -162,6 +163,7 @@ function mamba.forward(m, s, ids, first, n)
 end
 
 mamba.all_logits = true   -- forward fills s.all_logits (slm.eval)
+mamba.batched = true      -- several sessions' rows in one forward (slm.batch)
 mamba.trainable = true    -- its forward records on a training tape (slm.train)
 
 return mamba

@@ -36,6 +36,16 @@ describe("slm.kernels", function()
     assert.equal(want or slm.kernels("avx512"), slm.kernels("avx512"))
   end)
 
+  it("takes the cap from SLM_KERNELS for a whole process, and refuses a bad one", function()
+    local helpers = require "spec.helpers"
+    local out, code = helpers.run("SLM_KERNELS=generic bin/slm -e 'print(require(\"slm\").kernels())'")
+    assert.equal(0, code)
+    assert.equal("generic\n", out)
+    out, code = helpers.run("SLM_KERNELS=sse9 bin/slm -e 'require(\"slm\")'")
+    assert.is_not.equal(0, code)
+    assert.matches('SLM_KERNELS must be generic, avx2 or avx512 %(got "sse9"%)', out)
+  end)
+
   it("refuses an unknown tier by name", function()
     local ok, e = pcall(slm.kernels, "sse9")
     assert.is_false(ok)

@@ -302,6 +302,54 @@ describe("slm.server", function()
     end)
   end)
 
+  for _, backend in ipairs { "batcher", "round-robin" } do
+  it("runs its sessions on the kv_type it is given: greedy text equal to a q8_0-cache session's (" .. backend .. ")",
+     function()
+    -- the reference text from a lone session with the same cache type, and
+    -- a check that the type matters here (else the case could not fail)
+    local q8 = model:session { kv_type = "q8_0" }
+    local want = q8:generate("ROMEO:", { max_tokens = 40 }, function() end)
+    assert.is_true(q8:kv_bytes_per_token() < fresh():kv_bytes_per_token())
+    -- the second token's log-probability after a q8_0 and an f16 cache
+    -- (the cache holds the prompt then): they differ well beyond 1e-5
+    local ids = tok:encode("ROMEO:", { add_special = true })
+    local function second(sess)
+      local lp0, first = log_softmax(sess:eval(ids)), 0
+      for i, v in pairs(lp0) do if v > lp0[first] then first = i end end
+      local lp = log_softmax(sess:eval { first })
+      local best = -math.huge
+      for _, v in pairs(lp) do best = math.max(best, v) end
+      return best
+    end
+    local lp_q8, lp_f16 = second(model:session { kv_type = "q8_0" }), second(fresh())
+    assert.is_true(math.abs(lp_q8 - lp_f16) > 1e-4)
+    with_server({ backend = backend, kv_type = "q8_0", parallel = 2 }, function(srv, call)
+      local st, j = call("POST", "/v1/completions", { model = srv.names[1], prompt = "ROMEO:", max_tokens = 40,
+                                                       temperature = 0, logprobs = 1 })
+      assert.equal(200, st)
+      assert.equal(want, j.choices[1].text)
+      assert.near(lp_q8, j.choices[1].logprobs.token_logprobs[2], 1e-5)
+    end)
+  end)
+  end
+
+  it("refuses a kv_type it does not know, naming it", function()
+    local ok, e = pcall(server.new, { model = model, kv_type = "q5_9" })
+    assert.is_false(ok)
+    assert.matches("kv_type", tostring(e))
+    assert.matches("q5_9", tostring(e))
+    ok, e = pcall(server.new, { model = model, kv_type = 8 })
+    assert.is_false(ok)
+    assert.matches("kv_type", tostring(e))
+  end)
+
+  it("slm serve --kv-type: a bad type is the flag's one-line error", function()
+    local helpers = require "spec.helpers"
+    local out, code = helpers.run("bin/slm serve default --port 0 --kv-type q5")
+    assert.equal(1, code)
+    assert.equal('slm: --kv-type must be "f16", "f32", "q8_0" or "q4_0", got "q5"\n', out)
+  end)
+
   it("requires the bearer key on every route but /health", function()
     with_server({ api_key = "sekrit" }, function(srv, call)
       local body = { model = srv.names[1], prompt = "A", max_tokens = 2, temperature = 0 }

@@ -30,13 +30,14 @@ end
 
 -- the logits (bytes) after each step of each session run alone
 local function alone(model, P, opts)
-  local want = {}
+  local want, counts = {}, {}
   for i, steps in ipairs(P) do
     local s = model:session(opts)
     want[i] = {}
     for t, ids in ipairs(steps) do want[i][t] = s:eval(ids):tobytes() end
+    counts[i] = s.moe_counts and s:expert_counts()
   end
-  return want
+  return want, counts
 end
 
 -- largest |a - b| over two f32 byte strings, relative to the largest |a|
@@ -52,7 +53,7 @@ end
 
 local function check_batch(model, opts, tol)
   local P = plan(model.hp.n_vocab)
-  local want = alone(model, P, opts)
+  local want, counts = alone(model, P, opts)
   local ss = {}
   for i = 1, #P do ss[i] = model:session(opts) end
   local b = slm.batch(ss)
@@ -67,8 +68,10 @@ local function check_batch(model, opts, tol)
       assert.equal(ss[i].logits, out[i])
     end
   end
-  -- each session kept its own position and tokens
+  -- each session kept its own position and tokens (and, with experts,
+  -- counted its own rows' choices, as alone)
   for i = 1, #P do
+    if counts[i] then assert.same(counts[i], ss[i]:expert_counts(), "session " .. i .. "'s expert counts") end
     local n = 0
     for _, ids in ipairs(P[i]) do n = n + #ids end
     assert.equal(n, ss[i].n_past)
@@ -93,6 +96,8 @@ describe("slm.batch: every session's logits as if it ran alone, bit for bit (f32
     -- experts: rows routed per row
     { "gguf3/mixtral-f16.gguf" }, { "gguf3/qwen2moe-q8_0.gguf" }, { "gguf3/qwen3moe-f16.gguf" },
     { "gguf3/olmoe-q4_k_m.gguf" },
+    -- recurrent: each session's conv and scan over its own rows and state
+    { "gguf/mamba-f16.gguf" }, { "gguf/mamba-q4_k_m.gguf" }, { "gguf3/mamba2-q8_0.gguf" },
     -- sessions without a batched forward run one after the other (lfm2)
     { "gguf3/lfm2-f16.gguf", unfused = true },
   }

@@ -1114,7 +1114,11 @@ int main(void)
     test_dequantizers();
     test_vec_dots();
     test_vec_dot4();
+    /* the AVX2 tier's tiles (AVX-512 kernels, whose packed layouts may
+     * differ, have their own tests: test_gemm_*_avx512) */
+    slm_kernels_set_level(SLM_KERNELS_AVX2);
     test_gemm_tiles();
+    slm_kernels_set_level(SLM_KERNELS_AVX512);
     test_matmul();
     test_matmul_nested();
     test_matmul_f32_vecdot_order();

@@ -333,16 +333,20 @@ static void test_cfg(const cfg *c, slm_pool *pool1, slm_pool *pool2)
         run a = run_kernel(c, 0, pool2, q, k, v, R);
         run p = run_kernel(c, 1, pool2, q, k, v, R);
         double *gd = to_double(g.o, nq);
-        double e = rel_err(a.o, gd, nq);
+        const double eo = rel_err(a.o, gd, nq);
         free(gd);
         gd = to_double(g.dq, nq);
-        e = fmax(e, rel_err(a.dq, gd, nq));
+        double e = rel_err(a.dq, gd, nq);
         free(gd);
         gd = to_double(g.dk, nk);
         e = fmax(e, rel_err(a.dk, gd, nk));
         free(gd);
-        worst_path = fmax(worst_path, e);
-        CHECK(e < 2e-6, "%s: avx2 vs generic %g", c->name, e);
+        worst_path = fmax(worst_path, fmax(eo, e));
+        /* the tiers' GEMMs differ too (kernels/sgemm.h: AVX-512 kernel or
+         * OpenBLAS, different summation orders), so the gradients, where
+         * dS = P (dP - delta) cancels (window 1: to rounding noise), get
+         * the bound each path has against the reference above */
+        CHECK(eo < 2e-6 && e < 2e-5, "%s: avx2 vs generic: o %g, dq dk %g", c->name, eo, e);
         CHECK(same_bits(a.o, p.o, nq), "%s: o differs between the two modes", c->name);
         run_free(&g);
         run_free(&a);

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "../blocks/mamba.h"
+#include "../blocks/seqbatch.h"
 #include "../core/pool.h"
 #include "bind.h"
 
@@ -215,10 +216,43 @@ static int state_restore(lua_State *L)
 
 /* --- forward ------------------------------------------------------------------- */
 
+/* mixer:forward(out, x, seqbatch, layer, n, work): the rows of several
+ * sessions (slm.batch), each against its own state; work is a state (of
+ * any sessions' count) whose scratch holds the n = seqbatch:rows() rows */
+static int block_forward_seqs(lua_State *L, block_ud *u)
+{
+    int64_t orows, odim, xrows, xdim;
+    float *out = slm_bind_check_buf(L, 2, &orows, &odim);
+    float *x = slm_bind_check_buf(L, 3, &xrows, &xdim);
+    int n_seq;
+    struct slm_seq *seqs = slm_bind_check_seqs(L, 4, &n_seq);
+    lua_Integer layer = luaL_checkinteger(L, 5), n = luaL_checkinteger(L, 6);
+    state_ud *w = check_state(L, 7);
+    const slm_mamba_shape *h = &u->b.shape;
+    luaL_argcheck(L, odim == h->dim && xdim == h->dim, 2, "buffer width differs from the model dim");
+    luaL_argcheck(L, out != x, 2, "out must not be the input buffer");
+    luaL_argcheck(L, n == slm_seq_rows(seqs, n_seq) && n <= w->work->n_batch && n <= orows && n <= xrows, 6,
+                  "row count differs from the batch's rows or exceeds the buffers");
+    for (int i = 0; i < n_seq; i++) {
+        slm_bind_push_seq_state(L, 4, i);
+        seqs[i].state = check_state(L, -1)->st;
+        lua_pop(L, 1);
+        luaL_argcheck(L, layer >= 1 && layer <= ((slm_mamba_state *)seqs[i].state)->n_layer, 5,
+                      "layer out of range");
+    }
+    slm_error err = {0};
+    slm_pool *pool = slm_pool_default(&err);
+    if (!pool) return slm_bind_error(L, &err);
+    if (slm_mamba_forward_seqs(pool, &u->b, seqs, n_seq, (int)layer - 1, x, out, w->work, &err) != SLM_OK)
+        return slm_bind_error(L, &err);
+    return 0;
+}
+
 /* An f32 activation buffer: writable, contiguous, (rows, dim). */
 static int block_forward(lua_State *L)
 {
     block_ud *u = check_block(L, 1);
+    if (luaL_testudata(L, 4, SLM_SEQBATCH_MT)) return block_forward_seqs(L, u);
     int64_t orows, odim, xrows, xdim;
     float *out = slm_bind_check_buf(L, 2, &orows, &odim);
     float *x = slm_bind_check_buf(L, 3, &xrows, &xdim);

@@ -169,17 +169,38 @@ static int moe_forward(lua_State *L)
         luaL_argcheck(L, forced <= b->n_used && usable >= b->n_used, 7,
                       "more forced experts than slots, or fewer usable experts than slots");
     }
-    int64_t *counts = NULL;
+    /* counts: one session's ExpertCounts, or (a batch of sessions) a list
+     * of {ExpertCounts, rows} covering the n rows in order */
+    int64_t **counts = NULL;
     if (!lua_isnoneornil(L, 8)) {
-        counts_ud *c = check_counts(L, 8);
         lua_Integer layer = luaL_checkinteger(L, 9);
-        luaL_argcheck(L, c->n_expert == b->n_expert && layer >= 1 && layer <= c->n_layer, 9,
-                      "counts shaped for another model or layer out of range");
-        counts = c->c + (size_t)(layer - 1) * (size_t)c->n_expert;
+        counts = lua_newuserdatauv(L, (size_t)n * sizeof *counts, 0);
+        const int list = lua_type(L, 8) == LUA_TTABLE;
+        lua_Integer filled = 0;
+        for (lua_Integer j = 1; filled < n; j++) {
+            lua_Integer rows = n;
+            if (list) {
+                luaL_argcheck(L, lua_rawgeti(L, 8, j) == LUA_TTABLE, 8, "counts list ends before the rows do");
+                lua_rawgeti(L, -1, 1);
+                lua_rawgeti(L, -2, 2);
+                rows = lua_tointeger(L, -1);
+                luaL_argcheck(L, rows >= 1 && rows <= n - filled, 8, "a counts entry's row count is out of range");
+                lua_pop(L, 1);
+            } else {
+                lua_pushvalue(L, 8);
+            }
+            counts_ud *c = check_counts(L, -1);
+            luaL_argcheck(L, c->n_expert == b->n_expert && layer >= 1 && layer <= c->n_layer, 9,
+                          "counts shaped for another model or layer out of range");
+            for (lua_Integer r = 0; r < rows; r++)
+                counts[filled + r] = c->c + (size_t)(layer - 1) * (size_t)c->n_expert;
+            filled += rows;
+            lua_pop(L, list ? 2 : 1);
+        }
     }
     slm_error err = {0};
     slm_pool *pool = slm_pool_default(&err);
-    if (!pool || slm_moe_forward(pool, b, (int)n, x, logits, modes, counts, out, u->dim, work, &err) != SLM_OK)
+    if (!pool || slm_moe_forward(pool, b, (int)n, x, logits, modes, (int64_t *const *)counts, out, u->dim, work, &err) != SLM_OK)
         return slm_bind_error(L, &err);
     return 0;
 }

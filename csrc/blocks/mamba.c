@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../core/snapshot.h"
+#include "seqbatch.h"
 #include "../kernels/matmul.h"
 #include "../kernels/ops.h"
 #include "../kernels/vecdot.h"
@@ -288,11 +289,20 @@ void slm_mamba2_scan(float *y, int64_t ld_y, float *state, const float *x, int64
 
 /* --- the block ------------------------------------------------------------------ */
 
+/* One forward over the rows of n_seq sequences stacked in w's buffers
+ * (a lone session is one sequence): the recurrences run per sequence over
+ * its own rows and state, everything row-wise over all n rows. */
+typedef struct mix_seq {
+    float *conv_state, *ssm_state;   /* this layer's, of the sequence */
+    int r0, n;                       /* its rows */
+} mix_seq;
+
 typedef struct mix_job {
     const slm_mamba_block *b;
     slm_mamba_work *w;
-    float *conv_state, *ssm_state;   /* this layer's */
-    int n;
+    const mix_seq *seqs;
+    int n_seq;
+    int n;                           /* all rows */
 } mix_job;
 
 /* range [*c0, *c1) of thread ith among count items, in chunks of `align`
@@ -313,9 +323,13 @@ static void conv_job(void *ctx, int ith, int nth)
     if (c0 >= c1) return;
     /* Mamba-1 convolves x (the first d_inner of in_proj's row), Mamba-2
      * xBC (after z's d_inner) */
+    const int64_t ld = slm_mamba_in_rows(h);
     const float *in = j->w->xz + (h->version == 2 ? h->d_inner : 0);
-    slm_mamba_conv(j->w->xc, ch, in, slm_mamba_in_rows(h), j->n, j->conv_state,
-                   j->b->conv_w, j->b->conv_b, h->d_conv, c0, c1);
+    for (int q = 0; q < j->n_seq; q++) {
+        const mix_seq *s = &j->seqs[q];
+        slm_mamba_conv(j->w->xc + (size_t)s->r0 * (size_t)ch, ch, in + (size_t)s->r0 * (size_t)ld, ld, s->n,
+                       s->conv_state, j->b->conv_w, j->b->conv_b, h->d_conv, c0, c1);
+    }
 }
 
 /* y[t][c0..c1) *= silu(z[t][c0..c1)), z the first (Mamba-2) or second
@@ -341,8 +355,13 @@ static void scan_job(void *ctx, int ith, int nth)
     int64_t c0, c1, di = h->d_inner;
     split(di, 8, ith, nth, &c0, &c1);
     if (c0 >= c1) return;
-    slm_mamba_scan(w->y, di, j->ssm_state, w->xc, di, w->dt, di, j->b->A, w->xdb + h->dt_rank,
-                   w->n_xdb, j->b->D, j->n, h->d_state, c0, c1);
+    for (int q = 0; q < j->n_seq; q++) {
+        const mix_seq *s = &j->seqs[q];
+        const size_t r0 = (size_t)s->r0;
+        slm_mamba_scan(w->y + r0 * (size_t)di, di, s->ssm_state, w->xc + r0 * (size_t)di, di,
+                       w->dt + r0 * (size_t)di, di, j->b->A, w->xdb + r0 * (size_t)w->n_xdb + h->dt_rank,
+                       w->n_xdb, j->b->D, s->n, h->d_state, c0, c1);
+    }
     gate(j, c0, c1);
 }
 
@@ -355,8 +374,13 @@ static void scan2_job(void *ctx, int ith, int nth)
     int64_t h0, h1, di = h->d_inner, nh = h->dt_rank, hd = di / nh, ch = slm_mamba_conv_channels(h);
     split(nh, 1, ith, nth, &h0, &h1);
     if (h0 >= h1) return;
-    slm_mamba2_scan(w->y, di, j->ssm_state, w->xc, ch, w->dt, nh, j->b->dt_b, j->b->A,
-                    w->xc + di, ch, j->b->D, j->n, hd, nh, h->n_group, h->d_state, h0, h1);
+    for (int q = 0; q < j->n_seq; q++) {
+        const mix_seq *s = &j->seqs[q];
+        const size_t r0 = (size_t)s->r0;
+        slm_mamba2_scan(w->y + r0 * (size_t)di, di, s->ssm_state, w->xc + r0 * (size_t)ch, ch,
+                        w->dt + r0 * (size_t)nh, nh, j->b->dt_b, j->b->A, w->xc + r0 * (size_t)ch + di, ch,
+                        j->b->D, s->n, hd, nh, h->n_group, h->d_state, h0, h1);
+    }
     gate(j, h0 * hd, h1 * hd);
 }
 
@@ -392,22 +416,25 @@ static slm_status mamba1_dt(slm_pool *pool, const slm_mamba_block *b, slm_mamba_
     return SLM_OK;
 }
 
-slm_status slm_mamba_forward(slm_pool *pool, const slm_mamba_block *b, slm_mamba_state *s,
-                             int layer, int n, const float *x, float *out,
-                             slm_mamba_work *w, slm_error *err)
+/* the checks of a forward's state against the block and the work */
+static slm_status check_state(const slm_mamba_block *b, const slm_mamba_state *s, int layer,
+                              const slm_mamba_work *w, slm_error *err)
 {
     const slm_mamba_shape *h = &b->shape;
-    if (layer < 0 || layer >= s->n_layer || n < 1 || n > w->n_batch)
-        return slm_error_set(err, SLM_EINVAL, "mamba forward: layer %d or %d rows out of range", layer, n);
+    if (layer < 0 || layer >= s->n_layer)
+        return slm_error_set(err, SLM_EINVAL, "mamba forward: layer %d out of range", layer);
     if (!same_shape(h, &w->shape) || s->conv_ch != slm_mamba_conv_channels(h) ||
         s->d_inner != h->d_inner || s->d_conv != h->d_conv || s->d_state != h->d_state)
         return slm_error_set(err, SLM_EINVAL, "mamba forward: state shaped for another model");
+    return SLM_OK;
+}
+
+static slm_status mix_forward(slm_pool *pool, const slm_mamba_block *b, const mix_seq *seqs, int n_seq,
+                              int n, const float *x, float *out, slm_mamba_work *w, slm_error *err)
+{
+    const slm_mamba_shape *h = &b->shape;
     const int64_t di = h->d_inner;
-    mix_job job = {
-        .b = b, .w = w, .n = n,
-        .conv_state = s->conv + (size_t)layer * (size_t)s->conv_ch * (size_t)(h->d_conv - 1),
-        .ssm_state = s->ssm + (size_t)layer * (size_t)di * (size_t)h->d_state,
-    };
+    mix_job job = {.b = b, .w = w, .seqs = seqs, .n_seq = n_seq, .n = n};
     slm_status st;
     /* in_proj: (n, in_rows) */
     if ((st = slm_matmul_w(pool, w->xz, b->w_in, -1, x, n, err))) return st;
@@ -434,4 +461,49 @@ slm_status slm_mamba_forward(slm_pool *pool, const slm_mamba_block *b, slm_mamba
     }
     /* out (n, dim) = out_proj(y) */
     return slm_matmul_w(pool, out, b->w_out, -1, w->y, n, err);
+}
+
+static mix_seq layer_seq(const slm_mamba_state *s, int layer, int r0, int n)
+{
+    return (mix_seq){
+        .conv_state = s->conv + (size_t)layer * (size_t)s->conv_ch * (size_t)(s->d_conv - 1),
+        .ssm_state = s->ssm + (size_t)layer * (size_t)s->d_inner * (size_t)s->d_state,
+        .r0 = r0, .n = n,
+    };
+}
+
+slm_status slm_mamba_forward(slm_pool *pool, const slm_mamba_block *b, slm_mamba_state *s,
+                             int layer, int n, const float *x, float *out,
+                             slm_mamba_work *w, slm_error *err)
+{
+    if (n < 1 || n > w->n_batch)
+        return slm_error_set(err, SLM_EINVAL, "mamba forward: %d rows out of range", n);
+    slm_status st = check_state(b, s, layer, w, err);
+    if (st) return st;
+    const mix_seq one = layer_seq(s, layer, 0, n);
+    return mix_forward(pool, b, &one, 1, n, x, out, w, err);
+}
+
+slm_status slm_mamba_forward_seqs(slm_pool *pool, const slm_mamba_block *b, const slm_seq *seqs,
+                                  int n_seq, int layer, const float *x, float *out,
+                                  slm_mamba_work *w, slm_error *err)
+{
+    if (n_seq < 1) return slm_error_set(err, SLM_EINVAL, "mamba forward: no sequences");
+    const int n = slm_seq_rows(seqs, n_seq);
+    if (n < 1 || n > w->n_batch)
+        return slm_error_set(err, SLM_EINVAL, "mamba forward: %d rows out of range (work of %d)", n, w->n_batch);
+    /* the per-sequence spans on the stack up to a few dozen, else the heap */
+    mix_seq small[32], *ms = n_seq <= 32 ? small : malloc((size_t)n_seq * sizeof *ms);
+    if (!ms) return slm_error_set(err, SLM_ENOMEM, "mamba forward: out of memory");
+    slm_status st = SLM_OK;
+    int r0 = 0;
+    for (int q = 0; q < n_seq && !st; q++) {
+        const slm_mamba_state *s = seqs[q].state;
+        if (!s) st = slm_error_set(err, SLM_EINVAL, "mamba forward: sequence %d has no state", q + 1);
+        else if (!(st = check_state(b, s, layer, w, err))) ms[q] = layer_seq(s, layer, r0, seqs[q].n);
+        r0 += seqs[q].n;
+    }
+    if (!st) st = mix_forward(pool, b, ms, n_seq, n, x, out, w, err);
+    if (ms != small) free(ms);
+    return st;
 }

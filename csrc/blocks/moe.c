@@ -164,7 +164,7 @@ static void act_gated(slm_ffn_act a, float *g, const float *u, int64_t n)
 }
 
 slm_status slm_moe_forward(slm_pool *pool, const slm_moe_block *b, int n, const float *x,
-                           const float *logits, const uint8_t *modes, int64_t *counts,
+                           const float *logits, const uint8_t *modes, int64_t *const *counts,
                            float *out, int64_t dim, const slm_work *work, slm_error *err)
 {
     const int ne = b->n_expert, k = b->n_used;
@@ -186,7 +186,8 @@ slm_status slm_moe_forward(slm_pool *pool, const slm_moe_block *b, int n, const 
         for (int s = 0; s < k; s++) m.pair[fill[m.sel[(size_t)i * k + s]]++] = i * k + s;
     slm_status st;
     if (counts)
-        for (int e = 0; e < ne; e++) counts[e] += m.start[e + 1] - m.start[e];
+        for (int i = 0; i < n; i++)
+            for (int s = 0; s < k; s++) counts[i][m.sel[(size_t)i * k + s]]++;
     if (n == 1 && k > 1 && 2 * k <= SLM_MATMUL_MAX_PARTS) {
         /* decode: every chosen expert reads the one row, so their gate and
          * up products share one dispatch (one encoding of x); their g and u

@@ -67,11 +67,12 @@ size_t slm_moe_work_size(const slm_moe_block *b, int n, int64_t dim);
 
 /* out (n, dim) = the experts' mixture for x (n, dim) given its router
  * logits (n, n_expert, as slm_moe_route left them or a hook changed them).
- * modes: n_expert SLM_MOE_* bytes or NULL (all normal). counts: n_expert
- * counters, each incremented by the rows that chose the expert, or NULL.
- * out must not alias x. */
+ * modes: n_expert SLM_MOE_* bytes or NULL (all normal). counts: NULL, or
+ * one pointer per row to n_expert counters (the row's session's for this
+ * layer: rows of a batch of sessions point to different ones), each counter
+ * incremented once per row that chose its expert. out must not alias x. */
 slm_status slm_moe_forward(slm_pool *pool, const slm_moe_block *b, int n, const float *x,
-                           const float *logits, const uint8_t *modes, int64_t *counts,
+                           const float *logits, const uint8_t *modes, int64_t *const *counts,
                            float *out, int64_t dim, const slm_work *work, slm_error *err);
 
 /* The routing of one row alone, exposed for tests: sel[n_used] experts in

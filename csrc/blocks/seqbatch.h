@@ -15,6 +15,7 @@
 #ifndef SLM_SEQBATCH_H
 #define SLM_SEQBATCH_H
 
+#include "mamba.h"
 #include "transformer.h"
 
 typedef struct slm_seq {
@@ -35,5 +36,14 @@ int slm_seq_rows(const slm_seq *seqs, int n_seq);
 slm_status slm_attn_forward_seqs(slm_pool *pool, const slm_attn_block *b, const slm_seq *seqs,
                                  int n_seq, int layer, const float *x, float *out, int64_t dim,
                                  const slm_work *work, slm_error *err);
+
+/* x rows -> out rows (n_rows, dim) for the Mamba mixer b at layer over the
+ * sequences' states (seqs[i].state: slm_mamba_state *, each checked as
+ * slm_mamba_forward checks its one): the projections over all rows, the
+ * conv and scan per sequence over its rows and its state. w holds at least
+ * n_rows rows. */
+slm_status slm_mamba_forward_seqs(slm_pool *pool, const slm_mamba_block *b, const slm_seq *seqs,
+                                  int n_seq, int layer, const float *x, float *out,
+                                  slm_mamba_work *w, slm_error *err);
 
 #endif

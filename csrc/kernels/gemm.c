@@ -7,6 +7,9 @@
 
 #include "../core/fp16.h"
 #include "../quant/blocks.h"
+#include "gemm_q4_avx512.h"
+#include "gemm_q4k_avx512.h"
+#include "gemm_q8_avx512.h"
 #include "vecdot.h"
 
 #define ROW(T, p, ld, i) ((const T *)((const unsigned char *)(p) + (size_t)(i) * (ld)))
@@ -134,10 +137,18 @@ static const slm_gemm_kernel avx2[] = {
 static const slm_gemm_kernel avx512[] = {
     {.tile = NULL},   /* f16 */
     {.tile = NULL},   /* bf16 */
-    {.tile = NULL},   /* q4_0 */
-    {.tile = NULL},   /* q8_0 */
-    {.tile = NULL},   /* q5_0 */
-    {.tile = NULL},   /* q4_K */
+    {.tile = slm_gemm_q4_0_avx512, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK4_0,
+     .pack = slm_gemm_pack_q4_0_avx512, .ptile = slm_gemm_q4_0x8w_avx512, .pack_block_bytes = sizeof(slm_q4_0x8w),
+     .q8_side = 1},   /* q4_0 */
+    {.tile = slm_gemm_q8_0_avx512, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK8_0,
+     .pack = slm_gemm_pack_q8_0_avx512, .ptile = slm_gemm_qs8x8_avx512, .pack_block_bytes = sizeof(slm_qs8x8),
+     .q8_side = 1},   /* q8_0 */
+    {.tile = slm_gemm_q5_0_avx512, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK5_0,
+     .pack = slm_gemm_pack_q5_0_avx512, .ptile = slm_gemm_qs8x8_avx512, .pack_block_bytes = sizeof(slm_qs8x8),
+     .q8_side = 1},   /* q5_0 */
+    {.tile = slm_gemm_q4_K_avx512, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK_K,
+     .pack = slm_gemm_pack_q4_K_avx512, .ptile = slm_gemm_q4_Kx8v_avx512, .pack_block_bytes = sizeof(slm_q4_Kx8v),
+     .batch_only = 1},   /* q4_K */
     {.tile = slm_gemm_f32_avx512, .tile_r = 8, .tile_c = 4, .k_multiple = 8},   /* f32 */
 };
 #endif

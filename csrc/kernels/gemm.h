@@ -23,9 +23,10 @@
  * Activations are q8_0 blocks (the vec_dot encoding). Tiles: 8 weight rows
  * (one lane each) by up to 4 activation rows.
  *
- * q4_K (AVX2 only, batches): vec_dot's expression per super-block,
- * sum += d_a * (d_w * (float)isum - dmin_w * (float)msum), with the exact
- * integers isum and msum of eight rows computed in eight lanes.
+ * q4_K (AVX2 and AVX-512 only, batches): vec_dot's expression per
+ * super-block, sum += d_a * (d_w * (float)isum - dmin_w * (float)msum), with
+ * the exact integers isum and msum of eight rows computed in eight lanes
+ * (AVX-512: slm_q4_Kx8v in gemm_q4k_avx512.h).
  *
  * q8_0, q5_0 (AVX2 only): the reference's x86 vec_dot, which it uses for
  * these types (no repacking): per output one 8-lane float accumulator,

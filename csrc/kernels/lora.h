@@ -2,7 +2,7 @@
  *
  *     out (M, N) += scale * (X (M, K) A^T) B^T      for each link of the chain
  *
- * in f32 on the calling thread (OpenBLAS, one thread): r is small, so the
+ * in f32 on the calling thread (slm_sgemm, sgemm.h): r is small, so the
  * two thin products cost (K + N) r M multiply-adds against the base's
  * K N M. Links of scale 0 are skipped. A link whose shape does not fit
  * (in != K or out != N) is an error, not an out-of-bounds read. */

@@ -13,6 +13,9 @@
 
 #include "../core/fp16.h"
 #include "../quant/quant.h"
+#include "gemm_q4k_avx512.h"
+#include "gemm_q8_avx512.h"
+#include "vecdot_q6k_avx512.h"
 
 /* ---- 32-element blocks ------------------------------------------------ */
 
@@ -308,12 +311,15 @@ static const slm_vecdot_traits traits[SLM_DTYPE_COUNT] = {
     [SLM_DTYPE_Q4_1] = {SLM_DTYPE_Q8_1, dot_q4_1, AVX2(slm_vec_dot_q4_1_avx2)},
     [SLM_DTYPE_Q5_0] = {SLM_DTYPE_Q8_0, dot_q5_0, AVX2(slm_vec_dot_q5_0_avx2), AVX2(slm_vec_dot4_q5_0_avx2)},
     [SLM_DTYPE_Q5_1] = {SLM_DTYPE_Q8_1, dot_q5_1, AVX2(slm_vec_dot_q5_1_avx2)},
-    [SLM_DTYPE_Q8_0] = {SLM_DTYPE_Q8_0, dot_q8_0, AVX2(slm_vec_dot_q8_0_avx2), AVX2(slm_vec_dot4_q8_0_avx2)},
+    [SLM_DTYPE_Q8_0] = {SLM_DTYPE_Q8_0, dot_q8_0, AVX2(slm_vec_dot_q8_0_avx2), AVX2(slm_vec_dot4_q8_0_avx2),
+                        AVX512(slm_vec_dot_q8_0_avx512), AVX512(slm_vec_dot4_q8_0_avx512)},
     [SLM_DTYPE_Q2_K] = {SLM_DTYPE_Q8_K, dot_q2_K, AVX2(slm_vec_dot_q2_K_avx2)},
     [SLM_DTYPE_Q3_K] = {SLM_DTYPE_Q8_K, dot_q3_K, AVX2(slm_vec_dot_q3_K_avx2)},
-    [SLM_DTYPE_Q4_K] = {SLM_DTYPE_Q8_K, dot_q4_K, AVX2(slm_vec_dot_q4_K_avx2), AVX2(slm_vec_dot4_q4_K_avx2)},
+    [SLM_DTYPE_Q4_K] = {SLM_DTYPE_Q8_K, dot_q4_K, AVX2(slm_vec_dot_q4_K_avx2), AVX2(slm_vec_dot4_q4_K_avx2),
+                        AVX512(slm_vec_dot_q4_K_avx512), AVX512(slm_vec_dot4_q4_K_avx512)},
     [SLM_DTYPE_Q5_K] = {SLM_DTYPE_Q8_K, dot_q5_K, AVX2(slm_vec_dot_q5_K_avx2)},
-    [SLM_DTYPE_Q6_K] = {SLM_DTYPE_Q8_K, dot_q6_K, AVX2(slm_vec_dot_q6_K_avx2), AVX2(slm_vec_dot4_q6_K_avx2)},
+    [SLM_DTYPE_Q6_K] = {SLM_DTYPE_Q8_K, dot_q6_K, AVX2(slm_vec_dot_q6_K_avx2), AVX2(slm_vec_dot4_q6_K_avx2),
+                        AVX512(slm_vec_dot_q6_K_avx512), AVX512(slm_vec_dot4_q6_K_avx512)},
     [SLM_DTYPE_F16]  = {SLM_DTYPE_F16,  dot_f16,  AVX2(slm_vec_dot_f16_avx2)},
     [SLM_DTYPE_BF16] = {SLM_DTYPE_BF16, dot_bf16, AVX2(slm_vec_dot_bf16_avx2)},
     [SLM_DTYPE_F32]  = {SLM_DTYPE_F32,  dot_f32,  AVX2(slm_vec_dot_f32_avx2), AVX2(slm_vec_dot4_f32_avx2)},

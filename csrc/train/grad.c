@@ -4,13 +4,13 @@
  * the AVX2 path at run time when slm_kernels_use_avx2(). */
 #include "grad.h"
 
-#include <cblas.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../kernels/sgemm.h"
 #include "../kernels/vecdot.h"
 
 /* Below these amounts of work per thread a wake-up of the workers costs
@@ -66,19 +66,6 @@ static void *scratch(slm_pool *pool, size_t bytes, void **owned, slm_error *err)
 
 /* --- linear ------------------------------------------------------------------ */
 
-static void blas_one_thread(void)
-{
-    openblas_set_num_threads(1);
-}
-
-/* OpenBLAS runs one thread per call (process-wide, as kernels/matmul.c sets
- * it): the pool's threads each call it on their own slice. */
-static void blas_once(void)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, blas_one_thread);
-}
-
 typedef struct lin_ctx {
     float *y, *dx, *dW, *db;
     const float *x, *W, *b, *dy;
@@ -100,7 +87,7 @@ static void linear_task(void *vc, int ith, int nth)
     float *y = c->y + r0 * c->out + o0;
     if (c->b)
         for (int64_t r = 0; r < r1 - r0; r++) memcpy(y + r * c->out, c->b + o0, (size_t)(o1 - o0) * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(r1 - r0), (int)(o1 - o0), c->in, 1.0f,
+    slm_sgemm(0, 1, (int)(r1 - r0), (int)(o1 - o0), c->in, 1.0f,
                 c->x + r0 * c->in, c->in, c->W + o0 * c->in, c->in, c->b ? 1.0f : 0.0f, y, c->out);
 }
 
@@ -129,7 +116,7 @@ static void linear_backward_task(void *vc, int ith, int nth)
         /* dx[r0:r1] (+)= dy[r0:r1] (rows, out) . W (out, in) */
         split(c->n, ith, nth, &lo, &hi);
         if (hi > lo)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(hi - lo), c->in, c->out, 1.0f,
+            slm_sgemm(0, 0, (int)(hi - lo), c->in, c->out, 1.0f,
                         c->dy + lo * c->out, c->out, c->W, c->in, c->accumulate ? 1.0f : 0.0f,
                         c->dx + lo * c->in, c->in);
     }
@@ -138,13 +125,13 @@ static void linear_backward_task(void *vc, int ith, int nth)
             /* dW[o0:o1] += dy[:, o0:o1]^T (o, n) . x (n, in) */
             split(c->out, ith, nth, &lo, &hi);
             if (hi > lo)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(hi - lo), c->in, c->n, 1.0f,
+                slm_sgemm(1, 0, (int)(hi - lo), c->in, c->n, 1.0f,
                             c->dy + lo, c->out, c->x, c->in, 1.0f, c->dW + lo * c->in, c->in);
         } else {
             /* dW[:, i0:i1] += dy^T (out, n) . x[:, i0:i1] */
             split(c->in, ith, nth, &lo, &hi);
             if (hi > lo)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, c->out, (int)(hi - lo), c->n, 1.0f,
+                slm_sgemm(1, 0, c->out, (int)(hi - lo), c->n, 1.0f,
                             c->dy, c->out, c->x + lo, c->in, 1.0f, c->dW + lo, c->in);
         }
     }
@@ -170,7 +157,6 @@ slm_status slm_grad_linear(slm_pool *pool, float *y, const float *x, const float
 {
     slm_status st = linear_dims(n, in, out, err);
     if (st || n == 0) return st;
-    blas_once();
     lin_ctx c = {.y = y, .x = x, .W = W, .b = b, .n = (int)n, .in = (int)in, .out = (int)out};
     const int nth = threads_for(&pool, (double)n * in * out, MIN_FLOPS_PER_THREAD);
     slm_pool_run(pool, nth, linear_task, &c);
@@ -186,7 +172,6 @@ slm_status slm_grad_linear_backward(slm_pool *pool, float *dx, float *dW, float 
     if (n == 0) {   /* no rows: dx is empty, dW and db get nothing */
         return SLM_OK;
     }
-    blas_once();
     lin_ctx c = {.dx = dx, .dW = dW, .db = db, .dy = dy, .x = x, .W = W, .n = (int)n, .in = (int)in,
                  .out = (int)out, .accumulate = accumulate};
     const double work = (double)n * in * out * ((dx != NULL) + (dW != NULL)) + (db ? (double)n * out : 0);

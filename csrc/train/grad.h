@@ -25,7 +25,7 @@
 #include "../core/status.h"
 #include "../kernels/ops.h"
 
-/* --- linear layer (OpenBLAS sgemm, one thread each, on the pool) --------- */
+/* --- linear layer (slm_sgemm, kernels/sgemm.h, one per thread, on the pool) */
 
 /* y (n, out) = x (n, in) . W^T + b;  W (out, in), b (out) or NULL.
  * SLM_ERANGE when a dimension exceeds what cblas takes (int). */

@@ -1,22 +1,11 @@
 #include "lora_grad.h"
 
-#include <cblas.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../kernels/matmul.h"
-
-static void blas_one_thread(void)
-{
-    openblas_set_num_threads(1);
-}
-
-static void blas_once(void)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, blas_one_thread);
-}
+#include "../kernels/sgemm.h"
 
 typedef struct deq_ctx {
     float *y, *dx;
@@ -52,7 +41,7 @@ static void forward_task(void *vc, int ith, int nth)
         float *y = c->y + o0;
         if (c->b)
             for (int64_t i = 0; i < c->n; i++) memcpy(y + i * c->out, c->b + o0, (size_t)m * sizeof(float));
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->n, (int)m, (int)c->in, 1.0f, c->x, (int)c->in,
+        slm_sgemm(0, 1, (int)c->n, (int)m, (int)c->in, 1.0f, c->x, (int)c->in,
                     buf, (int)c->in, c->b ? 1.0f : 0.0f, y, (int)c->out);
     }
 }
@@ -73,7 +62,7 @@ static void dx_task(void *vc, int ith, int nth)
         const int64_t m = c->out - o0 < SLM_LORA_CHUNK ? c->out - o0 : SLM_LORA_CHUNK;
         for (int64_t r = 0; r < m; r++) c->to_f32(c->W + (o0 + r) * c->row_bytes + col_bytes, buf + r * w, w);
         const float beta = (o0 == 0 && !c->accumulate) ? 0.0f : 1.0f;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)c->n, (int)w, (int)m, 1.0f, c->dy + o0,
+        slm_sgemm(0, 0, (int)c->n, (int)w, (int)m, 1.0f, c->dy + o0,
                     (int)c->out, buf, (int)w, beta, c->dx + i0, (int)c->in);
     }
 }
@@ -95,7 +84,6 @@ static slm_status setup(deq_ctx *c, slm_pool **pool, const slm_tensor *W, int64_
     c->out = W->shape[0];
     c->in = W->shape[1];
     if (slm_pool_busy(*pool)) *pool = NULL;
-    blas_once();
     return SLM_OK;
 }
 

@@ -4,7 +4,6 @@
  * mamba_grad_scan.c. */
 #include "mamba_grad.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -12,6 +11,7 @@
 
 #include "../blocks/mamba.h"
 #include "../kernels/ops.h"
+#include "../kernels/sgemm.h"
 
 /* Rows of a batch: B T <= 2^24 keeps every product below in int for
  * cblas and every size far from overflow. */
@@ -91,21 +91,16 @@ static void split(int64_t count, int64_t align, int ith, int nth, int64_t *c0, i
     *c1 = *c0 + per < count ? *c0 + per : count;
 }
 
-static void blas_single_thread(void)
-{
-    openblas_set_num_threads(1);
-}
-
 /* C (M, N) = op(A) op(B) + beta C with op(A) = A (M, K) or, ta, Aᵀ for A
  * stored (K, M), and op(B) = B (K, N) or, tb, Bᵀ for B stored (N, K). A
  * local helper until csrc/train/grad.c's f32 linear kernels are shared.
  *
  * OpenBLAS's floats depend on the shape of the call (a product cut in two
- * slices of rows or columns differs in the last bits from the whole), so
+ * slices of rows or columns differs in the last bits from the whole; the
+ * AVX-512 path of slm_sgemm's do not, but other CPUs take OpenBLAS), so
  * C is cut into fixed tiles of GEMM_TM x GEMM_TN whatever the threads, and
- * the pool's threads share the tiles, each calling a one-thread sgemm per
- * tile (OpenBLAS set to one thread, as kernels/matmul.c does): the results
- * do not depend on the number of threads. */
+ * the pool's threads share the tiles, each calling a one-thread slm_sgemm
+ * per tile: the results do not depend on the number of threads. */
 #define GEMM_TM 64
 #define GEMM_TN 64
 
@@ -127,7 +122,7 @@ static void gemm_tiles(void *ctx, int ith, int nth)
         const int64_t m = g->M - m0 < GEMM_TM ? g->M - m0 : GEMM_TM, n = g->N - n0 < GEMM_TN ? g->N - n0 : GEMM_TN;
         const float *A = g->ta ? g->A + m0 : g->A + m0 * g->lda;
         const float *B = g->tb ? g->B + n0 * g->ldb : g->B + n0;
-        cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans, g->tb ? CblasTrans : CblasNoTrans, (int)m,
+        slm_sgemm(g->ta, g->tb, (int)m,
                     (int)n, (int)g->K, 1.0f, A, (int)g->lda, B, (int)g->ldb, g->beta, g->C + m0 * g->ldc + n0,
                     (int)g->ldc);
     }
@@ -136,8 +131,6 @@ static void gemm_tiles(void *ctx, int ith, int nth)
 static void gemm(slm_pool *pool, int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, blas_single_thread);
     gemm_job g = {ta, tb, M, N, K, lda, ldb, ldc, A, B, beta, C};
     int nth = (double)M * (double)N * (double)K < MIN_PARALLEL_WORK ? 1 : slm_pool_size(pool);
     slm_pool_run(pool, nth, gemm_tiles, &g);

@@ -51,9 +51,9 @@
  * Threads: the conv, the scan and their backwards split channels; the
  * backward's B and C gradients (sums over channels) go to one partial per
  * fixed block of channels (at most 16 blocks), added in block order, so
- * results do not depend on the number of threads. Products go to OpenBLAS
- * cblas_sgemm (one thread per call) on fixed tiles of the output that the
- * pool's threads share (mamba_grad.c says why). */
+ * results do not depend on the number of threads. Products go to
+ * slm_sgemm (kernels/sgemm.h, one thread per call) on fixed tiles of the
+ * output that the pool's threads share (mamba_grad.c says why). */
 #ifndef SLM_MAMBA_GRAD_H
 #define SLM_MAMBA_GRAD_H
 

@@ -7,13 +7,13 @@
  * Products follow the weights' (out, in) layout: y = x W^T, dx = dy W,
  * dW += dy^T x. The temporaries of a call (about 20 floats per token and
  * channel for the time mix's backward) are the pool's scratch buffer. */
-#include <cblas.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../kernels/sgemm.h"
 #include "rwkv7_grad_internal.h"
 
 #define TRY(expr)                          \
@@ -169,15 +169,10 @@ const char *slm_rwkv7_tmix_missing(const slm_rwkv7_tmix_shape *s, const slm_rwkv
 
 /* --- f32 products on the pool -------------------------------------------- */
 
-static void blas_single_thread(void)
-{
-    openblas_set_num_threads(1);   /* the pool's threads split the work */
-}
-
 /* C (M, N) = op(A) (M, K) . op(B) (K, N) + beta C, all row-major; op
  * transposes when ta / tb. The output rows are cut in blocks whose size
  * depends on the shape only, and the threads take blocks from a counter:
- * each block is the same OpenBLAS call whatever the number of threads, so
+ * each block is the same slm_sgemm call whatever the number of threads, so
  * the results are too. */
 typedef struct mm_job {
     int ta, tb;
@@ -196,7 +191,7 @@ static void mm_run(void *ctx, int ith, int nth)
         if (m0 >= j->M) return;
         int64_t m1 = m0 + j->rows < j->M ? m0 + j->rows : j->M;
         const float *A = j->ta ? j->A + m0 : j->A + m0 * j->lda;
-        cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans,
+        slm_sgemm(j->ta, j->tb,
                     (int)(m1 - m0), (int)j->N, (int)j->K, 1.0f, A, (int)j->lda, j->B, (int)j->ldb,
                     j->beta, j->C + m0 * j->ldc, (int)j->ldc);
     }
@@ -205,8 +200,6 @@ static void mm_run(void *ctx, int ith, int nth)
 static void mm(slm_pool *pool, int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A,
                const float *B, float beta, float *C)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, blas_single_thread);
     mm_job j = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = ta ? M : K, .ldb = tb ? K : N,
                 .ldc = N, .A = A, .B = B, .beta = beta, .C = C};
     j.rows = (M + 15) / 16 < 16 ? 16 : (M + 15) / 16;

@@ -7,12 +7,12 @@
  * [lo(t), t + 1) and the entries outside are masked (P = 0, dS = 0). */
 #include "sdpa.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "../kernels/sgemm.h"
 #include "../kernels/vecdot.h"
 
 /* --- row kernels (generic; AVX2 twins in sdpa_avx2.c) ----------------------- */
@@ -111,19 +111,6 @@ size_t slm_sdpa_saved_bytes(const slm_sdpa_shape *sh)
     return (lse_floats(sh) + (sh->keep_probs ? probs_floats(sh) : 0)) * sizeof(float);
 }
 
-/* OpenBLAS runs one thread per call: the pool already occupies the cores
- * (as kernels/matmul.c sets it, once per process) */
-static void blas_single_thread(void)
-{
-    openblas_set_num_threads(1);
-}
-
-static void blas_single_thread_once(void)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, blas_single_thread);
-}
-
 /* --- shared walk ------------------------------------------------------------- */
 
 typedef struct sdpa_ctx {
@@ -165,7 +152,7 @@ static void scores(const sdpa_ctx *c, int bseq, int h, int r0, int rows, int c0,
     const int g = h / (sh->n_head / sh->n_head_kv);
     const float *qh = c->q + ((size_t)bseq * sh->T + r0) * HD + (size_t)h * D;
     const float *kg = c->k + ((size_t)bseq * sh->T + c0) * KD + (size_t)g * D;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, D, sh->scale, qh, HD, kg, KD,
+    slm_sgemm(0, 1, rows, n, D, sh->scale, qh, HD, kg, KD,
                 0.0f, S, ld);
 }
 
@@ -206,7 +193,7 @@ static void forward_task(void *arg, int ith, int nth)
             /* o[r0..r1) of head h = P V[c0..r1) */
             const float *vg = c->v + ((size_t)bseq * T + c0) * KD + (size_t)g * D;
             float *oh = c->out + ((size_t)bseq * T + r0) * HD + (size_t)h * D;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, n, 1.0f, S, ld, vg,
+            slm_sgemm(0, 0, rows, D, n, 1.0f, S, ld, vg,
                         KD, 0.0f, oh, HD);
         }
     }
@@ -218,7 +205,6 @@ static slm_status prepare(sdpa_ctx *c, slm_pool *pool, int64_t tasks, size_t per
 {
     slm_error local;
     if (!err) err = &local;
-    blas_single_thread_once();
     *nth = slm_pool_size(pool);
     if (*nth > tasks) *nth = (int)tasks;
     c->stride = (per_thread + 15) & ~(size_t)15;
@@ -302,10 +288,10 @@ static void backward_block(const sdpa_ctx *c, int bseq, int h, int r0, int r1, f
         delta[i] = d;
     }
     /* dV[c0..r1) += P^T dO */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, rows, 1.0f, P, ldp, c->dO + qrow,
+    slm_sgemm(1, 0, n, D, rows, 1.0f, P, ldp, c->dO + qrow,
                 HD, 1.0f, c->dv + krow, KD);
     /* dP = dO V^T, then dS' = P (dP - delta) in place */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, D, 1.0f, c->dO + qrow, HD,
+    slm_sgemm(0, 1, rows, n, D, 1.0f, c->dO + qrow, HD,
                 c->v + krow, KD, 0.0f, dS, n);
     for (int i = 0; i < rows; i++) {
         const int t = r0 + i, a = first_key(sh, t) - c0, b = t + 1 - c0;
@@ -324,9 +310,9 @@ static void backward_block(const sdpa_ctx *c, int bseq, int h, int r0, int r1, f
         }
     }
     /* dQ[r0..r1) += scale dS K,  dK[c0..r1) += scale dS^T Q */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, n, sh->scale, dS, n,
+    slm_sgemm(0, 0, rows, D, n, sh->scale, dS, n,
                 c->k + krow, KD, 1.0f, c->dq + qrow, HD);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, rows, sh->scale, dS, n,
+    slm_sgemm(1, 0, n, D, rows, sh->scale, dS, n,
                 c->q + qrow, HD, 1.0f, c->dk + krow, KD);
 }
 

@@ -35,7 +35,7 @@
  * Threads: the forward splits (sequence, query head) pairs across the
  * pool; the backward splits (sequence, kv head) pairs, so the query heads
  * sharing a kv head run on one thread and dk, dv need no locks. The T x T
- * products go to OpenBLAS cblas_sgemm (one thread per call), one block of
+ * products go to slm_sgemm (kernels/sgemm.h, one thread per call), one block of
  * SLM_SDPA_QBLOCK query rows at a time against only the keys that block
  * sees, so the causal mask skips most of the upper triangle. The row
  * operations (softmax, exp, the dS rows) have AVX2 twins in sdpa_avx2.c

@@ -20,10 +20,11 @@
 -- given more ids than its `batch` size takes them in chunks over several
 -- forwards, as sess:eval does. A model with hooks (model:hook) is refused:
 -- a hook sees one session's rows. Architectures whose definition does not
--- declare `batched` (lfm2) run their sessions one after the other inside
--- b:eval: the same results without the speed-up (b.fused is false): today
--- lfm2, mamba and rwkv. MoE models: tokens evaluated in a batch are not
--- counted in the sessions' expert usage (sess:expert_counts).
+-- declare `batched` run their sessions one after the other inside b:eval:
+-- the same results without the speed-up (b.fused is false): today lfm2 and
+-- rwkv. Mamba-1/2 batch: projections over all rows, each session's conv
+-- and scan over its own rows and state. MoE models: each session's tokens are counted in
+-- its own expert usage (sess:expert_counts), as alone.
 --
 -- Continuous batching:
 --
@@ -101,8 +102,10 @@ function Runner:reserve(R, k)
     self.x, self.h, self.y = tensor.zeros { cap, hp.dim }, tensor.zeros { cap, hp.dim }, tensor.zeros { cap, hp.dim }
     -- the workspace a session of `cap` rows per call gets (its one-position
     -- state is dropped)
-    local _, work = def.state(net, { n_ctx = cap, n_batch = cap, swa_ring = true })
-    self.work = work
+    local st, work = def.state(net, { n_ctx = cap, n_batch = cap, swa_ring = true })
+    -- recurrent models keep their scratch in the state object: that one
+    -- serves as the batch's
+    self.work = work or st
     if net.n_expert then self.router = tensor.zeros { cap, net.n_expert } end
     self.rows = cap
   end
@@ -142,6 +145,12 @@ function Runner:forward(seqs)
     model = model, x = self.x, h = self.h, y = self.y, work = self.work, state = self.sb,
     n_past = 0, n_ctx = seqs[1].sess.n_ctx, router = self.router, all_logits = all, logits = self.last,
   }
+  if seqs[1].sess.moe_counts then
+    -- each session's rows counted in its own expert usage
+    local list = {}
+    for i, q in ipairs(seqs) do list[i] = { q.sess.moe_counts, q.n } end
+    s.moe_counts = list
+  end
   s.head = function(mm, _, W, h, rows, n)
     assert(rows == 1 and n == R, "batch: the forward's head did not receive every row")
     -- the rows whose logits are wanted, gathered in order into g

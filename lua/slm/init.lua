@@ -14,6 +14,14 @@ slm.model = require "slm.model"
 slm.load = slm.model.load
 slm.threads = core.threads
 slm.kernels = core.kernels                -- the SIMD tier in use: "avx512", "avx2", "generic"
+-- SLM_KERNELS=avx2 (or generic) caps the tier for a whole process and its
+-- children (benchmarks comparing tiers); any other value is an error
+if os.getenv("SLM_KERNELS") then
+  local ok, e = pcall(core.kernels, os.getenv("SLM_KERNELS"))
+  if not ok then
+    error(string.format("SLM_KERNELS must be generic, avx2 or avx512 (got %q)", os.getenv("SLM_KERNELS")), 0)
+  end
+end
 slm.sampler = require "slm.sampler"
 slm.tokenizer = require "slm.tokenizer"
 slm.chat = require "slm.chat"              -- chat templates (sess:chat, sess:chat_session)

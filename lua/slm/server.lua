@@ -18,6 +18,7 @@
 --   host, port  default "127.0.0.1" (loopback) and 8080; port 0 picks a free one
 --   parallel    sessions, i.e. requests generating at once (default 4)
 --   ctx         context of each session (default: model:session's)
+--   kv_type     KV cache type of each session: "f16" (default), "f32", "q8_0", "q4_0"
 --   api_key     when set, every route but /health needs "Authorization: Bearer KEY"
 --   template    chat template (a name of slm.chat.templates; default the model's)
 --   max_body    largest request body in bytes (default 1 MiB; 413 above)
@@ -61,7 +62,7 @@ local M = {}
 local Server = {}
 Server.__index = Server
 
-local KNOWN = options.known { "model", "name", "host", "port", "parallel", "ctx", "api_key", "template", "max_body",
+local KNOWN = options.known { "model", "name", "host", "port", "parallel", "ctx", "kv_type", "api_key", "template", "max_body",
                               "timeout", "on_request", "log", "backend" }
 
 local function now() return cqueues.monotime() end
@@ -567,7 +568,7 @@ function M.new(opts)
   if port > 65535 then options.fail("slm.server", "port", "an integer in [0, 65535]", port) end
   local max_body = int_opt("max_body", 1, 1 << 20)
   local ctx = int_opt("ctx", 2, nil)
-  for _, k in ipairs { "host", "api_key", "name" } do
+  for _, k in ipairs { "host", "api_key", "name", "kv_type" } do
     if not options.is_string(opts[k]) then options.fail("slm.server", k, "a string", opts[k]) end
   end
   for _, k in ipairs { "on_request", "log" } do
@@ -598,7 +599,10 @@ function M.new(opts)
     if opts.backend ~= nil and opts.backend ~= "batcher" and opts.backend ~= "round-robin" then
       options.fail("slm.server", "backend", '"batcher" or "round-robin"', opts.backend)
     end
-    self.sched = scheduler.new(model, { parallel = parallel, ctx = ctx, backend = opts.backend })
+    local ok, sched = pcall(scheduler.new, model, { parallel = parallel, ctx = ctx, kv_type = opts.kv_type,
+                                                     backend = opts.backend })
+    if not ok then error("slm.server: " .. tostring(sched):gsub("^.-:%d+: ", ""), 2) end
+    self.sched = sched
     self.n_ctx = self.sched.n_ctx
   else
     self.n_ctx = model.hp.n_ctx_train or 512

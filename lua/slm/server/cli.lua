@@ -1,7 +1,7 @@
 --- slm.server.cli: the `slm serve` command (lua/slm/cli.lua hands it its
 -- arguments unparsed).
 --
---   slm serve MODEL [--host 127.0.0.1] [--port 8080] [--parallel N] [--ctx N]
+--   slm serve MODEL [--host 127.0.0.1] [--port 8080] [--parallel N] [--ctx N] [--kv-type T]
 --             [--api-key KEY] [--name ID] [--template NAME] [--max-body BYTES]
 --             [--backend batcher|round-robin] [--threads N] [--quiet]
 --
@@ -10,7 +10,7 @@
 -- then one line per request on stderr unless --quiet. SIGINT/SIGTERM end it.
 local M = {}
 
-M.usage = "serve MODEL [--host 127.0.0.1] [--port 8080] [--parallel N] [--ctx N] [--api-key KEY] [--name ID] "
+M.usage = "serve MODEL [--host 127.0.0.1] [--port 8080] [--parallel N] [--ctx N] [--kv-type f16|q8_0|q4_0|f32] [--api-key KEY] [--name ID] "
   .. "[--template NAME] [--max-body BYTES] [--backend batcher|round-robin] [--threads N] [--quiet]"
 M.help = "an OpenAI-compatible HTTP server (docs/SERVER.md): completions, chat, embeddings, streaming"
 
@@ -18,7 +18,7 @@ local function fail(fmt, ...) error(string.format(fmt, ...), 0) end
 
 local FLAGS = {
   ["--host"] = { "host", "str" }, ["--port"] = { "port", "int", 0 }, ["--parallel"] = { "parallel", "int", 1 },
-  ["-np"] = { "parallel", "int", 1 }, ["--ctx"] = { "ctx", "int", 2 }, ["-c"] = { "ctx", "int", 2 },
+  ["-np"] = { "parallel", "int", 1 }, ["--ctx"] = { "ctx", "int", 2 }, ["-c"] = { "ctx", "int", 2 }, ["--kv-type"] = { "kv_type", "str" },
   ["--api-key"] = { "api_key", "str" }, ["--name"] = { "name", "str" }, ["--template"] = { "template", "str" },
   ["--max-body"] = { "max_body", "int", 1 }, ["--threads"] = { "threads", "int", 1 }, ["-t"] = { "threads", "int", 1 },
   ["--backend"] = { "backend", "str" }, ["--quiet"] = { "quiet", "bool" }, ["--help"] = { "help", "bool" }, ["-h"] = { "help", "bool" },
@@ -40,11 +40,15 @@ function M.main(argv, resolve)
   if not model.tokenizer and model.hp.n_vocab == 256 then model.tokenizer = slm.tokenizer.bytes() end
   local log = not opt.quiet and function(line) io.stderr:write("slm serve: ", line, "\n") end or nil
   local ok, srv = pcall(require("slm.server").new, {
-    model = model, host = opt.host, port = opt.port, parallel = opt.parallel, ctx = opt.ctx,
+    model = model, host = opt.host, port = opt.port, parallel = opt.parallel, ctx = opt.ctx, kv_type = opt.kv_type,
     api_key = opt.api_key, name = opt.name or (pos[1] == "default" and "default" or nil), template = opt.template,
     max_body = opt.max_body, log = log, backend = opt.backend,
   })
-  if not ok then fail("%s", tostring(srv):gsub("^.-:%d+: ", "")) end
+  if not ok then
+    local msg = tostring(srv):gsub("^.-:%d+: ", "")
+    -- the sessions' own message, said as the flag's
+    fail("%s", msg:match("kv_type.*$") and "--kv-type" .. msg:match("kv_type(.*)$") or msg)
+  end
   local lok, lerr = pcall(srv.listen, srv)
   if not lok then fail("%s", tostring(lerr):gsub("^.-:%d+: ", "")) end
   -- SIGINT/SIGTERM: stop cleanly (the loop polls a signal listener)

@@ -41,21 +41,22 @@ Scheduler.__index = Scheduler
 local Job = {}
 Job.__index = Job
 
---- new(model, {parallel = 4, ctx = N, batch = 64, backend = "batcher" |
--- "round-robin"}) -> scheduler (sched.backend tells which)
+--- new(model, {parallel = 4, ctx = N, batch = 64, kv_type = "f16", backend =
+-- "batcher" | "round-robin"}) -> scheduler (sched.backend tells which)
 function M.new(model, opts)
   local self = setmetatable({ model = model, slots = {}, queue = {} }, Scheduler)
   local ok, batch = pcall(require, "slm.batch")
   local backend = opts.backend or ((ok and not model.net.hooks) and "batcher" or "round-robin")
   self.backend = backend
   if backend == "batcher" then
-    self.batcher = batch.batcher(model, { slots = opts.parallel or 4, ctx = opts.ctx, batch = opts.batch })
+    self.batcher = batch.batcher(model, { slots = opts.parallel or 4, ctx = opts.ctx, batch = opts.batch,
+                                          kv_type = opts.kv_type })
     self.n_ctx = self.batcher.free[1].n_ctx
     self.n_slots = opts.parallel or 4
     return self
   end
   for i = 1, opts.parallel or 4 do
-    self.slots[i] = { sess = model:session { ctx = opts.ctx, batch = opts.batch } }
+    self.slots[i] = { sess = model:session { ctx = opts.ctx, batch = opts.batch, kv_type = opts.kv_type } }
   end
   self.n_ctx = self.slots[1].sess.n_ctx
   self.n_slots = #self.slots
