@@ -245,10 +245,11 @@ function rwkv.forward(m, s, ids, first, n)
   blocks.layernorm(x, x, m.ln0_w, m.ln0_b, hp.eps, 1, n)
   for l, L in ipairs(m.layers) do
     blocks.layernorm(h, x, L.ln1_w, L.ln1_b, hp.eps, 1, n)
-    L.att:forward(y, h, st, l, n)
+    -- s.work: a batch of sessions' scratch (slm.batch; st is then a SeqBatch)
+    L.att:forward(y, h, st, l, n, s.work)
     blocks.add(x, y, 1, n)
     blocks.layernorm(h, x, L.ln2_w, L.ln2_b, hp.eps, 1, n)
-    L.ffn:forward(y, h, st, l, n)
+    L.ffn:forward(y, h, st, l, n, s.work)
     blocks.add(x, y, 1, n)
     -- fp16-era checkpoints halve x every few layers (weights rescaled to match)
     if (hp.rescale_every or 0) > 0 and l % hp.rescale_every == 0 then blocks.scale(x, 0.5, 1, n) end
@@ -261,6 +262,8 @@ function rwkv.forward(m, s, ids, first, n)
 end
 
 rwkv.all_logits = true   -- forward fills s.all_logits (slm.eval)
+-- several sessions' rows in one forward (slm.batch): RWKV-7's mixes
+rwkv.batched = function(m) return m.hp.version == "v7" end
 rwkv.trainable = true    -- its forward records on a training tape (slm.train)
 
 return rwkv

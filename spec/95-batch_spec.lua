@@ -98,6 +98,9 @@ describe("slm.batch: every session's logits as if it ran alone, bit for bit (f32
     { "gguf3/olmoe-q4_k_m.gguf" },
     -- recurrent: each session's conv and scan over its own rows and state
     { "gguf/mamba-f16.gguf" }, { "gguf/mamba-q4_k_m.gguf" }, { "gguf3/mamba2-q8_0.gguf" },
+    { "gguf/rwkv7-tiny-f16.gguf" }, { "gguf/rwkv7-tiny-q8_0.gguf" }, { "gguf/rwkv7-tiny-f32.gguf" },
+    -- RWKV before v7: one session after the other
+    { "gguf/rwkv6-tiny-f16.gguf", unfused = true },
     -- sessions without a batched forward run one after the other (lfm2)
     { "gguf3/lfm2-f16.gguf", unfused = true },
   }

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "../blocks/rwkv.h"
+#include "../blocks/seqbatch.h"
 #include "bind.h"
 
 #define TMIX_MT "slm.RWKVTimeMix"
@@ -278,10 +279,42 @@ static float *check_buf(lua_State *L, int idx, int64_t dim, int64_t n)
     return slm_tensor_data(t);
 }
 
+/* mix:forward(out, x, seqbatch, layer, n, work): the rows of several
+ * sessions (slm.batch), each against its own state; work is a state whose
+ * scratch holds the n = seqbatch:rows() rows */
+static int mix_forward_seqs(lua_State *L, mix_ud *m, int is_time)
+{
+    int64_t dim = is_time ? m->t.dim : m->c.dim;
+    int n_seq;
+    struct slm_seq *seqs = slm_bind_check_seqs(L, 4, &n_seq);
+    lua_Integer layer = luaL_checkinteger(L, 5), n = luaL_checkinteger(L, 6);
+    slm_rwkv_state *work = check_state(L, 7);
+    luaL_argcheck(L, n == slm_seq_rows(seqs, n_seq) && n <= work->n_batch, 6,
+                  "row count differs from the batch's rows or exceeds the work state");
+    float *out = check_buf(L, 2, dim, n);
+    float *x = check_buf(L, 3, dim, n);
+    luaL_argcheck(L, out != x, 2, "out must not alias x");
+    for (int i = 0; i < n_seq; i++) {
+        slm_bind_push_seq_state(L, 4, i);
+        seqs[i].state = check_state(L, -1);
+        lua_pop(L, 1);
+        luaL_argcheck(L, layer >= 1 && layer <= ((slm_rwkv_state *)seqs[i].state)->n_layer, 5,
+                      "layer out of range");
+    }
+    slm_error err = {0};
+    slm_pool *pool = slm_pool_default(&err);
+    if (!pool) return slm_bind_error(L, &err);
+    slm_status s = is_time ? slm_rwkv_tmix_forward_seqs(pool, &m->t, seqs, n_seq, (int)layer - 1, x, out, work, &err)
+                           : slm_rwkv_cmix_forward_seqs(pool, &m->c, seqs, n_seq, (int)layer - 1, x, out, work, &err);
+    if (s != SLM_OK) return slm_bind_error(L, &err);
+    return 0;
+}
+
 static int mix_forward(lua_State *L, const char *mt, int is_time)
 {
     mix_ud *m = luaL_checkudata(L, 1, mt);
     if (m->closed) return luaL_error(L, "attempt to use a freed RWKV block");
+    if (luaL_testudata(L, 4, SLM_SEQBATCH_MT)) return mix_forward_seqs(L, m, is_time);
     int64_t dim = is_time ? m->t.dim : m->c.dim;
     slm_rwkv_state *st = check_state(L, 4);
     lua_Integer layer = luaL_checkinteger(L, 5), n = luaL_checkinteger(L, 6);

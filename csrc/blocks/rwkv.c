@@ -13,6 +13,7 @@
 #include "../kernels/matmul.h"
 #include "../kernels/vecdot.h"
 #include "rwkv_internal.h"
+#include "seqbatch.h"
 
 #define TRY(expr)                          \
     do {                                   \
@@ -533,30 +534,40 @@ slm_status slm_rwkv_cmix_check(const slm_rwkv_cmix *b, slm_error *err)
 
 static float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-slm_status slm_rwkv_cmix_forward(slm_pool *pool, const slm_rwkv_cmix *b, slm_rwkv_state *st,
-                                 int layer, int n, const float *x, float *out, slm_error *err)
+static int cmix_fits(const slm_rwkv_cmix *b, const slm_rwkv_state *st, int layer, int n)
 {
-    if (layer < 0 || layer >= st->n_layer || n < 1 || n > st->n_batch || b->dim != st->dim ||
-        b->n_ff > st->n_ff)
-        return slm_error_set(err, SLM_EINVAL, "rwkv channel mix: layer %d or %d rows do not fit the state",
-                             layer, n);
+    return layer >= 0 && layer < st->n_layer && n >= 1 && n <= st->n_batch && b->dim == st->dim &&
+           b->n_ff <= st->n_ff;
+}
+
+/* The channel mix over n rows of n_span sequences in st's scratch (one
+ * sequence alone: one span): token shift per sequence from its own carried
+ * row (sp[q].ls + dim: the ffn shift), then the products over all rows. */
+static slm_status cmix_rows(slm_pool *pool, const slm_rwkv_cmix *b, slm_rwkv_state *st,
+                            const slm_rwkv_span *sp, int n_span, int n, const float *x, float *out,
+                            slm_error *err)
+{
     size_t d = (size_t)b->dim;
-    float *carry = slm_rwkv_layer(st, layer) + d;   /* ffn shift */
     float *xk = st->xs, *xr = st->xs + (size_t)n * d;
-    if (b->version >= SLM_RWKV_V6) {   /* x + (prev - x) * maa into xk (and xr) */
-        const float *m[2] = {b->mix_k, b->mix_r};
-        slm_rwkv_shift_mix(xk, (size_t)n * d, x, carry, m, b->mix_r ? 2 : 1, n, b->dim);
-    } else {                           /* x * m + (prev - prev * m) */
-        for (int t = 0; t < n; t++) {
-            const float *xt = x + (size_t)t * d, *pv = slm_rwkv_prev(carry, x, t, b->dim);
-            float *ok = xk + (size_t)t * d, *orr = xr + (size_t)t * d;
-            for (size_t c = 0; c < d; c++) {
-                ok[c] = xt[c] * b->mix_k[c] + (pv[c] - pv[c] * b->mix_k[c]);
-                orr[c] = xt[c] * b->mix_r[c] + (pv[c] - pv[c] * b->mix_r[c]);
+    for (int q = 0; q < n_span; q++) {
+        const size_t o = (size_t)sp[q].r0 * d;
+        const int m_rows = sp[q].n;
+        float *carry = sp[q].ls + d;   /* ffn shift */
+        if (b->version >= SLM_RWKV_V6) {   /* x + (prev - x) * maa into xk (and xr) */
+            const float *m[2] = {b->mix_k, b->mix_r};
+            slm_rwkv_shift_mix(xk + o, (size_t)n * d, x + o, carry, m, b->mix_r ? 2 : 1, m_rows, b->dim);
+        } else {                           /* x * m + (prev - prev * m) */
+            for (int t = 0; t < m_rows; t++) {
+                const float *xt = x + o + (size_t)t * d, *pv = slm_rwkv_prev(carry, x + o, t, b->dim);
+                float *ok = xk + o + (size_t)t * d, *orr = xr + o + (size_t)t * d;
+                for (size_t c = 0; c < d; c++) {
+                    ok[c] = xt[c] * b->mix_k[c] + (pv[c] - pv[c] * b->mix_k[c]);
+                    orr[c] = xt[c] * b->mix_r[c] + (pv[c] - pv[c] * b->mix_r[c]);
+                }
             }
         }
+        memcpy(carry, x + o + (size_t)(m_rows - 1) * d, d * sizeof(float));
     }
-    memcpy(carry, x + (size_t)(n - 1) * d, d * sizeof(float));
     /* k = relu(Wk xk)^2; out = Wv k, gated by sigmoid(Wr xr) before v7. One
      * token squares its rows in the product's threads (slm_rwkv_mv_group). */
     if (n == 1) {
@@ -572,4 +583,41 @@ slm_status slm_rwkv_cmix_forward(slm_pool *pool, const slm_rwkv_cmix *b, slm_rwk
     TRY(slm_rwkv_mm(pool, r, b->wr, -1, xr, n, err));
     for (size_t i = 0; i < (size_t)n * d; i++) out[i] *= sigmoidf(r[i]);
     return SLM_OK;
+}
+
+slm_status slm_rwkv_cmix_forward(slm_pool *pool, const slm_rwkv_cmix *b, slm_rwkv_state *st,
+                                 int layer, int n, const float *x, float *out, slm_error *err)
+{
+    if (!cmix_fits(b, st, layer, n))
+        return slm_error_set(err, SLM_EINVAL, "rwkv channel mix: layer %d or %d rows do not fit the state",
+                             layer, n);
+    const slm_rwkv_span one = {slm_rwkv_layer(st, layer), 0, n};
+    return cmix_rows(pool, b, st, &one, 1, n, x, out, err);
+}
+
+slm_status slm_rwkv_cmix_forward_seqs(slm_pool *pool, const slm_rwkv_cmix *b, const slm_seq *seqs,
+                                      int n_seq, int layer, const float *x, float *out,
+                                      slm_rwkv_state *work, slm_error *err)
+{
+    if (n_seq < 1) return slm_error_set(err, SLM_EINVAL, "rwkv channel mix: no sequences");
+    const int n = slm_seq_rows(seqs, n_seq);
+    if (!cmix_fits(b, work, layer, n))
+        return slm_error_set(err, SLM_EINVAL, "rwkv channel mix: layer %d or %d rows do not fit the work state",
+                             layer, n);
+    slm_rwkv_span small[SLM_RWKV_SPANS_STACK], *sp = n_seq <= SLM_RWKV_SPANS_STACK ? small
+                                                   : malloc((size_t)n_seq * sizeof *sp);
+    if (!sp) return slm_error_set(err, SLM_ENOMEM, "rwkv channel mix: out of memory");
+    slm_status st = SLM_OK;
+    int r0 = 0;
+    for (int q = 0; q < n_seq && !st; q++) {
+        slm_rwkv_state *s = seqs[q].state;
+        if (!s || !cmix_fits(b, s, layer, 1) || s->version != work->version)
+            st = slm_error_set(err, SLM_EINVAL, "rwkv channel mix: sequence %d's state does not fit the block",
+                               q + 1);
+        else sp[q] = (slm_rwkv_span){slm_rwkv_layer(s, layer), r0, seqs[q].n};
+        r0 += seqs[q].n;
+    }
+    if (!st) st = cmix_rows(pool, b, work, sp, n_seq, n, x, out, err);
+    if (sp != small) free(sp);
+    return st;
 }

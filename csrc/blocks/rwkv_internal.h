@@ -67,6 +67,16 @@ void slm_rwkv_wkv7_heads_avx2(int n, int64_t h0, int64_t h1, int64_t hs, size_t 
  * (v7_heads in rwkv_tmix.c): the n rows of the projections r w k v a g,
  * the value-residual term nu, the scratch rows na nb (-kk and kk * a), the
  * layer's head states S, the output y and the first layer's v_first. */
+/* One sequence's rows in a forward over several (slm.batch): its layer's
+ * state (slm_rwkv_layer of its own state: token shifts first) and its rows
+ * [r0, r0 + n) of the stacked activations. */
+typedef struct slm_rwkv_span {
+    float *ls;
+    int r0, n;
+} slm_rwkv_span;
+/* spans a forward keeps on its stack (more: the heap) */
+#define SLM_RWKV_SPANS_STACK 32
+
 typedef struct slm_rwkv7_io {
     const slm_rwkv_tmix *b;
     int n;

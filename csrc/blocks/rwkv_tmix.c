@@ -7,11 +7,13 @@
  * six projections, hid/tmp the low-rank hidden rows, y the WKV output. */
 #include <math.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../kernels/ops.h"
 #include "../kernels/vecdot.h"
 #include "rwkv_internal.h"
+#include "seqbatch.h"
 
 #define TRY(expr)                          \
     do {                                   \
@@ -172,8 +174,9 @@ static slm_status lora(slm_pool *pool, slm_rwkv_state *st, float *out, const slm
  * of their own. Per element and per head the same operations in the same
  * order as on one thread: the results do not depend on the split. */
 typedef struct v7_job {
-    slm_rwkv7_io io;         /* the rows and state the heads work on */
-    const slm_rwkv_mv *up;   /* n == 1: the up-projections still to run, else NULL */
+    const slm_rwkv7_io *io;  /* per sequence: the rows and state its heads work on */
+    int n_io;                /* sequences (a batch of sessions), 1 alone */
+    const slm_rwkv_mv *up;   /* one row alone: the up-projections still to run, else NULL */
     int n_up;
     atomic_llong next;       /* the next head to take (v7_run) */
     atomic_int failed;       /* the first failing thread reports */
@@ -260,10 +263,12 @@ static void v7_heads(const slm_rwkv7_io *j, int64_t h0, int64_t h1)
 static void v7_run(void *ctx, int ith, int nth)
 {
     v7_job *j = ctx;
-    int64_t hs = j->io.b->head_size;
+    const int64_t hs = j->io[0].b->head_size, nh = j->io[0].b->n_head;
     for (;;) {
-        int64_t h = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (h >= j->io.b->n_head) return;
+        /* units: (sequence, head) pairs, a sequence's heads together */
+        int64_t u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (u >= nh * j->n_io) return;
+        const int64_t q = u / nh, h = u % nh;
         for (int i = 0; i < j->n_up; i++) {
             slm_error e;
             slm_status s = slm_rwkv_mv_rows(&j->up[i], h * hs, (h + 1) * hs, &e);
@@ -275,7 +280,7 @@ static void v7_run(void *ctx, int ith, int nth)
                 return;
             }
         }
-        v7_heads(&j->io, h, h + 1);
+        v7_heads(&j->io[q], h, h + 1);
     }
 }
 
@@ -309,13 +314,20 @@ static slm_status project_one_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwk
     return slm_rwkv_mv_group(pool, up, 3 + nv, err);
 }
 
-static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state *st, float *ls,
-                          int n, const float *x, float *out, slm_error *err)
+/* The v7 time mix over the rows of n_span sequences stacked in st's
+ * scratch (one sequence alone: one span): the token shift per sequence
+ * from its own carried row, the projections over all n rows, the heads per
+ * sequence on its own WKV state. */
+static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state *st,
+                          const slm_rwkv_span *sp, int n_span, int n, const float *x, float *out,
+                          slm_error *err)
 {
     int64_t d = b->dim, hs = b->head_size;
-    float *carry = ls;
     /* xr xw xk xv xa xg = x + sx * x_{r,w,k,v,a,g}, sx = prev - x */
-    slm_rwkv_shift_mix(st->xs, (size_t)n * (size_t)d, x, carry, b->maa, 6, n, d);
+    for (int q = 0; q < n_span; q++) {
+        const size_t o = (size_t)sp[q].r0 * (size_t)d;
+        slm_rwkv_shift_mix(st->xs + o, (size_t)n * (size_t)d, x + o, sp[q].ls, b->maa, 6, sp[q].n, d);
+    }
     const float *xr = slot(st->xs, 0, n, d), *xw = slot(st->xs, 1, n, d), *xk = slot(st->xs, 2, n, d);
     const float *xv = slot(st->xs, 3, n, d), *xa = slot(st->xs, 4, n, d), *xg = slot(st->xs, 5, n, d);
     float *r = slot(st->p, 0, n, d), *w = slot(st->p, 1, n, d), *k = slot(st->p, 2, n, d);
@@ -337,29 +349,80 @@ static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
         if (!b->first_layer) TRY(lora(pool, st, nu, b->v1, b->v2, NULL, xv, n, err));
     }
     /* the mixes' inputs are free now: xs slot 0 holds -kk, slot 1 kk * a */
-    v7_job j = {.io = {.b = b, .n = n, .r = r, .w = w, .k = k, .v = v, .a = a, .g = g, .nu = nu,
-                       .na = slot(st->xs, 0, n, d), .nb = slot(st->xs, 1, n, d),
-                       .S = ls + 2 * (size_t)d, .y = st->y, .v_first = st->v_first},
-                .up = up, .n_up = n_up, .err = err};
+    slm_rwkv7_io small[SLM_RWKV_SPANS_STACK], *io = n_span <= SLM_RWKV_SPANS_STACK ? small
+                                                      : malloc((size_t)n_span * sizeof *io);
+    if (!io) return slm_error_set(err, SLM_ENOMEM, "rwkv time mix: out of memory");
+    float *na = slot(st->xs, 0, n, d), *nb = slot(st->xs, 1, n, d);
+    for (int q = 0; q < n_span; q++) {
+        const size_t o = (size_t)sp[q].r0 * (size_t)d;
+        io[q] = (slm_rwkv7_io){.b = b, .n = sp[q].n, .r = r + o, .w = w + o, .k = k + o, .v = v + o,
+                               .a = a + o, .g = g + o, .nu = nu + o, .na = na + o, .nb = nb + o,
+                               .S = sp[q].ls + 2 * (size_t)d, .y = st->y + o, .v_first = st->v_first + o};
+    }
+    v7_job j = {.io = io, .n_io = n_span, .up = up, .n_up = n_up, .err = err};
     atomic_init(&j.next, 0);
     atomic_init(&j.failed, 0);
     /* as for the products: too little work is not worth waking the pool */
     int64_t work = (int64_t)n * b->n_head * hs * hs;
     for (int i = 0; i < n_up; i++) work += up[i].W->shape[0] * up[i].W->shape[1];
     int nth = work < SMALL_MATMUL || !pool || slm_pool_busy(pool) ? 1 : slm_pool_size(pool);
-    slm_pool_run(pool, nth < b->n_head ? nth : (int)b->n_head, v7_run, &j);
+    const int64_t units = b->n_head * n_span;
+    slm_pool_run(pool, nth < units ? nth : (int)units, v7_run, &j);
+    if (io != small) free(io);
     if (atomic_load(&j.failed)) return j.code;
-    memcpy(carry, x + (size_t)(n - 1) * (size_t)d, (size_t)d * sizeof(float));
+    for (int q = 0; q < n_span; q++)
+        memcpy(sp[q].ls, x + (size_t)(sp[q].r0 + sp[q].n - 1) * (size_t)d, (size_t)d * sizeof(float));
     if (n > 1) return slm_rwkv_mm(pool, out, b->wo, -1, st->y, n, err);
     const slm_rwkv_mv o = {out, b->wo, st->y, NULL};   /* in chunks (slm_rwkv_mv_group) */
     return slm_rwkv_mv_group(pool, &o, 1, err);
 }
 
+/* 1 if the block's layer and n rows fit state st */
+static int tmix_fits(const slm_rwkv_tmix *b, const slm_rwkv_state *st, int layer, int n)
+{
+    return layer >= 0 && layer < st->n_layer && n >= 1 && n <= st->n_batch && b->dim == st->dim &&
+           b->version == st->version && (b->version == SLM_RWKV_V4 || b->n_head == st->n_head);
+}
+
+slm_status slm_rwkv_tmix_forward_seqs(slm_pool *pool, const slm_rwkv_tmix *b, const slm_seq *seqs,
+                                      int n_seq, int layer, const float *x, float *out,
+                                      slm_rwkv_state *work, slm_error *err)
+{
+    if (b->version != SLM_RWKV_V7)
+        return slm_error_set(err, SLM_EUNSUPPORTED, "rwkv time mix: a batch of sessions needs RWKV-7 (v%d)",
+                             (int)b->version);
+    if (n_seq < 1) return slm_error_set(err, SLM_EINVAL, "rwkv time mix: no sequences");
+    const int n = slm_seq_rows(seqs, n_seq);
+    if (!tmix_fits(b, work, layer, n))
+        return slm_error_set(err, SLM_EINVAL, "rwkv time mix: layer %d or %d rows do not fit the work state",
+                             layer, n);
+    for (int i = 0; i < 4; i++) {
+        const slm_tensor *lo = (const slm_tensor *[]){b->w1, b->a1, b->g1, b->first_layer ? NULL : b->v1}[i];
+        if (lo && lo->shape[0] > work->lora)
+            return slm_error_set(err, SLM_EINVAL, "rwkv time mix: low-rank width %lld exceeds the state's %lld",
+                                 (long long)lo->shape[0], (long long)work->lora);
+    }
+    slm_rwkv_span small[SLM_RWKV_SPANS_STACK], *sp = n_seq <= SLM_RWKV_SPANS_STACK ? small
+                                                   : malloc((size_t)n_seq * sizeof *sp);
+    if (!sp) return slm_error_set(err, SLM_ENOMEM, "rwkv time mix: out of memory");
+    slm_status st = SLM_OK;
+    int r0 = 0;
+    for (int q = 0; q < n_seq && !st; q++) {
+        slm_rwkv_state *s = seqs[q].state;
+        if (!s || !tmix_fits(b, s, layer, 1) || s->n_layer != work->n_layer)
+            st = slm_error_set(err, SLM_EINVAL, "rwkv time mix: sequence %d's state does not fit the block", q + 1);
+        else sp[q] = (slm_rwkv_span){slm_rwkv_layer(s, layer), r0, seqs[q].n};
+        r0 += seqs[q].n;
+    }
+    if (!st) st = tmix_v7(pool, b, work, sp, n_seq, n, x, out, err);
+    if (sp != small) free(sp);
+    return st;
+}
+
 slm_status slm_rwkv_tmix_forward(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state *st,
                                  int layer, int n, const float *x, float *out, slm_error *err)
 {
-    if (layer < 0 || layer >= st->n_layer || n < 1 || n > st->n_batch || b->dim != st->dim ||
-        b->version != st->version || (b->version != SLM_RWKV_V4 && b->n_head != st->n_head))
+    if (!tmix_fits(b, st, layer, n))
         return slm_error_set(err, SLM_EINVAL, "rwkv time mix: layer %d or %d rows do not fit the state",
                              layer, n);
     int64_t need = 0;
@@ -383,7 +446,10 @@ slm_status slm_rwkv_tmix_forward(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwk
     case SLM_RWKV_V5_1:
     case SLM_RWKV_V5_2: return tmix_v5(pool, b, st, ls, n, x, out, err);
     case SLM_RWKV_V6: return tmix_v6(pool, b, st, ls, n, x, out, err);
-    case SLM_RWKV_V7: return tmix_v7(pool, b, st, ls, n, x, out, err);
+    case SLM_RWKV_V7: {
+        const slm_rwkv_span one = {ls, 0, n};
+        return tmix_v7(pool, b, st, &one, 1, n, x, out, err);
+    }
     }
     return slm_error_set(err, SLM_EUNSUPPORTED, "rwkv: unknown version %d", (int)b->version);
 }

@@ -16,6 +16,7 @@
 #define SLM_SEQBATCH_H
 
 #include "mamba.h"
+#include "rwkv.h"
 #include "transformer.h"
 
 typedef struct slm_seq {
@@ -45,5 +46,18 @@ slm_status slm_attn_forward_seqs(slm_pool *pool, const slm_attn_block *b, const 
 slm_status slm_mamba_forward_seqs(slm_pool *pool, const slm_mamba_block *b, const slm_seq *seqs,
                                   int n_seq, int layer, const float *x, float *out,
                                   slm_mamba_work *w, slm_error *err);
+
+/* The RWKV time and channel mixes of layer over the sequences' states
+ * (seqs[i].state: slm_rwkv_state *, each checked against the block): the
+ * token shift per sequence from its own carried rows, the projections over
+ * all rows in work's scratch (n_batch >= the rows), the time mix's heads
+ * per sequence on its own WKV state. The time mix batches RWKV-7 only
+ * (other versions: SLM_EUNSUPPORTED; their sessions run one at a time). */
+slm_status slm_rwkv_tmix_forward_seqs(slm_pool *pool, const slm_rwkv_tmix *b, const slm_seq *seqs,
+                                      int n_seq, int layer, const float *x, float *out,
+                                      slm_rwkv_state *work, slm_error *err);
+slm_status slm_rwkv_cmix_forward_seqs(slm_pool *pool, const slm_rwkv_cmix *b, const slm_seq *seqs,
+                                      int n_seq, int layer, const float *x, float *out,
+                                      slm_rwkv_state *work, slm_error *err);
 
 #endif

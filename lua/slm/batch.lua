@@ -22,8 +22,9 @@
 -- a hook sees one session's rows. Architectures whose definition does not
 -- declare `batched` run their sessions one after the other inside b:eval:
 -- the same results without the speed-up (b.fused is false): today lfm2 and
--- rwkv. Mamba-1/2 batch: projections over all rows, each session's conv
--- and scan over its own rows and state. MoE models: each session's tokens are counted in
+-- RWKV 4-6. Mamba-1/2 and RWKV-7 batch: projections over all rows, each
+-- session's recurrence (conv and scan; token shift and WKV heads) over its
+-- own rows and state. MoE models: each session's tokens are counted in
 -- its own expert usage (sess:expert_counts), as alone.
 --
 -- Continuous batching:
@@ -76,6 +77,15 @@ local Session = model_mod.Session
 local eval_alone = Session.eval
 
 local M = {}
+
+-- true when the model's definition runs several sessions' rows in one
+-- forward: `batched` is true, or a function of the model's net (rwkv.lua:
+-- RWKV-7 only)
+local function fused(model)
+  local b = model.def.batched
+  if type(b) == "function" then return b(model.net) == true end
+  return b == true
+end
 
 -- Buffers of a batched forward for one model: a stand-in session the
 -- model's forward runs on (x, h, y of R rows, the workspace, a SeqBatch as
@@ -225,7 +235,7 @@ local function run(what, runner, sessions, ids)
   local model = runner.model
   local why = unbatchable(model)
   if why then error(what .. ": " .. why, 3) end
-  if not model.def.batched then   -- same results, one session at a time
+  if not fused(model) then   -- same results, one session at a time
     for i, sess in ipairs(sessions) do eval_alone(sess, ids[i]) end
     return
   end
@@ -269,7 +279,7 @@ function M.batch(sessions)
   end
   check_long("batch", model, sessions)
   return setmetatable({ sessions = { table.unpack(sessions) }, model = model, runner = new_runner(model),
-                        fused = model.def.batched == true }, Batch)
+                        fused = fused(model) }, Batch)
 end
 
 --- batch:eval(ids) -> list of logits: ids[i] (a token id or a list of
@@ -421,7 +431,7 @@ local function advance(b, what)
     local g = groups[model]
     local why = unbatchable(model)
     if why then error(what .. ": " .. why, 3) end
-    if model.def.batched then
+    if fused(model) then
       b.runners[model] = b.runners[model] or new_runner(model)
       b.runners[model]:forward(g.seqs)
     else
