@@ -1,5 +1,5 @@
 /* Per-activation-row cost of a float-weight product at small and prefill
- * batch sizes (M = 1, 2, 4, 8, 16, 128), AVX2 tier against AVX-512 tier
+ * batch sizes (M = 1, 2, 4, 8, 16, 32, 128), AVX2 tier against AVX-512 tier
  * measured back to back (alternating, best of several rounds), so that the
  * load of a shared machine hits both alike.
  *
@@ -47,7 +47,7 @@ int main(int argc, char **argv)
     const int nth = argc > 3 ? atoi(argv[3]) : 2;
     const char *tname = argc > 4 ? argv[4] : "f16";
     slm_dtype t = !strcmp(tname, "bf16") ? SLM_DTYPE_BF16 : !strcmp(tname, "f32") ? SLM_DTYPE_F32 : SLM_DTYPE_F16;
-    static const int64_t Ms[] = {1, 2, 4, 8, 16, 128};
+    static const int64_t Ms[] = {1, 2, 4, 8, 16, 32, 128};
     const int64_t MMAX = 128;
     int ok;
     const size_t rb = slm_dtype_row_size(t, K, &ok), mat = rb * (size_t)N;
