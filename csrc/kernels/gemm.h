@@ -11,7 +11,8 @@
  *   hsum8(acc) = (s0 + s2) + (s1 + s3),  s_i = acc_i + acc_{i+4}
  * Activations are f32 rows holding the f16- or bf16-rounded values (as the
  * reference converts them), so they are rounded once per row. Tiles: 4
- * weight rows by 3 activation rows (7 loads feed 12 FMAs). f32 weights
+ * weight rows by 3 activation rows (7 loads feed 12 FMAs); AVX-512: 8 by
+ * 6, two outputs' 8 lanes per zmm register (gemm_f16_avx512.c). f32 weights
  * have the same kernel (tinyBLAS's f32 order), taken only by the matmul
  * parts that ask for it (matmul.h, SLM_MATMUL_ORDER_TILES).
  *
