@@ -11,7 +11,8 @@
  *   hsum8(acc) = (s0 + s2) + (s1 + s3),  s_i = acc_i + acc_{i+4}
  * Activations are f32 rows holding the f16- or bf16-rounded values (as the
  * reference converts them), so they are rounded once per row. Tiles: 4
- * weight rows by 3 activation rows (7 loads feed 12 FMAs). f32 weights
+ * weight rows by 3 activation rows (7 loads feed 12 FMAs); AVX-512: 8 by
+ * 6, two outputs' 8 lanes per zmm register (gemm_f16_avx512.c). f32 weights
  * have the same kernel (tinyBLAS's f32 order), taken only by the matmul
  * parts that ask for it (matmul.h, SLM_MATMUL_ORDER_TILES).
  *
@@ -53,7 +54,7 @@
 #include "../core/dtype.h"
 
 #define SLM_GEMM_MAX_R 8    /* weight rows per tile, at most */
-#define SLM_GEMM_MAX_C 4    /* activation rows per tile, at most */
+#define SLM_GEMM_MAX_C 6    /* activation rows per tile, at most */
 
 #define SLM_GEMM_PACK_MIN_M 8
 
@@ -118,11 +119,15 @@ typedef struct slm_gemm_kernel {
     int batch_only;        /* 1: only for batches of SLM_GEMM_PACK_MIN_M rows
                               or more (fewer take the vec_dot kernels, which
                               stream one row at a time faster) */
+    int min_m;             /* AVX-512 tier: products of fewer activation rows
+                              take the slot's AVX2 kernel (same bits) */
 } slm_gemm_kernel;
 
 /* The kernel for weights of this dtype on this CPU (AVX2 when available
  * and not forced off), NULL when the dtype has no tile path. */
 const slm_gemm_kernel *slm_gemm_get(slm_dtype w);
+/* The same for a product of M activation rows (a kernel's min_m). */
+const slm_gemm_kernel *slm_gemm_get_rows(slm_dtype w, int64_t M);
 /* The portable kernels: the specification the AVX2 ones match bit for bit. */
 const slm_gemm_kernel *slm_gemm_get_generic(slm_dtype w);
 
@@ -153,6 +158,12 @@ void slm_gemm_q4_0x8_avx2(int64_t K, const void *P, int nr, const void *A, size_
                           const slm_q8_0_side *side, int nc, float *out, size_t ldo);
 void slm_gemm_act_f16_avx2(const float *x, float *y, int64_t n);
 void slm_gemm_act_bf16_avx2(const float *x, float *y, int64_t n);
+/* gemm_f16_avx512.c: 8 weight rows by 6 activation rows, two outputs per
+ * zmm register, the generic chain's bits */
+void slm_gemm_f16_avx512(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
+                         int nc, float *out, size_t ldo);
+void slm_gemm_bf16_avx512(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
+                          int nc, float *out, size_t ldo);
 /* f32, AVX-512 (gemm_f32_avx512.c): 8 weight rows by 4 activation rows */
 void slm_gemm_f32_avx512(int64_t K, const void *W, size_t ldw, int nr, const void *A, size_t lda,
                          int nc, float *out, size_t ldo);

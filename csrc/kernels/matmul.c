@@ -29,6 +29,11 @@
  * panels: 128 f32 rows of K = 1536 (768 KB) would stream from L3 once per
  * panel. */
 #define ACT_BLOCK_BYTES (128 * 1024)
+/* Activation rows up to which the tile path streams weight segments as
+ * decode does (decode_part), each thread its own share of the rows */
+#ifndef SMALL_M
+#define SMALL_M 16
+#endif
 
 /* One weight matrix of a (possibly fused) product: rows [row0, row0 + N)
  * of the concatenated output rows. */
@@ -59,6 +64,9 @@ typedef struct mm_ctx {
     slm_act_from_f32_fn encode;
     slm_gemm_act_fn tile_act;    /* non-NULL: A holds the f32 rows of a
                                     float tile kernel instead */
+    int small;               /* 1: M == 1, or M <= SMALL_M rows and every
+                                part a tile kernel without packing: weight
+                                segments per thread (decode_part) */
 } mm_ctx;
 
 static void split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)
@@ -120,16 +128,16 @@ static void panel_tiles(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n
     }
 }
 
-/* Tile path for one activation row (decode), or the few rows of a small
- * batch, over weight rows [n0, n1): the range is cut into tile_r equal
- * segments and each tile takes one row from every segment (ldw = the
+/* Tile path for a few activation rows (decode, batched decode: c->small)
+ * over weight rows [n0, n1): the range is cut into tile_r equal segments and each tile takes one row from every segment (ldw = the
  * segment's size), so a thread reads tile_r sequential streams in separate
- * pages; a small batch's activation rows pass over those tile_r rows in
- * groups of tile_c while they are in L1. Tiles of adjacent rows read the
- * same bytes as tile_r streams interleaved 1 row apart, which the hardware
- * prefetchers follow badly: f16 rows of K = 576 stream at 8-10 GB/s per
- * core that way against 15-18 GB/s from 4 separate segments (bench/kernels.c);
- * q8_0 rows of K = 2048 at M = 2 took 2.7x the time of M = 1 that way. */
+ * pages; every group of tile_c activation rows passes over a tile's rows
+ * while they are in L1. Tiles of adjacent rows read the same bytes as
+ * tile_r streams interleaved 1 row apart, which the hardware prefetchers
+ * follow badly: f16 rows of K = 576 stream at 8-10 GB/s per core that way
+ * against 15-18 GB/s from 4 separate segments (bench/kernels.c), and 2..8
+ * activation rows over panels of adjacent rows cost more per weight byte
+ * than one row does (bench/gemm_rows.c). */
 static void decode_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1)
 {
     const slm_gemm_kernel *g = p->gk;
@@ -145,9 +153,11 @@ static void decode_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n
                 for (int r = 0; r < g->tile_r; r++) p->out[(m + j) * p->N + n0 + i + r * seg] = t[j][r];
         }
     for (int64_t n = n0 + seg * g->tile_r; n < n1; n++)
-        for (int64_t m = 0; m < c->M; m++)
-            g->tile(c->K, p->W + (size_t)n * rb, rb, 1, c->A + m * c->a_row_bytes, c->a_row_bytes, 1,
-                    p->out + m * p->N + n, 1);
+        for (int64_t m = 0; m < c->M; m += g->tile_c) {
+            const int nc = c->M - m < g->tile_c ? (int)(c->M - m) : g->tile_c;
+            g->tile(c->K, p->W + (size_t)n * rb, rb, 1, c->A + m * c->a_row_bytes, c->a_row_bytes, nc,
+                    p->out + m * p->N + n, (size_t)p->N);
+        }
 }
 
 /* Tile path for weight rows [n0, n1) of one part. Batches: with a pack
@@ -159,7 +169,7 @@ static void tile_part(const mm_ctx *c, const mm_part *p, int64_t n0, int64_t n1,
                       const slm_q8_0_side *side)
 {
     const slm_gemm_kernel *g = p->gk;
-    if (c->M < SLM_GEMM_PACK_MIN_M) {
+    if (c->small) {
         decode_part(c, p, n0, n1);
         return;
     }
@@ -210,7 +220,7 @@ static void dot_rows(void *vctx, int ith, int nth)
     mm_ctx *c = vctx;
     unsigned char *panel = c->panel_bytes ? c->panels + (size_t)ith * c->panel_bytes : NULL;
     const int64_t units = (c->rows + SLM_GEMM_MAX_R - 1) / SLM_GEMM_MAX_R;
-    if (c->M == 1) {
+    if (c->small) {
         int64_t u0, u1;
         split(units, ith, nth, &u0, &u1);
         rows_range(c, u0 * SLM_GEMM_MAX_R, u1 * SLM_GEMM_MAX_R < c->rows ? u1 * SLM_GEMM_MAX_R : c->rows, panel,
@@ -297,7 +307,7 @@ static const slm_gemm_kernel *tile_kernel(const slm_matmul_part *p, int64_t M, i
     if (p->order == SLM_MATMUL_ORDER_VECDOT) return NULL;
     /* f32 takes its tiles only when asked (else OpenBLAS / vec_dot) */
     if (p->wtype == SLM_DTYPE_F32 && p->order != SLM_MATMUL_ORDER_TILES) return NULL;
-    const slm_gemm_kernel *g = slm_gemm_get(p->wtype);
+    const slm_gemm_kernel *g = slm_gemm_get_rows(p->wtype, M);
     return g && K % g->k_multiple == 0 && !(g->batch_only && M < SLM_GEMM_PACK_MIN_M) ? g : NULL;
 }
 
@@ -367,6 +377,15 @@ static slm_status run_parts(slm_pool *pool, const slm_matmul_part *parts, int n_
         c.rows += parts[i].N;
     }
     c.tile_act = c.part[0].gk ? c.part[0].gk->act : NULL;
+    /* segmented weight streams (decode_part) for one row, for batches too
+     * small to pack (below SLM_GEMM_PACK_MIN_M: packed kernels' panels of
+     * adjacent rows cost more per row there), and up to SMALL_M rows when
+     * no part packs */
+    c.small = M < SLM_GEMM_PACK_MIN_M;
+    if (!c.small && M <= SMALL_M) {
+        c.small = 1;
+        for (int i = 0; i < n_parts; i++) c.small &= c.part[i].gk && !c.part[i].gk->pack;
+    }
     const int nth = threads_for(pool, M, c.rows, K);
 
     if (n_parts == 1 && uses_blas(&parts[0], M) &&
