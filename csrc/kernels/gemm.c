@@ -147,7 +147,7 @@ static const slm_gemm_kernel avx512[] = {
      .q8_side = 1},   /* q4_0 */
     {.tile = slm_gemm_q8_0_avx512, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK8_0,
      .pack = slm_gemm_pack_q8_0_avx512, .ptile = slm_gemm_qs8x8_avx512, .pack_block_bytes = sizeof(slm_qs8x8),
-     .q8_side = 1},   /* q8_0 */
+     .q8_side = 1, .min_m = 2},   /* q8_0: decode on the AVX2 tile (2 streams; 8 measured slower) */
     {.tile = slm_gemm_q5_0_avx512, .tile_r = 8, .tile_c = 4, .k_multiple = SLM_QK5_0,
      .pack = slm_gemm_pack_q5_0_avx512, .ptile = slm_gemm_qs8x8_avx512, .pack_block_bytes = sizeof(slm_qs8x8),
      .q8_side = 1},   /* q5_0 */
