@@ -604,20 +604,32 @@ slm_status slm_rwkv_cmix_forward_seqs(slm_pool *pool, const slm_rwkv_cmix *b, co
     if (!cmix_fits(b, work, layer, n))
         return slm_error_set(err, SLM_EINVAL, "rwkv channel mix: layer %d or %d rows do not fit the work state",
                              layer, n);
-    slm_rwkv_span small[SLM_RWKV_SPANS_STACK], *sp = n_seq <= SLM_RWKV_SPANS_STACK ? small
-                                                   : malloc((size_t)n_seq * sizeof *sp);
-    if (!sp) return slm_error_set(err, SLM_ENOMEM, "rwkv channel mix: out of memory");
-    slm_status st = SLM_OK;
-    int r0 = 0;
-    for (int q = 0; q < n_seq && !st; q++) {
-        slm_rwkv_state *s = seqs[q].state;
-        if (!s || !cmix_fits(b, s, layer, 1) || s->version != work->version)
-            st = slm_error_set(err, SLM_EINVAL, "rwkv channel mix: sequence %d's state does not fit the block",
-                               q + 1);
-        else sp[q] = (slm_rwkv_span){slm_rwkv_layer(s, layer), r0, seqs[q].n};
-        r0 += seqs[q].n;
-    }
-    if (!st) st = cmix_rows(pool, b, work, sp, n_seq, n, x, out, err);
+    slm_rwkv_span small[SLM_RWKV_SPANS_STACK], *sp;
+    slm_status st = slm_rwkv_spans(seqs, n_seq, layer, work, small, &sp, "channel mix", err);
+    if (st) return st;
+    st = cmix_rows(pool, b, work, sp, n_seq, n, x, out, err);
     if (sp != small) free(sp);
     return st;
+}
+
+slm_status slm_rwkv_spans(const slm_seq *seqs, int n_seq, int layer, const slm_rwkv_state *work,
+                          slm_rwkv_span *small, slm_rwkv_span **out, const char *what, slm_error *err)
+{
+    slm_rwkv_span *sp = n_seq <= SLM_RWKV_SPANS_STACK ? small : malloc((size_t)n_seq * sizeof *sp);
+    if (!sp) return slm_error_set(err, SLM_ENOMEM, "rwkv %s: out of memory", what);
+    int r0 = 0;
+    for (int q = 0; q < n_seq; q++) {
+        const slm_rwkv_state *s = seqs[q].state;
+        if (!s || s->version != work->version || s->n_layer != work->n_layer || s->dim != work->dim ||
+            s->n_head != work->n_head || s->n_ff != work->n_ff || s->lora != work->lora ||
+            s->layer_floats != work->layer_floats) {
+            if (sp != small) free(sp);
+            return slm_error_set(err, SLM_EINVAL, "rwkv %s: sequence %d's state is of another model", what,
+                                 q + 1);
+        }
+        sp[q] = (slm_rwkv_span){slm_rwkv_layer(s, layer), r0, seqs[q].n};
+        r0 += seqs[q].n;
+    }
+    *out = sp;
+    return SLM_OK;
 }

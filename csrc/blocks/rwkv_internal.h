@@ -132,4 +132,12 @@ static inline float *slm_rwkv_layer(const slm_rwkv_state *st, int layer)
     return st->s + (size_t)layer * st->layer_floats;
 }
 
+/* The spans of a batch's n_seq sequences at layer (slm.batch): each
+ * sequence's state must have work's layout (the same model's: work fits
+ * the block, so they do). *out is small (n_seq <= SLM_RWKV_SPANS_STACK)
+ * or a malloc'd array the caller frees. The message names `what`. */
+struct slm_seq;
+slm_status slm_rwkv_spans(const struct slm_seq *seqs, int n_seq, int layer, const slm_rwkv_state *work,
+                          slm_rwkv_span *small, slm_rwkv_span **out, const char *what, slm_error *err);
+
 #endif

@@ -377,52 +377,12 @@ static slm_status tmix_v7(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state
     return slm_rwkv_mv_group(pool, &o, 1, err);
 }
 
-/* 1 if the block's layer and n rows fit state st */
-static int tmix_fits(const slm_rwkv_tmix *b, const slm_rwkv_state *st, int layer, int n)
+/* whether the block's layer and n rows fit state st (shapes, and the
+ * scratch of its low-rank hiddens) */
+static slm_status tmix_check(const slm_rwkv_tmix *b, const slm_rwkv_state *st, int layer, int n, slm_error *err)
 {
-    return layer >= 0 && layer < st->n_layer && n >= 1 && n <= st->n_batch && b->dim == st->dim &&
-           b->version == st->version && (b->version == SLM_RWKV_V4 || b->n_head == st->n_head);
-}
-
-slm_status slm_rwkv_tmix_forward_seqs(slm_pool *pool, const slm_rwkv_tmix *b, const slm_seq *seqs,
-                                      int n_seq, int layer, const float *x, float *out,
-                                      slm_rwkv_state *work, slm_error *err)
-{
-    if (b->version != SLM_RWKV_V7)
-        return slm_error_set(err, SLM_EUNSUPPORTED, "rwkv time mix: a batch of sessions needs RWKV-7 (v%d)",
-                             (int)b->version);
-    if (n_seq < 1) return slm_error_set(err, SLM_EINVAL, "rwkv time mix: no sequences");
-    const int n = slm_seq_rows(seqs, n_seq);
-    if (!tmix_fits(b, work, layer, n))
-        return slm_error_set(err, SLM_EINVAL, "rwkv time mix: layer %d or %d rows do not fit the work state",
-                             layer, n);
-    for (int i = 0; i < 4; i++) {
-        const slm_tensor *lo = (const slm_tensor *[]){b->w1, b->a1, b->g1, b->first_layer ? NULL : b->v1}[i];
-        if (lo && lo->shape[0] > work->lora)
-            return slm_error_set(err, SLM_EINVAL, "rwkv time mix: low-rank width %lld exceeds the state's %lld",
-                                 (long long)lo->shape[0], (long long)work->lora);
-    }
-    slm_rwkv_span small[SLM_RWKV_SPANS_STACK], *sp = n_seq <= SLM_RWKV_SPANS_STACK ? small
-                                                   : malloc((size_t)n_seq * sizeof *sp);
-    if (!sp) return slm_error_set(err, SLM_ENOMEM, "rwkv time mix: out of memory");
-    slm_status st = SLM_OK;
-    int r0 = 0;
-    for (int q = 0; q < n_seq && !st; q++) {
-        slm_rwkv_state *s = seqs[q].state;
-        if (!s || !tmix_fits(b, s, layer, 1) || s->n_layer != work->n_layer)
-            st = slm_error_set(err, SLM_EINVAL, "rwkv time mix: sequence %d's state does not fit the block", q + 1);
-        else sp[q] = (slm_rwkv_span){slm_rwkv_layer(s, layer), r0, seqs[q].n};
-        r0 += seqs[q].n;
-    }
-    if (!st) st = tmix_v7(pool, b, work, sp, n_seq, n, x, out, err);
-    if (sp != small) free(sp);
-    return st;
-}
-
-slm_status slm_rwkv_tmix_forward(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state *st,
-                                 int layer, int n, const float *x, float *out, slm_error *err)
-{
-    if (!tmix_fits(b, st, layer, n))
+    if (layer < 0 || layer >= st->n_layer || n < 1 || n > st->n_batch || b->dim != st->dim ||
+        b->version != st->version || (b->version != SLM_RWKV_V4 && b->n_head != st->n_head))
         return slm_error_set(err, SLM_EINVAL, "rwkv time mix: layer %d or %d rows do not fit the state",
                              layer, n);
     int64_t need = 0;
@@ -436,6 +396,32 @@ slm_status slm_rwkv_tmix_forward(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwk
     if (need > st->lora)
         return slm_error_set(err, SLM_EINVAL, "rwkv time mix: low-rank width %lld exceeds the state's %lld",
                              (long long)need, (long long)st->lora);
+    return SLM_OK;
+}
+
+slm_status slm_rwkv_tmix_forward_seqs(slm_pool *pool, const slm_rwkv_tmix *b, const slm_seq *seqs,
+                                      int n_seq, int layer, const float *x, float *out,
+                                      slm_rwkv_state *work, slm_error *err)
+{
+    if (b->version != SLM_RWKV_V7)
+        return slm_error_set(err, SLM_EUNSUPPORTED, "rwkv time mix: a batch of sessions needs RWKV-7 (v%d)",
+                             (int)b->version);
+    if (n_seq < 1) return slm_error_set(err, SLM_EINVAL, "rwkv time mix: no sequences");
+    const int n = slm_seq_rows(seqs, n_seq);
+    slm_status st = tmix_check(b, work, layer, n, err);
+    if (st) return st;
+    slm_rwkv_span small[SLM_RWKV_SPANS_STACK], *sp;
+    if ((st = slm_rwkv_spans(seqs, n_seq, layer, work, small, &sp, "time mix", err))) return st;
+    st = tmix_v7(pool, b, work, sp, n_seq, n, x, out, err);
+    if (sp != small) free(sp);
+    return st;
+}
+
+slm_status slm_rwkv_tmix_forward(slm_pool *pool, const slm_rwkv_tmix *b, slm_rwkv_state *st,
+                                 int layer, int n, const float *x, float *out, slm_error *err)
+{
+    slm_status chk = tmix_check(b, st, layer, n, err);
+    if (chk) return chk;
     float *ls = slm_rwkv_layer(st, layer);
     switch (b->version) {
     case SLM_RWKV_V4: {
