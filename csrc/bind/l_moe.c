@@ -171,10 +171,10 @@ static int moe_forward(lua_State *L)
     }
     /* counts: one session's ExpertCounts, or (a batch of sessions) a list
      * of {ExpertCounts, rows} covering the n rows in order */
-    int64_t **counts = NULL;
+    int64_t **counts = NULL, *few[64];   /* decode and small batches: no allocation per layer */
     if (!lua_isnoneornil(L, 8)) {
         lua_Integer layer = luaL_checkinteger(L, 9);
-        counts = lua_newuserdatauv(L, (size_t)n * sizeof *counts, 0);
+        counts = n <= 64 ? few : lua_newuserdatauv(L, (size_t)n * sizeof *counts, 0);
         const int list = lua_type(L, 8) == LUA_TTABLE;
         lua_Integer filled = 0;
         for (lua_Integer j = 1; filled < n; j++) {
