@@ -22,24 +22,7 @@
 #include "kernels/matmul.h"
 #include "kernels/vecdot.h"
 
-/* wall time; with one thread, the thread's CPU time (a shared machine's
- * other jobs then do not count, their use of the memory bus still does) */
-static clockid_t clock_id = CLOCK_MONOTONIC;
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(clock_id, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static uint32_t rng = 1;
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 17;
-    rng ^= rng << 5;
-    return (float)(rng % 2001) / 1000.0f - 1;
-}
+#include "bench_clock.h"
 
 int main(int argc, char **argv)
 {
@@ -55,15 +38,15 @@ int main(int argc, char **argv)
     unsigned char *W = aligned_alloc(64, (mat * (size_t)copies + 63) / 64 * 64);
     float *X = malloc(sizeof(float) * (size_t)(MMAX * K)), *out = malloc(sizeof(float) * (size_t)(MMAX * N));
     slm_pool *pool = slm_pool_new(nth, NULL);
-    if (nth == 1) clock_id = CLOCK_THREAD_CPUTIME_ID;
+    if (nth == 1) bench_clock_id = CLOCK_THREAD_CPUTIME_ID;
     if (!ok || !W || !X || !out || !pool) return 1;
     for (size_t i = 0; i < mat * (size_t)copies / 2; i++) {
-        const float v = frand();
+        const float v = bench_frand();
         ((uint16_t *)(void *)W)[i] = t == SLM_DTYPE_BF16 ? slm_f32_to_bf16(v) : slm_f32_to_f16(v);
     }
     if (t == SLM_DTYPE_F32)
-        for (size_t i = 0; i < mat * (size_t)copies / 4; i++) ((float *)(void *)W)[i] = frand();
-    for (int64_t i = 0; i < MMAX * K; i++) X[i] = frand();
+        for (size_t i = 0; i < mat * (size_t)copies / 4; i++) ((float *)(void *)W)[i] = bench_frand();
+    for (int64_t i = 0; i < MMAX * K; i++) X[i] = bench_frand();
     printf("%s N=%lld K=%lld threads=%d, %d copies of %.1f MB; ms per activation row (best of 9 rounds, %s)\n",
            tname, (long long)N, (long long)K, nth, copies, (double)mat / 1e6, nth == 1 ? "thread CPU time" : "wall time");
     printf("%5s %10s %10s %8s\n", "M", "avx2", "avx512", "ratio");
@@ -77,10 +60,10 @@ int main(int argc, char **argv)
                 slm_kernels_set_level(levels[l]);
                 /* ~60 ms of calls per round and tier */
                 const int reps = (int)(2e8 / (double)(2 * N * K * (M < 8 ? 8 : M))) + 4;
-                const double t0 = now();
+                const double t0 = bench_now();
                 for (int r = 0; r < reps; r++, cp = (cp + 1) % copies)
                     slm_matmul_raw(pool, out, W + (size_t)cp * mat, t, rb, X, M, N, K, NULL);
-                const double dt = (now() - t0) / reps / (double)M * 1e3;
+                const double dt = (bench_now() - t0) / reps / (double)M * 1e3;
                 if (dt < best[l]) best[l] = dt;
             }
         printf("%5lld %10.4f %10.4f %8.2f\n", (long long)M, best[0], best[1], best[0] / best[1]);

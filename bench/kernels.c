@@ -24,24 +24,7 @@
 #include "kernels/matmul.h"
 #include "kernels/vecdot.h"
 
-/* wall time, or the calling thread's CPU time: on a busy machine the
- * latter still measures what one core does (single-threaded runs only) */
-static clockid_t clock_id = CLOCK_MONOTONIC;
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(clock_id, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static uint32_t rng = 1;
-static uint32_t next_u32(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 17;
-    rng ^= rng << 5;
-    return rng;
-}
+#include "bench_clock.h"
 
 /* random valid contents: floats for the float types; for block types
  * random bytes, then every 16-bit word set to a small f16 (keeps scales
@@ -49,20 +32,20 @@ static uint32_t next_u32(void)
 static void fill(slm_dtype t, unsigned char *p, size_t nbytes)
 {
     if (t == SLM_DTYPE_F32) {
-        for (size_t i = 0; i < nbytes / 4; i++) ((float *)p)[i] = (float)(next_u32() % 2001) / 1000.0f - 1;
+        for (size_t i = 0; i < nbytes / 4; i++) ((float *)p)[i] = bench_frand();
         return;
     }
     if (t == SLM_DTYPE_F16 || t == SLM_DTYPE_BF16) {
         for (size_t i = 0; i < nbytes / 2; i++) {
-            float v = (float)(next_u32() % 2001) / 1000.0f - 1;
+            float v = bench_frand();
             ((uint16_t *)p)[i] = t == SLM_DTYPE_F16 ? slm_f32_to_f16(v) : slm_f32_to_bf16(v);
         }
         return;
     }
-    for (size_t i = 0; i < nbytes; i++) p[i] = (unsigned char)next_u32();
+    for (size_t i = 0; i < nbytes; i++) p[i] = (unsigned char)bench_u32();
     for (size_t i = 0; i + 1 < nbytes; i += 2) {
-        uint16_t h = slm_f32_to_f16((float)(next_u32() % 1000) * 1e-5f);
-        if (next_u32() & 1) memcpy(p + i, &h, 2);
+        uint16_t h = slm_f32_to_f16((float)(bench_u32() % 1000) * 1e-5f);
+        if (bench_u32() & 1) memcpy(p + i, &h, 2);
     }
 }
 
@@ -73,9 +56,9 @@ static double time_matmul(slm_pool *pool, float *out, const unsigned char *W, sl
     slm_matmul_raw(pool, out, W, t, rb, X, M, N, K, NULL);   /* warm up */
     int reps = 1;
     for (;;) {
-        double t0 = now();
+        double t0 = bench_now();
         for (int r = 0; r < reps; r++) slm_matmul_raw(pool, out, W, t, rb, X, M, N, K, NULL);
-        double dt = now() - t0;
+        double dt = bench_now() - t0;
         if (dt > 0.3 || reps > 1 << 20) return dt / reps;
         reps *= dt < 0.03 ? 10 : 2;
     }
@@ -94,7 +77,7 @@ int main(int argc, char **argv)
     float *X = malloc(sizeof(float) * (size_t)(MB * K));
     float *out = malloc(sizeof(float) * (size_t)(MB * N));
     if (!X || !out || !pools[0] || !pools[1]) return 1;
-    for (int64_t i = 0; i < MB * K; i++) X[i] = (float)(next_u32() % 2001) / 1000.0f - 1;
+    for (int64_t i = 0; i < MB * K; i++) X[i] = bench_frand();
     printf("N=%lld K=%lld, AVX2 %s, 1-thread times: %s\n", (long long)N, (long long)K,
            slm_cpu_has_avx2() ? "yes" : "no", cpu_time ? "thread CPU time" : "wall");
     printf("%-6s %8s | %-27s | %-27s | %-15s\n", "dtype", "MB", "matvec GB/s (1t / 2t)",
@@ -107,12 +90,12 @@ int main(int argc, char **argv)
         fill(types[i], W, rb * (size_t)N);
         double gbs[2], gfl[2];
         for (int p = 0; p < 2; p++) {
-            clock_id = p == 0 && cpu_time ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
+            bench_clock_id = p == 0 && cpu_time ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
             gbs[p] = (double)rb * (double)N / time_matmul(pools[p], out, W, types[i], rb, X, 1, N, K) / 1e9;
             gfl[p] = 2.0 * (double)MB * (double)N * (double)K
                      / time_matmul(pools[p], out, W, types[i], rb, X, MB, N, K) / 1e9;
         }
-        clock_id = cpu_time ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
+        bench_clock_id = cpu_time ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
         slm_kernels_force_generic(1);
         double gen = (double)rb * (double)N / time_matmul(pools[0], out, W, types[i], rb, X, 1, N, K) / 1e9;
         slm_kernels_force_generic(0);
