@@ -67,6 +67,10 @@ slm_dtype slm_bind_check_dtype(lua_State *L, int idx);
 struct slm_seq;
 struct slm_seq *slm_bind_check_seqs(lua_State *L, int idx, int *n_seq);
 void slm_bind_push_seq_state(lua_State *L, int idx, int i);
+/* The userdata (metatable mt) that sequence i of the SeqBatch at idx holds
+ * as its state; "seqbatch: sequence N's state is not <what>" otherwise. It
+ * stays alive: the SeqBatch keeps it. */
+void *slm_bind_seq_state(lua_State *L, int idx, int i, const char *mt, const char *what);
 /* The chain of the sampler userdata at idx (l_sampler.c); raises when
  * freed, not a sampler, or inside its own sample call. */
 struct slm_chain;

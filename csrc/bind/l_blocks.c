@@ -466,9 +466,9 @@ static int attn_forward_seqs(lua_State *L, attn_ud *a)
     luaL_argcheck(L, n == slm_seq_rows(seqs, n_seq) && n <= orows && n <= xrows, 7,
                   "row count differs from the batch's rows or exceeds the buffers");
     for (int i = 0; i < n_seq; i++) {
-        slm_bind_push_seq_state(L, 4, i);
-        seqs[i].kv = check_kv(L, -1)->cache;
-        lua_pop(L, 1);
+        const kv_ud *k = slm_bind_seq_state(L, 4, i, KV_MT, "a KV cache");
+        if (!k->cache) return luaL_error(L, "attempt to use a freed session state");
+        seqs[i].kv = k->cache;
         luaL_argcheck(L, layer >= 1 && layer <= seqs[i].kv->n_layer, 5, "layer out of range");
     }
     slm_error err = {0};

@@ -234,9 +234,9 @@ static int block_forward_seqs(lua_State *L, block_ud *u)
     luaL_argcheck(L, n == slm_seq_rows(seqs, n_seq) && n <= w->work->n_batch && n <= orows && n <= xrows, 6,
                   "row count differs from the batch's rows or exceeds the buffers");
     for (int i = 0; i < n_seq; i++) {
-        slm_bind_push_seq_state(L, 4, i);
-        seqs[i].state = check_state(L, -1)->st;
-        lua_pop(L, 1);
+        const state_ud *s = slm_bind_seq_state(L, 4, i, STATE_MT, "a Mamba state");
+        if (!s->st) return luaL_error(L, "attempt to use a freed session state");
+        seqs[i].state = s->st;
         luaL_argcheck(L, layer >= 1 && layer <= ((slm_mamba_state *)seqs[i].state)->n_layer, 5,
                       "layer out of range");
     }

@@ -295,9 +295,9 @@ static int mix_forward_seqs(lua_State *L, mix_ud *m, int is_time)
     float *x = check_buf(L, 3, dim, n);
     luaL_argcheck(L, out != x, 2, "out must not alias x");
     for (int i = 0; i < n_seq; i++) {
-        slm_bind_push_seq_state(L, 4, i);
-        seqs[i].state = check_state(L, -1);
-        lua_pop(L, 1);
+        const state_ud *s = slm_bind_seq_state(L, 4, i, STATE_MT, "an RWKV state");
+        if (!s->st) return luaL_error(L, "attempt to use a freed RWKV state");
+        seqs[i].state = s->st;
         luaL_argcheck(L, layer >= 1 && layer <= ((slm_rwkv_state *)seqs[i].state)->n_layer, 5,
                       "layer out of range");
     }

@@ -113,6 +113,15 @@ void slm_bind_push_seq_state(lua_State *L, int idx, int i)
     lua_remove(L, -2);
 }
 
+void *slm_bind_seq_state(lua_State *L, int idx, int i, const char *mt, const char *what)
+{
+    slm_bind_push_seq_state(L, idx, i);
+    void *u = luaL_testudata(L, -1, mt);
+    if (!u) luaL_error(L, "seqbatch: sequence %d's state is not %s", i + 1, what);
+    lua_pop(L, 1);
+    return u;
+}
+
 static int sb_rows(lua_State *L)
 {
     seqbatch_ud *u = luaL_checkudata(L, 1, SLM_SEQBATCH_MT);
