@@ -15,7 +15,7 @@
  * nothing either). The next token's sa is summed while the current token's
  * update is written, so the state is read once per token.
  *
- * The per-head steps (slm_rwkv7_heads_avx512) take exp through exp16
+ * The per-head steps (slm_rwkv7_heads_avx512) take exp through slm_exp16
  * (within 2 ulp of expf) and sum the norms lane-wise, so they agree with
  * v7_heads to rounding (tests/test_rwkv7_seq.c states the tolerance). Tails
  * are masked lanes of the same vector code, so an element's result does
@@ -26,42 +26,14 @@
 #include <math.h>
 #include <string.h>
 
+#include "../kernels/simd_avx512.h"
 #include "rwkv_internal.h"
-
-/* e^x as exp_ps (kernels/simd_avx2.h): x = n ln2 + r, |r| <= ln2/2, e^r by
- * its Taylor polynomial to degree 7, times 2^n by scalef (which gives 0
- * below and inf above the range without special cases). */
-static inline __m512 exp16(__m512 x)
-{
-    const __m512 lo = _mm512_set1_ps(-104.0f), hi = _mm512_set1_ps(89.0f);
-    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    /* ln2 split in two so that n * ln2_hi is exact */
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
 
 /* 1 / (1 + e^-x), as sigmoidf in rwkv_tmix.c */
 static inline __m512 sigmoid16(__m512 x)
 {
     const __m512 one = _mm512_set1_ps(1.0f);
-    return _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
-}
-
-/* lanes of the 16 elements from i on that are below n */
-static inline __mmask16 tail(int64_t i, int64_t n)
-{
-    return n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+    return _mm512_div_ps(one, _mm512_add_ps(one, slm_exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
 }
 
 /* --- row-wise mixes (rwkv_rows.c) -------------------------------------------------- */
@@ -72,7 +44,7 @@ void slm_rwkv_shift_diff_avx512(float *sx, const float *x, const float *carry, i
         const float *xt = x + (size_t)t * (size_t)dim, *pv = slm_rwkv_prev(carry, x, t, dim);
         float *o = sx + (size_t)t * (size_t)dim;
         for (int64_t c = 0; c < dim; c += 16) {
-            __mmask16 k = tail(c, dim);
+            __mmask16 k = slm_tail16(c, dim);
             _mm512_mask_storeu_ps(o + c, k, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, pv + c),
                                                           _mm512_maskz_loadu_ps(k, xt + c)));
         }
@@ -86,7 +58,7 @@ void slm_rwkv_shift_mix_avx512(float *out, size_t out_stride, const float *x, co
         const size_t o = (size_t)t * (size_t)dim;
         const float *xt = x + o, *pv = slm_rwkv_prev(carry, x, t, dim);
         for (int64_t c = 0; c < dim; c += 16) {
-            __mmask16 k = tail(c, dim);
+            __mmask16 k = slm_tail16(c, dim);
             __m512 xv = _mm512_maskz_loadu_ps(k, xt + c);
             __m512 sx = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, pv + c), xv);
             for (int i = 0; i < n_mix; i++)
@@ -99,7 +71,7 @@ void slm_rwkv_shift_mix_avx512(float *out, size_t out_stride, const float *x, co
 void slm_rwkv_sigmoid_avx512(float *y, int64_t n)
 {
     for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 k = tail(i, n);
+        __mmask16 k = slm_tail16(i, n);
         _mm512_mask_storeu_ps(y + i, k, sigmoid16(_mm512_maskz_loadu_ps(k, y + i)));
     }
 }
@@ -108,9 +80,9 @@ void slm_rwkv_tanh_avx512(float *y, int64_t n)
 {
     const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
     for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 k = tail(i, n);
+        __mmask16 k = slm_tail16(i, n);
         /* 1 - 2 / (e^2y + 1): e^2y = inf gives 1, e^2y = 0 gives -1 */
-        __m512 e = exp16(_mm512_mul_ps(two, _mm512_maskz_loadu_ps(k, y + i)));
+        __m512 e = slm_exp16(_mm512_mul_ps(two, _mm512_maskz_loadu_ps(k, y + i)));
         _mm512_mask_storeu_ps(y + i, k, _mm512_sub_ps(one, _mm512_div_ps(two, _mm512_add_ps(e, one))));
     }
 }
@@ -119,7 +91,7 @@ void slm_rwkv_relu_sq_avx512(float *y, int64_t n)
 {
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 k = tail(i, n);
+        __mmask16 k = slm_tail16(i, n);
         /* max(y, 0) is 0 for NaN as y > 0 ? y : 0 is (NaN in the first operand) */
         __m512 v = _mm512_max_ps(_mm512_maskz_loadu_ps(k, y + i), zero);
         _mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(v, v));
@@ -129,36 +101,13 @@ void slm_rwkv_relu_sq_avx512(float *y, int64_t n)
 /* --- the WKV-7 recurrence ---------------------------------------------------------- */
 
 /* The 16 x 16 block at src (rows ld floats apart) transposed into dst
- * (rows ld apart): pairs of rows interleaved (ps, then pd), then the
- * 128-bit lanes gathered in two steps. */
+ * (rows ld apart) */
 static inline void transpose16(float *dst, const float *src, int64_t ld)
 {
-    __m512 r[16], t[16];
+    __m512 r[16];
     for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * ld);
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    /* r[4q + m], lane L: column 4L + m of rows 4q..4q+3 */
-    for (int q = 0; q < 16; q += 4) {
-        __m512d a = _mm512_castps_pd(t[q]), b = _mm512_castps_pd(t[q + 1]);
-        __m512d c = _mm512_castps_pd(t[q + 2]), d = _mm512_castps_pd(t[q + 3]);
-        r[q] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-        r[q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-        r[q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-        r[q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-    }
-    for (int m = 0; m < 4; m++) {
-        /* lanes 0 2 (0x88) and 1 3 (0xdd) of rows 0..7, then of rows 8..15 */
-        __m512 e0 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x88);
-        __m512 o0 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xdd);
-        __m512 e1 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x88);
-        __m512 o1 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xdd);
-        _mm512_storeu_ps(dst + (0 + m) * ld, _mm512_shuffle_f32x4(e0, e1, 0x88));
-        _mm512_storeu_ps(dst + (8 + m) * ld, _mm512_shuffle_f32x4(e0, e1, 0xdd));
-        _mm512_storeu_ps(dst + (4 + m) * ld, _mm512_shuffle_f32x4(o0, o1, 0x88));
-        _mm512_storeu_ps(dst + (12 + m) * ld, _mm512_shuffle_f32x4(o0, o1, 0xdd));
-    }
+    slm_transpose16(r);
+    for (int k = 0; k < 16; k++) _mm512_storeu_ps(dst + k * ld, r[k]);
 }
 
 /* dst[j][i] = src[i][j], hs x hs (a multiple of 16), by 16 x 16 blocks */
@@ -269,7 +218,7 @@ void slm_rwkv7_heads_avx512(const slm_rwkv7_io *io, int64_t h0, int64_t h1)
             for (int64_t q = 0; q < hs; q += 16) {
                 const size_t i = o + (size_t)q, c = c0 + (size_t)q;
                 __m512 sw = sigmoid16(_mm512_add_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(b->w0 + c)));
-                _mm512_storeu_ps(w + i, exp16(_mm512_mul_ps(dscale, sw)));
+                _mm512_storeu_ps(w + i, slm_exp16(_mm512_mul_ps(dscale, sw)));
                 _mm512_storeu_ps(a + i, sigmoid16(_mm512_add_ps(_mm512_loadu_ps(a + i),
                                                                 _mm512_loadu_ps(b->a0 + c))));
                 __m512 vi = _mm512_loadu_ps(v + i);

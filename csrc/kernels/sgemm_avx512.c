@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "sgemm.h"
+#include "simd_avx512.h"
 
 #define SGEMM_UNROLL _Pragma("GCC unroll 16")
 
@@ -86,38 +87,6 @@ static sgemm_bufs *sgemm_bufs_get(void)
     return b;
 }
 
-/* In-register transpose of 16 rows of 16 floats: on return r[k] holds
- * element k of rows 0..15 (in lanes 0..15). Three stages: 2x2 blocks of
- * floats (unpack ps), of pairs (unpack pd), then of 128-bit lanes. */
-static inline __attribute__((always_inline)) void sgemm_transpose16(__m512 r[16])
-{
-    __m512 t[16];
-    SGEMM_UNROLL for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    /* r[4i + j], 128-bit lane L: element 4L + j of rows 4i..4i+3 */
-    SGEMM_UNROLL for (int i = 0; i < 4; i++) {
-        const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
-        const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
-        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-    }
-    SGEMM_UNROLL for (int j = 0; j < 4; j++) {
-        const __m512 e0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);      /* lanes 0, 2 */
-        const __m512 o0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);      /* lanes 1, 3 */
-        const __m512 e1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
-        const __m512 o1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
-        t[j] = _mm512_shuffle_f32x4(e0, e1, 0x88);       /* k = j */
-        t[8 + j] = _mm512_shuffle_f32x4(e0, e1, 0xDD);   /* k = 8 + j */
-        t[4 + j] = _mm512_shuffle_f32x4(o0, o1, 0x88);   /* k = 4 + j */
-        t[12 + j] = _mm512_shuffle_f32x4(o0, o1, 0xDD);  /* k = 12 + j */
-    }
-    SGEMM_UNROLL for (int k = 0; k < 16; k++) r[k] = t[k];
-}
-
 /* dst[k * ldd + i] = src[i * lds + k] for i < rows (<= 16; lanes rows..15
  * zero), k < kc, storing the 16 lanes under mask `lanes` */
 static void sgemm_transpose_rows(float *dst, int ldd, __mmask16 lanes, const float *src, int lds, int rows, int kc)
@@ -136,7 +105,7 @@ static void sgemm_transpose_rows(float *dst, int ldd, __mmask16 lanes, const flo
                 r[i] = _mm512_setzero_ps();
             }
         }
-        sgemm_transpose16(r);
+        slm_transpose16(r);
         if (kn == 16)
             SGEMM_UNROLL for (int k = 0; k < 16; k++) _mm512_mask_storeu_ps(dst + (size_t)(k0 + k) * ldd, lanes, r[k]);
         else
