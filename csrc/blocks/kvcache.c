@@ -308,8 +308,21 @@ slm_status slm_attn_sdpa(slm_pool *pool, const slm_kvcache *c, int layer,
 {
     slm_status st = slm_kvcache_check_layer(c, layer, sh, n, err);
     if (st) return st;
-    sdpa_ctx a = {c, layer, pos0, n, *sh, q, out, NULL, 0};
+    sdpa_ctx a = {c, layer, pos0, n, *sh, q, out, NULL, 0, 0, 0};
     int nth = slm_pool_size(pool);
+#if defined(__x86_64__)
+    /* decode takes the same path as prefill (the same units' arithmetic),
+     * so a row's output does not depend on the batch */
+    if (c->type == SLM_KV_F16 && sh->head_dim % 16 == 0 && slm_kernels_use_avx512()) {
+        size_t floats;
+        slm_kv_avx512_plan(c, sh, pos0, n, nth, &a.unit_rows, &a.unit_heads, &floats);
+        a.scratch_stride = (floats + 15) & ~(size_t)15;
+        a.scratch = slm_pool_scratch(pool, (size_t)nth * a.scratch_stride * sizeof(float), err);
+        if (!a.scratch) return SLM_ENOMEM;
+        slm_pool_run(pool, nth, slm_kv_sdpa_task_avx512, &a);
+        return SLM_OK;
+    }
+#endif
     a.scratch_stride = ((size_t)c->n_ctx + 3 * (size_t)sh->head_dim + 15) & ~(size_t)15;
     a.scratch = slm_pool_scratch(pool, (size_t)nth * a.scratch_stride * sizeof(float), err);
     if (!a.scratch) return SLM_ENOMEM;

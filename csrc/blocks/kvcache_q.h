@@ -27,6 +27,7 @@ typedef struct slm_kv_sdpa_ctx {
     float *out;
     float *scratch;      /* per thread: n_ctx scores, then 3 head_dim floats (accumulator, q, encoded q) */
     size_t scratch_stride;
+    int unit_rows, unit_heads;   /* AVX-512 F16 path: its units (slm_kv_avx512_plan) */
 } slm_kv_sdpa_ctx;
 
 /* byte offset of position pos's row in layer L */
@@ -63,6 +64,17 @@ static inline int slm_kv_task_span(const slm_kv_sdpa_ctx *a, int task, int *i, i
 /* The pool task of slm_attn_sdpa for a cache of type F32, Q8_0 or Q4_0:
  * (row, head) pairs split by (ith, nth). */
 void slm_kvq_sdpa_task(void *arg, int ith, int nth);
+
+#if defined(__x86_64__)
+/* The AVX-512 attention over the F16 cache (kvcache_avx512.c; head sizes
+ * that are multiples of 16): its units of *rows rows by *heads query heads
+ * of one KV head for a call of n rows from pos0 on nth threads, and the
+ * floats of scratch each thread needs. */
+void slm_kv_avx512_plan(const slm_kvcache *c, const slm_attn_shape *sh, int pos0, int n, int nth,
+                        int *rows, int *heads, size_t *floats);
+/* its pool task: units split by (ith, nth) */
+void slm_kv_sdpa_task_avx512(void *arg, int ith, int nth);
+#endif
 
 /* n floats (a multiple of the type's block) encoded as cache rows of type t
  * (not F16: kvcache.c converts those itself), each chunk of rot floats
