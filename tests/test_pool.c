@@ -97,6 +97,38 @@ static void sigmask_fn(void *vctx, int ith, int nth)
     if (ith > 0 && !sigismember(&cur, SIGINT)) atomic_fetch_add((atomic_int *)vctx, 1);
 }
 
+/* slm_pool_for: marks each element's visits and records the ranges */
+typedef struct {
+    atomic_int visits[1000];
+    atomic_int ranges, bad_start;
+    int64_t quantum;
+} range_ctx;
+
+static void range_fn(void *vctx, int64_t i0, int64_t i1)
+{
+    range_ctx *c = vctx;
+    atomic_fetch_add(&c->ranges, 1);
+    if (i0 % c->quantum) atomic_fetch_add(&c->bad_start, 1);
+    for (int64_t i = i0; i < i1; i++) atomic_fetch_add(&c->visits[i], 1);
+}
+
+static void check_for(slm_pool *p, int64_t n, int64_t quantum, int64_t min_n)
+{
+    static range_ctx c;
+    for (int i = 0; i < 1000; i++) atomic_store(&c.visits[i], 0);
+    atomic_store(&c.ranges, 0);
+    atomic_store(&c.bad_start, 0);
+    c.quantum = quantum;
+    slm_pool_for(p, n, quantum, min_n, range_fn, &c);
+    int once = 1;
+    for (int64_t i = 0; i < 1000; i++) once &= atomic_load(&c.visits[i]) == (i < n ? 1 : 0);
+    const int serial = n < min_n || slm_pool_size(p) == 1 || n <= quantum;
+    const int ranges = atomic_load(&c.ranges);
+    CHECK(once && atomic_load(&c.bad_start) == 0 && (serial ? ranges == (n > 0) : ranges <= slm_pool_size(p) && ranges >= 1),
+          "pool_for n=%lld quantum=%lld min=%lld on %d threads: each element once, ranges start at multiples "
+          "of the quantum, %d range(s)", (long long)n, (long long)quantum, (long long)min_n, slm_pool_size(p), ranges);
+}
+
 int main(void)
 {
     slm_error err;
@@ -168,6 +200,19 @@ int main(void)
     reset(&cc, 1);
     slm_pool_run(NULL, 8, count_fn, &cc);
     CHECK(counts_ok(&cc, 1, 1), "NULL pool runs serially");
+
+    /* range form: cover [0, n) once, cut at multiples of the quantum,
+     * serial below min_n */
+    for (int size = 1; size <= 3; size++) {
+        slm_pool *p = slm_pool_new(size, &err);
+        const int64_t ns[] = {0, 1, 5, 63, 64, 65, 200, 999};
+        for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+            for (int64_t q = 1; q <= 64; q *= 8) {
+                check_for(p, ns[a], q, 4);
+                check_for(p, ns[a], q, 1000);
+            }
+        slm_pool_free(p);
+    }
 
     /* default pool lifecycle */
     CHECK(slm_pool_threads() >= 1, "default size %d", slm_pool_threads());

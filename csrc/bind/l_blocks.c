@@ -30,6 +30,7 @@
 #include "../blocks/transformer.h"
 #include "../kernels/matmul.h"
 #include "../core/pool.h"
+#include "../kernels/ops_rows.h"
 #include "bind.h"
 
 #define ATTN_MT "slm.AttnBlock"
@@ -587,7 +588,7 @@ static int l_rmsnorm(lua_State *L)
     luaL_argcheck(L, odim == xdim, 1, "width differs from the input");
     check_rows(L, first, n, orows < xrows ? orows : xrows, 5);
     size_t off = (size_t)(first - 1) * (size_t)xdim;
-    slm_ops_rmsnorm(out + off, x + off, w, n, xdim, eps);
+    slm_ops_rmsnorm_rows(pool_or_raise(L), out + off, x + off, w, n, xdim, eps);
     return 0;
 }
 
@@ -603,7 +604,7 @@ static int l_layernorm(lua_State *L)
     luaL_argcheck(L, odim == xdim, 1, "width differs from the input");
     check_rows(L, first, n, orows < xrows ? orows : xrows, 6);
     size_t off = (size_t)(first - 1) * (size_t)xdim;
-    slm_ops_layernorm(out + off, x + off, w, b, n, xdim, eps);
+    slm_ops_layernorm_rows(pool_or_raise(L), out + off, x + off, w, b, n, xdim, eps);
     return 0;
 }
 
@@ -617,8 +618,7 @@ static int l_add(lua_State *L)
     luaL_argcheck(L, xdim == ydim, 2, "width differs");
     check_rows(L, first, n, xrows < yrows ? xrows : yrows, 3);
     size_t off = (size_t)(first - 1) * (size_t)xdim;
-    if (alpha == 1.0f) slm_ops_add(x + off, x + off, n * xdim, y + off, n * xdim);
-    else slm_ops_add_scaled(x + off, x + off, y + off, alpha, n * xdim);
+    slm_ops_add_rows(pool_or_raise(L), x + off, y + off, alpha, n, xdim);
     return 0;
 }
 

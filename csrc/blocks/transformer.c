@@ -80,6 +80,46 @@ size_t slm_attn_work_size(const slm_attn_block *b, int n)
     return slm_attn_carve(b, n, NULL, NULL);
 }
 
+/* Row-wise steps of a batch are split over the pool from this many rows
+ * (decode's single rows stay on the caller: a dispatch costs more than
+ * they do). Every step is per row or per element, so the bits are those
+ * of one call. */
+#define PAR_MIN_ROWS 4
+
+typedef struct project_rows {
+    const slm_attn_block *b;
+    const slm_attn_scratch *w;
+    int64_t q_dim, kv_dim;
+} project_rows;
+
+/* after the projections, rows [r0, r1): biases, q/k norms, RoPE */
+static void project_tail(void *ctx, int64_t r0, int64_t r1)
+{
+    const project_rows *pr = ctx;
+    const slm_attn_block *b = pr->b;
+    const slm_attn_shape *s = &b->shape;
+    const int64_t q_dim = pr->q_dim, kv_dim = pr->kv_dim;
+    const int n = (int)(r1 - r0);
+    float *q = pr->w->q + r0 * q_dim, *k = pr->w->k + r0 * kv_dim, *v = pr->w->v + r0 * kv_dim;
+    add_bias(q, b->bq, n, q_dim);
+    add_bias(k, b->bk, n, kv_dim);
+    add_bias(v, b->bv, n, kv_dim);
+    /* qwen3 / gemma3: every head of q and of k RMS-normalized on its own
+     * (rows of head_dim); olmoe: each token's whole q and k (rows of q_dim,
+     * kv_dim); v untouched */
+    if (b->qk_norm_full) {
+        if (b->q_norm) slm_ops_rmsnorm(q, q, b->q_norm, n, q_dim, b->norm_eps);
+        if (b->k_norm) slm_ops_rmsnorm(k, k, b->k_norm, n, kv_dim, b->norm_eps);
+    } else {
+        if (b->q_norm) slm_ops_rmsnorm(q, q, b->q_norm, (int64_t)n * s->n_head, s->head_dim, b->norm_eps);
+        if (b->k_norm) slm_ops_rmsnorm(k, k, b->k_norm, (int64_t)n * s->n_head_kv, s->head_dim, b->norm_eps);
+    }
+    if (b->use_rope) {
+        slm_ops_rope(q, n, s->n_head, s->head_dim, pr->w->pos + r0, &b->rope);
+        slm_ops_rope(k, n, s->n_head_kv, s->head_dim, pr->w->pos + r0, &b->rope);
+    }
+}
+
 slm_status slm_attn_project(slm_pool *pool, const slm_attn_block *b, int n, const float *x,
                             int64_t dim, const slm_attn_scratch *ws, slm_error *err)
 {
@@ -105,23 +145,8 @@ slm_status slm_attn_project(slm_pool *pool, const slm_attn_block *b, int n, cons
                                       slm_matmul_part_of(b->wv, -1, w.v)};
         if ((st = slm_matmul_multi(pool, p, 3, x, n, dim, err))) return st;
     }
-    add_bias(w.q, b->bq, n, q_dim);
-    add_bias(w.k, b->bk, n, kv_dim);
-    add_bias(w.v, b->bv, n, kv_dim);
-    /* qwen3 / gemma3: every head of q and of k RMS-normalized on its own
-     * (rows of head_dim); olmoe: each token's whole q and k (rows of q_dim,
-     * kv_dim); v untouched */
-    if (b->qk_norm_full) {
-        if (b->q_norm) slm_ops_rmsnorm(w.q, w.q, b->q_norm, n, q_dim, b->norm_eps);
-        if (b->k_norm) slm_ops_rmsnorm(w.k, w.k, b->k_norm, n, kv_dim, b->norm_eps);
-    } else {
-        if (b->q_norm) slm_ops_rmsnorm(w.q, w.q, b->q_norm, (int64_t)n * s->n_head, s->head_dim, b->norm_eps);
-        if (b->k_norm) slm_ops_rmsnorm(w.k, w.k, b->k_norm, (int64_t)n * s->n_head_kv, s->head_dim, b->norm_eps);
-    }
-    if (b->use_rope) {
-        slm_ops_rope(w.q, n, s->n_head, s->head_dim, w.pos, &b->rope);
-        slm_ops_rope(w.k, n, s->n_head_kv, s->head_dim, w.pos, &b->rope);
-    }
+    const project_rows pr = {b, &w, q_dim, kv_dim};
+    slm_pool_for(pool, n, 1, PAR_MIN_ROWS, project_tail, (void *)&pr);
     return SLM_OK;
 }
 
@@ -181,6 +206,32 @@ static void act_fn(slm_ffn_act a, float *out, const float *x, int64_t n)
     else slm_ops_silu(out, x, n);
 }
 
+typedef struct glu_job {
+    slm_ffn_act act;
+    float *g, *u;
+    int64_t ff;
+} glu_job;
+
+/* u[i] = act(g[i]) * u[i] for elements [e0, e1) */
+static void glu_elems(void *ctx, int64_t e0, int64_t e1)
+{
+    const glu_job *j = ctx;
+    act_fn(j->act, j->g + e0, j->g + e0, e1 - e0);
+    slm_ops_mul(j->u + e0, j->u + e0, e1 - e0, j->g + e0, e1 - e0);
+}
+
+/* rows [r0, r1) of the fused form: u row = act(gate) * up */
+static void glu_fused_rows(void *ctx, int64_t r0, int64_t r1)
+{
+    const glu_job *j = ctx;
+    for (int64_t i = r0; i < r1; i++) {
+        const float *r = j->g + (size_t)i * (size_t)(2 * j->ff);
+        float *ui = j->u + (size_t)i * (size_t)j->ff;
+        act_fn(j->act, ui, r, j->ff);
+        slm_ops_mul(ui, ui, j->ff, r + j->ff, j->ff);
+    }
+}
+
 /* The feed-forward's scratch for n rows: g (gate rows, or gate | up rows of
  * the fused form) and u (up rows, then the activated product). */
 static size_t ffn_carve(const slm_ffn_block *b, int n, const slm_work *work, float **g, float **u)
@@ -217,17 +268,15 @@ slm_status slm_ffn_forward(slm_pool *pool, const slm_ffn_block *b, int n, const 
     } else if (b->gate_up) {
         /* rows of g are [gate (ff) | up (ff)] */
         if ((st = slm_matmul_w(pool, g, b->gate_up, -1, x, n, err))) return st;
-        for (int i = 0; i < n; i++) {
-            const float *r = g + (size_t)i * (size_t)(2 * ff);
-            float *ui = u + (size_t)i * (size_t)ff;
-            act_fn(b->act, ui, r, ff);
-            slm_ops_mul(ui, ui, ff, r + ff, ff);
-        }
+        const glu_job j = {b->act, g, u, ff};
+        slm_pool_for(pool, n, 1, PAR_MIN_ROWS, glu_fused_rows, (void *)&j);
     } else {
         const slm_matmul_part p[2] = {slm_matmul_part_of(b->gate, -1, g), slm_matmul_part_of(b->up, -1, u)};
         if ((st = slm_matmul_multi(pool, p, 2, x, n, dim, err))) return st;
-        act_fn(b->act, g, g, (int64_t)n * ff);
-        slm_ops_mul(u, u, (int64_t)n * ff, g, (int64_t)n * ff);
+        /* element ranges cut at multiples of 64: the vector kernels' lanes
+         * (and scalar tail) as in one call over the n rows */
+        const glu_job j = {b->act, g, u, ff};
+        slm_pool_for(pool, (int64_t)n * ff, 64, PAR_MIN_ROWS * ff, glu_elems, (void *)&j);
     }
     if ((st = slm_matmul_w(pool, out, b->down, -1, u, n, err))) return st;
     add_bias(out, b->b_down, n, dim);

@@ -240,6 +240,33 @@ void slm_pool_run(slm_pool *p, int nth, slm_pool_fn fn, void *ctx)
     atomic_store(&p->busy, 0);
 }
 
+typedef struct range_job {
+    slm_pool_range_fn fn;
+    void *ctx;
+    int64_t n, quantum;
+} range_job;
+
+static void range_task(void *arg, int ith, int nth)
+{
+    const range_job *j = arg;
+    const int64_t units = (j->n + j->quantum - 1) / j->quantum;
+    const int64_t u0 = units * ith / nth, u1 = units * (ith + 1) / nth;
+    const int64_t i0 = u0 * j->quantum, i1 = u1 * j->quantum < j->n ? u1 * j->quantum : j->n;
+    if (i0 < i1) j->fn(j->ctx, i0, i1);
+}
+
+void slm_pool_for(slm_pool *p, int64_t n, int64_t quantum, int64_t min_n, slm_pool_range_fn fn, void *ctx)
+{
+    if (n <= 0) return;
+    if (quantum < 1) quantum = 1;
+    if (n < min_n || slm_pool_size(p) == 1 || n <= quantum) {
+        fn(ctx, 0, n);
+        return;
+    }
+    range_job j = {fn, ctx, n, quantum};
+    slm_pool_run(p, slm_pool_size(p), range_task, &j);
+}
+
 int slm_pool_busy(slm_pool *p)
 {
     return p && atomic_load(&p->busy);

@@ -29,6 +29,7 @@
 #define SLM_POOL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "status.h"
 
@@ -48,6 +49,13 @@ int slm_pool_size(const slm_pool *p);     /* 1 for NULL */
  * [1, slm_pool_size(p)]. p may be NULL: fn(ctx, 0, 1) on the caller. */
 void slm_pool_run(slm_pool *p, int nth, slm_pool_fn fn, void *ctx);
 
+/* Range form: calls fn(ctx, i0, i1) on disjoint ranges covering [0, n), one
+ * per thread, every boundary but n a multiple of quantum (>= 1), so that a
+ * kernel whose result depends on an element's offset modulo its vector
+ * width (a vector body and a scalar tail) gives the bits of one call over
+ * [0, n). Below min_n (small work: decode's rows) one call on the caller. */
+typedef void (*slm_pool_range_fn)(void *ctx, int64_t i0, int64_t i1);
+void slm_pool_for(slm_pool *p, int64_t n, int64_t quantum, int64_t min_n, slm_pool_range_fn fn, void *ctx);
 /* 1 while a run is in progress (from any thread): a kernel called from
  * inside a pool job must not use the pool or its scratch. */
 int slm_pool_busy(slm_pool *p);
