@@ -86,15 +86,24 @@ static inline const slm_f16 *row16(const slm_kv_layer *L, const void *base, int 
 static void keys_t(float *KT, const slm_kv_layer *L, int kvh, int hd, int c0, int t0, int t1)
 {
     for (int g = 0; g < KC; g += 16) {
-        __m512 r[16];
+        /* the group's 16 rows, found once (a ring's row is t % cap: one
+         * division per key, not one per 16 dims) */
+        const slm_f16 *row[16];
+        int live = 0;
+        for (int i = 0; i < 16; i++) {
+            const int t = c0 + g + i;
+            row[i] = t >= t0 && t < t1 ? row16(L, L->k, t, kvh, hd) : NULL;
+            live |= row[i] != NULL;
+        }
+        if (!live) {
+            for (int j = 0; j < hd; j++) _mm512_store_ps(KT + (size_t)j * KC + g, _mm512_setzero_ps());
+            continue;
+        }
         for (int jb = 0; jb < hd; jb += 16) {
-            for (int i = 0; i < 16; i++) {
-                const int t = c0 + g + i;
-                r[i] = t >= t0 && t < t1
-                           ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(
-                                 row16(L, L->k, t, kvh, hd) + jb)))
-                           : _mm512_setzero_ps();
-            }
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = row[i] ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(row[i] + jb)))
+                              : _mm512_setzero_ps();
             slm_transpose16(r);
             for (int k = 0; k < 16; k++) _mm512_store_ps(KT + (size_t)(jb + k) * KC + g, r[k]);
         }
