@@ -122,6 +122,37 @@ describe("speculative decoding", function()
     end
   end)
 
+  it("a draft that never agrees shrinks to one token, then backs off (1, 2, 4, ... rounds without drafts)", function()
+    local path, why = helpers.fixture("gguf/dense-f16.gguf")
+    if not path then pending(why) return end
+    local m = assert(slm.load(path))
+    local plain = ids_of(m:session { ctx = 128 }, PROMPT, { max_tokens = 60 })
+    local s = m:session { ctx = 128 }
+    local got, info = ids_of(s, PROMPT, { max_tokens = 60, draft = tiny_draft(m):session { ctx = 128 }, n_draft = 4 })
+    assert.are.same(plain, got)
+    local st = info.speculative
+    assert.equal(0, st.accepted)
+    -- every round emits one token: drafts of 4, 3, 2, 1, then the back-off
+    -- (skip 1, draft 1, skip 2, draft 1, skip 4, ... up to SKIP_MAX); the
+    -- last round (one token left of max_tokens) neither drafts nor skips
+    local want_drafted, want_skipped, k, backoff, skip = 0, 0, 4, 0, 0
+    for _ = 1, st.rounds - 1 do
+      if skip > 0 then
+        skip, want_skipped = skip - 1, want_skipped + 1
+      else
+        want_drafted = want_drafted + k
+        if k == 1 then
+          backoff = math.min(math.max(1, 2 * backoff), require("slm.speculative").SKIP_MAX)
+          skip = backoff
+        end
+        k = math.max(1, k - 1)
+      end
+    end
+    assert.equal(60, st.rounds)
+    assert.same({ want_drafted, want_skipped }, { st.drafted, st.skipped })
+    assert.is_true(st.skipped > 40, "most rounds without drafts: " .. st.skipped)
+  end)
+
   it("a same-weights draft is always accepted: n_draft + 1 tokens per target forward", function()
     local path, why = helpers.fixture("gguf/dense-f16.gguf")
     if not path then pending(why) return end

@@ -31,7 +31,8 @@
 --   (special-token text in a string prompt becomes those tokens, default
 --   false), draft (a session of a model sharing the vocabulary, or
 --   "ngram" for prompt lookup: speculative decoding, slm.speculative) and
---   n_draft (tokens drafted per round, default 6). An unknown option or a
+--   n_draft (the most tokens drafted per round, default 6; the length
+--   adapts to the acceptance). An unknown option or a
 --   value of the wrong kind is an error
 --   naming it ("generate: max_tokens must be a non-negative integer, got -1").
 -- Pieces are complete UTF-8: a character split across tokens comes out
@@ -56,7 +57,9 @@
 --   prompt_seconds, seconds   time spent on each
 --   speculative    with a draft: rounds, drafted, accepted, acceptance
 --                  (accepted / drafted), forwards (of the target), tokens,
---                  tokens_per_forward; complete once generation has ended
+--                  tokens_per_forward, skipped (rounds without drafts
+--                  while the draft length backs off); complete once
+--                  generation has ended
 local core = require "slm.core"
 local sampler_mod = require "slm.sampler"
 local options = require "slm.options"

@@ -49,6 +49,20 @@
 -- plain decoding where two tokens' logits tie to the last bits, and the
 -- session's cache differs from plain decoding's in the last bits.
 --
+-- Draft length adapts to the acceptance (the schedule of Hugging Face's
+-- assisted generation, with a back-off): a round whose k drafts were all
+-- accepted raises the next k by 2 (up to n_draft), any other lowers it by
+-- 1 (down to 1); a round of one draft accepting nothing leaves the next 1,
+-- 2, 4, ... SKIP_MAX rounds without drafting (plain steps: one target
+-- forward each; a draft session catches up in one batched forward when
+-- drafting resumes), and any accepted draft ends the back-off. A draft
+-- that rarely agrees (another model's quantization gone wrong, random
+-- weights) then costs little more than plain decoding instead of a draft
+-- decode and a wider target forward per token. The length depends only on
+-- earlier rounds, so greedy output stays plain decoding's and sampled
+-- tokens keep their distribution; stats.skipped counts the rounds without
+-- drafts.
+--
 -- Limits: k is at most n_draft, the session's batch - 1 (one forward), what
 -- is left of max_tokens and of the context; a draft session whose context
 -- cannot hold the text drafts nothing (plain decoding). Lua sampler stages
@@ -66,6 +80,8 @@ local M = {}
 M.NGRAM_MAX, M.NGRAM_MIN = 3, 1
 --- Tokens drafted per round unless n_draft says.
 M.DEFAULT_N_DRAFT = 6
+--- Longest run of rounds without drafting after rounds that accepted nothing.
+M.SKIP_MAX = 16
 
 --- problem(what, opts) -> nil, or the message for a wrong draft/n_draft
 -- (generate's option check calls it).
@@ -192,13 +208,16 @@ function M.new(sess, opts, sampler, is_end)
   local hp = sess.model.hp
   local self = setmetatable({
     sess = sess, draft = draft ~= "ngram" and draft or nil, sampler = sampler, greedy = greedy,
-    is_end = is_end, k = opts.n_draft or M.DEFAULT_N_DRAFT, n_vocab = hp.n_vocab,
+    is_end = is_end, kmax = opts.n_draft or M.DEFAULT_N_DRAFT, n_vocab = hp.n_vocab,
+    skip = 0, backoff = 0,       -- rounds left without drafting, the last back-off
     n_past = sess.n_past,        -- plain decoding's n_past before the next token
     pending = nil,               -- emitted, not yet evaluated by the target
     queue = {}, qi = 1,          -- this round's tokens, the next to hand out
     qs = {},                     -- the draft's dense distributions (sampled chains)
-    stats = { rounds = 0, drafted = 0, accepted = 0, acceptance = 0, forwards = 0, tokens = 0, tokens_per_forward = 0 },
+    stats = { rounds = 0, drafted = 0, accepted = 0, acceptance = 0, forwards = 0, tokens = 0, tokens_per_forward = 0,
+              skipped = 0 },
   }, Spec)
+  self.k = self.kmax
   return self
 end
 
@@ -321,6 +340,10 @@ function Spec:run_round(left)
   local sess, smp, st = self.sess, self.sampler, self.stats
   -- k + 1 tokens at most: max_tokens, the context, one forward of the batch
   local k = math.min(self.k, left - 1, sess.n_ctx - self.n_past - 1, sess.n_batch - 1)
+  if self.skip > 0 and k > 0 then
+    self.skip, k = self.skip - 1, 0
+    st.skipped = st.skipped + 1
+  end
   local hist0 = smp:state().history
   local drafts = {}
   if k > 0 then drafts = self.draft and model_propose(self, k) or ngram_propose(self, k) end
@@ -376,6 +399,15 @@ function Spec:run_round(left)
   local acc = m - 1
   if m <= k and out[m] == drafts[m] then acc = m end    -- an accepted end token closed the round
   st.accepted = st.accepted + acc
+  if k > 0 then                                         -- the next round's length
+    self.k = acc == k and math.min(self.k + 2, self.kmax) or math.max(1, self.k - 1)
+    if acc > 0 then
+      self.backoff = 0
+    elseif k == 1 then
+      self.backoff = math.min(math.max(1, 2 * self.backoff), M.SKIP_MAX)
+      self.skip = self.backoff
+    end
+  end
   -- the target keeps the drafts before out[m]; out[m] is pending
   self.round = { base = base, rows = rows, snap = snap, hist0 = hist0, m = m }
   keep_round(self, m - 1)
