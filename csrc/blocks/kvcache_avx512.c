@@ -211,6 +211,17 @@ static void mix(float *const *acc, const float *const *p, int nq, const float *V
     }
 }
 
+/* the keys [ta, tb) of the chunk at c0 (values in VF) mixed into nq
+ * queries' accumulators, their probabilities S[q] from c_first on */
+static void mix_range(float *const *acc, float *const *S, int nq, const float *VF, int c0, int c_first, int hd,
+                      int ta, int tb)
+{
+    if (ta >= tb) return;
+    const float *pp[8 * 64];
+    for (int q = 0; q < nq; q++) pp[q] = S[q] + (ta - c_first);
+    mix(acc, pp, nq, VF + (size_t)(ta - c0) * (size_t)hd, hd, tb - ta);
+}
+
 /* s[0..n) -> the f16-rounded probabilities, in place */
 static void softmax16(float *s, int n)
 {
@@ -287,13 +298,20 @@ void slm_kv_sdpa_task_avx512(void *arg, int ith, int nth)
         /* scores, chunk by chunk; S[q][t - c_first] */
         for (int c0 = c_first; c0 < hi_max; c0 += KC) {
             keys_t(KT, L, kvh, hd, c0, c0 > lo_min ? c0 : lo_min, c0 + KC < hi_max ? c0 + KC : hi_max);
+            /* every query whose row sees a key of the chunk, in tiles of
+             * up to 6 across rows (a key outside a row's span gets a score
+             * nobody reads) */
+            const float *qs[8 * 64];
+            float *sp[8 * 64];
+            int m = 0;
             for (int r = 0; r < nr; r++) {
                 if (c0 + KC <= lo[r] || c0 >= end[r]) continue;
-                const float *const *qr = (const float *const *)qh + r * nhq;
-                float *sp[64];
-                for (int g = 0; g < nhq; g++) sp[g] = S[r * nhq + g] + (c0 - c_first);
-                scores(qr, sp, nhq, KT, hd, sscale);
+                for (int g = 0; g < nhq; g++, m++) {
+                    qs[m] = qh[r * nhq + g];
+                    sp[m] = S[r * nhq + g] + (c0 - c_first);
+                }
             }
+            scores(qs, sp, m, KT, hd, sscale);
         }
         /* softmax per query over its own positions */
         for (int q = 0; q < nq; q++) {
@@ -306,12 +324,27 @@ void slm_kv_sdpa_task_avx512(void *arg, int ith, int nth)
         for (int c0 = c_first; c0 < hi_max; c0 += KC) {
             const int t0 = c0 > lo_min ? c0 : lo_min, t1 = c0 + KC < hi_max ? c0 + KC : hi_max;
             values_f32(VF, L, kvh, hd, c0, t0, t1);
-            for (int r = 0; r < nr; r++) {
-                const int ta = t0 > lo[r] ? t0 : lo[r], tb = t1 < end[r] ? t1 : end[r];
-                if (ta >= tb) continue;
-                const float *pp[64];
-                for (int g = 0; g < nhq; g++) pp[g] = S[r * nhq + g] + (ta - c_first);
-                mix(acc + r * nhq, pp, nhq, VF + (size_t)(ta - c0) * (size_t)hd, hd, tb - ta);
+            /* rows in groups whose queries fill a tile (6): the keys all
+             * of a group's rows see go through one tile; each row's keys
+             * before and after those, through its own (in the order of
+             * the keys, so every output's chain is the row-alone one) */
+            const int grp = nhq < MAXQ ? MAXQ / nhq : 1;
+            for (int r0 = 0; r0 < nr; r0 += grp) {
+                const int r1 = r0 + grp < nr ? r0 + grp : nr;
+                int ta[8], tb[8], ca = t0, cb = t1;
+                for (int r = r0; r < r1; r++) {
+                    ta[r] = t0 > lo[r] ? t0 : lo[r];
+                    tb[r] = t1 < end[r] ? t1 : end[r];
+                    if (ta[r] > ca) ca = ta[r];
+                    if (tb[r] < cb) cb = tb[r];
+                }
+                if (ca >= cb) ca = cb = t1;   /* nothing in common: each row alone */
+                for (int r = r0; r < r1; r++)   /* before the common keys */
+                    mix_range(acc + r * nhq, S + r * nhq, nhq, VF, c0, c_first, hd, ta[r],
+                              tb[r] < ca ? tb[r] : ca);
+                if (ca < cb) mix_range(acc + r0 * nhq, S + r0 * nhq, (r1 - r0) * nhq, VF, c0, c_first, hd, ca, cb);
+                for (int r = r0; r < r1; r++)   /* after them */
+                    mix_range(acc + r * nhq, S + r * nhq, nhq, VF, c0, c_first, hd, ta[r] > cb ? ta[r] : cb, tb[r]);
             }
         }
         for (int q = 0; q < nq; q++) {
